@@ -1,0 +1,47 @@
+# mtlrank — build, test, demo and benchmark.
+# `make demo` and `make test` install missing system packages first (Debian).
+
+GO        ?= go
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN       := bin/mtlrank
+CUDA_BUILD:= build/cuda
+DEMO_OUT  := demo-out
+
+.PHONY: all setup build test test-short vet demo bench fuzz cuda cuda-check clean
+
+all: build
+
+# setup installs the system packages the CPU build needs (OpenBLAS, pkg-config).
+setup:
+	@if ! dpkg -s libopenblas-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then \
+		echo "installing libopenblas-dev pkg-config"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev pkg-config; \
+	fi
+	@command -v $(GO) >/dev/null || { echo "Go is required (https://go.dev/dl); install Go >= 1.26"; exit 1; }
+
+build: setup
+	$(GO) build -o $(BIN) ./cmd/mtlrank
+
+vet: setup
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+
+test: setup vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+demo: build
+	$(BIN) demo --output_path $(DEMO_OUT)
+
+bench: build
+	scripts/bench.sh
+
+fuzz: setup
+	scripts/fuzz.sh
+
+# cuda builds libmtlcuda.so from csrc/ with CMake + nvcc.
+cuda:
+	cmake -S . -B $(CUDA_BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(CUDA_BUILD) -j
+
+clean:
+	rm -rf bin build $(DEMO_OUT)
