@@ -88,3 +88,113 @@ type Schema struct {
 	// Raw keeps top-level pbtxt content that is not a feature, verbatim.
 	Raw []string `json:"-"`
 }
+
+// HasTag reports whether f carries tag t. Merlin's compound tags imply their
+// parts: user_id implies user, id and categorical; item_id implies item, id
+// and categorical; binary_classification implies binary and target;
+// regression implies target.
+func (f *Feature) HasTag(t Tag) bool {
+	for _, have := range f.Tags {
+		if have == t {
+			return true
+		}
+		for _, implied := range impliedTags[have] {
+			if implied == t {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var impliedTags = map[Tag][]Tag{
+	TagUserID:               {TagUser, TagID, TagCategorical},
+	TagItemID:               {TagItem, TagID, TagCategorical},
+	TagSessionID:            {TagID, TagCategorical},
+	TagBinaryClassification: {TagBinary, TagTarget},
+	TagBinary:               {TagTarget},
+	TagRegression:           {TagTarget},
+}
+
+// IsList reports whether f is a list (multi-hot) feature.
+func (f *Feature) IsList() bool { return f.ValueCount != nil || f.HasTag(TagList) }
+
+// IsTarget reports whether f is a target column (never a model input).
+func (f *Feature) IsTarget() bool { return f.HasTag(TagTarget) }
+
+// Cardinality is the number of embedding rows of a categorical feature,
+// int_domain.max + 1, or 0 when the feature has no int domain.
+func (f *Feature) Cardinality() int64 {
+	if f.IntDomain == nil {
+		return 0
+	}
+	return f.IntDomain.Max + 1
+}
+
+// DomainName is the embedding-table name: int_domain.name when set, else the
+// column name. Columns with the same domain name share one table.
+func (f *Feature) DomainName() string {
+	if f.IntDomain != nil && f.IntDomain.Name != "" {
+		return f.IntDomain.Name
+	}
+	return f.Name
+}
+
+// Feature returns the named feature or nil.
+func (s *Schema) Feature(name string) *Feature {
+	for _, f := range s.Features {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// Select returns the features that carry every tag in tags, in schema order.
+func (s *Schema) Select(tags ...Tag) []*Feature {
+	var out []*Feature
+	for _, f := range s.Features {
+		ok := true
+		for _, t := range tags {
+			if !f.HasTag(t) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Tenrec is the built-in TenRec-like schema used by the synthetic data, the
+// demo and the benchmarks (DESIGN.md: Data).
+func Tenrec() *Schema { return TenrecWithRows(0) }
+
+// TenrecWithRows is Tenrec with user_id and item_id cardinality set to rows
+// (0 keeps the defaults: 100001 users, 179281 items).
+func TenrecWithRows(rows int64) *Schema {
+	userMax, itemMax := int64(100000), int64(179280)
+	if rows > 0 {
+		userMax, itemMax = rows-1, rows-1
+	}
+	cat := func(name string, max int64, tags ...Tag) *Feature {
+		return &Feature{Name: name, DType: Int32, Tags: append([]Tag{TagCategorical}, tags...),
+			IntDomain: &IntDomain{Name: name, Min: 0, Max: max, IsCategorical: true}}
+	}
+	bin := func(name string) *Feature {
+		return &Feature{Name: name, DType: Float32, Tags: []Tag{TagBinaryClassification, TagTarget},
+			IntDomain: &IntDomain{Min: 0, Max: 1}}
+	}
+	return &Schema{Features: []*Feature{
+		cat("user_id", userMax, TagUserID, TagUser, TagID),
+		cat("item_id", itemMax, TagItemID, TagItem, TagID),
+		cat("video_category", 5, TagItem),
+		cat("gender", 5, TagUser),
+		cat("age", 10, TagUser),
+		bin("click"), bin("follow"), bin("like"), bin("share"),
+		{Name: "watching_times", DType: Float32, Tags: []Tag{TagRegression, TagTarget},
+			FloatDomain: &FloatDomain{Min: 0, Max: 5}},
+	}}
+}
