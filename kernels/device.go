@@ -129,7 +129,8 @@ type Device interface {
 	// out[:, col:col+dim] where dim = table.Cols(). Without offsets (nil),
 	// ids [B] holds one id per row. With offsets [B+1], row b combines
 	// table rows ids[offsets[b]:offsets[b+1]] with comb. It returns an
-	// *IDRangeError if an id is negative or >= table.Rows().
+	// *IDRangeError if an id is negative or >= table.Rows() (the first such
+	// id in value order).
 	EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor, comb Combiner) error
 	// EmbeddingBackward turns dout[:, col:col+dim] into the sparse gradient
 	// of the table with the given number of rows: duplicates accumulated,
@@ -160,7 +161,7 @@ type Device interface {
 
 // IDRangeError reports an embedding id outside its table.
 type IDRangeError struct {
-	Row  int   // batch row (or position in a list feature's values)
+	Row  int   // batch row (for a list feature: the row whose list holds the id)
 	ID   int64 // the offending id
 	Rows int   // number of rows in the table
 }

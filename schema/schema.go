@@ -80,6 +80,10 @@ type Feature struct {
 	// Raw keeps pbtxt content of this feature that the parser did not
 	// interpret (verbatim text), re-emitted on write.
 	Raw []string `json:"-"`
+
+	// pb keeps what a parsed feature needs to be written back with nothing
+	// lost (verbatim extra_metadata, fields inside interpreted messages).
+	pb *pbtxtState
 }
 
 // Schema is an ordered list of features.

@@ -1,0 +1,306 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// usageError marks a command-line mistake (exit status 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// intList is a comma-separated list of positive ints, e.g. "128,64,32". An
+// empty string is an empty list (as Merlin's parse_list_arg).
+type intList struct{ v *[]int }
+
+func (l intList) String() string {
+	if l.v == nil {
+		return ""
+	}
+	parts := make([]string, len(*l.v))
+	for i, x := range *l.v {
+		parts[i] = strconv.Itoa(x)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l intList) Set(s string) error {
+	out := []int{}
+	if s != "" && s != "None" {
+		for _, p := range strings.Split(s, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" {
+				continue
+			}
+			x, err := strconv.Atoi(p)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", p)
+			}
+			if x <= 0 {
+				return fmt.Errorf("layer size must be positive, got %d", x)
+			}
+			out = append(out, x)
+		}
+	}
+	*l.v = out
+	return nil
+}
+
+// strList is a comma-separated list of strings; empty entries are kept only
+// when keepEmpty (the --tasks_sample_space alignment needs them).
+type strList struct {
+	v         *[]string
+	keepEmpty bool
+}
+
+func (l strList) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l strList) Set(s string) error {
+	out := []string{}
+	if s != "" && s != "None" {
+		for _, p := range strings.Split(s, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" && !l.keepEmpty {
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	*l.v = out
+	return nil
+}
+
+// boolValue is a boolean flag accepting Merlin's str2bool spellings
+// (yes/true/t/y/1, no/false/f/n/0, any case); alone it means true.
+type boolValue struct{ v *bool }
+
+func (b boolValue) String() string {
+	if b.v == nil {
+		return "false"
+	}
+	return strconv.FormatBool(*b.v)
+}
+
+func (b boolValue) Set(s string) error {
+	v, ok := parseBool(s)
+	if !ok {
+		return fmt.Errorf("boolean value expected, got %q", s)
+	}
+	*b.v = v
+	return nil
+}
+
+func (b boolValue) IsBoolFlag() bool { return true }
+
+func parseBool(s string) (bool, bool) {
+	switch strings.ToLower(s) {
+	case "yes", "true", "t", "y", "1":
+		return true, true
+	case "no", "false", "f", "n", "0":
+		return false, true
+	}
+	return false, false
+}
+
+// flagName returns the name of a "-x", "--x" or "--x=v" argument, or "".
+func flagName(arg string) (name string, value string, hasValue bool) {
+	if len(arg) < 2 || arg[0] != '-' || arg == "--" {
+		return "", "", false
+	}
+	s := strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-")
+	if i := strings.IndexByte(s, '='); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}
+
+// joinBoolValues rewrites "--flag value" into "--flag=value" for boolean
+// flags followed by a str2bool word, so "--use_task_towers False" (Merlin's
+// nargs='?' booleans) parses as the Merlin script does.
+func joinBoolValues(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		name, _, has := flagName(a)
+		if name != "" && !has && i+1 < len(args) {
+			if f := fs.Lookup(name); f != nil {
+				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+					if _, ok := parseBool(args[i+1]); ok {
+						out = append(out, a+"="+args[i+1])
+						i++
+						continue
+					}
+				}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// dynamicFloats extracts "--<prefix><target> value" / "--<prefix><target>=value"
+// arguments (Merlin's per-target flags) from args, returning them by prefix
+// and target, and the other arguments.
+func dynamicFloats(args []string, prefixes ...string) (map[string]map[string]float64, []string, error) {
+	found := map[string]map[string]float64{}
+	rest := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		name, value, has := flagName(a)
+		prefix := ""
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) {
+				prefix = p
+			}
+		}
+		if prefix == "" {
+			rest = append(rest, a)
+			continue
+		}
+		target := strings.TrimPrefix(name, prefix)
+		if target == "" {
+			return nil, nil, usagef("flag --%s needs a target name after the prefix, e.g. --%sclick", name, prefix)
+		}
+		if !has {
+			if i+1 >= len(args) {
+				return nil, nil, usagef("flag --%s needs a value", name)
+			}
+			i++
+			value = args[i]
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, nil, usagef("flag --%s: %q is not a finite number", name, value)
+		}
+		if v < 0 {
+			return nil, nil, usagef("flag --%s: must be >= 0, got %v", name, v)
+		}
+		if found[prefix] == nil {
+			found[prefix] = map[string]float64{}
+		}
+		if _, dup := found[prefix][target]; dup {
+			return nil, nil, usagef("flag --%s given twice", name)
+		}
+		found[prefix][target] = v
+	}
+	return found, rest, nil
+}
+
+// wantsHelp reports whether args ask for help before any "--".
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		switch a {
+		case "-h", "-help", "--help", "help":
+			return true
+		}
+	}
+	return false
+}
+
+// parseFlags parses args into fs, turning flag errors into usage errors and
+// rejecting positional arguments. Flags given explicitly are returned.
+func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(joinBoolValues(fs, args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		msg := err.Error()
+		if strings.HasPrefix(msg, "flag provided but not defined: ") {
+			name := strings.TrimPrefix(msg, "flag provided but not defined: ")
+			msg = "unknown flag " + name
+			if s := suggest(fs, strings.TrimLeft(name, "-")); s != "" {
+				msg += " (did you mean --" + s + "?)"
+			}
+		}
+		return nil, &usageError{msg}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q (flags are --name=value)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
+}
+
+// suggest returns the defined flag closest to name (edit distance <= 3).
+func suggest(fs *flag.FlagSet, name string) string {
+	best, bestD := "", 4
+	fs.VisitAll(func(f *flag.Flag) {
+		if d := editDistance(name, f.Name); d < bestD {
+			best, bestD = f.Name, d
+		}
+	})
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// printUsage writes a command's synopsis, description and flags.
+func printUsage(w io.Writer, fs *flag.FlagSet, synopsis, description string) {
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, n := range names {
+		f := fs.Lookup(n)
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + n
+		if _, ok := f.Value.(boolValue); ok {
+			typ = "[=bool]"
+			line += typ
+		} else if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "[]" && f.DefValue != "0" && f.DefValue != "false" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,401 @@
+// elementwise.cu - element-wise and row-wise kernels: fill, bias + activation,
+// activation backward, dropout, mul/axpy/scale/equal/sigmoid, column copies,
+// softmax with temperature and its backward, gate combine and its backward.
+#include <cmath>
+
+#include "internal.cuh"
+
+// Grid-stride loop with the index type I (int when the total fits, so that
+// the divisions in the index arithmetic stay 32-bit).
+#define MTL_FOR(I, i, n) \
+	for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
+
+static inline bool fits32(int64_t n) { return n <= 0x7fffffff; }
+
+// ---- fill ----
+
+__global__ void k_fill(float *x, int64_t n, float v) {
+	MTL_FOR(int64_t, i, n) x[i] = v;
+}
+
+extern "C" int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_fill<<<mtl_grid(ctx, n), kThreads, 0, ctx->compute>>>(dptr<float>(dst), n, v);
+	MTL_LAUNCHED(ctx, "fill");
+	return MTL_OK;
+}
+
+// ---- bias + activation ----
+
+template <typename I, bool RELU>
+__global__ void k_bias_act(float *x, const float *bias, I rows, I n, I total) {
+	MTL_FOR(I, i, total) {
+		I r = i / n;    // global row
+		I c = i - r * n; // column
+		I g = r / rows; // group
+		float v = x[i] + bias[g * n + c];
+		x[i] = RELU ? fmaxf(v, 0.0f) : v;
+	}
+}
+
+extern "C" int mtl_bias_act(mtl_ctx *ctx, mtl_dptr x, mtl_dptr bias, int groups, int64_t rows, int n, int act) {
+	MTL_REQUIRE(ctx, groups >= 0 && rows >= 0 && n >= 0, "bias_act: negative size");
+	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "bias_act: unknown activation %d", act);
+	int64_t total = (int64_t)groups * rows * n;
+	if (total == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	unsigned grid = mtl_grid(ctx, total, 4);
+	float *px = dptr<float>(x);
+	const float *pb = dptr<const float>(bias);
+	if (fits32(total)) {
+		if (act == MTL_ACT_RELU)
+			k_bias_act<int, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+		else
+			k_bias_act<int, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+	} else {
+		if (act == MTL_ACT_RELU)
+			k_bias_act<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+		else
+			k_bias_act<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+	}
+	MTL_LAUNCHED(ctx, "bias_act");
+	return MTL_OK;
+}
+
+__global__ void k_relu_backward(float *dy, const float *y, int64_t n) {
+	MTL_FOR(int64_t, i, n) {
+		if (y[i] <= 0.0f) dy[i] = 0.0f;
+	}
+}
+
+extern "C" int mtl_act_backward(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr y, int64_t n, int act) {
+	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "act_backward: unknown activation %d", act);
+	if (n <= 0 || act == MTL_ACT_LINEAR) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_relu_backward<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dy), dptr<const float>(y), n);
+	MTL_LAUNCHED(ctx, "relu_backward");
+	return MTL_OK;
+}
+
+// ---- dropout ----
+
+// The CPU device's DropoutHash (kernels/cpu.go): SplitMix64's finaliser of
+// seed + (i+1)*golden ratio. 64-bit wrap-around arithmetic, so the GPU and
+// the CPU agree bit for bit.
+__device__ __forceinline__ uint64_t dropout_hash(uint64_t seed, uint64_t i) {
+	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+__global__ void k_dropout(float *x, float *mask, int64_t n, uint64_t threshold, float scale, uint64_t seed) {
+	MTL_FOR(int64_t, i, n) {
+		float m = (dropout_hash(seed, (uint64_t)i) >> 40) < threshold ? 0.0f : scale;
+		mask[i] = m;
+		x[i] *= m;
+	}
+}
+
+extern "C" int mtl_dropout(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+                           uint64_t seed) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_dropout<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), dptr<float>(mask), n, threshold,
+	                                                               scale, seed);
+	MTL_LAUNCHED(ctx, "dropout");
+	return MTL_OK;
+}
+
+// ---- simple element-wise ops ----
+
+__global__ void k_mul(float *dst, const float *a, const float *b, int64_t n) {
+	MTL_FOR(int64_t, i, n) dst[i] = a[i] * b[i];
+}
+
+__global__ void k_axpy(float alpha, const float *x, float *y, int64_t n) {
+	MTL_FOR(int64_t, i, n) y[i] += alpha * x[i];
+}
+
+__global__ void k_scale(float *x, int64_t n, float alpha) {
+	MTL_FOR(int64_t, i, n) x[i] *= alpha;
+}
+
+__global__ void k_equal(float *dst, const float *src, int64_t n, float value) {
+	MTL_FOR(int64_t, i, n) dst[i] = src[i] == value ? 1.0f : 0.0f;
+}
+
+// Sigmoid without overflow for any x, in float64 like the CPU device.
+__device__ __forceinline__ float sigmoid_stable(float x) {
+	if (x >= 0.0f) return (float)(1.0 / (1.0 + exp(-(double)x)));
+	double e = exp((double)x);
+	return (float)(e / (1.0 + e));
+}
+
+__global__ void k_sigmoid(float *y, const float *x, int64_t n) {
+	MTL_FOR(int64_t, i, n) y[i] = sigmoid_stable(x[i]);
+}
+
+extern "C" int mtl_mul(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr a, mtl_dptr b, int64_t n) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_mul<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(a),
+	                                                           dptr<const float>(b), n);
+	MTL_LAUNCHED(ctx, "mul");
+	return MTL_OK;
+}
+
+extern "C" int mtl_axpy(mtl_ctx *ctx, float alpha, mtl_dptr x, mtl_dptr y, int64_t n) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_axpy<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(alpha, dptr<const float>(x), dptr<float>(y), n);
+	MTL_LAUNCHED(ctx, "axpy");
+	return MTL_OK;
+}
+
+extern "C" int mtl_scale(mtl_ctx *ctx, mtl_dptr x, int64_t n, float alpha) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_scale<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, alpha);
+	MTL_LAUNCHED(ctx, "scale");
+	return MTL_OK;
+}
+
+extern "C" int mtl_equal_mask(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, int64_t n, float value) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_equal<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(src), n, value);
+	MTL_LAUNCHED(ctx, "equal_mask");
+	return MTL_OK;
+}
+
+extern "C" int mtl_sigmoid(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t n) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_sigmoid<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), n);
+	MTL_LAUNCHED(ctx, "sigmoid");
+	return MTL_OK;
+}
+
+// ---- column copies (concat / split along features) ----
+
+template <typename I, bool ACC>
+__global__ void k_copy_cols(float *dst, I dst_cols, I dst_col, const float *src, I src_cols, I src_col, I width,
+                            I total) {
+	MTL_FOR(I, i, total) {
+		I r = i / width;
+		I j = i - r * width;
+		float v = src[r * src_cols + src_col + j];
+		float *d = dst + r * dst_cols + dst_col + j;
+		*d = ACC ? *d + v : v;
+	}
+}
+
+extern "C" int mtl_copy_cols(mtl_ctx *ctx, mtl_dptr dst, int dst_cols, int dst_col, mtl_dptr src, int src_cols,
+                             int src_col, int64_t rows, int width, int accumulate) {
+	MTL_REQUIRE(ctx, rows >= 0 && width >= 0 && dst_col >= 0 && src_col >= 0 && dst_col + width <= dst_cols &&
+	                     src_col + width <= src_cols,
+	            "copy_cols: %d columns from column %d of %d to column %d of %d", width, src_col, src_cols, dst_col,
+	            dst_cols);
+	int64_t total = rows * width;
+	if (total == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	unsigned grid = mtl_grid(ctx, total, 4);
+	float *d = dptr<float>(dst);
+	const float *s = dptr<const float>(src);
+	// The largest index touched is rows*max(cols); 32-bit indices when it fits.
+	int64_t span = rows * (int64_t)(dst_cols > src_cols ? dst_cols : src_cols);
+	if (fits32(span)) {
+		if (accumulate)
+			k_copy_cols<int, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			                                                             width, (int)total);
+		else
+			k_copy_cols<int, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			                                                              width, (int)total);
+	} else {
+		if (accumulate)
+			k_copy_cols<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			                                                                 src_col, width, total);
+		else
+			k_copy_cols<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			                                                                  src_col, width, total);
+	}
+	MTL_LAUNCHED(ctx, "copy_cols");
+	return MTL_OK;
+}
+
+// ---- softmax ----
+
+__device__ __forceinline__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+__device__ __forceinline__ double warp_sum(double v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+// One warp per row: the row maximum, exp((x - max) / T) summed in float64,
+// then normalised (the CPU device's order of operations).
+__global__ void k_softmax(float *y, const float *x, int64_t rows, int cols, float inv_t) {
+	int lane = threadIdx.x & 31;
+	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+	for (int64_t r = warp; r < rows; r += warps) {
+		const float *xr = x + r * cols;
+		float *yr = y + r * cols;
+		float mx = -INFINITY;
+		for (int j = lane; j < cols; j += 32) mx = fmaxf(mx, xr[j]);
+		mx = warp_max(mx);
+		double sum = 0;
+		for (int j = lane; j < cols; j += 32) {
+			double e = exp((double)((xr[j] - mx) * inv_t));
+			yr[j] = (float)e;
+			sum += e;
+		}
+		sum = warp_sum(sum);
+		double inv = 1.0 / sum;
+		for (int j = lane; j < cols; j += 32) yr[j] = (float)((double)yr[j] * inv);
+	}
+}
+
+// dx = y * (dy - <dy, y>) / T, the dot product in float64.
+__global__ void k_softmax_backward(float *dx, const float *dy, const float *y, int64_t rows, int cols, float inv_t) {
+	int lane = threadIdx.x & 31;
+	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+	for (int64_t r = warp; r < rows; r += warps) {
+		const float *yr = y + r * cols;
+		const float *dyr = dy + r * cols;
+		float *dxr = dx + r * cols;
+		double dot = 0;
+		for (int j = lane; j < cols; j += 32) dot += (double)yr[j] * (double)dyr[j];
+		float d = (float)warp_sum(dot);
+		for (int j = lane; j < cols; j += 32) dxr[j] = inv_t * yr[j] * (dyr[j] - d);
+	}
+}
+
+// Grid for one warp per row.
+static unsigned warp_grid(const mtl_ctx *ctx, int64_t rows) { return mtl_grid(ctx, rows * 32); }
+
+extern "C" int mtl_softmax_rows(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t rows, int cols, float temperature) {
+	MTL_REQUIRE(ctx, rows >= 0 && cols >= 0, "softmax: negative size");
+	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax: temperature must not be 0");
+	if (rows == 0 || cols == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_softmax<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), rows, cols,
+	                                                                1.0f / temperature);
+	MTL_LAUNCHED(ctx, "softmax");
+	return MTL_OK;
+}
+
+extern "C" int mtl_softmax_backward(mtl_ctx *ctx, mtl_dptr dx, mtl_dptr dy, mtl_dptr y, int64_t rows, int cols,
+                                    float temperature) {
+	MTL_REQUIRE(ctx, rows >= 0 && cols >= 0, "softmax_backward: negative size");
+	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax_backward: temperature must not be 0");
+	if (rows == 0 || cols == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_softmax_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	    dptr<float>(dx), dptr<const float>(dy), dptr<const float>(y), rows, cols, 1.0f / temperature);
+	MTL_LAUNCHED(ctx, "softmax_backward");
+	return MTL_OK;
+}
+
+// ---- gate combine ----
+
+// Expert pointers travel by value in the kernel parameters, so a launch
+// needs no host-to-device copy and can be captured in a graph.
+struct expert_ptrs {
+	const float *x[MTL_MAX_EXPERTS];
+	float *dx[MTL_MAX_EXPERTS];
+};
+
+// out[b, j] (+)= sum_{e < ne} w[b, e0+e] * x_e[b, j], experts in order.
+template <typename I>
+__global__ void k_gate_combine(float *out, const float *w, expert_ptrs ex, int ne, int e0, int wcols, I d, I total,
+                               bool accumulate) {
+	MTL_FOR(I, i, total) {
+		I b = i / d;
+		const float *wb = w + b * wcols + e0;
+		float acc = accumulate ? out[i] : wb[0] * ex.x[0][i];
+		for (int e = accumulate ? 0 : 1; e < ne; e++) acc += wb[e] * ex.x[e][i];
+		out[i] = acc;
+	}
+}
+
+extern "C" int mtl_gate_combine(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, const mtl_dptr *experts, int num_experts,
+                                int64_t rows, int d) {
+	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_combine: %d experts, %lld rows, width %d",
+	            num_experts, (long long)rows, d);
+	int64_t total = rows * d;
+	if (total == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	unsigned grid = mtl_grid(ctx, total, 2);
+	for (int e0 = 0; e0 < num_experts; e0 += MTL_MAX_EXPERTS) {
+		int ne = num_experts - e0 < MTL_MAX_EXPERTS ? num_experts - e0 : MTL_MAX_EXPERTS;
+		expert_ptrs p{};
+		for (int e = 0; e < ne; e++) p.x[e] = dptr<const float>(experts[e0 + e]);
+		bool acc = e0 > 0;
+		if (fits32(total) && fits32(rows * num_experts))
+			k_gate_combine<int><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p, ne,
+			                                                         e0, num_experts, d, (int)total, acc);
+		else
+			k_gate_combine<int64_t><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p,
+			                                                             ne, e0, num_experts, d, total, acc);
+		MTL_LAUNCHED(ctx, "gate_combine");
+	}
+	return MTL_OK;
+}
+
+// One warp per row b: dw[b, e0+e] = <dout[b], x_e[b]> (float32, like the CPU
+// device) and dx_e[b] += w[b, e0+e] * dout[b].
+__global__ void k_gate_combine_backward(const float *dout, const float *w, expert_ptrs ex, float *dw, int ne, int e0,
+                                        int wcols, int64_t rows, int d) {
+	int lane = threadIdx.x & 31;
+	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+	for (int64_t b = warp; b < rows; b += warps) {
+		const float *g = dout + b * d;
+		for (int e = 0; e < ne; e++) {
+			const float *x = ex.x[e] + b * d;
+			float *dx = ex.dx[e] + b * d;
+			float we = w[b * wcols + e0 + e];
+			float dot = 0;
+			for (int j = lane; j < d; j += 32) {
+				float gj = g[j];
+				dot += gj * x[j];
+				dx[j] += we * gj;
+			}
+			dot = warp_sum(dot);
+			if (lane == 0) dw[b * wcols + e0 + e] = dot;
+		}
+	}
+}
+
+extern "C" int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
+                                         mtl_dptr dw, const mtl_dptr *dexperts, int num_experts, int64_t rows, int d) {
+	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_combine_backward: %d experts, %lld rows, width %d",
+	            num_experts, (long long)rows, d);
+	if (rows == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	if (d == 0) return mtl_memset(ctx, dw, 0, (size_t)rows * num_experts * 4);
+	for (int e0 = 0; e0 < num_experts; e0 += MTL_MAX_EXPERTS) {
+		int ne = num_experts - e0 < MTL_MAX_EXPERTS ? num_experts - e0 : MTL_MAX_EXPERTS;
+		expert_ptrs p{};
+		for (int e = 0; e < ne; e++) {
+			p.x[e] = dptr<const float>(experts[e0 + e]);
+			p.dx[e] = dptr<float>(dexperts[e0 + e]);
+		}
+		k_gate_combine_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+		    dptr<const float>(dout), dptr<const float>(w), p, dptr<float>(dw), ne, e0, num_experts, rows, d);
+		MTL_LAUNCHED(ctx, "gate_combine_backward");
+	}
+	return MTL_OK;
+}

@@ -1,0 +1,431 @@
+// embedding.cu - embedding gather with combiners and id checks, the sparse
+// embedding backward and the fused backward + sparse optimizer update.
+//
+// Backward design: sort-based segment reduction, not atomics.
+//  1. every id of every input becomes a key (its table row; ids that are out
+//     of range, or outside the lists, get the sentinel key table_rows) with
+//     its global entry number as value;
+//  2. a stable radix sort over only the bits the table needs groups equal
+//     rows, keeping entries in their original order inside a group;
+//  3. run-length encoding gives the unique rows and their run lengths, an
+//     exclusive scan the start of each run;
+//  4. one warp per unique row sums its entries (scaled by the combiner) in
+//     registers, and writes the row of the sparse gradient - or, fused,
+//     applies the optimizer to that row of the table and its moments.
+// Why not atomics into a scratch keyed by a sorted unique list: that needs
+// the same sort to build the list, then a second pass, and float atomics make
+// the sums depend on scheduling. The sort-based reduction adds each row's
+// contributions in batch order (the CPU device's order), so results are
+// deterministic and match the CPU to rounding; every gradient row is written
+// once with whole-row coalesced accesses, which is what bounds the fused
+// update on a large table (three table-sized arrays touched only on the
+// rows of the batch).
+#include <cub/cub.cuh>
+
+#include "internal.cuh"
+
+__device__ __forceinline__ float comb_scale(int comb, int64_t n) {
+	if (n == 0) return 0.0f;
+	if (comb == MTL_COMB_MEAN) return 1.0f / (float)n;
+	if (comb == MTL_COMB_SQRTN) return (float)(1.0 / sqrt((double)n));
+	return 1.0f;
+}
+
+__device__ __forceinline__ void record_bad_id(mtl_idcheck_slot *s, int64_t pos, int64_t row, int id,
+                                              int64_t table_rows) {
+	unsigned long long key = ((unsigned long long)pos << 32) | (unsigned int)id;
+	atomicMin(&s->key, key);
+	atomicMin(&s->row, (unsigned long long)row);
+	atomicMin(&s->rows, (unsigned long long)table_rows);
+}
+
+// ---- gather ----
+
+// Thread per output element (b, j): consecutive threads read consecutive
+// columns of one table row.
+__global__ void k_gather(float *out, int out_cols, int col, const float *table, int64_t table_rows, int dim,
+                         const int *ids, int64_t batch, mtl_idcheck_slot *slot) {
+	int64_t total = batch * dim;
+	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)blockDim.x * gridDim.x) {
+		int64_t b = k / dim;
+		int j = (int)(k - b * dim);
+		int id = ids[b];
+		float v = 0.0f;
+		if (id >= 0 && id < table_rows) {
+			v = table[(int64_t)id * dim + j];
+		} else if (j == 0) {
+			record_bad_id(slot, b, b, id, table_rows);
+		}
+		out[b * out_cols + col + j] = v;
+	}
+}
+
+__global__ void k_gather_list(float *out, int out_cols, int col, const float *table, int64_t table_rows, int dim,
+                              const int *ids, int64_t num_ids, const int *offsets, int64_t batch, int comb,
+                              mtl_idcheck_slot *slot) {
+	int64_t total = batch * dim;
+	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)blockDim.x * gridDim.x) {
+		int64_t b = k / dim;
+		int j = (int)(k - b * dim);
+		int64_t s = offsets[b], e = offsets[b + 1];
+		float acc = 0.0f;
+		if (s < 0 || e < s || e > num_ids) {
+			if (j == 0) atomicMin(&slot->bad_offsets, (unsigned long long)b);
+		} else {
+			for (int64_t p = s; p < e; p++) {
+				int id = ids[p];
+				if (id >= 0 && id < table_rows) {
+					acc += table[(int64_t)id * dim + j];
+				} else if (j == 0) {
+					record_bad_id(slot, p, b, id, table_rows);
+				}
+			}
+			acc *= comb_scale(comb, e - s);
+		}
+		out[b * out_cols + col + j] = acc;
+	}
+}
+
+extern "C" int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, int col, mtl_dptr table,
+                                    int64_t table_rows, int dim, mtl_dptr ids, int64_t num_ids, mtl_dptr offsets,
+                                    int64_t batch, int comb, int slot) {
+	MTL_REQUIRE(ctx, batch >= 0 && dim >= 0 && col >= 0 && col + dim <= out_cols,
+	            "embedding_gather: %d columns at column %d of a %d-column output", dim, col, out_cols);
+	MTL_REQUIRE(ctx, comb >= MTL_COMB_MEAN && comb <= MTL_COMB_SQRTN, "embedding_gather: unknown combiner %d", comb);
+	MTL_REQUIRE(ctx, table_rows >= 0 && table_rows <= 0x7fffffff, "embedding_gather: %lld table rows",
+	            (long long)table_rows);
+	if (batch == 0 || dim == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	if (slot < 0) slot = 0;
+	if (slot >= MTL_IDCHECK_SLOTS) slot = MTL_IDCHECK_SLOTS - 1;
+	mtl_idcheck_slot *s = ctx->idcheck + slot;
+	unsigned grid = mtl_grid(ctx, batch * dim, 2);
+	if (offsets == 0) {
+		MTL_REQUIRE(ctx, num_ids >= batch, "embedding_gather: %lld ids for %lld rows", (long long)num_ids,
+		            (long long)batch);
+		k_gather<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		                                              table_rows, dim, dptr<const int>(ids), batch, s);
+	} else {
+		k_gather_list<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		                                                   table_rows, dim, dptr<const int>(ids), num_ids,
+		                                                   dptr<const int>(offsets), batch, comb, s);
+	}
+	MTL_LAUNCHED(ctx, "embedding_gather");
+	return MTL_OK;
+}
+
+extern "C" int mtl_idcheck_fetch(mtl_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row,
+                                 int64_t *id, int64_t *table_rows) {
+	*found = 0;
+	*slot = -1;
+	*pos = *row = *id = *table_rows = -1;
+	if (slots <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	if (ctx->capturing) return mtl_fail(ctx, MTL_ERR_CAPTURE, "id check read-back while capturing a graph");
+	if (slots > MTL_IDCHECK_SLOTS) slots = MTL_IDCHECK_SLOTS;
+	size_t bytes = sizeof(mtl_idcheck_slot) * (size_t)slots;
+	mtl_idcheck_slot *host = static_cast<mtl_idcheck_slot *>(ctx->host_small);
+	MTL_CUDA(ctx, cudaMemcpyAsync(host, ctx->idcheck, bytes, cudaMemcpyDeviceToHost, ctx->compute));
+	MTL_CUDA(ctx, cudaMemsetAsync(ctx->idcheck, 0xFF, bytes, ctx->compute));
+	MTL_CUDA(ctx, cudaStreamSynchronize(ctx->compute));
+	const unsigned long long clean = ~0ull;
+	for (int i = 0; i < slots; i++) {
+		if (host[i].key != clean) {
+			*found = 1;
+			*slot = i;
+			*pos = (int64_t)(host[i].key >> 32);
+			*id = (int64_t)(int)(unsigned int)(host[i].key & 0xffffffffull);
+			*row = (int64_t)host[i].row;
+			*table_rows = (int64_t)host[i].rows;
+			return MTL_OK;
+		}
+		if (host[i].bad_offsets != clean) {
+			*found = 2;
+			*slot = i;
+			*row = (int64_t)host[i].bad_offsets;
+			return MTL_OK;
+		}
+	}
+	return MTL_OK;
+}
+
+// ---- backward ----
+
+struct emb_inputs {
+	mtl_emb_input in[MTL_MAX_EMB_INPUTS];
+	int64_t base[MTL_MAX_EMB_INPUTS + 1]; // global entry number of each input's first id
+	int count;
+};
+
+__device__ __forceinline__ int input_of(const emb_inputs &a, int64_t g) {
+	int i = 0;
+	while (i + 1 < a.count && a.base[i + 1] <= g) i++;
+	return i;
+}
+
+// Key = table row of entry g, or the sentinel table_rows when the entry does
+// not contribute (id out of range, position outside the lists, malformed
+// offsets: the gather reported those).
+__global__ void k_build_keys(emb_inputs a, int64_t total, int64_t table_rows, unsigned *keys, int *vals) {
+	for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += (int64_t)blockDim.x * gridDim.x) {
+		int i = input_of(a, g);
+		const mtl_emb_input &in = a.in[i];
+		int64_t j = g - a.base[i];
+		const int *offs = dptr<const int>(in.offsets);
+		bool inside = offs ? (j >= offs[0] && j < offs[in.batch]) : j < in.batch;
+		int id = dptr<const int>(in.ids)[j];
+		bool ok = inside && id >= 0 && id < table_rows;
+		keys[g] = ok ? (unsigned)id : (unsigned)table_rows;
+		vals[g] = (int)g;
+	}
+}
+
+// Drops the sentinel run (always the last: it is the largest key).
+__global__ void k_valid_runs(int *num_runs, const unsigned *uniq, int64_t table_rows) {
+	int n = *num_runs;
+	if (n > 0 && uniq[n - 1] == (unsigned)table_rows) n--;
+	num_runs[1] = n;
+}
+
+// Gradient contribution of entry g to one column: its batch row's dout
+// element times the combiner scale of that row.
+struct entry_src {
+	const float *row; // dout row start at the feature's column
+	float scale;
+};
+
+__device__ __forceinline__ entry_src entry_source(const emb_inputs &a, int64_t g) {
+	int i = input_of(a, g);
+	const mtl_emb_input &in = a.in[i];
+	int64_t j = g - a.base[i];
+	int64_t b = j;
+	float scale = 1.0f;
+	if (in.offsets) {
+		// Largest b with offsets[b] <= j: the row whose list holds entry j
+		// (empty rows share their offset with the next row and are skipped).
+		const int *offs = dptr<const int>(in.offsets);
+		int64_t lo = 0, hi = in.batch; // invariant: offs[lo] <= j < offs[hi]
+		while (hi - lo > 1) {
+			int64_t mid = (lo + hi) >> 1;
+			if (offs[mid] <= j)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		b = lo;
+		scale = comb_scale(in.comb, (int64_t)offs[b + 1] - offs[b]);
+	}
+	entry_src s;
+	s.row = dptr<const float>(in.dout) + b * in.dout_cols + in.col;
+	s.scale = scale;
+	return s;
+}
+
+// Columns per lane held in registers: a warp covers 32*kVec columns per pass.
+constexpr int kVec = 4;
+
+// One warp per unique row u. MODE 0: write the sparse gradient (rows and
+// values), and with pad != 0 mark rows past the count with -1 and zero
+// values. MODE 1: apply the optimizer to the table row in place.
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    k_segments(emb_inputs a, const unsigned *uniq, const int *counts, const int *starts, const int *sorted_vals,
+               const int *num_runs, int64_t total, int dim, int *out_rows, float *out_values, int pad, float *table,
+               float *s1, float *s2, mtl_sparse_opt opt) {
+	int lane = threadIdx.x & 31;
+	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+	const int n = num_runs[1];
+	const int64_t limit = MODE == 0 && pad ? total : n;
+	for (int64_t u = warp; u < limit; u += warps) {
+		if (u >= n) { // padding (MODE 0 only)
+			if (lane == 0) out_rows[u] = -1;
+			for (int c = lane; c < dim; c += 32) out_values[u * dim + c] = 0.0f;
+			continue;
+		}
+		const unsigned r = uniq[u];
+		const int start = starts[u], cnt = counts[u];
+		if (MODE == 0 && lane == 0) out_rows[u] = (int)r;
+		for (int c0 = 0; c0 < dim; c0 += 32 * kVec) {
+			float acc[kVec];
+#pragma unroll
+			for (int v = 0; v < kVec; v++) acc[v] = 0.0f;
+			for (int e = start; e < start + cnt; e++) {
+				entry_src src = entry_source(a, sorted_vals[e]);
+#pragma unroll
+				for (int v = 0; v < kVec; v++) {
+					int c = c0 + v * 32 + lane;
+					if (c < dim) acc[v] += src.scale * src.row[c];
+				}
+			}
+#pragma unroll
+			for (int v = 0; v < kVec; v++) {
+				int c = c0 + v * 32 + lane;
+				if (c >= dim) continue;
+				if (MODE == 0) {
+					out_values[u * dim + c] = acc[v];
+					continue;
+				}
+				int64_t at = (int64_t)r * dim + c;
+				float p = table[at];
+				float g = acc[v] + 2.0f * opt.l2 * p;
+				if (opt.kind == MTL_OPT_ADAM) {
+					float m = opt.beta1 * s1[at] + (1.0f - opt.beta1) * g;
+					float w = opt.beta2 * s2[at] + (1.0f - opt.beta2) * g * g;
+					s1[at] = m;
+					s2[at] = w;
+					table[at] = p - opt.lr * m / (sqrtf(w) + opt.eps);
+				} else if (opt.kind == MTL_OPT_ADAGRAD) {
+					float acc2 = s1[at] + g * g;
+					s1[at] = acc2;
+					table[at] = p - opt.lr * g / (sqrtf(acc2) + opt.eps);
+				} else {
+					table[at] = p - opt.lr * g;
+				}
+			}
+		}
+	}
+}
+
+static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// Scratch buffers of one backward, carved out of ctx->scratch.
+struct seg_buffers {
+	unsigned *keys_in, *keys_out, *uniq;
+	int *vals_in, *vals_out, *counts, *starts, *num_runs;
+	void *temp;
+	size_t temp_bytes;
+};
+
+static int end_bit_for(int64_t table_rows) {
+	int bits = 1;
+	while (bits < 32 && ((int64_t)1 << bits) <= table_rows) bits++;
+	return bits; // enough bits for every key in [0, table_rows]
+}
+
+// Steps 1-3 of the backward (see the top of the file). On success the
+// segment arrays in b and num_runs[1] (valid run count) are queued.
+static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int64_t table_rows, seg_buffers *b) {
+	int n = (int)total;
+	int end_bit = end_bit_for(table_rows);
+	size_t sort_bytes = 0, rle_bytes = 0, scan_bytes = 0;
+	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (unsigned *)nullptr, (unsigned *)nullptr,
+	                                              (int *)nullptr, (int *)nullptr, n, 0, end_bit, ctx->compute));
+	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(nullptr, rle_bytes, (unsigned *)nullptr, (unsigned *)nullptr,
+	                                                 (int *)nullptr, (int *)nullptr, n, ctx->compute));
+	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, (int *)nullptr, (int *)nullptr, n, ctx->compute));
+	size_t temp = sort_bytes > rle_bytes ? sort_bytes : rle_bytes;
+	if (scan_bytes > temp) temp = scan_bytes;
+	size_t arr = align_up((size_t)n * 4);
+	size_t need = 7 * arr + align_up(2 * sizeof(int)) + align_up(temp);
+	int rc = mtl_scratch_reserve(ctx, need);
+	if (rc != MTL_OK) return rc;
+	char *p = ctx->scratch;
+	b->keys_in = (unsigned *)p, p += arr;
+	b->keys_out = (unsigned *)p, p += arr;
+	b->uniq = (unsigned *)p, p += arr;
+	b->vals_in = (int *)p, p += arr;
+	b->vals_out = (int *)p, p += arr;
+	b->counts = (int *)p, p += arr;
+	b->starts = (int *)p, p += arr;
+	b->num_runs = (int *)p, p += align_up(2 * sizeof(int));
+	b->temp = p;
+	b->temp_bytes = temp;
+
+	k_build_keys<<<mtl_grid(ctx, total, 2), kThreads, 0, ctx->compute>>>(a, total, table_rows, b->keys_in, b->vals_in);
+	MTL_LAUNCHED(ctx, "embedding_build_keys");
+	size_t tb = b->temp_bytes;
+	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(b->temp, tb, b->keys_in, b->keys_out, b->vals_in, b->vals_out, n, 0,
+	                                              end_bit, ctx->compute));
+	// Counts past the run count stay zero so that the scan reads no garbage.
+	MTL_CUDA(ctx, cudaMemsetAsync(b->counts, 0, (size_t)n * 4, ctx->compute));
+	tb = b->temp_bytes;
+	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(b->temp, tb, b->keys_out, b->uniq, b->counts, b->num_runs, n,
+	                                                 ctx->compute));
+	tb = b->temp_bytes;
+	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(b->temp, tb, b->counts, b->starts, n, ctx->compute));
+	k_valid_runs<<<1, 1, 0, ctx->compute>>>(b->num_runs, b->uniq, table_rows);
+	MTL_LAUNCHED(ctx, "embedding_valid_runs");
+	return MTL_OK;
+}
+
+static int pack_inputs(mtl_ctx *ctx, const char *name, const mtl_emb_input *inputs, int num_inputs, int64_t table_rows,
+                       int dim, emb_inputs *a, int64_t *total) {
+	MTL_REQUIRE(ctx, num_inputs >= 1 && num_inputs <= MTL_MAX_EMB_INPUTS, "%s: %d inputs (1 to %d allowed)", name,
+	            num_inputs, MTL_MAX_EMB_INPUTS);
+	MTL_REQUIRE(ctx, table_rows >= 1 && table_rows < 0x7fffffff, "%s: %lld table rows", name, (long long)table_rows);
+	MTL_REQUIRE(ctx, dim >= 0, "%s: negative dim", name);
+	*a = emb_inputs{};
+	int64_t t = 0;
+	for (int i = 0; i < num_inputs; i++) {
+		const mtl_emb_input &in = inputs[i];
+		MTL_REQUIRE(ctx, in.num_ids >= 0 && in.batch >= 0 && in.col >= 0 && in.col + dim <= in.dout_cols,
+		            "%s: input %d: %lld ids, %lld rows, %d columns at column %d of %d", name, i, (long long)in.num_ids,
+		            (long long)in.batch, dim, in.col, in.dout_cols);
+		MTL_REQUIRE(ctx, in.comb >= MTL_COMB_MEAN && in.comb <= MTL_COMB_SQRTN, "%s: input %d: unknown combiner %d",
+		            name, i, in.comb);
+		MTL_REQUIRE(ctx, in.offsets || in.num_ids >= in.batch, "%s: input %d: %lld ids for %lld rows", name, i,
+		            (long long)in.num_ids, (long long)in.batch);
+		a->in[i] = in;
+		a->base[i] = t;
+		t += in.num_ids;
+	}
+	a->base[num_inputs] = t;
+	a->count = num_inputs;
+	MTL_REQUIRE(ctx, t < 0x7fffffff, "%s: %lld ids exceed the 2^31 limit of one call", name, (long long)t);
+	*total = t;
+	return MTL_OK;
+}
+
+extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t table_rows,
+                                      int dim, const mtl_emb_input *inputs, int num_inputs, int64_t *n_unique) {
+	emb_inputs a;
+	int64_t total = 0;
+	int rc = pack_inputs(ctx, "embedding_backward", inputs, num_inputs, table_rows, dim, &a, &total);
+	if (rc != MTL_OK) return rc;
+	if (n_unique) *n_unique = 0;
+	if (total == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	if (n_unique && ctx->capturing)
+		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		                "embedding_backward cannot read the unique-row count while capturing a graph");
+	seg_buffers b;
+	rc = build_segments(ctx, a, total, table_rows, &b);
+	if (rc != MTL_OK) return rc;
+	int pad = n_unique ? 0 : 1;
+	unsigned grid = mtl_grid(ctx, total * 32);
+	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
+	                                                   dim, dptr<int>(out_rows), dptr<float>(out_values), pad, nullptr,
+	                                                   nullptr, nullptr, mtl_sparse_opt{});
+	MTL_LAUNCHED(ctx, "embedding_backward");
+	if (n_unique) {
+		int *host = static_cast<int *>(ctx->host_small);
+		MTL_CUDA(ctx, cudaMemcpyAsync(host, b.num_runs + 1, sizeof(int), cudaMemcpyDeviceToHost, ctx->compute));
+		MTL_CUDA(ctx, cudaStreamSynchronize(ctx->compute));
+		*n_unique = host[0];
+	}
+	return MTL_OK;
+}
+
+extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
+                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt) {
+	emb_inputs a;
+	int64_t total = 0;
+	int rc = pack_inputs(ctx, "embedding_update", inputs, num_inputs, table_rows, dim, &a, &total);
+	if (rc != MTL_OK) return rc;
+	MTL_REQUIRE(ctx, opt->kind >= MTL_OPT_SGD && opt->kind <= MTL_OPT_ADAM, "embedding_update: unknown optimizer %d",
+	            opt->kind);
+	MTL_REQUIRE(ctx, opt->kind == MTL_OPT_SGD || s1, "embedding_update: missing optimizer state");
+	MTL_REQUIRE(ctx, opt->kind != MTL_OPT_ADAM || s2, "embedding_update: missing second Adam moment");
+	if (total == 0 || dim == 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	seg_buffers b;
+	rc = build_segments(ctx, a, total, table_rows, &b);
+	if (rc != MTL_OK) return rc;
+	unsigned grid = mtl_grid(ctx, total * 32);
+	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
+	                                                   dim, nullptr, nullptr, 0, dptr<float>(table), dptr<float>(s1),
+	                                                   dptr<float>(s2), *opt);
+	MTL_LAUNCHED(ctx, "embedding_update");
+	return MTL_OK;
+}

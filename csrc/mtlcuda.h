@@ -1,0 +1,279 @@
+/*
+ * mtlcuda.h - the C API of libmtlcuda.so, the CUDA backend of mtlrank.
+ *
+ * The API exposes no CUDA type, so that the Go side (package cublas, build
+ * tag cuda) compiles against this header alone and the library can be
+ * rebuilt with any CUDA toolkit (11.8, 12.x, 13.x) without touching Go code.
+ *
+ * Conventions
+ *  - Every function returns an int status: MTL_OK (0) or one of MTL_ERR_*.
+ *    On failure the message of the failing call (the CUDA/cuBLAS call, its
+ *    status name and description) is kept in the context and returned by
+ *    mtl_last_error(ctx); failures of context-free calls (mtl_device_count,
+ *    mtl_ctx_create) are kept per thread and read with mtl_last_error(NULL).
+ *  - A context owns one device, one compute stream, one copy stream, a cuBLAS
+ *    and a cuBLASLt handle with their workspace, and scratch buffers. It is
+ *    not safe for concurrent use from several threads.
+ *  - Device addresses are mtl_dptr (an integer), host addresses void*.
+ *  - Matrices are row-major, as on the Go side; the cuBLAS calls swap
+ *    operands to express a row-major product in cuBLAS' column-major terms.
+ *  - Kernels run on the compute stream and are asynchronous; errors that
+ *    happen while a kernel runs are reported by the next synchronising call.
+ *  - Sizes are in elements (4-byte float32 or int32) unless named *_bytes.
+ */
+#ifndef MTLCUDA_H
+#define MTLCUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The library is built with hidden symbols; only the API is exported. */
+#if defined(MTLCUDA_BUILD) && defined(__GNUC__)
+#define MTL_API __attribute__((visibility("default")))
+#else
+#define MTL_API
+#endif
+
+typedef uintptr_t mtl_dptr;            /* device address */
+typedef struct mtl_ctx mtl_ctx;        /* device context */
+typedef struct mtl_event mtl_event;    /* CUDA event */
+typedef struct mtl_graph mtl_graph;    /* instantiated CUDA graph */
+
+enum {
+	MTL_OK = 0,
+	MTL_ERR_CUDA = 1,     /* a CUDA runtime call failed */
+	MTL_ERR_CUBLAS = 2,   /* a cuBLAS or cuBLASLt call failed */
+	MTL_ERR_INVALID = 3,  /* bad argument (size, pointer, enum) */
+	MTL_ERR_NODEVICE = 4, /* no usable GPU or no driver */
+	MTL_ERR_CAPTURE = 5,  /* operation not allowed while capturing a graph */
+	MTL_ERR_NOMEM = 6     /* device or pinned memory exhausted */
+};
+
+enum { MTL_STREAM_COMPUTE = 0, MTL_STREAM_COPY = 1 };
+enum { MTL_ACT_LINEAR = 0, MTL_ACT_RELU = 1 };
+enum { MTL_COMB_MEAN = 0, MTL_COMB_SUM = 1, MTL_COMB_SQRTN = 2 };
+enum { MTL_OPT_SGD = 0, MTL_OPT_ADAGRAD = 1, MTL_OPT_ADAM = 2 };
+
+/* Most pointers one kernel parameter block carries (gate experts, tensors
+ * of one multi-tensor optimizer launch, inputs of one embedding update). */
+#define MTL_MAX_EXPERTS 32
+#define MTL_MAX_MULTI_TENSORS 48
+#define MTL_MAX_EMB_INPUTS 8
+/* Slots of the deferred embedding id check (one per gather between checks;
+ * later gathers share the last slot). */
+#define MTL_IDCHECK_SLOTS 256
+
+/* ---- errors, devices, contexts ---- */
+
+MTL_API const char *mtl_last_error(const mtl_ctx *ctx);
+MTL_API int mtl_runtime_version(int *runtime, int *driver);
+MTL_API int mtl_device_count(int *count);
+MTL_API int mtl_ctx_create(int device, mtl_ctx **out);
+MTL_API void mtl_ctx_destroy(mtl_ctx *ctx);
+/* name: the device name, copied into buf (NUL-terminated, truncated). */
+MTL_API int mtl_device_info(mtl_ctx *ctx, char *buf, int buf_len, int *cc_major, int *cc_minor,
+                    int *sm_count, size_t *total_mem);
+/* TF32 tensor-core math for SGEMM (off by default: results then differ from
+ * the CPU beyond the 1e-4 relative tolerance of the parity tests). */
+MTL_API int mtl_set_tf32(mtl_ctx *ctx, int on);
+
+/* ---- memory ---- */
+
+/* Stream-ordered, pooled allocation on the compute stream, zero-filled.
+ * The pool keeps freed blocks for reuse (release threshold = unlimited). */
+MTL_API int mtl_malloc(mtl_ctx *ctx, size_t bytes, mtl_dptr *out);
+MTL_API int mtl_free(mtl_ctx *ctx, mtl_dptr p);
+/* free/total: cudaMemGetInfo; pool_reserved/pool_used: the allocation pool. */
+MTL_API int mtl_mem_info(mtl_ctx *ctx, size_t *free_bytes, size_t *total_bytes, size_t *pool_reserved,
+                 size_t *pool_used);
+/* Returns the pool's unused blocks to the device (after releasing models). */
+MTL_API int mtl_trim(mtl_ctx *ctx);
+MTL_API int mtl_host_alloc(mtl_ctx *ctx, size_t bytes, void **out); /* pinned */
+MTL_API int mtl_host_free(mtl_ctx *ctx, void *p);
+
+/* Copies on the given stream. With sync != 0 the call waits for the stream,
+ * which is required when host is ordinary (pageable) memory that the caller
+ * reuses after the call; async copies must use pinned host memory. */
+MTL_API int mtl_memcpy_htod(mtl_ctx *ctx, mtl_dptr dst, const void *src, size_t bytes, int stream, int sync);
+MTL_API int mtl_memcpy_dtoh(mtl_ctx *ctx, void *dst, mtl_dptr src, size_t bytes, int stream, int sync);
+MTL_API int mtl_memcpy_dtod(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, size_t bytes);
+MTL_API int mtl_memset(mtl_ctx *ctx, mtl_dptr dst, int byte_value, size_t bytes);
+MTL_API int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v);
+
+/* ---- streams, events, graphs ---- */
+
+MTL_API int mtl_stream_sync(mtl_ctx *ctx, int stream);
+MTL_API int mtl_event_create(mtl_ctx *ctx, int timing, mtl_event **out);
+MTL_API void mtl_event_destroy(mtl_event *ev);
+MTL_API int mtl_event_record(mtl_ctx *ctx, mtl_event *ev, int stream);
+MTL_API int mtl_stream_wait_event(mtl_ctx *ctx, int stream, mtl_event *ev);
+MTL_API int mtl_event_sync(mtl_ctx *ctx, mtl_event *ev);
+MTL_API int mtl_event_query(mtl_ctx *ctx, mtl_event *ev, int *done);
+MTL_API int mtl_event_elapsed_ms(mtl_ctx *ctx, mtl_event *start, mtl_event *end, float *ms);
+/* Capture of the compute stream into a graph (relaxed mode: allocations of
+ * scratch memory are allowed, synchronising calls are not). */
+MTL_API int mtl_capture_begin(mtl_ctx *ctx);
+MTL_API int mtl_capture_end(mtl_ctx *ctx, mtl_graph **out);
+MTL_API int mtl_capturing(mtl_ctx *ctx);
+MTL_API int mtl_graph_launch(mtl_ctx *ctx, mtl_graph *g);
+MTL_API void mtl_graph_destroy(mtl_graph *g);
+
+/* ---- BLAS (row-major) ---- */
+
+/* C[m,n] = alpha*op(A)*op(B) + beta*C; A is [m,k] ([k,m] if trans_a), B is
+ * [k,n] ([n,k] if trans_b); all contiguous. */
+MTL_API int mtl_gemm(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha, mtl_dptr a,
+             mtl_dptr b, float beta, mtl_dptr c);
+MTL_API int mtl_gemm_strided_batched(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             mtl_dptr a, int64_t stride_a, mtl_dptr b, int64_t stride_b, float beta,
+                             mtl_dptr c, int64_t stride_c, int batch);
+/* C_i = act(op(A_i)*op(B_i) + bias_i) for i < batch through cuBLASLt with a
+ * bias(+ReLU) epilogue; bias_i (n floats) starts at bias + i*stride_bias.
+ * Falls back to SGEMM + bias kernel when cuBLASLt offers no algorithm. */
+MTL_API int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtl_dptr a,
+                      int64_t stride_a, mtl_dptr b, int64_t stride_b, mtl_dptr bias, int64_t stride_bias,
+                      mtl_dptr c, int64_t stride_c, int batch, int act);
+
+/* ---- element-wise and row kernels ---- */
+
+/* x [groups, rows, n] += bias [groups, n], then act; in place. */
+MTL_API int mtl_bias_act(mtl_ctx *ctx, mtl_dptr x, mtl_dptr bias, int groups, int64_t rows, int n, int act);
+MTL_API int mtl_act_backward(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr y, int64_t n, int act);
+/* db [groups, n] (+)= sum over rows of dy [groups, rows, n]. */
+MTL_API int mtl_bias_grad(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr db, int groups, int64_t rows, int n, int accumulate);
+/* Element i is dropped (mask 0) when hash(seed, i) >> 40 < threshold and
+ * otherwise scaled by scale; hash is the SplitMix64 finaliser of
+ * seed + (i+1)*0x9E3779B97F4A7C15, bit-identical to the CPU device. */
+MTL_API int mtl_dropout(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+                uint64_t seed);
+MTL_API int mtl_mul(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr a, mtl_dptr b, int64_t n);
+MTL_API int mtl_axpy(mtl_ctx *ctx, float alpha, mtl_dptr x, mtl_dptr y, int64_t n);
+MTL_API int mtl_scale(mtl_ctx *ctx, mtl_dptr x, int64_t n, float alpha);
+MTL_API int mtl_equal_mask(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, int64_t n, float value);
+MTL_API int mtl_sigmoid(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t n);
+/* dst[r, dst_col+j] (+)= src[r, src_col+j] for r < rows, j < width. */
+MTL_API int mtl_copy_cols(mtl_ctx *ctx, mtl_dptr dst, int dst_cols, int dst_col, mtl_dptr src, int src_cols,
+                  int src_col, int64_t rows, int width, int accumulate);
+MTL_API int mtl_softmax_rows(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t rows, int cols, float temperature);
+MTL_API int mtl_softmax_backward(mtl_ctx *ctx, mtl_dptr dx, mtl_dptr dy, mtl_dptr y, int64_t rows, int cols,
+                         float temperature);
+/* out[b,:] = sum_e w[b,e] * experts[e][b,:]; w [rows, num_experts]. */
+MTL_API int mtl_gate_combine(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, const mtl_dptr *experts, int num_experts,
+                     int64_t rows, int d);
+/* dw[b,e] = <dout[b,:], experts[e][b,:]>; dexperts[e][b,:] += w[b,e]*dout[b,:]. */
+MTL_API int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
+                              mtl_dptr dw, const mtl_dptr *dexperts, int num_experts, int64_t rows, int d);
+
+/* ---- losses: loss[0] += scale * sum_i (float64 partial sums, fixed order) ---- */
+
+MTL_API int mtl_bce_with_logits(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w,
+                        int64_t n, float scale);
+MTL_API int mtl_mse(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w, int64_t n,
+            float scale);
+MTL_API int mtl_sum_squares(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr x, int64_t n, float scale);
+
+/* ---- optimizers ---- */
+
+/* lr_t is the bias-corrected step size lr*sqrt(1-beta2^t)/(1-beta1^t),
+ * computed by the caller in float64 exactly as the CPU device does; the
+ * update is g = grad + 2*l2*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+ * p -= lr_t*m/(sqrt(v)+eps). */
+typedef struct {
+	float lr_t, beta1, beta2, eps, l2;
+} mtl_adam_params;
+
+/* g = grad + 2*l2*p; acc += g*g; p -= lr*g/(sqrt(acc)+eps). */
+typedef struct {
+	float lr, eps, l2;
+} mtl_adagrad_params;
+
+/* p -= lr*(grad + 2*l2*p). */
+typedef struct {
+	float lr, l2;
+} mtl_sgd_params;
+
+typedef struct {
+	mtl_dptr param, grad, m, v; /* m, v unused by SGD; v unused by Adagrad */
+	int64_t n;
+} mtl_opt_tensor;
+
+/* Adam over count tensors in as few launches as the parameter block allows
+ * (MTL_MAX_MULTI_TENSORS tensors per launch). */
+MTL_API int mtl_adam(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p);
+/* Adagrad: acc in .m. */
+MTL_API int mtl_adagrad(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p);
+MTL_API int mtl_sgd(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p);
+
+/* Sparse (lazy) updates of the rows rows[i] (i < n) of a [table_rows, dim]
+ * table with gradient values [n, dim]. Rows outside [0, table_rows) (the -1
+ * padding of mtl_embedding_backward) are skipped. */
+MTL_API int mtl_sparse_adam(mtl_ctx *ctx, mtl_dptr table, mtl_dptr m, mtl_dptr v, int64_t table_rows, int dim,
+                    mtl_dptr rows, mtl_dptr values, int64_t n, const mtl_adam_params *p);
+MTL_API int mtl_sparse_adagrad(mtl_ctx *ctx, mtl_dptr table, mtl_dptr acc, int64_t table_rows, int dim, mtl_dptr rows,
+                       mtl_dptr values, int64_t n, const mtl_adagrad_params *p);
+MTL_API int mtl_sparse_sgd(mtl_ctx *ctx, mtl_dptr table, int64_t table_rows, int dim, mtl_dptr rows, mtl_dptr values,
+                   int64_t n, const mtl_sgd_params *p);
+
+/* ---- embeddings ---- */
+
+/* out[b, col:col+dim] = table[ids[b]] (offsets == 0), or the combination of
+ * table[ids[offsets[b]:offsets[b+1]]] (offsets [batch+1] on the device).
+ * Ids outside [0, table_rows) contribute zeros and are recorded in id-check
+ * slot `slot` (the smallest position wins); so are malformed offsets (a
+ * decreasing pair, or a value outside [0, num_ids]), whose rows contribute
+ * zeros. Read the slots with mtl_idcheck_fetch. */
+MTL_API int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, int col, mtl_dptr table,
+                         int64_t table_rows, int dim, mtl_dptr ids, int64_t num_ids, mtl_dptr offsets,
+                         int64_t batch, int comb, int slot);
+/* Reads and clears the first `slots` id-check slots (synchronises the
+ * compute stream). For the first slot with a finding: found = 1 for an id
+ * out of range (pos: its position in ids, row: its batch row, id, and
+ * table_rows), found = 2 for malformed offsets (row: the first bad row);
+ * found = 0 when every slot is clean. */
+MTL_API int mtl_idcheck_fetch(mtl_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row, int64_t *id,
+                      int64_t *table_rows);
+
+/* One source of gradient rows for an embedding table: the columns
+ * [col, col+dim) of dout [batch, dout_cols], looked up with ids (offsets ==
+ * 0) or with list offsets [batch+1] and a combiner. */
+typedef struct {
+	mtl_dptr dout;
+	int dout_cols, col;
+	mtl_dptr ids;
+	int64_t num_ids;
+	mtl_dptr offsets; /* 0 = one id per row */
+	int64_t batch;
+	int comb;
+} mtl_emb_input;
+
+/* Sparse gradient of a table: out_rows gets the touched rows, unique and
+ * ascending, out_values [*, dim] their accumulated gradients. With
+ * n_unique != NULL the call waits for the count and stores it there; with
+ * NULL (allowed while capturing) the entries after the last unique row are
+ * set to row -1 and value 0 up to the total number of ids, so consumers that
+ * skip negative rows can use the total as the count. */
+MTL_API int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t table_rows,
+                           int dim, const mtl_emb_input *inputs, int num_inputs, int64_t *n_unique);
+
+/* lr is lr_t for Adam (see mtl_adam_params). */
+typedef struct {
+	int kind; /* MTL_OPT_* */
+	float lr, beta1, beta2, eps, l2;
+} mtl_sparse_opt;
+
+/* Fused backward + sparse update: the gradient rows of all inputs are
+ * accumulated per unique row (sorted, deterministic order) and the row of
+ * the table (and of s1 = m or acc, s2 = v) is updated in the same kernel. No
+ * host synchronisation; usable inside a captured graph. */
+MTL_API int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
+                         int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MTLCUDA_H */

@@ -1,0 +1,18 @@
+package kernels_test
+
+import (
+	"testing"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
+)
+
+// The CPU device against the naive reference device.
+func TestCPUMatchesReference(t *testing.T) {
+	kerneltest.CompareDevices(t, kerneltest.NewRef(), kernels.NewCPU(2))
+}
+
+// Threading must not change results.
+func TestCPUThreadsAgree(t *testing.T) {
+	kerneltest.CompareDevices(t, kernels.NewCPU(1), kernels.NewCPU(2))
+}

@@ -1,0 +1,1434 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+)
+
+// CPU is the host Device: tensors are Go slices, GEMMs go to OpenBLAS and the
+// other ops are Go loops, split across a fixed pool of goroutines when the
+// work is large enough to pay for the hand-off.
+//
+// A CPU may be used from several goroutines at once (for example one
+// inference workspace per goroutine over shared weights) as long as no two
+// calls write the same tensor. Calls that find the worker pool busy run
+// serially in their own goroutine rather than wait.
+//
+// Results do not depend on the number of threads: element-wise work is split
+// along fixed boundaries and reductions add fixed-size blocks in a fixed
+// order, so NewCPU(1) and NewCPU(8) produce identical bits (OpenBLAS splits
+// GEMMs along M and N only, which keeps each dot product in one thread).
+type CPU struct {
+	threads int
+	pool    *pool // nil with one thread
+
+	embMu  sync.Mutex
+	embPos []int32 // EmbeddingBackward scratch: table row -> slot, -1 between calls
+	embIDs []int32 // EmbeddingBackward scratch: unique ids
+}
+
+var _ Device = (*CPU)(nil)
+
+// NewCPU returns a CPU device using threads goroutines for element-wise work
+// and threads OpenBLAS threads for GEMMs. threads <= 0 means GOMAXPROCS.
+func NewCPU(threads int) *CPU {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	c := &CPU{threads: threads}
+	if threads > 1 {
+		c.pool = newPool(threads)
+		runtime.AddCleanup(c, func(p *pool) { p.close() }, c.pool)
+	}
+	return c
+}
+
+// Name implements Device.
+func (c *CPU) Name() string { return "cpu" }
+
+// Threads implements Device.
+func (c *CPU) Threads() int { return c.threads }
+
+// WrapF32 returns a Float32 tensor on dev that borrows data[:prod(shape)]
+// without copying it (Release is a no-op). It panics if data is too short.
+func WrapF32(dev *CPU, data []float32, shape ...int) *Tensor {
+	n := shapeLen(shape)
+	if len(data) < n {
+		panic(fmt.Sprintf("kernels: WrapF32: %d values for shape %v", len(data), shape))
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), DType: Float32, Dev: dev, F32: data[:n:n]}
+}
+
+// WrapI32 returns an Int32 tensor on dev that borrows data[:prod(shape)]
+// without copying it (Release is a no-op). It panics if data is too short.
+func WrapI32(dev *CPU, data []int32, shape ...int) *Tensor {
+	n := shapeLen(shape)
+	if len(data) < n {
+		panic(fmt.Sprintf("kernels: WrapI32: %d values for shape %v", len(data), shape))
+	}
+	return &Tensor{Shape: append([]int(nil), shape...), DType: Int32, Dev: dev, I32: data[:n:n]}
+}
+
+func shapeLen(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		if d < 0 {
+			panic(fmt.Sprintf("kernels: negative dimension in shape %v", shape))
+		}
+		n *= d
+	}
+	return n
+}
+
+// ---------------------------------------------------------------- memory
+
+// Alloc implements Device. The storage is a zeroed Go slice.
+func (c *CPU) Alloc(dt DType, shape ...int) *Tensor {
+	n := shapeLen(shape)
+	t := NewTensor(c, dt, shape)
+	switch dt {
+	case Float32:
+		t.F32 = make([]float32, n)
+	case Int32:
+		t.I32 = make([]int32, n)
+	default:
+		panic(fmt.Sprintf("kernels: Alloc: unsupported dtype %v", dt))
+	}
+	return t
+}
+
+// Free implements Device: it drops the references to the storage.
+func (c *CPU) Free(t *Tensor) {
+	t.F32 = nil
+	t.I32 = nil
+}
+
+// CopyFromHostF32 implements Device: dst[:len(src)] = src.
+func (c *CPU) CopyFromHostF32(dst *Tensor, src []float32) {
+	checkRoom("CopyFromHostF32", dst.Len(), len(src))
+	copy(dst.F32, src)
+}
+
+// CopyFromHostI32 implements Device: dst[:len(src)] = src.
+func (c *CPU) CopyFromHostI32(dst *Tensor, src []int32) {
+	checkRoom("CopyFromHostI32", dst.Len(), len(src))
+	copy(dst.I32, src)
+}
+
+// CopyToHostF32 implements Device: dst[:src.Len()] = src.
+func (c *CPU) CopyToHostF32(dst []float32, src *Tensor) {
+	checkRoom("CopyToHostF32", len(dst), src.Len())
+	copy(dst, src.F32)
+}
+
+// CopyToHostI32 implements Device: dst[:src.Len()] = src.
+func (c *CPU) CopyToHostI32(dst []int32, src *Tensor) {
+	checkRoom("CopyToHostI32", len(dst), src.Len())
+	copy(dst, src.I32)
+}
+
+func checkRoom(op string, room, n int) {
+	if n > room {
+		panic(fmt.Sprintf("kernels: %s: %d elements do not fit in %d", op, n, room))
+	}
+}
+
+// Copy implements Device.
+func (c *CPU) Copy(dst, src *Tensor) {
+	if dst.DType != src.DType || dst.Len() != src.Len() {
+		panic(fmt.Sprintf("kernels: Copy: %v to %v", src, dst))
+	}
+	if src.DType == Int32 {
+		copy(dst.I32, src.I32)
+		return
+	}
+	copy(dst.F32, src.F32)
+}
+
+// Zero implements Device.
+func (c *CPU) Zero(t *Tensor) {
+	if t.DType == Int32 {
+		clear(t.I32)
+		return
+	}
+	clear(t.F32)
+}
+
+// Fill implements Device. An Int32 tensor gets int32(v).
+func (c *CPU) Fill(t *Tensor, v float32) {
+	if t.DType == Int32 {
+		iv := int32(v)
+		for i := range t.I32 {
+			t.I32[i] = iv
+		}
+		return
+	}
+	c.ew(ewFill, t.F32, nil, nil, v)
+}
+
+// Sync implements Device; CPU ops are synchronous.
+func (c *CPU) Sync() error { return nil }
+
+// ---------------------------------------------------------------- GEMM
+
+// Gemm implements Device.
+func (c *CPU) Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, cm *Tensor) {
+	m, n := cm.Rows(), cm.Cols()
+	am, ak := a.Rows(), a.Cols()
+	if transA {
+		am, ak = ak, am
+	}
+	bk, bn := b.Rows(), b.Cols()
+	if transB {
+		bk, bn = bn, bk
+	}
+	if am != m || bn != n || ak != bk {
+		panic(fmt.Sprintf("kernels: Gemm: op(A) %dx%d, op(B) %dx%d, C %dx%d", am, ak, bk, bn, m, n))
+	}
+	k := ak
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		c.scaleOut(cm.F32[:m*n], beta)
+		return
+	}
+	sgemm(c.threads, transA, transB, m, n, k, alpha, a.F32, a.Cols(), b.F32, b.Cols(), beta, cm.F32, n)
+}
+
+// scaleOut applies C = beta*C the way BLAS does: beta == 0 overwrites (so
+// NaNs in uninitialised output do not survive).
+func (c *CPU) scaleOut(x []float32, beta float32) {
+	if beta == 0 {
+		clear(x)
+		return
+	}
+	if beta != 1 {
+		c.ew(ewScale, x, nil, nil, beta)
+	}
+}
+
+// GemmStridedBatched implements Device.
+func (c *CPU) GemmStridedBatched(transA, transB bool, m, n, k int, alpha float32,
+	a *Tensor, strideA int, b *Tensor, strideB int,
+	beta float32, cm *Tensor, strideC int, batch int) {
+	if m < 0 || n < 0 || k < 0 || batch < 0 || strideA < 0 || strideB < 0 || strideC < 0 {
+		panic(fmt.Sprintf("kernels: GemmStridedBatched: bad sizes m=%d n=%d k=%d batch=%d strides %d %d %d",
+			m, n, k, batch, strideA, strideB, strideC))
+	}
+	if m == 0 || n == 0 || batch == 0 {
+		return
+	}
+	if (batch-1)*strideA+m*k > a.Len() || (batch-1)*strideB+k*n > b.Len() || (batch-1)*strideC+m*n > cm.Len() {
+		panic(fmt.Sprintf("kernels: GemmStridedBatched: batch %d of %dx%dx%d with strides %d,%d,%d overruns A(%d) B(%d) C(%d)",
+			batch, m, n, k, strideA, strideB, strideC, a.Len(), b.Len(), cm.Len()))
+	}
+	if strideC < m*n && batch > 1 {
+		panic(fmt.Sprintf("kernels: GemmStridedBatched: output stride %d < %d makes outputs overlap", strideC, m*n))
+	}
+	if k == 0 {
+		for i := range batch {
+			c.scaleOut(cm.F32[i*strideC:i*strideC+m*n], beta)
+		}
+		return
+	}
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	c.gemmBatched(transA, transB, m, n, k, alpha, a.F32, strideA, lda, b.F32, strideB, ldb, beta, cm.F32, strideC, n, batch)
+}
+
+// gemmBatched runs the entries of a strided batch. See bench notes in
+// cpu_bench_test.go for why the entries run as one C loop over a
+// multi-threaded sgemm.
+func (c *CPU) gemmBatched(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
+	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
+	sgemmBatch(c.threads, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
+}
+
+// ---------------------------------------------------------------- element-wise
+
+type ewOp uint8
+
+const (
+	ewFill ewOp = iota
+	ewScale
+	ewAxpy
+	ewMul
+	ewEqual
+	ewSigmoid
+	ewReLUBwd
+)
+
+// ewTask is an element-wise op over [lo, hi) of its slices.
+type ewTask struct {
+	op    ewOp
+	dst   []float32
+	a, b  []float32
+	alpha float32
+}
+
+func (t *ewTask) run(lo, hi int) {
+	dst := t.dst[lo:hi]
+	switch t.op {
+	case ewFill:
+		v := t.alpha
+		for i := range dst {
+			dst[i] = v
+		}
+	case ewScale:
+		s := t.alpha
+		for i := range dst {
+			dst[i] *= s
+		}
+	case ewAxpy:
+		x := t.a[lo:hi]
+		x = x[:len(dst)]
+		s := t.alpha
+		for i := range dst {
+			dst[i] += s * x[i]
+		}
+	case ewMul:
+		x, y := t.a[lo:hi], t.b[lo:hi]
+		x, y = x[:len(dst)], y[:len(dst)]
+		for i := range dst {
+			dst[i] = x[i] * y[i]
+		}
+	case ewEqual:
+		x := t.a[lo:hi]
+		x = x[:len(dst)]
+		v := t.alpha
+		for i := range dst {
+			if x[i] == v {
+				dst[i] = 1
+			} else {
+				dst[i] = 0
+			}
+		}
+	case ewSigmoid:
+		x := t.a[lo:hi]
+		x = x[:len(dst)]
+		for i := range dst {
+			dst[i] = sigmoid32(x[i])
+		}
+	case ewReLUBwd:
+		y := t.a[lo:hi]
+		y = y[:len(dst)]
+		for i := range dst {
+			if y[i] <= 0 {
+				dst[i] = 0
+			}
+		}
+	}
+}
+
+// ew runs an element-wise op over all of dst, in parallel when large.
+func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) {
+	n := len(dst)
+	t := ewTask{op: op, dst: dst, a: a, b: b, alpha: alpha}
+	if ch := c.chunksFor(n, 1); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.ew = t
+		p.runLocked(&p.ew, n, 64, ch)
+		p.ew = ewTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, n)
+}
+
+func sameLen(op string, ts ...*Tensor) int {
+	n := ts[0].Len()
+	for _, t := range ts[1:] {
+		if t.Len() != n {
+			panic(fmt.Sprintf("kernels: %s: length mismatch: %v vs %v", op, ts[0], t))
+		}
+	}
+	return n
+}
+
+// sigmoid32 is 1/(1+exp(-x)) without overflow for any x.
+func sigmoid32(x float32) float32 {
+	if x >= 0 {
+		return float32(1 / (1 + math.Exp(-float64(x))))
+	}
+	e := math.Exp(float64(x))
+	return float32(e / (1 + e))
+}
+
+// Mul implements Device.
+func (c *CPU) Mul(dst, a, b *Tensor) {
+	sameLen("Mul", dst, a, b)
+	c.ew(ewMul, dst.F32, a.F32, b.F32, 0)
+}
+
+// Axpy implements Device.
+func (c *CPU) Axpy(alpha float32, x, y *Tensor) {
+	sameLen("Axpy", x, y)
+	c.ew(ewAxpy, y.F32, x.F32, nil, alpha)
+}
+
+// Scale implements Device.
+func (c *CPU) Scale(x *Tensor, alpha float32) { c.ew(ewScale, x.F32, nil, nil, alpha) }
+
+// EqualMask implements Device.
+func (c *CPU) EqualMask(dst, src *Tensor, value float32) {
+	sameLen("EqualMask", dst, src)
+	c.ew(ewEqual, dst.F32, src.F32, nil, value)
+}
+
+// Sigmoid implements Device.
+func (c *CPU) Sigmoid(y, x *Tensor) {
+	sameLen("Sigmoid", y, x)
+	c.ew(ewSigmoid, y.F32, x.F32, nil, 0)
+}
+
+// ActBackward implements Device.
+func (c *CPU) ActBackward(dy, y *Tensor, act Activation) {
+	sameLen("ActBackward", dy, y)
+	switch act {
+	case Linear:
+	case ReLU:
+		c.ew(ewReLUBwd, dy.F32, y.F32, nil, 0)
+	default:
+		panic(fmt.Sprintf("kernels: ActBackward: unknown activation %d", act))
+	}
+}
+
+// ---------------------------------------------------------------- bias
+
+type biasActTask struct {
+	x, bias []float32
+	rows, n int // rows per group, columns
+	act     Activation
+}
+
+// run covers global rows [lo, hi) of x viewed as [groups*rows, n].
+func (t *biasActTask) run(lo, hi int) {
+	n := t.n
+	for r := lo; r < hi; r++ {
+		g := r / t.rows
+		b := t.bias[g*n : g*n+n]
+		row := t.x[r*n : r*n+n]
+		row = row[:len(b)]
+		if t.act == ReLU {
+			for j, bj := range b {
+				v := row[j] + bj
+				if v < 0 {
+					v = 0
+				}
+				row[j] = v
+			}
+		} else {
+			for j, bj := range b {
+				row[j] += bj
+			}
+		}
+	}
+}
+
+// BiasAct implements Device.
+func (c *CPU) BiasAct(x, bias *Tensor, groups int, act Activation) {
+	if act != Linear && act != ReLU {
+		panic(fmt.Sprintf("kernels: BiasAct: unknown activation %d", act))
+	}
+	if groups <= 0 || bias.Len()%groups != 0 {
+		panic(fmt.Sprintf("kernels: BiasAct: bias %v not divisible into %d groups", bias, groups))
+	}
+	n := bias.Len() / groups
+	if n == 0 || x.Len()%(groups*n) != 0 {
+		panic(fmt.Sprintf("kernels: BiasAct: x %v is not [%d, rows, %d]", x, groups, n))
+	}
+	rows := x.Len() / (groups * n)
+	total := groups * rows
+	if total == 0 {
+		return
+	}
+	t := biasActTask{x: x.F32, bias: bias.F32, rows: rows, n: n, act: act}
+	if ch := c.chunksFor(total, n); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.bias = t
+		p.runLocked(&p.bias, total, 1, ch)
+		p.bias = biasActTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, total)
+}
+
+// biasGradBlock is the number of columns one BiasGrad item sums: one 64-byte
+// cache line of float32.
+const biasGradBlock = 16
+
+type biasGradTask struct {
+	dy, db        []float32
+	rows, n, nblk int
+	accumulate    bool
+}
+
+// run covers items [lo, hi); item i is column block i%nblk of group i/nblk.
+// Each column is summed over rows in float64, in row order, by one goroutine.
+func (t *biasGradTask) run(lo, hi int) {
+	n := t.n
+	var acc [biasGradBlock]float64
+	for it := lo; it < hi; it++ {
+		g, blk := it/t.nblk, it%t.nblk
+		c0 := blk * biasGradBlock
+		w := min(biasGradBlock, n-c0)
+		a := acc[:w]
+		clear(a)
+		base := g * t.rows * n
+		for r := 0; r < t.rows; r++ {
+			row := t.dy[base+r*n+c0 : base+r*n+c0+w]
+			row = row[:len(a)]
+			for j, v := range row {
+				a[j] += float64(v)
+			}
+		}
+		out := t.db[g*n+c0 : g*n+c0+w]
+		out = out[:len(a)]
+		if t.accumulate {
+			for j := range out {
+				out[j] = float32(float64(out[j]) + a[j])
+			}
+		} else {
+			for j := range out {
+				out[j] = float32(a[j])
+			}
+		}
+	}
+}
+
+// BiasGrad implements Device.
+func (c *CPU) BiasGrad(dy, db *Tensor, groups int, accumulate bool) {
+	if groups <= 0 || db.Len()%groups != 0 {
+		panic(fmt.Sprintf("kernels: BiasGrad: db %v not divisible into %d groups", db, groups))
+	}
+	n := db.Len() / groups
+	if n == 0 || dy.Len()%(groups*n) != 0 {
+		panic(fmt.Sprintf("kernels: BiasGrad: dy %v is not [%d, rows, %d]", dy, groups, n))
+	}
+	rows := dy.Len() / (groups * n)
+	nblk := (n + biasGradBlock - 1) / biasGradBlock
+	items := groups * nblk
+	t := biasGradTask{dy: dy.F32, db: db.F32, rows: rows, n: n, nblk: nblk, accumulate: accumulate}
+	if ch := c.chunksFor(items, rows*biasGradBlock); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.bgrad = t
+		p.runLocked(&p.bgrad, items, 1, ch)
+		p.bgrad = biasGradTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, items)
+}
+
+// ---------------------------------------------------------------- dropout
+
+// DropoutHash is the counter-based random function behind Dropout: a
+// SplitMix64 finaliser applied to seed + (i+1)*0x9E3779B97F4A7C15, where i is
+// the element's index in the tensor. It needs no state, so any device (and
+// any split of the work across threads) reproduces the same pattern bit for
+// bit from (seed, i).
+func DropoutHash(seed, i uint64) uint64 {
+	z := seed + (i+1)*0x9E3779B97F4A7C15
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
+}
+
+// DropoutThreshold returns the integer threshold and the keep scale Dropout
+// uses for a rate: element i is dropped when DropoutHash(seed, i)>>40 (a
+// uniform 24-bit integer) is < threshold = floor(rate * 2^24), and otherwise
+// multiplied by scale = 1/(1-rate) computed in float32. The threshold is an
+// integer so that every device makes exactly the same keep decisions.
+func DropoutThreshold(rate float32) (threshold uint64, scale float32) {
+	switch {
+	case !(rate > 0): // also NaN
+		return 0, 1
+	case rate >= 1:
+		return 1 << 24, 0
+	}
+	return uint64(rate * (1 << 24)), 1 / (1 - rate)
+}
+
+type dropoutTask struct {
+	x, mask []float32
+	thr     uint64
+	scale   float32
+	seed    uint64
+}
+
+func (t *dropoutTask) run(lo, hi int) {
+	x := t.x[lo:hi]
+	mask := t.mask[lo:hi]
+	mask = mask[:len(x)]
+	for j := range x {
+		m := t.scale
+		if DropoutHash(t.seed, uint64(lo+j))>>40 < t.thr {
+			m = 0
+		}
+		mask[j] = m
+		x[j] *= m
+	}
+}
+
+// Dropout implements Device with DropoutHash and DropoutThreshold. A rate of
+// 0 (or less) keeps everything (mask 1); a rate of 1 or more drops everything.
+func (c *CPU) Dropout(x, mask *Tensor, rate float32, seed uint64) {
+	n := sameLen("Dropout", x, mask)
+	thr, scale := DropoutThreshold(rate)
+	t := dropoutTask{x: x.F32, mask: mask.F32, thr: thr, scale: scale, seed: seed}
+	if ch := c.chunksFor(n, 4); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.drop = t
+		p.runLocked(&p.drop, n, 64, ch)
+		p.drop = dropoutTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, n)
+}
+
+// ---------------------------------------------------------------- softmax
+
+type softmaxTask struct {
+	y, x, dy, dx []float32
+	cols         int
+	invT         float32
+	backward     bool
+}
+
+func (t *softmaxTask) run(lo, hi int) {
+	n := t.cols
+	for r := lo; r < hi; r++ {
+		if t.backward {
+			y := t.y[r*n : r*n+n]
+			dy := t.dy[r*n : r*n+n]
+			dx := t.dx[r*n : r*n+n]
+			dy, dx = dy[:len(y)], dx[:len(y)]
+			var dot float64
+			for j, v := range y {
+				dot += float64(v) * float64(dy[j])
+			}
+			d := float32(dot)
+			for j, v := range y {
+				dx[j] = t.invT * v * (dy[j] - d)
+			}
+			continue
+		}
+		x := t.x[r*n : r*n+n]
+		y := t.y[r*n : r*n+n]
+		y = y[:len(x)]
+		mx := float32(math.Inf(-1))
+		for _, v := range x {
+			if v > mx {
+				mx = v
+			}
+		}
+		var sum float64
+		for j, v := range x {
+			e := math.Exp(float64((v - mx) * t.invT))
+			y[j] = float32(e)
+			sum += e
+		}
+		inv := 1 / sum
+		for j := range y {
+			y[j] = float32(float64(y[j]) * inv)
+		}
+	}
+}
+
+func (c *CPU) softmax(t softmaxTask, rows int) {
+	if ch := c.chunksFor(rows, 8*t.cols); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.soft = t
+		p.runLocked(&p.soft, rows, 1, ch)
+		p.soft = softmaxTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, rows)
+}
+
+// SoftmaxRows implements Device. Each row is shifted by its maximum before
+// exponentiating, so any finite logits are safe; the normaliser is summed in
+// float64.
+func (c *CPU) SoftmaxRows(y, x *Tensor, temperature float32) {
+	sameLen("SoftmaxRows", y, x)
+	if x.Len() == 0 {
+		return
+	}
+	c.softmax(softmaxTask{y: y.F32, x: x.F32, cols: x.Cols(), invT: 1 / temperature}, x.Rows())
+}
+
+// SoftmaxBackward implements Device:
+// dx[j] = y[j] * (dy[j] - sum_k dy[k]*y[k]) / temperature.
+func (c *CPU) SoftmaxBackward(dx, dy, y *Tensor, temperature float32) {
+	sameLen("SoftmaxBackward", dx, dy, y)
+	if y.Len() == 0 {
+		return
+	}
+	c.softmax(softmaxTask{y: y.F32, dy: dy.F32, dx: dx.F32, cols: y.Cols(), invT: 1 / temperature, backward: true}, y.Rows())
+}
+
+// ---------------------------------------------------------------- gate
+
+type gateTask struct {
+	out, w  []float32
+	experts []*Tensor
+	d, e    int
+}
+
+func (t *gateTask) run(lo, hi int) {
+	d, ne := t.d, t.e
+	for b := lo; b < hi; b++ {
+		out := t.out[b*d : b*d+d]
+		w := t.w[b*ne : b*ne+ne]
+		for e, ex := range t.experts {
+			src := ex.F32[b*d : b*d+d]
+			src = src[:len(out)]
+			we := w[e]
+			if e == 0 {
+				for j, v := range src {
+					out[j] = we * v
+				}
+			} else {
+				for j, v := range src {
+					out[j] += we * v
+				}
+			}
+		}
+	}
+}
+
+func checkGate(op string, out, w *Tensor, experts []*Tensor) (rows, d, ne int) {
+	rows, d, ne = out.Rows(), out.Cols(), len(experts)
+	if ne == 0 || w.Rows() != rows || w.Cols() != ne {
+		panic(fmt.Sprintf("kernels: %s: weights %v for %d experts and output %v", op, w, ne, out))
+	}
+	for e, ex := range experts {
+		if ex.Len() != rows*d {
+			panic(fmt.Sprintf("kernels: %s: expert %d is %v, want %d x %d", op, e, ex, rows, d))
+		}
+	}
+	return rows, d, ne
+}
+
+// GateCombine implements Device.
+func (c *CPU) GateCombine(out, w *Tensor, experts []*Tensor) {
+	rows, d, ne := checkGate("GateCombine", out, w, experts)
+	t := gateTask{out: out.F32, w: w.F32, experts: experts, d: d, e: ne}
+	if ch := c.chunksFor(rows, d*ne); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.gate = t
+		p.runLocked(&p.gate, rows, 1, ch)
+		p.gate = gateTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, rows)
+}
+
+type gateBwdTask struct {
+	dout, w, dw []float32
+	experts     []*Tensor
+	dexperts    []*Tensor
+	d, e        int
+}
+
+func (t *gateBwdTask) run(lo, hi int) {
+	d, ne := t.d, t.e
+	for b := lo; b < hi; b++ {
+		dout := t.dout[b*d : b*d+d]
+		w := t.w[b*ne : b*ne+ne]
+		dw := t.dw[b*ne : b*ne+ne]
+		for e := range ne {
+			src := t.experts[e].F32[b*d : b*d+d]
+			src = src[:len(dout)]
+			var dot float32
+			for j, v := range dout {
+				dot += v * src[j]
+			}
+			dw[e] = dot
+			dex := t.dexperts[e].F32[b*d : b*d+d]
+			dex = dex[:len(dout)]
+			we := w[e]
+			for j, v := range dout {
+				dex[j] += we * v
+			}
+		}
+	}
+}
+
+// GateCombineBackward implements Device.
+func (c *CPU) GateCombineBackward(dout, w *Tensor, experts []*Tensor, dw *Tensor, dexperts []*Tensor) {
+	rows, d, ne := checkGate("GateCombineBackward", dout, w, experts)
+	if dw.Len() != rows*ne || len(dexperts) != ne {
+		panic(fmt.Sprintf("kernels: GateCombineBackward: dw %v, %d expert gradients for %d experts", dw, len(dexperts), ne))
+	}
+	for e, ex := range dexperts {
+		if ex.Len() != rows*d {
+			panic(fmt.Sprintf("kernels: GateCombineBackward: expert gradient %d is %v, want %d x %d", e, ex, rows, d))
+		}
+	}
+	t := gateBwdTask{dout: dout.F32, w: w.F32, dw: dw.F32, experts: experts, dexperts: dexperts, d: d, e: ne}
+	if ch := c.chunksFor(rows, 2*d*ne); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.gateBwd = t
+		p.runLocked(&p.gateBwd, rows, 1, ch)
+		p.gateBwd = gateBwdTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, rows)
+}
+
+// ---------------------------------------------------------------- columns
+
+type copyColsTask struct {
+	dst, src              []float32
+	dstN, srcN            int
+	dstCol, srcCol, width int
+	accumulate            bool
+}
+
+func (t *copyColsTask) run(lo, hi int) {
+	for r := lo; r < hi; r++ {
+		d := t.dst[r*t.dstN+t.dstCol : r*t.dstN+t.dstCol+t.width]
+		s := t.src[r*t.srcN+t.srcCol : r*t.srcN+t.srcCol+t.width]
+		if t.accumulate {
+			s = s[:len(d)]
+			for j, v := range s {
+				d[j] += v
+			}
+		} else {
+			copy(d, s)
+		}
+	}
+}
+
+// CopyCols implements Device.
+func (c *CPU) CopyCols(dst *Tensor, dstCol int, src *Tensor, srcCol, width int, accumulate bool) {
+	rows, dn, sn := dst.Rows(), dst.Cols(), src.Cols()
+	if src.Rows() != rows || width < 0 || dstCol < 0 || srcCol < 0 || dstCol+width > dn || srcCol+width > sn {
+		panic(fmt.Sprintf("kernels: CopyCols: %d columns from %v at %d to %v at %d", width, src, srcCol, dst, dstCol))
+	}
+	if width == 0 || rows == 0 {
+		return
+	}
+	t := copyColsTask{dst: dst.F32, src: src.F32, dstN: dn, srcN: sn, dstCol: dstCol, srcCol: srcCol, width: width, accumulate: accumulate}
+	if ch := c.chunksFor(rows, width); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.cols = t
+		p.runLocked(&p.cols, rows, 1, ch)
+		p.cols = copyColsTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, rows)
+}
+
+// ---------------------------------------------------------------- embeddings
+
+// combineScale is the factor applied to the sum of a list of n embeddings.
+func combineScale(comb Combiner, n int) float32 {
+	switch {
+	case n == 0:
+		return 0
+	case comb == Mean:
+		return 1 / float32(n)
+	case comb == SqrtN:
+		return float32(1 / math.Sqrt(float64(n)))
+	}
+	return 1
+}
+
+type gatherTask struct {
+	out, table []float32
+	ids, offs  []int32
+	outN, col  int
+	dim        int
+	comb       Combiner
+}
+
+func (t *gatherTask) run(lo, hi int) {
+	dim := t.dim
+	for b := lo; b < hi; b++ {
+		dst := t.out[b*t.outN+t.col : b*t.outN+t.col+dim]
+		if t.offs == nil {
+			id := int(t.ids[b])
+			copy(dst, t.table[id*dim:id*dim+dim])
+			continue
+		}
+		s, e := int(t.offs[b]), int(t.offs[b+1])
+		clear(dst)
+		for _, id := range t.ids[s:e] {
+			src := t.table[int(id)*dim : int(id)*dim+dim]
+			src = src[:len(dst)]
+			for j, v := range src {
+				dst[j] += v
+			}
+		}
+		if sc := combineScale(t.comb, e-s); sc != 1 {
+			for j := range dst {
+				dst[j] *= sc
+			}
+		}
+	}
+}
+
+// checkOffsets validates list offsets against the number of values.
+func checkOffsets(op string, offs []int32, rows, nvals int) error {
+	if len(offs) != rows+1 {
+		return fmt.Errorf("kernels: %s: %d offsets for %d rows, want %d", op, len(offs), rows, rows+1)
+	}
+	if offs[0] < 0 {
+		return fmt.Errorf("kernels: %s: offsets[0] = %d is negative", op, offs[0])
+	}
+	for b := 1; b <= rows; b++ {
+		if offs[b] < offs[b-1] {
+			return fmt.Errorf("kernels: %s: offsets decrease at row %d (%d < %d)", op, b-1, offs[b], offs[b-1])
+		}
+	}
+	if int(offs[rows]) > nvals {
+		return fmt.Errorf("kernels: %s: offsets end at %d but there are %d values", op, offs[rows], nvals)
+	}
+	return nil
+}
+
+// EmbeddingGather implements Device. Every id is checked before anything is
+// written; the *IDRangeError names the first bad id in value order and the
+// batch row it belongs to. Malformed offsets (not non-decreasing, or past the
+// end of ids) are reported as a plain error.
+func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor, comb Combiner) error {
+	rows, outN, dim := out.Rows(), out.Cols(), table.Cols()
+	if col < 0 || col+dim > outN {
+		panic(fmt.Sprintf("kernels: EmbeddingGather: %d columns at %d do not fit in %v", dim, col, out))
+	}
+	if comb > SqrtN {
+		panic(fmt.Sprintf("kernels: EmbeddingGather: unknown combiner %d", comb))
+	}
+	tr := int64(table.Rows())
+	t := gatherTask{out: out.F32, table: table.F32, ids: ids.I32, outN: outN, col: col, dim: dim, comb: comb}
+	if offsets == nil {
+		if ids.Len() != rows {
+			panic(fmt.Sprintf("kernels: EmbeddingGather: %v ids for %d rows", ids, rows))
+		}
+		for b, id := range ids.I32[:rows] {
+			if id < 0 || int64(id) >= tr {
+				return &IDRangeError{Row: b, ID: int64(id), Rows: int(tr)}
+			}
+		}
+	} else {
+		t.offs = offsets.I32
+		if err := checkOffsets("EmbeddingGather", t.offs, rows, ids.Len()); err != nil {
+			return err
+		}
+		vals := ids.I32[t.offs[0]:t.offs[rows]]
+		for i, id := range vals {
+			if id < 0 || int64(id) >= tr {
+				pos := int32(i) + t.offs[0]
+				b, _ := slices.BinarySearch(t.offs[1:], pos+1) // first row whose end > pos
+				return &IDRangeError{Row: b, ID: int64(id), Rows: int(tr)}
+			}
+		}
+	}
+	if rows == 0 || dim == 0 {
+		return nil
+	}
+	cost := dim
+	if t.offs != nil {
+		cost = dim * (1 + (int(t.offs[rows])-int(t.offs[0]))/max(rows, 1))
+	}
+	if ch := c.chunksFor(rows, cost); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.gather = t
+		p.runLocked(&p.gather, rows, 1, ch)
+		p.gather = gatherTask{}
+		p.mu.Unlock()
+		return nil
+	}
+	t.run(0, rows)
+	return nil
+}
+
+// EmbeddingBackward implements Device. It uses a scratch array with one slot
+// per table row (4 bytes a row, kept between calls and grown on demand) to
+// find the unique ids in time linear in the batch, then sorts only the unique
+// ids. Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
+// single id), 1/n (Mean) or 1/sqrt(n) (SqrtN), the same factors
+// EmbeddingGather uses. It panics on an id outside [0, tableRows): gather
+// rejects those first.
+func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, offsets *Tensor, comb Combiner, tableRows int) {
+	rows, outN, dim := dout.Rows(), dout.Cols(), grad.Values.Cols()
+	if col < 0 || col+dim > outN {
+		panic(fmt.Sprintf("kernels: EmbeddingBackward: %d columns at %d do not fit in %v", dim, col, dout))
+	}
+	vals := ids.I32
+	if offsets == nil {
+		if len(vals) != rows {
+			panic(fmt.Sprintf("kernels: EmbeddingBackward: %v ids for %d rows", ids, rows))
+		}
+	} else {
+		if err := checkOffsets("EmbeddingBackward", offsets.I32, rows, len(vals)); err != nil {
+			panic(err.Error())
+		}
+		vals = vals[offsets.I32[0]:offsets.I32[rows]]
+	}
+	if len(vals) > grad.Rows.Len() || grad.Values.Rows() < grad.Rows.Len() {
+		panic(fmt.Sprintf("kernels: EmbeddingBackward: %d ids exceed the gradient capacity (rows %v, values %v)",
+			len(vals), grad.Rows, grad.Values))
+	}
+
+	c.embMu.Lock()
+	defer c.embMu.Unlock()
+	if len(c.embPos) < tableRows {
+		old := len(c.embPos)
+		c.embPos = slices.Grow(c.embPos, tableRows-old)[:tableRows]
+		for i := old; i < tableRows; i++ {
+			c.embPos[i] = -1
+		}
+	}
+	if cap(c.embIDs) < len(vals) {
+		c.embIDs = make([]int32, 0, len(vals))
+	}
+	pos, uniq := c.embPos, c.embIDs[:0]
+	for _, id := range vals {
+		if id < 0 || int(id) >= tableRows {
+			for _, u := range uniq {
+				pos[u] = -1
+			}
+			panic(fmt.Sprintf("kernels: EmbeddingBackward: id %d outside the table [0, %d)", id, tableRows))
+		}
+		if pos[id] < 0 {
+			pos[id] = int32(len(uniq))
+			uniq = append(uniq, id)
+		}
+	}
+	slices.Sort(uniq)
+	rowsOut := grad.Rows.I32
+	for j, id := range uniq {
+		pos[id] = int32(j)
+		rowsOut[j] = id
+	}
+	nu := len(uniq)
+	gv := grad.Values.F32[:nu*dim]
+	clear(gv)
+	d := dout.F32
+	for b := range rows {
+		src := d[b*outN+col : b*outN+col+dim]
+		if offsets == nil {
+			j := int(pos[vals[b]])
+			dst := gv[j*dim : j*dim+dim]
+			dst = dst[:len(src)]
+			for k, v := range src {
+				dst[k] += v
+			}
+			continue
+		}
+		s, e := offsets.I32[b], offsets.I32[b+1]
+		sc := combineScale(comb, int(e-s))
+		for _, id := range ids.I32[s:e] {
+			j := int(pos[id])
+			dst := gv[j*dim : j*dim+dim]
+			dst = dst[:len(src)]
+			for k, v := range src {
+				dst[k] += sc * v
+			}
+		}
+	}
+	for _, id := range uniq {
+		pos[id] = -1
+	}
+	c.embIDs = uniq[:0]
+	grad.N = nu
+}
+
+// ---------------------------------------------------------------- losses
+
+// lossBlock is the number of elements whose loss is summed together before
+// the block sums are added in order: fixed blocks keep the result independent
+// of the number of threads.
+const lossBlock = 4096
+
+type lossKind uint8
+
+const (
+	lossBCE lossKind = iota
+	lossMSE
+	lossSumSq
+)
+
+type lossTask struct {
+	kind        lossKind
+	dz, z, y, w []float32
+	scale       float32
+	partial     []float64
+}
+
+// blockSum returns the unscaled weighted loss of elements [lo, hi) in
+// float64 and writes their gradients.
+func (t *lossTask) blockSum(lo, hi int) float64 {
+	var sum float64
+	z := t.z[lo:hi]
+	switch t.kind {
+	case lossSumSq:
+		for _, v := range z {
+			sum += float64(v) * float64(v)
+		}
+	case lossBCE:
+		y, dz := t.y[lo:hi], t.dz[lo:hi]
+		y, dz = y[:len(z)], dz[:len(z)]
+		for i, zi := range z {
+			w := float32(1)
+			if t.w != nil {
+				w = t.w[lo+i]
+			}
+			zf, yf := float64(zi), float64(y[i])
+			// max(z,0) - z*y + log(1+exp(-|z|)): no overflow for any z.
+			l := math.Max(zf, 0) - zf*yf + math.Log1p(math.Exp(-math.Abs(zf)))
+			sum += float64(w) * l
+			dz[i] = t.scale * w * (sigmoid32(zi) - y[i])
+		}
+	case lossMSE:
+		y, dz := t.y[lo:hi], t.dz[lo:hi]
+		y, dz = y[:len(z)], dz[:len(z)]
+		for i, zi := range z {
+			w := float32(1)
+			if t.w != nil {
+				w = t.w[lo+i]
+			}
+			d := zi - y[i]
+			sum += float64(w) * float64(d) * float64(d)
+			dz[i] = 2 * t.scale * w * d
+		}
+	}
+	return sum
+}
+
+func (t *lossTask) run(lo, hi int) {
+	for b := lo; b < hi; b += lossBlock {
+		t.partial[b/lossBlock] = t.blockSum(b, min(b+lossBlock, hi))
+	}
+}
+
+// loss computes the blocked sum of t over n elements and adds scale*sum to
+// loss[0].
+func (c *CPU) loss(loss *Tensor, t lossTask, n int) {
+	if loss.Len() < 1 {
+		panic("kernels: loss tensor is empty")
+	}
+	var total float64
+	cost := 2
+	if t.kind != lossSumSq {
+		cost = 40 // exp, log1p
+	}
+	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		nb := (n + lossBlock - 1) / lossBlock
+		if cap(p.partial) < nb {
+			p.partial = make([]float64, nb)
+		}
+		t.partial = p.partial[:nb]
+		p.loss = t
+		p.runLocked(&p.loss, n, lossBlock, ch)
+		p.loss = lossTask{}
+		for _, s := range t.partial {
+			total += s
+		}
+		p.mu.Unlock()
+	} else {
+		for b := 0; b < n; b += lossBlock {
+			total += t.blockSum(b, min(b+lossBlock, n))
+		}
+	}
+	loss.F32[0] = float32(float64(loss.F32[0]) + float64(t.scale)*total)
+}
+
+func checkLoss(op string, dz, z, y, weights *Tensor) int {
+	n := sameLen(op, dz, z, y)
+	if weights != nil && weights.Len() != n {
+		panic(fmt.Sprintf("kernels: %s: weights %v for %d values", op, weights, n))
+	}
+	return n
+}
+
+func f32orNil(t *Tensor) []float32 {
+	if t == nil {
+		return nil
+	}
+	return t.F32
+}
+
+// BCEWithLogits implements Device. The loss is computed in float64 as
+// max(z,0) - z*y + log1p(exp(-|z|)), exact to rounding for any |z|.
+func (c *CPU) BCEWithLogits(loss, dz, z, y, weights *Tensor, scale float32) {
+	n := checkLoss("BCEWithLogits", dz, z, y, weights)
+	c.loss(loss, lossTask{kind: lossBCE, dz: dz.F32, z: z.F32, y: y.F32, w: f32orNil(weights), scale: scale}, n)
+}
+
+// MSE implements Device.
+func (c *CPU) MSE(loss, dz, z, y, weights *Tensor, scale float32) {
+	n := checkLoss("MSE", dz, z, y, weights)
+	c.loss(loss, lossTask{kind: lossMSE, dz: dz.F32, z: z.F32, y: y.F32, w: f32orNil(weights), scale: scale}, n)
+}
+
+// SumSquares implements Device.
+func (c *CPU) SumSquares(loss, x *Tensor, scale float32) {
+	c.loss(loss, lossTask{kind: lossSumSq, z: x.F32, scale: scale}, x.Len())
+}
+
+// ---------------------------------------------------------------- optimizers
+
+// AdamStepSize is the bias-corrected learning rate of an Adam step,
+// LR * sqrt(1-Beta2^Step) / (1-Beta1^Step), computed in float64 (Keras /
+// TensorFlow's ResourceApplyAdam form, with Eps added to sqrt(v)).
+func AdamStepSize(p AdamParams) float32 {
+	t := float64(max(p.Step, 1))
+	return float32(float64(p.LR) * math.Sqrt(1-math.Pow(float64(p.Beta2), t)) / (1 - math.Pow(float64(p.Beta1), t)))
+}
+
+// adamRow applies one Adam step to a contiguous run of parameters:
+//
+//	g = grad + 2*l2*param; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g
+//	param -= lrT * m / (sqrt(v) + eps)
+func adamRow(param, grad, m, v []float32, lrT, b1, b2, eps, l2x2 float32) {
+	grad, m, v = grad[:len(param)], m[:len(param)], v[:len(param)]
+	c1, c2 := 1-b1, 1-b2
+	for i, p := range param {
+		g := grad[i] + l2x2*p
+		mi := b1*m[i] + c1*g
+		vi := b2*v[i] + c2*g*g
+		m[i], v[i] = mi, vi
+		param[i] = p - lrT*mi/(float32(math.Sqrt(float64(vi)))+eps)
+	}
+}
+
+// adagradRow: g = grad + 2*l2*param; acc += g*g; param -= lr*g/(sqrt(acc)+eps)
+// (TensorFlow's ApplyAdagradV2, as used by Keras 2).
+func adagradRow(param, grad, acc []float32, lr, eps, l2x2 float32) {
+	grad, acc = grad[:len(param)], acc[:len(param)]
+	for i, p := range param {
+		g := grad[i] + l2x2*p
+		a := acc[i] + g*g
+		acc[i] = a
+		param[i] = p - lr*g/(float32(math.Sqrt(float64(a)))+eps)
+	}
+}
+
+// sgdRow: param -= lr*(grad + 2*l2*param).
+func sgdRow(param, grad []float32, lr, l2x2 float32) {
+	grad = grad[:len(param)]
+	for i, p := range param {
+		param[i] = p - lr*(grad[i]+l2x2*p)
+	}
+}
+
+// adamTask (like adagradTask and sgdTask) runs an optimizer either densely
+// over elements or, when rows is set, over the rows of a SparseGrad (items are
+// then gradient rows of dim elements).
+type adamTask struct {
+	param, grad, m, v      []float32
+	rows                   []int32 // sparse: table row of each gradient row
+	dim                    int
+	lrT, b1, b2, eps, l2x2 float32
+}
+
+func (t *adamTask) run(lo, hi int) {
+	if t.rows == nil {
+		adamRow(t.param[lo:hi], t.grad[lo:hi], t.m[lo:hi], t.v[lo:hi], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
+		return
+	}
+	d := t.dim
+	for i := lo; i < hi; i++ {
+		r := int(t.rows[i]) * d
+		adamRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.m[r:r+d], t.v[r:r+d], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
+	}
+}
+
+type adagradTask struct {
+	param, grad, acc []float32
+	rows             []int32
+	dim              int
+	lr, eps, l2x2    float32
+}
+
+func (t *adagradTask) run(lo, hi int) {
+	if t.rows == nil {
+		adagradRow(t.param[lo:hi], t.grad[lo:hi], t.acc[lo:hi], t.lr, t.eps, t.l2x2)
+		return
+	}
+	d := t.dim
+	for i := lo; i < hi; i++ {
+		r := int(t.rows[i]) * d
+		adagradRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.acc[r:r+d], t.lr, t.eps, t.l2x2)
+	}
+}
+
+type sgdTask struct {
+	param, grad []float32
+	rows        []int32
+	dim         int
+	lr, l2x2    float32
+}
+
+func (t *sgdTask) run(lo, hi int) {
+	if t.rows == nil {
+		sgdRow(t.param[lo:hi], t.grad[lo:hi], t.lr, t.l2x2)
+		return
+	}
+	d := t.dim
+	for i := lo; i < hi; i++ {
+		r := int(t.rows[i]) * d
+		sgdRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.lr, t.l2x2)
+	}
+}
+
+func (c *CPU) runAdam(t adamTask, n, unit, cost int) {
+	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.adam = t
+		p.runLocked(&p.adam, n, unit, ch)
+		p.adam = adamTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, n)
+}
+
+func (c *CPU) runAdagrad(t adagradTask, n, unit, cost int) {
+	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.adagrad = t
+		p.runLocked(&p.adagrad, n, unit, ch)
+		p.adagrad = adagradTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, n)
+}
+
+func (c *CPU) runSGD(t sgdTask, n, unit, cost int) {
+	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.sgd = t
+		p.runLocked(&p.sgd, n, unit, ch)
+		p.sgd = sgdTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, n)
+}
+
+// Adam implements Device (see AdamStepSize and adamRow for the formula).
+func (c *CPU) Adam(param, grad, m, v *Tensor, p AdamParams) {
+	n := sameLen("Adam", param, grad, m, v)
+	c.runAdam(adamTask{param: param.F32, grad: grad.F32, m: m.F32, v: v.F32,
+		lrT: AdamStepSize(p), b1: p.Beta1, b2: p.Beta2, eps: p.Eps, l2x2: 2 * p.L2}, n, 64, 8)
+}
+
+// AdamMulti implements Device as one Adam call per tensor.
+func (c *CPU) AdamMulti(params, grads, ms, vs []*Tensor, p AdamParams) {
+	if len(grads) != len(params) || len(ms) != len(params) || len(vs) != len(params) {
+		panic(fmt.Sprintf("kernels: AdamMulti: %d params, %d grads, %d m, %d v", len(params), len(grads), len(ms), len(vs)))
+	}
+	for i := range params {
+		c.Adam(params[i], grads[i], ms[i], vs[i], p)
+	}
+}
+
+// Adagrad implements Device (see adagradRow).
+func (c *CPU) Adagrad(param, grad, acc *Tensor, p AdagradParams) {
+	n := sameLen("Adagrad", param, grad, acc)
+	c.runAdagrad(adagradTask{param: param.F32, grad: grad.F32, acc: acc.F32, lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, n, 64, 6)
+}
+
+// SGD implements Device.
+func (c *CPU) SGD(param, grad *Tensor, p SGDParams) {
+	n := sameLen("SGD", param, grad)
+	c.runSGD(sgdTask{param: param.F32, grad: grad.F32, lr: p.LR, l2x2: 2 * p.L2}, n, 64, 2)
+}
+
+// checkSparse validates a SparseGrad against a table and returns its rows.
+func checkSparse(op string, table *Tensor, g *SparseGrad, state ...*Tensor) []int32 {
+	dim := table.Cols()
+	if g.Values.Cols() != dim || g.N < 0 || g.N > g.Rows.Len() || g.N > g.Values.Rows() {
+		panic(fmt.Sprintf("kernels: %s: gradient %v/%v with N=%d for table %v", op, g.Rows, g.Values, g.N, table))
+	}
+	for _, s := range state {
+		if s.Len() != table.Len() {
+			panic(fmt.Sprintf("kernels: %s: state %v for table %v", op, s, table))
+		}
+	}
+	rows := g.Rows.I32[:g.N]
+	nr := int32(table.Rows())
+	for _, r := range rows {
+		if r < 0 || r >= nr {
+			panic(fmt.Sprintf("kernels: %s: gradient row %d outside the table [0, %d)", op, r, nr))
+		}
+	}
+	return rows
+}
+
+// SparseAdam implements Device: rows not in grad, and their moments, are
+// left untouched (lazy Adam); the step size uses the global step.
+func (c *CPU) SparseAdam(table, m, v *Tensor, grad *SparseGrad, p AdamParams) {
+	rows := checkSparse("SparseAdam", table, grad, m, v)
+	dim := table.Cols()
+	c.runAdam(adamTask{param: table.F32, grad: grad.Values.F32, m: m.F32, v: v.F32, rows: rows, dim: dim,
+		lrT: AdamStepSize(p), b1: p.Beta1, b2: p.Beta2, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 8*dim)
+}
+
+// SparseAdagrad implements Device.
+func (c *CPU) SparseAdagrad(table, acc *Tensor, grad *SparseGrad, p AdagradParams) {
+	rows := checkSparse("SparseAdagrad", table, grad, acc)
+	dim := table.Cols()
+	c.runAdagrad(adagradTask{param: table.F32, grad: grad.Values.F32, acc: acc.F32, rows: rows, dim: dim,
+		lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 6*dim)
+}
+
+// SparseSGD implements Device.
+func (c *CPU) SparseSGD(table *Tensor, grad *SparseGrad, p SGDParams) {
+	rows := checkSparse("SparseSGD", table, grad)
+	dim := table.Cols()
+	c.runSGD(sgdTask{param: table.F32, grad: grad.Values.F32, rows: rows, dim: dim, lr: p.LR, l2x2: 2 * p.L2}, len(rows), 1, 2*dim)
+}
+
+// gemmBatchedEntries spreads the entries of a strided batch over the pool's
+// goroutines, each calling single-threaded sgemm.
+func (c *CPU) gemmBatchedEntries(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
+	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
+	t := batchedGemmTask{ta: ta, tb: tb, m: m, n: n, k: k, alpha: alpha, a: a, sa: sa, lda: lda,
+		b: b, sb: sb, ldb: ldb, beta: beta, c: cm, sc: sc, ldc: ldc}
+	if c.pool != nil && batch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.batched = t
+		p.runLocked(&p.batched, batch, 1, c.threads)
+		p.batched = batchedGemmTask{}
+		p.mu.Unlock()
+		return
+	}
+	sgemmBatch(c.threads, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
+}
+
+type batchedGemmTask struct {
+	ta, tb        bool
+	m, n, k       int
+	alpha, beta   float32
+	a, b, c       []float32
+	sa, sb, sc    int
+	lda, ldb, ldc int
+}
+
+func (t *batchedGemmTask) run(lo, hi int) {
+	sgemmBatch(1, t.ta, t.tb, t.m, t.n, t.k, t.alpha, t.a[lo*t.sa:], t.sa, t.lda, t.b[lo*t.sb:], t.sb, t.ldb,
+		t.beta, t.c[lo*t.sc:], t.sc, t.ldc, hi-lo)
+}

@@ -1,0 +1,196 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+func benchTensor(c *CPU, shape ...int) *Tensor {
+	t := c.Alloc(Float32, shape...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range t.F32 {
+		t.F32[i] = rng.Float32()*2 - 1
+	}
+	return t
+}
+
+// BenchmarkSgemm is a large square GEMM: the OpenBLAS ceiling.
+func BenchmarkSgemm(b *testing.B) {
+	for _, th := range []int{1, 2} {
+		b.Run(fmt.Sprintf("1024x1024x1024/threads%d", th), func(b *testing.B) {
+			c := NewCPU(th)
+			x, y, z := benchTensor(c, 1024, 1024), benchTensor(c, 1024, 1024), c.Alloc(Float32, 1024, 1024)
+			b.ResetTimer()
+			for b.Loop() {
+				c.Gemm(false, false, 1, x, y, 0, z)
+			}
+			b.ReportMetric(2*1024*1024*1024*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// expertShapes are the batched expert GEMMs of the MMoE/CGC/PLE models:
+// batch 1024, input width 96..160, expert width 64, 2..12 experts.
+var expertShapes = []struct{ in, e int }{{96, 2}, {96, 4}, {160, 4}, {128, 12}}
+
+// BenchmarkExpertGemm covers the three GEMMs of an expert layer: forward
+// (input shared by all experts: stride 0), weight gradient (A^T with stride
+// 0) and input gradient (B^T, accumulated over experts by the caller).
+func BenchmarkExpertGemm(b *testing.B) {
+	const rows, out = 1024, 64
+	for _, th := range []int{1, 2} {
+		c := NewCPU(th)
+		for _, s := range expertShapes {
+			x := benchTensor(c, rows, s.in)
+			w := benchTensor(c, s.e, s.in, out)
+			h := benchTensor(c, s.e, rows, out)
+			dw := c.Alloc(Float32, s.e, s.in, out)
+			flops := 2 * float64(rows*s.in*out*s.e)
+			name := fmt.Sprintf("in%d_e%d/threads%d", s.in, s.e, th)
+			b.Run("fwd/"+name, func(b *testing.B) {
+				for b.Loop() {
+					c.GemmStridedBatched(false, false, rows, out, s.in, 1, x, 0, w, s.in*out, 0, h, rows*out, s.e)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+			b.Run("dW/"+name, func(b *testing.B) {
+				for b.Loop() {
+					c.GemmStridedBatched(true, false, s.in, out, rows, 1, x, 0, h, rows*out, 0, dw, s.in*out, s.e)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+// BenchmarkExpertGemmStrategies compares ways to run the forward expert
+// batch: one C loop over a multi-threaded sgemm (what GemmStridedBatched
+// does), the same loop from Go, and entries spread over goroutines with
+// single-threaded sgemm.
+func BenchmarkExpertGemmStrategies(b *testing.B) {
+	const rows, out = 1024, 64
+	c := NewCPU(2)
+	for _, s := range expertShapes {
+		x := benchTensor(c, rows, s.in)
+		w := benchTensor(c, s.e, s.in, out)
+		h := benchTensor(c, s.e, rows, out)
+		flops := 2 * float64(rows*s.in*out*s.e)
+		report := func(b *testing.B) {
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		}
+		name := fmt.Sprintf("in%d_e%d", s.in, s.e)
+		b.Run("cloop_mt/"+name, func(b *testing.B) {
+			for b.Loop() {
+				sgemmBatch(2, false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
+			}
+			report(b)
+		})
+		b.Run("goloop_mt/"+name, func(b *testing.B) {
+			for b.Loop() {
+				for e := 0; e < s.e; e++ {
+					sgemm(2, false, false, rows, out, s.in, 1, x.F32, s.in, w.F32[e*s.in*out:], out, 0, h.F32[e*rows*out:], out)
+				}
+			}
+			report(b)
+		})
+		b.Run("goroutines_st/"+name, func(b *testing.B) {
+			for b.Loop() {
+				c.gemmBatchedEntries(false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
+			}
+			report(b)
+		})
+	}
+}
+
+func BenchmarkEmbedding(b *testing.B) {
+	const rows, tableRows = 1024, 100000
+	for _, dim := range []int{16, 32} {
+		for _, list := range []bool{false, true} {
+			c := NewCPU(2)
+			table := benchTensor(c, tableRows, dim)
+			n := rows
+			if list {
+				n = 4 * rows
+			}
+			ids := c.Alloc(Int32, n)
+			rng := rand.New(rand.NewPCG(3, 4))
+			for i := range ids.I32 {
+				ids.I32[i] = int32(rng.IntN(tableRows))
+			}
+			var offs *Tensor
+			if list {
+				offs = c.Alloc(Int32, rows+1)
+				for i := range offs.I32 {
+					offs.I32[i] = int32(4 * i)
+				}
+			}
+			out := c.Alloc(Float32, rows, 100)
+			g := &SparseGrad{Rows: c.Alloc(Int32, n), Values: c.Alloc(Float32, n, dim)}
+			m, v := c.Alloc(Float32, tableRows, dim), c.Alloc(Float32, tableRows, dim)
+			name := fmt.Sprintf("dim%d_list%v", dim, list)
+			b.Run("gather/"+name, func(b *testing.B) {
+				for b.Loop() {
+					if err := c.EmbeddingGather(out, 8, table, ids, offs, Mean); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("backward/"+name, func(b *testing.B) {
+				for b.Loop() {
+					c.EmbeddingBackward(g, out, 8, ids, offs, Mean, tableRows)
+				}
+			})
+			c.EmbeddingBackward(g, out, 8, ids, offs, Mean, tableRows)
+			b.Run("sparseAdam/"+name, func(b *testing.B) {
+				p := AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
+				for b.Loop() {
+					c.SparseAdam(table, m, v, g, p)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkElementwise covers the per-step element-wise ops at the size of
+// four experts' activations (4 x 1024 x 64).
+func BenchmarkElementwise(b *testing.B) {
+	const e, rows, d = 4, 1024, 64
+	for _, th := range []int{1, 2} {
+		c := NewCPU(th)
+		x, y := benchTensor(c, e, rows, d), benchTensor(c, e, rows, d)
+		bias := benchTensor(c, e, d)
+		w := benchTensor(c, rows, e)
+		out := c.Alloc(Float32, rows, d)
+		experts := make([]*Tensor, e)
+		dex := make([]*Tensor, e)
+		for i := range experts {
+			experts[i] = x.View(i*rows*d, rows, d)
+			dex[i] = y.View(i*rows*d, rows, d)
+		}
+		m, v := c.Alloc(Float32, e, rows, d), c.Alloc(Float32, e, rows, d)
+		loss, z, lab, dz := c.Alloc(Float32, 1), benchTensor(c, rows), benchTensor(c, rows), c.Alloc(Float32, rows)
+		sfx := fmt.Sprintf("/threads%d", th)
+		ops := []struct {
+			name string
+			f    func()
+		}{
+			{"BiasActReLU", func() { c.BiasAct(x, bias, e, ReLU) }},
+			{"ActBackward", func() { c.ActBackward(y, x, ReLU) }},
+			{"BiasGrad", func() { c.BiasGrad(y, bias, e, false) }},
+			{"Dropout", func() { c.Dropout(x, y, 0.1, 1) }},
+			{"Axpy", func() { c.Axpy(0.5, x, y) }},
+			{"GateCombine", func() { c.GateCombine(out, w, experts) }},
+			{"GateCombineBackward", func() { c.GateCombineBackward(out, w, experts, w, dex) }},
+			{"Adam", func() { c.Adam(x, y, m, v, AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 3}) }},
+			{"BCEWithLogits1024", func() { c.BCEWithLogits(loss, dz, z, lab, nil, 1) }},
+		}
+		for _, op := range ops {
+			b.Run(op.name+sfx, func(b *testing.B) {
+				for b.Loop() {
+					op.f()
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package kernels
+
+import "sync"
+
+// rangeTask is a piece of work over items [0, n) that can be split into
+// disjoint sub-ranges run concurrently.
+type rangeTask interface {
+	run(lo, hi int)
+}
+
+type poolJob struct {
+	t      rangeTask
+	lo, hi int
+}
+
+// pool is a fixed set of worker goroutines for one CPU device. A parallel op
+// takes mu (with TryLock: when another goroutine is already using the pool the
+// op runs serially in its caller instead of waiting), stores its task in one
+// of the pool's task slots (so that nothing is allocated per call), and splits
+// it into at most `threads` contiguous chunks, the first run by the caller.
+//
+// The workers reference only the pool, never the CPU, so a CPU that becomes
+// unreachable is collected and its cleanup closes the workers' channels.
+type pool struct {
+	mu      sync.Mutex
+	threads int
+	work    []chan poolJob
+	wg      sync.WaitGroup
+
+	// Task slots, used only while mu is held.
+	ew      ewTask
+	bias    biasActTask
+	bgrad   biasGradTask
+	soft    softmaxTask
+	gate    gateTask
+	gateBwd gateBwdTask
+	cols    copyColsTask
+	gather  gatherTask
+	loss    lossTask
+	adam    adamTask
+	adagrad adagradTask
+	sgd     sgdTask
+	drop    dropoutTask
+	batched batchedGemmTask
+	partial []float64 // per-block partial sums of reductions
+}
+
+func newPool(threads int) *pool {
+	p := &pool{threads: threads, work: make([]chan poolJob, threads-1)}
+	for i := range p.work {
+		ch := make(chan poolJob, 1)
+		p.work[i] = ch
+		go p.worker(ch)
+	}
+	return p
+}
+
+func (p *pool) worker(ch chan poolJob) {
+	for j := range ch {
+		j.t.run(j.lo, j.hi)
+		p.wg.Done()
+	}
+}
+
+func (p *pool) close() {
+	for _, ch := range p.work {
+		close(ch)
+	}
+}
+
+// runLocked splits [0, n) into chunks of whole `unit`s, at most one per
+// thread and at most `chunks` in all, runs them and waits. mu must be held.
+func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
+	if chunks > p.threads {
+		chunks = p.threads
+	}
+	units := (n + unit - 1) / unit
+	if chunks > units {
+		chunks = units
+	}
+	if chunks <= 1 {
+		t.run(0, n)
+		return
+	}
+	per := (units + chunks - 1) / chunks * unit
+	p.wg.Add(chunks - 1)
+	for i := 1; i < chunks; i++ {
+		lo := i * per
+		hi := min(lo+per, n)
+		if lo >= hi {
+			p.wg.Done()
+			continue
+		}
+		p.work[i-1] <- poolJob{t: t, lo: lo, hi: hi}
+	}
+	t.run(0, min(per, n))
+	p.wg.Wait()
+}
+
+// parMinWork is the amount of work (roughly, element operations) below which
+// handing out chunks to other goroutines costs more than it saves: a wake-up
+// through a channel is a few microseconds, 16k simple element operations are
+// about the same.
+const parMinWork = 1 << 14
+
+// chunksFor is the number of chunks worth using for n items of cost `cost`
+// each (0 or 1: run serially).
+func (c *CPU) chunksFor(n, cost int) int {
+	if c.pool == nil {
+		return 1
+	}
+	w := n * cost
+	if w < 2*parMinWork {
+		return 1
+	}
+	return min(c.threads, w/parMinWork)
+}

@@ -1,0 +1,141 @@
+package layers
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// Dense is y = act(x W + b) with W [In, Out] (Keras kernel layout),
+// glorot-uniform initialised, and a zero-initialised bias b [Out].
+type Dense struct {
+	Name    string
+	In, Out int
+	Act     kernels.Activation
+	W       *kernels.Tensor // [In, Out]
+	B       *kernels.Tensor // [Out]; nil for a layer without bias
+
+	dev kernels.Device
+	// zeroB stands in for the bias when a bias-free layer has a non-linear
+	// activation, so that BiasAct can still fuse the activation.
+	zeroB *kernels.Tensor
+}
+
+// NewDense creates a Dense layer named name (parameter names are
+// name+"/kernel" and name+"/bias").
+func NewDense(dev kernels.Device, name string, in, out int, bias bool, act kernels.Activation, rng *rand.Rand) (*Dense, error) {
+	if in <= 0 || out <= 0 {
+		return nil, fmt.Errorf("layers: dense %q: dimensions must be positive, got in=%d out=%d", name, in, out)
+	}
+	d := &Dense{Name: name, In: in, Out: out, Act: act, dev: dev}
+	w := make([]float32, in*out)
+	glorotUniform(rng, w, in, out)
+	d.W = dev.Alloc(kernels.Float32, in, out)
+	dev.CopyFromHostF32(d.W, w)
+	if bias {
+		d.B = dev.Alloc(kernels.Float32, out)
+	} else if act != kernels.Linear {
+		d.zeroB = dev.Alloc(kernels.Float32, out)
+	}
+	return d, nil
+}
+
+// Params lists the kernel (L2-regularised) and the bias.
+func (d *Dense) Params() []Param {
+	ps := []Param{{Name: d.Name + "/kernel", Value: d.W, L2: true}}
+	if d.B != nil {
+		ps = append(ps, Param{Name: d.Name + "/bias", Value: d.B})
+	}
+	return ps
+}
+
+// Release frees the parameters.
+func (d *Dense) Release() { releaseAll(d.W, d.B, d.zeroB) }
+
+// DenseWS is the per-caller state of a Dense layer.
+type DenseWS struct {
+	x      *kernels.Tensor
+	y, dy  *batchBuf
+	dW, dB *kernels.Tensor
+}
+
+// NewWorkspace allocates activations for batches of up to maxRows rows, and
+// gradient buffers when train is set.
+func (d *Dense) NewWorkspace(maxRows int, train bool) *DenseWS {
+	ws := &DenseWS{y: newBatchBuf(d.dev, 1, maxRows, d.Out)}
+	if train {
+		ws.dy = newBatchBuf(d.dev, 1, maxRows, d.Out)
+		ws.dW = d.dev.Alloc(kernels.Float32, d.In, d.Out)
+		if d.B != nil {
+			ws.dB = d.dev.Alloc(kernels.Float32, d.Out)
+		}
+	}
+	return ws
+}
+
+// Y is the output of the last Forward, [B, Out].
+func (ws *DenseWS) Y() *kernels.Tensor { return ws.y.t() }
+
+// DY is where consumers put the gradient w.r.t. the output, [B, Out].
+func (ws *DenseWS) DY() *kernels.Tensor { return ws.dy.t() }
+
+// Grads returns the gradients matching Params().
+func (ws *DenseWS) Grads() []*kernels.Tensor {
+	if ws.dB != nil {
+		return []*kernels.Tensor{ws.dW, ws.dB}
+	}
+	return []*kernels.Tensor{ws.dW}
+}
+
+// Release frees the workspace.
+func (ws *DenseWS) Release() {
+	ws.y.release()
+	ws.dy.release()
+	releaseAll(ws.dW, ws.dB)
+}
+
+func (ws *DenseWS) resize(rows int) {
+	ws.y.resize(rows)
+	if ws.dy != nil {
+		ws.dy.resize(rows)
+	}
+}
+
+// Forward computes y = act(x W + b) for x [B, In].
+func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
+	ws.resize(x.Rows())
+	ws.x = x
+	y := ws.y.t()
+	d.dev.Gemm(false, false, 1, x, d.W, 0, y)
+	switch {
+	case d.B != nil:
+		d.dev.BiasAct(y, d.B, 1, d.Act)
+	case d.zeroB != nil:
+		d.dev.BiasAct(y, d.zeroB, 1, d.Act)
+	}
+	return y
+}
+
+// Backward turns ws.DY() into dW, dB and (when dx is not nil) the input
+// gradient, written into dx or added to it when accumulate is set.
+func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
+	dy := ws.dy.t()
+	if d.Act != kernels.Linear {
+		d.dev.ActBackward(dy, ws.y.t(), d.Act)
+	}
+	d.dev.Gemm(true, false, 1, ws.x, dy, 0, ws.dW)
+	if d.B != nil {
+		d.dev.BiasGrad(dy, ws.dB, 1, false)
+	}
+	if dx != nil {
+		d.dev.Gemm(false, true, 1, dy, d.W, beta(accumulate), dx)
+	}
+}
+
+func beta(accumulate bool) float32 {
+	if accumulate {
+		return 1
+	}
+	return 0
+}

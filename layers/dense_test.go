@@ -1,0 +1,135 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// naiveDense is the reference: y = act(x W + b) with float64 sums.
+func naiveDense(x, w, b []float32, rows, in, out int, act kernels.Activation) []float32 {
+	y := make([]float32, rows*out)
+	for r := 0; r < rows; r++ {
+		for j := 0; j < out; j++ {
+			s := 0.0
+			if b != nil {
+				s = float64(b[j])
+			}
+			for k := 0; k < in; k++ {
+				s += float64(x[r*in+k]) * float64(w[k*out+j])
+			}
+			if act == kernels.ReLU && s < 0 {
+				s = 0
+			}
+			y[r*out+j] = float32(s)
+		}
+	}
+	return y
+}
+
+func TestDenseForwardBackward(t *testing.T) {
+	cases := []struct {
+		in, out, rows int
+		bias          bool
+		act           kernels.Activation
+	}{
+		{1, 1, 1, true, kernels.Linear},
+		{5, 3, 7, true, kernels.ReLU},
+		{8, 4, 3, false, kernels.Linear},
+		{6, 5, 4, false, kernels.ReLU},
+		{17, 9, 33, true, kernels.ReLU},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%dx%d_rows%d_bias%v_act%d", c.in, c.out, c.rows, c.bias, c.act), func(t *testing.T) {
+			dev := testDev()
+			rng := NewRNG(int64(c.in*100 + c.out))
+			d, err := NewDense(dev, "d", c.in, c.out, c.bias, c.act, rng)
+			require.NoError(t, err)
+			// glorot-uniform bound and zero bias
+			limit := math.Sqrt(6 / float64(c.in+c.out))
+			for _, v := range host(d.W) {
+				require.LessOrEqual(t, math.Abs(float64(v)), limit)
+			}
+			if c.bias {
+				require.Equal(t, make([]float32, c.out), host(d.B))
+				dev.CopyFromHostF32(d.B, randHost(rng, c.out, 0.5))
+			} else {
+				require.Nil(t, d.B)
+			}
+			ws := d.NewWorkspace(c.rows+3, true) // larger than the batch on purpose
+			x := randTensor(dev, rng, 1, c.rows, c.in)
+			y := d.Forward(ws, x)
+			var bh []float32
+			if c.bias {
+				bh = host(d.B)
+			}
+			want := naiveDense(host(x), host(d.W), bh, c.rows, c.in, c.out, c.act)
+			require.Equal(t, []int{c.rows, c.out}, y.Shape)
+			assert.InDeltaSlice(t, want, host(y), 1e-5)
+
+			r := randHost(rng, c.rows*c.out, 1)
+			loss := func() float64 { return dot(r, d.Forward(ws, x)) }
+			d.Forward(ws, x)
+			dev.CopyFromHostF32(ws.DY(), r)
+			dx := dev.Alloc(kernels.Float32, c.rows, c.in)
+			d.Backward(ws, dx, false)
+			grads := ws.Grads()
+			gw, gdx := host(grads[0]), host(dx)
+			var gb []float32
+			if c.bias {
+				gb = host(grads[1])
+			}
+			fdCheck(t, "W", d.W, gw, loss, defaultFD, rng)
+			if c.bias {
+				fdCheck(t, "b", d.B, gb, loss, defaultFD, rng)
+			}
+			fdCheck(t, "x", x, gdx, loss, defaultFD, rng)
+
+			// accumulate adds to what dx holds
+			d.Forward(ws, x)
+			dev.CopyFromHostF32(ws.DY(), r)
+			d.Backward(ws, dx, true)
+			assert.InDeltaSlice(t, scaled(gdx, 2), host(dx), 1e-5)
+		})
+	}
+}
+
+func scaled(v []float32, a float32) []float32 {
+	out := make([]float32, len(v))
+	for i := range v {
+		out[i] = v[i] * a
+	}
+	return out
+}
+
+func TestDenseErrors(t *testing.T) {
+	dev := testDev()
+	_, err := NewDense(dev, "bad", 0, 3, true, kernels.ReLU, NewRNG(1))
+	require.ErrorContains(t, err, `dense "bad"`)
+	_, err = NewDense(dev, "bad", 3, -1, true, kernels.ReLU, NewRNG(1))
+	require.ErrorContains(t, err, "out=-1")
+}
+
+func TestDenseZeroAllocs(t *testing.T) {
+	dev := testDev()
+	rng := NewRNG(3)
+	d, err := NewDense(dev, "d", 16, 8, true, kernels.ReLU, rng)
+	require.NoError(t, err)
+	ws := d.NewWorkspace(64, true)
+	x := randTensor(dev, rng, 1, 64, 16)
+	small := x.View(0, 10, 16)
+	dx := dev.Alloc(kernels.Float32, 64, 16)
+	dxs := dx.View(0, 10, 16)
+	allocs := testing.AllocsPerRun(20, func() {
+		// alternate batch sizes: re-pointing the views must not allocate
+		d.Forward(ws, x)
+		d.Backward(ws, dx, false)
+		d.Forward(ws, small)
+		d.Backward(ws, dxs, false)
+	})
+	require.Zero(t, allocs)
+}

@@ -1,0 +1,159 @@
+package layers
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// Gate mixes expert outputs: w = softmax(Dense_E(h) / temperature) with
+// h = relu(Dense_gateDim(x)) (or h = x without a gate MLP), and
+// out = sum_e w[:, e] * expert_e. The Dense(E) layer has no bias (Merlin).
+type Gate struct {
+	Name        string
+	In, E, D    int // input width, number of experts, expert output width
+	Hidden      *Dense
+	Logits      *Dense
+	Temperature float32
+	dev         kernels.Device
+}
+
+// NewGate creates a gate named name with parameters name+"/mlp/kernel",
+// name+"/mlp/bias" (when gateDim > 0) and name+"/logits/kernel".
+func NewGate(dev kernels.Device, name string, in, experts, expertDim, gateDim int, temperature float32, rng *rand.Rand) (*Gate, error) {
+	if experts <= 0 {
+		return nil, fmt.Errorf("layers: gate %q: needs at least one expert, got %d", name, experts)
+	}
+	if gateDim < 0 {
+		return nil, fmt.Errorf("layers: gate %q: gate dim must be >= 0, got %d", name, gateDim)
+	}
+	if !(temperature > 0) {
+		return nil, fmt.Errorf("layers: gate %q: temperature must be > 0, got %g", name, temperature)
+	}
+	g := &Gate{Name: name, In: in, E: experts, D: expertDim, Temperature: temperature, dev: dev}
+	h := in
+	if gateDim > 0 {
+		var err error
+		if g.Hidden, err = NewDense(dev, name+"/mlp", in, gateDim, true, kernels.ReLU, rng); err != nil {
+			return nil, err
+		}
+		h = gateDim
+	}
+	var err error
+	if g.Logits, err = NewDense(dev, name+"/logits", h, experts, false, kernels.Linear, rng); err != nil {
+		g.Release()
+		return nil, err
+	}
+	return g, nil
+}
+
+// Params lists the gate MLP's kernel and bias (if any) and the logits kernel.
+func (g *Gate) Params() []Param {
+	var ps []Param
+	if g.Hidden != nil {
+		ps = append(ps, g.Hidden.Params()...)
+	}
+	return append(ps, g.Logits.Params()...)
+}
+
+// Release frees the parameters.
+func (g *Gate) Release() {
+	if g.Hidden != nil {
+		g.Hidden.Release()
+	}
+	if g.Logits != nil {
+		g.Logits.Release()
+	}
+}
+
+// GateWS is the per-caller state of a Gate.
+type GateWS struct {
+	hidden, logits *DenseWS
+	w, dw          *batchBuf // [B, E]
+	out, dout      *batchBuf // [B, D]
+	experts        []*kernels.Tensor
+}
+
+// NewWorkspace allocates the workspace for batches of up to maxRows rows.
+func (g *Gate) NewWorkspace(maxRows int, train bool) *GateWS {
+	ws := &GateWS{
+		logits: g.Logits.NewWorkspace(maxRows, train),
+		w:      newBatchBuf(g.dev, 1, maxRows, g.E),
+		out:    newBatchBuf(g.dev, 1, maxRows, g.D),
+	}
+	if g.Hidden != nil {
+		ws.hidden = g.Hidden.NewWorkspace(maxRows, train)
+	}
+	if train {
+		ws.dw = newBatchBuf(g.dev, 1, maxRows, g.E)
+		ws.dout = newBatchBuf(g.dev, 1, maxRows, g.D)
+	}
+	return ws
+}
+
+// Weights is the gate output of the last Forward, [B, E].
+func (ws *GateWS) Weights() *kernels.Tensor { return ws.w.t() }
+
+// Y is the mixed output [B, D]; DY the gradient w.r.t. it.
+func (ws *GateWS) Y() *kernels.Tensor  { return ws.out.t() }
+func (ws *GateWS) DY() *kernels.Tensor { return ws.dout.t() }
+
+// Grads returns the gradients matching Params().
+func (ws *GateWS) Grads() []*kernels.Tensor {
+	var gs []*kernels.Tensor
+	if ws.hidden != nil {
+		gs = append(gs, ws.hidden.Grads()...)
+	}
+	return append(gs, ws.logits.Grads()...)
+}
+
+// Release frees the workspace.
+func (ws *GateWS) Release() {
+	if ws.hidden != nil {
+		ws.hidden.Release()
+	}
+	ws.logits.Release()
+	ws.w.release()
+	ws.dw.release()
+	ws.out.release()
+	ws.dout.release()
+}
+
+// Forward computes the gate weights from x [B, In] and mixes experts (E
+// tensors [B, D]; the slice is kept for Backward).
+func (g *Gate) Forward(ws *GateWS, x *kernels.Tensor, experts []*kernels.Tensor) *kernels.Tensor {
+	if len(experts) != g.E {
+		panic(fmt.Sprintf("layers: gate %q: %d experts, want %d", g.Name, len(experts), g.E))
+	}
+	rows := x.Rows()
+	ws.w.resize(rows)
+	ws.out.resize(rows)
+	if ws.dw != nil {
+		ws.dw.resize(rows)
+		ws.dout.resize(rows)
+	}
+	ws.experts = experts
+	h := x
+	if g.Hidden != nil {
+		h = g.Hidden.Forward(ws.hidden, x)
+	}
+	logits := g.Logits.Forward(ws.logits, h)
+	g.dev.SoftmaxRows(ws.w.t(), logits, g.Temperature)
+	g.dev.GateCombine(ws.out.t(), ws.w.t(), experts)
+	return ws.out.t()
+}
+
+// Backward propagates ws.DY() into the gate parameters, adds the expert
+// gradients into dexperts (matching the experts of Forward) and writes (or
+// with accumulate adds) the input gradient into dx when it is not nil.
+func (g *Gate) Backward(ws *GateWS, dexperts []*kernels.Tensor, dx *kernels.Tensor, accumulate bool) {
+	g.dev.GateCombineBackward(ws.dout.t(), ws.w.t(), ws.experts, ws.dw.t(), dexperts)
+	g.dev.SoftmaxBackward(ws.logits.DY(), ws.dw.t(), ws.w.t(), g.Temperature)
+	if g.Hidden == nil {
+		g.Logits.Backward(ws.logits, dx, accumulate)
+		return
+	}
+	g.Logits.Backward(ws.logits, ws.hidden.DY(), false)
+	g.Hidden.Backward(ws.hidden, dx, accumulate)
+}

@@ -1,0 +1,429 @@
+package layers
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// InputOptions configure an InputBlock.
+type InputOptions struct {
+	// DimMultiplier scales the inferred embedding width
+	// ceil(DimMultiplier * card**0.25) (rounded up to a multiple of 8);
+	// 0 means Merlin's default 2.
+	DimMultiplier float64
+	// Dims overrides the width of a table, keyed by feature name or domain
+	// name; the value is used as is.
+	Dims map[string]int
+	// Combiner reduces list features (Mean by default).
+	Combiner kernels.Combiner
+	// BatchL2 adds BatchL2 * sum(e^2) over the embeddings looked up in the
+	// batch (after combining) to the loss, like Merlin's
+	// l2_batch_regularization_factor.
+	BatchL2 float32
+}
+
+// InferDim is Merlin's default embedding width for a table of card rows:
+// ceil(multiplier * card**0.25) rounded up to a multiple of 8.
+func InferDim(card int64, multiplier float64) int {
+	if multiplier == 0 {
+		multiplier = 2
+	}
+	d := int(math.Ceil(multiplier * math.Pow(float64(card), 0.25)))
+	return (d + 7) / 8 * 8
+}
+
+// InputFeature is one input column and where it lands in the output.
+type InputFeature struct {
+	Name       string
+	Continuous bool
+	List       bool
+	Table      int // index into InputBlock.Tables; -1 for continuous features
+	Slot       int // position among the features of its table
+	Col, Dim   int // output columns [Col, Col+Dim)
+}
+
+// EmbeddingTable is one embedding table, shared by the features of a domain.
+type EmbeddingTable struct {
+	Name      string // the domain name
+	Rows, Dim int
+	W         *kernels.Tensor // [Rows, Dim]
+	Features  []int           // indices into InputBlock.Features, in name order
+	// MaxValues is the largest number of ids one row of one feature can hold:
+	// 1 for scalar features, value_count.max for list features (0 when a
+	// list feature does not say). It sizes the sparse-gradient buffers.
+	MaxValues int
+}
+
+// InputBlock looks up embeddings of categorical features and copies
+// continuous features, concatenating everything in sorted feature-name order
+// into one [B, OutDim] matrix.
+type InputBlock struct {
+	Features []InputFeature
+	Tables   []*EmbeddingTable
+	OutDim   int
+	Combiner kernels.Combiner
+	BatchL2  float32
+	embCols  int // total width of the categorical features
+	dev      kernels.Device
+}
+
+// NewInputBlock builds the block for the given input features (targets are
+// rejected). Tables are named after domains; features sharing a domain must
+// agree on int_domain.max. Tables are initialised U(-0.05, 0.05).
+func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOptions, rng *rand.Rand) (*InputBlock, error) {
+	if len(features) == 0 {
+		return nil, errors.New("layers: input block: no input features")
+	}
+	fs := append([]*schema.Feature(nil), features...)
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+	b := &InputBlock{Combiner: opt.Combiner, BatchL2: opt.BatchL2, dev: dev}
+	byDomain := map[string]int{}
+	domainMax := map[string]int64{}
+	domainDim := map[string]int{}
+	domainDimFrom := map[string]string{}
+	for i, f := range fs {
+		if i > 0 && fs[i-1].Name == f.Name {
+			return nil, fmt.Errorf("layers: input block: feature %q listed twice", f.Name)
+		}
+		if f.IsTarget() {
+			return nil, fmt.Errorf("layers: input block: feature %q is a target, not an input", f.Name)
+		}
+		in := InputFeature{Name: f.Name, List: f.IsList(), Table: -1}
+		switch {
+		case f.HasTag(schema.TagCategorical):
+			if f.IntDomain == nil || f.IntDomain.Max < 0 {
+				return nil, fmt.Errorf("layers: input block: categorical feature %q needs an int_domain with max >= 0", f.Name)
+			}
+			dom := f.DomainName()
+			if m, ok := domainMax[dom]; ok && m != f.IntDomain.Max {
+				return nil, fmt.Errorf("layers: input block: feature %q: domain %q has max %d here but %d for another feature",
+					f.Name, dom, f.IntDomain.Max, m)
+			}
+			domainMax[dom] = f.IntDomain.Max
+			for _, key := range []string{f.Name, dom} {
+				d, ok := opt.Dims[key]
+				if !ok {
+					continue
+				}
+				if d <= 0 {
+					return nil, fmt.Errorf("layers: input block: embedding dim for %q must be positive, got %d", key, d)
+				}
+				if prev, ok := domainDim[dom]; ok && prev != d {
+					return nil, fmt.Errorf("layers: input block: embedding dims for %q (%d) and %q (%d) disagree; they share table %q",
+						domainDimFrom[dom], prev, key, d, dom)
+				}
+				domainDim[dom], domainDimFrom[dom] = d, key
+			}
+			t, ok := byDomain[dom]
+			if !ok {
+				t = len(b.Tables)
+				byDomain[dom] = t
+				b.Tables = append(b.Tables, &EmbeddingTable{Name: dom, Rows: int(f.IntDomain.Max + 1)})
+			}
+			tab := b.Tables[t]
+			in.Table, in.Slot = t, len(tab.Features)
+			tab.Features = append(tab.Features, len(b.Features))
+			// MaxValues: the largest per-row id count over the table's
+			// features, 0 (unknown) as soon as one list feature lacks it.
+			mv := 1
+			if in.List {
+				mv = 0
+				if f.ValueCount != nil && f.ValueCount.Max > 0 {
+					mv = int(f.ValueCount.Max)
+				}
+			}
+			switch {
+			case len(tab.Features) == 1 || mv == 0:
+				tab.MaxValues = mv
+			case tab.MaxValues > 0:
+				tab.MaxValues = max(tab.MaxValues, mv)
+			}
+		case f.HasTag(schema.TagContinuous):
+			if in.List {
+				return nil, fmt.Errorf("layers: input block: continuous list feature %q is not supported", f.Name)
+			}
+			in.Continuous, in.Dim = true, 1
+		default:
+			return nil, fmt.Errorf("layers: input block: feature %q is neither categorical nor continuous", f.Name)
+		}
+		b.Features = append(b.Features, in)
+	}
+	for _, t := range b.Tables {
+		t.Dim = domainDim[t.Name]
+		if t.Dim == 0 {
+			t.Dim = InferDim(int64(t.Rows), opt.DimMultiplier)
+		}
+		w := make([]float32, t.Rows*t.Dim)
+		uniform(rng, w, 0.05)
+		t.W = dev.Alloc(kernels.Float32, t.Rows, t.Dim)
+		dev.CopyFromHostF32(t.W, w)
+	}
+	for i := range b.Features {
+		f := &b.Features[i]
+		if !f.Continuous {
+			f.Dim = b.Tables[f.Table].Dim
+			b.embCols += f.Dim
+		}
+		f.Col = b.OutDim
+		b.OutDim += f.Dim
+	}
+	return b, nil
+}
+
+// Params lists the embedding tables as "<prefix>/<domain>" (Sparse).
+func (b *InputBlock) Params(prefix string) []Param {
+	ps := make([]Param, len(b.Tables))
+	for i, t := range b.Tables {
+		ps[i] = Param{Name: prefix + "/" + t.Name, Value: t.W, Sparse: true}
+	}
+	return ps
+}
+
+// Release frees the tables.
+func (b *InputBlock) Release() {
+	for _, t := range b.Tables {
+		t.W.Release()
+	}
+}
+
+// InputData is one batch of inputs on the device.
+//
+// IDs[t] holds the int32 ids of every feature of table t, feature after
+// feature in the table's order. Offsets[t] is nil when table t has a single
+// scalar feature; for a single list feature it is that feature's [B+1]
+// offsets; for a table shared by k features it is the [k*B+1] offsets of all
+// of them into IDs[t] (scalar features contribute one id per row).
+// Values[f] is the [B, 1] float32 column of continuous feature f (nil for
+// categorical features).
+type InputData struct {
+	Rows    int
+	IDs     []*kernels.Tensor
+	Offsets []*kernels.Tensor
+	Values  []*kernels.Tensor
+}
+
+// NewInputData returns an InputData with slices sized for the block.
+func (b *InputBlock) NewInputData() *InputData {
+	return &InputData{
+		IDs:     make([]*kernels.Tensor, len(b.Tables)),
+		Offsets: make([]*kernels.Tensor, len(b.Tables)),
+		Values:  make([]*kernels.Tensor, len(b.Features)),
+	}
+}
+
+// InputWS is the per-caller state of an InputBlock.
+type InputWS struct {
+	data      *InputData
+	out, dout *batchBuf
+	offs      []hdr // per feature: its offsets in a shared table
+	cat       []*batchBuf
+	cat2      []hdr
+	grads     []*kernels.SparseGrad
+	l2        *batchBuf
+	train     bool
+	maxRows   int
+}
+
+// NewWorkspace allocates the workspace for batches of up to maxRows rows.
+func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
+	ws := &InputWS{
+		out:     newBatchBuf(b.dev, 1, maxRows, b.OutDim),
+		offs:    make([]hdr, len(b.Features)),
+		train:   train,
+		maxRows: maxRows,
+	}
+	if !train {
+		return ws
+	}
+	ws.dout = newBatchBuf(b.dev, 1, maxRows, b.OutDim)
+	ws.cat = make([]*batchBuf, len(b.Tables))
+	ws.cat2 = make([]hdr, len(b.Tables))
+	ws.grads = make([]*kernels.SparseGrad, len(b.Tables))
+	for i, t := range b.Tables {
+		if len(t.Features) > 1 {
+			ws.cat[i] = newBatchBuf(b.dev, len(t.Features), maxRows, t.Dim)
+		}
+		per := t.MaxValues
+		if per == 0 {
+			per = 4 // unknown list length: start here and grow on demand
+		}
+		ws.grads[i] = b.newSparseGrad(maxRows*len(t.Features)*per, t.Dim)
+	}
+	if b.BatchL2 > 0 && b.embCols > 0 {
+		ws.l2 = newBatchBuf(b.dev, 1, maxRows, b.embCols)
+	}
+	return ws
+}
+
+func (b *InputBlock) newSparseGrad(capacity, dim int) *kernels.SparseGrad {
+	capacity = max(capacity, 1)
+	return &kernels.SparseGrad{
+		Rows:   b.dev.Alloc(kernels.Int32, capacity),
+		Values: b.dev.Alloc(kernels.Float32, capacity, dim),
+	}
+}
+
+// Y is the output of the last Forward, [B, OutDim]; DY its gradient.
+func (ws *InputWS) Y() *kernels.Tensor  { return ws.out.t() }
+func (ws *InputWS) DY() *kernels.Tensor { return ws.dout.t() }
+
+// SparseGrad is the gradient of table t computed by the last Backward.
+func (ws *InputWS) SparseGrad(t int) *kernels.SparseGrad { return ws.grads[t] }
+
+// Release frees the workspace.
+func (ws *InputWS) Release() {
+	ws.out.release()
+	ws.dout.release()
+	for _, c := range ws.cat {
+		c.release()
+	}
+	for _, g := range ws.grads {
+		releaseAll(g.Rows, g.Values)
+	}
+	ws.l2.release()
+}
+
+// featureOffsets is the offsets tensor feature f's gather uses.
+func (b *InputBlock) featureOffsets(ws *InputWS, data *InputData, fi int) *kernels.Tensor {
+	f := &b.Features[fi]
+	t := b.Tables[f.Table]
+	offs := data.Offsets[f.Table]
+	if len(t.Features) == 1 || offs == nil {
+		return offs
+	}
+	return ws.offs[fi].set(offs, f.Slot*data.Rows, data.Rows+1)
+}
+
+// Forward gathers and concatenates the inputs of data into [B, OutDim].
+// An id outside its table is an error naming the feature.
+func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, error) {
+	rows := data.Rows
+	if rows <= 0 || rows > ws.maxRows {
+		return nil, fmt.Errorf("layers: input block: batch of %d rows, workspace holds 1..%d", rows, ws.maxRows)
+	}
+	if err := b.checkData(data); err != nil {
+		return nil, err
+	}
+	ws.data = data
+	ws.out.resize(rows)
+	if ws.dout != nil {
+		ws.dout.resize(rows)
+	}
+	out := ws.out.t()
+	for i := range b.Features {
+		f := &b.Features[i]
+		if f.Continuous {
+			b.dev.CopyCols(out, f.Col, data.Values[i], 0, 1, false)
+			continue
+		}
+		t := b.Tables[f.Table]
+		err := b.dev.EmbeddingGather(out, f.Col, t.W, data.IDs[f.Table], b.featureOffsets(ws, data, i), b.Combiner)
+		if err != nil {
+			return nil, fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
+		}
+	}
+	return out, nil
+}
+
+// checkData validates shapes (a mismatch is a bug in the caller, reported as
+// an error rather than a device panic).
+func (b *InputBlock) checkData(d *InputData) error {
+	if len(d.IDs) != len(b.Tables) || len(d.Offsets) != len(b.Tables) || len(d.Values) != len(b.Features) {
+		return errors.New("layers: input block: input data does not match the block")
+	}
+	for ti, t := range b.Tables {
+		ids, offs := d.IDs[ti], d.Offsets[ti]
+		if ids == nil || ids.DType != kernels.Int32 {
+			return fmt.Errorf("layers: input block: table %q: missing int32 ids", t.Name)
+		}
+		single := len(t.Features) == 1 && !b.Features[t.Features[0]].List
+		switch {
+		case single && offs == nil:
+			if ids.Len() != d.Rows {
+				return fmt.Errorf("layers: input %q: %d ids for %d rows", b.Features[t.Features[0]].Name, ids.Len(), d.Rows)
+			}
+		case offs == nil:
+			return fmt.Errorf("layers: input block: table %q: offsets missing", t.Name)
+		default:
+			if want := len(t.Features)*d.Rows + 1; offs.Len() != want || offs.DType != kernels.Int32 {
+				return fmt.Errorf("layers: input block: table %q: offsets have %d entries, want %d", t.Name, offs.Len(), want)
+			}
+		}
+	}
+	for i, f := range b.Features {
+		if !f.Continuous {
+			continue
+		}
+		v := d.Values[i]
+		if v == nil || v.DType != kernels.Float32 || v.Rows() != d.Rows || v.Cols() != 1 {
+			return fmt.Errorf("layers: input %q: want float32 values [%d, 1]", f.Name, d.Rows)
+		}
+	}
+	return nil
+}
+
+// AddRegLoss adds BatchL2 * sum(e^2) over the embeddings of the last Forward
+// to loss[0].
+func (b *InputBlock) AddRegLoss(ws *InputWS, loss *kernels.Tensor) {
+	if ws.l2 == nil {
+		return
+	}
+	b.packEmbeddings(ws)
+	b.dev.SumSquares(loss, ws.l2.t(), b.BatchL2)
+}
+
+func (b *InputBlock) packEmbeddings(ws *InputWS) {
+	ws.l2.resize(ws.data.Rows)
+	col := 0
+	for _, f := range b.Features {
+		if !f.Continuous {
+			b.dev.CopyCols(ws.l2.t(), col, ws.out.t(), f.Col, f.Dim, false)
+			col += f.Dim
+		}
+	}
+}
+
+// Backward turns ws.DY() into one sparse gradient per table (SparseGrad).
+// With BatchL2 it first adds the regulariser's gradient 2*BatchL2*e.
+func (b *InputBlock) Backward(ws *InputWS) {
+	data := ws.data
+	dout := ws.dout.t()
+	if ws.l2 != nil {
+		b.packEmbeddings(ws)
+		b.dev.Scale(ws.l2.t(), 2*b.BatchL2)
+		col := 0
+		for _, f := range b.Features {
+			if !f.Continuous {
+				b.dev.CopyCols(dout, f.Col, ws.l2.t(), col, f.Dim, true)
+				col += f.Dim
+			}
+		}
+	}
+	for ti, t := range b.Tables {
+		ids := data.IDs[ti]
+		if g := ws.grads[ti]; g.Rows.Len() < ids.Len() {
+			releaseAll(g.Rows, g.Values)
+			*g = *b.newSparseGrad(max(ids.Len(), 2*g.Rows.Len()), t.Dim)
+		}
+		if len(t.Features) == 1 {
+			f := &b.Features[t.Features[0]]
+			b.dev.EmbeddingBackward(ws.grads[ti], dout, f.Col, ids, data.Offsets[ti], b.Combiner, t.Rows)
+			continue
+		}
+		// A shared table: stack the output gradients of its features as
+		// [k*B, dim] so one backward call merges their rows.
+		cat := ws.cat[ti]
+		cat.resize(data.Rows)
+		for j, fi := range t.Features {
+			b.dev.CopyCols(cat.part(j), 0, dout, b.Features[fi].Col, t.Dim, false)
+		}
+		stacked := ws.cat2[ti].set(cat.full, 0, len(t.Features)*data.Rows, t.Dim)
+		b.dev.EmbeddingBackward(ws.grads[ti], stacked, 0, ids, data.Offsets[ti], b.Combiner, t.Rows)
+	}
+}

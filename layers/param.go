@@ -1,0 +1,45 @@
+package layers
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// Param is one trainable tensor.
+type Param struct {
+	// Name is stable and unique within a model ("mmoe/experts/0/kernel").
+	Name  string
+	Value *kernels.Tensor
+	// L2 marks Dense kernels, which the L2 regulariser covers (biases and
+	// embedding tables are not).
+	L2 bool
+	// Sparse marks embedding tables: their gradient is a kernels.SparseGrad
+	// and the optimizers update only the rows a batch touched.
+	Sparse bool
+}
+
+// NewRNG returns the deterministic generator used for initialisation.
+func NewRNG(seed int64) *rand.Rand {
+	return rand.New(rand.NewPCG(uint64(seed), 0x6d746c72616e6b)) // "mtlrank"
+}
+
+// glorotUniform fills dst (host) with U(-l, l), l = sqrt(6/(fanIn+fanOut)),
+// Keras' default kernel initializer.
+func glorotUniform(rng *rand.Rand, dst []float32, fanIn, fanOut int) {
+	limit := math.Sqrt(6 / float64(fanIn+fanOut))
+	uniform(rng, dst, limit)
+}
+
+func uniform(rng *rand.Rand, dst []float32, limit float64) {
+	for i := range dst {
+		dst[i] = float32((2*rng.Float64() - 1) * limit)
+	}
+}
+
+func releaseAll(ts ...*kernels.Tensor) {
+	for _, t := range ts {
+		t.Release()
+	}
+}

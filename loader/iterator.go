@@ -1,0 +1,761 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Iterator yields the Batches of one epoch. It is used by one goroutine at a
+// time (Next and Close are not concurrent-safe), but the Batches it returns
+// may be released from any goroutine.
+type Iterator struct {
+	ctx context.Context
+	p   *producer
+
+	// prefetch
+	ch   chan result
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	err    error // sticky: returned again by every later Next
+	closed bool
+}
+
+type result struct {
+	b   *Batch
+	err error
+}
+
+// Epoch returns an iterator over the dataset for the given epoch. The order
+// of rows is a deterministic function of (Options.Seed, epoch) when
+// shuffling, and file order otherwise. Cancelling ctx stops the iterator:
+// Next then returns ctx.Err(). Close must be called in every case.
+func (d *Dataset) Epoch(ctx context.Context, epoch int) *Iterator {
+	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, curFile: -1}
+	p.order = d.order(epoch, &p.rng)
+	it := &Iterator{ctx: ctx, p: p}
+	if d.opt.Prefetch > 0 {
+		it.ch = make(chan result, d.opt.Prefetch)
+		it.done = make(chan struct{})
+		it.wg.Add(1)
+		go it.run()
+	}
+	return it
+}
+
+// unit is one row group of one file to read.
+type unit struct{ file, rg int }
+
+// order lists the row groups of an epoch: files in (shuffled) order and the
+// row groups of each file in (shuffled) order, so that one file is open at a
+// time. It seeds *rng for the row shuffle that follows.
+func (d *Dataset) order(epoch int, rng **rand.Rand) []unit {
+	var r *rand.Rand
+	if d.opt.Shuffle {
+		// PCG seeded from (seed, epoch): the same pair gives the same stream,
+		// and a different epoch gives an unrelated one.
+		r = rand.New(rand.NewPCG(uint64(d.opt.Seed), uint64(epoch)^0x9e3779b97f4a7c15))
+	}
+	*rng = r
+	files := make([]int, len(d.files))
+	for i := range files {
+		files[i] = i
+	}
+	if r != nil {
+		r.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
+	}
+	var out []unit
+	for _, f := range files {
+		rgs := make([]int, len(d.files[f].rgFirst))
+		for i := range rgs {
+			rgs[i] = i
+		}
+		if r != nil {
+			r.Shuffle(len(rgs), func(i, j int) { rgs[i], rgs[j] = rgs[j], rgs[i] })
+		}
+		for _, rg := range rgs {
+			out = append(out, unit{f, rg})
+		}
+	}
+	return out
+}
+
+// Next returns the next Batch, or io.EOF after the last one. The caller must
+// Release every Batch. After an error (other than io.EOF) the iterator has
+// released its resources and returns the same error again.
+func (it *Iterator) Next() (*Batch, error) {
+	if it.closed {
+		return nil, errors.New("loader: Next on a closed iterator")
+	}
+	if it.err != nil {
+		return nil, it.err
+	}
+	if err := it.ctx.Err(); err != nil {
+		it.fail(err)
+		return nil, err
+	}
+	var b *Batch
+	var err error
+	if it.ch == nil {
+		b, err = it.p.next()
+	} else {
+		select {
+		case r, ok := <-it.ch:
+			if !ok {
+				// The producer stopped without a final result: cancelled.
+				err = it.ctx.Err()
+				if err == nil {
+					err = io.EOF
+				}
+			} else {
+				b, err = r.b, r.err
+			}
+		case <-it.ctx.Done():
+			err = it.ctx.Err()
+		}
+	}
+	if err != nil {
+		it.fail(err)
+		return nil, err
+	}
+	return b, nil
+}
+
+// fail records a terminal error and frees what the synchronous producer
+// holds (a prefetching producer frees its own state when it stops).
+func (it *Iterator) fail(err error) {
+	it.err = err
+	if it.ch == nil {
+		it.p.close()
+	}
+}
+
+// Close stops the iterator: it stops and waits for the prefetch goroutine,
+// releases the batches it had queued and every Arrow record the iterator
+// holds, and closes the open file. Batches already returned stay valid until
+// released. Close is idempotent.
+func (it *Iterator) Close() error {
+	if it.closed {
+		return nil
+	}
+	it.closed = true
+	if it.ch != nil {
+		close(it.done)
+		for r := range it.ch {
+			r.b.Release()
+		}
+		it.wg.Wait()
+		return nil
+	}
+	it.p.close()
+	return nil
+}
+
+// run is the prefetch goroutine: it produces batches into it.ch until the
+// epoch ends, an error occurs, Close is called or ctx is cancelled.
+func (it *Iterator) run() {
+	defer it.wg.Done()
+	defer close(it.ch)
+	defer it.p.close()
+	for {
+		if it.ctx.Err() != nil {
+			return
+		}
+		b, err := it.p.next()
+		select {
+		case it.ch <- result{b, err}:
+		case <-it.done:
+			b.Release()
+			return
+		case <-it.ctx.Done():
+			b.Release()
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// producer turns the epoch's row groups into batches. All its state belongs
+// to one goroutine (the caller's or the prefetch goroutine).
+type producer struct {
+	ds    *Dataset
+	ctx   context.Context
+	rng   *rand.Rand // nil: no shuffle
+	order []unit
+	pos   int // next unit in order
+	pool  *bufPool
+
+	// the open file and row group
+	curFile int
+	rdr     *file.Reader
+	fr      *pqarrow.FileReader
+	rr      pqarrow.RecordReader
+	rowInRG int64
+	srcDone bool
+
+	// sequential mode: the chunk being cut into batches
+	cur *chunk
+	off int
+
+	// shuffle mode: the shuffle buffer
+	window []*chunk
+	left   []int // rows of window[i] not yet emitted
+	idx    []ref
+	idxPos int
+
+	closed bool
+}
+
+// ref is one row of the shuffle buffer: chunk index in window, row.
+type ref struct{ c, r int32 }
+
+func (p *producer) rowShuffle() bool {
+	return p.rng != nil && p.ds.opt.ShuffleBuffer != NoRowShuffle
+}
+
+// next produces one batch or an error (io.EOF at the end).
+func (p *producer) next() (*Batch, error) {
+	if p.closed {
+		return nil, io.EOF
+	}
+	if err := p.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if p.rowShuffle() {
+		return p.nextShuffled()
+	}
+	return p.nextSequential()
+}
+
+func (p *producer) nextSequential() (*Batch, error) {
+	bs := p.ds.opt.BatchSize
+	for p.cur == nil || p.off == p.cur.rows {
+		p.cur.release()
+		p.cur, p.off = nil, 0
+		c, err := p.nextChunk()
+		if err != nil {
+			return nil, err
+		}
+		p.cur = c
+	}
+	avail := p.cur.rows - p.off
+	if avail >= bs {
+		b := p.view(p.cur, p.off, bs)
+		p.off += bs
+		return b, nil
+	}
+	// The batch straddles reads: take the rest of cur and rows of the
+	// following chunks.
+	win := []*chunk{p.cur}
+	refs := make([]ref, 0, bs)
+	for r := p.off; r < p.cur.rows; r++ {
+		refs = append(refs, ref{0, int32(r)})
+	}
+	p.cur, p.off = nil, 0
+	for len(refs) < bs {
+		c, err := p.nextChunk()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			releaseAll(win)
+			return nil, err
+		}
+		take := min(bs-len(refs), c.rows)
+		ci := int32(len(win))
+		win = append(win, c)
+		for r := 0; r < take; r++ {
+			refs = append(refs, ref{ci, int32(r)})
+		}
+		if take < c.rows {
+			p.cur, p.off = c, take
+		}
+	}
+	if len(refs) < bs && p.ds.opt.DropLast {
+		releaseAll(win)
+		return nil, io.EOF
+	}
+	var b *Batch
+	if nonEmpty(win) == 1 {
+		// Only one chunk contributes (the others were empty): a view.
+		c := win[refs[0].c]
+		b = p.view(c, int(refs[0].r), len(refs))
+	} else {
+		b = p.gather(win, refs)
+	}
+	for _, c := range win {
+		if c != p.cur {
+			c.release()
+		}
+	}
+	return b, nil
+}
+
+func nonEmpty(win []*chunk) int {
+	n := 0
+	for _, c := range win {
+		if c.rows > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func releaseAll(cs []*chunk) {
+	for _, c := range cs {
+		c.release()
+	}
+}
+
+func (p *producer) nextShuffled() (*Batch, error) {
+	bs := p.ds.opt.BatchSize
+	for {
+		avail := len(p.idx) - p.idxPos
+		if avail >= bs || (p.srcDone && avail > 0 && !p.ds.opt.DropLast) {
+			n := min(avail, bs)
+			refs := p.idx[p.idxPos : p.idxPos+n]
+			b := p.gather(p.window, refs)
+			p.idxPos += n
+			// Free the records whose rows have all been emitted.
+			for _, r := range refs {
+				p.left[r.c]--
+				if p.left[r.c] == 0 {
+					p.window[r.c].release()
+				}
+			}
+			return b, nil
+		}
+		if p.srcDone {
+			return nil, io.EOF
+		}
+		if err := p.refill(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// refill compacts the shuffle buffer, reads chunks until it holds at least
+// max(ShuffleBuffer, BatchSize) rows (or the data ends) and permutes it.
+func (p *producer) refill() error {
+	rest := p.idx[p.idxPos:]
+	remap := make([]int32, len(p.window))
+	var win []*chunk
+	var left []int
+	for i, c := range p.window {
+		if p.left[i] > 0 {
+			remap[i] = int32(len(win))
+			win = append(win, c)
+			left = append(left, p.left[i])
+		}
+	}
+	idx := make([]ref, 0, max(len(rest)+p.ds.opt.ReadRows, p.ds.opt.ShuffleBuffer))
+	for _, r := range rest {
+		idx = append(idx, ref{remap[r.c], r.r})
+	}
+	p.window, p.left, p.idx, p.idxPos = win, left, idx, 0
+	target := max(p.ds.opt.ShuffleBuffer, p.ds.opt.BatchSize)
+	for len(p.idx) < target {
+		c, err := p.nextChunk()
+		if err == io.EOF {
+			p.srcDone = true
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if c.rows == 0 {
+			c.release()
+			continue
+		}
+		ci := int32(len(p.window))
+		p.window = append(p.window, c)
+		p.left = append(p.left, c.rows)
+		for r := 0; r < c.rows; r++ {
+			p.idx = append(p.idx, ref{ci, int32(r)})
+		}
+	}
+	p.rng.Shuffle(len(p.idx), func(i, j int) { p.idx[i], p.idx[j] = p.idx[j], p.idx[i] })
+	return nil
+}
+
+// nextChunk reads and validates the next chunk of rows; io.EOF at the end.
+func (p *producer) nextChunk() (*chunk, error) {
+	for {
+		if err := p.ctx.Err(); err != nil {
+			return nil, err
+		}
+		if p.rr == nil {
+			if p.pos == len(p.order) {
+				p.closeFile()
+				return nil, io.EOF
+			}
+			if err := p.openUnit(p.order[p.pos]); err != nil {
+				p.closeFile()
+				return nil, err
+			}
+		}
+		c, err := p.readChunk()
+		if err != nil {
+			p.closeFile()
+			return nil, err
+		}
+		if c != nil {
+			return c, nil
+		}
+		// row group finished
+		u := p.order[p.pos]
+		plan := p.ds.files[u.file]
+		want := plan.md.RowGroup(u.rg).NumRows()
+		p.rr.Release()
+		p.rr = nil
+		p.pos++
+		if p.rowInRG != want {
+			p.closeFile()
+			return nil, corruptErr(plan.path, u.rg, fmt.Errorf("read %d rows, footer says %d", p.rowInRG, want))
+		}
+	}
+}
+
+// openUnit opens the unit's file (when not open yet) and a record reader over
+// its row group.
+func (p *producer) openUnit(u unit) (err error) {
+	plan := p.ds.files[u.file]
+	defer func() {
+		if r := recover(); r != nil {
+			err = corruptErr(plan.path, u.rg, r)
+		}
+	}()
+	if p.curFile != u.file {
+		p.closeFile()
+		props := parquet.NewReaderProperties(p.ds.opt.Allocator)
+		rdr, err := file.OpenParquetFile(plan.path, false, file.WithReadProps(props), file.WithMetadata(plan.md))
+		if err != nil {
+			return fmt.Errorf("loader: %w", err)
+		}
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: int64(p.ds.opt.ReadRows)}, p.ds.opt.Allocator)
+		if err != nil {
+			rdr.Close()
+			return corruptErr(plan.path, -1, err)
+		}
+		p.rdr, p.fr, p.curFile = rdr, fr, u.file
+	}
+	rr, err := p.fr.GetRecordReader(p.ctx, plan.leaves, []int{u.rg})
+	if err != nil {
+		return corruptErr(plan.path, u.rg, err)
+	}
+	p.rr = rr
+	p.rowInRG = 0
+	return nil
+}
+
+// readChunk decodes the next read of the current row group; nil, nil when
+// the row group is finished.
+func (p *producer) readChunk() (c *chunk, err error) {
+	u := p.order[p.pos]
+	plan := p.ds.files[u.file]
+	defer func() {
+		if r := recover(); r != nil {
+			c.release()
+			c, err = nil, corruptErr(plan.path, u.rg, r)
+		}
+	}()
+	if !p.rr.Next() {
+		if err := p.rr.Err(); err != nil {
+			if p.ctx.Err() != nil {
+				return nil, p.ctx.Err()
+			}
+			return nil, corruptErr(plan.path, u.rg, err)
+		}
+		return nil, nil
+	}
+	rec := p.rr.RecordBatch()
+	rec.Retain()
+	c = &chunk{plan: plan, rg: u.rg, first: plan.rgFirst[u.rg] + p.rowInRG, rows: int(rec.NumRows()), rec: rec}
+	if int(rec.NumCols()) != len(p.ds.specs) {
+		c.release()
+		return nil, corruptErr(plan.path, u.rg, fmt.Errorf("read %d columns, want %d", rec.NumCols(), len(p.ds.specs)))
+	}
+	if p.rowInRG+int64(c.rows) > plan.md.RowGroup(u.rg).NumRows() {
+		c.release()
+		return nil, corruptErr(plan.path, u.rg, fmt.Errorf("more rows than the footer's %d", plan.md.RowGroup(u.rg).NumRows()))
+	}
+	var fill float32
+	if p.ds.opt.FillNaN != nil {
+		fill = *p.ds.opt.FillNaN
+	}
+	c.cols = make([]colData, len(p.ds.specs))
+	for i := range p.ds.specs {
+		arr := rec.Column(i)
+		if arr.Len() != c.rows {
+			c.release()
+			return nil, corruptErr(plan.path, u.rg, fmt.Errorf("column %q has %d rows, want %d", p.ds.specs[i].name, arr.Len(), c.rows))
+		}
+		cd, err := buildColumn(c, &p.ds.specs[i], arr, fill)
+		if err != nil {
+			c.release()
+			return nil, err
+		}
+		c.cols[i] = cd
+	}
+	p.rowInRG += int64(c.rows)
+	return c, nil
+}
+
+func (p *producer) closeFile() {
+	defer func() { _ = recover() }() // a reader broken by corrupt data may panic again
+	if p.rr != nil {
+		p.rr.Release()
+		p.rr = nil
+	}
+	if p.rdr != nil {
+		_ = p.rdr.Close()
+		p.rdr, p.fr = nil, nil
+	}
+	p.curFile = -1
+}
+
+// close releases everything the producer holds. Idempotent.
+func (p *producer) close() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	p.cur.release()
+	p.cur = nil
+	for i, c := range p.window {
+		if p.left[i] > 0 {
+			c.release()
+		}
+	}
+	p.window, p.left, p.idx = nil, nil, nil
+	p.closeFile()
+}
+
+// view builds a zero-copy batch of rows [off, off+n) of c: the columns are
+// sub-slices of the record's buffers (list offsets are rebased into a pooled
+// buffer), and the batch holds a reference to the record until released.
+func (p *producer) view(c *chunk, off, n int) *Batch {
+	specs := p.ds.specs
+	cols := make(map[string]*Column, len(specs))
+	var buf *bufSet
+	for i := range specs {
+		cd := &c.cols[i]
+		col := &Column{Name: specs[i].name}
+		lo, hi := off, off+n
+		if cd.offs != nil {
+			if buf == nil {
+				buf = p.pool.get(len(specs))
+			}
+			o := cd.offs[lo : hi+1]
+			lo, hi = int(o[0]), int(o[n])
+			ro := grow(&buf.cols[i].offs, n+1)
+			for j, v := range o {
+				ro[j] = v - o[0]
+			}
+			col.Offsets = ro
+		}
+		// Switch on the spec, not on which slice is non-nil: an empty
+		// value buffer may come back as a nil slice.
+		switch specs[i].out {
+		case outI32:
+			col.I32 = nonNil(cd.i32[lo:hi:hi])
+		case outI64:
+			col.I64 = nonNil(cd.i64[lo:hi:hi])
+		default:
+			col.F32 = nonNil(cd.f32[lo:hi:hi])
+		}
+		cols[specs[i].name] = col
+	}
+	c.rec.Retain()
+	rec := c.rec
+	pool := p.pool
+	src := fmt.Sprintf("%s[row group %d, rows %d:%d]", filepath.Base(c.plan.path), c.rg, c.first+int64(off), c.first+int64(off+n))
+	return NewBatch(n, cols, src, func() {
+		rec.Release()
+		if buf != nil {
+			pool.put(buf)
+		}
+	})
+}
+
+// gather copies the rows refs of the window's chunks into a pooled buffer
+// set. The batch references no Arrow memory.
+func (p *producer) gather(win []*chunk, refs []ref) *Batch {
+	specs := p.ds.specs
+	n := len(refs)
+	buf := p.pool.get(len(specs))
+	cols := make(map[string]*Column, len(specs))
+	for i := range specs {
+		sp := &specs[i]
+		cb := &buf.cols[i]
+		col := &Column{Name: sp.name}
+		if sp.list {
+			ro := grow(&cb.offs, n+1)
+			ro[0] = 0
+			total := int32(0)
+			for j, r := range refs {
+				o := win[r.c].cols[i].offs
+				total += o[r.r+1] - o[r.r]
+				ro[j+1] = total
+			}
+			col.Offsets = ro
+			switch sp.out {
+			case outI32:
+				out := grow(&cb.i32, int(total))
+				for j, r := range refs {
+					cd := &win[r.c].cols[i]
+					copy(out[ro[j]:ro[j+1]], cd.i32[cd.offs[r.r]:cd.offs[r.r+1]])
+				}
+				col.I32 = out
+			case outI64:
+				out := grow(&cb.i64, int(total))
+				for j, r := range refs {
+					cd := &win[r.c].cols[i]
+					copy(out[ro[j]:ro[j+1]], cd.i64[cd.offs[r.r]:cd.offs[r.r+1]])
+				}
+				col.I64 = out
+			default:
+				out := grow(&cb.f32, int(total))
+				for j, r := range refs {
+					cd := &win[r.c].cols[i]
+					copy(out[ro[j]:ro[j+1]], cd.f32[cd.offs[r.r]:cd.offs[r.r+1]])
+				}
+				col.F32 = out
+			}
+		} else {
+			switch sp.out {
+			case outI32:
+				out := grow(&cb.i32, n)
+				for j, r := range refs {
+					out[j] = win[r.c].cols[i].i32[r.r]
+				}
+				col.I32 = out
+			case outI64:
+				out := grow(&cb.i64, n)
+				for j, r := range refs {
+					out[j] = win[r.c].cols[i].i64[r.r]
+				}
+				col.I64 = out
+			default:
+				out := grow(&cb.f32, n)
+				for j, r := range refs {
+					out[j] = win[r.c].cols[i].f32[r.r]
+				}
+				col.F32 = out
+			}
+		}
+		cols[sp.name] = col
+	}
+	pool := p.pool
+	return NewBatch(n, cols, gatherSource(win, refs, p.rowShuffle()), func() { pool.put(buf) })
+}
+
+// gatherSource describes where a copied batch's rows came from: the runs of
+// consecutive rows, or for a shuffled batch the row groups involved.
+func gatherSource(win []*chunk, refs []ref, shuffled bool) string {
+	var b strings.Builder
+	if shuffled {
+		seen := map[*chunk]bool{}
+		b.WriteString("shuffled rows from")
+		for _, r := range refs {
+			c := win[r.c]
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			if len(seen) > 8 {
+				b.WriteString(" ...")
+				break
+			}
+			fmt.Fprintf(&b, " %s[row group %d]", filepath.Base(c.plan.path), c.rg)
+		}
+		return b.String()
+	}
+	for i := 0; i < len(refs); {
+		j := i + 1
+		for j < len(refs) && refs[j].c == refs[i].c && refs[j].r == refs[j-1].r+1 {
+			j++
+		}
+		c := win[refs[i].c]
+		if i > 0 {
+			b.WriteString(" + ")
+		}
+		fmt.Fprintf(&b, "%s[row group %d, rows %d:%d]", filepath.Base(c.plan.path), c.rg,
+			c.first+int64(refs[i].r), c.first+int64(refs[j-1].r)+1)
+		i = j
+	}
+	return b.String()
+}
+
+// grow returns (*s)[:n], reallocating when the capacity is short. The
+// result is never nil, so that an empty column still shows its type.
+func grow[T any](s *[]T, n int) []T {
+	if cap(*s) < n || *s == nil {
+		*s = make([]T, n, n+n/4+1)
+	}
+	*s = (*s)[:n]
+	return *s
+}
+
+// bufSet holds the Go buffers of one copied (or list-rebased) batch; it goes
+// back to the pool when the batch is released, so that steady-state batches
+// allocate nothing for their data.
+type bufSet struct{ cols []colBuf }
+
+type colBuf struct {
+	i32  []int32
+	i64  []int64
+	f32  []float32
+	offs []int32
+}
+
+// bufPool is a free list of bufSets, shared by the producer and whatever
+// goroutine releases the batches.
+type bufPool struct {
+	mu   sync.Mutex
+	free []*bufSet
+}
+
+// maxFree bounds the free list: batches released in bursts must not pin an
+// unbounded amount of memory.
+const maxFree = 16
+
+func (bp *bufPool) get(ncols int) *bufSet {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if n := len(bp.free); n > 0 {
+		b := bp.free[n-1]
+		bp.free = bp.free[:n-1]
+		return b
+	}
+	return &bufSet{cols: make([]colBuf, ncols)}
+}
+
+func (bp *bufPool) put(b *bufSet) {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if len(bp.free) < maxFree {
+		bp.free = append(bp.free, b)
+	}
+}
+
+// nonNil returns s, or an empty non-nil slice for nil, so that Column users
+// can tell a column's type from which slice is set.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

@@ -1,0 +1,366 @@
+package synth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// PartFile is the name of part file i of a dataset.
+func PartFile(i int) string { return fmt.Sprintf("part_%04d.parquet", i) }
+
+var partRE = regexp.MustCompile(`^part_(\d{4,})\.parquet$`)
+
+// WriteDataset writes rows [cfg.StartRow, cfg.StartRow+cfg.Rows) of the
+// synthetic stream for s into dir: part_0000.parquet, part_0001.parquet, ...
+// (cfg.RowGroupsPerFile row groups of cfg.RowGroupRows rows each), then
+// schema.pbtxt, then oracle.json. Row groups are generated in parallel and
+// written in order, so memory depends on the row-group size and the number
+// of workers, not on Rows (the exact oracle AUC keeps 5 bytes per row and
+// binary target up to cfg.OracleExactRows rows). Every file is written under
+// a temporary name and renamed; part files left by an earlier, larger
+// dataset in dir are removed. Other *.parquet files in dir are an error,
+// because a dataset folder is read whole.
+func WriteDataset(dir string, s *schema.Schema, cfg Config) (Oracle, error) {
+	return WriteDatasetContext(context.Background(), dir, s, cfg)
+}
+
+// WriteDatasetContext is WriteDataset with cancellation.
+func WriteDatasetContext(ctx context.Context, dir string, s *schema.Schema, cfg Config) (Oracle, error) {
+	if cfg.Rows <= 0 {
+		return Oracle{}, fmt.Errorf("synth: write %s: Rows is %d, want > 0", dir, cfg.Rows)
+	}
+	g, err := NewGenerator(s, cfg)
+	if err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	return g.write(ctx, dir, g.cfg.StartRow, g.cfg.Rows)
+}
+
+// WriteDataset writes rows [start, start+rows) of g's stream to dir, as the
+// package-level WriteDataset does.
+func (g *Generator) WriteDataset(ctx context.Context, dir string, start, rows int64) (Oracle, error) {
+	if rows <= 0 {
+		return Oracle{}, fmt.Errorf("synth: write %s: rows is %d, want > 0", dir, rows)
+	}
+	if start < 0 {
+		return Oracle{}, fmt.Errorf("synth: write %s: start row is %d, want >= 0", dir, start)
+	}
+	return g.write(ctx, dir, start, rows)
+}
+
+// source is a row-addressable generator WriteDataset can stream.
+type source interface {
+	Schema() *schema.Schema
+	Generate(start int64, rows int) (*loader.Batch, *Truth)
+}
+
+type chunkResult struct {
+	batch *loader.Batch
+	truth *Truth
+	cols  map[string]any
+	err   error
+}
+
+func (g *Generator) write(ctx context.Context, dir string, start, rows int64) (Oracle, error) {
+	acc := newOracleAcc(g.targetInfos(), rows, g.cfg.OracleExactRows)
+	cfg := g.cfg
+	cfg.StartRow, cfg.Rows = start, rows
+	if err := writeParts(ctx, dir, g, start, rows, g.cfg, acc.add); err != nil {
+		return Oracle{}, err
+	}
+	o := acc.result()
+	o.Config = cloneConfig(cfg)
+	if err := writeJSONAtomic(filepath.Join(dir, OracleFile), o); err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	return o, nil
+}
+
+// writeParts streams the rows of src into dir's part files and schema.pbtxt,
+// calling sink with each row group's rows and truth in row order.
+func writeParts(ctx context.Context, dir string, src source, start, rows int64, cfg Config,
+	sink func(*loader.Batch, *Truth) error) (err error) {
+	s := src.Schema()
+	if err := prepareDir(dir); err != nil {
+		return err
+	}
+	rg := int64(cfg.RowGroupRows)
+	groups := (rows + rg - 1) / rg
+	perFile := int64(cfg.RowGroupsPerFile)
+	files := int((groups + perFile - 1) / perFile)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Futures in row-group order: at most Workers row groups are generated
+	// ahead of the writer.
+	futures := make(chan chan chunkResult, cfg.Workers)
+	go func() {
+		defer close(futures)
+		for k := int64(0); k < groups; k++ {
+			first := start + k*rg
+			n := int(min(rg, start+rows-first))
+			ch := make(chan chunkResult, 1)
+			select {
+			case futures <- ch:
+			case <-ctx.Done():
+				return
+			}
+			go func() {
+				b, t := src.Generate(first, n)
+				cols, err := parquetColumns(s, b)
+				ch <- chunkResult{batch: b, truth: t, cols: cols, err: err}
+			}()
+		}
+	}()
+	defer func() {
+		// Let the producer and the in-flight generators finish.
+		cancel()
+		for ch := range futures {
+			<-ch
+		}
+	}()
+
+	var w *loader.Writer
+	defer func() {
+		if w != nil {
+			_ = w.Abort()
+		}
+	}()
+	var done int64
+	k := int64(0)
+	for ch := range futures {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("synth: write %s: %w", dir, err)
+		}
+		r := <-ch
+		if r.err != nil {
+			return fmt.Errorf("synth: write %s: %w", dir, r.err)
+		}
+		file := int(k / perFile)
+		if w == nil {
+			w, err = loader.NewWriter(filepath.Join(dir, PartFile(file)), s,
+				loader.WriterOptions{RowGroupRows: cfg.RowGroupRows})
+			if err != nil {
+				return fmt.Errorf("synth: write %s: %w", dir, err)
+			}
+		}
+		if err := w.Write(r.cols); err != nil {
+			return fmt.Errorf("synth: write %s: %w", dir, err)
+		}
+		if err := sink(r.batch, r.truth); err != nil {
+			return fmt.Errorf("synth: write %s: %w", dir, err)
+		}
+		k++
+		done += int64(r.batch.Rows)
+		if k%perFile == 0 || k == groups {
+			err := w.Close()
+			w = nil
+			if err != nil {
+				return fmt.Errorf("synth: write %s: %w", dir, err)
+			}
+		}
+		if cfg.Progress != nil {
+			cfg.Progress(done)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	if k != groups {
+		return fmt.Errorf("synth: write %s: wrote %d of %d row groups", dir, k, groups)
+	}
+	if err := removeStaleParts(dir, files); err != nil {
+		return err
+	}
+	if err := schema.Save(filepath.Join(dir, schema.PbtxtFile), s); err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	return nil
+}
+
+// prepareDir creates dir and refuses folders holding Parquet files that are
+// not part files of a dataset (they would be read as part of it).
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !partRE.MatchString(name) {
+			return fmt.Errorf("synth: write %s: the folder holds %s, which is not a part file of a synthetic dataset; use an empty folder", dir, name)
+		}
+	}
+	return nil
+}
+
+// removeStaleParts removes part files numbered files or above.
+func removeStaleParts(dir string, files int) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		m := partRE.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if i, err := strconv.Atoi(m[1]); err == nil && i >= files {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return fmt.Errorf("synth: write %s: remove stale part: %w", dir, err)
+			}
+		}
+	}
+	return nil
+}
+
+// parquetColumns converts a batch to the Go slices loader.Writer expects
+// for each feature's dtype (ids are int32 inside, labels float32).
+func parquetColumns(s *schema.Schema, b *loader.Batch) (map[string]any, error) {
+	cols := make(map[string]any, len(s.Features))
+	for _, f := range s.Features {
+		c := b.Column(f.Name)
+		if c == nil {
+			return nil, fmt.Errorf("batch has no column %q", f.Name)
+		}
+		var vals any
+		switch {
+		case c.I32 != nil || (c.F32 == nil && c.I64 == nil):
+			vals = convertInts(c.I32, f.DType)
+		case c.F32 != nil:
+			vals = convertFloats(c.F32, f.DType)
+		default:
+			return nil, fmt.Errorf("column %q: unexpected int64 values", f.Name)
+		}
+		if vals == nil {
+			return nil, fmt.Errorf("column %q: cannot store as dtype %s", f.Name, f.DType)
+		}
+		if c.Offsets == nil {
+			cols[f.Name] = vals
+			continue
+		}
+		// Lists of int32, int64 and float32 go as a Column (no copy);
+		// other element types as slices of slices.
+		switch v := vals.(type) {
+		case []int32:
+			cols[f.Name] = &loader.Column{Name: f.Name, I32: v, Offsets: c.Offsets}
+		case []int64:
+			cols[f.Name] = &loader.Column{Name: f.Name, I64: v, Offsets: c.Offsets}
+		case []float32:
+			cols[f.Name] = &loader.Column{Name: f.Name, F32: v, Offsets: c.Offsets}
+		default:
+			cols[f.Name] = listColumn(vals, c.Offsets)
+		}
+	}
+	return cols, nil
+}
+
+func convertInts(v []int32, t schema.DType) any {
+	switch t {
+	case schema.Int32:
+		return v
+	case schema.Int64:
+		return convertSlice[int32, int64](v)
+	case schema.Int16:
+		return convertSlice[int32, int16](v)
+	case schema.Int8:
+		return convertSlice[int32, int8](v)
+	}
+	return nil
+}
+
+func convertFloats(v []float32, t schema.DType) any {
+	switch t {
+	case schema.Float32:
+		return v
+	case schema.Float64:
+		return convertSlice[float32, float64](v)
+	case schema.Int64:
+		return convertSlice[float32, int64](v)
+	case schema.Int32:
+		return convertSlice[float32, int32](v)
+	case schema.Int16:
+		return convertSlice[float32, int16](v)
+	case schema.Int8:
+		return convertSlice[float32, int8](v)
+	case schema.Bool:
+		out := make([]bool, len(v))
+		for i, x := range v {
+			out[i] = x != 0
+		}
+		return out
+	}
+	return nil
+}
+
+type number interface {
+	~int8 | ~int16 | ~int32 | ~int64 | ~float32 | ~float64
+}
+
+func convertSlice[From, To number](v []From) []To {
+	out := make([]To, len(v))
+	for i, x := range v {
+		out[i] = To(x)
+	}
+	return out
+}
+
+// listColumn rebuilds a list column as a slice of slices over the values.
+func listColumn(vals any, off []int32) any {
+	switch v := vals.(type) {
+	case []int8:
+		return split(v, off)
+	case []int16:
+		return split(v, off)
+	case []float64:
+		return split(v, off)
+	}
+	return nil
+}
+
+func split[T any](v []T, off []int32) [][]T {
+	out := make([][]T, len(off)-1)
+	for i := range out {
+		out[i] = v[off[i]:off[i+1]:off[i+1]]
+	}
+	return out
+}
+
+func writeJSONAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	dir, base := filepath.Split(path)
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
+}

@@ -1,0 +1,510 @@
+package mtl
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/mtl/metrics"
+	"github.com/mtlrank/mtlrank/mtl/safetensors"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// Checkpoint layout. A checkpoint is a folder:
+//
+//	config.json            CheckpointFormat, format version, max batch, tasks and the Config
+//	schema.pbtxt           the schema the model was built for (Merlin format)
+//	model.safetensors      every parameter, by its Params name
+//	optimizer.safetensors  every optimizer tensor, by its OptimizerState name
+//	state.json             TrainState: step, epoch, seed, best metric, metrics
+//
+// It is written into a temporary folder beside the destination and renamed
+// into place, so a reader sees either the previous checkpoint or the new
+// one, never a mix (a crash between the two renames of a replacement leaves
+// the previous checkpoint under "<dir>.old-*" and no folder at dir).
+const (
+	CheckpointFormat        = "mtlrank-checkpoint"
+	CheckpointFormatVersion = 1
+
+	configFile    = "config.json"
+	schemaFile    = "schema.pbtxt"
+	modelFile     = "model.safetensors"
+	optimizerFile = "optimizer.safetensors"
+	stateFile     = "state.json"
+)
+
+// checkpointConfig is the content of config.json.
+type checkpointConfig struct {
+	Format        string         `json:"format"`
+	FormatVersion int            `json:"format_version"`
+	MaxBatch      int            `json:"max_batch"`
+	Tasks         []taskJSON     `json:"tasks"`
+	Config        Config         `json:"config"`
+	Device        string         `json:"device,omitempty"`
+	Extra         map[string]any `json:"extra,omitempty"`
+}
+
+type taskJSON struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Kind   string `json:"kind"`
+}
+
+// TrainState is the training progress stored with a checkpoint.
+type TrainState struct {
+	// Step is the number of optimizer steps taken (Model.Step).
+	Step int `json:"step"`
+	// Epoch is the number of completed epochs.
+	Epoch int `json:"epoch"`
+	// Seed is the training seed (data shuffling, dropout).
+	Seed int64 `json:"seed"`
+	// BestMetric and BestValue record early stopping's best result so far
+	// (BestValue NaN when none yet), reached at BestEpoch.
+	BestMetric string  `json:"best_metric,omitempty"`
+	BestValue  float64 `json:"-"`
+	BestEpoch  int     `json:"best_epoch,omitempty"`
+	// BadEpochs counts the epochs since the best one (early stopping's
+	// patience counter).
+	BadEpochs int `json:"bad_epochs,omitempty"`
+	// Metrics are the last validation metrics.
+	Metrics metrics.Results `json:"metrics,omitempty"`
+	// Extra holds caller-defined values.
+	Extra map[string]any `json:"extra,omitempty"`
+}
+
+// MarshalJSON writes BestValue as best_value, null when it is NaN.
+func (s TrainState) MarshalJSON() ([]byte, error) {
+	var best *float64
+	if !math.IsNaN(s.BestValue) && !math.IsInf(s.BestValue, 0) {
+		v := s.BestValue
+		best = &v
+	}
+	return json.Marshal(struct {
+		*alias
+		BestValue *float64 `json:"best_value"`
+	}{(*alias)(&s), best})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *TrainState) UnmarshalJSON(data []byte) error {
+	var in struct {
+		*alias
+		BestValue *float64 `json:"best_value"`
+	}
+	in.alias = (*alias)(s)
+	if err := json.Unmarshal(data, &in); err != nil {
+		return err
+	}
+	s.BestValue = math.NaN()
+	if in.BestValue != nil {
+		s.BestValue = *in.BestValue
+	}
+	return nil
+}
+
+// alias has TrainState's fields without its JSON methods.
+type alias TrainState
+
+// SaveCheckpoint writes m (parameters, optimizer state, config, schema) and
+// state to the folder dir, atomically. state may be nil (the step is taken
+// from m). An existing dir is replaced only if it is empty or a checkpoint;
+// any other folder is an error, so that a mistyped path cannot delete data.
+func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
+	if m == nil {
+		return errors.New("mtl: SaveCheckpoint: nil model")
+	}
+	st := TrainState{Seed: m.cfg.Seed, BestValue: math.NaN()}
+	if state != nil {
+		st = *state
+	}
+	st.Step = m.Step()
+	if err := checkReplaceable(dir); err != nil {
+		return fmt.Errorf("mtl: save checkpoint: %w", err)
+	}
+	err := writeDirAtomic(dir, func(tmp string) error {
+		cc := checkpointConfig{
+			Format: CheckpointFormat, FormatVersion: CheckpointFormatVersion,
+			MaxBatch: m.MaxBatch(), Config: m.Config(), Device: m.dev.Name(),
+		}
+		for _, t := range m.tasks {
+			cc.Tasks = append(cc.Tasks, taskJSON{Name: t.Name, Target: t.Target, Kind: t.Kind.String()})
+		}
+		if err := writeJSONFile(filepath.Join(tmp, configFile), cc); err != nil {
+			return err
+		}
+		if err := writeSchemaFile(filepath.Join(tmp, schemaFile), m.schema); err != nil {
+			return err
+		}
+		meta := map[string]string{
+			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
+			"step": strconv.Itoa(st.Step),
+		}
+		if err := writeTensors(filepath.Join(tmp, modelFile), m.dev, m.Params(), meta); err != nil {
+			return err
+		}
+		optMeta := map[string]string{
+			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
+			"optimizer": m.cfg.Optimizer, "step": strconv.Itoa(st.Step),
+		}
+		if err := writeTensors(filepath.Join(tmp, optimizerFile), m.dev, m.OptimizerState(), optMeta); err != nil {
+			return err
+		}
+		return writeJSONFile(filepath.Join(tmp, stateFile), st)
+	})
+	if err != nil {
+		return fmt.Errorf("mtl: save checkpoint %s: %w", dir, err)
+	}
+	return nil
+}
+
+// IsCheckpoint reports whether dir holds a checkpoint's config.json.
+func IsCheckpoint(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return false
+	}
+	var head struct {
+		Format string `json:"format"`
+	}
+	return json.Unmarshal(data, &head) == nil && head.Format == CheckpointFormat
+}
+
+func checkReplaceable(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s exists and is not a folder", dir)
+	}
+	if IsCheckpoint(dir) {
+		return nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s is a non-empty folder that is not a checkpoint; refusing to replace it", dir)
+	}
+	return nil
+}
+
+// writeDirAtomic fills a temporary folder beside dir and renames it to dir.
+func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
+	dir = filepath.Clean(dir)
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err = fill(tmp); err != nil {
+		return err
+	}
+	if err = os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if _, statErr := os.Stat(dir); statErr == nil {
+		old, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".old-*")
+		if err != nil {
+			return err
+		}
+		if err = os.Remove(old); err != nil { // only the unique name is wanted
+			return err
+		}
+		if err = os.Rename(dir, old); err != nil {
+			return err
+		}
+		if err = os.Rename(tmp, dir); err != nil {
+			_ = os.Rename(old, dir) // put the previous checkpoint back
+			return err
+		}
+		return os.RemoveAll(old)
+	}
+	return os.Rename(tmp, dir)
+}
+
+func writeJSONFile(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding %s: %w", filepath.Base(path), err)
+	}
+	data = append(data, '\n')
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+func writeSchemaFile(path string, s *schema.Schema) error {
+	var buf bytes.Buffer
+	if err := s.WritePbtxt(&buf); err != nil {
+		return fmt.Errorf("encoding schema: %w", err)
+	}
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(buf.Bytes())
+		return err
+	})
+}
+
+// writeTensors copies device tensors to the host and stores them.
+func writeTensors(path string, dev kernels.Device, named []NamedTensor, meta map[string]string) error {
+	out := make([]safetensors.Tensor, 0, len(named))
+	for _, nt := range named {
+		t := nt.Tensor
+		switch t.DType {
+		case kernels.Float32:
+			h := make([]float32, t.Len())
+			dev.CopyToHostF32(h, t)
+			out = append(out, safetensors.FromF32(nt.Name, t.Shape, h))
+		case kernels.Int32:
+			h := make([]int32, t.Len())
+			dev.CopyToHostI32(h, t)
+			out = append(out, safetensors.FromI32(nt.Name, t.Shape, h))
+		default:
+			return fmt.Errorf("tensor %q: dtype %s cannot be stored", nt.Name, t.DType)
+		}
+	}
+	return safetensors.Write(path, out, meta)
+}
+
+// LoadModel loads the checkpoint in dir onto dev, for batches of up to the
+// batch size it was saved with. The optimizer state and step are restored
+// too, so training can continue exactly where it stopped.
+func LoadModel(dir string, dev kernels.Device) (*Model, error) {
+	m, _, err := LoadCheckpoint(dir, dev, 0)
+	return m, err
+}
+
+// LoadCheckpoint loads the model and training state in dir onto dev for
+// batches of up to maxBatch rows (0: the batch size it was saved with).
+// Every tensor of the model must be in the checkpoint with the same shape,
+// and the checkpoint may hold no other tensor; errors name the file and the
+// tensor.
+func LoadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *TrainState, error) {
+	m, st, err := loadCheckpoint(dir, dev, maxBatch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mtl: load checkpoint %s: %w", dir, err)
+	}
+	return m, st, nil
+}
+
+func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *TrainState, error) {
+	cc, err := readCheckpointConfig(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := schema.Load(filepath.Join(dir, schemaFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", schemaFile, err)
+	}
+	st, err := ReadTrainState(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if maxBatch <= 0 {
+		maxBatch = cc.MaxBatch
+	}
+	if maxBatch <= 0 {
+		return nil, nil, fmt.Errorf("%s: max_batch is %d", configFile, cc.MaxBatch)
+	}
+	m, err := NewModel(s, cc.Config, dev, maxBatch)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", configFile, err)
+	}
+	// The tasks are derived from config + schema; they must be the ones the
+	// checkpoint was trained with.
+	if len(cc.Tasks) != len(m.tasks) {
+		m.Release()
+		return nil, nil, fmt.Errorf("%s lists %d tasks, the config and schema give %d", configFile, len(cc.Tasks), len(m.tasks))
+	}
+	for i, t := range m.tasks {
+		if cc.Tasks[i].Name != t.Name {
+			m.Release()
+			return nil, nil, fmt.Errorf("%s: task %d is %q, the config and schema give %q", configFile, i, cc.Tasks[i].Name, t.Name)
+		}
+	}
+	if err := readTensors(filepath.Join(dir, modelFile), dev, m.Params()); err != nil {
+		m.Release()
+		return nil, nil, err
+	}
+	if err := readTensors(filepath.Join(dir, optimizerFile), dev, m.OptimizerState()); err != nil {
+		m.Release()
+		return nil, nil, err
+	}
+	m.SetStep(st.Step)
+	return m, st, nil
+}
+
+func readCheckpointConfig(dir string) (*checkpointConfig, error) {
+	path := filepath.Join(dir, configFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
+				return nil, fmt.Errorf("no checkpoint folder at %s", dir)
+			}
+			return nil, fmt.Errorf("%s is missing: not a checkpoint folder", configFile)
+		}
+		return nil, err
+	}
+	var head struct {
+		Format        string `json:"format"`
+		FormatVersion int    `json:"format_version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%s: %w", configFile, err)
+	}
+	if head.Format != CheckpointFormat {
+		return nil, fmt.Errorf("%s: format is %q, want %q", configFile, head.Format, CheckpointFormat)
+	}
+	if head.FormatVersion < 1 || head.FormatVersion > CheckpointFormatVersion {
+		return nil, fmt.Errorf("%s: format version %d is not supported (this build reads 1..%d)", configFile, head.FormatVersion, CheckpointFormatVersion)
+	}
+	// Fields absent from an older file keep their defaults.
+	cc := checkpointConfig{Config: DefaultConfig()}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cc); err != nil {
+		return nil, fmt.Errorf("%s: %w", configFile, err)
+	}
+	return &cc, nil
+}
+
+// ReadTrainState reads the state.json of a checkpoint folder.
+func ReadTrainState(dir string) (*TrainState, error) {
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	st := &TrainState{BestValue: math.NaN()}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("%s: %w", stateFile, err)
+	}
+	if st.Step < 0 || st.Epoch < 0 {
+		return nil, fmt.Errorf("%s: negative step %d or epoch %d", stateFile, st.Step, st.Epoch)
+	}
+	return st, nil
+}
+
+// readTensors fills the model's tensors from a safetensors file: the names
+// must match one to one, with equal shapes.
+func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return err
+	}
+	base := filepath.Base(path)
+	want := make(map[string]bool, len(named))
+	for _, nt := range named {
+		want[nt.Name] = true
+		st, ok := f.Tensor(nt.Name)
+		if !ok {
+			return fmt.Errorf("%s: tensor %q is missing (the model expects %s%v)", base, nt.Name, nt.Tensor.DType, nt.Tensor.Shape)
+		}
+		if !slices.Equal(st.Shape, nt.Tensor.Shape) {
+			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", base, nt.Name, st.Shape, nt.Tensor.Shape)
+		}
+		switch nt.Tensor.DType {
+		case kernels.Float32:
+			v, err := st.F32()
+			if err != nil {
+				return fmt.Errorf("%s: %w", base, err)
+			}
+			dev.CopyFromHostF32(nt.Tensor, v)
+		case kernels.Int32:
+			v, err := st.I32()
+			if err != nil {
+				return fmt.Errorf("%s: %w", base, err)
+			}
+			dev.CopyFromHostI32(nt.Tensor, v)
+		default:
+			return fmt.Errorf("%s: tensor %q: dtype %s cannot be loaded", base, nt.Name, nt.Tensor.DType)
+		}
+	}
+	var extra []string
+	for _, n := range f.Names() {
+		if !want[n] {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		return fmt.Errorf("%s: tensors %s are not part of the model (different architecture?)", base, strings.Join(quoteAll(extra), ", "))
+	}
+	return nil
+}
+
+func quoteAll(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = strconv.Quote(v)
+	}
+	return out
+}
+
+// CheckDataSchema reports whether data with schema s can feed the model:
+// every input column must be present with the same kind (categorical,
+// continuous, list) and categorical ids must fit the model's tables
+// (int_domain.max not above the model's). With targets, the task targets
+// and the weight and sample-space columns must be present too.
+func (m *Model) CheckDataSchema(s *schema.Schema, targets bool) error {
+	for _, f := range inputFeatures(m.schema, &m.cfg) {
+		d := s.Feature(f.Name)
+		if d == nil {
+			return fmt.Errorf("mtl: data schema has no column %q, a model input", f.Name)
+		}
+		if f.HasTag(schema.TagCategorical) != d.HasTag(schema.TagCategorical) || f.IsList() != d.IsList() {
+			return fmt.Errorf("mtl: column %q is %s in the data schema but %s for the model", f.Name, featureKind(d), featureKind(f))
+		}
+		if f.IntDomain != nil && d.IntDomain != nil && d.IntDomain.Max > f.IntDomain.Max {
+			return fmt.Errorf("mtl: column %q has ids up to %d in the data schema, the model's table has rows 0..%d", f.Name, d.IntDomain.Max, f.IntDomain.Max)
+		}
+	}
+	if !targets {
+		return nil
+	}
+	for _, t := range m.tasks {
+		if s.Feature(t.Target) == nil {
+			return fmt.Errorf("mtl: data schema has no target column %q (task %s)", t.Target, t.Name)
+		}
+	}
+	for _, cols := range []map[string]string{m.cfg.WeightColumns, m.cfg.SampleSpace} {
+		for _, k := range sortedKeys(cols) {
+			if s.Feature(cols[k]) == nil {
+				return fmt.Errorf("mtl: data schema has no column %q (weights of task %q)", cols[k], k)
+			}
+		}
+	}
+	return nil
+}
+
+func featureKind(f *schema.Feature) string {
+	k := "continuous"
+	if f.HasTag(schema.TagCategorical) {
+		k = "categorical"
+	}
+	if f.IsList() {
+		k += " list"
+	}
+	return k
+}

@@ -1,0 +1,330 @@
+package mtl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
+)
+
+// feeder turns the columns of a loader.Batch into device tensors for one
+// workspace. Everything is checked on the host first, so that bad data is an
+// error naming the batch, column and row instead of a device fault: missing
+// columns, list/scalar mismatches, broken offsets, ids outside their domain,
+// int64 ids that do not fit int32, NaN/Inf in floats.
+//
+// On the CPU device int32 ids and float32 values are used in place (zero
+// copy); int64 ids are converted into a reused buffer. Other devices get
+// host-to-device copies into buffers that grow when a batch needs more room.
+// A table shared by several features needs its ids concatenated (and its
+// offsets rebased) on the host.
+type feeder struct {
+	dev     kernels.Device
+	cpu     *kernels.CPU
+	block   *layers.InputBlock
+	data    *layers.InputData
+	tables  []tableFeed
+	conts   []*floatFeed // per block feature; nil for categorical features
+	maxRows int
+}
+
+type featFeed struct {
+	name string
+	list bool
+	max  int64 // ids must lie in [0, max]
+}
+
+type tableFeed struct {
+	feats      []featFeed
+	ids, offs  []int32 // host scratch
+	ids64      []int32 // int64 -> int32 conversion scratch
+	devIDs     *kernels.Tensor
+	devOffs    *kernels.Tensor
+	idsH, offH layers.Header
+}
+
+// floatFeed reads one float column.
+type floatFeed struct {
+	name string
+	buf  []float32
+	dev  *kernels.Tensor // non-CPU devices
+	h    layers.Header
+}
+
+func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, features map[string]int64) *feeder {
+	fd := &feeder{dev: dev, block: block, data: block.NewInputData(), maxRows: maxRows}
+	fd.cpu, _ = dev.(*kernels.CPU)
+	fd.tables = make([]tableFeed, len(block.Tables))
+	for ti, t := range block.Tables {
+		for _, fi := range t.Features {
+			f := block.Features[fi]
+			fd.tables[ti].feats = append(fd.tables[ti].feats, featFeed{name: f.Name, list: f.List, max: features[f.Name]})
+		}
+	}
+	fd.conts = make([]*floatFeed, len(block.Features))
+	for i, f := range block.Features {
+		if f.Continuous {
+			fd.conts[i] = &floatFeed{name: f.Name}
+		}
+	}
+	return fd
+}
+
+func (fd *feeder) release() {
+	for i := range fd.tables {
+		releaseAll(fd.tables[i].devIDs, fd.tables[i].devOffs)
+	}
+	for _, c := range fd.conts {
+		if c != nil {
+			c.dev.Release()
+		}
+	}
+}
+
+func releaseAll(ts ...*kernels.Tensor) {
+	for _, t := range ts {
+		t.Release()
+	}
+}
+
+func batchErr(b *loader.Batch, format string, args ...any) error {
+	src := ""
+	if b.Source != "" {
+		src = " " + b.Source
+	}
+	return fmt.Errorf("mtl: batch%s: %s", src, fmt.Sprintf(format, args...))
+}
+
+// feed fills fd.data from b.
+func (fd *feeder) feed(b *loader.Batch) (*layers.InputData, error) {
+	if b == nil || b.Rows <= 0 {
+		return nil, errEmptyBatch
+	}
+	if b.Rows > fd.maxRows {
+		return nil, batchErr(b, "%d rows, more than the %d this model or predictor was created for", b.Rows, fd.maxRows)
+	}
+	rows := b.Rows
+	fd.data.Rows = rows
+	for ti := range fd.tables {
+		if err := fd.feedTable(b, ti); err != nil {
+			return nil, err
+		}
+	}
+	for i, c := range fd.conts {
+		if c == nil {
+			continue
+		}
+		t, err := c.get(fd, b)
+		if err != nil {
+			return nil, err
+		}
+		fd.data.Values[i] = t
+	}
+	return fd.data, nil
+}
+
+// ids returns feature f's ids (int32, converted from int64 into conv when
+// needed) and offsets (nil for scalar features), checked.
+func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err error) {
+	col := b.Column(f.name)
+	if col == nil {
+		return nil, nil, batchErr(b, "column %q is missing", f.name)
+	}
+	rows := b.Rows
+	nvals := len(col.I32)
+	switch {
+	case col.I32 != nil:
+	case col.I64 != nil:
+		nvals = len(col.I64)
+	default:
+		return nil, nil, batchErr(b, "column %q: categorical ids must be int32 or int64", f.name)
+	}
+	if f.list {
+		offs = col.Offsets
+		if offs == nil {
+			return nil, nil, batchErr(b, "column %q is a list feature in the schema but has no list offsets", f.name)
+		}
+		if len(offs) != rows+1 {
+			return nil, nil, batchErr(b, "column %q: %d list offsets for %d rows, want %d", f.name, len(offs), rows, rows+1)
+		}
+		if offs[0] < 0 {
+			return nil, nil, batchErr(b, "column %q row 0: negative list offset %d", f.name, offs[0])
+		}
+		for r := 0; r < rows; r++ {
+			if offs[r+1] < offs[r] || int(offs[r+1]) > nvals {
+				return nil, nil, batchErr(b, "column %q row %d: list offsets [%d, %d) are not inside the %d values",
+					f.name, r, offs[r], offs[r+1], nvals)
+			}
+		}
+	} else {
+		if col.Offsets != nil {
+			return nil, nil, batchErr(b, "column %q is a scalar feature in the schema but holds lists", f.name)
+		}
+		if nvals != rows {
+			return nil, nil, batchErr(b, "column %q: %d values for %d rows", f.name, nvals, rows)
+		}
+	}
+	if col.I32 != nil {
+		ids = col.I32
+	} else {
+		if cap(*conv) < nvals {
+			*conv = make([]int32, nvals, nvals+nvals/2)
+		}
+		ids = (*conv)[:nvals]
+		for i, v := range col.I64 {
+			if v < math.MinInt32 || v > math.MaxInt32 {
+				return nil, nil, batchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
+			}
+			ids[i] = int32(v)
+		}
+	}
+	// Range check on the host: the error can name the row, and a device
+	// never sees an id outside its table.
+	lo, hi := 0, len(ids)
+	if offs != nil {
+		lo, hi = int(offs[0]), int(offs[rows])
+	}
+	for i := lo; i < hi; i++ {
+		if v := ids[i]; v < 0 || int64(v) > f.max {
+			return nil, nil, batchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
+		}
+	}
+	return ids, offs, nil
+}
+
+// rowOf maps a position in the values to its batch row.
+func (f *featFeed) rowOf(offs []int32, pos int) int {
+	if offs == nil {
+		return pos
+	}
+	r := 0
+	for r+1 < len(offs)-1 && int(offs[r+1]) <= pos {
+		r++
+	}
+	return r
+}
+
+func (fd *feeder) feedTable(b *loader.Batch, ti int) error {
+	tf := &fd.tables[ti]
+	rows := b.Rows
+	if len(tf.feats) == 1 {
+		ids, offs, err := tf.feats[0].read(b, &tf.ids64)
+		if err != nil {
+			return err
+		}
+		fd.data.IDs[ti] = fd.putI32(&tf.idsH, &tf.devIDs, ids)
+		fd.data.Offsets[ti] = nil
+		if offs != nil {
+			fd.data.Offsets[ti] = fd.putI32(&tf.offH, &tf.devOffs, offs)
+		}
+		return nil
+	}
+	// Shared table: concatenate ids feature after feature, with absolute
+	// offsets into the concatenation (scalars: one id per row).
+	tf.ids = tf.ids[:0]
+	tf.offs = append(tf.offs[:0], 0)
+	for _, f := range tf.feats {
+		ids, offs, err := f.read(b, &tf.ids64)
+		if err != nil {
+			return err
+		}
+		base := int32(len(tf.ids))
+		if offs == nil {
+			tf.ids = append(tf.ids, ids...)
+			for r := 1; r <= rows; r++ {
+				tf.offs = append(tf.offs, base+int32(r))
+			}
+			continue
+		}
+		tf.ids = append(tf.ids, ids[offs[0]:offs[rows]]...)
+		for r := 1; r <= rows; r++ {
+			tf.offs = append(tf.offs, base+offs[r]-offs[0])
+		}
+	}
+	fd.data.IDs[ti] = fd.putI32(&tf.idsH, &tf.devIDs, tf.ids)
+	fd.data.Offsets[ti] = fd.putI32(&tf.offH, &tf.devOffs, tf.offs)
+	return nil
+}
+
+// putI32 makes host ids visible to the device: wrapped in place on the CPU,
+// copied into a (growing) device buffer elsewhere.
+func (fd *feeder) putI32(h *layers.Header, buf **kernels.Tensor, v []int32) *kernels.Tensor {
+	if fd.cpu != nil {
+		return h.WrapI32(fd.cpu, v, len(v))
+	}
+	if *buf == nil || (*buf).Len() < len(v) {
+		(*buf).Release()
+		*buf = fd.dev.Alloc(kernels.Int32, max(len(v)+len(v)/2, 16))
+	}
+	t := h.View(*buf, 0, len(v))
+	if len(v) > 0 {
+		fd.dev.CopyFromHostI32(t, v)
+	}
+	return t
+}
+
+// get reads the column as float32 [rows, 1].
+func (c *floatFeed) get(fd *feeder, b *loader.Batch) (*kernels.Tensor, error) {
+	v, err := c.read(b)
+	if err != nil {
+		return nil, err
+	}
+	if fd.cpu != nil {
+		return c.h.WrapF32(fd.cpu, v, len(v), 1), nil
+	}
+	if c.dev == nil {
+		c.dev = fd.dev.Alloc(kernels.Float32, fd.maxRows, 1)
+	}
+	t := c.h.View(c.dev, 0, len(v), 1)
+	fd.dev.CopyFromHostF32(t, v)
+	return t, nil
+}
+
+func (c *floatFeed) read(b *loader.Batch) ([]float32, error) {
+	col := b.Column(c.name)
+	if col == nil {
+		return nil, batchErr(b, "column %q is missing", c.name)
+	}
+	if col.Offsets != nil {
+		return nil, batchErr(b, "column %q holds lists; a number per row is needed", c.name)
+	}
+	rows := b.Rows
+	var v []float32
+	switch {
+	case col.F32 != nil:
+		if len(col.F32) != rows {
+			return nil, batchErr(b, "column %q: %d values for %d rows", c.name, len(col.F32), rows)
+		}
+		v = col.F32
+	case col.I32 != nil || col.I64 != nil:
+		n := len(col.I32) + len(col.I64)
+		if n != rows {
+			return nil, batchErr(b, "column %q: %d values for %d rows", c.name, n, rows)
+		}
+		if cap(c.buf) < rows {
+			c.buf = make([]float32, rows)
+		}
+		v = c.buf[:rows]
+		for i := range v {
+			if col.I32 != nil {
+				v[i] = float32(col.I32[i])
+			} else {
+				v[i] = float32(col.I64[i])
+			}
+		}
+	default:
+		return nil, batchErr(b, "column %q has no values", c.name)
+	}
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return nil, batchErr(b, "column %q row %d: value %v is not finite", c.name, i, x)
+		}
+	}
+	return v, nil
+}
+
+func batchErrEmpty() error { return errEmptyBatch }
+
+var errEmptyBatch = fmt.Errorf("mtl: empty batch")

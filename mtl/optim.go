@@ -1,0 +1,106 @@
+package mtl
+
+import (
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// Keras defaults the optimizers follow.
+const (
+	adagradInitialAccumulator = 0.1
+	adagradEps                = 1e-7
+)
+
+// optimizer updates the parameters from a training workspace's gradients.
+// Dense parameters are updated every step (Adam: one multi-tensor call);
+// embedding tables only on the rows the batch touched, and with Adam the
+// moments of untouched rows are left alone (lazy Adam) — a documented
+// difference from Keras' dense Adam.
+type optimizer struct {
+	m    *Model
+	kind string
+	// dense parameters, their gradients (from the model's workspace) and
+	// state, in Model.params order
+	dense, grads []*kernels.Tensor
+	s1, s2       []*kernels.Tensor // Adam m and v, or Adagrad accumulators in s1
+	denseIdx     []int             // index in Model.params
+	// embedding tables (the first len(tables) entries of Model.params)
+	tables []*kernels.Tensor
+	t1, t2 []*kernels.Tensor
+	names  []NamedTensor
+}
+
+func newOptimizer(m *Model) *optimizer {
+	o := &optimizer{m: m, kind: m.cfg.Optimizer}
+	state := func(name string, like *kernels.Tensor, init float32) *kernels.Tensor {
+		t := m.dev.Alloc(kernels.Float32, like.Shape...)
+		if init != 0 {
+			m.dev.Fill(t, init)
+		}
+		o.names = append(o.names, NamedTensor{Name: name, Tensor: t})
+		return t
+	}
+	for i, p := range m.params {
+		switch o.kind {
+		case "adam":
+			a, b := state(p.Name+"/m", p.Value, 0), state(p.Name+"/v", p.Value, 0)
+			if p.Sparse {
+				o.t1, o.t2 = append(o.t1, a), append(o.t2, b)
+			} else {
+				o.s1, o.s2 = append(o.s1, a), append(o.s2, b)
+			}
+		case "adagrad":
+			a := state(p.Name+"/accumulator", p.Value, adagradInitialAccumulator)
+			if p.Sparse {
+				o.t1 = append(o.t1, a)
+			} else {
+				o.s1 = append(o.s1, a)
+			}
+		}
+		if p.Sparse {
+			o.tables = append(o.tables, p.Value)
+		} else {
+			o.dense = append(o.dense, p.Value)
+			o.grads = append(o.grads, m.ws.grads[i])
+			o.denseIdx = append(o.denseIdx, i)
+		}
+	}
+	return o
+}
+
+func (o *optimizer) state() []NamedTensor { return append([]NamedTensor(nil), o.names...) }
+
+func (o *optimizer) release() {
+	for _, n := range o.names {
+		n.Tensor.Release()
+	}
+}
+
+// apply runs the update of step (0-based) with the gradients in ws.
+func (o *optimizer) apply(step int, ws *workspace) {
+	dev := o.m.dev
+	lr := o.m.cfg.LearningRate(step)
+	switch o.kind {
+	case "adam":
+		p := kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
+		dev.AdamMulti(o.dense, o.grads, o.s1, o.s2, p)
+		for i, t := range o.tables {
+			dev.SparseAdam(t, o.t1[i], o.t2[i], ws.input.SparseGrad(i), p)
+		}
+	case "adagrad":
+		p := kernels.AdagradParams{LR: lr, Eps: adagradEps}
+		for i, t := range o.dense {
+			dev.Adagrad(t, o.grads[i], o.s1[i], p)
+		}
+		for i, t := range o.tables {
+			dev.SparseAdagrad(t, o.t1[i], ws.input.SparseGrad(i), p)
+		}
+	case "sgd":
+		p := kernels.SGDParams{LR: lr}
+		for i, t := range o.dense {
+			dev.SGD(t, o.grads[i], p)
+		}
+		for i, t := range o.tables {
+			dev.SparseSGD(t, ws.input.SparseGrad(i), p)
+		}
+	}
+}

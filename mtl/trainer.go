@@ -1,0 +1,745 @@
+package mtl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/metrics"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// LossKey is the metric key of the objective (row-weighted mean over a
+// pass); task losses are "<task>/loss".
+const LossKey = "loss"
+
+// EarlyStopping stops training when a validation metric stops improving.
+type EarlyStopping struct {
+	// Metric is a validation metric key ("auc_avg", "loss",
+	// "click/binary_output/auc", ...); empty disables early stopping.
+	Metric string
+	// Mode is "max" or "min"; empty picks "min" for loss, logloss, rmse and
+	// mae metrics and "max" for the others.
+	Mode string
+	// Patience is the number of epochs without improvement after which
+	// training stops (default 1).
+	Patience int
+	// MinDelta is the smallest change that counts as an improvement.
+	MinDelta float64
+	// RestoreBest puts back the parameters of the best epoch at the end.
+	RestoreBest bool
+}
+
+// TrainerOptions configures a Trainer. The zero value trains one epoch over
+// the whole dataset with no progress bar and no logging.
+type TrainerOptions struct {
+	// Epochs is the total number of epochs (default 1). A resumed run
+	// continues from TrainState.Epoch up to Epochs.
+	Epochs int
+	// StepsPerEpoch limits the batches of an epoch (0: the whole dataset).
+	StepsPerEpoch int
+	// ValidationSteps limits the validation batches per epoch (0: all).
+	ValidationSteps int
+	// TrainMetricsSteps: every this many steps the batch just trained on is
+	// scored (after the update) and added to the epoch's training metrics
+	// ("train/..." keys in EpochResult.Train). 0 disables training
+	// metrics; each scoring costs one extra forward pass.
+	TrainMetricsSteps int
+	// LogEvery logs the running loss every this many steps (0: only per
+	// epoch).
+	LogEvery int
+	// EarlyStopping needs a validation dataset.
+	EarlyStopping EarlyStopping
+	// CheckpointDir, when set, receives a checkpoint after every epoch.
+	CheckpointDir string
+	// Logger receives structured progress records (nil: none).
+	Logger *slog.Logger
+	// Progress is where the progress bar is drawn (usually os.Stderr). The
+	// bar is shown only when Progress is a terminal, unless ForceProgress.
+	Progress      io.Writer
+	ForceProgress bool
+	// Quiet disables the progress bar.
+	Quiet bool
+}
+
+// EpochResult summarises one epoch.
+type EpochResult struct {
+	Epoch    int // 1-based
+	Steps    int
+	Examples int64
+	// Loss is the row-weighted mean training loss over the epoch (each
+	// batch's loss before its update); TaskLoss per task name.
+	Loss     float64
+	TaskLoss map[string]float64
+	// Train holds the training metrics when TrainMetricsSteps > 0.
+	Train metrics.Results
+	// Validation holds the validation metrics (nil without a validation
+	// set), including "loss".
+	Validation     metrics.Results
+	Seconds        float64
+	ExamplesPerSec float64
+}
+
+// History is the outcome of Fit.
+type History struct {
+	Epochs []EpochResult
+	// BestEpoch and BestValue are early stopping's best epoch (1-based; 0
+	// without early stopping) and its metric value.
+	BestEpoch int
+	BestValue float64
+	// StoppedEarly is true when early stopping ended the run.
+	StoppedEarly bool
+	// State is the training state at the end (what a checkpoint stores).
+	State TrainState
+}
+
+// Trainer runs the training loop, evaluation and batch prediction of a
+// Model over loader datasets. It is not safe for concurrent use.
+type Trainer struct {
+	m     *Model
+	opts  TrainerOptions
+	log   *slog.Logger
+	state TrainState
+	// preds holds one output buffer per task, sized to the model's batch.
+	preds [][]float32
+	// conv converts non-float label columns.
+	conv [][]float32
+	mask []float32
+}
+
+// NewTrainer returns a Trainer for m. Options are checked here.
+func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
+	if m == nil {
+		return nil, errors.New("mtl: NewTrainer: nil model")
+	}
+	if opts.Epochs == 0 {
+		opts.Epochs = 1
+	}
+	switch {
+	case opts.Epochs < 0:
+		return nil, fmt.Errorf("mtl: trainer Epochs must be >= 1, got %d", opts.Epochs)
+	case opts.StepsPerEpoch < 0:
+		return nil, fmt.Errorf("mtl: trainer StepsPerEpoch must be >= 0, got %d", opts.StepsPerEpoch)
+	case opts.ValidationSteps < 0:
+		return nil, fmt.Errorf("mtl: trainer ValidationSteps must be >= 0, got %d", opts.ValidationSteps)
+	case opts.TrainMetricsSteps < 0:
+		return nil, fmt.Errorf("mtl: trainer TrainMetricsSteps must be >= 0, got %d", opts.TrainMetricsSteps)
+	case opts.LogEvery < 0:
+		return nil, fmt.Errorf("mtl: trainer LogEvery must be >= 0, got %d", opts.LogEvery)
+	}
+	es := &opts.EarlyStopping
+	if es.Metric != "" {
+		if es.Mode == "" {
+			es.Mode = defaultMode(es.Metric)
+		}
+		if es.Mode != "max" && es.Mode != "min" {
+			return nil, fmt.Errorf("mtl: early stopping mode must be max or min, got %q", es.Mode)
+		}
+		if es.Patience == 0 {
+			es.Patience = 1
+		}
+		if es.Patience < 0 {
+			return nil, fmt.Errorf("mtl: early stopping patience must be >= 1, got %d", es.Patience)
+		}
+		if es.MinDelta < 0 || math.IsNaN(es.MinDelta) {
+			return nil, fmt.Errorf("mtl: early stopping min delta must be >= 0, got %v", es.MinDelta)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Trainer{m: m, opts: opts, log: log,
+		state: TrainState{Step: m.Step(), Seed: m.cfg.Seed, BestValue: math.NaN(), BestMetric: es.Metric}}
+	t.preds = make([][]float32, len(m.tasks))
+	t.conv = make([][]float32, len(m.tasks))
+	for i := range t.preds {
+		t.preds[i] = make([]float32, m.MaxBatch())
+	}
+	return t, nil
+}
+
+// defaultMode is "min" for loss-like metrics and "max" otherwise.
+func defaultMode(metric string) string {
+	last := metric[strings.LastIndexByte(metric, '/')+1:]
+	switch last {
+	case LossKey, metrics.LogLoss, metrics.RMSE, metrics.MAE:
+		return "min"
+	}
+	return "max"
+}
+
+// Model returns the model being trained.
+func (t *Trainer) Model() *Model { return t.m }
+
+// State returns the current training state.
+func (t *Trainer) State() TrainState { return t.state }
+
+// Resume continues from a checkpoint's state: Fit starts at epoch
+// state.Epoch+1 and early stopping keeps its best value and patience
+// counter. The model's step must already be restored (LoadCheckpoint does).
+func (t *Trainer) Resume(state *TrainState) {
+	if state == nil {
+		return
+	}
+	t.state = *state
+	t.state.Step = t.m.Step()
+	if t.state.BestMetric != t.opts.EarlyStopping.Metric {
+		// A different metric: the recorded best does not apply.
+		t.state.BestMetric = t.opts.EarlyStopping.Metric
+		t.state.BestValue = math.NaN()
+		t.state.BestEpoch = 0
+		t.state.BadEpochs = 0
+	}
+}
+
+// Fit trains the model on train for the configured epochs, validating on
+// val after each epoch (val may be nil). It stops with an error naming the
+// step and task when a loss becomes NaN or infinite, and returns the
+// history of the epochs it ran (also on error).
+func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History, error) {
+	if train == nil {
+		return nil, errors.New("mtl: Fit: nil training dataset")
+	}
+	es := t.opts.EarlyStopping
+	if es.Metric != "" && val == nil {
+		return nil, fmt.Errorf("mtl: Fit: early stopping on %q needs a validation dataset", es.Metric)
+	}
+	h := &History{BestValue: math.NaN()}
+	var best []hostTensor
+	t.log.Info("training", "model", t.m.cfg.String(), "rows", train.Rows(), "epochs", t.opts.Epochs,
+		"start_epoch", t.state.Epoch+1, "step", t.m.Step())
+	for epoch := t.state.Epoch; epoch < t.opts.Epochs; epoch++ {
+		res, err := t.trainEpoch(ctx, train, epoch)
+		if err != nil {
+			h.State = t.state
+			return h, err
+		}
+		if val != nil {
+			vm, err := t.evaluate(ctx, val, t.opts.ValidationSteps, fmt.Sprintf("validation %d/%d", epoch+1, t.opts.Epochs))
+			if err != nil {
+				h.Epochs = append(h.Epochs, res)
+				h.State = t.state
+				return h, fmt.Errorf("mtl: validation after epoch %d: %w", epoch+1, err)
+			}
+			res.Validation = vm
+			t.state.Metrics = vm
+		}
+		t.state.Epoch = epoch + 1
+		t.state.Step = t.m.Step()
+		h.Epochs = append(h.Epochs, res)
+		t.logEpoch(res)
+
+		stop := false
+		if es.Metric != "" {
+			v, ok := res.Validation[es.Metric]
+			if !ok {
+				h.State = t.state
+				return h, fmt.Errorf("mtl: early stopping metric %q is not among the validation metrics (%s)", es.Metric, strings.Join(res.Validation.Keys(), ", "))
+			}
+			if t.improved(v) {
+				t.state.BestValue, t.state.BestEpoch, t.state.BadEpochs = v, epoch+1, 0
+				if es.RestoreBest {
+					best = snapshot(t.m)
+				}
+			} else {
+				t.state.BadEpochs++
+				if t.state.BadEpochs >= es.Patience {
+					stop = epoch+1 < t.opts.Epochs
+				}
+			}
+		}
+		if t.opts.CheckpointDir != "" {
+			if err := SaveCheckpoint(t.opts.CheckpointDir, t.m, &t.state); err != nil {
+				h.State = t.state
+				return h, err
+			}
+		}
+		if stop {
+			h.StoppedEarly = true
+			t.log.Info("early stopping", "metric", es.Metric, "best", t.state.BestValue, "best_epoch", t.state.BestEpoch)
+			break
+		}
+	}
+	if es.Metric != "" {
+		h.BestEpoch, h.BestValue = t.state.BestEpoch, t.state.BestValue
+		if es.RestoreBest && best != nil && t.state.BestEpoch != t.state.Epoch {
+			restore(t.m, best)
+			t.log.Info("restored best parameters", "epoch", t.state.BestEpoch, es.Metric, t.state.BestValue)
+		}
+	}
+	h.State = t.state
+	return h, nil
+}
+
+// improved reports whether v beats the best value so far. NaN never
+// improves.
+func (t *Trainer) improved(v float64) bool {
+	if math.IsNaN(v) {
+		return false
+	}
+	best := t.state.BestValue
+	if math.IsNaN(best) {
+		return true
+	}
+	d := t.opts.EarlyStopping.MinDelta
+	if t.opts.EarlyStopping.Mode == "min" {
+		return v < best-d
+	}
+	return v > best+d
+}
+
+func (t *Trainer) logEpoch(r EpochResult) {
+	attrs := []any{"epoch", r.Epoch, "steps", r.Steps, "loss", r.Loss, "examples_per_s", math.Round(r.ExamplesPerSec), "seconds", r.Seconds}
+	for _, k := range []string{metrics.AUCAvg, LossKey} {
+		if v, ok := r.Validation[k]; ok {
+			attrs = append(attrs, "val_"+k, v)
+		}
+	}
+	if v, ok := r.Train[metrics.AUCAvg]; ok {
+		attrs = append(attrs, "train_auc_avg", v)
+	}
+	t.log.Info("epoch done", attrs...)
+}
+
+// newBar returns a progress bar over total examples, or nil when hidden.
+func (t *Trainer) newBar(total int64, desc string) *progressbar.ProgressBar {
+	if t.opts.Quiet || t.opts.Progress == nil || (!t.opts.ForceProgress && !isTerminal(t.opts.Progress)) {
+		return nil
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(t.opts.Progress),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("ex"),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch int) (EpochResult, error) {
+	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
+	total := train.Rows()
+	bar := t.newBar(total, fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs))
+	if bar != nil && t.opts.StepsPerEpoch > 0 {
+		bar.ChangeMax64(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
+	}
+	var trainEval *metrics.Evaluator
+	if t.opts.TrainMetricsSteps > 0 {
+		trainEval = metrics.NewEvaluator(t.taskSpecs())
+	}
+	it := train.Epoch(ctx, epoch)
+	defer it.Close()
+	start := time.Now()
+	var lossSum float64
+	taskSum := make([]float64, len(t.m.tasks))
+	for t.opts.StepsPerEpoch == 0 || res.Steps < t.opts.StepsPerEpoch {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return res, fmt.Errorf("mtl: epoch %d: reading training data: %w", epoch+1, err)
+		}
+		step := t.m.Step()
+		st, err := t.m.TrainStep(b)
+		if err != nil {
+			b.Release()
+			return res, fmt.Errorf("mtl: epoch %d, step %d: %w", epoch+1, step, err)
+		}
+		if err := t.checkFinite(st, step, epoch, b.Source); err != nil {
+			b.Release()
+			return res, err
+		}
+		rows := float64(b.Rows)
+		lossSum += st.Loss * rows
+		for i, l := range st.TaskLoss {
+			taskSum[i] += l * rows
+		}
+		res.Steps++
+		res.Examples += int64(b.Rows)
+		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
+			if err := t.score(b, trainEval); err != nil {
+				b.Release()
+				return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, step, err)
+			}
+		}
+		b.Release()
+		if bar != nil {
+			_ = bar.Add64(int64(rows))
+			if res.Steps%10 == 1 {
+				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
+			}
+		}
+		if t.opts.LogEvery > 0 && res.Steps%t.opts.LogEvery == 0 {
+			el := time.Since(start).Seconds()
+			t.log.Info("step", "epoch", epoch+1, "step", t.m.Step(), "loss", lossSum/float64(res.Examples),
+				"examples_per_s", math.Round(float64(res.Examples)/el))
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	res.Seconds = time.Since(start).Seconds()
+	t.state.Step = t.m.Step()
+	if res.Examples == 0 {
+		return res, fmt.Errorf("mtl: epoch %d: the training data has no batch", epoch+1)
+	}
+	res.Loss = lossSum / float64(res.Examples)
+	for i, task := range t.m.tasks {
+		res.TaskLoss[task.Name] = taskSum[i] / float64(res.Examples)
+	}
+	if res.Seconds > 0 {
+		res.ExamplesPerSec = float64(res.Examples) / res.Seconds
+	}
+	if trainEval != nil {
+		res.Train = trainEval.Results()
+	}
+	return res, nil
+}
+
+// checkFinite turns a NaN/Inf loss into an error naming the step and task.
+func (t *Trainer) checkFinite(st StepStats, step, epoch int, source string) error {
+	if !math.IsNaN(st.Loss) && !math.IsInf(st.Loss, 0) {
+		return nil
+	}
+	where := fmt.Sprintf("epoch %d, step %d", epoch+1, step)
+	if source != "" {
+		where += " (batch " + source + ")"
+	}
+	for i, l := range st.TaskLoss {
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			return fmt.Errorf("mtl: loss of task %s is %v at %s: training diverged (lower the learning rate, check the data for extreme values)", t.m.tasks[i].Name, l, where)
+		}
+	}
+	return fmt.Errorf("mtl: loss is %v at %s while every task loss is finite: the regularisation term overflowed", st.Loss, where)
+}
+
+func (t *Trainer) taskSpecs() []metrics.TaskSpec {
+	specs := make([]metrics.TaskSpec, len(t.m.tasks))
+	for i, task := range t.m.tasks {
+		k := metrics.KindBinary
+		if task.Kind == Regression {
+			k = metrics.KindRegression
+		}
+		specs[i] = metrics.TaskSpec{Name: task.Name, Kind: k}
+	}
+	return specs
+}
+
+// score predicts b and adds the predictions, labels and gate weights to e.
+func (t *Trainer) score(b *loader.Batch, e *metrics.Evaluator) error {
+	if err := t.m.Predict(b, t.preds); err != nil {
+		return err
+	}
+	for i, task := range t.m.tasks {
+		labels, err := t.floatColumn(b, task.Target, i)
+		if err != nil {
+			return err
+		}
+		var mask []float32
+		if col := t.m.cfg.SampleSpace[task.Target]; col != "" {
+			mask, err = t.sampleMask(b, col)
+			if err != nil {
+				return err
+			}
+		}
+		if err := e.Add(i, t.preds[i][:b.Rows], labels, mask); err != nil {
+			return fmt.Errorf("batch %s: %w", b.Source, err)
+		}
+	}
+	for name, w := range t.m.GateWeights() {
+		e.AddGate(name, w, b.Rows)
+	}
+	return nil
+}
+
+// floatColumn returns a scalar column of b as float32 (converted into a
+// per-task buffer when it holds ids).
+func (t *Trainer) floatColumn(b *loader.Batch, name string, slot int) ([]float32, error) {
+	c := b.Column(name)
+	if c == nil {
+		return nil, fmt.Errorf("batch %s has no column %q", b.Source, name)
+	}
+	if c.Offsets != nil {
+		return nil, fmt.Errorf("batch %s: column %q is a list, want one value per row", b.Source, name)
+	}
+	switch {
+	case c.F32 != nil:
+		return c.F32[:b.Rows], nil
+	case c.I32 != nil:
+		buf := t.grow(slot, b.Rows)
+		for i, v := range c.I32[:b.Rows] {
+			buf[i] = float32(v)
+		}
+		return buf, nil
+	case c.I64 != nil:
+		buf := t.grow(slot, b.Rows)
+		for i, v := range c.I64[:b.Rows] {
+			buf[i] = float32(v)
+		}
+		return buf, nil
+	}
+	if b.Rows == 0 {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("batch %s: column %q holds no values", b.Source, name)
+}
+
+func (t *Trainer) grow(slot, n int) []float32 {
+	if cap(t.conv[slot]) < n {
+		t.conv[slot] = make([]float32, n)
+	}
+	return t.conv[slot][:n]
+}
+
+func (t *Trainer) sampleMask(b *loader.Batch, col string) ([]float32, error) {
+	c := b.Column(col)
+	if c == nil {
+		return nil, fmt.Errorf("batch %s has no sample-space column %q", b.Source, col)
+	}
+	if cap(t.mask) < b.Rows {
+		t.mask = make([]float32, b.Rows)
+	}
+	mask := t.mask[:b.Rows]
+	for i := range mask {
+		var v float64
+		switch {
+		case c.F32 != nil:
+			v = float64(c.F32[i])
+		case c.I32 != nil:
+			v = float64(c.I32[i])
+		case c.I64 != nil:
+			v = float64(c.I64[i])
+		}
+		mask[i] = 0
+		if v == 1 {
+			mask[i] = 1
+		}
+	}
+	return mask, nil
+}
+
+// Evaluate scores every batch of ds (in order) and returns the metrics:
+// the per-task metrics of the metrics package (binary: auc, pr_auc,
+// logloss, precision, recall, binary_accuracy; regression: rmse, mae),
+// auc_avg, the mean gate weights, "loss" and "<task>/loss". Tasks with a
+// sample space are scored only on the rows inside it (where the column is
+// 1), as they are trained. Sample weights do not weight the metrics.
+func (t *Trainer) Evaluate(ctx context.Context, ds *loader.Dataset) (metrics.Results, error) {
+	return t.evaluate(ctx, ds, 0, "evaluate")
+}
+
+func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int, desc string) (metrics.Results, error) {
+	if ds == nil {
+		return nil, errors.New("mtl: Evaluate: nil dataset")
+	}
+	e := metrics.NewEvaluator(t.taskSpecs())
+	bar := t.newBar(ds.Rows(), desc)
+	it := ds.Epoch(ctx, 0)
+	defer it.Close()
+	var rows float64
+	var lossSum float64
+	taskSum := make([]float64, len(t.m.tasks))
+	for steps := 0; maxSteps == 0 || steps < maxSteps; steps++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mtl: reading evaluation data: %w", err)
+		}
+		st, err := t.m.Loss(b)
+		if err != nil {
+			b.Release()
+			return nil, err
+		}
+		n := float64(b.Rows)
+		rows += n
+		lossSum += st.Loss * n
+		for i, l := range st.TaskLoss {
+			taskSum[i] += l * n
+		}
+		err = t.score(b, e)
+		b.Release()
+		if err != nil {
+			return nil, fmt.Errorf("mtl: evaluate: %w", err)
+		}
+		if bar != nil {
+			_ = bar.Add64(int64(n))
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if rows == 0 {
+		return nil, errors.New("mtl: evaluate: the dataset has no rows")
+	}
+	out := e.Results()
+	out[LossKey] = lossSum / rows
+	for i, task := range t.m.tasks {
+		out[metrics.Key(task.Name, LossKey)] = taskSum[i] / rows
+	}
+	return out, nil
+}
+
+// PredictOptions configures Trainer.Predict.
+type PredictOptions struct {
+	// KeepColumns are data columns copied next to the scores (they must
+	// have been read by the dataset). Nil keeps none.
+	KeepColumns []string
+	// RowGroupRows of the output file (default the loader's).
+	RowGroupRows int
+}
+
+// Predict scores every row of ds in order and writes a Parquet file at path
+// with the kept columns followed by one float32 column per task, named
+// like the task ("click/binary_output": the probability; regression tasks:
+// the value). A path without the .parquet extension is a folder, created
+// if needed, that receives predictions.parquet. The file is written under a
+// temporary name and renamed. ds must not shuffle rows if the output is to
+// be joined with the input by position. It returns the rows written.
+func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, opts PredictOptions) (int64, error) {
+	if ds == nil {
+		return 0, errors.New("mtl: Predict: nil dataset")
+	}
+	if !strings.HasSuffix(path, ".parquet") {
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			return 0, fmt.Errorf("mtl: predict: %w", err)
+		}
+		path = filepath.Join(path, "predictions.parquet")
+	}
+	out := &schema.Schema{}
+	seen := map[string]bool{}
+	for _, c := range opts.KeepColumns {
+		f := t.m.schema.Feature(c)
+		if f == nil {
+			return 0, fmt.Errorf("mtl: predict: kept column %q is not in the model's schema", c)
+		}
+		if seen[c] {
+			return 0, fmt.Errorf("mtl: predict: kept column %q listed twice", c)
+		}
+		seen[c] = true
+		out.Features = append(out.Features, f.Clone())
+	}
+	for _, task := range t.m.tasks {
+		if seen[task.Name] {
+			return 0, fmt.Errorf("mtl: predict: kept column %q has the name of a score column", task.Name)
+		}
+		out.Features = append(out.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
+	}
+	w, err := loader.NewWriter(path, out, loader.WriterOptions{RowGroupRows: opts.RowGroupRows})
+	if err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
+	}
+	n, err := t.predictInto(ctx, ds, w, opts.KeepColumns)
+	if err != nil {
+		_ = w.Abort()
+		return 0, fmt.Errorf("mtl: predict %s: %w", path, err)
+	}
+	if err := w.Close(); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
+	}
+	return n, nil
+}
+
+func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w *loader.Writer, keep []string) (int64, error) {
+	bar := t.newBar(ds.Rows(), "predict")
+	it := ds.Epoch(ctx, 0)
+	defer it.Close()
+	var rows int64
+	cols := make(map[string]any, len(keep)+len(t.m.tasks))
+	for {
+		if err := ctx.Err(); err != nil {
+			return rows, err
+		}
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return rows, err
+		}
+		err = t.m.Predict(b, t.preds)
+		if err == nil {
+			clear(cols)
+			for _, c := range keep {
+				col := b.Column(c)
+				if col == nil {
+					err = fmt.Errorf("batch %s has no column %q to keep", b.Source, c)
+					break
+				}
+				cols[c] = col
+			}
+		}
+		if err == nil {
+			for i, task := range t.m.tasks {
+				cols[task.Name] = t.preds[i][:b.Rows]
+			}
+			err = w.Write(cols)
+		}
+		rows += int64(b.Rows)
+		b.Release()
+		if err != nil {
+			return rows, err
+		}
+		if bar != nil {
+			_ = bar.Add64(int64(b.Rows))
+		}
+	}
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	return rows, nil
+}
+
+// hostTensor is a host copy of a parameter, for restoring the best epoch.
+type hostTensor struct {
+	nt   NamedTensor
+	data []float32
+}
+
+func snapshot(m *Model) []hostTensor {
+	ps := m.Params()
+	out := make([]hostTensor, len(ps))
+	for i, p := range ps {
+		out[i] = hostTensor{nt: p, data: make([]float32, p.Tensor.Len())}
+		m.dev.CopyToHostF32(out[i].data, p.Tensor)
+	}
+	return out
+}
+
+func restore(m *Model, snap []hostTensor) {
+	for _, h := range snap {
+		m.dev.CopyFromHostF32(h.nt.Tensor, h.data)
+	}
+}

@@ -1,0 +1,1180 @@
+package schema
+
+// Reading and writing Merlin's schema.pbtxt: a tensorflow-metadata Schema
+// message in protobuf text format, as NVTabular and merlin-core write it.
+//
+// Interpreted per feature: name, type, int_domain, float_domain, value_count
+// and annotation (tag, extra_metadata). The Merlin properties in
+// annotation.extra_metadata (a google.protobuf.Struct packed in an Any) are
+// decoded into Feature.Properties, except the keys that describe the dtype
+// and shape (dtype_item_size, is_list, is_ragged, _dims), which are folded
+// into Feature.DType and Feature.ValueCount.
+//
+// Everything else — other feature fields (shape, presence, domain, ...),
+// other fields inside the interpreted messages, top-level fields that are not
+// features — is kept as its verbatim source text and written back unchanged.
+// The extra_metadata entries are kept verbatim too and re-emitted byte for
+// byte unless the feature's properties, dtype or list shape were changed, in
+// which case the Struct is re-encoded. Comments between interpreted fields
+// are not kept; fields are written in tensorflow-metadata field-number order,
+// which is the order protobuf's own text printer (and so NVTabular) uses.
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// pbtxtState is what a parsed feature needs, beyond its exported fields, to
+// be written back with nothing lost.
+type pbtxtState struct {
+	// nested holds verbatim fields found inside the interpreted messages,
+	// keyed by message: "int_domain", "float_domain", "value_count",
+	// "annotation".
+	nested map[string][]string
+	// metaRaw is the verbatim text of every annotation.extra_metadata field.
+	metaRaw []string
+	// metaIdx is the index in metaRaw of the Struct decoded into the feature
+	// (-1 when there is none) and metaSnap that Struct as decoded.
+	metaIdx  int
+	metaSnap map[string]any
+}
+
+func (st *pbtxtState) clone() *pbtxtState {
+	if st == nil {
+		return nil
+	}
+	out := &pbtxtState{metaIdx: st.metaIdx, metaRaw: append([]string(nil), st.metaRaw...)}
+	if st.nested != nil {
+		out.nested = make(map[string][]string, len(st.nested))
+		for k, v := range st.nested {
+			out.nested[k] = append([]string(nil), v...)
+		}
+	}
+	if st.metaSnap != nil {
+		out.metaSnap = cloneValue(st.metaSnap).(map[string]any)
+	}
+	return out
+}
+
+// Property keys that Merlin writes into extra_metadata to describe the
+// column's dtype and shape. They are interpreted, not kept in Properties.
+const (
+	propItemSize = "dtype_item_size"
+	propIsList   = "is_list"
+	propIsRagged = "is_ragged"
+	propDims     = "_dims"
+)
+
+var interpretedProps = []string{propItemSize, propIsList, propIsRagged, propDims}
+
+// Field numbers of tensorflow-metadata's Feature and Schema messages, used
+// to write fields in the order protobuf's text printer uses.
+var featureFieldNumbers = map[string]int{
+	"name": 1, "deprecated": 2, "value_count": 5, "type": 6, "domain": 7,
+	"int_domain": 9, "float_domain": 10, "string_domain": 11, "bool_domain": 13,
+	"presence": 14, "distribution_constraints": 15, "annotation": 16,
+	"group_presence": 17, "skew_comparator": 18, "not_in_environment": 19,
+	"in_environment": 20, "drift_comparator": 21, "lifecycle_stage": 22,
+	"shape": 23, "natural_language_domain": 24, "image_domain": 25,
+	"mid_domain": 26, "url_domain": 27, "time_domain": 28, "struct_domain": 29,
+	"time_of_day_domain": 30, "unique_constraints": 31, "value_counts": 32,
+}
+
+var schemaFieldNumbers = map[string]int{
+	"feature": 1, "string_domain": 4, "default_environment": 5,
+	"sparse_feature": 6, "annotation": 8, "float_domain": 9, "int_domain": 10,
+	"dataset_constraints": 11, "weighted_feature": 12,
+	"tensor_representation_group": 13,
+}
+
+// unknownFieldNumber sorts fields the table does not know after the known ones.
+const unknownFieldNumber = 1 << 20
+
+// rawFieldName is the field name a verbatim field text starts with.
+func rawFieldName(raw string) string {
+	raw = strings.TrimLeft(raw, " \t\r\n")
+	if strings.HasPrefix(raw, "[") {
+		if i := strings.IndexByte(raw, ']'); i > 0 {
+			return raw[:i+1]
+		}
+		return raw
+	}
+	i := 0
+	for i < len(raw) && isIdentChar(raw[i]) {
+		i++
+	}
+	return raw[:i]
+}
+
+func fieldNumber(table map[string]int, name string) int {
+	if n, ok := table[name]; ok {
+		return n
+	}
+	return unknownFieldNumber
+}
+
+// sortRaw orders verbatim fields by field number, keeping the relative order
+// of fields with the same number (repeated fields).
+func sortRaw(raw []string, table map[string]int) {
+	sort.SliceStable(raw, func(i, j int) bool {
+		return fieldNumber(table, rawFieldName(raw[i])) < fieldNumber(table, rawFieldName(raw[j]))
+	})
+}
+
+// ParsePbtxt reads a tensorflow-metadata schema in protobuf text format.
+// Errors are *ParseError values carrying the line and column.
+func ParsePbtxt(r io.Reader) (*Schema, error) {
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("schema: reading pbtxt: %w", err)
+	}
+	root, p, err := parseTextProto(src)
+	if err != nil {
+		return nil, err
+	}
+	s := &Schema{}
+	for _, fld := range root.fields {
+		if fld.name != "feature" {
+			s.Raw = append(s.Raw, string(src[fld.start:fld.end]))
+			continue
+		}
+		for _, v := range fld.values {
+			if v.msg == nil {
+				return nil, p.errorf(v.start, "field \"feature\" must be a message, got %s", v.text)
+			}
+			f, err := interpretFeature(p, v.msg)
+			if err != nil {
+				return nil, err
+			}
+			s.Features = append(s.Features, f)
+		}
+	}
+	sortRaw(s.Raw, schemaFieldNumbers)
+	return s, nil
+}
+
+// fieldReader interprets the fields of one message, reporting errors with
+// positions and rejecting repeated singular fields.
+type fieldReader struct {
+	p    *textParser
+	ctx  string // e.g. `feature "user_id"`, for messages
+	seen map[string]bool
+}
+
+func (fr *fieldReader) errorf(off int, format string, args ...any) error {
+	return fr.p.errorf(off, "%s: %s", fr.ctx, fmt.Sprintf(format, args...))
+}
+
+// single returns the one value of a singular field.
+func (fr *fieldReader) single(f *textField) (textValue, error) {
+	if fr.seen[f.name] {
+		return textValue{}, fr.errorf(f.nameStart, "field %q given more than once", f.name)
+	}
+	fr.seen[f.name] = true
+	if f.list {
+		return textValue{}, fr.errorf(f.nameStart, "field %q is not repeated; list syntax is not allowed", f.name)
+	}
+	return f.values[0], nil
+}
+
+func (fr *fieldReader) message(f *textField) (*textMessage, error) {
+	v, err := fr.single(f)
+	if err != nil {
+		return nil, err
+	}
+	if v.msg == nil {
+		return nil, fr.errorf(v.start, "field %q must be a message, got %s", f.name, v.text)
+	}
+	return v.msg, nil
+}
+
+func (fr *fieldReader) str(f *textField) (string, error) {
+	v, err := fr.single(f)
+	if err != nil {
+		return "", err
+	}
+	return fr.strValue(f.name, v)
+}
+
+func (fr *fieldReader) strValue(name string, v textValue) (string, error) {
+	if v.msg != nil || v.kind != tokString {
+		return "", fr.errorf(v.start, "field %q: expected a quoted string, got %s", name, valueText(v))
+	}
+	return v.str, nil
+}
+
+func valueText(v textValue) string {
+	if v.msg != nil {
+		return "a message"
+	}
+	return v.text
+}
+
+func (fr *fieldReader) int64Value(f *textField) (int64, error) {
+	v, err := fr.single(f)
+	if err != nil {
+		return 0, err
+	}
+	if v.msg != nil || v.kind != tokNumber {
+		return 0, fr.errorf(v.start, "field %q: expected an integer, got %s", f.name, valueText(v))
+	}
+	n, ok := parseTextInt(v.text)
+	if !ok {
+		return 0, fr.errorf(v.start, "field %q: %s is not a 64-bit integer", f.name, v.text)
+	}
+	return n, nil
+}
+
+func (fr *fieldReader) float64Value(f *textField) (float64, error) {
+	v, err := fr.single(f)
+	if err != nil {
+		return 0, err
+	}
+	if v.msg == nil {
+		if x, ok := parseTextFloat(v); ok {
+			return x, nil
+		}
+	}
+	return 0, fr.errorf(v.start, "field %q: expected a number, got %s", f.name, valueText(v))
+}
+
+func (fr *fieldReader) boolValue(f *textField) (bool, error) {
+	v, err := fr.single(f)
+	if err != nil {
+		return false, err
+	}
+	if v.msg == nil {
+		switch v.text {
+		case "true", "True", "t", "1":
+			return true, nil
+		case "false", "False", "f", "0":
+			return false, nil
+		}
+	}
+	return false, fr.errorf(v.start, "field %q: expected true or false, got %s", f.name, valueText(v))
+}
+
+// parseTextInt parses an integer the way protobuf's text format writes
+// them: decimal, 0x hex or 0-prefixed octal, with an optional '-'.
+func parseTextInt(text string) (int64, bool) {
+	neg := strings.HasPrefix(text, "-")
+	body := strings.TrimPrefix(text, "-")
+	base := 10
+	switch {
+	case len(body) > 2 && (body[:2] == "0x" || body[:2] == "0X"):
+		base, body = 16, body[2:]
+	case len(body) > 1 && body[0] == '0':
+		base, body = 8, body[1:]
+	}
+	if body == "" || strings.ContainsAny(body, "_+-") {
+		return 0, false
+	}
+	u, err := strconv.ParseUint(body, base, 64)
+	if err != nil {
+		return 0, false
+	}
+	if neg {
+		if u > 1<<63 {
+			return 0, false
+		}
+		return int64(-u), true // -(1<<63) wraps to math.MinInt64, as intended
+	}
+	if u > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(u), true
+}
+
+// parseTextFloat parses a float value: an integer, a decimal with optional
+// exponent and f suffix, or inf/infinity/nan (any case, optionally negated).
+func parseTextFloat(v textValue) (float64, bool) {
+	text := v.text
+	neg := strings.HasPrefix(text, "-")
+	body := strings.TrimPrefix(text, "-")
+	sign := 1.0
+	if neg {
+		sign = -1
+	}
+	if v.kind == tokIdent {
+		switch strings.ToLower(body) {
+		case "inf", "infinity":
+			return sign * math.Inf(1), true
+		case "nan":
+			return math.NaN(), true
+		}
+		return 0, false
+	}
+	if v.kind != tokNumber {
+		return 0, false
+	}
+	if n, ok := parseTextInt(text); ok {
+		return float64(n), true
+	}
+	if strings.HasPrefix(body, "0x") || strings.HasPrefix(body, "0X") || strings.ContainsRune(body, '_') {
+		return 0, false
+	}
+	body = strings.TrimSuffix(strings.TrimSuffix(body, "f"), "F")
+	x, err := strconv.ParseFloat(body, 64)
+	if err != nil {
+		return 0, false
+	}
+	return sign * x, true
+}
+
+// interpretFeature converts one `feature { ... }` message.
+func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
+	f := &Feature{}
+	st := &pbtxtState{metaIdx: -1}
+	fr := &fieldReader{p: p, ctx: "feature", seen: map[string]bool{}}
+	// The name is read first so that every later error can name the feature.
+	for _, fld := range m.fields {
+		if fld.name == "name" {
+			name, err := fr.str(fld)
+			if err != nil {
+				return nil, err
+			}
+			f.Name = name
+			fr.ctx = fmt.Sprintf("feature %q", f.Name)
+		}
+	}
+	fr.ctx = fmt.Sprintf("feature %q", f.Name)
+	if f.Name == "" {
+		line, _ := p.position(m.start)
+		fr.ctx = fmt.Sprintf("feature at line %d", line)
+	}
+	var (
+		pbType  string
+		hasType bool
+		meta    map[string]any
+	)
+	for _, fld := range m.fields {
+		raw := string(p.src[fld.start:fld.end])
+		switch fld.name {
+		case "name":
+		case "type":
+			v, err := fr.single(fld)
+			if err != nil {
+				return nil, err
+			}
+			t := ""
+			if v.msg == nil {
+				t = v.text
+				switch v.text { // enum values may be given by number
+				case "1":
+					t = "BYTES"
+				case "2":
+					t = "INT"
+				case "3":
+					t = "FLOAT"
+				}
+			}
+			if t == "INT" || t == "FLOAT" || t == "BYTES" {
+				pbType, hasType = t, true
+			} else {
+				f.Raw = append(f.Raw, raw) // STRUCT, TYPE_UNKNOWN: not a column type mtlrank reads
+			}
+		case "int_domain":
+			msg, err := fr.message(fld)
+			if err != nil {
+				return nil, err
+			}
+			d, err := interpretIntDomain(p, fr.ctx, msg, st)
+			if err != nil {
+				return nil, err
+			}
+			f.IntDomain = d
+		case "float_domain":
+			msg, err := fr.message(fld)
+			if err != nil {
+				return nil, err
+			}
+			d, err := interpretFloatDomain(p, fr.ctx, msg, st)
+			if err != nil {
+				return nil, err
+			}
+			f.FloatDomain = d
+		case "value_count":
+			msg, err := fr.message(fld)
+			if err != nil {
+				return nil, err
+			}
+			vc, err := interpretValueCount(p, fr.ctx, msg, st)
+			if err != nil {
+				return nil, err
+			}
+			f.ValueCount = vc
+		case "annotation":
+			msg, err := fr.message(fld)
+			if err != nil {
+				return nil, err
+			}
+			md, err := interpretAnnotation(p, fr.ctx, msg, f, st)
+			if err != nil {
+				return nil, err
+			}
+			meta = md
+		default:
+			f.Raw = append(f.Raw, raw)
+		}
+	}
+	sortRaw(f.Raw, featureFieldNumbers)
+
+	// Dtype: the feature type refined by Merlin's dtype_item_size.
+	size := 0
+	if x, ok := meta[propItemSize].(float64); ok && x == math.Trunc(x) && x > 0 && x <= 1024 {
+		size = int(x)
+	}
+	if hasType {
+		f.DType = dtypeFor(pbType, size, f.hasRawField("bool_domain"))
+	}
+
+	// Shape: value_count, else Merlin's _dims, else its is_list flag.
+	if f.ValueCount == nil {
+		if isList, vc, ok := dimsShape(meta[propDims]); ok {
+			if isList {
+				f.ValueCount = &vc
+			}
+		} else if b, _ := meta[propIsList].(bool); b {
+			f.ValueCount = &ValueCount{}
+		}
+	}
+
+	// Merlin tags a column categorical when its int_domain says so.
+	if f.IntDomain != nil && f.IntDomain.IsCategorical && !f.HasTag(TagCategorical) {
+		f.Tags = append(f.Tags, TagCategorical)
+	}
+
+	if meta != nil {
+		props := map[string]any{}
+		for k, v := range meta {
+			props[k] = cloneValue(v)
+		}
+		for _, k := range interpretedProps {
+			delete(props, k)
+		}
+		if len(props) > 0 {
+			f.Properties = props
+		}
+	}
+	if st.nested == nil && len(st.metaRaw) == 0 {
+		st = nil
+	}
+	f.pb = st
+	return f, nil
+}
+
+func dtypeFor(pbType string, size int, boolDomain bool) DType {
+	switch pbType {
+	case "INT":
+		switch {
+		case boolDomain:
+			return Bool
+		case size == 0 || size == 64:
+			return Int64
+		case size == 8:
+			return Int8
+		case size == 16:
+			return Int16
+		case size == 32:
+			return Int32
+		}
+		return DType(fmt.Sprintf("int%d", size))
+	case "FLOAT":
+		switch size {
+		case 0, 32:
+			return Float32
+		case 64:
+			return Float64
+		}
+		return DType(fmt.Sprintf("float%d", size))
+	case "BYTES":
+		return String
+	}
+	return ""
+}
+
+// pbtxtType is the tensorflow-metadata FeatureType for a dtype, and the
+// dtype_item_size Merlin records for it (0 when none applies).
+func pbtxtType(d DType) (string, int) {
+	switch d {
+	case Int8:
+		return "INT", 8
+	case Int16:
+		return "INT", 16
+	case Int32:
+		return "INT", 32
+	case Int64:
+		return "INT", 64
+	case Bool:
+		return "INT", 8
+	case Float32:
+		return "FLOAT", 32
+	case Float64:
+		return "FLOAT", 64
+	case String:
+		return "BYTES", 0
+	}
+	s := string(d)
+	for _, pre := range []struct{ prefix, typ string }{{"int", "INT"}, {"float", "FLOAT"}} {
+		if n, err := strconv.Atoi(strings.TrimPrefix(s, pre.prefix)); err == nil && strings.HasPrefix(s, pre.prefix) && n > 0 {
+			return pre.typ, n
+		}
+	}
+	return "", 0
+}
+
+func (f *Feature) hasRawField(name string) bool {
+	for _, r := range f.Raw {
+		if rawFieldName(r) == name {
+			return true
+		}
+	}
+	return false
+}
+
+func interpretIntDomain(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*IntDomain, error) {
+	d := &IntDomain{}
+	fr := &fieldReader{p: p, ctx: ctx + ": int_domain", seen: map[string]bool{}}
+	var err error
+	for _, fld := range m.fields {
+		switch fld.name {
+		case "name":
+			d.Name, err = fr.str(fld)
+		case "min":
+			d.Min, err = fr.int64Value(fld)
+		case "max":
+			d.Max, err = fr.int64Value(fld)
+		case "is_categorical":
+			d.IsCategorical, err = fr.boolValue(fld)
+		default:
+			st.addNested("int_domain", string(p.src[fld.start:fld.end]))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func interpretFloatDomain(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*FloatDomain, error) {
+	d := &FloatDomain{}
+	fr := &fieldReader{p: p, ctx: ctx + ": float_domain", seen: map[string]bool{}}
+	var err error
+	for _, fld := range m.fields {
+		switch fld.name {
+		case "name":
+			d.Name, err = fr.str(fld)
+		case "min":
+			d.Min, err = fr.float64Value(fld)
+		case "max":
+			d.Max, err = fr.float64Value(fld)
+		default:
+			st.addNested("float_domain", string(p.src[fld.start:fld.end]))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func interpretValueCount(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*ValueCount, error) {
+	vc := &ValueCount{}
+	fr := &fieldReader{p: p, ctx: ctx + ": value_count", seen: map[string]bool{}}
+	var err error
+	for _, fld := range m.fields {
+		switch fld.name {
+		case "min":
+			vc.Min, err = fr.int64Value(fld)
+		case "max":
+			vc.Max, err = fr.int64Value(fld)
+		default:
+			st.addNested("value_count", string(p.src[fld.start:fld.end]))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return vc, nil
+}
+
+func (st *pbtxtState) addNested(msg, raw string) {
+	if st.nested == nil {
+		st.nested = map[string][]string{}
+	}
+	st.nested[msg] = append(st.nested[msg], raw)
+}
+
+// interpretAnnotation reads tags into f and returns the first
+// google.protobuf.Struct found in extra_metadata (nil when none).
+func interpretAnnotation(p *textParser, ctx string, m *textMessage, f *Feature, st *pbtxtState) (map[string]any, error) {
+	fr := &fieldReader{p: p, ctx: ctx + ": annotation", seen: map[string]bool{}}
+	var meta map[string]any
+	for _, fld := range m.fields {
+		raw := string(p.src[fld.start:fld.end])
+		switch fld.name {
+		case "tag":
+			for _, v := range fld.values {
+				t, err := fr.strValue("tag", v)
+				if err != nil {
+					return nil, err
+				}
+				f.Tags = append(f.Tags, Tag(t))
+			}
+		case "extra_metadata":
+			st.metaRaw = append(st.metaRaw, raw)
+			if meta != nil || fld.list || fld.values[0].msg == nil {
+				continue // only the first Struct is interpreted; the rest is kept verbatim
+			}
+			s, err := decodeAnyStruct(p, fr.ctx+": extra_metadata", fld.values[0].msg)
+			if err != nil {
+				return nil, err
+			}
+			if s != nil {
+				meta = s
+				st.metaIdx = len(st.metaRaw) - 1
+				st.metaSnap = cloneValue(s).(map[string]any)
+			}
+		default:
+			st.addNested("annotation", raw)
+		}
+	}
+	return meta, nil
+}
+
+// decodeAnyStruct returns the Struct packed in an Any message, written
+// either as {type_url, value} or in the expanded form
+// `[type.googleapis.com/google.protobuf.Struct] { fields { ... } }`. It
+// returns nil for an Any holding another type.
+func decodeAnyStruct(p *textParser, ctx string, m *textMessage) (map[string]any, error) {
+	fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
+	var (
+		typeURL string
+		value   *textValue
+	)
+	for _, fld := range m.fields {
+		switch {
+		case fld.name == "type_url":
+			u, err := fr.str(fld)
+			if err != nil {
+				return nil, err
+			}
+			typeURL = u
+		case fld.name == "value":
+			v, err := fr.single(fld)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := fr.strValue("value", v); err != nil {
+				return nil, err
+			}
+			value = &v
+		case fld.name == "["+structTypeURL+"]":
+			msg, err := fr.message(fld)
+			if err != nil {
+				return nil, err
+			}
+			return textStruct(p, ctx+": Struct", msg, 0)
+		}
+	}
+	if !strings.HasSuffix(typeURL, "/google.protobuf.Struct") {
+		return nil, nil
+	}
+	if value == nil {
+		return map[string]any{}, nil
+	}
+	s, err := decodeStruct([]byte(value.str), 0)
+	if err != nil {
+		return nil, p.errorf(value.start, "%s: value is not a valid google.protobuf.Struct: %v", ctx, err)
+	}
+	return s, nil
+}
+
+// textStruct reads a google.protobuf.Struct written in text form:
+// fields { key: "k" value { number_value: 1 } } ...
+func textStruct(p *textParser, ctx string, m *textMessage, depth int) (map[string]any, error) {
+	if depth > maxNesting {
+		return nil, p.errorf(m.start, "%s: values nested deeper than %d levels", ctx, maxNesting)
+	}
+	out := map[string]any{}
+	for _, fld := range m.fields {
+		if fld.name != "fields" {
+			return nil, p.errorf(fld.nameStart, "%s: unexpected field %q", ctx, fld.name)
+		}
+		for _, v := range fld.values {
+			if v.msg == nil {
+				return nil, p.errorf(v.start, "%s: fields must be messages", ctx)
+			}
+			fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
+			var key string
+			var val any
+			for _, e := range v.msg.fields {
+				switch e.name {
+				case "key":
+					k, err := fr.str(e)
+					if err != nil {
+						return nil, err
+					}
+					key = k
+				case "value":
+					msg, err := fr.message(e)
+					if err != nil {
+						return nil, err
+					}
+					if val, err = textStructValue(p, ctx, msg, depth+1); err != nil {
+						return nil, err
+					}
+				default:
+					return nil, p.errorf(e.nameStart, "%s: unexpected field %q in a Struct entry", ctx, e.name)
+				}
+			}
+			out[key] = val
+		}
+	}
+	return out, nil
+}
+
+func textStructValue(p *textParser, ctx string, m *textMessage, depth int) (any, error) {
+	if depth > maxNesting {
+		return nil, p.errorf(m.start, "%s: values nested deeper than %d levels", ctx, maxNesting)
+	}
+	fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
+	var val any
+	for _, fld := range m.fields {
+		var err error
+		switch fld.name {
+		case "null_value":
+			_, err = fr.single(fld)
+			val = nil
+		case "number_value":
+			val, err = fr.float64Value(fld)
+		case "string_value":
+			val, err = fr.str(fld)
+		case "bool_value":
+			val, err = fr.boolValue(fld)
+		case "struct_value":
+			var msg *textMessage
+			if msg, err = fr.message(fld); err == nil {
+				val, err = textStruct(p, ctx, msg, depth+1)
+			}
+		case "list_value":
+			var msg *textMessage
+			if msg, err = fr.message(fld); err == nil {
+				list := []any{}
+				for _, lf := range msg.fields {
+					if lf.name != "values" {
+						return nil, p.errorf(lf.nameStart, "%s: unexpected field %q in a ListValue", ctx, lf.name)
+					}
+					for _, lv := range lf.values {
+						if lv.msg == nil {
+							return nil, p.errorf(lv.start, "%s: list values must be messages", ctx)
+						}
+						e, err := textStructValue(p, ctx, lv.msg, depth+1)
+						if err != nil {
+							return nil, err
+						}
+						list = append(list, e)
+					}
+				}
+				val = list
+			}
+		default:
+			return nil, p.errorf(fld.nameStart, "%s: unexpected field %q in a Value", ctx, fld.name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return val, nil
+}
+
+// dimsShape interprets Merlin's _dims property: a list whose first entry is
+// the batch dimension; a second entry makes the column a list, given as a
+// fixed size n, as [min, max] (null for unknown) or as null. ok is false
+// when v is absent or describes something else (deeper nesting).
+func dimsShape(v any) (isList bool, vc ValueCount, ok bool) {
+	dims, _ := v.([]any)
+	switch len(dims) {
+	case 1:
+		return false, ValueCount{}, true
+	case 2:
+	default:
+		return false, ValueCount{}, false
+	}
+	count := func(x any) (int64, bool) {
+		if x == nil {
+			return 0, true
+		}
+		n, isNum := x.(float64)
+		if !isNum || n != math.Trunc(n) || n < 0 || n > 1<<53 {
+			return 0, false
+		}
+		return int64(n), true
+	}
+	switch d := dims[1].(type) {
+	case nil:
+		return true, ValueCount{}, true
+	case float64:
+		n, good := count(d)
+		return true, ValueCount{Min: n, Max: n}, good
+	case []any:
+		if len(d) != 2 {
+			return false, ValueCount{}, false
+		}
+		lo, ok1 := count(d[0])
+		hi, ok2 := count(d[1])
+		return true, ValueCount{Min: lo, Max: hi}, ok1 && ok2
+	}
+	return false, ValueCount{}, false
+}
+
+// derivedProp is the value Merlin would record under an interpreted key for
+// f's current dtype and shape; ok is false when there is none.
+func derivedProp(key string, f *Feature) (any, bool) {
+	vc := ValueCount{}
+	if f.ValueCount != nil {
+		vc = *f.ValueCount
+	}
+	isList := f.IsList()
+	ragged := isList && !(vc.Min == vc.Max && vc.Min > 0)
+	switch key {
+	case propItemSize:
+		if _, size := pbtxtType(f.DType); size > 0 {
+			return float64(size), true
+		}
+		return nil, false
+	case propIsList:
+		return isList, true
+	case propIsRagged:
+		return ragged, true
+	case propDims:
+		batch := []any{0.0, nil}
+		if !isList {
+			return []any{batch}, true
+		}
+		if !ragged {
+			return []any{batch, float64(vc.Min)}, true
+		}
+		var hi any
+		if vc.Max > 0 {
+			hi = float64(vc.Max)
+		}
+		return []any{batch, []any{float64(vc.Min), hi}}, true
+	}
+	return nil, false
+}
+
+// propAgrees reports whether a recorded value of an interpreted key still
+// describes f (so that it can be kept as written).
+func propAgrees(key string, recorded any, f *Feature) bool {
+	switch key {
+	case propItemSize:
+		want, ok := derivedProp(key, f)
+		return !ok || reflect.DeepEqual(recorded, want)
+	case propIsList, propIsRagged:
+		want, _ := derivedProp(key, f)
+		return reflect.DeepEqual(recorded, want)
+	case propDims:
+		isList, vc, ok := dimsShape(recorded)
+		if !ok {
+			return true // a shape mtlrank does not model: keep it as written
+		}
+		if isList != f.IsList() {
+			return false
+		}
+		have := ValueCount{}
+		if f.ValueCount != nil {
+			have = *f.ValueCount
+		}
+		return !isList || vc == have
+	}
+	return false
+}
+
+// metadataStruct builds the Struct to record in extra_metadata: the
+// feature's Properties plus the dtype/shape keys. Recorded values of those
+// keys that still describe the feature are kept as they were written.
+func (f *Feature) metadataStruct() (map[string]any, error) {
+	out := map[string]any{}
+	for k, v := range f.Properties {
+		n, err := normalizeValue(v, 0)
+		if err != nil {
+			return nil, fmt.Errorf("feature %q: property %q: %w", f.Name, k, err)
+		}
+		out[k] = n
+	}
+	var snap map[string]any
+	if f.pb != nil {
+		snap = f.pb.metaSnap
+	}
+	for _, key := range interpretedProps {
+		want, ok := derivedProp(key, f)
+		if snap == nil {
+			if ok {
+				out[key] = want
+			} else {
+				delete(out, key)
+			}
+			continue
+		}
+		recorded, had := snap[key]
+		switch {
+		case had && propAgrees(key, recorded, f):
+			out[key] = recorded
+		case had && ok:
+			out[key] = want
+		case had:
+			delete(out, key)
+		case key == propItemSize && ok && !isDefaultDType(f.DType):
+			// The file did not record a size, but without one the dtype
+			// would read back as the default for its type.
+			out[key] = want
+		default:
+			delete(out, key)
+		}
+	}
+	return out, nil
+}
+
+// isDefaultDType reports whether d is what a feature type without
+// dtype_item_size reads as.
+func isDefaultDType(d DType) bool {
+	return d == Int64 || d == Float32 || d == String || d == Bool || d == ""
+}
+
+// WritePbtxt writes s as a tensorflow-metadata schema in protobuf text
+// format (the schema.pbtxt NVTabular writes). Content kept from parsing is
+// written back verbatim; see the file comment of pbtxt.go.
+func (s *Schema) WritePbtxt(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	for _, f := range s.Features {
+		if f == nil {
+			return fmt.Errorf("schema: write pbtxt: nil feature")
+		}
+		var buf bytes.Buffer
+		if err := f.writePbtxt(&buf); err != nil {
+			return fmt.Errorf("schema: write pbtxt: %w", err)
+		}
+		if _, err := bw.Write(buf.Bytes()); err != nil {
+			return fmt.Errorf("schema: write pbtxt: %w", err)
+		}
+	}
+	raw := append([]string(nil), s.Raw...)
+	sortRaw(raw, schemaFieldNumbers)
+	for _, r := range raw {
+		if _, err := fmt.Fprintf(bw, "%s\n", r); err != nil {
+			return fmt.Errorf("schema: write pbtxt: %w", err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("schema: write pbtxt: %w", err)
+	}
+	return nil
+}
+
+type pbEntry struct {
+	num  int
+	text string // complete lines, indented for the feature's body
+}
+
+func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
+	const ind = "  "
+	var entries []pbEntry
+	add := func(num int, format string, args ...any) {
+		entries = append(entries, pbEntry{num, fmt.Sprintf(format, args...)})
+	}
+	var nested map[string][]string
+	if f.pb != nil {
+		nested = f.pb.nested
+	}
+	block := func(name string, lines []string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s%s {\n", ind, name)
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%s%s%s\n", ind, ind, l)
+		}
+		for _, r := range nested[name] {
+			fmt.Fprintf(&b, "%s%s%s\n", ind, ind, r)
+		}
+		fmt.Fprintf(&b, "%s}\n", ind)
+		return b.String()
+	}
+
+	add(1, "%sname: %s\n", ind, quoteText(f.Name))
+	if f.ValueCount != nil {
+		add(5, "%s", block("value_count", []string{
+			fmt.Sprintf("min: %d", f.ValueCount.Min), fmt.Sprintf("max: %d", f.ValueCount.Max)}))
+	}
+	typ, _ := pbtxtType(f.DType)
+	if typ != "" && !f.hasRawField("type") {
+		add(6, "%stype: %s\n", ind, typ)
+	}
+	if d := f.IntDomain; d != nil {
+		var lines []string
+		if d.Name != "" {
+			lines = append(lines, "name: "+quoteText(d.Name))
+		}
+		lines = append(lines, fmt.Sprintf("min: %d", d.Min), fmt.Sprintf("max: %d", d.Max))
+		if d.IsCategorical {
+			lines = append(lines, "is_categorical: true")
+		}
+		add(9, "%s", block("int_domain", lines))
+	}
+	if d := f.FloatDomain; d != nil {
+		var lines []string
+		if d.Name != "" {
+			lines = append(lines, "name: "+quoteText(d.Name))
+		}
+		lines = append(lines, "min: "+formatTextFloat(d.Min), "max: "+formatTextFloat(d.Max))
+		add(10, "%s", block("float_domain", lines))
+	}
+	if f.DType == Bool && !f.hasRawField("bool_domain") {
+		add(13, "%sbool_domain {\n%s}\n", ind, ind)
+	}
+	ann, err := f.annotationLines()
+	if err != nil {
+		return err
+	}
+	if len(ann) > 0 || len(nested["annotation"]) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%sannotation {\n", ind)
+		for _, l := range ann {
+			fmt.Fprintf(&b, "%s%s%s\n", ind, ind, l)
+		}
+		fmt.Fprintf(&b, "%s}\n", ind)
+		add(16, "%s", b.String())
+	}
+	for _, r := range f.Raw {
+		add(fieldNumber(featureFieldNumbers, rawFieldName(r)), "%s%s\n", ind, r)
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].num < entries[j].num })
+
+	buf.WriteString("feature {\n")
+	for _, e := range entries {
+		buf.WriteString(e.text)
+	}
+	buf.WriteString("}\n")
+	return nil
+}
+
+// annotationLines are the body lines of the annotation message: tags, the
+// verbatim fields kept from parsing, then extra_metadata.
+func (f *Feature) annotationLines() ([]string, error) {
+	var lines []string
+	for _, t := range f.Tags {
+		lines = append(lines, "tag: "+quoteText(string(t)))
+	}
+	var st *pbtxtState
+	if f.pb != nil {
+		st = f.pb
+		lines = append(lines, st.nested["annotation"]...)
+	}
+	meta, err := f.metadataStruct()
+	if err != nil {
+		return nil, err
+	}
+	encoded := []string{
+		"extra_metadata {",
+		"  type_url: " + quoteText(structTypeURL),
+		"  value: " + quoteBytes(encodeStruct(meta)),
+		"}",
+	}
+	switch {
+	case st == nil || len(st.metaRaw) == 0:
+		lines = append(lines, encoded...)
+	case st.metaIdx < 0:
+		// Another kind of metadata is recorded. Merlin reads a single entry,
+		// so a Struct is added only when it carries something: properties,
+		// or a dtype that would not read back without its size.
+		lines = append(lines, st.metaRaw...)
+		if len(f.Properties) > 0 || !isDefaultDType(f.DType) {
+			lines = append(lines, encoded...)
+		}
+	default:
+		unchanged := reflect.DeepEqual(meta, st.metaSnap)
+		for i, r := range st.metaRaw {
+			if i == st.metaIdx && !unchanged {
+				lines = append(lines, encoded...)
+			} else {
+				lines = append(lines, r)
+			}
+		}
+	}
+	return lines, nil
+}
+
+// quoteText quotes a string field: printable UTF-8 is kept, everything else
+// is escaped as protobuf's text printer does.
+func quoteText(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r >= utf8.RuneSelf && r != utf8.RuneError && unicode.IsPrint(r) {
+			b.WriteString(s[i : i+n])
+			i += n
+			continue
+		}
+		escapeByte(&b, s[i])
+		i++
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// quoteBytes quotes a bytes field with every non-ASCII or non-printable byte
+// as an octal escape, like protobuf's text printer.
+func quoteBytes(data []byte) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, c := range data {
+		escapeByte(&b, c)
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+func escapeByte(b *strings.Builder, c byte) {
+	switch c {
+	case '\n':
+		b.WriteString(`\n`)
+	case '\r':
+		b.WriteString(`\r`)
+	case '\t':
+		b.WriteString(`\t`)
+	case '"':
+		b.WriteString(`\"`)
+	case '\'':
+		b.WriteString(`\'`)
+	case '\\':
+		b.WriteString(`\\`)
+	default:
+		if c < 0x20 || c >= 0x7f {
+			fmt.Fprintf(b, `\%03o`, c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+}
+
+// formatTextFloat writes a float so that parseTextFloat reads it back exactly.
+func formatTextFloat(x float64) string {
+	switch {
+	case math.IsInf(x, 1):
+		return "inf"
+	case math.IsInf(x, -1):
+		return "-inf"
+	case math.IsNaN(x):
+		return "nan"
+	}
+	return strconv.FormatFloat(x, 'g', -1, 64)
+}

@@ -1,0 +1,72 @@
+package schema
+
+import "sort"
+
+// The selection helpers below return features sorted by name: the order in
+// which DESIGN.md concatenates model inputs and lists default tasks, so a
+// model does not depend on the column order of a file. Select keeps schema
+// order.
+
+func (s *Schema) sortedWhere(keep func(*Feature) bool) []*Feature {
+	var out []*Feature
+	for _, f := range s.Features {
+		if f != nil && keep(f) {
+			out = append(out, f)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Categorical returns the categorical input features (tag categorical, also
+// implied by user_id/item_id/session_id), excluding targets.
+func (s *Schema) Categorical() []*Feature {
+	return s.sortedWhere(func(f *Feature) bool { return f.HasTag(TagCategorical) && !f.IsTarget() })
+}
+
+// Continuous returns the continuous input features, excluding targets.
+func (s *Schema) Continuous() []*Feature {
+	return s.sortedWhere(func(f *Feature) bool { return f.HasTag(TagContinuous) && !f.IsTarget() })
+}
+
+// Targets returns every target feature.
+func (s *Schema) Targets() []*Feature {
+	return s.sortedWhere((*Feature).IsTarget)
+}
+
+// BinaryTargets returns the targets of binary-classification tasks (tag
+// binary_classification or binary).
+func (s *Schema) BinaryTargets() []*Feature {
+	return s.sortedWhere((*Feature).IsBinaryTarget)
+}
+
+// RegressionTargets returns the targets of regression tasks (tag regression,
+// or continuous on a target that is not binary).
+func (s *Schema) RegressionTargets() []*Feature {
+	return s.sortedWhere((*Feature).IsRegressionTarget)
+}
+
+// Inputs returns every feature that is not a target.
+func (s *Schema) Inputs() []*Feature {
+	return s.sortedWhere(func(f *Feature) bool { return !f.IsTarget() })
+}
+
+// Names returns the feature names in schema order.
+func (s *Schema) Names() []string {
+	out := make([]string, 0, len(s.Features))
+	for _, f := range s.Features {
+		if f != nil {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
+// IsBinaryTarget reports whether f is the target of a binary task.
+func (f *Feature) IsBinaryTarget() bool { return f.IsTarget() && f.HasTag(TagBinary) }
+
+// IsRegressionTarget reports whether f is the target of a regression task.
+// A binary tag wins over continuous (Validate rejects binary + regression).
+func (f *Feature) IsRegressionTarget() bool {
+	return f.IsTarget() && !f.HasTag(TagBinary) && (f.HasTag(TagRegression) || f.HasTag(TagContinuous))
+}

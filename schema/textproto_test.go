@@ -1,0 +1,174 @@
+package schema
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestTextStringEscapes(t *testing.T) {
+	cases := []struct {
+		name, src, want string
+	}{
+		{"plain", `"abc"`, "abc"},
+		{"single quotes", `'a"b'`, `a"b`},
+		{"named escapes", `"\a\b\f\n\r\t\v\\\'\"\?"`, "\a\b\f\n\r\t\v\\'\"?"},
+		{"octal 3 digits", `"\021\000\377"`, "\x11\x00\xff"},
+		{"octal short", `"\0a\12b"`, "\x00a\nb"},
+		{"octal stops at 3 digits", `"\1234"`, "S4"},
+		{"hex", `"\x41\x7e\xA"`, "A~\n"},
+		{"unicode", `"\u00e9\U0001F600"`, "é😀"},
+		{"utf8 kept", `"été"`, "été"},
+		{"concatenation", `"ab" 'cd'   "ef"`, "abcdef"},
+		{"concatenation across lines", "\"ab\" # c\n \"cd\"", "abcd"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, _, err := parseTextProto([]byte("f: " + tc.src))
+			require.NoError(t, err)
+			require.Len(t, m.fields, 1)
+			assert.Equal(t, tc.want, m.fields[0].values[0].str)
+		})
+	}
+}
+
+func TestTextStructure(t *testing.T) {
+	src := `# leading comment
+a: 1  # trailing comment
+b { c: "x" d: -2.5e-3 }
+b: < c: 'y'; >
+e: [1, -2, 0x1F]
+g: []
+h: [{c: "z"}, <c: "w">],
+[type.googleapis.com/pkg.Msg] { i: inf }
+j: -inf;
+`
+	m, _, err := parseTextProto([]byte(src))
+	require.NoError(t, err)
+	var names []string
+	for _, f := range m.fields {
+		names = append(names, f.name)
+	}
+	assert.Equal(t, []string{"a", "b", "b", "e", "g", "h", "[type.googleapis.com/pkg.Msg]", "j"}, names)
+
+	// Spans cover the field exactly, comments and separators excluded.
+	assert.Equal(t, "a: 1", src[m.fields[0].start:m.fields[0].end])
+	assert.Equal(t, `b { c: "x" d: -2.5e-3 }`, src[m.fields[1].start:m.fields[1].end])
+	assert.Equal(t, `b: < c: 'y'; >`, src[m.fields[2].start:m.fields[2].end])
+	assert.Equal(t, `e: [1, -2, 0x1F]`, src[m.fields[3].start:m.fields[3].end])
+
+	b := m.fields[1].values[0].msg
+	require.NotNil(t, b)
+	require.Len(t, b.fields, 2)
+	assert.Equal(t, "-2.5e-3", b.fields[1].values[0].text)
+	assert.Equal(t, "y", m.fields[2].values[0].msg.fields[0].values[0].str)
+
+	e := m.fields[3]
+	assert.True(t, e.list)
+	require.Len(t, e.values, 3)
+	assert.Equal(t, []string{"1", "-2", "0x1F"}, []string{e.values[0].text, e.values[1].text, e.values[2].text})
+	assert.True(t, m.fields[4].list)
+	assert.Empty(t, m.fields[4].values)
+	require.Len(t, m.fields[5].values, 2)
+	assert.Equal(t, "w", m.fields[5].values[1].msg.fields[0].values[0].str)
+	assert.Equal(t, "-inf", m.fields[7].values[0].text)
+}
+
+func TestTextNumbers(t *testing.T) {
+	ints := []struct {
+		text string
+		want int64
+		ok   bool
+	}{
+		{"0", 0, true}, {"42", 42, true}, {"-42", -42, true}, {"0x1f", 31, true}, {"-0X10", -16, true},
+		{"017", 15, true}, {"9223372036854775807", 9223372036854775807, true},
+		{"-9223372036854775808", -9223372036854775808, true},
+		{"9223372036854775808", 0, false}, {"1.5", 0, false}, {"1e3", 0, false}, {"1_000", 0, false},
+		{"08", 0, false}, {"0x", 0, false}, {"12abc", 0, false},
+	}
+	for _, tc := range ints {
+		got, ok := parseTextInt(tc.text)
+		assert.Equal(t, tc.ok, ok, tc.text)
+		if tc.ok {
+			assert.Equal(t, tc.want, got, tc.text)
+		}
+	}
+	floats := []struct {
+		text string
+		kind tokKind
+		want float64
+		ok   bool
+	}{
+		{"1", tokNumber, 1, true}, {"-2.5", tokNumber, -2.5, true}, {"1e3", tokNumber, 1000, true},
+		{"2.25e+01", tokNumber, 22.5, true}, {"1.5E-2", tokNumber, 0.015, true}, {".5", tokNumber, 0.5, true},
+		{"1.5f", tokNumber, 1.5, true}, {"0x10", tokNumber, 16, true}, {"inf", tokIdent, posInf, true},
+		{"-Infinity", tokIdent, negInf, true}, {"1.2.3", tokNumber, 0, false}, {"abc", tokIdent, 0, false},
+		{"0x1p3", tokNumber, 0, false},
+	}
+	for _, tc := range floats {
+		got, ok := parseTextFloat(textValue{kind: tc.kind, text: tc.text})
+		assert.Equal(t, tc.ok, ok, tc.text)
+		if tc.ok {
+			assert.Equal(t, tc.want, got, tc.text)
+		}
+	}
+	nan, ok := parseTextFloat(textValue{kind: tokIdent, text: "nan"})
+	assert.True(t, ok)
+	assert.True(t, nan != nan)
+}
+
+var (
+	posInf = func() float64 { x := 1.0; return x / zero }()
+	negInf = -posInf
+	zero   = 0.0
+)
+
+func TestTextSyntaxErrors(t *testing.T) {
+	cases := []struct {
+		name      string
+		src       string
+		line, col int
+		msg       string
+	}{
+		{"unterminated string", "a: \"abc", 1, 4, "unterminated string"},
+		{"newline in string", "a: \"ab\ncd\"", 1, 4, "unterminated string"},
+		{"bad escape", `a: "\q"`, 1, 5, `unknown escape \q`},
+		{"octal out of range", `a: "\400"`, 1, 5, "out of byte range"},
+		{"hex without digits", `a: "\xg"`, 1, 5, "without hex digits"},
+		{"short unicode", `a: "\u12"`, 1, 5, "needs 4 hex digits"},
+		{"surrogate", `a: "\ud800"`, 1, 5, "not a valid code point"},
+		{"missing colon", "a 1", 1, 3, `expected ':' or '{' after field name "a"`},
+		{"missing value", "a:\n}", 2, 1, `field "a": expected a value`},
+		{"unclosed message", "a {\n  b: 1\n", 3, 1, `expected "}" to close the message opened at 1:3 before end of input`},
+		{"mismatched delimiters", "a < b: 1 }", 1, 10, `expected ">" to close the message opened at 1:3, got "}"`},
+		{"stray close", "a: 1\n}", 2, 1, "expected a field name"},
+		{"bad character", "a: 1\n  @", 2, 3, "unexpected character '@'"},
+		{"bad list separator", "a: [1 2]", 1, 7, "expected ',' or ']'"},
+		{"trailing comma in list", "a: [1, ]", 1, 8, "expected a value"},
+		{"minus without number", "a: -\"x\"", 1, 5, "expected a number after '-'"},
+		{"bad bracketed name", "[a.] {}", 1, 4, "expected a type name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseTextProto([]byte(tc.src))
+			require.Error(t, err)
+			var pe *ParseError
+			require.True(t, errors.As(err, &pe), "%T: %v", err, err)
+			assert.Equal(t, tc.line, pe.Line, err.Error())
+			assert.Equal(t, tc.col, pe.Col, err.Error())
+			assert.Contains(t, pe.Msg, tc.msg)
+		})
+	}
+}
+
+func TestTextNestingLimit(t *testing.T) {
+	deep := strings.Repeat("a {", maxNesting) + strings.Repeat("}", maxNesting)
+	_, _, err := parseTextProto([]byte(deep))
+	require.NoError(t, err)
+	tooDeep := strings.Repeat("a {", maxNesting+1) + strings.Repeat("}", maxNesting+1)
+	_, _, err = parseTextProto([]byte(tooDeep))
+	require.ErrorContains(t, err, "nested deeper")
+}
