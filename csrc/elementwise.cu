@@ -18,11 +18,23 @@ __global__ void k_fill(float *x, int64_t n, float v) {
 	MTL_FOR(int64_t, i, n) x[i] = v;
 }
 
+__global__ void k_fill_i32(int *x, int64_t n, int v) {
+	MTL_FOR(int64_t, i, n) x[i] = v;
+}
+
 extern "C" int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_fill<<<mtl_grid(ctx, n), kThreads, 0, ctx->compute>>>(dptr<float>(dst), n, v);
+	k_fill<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), n, v);
 	MTL_LAUNCHED(ctx, "fill");
+	return MTL_OK;
+}
+
+extern "C" int mtl_fill_i32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, int32_t v) {
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_fill_i32<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<int>(dst), n, v);
+	MTL_LAUNCHED(ctx, "fill_i32");
 	return MTL_OK;
 }
 

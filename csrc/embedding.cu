@@ -230,13 +230,14 @@ constexpr int kVec = 4;
 template <int MODE>
 __global__ void __launch_bounds__(kThreads)
     k_segments(emb_inputs a, const unsigned *uniq, const int *counts, const int *starts, const int *sorted_vals,
-               const int *num_runs, int64_t total, int dim, int *out_rows, float *out_values, int pad, float *table,
-               float *s1, float *s2, mtl_sparse_opt opt) {
+               const int *num_runs, int64_t total, int64_t capacity, int dim, int *out_rows, float *out_values, int pad,
+               float *table, float *s1, float *s2, mtl_sparse_opt opt) {
 	int lane = threadIdx.x & 31;
 	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
 	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
 	const int n = num_runs[1];
-	const int64_t limit = MODE == 0 && pad ? total : n;
+	int64_t limit = MODE == 0 && pad ? total : n;
+	if (MODE == 0 && limit > capacity) limit = capacity;
 	for (int64_t u = warp; u < limit; u += warps) {
 		if (u >= n) { // padding (MODE 0 only)
 			if (lane == 0) out_rows[u] = -1;
@@ -377,8 +378,10 @@ static int pack_inputs(mtl_ctx *ctx, const char *name, const mtl_emb_input *inpu
 	return MTL_OK;
 }
 
-extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t table_rows,
-                                      int dim, const mtl_emb_input *inputs, int num_inputs, int64_t *n_unique) {
+extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t capacity,
+                                      int64_t table_rows, int dim, const mtl_emb_input *inputs, int num_inputs,
+                                      int64_t *n_unique) {
+	MTL_REQUIRE(ctx, capacity >= 0, "embedding_backward: negative capacity");
 	emb_inputs a;
 	int64_t total = 0;
 	int rc = pack_inputs(ctx, "embedding_backward", inputs, num_inputs, table_rows, dim, &a, &total);
@@ -395,7 +398,7 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	int pad = n_unique ? 0 : 1;
 	unsigned grid = mtl_grid(ctx, total * 32);
 	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
-	                                                   dim, dptr<int>(out_rows), dptr<float>(out_values), pad, nullptr,
+	                                                   capacity, dim, dptr<int>(out_rows), dptr<float>(out_values), pad, nullptr,
 	                                                   nullptr, nullptr, mtl_sparse_opt{});
 	MTL_LAUNCHED(ctx, "embedding_backward");
 	if (n_unique) {
@@ -424,7 +427,7 @@ extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, m
 	if (rc != MTL_OK) return rc;
 	unsigned grid = mtl_grid(ctx, total * 32);
 	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
-	                                                   dim, nullptr, nullptr, 0, dptr<float>(table), dptr<float>(s1),
+	                                                   total, dim, nullptr, nullptr, 0, dptr<float>(table), dptr<float>(s1),
 	                                                   dptr<float>(s2), *opt);
 	MTL_LAUNCHED(ctx, "embedding_update");
 	return MTL_OK;

@@ -34,6 +34,9 @@ int mtl_fail(mtl_ctx *ctx, int code, const char *fmt, ...) {
 }
 
 int mtl_cuda_fail(mtl_ctx *ctx, cudaError_t e, const char *call) {
+	// Clear the runtime's last-error state (for errors that are not sticky),
+	// so that the next launch check does not report this failure again.
+	cudaGetLastError();
 	int code = MTL_ERR_CUDA;
 	if (e == cudaErrorMemoryAllocation) code = MTL_ERR_NOMEM;
 	if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) code = MTL_ERR_NODEVICE;
@@ -95,9 +98,7 @@ extern "C" int mtl_device_count(int *count) {
 	return MTL_OK;
 }
 
-static void ctx_release(mtl_ctx *ctx) {
-	if (ctx->compute) cudaStreamSynchronize(ctx->compute);
-	if (ctx->copy) cudaStreamSynchronize(ctx->copy);
+static void lt_plans_clear(mtl_ctx *ctx) {
 	for (auto &kv : ctx->lt_plans) {
 		mtl_lt_plan &p = kv.second;
 		if (p.desc) cublasLtMatmulDescDestroy(p.desc);
@@ -106,6 +107,12 @@ static void ctx_release(mtl_ctx *ctx) {
 		if (p.lc) cublasLtMatrixLayoutDestroy(p.lc);
 	}
 	ctx->lt_plans.clear();
+}
+
+static void ctx_release(mtl_ctx *ctx) {
+	if (ctx->compute) cudaStreamSynchronize(ctx->compute);
+	if (ctx->copy) cudaStreamSynchronize(ctx->copy);
+	lt_plans_clear(ctx);
 	if (ctx->lt) cublasLtDestroy(ctx->lt);
 	if (ctx->blas) cublasDestroy(ctx->blas);
 	if (ctx->scratch) cudaFree(ctx->scratch);
@@ -197,17 +204,6 @@ extern "C" int mtl_device_info(mtl_ctx *ctx, char *buf, int buf_len, int *cc_maj
 	*sm_count = prop.multiProcessorCount;
 	*total_mem = prop.totalGlobalMem;
 	return MTL_OK;
-}
-
-static void lt_plans_clear(mtl_ctx *ctx) {
-	for (auto &kv : ctx->lt_plans) {
-		mtl_lt_plan &p = kv.second;
-		if (p.desc) cublasLtMatmulDescDestroy(p.desc);
-		if (p.la) cublasLtMatrixLayoutDestroy(p.la);
-		if (p.lb) cublasLtMatrixLayoutDestroy(p.lb);
-		if (p.lc) cublasLtMatrixLayoutDestroy(p.lc);
-	}
-	ctx->lt_plans.clear();
 }
 
 extern "C" int mtl_set_tf32(mtl_ctx *ctx, int on) {

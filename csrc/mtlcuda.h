@@ -62,7 +62,7 @@ enum { MTL_OPT_SGD = 0, MTL_OPT_ADAGRAD = 1, MTL_OPT_ADAM = 2 };
  * of one multi-tensor optimizer launch, inputs of one embedding update). */
 #define MTL_MAX_EXPERTS 32
 #define MTL_MAX_MULTI_TENSORS 48
-#define MTL_MAX_EMB_INPUTS 8
+#define MTL_MAX_EMB_INPUTS 16
 /* Slots of the deferred embedding id check (one per gather between checks;
  * later gathers share the last slot). */
 #define MTL_IDCHECK_SLOTS 256
@@ -103,6 +103,7 @@ MTL_API int mtl_memcpy_dtoh(mtl_ctx *ctx, void *dst, mtl_dptr src, size_t bytes,
 MTL_API int mtl_memcpy_dtod(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, size_t bytes);
 MTL_API int mtl_memset(mtl_ctx *ctx, mtl_dptr dst, int byte_value, size_t bytes);
 MTL_API int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v);
+MTL_API int mtl_fill_i32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, int32_t v);
 
 /* ---- streams, events, graphs ---- */
 
@@ -251,13 +252,15 @@ typedef struct {
 } mtl_emb_input;
 
 /* Sparse gradient of a table: out_rows gets the touched rows, unique and
- * ascending, out_values [*, dim] their accumulated gradients. With
- * n_unique != NULL the call waits for the count and stores it there; with
- * NULL (allowed while capturing) the entries after the last unique row are
- * set to row -1 and value 0 up to the total number of ids, so consumers that
- * skip negative rows can use the total as the count. */
-MTL_API int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t table_rows,
-                           int dim, const mtl_emb_input *inputs, int num_inputs, int64_t *n_unique);
+ * ascending, out_values [capacity, dim] their accumulated gradients; rows
+ * past capacity are not written. With n_unique != NULL the call waits for
+ * the count and stores it there (it may exceed capacity: the caller reports
+ * that); with NULL (allowed while capturing) the entries after the last
+ * unique row are set to row -1 and value 0 up to min(total ids, capacity),
+ * so consumers that skip negative rows can use that as the count. */
+MTL_API int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t capacity,
+                                   int64_t table_rows, int dim, const mtl_emb_input *inputs, int num_inputs,
+                                   int64_t *n_unique);
 
 /* lr is lr_t for Adam (see mtl_adam_params). */
 typedef struct {

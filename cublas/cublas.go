@@ -299,6 +299,11 @@ func (x *Context) FillF32(dst uintptr, n int, v float32) error {
 	return x.err("Fill", C.mtl_fill_f32(x.c, C.mtl_dptr(dst), C.int64_t(n), C.float(v)))
 }
 
+// FillI32 writes v to n int32 elements.
+func (x *Context) FillI32(dst uintptr, n int, v int32) error {
+	return x.err("Fill", C.mtl_fill_i32(x.c, C.mtl_dptr(dst), C.int64_t(n), C.int32_t(v)))
+}
+
 // ---- streams, events, graphs ----
 
 // StreamSync waits for the work queued on s and reports its faults.
@@ -650,17 +655,18 @@ func embInputs(buf *EmbBuffer, in []EmbInput) *C.mtl_emb_input {
 	return &b[0]
 }
 
-// EmbeddingBackward writes the sparse gradient of a table. With exact it
-// waits for and returns the number of unique rows; otherwise it pads the
-// output to the total number of ids with row -1 and returns that total.
-func (x *Context) EmbeddingBackward(buf *EmbBuffer, outRows, outValues uintptr, tableRows, dim int, in []EmbInput, exact bool) (int, error) {
+// EmbeddingBackward writes the sparse gradient of a table into at most
+// capacity rows. With exact it waits for and returns the number of unique
+// rows (which may exceed capacity: the caller must check); otherwise it pads
+// the output with row -1 up to min(total ids, capacity) and returns that.
+func (x *Context) EmbeddingBackward(buf *EmbBuffer, outRows, outValues uintptr, capacity, tableRows, dim int, in []EmbInput, exact bool) (int, error) {
 	var n C.int64_t
 	var np *C.int64_t
 	if exact {
 		np = &n
 	}
 	err := x.err("EmbeddingBackward", C.mtl_embedding_backward(x.c, C.mtl_dptr(outRows), C.mtl_dptr(outValues),
-		C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), np))
+		C.int64_t(capacity), C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), np))
 	if err != nil || exact {
 		return int(n), err
 	}
@@ -668,7 +674,7 @@ func (x *Context) EmbeddingBackward(buf *EmbBuffer, outRows, outValues uintptr, 
 	for _, e := range in {
 		total += e.NumIDs
 	}
-	return total, nil
+	return min(total, capacity), nil
 }
 
 // SparseOpt selects the update of EmbeddingUpdate; LR is the

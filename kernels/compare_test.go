@@ -12,7 +12,13 @@ func TestCPUMatchesReference(t *testing.T) {
 	kerneltest.CompareDevices(t, kerneltest.NewRef(), kernels.NewCPU(2))
 }
 
-// Threading must not change results.
+// Threading must not change results beyond the cross-device tolerance...
 func TestCPUThreadsAgree(t *testing.T) {
 	kerneltest.CompareDevices(t, kernels.NewCPU(1), kernels.NewCPU(2))
+}
+
+// ...and in fact not at all: work is split along fixed boundaries and every
+// reduction runs in a fixed order, whatever the thread count.
+func TestCPUThreadsBitIdentical(t *testing.T) {
+	kerneltest.CompareDevicesExact(t, kernels.NewCPU(1), kernels.NewCPU(2))
 }

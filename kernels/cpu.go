@@ -3,31 +3,37 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"runtime"
 	"slices"
 	"sync"
 )
 
-// CPU is the host Device: tensors are Go slices, GEMMs go to OpenBLAS and the
-// other ops are Go loops, split across a fixed pool of goroutines when the
-// work is large enough to pay for the hand-off.
+// CPU is the host Device: tensors are Go slices, GEMMs go to OpenBLAS, the
+// element-wise, embedding, gate and optimizer loops are C compiled for the
+// machine's vector width (cpu_kernels.c), and the few ops that need exp or
+// log (sigmoid, softmax, losses) are Go. Work large enough to pay for the
+// hand-off is split across a fixed pool of goroutines.
 //
 // A CPU may be used from several goroutines at once (for example one
 // inference workspace per goroutine over shared weights) as long as no two
 // calls write the same tensor. Calls that find the worker pool busy run
 // serially in their own goroutine rather than wait.
 //
-// Results do not depend on the number of threads: element-wise work is split
-// along fixed boundaries and reductions add fixed-size blocks in a fixed
-// order, so NewCPU(1) and NewCPU(8) produce identical bits (OpenBLAS splits
-// GEMMs along M and N only, which keeps each dot product in one thread).
+// Results do not depend on the number of threads: work is split along fixed
+// boundaries, every reduction runs in a fixed order, and OpenBLAS splits a
+// GEMM along M and N only, so that each dot product stays in one thread;
+// NewCPU(1) and NewCPU(2) produce identical bits (TestCPUThreadsBitIdentical).
 type CPU struct {
 	threads int
 	pool    *pool // nil with one thread
 
-	embMu  sync.Mutex
-	embPos []int32 // EmbeddingBackward scratch: table row -> slot, -1 between calls
-	embIDs []int32 // EmbeddingBackward scratch: unique ids
+	// EmbeddingBackward scratch, grown to the largest table seen: a bitmap
+	// of the rows a batch touches (all zero between calls) and the slot of
+	// each touched row in the gradient.
+	embMu   sync.Mutex
+	embBits []uint64
+	embPos  []int32
 }
 
 var _ Device = (*CPU)(nil)
@@ -245,12 +251,21 @@ func (c *CPU) GemmStridedBatched(transA, transB bool, m, n, k int, alpha float32
 	c.gemmBatched(transA, transB, m, n, k, alpha, a.F32, strideA, lda, b.F32, strideB, ldb, beta, cm.F32, strideC, n, batch)
 }
 
-// gemmBatched runs the entries of a strided batch. See bench notes in
-// cpu_bench_test.go for why the entries run as one C loop over a
-// multi-threaded sgemm.
+// gemmBatched runs the entries of a strided batch. With several threads and
+// entries that divide evenly among them (the usual expert count), each
+// goroutine of the pool runs whole entries with single-threaded sgemm: on
+// the expert shapes (1024 x 96..160 x 64, 2..12 experts) that beat one
+// multi-threaded sgemm per entry, which synchronises its threads on every
+// entry (see BenchmarkExpertGemmStrategies). Otherwise one cgo call loops
+// over the entries with OpenBLAS using all threads.
 func (c *CPU) gemmBatched(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
 	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
-	sgemmBatch(c.threads, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
+	th := c.threads
+	if th > 1 && batch >= th && (batch%th == 0 || batch >= 4*th) && m*n*k >= 1<<15 {
+		c.gemmBatchedEntries(ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
+		return
+	}
+	sgemmBatch(th, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
 }
 
 // ---------------------------------------------------------------- element-wise
@@ -279,52 +294,22 @@ func (t *ewTask) run(lo, hi int) {
 	dst := t.dst[lo:hi]
 	switch t.op {
 	case ewFill:
-		v := t.alpha
-		for i := range dst {
-			dst[i] = v
-		}
+		cFill(dst, t.alpha)
 	case ewScale:
-		s := t.alpha
-		for i := range dst {
-			dst[i] *= s
-		}
+		cScale(dst, t.alpha)
 	case ewAxpy:
-		x := t.a[lo:hi]
-		x = x[:len(dst)]
-		s := t.alpha
-		for i := range dst {
-			dst[i] += s * x[i]
-		}
+		cAxpy(dst, t.a[lo:hi], t.alpha)
 	case ewMul:
-		x, y := t.a[lo:hi], t.b[lo:hi]
-		x, y = x[:len(dst)], y[:len(dst)]
-		for i := range dst {
-			dst[i] = x[i] * y[i]
-		}
+		cMul(dst, t.a[lo:hi], t.b[lo:hi])
 	case ewEqual:
-		x := t.a[lo:hi]
-		x = x[:len(dst)]
-		v := t.alpha
-		for i := range dst {
-			if x[i] == v {
-				dst[i] = 1
-			} else {
-				dst[i] = 0
-			}
-		}
+		cEqual(dst, t.a[lo:hi], t.alpha)
+	case ewReLUBwd:
+		cReluBwd(dst, t.a[lo:hi])
 	case ewSigmoid:
 		x := t.a[lo:hi]
 		x = x[:len(dst)]
 		for i := range dst {
 			dst[i] = sigmoid32(x[i])
-		}
-	case ewReLUBwd:
-		y := t.a[lo:hi]
-		y = y[:len(dst)]
-		for i := range dst {
-			if y[i] <= 0 {
-				dst[i] = 0
-			}
 		}
 	}
 }
@@ -333,7 +318,11 @@ func (t *ewTask) run(lo, hi int) {
 func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) {
 	n := len(dst)
 	t := ewTask{op: op, dst: dst, a: a, b: b, alpha: alpha}
-	if ch := c.chunksFor(n, 1); ch > 1 && c.pool.mu.TryLock() {
+	cost := 1
+	if op == ewSigmoid {
+		cost = costExp
+	}
+	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
 		p.ew = t
 		p.runLocked(&p.ew, n, 64, ch)
@@ -413,24 +402,11 @@ type biasActTask struct {
 // run covers global rows [lo, hi) of x viewed as [groups*rows, n].
 func (t *biasActTask) run(lo, hi int) {
 	n := t.n
-	for r := lo; r < hi; r++ {
+	for r := lo; r < hi; {
 		g := r / t.rows
-		b := t.bias[g*n : g*n+n]
-		row := t.x[r*n : r*n+n]
-		row = row[:len(b)]
-		if t.act == ReLU {
-			for j, bj := range b {
-				v := row[j] + bj
-				if v < 0 {
-					v = 0
-				}
-				row[j] = v
-			}
-		} else {
-			for j, bj := range b {
-				row[j] += bj
-			}
-		}
+		end := min(hi, (g+1)*t.rows)
+		cBiasAct(t.x[r*n:end*n], t.bias[g*n:g*n+n], end-r, n, t.act == ReLU)
+		r = end
 	}
 }
 
@@ -463,9 +439,9 @@ func (c *CPU) BiasAct(x, bias *Tensor, groups int, act Activation) {
 	t.run(0, total)
 }
 
-// biasGradBlock is the number of columns one BiasGrad item sums: one 64-byte
-// cache line of float32.
-const biasGradBlock = 16
+// biasGradBlock is the number of columns one BiasGrad item sums (the C
+// kernel's accumulator width).
+const biasGradBlock = 64
 
 type biasGradTask struct {
 	dy, db        []float32
@@ -474,35 +450,15 @@ type biasGradTask struct {
 }
 
 // run covers items [lo, hi); item i is column block i%nblk of group i/nblk.
-// Each column is summed over rows in float64, in row order, by one goroutine.
+// Each column is summed over rows in float64, in row order, by one goroutine,
+// so the result does not depend on how items are split.
 func (t *biasGradTask) run(lo, hi int) {
 	n := t.n
-	var acc [biasGradBlock]float64
 	for it := lo; it < hi; it++ {
 		g, blk := it/t.nblk, it%t.nblk
 		c0 := blk * biasGradBlock
 		w := min(biasGradBlock, n-c0)
-		a := acc[:w]
-		clear(a)
-		base := g * t.rows * n
-		for r := 0; r < t.rows; r++ {
-			row := t.dy[base+r*n+c0 : base+r*n+c0+w]
-			row = row[:len(a)]
-			for j, v := range row {
-				a[j] += float64(v)
-			}
-		}
-		out := t.db[g*n+c0 : g*n+c0+w]
-		out = out[:len(a)]
-		if t.accumulate {
-			for j := range out {
-				out[j] = float32(float64(out[j]) + a[j])
-			}
-		} else {
-			for j := range out {
-				out[j] = float32(a[j])
-			}
-		}
+		cBiasGrad(t.dy[g*t.rows*n+c0:(g+1)*t.rows*n], t.rows, n, w, t.db[g*n+c0:g*n+c0+w], t.accumulate)
 	}
 }
 
@@ -567,17 +523,7 @@ type dropoutTask struct {
 }
 
 func (t *dropoutTask) run(lo, hi int) {
-	x := t.x[lo:hi]
-	mask := t.mask[lo:hi]
-	mask = mask[:len(x)]
-	for j := range x {
-		m := t.scale
-		if DropoutHash(t.seed, uint64(lo+j))>>40 < t.thr {
-			m = 0
-		}
-		mask[j] = m
-		x[j] *= m
-	}
+	cDropout(t.x[lo:hi], t.mask[lo:hi], lo, t.seed, t.thr, t.scale)
 }
 
 // Dropout implements Device with DropoutHash and DropoutThreshold. A rate of
@@ -586,7 +532,7 @@ func (c *CPU) Dropout(x, mask *Tensor, rate float32, seed uint64) {
 	n := sameLen("Dropout", x, mask)
 	thr, scale := DropoutThreshold(rate)
 	t := dropoutTask{x: x.F32, mask: mask.F32, thr: thr, scale: scale, seed: seed}
-	if ch := c.chunksFor(n, 4); ch > 1 && c.pool.mu.TryLock() {
+	if ch := c.chunksFor(n, 8); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
 		p.drop = t
 		p.runLocked(&p.drop, n, 64, ch)
@@ -647,7 +593,7 @@ func (t *softmaxTask) run(lo, hi int) {
 }
 
 func (c *CPU) softmax(t softmaxTask, rows int) {
-	if ch := c.chunksFor(rows, 8*t.cols); ch > 1 && c.pool.mu.TryLock() {
+	if ch := c.chunksFor(rows, costExp*t.cols); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
 		p.soft = t
 		p.runLocked(&p.soft, rows, 1, ch)
@@ -689,23 +635,9 @@ type gateTask struct {
 
 func (t *gateTask) run(lo, hi int) {
 	d, ne := t.d, t.e
-	for b := lo; b < hi; b++ {
-		out := t.out[b*d : b*d+d]
-		w := t.w[b*ne : b*ne+ne]
-		for e, ex := range t.experts {
-			src := ex.F32[b*d : b*d+d]
-			src = src[:len(out)]
-			we := w[e]
-			if e == 0 {
-				for j, v := range src {
-					out[j] = we * v
-				}
-			} else {
-				for j, v := range src {
-					out[j] += we * v
-				}
-			}
-		}
+	out, w := t.out[lo*d:hi*d], t.w[lo*ne:hi*ne]
+	for e, ex := range t.experts {
+		cGateFwd(out, w, ne, e, ex.F32[lo*d:hi*d], hi-lo, d, e == 0)
 	}
 }
 
@@ -746,25 +678,9 @@ type gateBwdTask struct {
 
 func (t *gateBwdTask) run(lo, hi int) {
 	d, ne := t.d, t.e
-	for b := lo; b < hi; b++ {
-		dout := t.dout[b*d : b*d+d]
-		w := t.w[b*ne : b*ne+ne]
-		dw := t.dw[b*ne : b*ne+ne]
-		for e := range ne {
-			src := t.experts[e].F32[b*d : b*d+d]
-			src = src[:len(dout)]
-			var dot float32
-			for j, v := range dout {
-				dot += v * src[j]
-			}
-			dw[e] = dot
-			dex := t.dexperts[e].F32[b*d : b*d+d]
-			dex = dex[:len(dout)]
-			we := w[e]
-			for j, v := range dout {
-				dex[j] += we * v
-			}
-		}
+	dout, w, dw := t.dout[lo*d:hi*d], t.w[lo*ne:hi*ne], t.dw[lo*ne:hi*ne]
+	for e, ex := range t.experts {
+		cGateBwd(dout, w, ne, e, ex.F32[lo*d:hi*d], t.dexperts[e].F32[lo*d:hi*d], dw, hi-lo, d)
 	}
 }
 
@@ -801,18 +717,7 @@ type copyColsTask struct {
 }
 
 func (t *copyColsTask) run(lo, hi int) {
-	for r := lo; r < hi; r++ {
-		d := t.dst[r*t.dstN+t.dstCol : r*t.dstN+t.dstCol+t.width]
-		s := t.src[r*t.srcN+t.srcCol : r*t.srcN+t.srcCol+t.width]
-		if t.accumulate {
-			s = s[:len(d)]
-			for j, v := range s {
-				d[j] += v
-			}
-		} else {
-			copy(d, s)
-		}
-	}
+	cCopyCols(t.dst[lo*t.dstN+t.dstCol:], t.dstN, t.src[lo*t.srcN+t.srcCol:], t.srcN, hi-lo, t.width, t.accumulate)
 }
 
 // CopyCols implements Device.
@@ -825,7 +730,7 @@ func (c *CPU) CopyCols(dst *Tensor, dstCol int, src *Tensor, srcCol, width int, 
 		return
 	}
 	t := copyColsTask{dst: dst.F32, src: src.F32, dstN: dn, srcN: sn, dstCol: dstCol, srcCol: srcCol, width: width, accumulate: accumulate}
-	if ch := c.chunksFor(rows, width); ch > 1 && c.pool.mu.TryLock() {
+	if ch := c.chunksFor(rows, width+16); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
 		p.cols = t
 		p.runLocked(&p.cols, rows, 1, ch)
@@ -838,19 +743,6 @@ func (c *CPU) CopyCols(dst *Tensor, dstCol int, src *Tensor, srcCol, width int, 
 
 // ---------------------------------------------------------------- embeddings
 
-// combineScale is the factor applied to the sum of a list of n embeddings.
-func combineScale(comb Combiner, n int) float32 {
-	switch {
-	case n == 0:
-		return 0
-	case comb == Mean:
-		return 1 / float32(n)
-	case comb == SqrtN:
-		return float32(1 / math.Sqrt(float64(n)))
-	}
-	return 1
-}
-
 type gatherTask struct {
 	out, table []float32
 	ids, offs  []int32
@@ -860,29 +752,7 @@ type gatherTask struct {
 }
 
 func (t *gatherTask) run(lo, hi int) {
-	dim := t.dim
-	for b := lo; b < hi; b++ {
-		dst := t.out[b*t.outN+t.col : b*t.outN+t.col+dim]
-		if t.offs == nil {
-			id := int(t.ids[b])
-			copy(dst, t.table[id*dim:id*dim+dim])
-			continue
-		}
-		s, e := int(t.offs[b]), int(t.offs[b+1])
-		clear(dst)
-		for _, id := range t.ids[s:e] {
-			src := t.table[int(id)*dim : int(id)*dim+dim]
-			src = src[:len(dst)]
-			for j, v := range src {
-				dst[j] += v
-			}
-		}
-		if sc := combineScale(t.comb, e-s); sc != 1 {
-			for j := range dst {
-				dst[j] *= sc
-			}
-		}
-	}
+	cGather(t.out[t.col:], t.outN, t.table, t.dim, t.ids, t.offs, lo, hi, t.comb)
 }
 
 // checkOffsets validates list offsets against the number of values.
@@ -944,9 +814,11 @@ func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor,
 	if rows == 0 || dim == 0 {
 		return nil
 	}
-	cost := dim
+	// A table row is a random memory access: count it as costRandom plus
+	// its length.
+	cost := dim + costRandom
 	if t.offs != nil {
-		cost = dim * (1 + (int(t.offs[rows])-int(t.offs[0]))/max(rows, 1))
+		cost = (dim + costRandom) * (1 + (int(t.offs[rows])-int(t.offs[0]))/max(rows, 1))
 	}
 	if ch := c.chunksFor(rows, cost); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
@@ -960,10 +832,11 @@ func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor,
 	return nil
 }
 
-// EmbeddingBackward implements Device. It uses a scratch array with one slot
-// per table row (4 bytes a row, kept between calls and grown on demand) to
-// find the unique ids in time linear in the batch, then sorts only the unique
-// ids. Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
+// EmbeddingBackward implements Device. It finds the unique ids with a bitmap
+// over the table's rows and lists them in ascending order by scanning the
+// bitmap between the smallest and largest id, or, when the ids are few and
+// spread over a large table, by sorting them; a scratch array (4 bytes per
+// table row, kept between calls) maps each row to its gradient slot. Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
 // single id), 1/n (Mean) or 1/sqrt(n) (SqrtN), the same factors
 // EmbeddingGather uses. It panics on an id outside [0, tableRows): gather
 // rejects those first.
@@ -988,67 +861,69 @@ func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, of
 			len(vals), grad.Rows, grad.Values))
 	}
 
-	c.embMu.Lock()
-	defer c.embMu.Unlock()
-	if len(c.embPos) < tableRows {
-		old := len(c.embPos)
-		c.embPos = slices.Grow(c.embPos, tableRows-old)[:tableRows]
-		for i := old; i < tableRows; i++ {
-			c.embPos[i] = -1
-		}
-	}
-	if cap(c.embIDs) < len(vals) {
-		c.embIDs = make([]int32, 0, len(vals))
-	}
-	pos, uniq := c.embPos, c.embIDs[:0]
+	lo, hi := int32(math.MaxInt32), int32(-1)
 	for _, id := range vals {
 		if id < 0 || int(id) >= tableRows {
-			for _, u := range uniq {
-				pos[u] = -1
-			}
 			panic(fmt.Sprintf("kernels: EmbeddingBackward: id %d outside the table [0, %d)", id, tableRows))
 		}
-		if pos[id] < 0 {
-			pos[id] = int32(len(uniq))
-			uniq = append(uniq, id)
+		lo, hi = min(lo, id), max(hi, id)
+	}
+
+	c.embMu.Lock()
+	defer c.embMu.Unlock()
+	words := (tableRows + 63) / 64
+	if len(c.embBits) < words {
+		c.embBits = make([]uint64, words)
+	}
+	if len(c.embPos) < tableRows {
+		c.embPos = make([]int32, tableRows)
+	}
+	seen, pos := c.embBits, c.embPos
+	nu := 0
+	for _, id := range vals {
+		w, b := id>>6, uint64(1)<<(id&63)
+		if seen[w]&b == 0 {
+			seen[w] |= b
+			nu++
 		}
 	}
-	slices.Sort(uniq)
-	rowsOut := grad.Rows.I32
-	for j, id := range uniq {
-		pos[id] = int32(j)
-		rowsOut[j] = id
+	uniq := grad.Rows.I32[:nu]
+	if nu > 0 && int(hi>>6-lo>>6) < 2*nu*bits.Len(uint(nu)) {
+		// Dense enough: read the ids off the bitmap in ascending order.
+		j := 0
+		for w := int(lo >> 6); w <= int(hi>>6); w++ {
+			x := seen[w]
+			seen[w] = 0
+			for x != 0 {
+				id := int32(w<<6 + bits.TrailingZeros64(x))
+				pos[id], uniq[j] = int32(j), id
+				j++
+				x &= x - 1
+			}
+		}
+	} else {
+		// A few ids spread over a large table: sort them.
+		j := 0
+		for _, id := range vals {
+			w, b := id>>6, uint64(1)<<(id&63)
+			if seen[w]&b != 0 {
+				seen[w] &^= b
+				uniq[j] = id
+				j++
+			}
+		}
+		slices.Sort(uniq)
+		for k, id := range uniq {
+			pos[id] = int32(k)
+		}
 	}
-	nu := len(uniq)
 	gv := grad.Values.F32[:nu*dim]
 	clear(gv)
-	d := dout.F32
-	for b := range rows {
-		src := d[b*outN+col : b*outN+col+dim]
-		if offsets == nil {
-			j := int(pos[vals[b]])
-			dst := gv[j*dim : j*dim+dim]
-			dst = dst[:len(src)]
-			for k, v := range src {
-				dst[k] += v
-			}
-			continue
-		}
-		s, e := offsets.I32[b], offsets.I32[b+1]
-		sc := combineScale(comb, int(e-s))
-		for _, id := range ids.I32[s:e] {
-			j := int(pos[id])
-			dst := gv[j*dim : j*dim+dim]
-			dst = dst[:len(src)]
-			for k, v := range src {
-				dst[k] += sc * v
-			}
-		}
+	var offs []int32
+	if offsets != nil {
+		offs = offsets.I32
 	}
-	for _, id := range uniq {
-		pos[id] = -1
-	}
-	c.embIDs = uniq[:0]
+	cEmbBwd(gv, dim, pos, dout.F32[col:], outN, ids.I32, offs, rows, comb)
 	grad.N = nu
 }
 
@@ -1129,7 +1004,7 @@ func (c *CPU) loss(loss *Tensor, t lossTask, n int) {
 	var total float64
 	cost := 2
 	if t.kind != lossSumSq {
-		cost = 40 // exp, log1p
+		cost = 2 * costExp // exp, log1p
 	}
 	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
@@ -1196,42 +1071,6 @@ func AdamStepSize(p AdamParams) float32 {
 	return float32(float64(p.LR) * math.Sqrt(1-math.Pow(float64(p.Beta2), t)) / (1 - math.Pow(float64(p.Beta1), t)))
 }
 
-// adamRow applies one Adam step to a contiguous run of parameters:
-//
-//	g = grad + 2*l2*param; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g
-//	param -= lrT * m / (sqrt(v) + eps)
-func adamRow(param, grad, m, v []float32, lrT, b1, b2, eps, l2x2 float32) {
-	grad, m, v = grad[:len(param)], m[:len(param)], v[:len(param)]
-	c1, c2 := 1-b1, 1-b2
-	for i, p := range param {
-		g := grad[i] + l2x2*p
-		mi := b1*m[i] + c1*g
-		vi := b2*v[i] + c2*g*g
-		m[i], v[i] = mi, vi
-		param[i] = p - lrT*mi/(float32(math.Sqrt(float64(vi)))+eps)
-	}
-}
-
-// adagradRow: g = grad + 2*l2*param; acc += g*g; param -= lr*g/(sqrt(acc)+eps)
-// (TensorFlow's ApplyAdagradV2, as used by Keras 2).
-func adagradRow(param, grad, acc []float32, lr, eps, l2x2 float32) {
-	grad, acc = grad[:len(param)], acc[:len(param)]
-	for i, p := range param {
-		g := grad[i] + l2x2*p
-		a := acc[i] + g*g
-		acc[i] = a
-		param[i] = p - lr*g/(float32(math.Sqrt(float64(a)))+eps)
-	}
-}
-
-// sgdRow: param -= lr*(grad + 2*l2*param).
-func sgdRow(param, grad []float32, lr, l2x2 float32) {
-	grad = grad[:len(param)]
-	for i, p := range param {
-		param[i] = p - lr*(grad[i]+l2x2*p)
-	}
-}
-
 // adamTask (like adagradTask and sgdTask) runs an optimizer either densely
 // over elements or, when rows is set, over the rows of a SparseGrad (items are
 // then gradient rows of dim elements).
@@ -1244,14 +1083,10 @@ type adamTask struct {
 
 func (t *adamTask) run(lo, hi int) {
 	if t.rows == nil {
-		adamRow(t.param[lo:hi], t.grad[lo:hi], t.m[lo:hi], t.v[lo:hi], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
+		cAdam(t.param[lo:hi], t.grad[lo:hi], t.m[lo:hi], t.v[lo:hi], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
 		return
 	}
-	d := t.dim
-	for i := lo; i < hi; i++ {
-		r := int(t.rows[i]) * d
-		adamRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.m[r:r+d], t.v[r:r+d], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
-	}
+	cSparseAdam(t.param, t.m, t.v, t.grad, t.rows, lo, hi, t.dim, t.lrT, t.b1, t.b2, t.eps, t.l2x2)
 }
 
 type adagradTask struct {
@@ -1263,14 +1098,10 @@ type adagradTask struct {
 
 func (t *adagradTask) run(lo, hi int) {
 	if t.rows == nil {
-		adagradRow(t.param[lo:hi], t.grad[lo:hi], t.acc[lo:hi], t.lr, t.eps, t.l2x2)
+		cAdagrad(t.param[lo:hi], t.grad[lo:hi], t.acc[lo:hi], t.lr, t.eps, t.l2x2)
 		return
 	}
-	d := t.dim
-	for i := lo; i < hi; i++ {
-		r := int(t.rows[i]) * d
-		adagradRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.acc[r:r+d], t.lr, t.eps, t.l2x2)
-	}
+	cSparseAdagrad(t.param, t.acc, t.grad, t.rows, lo, hi, t.dim, t.lr, t.eps, t.l2x2)
 }
 
 type sgdTask struct {
@@ -1282,14 +1113,10 @@ type sgdTask struct {
 
 func (t *sgdTask) run(lo, hi int) {
 	if t.rows == nil {
-		sgdRow(t.param[lo:hi], t.grad[lo:hi], t.lr, t.l2x2)
+		cSGD(t.param[lo:hi], t.grad[lo:hi], t.lr, t.l2x2)
 		return
 	}
-	d := t.dim
-	for i := lo; i < hi; i++ {
-		r := int(t.rows[i]) * d
-		sgdRow(t.param[r:r+d], t.grad[i*d:i*d+d], t.lr, t.l2x2)
-	}
+	cSparseSGD(t.param, t.grad, t.rows, lo, hi, t.dim, t.lr, t.l2x2)
 }
 
 func (c *CPU) runAdam(t adamTask, n, unit, cost int) {
@@ -1328,7 +1155,8 @@ func (c *CPU) runSGD(t sgdTask, n, unit, cost int) {
 	t.run(0, n)
 }
 
-// Adam implements Device (see AdamStepSize and adamRow for the formula).
+// Adam implements Device (see AdamStepSize and mtl_adam in cpu_kernels.c
+// for the formula).
 func (c *CPU) Adam(param, grad, m, v *Tensor, p AdamParams) {
 	n := sameLen("Adam", param, grad, m, v)
 	c.runAdam(adamTask{param: param.F32, grad: grad.F32, m: m.F32, v: v.F32,
@@ -1345,7 +1173,8 @@ func (c *CPU) AdamMulti(params, grads, ms, vs []*Tensor, p AdamParams) {
 	}
 }
 
-// Adagrad implements Device (see adagradRow).
+// Adagrad implements Device (TensorFlow's ApplyAdagradV2 as used by Keras 2,
+// see mtl_adagrad in cpu_kernels.c).
 func (c *CPU) Adagrad(param, grad, acc *Tensor, p AdagradParams) {
 	n := sameLen("Adagrad", param, grad, acc)
 	c.runAdagrad(adagradTask{param: param.F32, grad: grad.F32, acc: acc.F32, lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, n, 64, 6)
@@ -1384,7 +1213,7 @@ func (c *CPU) SparseAdam(table, m, v *Tensor, grad *SparseGrad, p AdamParams) {
 	rows := checkSparse("SparseAdam", table, grad, m, v)
 	dim := table.Cols()
 	c.runAdam(adamTask{param: table.F32, grad: grad.Values.F32, m: m.F32, v: v.F32, rows: rows, dim: dim,
-		lrT: AdamStepSize(p), b1: p.Beta1, b2: p.Beta2, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 8*dim)
+		lrT: AdamStepSize(p), b1: p.Beta1, b2: p.Beta2, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 8*dim+3*costRandom)
 }
 
 // SparseAdagrad implements Device.
@@ -1392,18 +1221,19 @@ func (c *CPU) SparseAdagrad(table, acc *Tensor, grad *SparseGrad, p AdagradParam
 	rows := checkSparse("SparseAdagrad", table, grad, acc)
 	dim := table.Cols()
 	c.runAdagrad(adagradTask{param: table.F32, grad: grad.Values.F32, acc: acc.F32, rows: rows, dim: dim,
-		lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 6*dim)
+		lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, len(rows), 1, 6*dim+2*costRandom)
 }
 
 // SparseSGD implements Device.
 func (c *CPU) SparseSGD(table *Tensor, grad *SparseGrad, p SGDParams) {
 	rows := checkSparse("SparseSGD", table, grad)
 	dim := table.Cols()
-	c.runSGD(sgdTask{param: table.F32, grad: grad.Values.F32, rows: rows, dim: dim, lr: p.LR, l2x2: 2 * p.L2}, len(rows), 1, 2*dim)
+	c.runSGD(sgdTask{param: table.F32, grad: grad.Values.F32, rows: rows, dim: dim, lr: p.LR, l2x2: 2 * p.L2}, len(rows), 1, 2*dim+costRandom)
 }
 
 // gemmBatchedEntries spreads the entries of a strided batch over the pool's
-// goroutines, each calling single-threaded sgemm.
+// goroutines, each calling single-threaded sgemm on whole entries. When the
+// pool is busy it falls back to one multi-threaded call.
 func (c *CPU) gemmBatchedEntries(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
 	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
 	t := batchedGemmTask{ta: ta, tb: tb, m: m, n: n, k: k, alpha: alpha, a: a, sa: sa, lda: lda,

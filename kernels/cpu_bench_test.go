@@ -3,8 +3,30 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 )
+
+// cpuTime is the process's user+system CPU time. Benchmarks report it per
+// op next to wall time: on a shared machine wall time includes waiting for
+// a core, CPU time does not (for one thread it is the better figure; with
+// several threads it is the total work).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loop runs f b.N times and reports CPU ns/op.
+func loop(b *testing.B, f func()) {
+	b.Helper()
+	start := cpuTime()
+	for b.Loop() {
+		f()
+	}
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
 
 func benchTensor(c *CPU, shape ...int) *Tensor {
 	t := c.Alloc(Float32, shape...)
@@ -76,29 +98,33 @@ func BenchmarkExpertGemmStrategies(b *testing.B) {
 		w := benchTensor(c, s.e, s.in, out)
 		h := benchTensor(c, s.e, rows, out)
 		flops := 2 * float64(rows*s.in*out*s.e)
-		report := func(b *testing.B) {
+		report := func(b *testing.B, start time.Duration) {
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 		}
 		name := fmt.Sprintf("in%d_e%d", s.in, s.e)
 		b.Run("cloop_mt/"+name, func(b *testing.B) {
+			start := cpuTime()
 			for b.Loop() {
 				sgemmBatch(2, false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
 			}
-			report(b)
+			report(b, start)
 		})
 		b.Run("goloop_mt/"+name, func(b *testing.B) {
+			start := cpuTime()
 			for b.Loop() {
 				for e := 0; e < s.e; e++ {
 					sgemm(2, false, false, rows, out, s.in, 1, x.F32, s.in, w.F32[e*s.in*out:], out, 0, h.F32[e*rows*out:], out)
 				}
 			}
-			report(b)
+			report(b, start)
 		})
 		b.Run("goroutines_st/"+name, func(b *testing.B) {
+			start := cpuTime()
 			for b.Loop() {
 				c.gemmBatchedEntries(false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
 			}
-			report(b)
+			report(b, start)
 		})
 	}
 }
@@ -130,23 +156,19 @@ func BenchmarkEmbedding(b *testing.B) {
 			m, v := c.Alloc(Float32, tableRows, dim), c.Alloc(Float32, tableRows, dim)
 			name := fmt.Sprintf("dim%d_list%v", dim, list)
 			b.Run("gather/"+name, func(b *testing.B) {
-				for b.Loop() {
+				loop(b, func() {
 					if err := c.EmbeddingGather(out, 8, table, ids, offs, Mean); err != nil {
 						b.Fatal(err)
 					}
-				}
+				})
 			})
 			b.Run("backward/"+name, func(b *testing.B) {
-				for b.Loop() {
-					c.EmbeddingBackward(g, out, 8, ids, offs, Mean, tableRows)
-				}
+				loop(b, func() { c.EmbeddingBackward(g, out, 8, ids, offs, Mean, tableRows) })
 			})
 			c.EmbeddingBackward(g, out, 8, ids, offs, Mean, tableRows)
 			b.Run("sparseAdam/"+name, func(b *testing.B) {
 				p := AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
-				for b.Loop() {
-					c.SparseAdam(table, m, v, g, p)
-				}
+				loop(b, func() { c.SparseAdam(table, m, v, g, p) })
 			})
 		}
 	}
@@ -186,11 +208,37 @@ func BenchmarkElementwise(b *testing.B) {
 			{"BCEWithLogits1024", func() { c.BCEWithLogits(loss, dz, z, lab, nil, 1) }},
 		}
 		for _, op := range ops {
-			b.Run(op.name+sfx, func(b *testing.B) {
-				for b.Loop() {
-					op.f()
-				}
-			})
+			b.Run(op.name+sfx, func(b *testing.B) { loop(b, op.f) })
+		}
+	}
+}
+
+// BenchmarkModelGemm covers the 2-D GEMMs of the tenrec models at batch
+// 1024 (input width 112): gate and tower Dense layers, forward (x*W),
+// weight gradient (x^T*dy) and input gradient (dy*W^T).
+func BenchmarkModelGemm(b *testing.B) {
+	const rows = 1024
+	shapes := []struct{ in, out int }{{112, 64}, {64, 4}, {64, 64}, {64, 1}, {112, 128}, {32, 1}}
+	for _, th := range []int{1, 2} {
+		c := NewCPU(th)
+		for _, s := range shapes {
+			x, w, y := benchTensor(c, rows, s.in), benchTensor(c, s.in, s.out), benchTensor(c, rows, s.out)
+			dw, dx := c.Alloc(Float32, s.in, s.out), c.Alloc(Float32, rows, s.in)
+			flops := 2 * float64(rows*s.in*s.out)
+			name := fmt.Sprintf("%dx%d/threads%d", s.in, s.out, th)
+			for _, op := range []struct {
+				name string
+				f    func()
+			}{
+				{"fwd", func() { c.Gemm(false, false, 1, x, w, 0, y) }},
+				{"dW", func() { c.Gemm(true, false, 1, x, y, 0, dw) }},
+				{"dX", func() { c.Gemm(false, true, 1, y, w, 0, dx) }},
+			} {
+				b.Run(op.name+"/"+name, func(b *testing.B) {
+					loop(b, op.f)
+					b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
 		}
 	}
 }

@@ -522,6 +522,20 @@ func TestEmbeddingBackwardHand(t *testing.T) {
 	require.Equal(t, 2, g.N)
 	assert.Equal(t, []int32{2, 7}, g.Rows.I32[:2])
 	assertClose(t, []float32{3, 6, 10, 15}, g.Values.F32[:4], 1e-6, "single")
+
+	// Few ids far apart in a large table (sorted rather than read off the
+	// bitmap).
+	far := itensor(c, []int32{70000, 5, 70000, 99999}, 4)
+	c.EmbeddingBackward(g, dout, 1, far, nil, kernels.Sum, 100000)
+	require.Equal(t, 3, g.N)
+	assert.Equal(t, []int32{5, 70000, 99999}, g.Rows.I32[:3])
+	assertClose(t, []float32{3, 6, 6, 7, 4, 8}, g.Values.F32[:6], 1e-6, "far")
+	// A bad id panics (gather reports it as an error first) and leaves the
+	// scratch clean.
+	assert.Panics(t, func() { c.EmbeddingBackward(g, dout, 1, itensor(c, []int32{1, 8, 2, 3}, 4), nil, kernels.Sum, 8) })
+	// The scratch is clean afterwards: a small table sees only its own ids.
+	c.EmbeddingBackward(g, dout, 1, single, nil, kernels.Mean, 8)
+	assert.Equal(t, []int32{2, 7}, g.Rows.I32[:2])
 }
 
 // TestEmbeddingGrad checks EmbeddingBackward against finite differences of
@@ -648,7 +662,7 @@ func scalarAdam(p, g []float64, lr, b1, b2, eps, l2 float64) float64 {
 
 func TestDenseOptimizersAgainstScalar(t *testing.T) {
 	rng := newRNG(9)
-	const n, steps = 40000, 4 // large enough to run in parallel with 2 threads
+	const n, steps = 150001, 4 // large enough to run in parallel with 2 threads
 	for _, th := range threadCounts {
 		for _, l2 := range []float32{0, 0.05} {
 			c := kernels.NewCPU(th)

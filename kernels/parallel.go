@@ -97,14 +97,17 @@ func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 	p.wg.Wait()
 }
 
-// parMinWork is the amount of work (roughly, element operations) below which
-// handing out chunks to other goroutines costs more than it saves: a wake-up
-// through a channel is a few microseconds, 16k simple element operations are
-// about the same.
-const parMinWork = 1 << 14
+// Work is counted in units of about 0.1 ns: one element of a vectorised
+// element-wise C kernel. parMinWork is the least work worth handing to
+// another goroutine: waking one through a channel costs a few microseconds.
+const (
+	parMinWork = 1 << 16
+	costExp    = 100 // an element of a scalar Go loop calling math.Exp
+	costRandom = 300 // a random access to a large table (a cache miss)
+)
 
-// chunksFor is the number of chunks worth using for n items of cost `cost`
-// each (0 or 1: run serially).
+// chunksFor is the number of chunks worth using for n items of the given
+// cost each (1: run serially).
 func (c *CPU) chunksFor(n, cost int) int {
 	if c.pool == nil {
 		return 1

@@ -231,6 +231,7 @@ func TestInputBlockForwardBackward(t *testing.T) {
 					// rounding of the loss small relative to the step
 					o := defaultFD
 					o.eps = 1e-2
+					o.smooth = true
 					fdCheck(t, tb.Name, tb.W, dense, loss, o, rng, must...)
 				}
 			})

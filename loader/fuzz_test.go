@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -29,6 +30,9 @@ func fuzzSeeds(t testing.TB) map[string][]byte {
 	out := map[string][]byte{}
 	for _, comp := range []string{"none", "snappy"} {
 		for _, dict := range []bool{false, true} {
+			if dict && comp == "none" {
+				continue // the same bytes as without: a 5-row column gains nothing from a dictionary
+			}
 			p := filepath.Join(dir, "seed.parquet")
 			w, err := NewWriter(p, fuzzSchema(), WriterOptions{RowGroupRows: 3, Compression: comp, Dictionary: dict})
 			require.NoError(t, err)
@@ -78,6 +82,10 @@ func FuzzOpenCorrupt(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if os.Getenv("HUNT") != "" {
+			tm := time.AfterFunc(5*time.Second, func() { os.WriteFile("/tmp/hang.parquet", data, 0o644); panic("HANG") })
+			defer tm.Stop()
+		}
 		p := filepath.Join(t.TempDir(), "f.parquet")
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)

@@ -244,10 +244,17 @@ func fdCheck(t *testing.T, name string, p *kernels.Tensor, grad []float32, loss 
 	for _, i := range idx {
 		orig := vals[i]
 		e := float32(o.eps)
-		num := (at(i, orig+e) - at(i, orig-e)) / (float64(orig+e) - float64(orig-e))
-		half := (at(i, orig+e/2) - at(i, orig-e/2)) / (float64(orig+e/2) - float64(orig-e/2))
+		// the actual steps are what float32 can represent
+		hp, hm := float64(orig+e)-float64(orig), float64(orig)-float64(orig-e)
+		f0, fp, fm := at(i, orig), at(i, orig+e), at(i, orig-e)
 		at(i, orig)
-		if math.Abs(num-half) > 2*(o.atol+o.rtol*math.Abs(num)) {
+		num := (fp - fm) / (hp + hm)
+		// A ReLU kink inside the step shows as a jump between the forward
+		// and the backward one-sided slopes (smooth functions only differ
+		// by eps*f''); such entries say nothing about the analytic
+		// gradient and are skipped (a few are expected, many mean the check
+		// is useless).
+		if math.Abs((fp-f0)/hp-(f0-fm)/hm) > o.atol+o.rtol*math.Abs(num) {
 			kinks++
 			continue
 		}
@@ -277,3 +284,7 @@ func sparseToDense(g *kernels.SparseGrad, rows, dim int) ([]float32, []int) {
 	}
 	return dense, touched
 }
+
+// tenrecSmall is schema.Tenrec with the default cardinalities (the tables
+// are allocated but small enough for tests).
+func tenrecSmall() *schema.Schema { return schema.Tenrec() }

@@ -619,6 +619,9 @@ type PredictOptions struct {
 	KeepColumns []string
 	// RowGroupRows of the output file (default the loader's).
 	RowGroupRows int
+	// Schema describes the kept columns (their dtypes); nil means the
+	// model's schema.
+	Schema *schema.Schema
 }
 
 // Predict scores every row of ds in order and writes a Parquet file at path
@@ -640,10 +643,14 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	}
 	out := &schema.Schema{}
 	seen := map[string]bool{}
+	src := opts.Schema
+	if src == nil {
+		src = t.m.schema
+	}
 	for _, c := range opts.KeepColumns {
-		f := t.m.schema.Feature(c)
+		f := src.Feature(c)
 		if f == nil {
-			return 0, fmt.Errorf("mtl: predict: kept column %q is not in the model's schema", c)
+			return 0, fmt.Errorf("mtl: predict: kept column %q is not in the schema", c)
 		}
 		if seen[c] {
 			return 0, fmt.Errorf("mtl: predict: kept column %q listed twice", c)

@@ -23,8 +23,8 @@ var adultColumns = []string{"age", "workclass", "fnlwgt", "education", "educatio
 func adultSpec() Spec {
 	return Spec{
 		InputFormat: FormatCSV, CSVSep: ", ", CSVNAValues: []string{"?"}, CSVColumnNames: adultColumns,
-		Categorical: []string{"workclass", "education", "occupation", "relationship", "race", "sex", "native_country"},
-		Continuous:  []string{"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"},
+		Categorical:      []string{"workclass", "education", "occupation", "relationship", "race", "sex", "native_country"},
+		Continuous:       []string{"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"},
 		ContinuousFillNA: "median", Normalize: true, LogContinuous: []string{"capital_gain", "capital_loss"},
 		BinaryTargets:   []string{"income", "never_married"},
 		BinaryTargetMap: map[string]string{"income": ">50K|>50K.", "never_married": "Never-married"},

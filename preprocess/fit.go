@@ -85,7 +85,7 @@ func fit(spec Spec, inputs []string, keep *splitter) (*Workflow, error) {
 		}
 		return nil, fmt.Errorf("fit: %s: %w", strings.Join(inputs, ", "), ErrEmptyInput)
 	}
-	if err := fitMedians(&w.Spec, files, cols, conts, keep); err != nil {
+	if err := fitMedians(&w.Spec, files, conts, keep); err != nil {
 		return nil, fmt.Errorf("fit: %w", err)
 	}
 	for _, a := range cats {

@@ -16,10 +16,18 @@ import (
 // histograms the next 16 bits inside it. After at most three more passes the
 // 64-bit key, hence the value, is known exactly. The median of an even count
 // is the mean of the two middle values (pandas / cudf semantics).
+//
+// Columns with at most medianKeepMax non-null values (most datasets that
+// fit on one machine's disk comfortably) keep their values during the fit
+// pass and need no further pass.
 
 // medianCollectMax bounds the values collected per middle rank
 // (8 MiB of float64); a variable so tests can force the histogram levels.
 var medianCollectMax int64 = 1 << 20
+
+// medianKeepMax bounds the values kept per column during the fit pass
+// (2 MiB of float64).
+var medianKeepMax int64 = 1 << 18
 
 const medianDigitBits = 16
 
@@ -41,7 +49,9 @@ func fromSortKey(k uint64) float64 {
 // medianSel finds the values of ranks (n-1)/2 and n/2 among all counted values.
 type medianSel struct {
 	n       int64
-	hist    []int64 // top-digit histogram of the fit pass
+	hist    []int64   // top-digit histogram of the fit pass
+	kept    []float64 // every value, while n <= medianKeepMax
+	over    bool      // more than medianKeepMax values: kept is dropped
 	targets [2]selTarget
 }
 
@@ -67,6 +77,13 @@ func (m *medianSel) count(vals []float64) {
 		m.hist[sortKey(v)>>(64-medianDigitBits)]++
 	}
 	m.n += int64(len(vals))
+	if !m.over {
+		if m.n <= medianKeepMax {
+			m.kept = append(m.kept, vals...)
+		} else {
+			m.over, m.kept = true, nil
+		}
+	}
 }
 
 // start locates both middle ranks in the top-digit histogram. It reports
@@ -76,6 +93,20 @@ func (m *medianSel) start() bool {
 		return false
 	}
 	ranks := [2]int64{(m.n - 1) / 2, m.n / 2}
+	if !m.over {
+		lo := selectKth(m.kept, int(ranks[0]))
+		hi := lo
+		if ranks[1] != ranks[0] { // the next rank is the smallest value above
+			hi = m.kept[ranks[1]]
+			for _, v := range m.kept[ranks[1]:] {
+				hi = math.Min(hi, v)
+			}
+		}
+		m.targets[0] = selTarget{done: true, value: lo, same: -1}
+		m.targets[1] = selTarget{done: true, value: hi, same: -1}
+		m.kept, m.hist = nil, nil
+		return false
+	}
 	for t := range m.targets {
 		st := &m.targets[t]
 		*st = selTarget{rank: ranks[t], same: -1}
@@ -197,12 +228,69 @@ func (m *medianSel) endPass() error {
 	return nil
 }
 
+// selectKth reorders a so that a[k] holds the value of rank k, smaller or
+// equal values before it and greater or equal ones after (quickselect with
+// a median-of-three pivot; sorting when the partitions stay unbalanced).
+func selectKth(a []float64, k int) float64 {
+	lo, hi := 0, len(a)-1
+	for budget := 2 * bitsLen(len(a)); hi > lo; budget-- {
+		if budget == 0 {
+			sort.Float64s(a[lo : hi+1])
+			break
+		}
+		mid := lo + (hi-lo)/2
+		// Order a[lo], a[mid], a[hi] and use the middle one as the pivot.
+		if a[mid] < a[lo] {
+			a[mid], a[lo] = a[lo], a[mid]
+		}
+		if a[hi] < a[lo] {
+			a[hi], a[lo] = a[lo], a[hi]
+		}
+		if a[hi] < a[mid] {
+			a[hi], a[mid] = a[mid], a[hi]
+		}
+		p := a[mid]
+		i, j := lo, hi
+		for i <= j {
+			for a[i] < p {
+				i++
+			}
+			for a[j] > p {
+				j--
+			}
+			if i <= j {
+				a[i], a[j] = a[j], a[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return a[k] // j < k < i: a[k] equals the pivot
+		}
+	}
+	return a[k]
+}
+
+func bitsLen(n int) int {
+	b := 1
+	for n > 1 {
+		n >>= 1
+		b++
+	}
+	return b
+}
+
 func (m *medianSel) result() float64 {
 	return (m.targets[0].value + m.targets[1].value) / 2
 }
 
 // fitMedians runs the refinement passes for the median-filled columns.
-func fitMedians(spec *Spec, files []inputFile, cols []string, conts []*contAcc, keep *splitter) error {
+func fitMedians(spec *Spec, files []inputFile, conts []*contAcc, keep *splitter) error {
 	var active []*contAcc
 	for _, a := range conts {
 		if a.median != nil && a.median.start() {
@@ -268,6 +356,5 @@ func fitMedians(spec *Spec, files []inputFile, cols []string, conts []*contAcc, 
 		}
 		active = next
 	}
-	_ = cols
 	return nil
 }

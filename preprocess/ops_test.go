@@ -204,8 +204,8 @@ func TestNormalizeDegenerate(t *testing.T) {
 }
 
 func TestMedianExact(t *testing.T) {
-	saved := medianCollectMax
-	t.Cleanup(func() { medianCollectMax = saved })
+	savedCollect, savedKeep := medianCollectMax, medianKeepMax
+	t.Cleanup(func() { medianCollectMax, medianKeepMax = savedCollect, savedKeep })
 	rng := rand.New(rand.NewSource(3))
 	gens := map[string]func() float64{
 		"normal":     func() float64 { return rng.NormFloat64() * 1e3 },
@@ -216,8 +216,13 @@ func TestMedianExact(t *testing.T) {
 	dir := t.TempDir()
 	for name, gen := range gens {
 		for _, n := range []int{1, 2, 7, 500, 501} {
-			for _, collect := range []int64{1 << 20, 3, 0} { // collect at once, after 2 levels, never
-				medianCollectMax = collect
+			// Values kept in the fit pass; else collected after one pass, after
+			// two levels, or never (histograms down to all 64 bits).
+			for _, collect := range []int64{-1, 1 << 20, 3, 0} {
+				medianKeepMax, medianCollectMax = 0, collect
+				if collect < 0 {
+					medianKeepMax = 1 << 20
+				}
 				vals := make([]float64, n)
 				var b strings.Builder
 				b.WriteString("x,y\n")
@@ -350,4 +355,102 @@ func TestCSVDialects(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"g1", "g2"}, w.Categ("v").Vocab)
 	assert.EqualValues(t, 3, w.FitRows)
+}
+
+func TestEmptyTransformAndWideIDs(t *testing.T) {
+	dir := t.TempDir()
+	in := writeFile(t, dir, "h.csv", "v,x\nabc,1\nxyz,2\n")
+	// More buckets than int32 holds: ids are written as int64.
+	const buckets = 3_000_000_000
+	w, err := Fit(Spec{CSVHeader: true, Categorical: []string{"v"}, Continuous: []string{"x"},
+		HashBuckets: map[string]int{"v": buckets}}, []string{in})
+	require.NoError(t, err)
+	out := filepath.Join(dir, "wide")
+	res, err := w.Transform([]string{in}, out)
+	require.NoError(t, err)
+	assert.Equal(t, "int64", string(res.Schema.Feature("v").DType))
+	assert.EqualValues(t, buckets+1, res.Schema.Feature("v").IntDomain.Max)
+	ds := readDataset(t, out)
+	assert.Equal(t, arrow.PrimitiveTypes.Int64, ds.types["v"])
+	for i, v := range []string{"abc", "xyz"} {
+		h := fnv.New64a()
+		h.Write([]byte(v))
+		assert.Equal(t, float64(2+h.Sum64()%buckets), ds.cols["v"][i])
+	}
+
+	// Inputs without rows give a valid, empty dataset and a warning.
+	empty := writeFile(t, dir, "empty.csv", "v,x\n")
+	out = filepath.Join(dir, "empty")
+	res, err = w.Transform([]string{empty}, out)
+	require.NoError(t, err)
+	assert.EqualValues(t, 0, res.Rows)
+	assert.Equal(t, []string{filepath.Join(out, "part_0.parquet")}, res.Files)
+	assert.Equal(t, []string{out + ": no rows"}, res.Warnings)
+	assert.Equal(t, 0, readDataset(t, out).rows)
+}
+
+func TestProgressAndAllocatorOnError(t *testing.T) {
+	dir := t.TempDir()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	p := filepath.Join(dir, "a.parquet")
+	vals := make([]any, 100)
+	for i := range vals {
+		vals[i] = fmt.Sprint(i)
+	}
+	writeParquet(t, p, 16, parquetColumn{name: "x", typ: arrow.BinaryTypes.String, vals: vals})
+	savedKeep := medianKeepMax
+	t.Cleanup(func() { medianKeepMax = savedKeep })
+	medianKeepMax = 0 // force the median refinement pass
+	var stages []string
+	var last int64
+	spec := Spec{Continuous: []string{"x"}, ContinuousFillNA: "median", ChunkRows: 10, Allocator: mem,
+		Progress: func(stage string, rows int64) {
+			if len(stages) == 0 || stages[len(stages)-1] != stage {
+				stages = append(stages, stage)
+			}
+			last = rows
+		}}
+	w, err := Fit(spec, []string{p})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"fit", "median"}, stages)
+	assert.EqualValues(t, 100, last)
+	assert.Equal(t, 49.5, w.Cont("x").FillValue)
+
+	// An error in the middle of a transform frees every Arrow buffer.
+	vals[57] = "not a number"
+	bad := filepath.Join(dir, "bad.parquet")
+	writeParquet(t, bad, 16, parquetColumn{name: "x", typ: arrow.BinaryTypes.String, vals: vals})
+	_, err = w.Transform([]string{bad}, filepath.Join(dir, "out"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "row 57")
+	_, err = Fit(spec, []string{bad})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "row 57")
+}
+
+func TestSelectKth(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	for _, n := range []int{1, 2, 3, 10, 101, 1000} {
+		for _, distinct := range []int{1, 3, 1 << 30} {
+			vals := make([]float64, n)
+			for i := range vals {
+				vals[i] = float64(rng.Intn(distinct)) - float64(distinct)/2
+			}
+			sorted := append([]float64(nil), vals...)
+			sort.Float64s(sorted)
+			for _, k := range []int{0, n / 2, n - 1, rng.Intn(n)} {
+				a := append([]float64(nil), vals...)
+				got := selectKth(a, k)
+				require.Equal(t, sorted[k], got, "n=%d distinct=%d k=%d", n, distinct, k)
+				for i := range a {
+					if i < k {
+						require.LessOrEqual(t, a[i], got)
+					} else if i > k {
+						require.GreaterOrEqual(t, a[i], got)
+					}
+				}
+			}
+		}
+	}
 }

@@ -166,6 +166,11 @@ func TestSchemaFiles(t *testing.T) {
 		assert.True(t, s.Feature("user").HasTag(schema.TagUserID))
 		assert.True(t, s.Feature("clicked").IsTarget())
 	}
+	require.NoError(t, fromPbtxt.Validate())
+	require.NoError(t, w.Schema(true).Validate())
+	loaded, err := schema.Load(out) // the directory form finds schema.pbtxt
+	require.NoError(t, err)
+	assert.Len(t, loaded.Features, len(wants))
 	assert.Contains(t, string(pb), `name: "color"`)
 	assert.Contains(t, string(pb), "is_categorical: true")
 }

@@ -193,7 +193,12 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	if err != nil {
 		return res, fmt.Errorf("transform: %w", err)
 	}
-	cols := spec.sourceColumns(!opt.SkipTargets)
+	// The columns come from the fitted ops, not from the spec, so that a
+	// spec edited after fitting cannot misalign them.
+	cols := w.sourceColumns(!opt.SkipTargets)
+	if split != nil && !contains(cols, spec.UserID) {
+		cols = append(cols, spec.UserID)
+	}
 	pos := indexOf(cols)
 	var encs []*encoder
 	for _, c := range w.Categorical {
@@ -327,6 +332,28 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	return res, nil
 }
 
+// sourceColumns lists the input columns the fitted ops read.
+func (w *Workflow) sourceColumns(withTargets bool) []string {
+	var cols []string
+	add := func(c string) {
+		if !contains(cols, c) {
+			cols = append(cols, c)
+		}
+	}
+	for _, c := range w.Categorical {
+		add(c.Name)
+	}
+	for _, c := range w.Continuous {
+		add(c.Name)
+	}
+	if withTargets {
+		for _, t := range w.Targets {
+			add(t.Source)
+		}
+	}
+	return cols
+}
+
 func transformWarnings(r *Result, encs []*encoder, s int) []string {
 	var out []string
 	if r.Rows == 0 {
@@ -428,11 +455,19 @@ func (d *datasetWriter) openPart() error {
 	if err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	props := parquet.NewWriterProperties(
+	opts := []parquet.WriterProperty{
 		parquet.WithCompression(compress.Codecs.Snappy),
 		parquet.WithAllocator(d.mem),
 		parquet.WithCreatedBy("mtlrank preprocess"),
-	)
+	}
+	// Dictionary pages pay off for ids and 0/1 targets, not for
+	// continuous values, which are mostly distinct.
+	for _, f := range d.sch.Fields() {
+		if f.Type.ID() == arrow.FLOAT32 {
+			opts = append(opts, parquet.WithDictionaryFor(f.Name, false))
+		}
+	}
+	props := parquet.NewWriterProperties(opts...)
 	fw, err := pqarrow.NewFileWriter(d.sch, f, props,
 		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(d.mem)))
 	if err != nil {

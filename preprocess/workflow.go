@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -58,6 +57,7 @@ type Workflow struct {
 	// Spec is the spec the workflow was fitted with. Its input options
 	// (format, CSV separator, NA values, header, names) are used by
 	// Transform and may be changed before transforming other files.
+	// Spec.Allocator and Spec.Progress are not saved.
 	Spec      Spec     `json:"spec"`
 	FitInputs []string `json:"fit_inputs,omitempty"`
 	// FitRows is the number of rows fitted on (after the split, if any).
@@ -113,7 +113,7 @@ func (c *Categorical) DType() schema.DType {
 
 // Encode returns the id of a non-null value given in its canonical string
 // form (integers in decimal, floats in shortest 'g' form). Null values are
-// NullID.
+// NullID. It is safe for concurrent use on a fitted or loaded workflow.
 func (c *Categorical) Encode(value string) int64 {
 	if c.Op == OpHashBucket {
 		return FirstVocabID + int64(fnv1aString(value)%uint64(c.NumBuckets))
@@ -514,6 +514,3 @@ func fnv1aBytes(b []byte) uint64 {
 	}
 	return h
 }
-
-// formatFloatKey is the canonical string of a float categorical value.
-func formatFloatKey(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }

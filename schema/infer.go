@@ -67,13 +67,21 @@ func InferWithOptions(parquetPath string, opt InferOptions) (*Schema, error) {
 	if err != nil {
 		return nil, err
 	}
-	inf := &inferrer{opt: opt, stats: map[string]*colStats{}}
+	s, _, err := inferFiles(files, opt)
+	return s, err
+}
+
+// inferFiles is InferWithOptions on a list of files; it also returns the
+// number of column scans, which tests use to check that statistics are used.
+func inferFiles(files []string, opt InferOptions) (*Schema, int, error) {
+	inf := &inferrer{opt: opt, stats: map[string]*colStats{}, seenExcluded: map[string]bool{}}
 	for _, path := range files {
 		if err := inf.readFile(path); err != nil {
-			return nil, err
+			return nil, inf.scans, err
 		}
 	}
-	return inf.build()
+	s, err := inf.build()
+	return s, inf.scans, err
 }
 
 func parquetFiles(path string) ([]string, error) {
@@ -130,6 +138,13 @@ func (c *colStats) addInt(lo, hi int64) {
 }
 
 func (c *colStats) addFloat(lo, hi float64) {
+	// Parquet records a zero minimum as -0 (and a zero maximum as +0).
+	if lo == 0 {
+		lo = 0
+	}
+	if hi == 0 {
+		hi = 0
+	}
 	if !c.hasVal {
 		c.minF, c.maxF, c.hasVal = lo, hi, true
 		return
@@ -146,10 +161,14 @@ func (c *colStats) addLen(n int64) {
 }
 
 type inferrer struct {
+	scans   int // row-group column scans done (statistics were not enough)
 	opt     InferOptions
 	readOne bool // a file has been read: later files must match its columns
 	order   []string
 	stats   map[string]*colStats
+	// seenExcluded records the excluded columns found, so that a name in
+	// Exclude that matches nothing (a typo) is reported.
+	seenExcluded map[string]bool
 }
 
 // classify maps an Arrow type to a column kind and dtype; ok is false for
@@ -188,6 +207,7 @@ func classify(t arrow.DataType) (colKind, DType, bool) {
 func (inf *inferrer) excluded(name string) bool {
 	for _, e := range inf.opt.Exclude {
 		if e == name {
+			inf.seenExcluded[name] = true
 			return true
 		}
 	}
@@ -327,6 +347,7 @@ func (inf *inferrer) fromStatistics(md *metadata.FileMetaData, c *colStats, rg, 
 }
 
 func (inf *inferrer) scanRowGroup(fr *pqarrow.FileReader, c *colStats, rg, leaf int) error {
+	inf.scans++
 	tbl, err := fr.ReadRowGroups(context.Background(), []int{leaf}, []int{rg})
 	if err != nil {
 		return err
@@ -447,6 +468,11 @@ func valueRange(arr arrow.Array, from, to int) (lo, hi float64, ok bool, err err
 }
 
 func (inf *inferrer) build() (*Schema, error) {
+	for _, name := range inf.opt.Exclude {
+		if !inf.seenExcluded[name] {
+			return nil, fmt.Errorf("schema: infer: InferOptions.Exclude names %q, which is not a column", name)
+		}
+	}
 	for name := range inf.opt.Targets {
 		if inf.stats[name] == nil {
 			return nil, fmt.Errorf("schema: infer: InferOptions.Targets names %q, which is not a column (or is excluded)", name)

@@ -157,7 +157,8 @@ func (s *Schema) Clone() *Schema {
 	return out
 }
 
-// Clone returns a deep copy of f.
+// Clone returns a deep copy of f. Property values of the JSON kinds are
+// copied; other values (rare: set by Go code) are shared.
 func (f *Feature) Clone() *Feature {
 	if f == nil {
 		return nil

@@ -317,6 +317,9 @@ func parseTextFloat(v textValue) (float64, bool) {
 		return 0, false
 	}
 	if n, ok := parseTextInt(text); ok {
+		if n == 0 && neg {
+			return math.Copysign(0, -1), true
+		}
 		return float64(n), true
 	}
 	if strings.HasPrefix(body, "0x") || strings.HasPrefix(body, "0X") || strings.ContainsRune(body, '_') {
@@ -357,7 +360,7 @@ func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
 		meta    map[string]any
 	)
 	for _, fld := range m.fields {
-		raw := string(p.src[fld.start:fld.end])
+		raw := func() string { return string(p.src[fld.start:fld.end]) }
 		switch fld.name {
 		case "name":
 		case "type":
@@ -380,7 +383,7 @@ func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
 			if t == "INT" || t == "FLOAT" || t == "BYTES" {
 				pbType, hasType = t, true
 			} else {
-				f.Raw = append(f.Raw, raw) // STRUCT, TYPE_UNKNOWN: not a column type mtlrank reads
+				f.Raw = append(f.Raw, raw()) // STRUCT, TYPE_UNKNOWN: not a column type mtlrank reads
 			}
 		case "int_domain":
 			msg, err := fr.message(fld)
@@ -423,7 +426,7 @@ func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
 			}
 			meta = md
 		default:
-			f.Raw = append(f.Raw, raw)
+			f.Raw = append(f.Raw, raw())
 		}
 	}
 	sortRaw(f.Raw, featureFieldNumbers)
@@ -840,11 +843,14 @@ func dimsShape(v any) (isList bool, vc ValueCount, ok bool) {
 // derivedProp is the value Merlin would record under an interpreted key for
 // f's current dtype and shape; ok is false when there is none.
 func derivedProp(key string, f *Feature) (any, bool) {
+	// The shape recorded is the one ValueCount describes: a list tag
+	// without a value count is invalid (Validate reports it), and counts are
+	// not invented for it.
 	vc := ValueCount{}
 	if f.ValueCount != nil {
 		vc = *f.ValueCount
 	}
-	isList := f.IsList()
+	isList := f.ValueCount != nil
 	ragged := isList && !(vc.Min == vc.Max && vc.Min > 0)
 	switch key {
 	case propItemSize:
@@ -888,7 +894,7 @@ func propAgrees(key string, recorded any, f *Feature) bool {
 		if !ok {
 			return true // a shape mtlrank does not model: keep it as written
 		}
-		if isList != f.IsList() {
+		if isList != (f.ValueCount != nil) {
 			return false
 		}
 		have := ValueCount{}
@@ -956,9 +962,9 @@ func isDefaultDType(d DType) bool {
 // written back verbatim; see the file comment of pbtxt.go.
 func (s *Schema) WritePbtxt(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	for _, f := range s.Features {
+	for i, f := range s.Features {
 		if f == nil {
-			return fmt.Errorf("schema: write pbtxt: nil feature")
+			return fmt.Errorf("schema: write pbtxt: feature #%d is nil", i)
 		}
 		var buf bytes.Buffer
 		if err := f.writePbtxt(&buf); err != nil {
@@ -1015,7 +1021,7 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 			fmt.Sprintf("min: %d", f.ValueCount.Min), fmt.Sprintf("max: %d", f.ValueCount.Max)}))
 	}
 	typ, _ := pbtxtType(f.DType)
-	if typ != "" && !f.hasRawField("type") {
+	if typ != "" {
 		add(6, "%stype: %s\n", ind, typ)
 	}
 	if d := f.IntDomain; d != nil {
@@ -1054,7 +1060,13 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 		add(16, "%s", b.String())
 	}
 	for _, r := range f.Raw {
-		add(fieldNumber(featureFieldNumbers, rawFieldName(r)), "%s%s\n", ind, r)
+		name := rawFieldName(r)
+		// A dtype set since parsing replaces a kept type (STRUCT) and a
+		// bool_domain that would make the column boolean again.
+		if name == "type" && typ != "" || name == "bool_domain" && f.DType.IsKnown() && f.DType != Bool {
+			continue
+		}
+		add(fieldNumber(featureFieldNumbers, name), "%s%s\n", ind, r)
 	}
 	sort.SliceStable(entries, func(i, j int) bool { return entries[i].num < entries[j].num })
 

@@ -303,8 +303,16 @@ func TestPbtxtDTypes(t *testing.T) {
 			assert.Equal(t, exported(s), exported(back))
 		})
 	}
+	// A dtype set after parsing wins over a kept type or bool_domain.
+	s := parseString(t, "feature { name: \"x\" type: STRUCT }\nfeature { name: \"y\" type: INT bool_domain { } }")
+	s.Features[0].DType, s.Features[1].DType = Int32, Int8
+	back := parseString(t, writeString(t, s))
+	assert.Equal(t, []DType{Int32, Int8}, []DType{back.Features[0].DType, back.Features[1].DType})
+	assert.Empty(t, back.Features[0].Raw)
+	assert.Empty(t, back.Features[1].Raw)
+
 	// A Go-built boolean feature survives a round trip.
-	s := &Schema{Features: []*Feature{{Name: "b", DType: Bool, Tags: []Tag{TagBinaryClassification}}}}
+	s = &Schema{Features: []*Feature{{Name: "b", DType: Bool, Tags: []Tag{TagBinaryClassification}}}}
 	assert.Equal(t, Bool, parseString(t, writeString(t, s)).Features[0].DType)
 	require.ErrorContains(t, parseString(t, "feature { name: \"h\" type: FLOAT annotation { extra_metadata { type_url: \"type.googleapis.com/google.protobuf.Struct\" value: \"\\n\\034\\n\\017dtype_item_size\\022\\t\\021\\000\\000\\000\\000\\000\\0000@\" } } }").Validate(),
 		`unknown dtype "float16"`)
@@ -485,7 +493,7 @@ func TestPbtxtContentErrors(t *testing.T) {
 func TestWritePbtxtErrors(t *testing.T) {
 	var buf bytes.Buffer
 	err := (&Schema{Features: []*Feature{nil}}).WritePbtxt(&buf)
-	require.ErrorContains(t, err, "nil feature")
+	require.ErrorContains(t, err, "feature #0 is nil")
 	err = (&Schema{Features: []*Feature{{Name: "p", DType: Int64, Properties: map[string]any{"ch": make(chan int)}}}}).WritePbtxt(&buf)
 	require.ErrorContains(t, err, `feature "p": property "ch"`)
 	err = TenrecWithRows(0).WritePbtxt(failingWriter{})

@@ -2,6 +2,19 @@
 // name, dtype, tags, integer/float domains and list value counts. It reads
 // and writes Merlin's schema.pbtxt (tensorflow-metadata text format, as
 // written by NVTabular and merlin-core) and mtlrank's schema.json.
+//
+// Reading and writing:
+//   - ParsePbtxt / WritePbtxt: schema.pbtxt. Fields mtlrank does not
+//     interpret are kept verbatim and written back unchanged, so a schema
+//     produced by NVTabular survives a round trip (see pbtxt.go).
+//   - ParseJSON / WriteJSON: schema.json (see json.go).
+//   - Load / Save: a file or a dataset directory, format by extension;
+//     Save writes a temporary file and renames it.
+//
+// Using a schema: Validate reports everything that would stop a model from
+// being built, naming the feature; Categorical, Continuous, Inputs, Targets,
+// BinaryTargets and RegressionTargets select features (sorted by name).
+// Infer builds a schema from Parquet files and their column statistics.
 package schema
 
 // Tag is a Merlin feature tag.
@@ -59,7 +72,8 @@ type FloatDomain struct {
 	Max  float64 `json:"max"`
 }
 
-// ValueCount gives the min/max number of elements of a list feature.
+// ValueCount gives the min/max number of elements of a list feature. Max 0
+// means the longest length is unknown; Min == Max > 0 is a fixed-size list.
 type ValueCount struct {
 	Min int64 `json:"min"`
 	Max int64 `json:"max"`
@@ -75,7 +89,12 @@ type Feature struct {
 	// ValueCount is set for list (multi-hot) features.
 	ValueCount *ValueCount `json:"value_count,omitempty"`
 	// Properties holds extra_metadata / properties the project does not
-	// interpret, kept so that a round trip preserves them.
+	// interpret, kept so that a round trip preserves them. Values are of
+	// the JSON kinds (nil, bool, float64, string, []any, map[string]any), as
+	// decoded from Merlin's google.protobuf.Struct; other Go values (ints,
+	// typed slices) are accepted on write and read back as those kinds.
+	// Merlin's dtype_item_size, is_list, is_ragged and _dims are not kept
+	// here: they are read into DType and ValueCount.
 	Properties map[string]any `json:"properties,omitempty"`
 	// Raw keeps pbtxt content of this feature that the parser did not
 	// interpret (verbatim text), re-emitted on write.

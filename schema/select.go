@@ -1,6 +1,9 @@
 package schema
 
-import "sort"
+import (
+	"reflect"
+	"sort"
+)
 
 // The selection helpers below return features sorted by name: the order in
 // which DESIGN.md concatenates model inputs and lists default tasks, so a
@@ -69,4 +72,63 @@ func (f *Feature) IsBinaryTarget() bool { return f.IsTarget() && f.HasTag(TagBin
 // A binary tag wins over continuous (Validate rejects binary + regression).
 func (f *Feature) IsRegressionTarget() bool {
 	return f.IsTarget() && !f.HasTag(TagBinary) && (f.HasTag(TagRegression) || f.HasTag(TagContinuous))
+}
+
+// Equal reports whether s and o describe the same features with the same
+// content: every exported field, properties compared as a Struct would
+// store them (3 equals 3.0). What a parsed schema keeps only to be written
+// back byte for byte (verbatim metadata text) is not compared, so a schema
+// loaded from a file equals the Go schema it was saved from.
+func (s *Schema) Equal(o *Schema) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	if len(s.Features) != len(o.Features) || !equalStrings(s.Raw, o.Raw) {
+		return false
+	}
+	for i := range s.Features {
+		if !s.Features[i].Equal(o.Features[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Equal reports whether f and o have the same exported content (see
+// Schema.Equal).
+func (f *Feature) Equal(o *Feature) bool {
+	if f == nil || o == nil {
+		return f == o
+	}
+	if f.Name != o.Name || f.DType != o.DType || !equalStrings(f.Raw, o.Raw) ||
+		!reflect.DeepEqual(f.IntDomain, o.IntDomain) || !reflect.DeepEqual(f.FloatDomain, o.FloatDomain) ||
+		!reflect.DeepEqual(f.ValueCount, o.ValueCount) || len(f.Tags) != len(o.Tags) {
+		return false
+	}
+	for i := range f.Tags {
+		if f.Tags[i] != o.Tags[i] {
+			return false
+		}
+	}
+	if len(f.Properties) == 0 || len(o.Properties) == 0 {
+		return len(f.Properties) == len(o.Properties)
+	}
+	a, errA := normalizeValue(f.Properties, 0)
+	b, errB := normalizeValue(o.Properties, 0)
+	if errA != nil || errB != nil {
+		return reflect.DeepEqual(f.Properties, o.Properties)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

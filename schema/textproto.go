@@ -54,20 +54,6 @@ const (
 	tokPunct
 )
 
-func (k tokKind) String() string {
-	switch k {
-	case tokEOF:
-		return "end of input"
-	case tokIdent:
-		return "identifier"
-	case tokNumber:
-		return "number"
-	case tokString:
-		return "string"
-	}
-	return "punctuation"
-}
-
 type token struct {
 	kind  tokKind
 	text  string // source text of the token
@@ -507,9 +493,10 @@ func (p *textParser) parseScalar(field string) (textValue, int, error) {
 	}
 	switch {
 	case t.kind == tokString:
-		v := textValue{kind: tokString, text: t.text, str: t.str, start: t.start}
-		end := t.end
 		// Adjacent strings are concatenated, as in C.
+		var b strings.Builder
+		b.WriteString(t.str)
+		end := t.end
 		for {
 			u, err := p.peek()
 			if err != nil {
@@ -519,11 +506,10 @@ func (p *textParser) parseScalar(field string) (textValue, int, error) {
 				break
 			}
 			_, _ = p.next()
-			v.str += u.str
-			v.text = string(p.src[v.start:u.end])
+			b.WriteString(u.str)
 			end = u.end
 		}
-		return v, end, nil
+		return textValue{kind: tokString, text: string(p.src[t.start:end]), str: b.String(), start: t.start}, end, nil
 	case t.kind == tokIdent || t.kind == tokNumber:
 		return textValue{kind: t.kind, text: t.text, start: t.start}, t.end, nil
 	case t.kind == tokPunct && t.text == "-":

@@ -20,12 +20,13 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("schema: feature %q: %s", e.Feature, e.Msg)
 }
 
-// KnownDTypes lists the dtypes mtlrank reads.
-var KnownDTypes = []DType{Int8, Int16, Int32, Int64, Float32, Float64, Bool, String}
+// knownDTypes lists the dtypes mtlrank reads.
+var knownDTypes = []DType{Int8, Int16, Int32, Int64, Float32, Float64, Bool, String}
 
-// IsKnown reports whether d is one of KnownDTypes.
+// IsKnown reports whether d is a dtype mtlrank reads (int8..int64, float32,
+// float64, bool, string).
 func (d DType) IsKnown() bool {
-	for _, k := range KnownDTypes {
+	for _, k := range knownDTypes {
 		if d == k {
 			return true
 		}
@@ -148,8 +149,8 @@ func (s *Schema) Validate() error {
 }
 
 func dtypeList() string {
-	names := make([]string, len(KnownDTypes))
-	for i, d := range KnownDTypes {
+	names := make([]string, len(knownDTypes))
+	for i, d := range knownDTypes {
 		names[i] = string(d)
 	}
 	return strings.Join(names, ", ")

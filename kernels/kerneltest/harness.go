@@ -25,12 +25,13 @@ type pair struct{ r, d *kernels.Tensor }
 type harness struct {
 	t        *testing.T
 	ref, dev kernels.Device
+	cm       *comparer
 	rng      *rand.Rand
 	owned    []*kernels.Tensor
 }
 
-func newHarness(t *testing.T, ref, dev kernels.Device, seed uint64) *harness {
-	h := &harness{t: t, ref: ref, dev: dev, rng: rand.New(rand.NewPCG(seed, 0x6b65726e656c73))}
+func (cm *comparer) newHarness(t *testing.T, seed uint64) *harness {
+	h := &harness{t: t, ref: cm.ref, dev: cm.dev, cm: cm, rng: rand.New(rand.NewPCG(seed, 0x6b65726e656c73))}
 	t.Cleanup(func() {
 		for _, x := range h.owned {
 			x.Release()
@@ -116,21 +117,22 @@ func (h *harness) sync() {
 	}
 }
 
-// close reports whether got is within the default tolerance of want.
-func close32(got, want float32, extra float64) bool {
+// close32 reports whether got is within abs + rel*|want| + extra of want.
+func close32(got, want float32, abs, rel, extra float64) bool {
 	if math.IsNaN(float64(got)) || math.IsNaN(float64(want)) {
 		return math.IsNaN(float64(got)) && math.IsNaN(float64(want))
 	}
 	if math.IsInf(float64(want), 0) {
 		return got == want
 	}
-	return math.Abs(float64(got)-float64(want)) <= AbsTol+RelTol*math.Abs(float64(want))+extra
+	return math.Abs(float64(got)-float64(want)) <= abs+rel*math.Abs(float64(want))+extra
 }
 
-// check compares a Float32 tensor on both devices with the default tolerance.
+// check compares a Float32 tensor on both devices with the run's tolerance.
 func (h *harness) check(name string, p pair) { h.checkTol(name, p, nil) }
 
-// checkTol compares with the default tolerance plus extra(i) at element i.
+// checkTol compares with the run's tolerance plus (scaled by the run's slack
+// factor) extra(i) at element i.
 func (h *harness) checkTol(name string, p pair, extra func(i int) float64) {
 	h.t.Helper()
 	h.sync()
@@ -138,10 +140,10 @@ func (h *harness) checkTol(name string, p pair, extra func(i int) float64) {
 	bad := 0
 	for i := range want {
 		e := 0.0
-		if extra != nil {
-			e = extra(i)
+		if extra != nil && h.cm.slack != 0 {
+			e = h.cm.slack * extra(i)
 		}
-		if !close32(got[i], want[i], e) {
+		if !close32(got[i], want[i], h.cm.abs, h.cm.rel, e) {
 			if bad < 5 {
 				h.t.Errorf("%s[%d]: %s gives %g, %s gives %g (diff %.3g)", name, i,
 					h.dev.Name(), got[i], h.ref.Name(), want[i], math.Abs(float64(got[i])-float64(want[i])))

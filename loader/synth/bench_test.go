@@ -19,3 +19,18 @@ func BenchmarkBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)*rows/b.Elapsed().Seconds(), "rows/s")
 }
+
+// BenchmarkWriteDataset measures writing tenrec Parquet datasets (rows/s,
+// generation in parallel on GOMAXPROCS workers, Snappy compression).
+func BenchmarkWriteDataset(b *testing.B) {
+	const rows = 1 << 18
+	cfg := DefaultConfig(rows, 1)
+	s := schema.Tenrec()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := WriteDataset(b.TempDir(), s, cfg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)*rows/b.Elapsed().Seconds(), "rows/s")
+}

@@ -14,26 +14,39 @@ const (
 	DefaultZipf             = 1.1
 	DefaultZipfCap          = 1 << 20
 	DefaultSignalScale      = 1.5
-	DefaultInteraction      = 0.5
 	DefaultRegressionNoise  = 0.1
 	DefaultCalibrationRows  = 1 << 16
 	DefaultOracleExactRows  = 1 << 22
-	DefaultListMax          = 5
+	// DefaultListMax: a list feature without value_count gets lengths
+	// uniform in [1, DefaultListMax].
+	DefaultListMax = 5
 	// DefaultBaseRate is the positive rate of a binary target that neither
 	// Config.BaseRates nor TenrecBaseRates names.
 	DefaultBaseRate = 0.25
-	// DefaultTaskCorrelation is the TaskCorrelation of DefaultConfig.
+	// DefaultTaskCorrelation and DefaultInteraction are set by
+	// DefaultConfig (a zero Config field means 0 for these two).
 	DefaultTaskCorrelation = 0.5
+	DefaultInteraction     = 0.5
 )
 
-// TenrecBaseRates are the positive rates of the TenRec-like targets
+var tenrecBaseRates = map[string]float64{"click": 0.29, "like": 0.011, "share": 0.001, "follow": 0.001}
+
+// TenrecBaseRates returns the positive rates of the TenRec-like targets
 // (DESIGN.md: Data), used for binary targets of those names unless
 // Config.BaseRates says otherwise.
-var TenrecBaseRates = map[string]float64{"click": 0.29, "like": 0.011, "share": 0.001, "follow": 0.001}
+func TenrecBaseRates() map[string]float64 {
+	m := make(map[string]float64, len(tenrecBaseRates))
+	for k, v := range tenrecBaseRates {
+		m[k] = v
+	}
+	return m
+}
 
 // Config controls a synthetic dataset. Zero-valued fields take the defaults
-// above, except TaskCorrelation (0 means independent tasks; DefaultConfig
-// sets DefaultTaskCorrelation) and the booleans.
+// above, except those whose zero is meaningful and which are used as given:
+// TaskCorrelation (0: independent tasks), Interaction (0: first-order signal
+// only), StartRow and NoSignal. DefaultConfig sets every field to its
+// recommended value; start from it.
 type Config struct {
 	// Rows is the number of rows WriteDataset writes. A Generator's stream
 	// is unbounded; Rows does not limit Batch.
@@ -62,14 +75,16 @@ type Config struct {
 	// use TenrecBaseRates or DefaultBaseRate. Names must be binary targets.
 	BaseRates map[string]float64 `json:"base_rates,omitempty"`
 	// TaskCorrelation in [0, 1] is the correlation of two tasks' scores: 1
-	// gives every task the same signal, 0 independent signals.
+	// gives every task the same signal, 0 independent signals
+	// (DefaultConfig: DefaultTaskCorrelation).
 	TaskCorrelation float64 `json:"task_correlation"`
 	// SignalScale is the standard deviation of the signal part of a binary
 	// target's logit (default 1.5, an oracle click AUC near 0.8 on
 	// tenrec); it sets the oracle AUC.
 	SignalScale float64 `json:"signal_scale"`
 	// Interaction in [0, 1] is the share of each score's variance that comes
-	// from pairwise interactions, the rest being first-order (default 0.5).
+	// from pairwise interactions, the rest being first-order
+	// (DefaultConfig: DefaultInteraction).
 	Interaction float64 `json:"interaction"`
 	// RegressionNoise is the noise standard deviation of regression targets
 	// as a fraction of the target's domain width (absolute when the target
@@ -81,8 +96,9 @@ type Config struct {
 	// CalibrationRows is the size of the sample used to whiten the scores
 	// and solve the biases (default 65536).
 	CalibrationRows int `json:"calibration_rows"`
-	// OracleExactRows bounds the rows whose (probability, label) pairs
-	// WriteDataset keeps for the exact oracle AUC (default 2^22). Larger
+	// OracleExactRows bounds the rows whose (logit, label) pairs
+	// WriteDataset keeps for the exact oracle AUC, 8 bytes per row and
+	// binary target (default 2^22: 128 MiB for tenrec's four). Larger
 	// datasets use a fine histogram of the logits instead, and the oracle
 	// reports the largest error this can cause.
 	OracleExactRows int64 `json:"oracle_exact_rows"`
@@ -94,10 +110,11 @@ type Config struct {
 	Progress func(rowsDone int64) `json:"-"`
 }
 
-// DefaultConfig returns the recommended configuration for rows rows: all
-// defaults, TaskCorrelation DefaultTaskCorrelation.
+// DefaultConfig returns the recommended configuration for rows rows of the
+// given seed: every default, TaskCorrelation DefaultTaskCorrelation and
+// Interaction DefaultInteraction.
 func DefaultConfig(rows int64, seed int64) Config {
-	c := Config{Rows: rows, Seed: seed, TaskCorrelation: DefaultTaskCorrelation}
+	c := Config{Rows: rows, Seed: seed, TaskCorrelation: DefaultTaskCorrelation, Interaction: DefaultInteraction}
 	c.applyDefaults()
 	return c
 }
@@ -120,9 +137,6 @@ func (c *Config) applyDefaults() {
 	}
 	if c.SignalScale == 0 {
 		c.SignalScale = DefaultSignalScale
-	}
-	if c.Interaction == 0 {
-		c.Interaction = DefaultInteraction
 	}
 	if c.RegressionNoise == 0 {
 		c.RegressionNoise = DefaultRegressionNoise

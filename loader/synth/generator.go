@@ -129,15 +129,20 @@ func NewGenerator(s *schema.Schema, cfg Config) (*Generator, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	for i, f := range s.Features {
+		if f == nil {
+			return nil, fmt.Errorf("synth: feature %d is nil", i)
+		}
+	}
+	// A private copy: later changes to the caller's schema must not change
+	// what this generator writes.
+	s = s.Clone()
 	g := &Generator{s: s, cfg: cfg, d: cfg.LatentDim, domains: map[string]*domain{}}
 	g.worldKey = mix64(uint64(cfg.Seed) ^ 0x6d746c72616e6b31)
 	g.rowKey = hashKey(g.worldKey, "rows")
 	zipfs := map[int]*zipfTable{}
 	seen := map[string]bool{}
 	for i, f := range s.Features {
-		if f == nil {
-			return nil, fmt.Errorf("synth: feature %d is nil", i)
-		}
 		if f.Name == "" {
 			return nil, fmt.Errorf("synth: feature %d has no name", i)
 		}
@@ -315,7 +320,7 @@ func (g *Generator) planTarget(c *column, cat bool) error {
 	case bin:
 		c.kind = kindBinary
 		c.baseRate = DefaultBaseRate
-		if r, ok := TenrecBaseRates[f.Name]; ok {
+		if r, ok := tenrecBaseRates[f.Name]; ok {
 			c.baseRate = r
 		}
 		if r, ok := g.cfg.BaseRates[f.Name]; ok {
@@ -346,7 +351,7 @@ func (g *Generator) planTarget(c *column, cat bool) error {
 			width = c.clipHi - c.clipLo
 		}
 		c.noise = g.cfg.RegressionNoise * width
-		if c.roundInt && isInt(f.DType) && c.clipBound &&
+		if c.roundInt && c.clipBound &&
 			(c.clipLo < float64(-dtypeMax(f.DType)-1) || c.clipHi > float64(dtypeMax(f.DType))) {
 			return fmt.Errorf("regression domain [%v, %v] does not fit dtype %s", c.clipLo, c.clipHi, f.DType)
 		}
@@ -394,7 +399,8 @@ func (g *Generator) componentName(k int) string {
 	return "task:" + g.targets[k-1].name
 }
 
-// Schema returns the schema the generator was built for.
+// Schema returns (a copy of) the schema the generator was built for; do not
+// modify it.
 func (g *Generator) Schema() *schema.Schema { return g.s }
 
 // Config returns the configuration with defaults applied.

@@ -3,7 +3,9 @@ package synth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,11 +26,14 @@ var partRE = regexp.MustCompile(`^part_(\d{4,})\.parquet$`)
 // (cfg.RowGroupsPerFile row groups of cfg.RowGroupRows rows each), then
 // schema.pbtxt, then oracle.json. Row groups are generated in parallel and
 // written in order, so memory depends on the row-group size and the number
-// of workers, not on Rows (the exact oracle AUC keeps 5 bytes per row and
-// binary target up to cfg.OracleExactRows rows). Every file is written under
+// of workers, not on Rows (up to cfg.OracleExactRows rows, the exact oracle
+// AUC keeps 8 bytes per row and binary target; above, a fixed-size
+// histogram). Every file is written under
 // a temporary name and renamed; part files left by an earlier, larger
 // dataset in dir are removed. Other *.parquet files in dir are an error,
-// because a dataset folder is read whole.
+// because a dataset folder is read whole. An existing oracle.json is removed
+// first, so after a failure (or cancellation) the folder, which may hold
+// some finished part files, has no oracle.json: it is incomplete.
 func WriteDataset(dir string, s *schema.Schema, cfg Config) (Oracle, error) {
 	return WriteDatasetContext(context.Background(), dir, s, cfg)
 }
@@ -202,6 +207,11 @@ func prepareDir(dir string) error {
 		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !partRE.MatchString(name) {
 			return fmt.Errorf("synth: write %s: the folder holds %s, which is not a part file of a synthetic dataset; use an empty folder", dir, name)
 		}
+	}
+	// oracle.json is written last: without it, the folder is known to hold
+	// an incomplete dataset, whatever an earlier run left.
+	if err := os.Remove(filepath.Join(dir, OracleFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
 	}
 	return nil
 }

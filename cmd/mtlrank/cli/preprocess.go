@@ -1,0 +1,164 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/preprocess"
+)
+
+// kvList is a comma-separated list of key=value pairs.
+type kvList struct{ v *map[string]string }
+
+func (l kvList) String() string {
+	if l.v == nil || *l.v == nil {
+		return ""
+	}
+	var parts []string
+	for _, k := range sortedKeys(*l.v) {
+		parts = append(parts, k+"="+(*l.v)[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l kvList) Set(s string) error {
+	out := map[string]string{}
+	for _, p := range strings.Split(s, ",") {
+		if strings.TrimSpace(p) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" || v == "" {
+			return fmt.Errorf("%q is not key=value", p)
+		}
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("key %q given twice", k)
+		}
+		out[k] = v
+	}
+	*l.v = out
+	return nil
+}
+
+const preprocessDescription = `Fits NVTabular-style preprocessing on the training data and writes
+<output_path>/train, <output_path>/eval (from --eval_data_path, or a split of
+the training data) and <output_path>/workflow.json (the fitted state, to apply
+the same encoding at serving time). Categorical columns are Categorify'd
+(0 = null, 1 = out-of-vocabulary or rarer than --categ_min_freq_capping,
+2.. by decreasing frequency), continuous columns filled and z-scored, targets
+mapped to 0/1 or float. Flags follow Merlin's quick-start preprocessing script;
+each output folder holds part_*.parquet and schema.pbtxt, ready for
+'mtlrank train --train_data_path <output_path>/train'.`
+
+func runPreprocess(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("preprocess", flag.ContinueOnError)
+	var (
+		spec               preprocess.Spec
+		dataPath, evalPath string
+		out, format        string
+		naValues           []string
+		hash               map[string]string
+		quiet              bool
+	)
+	spec.CSVHeader = true
+	spec.Normalize = true
+	fs.StringVar(&dataPath, "data_path", "", "training input: a file, a folder or a glob (required)")
+	fs.StringVar(&evalPath, "eval_data_path", "", "evaluation input, already split from the training data")
+	fs.StringVar(&format, "input_data_format", "", "csv, tsv or parquet (default: by file extension; .parquet/.pq are Parquet)")
+	fs.StringVar(&spec.CSVSep, "csv_sep", ",", `CSV field separator ("tab" for tabs)`)
+	fs.Var(strList{v: &naValues}, "csv_na_values", `comma-separated CSV values read as null, e.g. "?"`)
+	fs.Var(boolValue{&spec.CSVHeader}, "csv_header", "the first CSV row holds the column names")
+	fs.Var(strList{v: &spec.CSVColumnNames}, "csv_column_names", "comma-separated CSV column names (required without a header)")
+	fs.StringVar(&out, "output_path", "./results/", "output folder")
+	fs.Var(strList{v: &spec.Categorical}, "categorical_features", "comma-separated categorical columns (Categorify)")
+	fs.Var(strList{v: &spec.Continuous}, "continuous_features", "comma-separated continuous columns (filled, z-scored)")
+	fs.StringVar(&spec.ContinuousFillNA, "continuous_features_fillna", "", `fill nulls of continuous columns: a number, "median" or "mean" (default: a null is an error)`)
+	fs.Var(strList{v: &spec.BinaryTargets}, "binary_classif_targets", "comma-separated binary target columns")
+	fs.Var(strList{v: &spec.RegressionTargets}, "regression_targets", "comma-separated regression target columns")
+	fs.Var(kvList{&spec.BinaryTargetMap}, "binary_target_map", `target=label pairs: the label read as 1 (several labels separated by "|"), e.g. income=>50K|>50K.`)
+	fs.Var(kvList{&spec.TargetSource}, "target_source", "target=column pairs deriving a target from another column")
+	fs.Var(strList{v: &spec.UserFeatures}, "user_features", "comma-separated columns tagged user")
+	fs.Var(strList{v: &spec.ItemFeatures}, "item_features", "comma-separated columns tagged item")
+	fs.StringVar(&spec.UserID, "user_id_feature", "", "the user id column (tagged user_id)")
+	fs.StringVar(&spec.ItemID, "item_id_feature", "", "the item id column (tagged item_id)")
+	fs.IntVar(&spec.CategMinFreq, "categ_min_freq_capping", 0, "categorical values seen fewer times are encoded as out-of-vocabulary")
+	fs.Var(kvList{&hash}, "hash_buckets", "column=buckets pairs: hash these categorical columns instead of keeping a vocabulary")
+	fs.Var(boolValue{&spec.Normalize}, "normalize", "z-score continuous columns")
+	fs.Var(strList{v: &spec.LogContinuous}, "log_continuous", "comma-separated continuous columns replaced by log1p(max(x, 0))")
+	fs.StringVar(&spec.SplitStrategy, "dataset_split_strategy", "", "split the training data into train/eval: random or random_by_user")
+	fs.Float64Var(&spec.EvalPerc, "random_split_eval_perc", 0, "fraction sent to eval by the split, in (0, 1)")
+	fs.Int64Var(&spec.Seed, "random_seed", 42, "seed of the split")
+	fs.Var(boolValue{&quiet}, "quiet", "no log lines on stderr")
+	if err := helpOr(e, fs, args, "mtlrank preprocess --data_path PATH [flags]", preprocessDescription); err != nil {
+		return err
+	}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if dataPath == "" {
+		return usagef("--data_path is required")
+	}
+	switch format {
+	case "", "csv", "parquet":
+		spec.InputFormat = format
+	case "tsv":
+		spec.InputFormat = "csv"
+		spec.CSVSep = "tab"
+	default:
+		return usagef("--input_data_format must be csv, tsv or parquet, got %q", format)
+	}
+	spec.CSVNAValues = naValues
+	if len(hash) > 0 {
+		spec.HashBuckets = map[string]int{}
+		for k, v := range hash {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return usagef("--hash_buckets: %s=%s: buckets must be a positive integer", k, v)
+			}
+			spec.HashBuckets[k] = n
+		}
+	}
+	if spec.SplitStrategy != "" && evalPath != "" {
+		return usagef("--dataset_split_strategy and --eval_data_path are both given; use one")
+	}
+	if (spec.SplitStrategy == "") != (spec.EvalPerc == 0) {
+		return usagef("--dataset_split_strategy and --random_split_eval_perc go together")
+	}
+	if err := spec.Validate(); err != nil {
+		return &usageError{err.Error()}
+	}
+	log := logger(e, quiet)
+	spec.Progress = func(stage string, rows int64) {
+		log.Debug("preprocess", "stage", stage, "rows", rows)
+	}
+	var evalInputs []string
+	if evalPath != "" {
+		evalInputs = []string{evalPath}
+	}
+	log.Info("preprocessing", "data", dataPath, "output", out)
+	rep, err := preprocess.Run(spec, []string{dataPath}, evalInputs, out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Fitted on %d rows; wrote %s (%d rows)", rep.FitRows, rep.Train.Dir, rep.Train.Rows)
+	if rep.Eval != nil {
+		fmt.Fprintf(e.stdout, " and %s (%d rows)", rep.Eval.Dir, rep.Eval.Rows)
+	}
+	fmt.Fprintf(e.stdout, "; workflow %s\n", rep.WorkflowPath)
+	var rows [][]string
+	for _, c := range sortedKeys(rep.Cardinalities) {
+		rows = append(rows, []string{c, strconv.FormatInt(rep.Cardinalities[c], 10)})
+	}
+	if len(rows) > 0 {
+		table(e.stdout, []string{"categorical", "cardinality"}, rows)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintln(e.stderr, "warning:", w)
+	}
+	return writeJSON(filepath.Join(out, "preprocess_report.json"), rep)
+}

@@ -1,0 +1,936 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/parquet/file"
+
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/loader/synth"
+	"github.com/mtlrank/mtlrank/mtl"
+	"github.com/mtlrank/mtlrank/mtl/metrics"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// Prefixes of Merlin's per-target flags.
+const (
+	lossWeightPrefix = "mtl_loss_weight_"
+	posWeightPrefix  = "mtl_pos_class_weight_"
+)
+
+// merlinDefaults are the defaults of Merlin's quick-start ranking script.
+func merlinDefaults() mtl.Config {
+	c := mtl.DefaultConfig()
+	c.Model = "mlp"
+	c.PLELayers = 1
+	c.LR = 1e-4
+	c.LRDecayRate = 0.99
+	c.LRDecaySteps = 100
+	c.L2Reg = 1e-5
+	c.Seed = 42
+	return c
+}
+
+// float32Value is a float32 flag.
+type float32Value struct{ v *float32 }
+
+func (f float32Value) String() string {
+	if f.v == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(float64(*f.v), 'g', -1, 32)
+}
+
+func (f float32Value) Set(s string) error {
+	x, err := strconv.ParseFloat(s, 32)
+	if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+		return fmt.Errorf("%q is not a finite number", s)
+	}
+	*f.v = float32(x)
+	return nil
+}
+
+// Flags that shape the model; with --load_model_path they come from the
+// checkpoint and may not be given.
+var architectureFlags = []string{
+	"model", "mlp_layers", "expert_mlp_layers", "mmoe_num_mlp_experts", "num_experts",
+	"cgc_num_task_experts", "num_task_experts", "cgc_num_shared_experts", "num_shared_experts",
+	"ple_num_layers", "ple_gates_on_input", "gate_dim", "mtl_gates_softmax_temperature",
+	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
+	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
+	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space",
+}
+
+// registerModelFlags binds the architecture and optimizer flags to cfg,
+// with cfg's current values as defaults. aliases adds the flag names of
+// the PyTorch reference benchmark (--num_experts, ...).
+func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc or ple")
+	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (--model mlp)")
+	fs.Var(intList{&cfg.ExpertMLPLayers}, "expert_mlp_layers", "comma-separated widths of every expert's MLP (mmoe, cgc, ple)")
+	fs.IntVar(&cfg.MMoENumExperts, "mmoe_num_mlp_experts", cfg.MMoENumExperts, "number of experts shared by all tasks (--model mmoe)")
+	fs.IntVar(&cfg.CGCTaskExperts, "cgc_num_task_experts", cfg.CGCTaskExperts, "task-specific experts per task (cgc, ple)")
+	fs.IntVar(&cfg.CGCSharedExperts, "cgc_num_shared_experts", cfg.CGCSharedExperts, "shared experts (cgc, ple)")
+	fs.IntVar(&cfg.PLELayers, "ple_num_layers", cfg.PLELayers, "number of stacked CGC levels (--model ple)")
+	fs.Var(boolValue{&cfg.PLEGatesOnInput}, "ple_gates_on_input", "Merlin's PLE variant: every gate reads the model input instead of the previous level's output (--model ple)")
+	fs.IntVar(&cfg.GateDim, "gate_dim", cfg.GateDim, "width of the gate MLP before the softmax; 0 = no gate MLP (mmoe, cgc, ple)")
+	fs.Var(float32Value{&cfg.GateTemperature}, "mtl_gates_softmax_temperature", "softmax temperature of the gates (mmoe, cgc, ple)")
+	fs.Var(boolValue{&cfg.UseTaskTowers}, "use_task_towers", "put a task-specific MLP tower before each head")
+	fs.Var(intList{&cfg.TowerLayers}, "tower_layers", "comma-separated widths of the task towers")
+	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of hidden layers: relu or linear")
+	fs.Var(float32Value{&cfg.Dropout}, "dropout", "dropout rate after every hidden layer")
+	fs.Float64Var(&cfg.EmbeddingDimMultiplier, "embedding_sizes_multiplier", cfg.EmbeddingDimMultiplier, "embedding dim = ceil(multiplier * cardinality^0.25) rounded up to a multiple of 8")
+	fs.StringVar(&cfg.ListCombiner, "list_combiner", cfg.ListCombiner, "combiner of list (multi-hot) features: mean, sum or sqrtn")
+	fs.Var(float32Value{&cfg.L2Reg}, "l2_reg", "L2 regularisation factor of the Dense kernels")
+	fs.Var(float32Value{&cfg.EmbeddingL2Reg}, "embeddings_l2_reg", "L2 regularisation factor of the embeddings looked up in each batch")
+	fs.StringVar(&cfg.Optimizer, "optimizer", cfg.Optimizer, "adam, adagrad or sgd (embedding tables are updated sparsely: lazy Adam)")
+	fs.Var(float32Value{&cfg.LR}, "lr", "learning rate")
+	fs.Var(float32Value{&cfg.LRDecayRate}, "lr_decay_rate", "staircase decay: lr * rate^floor(step/lr_decay_steps)")
+	fs.IntVar(&cfg.LRDecaySteps, "lr_decay_steps", cfg.LRDecaySteps, "learning-rate decay period in steps; 0 = no decay")
+	fs.Int64Var(&cfg.Seed, "random_seed", cfg.Seed, "seed of initialisation, dropout and shuffling")
+	if aliases {
+		fs.IntVar(&cfg.MMoENumExperts, "num_experts", cfg.MMoENumExperts, "alias of --mmoe_num_mlp_experts (PyTorch reference name)")
+		fs.IntVar(&cfg.CGCTaskExperts, "num_task_experts", cfg.CGCTaskExperts, "alias of --cgc_num_task_experts")
+		fs.IntVar(&cfg.CGCSharedExperts, "num_shared_experts", cfg.CGCSharedExperts, "alias of --cgc_num_shared_experts")
+	}
+}
+
+// checkModelFlags rejects flags that do not apply to the chosen model.
+func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
+	applies := map[string][]string{
+		"mlp_layers":                    {"mlp"},
+		"expert_mlp_layers":             {"mmoe", "cgc", "ple"},
+		"gate_dim":                      {"mmoe", "cgc", "ple"},
+		"mtl_gates_softmax_temperature": {"mmoe", "cgc", "ple"},
+		"mmoe_num_mlp_experts":          {"mmoe"},
+		"num_experts":                   {"mmoe"},
+		"cgc_num_task_experts":          {"cgc", "ple"},
+		"num_task_experts":              {"cgc", "ple"},
+		"cgc_num_shared_experts":        {"cgc", "ple"},
+		"num_shared_experts":            {"cgc", "ple"},
+		"ple_num_layers":                {"ple"},
+		"ple_gates_on_input":            {"ple"},
+	}
+	switch cfg.Model {
+	case "mlp", "mmoe", "cgc", "ple":
+	default:
+		return usagef("--model must be mlp, mmoe, cgc or ple, got %q", cfg.Model)
+	}
+	for _, name := range sortedKeys(applies) {
+		if set[name] && !slices.Contains(applies[name], cfg.Model) {
+			return usagef("--%s does not apply to --model %s (only to %s)", name, cfg.Model, strings.Join(applies[name], ", "))
+		}
+	}
+	if set["tower_layers"] && !cfg.UseTaskTowers {
+		return usagef("--tower_layers is given but --use_task_towers is false")
+	}
+	if set["lr_decay_rate"] && !set["lr_decay_steps"] && cfg.LRDecaySteps == 0 {
+		return usagef("--lr_decay_rate needs --lr_decay_steps > 0")
+	}
+	return nil
+}
+
+// trainArgs are the flags of train (eval and predict use a subset).
+type trainArgs struct {
+	cfg                                         mtl.Config
+	trainPath, evalPath, predictPath, schemaArg string
+	outputPath, savePath, loadPath              string
+	predictOut, predictFormat                   string
+	keepOut                                     []string
+	tasks, sampleSpace                          []string
+	keepColumns, ignoreColumns                  []string
+	trainBatch, evalBatch                       int
+	epochs, stepsPerEpoch, validationSteps      int
+	trainMetricsSteps, logEvery                 int
+	shuffled                                    bool
+	shuffleBuffer, prefetch                     int
+	device                                      string
+	threads                                     int
+	quiet                                       bool
+	esMetric, esMode                            string
+	esPatience                                  int
+	esMinDelta                                  float64
+	restoreBest                                 bool
+	synthRows, synthEvalRows, tableRows         int64
+	lossWeights, posWeights                     map[string]float64
+}
+
+func (a *trainArgs) register(fs *flag.FlagSet) {
+	a.cfg = merlinDefaults()
+	registerModelFlags(fs, &a.cfg, false)
+	fs.StringVar(&a.trainPath, "train_data_path", "", "training data: a .parquet file or a folder of *.parquet; with no data flag at all, synthetic TenRec-like data is generated")
+	fs.StringVar(&a.evalPath, "eval_data_path", "", "evaluation data (validated after every epoch and evaluated at the end)")
+	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score after training; scores go to --predict_output_path")
+	fs.StringVar(&a.schemaArg, "schema_path", "", "schema.pbtxt or schema.json (default: the one beside the training data)")
+	fs.StringVar(&a.outputPath, "output_path", "./output/", "folder for metrics.json, synthetic data and default outputs")
+	fs.StringVar(&a.savePath, "save_model_path", "", "save the trained model (a checkpoint folder) here")
+	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet file or a folder (default <output_path>/predictions)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions; only parquet is supported")
+	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
+	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema`)
+	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
+	fs.Var(strList{v: &a.keepColumns}, "keep_columns", "use only these schema columns (targets included)")
+	fs.Var(strList{v: &a.ignoreColumns}, "ignore_columns", "leave these schema columns out of the model")
+	fs.IntVar(&a.trainBatch, "train_batch_size", 1024, "training batch size")
+	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "evaluation and prediction batch size")
+	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs")
+	fs.IntVar(&a.stepsPerEpoch, "train_steps_per_epoch", 0, "limit the steps of each epoch (0: the whole training set)")
+	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
+	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch (0: never; each costs one forward pass)")
+	fs.IntVar(&a.logEvery, "log_every_steps", 0, "log the running loss every N steps (0: per epoch only)")
+	fs.Var(boolValue{&a.shuffled}, "shuffled_train", "shuffle the training data every epoch")
+	a.shuffled = true
+	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
+	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
+	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
+	fs.IntVar(&a.threads, "threads", 0, "CPU threads (0: all)")
+	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
+	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
+	fs.StringVar(&a.esMode, "early_stopping_mode", "", "max or min (default: min for loss/logloss/rmse/mae, else max)")
+	fs.IntVar(&a.esPatience, "early_stopping_patience", 1, "epochs without improvement before stopping")
+	fs.Float64Var(&a.esMinDelta, "early_stopping_min_delta", 0, "smallest change counted as an improvement")
+	fs.Var(boolValue{&a.restoreBest}, "restore_best", "after early stopping, put back the parameters of the best epoch")
+	fs.Int64Var(&a.synthRows, "synth_rows", 100000, "rows of synthetic training data (used when no data flag is given)")
+	fs.Int64Var(&a.synthEvalRows, "synth_eval_rows", 20000, "rows of synthetic evaluation data")
+	fs.Int64Var(&a.tableRows, "table_rows", 0, "synthetic data: user_id and item_id cardinality (0: TenRec-like defaults)")
+}
+
+const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it
+(a metrics table on stdout, metrics.json in --output_path), optionally saves it
+and scores --predict_data_path. Without any data flag it first writes synthetic
+TenRec-like data (planted signal, oracle AUC reported) to <output_path>/data.
+
+Per-target flags (any target column name in place of <target>):
+  --mtl_loss_weight_<target>=W       loss weight of the task (default 1)
+  --mtl_pos_class_weight_<target>=W  weight of positive examples (binary tasks)
+
+Defaults follow Merlin's quick-start script: --model mlp, --lr 1e-4 with decay
+0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch.`
+
+func parseTrainArgs(e *env, args []string, a *trainArgs, synopsis, desc string) (*flag.FlagSet, map[string]bool, error) {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	a.register(fs)
+	if err := helpOr(e, fs, args, synopsis, desc); err != nil {
+		return nil, nil, err
+	}
+	dyn, rest, err := dynamicFloats(args, lossWeightPrefix, posWeightPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.lossWeights, a.posWeights = dyn[lossWeightPrefix], dyn[posWeightPrefix]
+	set, err := parseFlags(fs, rest)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fs, set, nil
+}
+
+// checkCommon validates the flags shared by train, eval and predict.
+func (a *trainArgs) checkCommon() error {
+	switch {
+	case a.trainBatch < 1:
+		return usagef("--train_batch_size must be >= 1, got %d", a.trainBatch)
+	case a.evalBatch < 1:
+		return usagef("--eval_batch_size must be >= 1, got %d", a.evalBatch)
+	case a.threads < 0:
+		return usagef("--threads must be >= 0, got %d", a.threads)
+	case a.prefetch < 0:
+		return usagef("--prefetch must be >= 0, got %d", a.prefetch)
+	case a.shuffleBuffer < 0:
+		return usagef("--shuffle_buffer must be >= 0, got %d", a.shuffleBuffer)
+	case a.device != "cpu" && a.device != "cuda":
+		return usagef("--device must be cpu or cuda, got %q", a.device)
+	case a.predictFormat != "parquet":
+		return usagef("--predict_output_format %q is not supported (only parquet)", a.predictFormat)
+	}
+	return nil
+}
+
+func (a *trainArgs) check(set map[string]bool) error {
+	if err := a.checkCommon(); err != nil {
+		return err
+	}
+	switch {
+	case a.epochs < 1:
+		return usagef("--epochs must be >= 1, got %d", a.epochs)
+	case a.stepsPerEpoch < 0:
+		return usagef("--train_steps_per_epoch must be >= 0, got %d", a.stepsPerEpoch)
+	case a.validationSteps < 0:
+		return usagef("--validation_steps must be >= 0, got %d", a.validationSteps)
+	case a.trainMetricsSteps < 0:
+		return usagef("--train_metrics_steps must be >= 0, got %d", a.trainMetricsSteps)
+	case a.logEvery < 0:
+		return usagef("--log_every_steps must be >= 0, got %d", a.logEvery)
+	case a.esPatience < 1:
+		return usagef("--early_stopping_patience must be >= 1, got %d", a.esPatience)
+	case a.esMinDelta < 0:
+		return usagef("--early_stopping_min_delta must be >= 0, got %v", a.esMinDelta)
+	case a.esMode != "" && a.esMode != "max" && a.esMode != "min":
+		return usagef("--early_stopping_mode must be max or min, got %q", a.esMode)
+	case a.synthRows < 1 || a.synthEvalRows < 1:
+		return usagef("--synth_rows and --synth_eval_rows must be >= 1")
+	case a.tableRows < 0:
+		return usagef("--table_rows must be >= 0, got %d", a.tableRows)
+	}
+	synthetic := a.trainPath == "" && a.evalPath == "" && a.predictPath == ""
+	if !synthetic && a.trainPath == "" {
+		return usagef("--train_data_path is required when --eval_data_path or --predict_data_path is given (use 'mtlrank eval' or 'mtlrank predict' with a saved model)")
+	}
+	if synthetic && set["schema_path"] {
+		return usagef("--schema_path needs --train_data_path (synthetic data uses the built-in tenrec schema)")
+	}
+	if !synthetic {
+		for _, f := range []string{"synth_rows", "synth_eval_rows", "table_rows"} {
+			if set[f] {
+				return usagef("--%s applies to synthetic data only, but --train_data_path is given", f)
+			}
+		}
+	}
+	if (set["early_stopping_mode"] || set["early_stopping_patience"] || set["early_stopping_min_delta"] || set["restore_best"]) && a.esMetric == "" {
+		return usagef("early stopping flags need --early_stopping_metric")
+	}
+	if a.esMetric != "" && !synthetic && a.evalPath == "" {
+		return usagef("--early_stopping_metric needs --eval_data_path")
+	}
+	if len(a.sampleSpace) > 0 && len(a.tasks) == 0 {
+		return usagef("--tasks_sample_space needs an explicit --tasks list to align with")
+	}
+	if len(a.sampleSpace) > 0 && len(a.sampleSpace) != len(a.tasks) {
+		return usagef("--tasks_sample_space has %d entries but --tasks has %d; they must align (use empty entries for tasks trained on every row)", len(a.sampleSpace), len(a.tasks))
+	}
+	if len(a.keepOut) > 0 && a.predictPath == "" {
+		return usagef("--predict_output_keep_cols needs --predict_data_path")
+	}
+	if a.predictOut != "" && a.predictPath == "" {
+		return usagef("--predict_output_path needs --predict_data_path")
+	}
+	if a.loadPath != "" {
+		for _, f := range architectureFlags {
+			if set[f] {
+				return usagef("--%s cannot be combined with --load_model_path: the model's configuration comes from the checkpoint", f)
+			}
+		}
+		if len(a.lossWeights) > 0 || len(a.posWeights) > 0 {
+			return usagef("--mtl_loss_weight_* and --mtl_pos_class_weight_* cannot be combined with --load_model_path")
+		}
+		if len(a.keepColumns) > 0 || len(a.ignoreColumns) > 0 {
+			return usagef("--keep_columns and --ignore_columns cannot be combined with --load_model_path")
+		}
+		return nil
+	}
+	return checkModelFlags(&a.cfg, set)
+}
+
+// applyTasks fills cfg's task list, per-task weights and sample spaces
+// from the flags, checking them against the schema.
+func (a *trainArgs) applyTasks(s *schema.Schema) error {
+	tasks := a.tasks
+	if len(tasks) == 1 && tasks[0] == "all" {
+		tasks = nil
+	}
+	for _, t := range tasks {
+		if t == "all" {
+			return usagef(`--tasks: "all" cannot be combined with column names`)
+		}
+		f := s.Feature(t)
+		if f == nil {
+			return usagef("--tasks: %q is not a column of the schema", t)
+		}
+		if !f.IsTarget() {
+			return usagef("--tasks: column %q is not tagged as a target in the schema", t)
+		}
+	}
+	a.cfg.Tasks = tasks
+	resolved := tasks
+	if len(resolved) == 0 {
+		for _, f := range s.Features {
+			if f.IsTarget() {
+				resolved = append(resolved, f.Name)
+			}
+		}
+	}
+	if len(a.sampleSpace) > 0 {
+		a.cfg.SampleSpace = map[string]string{}
+		for i, col := range a.sampleSpace {
+			if col == "" {
+				continue
+			}
+			if s.Feature(col) == nil {
+				return usagef("--tasks_sample_space: %q is not a column of the schema", col)
+			}
+			if col == tasks[i] {
+				return usagef("--tasks_sample_space: task %q cannot be its own sample space", col)
+			}
+			a.cfg.SampleSpace[tasks[i]] = col
+		}
+	}
+	checkTargets := func(flagPrefix string, m map[string]float64, binaryOnly bool) (map[string]float32, error) {
+		if len(m) == 0 {
+			return nil, nil
+		}
+		out := map[string]float32{}
+		for _, t := range sortedKeys(m) {
+			if !slices.Contains(resolved, t) {
+				return nil, usagef("--%s%s: %q is not one of the tasks (%s)", flagPrefix, t, t, strings.Join(resolved, ","))
+			}
+			if f := s.Feature(t); binaryOnly && !f.HasTag(schema.TagBinary) {
+				return nil, usagef("--%s%s: %q is not a binary target", flagPrefix, t, t)
+			}
+			if binaryOnly && m[t] == 0 {
+				return nil, usagef("--%s%s: must be > 0", flagPrefix, t)
+			}
+			out[t] = float32(m[t])
+		}
+		return out, nil
+	}
+	var err error
+	if a.cfg.LossWeights, err = checkTargets(lossWeightPrefix, a.lossWeights, false); err != nil {
+		return err
+	}
+	if a.cfg.PosClassWeights, err = checkTargets(posWeightPrefix, a.posWeights, true); err != nil {
+		return err
+	}
+	return nil
+}
+
+// selectColumns applies --keep_columns and --ignore_columns to s.
+func (a *trainArgs) selectColumns(s *schema.Schema) (*schema.Schema, error) {
+	if len(a.keepColumns) == 0 && len(a.ignoreColumns) == 0 {
+		return s, nil
+	}
+	for _, flagCols := range []struct {
+		name string
+		cols []string
+	}{{"keep_columns", a.keepColumns}, {"ignore_columns", a.ignoreColumns}} {
+		for _, c := range flagCols.cols {
+			if s.Feature(c) == nil {
+				return nil, usagef("--%s: %q is not a column of the schema", flagCols.name, c)
+			}
+		}
+	}
+	out := s.Clone()
+	out.Features = nil
+	for _, f := range s.Clone().Features {
+		if len(a.keepColumns) > 0 && !slices.Contains(a.keepColumns, f.Name) {
+			continue
+		}
+		if slices.Contains(a.ignoreColumns, f.Name) {
+			continue
+		}
+		out.Features = append(out.Features, f)
+	}
+	return out, nil
+}
+
+// loadSchema reads --schema_path or the schema beside data.
+func loadSchema(schemaArg, data string) (*schema.Schema, error) {
+	if schemaArg != "" {
+		s, err := schema.Load(schemaArg)
+		if err != nil {
+			return nil, fmt.Errorf("--schema_path: %w", err)
+		}
+		return s, nil
+	}
+	dir := data
+	if st, err := os.Stat(data); err == nil && !st.IsDir() {
+		dir = filepath.Dir(data)
+	} else if err != nil {
+		return nil, fmt.Errorf("data path %s: %w", data, err)
+	}
+	s, err := schema.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("no schema beside %s (give --schema_path): %w", data, err)
+	}
+	return s, nil
+}
+
+func openDataset(path string, s *schema.Schema, cols []string, batch int, shuffle bool, seed int64, buffer, prefetch int) (*loader.Dataset, error) {
+	opt := loader.DefaultOptions()
+	opt.BatchSize = batch
+	opt.Columns = cols
+	opt.Shuffle = shuffle
+	opt.Seed = seed
+	opt.ShuffleBuffer = buffer
+	opt.Prefetch = prefetch
+	ds, err := loader.Open(path, s, opt)
+	if err != nil {
+		return nil, err
+	}
+	return ds, nil
+}
+
+// synthData writes synthetic train and eval datasets under dir.
+func synthData(ctx context.Context, dir string, s *schema.Schema, rows, evalRows, seed int64) (train, eval string, oracle *synth.Oracle, err error) {
+	train, eval = filepath.Join(dir, "train"), filepath.Join(dir, "eval")
+	cfg := synth.DefaultConfig(rows, seed)
+	o, err := synth.WriteDatasetContext(ctx, train, s, cfg)
+	if err != nil {
+		return "", "", nil, err
+	}
+	ecfg := synth.DefaultConfig(evalRows, seed)
+	ecfg.StartRow = rows
+	eo, err := synth.WriteDatasetContext(ctx, eval, s, ecfg)
+	if err != nil {
+		return "", "", nil, err
+	}
+	_ = o
+	return train, eval, &eo, nil
+}
+
+func runTrain(ctx context.Context, e *env, args []string) error {
+	var a trainArgs
+	_, set, err := parseTrainArgs(e, args, &a, "mtlrank train [flags]", trainDescription)
+	if err != nil {
+		return err
+	}
+	if err := a.check(set); err != nil {
+		return err
+	}
+	log := logger(e, a.quiet)
+	start := time.Now()
+
+	var oracle *synth.Oracle
+	if a.trainPath == "" {
+		s := schema.TenrecWithRows(a.tableRows)
+		dataDir := filepath.Join(a.outputPath, "data")
+		log.Info("generating synthetic TenRec-like data", "folder", dataDir, "train_rows", a.synthRows, "eval_rows", a.synthEvalRows)
+		a.trainPath, a.evalPath, oracle, err = synthData(ctx, dataDir, s, a.synthRows, a.synthEvalRows, a.cfg.Seed)
+		if err != nil {
+			return err
+		}
+	}
+	s, err := loadSchema(a.schemaArg, a.trainPath)
+	if err != nil {
+		return err
+	}
+	dev, err := newDevice(a.device, a.threads)
+	if err != nil {
+		return err
+	}
+	maxBatch := max(a.trainBatch, a.evalBatch)
+
+	var m *mtl.Model
+	var state *mtl.TrainState
+	if a.loadPath != "" {
+		m, state, err = mtl.LoadCheckpoint(a.loadPath, dev, maxBatch)
+		if err != nil {
+			return err
+		}
+		if err := m.CheckDataSchema(s, true); err != nil {
+			m.Release()
+			return fmt.Errorf("training data %s: %w", a.trainPath, err)
+		}
+	} else {
+		if s, err = a.selectColumns(s); err != nil {
+			return err
+		}
+		if err := a.applyTasks(s); err != nil {
+			return err
+		}
+		m, err = mtl.NewModel(s, a.cfg, dev, maxBatch)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+	}
+	defer m.Release()
+	log.Info("model", "config", m.Config().String(), "device", dev.Name())
+
+	cols := m.TrainColumns()
+	train, err := openDataset(a.trainPath, s, cols, a.trainBatch, a.shuffled, m.Config().Seed, a.shuffleBuffer, a.prefetch)
+	if err != nil {
+		return err
+	}
+	var eval *loader.Dataset
+	if a.evalPath != "" {
+		es, err := schemaFor(a.schemaArg, a.evalPath, s)
+		if err != nil {
+			return err
+		}
+		if err := m.CheckDataSchema(es, true); err != nil {
+			return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
+		}
+		if eval, err = openDataset(a.evalPath, es, cols, a.evalBatch, false, 0, 0, a.prefetch); err != nil {
+			return err
+		}
+		if oracle == nil {
+			// Synthetic data written by 'mtlrank synth' carries its oracle.
+			if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
+				oracle = &o
+			}
+		}
+	}
+
+	startEpoch := 0
+	if state != nil {
+		startEpoch = state.Epoch
+	}
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{
+		Epochs: startEpoch + a.epochs, StepsPerEpoch: a.stepsPerEpoch, ValidationSteps: a.validationSteps,
+		TrainMetricsSteps: a.trainMetricsSteps, LogEvery: a.logEvery,
+		EarlyStopping: mtl.EarlyStopping{Metric: a.esMetric, Mode: a.esMode, Patience: a.esPatience,
+			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
+		Logger: log, Progress: e.progress, Quiet: a.quiet,
+	})
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	if state != nil {
+		tr.Resume(&mtl.TrainState{Epoch: state.Epoch, Seed: state.Seed, BestValue: math.NaN()})
+	}
+	hist, err := tr.Fit(ctx, train, eval)
+	if err != nil {
+		return err
+	}
+	report := map[string]any{
+		"command": "train", "model": m.Config().String(), "device": dev.Name(),
+		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
+	}
+	if hist.StoppedEarly {
+		report["stopped_early"] = true
+		report["best_epoch"] = hist.BestEpoch
+	}
+	var results metrics.Results
+	if eval != nil {
+		results, err = tr.Evaluate(ctx, eval)
+		if err != nil {
+			return err
+		}
+		report["eval_data"] = a.evalPath
+		report["eval"] = results
+		fmt.Fprintf(e.stdout, "Evaluation on %s (%d rows) after %d epochs, %d steps:\n", a.evalPath, eval.Rows(), len(hist.Epochs)+startEpoch, m.Step())
+		printMetrics(e.stdout, m.Tasks(), results, oracle)
+	} else if len(hist.Epochs) > 0 {
+		last := hist.Epochs[len(hist.Epochs)-1]
+		fmt.Fprintf(e.stdout, "Trained %d epochs, %d steps; last epoch loss %.5f (no --eval_data_path: no evaluation)\n", len(hist.Epochs), m.Step(), last.Loss)
+	}
+	if oracle != nil {
+		report["oracle"] = oracle
+	}
+	if a.savePath != "" {
+		st := hist.State
+		st.Metrics = results
+		if err := mtl.SaveCheckpoint(a.savePath, m, &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "Saved model to %s\n", a.savePath)
+		report["saved_model"] = a.savePath
+	}
+	if a.predictPath != "" {
+		out := a.predictOut
+		if out == "" {
+			out = filepath.Join(a.outputPath, "predictions")
+		}
+		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.keepOut, set["predict_output_keep_cols"], a.evalBatch, a.prefetch)
+		if err != nil {
+			return err
+		}
+		report["predictions"] = map[string]any{"path": out, "rows": n}
+	}
+	report["seconds"] = time.Since(start).Seconds()
+	path := filepath.Join(a.outputPath, "metrics.json")
+	if err := writeJSON(path, report); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
+	return nil
+}
+
+// schemaFor returns the schema of another dataset: --schema_path, the one
+// beside it, or fallback when it has none.
+func schemaFor(schemaArg, data string, fallback *schema.Schema) (*schema.Schema, error) {
+	if schemaArg != "" {
+		return fallback, nil
+	}
+	dir := data
+	if st, err := os.Stat(data); err != nil {
+		return nil, fmt.Errorf("data path %s: %w", data, err)
+	} else if !st.IsDir() {
+		dir = filepath.Dir(data)
+	}
+	for _, n := range []string{"schema.pbtxt", "schema.json"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return schema.Load(dir)
+		}
+	}
+	return fallback, nil
+}
+
+// predictTo scores data with the trainer's model and writes out.
+func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg string, fallback *schema.Schema,
+	out string, keep []string, keepGiven bool, batch, prefetch int) (int64, error) {
+	m := tr.Model()
+	s, err := schemaFor(schemaArg, data, fallback)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.CheckDataSchema(s, false); err != nil {
+		return 0, fmt.Errorf("prediction data %s: %w", data, err)
+	}
+	present, err := parquetColumns(data)
+	if err != nil {
+		return 0, err
+	}
+	if !keepGiven {
+		// Merlin keeps every column: here every schema column in the data.
+		keep = nil
+		for _, f := range s.Features {
+			if present[f.Name] {
+				keep = append(keep, f.Name)
+			}
+		}
+	}
+	cols := slices.Clone(m.InputColumns())
+	for _, c := range keep {
+		if s.Feature(c) == nil {
+			return 0, usagef("--predict_output_keep_cols: %q is not a column of the schema", c)
+		}
+		if !present[c] {
+			return 0, usagef("--predict_output_keep_cols: %q is not in the data %s", c, data)
+		}
+		if !slices.Contains(cols, c) {
+			cols = append(cols, c)
+		}
+	}
+	ds, err := openDataset(data, s, cols, batch, false, 0, 0, prefetch)
+	if err != nil {
+		return 0, err
+	}
+	// Kept columns are written with the data schema's types.
+	n, err := tr.Predict(ctx, ds, out, mtl.PredictOptions{KeepColumns: keep, Schema: s})
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintf(e.stdout, "Wrote %d predictions to %s\n", n, out)
+	return n, nil
+}
+
+// parquetColumns returns the top-level column names of the first Parquet
+// file of path (a file or folder).
+func parquetColumns(path string) (map[string]bool, error) {
+	first := path
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if st.IsDir() {
+		matches, err := filepath.Glob(filepath.Join(path, "*.parquet"))
+		if err != nil {
+			return nil, err
+		}
+		var files []string
+		for _, m := range matches {
+			if !strings.HasPrefix(filepath.Base(m), ".") {
+				files = append(files, m)
+			}
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("no *.parquet files in %s", path)
+		}
+		slices.Sort(files)
+		first = files[0]
+	}
+	r, err := file.OpenParquetFile(first, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", first, err)
+	}
+	defer r.Close()
+	root := r.MetaData().Schema.Root()
+	out := map[string]bool{}
+	for i := 0; i < root.NumFields(); i++ {
+		out[root.Field(i).Name()] = true
+	}
+	return out, nil
+}
+
+// printMetrics writes the per-task metrics table.
+func printMetrics(w io.Writer, tasks []mtl.Task, r metrics.Results, oracle *synth.Oracle) {
+	f := func(v float64, ok bool) string {
+		if !ok || math.IsNaN(v) {
+			return "n/a"
+		}
+		return strconv.FormatFloat(v, 'f', 4, 64)
+	}
+	get := func(k string) string { v, ok := r[k]; return f(v, ok) }
+	header := []string{"task", "auc", "pr_auc", "logloss", "precision", "recall", "accuracy", "rmse", "mae", "rows"}
+	if oracle != nil {
+		header = slices.Insert(header, 2, "oracle_auc")
+	}
+	var rows [][]string
+	for _, t := range tasks {
+		k := func(m string) string { return metrics.Key(t.Name, m) }
+		count := strconv.FormatFloat(r[k(metrics.Count)], 'f', 0, 64)
+		var row []string
+		if t.Kind == mtl.Binary {
+			row = []string{t.Name, get(k(metrics.AUC)), get(k(metrics.PRAUC)), get(k(metrics.LogLoss)),
+				get(k(metrics.Precision)), get(k(metrics.Recall)), get(k(metrics.BinaryAccuracy)), "", "", count}
+		} else {
+			row = []string{t.Name, "", "", "", "", "", "", get(k(metrics.RMSE)), get(k(metrics.MAE)), count}
+		}
+		if oracle != nil {
+			o := ""
+			if t.Kind == mtl.Binary {
+				v, ok := oracle.AUC[t.Target]
+				o = f(v, ok)
+			} else if v, ok := oracle.RMSE[t.Target]; ok {
+				o = "rmse " + f(v, true)
+			}
+			row = slices.Insert(row, 2, o)
+		}
+		rows = append(rows, row)
+	}
+	table(w, header, rows)
+	var tail []string
+	if v, ok := r[metrics.AUCAvg]; ok {
+		tail = append(tail, "auc_avg "+f(v, true))
+	}
+	if v, ok := r[mtl.LossKey]; ok {
+		tail = append(tail, "loss "+f(v, true))
+	}
+	if len(tail) > 0 {
+		fmt.Fprintln(w, strings.Join(tail, "   "))
+	}
+}
+
+// evalArgs / predictArgs reuse trainArgs' flags that apply.
+func registerServeFlags(fs *flag.FlagSet, a *trainArgs) {
+	fs.StringVar(&a.loadPath, "load_model_path", "", "the checkpoint folder to use (required)")
+	fs.StringVar(&a.schemaArg, "schema_path", "", "schema of the data (default: the one beside the data, else the model's)")
+	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "batch size")
+	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
+	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
+	fs.IntVar(&a.threads, "threads", 0, "CPU threads (0: all)")
+	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
+	a.trainBatch = 1
+	a.predictFormat = "parquet"
+}
+
+func loadForServe(e *env, a *trainArgs) (*mtl.Model, *mtl.Trainer, error) {
+	if a.loadPath == "" {
+		return nil, nil, usagef("--load_model_path is required")
+	}
+	dev, err := newDevice(a.device, a.threads)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, a.evalBatch)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Logger: logger(e, a.quiet), Progress: e.progress, Quiet: a.quiet})
+	if err != nil {
+		m.Release()
+		return nil, nil, err
+	}
+	return m, tr, nil
+}
+
+func runEval(ctx context.Context, e *env, args []string) error {
+	var a trainArgs
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	registerServeFlags(fs, &a)
+	fs.StringVar(&a.evalPath, "eval_data_path", "", "data to evaluate: a .parquet file or a folder (required)")
+	fs.StringVar(&a.outputPath, "output_path", "", "folder receiving metrics.json (default: none)")
+	if err := helpOr(e, fs, args, "mtlrank eval --load_model_path DIR --eval_data_path PATH [flags]",
+		"Evaluates a saved model: a metrics table on stdout (per task: AUC, PR-AUC, logloss,\nprecision/recall/accuracy at 0.5, RMSE), and metrics.json in --output_path."); err != nil {
+		return err
+	}
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := a.checkCommon(); err != nil {
+		return err
+	}
+	if a.evalPath == "" {
+		return usagef("--eval_data_path is required")
+	}
+	m, tr, err := loadForServe(e, &a)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	s, err := schemaFor(a.schemaArg, a.evalPath, m.Schema())
+	if a.schemaArg != "" {
+		s, err = schema.Load(a.schemaArg)
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.CheckDataSchema(s, true); err != nil {
+		return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
+	}
+	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), a.evalBatch, false, 0, 0, a.prefetch)
+	if err != nil {
+		return err
+	}
+	res, err := tr.Evaluate(ctx, ds)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Evaluation of %s on %s (%d rows):\n", a.loadPath, a.evalPath, ds.Rows())
+	var oracle *synth.Oracle
+	if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
+		oracle = &o
+	}
+	printMetrics(e.stdout, m.Tasks(), res, oracle)
+	if a.outputPath != "" {
+		path := filepath.Join(a.outputPath, "metrics.json")
+		if err := writeJSON(path, map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "eval": res}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
+	}
+	return nil
+}
+
+func dirOf(path string) string {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return filepath.Dir(path)
+	}
+	return path
+}
+
+func runPredict(ctx context.Context, e *env, args []string) error {
+	var a trainArgs
+	fs := flag.NewFlagSet("predict", flag.ContinueOnError)
+	registerServeFlags(fs, &a)
+	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score: a .parquet file or a folder (required)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a .parquet file, or a folder receiving predictions.parquet (required)")
+	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions; only parquet is supported")
+	if err := helpOr(e, fs, args, "mtlrank predict --load_model_path DIR --predict_data_path PATH --predict_output_path OUT [flags]",
+		"Scores every row of a dataset, in order, and writes one float32 column per task\n(named like the task, e.g. click/binary_output: the probability) next to the kept columns."); err != nil {
+		return err
+	}
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := a.checkCommon(); err != nil {
+		return err
+	}
+	if a.predictPath == "" || a.predictOut == "" {
+		return usagef("--predict_data_path and --predict_output_path are required")
+	}
+	m, tr, err := loadForServe(e, &a)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	fallback := m.Schema()
+	if a.schemaArg != "" {
+		if fallback, err = schema.Load(a.schemaArg); err != nil {
+			return fmt.Errorf("--schema_path: %w", err)
+		}
+	}
+	_, err = predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, a.predictOut, a.keepOut, set["predict_output_keep_cols"], a.evalBatch, a.prefetch)
+	return err
+}

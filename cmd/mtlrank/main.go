@@ -1,0 +1,14 @@
+// Command mtlrank trains, evaluates and serves multi-task ranking models
+// (shared-bottom MLP, MMoE, CGC, PLE). Run "mtlrank --help" for the
+// commands; the implementation lives in package cli.
+package main
+
+import (
+	"os"
+
+	"github.com/mtlrank/mtlrank/cmd/mtlrank/cli"
+)
+
+func main() {
+	os.Exit(cli.Run(os.Args[1:], os.Stdout, os.Stderr))
+}

@@ -1,0 +1,186 @@
+package kernels
+
+/*
+#cgo CFLAGS: -O3 -std=c11
+#cgo LDFLAGS: -lm
+#include "cpu_kernels.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Thin wrappers over cpu_kernels.c. Each checks that its slices are long
+// enough for what the C loop will touch (O(1) checks), so that a caller bug
+// panics in Go instead of corrupting memory.
+
+func fp(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+func ip(s []int32) *C.int32_t {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.int32_t)(unsafe.Pointer(&s[0]))
+}
+
+func need(op string, have, want int) {
+	if have < want {
+		panic(fmt.Sprintf("kernels: %s: slice of %d elements, need %d", op, have, want))
+	}
+}
+
+// span is the number of elements rows rows of width w with leading dimension
+// ld cover.
+func span(rows, ld, w int) int {
+	if rows <= 0 || w <= 0 {
+		return 0
+	}
+	return (rows-1)*ld + w
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func cFill(x []float32, v float32) {
+	C.mtl_fill(fp(x), C.long(len(x)), C.float(v))
+}
+
+func cScale(x []float32, a float32) {
+	C.mtl_scale(fp(x), C.long(len(x)), C.float(a))
+}
+
+func cAxpy(y, x []float32, a float32) {
+	need("axpy", len(x), len(y))
+	C.mtl_axpy(fp(y), fp(x), C.long(len(y)), C.float(a))
+}
+
+func cMul(dst, a, b []float32) {
+	need("mul", len(a), len(dst))
+	need("mul", len(b), len(dst))
+	C.mtl_mul(fp(dst), fp(a), fp(b), C.long(len(dst)))
+}
+
+func cEqual(dst, src []float32, v float32) {
+	need("equal", len(src), len(dst))
+	C.mtl_equal(fp(dst), fp(src), C.long(len(dst)), C.float(v))
+}
+
+func cReluBwd(dy, y []float32) {
+	need("relu backward", len(y), len(dy))
+	C.mtl_relu_bwd(fp(dy), fp(y), C.long(len(dy)))
+}
+
+func cBiasAct(x, bias []float32, rows, n int, relu bool) {
+	need("bias", len(x), rows*n)
+	need("bias", len(bias), n)
+	C.mtl_bias_act(fp(x), fp(bias), C.long(rows), C.int(n), cbool(relu))
+}
+
+// cBiasGrad sums rows x w (w <= 64) of dy, leading dimension ld, into db.
+func cBiasGrad(dy []float32, rows, ld, w int, db []float32, accumulate bool) {
+	if w > 64 {
+		panic("kernels: bias gradient block wider than 64")
+	}
+	need("bias gradient", len(dy), span(rows, ld, w))
+	need("bias gradient", len(db), w)
+	C.mtl_bias_grad(fp(dy), C.long(rows), C.long(ld), C.int(w), fp(db), cbool(accumulate))
+}
+
+// cDropout handles elements [lo, lo+len(x)) of a tensor; x and mask start at
+// element lo.
+func cDropout(x, mask []float32, lo int, seed, thr uint64, scale float32) {
+	need("dropout", len(mask), len(x))
+	C.mtl_dropout(fp(x), fp(mask), C.long(lo), C.long(len(x)), C.uint64_t(seed), C.uint64_t(thr), C.float(scale))
+}
+
+func cGateFwd(out, w []float32, ne, e int, ex []float32, rows, d int, first bool) {
+	need("gate", len(out), rows*d)
+	need("gate", len(ex), rows*d)
+	need("gate", len(w), rows*ne)
+	C.mtl_gate_fwd(fp(out), fp(w), C.int(ne), C.int(e), fp(ex), C.long(rows), C.int(d), cbool(first))
+}
+
+func cGateBwd(dout, w []float32, ne, e int, ex, dex, dw []float32, rows, d int) {
+	need("gate backward", len(dout), rows*d)
+	need("gate backward", len(ex), rows*d)
+	need("gate backward", len(dex), rows*d)
+	need("gate backward", len(w), rows*ne)
+	need("gate backward", len(dw), rows*ne)
+	C.mtl_gate_bwd(fp(dout), fp(w), C.int(ne), C.int(e), fp(ex), fp(dex), fp(dw), C.long(rows), C.int(d))
+}
+
+// cCopyCols copies rows x width; dst and src start at the first element.
+func cCopyCols(dst []float32, ldd int, src []float32, lds, rows, width int, accumulate bool) {
+	need("copy columns", len(dst), span(rows, ldd, width))
+	need("copy columns", len(src), span(rows, lds, width))
+	C.mtl_copy_cols(fp(dst), C.long(ldd), fp(src), C.long(lds), C.long(rows), C.int(width), cbool(accumulate))
+}
+
+// cGather gathers rows [lo, hi); out starts at column col of row 0. The ids
+// (and offsets) have been validated against the table.
+func cGather(out []float32, ldo int, table []float32, dim int, ids, offs []int32, lo, hi int, comb Combiner) {
+	need("gather", len(out), span(hi, ldo, dim))
+	if offs == nil {
+		need("gather", len(ids), hi)
+	} else {
+		need("gather", len(offs), hi+1)
+	}
+	C.mtl_gather(fp(out), C.long(ldo), fp(table), C.int(dim), ip(ids), ip(offs), C.long(lo), C.long(hi), C.int(comb))
+}
+
+// cEmbBwd accumulates dout rows into gv rows pos[id]; dout starts at column
+// col of row 0. Ids, offsets and pos have been validated.
+func cEmbBwd(gv []float32, dim int, pos []int32, dout []float32, ldo int, ids, offs []int32, rows int, comb Combiner) {
+	need("embedding backward", len(dout), span(rows, ldo, dim))
+	C.mtl_emb_bwd(fp(gv), C.int(dim), ip(pos), fp(dout), C.long(ldo), ip(ids), ip(offs), C.long(rows), C.int(comb))
+}
+
+func cAdam(p, g, m, v []float32, lr, b1, b2, eps, l2x2 float32) {
+	n := len(p)
+	need("adam", len(g), n)
+	need("adam", len(m), n)
+	need("adam", len(v), n)
+	C.mtl_adam(fp(p), fp(g), fp(m), fp(v), C.long(n), C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(l2x2))
+}
+
+func cAdagrad(p, g, acc []float32, lr, eps, l2x2 float32) {
+	n := len(p)
+	need("adagrad", len(g), n)
+	need("adagrad", len(acc), n)
+	C.mtl_adagrad(fp(p), fp(g), fp(acc), C.long(n), C.float(lr), C.float(eps), C.float(l2x2))
+}
+
+func cSGD(p, g []float32, lr, l2x2 float32) {
+	need("sgd", len(g), len(p))
+	C.mtl_sgd(fp(p), fp(g), C.long(len(p)), C.float(lr), C.float(l2x2))
+}
+
+// The sparse updates handle gradient rows [lo, hi); rows were validated
+// against the table and the state tensors have the table's size.
+func cSparseAdam(table, m, v, g []float32, rows []int32, lo, hi, dim int, lr, b1, b2, eps, l2x2 float32) {
+	need("sparse adam", len(g), hi*dim)
+	C.mtl_sparse_adam(fp(table), fp(m), fp(v), fp(g), ip(rows), C.long(lo), C.long(hi), C.int(dim),
+		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(l2x2))
+}
+
+func cSparseAdagrad(table, acc, g []float32, rows []int32, lo, hi, dim int, lr, eps, l2x2 float32) {
+	need("sparse adagrad", len(g), hi*dim)
+	C.mtl_sparse_adagrad(fp(table), fp(acc), fp(g), ip(rows), C.long(lo), C.long(hi), C.int(dim),
+		C.float(lr), C.float(eps), C.float(l2x2))
+}
+
+func cSparseSGD(table, g []float32, rows []int32, lo, hi, dim int, lr, l2x2 float32) {
+	need("sparse sgd", len(g), hi*dim)
+	C.mtl_sparse_sgd(fp(table), fp(g), ip(rows), C.long(lo), C.long(hi), C.int(dim), C.float(lr), C.float(l2x2))
+}

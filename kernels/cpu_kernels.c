@@ -1,0 +1,315 @@
+/* CPU kernels of mtlrank's CPU device.
+ *
+ * Written as plain loops over restrict pointers so that GCC vectorises them;
+ * the hot ones are built for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) and
+ * baseline x86-64 and picked at load time (target_clones), so one binary runs
+ * anywhere and uses the widest vectors the machine has. The file is built as
+ * ISO C (-std=c11), which makes GCC keep every multiply and add separate
+ * (-ffp-contract=off) even where the target has FMA: every clone rounds
+ * exactly like the scalar code (and like Go), so results are identical on
+ * every x86-64 machine. Reductions use a fixed number of lanes in a fixed
+ * order for the same reason.
+ *
+ * GCC does not vectorise sqrtf while it may have to set errno, and cgo does
+ * not accept -fno-math-errno (and target clones drop it when given by
+ * pragma), so the optimizers, the only kernels with a square root, carry an
+ * explicit AVX2 path, chosen at run time, with the scalar loop's exact order
+ * of operations. */
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+HOT void mtl_fill(float *restrict x, long n, float v) {
+	for (long i = 0; i < n; i++) x[i] = v;
+}
+
+HOT void mtl_scale(float *restrict x, long n, float a) {
+	for (long i = 0; i < n; i++) x[i] *= a;
+}
+
+HOT void mtl_axpy(float *restrict y, const float *restrict x, long n, float a) {
+	for (long i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* dst may alias a or b, so no restrict here; each element is read before it
+ * is written, which is all aliasing needs. */
+HOT void mtl_mul(float *dst, const float *a, const float *b, long n) {
+	for (long i = 0; i < n; i++) dst[i] = a[i] * b[i];
+}
+
+HOT void mtl_equal(float *restrict dst, const float *restrict src, long n, float v) {
+	for (long i = 0; i < n; i++) dst[i] = src[i] == v ? 1.0f : 0.0f;
+}
+
+HOT void mtl_relu_bwd(float *restrict dy, const float *restrict y, long n) {
+	for (long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
+}
+
+HOT void mtl_bias_act(float *restrict x, const float *restrict bias, long rows, int n, int relu) {
+	if (relu) {
+		for (long r = 0; r < rows; r++) {
+			float *restrict row = x + r * n;
+			for (int j = 0; j < n; j++) {
+				float v = row[j] + bias[j];
+				row[j] = v > 0 ? v : 0.0f;
+			}
+		}
+	} else {
+		for (long r = 0; r < rows; r++) {
+			float *restrict row = x + r * n;
+			for (int j = 0; j < n; j++) row[j] += bias[j];
+		}
+	}
+}
+
+/* db[j] (= or +=) sum over rows r of dy[r*ld + j] for j < w <= 64, summed
+ * in double in row order. */
+HOT void mtl_bias_grad(const float *restrict dy, long rows, long ld, int w, float *restrict db,
+                       int accumulate) {
+	double acc[64];
+	if (w > 64) w = 64;
+	for (int j = 0; j < w; j++) acc[j] = 0;
+	for (long r = 0; r < rows; r++) {
+		const float *restrict row = dy + r * ld;
+		for (int j = 0; j < w; j++) acc[j] += (double)row[j];
+	}
+	for (int j = 0; j < w; j++) db[j] = accumulate ? (float)((double)db[j] + acc[j]) : (float)acc[j];
+}
+
+/* The dropout hash (kernels.DropoutHash) for element index i. */
+static inline uint64_t dropout_hash(uint64_t seed, uint64_t i) {
+	uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+	return z ^ (z >> 31);
+}
+
+/* Elements lo..lo+n-1 of the tensor; x and mask point at element lo. */
+HOT void mtl_dropout(float *restrict x, float *restrict mask, long lo, long n, uint64_t seed,
+                     uint64_t thr, float scale) {
+	for (long j = 0; j < n; j++) {
+		float m = (dropout_hash(seed, (uint64_t)(lo + j)) >> 40) < thr ? 0.0f : scale;
+		mask[j] = m;
+		x[j] *= m;
+	}
+}
+
+/* out[b,:] (= or +=) w[b,e] * ex[b,:] for rows b of a chunk. */
+HOT void mtl_gate_fwd(float *restrict out, const float *restrict w, int ne, int e,
+                      const float *restrict ex, long rows, int d, int first) {
+	for (long b = 0; b < rows; b++) {
+		float we = w[b * ne + e];
+		float *restrict o = out + b * d;
+		const float *restrict s = ex + b * d;
+		if (first)
+			for (int j = 0; j < d; j++) o[j] = we * s[j];
+		else
+			for (int j = 0; j < d; j++) o[j] += we * s[j];
+	}
+}
+
+/* Dot product in 8 float lanes, lanes added in a fixed order. */
+static inline float dot8(const float *restrict a, const float *restrict b, int d) {
+	float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+	int j = 0;
+	for (; j + 8 <= d; j += 8)
+		for (int l = 0; l < 8; l++) lane[l] += a[j + l] * b[j + l];
+	for (int l = 0; j < d; j++, l++) lane[l] += a[j] * b[j];
+	return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* dw[b,e] = <dout[b,:], ex[b,:]>; dex[b,:] += w[b,e] * dout[b,:]. */
+HOT void mtl_gate_bwd(const float *restrict dout, const float *restrict w, int ne, int e,
+                      const float *restrict ex, float *restrict dex, float *restrict dw, long rows, int d) {
+	for (long b = 0; b < rows; b++) {
+		const float *restrict g = dout + b * d;
+		dw[b * ne + e] = dot8(g, ex + b * d, d);
+		float we = w[b * ne + e];
+		float *restrict dx = dex + b * d;
+		for (int j = 0; j < d; j++) dx[j] += we * g[j];
+	}
+}
+
+HOT void mtl_copy_cols(float *restrict dst, long ldd, const float *restrict src, long lds, long rows,
+                       int width, int accumulate) {
+	for (long r = 0; r < rows; r++) {
+		float *restrict d = dst + r * ldd;
+		const float *restrict s = src + r * lds;
+		if (accumulate)
+			for (int j = 0; j < width; j++) d[j] += s[j];
+		else
+			memcpy(d, s, (size_t)width * sizeof(float));
+	}
+}
+
+/* The factor on the sum of a list of n embeddings; comb 0 = mean, 1 = sum,
+ * 2 = sqrtn (kernels.Combiner). */
+static inline float combine_scale(int comb, int n) {
+	if (n == 0) return 0.0f;
+	if (comb == 0) return 1.0f / (float)n;
+	if (comb == 2) return (float)(1.0 / sqrt((double)n));
+	return 1.0f;
+}
+
+/* Rows lo..hi-1 of a gather; out points at column col of row 0. */
+HOT void mtl_gather(float *restrict out, long ldo, const float *restrict table, int dim,
+                    const int32_t *restrict ids, const int32_t *restrict offs, long lo, long hi, int comb) {
+	for (long b = lo; b < hi; b++) {
+		float *restrict o = out + b * ldo;
+		if (!offs) {
+			memcpy(o, table + (long)ids[b] * dim, (size_t)dim * sizeof(float));
+			continue;
+		}
+		int32_t s = offs[b], e = offs[b + 1];
+		for (int j = 0; j < dim; j++) o[j] = 0.0f;
+		for (int32_t k = s; k < e; k++) {
+			const float *restrict t = table + (long)ids[k] * dim;
+			for (int j = 0; j < dim; j++) o[j] += t[j];
+		}
+		float sc = combine_scale(comb, e - s);
+		if (sc != 1.0f)
+			for (int j = 0; j < dim; j++) o[j] *= sc;
+	}
+}
+
+/* Accumulates dout rows into the gradient rows pos[id] (gv zeroed by the
+ * caller); dout points at column col of row 0. */
+HOT void mtl_emb_bwd(float *restrict gv, int dim, const int32_t *restrict pos, const float *restrict dout,
+                     long ldo, const int32_t *restrict ids, const int32_t *restrict offs, long rows, int comb) {
+	for (long b = 0; b < rows; b++) {
+		const float *restrict src = dout + b * ldo;
+		if (!offs) {
+			float *restrict g = gv + (long)pos[ids[b]] * dim;
+			for (int j = 0; j < dim; j++) g[j] += src[j];
+			continue;
+		}
+		int32_t s = offs[b], e = offs[b + 1];
+		float sc = combine_scale(comb, e - s);
+		for (int32_t k = s; k < e; k++) {
+			float *restrict g = gv + (long)pos[ids[k]] * dim;
+			for (int j = 0; j < dim; j++) g[j] += sc * src[j];
+		}
+	}
+}
+
+#ifdef HAVE_AVX2_PATH
+static int have_avx2;
+
+__attribute__((constructor)) static void detect_cpu(void) {
+	__builtin_cpu_init();
+	have_avx2 = __builtin_cpu_supports("avx2") != 0;
+}
+
+static inline int use_avx2(void) { return have_avx2; }
+
+/* The vector part of mtl_adam: returns the number of elements done. */
+__attribute__((target("avx2"))) static long adam_avx2(float *p, const float *g, float *m, float *v, long n,
+                                                      float lr, float b1, float b2, float eps, float l2x2) {
+	const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
+	const __m256 vc1 = _mm256_set1_ps(1.0f - b1), vc2 = _mm256_set1_ps(1.0f - b2);
+	const __m256 vlr = _mm256_set1_ps(lr), veps = _mm256_set1_ps(eps), vl2 = _mm256_set1_ps(l2x2);
+	long i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 pi = _mm256_loadu_ps(p + i);
+		__m256 gi = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vl2, pi));
+		__m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vc1, gi));
+		__m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
+		                          _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+		_mm256_storeu_ps(m + i, mi);
+		_mm256_storeu_ps(v + i, vi);
+		__m256 step = _mm256_div_ps(_mm256_mul_ps(vlr, mi), _mm256_add_ps(_mm256_sqrt_ps(vi), veps));
+		_mm256_storeu_ps(p + i, _mm256_sub_ps(pi, step));
+	}
+	return i;
+}
+
+__attribute__((target("avx2"))) static long adagrad_avx2(float *p, const float *g, float *acc, long n, float lr,
+                                                         float eps, float l2x2) {
+	const __m256 vlr = _mm256_set1_ps(lr), veps = _mm256_set1_ps(eps), vl2 = _mm256_set1_ps(l2x2);
+	long i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 pi = _mm256_loadu_ps(p + i);
+		__m256 gi = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vl2, pi));
+		__m256 a = _mm256_add_ps(_mm256_loadu_ps(acc + i), _mm256_mul_ps(gi, gi));
+		_mm256_storeu_ps(acc + i, a);
+		__m256 step = _mm256_div_ps(_mm256_mul_ps(vlr, gi), _mm256_add_ps(_mm256_sqrt_ps(a), veps));
+		_mm256_storeu_ps(p + i, _mm256_sub_ps(pi, step));
+	}
+	return i;
+}
+#endif
+
+/* Keras / TensorFlow Adam with the bias correction folded into lr:
+ * g += l2x2*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+ * p -= lr * m / (sqrt(v) + eps). */
+void mtl_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
+              float lr, float b1, float b2, float eps, float l2x2) {
+	long i = 0;
+#ifdef HAVE_AVX2_PATH
+	if (use_avx2()) i = adam_avx2(p, g, m, v, n, lr, b1, b2, eps, l2x2);
+#endif
+	float c1 = 1.0f - b1, c2 = 1.0f - b2;
+	for (; i < n; i++) {
+		float gi = g[i] + l2x2 * p[i];
+		float mi = b1 * m[i] + c1 * gi;
+		float vi = b2 * v[i] + c2 * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] = p[i] - lr * mi / (sqrtf(vi) + eps);
+	}
+}
+
+/* TensorFlow ApplyAdagradV2: acc += g*g; p -= lr * g / (sqrt(acc) + eps). */
+void mtl_adagrad(float *restrict p, const float *restrict g, float *restrict acc, long n, float lr, float eps,
+                 float l2x2) {
+	long i = 0;
+#ifdef HAVE_AVX2_PATH
+	if (use_avx2()) i = adagrad_avx2(p, g, acc, n, lr, eps, l2x2);
+#endif
+	for (; i < n; i++) {
+		float gi = g[i] + l2x2 * p[i];
+		float a = acc[i] + gi * gi;
+		acc[i] = a;
+		p[i] = p[i] - lr * gi / (sqrtf(a) + eps);
+	}
+}
+
+HOT void mtl_sgd(float *restrict p, const float *restrict g, long n, float lr, float l2x2) {
+	for (long i = 0; i < n; i++) p[i] = p[i] - lr * (g[i] + l2x2 * p[i]);
+}
+
+void mtl_sparse_adam(float *table, float *m, float *v, const float *g, const int32_t *rows, long lo, long hi,
+                     int dim, float lr, float b1, float b2, float eps, float l2x2) {
+	for (long i = lo; i < hi; i++) {
+		long r = (long)rows[i] * dim;
+		mtl_adam(table + r, g + i * dim, m + r, v + r, dim, lr, b1, b2, eps, l2x2);
+	}
+}
+
+void mtl_sparse_adagrad(float *table, float *acc, const float *g, const int32_t *rows, long lo, long hi,
+                        int dim, float lr, float eps, float l2x2) {
+	for (long i = lo; i < hi; i++) {
+		long r = (long)rows[i] * dim;
+		mtl_adagrad(table + r, g + i * dim, acc + r, dim, lr, eps, l2x2);
+	}
+}
+
+void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi, int dim, float lr,
+                    float l2x2) {
+	for (long i = lo; i < hi; i++) {
+		long r = (long)rows[i] * dim;
+		mtl_sgd(table + r, g + i * dim, dim, lr, l2x2);
+	}
+}

@@ -1,0 +1,215 @@
+//go:build cuda
+
+package kernels
+
+import (
+	"fmt"
+
+	"github.com/mtlrank/mtlrank/cublas"
+)
+
+// The fused ops below are outside the Device interface. Layers reach them
+// through the optional interfaces FusedEmbeddingUpdater and GemmBiasActer
+// (declared for every build: here, and in cuda_stub.go without the cuda
+// tag, where nothing implements them) and fall back to the plain ops.
+
+// EmbeddingSource is one feature's gradient for an embedding table:
+// columns [Col, Col+dim) of Dout, looked up with IDs, either one id per row
+// (Offsets nil) or lists given by Offsets and combined with Comb. Features
+// sharing a table pass one source each to the same update.
+type EmbeddingSource struct {
+	Dout    *Tensor
+	Col     int
+	IDs     *Tensor
+	Offsets *Tensor
+	Comb    Combiner
+}
+
+// FusedEmbeddingUpdater is implemented by devices that fuse
+// EmbeddingBackward with the sparse optimizer step: the gradient of every
+// source is accumulated per unique row and the row of the table and its
+// optimizer state is updated in the same kernel, with no host round trip.
+// The result equals EmbeddingBackward over all sources (summed) followed by
+// SparseAdam / SparseAdagrad / SparseSGD.
+type FusedEmbeddingUpdater interface {
+	EmbeddingUpdateAdam(table, m, v *Tensor, srcs []EmbeddingSource, p AdamParams)
+	EmbeddingUpdateAdagrad(table, acc *Tensor, srcs []EmbeddingSource, p AdagradParams)
+	EmbeddingUpdateSGD(table *Tensor, srcs []EmbeddingSource, p SGDParams)
+}
+
+// GemmBiasActer is implemented by devices with a fused GEMM + bias +
+// activation: c = act(op(a)*op(b) + bias), bias [n] broadcast over rows.
+type GemmBiasActer interface {
+	GemmBiasAct(transA, transB bool, a, b, bias, c *Tensor, act Activation)
+}
+
+var (
+	_ FusedEmbeddingUpdater = (*CUDA)(nil)
+	_ GemmBiasActer         = (*CUDA)(nil)
+)
+
+// embSources validates srcs against a table and converts them (d.mu held).
+func (d *CUDA) embSources(op string, table *Tensor, srcs []EmbeddingSource) {
+	if len(srcs) == 0 || len(srcs) > cublas.MaxEmbInputs {
+		panic(fmt.Sprintf("kernels: %s: %d sources (1 to %d allowed)", op, len(srcs), cublas.MaxEmbInputs))
+	}
+	d.embIn = d.embIn[:0]
+	for _, s := range srcs {
+		checkEmbSource(op, s.Dout, s.Col, table.Cols(), s.IDs, s.Offsets)
+		d.embIn = append(d.embIn, d.embInput(s.Dout, s.Col, s.IDs, s.Offsets, s.Comb))
+	}
+}
+
+func checkState(op string, table *Tensor, state ...*Tensor) {
+	for _, s := range state {
+		if s.Len() != table.Len() {
+			panic(fmt.Sprintf("kernels: %s: state %v for table %v", op, s, table))
+		}
+	}
+}
+
+// EmbeddingUpdateAdam is the fused embedding backward + lazy sparse Adam.
+func (d *CUDA) EmbeddingUpdateAdam(table, m, v *Tensor, srcs []EmbeddingSource, p AdamParams) {
+	checkState("EmbeddingUpdateAdam", table, m, v)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.embSources("EmbeddingUpdateAdam", table, srcs)
+	o := cublas.SparseOpt{Kind: cublas.OptAdam, LR: AdamStepSize(p), Beta1: p.Beta1, Beta2: p.Beta2, Eps: p.Eps, L2: p.L2}
+	d.fail(d.x.EmbeddingUpdate(&d.emb, d.ptr(table), d.ptr(m), d.ptr(v), table.Rows(), table.Cols(), d.embIn, o))
+}
+
+// EmbeddingUpdateAdagrad is the fused embedding backward + sparse Adagrad.
+func (d *CUDA) EmbeddingUpdateAdagrad(table, acc *Tensor, srcs []EmbeddingSource, p AdagradParams) {
+	checkState("EmbeddingUpdateAdagrad", table, acc)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.embSources("EmbeddingUpdateAdagrad", table, srcs)
+	o := cublas.SparseOpt{Kind: cublas.OptAdagrad, LR: p.LR, Eps: p.Eps, L2: p.L2}
+	d.fail(d.x.EmbeddingUpdate(&d.emb, d.ptr(table), d.ptr(acc), 0, table.Rows(), table.Cols(), d.embIn, o))
+}
+
+// EmbeddingUpdateSGD is the fused embedding backward + sparse SGD.
+func (d *CUDA) EmbeddingUpdateSGD(table *Tensor, srcs []EmbeddingSource, p SGDParams) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.embSources("EmbeddingUpdateSGD", table, srcs)
+	o := cublas.SparseOpt{Kind: cublas.OptSGD, LR: p.LR, L2: p.L2}
+	d.fail(d.x.EmbeddingUpdate(&d.emb, d.ptr(table), 0, 0, table.Rows(), table.Cols(), d.embIn, o))
+}
+
+// GemmBiasAct computes c = act(op(a)*op(b) + bias) with a cuBLASLt epilogue
+// (bias, or bias + ReLU) instead of a GEMM followed by BiasAct.
+func (d *CUDA) GemmBiasAct(transA, transB bool, a, b, bias, c *Tensor, act Activation) {
+	m, n, k := gemmShape("GemmBiasAct", transA, transB, a, b, c)
+	if bias.Len() != n {
+		panic(fmt.Sprintf("kernels: GemmBiasAct: bias %v for %d columns", bias, n))
+	}
+	ac := actCode("GemmBiasAct", act)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail(d.x.GemmBiasAct(transA, transB, m, n, k, d.ptr(a), 0, d.ptr(b), 0, d.ptr(bias), 0, d.ptr(c), 0, 1, ac))
+}
+
+// GemmBiasActBatched is the strided-batched GemmBiasAct: entry i computes
+// C_i = act(op(A_i)*op(B_i) + bias_i), bias_i = bias[i*strideBias:][:n]
+// (one batch entry per expert).
+func (d *CUDA) GemmBiasActBatched(transA, transB bool, m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,
+	bias *Tensor, strideBias int, c *Tensor, strideC, batch int, act Activation) {
+	checkBatched("GemmBiasActBatched", m, n, k, a, strideA, b, strideB, c, strideC, batch)
+	if batch > 0 && (strideBias < 0 || (batch-1)*strideBias+n > bias.Len()) {
+		panic(fmt.Sprintf("kernels: GemmBiasActBatched: bias %v for %d entries of %d with stride %d", bias, batch, n, strideBias))
+	}
+	ac := actCode("GemmBiasActBatched", act)
+	if m == 0 || n == 0 || batch == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail(d.x.GemmBiasAct(transA, transB, m, n, k, d.ptr(a), strideA, d.ptr(b), strideB, d.ptr(bias), strideBias,
+		d.ptr(c), strideC, batch, ac))
+}
+
+// ---------------------------------------------------------------- graphs
+
+// CUDAGraph is a captured sequence of ops (one training or inference step)
+// that can be replayed with one launch.
+type CUDAGraph struct {
+	d     *CUDA
+	g     *cublas.Graph
+	slots int // id-check slots the captured gathers write
+}
+
+// BeginCapture starts recording the ops queued on this device into a graph
+// instead of running them. Every tensor the step uses must be allocated
+// before (Alloc and Free fail while capturing), and the step must have run
+// once eagerly so that scratch buffers have their size. Calls that need the
+// host (host copies, Sync, EmbeddingBackward's count) are not allowed;
+// EmbeddingGather checks are deferred to the Sync after a Launch.
+func (d *CUDA) BeginCapture() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.capturing {
+		return fmt.Errorf("kernels: %s BeginCapture: a capture is already in progress", d.Name())
+	}
+	if err := d.checkIDs("EmbeddingGather"); err != nil {
+		return fmt.Errorf("kernels: %s BeginCapture: earlier work failed: %w", d.Name(), err)
+	}
+	if d.err != nil {
+		return fmt.Errorf("kernels: %s BeginCapture: earlier work failed (call Sync): %w", d.Name(), d.err)
+	}
+	if err := d.x.BeginCapture(); err != nil {
+		return err
+	}
+	d.capturing = true
+	return nil
+}
+
+// EndCapture stops recording and returns the graph. If any op failed while
+// capturing, the graph is discarded and the first failure returned.
+func (d *CUDA) EndCapture() (*CUDAGraph, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.capturing {
+		return nil, fmt.Errorf("kernels: %s EndCapture: no capture in progress", d.Name())
+	}
+	d.capturing = false
+	slots := d.slots
+	d.slots = 0
+	g, err := d.x.EndCapture()
+	if err == nil && d.err != nil {
+		g.Release()
+		err = d.err
+	}
+	d.err = nil
+	if err != nil {
+		return nil, fmt.Errorf("kernels: %s EndCapture: %w", d.Name(), err)
+	}
+	return &CUDAGraph{d: d, g: g, slots: slots}, nil
+}
+
+// Launch queues the captured step on the device's stream. Errors of the
+// step (faults, id checks) are reported by the next Sync.
+func (g *CUDAGraph) Launch() error {
+	d := g.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g.g == nil {
+		return fmt.Errorf("kernels: %s graph launch: the graph was released", d.Name())
+	}
+	if err := g.g.Launch(); err != nil {
+		return err
+	}
+	d.slots = max(d.slots, g.slots)
+	return nil
+}
+
+// Release frees the graph (not the tensors it uses).
+func (g *CUDAGraph) Release() {
+	if g == nil || g.g == nil {
+		return
+	}
+	g.d.mu.Lock()
+	defer g.d.mu.Unlock()
+	g.g.Release()
+	g.g = nil
+}

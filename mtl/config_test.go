@@ -1,0 +1,157 @@
+package mtl
+
+import (
+	"testing"
+
+	"github.com/mtlrank/mtlrank/schema"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultConfigValid(t *testing.T) {
+	s := schema.Tenrec()
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+		for _, opt := range []string{"adam", "adagrad", "sgd"} {
+			c := DefaultConfig()
+			c.Model, c.Optimizer = model, opt
+			require.NoError(t, c.Validate(s), "%s/%s", model, opt)
+		}
+	}
+	c := DefaultConfig()
+	require.Equal(t, "mmoe", c.Model)
+	require.Equal(t, []int{128, 64, 32}, c.MLPLayers)
+	require.Equal(t, []int{64}, c.ExpertMLPLayers)
+	require.Equal(t, 4, c.MMoENumExperts)
+	require.Equal(t, 1, c.CGCTaskExperts)
+	require.Equal(t, 2, c.CGCSharedExperts)
+	require.Equal(t, 2, c.PLELayers)
+	require.Equal(t, 64, c.GateDim)
+	require.True(t, c.UseTaskTowers)
+	require.Equal(t, []int{64}, c.TowerLayers)
+	require.Equal(t, float32(1e-3), c.LR)
+	require.Equal(t, float32(1e-7), c.AdamEps)
+}
+
+func TestConfigErrors(t *testing.T) {
+	s := gradSchema()
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"unknown model", func(c *Config) { c.Model = "dcn" }, `mtl: config Model: unknown model "dcn"`},
+		{"empty model", func(c *Config) { c.Model = "" }, `config Model: unknown model ""`},
+		{"zero experts", func(c *Config) { c.MMoENumExperts = 0 }, "mtl: config MMoENumExperts: must be >= 1, got 0"},
+		{"zero task experts", func(c *Config) { c.Model = "cgc"; c.CGCTaskExperts = 0 }, "config CGCTaskExperts: must be >= 1, got 0"},
+		{"zero shared experts", func(c *Config) { c.Model = "ple"; c.CGCSharedExperts = 0 }, "config CGCSharedExperts: must be >= 1, got 0"},
+		{"zero ple layers", func(c *Config) { c.Model = "ple"; c.PLELayers = 0 }, "config PLELayers: must be >= 1, got 0"},
+		{"negative expert dim", func(c *Config) { c.ExpertMLPLayers = []int{64, -3} }, "config ExpertMLPLayers: layer 1 width must be >= 1, got -3"},
+		{"no expert layers", func(c *Config) { c.ExpertMLPLayers = nil }, "config ExpertMLPLayers: needs at least one layer"},
+		{"negative mlp dim", func(c *Config) { c.Model = "mlp"; c.MLPLayers = []int{-1} }, "config MLPLayers: layer 0 width must be >= 1, got -1"},
+		{"zero tower dim", func(c *Config) { c.TowerLayers = []int{0} }, "config TowerLayers: layer 0 width must be >= 1, got 0"},
+		{"negative gate dim", func(c *Config) { c.GateDim = -1 }, "config GateDim: must be >= 0, got -1"},
+		{"zero temperature", func(c *Config) { c.GateTemperature = 0 }, "config GateTemperature: must be > 0"},
+		{"unknown activation", func(c *Config) { c.Activation = "tanh" }, `config Activation: unknown activation "tanh"`},
+		{"dropout one", func(c *Config) { c.Dropout = 1 }, "config Dropout: must be in [0, 1), got 1"},
+		{"negative multiplier", func(c *Config) { c.EmbeddingDimMultiplier = -2 }, "config EmbeddingDimMultiplier: must be > 0"},
+		{"negative emb dim", func(c *Config) { c.EmbeddingDims = map[string]int{"user": -8} }, `config EmbeddingDims: "user": dim must be >= 1, got -8`},
+		{"emb dim unknown feature", func(c *Config) { c.EmbeddingDims = map[string]int{"nope": 8} }, `config EmbeddingDims: "nope" is not a categorical feature`},
+		{"unknown combiner", func(c *Config) { c.ListCombiner = "max" }, `config ListCombiner: unknown combiner "max"`},
+		{"negative l2", func(c *Config) { c.L2Reg = -1 }, "config L2Reg: must be >= 0"},
+		{"negative emb l2", func(c *Config) { c.EmbeddingL2Reg = -1 }, "config EmbeddingL2Reg: must be >= 0"},
+		{"target missing", func(c *Config) { c.Tasks = []string{"click", "buy"} }, `config Tasks: target "buy" is not in the schema`},
+		{"task not a target", func(c *Config) { c.Tasks = []string{"user"} }, `config Tasks: column "user" is not tagged as a target`},
+		{"task twice", func(c *Config) { c.Tasks = []string{"click", "click"} }, `config Tasks: target "click" listed twice`},
+		{"loss weight unknown", func(c *Config) { c.LossWeights = map[string]float32{"buy": 1} }, `config LossWeights: "buy" is not one of the tasks`},
+		{"loss weight not selected", func(c *Config) { c.Tasks = []string{"click"}; c.LossWeights = map[string]float32{"like": 1} },
+			`config LossWeights: "like" is not one of the tasks [click]`},
+		{"negative loss weight", func(c *Config) { c.LossWeights = map[string]float32{"click": -1} }, `config LossWeights: "click": weight must be >= 0`},
+		{"pos weight regression", func(c *Config) { c.PosClassWeights = map[string]float32{"watch": 2} },
+			`config PosClassWeights: "watch" is a regression task`},
+		{"pos weight zero", func(c *Config) { c.PosClassWeights = map[string]float32{"click": 0} }, `config PosClassWeights: "click": weight must be > 0`},
+		{"weight column missing", func(c *Config) { c.WeightColumns = map[string]string{"click": "nope"} },
+			`config WeightColumns: "click": column "nope" is not in the schema`},
+		{"weight column list", func(c *Config) { c.WeightColumns = map[string]string{"click": "hist"} },
+			`config WeightColumns: "click": column "hist" is a list`},
+		{"sample space missing", func(c *Config) { c.SampleSpace = map[string]string{"like": "purchase"} },
+			`config SampleSpace: "like": column "purchase" is not in the schema`},
+		{"sample space unknown task", func(c *Config) { c.SampleSpace = map[string]string{"buy": "click"} },
+			`config SampleSpace: "buy" is not one of the tasks`},
+		{"unknown optimizer", func(c *Config) { c.Optimizer = "rmsprop" }, `config Optimizer: unknown optimizer "rmsprop"`},
+		{"zero lr", func(c *Config) { c.LR = 0 }, "config LR: must be > 0, got 0"},
+		{"zero decay rate", func(c *Config) { c.LRDecayRate = 0 }, "config LRDecayRate: must be > 0"},
+		{"negative decay steps", func(c *Config) { c.LRDecaySteps = -1 }, "config LRDecaySteps: must be >= 0, got -1"},
+		{"beta1", func(c *Config) { c.AdamBeta1 = 1 }, "config AdamBeta1: must be in [0, 1), got 1"},
+		{"beta2", func(c *Config) { c.AdamBeta2 = -0.1 }, "config AdamBeta2: must be in [0, 1)"},
+		{"eps", func(c *Config) { c.AdamEps = 0 }, "config AdamEps: must be > 0"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := gradConfig("mmoe")
+			c.mutate(&cfg)
+			err := cfg.Validate(s)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.want)
+			_, err = NewModel(s, cfg, testDev(), 8)
+			require.ErrorContains(t, err, c.want, "NewModel validates too")
+		})
+	}
+}
+
+func TestConfigIgnoresUnusedFields(t *testing.T) {
+	s := gradSchema()
+	c := gradConfig("mlp")
+	c.MMoENumExperts = 0 // not an MMoE
+	c.ExpertMLPLayers = nil
+	c.AdamEps = 0 // not Adam
+	c.Optimizer = "sgd"
+	require.NoError(t, c.Validate(s))
+}
+
+func TestConfigTaskResolution(t *testing.T) {
+	s := gradSchema()
+	c := gradConfig("mlp")
+	c.Tasks = nil
+	m, err := NewModel(s, c, testDev(), 4)
+	require.NoError(t, err)
+	defer m.Release()
+	require.Equal(t, []Task{
+		{Name: "click/binary_output", Target: "click", Kind: Binary},
+		{Name: "like/binary_output", Target: "like", Kind: Binary},
+		{Name: "watch/regression_output", Target: "watch", Kind: Regression},
+	}, m.Tasks())
+	require.Equal(t, []string{"click", "like", "watch"}, m.Config().Tasks)
+
+	c.Tasks = []string{"watch", "click"}
+	c.SampleSpace, c.PosClassWeights, c.LossWeights = nil, nil, nil
+	m2, err := NewModel(s, c, testDev(), 4)
+	require.NoError(t, err)
+	defer m2.Release()
+	require.Equal(t, "watch/regression_output", m2.Tasks()[0].Name)
+	require.Len(t, m2.Tasks(), 2)
+
+	noTargets := &schema.Schema{Features: []*schema.Feature{cat("user", "", 3)}}
+	d := DefaultConfig()
+	require.ErrorContains(t, d.Validate(noTargets), "config Tasks: the schema has no target column")
+}
+
+func TestLearningRateSchedule(t *testing.T) {
+	c := DefaultConfig()
+	c.LR, c.LRDecayRate, c.LRDecaySteps = 0.1, 0.5, 10
+	for _, tc := range []struct {
+		step int
+		want float32
+	}{{0, 0.1}, {9, 0.1}, {10, 0.05}, {19, 0.05}, {20, 0.025}, {35, 0.0125}} {
+		require.InDelta(t, tc.want, c.LearningRate(tc.step), 1e-9, "step %d", tc.step)
+	}
+	c.LRDecaySteps = 0
+	require.Equal(t, float32(0.1), c.LearningRate(1000))
+}
+
+func TestConfigClone(t *testing.T) {
+	c := gradConfig("mmoe")
+	d := c.Clone()
+	d.ExpertMLPLayers[0] = 99
+	d.LossWeights["click"] = 5
+	require.Equal(t, 6, c.ExpertMLPLayers[0])
+	require.Equal(t, float32(0.7), c.LossWeights["click"])
+}

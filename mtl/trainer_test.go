@@ -1,0 +1,367 @@
+package mtl_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl"
+	"github.com/mtlrank/mtlrank/mtl/metrics"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+func TestFitLearnsAndReports(t *testing.T) {
+	trainDir, evalDir := trData(t, 8192, 4096)
+	train := trOpen(t, trainDir, 256, true)
+	val := trOpen(t, evalDir, 512, false)
+	m, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 512)
+	require.NoError(t, err)
+	defer m.Release()
+
+	var logBuf, barBuf bytes.Buffer
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{
+		Epochs: 3, TrainMetricsSteps: 4, LogEvery: 10,
+		Logger:   slog.New(slog.NewTextHandler(&logBuf, nil)),
+		Progress: &barBuf, ForceProgress: true,
+	})
+	require.NoError(t, err)
+
+	before, err := tr.Evaluate(context.Background(), val)
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+	require.Len(t, h.Epochs, 3)
+	assert.False(t, h.StoppedEarly)
+	assert.Equal(t, 3, h.State.Epoch)
+	assert.Equal(t, 3*32, h.State.Step, "8192 rows / 256 per batch = 32 steps per epoch")
+	assert.Equal(t, 3*32, m.Step())
+
+	for i, e := range h.Epochs {
+		assert.Equal(t, i+1, e.Epoch)
+		assert.Equal(t, 32, e.Steps)
+		assert.Equal(t, int64(8192), e.Examples)
+		assert.Greater(t, e.ExamplesPerSec, 0.0)
+		assert.Contains(t, e.TaskLoss, "click/binary_output")
+		assert.Contains(t, e.Train, "click/binary_output/auc", "training metrics")
+		assert.Contains(t, e.Validation, "auc_avg")
+		assert.Contains(t, e.Validation, "gate/click/expert_0", "MMoE gate weights")
+		assert.Contains(t, e.Validation, "watching_times/regression_output/rmse")
+		assert.Contains(t, e.Validation, "click/binary_output/loss")
+	}
+	assert.Less(t, h.Epochs[2].Loss, h.Epochs[0].Loss, "training loss decreases")
+	last := h.Epochs[2].Validation
+	assert.Less(t, last["loss"], before["loss"], "validation loss decreases")
+	assert.Greater(t, last["click/binary_output/auc"], 0.6, "click is learned")
+	// Gate weights of one gate sum to 1.
+	var sum float64
+	for i := 0; i < 3; i++ {
+		sum += last[metrics.GateKey("click", i)]
+	}
+	assert.InDelta(t, 1, sum, 1e-5)
+
+	assert.Contains(t, logBuf.String(), "epoch done")
+	assert.Contains(t, logBuf.String(), "val_auc_avg")
+	assert.Contains(t, barBuf.String(), "epoch 3/3")
+}
+
+func TestEvaluateMatchesDirectComputation(t *testing.T) {
+	_, evalDir := trData(t, 1024, 3000)
+	val := trOpen(t, evalDir, 1000, false)
+	cfg := trConfig("cgc")
+	cfg.SampleSpace = map[string]string{"like": "click"}
+	m, err := mtl.NewModel(trSchema(), cfg, trDev(), 1000)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	got, err := tr.Evaluate(context.Background(), val)
+	require.NoError(t, err)
+
+	// Independent pass: predict every batch, collect scores and labels,
+	// and compute the AUC with the pairwise definition.
+	tasks := m.Tasks()
+	it := val.Epoch(context.Background(), 0)
+	defer it.Close()
+	scores := make([][]float32, len(tasks))
+	labels := make([][]bool, len(tasks))
+	var rows int
+	out := make([][]float32, len(tasks))
+	for i := range out {
+		out[i] = make([]float32, 1000)
+	}
+	var likeRows int
+	for {
+		b, err := it.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		require.NoError(t, m.Predict(b, out))
+		click := b.Column("click").F32
+		for ti, task := range tasks {
+			y := b.Column(task.Target).F32
+			for i := 0; i < b.Rows; i++ {
+				if task.Target == "like" && click[i] != 1 {
+					continue // outside the sample space
+				}
+				scores[ti] = append(scores[ti], out[ti][i])
+				labels[ti] = append(labels[ti], y[i] == 1)
+			}
+		}
+		for i := 0; i < b.Rows; i++ {
+			if click[i] == 1 {
+				likeRows++
+			}
+		}
+		rows += b.Rows
+		b.Release()
+	}
+	require.Equal(t, 3000, rows)
+	for ti, task := range tasks {
+		if task.Kind != mtl.Binary {
+			continue
+		}
+		want := pairwiseAUC(scores[ti], labels[ti])
+		assert.InDelta(t, want, got[task.Name+"/auc"], 1e-9, task.Name)
+	}
+	assert.Equal(t, float64(likeRows), got["like/binary_output/count"], "like is scored inside its sample space only")
+	assert.Equal(t, 3000.0, got["click/binary_output/count"])
+	assert.Contains(t, got, "loss")
+}
+
+func pairwiseAUC(s []float32, y []bool) float64 {
+	var num, den float64
+	for i := range s {
+		for j := range s {
+			if y[i] && !y[j] {
+				den++
+				if s[i] > s[j] {
+					num++
+				} else if s[i] == s[j] {
+					num += 0.5
+				}
+			}
+		}
+	}
+	return num / den
+}
+
+func TestEarlyStoppingRestoresBest(t *testing.T) {
+	trainDir, evalDir := trData(t, 2048, 1024)
+	train := trOpen(t, trainDir, 256, true)
+	val := trOpen(t, evalDir, 512, false)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 512)
+	require.NoError(t, err)
+	defer m.Release()
+	// The validation loss falls every epoch, so with mode "max" epoch 1 is
+	// the best and the next epoch exhausts a patience of 1.
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 5,
+		EarlyStopping: mtl.EarlyStopping{Metric: "loss", Mode: "max", Patience: 1, RestoreBest: true}})
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+	require.Len(t, h.Epochs, 2)
+	assert.True(t, h.StoppedEarly)
+	assert.Equal(t, 1, h.BestEpoch)
+	assert.Equal(t, h.Epochs[0].Validation["loss"], h.BestValue)
+	assert.Less(t, h.Epochs[1].Validation["loss"], h.Epochs[0].Validation["loss"])
+	// The parameters are those of epoch 1 again.
+	res, err := tr.Evaluate(context.Background(), val)
+	require.NoError(t, err)
+	assert.InDelta(t, h.Epochs[0].Validation["loss"], res["loss"], 1e-9)
+
+	// Default mode of a loss metric is min; an unknown metric fails clearly.
+	tr2, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "nope"}})
+	require.NoError(t, err)
+	_, err = tr2.Fit(context.Background(), train, val)
+	require.ErrorContains(t, err, `"nope" is not among the validation metrics`)
+	_, err = tr2.Fit(context.Background(), train, nil)
+	require.ErrorContains(t, err, "needs a validation dataset")
+}
+
+func TestTrainerOptionErrors(t *testing.T) {
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 16)
+	require.NoError(t, err)
+	defer m.Release()
+	for _, o := range []mtl.TrainerOptions{
+		{Epochs: -1}, {StepsPerEpoch: -1}, {ValidationSteps: -2}, {TrainMetricsSteps: -1},
+		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Mode: "up"}},
+		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Patience: -1}},
+	} {
+		_, err := mtl.NewTrainer(m, o)
+		assert.Error(t, err, "%+v", o)
+	}
+	_, err = mtl.NewTrainer(nil, mtl.TrainerOptions{})
+	assert.Error(t, err)
+}
+
+func TestFitStopsOnNonFiniteLoss(t *testing.T) {
+	dir := t.TempDir()
+	s := trSchema()
+	n := 64
+	cols := map[string]any{}
+	for _, f := range s.Features {
+		if f.DType == schema.Int32 {
+			cols[f.Name] = make([]int32, n)
+		} else {
+			cols[f.Name] = make([]float32, n)
+		}
+	}
+	// A finite but huge regression label overflows the squared error.
+	w := cols["watching_times"].([]float32)
+	for i := range w {
+		w[i] = 3e38
+	}
+	require.NoError(t, loader.WriteParquet(filepath.Join(dir, "part.parquet"), s, cols, 0))
+	ds := trOpen(t, dir, 32, false)
+	m, err := mtl.NewModel(s, trConfig("mlp"), trDev(), 32)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	_, err = tr.Fit(context.Background(), ds, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "watching_times/regression_output")
+	assert.Contains(t, err.Error(), "step 0")
+	assert.Contains(t, err.Error(), "epoch 1")
+}
+
+func TestFitResumeEqualsUninterrupted(t *testing.T) {
+	trainDir, evalDir := trData(t, 2048, 512)
+	cfg := trConfig("ple")
+	cfg.Dropout = 0.1
+	open := func() (*loader.Dataset, *loader.Dataset) {
+		return trOpen(t, trainDir, 256, true), trOpen(t, evalDir, 512, false)
+	}
+	opts := mtl.TrainerOptions{Epochs: 2}
+
+	full, err := mtl.NewModel(trSchema(), cfg, trDev(), 512)
+	require.NoError(t, err)
+	defer full.Release()
+	tr, err := mtl.NewTrainer(full, opts)
+	require.NoError(t, err)
+	train, val := open()
+	hFull, err := tr.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+
+	// One epoch, checkpoint, then resume to two epochs.
+	first, err := mtl.NewModel(trSchema(), cfg, trDev(), 512)
+	require.NoError(t, err)
+	o1 := opts
+	o1.Epochs = 1
+	o1.CheckpointDir = filepath.Join(t.TempDir(), "ckpt")
+	tr1, err := mtl.NewTrainer(first, o1)
+	require.NoError(t, err)
+	train, val = open()
+	_, err = tr1.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+	first.Release()
+
+	resumed, st, err := mtl.LoadCheckpoint(o1.CheckpointDir, trDev(), 0)
+	require.NoError(t, err)
+	defer resumed.Release()
+	require.Equal(t, 1, st.Epoch)
+	tr2, err := mtl.NewTrainer(resumed, opts)
+	require.NoError(t, err)
+	tr2.Resume(st)
+	train, val = open()
+	h2, err := tr2.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+	require.Len(t, h2.Epochs, 1, "only the second epoch runs")
+	assert.Equal(t, 2, h2.Epochs[0].Epoch)
+	assert.InDelta(t, hFull.Epochs[1].Loss, h2.Epochs[0].Loss, 1e-6)
+	assert.InDelta(t, hFull.Epochs[1].Validation["loss"], h2.Epochs[0].Validation["loss"], 1e-6)
+	assert.Equal(t, full.Step(), resumed.Step())
+}
+
+func TestFitCancelled(t *testing.T) {
+	trainDir, _ := trData(t, 1024, 256)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = tr.Fit(ctx, trOpen(t, trainDir, 256, false), nil)
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestPredictWritesParquet(t *testing.T) {
+	_, evalDir := trData(t, 256, 1500)
+	ds := trOpen(t, evalDir, 512, false)
+	m, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 512)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	outDir := filepath.Join(t.TempDir(), "preds")
+	n, err := tr.Predict(context.Background(), ds, outDir, mtl.PredictOptions{KeepColumns: []string{"user_id", "click"}})
+	require.NoError(t, err)
+	assert.Equal(t, int64(1500), n)
+	path := filepath.Join(outDir, "predictions.parquet")
+	require.FileExists(t, path)
+
+	// Read the file back with its own schema and compare with Predict.
+	outSchema := &schema.Schema{Features: []*schema.Feature{
+		{Name: "user_id", DType: schema.Int32, Tags: []schema.Tag{schema.TagCategorical}, IntDomain: &schema.IntDomain{Max: trTableRows - 1}},
+		{Name: "click", DType: schema.Float32},
+	}}
+	for _, task := range m.Tasks() {
+		outSchema.Features = append(outSchema.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
+	}
+	opt := loader.DefaultOptions()
+	opt.BatchSize = 1500
+	got, err := loader.Open(path, outSchema, opt)
+	require.NoError(t, err)
+	require.Equal(t, int64(1500), got.Rows())
+	gb, err := got.Epoch(context.Background(), 0).Next()
+	require.NoError(t, err)
+	defer gb.Release()
+
+	in := trOpen(t, evalDir, 1500, false)
+	ib, err := in.Epoch(context.Background(), 0).Next()
+	require.NoError(t, err)
+	defer ib.Release()
+	want := make([][]float32, len(m.Tasks()))
+	for i := range want {
+		want[i] = make([]float32, 1500)
+	}
+	m2, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 1500)
+	require.NoError(t, err)
+	defer m2.Release()
+	require.NoError(t, m2.Predict(ib, want))
+	for i, task := range m.Tasks() {
+		assert.InDeltaSlice(t, want[i], gb.Column(task.Name).F32[:1500], 1e-6, task.Name)
+	}
+	assert.Equal(t, ib.Column("user_id").I32[:1500], gb.Column("user_id").I32[:1500])
+	assert.Equal(t, ib.Column("click").F32[:1500], gb.Column("click").F32[:1500])
+
+	// A single-file path, and a kept column that is not in the schema.
+	file := filepath.Join(t.TempDir(), "p.parquet")
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 512, false), file, mtl.PredictOptions{})
+	require.NoError(t, err)
+	require.FileExists(t, file)
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 512, false), file, mtl.PredictOptions{KeepColumns: []string{"zzz"}})
+	require.ErrorContains(t, err, `"zzz"`)
+	entries, err := os.ReadDir(filepath.Dir(file))
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "no temporary file is left")
+}
+
+func TestResultsNaNInJSON(t *testing.T) {
+	r := metrics.Results{"x": math.NaN()}
+	b, err := r.MarshalJSON()
+	require.NoError(t, err)
+	assert.Equal(t, `{"x":null}`, string(b))
+}
