@@ -458,7 +458,8 @@ func (t *biasGradTask) run(lo, hi int) {
 		g, blk := it/t.nblk, it%t.nblk
 		c0 := blk * biasGradBlock
 		w := min(biasGradBlock, n-c0)
-		cBiasGrad(t.dy[g*t.rows*n+c0:(g+1)*t.rows*n], t.rows, n, w, t.db[g*n+c0:g*n+c0+w], t.accumulate)
+		base, end := g*t.rows*n, (g+1)*t.rows*n
+		cBiasGrad(t.dy[min(base+c0, end):end], t.rows, n, w, t.db[g*n+c0:g*n+c0+w], t.accumulate)
 	}
 }
 

@@ -259,6 +259,30 @@ func TestActBackwardAndBiasGradHand(t *testing.T) {
 	assert.Equal(t, []float32{9, 12, 90, 120}, db.F32)
 	c.BiasGrad(g, db, 2, true)
 	assert.Equal(t, []float32{18, 24, 180, 240}, db.F32)
+
+	// An empty batch has a zero bias gradient (here wider than one block).
+	wide := c.Alloc(kernels.Float32, 3, 70)
+	c.Fill(wide, 5)
+	c.BiasGrad(c.Alloc(kernels.Float32, 3, 0, 70), wide, 3, false)
+	assert.Equal(t, make([]float32, 210), wide.F32)
+}
+
+func TestEmptyBatches(t *testing.T) {
+	c := kernels.NewCPU(2)
+	empty := c.Alloc(kernels.Float32, 0, 8)
+	c.Gemm(false, false, 1, c.Alloc(kernels.Float32, 0, 3), c.Alloc(kernels.Float32, 3, 8), 0, empty)
+	c.BiasAct(empty, c.Alloc(kernels.Float32, 8), 1, kernels.ReLU)
+	require.NoError(t, c.EmbeddingGather(empty, 0, c.Alloc(kernels.Float32, 4, 8), c.Alloc(kernels.Int32, 0), nil, kernels.Mean))
+	require.NoError(t, c.EmbeddingGather(empty, 0, c.Alloc(kernels.Float32, 4, 8), c.Alloc(kernels.Int32, 0),
+		itensor(c, []int32{0}, 1), kernels.Mean))
+	g := sparseGrad(c, 1, 8)
+	c.EmbeddingBackward(g, empty, 0, c.Alloc(kernels.Int32, 0), nil, kernels.Mean, 4)
+	assert.Equal(t, 0, g.N)
+	loss := c.Alloc(kernels.Float32, 1)
+	e := c.Alloc(kernels.Float32, 0)
+	c.BCEWithLogits(loss, e, e, e, nil, 1)
+	c.SoftmaxRows(empty, empty, 1)
+	assert.Equal(t, float32(0), loss.F32[0])
 }
 
 // lossOf is sum_i r_i*x_i in float64: a random linear functional used to turn
