@@ -4,22 +4,26 @@
 // Backward design: sort-based segment reduction, not atomics.
 //  1. every id of every input becomes a key (its table row; ids that are out
 //     of range, or outside the lists, get the sentinel key table_rows) with
-//     its global entry number as value;
+//     its global entry number as value; the entry's batch row and combiner
+//     scale are computed once here;
 //  2. a stable radix sort over only the bits the table needs groups equal
 //     rows, keeping entries in their original order inside a group;
 //  3. run-length encoding gives the unique rows and their run lengths, an
 //     exclusive scan the start of each run;
-//  4. one warp per unique row sums its entries (scaled by the combiner) in
-//     registers, and writes the row of the sparse gradient - or, fused,
+//  4. hot rows (ids repeated more than kPiece times in the batch, common with
+//     Zipf-distributed ids) are split into pieces of kPiece entries, each
+//     summed by its own warp into a scratch row;
+//  5. one warp per unique row sums its entries (or its pieces, in order) in
+//     registers and writes the row of the sparse gradient - or, fused,
 //     applies the optimizer to that row of the table and its moments.
 // Why not atomics into a scratch keyed by a sorted unique list: that needs
 // the same sort to build the list, then a second pass, and float atomics make
-// the sums depend on scheduling. The sort-based reduction adds each row's
-// contributions in batch order (the CPU device's order), so results are
-// deterministic and match the CPU to rounding; every gradient row is written
-// once with whole-row coalesced accesses, which is what bounds the fused
-// update on a large table (three table-sized arrays touched only on the
-// rows of the batch).
+// the sums depend on scheduling. Here every sum has a fixed order (batch
+// order, by pieces for hot rows), so results are deterministic and match the
+// CPU device to rounding; every gradient row is written once with whole-row
+// coalesced accesses, which is what bounds the fused update on a large table
+// (three table-sized arrays touched only on the rows of the batch), and no
+// warp sums more than kPiece entries or pieces of one row.
 #include <cub/cub.cuh>
 
 #include "internal.cuh"
@@ -163,10 +167,14 @@ __device__ __forceinline__ int input_of(const emb_inputs &a, int64_t g) {
 	return i;
 }
 
-// Key = table row of entry g, or the sentinel table_rows when the entry does
-// not contribute (id out of range, position outside the lists, malformed
-// offsets: the gather reported those).
-__global__ void k_build_keys(emb_inputs a, int64_t total, int64_t table_rows, unsigned *keys, int *vals) {
+// Entries of one hot-row piece; rows with more entries are split.
+constexpr int kPiece = 128;
+
+// Step 1. Key = table row of entry g, or the sentinel table_rows when the
+// entry does not contribute (id out of range, position outside the lists:
+// the gather reported those). Also the entry's batch row and combiner scale.
+__global__ void k_build_keys(emb_inputs a, int64_t total, int64_t table_rows, unsigned *keys, int *vals,
+                             int *entry_row, float *entry_scale) {
 	for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += (int64_t)blockDim.x * gridDim.x) {
 		int i = input_of(a, g);
 		const mtl_emb_input &in = a.in[i];
@@ -175,67 +183,147 @@ __global__ void k_build_keys(emb_inputs a, int64_t total, int64_t table_rows, un
 		bool inside = offs ? (j >= offs[0] && j < offs[in.batch]) : j < in.batch;
 		int id = dptr<const int>(in.ids)[j];
 		bool ok = inside && id >= 0 && id < table_rows;
+		int64_t b = j;
+		float scale = 1.0f;
+		if (ok && offs) {
+			// Largest b with offs[b] <= j: the row whose list holds entry j
+			// (an empty row shares its offset with the next row).
+			int64_t lo = 0, hi = in.batch; // offs[lo] <= j < offs[hi]
+			while (hi - lo > 1) {
+				int64_t mid = (lo + hi) >> 1;
+				if (offs[mid] <= j)
+					lo = mid;
+				else
+					hi = mid;
+			}
+			b = lo;
+			scale = comb_scale(in.comb, (int64_t)offs[b + 1] - offs[b]);
+		}
 		keys[g] = ok ? (unsigned)id : (unsigned)table_rows;
 		vals[g] = (int)g;
+		entry_row[g] = (int)b;
+		entry_scale[g] = scale;
 	}
 }
 
-// Drops the sentinel run (always the last: it is the largest key).
-__global__ void k_valid_runs(int *num_runs, const unsigned *uniq, int64_t table_rows) {
-	int n = *num_runs;
+// After step 3: drops the sentinel run (always the last: it is the largest
+// key) into runs[1], and counts the pieces of hot rows.
+__global__ void k_valid_runs(int *runs, const unsigned *uniq, int64_t table_rows) {
+	int n = runs[0];
 	if (n > 0 && uniq[n - 1] == (unsigned)table_rows) n--;
-	num_runs[1] = n;
+	runs[1] = n;
 }
 
-// Gradient contribution of entry g to one column: its batch row's dout
-// element times the combiner scale of that row.
-struct entry_src {
-	const float *row; // dout row start at the feature's column
-	float scale;
-};
-
-__device__ __forceinline__ entry_src entry_source(const emb_inputs &a, int64_t g) {
-	int i = input_of(a, g);
-	const mtl_emb_input &in = a.in[i];
-	int64_t j = g - a.base[i];
-	int64_t b = j;
-	float scale = 1.0f;
-	if (in.offsets) {
-		// Largest b with offsets[b] <= j: the row whose list holds entry j
-		// (empty rows share their offset with the next row and are skipped).
-		const int *offs = dptr<const int>(in.offsets);
-		int64_t lo = 0, hi = in.batch; // invariant: offs[lo] <= j < offs[hi]
-		while (hi - lo > 1) {
-			int64_t mid = (lo + hi) >> 1;
-			if (offs[mid] <= j)
-				lo = mid;
-			else
-				hi = mid;
-		}
-		b = lo;
-		scale = comb_scale(in.comb, (int64_t)offs[b + 1] - offs[b]);
+__global__ void k_piece_counts(const int *runs, const int *counts, int64_t total, int *pieces) {
+	const int n = runs[1];
+	for (int64_t u = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; u < total; u += (int64_t)blockDim.x * gridDim.x) {
+		int cnt = u < n ? counts[u] : 0;
+		pieces[u] = cnt > kPiece ? (cnt + kPiece - 1) / kPiece : 0;
 	}
-	entry_src s;
-	s.row = dptr<const float>(in.dout) + b * in.dout_cols + in.col;
-	s.scale = scale;
-	return s;
+}
+
+// runs[2] = total number of pieces (after the scan of the piece counts).
+__global__ void k_piece_total(int *runs, const int *pieces, const int *piece_start) {
+	int n = runs[1];
+	runs[2] = n > 0 ? piece_start[n - 1] + pieces[n - 1] : 0;
 }
 
 // Columns per lane held in registers: a warp covers 32*kVec columns per pass.
 constexpr int kVec = 4;
 
-// One warp per unique row u. MODE 0: write the sparse gradient (rows and
-// values), and with pad != 0 mark rows past the count with -1 and zero
-// values. MODE 1: apply the optimizer to the table row in place.
-template <int MODE>
-__global__ void __launch_bounds__(kThreads)
-    k_segments(emb_inputs a, const unsigned *uniq, const int *counts, const int *starts, const int *sorted_vals,
-               const int *num_runs, int64_t total, int64_t capacity, int dim, int *out_rows, float *out_values, int pad,
-               float *table, float *s1, float *s2, mtl_sparse_opt opt) {
+struct seg_arrays {
+	const unsigned *uniq;
+	const int *counts, *starts, *sorted_vals, *entry_row, *pieces, *piece_start, *runs;
+	const float *entry_scale;
+	float *partial; // [pieces, dim]
+};
+
+// acc[v] += contribution of sorted entries [from, to) to columns
+// c0 + v*32 + lane, in entry order; four entries are loaded at a time so
+// that their memory accesses overlap.
+__device__ __forceinline__ void sum_entries(const emb_inputs &a, const seg_arrays &s, int from, int to, int dim,
+                                            int c0, int lane, float (&acc)[kVec]) {
+	int e = from;
+	for (; e + 4 <= to; e += 4) {
+		const float *row[4];
+		float sc[4];
+#pragma unroll
+		for (int q = 0; q < 4; q++) {
+			int g = s.sorted_vals[e + q];
+			const mtl_emb_input &in = a.in[input_of(a, g)];
+			row[q] = dptr<const float>(in.dout) + (int64_t)s.entry_row[g] * in.dout_cols + in.col;
+			sc[q] = s.entry_scale[g];
+		}
+#pragma unroll
+		for (int v = 0; v < kVec; v++) {
+			int c = c0 + v * 32 + lane;
+			if (c >= dim) continue;
+			float x0 = row[0][c], x1 = row[1][c], x2 = row[2][c], x3 = row[3][c];
+			acc[v] += sc[0] * x0;
+			acc[v] += sc[1] * x1;
+			acc[v] += sc[2] * x2;
+			acc[v] += sc[3] * x3;
+		}
+	}
+	for (; e < to; e++) {
+		int g = s.sorted_vals[e];
+		const mtl_emb_input &in = a.in[input_of(a, g)];
+		const float *row = dptr<const float>(in.dout) + (int64_t)s.entry_row[g] * in.dout_cols + in.col;
+		float sc = s.entry_scale[g];
+#pragma unroll
+		for (int v = 0; v < kVec; v++) {
+			int c = c0 + v * 32 + lane;
+			if (c < dim) acc[v] += sc * row[c];
+		}
+	}
+}
+
+// Step 4: one warp per piece of a hot row writes the piece's sum.
+__global__ void __launch_bounds__(kThreads) k_pieces(emb_inputs a, seg_arrays s, int64_t max_pieces, int dim) {
 	int lane = threadIdx.x & 31;
 	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
 	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
-	const int n = num_runs[1];
+	const int n = s.runs[1];
+	const int64_t npieces = s.runs[2] < max_pieces ? s.runs[2] : max_pieces;
+	for (int64_t p = warp; p < npieces; p += warps) {
+		// The row of piece p: the last u with piece_start[u] <= p (rows
+		// without pieces share their start with the next row).
+		int lo = 0, hi = n; // piece_start[lo] <= p < piece_start[hi] (hi = n: end)
+		while (hi - lo > 1) {
+			int mid = (lo + hi) >> 1;
+			if (s.piece_start[mid] <= p)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		int u = lo;
+		int k = (int)(p - s.piece_start[u]);
+		int from = s.starts[u] + k * kPiece;
+		int end = s.starts[u] + s.counts[u];
+		int to = from + kPiece < end ? from + kPiece : end;
+		for (int c0 = 0; c0 < dim; c0 += 32 * kVec) {
+			float acc[kVec] = {};
+			sum_entries(a, s, from, to, dim, c0, lane, acc);
+#pragma unroll
+			for (int v = 0; v < kVec; v++) {
+				int c = c0 + v * 32 + lane;
+				if (c < dim) s.partial[p * dim + c] = acc[v];
+			}
+		}
+	}
+}
+
+// Step 5: one warp per unique row u. MODE 0: write the sparse gradient (rows
+// and values), and with pad != 0 mark rows past the count with -1 and zero
+// values. MODE 1: apply the optimizer to the table row in place.
+template <int MODE>
+__global__ void __launch_bounds__(kThreads)
+    k_segments(emb_inputs a, seg_arrays s, int64_t total, int64_t capacity, int dim, int *out_rows, float *out_values,
+               int pad, float *table, float *s1, float *s2, mtl_sparse_opt opt) {
+	int lane = threadIdx.x & 31;
+	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+	const int n = s.runs[1];
 	int64_t limit = MODE == 0 && pad ? total : n;
 	if (MODE == 0 && limit > capacity) limit = capacity;
 	for (int64_t u = warp; u < limit; u += warps) {
@@ -244,19 +332,21 @@ __global__ void __launch_bounds__(kThreads)
 			for (int c = lane; c < dim; c += 32) out_values[u * dim + c] = 0.0f;
 			continue;
 		}
-		const unsigned r = uniq[u];
-		const int start = starts[u], cnt = counts[u];
+		const unsigned r = s.uniq[u];
+		const int np = s.pieces[u];
 		if (MODE == 0 && lane == 0) out_rows[u] = (int)r;
 		for (int c0 = 0; c0 < dim; c0 += 32 * kVec) {
-			float acc[kVec];
+			float acc[kVec] = {};
+			if (np == 0) {
+				sum_entries(a, s, s.starts[u], s.starts[u] + s.counts[u], dim, c0, lane, acc);
+			} else {
+				const float *part = s.partial + (int64_t)s.piece_start[u] * dim;
+				for (int k = 0; k < np; k++) {
 #pragma unroll
-			for (int v = 0; v < kVec; v++) acc[v] = 0.0f;
-			for (int e = start; e < start + cnt; e++) {
-				entry_src src = entry_source(a, sorted_vals[e]);
-#pragma unroll
-				for (int v = 0; v < kVec; v++) {
-					int c = c0 + v * 32 + lane;
-					if (c < dim) acc[v] += src.scale * src.row[c];
+					for (int v = 0; v < kVec; v++) {
+						int c = c0 + v * 32 + lane;
+						if (c < dim) acc[v] += part[(int64_t)k * dim + c];
+					}
 				}
 			}
 #pragma unroll
@@ -290,25 +380,18 @@ __global__ void __launch_bounds__(kThreads)
 
 static size_t align_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
-// Scratch buffers of one backward, carved out of ctx->scratch.
-struct seg_buffers {
-	unsigned *keys_in, *keys_out, *uniq;
-	int *vals_in, *vals_out, *counts, *starts, *num_runs;
-	void *temp;
-	size_t temp_bytes;
-};
+// Hot-row pieces of a batch of `total` entries: a row with c > kPiece
+// entries has ceil(c/kPiece) < 2c/kPiece pieces, so 2*total/kPiece + 1 bounds
+// the sum.
+static int64_t max_pieces(int64_t total) { return 2 * total / kPiece + 1; }
 
-static int end_bit_for(int64_t table_rows) {
-	int bits = 1;
-	while (bits < 32 && ((int64_t)1 << bits) <= table_rows) bits++;
-	return bits; // enough bits for every key in [0, table_rows]
-}
-
-// Steps 1-3 of the backward (see the top of the file). On success the
-// segment arrays in b and num_runs[1] (valid run count) are queued.
-static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int64_t table_rows, seg_buffers *b) {
+// Steps 1-4 (see the top of the file), queued on the compute stream; s gets
+// the arrays step 5 reads.
+static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int64_t table_rows, int dim,
+                          seg_arrays *s) {
 	int n = (int)total;
-	int end_bit = end_bit_for(table_rows);
+	int end_bit = 1;
+	while (end_bit < 32 && ((int64_t)1 << end_bit) <= table_rows) end_bit++; // keys in [0, table_rows]
 	size_t sort_bytes = 0, rle_bytes = 0, scan_bytes = 0;
 	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (unsigned *)nullptr, (unsigned *)nullptr,
 	                                              (int *)nullptr, (int *)nullptr, n, 0, end_bit, ctx->compute));
@@ -317,36 +400,53 @@ static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int6
 	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, (int *)nullptr, (int *)nullptr, n, ctx->compute));
 	size_t temp = sort_bytes > rle_bytes ? sort_bytes : rle_bytes;
 	if (scan_bytes > temp) temp = scan_bytes;
-	size_t arr = align_up((size_t)n * 4);
-	size_t need = 7 * arr + align_up(2 * sizeof(int)) + align_up(temp);
+	const size_t arr = align_up((size_t)n * 4);
+	const int64_t mp = max_pieces(total);
+	const size_t partial_bytes = align_up((size_t)mp * (size_t)dim * 4);
+	const size_t need = 11 * arr + align_up(4 * sizeof(int)) + partial_bytes + align_up(temp);
 	int rc = mtl_scratch_reserve(ctx, need);
 	if (rc != MTL_OK) return rc;
 	char *p = ctx->scratch;
-	b->keys_in = (unsigned *)p, p += arr;
-	b->keys_out = (unsigned *)p, p += arr;
-	b->uniq = (unsigned *)p, p += arr;
-	b->vals_in = (int *)p, p += arr;
-	b->vals_out = (int *)p, p += arr;
-	b->counts = (int *)p, p += arr;
-	b->starts = (int *)p, p += arr;
-	b->num_runs = (int *)p, p += align_up(2 * sizeof(int));
-	b->temp = p;
-	b->temp_bytes = temp;
+	auto take = [&p](size_t bytes) {
+		char *q = p;
+		p += bytes;
+		return q;
+	};
+	unsigned *keys_in = (unsigned *)take(arr), *keys_out = (unsigned *)take(arr), *uniq = (unsigned *)take(arr);
+	int *vals_in = (int *)take(arr), *vals_out = (int *)take(arr), *counts = (int *)take(arr);
+	int *starts = (int *)take(arr), *entry_row = (int *)take(arr), *pieces = (int *)take(arr);
+	int *piece_start = (int *)take(arr);
+	float *entry_scale = (float *)take(arr);
+	int *runs = (int *)take(align_up(4 * sizeof(int)));
+	float *partial = (float *)take(partial_bytes);
+	void *tmp = take(align_up(temp));
 
-	k_build_keys<<<mtl_grid(ctx, total, 2), kThreads, 0, ctx->compute>>>(a, total, table_rows, b->keys_in, b->vals_in);
+	const unsigned grid = mtl_grid(ctx, total, 2);
+	k_build_keys<<<grid, kThreads, 0, ctx->compute>>>(a, total, table_rows, keys_in, vals_in, entry_row, entry_scale);
 	MTL_LAUNCHED(ctx, "embedding_build_keys");
-	size_t tb = b->temp_bytes;
-	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(b->temp, tb, b->keys_in, b->keys_out, b->vals_in, b->vals_out, n, 0,
-	                                              end_bit, ctx->compute));
+	size_t tb = temp;
+	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(tmp, tb, keys_in, keys_out, vals_in, vals_out, n, 0, end_bit,
+	                                              ctx->compute));
 	// Counts past the run count stay zero so that the scan reads no garbage.
-	MTL_CUDA(ctx, cudaMemsetAsync(b->counts, 0, (size_t)n * 4, ctx->compute));
-	tb = b->temp_bytes;
-	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(b->temp, tb, b->keys_out, b->uniq, b->counts, b->num_runs, n,
-	                                                 ctx->compute));
-	tb = b->temp_bytes;
-	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(b->temp, tb, b->counts, b->starts, n, ctx->compute));
-	k_valid_runs<<<1, 1, 0, ctx->compute>>>(b->num_runs, b->uniq, table_rows);
+	MTL_CUDA(ctx, cudaMemsetAsync(counts, 0, (size_t)n * 4, ctx->compute));
+	tb = temp;
+	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(tmp, tb, keys_out, uniq, counts, runs, n, ctx->compute));
+	tb = temp;
+	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, counts, starts, n, ctx->compute));
+	k_valid_runs<<<1, 1, 0, ctx->compute>>>(runs, uniq, table_rows);
 	MTL_LAUNCHED(ctx, "embedding_valid_runs");
+	k_piece_counts<<<grid, kThreads, 0, ctx->compute>>>(runs, counts, total, pieces);
+	MTL_LAUNCHED(ctx, "embedding_piece_counts");
+	tb = temp;
+	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, pieces, piece_start, n, ctx->compute));
+	k_piece_total<<<1, 1, 0, ctx->compute>>>(runs, pieces, piece_start);
+	MTL_LAUNCHED(ctx, "embedding_piece_total");
+
+	*s = seg_arrays{uniq, counts, starts, vals_out, entry_row, pieces, piece_start, runs, entry_scale, partial};
+	if (dim > 0) {
+		k_pieces<<<mtl_grid(ctx, mp * 32), kThreads, 0, ctx->compute>>>(a, *s, mp, dim);
+		MTL_LAUNCHED(ctx, "embedding_pieces");
+	}
 	return MTL_OK;
 }
 
@@ -392,18 +492,18 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	if (n_unique && ctx->capturing)
 		return mtl_fail(ctx, MTL_ERR_CAPTURE,
 		                "embedding_backward cannot read the unique-row count while capturing a graph");
-	seg_buffers b;
-	rc = build_segments(ctx, a, total, table_rows, &b);
+	seg_arrays sa;
+	rc = build_segments(ctx, a, total, table_rows, dim, &sa);
 	if (rc != MTL_OK) return rc;
 	int pad = n_unique ? 0 : 1;
 	unsigned grid = mtl_grid(ctx, total * 32);
-	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
-	                                                   capacity, dim, dptr<int>(out_rows), dptr<float>(out_values), pad, nullptr,
-	                                                   nullptr, nullptr, mtl_sparse_opt{});
+	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, capacity, dim, dptr<int>(out_rows),
+	                                                   dptr<float>(out_values), pad, nullptr, nullptr, nullptr,
+	                                                   mtl_sparse_opt{});
 	MTL_LAUNCHED(ctx, "embedding_backward");
 	if (n_unique) {
 		int *host = static_cast<int *>(ctx->host_small);
-		MTL_CUDA(ctx, cudaMemcpyAsync(host, b.num_runs + 1, sizeof(int), cudaMemcpyDeviceToHost, ctx->compute));
+		MTL_CUDA(ctx, cudaMemcpyAsync(host, sa.runs + 1, sizeof(int), cudaMemcpyDeviceToHost, ctx->compute));
 		MTL_CUDA(ctx, cudaStreamSynchronize(ctx->compute));
 		*n_unique = host[0];
 	}
@@ -422,13 +522,12 @@ extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, m
 	MTL_REQUIRE(ctx, opt->kind != MTL_OPT_ADAM || s2, "embedding_update: missing second Adam moment");
 	if (total == 0 || dim == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	seg_buffers b;
-	rc = build_segments(ctx, a, total, table_rows, &b);
+	seg_arrays sa;
+	rc = build_segments(ctx, a, total, table_rows, dim, &sa);
 	if (rc != MTL_OK) return rc;
 	unsigned grid = mtl_grid(ctx, total * 32);
-	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, b.uniq, b.counts, b.starts, b.vals_out, b.num_runs, total,
-	                                                   total, dim, nullptr, nullptr, 0, dptr<float>(table), dptr<float>(s1),
-	                                                   dptr<float>(s2), *opt);
+	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
+	                                                   dptr<float>(s1), dptr<float>(s2), *opt);
 	MTL_LAUNCHED(ctx, "embedding_update");
 	return MTL_OK;
 }

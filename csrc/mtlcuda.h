@@ -70,6 +70,8 @@ enum { MTL_OPT_SGD = 0, MTL_OPT_ADAGRAD = 1, MTL_OPT_ADAM = 2 };
 /* ---- errors, devices, contexts ---- */
 
 MTL_API const char *mtl_last_error(const mtl_ctx *ctx);
+/* runtime: the CUDA version the library was built with (e.g. 12040);
+ * driver: the installed driver's CUDA version, 0 without a driver. */
 MTL_API int mtl_runtime_version(int *runtime, int *driver);
 MTL_API int mtl_device_count(int *count);
 MTL_API int mtl_ctx_create(int device, mtl_ctx **out);

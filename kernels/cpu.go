@@ -635,10 +635,8 @@ type gateTask struct {
 }
 
 func (t *gateTask) run(lo, hi int) {
-	d, ne := t.d, t.e
-	out, w := t.out[lo*d:hi*d], t.w[lo*ne:hi*ne]
-	for e, ex := range t.experts {
-		cGateFwd(out, w, ne, e, ex.F32[lo*d:hi*d], hi-lo, d, e == 0)
+	for e0 := 0; e0 < t.e; e0 += 4 {
+		cGateFwd(t.out, t.w, t.e, t.experts, e0, lo, hi, t.d, e0 == 0)
 	}
 }
 
@@ -678,10 +676,8 @@ type gateBwdTask struct {
 }
 
 func (t *gateBwdTask) run(lo, hi int) {
-	d, ne := t.d, t.e
-	dout, w, dw := t.dout[lo*d:hi*d], t.w[lo*ne:hi*ne], t.dw[lo*ne:hi*ne]
-	for e, ex := range t.experts {
-		cGateBwd(dout, w, ne, e, ex.F32[lo*d:hi*d], t.dexperts[e].F32[lo*d:hi*d], dw, hi-lo, d)
+	for e0 := 0; e0 < t.e; e0 += 4 {
+		cGateBwd(t.dout, t.w, t.e, t.experts, t.dexperts, e0, t.dw, lo, hi, t.d)
 	}
 }
 
@@ -837,7 +833,8 @@ func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor,
 // over the table's rows and lists them in ascending order by scanning the
 // bitmap between the smallest and largest id, or, when the ids are few and
 // spread over a large table, by sorting them; a scratch array (4 bytes per
-// table row, kept between calls) maps each row to its gradient slot. Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
+// table row, kept between calls) maps each row to its gradient slot.
+// Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
 // single id), 1/n (Mean) or 1/sqrt(n) (SqrtN), the same factors
 // EmbeddingGather uses. It panics on an id outside [0, tableRows): gather
 // rejects those first.
@@ -970,9 +967,14 @@ func (t *lossTask) blockSum(lo, hi int) float64 {
 			}
 			zf, yf := float64(zi), float64(y[i])
 			// max(z,0) - z*y + log(1+exp(-|z|)): no overflow for any z.
-			l := math.Max(zf, 0) - zf*yf + math.Log1p(math.Exp(-math.Abs(zf)))
-			sum += float64(w) * l
-			dz[i] = t.scale * w * (sigmoid32(zi) - y[i])
+			// exp(-|z|) also gives the sigmoid (as in sigmoid32).
+			e := math.Exp(-math.Abs(zf))
+			sum += float64(w) * (math.Max(zf, 0) - zf*yf + math.Log1p(e))
+			p := 1 / (1 + e)
+			if zf < 0 {
+				p = e / (1 + e)
+			}
+			dz[i] = t.scale * w * (float32(p) - y[i])
 		}
 	case lossMSE:
 		y, dz := t.y[lo:hi], t.dz[lo:hi]

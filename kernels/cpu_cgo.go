@@ -104,20 +104,42 @@ func cDropout(x, mask []float32, lo int, seed, thr uint64, scale float32) {
 	C.mtl_dropout(fp(x), fp(mask), C.long(lo), C.long(len(x)), C.uint64_t(seed), C.uint64_t(thr), C.float(scale))
 }
 
-func cGateFwd(out, w []float32, ne, e int, ex []float32, rows, d int, first bool) {
-	need("gate", len(out), rows*d)
-	need("gate", len(ex), rows*d)
-	need("gate", len(w), rows*ne)
-	C.mtl_gate_fwd(fp(out), fp(w), C.int(ne), C.int(e), fp(ex), C.long(rows), C.int(d), cbool(first))
+// gateSpan returns the chunk rows [lo, hi) of expert i of experts[e0:], or
+// nil past the end, with its length checked.
+func gateSpan(experts []*Tensor, e0, i, lo, hi, d int) []float32 {
+	if e0+i >= len(experts) {
+		return nil
+	}
+	s := experts[e0+i].F32[lo*d : hi*d]
+	return s
 }
 
-func cGateBwd(dout, w []float32, ne, e int, ex, dex, dw []float32, rows, d int) {
-	need("gate backward", len(dout), rows*d)
-	need("gate backward", len(ex), rows*d)
-	need("gate backward", len(dex), rows*d)
-	need("gate backward", len(w), rows*ne)
-	need("gate backward", len(dw), rows*ne)
-	C.mtl_gate_bwd(fp(dout), fp(w), C.int(ne), C.int(e), fp(ex), fp(dex), fp(dw), C.long(rows), C.int(d))
+// cGateFwd combines experts e0..e0+3 (those that exist) into rows [lo, hi)
+// of out.
+func cGateFwd(out, w []float32, ne int, experts []*Tensor, e0, lo, hi, d int, first bool) {
+	rows := hi - lo
+	need("gate", len(out), hi*d)
+	need("gate", len(w), hi*ne)
+	cnt := min(4, len(experts)-e0)
+	x0, x1 := gateSpan(experts, e0, 0, lo, hi, d), gateSpan(experts, e0, 1, lo, hi, d)
+	x2, x3 := gateSpan(experts, e0, 2, lo, hi, d), gateSpan(experts, e0, 3, lo, hi, d)
+	C.mtl_gate_fwd(fp(out[lo*d:]), fp(w[lo*ne:]), C.int(ne), C.int(e0), C.int(cnt),
+		fp(x0), fp(x1), fp(x2), fp(x3), C.long(rows), C.int(d), cbool(first))
+}
+
+// cGateBwd runs the gate backward for experts e0..e0+3 on rows [lo, hi).
+func cGateBwd(dout, w []float32, ne int, experts, dexperts []*Tensor, e0 int, dw []float32, lo, hi, d int) {
+	rows := hi - lo
+	need("gate backward", len(dout), hi*d)
+	need("gate backward", len(w), hi*ne)
+	need("gate backward", len(dw), hi*ne)
+	cnt := min(4, len(experts)-e0)
+	x0, x1 := gateSpan(experts, e0, 0, lo, hi, d), gateSpan(experts, e0, 1, lo, hi, d)
+	x2, x3 := gateSpan(experts, e0, 2, lo, hi, d), gateSpan(experts, e0, 3, lo, hi, d)
+	d0, d1 := gateSpan(dexperts, e0, 0, lo, hi, d), gateSpan(dexperts, e0, 1, lo, hi, d)
+	d2, d3 := gateSpan(dexperts, e0, 2, lo, hi, d), gateSpan(dexperts, e0, 3, lo, hi, d)
+	C.mtl_gate_bwd(fp(dout[lo*d:]), fp(w[lo*ne:]), C.int(ne), C.int(e0), C.int(cnt),
+		fp(x0), fp(x1), fp(x2), fp(x3), fp(d0), fp(d1), fp(d2), fp(d3), fp(dw[lo*ne:]), C.long(rows), C.int(d))
 }
 
 // cCopyCols copies rows x width; dst and src start at the first element.

@@ -15,9 +15,11 @@ void mtl_relu_bwd(float *dy, const float *y, long n);
 void mtl_bias_act(float *x, const float *bias, long rows, int n, int relu);
 void mtl_bias_grad(const float *dy, long rows, long ld, int w, float *db, int accumulate);
 void mtl_dropout(float *x, float *mask, long lo, long n, uint64_t seed, uint64_t thr, float scale);
-void mtl_gate_fwd(float *out, const float *w, int ne, int e, const float *ex, long rows, int d, int first);
-void mtl_gate_bwd(const float *dout, const float *w, int ne, int e, const float *ex, float *dex,
-                  float *dw, long rows, int d);
+void mtl_gate_fwd(float *out, const float *w, int ne, int e0, int cnt, const float *x0, const float *x1,
+                  const float *x2, const float *x3, long rows, int d, int first);
+void mtl_gate_bwd(const float *dout, const float *w, int ne, int e0, int cnt, const float *x0,
+                  const float *x1, const float *x2, const float *x3, float *dx0, float *dx1, float *dx2,
+                  float *dx3, float *dw, long rows, int d);
 void mtl_copy_cols(float *dst, long ldd, const float *src, long lds, long rows, int width, int accumulate);
 void mtl_gather(float *out, long ldo, const float *table, int dim, const int32_t *ids,
                 const int32_t *offs, long lo, long hi, int comb);

@@ -41,6 +41,7 @@ type CUDA struct {
 	mu    sync.Mutex
 	x     *cublas.Context
 	index int
+	name  string
 	info  cublas.DeviceInfo
 
 	err error // first failure since the last Sync
@@ -74,7 +75,8 @@ func NewCUDA(deviceIndex int) (*CUDA, error) {
 		x.Close()
 		return nil, fmt.Errorf("kernels: CUDA device %d: %w", deviceIndex, err)
 	}
-	return &CUDA{x: x, index: deviceIndex, info: info, live: map[uintptr]int{}, immediateIDs: true}, nil
+	return &CUDA{x: x, index: deviceIndex, name: fmt.Sprintf("cuda:%d", deviceIndex), info: info,
+		live: map[uintptr]int{}, immediateIDs: true}, nil
 }
 
 // NewCUDADevice returns the CUDA device deviceIndex as a Device. A build
@@ -88,7 +90,7 @@ func NewCUDADevice(index int) (Device, error) {
 }
 
 // Name implements Device: "cuda:<index>".
-func (d *CUDA) Name() string { return fmt.Sprintf("cuda:%d", d.index) }
+func (d *CUDA) Name() string { return d.name }
 
 // Threads implements Device: host work is a single thread.
 func (d *CUDA) Threads() int { return 1 }

@@ -8,44 +8,12 @@ import (
 	"github.com/mtlrank/mtlrank/cublas"
 )
 
-// The fused ops below are outside the Device interface. Layers reach them
-// through the optional interfaces FusedEmbeddingUpdater and GemmBiasActer
-// (declared for every build: here, and in cuda_stub.go without the cuda
-// tag, where nothing implements them) and fall back to the plain ops.
-
-// EmbeddingSource is one feature's gradient for an embedding table:
-// columns [Col, Col+dim) of Dout, looked up with IDs, either one id per row
-// (Offsets nil) or lists given by Offsets and combined with Comb. Features
-// sharing a table pass one source each to the same update.
-type EmbeddingSource struct {
-	Dout    *Tensor
-	Col     int
-	IDs     *Tensor
-	Offsets *Tensor
-	Comb    Combiner
-}
-
-// FusedEmbeddingUpdater is implemented by devices that fuse
-// EmbeddingBackward with the sparse optimizer step: the gradient of every
-// source is accumulated per unique row and the row of the table and its
-// optimizer state is updated in the same kernel, with no host round trip.
-// The result equals EmbeddingBackward over all sources (summed) followed by
-// SparseAdam / SparseAdagrad / SparseSGD.
-type FusedEmbeddingUpdater interface {
-	EmbeddingUpdateAdam(table, m, v *Tensor, srcs []EmbeddingSource, p AdamParams)
-	EmbeddingUpdateAdagrad(table, acc *Tensor, srcs []EmbeddingSource, p AdagradParams)
-	EmbeddingUpdateSGD(table *Tensor, srcs []EmbeddingSource, p SGDParams)
-}
-
-// GemmBiasActer is implemented by devices with a fused GEMM + bias +
-// activation: c = act(op(a)*op(b) + bias), bias [n] broadcast over rows.
-type GemmBiasActer interface {
-	GemmBiasAct(transA, transB bool, a, b, bias, c *Tensor, act Activation)
-}
-
+// The CUDA device implements the optional interfaces of cuda_api.go.
 var (
 	_ FusedEmbeddingUpdater = (*CUDA)(nil)
 	_ GemmBiasActer         = (*CUDA)(nil)
+	_ AsyncIDChecker        = (*CUDA)(nil)
+	_ GraphCapturer         = (*CUDA)(nil)
 )
 
 // embSources validates srcs against a table and converts them (d.mu held).
@@ -164,9 +132,10 @@ func (d *CUDA) BeginCapture() error {
 	return nil
 }
 
-// EndCapture stops recording and returns the graph. If any op failed while
-// capturing, the graph is discarded and the first failure returned.
-func (d *CUDA) EndCapture() (*CUDAGraph, error) {
+// EndCapture stops recording and returns the graph (a *CUDAGraph). If any
+// op failed while capturing, the graph is discarded and the first failure
+// returned.
+func (d *CUDA) EndCapture() (Graph, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.capturing {

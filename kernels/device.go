@@ -69,8 +69,8 @@ type Device interface {
 	CopyToHostI32(dst []int32, src *Tensor)
 	Copy(dst, src *Tensor) // same length, same dtype
 	Zero(t *Tensor)
-	Fill(t *Tensor, v float32)
-	Sync() error // waits for queued work; reports asynchronous faults
+	Fill(t *Tensor, v float32) // an Int32 tensor gets int32(v)
+	Sync() error               // waits for queued work; reports asynchronous faults
 
 	// Gemm computes C = alpha*op(A)*op(B) + beta*C for 2-D row-major tensors,
 	// op(X) = X or X^T.

@@ -67,7 +67,7 @@ func BenchmarkLoaderTenrec(b *testing.B) {
 		{"zerocopy_dict", WriterOptions{Dictionary: true}, func(o *Options) {}},
 		{"zerocopy_uncompressed", WriterOptions{Compression: "none"}, func(o *Options) {}},
 		{"prefetch2", WriterOptions{}, func(o *Options) { o.Prefetch = 2 }},
-		{"shuffle64k", WriterOptions{}, func(o *Options) { o.Shuffle, o.ShuffleBuffer = true, 1 << 16 }},
+		{"shuffle64k", WriterOptions{}, func(o *Options) { o.Shuffle, o.ShuffleBuffer = true, 1<<16 }},
 	}
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {

@@ -96,8 +96,12 @@ func (o *Options) validate() error {
 	if o.ShuffleBuffer < NoRowShuffle {
 		return fmt.Errorf("loader: ShuffleBuffer must be >= 0 or NoRowShuffle, got %d", o.ShuffleBuffer)
 	}
-	if o.ReadRows < 0 {
-		return fmt.Errorf("loader: ReadRows must be >= 0, got %d", o.ReadRows)
+	// Rows of a read are indexed with int32 in the shuffle buffer.
+	if o.ReadRows < 0 || o.ReadRows > 1<<30 {
+		return fmt.Errorf("loader: ReadRows must be in [0, 2^30], got %d", o.ReadRows)
+	}
+	if o.BatchSize > 1<<30 {
+		return fmt.Errorf("loader: BatchSize must be <= 2^30, got %d", o.BatchSize)
 	}
 	if o.ReadRows == 0 {
 		n := defaultReadRows / o.BatchSize

@@ -162,11 +162,15 @@ func TestBadInput(t *testing.T) {
 			want: []string{"strf.parquet", `column "age"`, "utf8", "numbers"}},
 		{name: "null id", at: "read",
 			write: rawFile("nullid.parquet", arrow.Field{Name: "item_id", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
-				func(b builders) arrow.Array { return b.int32sNull([]int32{1, 2, 0, 4}, []bool{true, true, false, true}) }, "genres", "age", "click"),
+				func(b builders) arrow.Array {
+					return b.int32sNull([]int32{1, 2, 0, 4}, []bool{true, true, false, true})
+				}, "genres", "age", "click"),
 			want: []string{"nullid.parquet", `column "item_id"`, "row group 1", "row 2", "null"}},
 		{name: "null target", at: "read",
 			write: rawFile("nulltarget.parquet", arrow.Field{Name: "click", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
-				func(b builders) arrow.Array { return b.float32sNull([]float32{1, 0, 0, 1}, []bool{true, true, true, false}) }, "item_id", "genres", "age"),
+				func(b builders) arrow.Array {
+					return b.float32sNull([]float32{1, 0, 0, 1}, []bool{true, true, true, false})
+				}, "item_id", "genres", "age"),
 			want: []string{"nulltarget.parquet", `column "click"`, "row group 1", "row 3", "null"}},
 		{name: "null list", at: "read",
 			write: rawFile("nulllist.parquet", arrow.Field{Name: "genres", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32), Nullable: true},

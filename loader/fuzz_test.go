@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -82,10 +81,6 @@ func FuzzOpenCorrupt(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if os.Getenv("HUNT") != "" {
-			tm := time.AfterFunc(5*time.Second, func() { os.WriteFile("/tmp/hang.parquet", data, 0o644); panic("HANG") })
-			defer tm.Stop()
-		}
 		p := filepath.Join(t.TempDir(), "f.parquet")
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)

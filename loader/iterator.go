@@ -38,9 +38,13 @@ type result struct {
 
 // Epoch returns an iterator over the dataset for the given epoch. The order
 // of rows is a deterministic function of (Options.Seed, epoch) when
-// shuffling, and file order otherwise. Cancelling ctx stops the iterator:
-// Next then returns ctx.Err(). Close must be called in every case.
+// shuffling, and file order otherwise. Cancelling ctx stops the iterator
+// (and its prefetch goroutine): Next then returns ctx.Err(). A nil ctx means
+// context.Background(). Close must be called in every case.
 func (d *Dataset) Epoch(ctx context.Context, epoch int) *Iterator {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, curFile: -1}
 	p.order = d.order(epoch, &p.rng)
 	it := &Iterator{ctx: ctx, p: p}

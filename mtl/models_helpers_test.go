@@ -250,10 +250,10 @@ func fdCheck(t *testing.T, name string, p *kernels.Tensor, grad []float32, loss 
 		at(i, orig)
 		num := (fp - fm) / (hp + hm)
 		// A ReLU kink inside the step shows as a jump between the forward
-		// and the backward one-sided slopes (smooth functions only differ
-		// by eps*f''); such entries say nothing about the analytic
-		// gradient and are skipped (a few are expected, many mean the check
-		// is useless).
+		// and the backward one-sided slopes (on a smooth function they only
+		// differ by eps*f''); such entries say nothing about the analytic
+		// gradient and are skipped. A few are expected; many mean the check
+		// is useless.
 		if math.Abs((fp-f0)/hp-(f0-fm)/hm) > o.atol+o.rtol*math.Abs(num) {
 			kinks++
 			continue
@@ -266,7 +266,10 @@ func fdCheck(t *testing.T, name string, p *kernels.Tensor, grad []float32, loss 
 			}
 		}
 	}
-	if kinks > len(idx)/4+1 {
+	if kinks > 0 {
+		t.Logf("%s: %d of %d entries skipped (ReLU kink inside the step)", name, kinks, len(idx))
+	}
+	if kinks > len(idx)/2 {
 		t.Errorf("%s: %d of %d entries sit on a ReLU kink", name, kinks, len(idx))
 	}
 }

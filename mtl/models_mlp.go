@@ -46,7 +46,7 @@ func (w *mlpWS) forward(x *kernels.Tensor, mode layers.Mode) []*kernels.Tensor {
 
 // Every tower adds its gradient into the bottom's output gradient.
 func (w *mlpWS) repGrad(t int) (*kernels.Tensor, bool) { return w.ws.DY(), t > 0 }
-func (w *mlpWS) backward(dx *kernels.Tensor)            { w.b.mlp.Backward(w.ws, dx, false) }
-func (w *mlpWS) grads() []*kernels.Tensor               { return w.ws.Grads() }
-func (w *mlpWS) gates() []gateView                      { return nil }
-func (w *mlpWS) release()                               { w.ws.Release() }
+func (w *mlpWS) backward(dx *kernels.Tensor)           { w.b.mlp.Backward(w.ws, dx, false) }
+func (w *mlpWS) grads() []*kernels.Tensor              { return w.ws.Grads() }
+func (w *mlpWS) gates() []gateView                     { return nil }
+func (w *mlpWS) release()                              { w.ws.Release() }

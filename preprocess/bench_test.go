@@ -66,3 +66,30 @@ func BenchmarkFitTransformCSV(b *testing.B) {
 		b.ReportMetric(float64(rows)*float64(b.N)/cpu, "rows/cpu-s")
 	}
 }
+
+// BenchmarkRunSplit measures Run with each split strategy on the generated
+// 200k-row CSV; random_by_user adds a counting pass over the user ids.
+func BenchmarkRunSplit(b *testing.B) {
+	dir := b.TempDir()
+	const rows = 200_000
+	in := filepath.Join(dir, "bench.csv")
+	writeBenchCSV(b, in, rows)
+	for _, strategy := range []string{SplitRandom, SplitRandomByUser, SplitByUserHoldout} {
+		b.Run(strategy, func(b *testing.B) {
+			spec := Spec{
+				CSVHeader: true, UserID: "user_id", ItemID: "item_id",
+				Categorical: []string{"category", "gender", "age"}, Continuous: []string{"watch", "price", "ctr"},
+				ContinuousFillNA: "median", Normalize: true, BinaryTargets: []string{"click", "like"},
+				SplitStrategy: strategy, EvalPerc: 0.2, Seed: 1,
+			}
+			out := filepath.Join(dir, "out")
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := Run(spec, []string{in}, nil, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}

@@ -22,7 +22,8 @@
 //	--user_features, --item_features           UserFeatures, ItemFeatures
 //	--user_id_feature, --item_id_feature       UserID, ItemID
 //	--categ_min_freq_capping       CategMinFreq
-//	--dataset_split_strategy       SplitStrategy ("random", "random_by_user")
+//	--dataset_split_strategy       SplitStrategy ("random", "random_by_user";
+//	                               also "by_user_holdout")
 //	--random_split_eval_perc       EvalPerc
 //
 // Additions: CSVHeader and CSVColumnNames (headerless files such as UCI
@@ -107,13 +108,36 @@
 // # Split
 //
 // Without eval inputs, SplitStrategy splits the training inputs and the
-// workflow is fitted on the train side only. "random": data row r (0-based,
-// counted across the training inputs in order) goes to eval when
-// unit(splitmix64(seed + (r+1)*0x9E3779B97F4A7C15)) < EvalPerc.
-// "random_by_user": all rows of a user go to eval when
-// unit(splitmix64(fnv1a64(user) ^ splitmix64(seed))) < EvalPerc, with the
-// user id's canonical string (a null id counts as ""). Here splitmix64 is
-// the SplitMix64 finaliser and unit(h) = (h >> 11) / 2^53.
+// workflow is fitted on the train side only. Below, row r is a data row's
+// 0-based index counted across the training inputs in order, h(r) =
+// splitmix64(seed + (r+1)*0x9E3779B97F4A7C15) with splitmix64 the
+// SplitMix64 finaliser, unit(h) = (h >> 11) / 2^53, and a user is the
+// canonical string of the user id (a null id counts as ""). Every rule is
+// a function of the seed and the input rows, so a run is reproducible.
+//
+// "random": row r goes to eval when unit(h(r)) < EvalPerc.
+//
+// "random_by_user" (Merlin's meaning): every user keeps rows on the train
+// side, and an EvalPerc share of each user's rows, chosen at random, goes
+// to eval. A first pass, reading only the user id column, counts the rows n
+// of each user; the user sends e = #{k in 1..n : k/n <= EvalPerc} rows to
+// eval (k/n in float64, Merlin's cumulative per-user share), which is
+// floor(EvalPerc*n) up to rounding. Since k = n never qualifies, every user
+// has a train row, so eval users are in the vocabulary; a user with fewer
+// than 1/EvalPerc rows, a single-row user in particular, has e = 0 and is
+// on the train side only, as in Merlin's script. Which e rows go to eval is
+// decided in input order by selection sampling: a row r of a user with t
+// earlier rows, s of them sent to eval, goes to eval when
+// floor(h(r) * (n-t) / 2^64) < e-s. Each user thus sends a uniformly
+// random e-subset of its rows to eval (Merlin shuffles the rows and sends
+// each user's first e). Memory grows with the number of users (a map entry
+// and four counters each), not with the number of rows.
+//
+// "by_user_holdout" (a cold-start split): all rows of a user go to eval
+// when unit(splitmix64(fnv1a64(user) ^ splitmix64(seed))) < EvalPerc, so
+// about an EvalPerc share of the users is held out. Eval users are unseen
+// when fitting and their ids are all out of vocabulary. (This was the
+// meaning of "random_by_user" in earlier versions.)
 //
 // # Output
 //
@@ -144,7 +168,10 @@
 // line or Parquet row; inputs without rows give an error wrapping
 // ErrEmptyInput; Spec.Validate reports contradictions (a column in two
 // roles, a target that is also a feature, EvalPerc outside (0, 1) with a
-// split, ...). Corrupt Parquet files give errors, never panics.
+// split, a per-user split without UserID, ...). Corrupt Parquet files give
+// errors, never panics. If the training inputs change between the passes
+// of a random_by_user split, Run fails rather than write a split that
+// breaks the rule.
 //
 // # Differences from NVTabular and Merlin's script
 //
@@ -161,10 +188,10 @@
 //   - Binary targets are mapped to 0/1 float32 (the script passes them
 //     through unchanged).
 //   - "random" sends each row to eval with probability EvalPerc instead of
-//     shuffling and cutting an exact fraction. "random_by_user" keeps each
-//     user on one side, so eval users are unseen when fitting and their ids
-//     are all out of vocabulary (a cold-start evaluation); Merlin's script
-//     instead sends the last EvalPerc of each user's shuffled rows to eval.
+//     shuffling and cutting an exact fraction. "random_by_user" sends the
+//     same number of rows of each user to eval as Merlin's script, chosen
+//     by a seeded draw rather than an unseeded shuffle; the outputs keep
+//     the input row order where the script's are shuffled.
 //     The "temporal" split, row filters, user/item frequency filters, dtype
 //     casts and output_num_partitions are not offered; data without targets
 //     (the script's test set) is transformed with TransformWith and

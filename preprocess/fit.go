@@ -52,10 +52,17 @@ func fit(spec Spec, inputs []string, keep *splitter) (*Workflow, error) {
 	if keep != nil {
 		keep.userCol = pos[spec.UserID]
 	}
+	if err := keep.countUsers(&w.Spec, files); err != nil {
+		return nil, fmt.Errorf("fit: %w", err)
+	}
 
 	var mask []bool
+	keep.beginPass()
 	err = scan(&w.Spec, files, cols, "fit", func(c *chunk) error {
-		mask = keep.trainMask(c, mask)
+		var err error
+		if mask, err = keep.trainMask(c, mask); err != nil {
+			return err
+		}
 		for i := 0; i < c.n; i++ {
 			if mask == nil || mask[i] {
 				w.FitRows++
@@ -76,6 +83,9 @@ func fit(spec Spec, inputs []string, keep *splitter) (*Workflow, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		err = keep.endPass()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fit: %w", err)
 	}

@@ -309,20 +309,25 @@ func fitMedians(spec *Spec, files []inputFile, conts []*contAcc, keep *splitter)
 		for _, a := range active {
 			need = append(need, a.op.Name)
 		}
-		if keep != nil && keep.strategy == SplitRandomByUser && !contains(need, spec.UserID) {
+		if keep.needsUser() && !contains(need, spec.UserID) {
 			need = append(need, spec.UserID)
 		}
 		pos := indexOf(need)
 		var ks *splitter
 		if keep != nil {
+			// The copy shares keep's per-user counts; passes run one at a time.
 			k := *keep
 			k.userCol = pos[spec.UserID]
 			ks = &k
 		}
 		var mask []bool
 		var vals []float64
+		ks.beginPass()
 		err := scan(spec, files, need, "median", func(c *chunk) error {
-			mask = ks.trainMask(c, mask)
+			var err error
+			if mask, err = ks.trainMask(c, mask); err != nil {
+				return err
+			}
 			for _, a := range active {
 				col := &c.cols[pos[a.op.Name]]
 				vals = vals[:0]
@@ -342,6 +347,9 @@ func fitMedians(spec *Spec, files []inputFile, conts []*contAcc, keep *splitter)
 			}
 			return nil
 		})
+		if err == nil {
+			err = ks.endPass()
+		}
 		if err != nil {
 			return err
 		}

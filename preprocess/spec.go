@@ -21,9 +21,16 @@ const (
 
 // Split strategies accepted in Spec.SplitStrategy.
 const (
-	SplitNone         = ""
-	SplitRandom       = "random"
+	SplitNone = ""
+	// SplitRandom sends each row to eval with probability EvalPerc.
+	SplitRandom = "random"
+	// SplitRandomByUser, as in Merlin's quick-start script, sends a random
+	// EvalPerc share of each user's rows to eval and the rest to train, so
+	// users appear on both sides.
 	SplitRandomByUser = "random_by_user"
+	// SplitByUserHoldout sends a random EvalPerc share of the users, with
+	// all their rows, to eval: a cold-start evaluation on unseen users.
+	SplitByUserHoldout = "by_user_holdout"
 )
 
 // Fill kinds for Spec.ContinuousFillNA (any other value must be a number).
@@ -146,10 +153,12 @@ type Spec struct {
 	Clip map[string]ClipRange `json:"clip,omitempty"`
 
 	// SplitStrategy splits the training inputs into train and eval when no
-	// eval inputs are given: "" (no split), "random" or "random_by_user".
+	// eval inputs are given: "" (no split), "random", "random_by_user" or
+	// "by_user_holdout" (see the package documentation).
 	SplitStrategy string `json:"split_strategy,omitempty"`
-	// EvalPerc is the fraction of rows (random) or users (random_by_user)
-	// sent to eval; it must lie in (0, 1) when a split is requested.
+	// EvalPerc is the fraction sent to eval: of all rows (random), of each
+	// user's rows (random_by_user) or of the users (by_user_holdout); it
+	// must lie in (0, 1) when a split is requested.
 	EvalPerc float64 `json:"eval_perc,omitempty"`
 	// Seed makes the split reproducible.
 	Seed int64 `json:"seed,omitempty"`
@@ -160,8 +169,9 @@ type Spec struct {
 	// Allocator is used for Arrow memory (Parquet reading and writing);
 	// nil means memory.DefaultAllocator.
 	Allocator memory.Allocator `json:"-"`
-	// Progress, when set, is called after each chunk with the stage ("fit",
-	// "median", "transform") and the number of rows read so far in it.
+	// Progress, when set, is called after each chunk with the stage
+	// ("split" for random_by_user's counting pass, "fit", "median",
+	// "transform") and the number of rows read so far in it.
 	Progress func(stage string, rows int64) `json:"-"`
 }
 
@@ -412,15 +422,15 @@ func (s *Spec) Validate() error {
 	}
 	switch s.SplitStrategy {
 	case SplitNone:
-	case SplitRandom, SplitRandomByUser:
+	case SplitRandom, SplitRandomByUser, SplitByUserHoldout:
 		if !(s.EvalPerc > 0 && s.EvalPerc < 1) {
 			bad("split %q: eval fraction %v must lie in (0, 1)", s.SplitStrategy, s.EvalPerc)
 		}
-		if s.SplitStrategy == SplitRandomByUser && s.UserID == "" {
+		if s.SplitStrategy != SplitRandom && s.UserID == "" {
 			bad("split %q needs the user id column", s.SplitStrategy)
 		}
 	default:
-		bad("split strategy %q: want %q or %q", s.SplitStrategy, SplitRandom, SplitRandomByUser)
+		bad("split strategy %q: want %q, %q or %q", s.SplitStrategy, SplitRandom, SplitRandomByUser, SplitByUserHoldout)
 	}
 	if len(errs) == 0 {
 		return nil

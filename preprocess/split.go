@@ -1,13 +1,32 @@
 package preprocess
 
-// Train/eval split.
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"strings"
+)
+
+// Train/eval split. The rules are given in the package documentation; in
+// short, with mix the splitmix64 finaliser, unit(h) = (h >> 11) / 2^53 and
+// h(r) = mix(seed + (r+1)*golden) for data row r counted across the
+// training inputs:
 //
-// random: data row r (0-based, counted across the training inputs in order)
-// goes to eval when unit(mix(seed + (r+1)*golden)) < EvalPerc.
-// random_by_user: every row of a user goes to eval when
-// unit(mix(fnv1a64(user) ^ mix(seed))) < EvalPerc, user being the id's
-// canonical string (a null id counts as the empty string).
-// mix is the splitmix64 finaliser and unit(h) = (h >> 11) / 2^53.
+// random: row r goes to eval when unit(h(r)) < EvalPerc.
+//
+// random_by_user: a first pass counts the rows n of each user; the user
+// sends e = #{k in 1..n : k/n <= EvalPerc} of them to eval (Merlin's
+// cumulative per-user share). Which ones is decided by selection sampling
+// (Knuth's Algorithm S) in input order: a row of a user with t earlier rows
+// in this pass, s of them sent to eval, goes to eval when
+// floor(h(r) * (n-t) / 2^64) < e-s. That picks a uniformly random e-subset
+// of the user's rows, as Merlin's shuffle does, while keeping only four
+// counters per user.
+//
+// by_user_holdout: every row of a user goes to eval when
+// unit(mix(fnv1a64(user) ^ mix(seed))) < EvalPerc.
+//
+// user is the id's canonical string (a null id counts as the empty string).
 
 const golden64 = 0x9E3779B97F4A7C15
 
@@ -23,50 +42,217 @@ func mix64(x uint64) uint64 {
 
 func unit(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
+// rowHash is the seeded pseudo-random 64-bit value of data row r.
+func rowHash(seed uint64, r int64) uint64 { return mix64(seed + uint64(r+1)*golden64) }
+
+// userEvalRows is the number of a user's n rows that random_by_user sends
+// to eval: the k in 1..n with k/n <= perc, compared in float64 as Merlin's
+// script compares its cumulative per-user share. Since k/n rounds
+// monotonically in k, the k that qualify are exactly 1..e.
+func userEvalRows(n int64, perc float64) int64 {
+	e := int64(perc * float64(n))
+	e = max(0, min(e, n))
+	for e > 0 && float64(e)/float64(n) > perc {
+		e--
+	}
+	for e < n && float64(e+1)/float64(n) <= perc {
+		e++
+	}
+	return e
+}
+
+// userRows is one user's state for random_by_user.
+type userRows struct {
+	rows, eval int64 // counted in the first pass; eval = userEvalRows(rows)
+	seen, sent int64 // rows met so far in the current pass, and those sent to eval
+}
+
 type splitter struct {
 	strategy string
 	perc     float64
 	seed     uint64
+	userName string
 	userCol  int
 	buf      []byte
+
+	// random_by_user: the users of the counting pass, and where the
+	// current pass stands. Decisions depend on the rows before, so every
+	// pass must see all rows in order; next checks that.
+	users map[string]int32 // canonical id -> index in counts
+	per   []userRows
+	total int64
+	next  int64
 }
 
 func newSplitter(spec *Spec) *splitter {
 	if spec.SplitStrategy == SplitNone {
 		return nil
 	}
-	return &splitter{strategy: spec.SplitStrategy, perc: spec.EvalPerc, seed: uint64(spec.Seed)}
+	return &splitter{strategy: spec.SplitStrategy, perc: spec.EvalPerc, seed: uint64(spec.Seed), userName: spec.UserID}
 }
 
-// isEval reports whether row i of c goes to the eval side.
-func (s *splitter) isEval(c *chunk, i int) bool {
-	if s.strategy == SplitRandomByUser {
-		col := &c.cols[s.userCol]
-		var h uint64
-		switch {
-		case col.isNull(i):
-			h = fnv1aString("")
-		case col.kind == kindString:
-			h = fnv1aString(col.str[i])
-		default:
-			s.buf = col.appendKey(s.buf[:0], i)
-			h = fnv1aBytes(s.buf)
-		}
-		return unit(mix64(h^mix64(s.seed))) < s.perc
+// needsUser reports whether the split reads the user id column.
+func (s *splitter) needsUser() bool {
+	return s != nil && (s.strategy == SplitRandomByUser || s.strategy == SplitByUserHoldout)
+}
+
+// keyString returns row i's canonical user id as a new string.
+func (s *splitter) keyString(col *column, i int) string {
+	switch {
+	case col.isNull(i):
+		return ""
+	case col.kind == kindString:
+		return strings.Clone(col.str[i])
 	}
-	r := uint64(c.globalRow + int64(i))
-	return unit(mix64(s.seed+(r+1)*golden64)) < s.perc
+	return string(col.appendKey(nil, i))
+}
+
+// lookup returns the index of row i's user in s.per.
+func (s *splitter) lookup(col *column, i int) (int32, bool) {
+	var j int32
+	var ok bool
+	switch {
+	case col.isNull(i):
+		j, ok = s.users[""]
+	case col.kind == kindString:
+		j, ok = s.users[col.str[i]]
+	default:
+		s.buf = col.appendKey(s.buf[:0], i)
+		j, ok = s.users[string(s.buf)] // no allocation: the key is only looked up
+	}
+	return j, ok
+}
+
+// userHash is fnv1a64 of row i's canonical user id.
+func (s *splitter) userHash(col *column, i int) uint64 {
+	switch {
+	case col.isNull(i):
+		return fnv1aString("")
+	case col.kind == kindString:
+		return fnv1aString(col.str[i])
+	}
+	s.buf = col.appendKey(s.buf[:0], i)
+	return fnv1aBytes(s.buf)
+}
+
+// countUsers runs the first pass of random_by_user over files, reading
+// only the user id column; other strategies need no pass.
+func (s *splitter) countUsers(spec *Spec, files []inputFile) error {
+	if s == nil || s.strategy != SplitRandomByUser {
+		return nil
+	}
+	s.startCount()
+	err := scan(spec, files, []string{s.userName}, "split", func(c *chunk) error {
+		return s.countChunk(c, 0)
+	})
+	if err != nil {
+		return fmt.Errorf("split: %w", err)
+	}
+	s.finishCount()
+	return nil
+}
+
+// startCount clears the per-user counts.
+func (s *splitter) startCount() {
+	s.users, s.per, s.total = map[string]int32{}, s.per[:0], 0
+}
+
+// countChunk adds the rows of c, whose user ids are in c.cols[col], to the
+// per-user counts.
+func (s *splitter) countChunk(c *chunk, col int) error {
+	uc := &c.cols[col]
+	for i := 0; i < c.n; i++ {
+		if j, ok := s.lookup(uc, i); ok {
+			s.per[j].rows++
+			continue
+		}
+		if len(s.per) == math.MaxInt32 {
+			return c.errAt(s.userName, i, "more than %d distinct users", math.MaxInt32)
+		}
+		s.users[s.keyString(uc, i)] = int32(len(s.per))
+		s.per = append(s.per, userRows{rows: 1})
+	}
+	s.total += int64(c.n)
+	return nil
+}
+
+// finishCount sets each user's eval share once every row is counted.
+func (s *splitter) finishCount() {
+	for j := range s.per {
+		s.per[j].eval = userEvalRows(s.per[j].rows, s.perc)
+	}
+}
+
+// beginPass readies s for a pass over all the training rows, in order.
+func (s *splitter) beginPass() {
+	if s == nil {
+		return
+	}
+	s.next = 0
+	for j := range s.per {
+		s.per[j].seen, s.per[j].sent = 0, 0
+	}
+}
+
+// endPass checks that the pass met every row of the counting pass.
+func (s *splitter) endPass() error {
+	if s == nil || s.strategy != SplitRandomByUser || s.next == s.total {
+		return nil
+	}
+	return fmt.Errorf("split: the training inputs have %d rows now but had %d in the first pass; did they change while being read?", s.next, s.total)
+}
+
+// evalMask sets eval[i] for the rows of c that go to the eval side. Chunks
+// must come in input order, each once per pass (see beginPass).
+func (s *splitter) evalMask(c *chunk, eval []bool) ([]bool, error) {
+	eval = resize(eval, c.n)
+	switch s.strategy {
+	case SplitRandom:
+		for i := range eval {
+			eval[i] = unit(rowHash(s.seed, c.globalRow+int64(i))) < s.perc
+		}
+	case SplitByUserHoldout:
+		col := &c.cols[s.userCol]
+		salt := mix64(s.seed)
+		for i := range eval {
+			eval[i] = unit(mix64(s.userHash(col, i)^salt)) < s.perc
+		}
+	case SplitRandomByUser:
+		if c.globalRow != s.next {
+			// A bug, not bad data: decisions depend on every earlier row.
+			return nil, fmt.Errorf("split: chunk starting at row %d read out of order (expected row %d)", c.globalRow, s.next)
+		}
+		col := &c.cols[s.userCol]
+		for i := range eval {
+			j, ok := s.lookup(col, i)
+			if !ok || s.per[j].seen == s.per[j].rows {
+				return nil, c.errAt(s.userName, i, "user %q has more rows than in the first pass; did the input change while being read?", s.keyString(col, i))
+			}
+			u := &s.per[j]
+			pick, _ := bits.Mul64(rowHash(s.seed, c.globalRow+int64(i)), uint64(u.rows-u.seen))
+			eval[i] = int64(pick) < u.eval-u.sent
+			u.seen++
+			if eval[i] {
+				u.sent++
+			}
+		}
+		s.next += int64(c.n)
+	}
+	return eval, nil
 }
 
 // trainMask returns, in buf, which rows of c are on the train side; nil
 // (all rows) when s is nil.
-func (s *splitter) trainMask(c *chunk, buf []bool) []bool {
+func (s *splitter) trainMask(c *chunk, buf []bool) ([]bool, error) {
 	if s == nil {
-		return nil
+		return nil, nil
 	}
-	buf = resize(buf, c.n)
+	buf, err := s.evalMask(c, buf)
+	if err != nil {
+		return nil, err
+	}
 	for i := range buf {
-		buf[i] = !s.isEval(c, i)
+		buf[i] = !buf[i]
 	}
-	return buf
+	return buf, nil
 }

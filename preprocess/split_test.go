@@ -34,7 +34,7 @@ func refRowIsEval(seed int64, row int, perc float64) bool {
 	return refUnit(refSplitmix(uint64(seed)+uint64(row+1)*0x9e3779b97f4a7c15)) < perc
 }
 
-func refUserIsEval(seed int64, user string, perc float64) bool {
+func refHoldoutIsEval(seed int64, user string, perc float64) bool {
 	return refUnit(refSplitmix(refFNV(user)^refSplitmix(uint64(seed)))) < perc
 }
 
@@ -102,27 +102,29 @@ func TestSplitRandom(t *testing.T) {
 	}
 }
 
-func TestSplitRandomByUser(t *testing.T) {
+// TestSplitByUserHoldout checks the cold-start split: whole users go to
+// one side.
+func TestSplitByUserHoldout(t *testing.T) {
 	const n = 2000
 	dir := t.TempDir()
 	files := writeSplitData(t, dir, n)
 	out := filepath.Join(dir, "out")
-	rep, err := Run(splitSpec(SplitRandomByUser, 5), files, nil, out)
+	rep, err := Run(splitSpec(SplitByUserHoldout, 5), files, nil, out)
 	require.NoError(t, err)
 	train, eval := readDataset(t, filepath.Join(out, "train")), readDataset(t, filepath.Join(out, "eval"))
 	evalUsers := 0
 	for u := 0; u < 97; u++ {
-		if refUserIsEval(5, fmt.Sprintf("u%d", u), 0.25) {
+		if refHoldoutIsEval(5, fmt.Sprintf("u%d", u), 0.25) {
 			evalUsers++
 		}
 	}
 	require.Greater(t, evalUsers, 5)
 	require.Less(t, evalUsers, 50)
 	for r := range ridSet(eval) {
-		assert.True(t, refUserIsEval(5, fmt.Sprintf("u%d", r%97), 0.25), "row %d (user u%d) should be in train", r, r%97)
+		assert.True(t, refHoldoutIsEval(5, fmt.Sprintf("u%d", r%97), 0.25), "row %d (user u%d) should be in train", r, r%97)
 	}
 	for r := range ridSet(train) {
-		assert.False(t, refUserIsEval(5, fmt.Sprintf("u%d", r%97), 0.25), "row %d (user u%d) should be in eval", r, r%97)
+		assert.False(t, refHoldoutIsEval(5, fmt.Sprintf("u%d", r%97), 0.25), "row %d (user u%d) should be in eval", r, r%97)
 	}
 	assert.Equal(t, n, train.rows+eval.rows)
 	// Eval users were never fitted: their ids are all out of vocabulary.

@@ -196,7 +196,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	// The columns come from the fitted ops, not from the spec, so that a
 	// spec edited after fitting cannot misalign them.
 	cols := w.sourceColumns(!opt.SkipTargets)
-	if split != nil && !contains(cols, spec.UserID) {
+	if split.needsUser() && !contains(cols, spec.UserID) {
 		cols = append(cols, spec.UserID)
 	}
 	pos := indexOf(cols)
@@ -251,13 +251,19 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	}()
 	arrs := make([]arrow.Array, len(encs))
 	var side []uint8
+	var eval []bool
+	split.beginPass()
 	err = scan(spec, files, cols, "transform", func(c *chunk) error {
 		var sizes [2]int
 		if split != nil {
+			var err error
+			if eval, err = split.evalMask(c, eval); err != nil {
+				return err
+			}
 			side = resize(side, c.n)
-			for i := 0; i < c.n; i++ {
+			for i, e := range eval {
 				side[i] = 0
-				if split.isEval(c, i) {
+				if e {
 					side[i] = 1
 				}
 				sizes[side[i]]++
@@ -298,6 +304,9 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 		}
 		return nil
 	})
+	if err == nil {
+		err = split.endPass()
+	}
 	if err != nil {
 		return res, fmt.Errorf("transform: %w", err)
 	}

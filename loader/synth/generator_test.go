@@ -346,16 +346,18 @@ func TestZipfTopShareAndDomains(t *testing.T) {
 		want := 1 / h
 		got := float64(top) / n
 		assert.InDelta(t, want, got, 0.05*want+4*math.Sqrt(want*(1-want)/n), "%s: top share", f.Name)
-		// Popular ids are spread: the most frequent id of a large domain is
-		// not simply the domain's first id.
+		// Popular ids are spread over a large domain, not packed at its
+		// start: the ten most frequent ids span much of the range.
 		if f.Cardinality() > 1000 {
-			var topID int32
-			for id, c := range counts {
-				if c == top {
-					topID = id
-				}
+			ids := make([]int32, 0, len(counts))
+			for id := range counts {
+				ids = append(ids, id)
 			}
-			t.Logf("%s: top id %d, share %.4f (want %.4f), %d distinct", f.Name, topID, got, want, len(counts))
+			sort.Slice(ids, func(i, j int) bool { return counts[ids[i]] > counts[ids[j]] })
+			top10 := append([]int32(nil), ids[:10]...)
+			sort.Slice(top10, func(i, j int) bool { return top10[i] < top10[j] })
+			assert.Greater(t, int64(top10[9]-top10[0]), f.Cardinality()/4, "%s: top ids %v", f.Name, top10)
+			t.Logf("%s: top ids %v, top share %.4f (want %.4f), %d distinct", f.Name, top10, got, want, len(counts))
 		}
 	}
 }
@@ -517,6 +519,10 @@ func TestExpectObserved(t *testing.T) {
 		{"round clip high", column{noise: 0.3, clipBound: true, clipLo: 0, clipHi: 5, roundInt: true}, 4.8,
 			func(x float64) float64 { return clip(0, 5)(math.Round(x)) }},
 		{"round unbounded", column{noise: 0.4, roundInt: true}, -2.3, math.Round},
+		{"round far above", column{noise: 0.3, clipBound: true, clipLo: 0, clipHi: 5, roundInt: true}, 20,
+			func(x float64) float64 { return clip(0, 5)(math.Round(x)) }},
+		{"round far below", column{noise: 0.3, clipBound: true, clipLo: 0, clipHi: 5, roundInt: true}, -9,
+			func(x float64) float64 { return clip(0, 5)(math.Round(x)) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := integrate(tc.mu, tc.c.noise, tc.h)
@@ -750,4 +756,28 @@ func TestLatentsAreUnitVariance(t *testing.T) {
 	assert.InDelta(t, 1, s/float64(len(vals)), 0.03)
 	assert.GreaterOrEqual(t, vals[0], -math.Sqrt(3))
 	assert.LessOrEqual(t, vals[len(vals)-1], math.Sqrt(3))
+}
+
+func TestRNGRanges(t *testing.T) {
+	r := newRNG(5)
+	for _, n := range []uint64{1, 7, 1 << 32, 1<<40 + 3} {
+		var maxSeen uint64
+		for i := 0; i < 2000; i++ {
+			v := r.int63n(n)
+			require.Less(t, v, n)
+			maxSeen = max(maxSeen, v)
+		}
+		// Draws cover the range: the largest of 2000 is near the top.
+		assert.GreaterOrEqual(t, float64(maxSeen), 0.99*float64(n-1), "n %d", n)
+	}
+	var sum, sq float64
+	for i := 0; i < 100_000; i++ {
+		u := r.float64()
+		require.True(t, u > 0 && u < 1)
+		z := r.normal()
+		sum += z
+		sq += z * z
+	}
+	assert.InDelta(t, 0, sum/100_000, 0.02)
+	assert.InDelta(t, 1, sq/100_000, 0.02)
 }

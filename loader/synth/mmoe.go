@@ -170,9 +170,10 @@ func (g *MMoEPaperGenerator) Generate(start int64, rows int) (*loader.Batch, *Tr
 	score := [2][]float32{make([]float32, rows), make([]float32, rows)}
 	x := make([]float64, d)
 	noiseKeys := [2]uint64{hashString("column:y1"), hashString("column:y2")}
+	inputKey := hashString("inputs")
 	for i := 0; i < rows; i++ {
 		rk := mix64(g.rowKey + uint64(start+int64(i))*golden)
-		r := newRNG(rk ^ hashString("inputs"))
+		r := newRNG(rk ^ inputKey)
 		for j := range x {
 			v := float32(r.normal())
 			xs[j][i] = v

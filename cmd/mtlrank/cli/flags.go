@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -224,6 +225,9 @@ func wantsHelp(args []string) bool {
 	return false
 }
 
+// invalidValueRE matches the flag package's message for a bad value.
+var invalidValueRE = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for flag -+([^:]+): (.*)$`)
+
 // parseFlags parses args into fs, turning flag errors into usage errors and
 // rejecting positional arguments. Flags given explicitly are returned.
 func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
@@ -234,11 +238,16 @@ func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
 		}
 		msg := err.Error()
 		if strings.HasPrefix(msg, "flag provided but not defined: ") {
-			name := strings.TrimPrefix(msg, "flag provided but not defined: ")
-			msg = "unknown flag " + name
-			if s := suggest(fs, strings.TrimLeft(name, "-")); s != "" {
+			name := strings.TrimLeft(strings.TrimPrefix(msg, "flag provided but not defined: "), "-")
+			msg = "unknown flag --" + name
+			if s := suggest(fs, name); s != "" {
 				msg += " (did you mean --" + s + "?)"
 			}
+		}
+		if m := invalidValueRE.FindStringSubmatch(msg); m != nil {
+			msg = fmt.Sprintf("--%s: invalid value %q: %s", m[2], m[1], m[3])
+		} else if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+			msg = "--" + strings.TrimLeft(name, "-") + " needs a value"
 		}
 		return nil, &usageError{msg}
 	}
@@ -290,10 +299,19 @@ func printUsage(w io.Writer, fs *flag.FlagSet, synopsis, description string) {
 	for _, n := range names {
 		f := fs.Lookup(n)
 		typ, usage := flag.UnquoteUsage(f)
+		switch f.Value.(type) {
+		case intList:
+			typ = "ints"
+		case strList:
+			typ = "list"
+		case float32Value:
+			typ = "float"
+		case kvList:
+			typ = "key=value,..."
+		}
 		line := "  --" + n
 		if _, ok := f.Value.(boolValue); ok {
-			typ = "[=bool]"
-			line += typ
+			line += "[=bool]"
 		} else if typ != "" {
 			line += " " + typ
 		}

@@ -178,7 +178,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet file or a folder (default <output_path>/predictions)")
 	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions; only parquet is supported")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
-	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema`)
+	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema (default all)`)
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
 	fs.Var(strList{v: &a.keepColumns}, "keep_columns", "use only these schema columns (targets included)")
 	fs.Var(strList{v: &a.ignoreColumns}, "ignore_columns", "leave these schema columns out of the model")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# CI check of the CUDA build path on a machine without a GPU (Debian 12):
+# installs the CUDA 11.8 toolkit and CMake when missing, builds
+# libmtlcuda.so (make cuda), builds and links everything with -tags cuda,
+# vets the CUDA packages, runs the cuda-tagged tests (those needing a GPU skip;
+# the constructor's no-device error is checked), and checks that the default
+# build does not need CUDA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+
+scripts/install-cuda.sh
+make cuda
+
+echo "== go build -tags cuda ./..."
+go build -tags cuda ./...
+echo "== go vet -tags cuda ./kernels/ ./cublas/"
+go vet -tags cuda ./kernels/ ./cublas/
+unformatted=$(gofmt -l cublas kernels)
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed: $unformatted" >&2
+	exit 1
+fi
+
+echo "== link the test binaries (go test -c -tags cuda)"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+go test -c -tags cuda -o "$tmp/kernels.cuda.test" ./kernels/
+go build -tags cuda -o "$tmp/mtlrank" ./cmd/mtlrank
+
+echo "== cuda-tagged tests"
+go test -count=1 -tags cuda -run 'CUDA' ./kernels/ ./cublas/
+
+echo "== default build (no CUDA needed)"
+go build ./...
+go vet ./kernels/
+if go list -deps ./cmd/mtlrank | grep -q '/cublas$'; then
+	echo "the default build of cmd/mtlrank depends on package cublas" >&2
+	exit 1
+fi
+echo "cuda-check: ok"
