@@ -118,7 +118,6 @@ __global__ void k_sparse(float *table, float *s1, float *s2, int64_t table_rows,
 		int r = rows[i];
 		if (r < 0 || r >= table_rows) continue;
 		int64_t at = (int64_t)r * dim + j;
-		// Gradient element k, as a pointer offset from the table element.
 		float g = values[k];
 		float pi = table[at];
 		float gi = g + l2x2 * pi;

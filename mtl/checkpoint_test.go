@@ -159,9 +159,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		return dir
 	}
 	cases := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, dir string)
-		want  []string
+		want   []string
 	}{
 		{"missing tensor", func(t *testing.T, dir string) {
 			rewriteTensors(t, filepath.Join(dir, "model.safetensors"), func(ts []safetensors.Tensor) []safetensors.Tensor {

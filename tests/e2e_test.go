@@ -482,4 +482,3 @@ func TestPreprocessThenTrain(t *testing.T) {
 	// bought is a deterministic function of the user and the item ids.
 	assert.Greater(t, metric(t, m, "bought/binary_output/auc"), 0.6)
 }
-
