@@ -159,9 +159,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		return dir
 	}
 	cases := []struct {
-		name   string
-		break_ func(t *testing.T, dir string)
-		want   []string
+		name    string
+		corrupt func(t *testing.T, dir string)
+		want    []string
 	}{
 		{"missing tensor", func(t *testing.T, dir string) {
 			rewriteTensors(t, filepath.Join(dir, "model.safetensors"), func(ts []safetensors.Tensor) []safetensors.Tensor {
@@ -227,7 +227,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := save(t)
-			tc.break_(t, dir)
+			tc.corrupt(t, dir)
 			_, err := mtl.LoadModel(dir, trDev())
 			require.Error(t, err)
 			for _, w := range tc.want {
