@@ -583,16 +583,13 @@ static int lt_plan_get(mtl_ctx *ctx, const mtl_lt_key &key, int align, mtl_lt_pl
 		s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, plan.desc, plan.la, plan.lb, plan.lc, plan.lc, pref, 1, &result,
 		                                   &found);
 	cublasLtMatmulPreferenceDestroy(pref);
-	// No algorithm (or NOT_SUPPORTED) is not an error: the caller falls back.
+	// No algorithm, or a layout cuBLASLt rejects (NOT_SUPPORTED,
+	// INVALID_VALUE, e.g. a zero batch stride on some versions), is not an
+	// error: the plan is remembered as unusable and the caller falls back to
+	// SGEMM + bias kernel.
 	if (s == CUBLAS_STATUS_SUCCESS && found > 0) {
 		plan.ok = true;
 		plan.algo = result.algo;
-	} else if (s != CUBLAS_STATUS_SUCCESS && s != CUBLAS_STATUS_NOT_SUPPORTED) {
-		cublasLtMatmulDescDestroy(plan.desc);
-		cublasLtMatrixLayoutDestroy(plan.la);
-		cublasLtMatrixLayoutDestroy(plan.lb);
-		cublasLtMatrixLayoutDestroy(plan.lc);
-		return mtl_cublas_fail(ctx, s, "cublasLtMatmulAlgoGetHeuristic");
 	}
 	auto ins = ctx->lt_plans.emplace(k2, plan);
 	*out = &ins.first->second;

@@ -1,6 +1,7 @@
 package mtl_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl"
 )
@@ -37,19 +39,29 @@ func newOut(tasks, rows int) [][]float32 {
 // once and compares every result with a sequential Predict of the same
 // model (run with -race to check the sharing of the weights).
 func TestScorerConcurrent(t *testing.T) {
+	for _, threads := range []int{1, 2} {
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) { testScorerConcurrent(t, threads) })
+	}
+}
+
+// testScorerConcurrent runs on a device with the given threads: with more
+// than one, the device's own worker pool and OpenBLAS are entered from
+// several goroutines at once.
+func testScorerConcurrent(t *testing.T, threads int) {
+	const rows = 700 // large enough for the device to split element-wise work
 	dir := trainedCheckpoint(t, "ple")
-	s, err := mtl.LoadScorer(dir, trDev(), mtl.ScorerOptions{MaxBatch: 200, Workers: 3})
+	s, err := mtl.LoadScorer(dir, kernels.NewCPU(threads), mtl.ScorerOptions{MaxBatch: rows, Workers: 3})
 	require.NoError(t, err)
 	defer s.Close()
 	nt := len(s.Tasks())
 
-	batches := trBatches(t, 8, 200)
-	ref, err := mtl.LoadModel(dir, trDev())
+	batches := trBatches(t, 8, rows)
+	ref, _, err := mtl.LoadCheckpoint(dir, trDev(), rows)
 	require.NoError(t, err)
 	defer ref.Release()
 	want := make([][][]float32, len(batches))
 	for i, b := range batches {
-		want[i] = newOut(nt, 200)
+		want[i] = newOut(nt, rows)
 		require.NoError(t, ref.Predict(b, want[i]))
 	}
 
@@ -59,7 +71,7 @@ func TestScorerConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			out := newOut(nt, 200)
+			out := newOut(nt, rows)
 			for r := 0; r < 4; r++ {
 				i := (g + r) % len(batches)
 				if err := s.Score(batches[i], out); err != nil {
@@ -84,13 +96,13 @@ func TestScorerConcurrent(t *testing.T) {
 	}
 
 	// Oversized requests and use after Close fail clearly.
-	big := trBatches(t, 1, 201)[0]
-	require.ErrorContains(t, s.Score(big, newOut(nt, 201)), "exceeds the scorer's MaxBatch 200")
+	big := trBatches(t, 1, rows+1)[0]
+	require.ErrorContains(t, s.Score(big, newOut(nt, rows+1)), fmt.Sprintf("exceeds the scorer's MaxBatch %d", rows))
 	m, err := s.ScoreMap(batches[0])
 	require.NoError(t, err)
 	assert.Equal(t, want[0][0], m[s.Tasks()[0].Name])
 	s.Close()
-	require.ErrorContains(t, s.Score(batches[0], newOut(nt, 200)), "closed")
+	require.ErrorContains(t, s.Score(batches[0], newOut(nt, rows)), "closed")
 }
 
 // TestScoreCandidatesNoAlloc: one user x 500 items is scored without any

@@ -27,8 +27,11 @@ BIN=${BIN:-bin/mtlrank}
 OUT=${OUT:-bench-out}
 PY=/usr/bin/python3
 
-if [ ! -x "$BIN" ]; then
-	go build -o "$BIN" ./cmd/mtlrank
+if [ "$BIN" = bin/mtlrank ] && command -v go >/dev/null; then
+	go build -o "$BIN" ./cmd/mtlrank # incremental: keeps the binary current
+elif [ ! -x "$BIN" ]; then
+	echo "bench: $BIN not found and no Go toolchain to build it" >&2
+	exit 1
 fi
 if [ ! -f "$REF" ]; then
 	echo "bench: reference script $REF not found (set REF=...)" >&2

@@ -29,7 +29,8 @@ go test -c -tags cuda -o "$tmp/kernels.cuda.test" ./kernels/
 go build -tags cuda -o "$tmp/mtlrank" ./cmd/mtlrank
 
 echo "== cuda-tagged tests"
-go test -count=1 -tags cuda -run 'CUDA' ./kernels/ ./cublas/
+go test -count=1 -tags cuda ./cublas/
+go test -count=1 -tags cuda -run 'CUDA' ./kernels/
 
 echo "== default build (no CUDA needed)"
 go build ./...
