@@ -138,9 +138,10 @@ func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err 
 	case col.I32 != nil:
 	case col.I64 != nil:
 		nvals = len(col.I64)
-	default:
+	case col.F32 != nil || !f.list:
 		return nil, nil, batchErr(b, "column %q: categorical ids must be int32 or int64", f.name)
 	}
+	// (a list column whose lists are all empty may hold no values at all)
 	if f.list {
 		offs = col.Offsets
 		if offs == nil {

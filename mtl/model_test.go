@@ -31,7 +31,7 @@ func detConfig(model string) Config {
 
 func TestDeterminism(t *testing.T) {
 	rng := layers.NewRNG(5)
-	batches := []*loader.Batch{gradBatch(rng, 16), gradBatch(rng, 16), gradBatch(rng, 9)}
+	batches := []*loader.Batch{gradBatch(rng, 16), gradBatch(rng, 16), gradBatch(rng, 9), gradBatch(rng, 1)}
 	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
 		t.Run(model, func(t *testing.T) {
 			run := func(seed int64) []float64 {
@@ -366,4 +366,18 @@ func TestGateWeightNames(t *testing.T) {
 		}
 		m.Release()
 	}
+}
+
+// A list column whose lists are all empty may come without values.
+func TestEmptyListsWithoutValues(t *testing.T) {
+	m, err := NewModel(gradSchema(), gradConfig("ple"), testDev(), 16)
+	require.NoError(t, err)
+	defer m.Release()
+	b := gradBatch(layers.NewRNG(12), 6)
+	b.Columns["tags"] = &loader.Column{Name: "tags", Offsets: make([]int32, 7)}
+	b.Columns["hist"] = &loader.Column{Name: "hist", I32: []int32{}, Offsets: make([]int32, 7)}
+	st, err := m.TrainStep(b)
+	require.NoError(t, err)
+	require.False(t, math.IsNaN(st.Loss))
+	require.InDelta(t, refLoss(t, m, b), func() float64 { s, _ := m.Loss(b); return s.Loss }(), 1e-5)
 }

@@ -11,7 +11,7 @@
 #   MODELS ["mlp mmoe cgc ple"]  THREADS [2]  BATCH [1024]  STEPS [50]
 #   WARMUP [5]  TABLE_ROWS [0 = tenrec defaults]  DEVICE [cpu]
 #   REF [../shared/bench/torch_ref.py]  BIN [bin/mtlrank]
-#   OUT [bench-out]: raw JSON lines and the table are written there.
+#   OUT [out/bench]: raw JSON lines and the table are written there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +24,7 @@ TABLE_ROWS=${TABLE_ROWS:-0}
 DEVICE=${DEVICE:-cpu}
 REF=${REF:-../shared/bench/torch_ref.py}
 BIN=${BIN:-bin/mtlrank}
-OUT=${OUT:-bench-out}
+OUT=${OUT:-out/bench}
 PY=/usr/bin/python3
 
 if [ "$BIN" = bin/mtlrank ] && command -v go >/dev/null; then

@@ -41,7 +41,7 @@ done
 # Shared libraries the binaries load, minus those every Linux system has and
 # the CUDA ones, which come from the GPU machine's toolkit.
 for f in "$stage"/*; do
-	[ -x "$f" ] && ldd "$f" || true
+	[ -f "$f" ] && [ -x "$f" ] && ldd "$f" || true
 done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u | while read -r name path; do
 	case "$name" in
 	linux-vdso* | ld-linux* | libc.so* | libm.so* | libpthread.so* | libdl.so* | librt.so* | libgcc_s.so* | \

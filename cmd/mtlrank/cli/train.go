@@ -501,7 +501,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	start := time.Now()
 
 	var oracle *synth.Oracle
-	if a.trainPath == "" {
+	synthetic := a.trainPath == ""
+	if synthetic {
 		s := schema.TenrecWithRows(a.tableRows)
 		dataDir := filepath.Join(a.outputPath, "data")
 		log.Info("generating synthetic TenRec-like data", "folder", dataDir, "train_rows", a.synthRows, "eval_rows", a.synthEvalRows)
@@ -616,6 +617,10 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	}
 	if oracle != nil {
 		report["oracle"] = oracle
+	}
+	if synthetic && !set["lr"] && !set["epochs"] {
+		fmt.Fprintln(e.stdout, "Note: Merlin's defaults (--lr 1e-4 with decay, 1 epoch) barely move a model in one pass over 100k rows;"+
+			" try 'mtlrank demo', or e.g. --model mmoe --lr 2e-3 --lr_decay_rate 1 --lr_decay_steps 0 --epochs 2 --synth_rows 200000.")
 	}
 	if a.savePath != "" {
 		st := hist.State
