@@ -44,13 +44,12 @@ const (
 
 // checkpointConfig is the content of config.json.
 type checkpointConfig struct {
-	Format        string         `json:"format"`
-	FormatVersion int            `json:"format_version"`
-	MaxBatch      int            `json:"max_batch"`
-	Tasks         []taskJSON     `json:"tasks"`
-	Config        Config         `json:"config"`
-	Device        string         `json:"device,omitempty"`
-	Extra         map[string]any `json:"extra,omitempty"`
+	Format        string     `json:"format"`
+	FormatVersion int        `json:"format_version"`
+	MaxBatch      int        `json:"max_batch"`
+	Tasks         []taskJSON `json:"tasks"`
+	Config        Config     `json:"config"`
+	Device        string     `json:"device,omitempty"`
 }
 
 type taskJSON struct {
