@@ -43,5 +43,11 @@ cuda:
 	cmake -S . -B $(CUDA_BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(CUDA_BUILD) -j
 
+# cuda-check installs the CUDA toolkit when nvcc is missing (Debian non-free,
+# CUDA 11.8), builds libmtlcuda.so and compiles, links and runs the cuda-tagged
+# tests (GPU tests skip without a device).
+cuda-check:
+	scripts/cuda-check.sh
+
 clean:
 	rm -rf bin build $(DEMO_OUT)
