@@ -365,3 +365,115 @@ func TestResultsNaNInJSON(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, `{"x":null}`, string(b))
 }
+
+// TestTrainMetricsMatchIndependentReplica checks the training metrics that
+// Fit reports ("every TrainMetricsSteps-th batch, scored after its update")
+// against a replica computed outside the Trainer: a second model with the
+// same seed is stepped by hand over an identical shuffled, prefetched
+// dataset, every third batch is predicted, and deep copies of the scores
+// and labels give the AUC by the pairwise definition, the logloss and the
+// RMSE. Scores paired with the wrong rows (labels of a batch the loader has
+// already recycled, a prefetch race, shuffled rows against unshuffled
+// labels, the wrong task column, scores taken before the update) move these
+// numbers.
+func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
+	trainDir, _ := trData(t, 4096, 256)
+	const batch, every, epochs = 256, 3, 2
+	open := func() *loader.Dataset {
+		opt := loader.DefaultOptions()
+		opt.BatchSize = batch
+		opt.Shuffle = true
+		opt.Seed = 3
+		opt.Prefetch = 2         // the batch after b is decoded while b is scored
+		opt.ShuffleBuffer = 1000 // rows gathered into buffers recycled on Release
+		ds, err := loader.Open(trainDir, trSchema(), opt)
+		require.NoError(t, err)
+		return ds
+	}
+	cfg := trConfig("mlp")
+	cfg.SampleSpace = map[string]string{"like": "click"}
+
+	m, err := mtl.NewModel(trSchema(), cfg, trDev(), batch)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: epochs, TrainMetricsSteps: every})
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), open(), nil)
+	require.NoError(t, err)
+	require.Len(t, h.Epochs, epochs)
+
+	ref, err := mtl.NewModel(trSchema(), cfg, trDev(), batch)
+	require.NoError(t, err)
+	defer ref.Release()
+	tasks := ref.Tasks()
+	out := make([][]float32, len(tasks))
+	for i := range out {
+		out[i] = make([]float32, batch)
+	}
+	ds := open()
+	for epoch := 0; epoch < epochs; epoch++ {
+		scores := make([][]float32, len(tasks))
+		labels := make([][]float32, len(tasks))
+		it := ds.Epoch(context.Background(), epoch)
+		for step := 1; ; step++ {
+			b, err := it.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			_, err = ref.TrainStep(b)
+			require.NoError(t, err)
+			if step%every == 0 {
+				require.NoError(t, ref.Predict(b, out))
+				click := b.Column("click").F32
+				for ti, task := range tasks {
+					y := b.Column(task.Target).F32
+					for i := 0; i < b.Rows; i++ {
+						if task.Target == "like" && click[i] != 1 {
+							continue
+						}
+						scores[ti] = append(scores[ti], out[ti][i])
+						labels[ti] = append(labels[ti], y[i])
+					}
+				}
+			}
+			b.Release()
+		}
+		require.NoError(t, it.Close())
+
+		got := h.Epochs[epoch].Train
+		var aucSum float64
+		var binary int
+		for ti, task := range tasks {
+			key := func(metric string) string { return metrics.Key(task.Name, metric) }
+			assert.Equal(t, float64(len(scores[ti])), got[key(metrics.Count)], "epoch %d %s", epoch+1, task.Name)
+			if task.Kind == mtl.Regression {
+				var se float64
+				for i, p := range scores[ti] {
+					d := float64(p) - float64(labels[ti][i])
+					se += d * d
+				}
+				assert.InDelta(t, math.Sqrt(se/float64(len(scores[ti]))), got[key(metrics.RMSE)], 1e-9, "epoch %d %s", epoch+1, task.Name)
+				continue
+			}
+			y := make([]bool, len(labels[ti]))
+			var ll float64
+			for i, l := range labels[ti] {
+				y[i] = l == 1
+				p := math.Min(math.Max(float64(scores[ti][i]), 1e-7), 1-1e-7)
+				if y[i] {
+					ll -= math.Log(p)
+				} else {
+					ll -= math.Log(1 - p)
+				}
+			}
+			auc := pairwiseAUC(scores[ti], y)
+			aucSum += auc
+			binary++
+			assert.InDelta(t, auc, got[key(metrics.AUC)], 1e-9, "epoch %d %s", epoch+1, task.Name)
+			assert.InDelta(t, ll/float64(len(y)), got[key(metrics.LogLoss)], 1e-6, "epoch %d %s", epoch+1, task.Name)
+		}
+		assert.InDelta(t, aucSum/float64(binary), got[metrics.AUCAvg], 1e-9, "epoch %d", epoch+1)
+	}
+	assert.Equal(t, hostParams(m), hostParams(ref), "the replica trained the same model")
+}

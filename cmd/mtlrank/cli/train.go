@@ -182,9 +182,9 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
 	fs.Var(strList{v: &a.keepColumns}, "keep_columns", "use only these schema columns (targets included)")
 	fs.Var(strList{v: &a.ignoreColumns}, "ignore_columns", "leave these schema columns out of the model")
-	fs.IntVar(&a.trainBatch, "train_batch_size", 1024, "training batch size")
+	fs.IntVar(&a.trainBatch, "train_batch_size", 1024, "training batch size (512 in the synthetic run without data flags)")
 	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "evaluation and prediction batch size")
-	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs")
+	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs (3 in the synthetic run without data flags)")
 	fs.IntVar(&a.stepsPerEpoch, "train_steps_per_epoch", 0, "limit the steps of each epoch (0: the whole training set)")
 	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
 	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch (0: never; each costs one forward pass)")
@@ -201,7 +201,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.esPatience, "early_stopping_patience", 1, "epochs without improvement before stopping")
 	fs.Float64Var(&a.esMinDelta, "early_stopping_min_delta", 0, "smallest change counted as an improvement")
 	fs.Var(boolValue{&a.restoreBest}, "restore_best", "after early stopping, put back the parameters of the best epoch")
-	fs.Int64Var(&a.synthRows, "synth_rows", 100000, "rows of synthetic training data (used when no data flag is given)")
+	fs.Int64Var(&a.synthRows, "synth_rows", 200000, "rows of synthetic training data (used when no data flag is given)")
 	fs.Int64Var(&a.synthEvalRows, "synth_eval_rows", 20000, "rows of synthetic evaluation data")
 	fs.Int64Var(&a.tableRows, "table_rows", 0, "synthetic data: user_id and item_id cardinality (0: TenRec-like defaults)")
 }
@@ -216,7 +216,92 @@ Per-target flags (any target column name in place of <target>):
   --mtl_pos_class_weight_<target>=W  weight of positive examples (binary tasks)
 
 Defaults follow Merlin's quick-start script: --model mlp, --lr 1e-4 with decay
-0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch.`
+0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch.
+
+Without data flags (the synthetic run) Merlin's optimisation defaults barely
+move a model in one pass, so unlike Merlin that run uses
+  ` + syntheticPresetText + `
+(no learning-rate decay) for each of these flags not given, on --synth_rows
+(default 200000) rows, and prints the settings it used. Any flag given is
+kept; with --load_model_path the learning rate and its decay come from the
+checkpoint. With --train_data_path every default is Merlin's.`
+
+// syntheticPreset are the settings of a train run without data flags in
+// place of Merlin's defaults (lr 1e-4 decayed by 0.99 every 100 steps,
+// batch 1024, 1 epoch), with which a shared-bottom MLP's AUC on 100k
+// synthetic rows stays near 0.5. With these the MLP reaches an evaluation
+// auc_avg of about 0.75 (oracle about 0.85) in a few seconds on two cores.
+// Order matters only for printing.
+var syntheticPreset = []struct{ flag, value string }{
+	{"epochs", "3"},
+	{"train_batch_size", "512"},
+	{"lr", "0.002"},
+	{"lr_decay_rate", "1"},
+	{"lr_decay_steps", "0"},
+}
+
+// syntheticPresetText is syntheticPreset as command-line flags.
+const syntheticPresetText = "--epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
+
+// isSynthetic reports whether no data flag was given: train then runs on
+// generated data.
+func (a *trainArgs) isSynthetic() bool {
+	return a.trainPath == "" && a.evalPath == "" && a.predictPath == ""
+}
+
+// applySyntheticPreset sets every syntheticPreset flag the user did not
+// give, when no data flag is given, and returns the flags it set. The two
+// decay flags go together: either given keeps Merlin's decay. With
+// --load_model_path the optimizer flags belong to the checkpoint and are
+// left alone.
+func (a *trainArgs) applySyntheticPreset(fs *flag.FlagSet, set map[string]bool) ([]string, error) {
+	if !a.isSynthetic() {
+		return nil, nil
+	}
+	decayGiven := set["lr_decay_rate"] || set["lr_decay_steps"]
+	var applied []string
+	for _, p := range syntheticPreset {
+		if set[p.flag] {
+			continue
+		}
+		if (p.flag == "lr_decay_rate" || p.flag == "lr_decay_steps") && decayGiven {
+			continue
+		}
+		if a.loadPath != "" && slices.Contains(architectureFlags, p.flag) {
+			continue
+		}
+		if err := fs.Set(p.flag, p.value); err != nil {
+			return nil, fmt.Errorf("synthetic-data default --%s %s: %w", p.flag, p.value, err)
+		}
+		applied = append(applied, p.flag)
+	}
+	return applied, nil
+}
+
+// syntheticSettings describes the settings of a synthetic run for stdout:
+// the data size, the run and optimizer flags in effect, and which of them
+// differ from Merlin's defaults because of syntheticPreset.
+func (a *trainArgs) syntheticSettings(applied []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Synthetic TenRec-like data (no data flags): --synth_rows %d --synth_eval_rows %d --model %s --epochs %d --train_batch_size %d",
+		a.synthRows, a.synthEvalRows, a.cfg.Model, a.epochs, a.trainBatch)
+	if a.loadPath == "" {
+		fmt.Fprintf(&b, " --lr %s --lr_decay_rate %s --lr_decay_steps %d",
+			float32Value{&a.cfg.LR}.String(), float32Value{&a.cfg.LRDecayRate}.String(), a.cfg.LRDecaySteps)
+	} else {
+		b.WriteString(" (learning rate and decay from the checkpoint)")
+	}
+	b.WriteString("\n")
+	if len(applied) > 0 {
+		flags := make([]string, len(applied))
+		for i, f := range applied {
+			flags[i] = "--" + f
+		}
+		fmt.Fprintf(&b, "  %s: not Merlin's defaults, chosen so that the synthetic run visibly learns; give them to override (with --train_data_path every default is Merlin's)\n",
+			strings.Join(flags, ", "))
+	}
+	return b.String()
+}
 
 func parseTrainArgs(e *env, args []string, a *trainArgs, synopsis, desc string) (*flag.FlagSet, map[string]bool, error) {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
@@ -283,7 +368,7 @@ func (a *trainArgs) check(set map[string]bool) error {
 	case a.tableRows < 0:
 		return usagef("--table_rows must be >= 0, got %d", a.tableRows)
 	}
-	synthetic := a.trainPath == "" && a.evalPath == "" && a.predictPath == ""
+	synthetic := a.isSynthetic()
 	if !synthetic && a.trainPath == "" {
 		return usagef("--train_data_path is required when --eval_data_path or --predict_data_path is given (use 'mtlrank eval' or 'mtlrank predict' with a saved model)")
 	}
@@ -490,7 +575,11 @@ func synthData(ctx context.Context, dir string, s *schema.Schema, rows, evalRows
 
 func runTrain(ctx context.Context, e *env, args []string) error {
 	var a trainArgs
-	_, set, err := parseTrainArgs(e, args, &a, "mtlrank train [flags]", trainDescription)
+	fs, set, err := parseTrainArgs(e, args, &a, "mtlrank train [flags]", trainDescription)
+	if err != nil {
+		return err
+	}
+	preset, err := a.applySyntheticPreset(fs, set)
 	if err != nil {
 		return err
 	}
@@ -501,8 +590,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	start := time.Now()
 
 	var oracle *synth.Oracle
-	synthetic := a.trainPath == ""
+	synthetic := a.isSynthetic()
 	if synthetic {
+		fmt.Fprint(e.stdout, a.syntheticSettings(preset))
 		s := schema.TenrecWithRows(a.tableRows)
 		dataDir := filepath.Join(a.outputPath, "data")
 		log.Info("generating synthetic TenRec-like data", "folder", dataDir, "train_rows", a.synthRows, "eval_rows", a.synthEvalRows)
@@ -618,9 +708,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if oracle != nil {
 		report["oracle"] = oracle
 	}
-	if synthetic && !set["lr"] && !set["epochs"] {
-		fmt.Fprintln(e.stdout, "Note: Merlin's defaults (--lr 1e-4 with decay, 1 epoch) barely move a model in one pass over 100k rows;"+
-			" try 'mtlrank demo', or e.g. --model mmoe --lr 2e-3 --lr_decay_rate 1 --lr_decay_steps 0 --epochs 2 --synth_rows 200000.")
+	if len(preset) > 0 {
+		report["synthetic_preset"] = preset
 	}
 	if a.savePath != "" {
 		st := hist.State

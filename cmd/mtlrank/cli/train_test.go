@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSyntheticPreset: a train command line without data flags gets the
+// synthetic-run settings for every preset flag it does not give; with data
+// flags (or for flags given) Merlin's defaults and the user's values stay.
+func TestSyntheticPreset(t *testing.T) {
+	type want struct {
+		lr, decayRate     float32
+		decaySteps        int
+		epochs, batch     int
+		synthRows         int64
+		applied           []string
+		settingsContains  []string
+		settingsNotPrints []string
+	}
+	merlin := want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 1, batch: 1024, synthRows: 200000}
+	cases := []struct {
+		name string
+		args []string
+		want want
+	}{
+		{"bare", nil, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000,
+			applied: []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+			settingsContains: []string{"--synth_rows 200000 --synth_eval_rows 20000 --model mlp --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0",
+				"--epochs, --train_batch_size, --lr, --lr_decay_rate, --lr_decay_steps: not Merlin's defaults"}}},
+		{"model and rows given", []string{"--model", "ple", "--synth_rows", "5000"}, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 5000,
+			applied:          []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+			settingsContains: []string{"--synth_rows 5000 ", "--model ple "}}},
+		{"lr given", []string{"--lr", "1e-4"}, want{lr: 1e-4, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000,
+			applied:           []string{"epochs", "train_batch_size", "lr_decay_rate", "lr_decay_steps"},
+			settingsContains:  []string{"--lr 0.0001 ", "--epochs, --train_batch_size, --lr_decay_rate, --lr_decay_steps: not"},
+			settingsNotPrints: []string{"--lr, "}}},
+		{"one decay flag keeps Merlin's decay", []string{"--lr_decay_steps", "50"}, want{lr: 0.002, decayRate: 0.99, decaySteps: 50, epochs: 3, batch: 512, synthRows: 200000,
+			applied: []string{"epochs", "train_batch_size", "lr"}}},
+		{"every preset flag given", []string{"--epochs", "2", "--train_batch_size", "256", "--lr", "0.01", "--lr_decay_rate", "0.5", "--lr_decay_steps", "10"},
+			want{lr: 0.01, decayRate: 0.5, decaySteps: 10, epochs: 2, batch: 256, synthRows: 200000,
+				settingsContains: []string{"--epochs 2 --train_batch_size 256 --lr 0.01 --lr_decay_rate 0.5 --lr_decay_steps 10"}, settingsNotPrints: []string{"not Merlin's"}}},
+		{"checkpoint keeps its optimizer", []string{"--load_model_path", "ckpt"}, want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 3, batch: 512, synthRows: 200000,
+			applied:           []string{"epochs", "train_batch_size"},
+			settingsContains:  []string{"learning rate and decay from the checkpoint"},
+			settingsNotPrints: []string{"--lr "}}},
+		{"training data: Merlin's defaults", []string{"--train_data_path", "data"}, merlin},
+		{"prediction data: Merlin's defaults", []string{"--train_data_path", "data", "--predict_data_path", "p"}, merlin},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var a trainArgs
+			var out bytes.Buffer
+			fs, set, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, tc.args, &a, "x", "")
+			require.NoError(t, err)
+			applied, err := a.applySyntheticPreset(fs, set)
+			require.NoError(t, err)
+			w := tc.want
+			assert.Equal(t, w.applied, applied)
+			assert.Equal(t, w.lr, a.cfg.LR)
+			assert.Equal(t, w.decayRate, a.cfg.LRDecayRate)
+			assert.Equal(t, w.decaySteps, a.cfg.LRDecaySteps)
+			assert.Equal(t, w.epochs, a.epochs)
+			assert.Equal(t, w.batch, a.trainBatch)
+			assert.Equal(t, w.synthRows, a.synthRows)
+			for _, f := range applied {
+				assert.False(t, set[f], "--%s set by the preset does not count as given (checks such as --load_model_path conflicts)", f)
+			}
+			settings := a.syntheticSettings(applied)
+			for _, s := range w.settingsContains {
+				assert.Contains(t, settings, s)
+			}
+			for _, s := range w.settingsNotPrints {
+				assert.NotContains(t, settings, s)
+			}
+		})
+	}
+}
+
+// TestSyntheticPresetDocumented: the help text quotes the preset exactly.
+func TestSyntheticPresetDocumented(t *testing.T) {
+	var parts []string
+	for _, p := range syntheticPreset {
+		parts = append(parts, "--"+p.flag+" "+p.value)
+	}
+	assert.Equal(t, strings.Join(parts, " "), syntheticPresetText)
+	assert.Contains(t, trainDescription, syntheticPresetText)
+}
