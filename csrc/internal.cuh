@@ -73,6 +73,12 @@ struct mtl_ctx {
 	char *scratch;
 	size_t scratch_bytes;
 	double *partials;       // per-block partial sums of the loss reductions
+	// Per-block partial sums of the fused multi-task loss and the metric
+	// reductions (kFusedPartials doubles), and the tickets with which the
+	// last block of such a launch finds out that it is the last (zero
+	// between launches: the last block resets its ticket).
+	double *fused_partials;
+	unsigned *tickets;
 	mtl_idcheck_slot *idcheck;
 	void *host_small;       // pinned, for small synchronous read-backs
 	float *ones;            // a vector of ones for bias gradients via GEMV
@@ -87,6 +93,14 @@ constexpr int kThreads = 256;
 constexpr int kMaxReduceBlocks = 1024;
 constexpr size_t kHostSmallBytes = 64 * 1024;
 constexpr size_t kBlasWorkspaceBytes = 32u << 20;
+// Fused reductions: at most kFusedBlocks blocks per task, at most
+// MTL_METRIC_FIELDS sums per block and task.
+constexpr int kFusedBlocks = 128;
+constexpr int kFusedMaxTasks = 16;
+static_assert(MTL_MAX_LOSS_TASKS <= kFusedMaxTasks && MTL_MAX_METRIC_TASKS <= kFusedMaxTasks,
+              "fused reductions: partials sized for kFusedMaxTasks tasks");
+constexpr size_t kFusedPartials = (size_t)kFusedBlocks * kFusedMaxTasks * MTL_METRIC_FIELDS;
+enum { kTicketLoss = 0, kTicketMetrics = 1, kTickets = 4 };
 
 // Error reporting: the message goes to ctx->err (or to the thread's buffer
 // when ctx is NULL); the status code is returned so that callers can write

@@ -121,6 +121,8 @@ static void ctx_release(mtl_ctx *ctx) {
 	if (ctx->ones) cudaFree(ctx->ones);
 	if (ctx->blas_ws) cudaFree(ctx->blas_ws);
 	if (ctx->partials) cudaFree(ctx->partials);
+	if (ctx->fused_partials) cudaFree(ctx->fused_partials);
+	if (ctx->tickets) cudaFree(ctx->tickets);
 	if (ctx->idcheck) cudaFree(ctx->idcheck);
 	if (ctx->host_small) cudaFreeHost(ctx->host_small);
 	if (ctx->compute) cudaStreamDestroy(ctx->compute);
@@ -151,6 +153,9 @@ static int ctx_init(mtl_ctx *ctx, int device) {
 	MTL_CUBLAS(ctx, cublasSetWorkspace(ctx->blas, ctx->blas_ws, ctx->blas_ws_bytes));
 	MTL_CUBLAS(ctx, cublasLtCreate(&ctx->lt));
 	MTL_CUDA(ctx, cudaMalloc(&ctx->partials, sizeof(double) * kMaxReduceBlocks));
+	MTL_CUDA(ctx, cudaMalloc(&ctx->fused_partials, sizeof(double) * kFusedPartials));
+	MTL_CUDA(ctx, cudaMalloc(&ctx->tickets, sizeof(unsigned) * kTickets));
+	MTL_CUDA(ctx, cudaMemset(ctx->tickets, 0, sizeof(unsigned) * kTickets));
 	MTL_CUDA(ctx, cudaMalloc(&ctx->idcheck, sizeof(mtl_idcheck_slot) * MTL_IDCHECK_SLOTS));
 	MTL_CUDA(ctx, cudaMemset(ctx->idcheck, 0xFF, sizeof(mtl_idcheck_slot) * MTL_IDCHECK_SLOTS));
 	MTL_CUDA(ctx, cudaHostAlloc(&ctx->host_small, kHostSmallBytes, cudaHostAllocDefault));

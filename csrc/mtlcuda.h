@@ -171,6 +171,23 @@ MTL_API int mtl_gate_combine(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, const mtl_d
 MTL_API int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
                               mtl_dptr dw, const mtl_dptr *dexperts, int num_experts, int64_t rows, int d);
 
+/* Fused gate: w = softmax(logits / temperature) ([rows, num_experts]) and
+ * out[b,:] = sum_e w[b,e] * experts[e][b,:] in one kernel (one warp per row:
+ * the logits of a row are read once, the weights never leave the chip).
+ * Equals mtl_softmax_rows followed by mtl_gate_combine, which it runs
+ * instead when num_experts > MTL_MAX_EXPERTS. */
+MTL_API int mtl_gate_forward(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, mtl_dptr logits, const mtl_dptr *experts,
+                             int num_experts, int64_t rows, int d, float temperature);
+/* Its backward in one kernel: dw[b,e] = <dout[b,:], experts[e][b,:]> stays
+ * in registers, dexperts[e][b,:] += w[b,e] * dout[b,:], and
+ * dlogits[b,e] = w[b,e] * (dw[b,e] - <w[b,:], dw[b,:]>) / temperature
+ * (overwritten). Equals mtl_gate_combine_backward followed by
+ * mtl_softmax_backward (run instead when num_experts > MTL_MAX_EXPERTS, with
+ * dw_scratch [rows, num_experts], which may be 0 otherwise). */
+MTL_API int mtl_gate_backward(mtl_ctx *ctx, mtl_dptr dlogits, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
+                              const mtl_dptr *dexperts, int num_experts, int64_t rows, int d, float temperature,
+                              mtl_dptr dw_scratch);
+
 /* ---- losses: loss[0] += scale * sum_i (float64 partial sums, fixed order) ---- */
 
 MTL_API int mtl_bce_with_logits(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w,
@@ -178,6 +195,60 @@ MTL_API int mtl_bce_with_logits(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dp
 MTL_API int mtl_mse(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w, int64_t n,
             float scale);
 MTL_API int mtl_sum_squares(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr x, int64_t n, float scale);
+
+/* Fused multi-task loss: every task of a model in one launch. For task t
+ * and row i (i < rows), with
+ *   w_ti = [1 + (pos_weight-1)*y_ti] * weight_ti * [space_ti == 1]
+ * (each factor only when given: pos_weight != 1, weight != 0, space != 0),
+ *   l_ti = max(z,0) - z*y + log1p(exp(-|z|))   (BCE from the logit), or
+ *   l_ti = (z - y)^2                            (MSE),
+ * it writes dz_ti = lambda_t * scale * w_ti * dl/dz, adds
+ * scale * sum_i w_ti*l_ti to task_loss[t] (before lambda; task_loss may be 0)
+ * and sum_t lambda_t * scale * sum_i w_ti*l_ti to total[0] (total may be 0).
+ * Sums are float64, reduced in a fixed order (deterministic), and finished
+ * by the last block of the launch: one kernel, no host synchronisation,
+ * graph-capturable. More than MTL_MAX_LOSS_TASKS tasks take several launches. */
+#define MTL_MAX_LOSS_TASKS 16
+enum { MTL_LOSS_BCE = 0, MTL_LOSS_MSE = 1 };
+typedef struct {
+	int kind;                  /* MTL_LOSS_* */
+	mtl_dptr z, dz, y;         /* [rows] each */
+	mtl_dptr weight, space;    /* optional [rows] */
+	float pos_weight, lambda;
+} mtl_loss_task;
+MTL_API int mtl_multi_task_loss(mtl_ctx *ctx, mtl_dptr task_loss, mtl_dptr total, const mtl_loss_task *tasks,
+                                int num_tasks, int64_t rows, float scale);
+
+/* Metric reductions: acc (float64 [num_tasks, MTL_METRIC_FIELDS] in device
+ * memory, 8-byte aligned) += the sums of this batch, per task, in one launch
+ * (deterministic float64 sums; no host synchronisation). A row counts when
+ * mask is 0 or mask[i] == 1. Binary tasks: labels must be 0 or 1 (others
+ * only add to BAD_LABELS); pred is a probability; a NaN pred only adds to
+ * COUNT, POSITIVES, LABEL_SUM and NAN; LOGLOSS uses p clipped to
+ * [eps, 1-eps]; a prediction is positive when p > threshold. Regression
+ * tasks: SQ_ERR and ABS_ERR of pred - label (NaN preds only counted). */
+enum {
+	MTL_METRIC_COUNT = 0,
+	MTL_METRIC_POSITIVES,
+	MTL_METRIC_LABEL_SUM,
+	MTL_METRIC_LOGLOSS,
+	MTL_METRIC_TP,
+	MTL_METRIC_FP,
+	MTL_METRIC_TN,
+	MTL_METRIC_FN,
+	MTL_METRIC_SQ_ERR,
+	MTL_METRIC_ABS_ERR,
+	MTL_METRIC_NAN,
+	MTL_METRIC_BAD_LABELS,
+	MTL_METRIC_FIELDS
+};
+#define MTL_MAX_METRIC_TASKS 16
+typedef struct {
+	int binary;
+	mtl_dptr pred, label, mask; /* [rows]; mask optional */
+} mtl_metric_task;
+MTL_API int mtl_metric_accumulate(mtl_ctx *ctx, mtl_dptr acc, const mtl_metric_task *tasks, int num_tasks,
+                                  int64_t rows, double eps, float threshold);
 
 /* ---- optimizers ---- */
 

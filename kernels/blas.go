@@ -31,55 +31,17 @@ static void sgemm_rm_batch(int ta, int tb, int m, int n, int k, float alpha,
 */
 import "C"
 
-import (
-	"sync"
-	"unsafe"
-)
+import "unsafe"
 
-// OpenBLAS keeps one process-wide thread count, while each CPU device has its
-// own. blasMu serialises the BLAS calls of multi-threaded devices (two
-// multi-threaded GEMMs at once would oversubscribe the cores) and guards
-// blasThreads, the count OpenBLAS was last set to. Devices with one thread
-// share the read lock, so several single-threaded devices (one per serving
-// goroutine, say) run their GEMMs concurrently in their own OS threads.
-var (
-	blasMu      sync.RWMutex
-	blasThreads = -1
-)
-
-// blasEnter takes the BLAS lock for a device with the given thread count and
-// makes OpenBLAS use that many threads. It reports whether the lock is held
-// exclusively, which blasLeave needs.
-func blasEnter(threads int) (exclusive bool) {
-	if threads == 1 {
-		for {
-			blasMu.RLock()
-			if blasThreads == 1 {
-				return false
-			}
-			blasMu.RUnlock()
-			blasMu.Lock()
-			if blasThreads != 1 {
-				C.openblas_set_num_threads(1)
-				blasThreads = 1
-			}
-			blasMu.Unlock()
-		}
-	}
-	blasMu.Lock()
-	if blasThreads != threads {
-		C.openblas_set_num_threads(C.int(threads))
-		blasThreads = threads
-	}
-	return true
-}
-
-func blasLeave(exclusive bool) {
-	if exclusive {
-		blasMu.Unlock()
-	} else {
-		blasMu.RUnlock()
-	}
+// OpenBLAS runs single-threaded, always: the CPU device parallelises GEMMs
+// itself (whole row blocks or batch entries per goroutine, see gemmPlan) and
+// callers parallelise at a coarser grain (Sharder). OpenBLAS's own threads
+// would add a synchronisation per call, spin on cores the Go workers need,
+// and keep one process-wide thread count that concurrent callers would have
+// to serialise on. Single-threaded, cblas_sgemm may be called from any
+// number of goroutines at once.
+func init() {
+	C.openblas_set_num_threads(1)
 }
 
 func b2i(b bool) C.int {
@@ -89,26 +51,23 @@ func b2i(b bool) C.int {
 	return 0
 }
 
-// sgemm calls the row-major single-precision GEMM on raw slices. The caller
-// has validated every dimension and that the slices are long enough.
-func sgemm(threads int, ta, tb bool, m, n, k int, alpha float32, a []float32, lda int,
+// sgemm calls the row-major single-precision GEMM on raw slices in the
+// calling goroutine. The caller has validated every dimension and that the
+// slices are long enough.
+func sgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, c []float32, ldc int) {
-	ex := blasEnter(threads)
 	C.sgemm_rm(b2i(ta), b2i(tb), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.int(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.int(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&c[0])), C.int(ldc))
-	blasLeave(ex)
 }
 
 // sgemmBatch runs count GEMMs of one shape in a single cgo call.
-func sgemmBatch(threads int, ta, tb bool, m, n, k int, alpha float32,
+func sgemmBatch(ta, tb bool, m, n, k int, alpha float32,
 	a []float32, sa, lda int, b []float32, sb, ldb int, beta float32,
 	c []float32, sc, ldc int, count int) {
-	ex := blasEnter(threads)
 	C.sgemm_rm_batch(b2i(ta), b2i(tb), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.long(sa), C.int(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.long(sb), C.int(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&c[0])), C.long(sc), C.int(ldc), C.int(count))
-	blasLeave(ex)
 }

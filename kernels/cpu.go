@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"unsafe"
 )
 
 // CPU is the host Device: tensors are Go slices, GEMMs go to OpenBLAS, the
@@ -27,6 +28,7 @@ import (
 type CPU struct {
 	threads int
 	pool    *pool // nil with one thread
+	serial  *CPU  // ShardDevice: this device with one thread (itself when threads == 1)
 
 	// EmbeddingBackward scratch, grown to the largest table seen: a bitmap
 	// of the rows a batch touches (all zero between calls) and the slot of
@@ -45,11 +47,40 @@ func NewCPU(threads int) *CPU {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	c := &CPU{threads: threads}
+	c.serial = c
 	if threads > 1 {
 		c.pool = newPool(threads)
 		runtime.AddCleanup(c, func(p *pool) { p.close() }, c.pool)
+		c.serial = &CPU{threads: 1}
+		c.serial.serial = c.serial
 	}
 	return c
+}
+
+var _ Sharder = (*CPU)(nil)
+
+// ShardDevice implements Sharder: a one-thread CPU device (c itself when c
+// has one thread).
+func (c *CPU) ShardDevice() Device { return c.serial }
+
+// RunShards implements Sharder on the device's worker pool. When the pool is
+// busy (another goroutine is running a parallel op or shards on this
+// device) the shards run one after the other in the caller.
+func (c *CPU) RunShards(n int, f func(shard int)) {
+	if n <= 0 {
+		return
+	}
+	if n > 1 && c.pool != nil && c.pool.mu.TryLock() {
+		p := c.pool
+		p.shards = shardTask{f: f}
+		p.runLocked(&p.shards, n, 1, c.threads)
+		p.shards = shardTask{}
+		p.mu.Unlock()
+		return
+	}
+	for i := range n {
+		f(i)
+	}
 }
 
 // Name implements Device.
@@ -98,12 +129,35 @@ func (c *CPU) Alloc(dt DType, shape ...int) *Tensor {
 	switch dt {
 	case Float32:
 		t.F32 = make([]float32, n)
+		adviseHuge(unsafe.Pointer(unsafe.SliceData(t.F32)), 4*n)
 	case Int32:
 		t.I32 = make([]int32, n)
+		adviseHuge(unsafe.Pointer(unsafe.SliceData(t.I32)), 4*n)
 	default:
 		panic(fmt.Sprintf("kernels: Alloc: unsupported dtype %v", dt))
 	}
 	return t
+}
+
+// hugeMin is the smallest allocation backed by transparent huge pages.
+const hugeMin = 4 << 20
+
+// adviseHuge asks the kernel to back the 2 MB-aligned interior of a large,
+// not yet touched allocation with transparent huge pages (effective when
+// the system's THP mode is "always" or "madvise"). Embedding tables and
+// their optimizer state are read and written at random rows: with 4 KB
+// pages nearly every row access of a large table is also a TLB miss.
+// Failure (no THP support) is harmless.
+func adviseHuge(p unsafe.Pointer, size int) {
+	if size < hugeMin {
+		return
+	}
+	const huge = 2 << 20
+	start := (uintptr(p) + huge - 1) &^ (huge - 1)
+	end := (uintptr(p) + uintptr(size)) &^ (huge - 1)
+	if end > start {
+		_ = madvise(start, end-start)
+	}
 }
 
 // Free implements Device: it drops the references to the storage.
@@ -202,7 +256,7 @@ func (c *CPU) Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float3
 		c.scaleOut(cm.F32[:m*n], beta)
 		return
 	}
-	sgemm(c.threads, transA, transB, m, n, k, alpha, a.F32, a.Cols(), b.F32, b.Cols(), beta, cm.F32, n)
+	c.gemm(transA, transB, m, n, k, alpha, a.F32, 0, a.Cols(), b.F32, 0, b.Cols(), beta, cm.F32, 0, n, 1)
 }
 
 // scaleOut applies C = beta*C the way BLAS does: beta == 0 overwrites (so
@@ -248,24 +302,7 @@ func (c *CPU) GemmStridedBatched(transA, transB bool, m, n, k int, alpha float32
 	if transB {
 		ldb = k
 	}
-	c.gemmBatched(transA, transB, m, n, k, alpha, a.F32, strideA, lda, b.F32, strideB, ldb, beta, cm.F32, strideC, n, batch)
-}
-
-// gemmBatched runs the entries of a strided batch. With several threads and
-// entries that divide evenly among them (the usual expert count), each
-// goroutine of the pool runs whole entries with single-threaded sgemm: on
-// the expert shapes (1024 x 96..160 x 64, 2..12 experts) that beat one
-// multi-threaded sgemm per entry, which synchronises its threads on every
-// entry (see BenchmarkExpertGemmStrategies). Otherwise one cgo call loops
-// over the entries with OpenBLAS using all threads.
-func (c *CPU) gemmBatched(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
-	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
-	th := c.threads
-	if th > 1 && batch >= th && (batch%th == 0 || batch >= 4*th) && m*n*k >= 1<<15 {
-		c.gemmBatchedEntries(ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
-		return
-	}
-	sgemmBatch(th, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
+	c.gemm(transA, transB, m, n, k, alpha, a.F32, strideA, lda, b.F32, strideB, ldb, beta, cm.F32, strideC, n, batch)
 }
 
 // ---------------------------------------------------------------- element-wise
@@ -306,11 +343,7 @@ func (t *ewTask) run(lo, hi int) {
 	case ewReLUBwd:
 		cReluBwd(dst, t.a[lo:hi])
 	case ewSigmoid:
-		x := t.a[lo:hi]
-		x = x[:len(dst)]
-		for i := range dst {
-			dst[i] = sigmoid32(x[i])
-		}
+		cSigmoid(dst, t.a[lo:hi])
 	}
 }
 
@@ -320,7 +353,7 @@ func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) {
 	t := ewTask{op: op, dst: dst, a: a, b: b, alpha: alpha}
 	cost := 1
 	if op == ewSigmoid {
-		cost = costExp
+		cost = costExpC
 	}
 	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
@@ -341,15 +374,6 @@ func sameLen(op string, ts ...*Tensor) int {
 		}
 	}
 	return n
-}
-
-// sigmoid32 is 1/(1+exp(-x)) without overflow for any x.
-func sigmoid32(x float32) float32 {
-	if x >= 0 {
-		return float32(1 / (1 + math.Exp(-float64(x))))
-	}
-	e := math.Exp(float64(x))
-	return float32(e / (1 + e))
 }
 
 // Mul implements Device.
@@ -487,6 +511,71 @@ func (c *CPU) BiasGrad(dy, db *Tensor, groups int, accumulate bool) {
 	t.run(0, items)
 }
 
+// FusedBiasGrad is implemented by devices that fuse the activation's
+// backward pass with the bias gradient, saving a pass over dy.
+type FusedBiasGrad interface {
+	// ActBiasGrad is ActBackward(dy, y, act) followed by
+	// BiasGrad(dy, db, groups, accumulate), with the same results.
+	ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool)
+}
+
+var _ FusedBiasGrad = (*CPU)(nil)
+
+type actBiasGradTask struct {
+	dy, y, db     []float32
+	rows, n, nblk int
+	accumulate    bool
+	relu          bool
+}
+
+// run covers items [lo, hi) like biasGradTask.
+func (t *actBiasGradTask) run(lo, hi int) {
+	n := t.n
+	for it := lo; it < hi; it++ {
+		g, blk := it/t.nblk, it%t.nblk
+		c0 := blk * biasGradBlock
+		w := min(biasGradBlock, n-c0)
+		off := g*t.rows*n + c0
+		var y []float32
+		if t.relu {
+			y = t.y[off:]
+		}
+		cReluBwdBiasGrad(t.dy[off:], y, t.rows, n, w, t.db[g*n+c0:g*n+c0+w], t.accumulate, t.relu)
+	}
+}
+
+// ActBiasGrad implements FusedBiasGrad.
+func (c *CPU) ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool) {
+	sameLen("ActBiasGrad", dy, y)
+	if act != Linear && act != ReLU {
+		panic(fmt.Sprintf("kernels: ActBiasGrad: unknown activation %d", act))
+	}
+	if groups <= 0 || db.Len()%groups != 0 {
+		panic(fmt.Sprintf("kernels: ActBiasGrad: db %v not divisible into %d groups", db, groups))
+	}
+	n := db.Len() / groups
+	if n == 0 || dy.Len()%(groups*n) != 0 {
+		panic(fmt.Sprintf("kernels: ActBiasGrad: dy %v is not [%d, rows, %d]", dy, groups, n))
+	}
+	rows := dy.Len() / (groups * n)
+	if rows == 0 {
+		c.BiasGrad(dy, db, groups, accumulate)
+		return
+	}
+	nblk := (n + biasGradBlock - 1) / biasGradBlock
+	items := groups * nblk
+	t := actBiasGradTask{dy: dy.F32, y: y.F32, db: db.F32, rows: rows, n: n, nblk: nblk, accumulate: accumulate, relu: act == ReLU}
+	if ch := c.chunksFor(items, 2*rows*biasGradBlock); ch > 1 && c.pool.mu.TryLock() {
+		p := c.pool
+		p.actBias = t
+		p.runLocked(&p.actBias, items, 1, ch)
+		p.actBias = actBiasGradTask{}
+		p.mu.Unlock()
+		return
+	}
+	t.run(0, items)
+}
+
 // ---------------------------------------------------------------- dropout
 
 // DropoutHash is the counter-based random function behind Dropout: a
@@ -554,47 +643,15 @@ type softmaxTask struct {
 }
 
 func (t *softmaxTask) run(lo, hi int) {
-	n := t.cols
-	for r := lo; r < hi; r++ {
-		if t.backward {
-			y := t.y[r*n : r*n+n]
-			dy := t.dy[r*n : r*n+n]
-			dx := t.dx[r*n : r*n+n]
-			dy, dx = dy[:len(y)], dx[:len(y)]
-			var dot float64
-			for j, v := range y {
-				dot += float64(v) * float64(dy[j])
-			}
-			d := float32(dot)
-			for j, v := range y {
-				dx[j] = t.invT * v * (dy[j] - d)
-			}
-			continue
-		}
-		x := t.x[r*n : r*n+n]
-		y := t.y[r*n : r*n+n]
-		y = y[:len(x)]
-		mx := float32(math.Inf(-1))
-		for _, v := range x {
-			if v > mx {
-				mx = v
-			}
-		}
-		var sum float64
-		for j, v := range x {
-			e := math.Exp(float64((v - mx) * t.invT))
-			y[j] = float32(e)
-			sum += e
-		}
-		inv := 1 / sum
-		for j := range y {
-			y[j] = float32(float64(y[j]) * inv)
-		}
+	if t.backward {
+		cSoftmaxBwd(t.dx, t.dy, t.y, lo, hi, t.cols, t.invT)
+		return
 	}
+	cSoftmax(t.y, t.x, lo, hi, t.cols, t.invT)
 }
 
 func (c *CPU) softmax(t softmaxTask, rows int) {
-	if ch := c.chunksFor(rows, costExp*t.cols); ch > 1 && c.pool.mu.TryLock() {
+	if ch := c.chunksFor(rows, costExpC*t.cols); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
 		p.soft = t
 		p.runLocked(&p.soft, rows, 1, ch)
@@ -606,8 +663,8 @@ func (c *CPU) softmax(t softmaxTask, rows int) {
 }
 
 // SoftmaxRows implements Device. Each row is shifted by its maximum before
-// exponentiating, so any finite logits are safe; the normaliser is summed in
-// float64.
+// exponentiating, so any finite logits are safe; exp is a float32
+// polynomial (cpu_math.c) and the normaliser is summed in float64.
 func (c *CPU) SoftmaxRows(y, x *Tensor, temperature float32) {
 	sameLen("SoftmaxRows", y, x)
 	if x.Len() == 0 {
@@ -958,24 +1015,13 @@ func (t *lossTask) blockSum(lo, hi int) float64 {
 			sum += float64(v) * float64(v)
 		}
 	case lossBCE:
-		y, dz := t.y[lo:hi], t.dz[lo:hi]
-		y, dz = y[:len(z)], dz[:len(z)]
-		for i, zi := range z {
-			w := float32(1)
-			if t.w != nil {
-				w = t.w[lo+i]
-			}
-			zf, yf := float64(zi), float64(y[i])
-			// max(z,0) - z*y + log(1+exp(-|z|)): no overflow for any z.
-			// exp(-|z|) also gives the sigmoid (as in sigmoid32).
-			e := math.Exp(-math.Abs(zf))
-			sum += float64(w) * (math.Max(zf, 0) - zf*yf + math.Log1p(e))
-			p := 1 / (1 + e)
-			if zf < 0 {
-				p = e / (1 + e)
-			}
-			dz[i] = t.scale * w * (float32(p) - y[i])
+		// max(z,0) - z*y + log(1+exp(-|z|)): no overflow for any z;
+		// exp(-|z|) also gives the sigmoid.
+		var w []float32
+		if t.w != nil {
+			w = t.w[lo:hi]
 		}
+		sum = cBCE(t.dz[lo:hi], z, t.y[lo:hi], w, t.scale)
 	case lossMSE:
 		y, dz := t.y[lo:hi], t.dz[lo:hi]
 		y, dz = y[:len(z)], dz[:len(z)]
@@ -1006,8 +1052,11 @@ func (c *CPU) loss(loss *Tensor, t lossTask, n int) {
 	}
 	var total float64
 	cost := 2
-	if t.kind != lossSumSq {
-		cost = 2 * costExp // exp, log1p
+	switch t.kind {
+	case lossBCE:
+		cost = 2 * costExpC // exp, log1p
+	case lossMSE:
+		cost = 8 // a scalar Go loop
 	}
 	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
 		p := c.pool
@@ -1046,8 +1095,9 @@ func f32orNil(t *Tensor) []float32 {
 	return t.F32
 }
 
-// BCEWithLogits implements Device. The loss is computed in float64 as
-// max(z,0) - z*y + log1p(exp(-|z|)), exact to rounding for any |z|.
+// BCEWithLogits implements Device. Each term max(z,0) - z*y +
+// log1p(exp(-|z|)) is computed in float32 (polynomial exp and log, about 1
+// ulp; no overflow for any |z|) and the terms are summed in float64.
 func (c *CPU) BCEWithLogits(loss, dz, z, y, weights *Tensor, scale float32) {
 	n := checkLoss("BCEWithLogits", dz, z, y, weights)
 	c.loss(loss, lossTask{kind: lossBCE, dz: dz.F32, z: z.F32, y: y.F32, w: f32orNil(weights), scale: scale}, n)
@@ -1232,36 +1282,4 @@ func (c *CPU) SparseSGD(table *Tensor, grad *SparseGrad, p SGDParams) {
 	rows := checkSparse("SparseSGD", table, grad)
 	dim := table.Cols()
 	c.runSGD(sgdTask{param: table.F32, grad: grad.Values.F32, rows: rows, dim: dim, lr: p.LR, l2x2: 2 * p.L2}, len(rows), 1, 2*dim+costRandom)
-}
-
-// gemmBatchedEntries spreads the entries of a strided batch over the pool's
-// goroutines, each calling single-threaded sgemm on whole entries. When the
-// pool is busy it falls back to one multi-threaded call.
-func (c *CPU) gemmBatchedEntries(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda int,
-	b []float32, sb, ldb int, beta float32, cm []float32, sc, ldc, batch int) {
-	t := batchedGemmTask{ta: ta, tb: tb, m: m, n: n, k: k, alpha: alpha, a: a, sa: sa, lda: lda,
-		b: b, sb: sb, ldb: ldb, beta: beta, c: cm, sc: sc, ldc: ldc}
-	if c.pool != nil && batch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.batched = t
-		p.runLocked(&p.batched, batch, 1, c.threads)
-		p.batched = batchedGemmTask{}
-		p.mu.Unlock()
-		return
-	}
-	sgemmBatch(c.threads, ta, tb, m, n, k, alpha, a, sa, lda, b, sb, ldb, beta, cm, sc, ldc, batch)
-}
-
-type batchedGemmTask struct {
-	ta, tb        bool
-	m, n, k       int
-	alpha, beta   float32
-	a, b, c       []float32
-	sa, sb, sc    int
-	lda, ldb, ldc int
-}
-
-func (t *batchedGemmTask) run(lo, hi int) {
-	sgemmBatch(1, t.ta, t.tb, t.m, t.n, t.k, t.alpha, t.a[lo*t.sa:], t.sa, t.lda, t.b[lo*t.sb:], t.sb, t.ldb,
-		t.beta, t.c[lo*t.sc:], t.sc, t.ldc, hi-lo)
 }

@@ -92,9 +92,8 @@ func BenchmarkExpertGemm(b *testing.B) {
 }
 
 // BenchmarkExpertGemmStrategies compares ways to run the forward expert
-// batch: one C loop over a multi-threaded sgemm (what GemmStridedBatched
-// does), the same loop from Go, and entries spread over goroutines with
-// single-threaded sgemm.
+// batch with two threads: one C loop over the entries in one goroutine, and
+// the entries spread over the pool (what GemmStridedBatched does).
 func BenchmarkExpertGemmStrategies(b *testing.B) {
 	const rows, out = 1024, 64
 	c := NewCPU(2)
@@ -108,26 +107,17 @@ func BenchmarkExpertGemmStrategies(b *testing.B) {
 			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 		}
 		name := fmt.Sprintf("in%d_e%d", s.in, s.e)
-		b.Run("cloop_mt/"+name, func(b *testing.B) {
+		b.Run("cloop/"+name, func(b *testing.B) {
 			start := cpuTime()
 			for b.Loop() {
-				sgemmBatch(2, false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
+				sgemmBatch(false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
 			}
 			report(b, start)
 		})
-		b.Run("goloop_mt/"+name, func(b *testing.B) {
+		b.Run("pool/"+name, func(b *testing.B) {
 			start := cpuTime()
 			for b.Loop() {
-				for e := 0; e < s.e; e++ {
-					sgemm(2, false, false, rows, out, s.in, 1, x.F32, s.in, w.F32[e*s.in*out:], out, 0, h.F32[e*rows*out:], out)
-				}
-			}
-			report(b, start)
-		})
-		b.Run("goroutines_st/"+name, func(b *testing.B) {
-			start := cpuTime()
-			for b.Loop() {
-				c.gemmBatchedEntries(false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
+				c.gemm(false, false, rows, out, s.in, 1, x.F32, 0, s.in, w.F32, s.in*out, out, 0, h.F32, rows*out, out, s.e)
 			}
 			report(b, start)
 		})
@@ -262,5 +252,56 @@ func BenchmarkModelGemm(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkGemmEngines compares, single-threaded, OpenBLAS and the
+// small-GEMM kernels on the models' shapes at shard sizes (forward x*W,
+// input gradient dy*W^T, weight gradient x^T*dy), heads and gate logits,
+// and a few larger shapes that decide where smallGemm hands over to BLAS.
+func BenchmarkGemmEngines(b *testing.B) {
+	if gemmLevel == 0 {
+		b.Skip("no AVX2/FMA")
+	}
+	type shape struct {
+		ta, tb  bool
+		m, n, k int
+	}
+	var shapes []shape
+	for _, rows := range []int{256, 512, 1024} {
+		for _, l := range []struct{ in, out int }{{112, 64}, {64, 64}, {64, 4}, {64, 1}, {112, 128}, {128, 64}} {
+			shapes = append(shapes, shape{false, false, rows, l.out, l.in}, shape{false, true, rows, l.in, l.out},
+				shape{true, false, l.in, l.out, rows})
+		}
+	}
+	shapes = append(shapes, shape{false, false, 1024, 512, 512}, shape{false, false, 1024, 1024, 256},
+		shape{false, false, 512, 256, 1024}, shape{true, false, 512, 512, 4096}, shape{false, true, 2048, 128, 128})
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, s := range shapes {
+		a, bb := randF32(rng, s.m*s.k, -1, 1), randF32(rng, s.k*s.n, -1, 1)
+		c := make([]float32, s.m*s.n)
+		lda, ldb := s.k, s.n
+		if s.ta {
+			lda = s.m
+		}
+		if s.tb {
+			ldb = s.k
+		}
+		flops := 2 * float64(s.m*s.n*s.k)
+		name := fmt.Sprintf("ta%v_tb%v_%dx%dx%d", s.ta, s.tb, s.m, s.n, s.k)
+		b.Run("blas/"+name, func(b *testing.B) {
+			for b.Loop() {
+				sgemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c, s.n)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run("small/"+name, func(b *testing.B) {
+			for b.Loop() {
+				if !cSgemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c, s.n, nil, false) {
+					b.Skip("shape not handled")
+				}
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
 	}
 }

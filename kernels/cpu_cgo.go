@@ -87,6 +87,16 @@ func cBiasAct(x, bias []float32, rows, n int, relu bool) {
 	C.mtl_bias_act(fp(x), fp(bias), C.long(rows), C.int(n), cbool(relu))
 }
 
+// cBiasActLd adds bias (nil: none) to rows x n of x (leading dimension
+// ld) and applies the activation.
+func cBiasActLd(x []float32, ld int, bias []float32, rows, n int, relu bool) {
+	need("bias", len(x), span(rows, ld, n))
+	if bias != nil {
+		need("bias", len(bias), n)
+	}
+	C.mtl_bias_act_ld(fp(x), C.long(ld), fp(bias), C.long(rows), C.int(n), cbool(relu))
+}
+
 // cBiasGrad sums rows x w (w <= 64) of dy, leading dimension ld, into db.
 func cBiasGrad(dy []float32, rows, ld, w int, db []float32, accumulate bool) {
 	if w > 64 {
@@ -206,3 +216,79 @@ func cSparseSGD(table, g []float32, rows []int32, lo, hi, dim int, lr, l2x2 floa
 	need("sparse sgd", len(g), hi*dim)
 	C.mtl_sparse_sgd(fp(table), fp(g), ip(rows), C.long(lo), C.long(hi), C.int(dim), C.float(lr), C.float(l2x2))
 }
+
+// gemmLevel is the small-GEMM kernel level of this machine (see
+// cpu_gemm.c): 2 AVX-512, 1 AVX2+FMA, 0 none (BLAS only).
+var gemmLevel = int(C.mtl_gemm_level())
+
+// setGemmLevel caps the kernel level (tests); it returns the previous cap.
+func setGemmLevel(l int) int {
+	prev := gemmLevel
+	C.mtl_gemm_force_level(C.int(l))
+	gemmLevel = int(C.mtl_gemm_level())
+	return prev
+}
+
+// cSgemm runs the small-GEMM kernel: C = act(alpha*op(A)*op(B) + beta*C +
+// bias). It reports false, leaving C untouched, when the kernel does not
+// handle the shape. The caller has validated shapes and slice lengths.
+func cSgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, c []float32, ldc int, bias []float32, relu bool) bool {
+	return C.mtl_sgemm(cbool(ta), cbool(tb), C.long(m), C.long(n), C.long(k), C.float(alpha), fp(a), C.long(lda),
+		fp(b), C.long(ldb), C.float(beta), fp(c), C.long(ldc), fp(bias), cbool(relu)) != 0
+}
+
+// cSigmoid writes y = sigmoid(x) (y may alias x).
+func cSigmoid(y, x []float32) {
+	need("sigmoid", len(x), len(y))
+	C.mtl_sigmoid(fp(y), fp(x), C.long(len(y)))
+}
+
+// cSoftmax runs rows [lo, hi) of a softmax over rows of n columns (or its
+// backward pass when dy is not nil: dx from dy and y).
+func cSoftmax(y, x []float32, lo, hi, n int, invT float32) {
+	need("softmax", len(y), hi*n)
+	need("softmax", len(x), hi*n)
+	C.mtl_softmax(fp(y), fp(x), C.long(lo), C.long(hi), C.int(n), C.float(invT))
+}
+
+func cSoftmaxBwd(dx, dy, y []float32, lo, hi, n int, invT float32) {
+	need("softmax backward", len(dx), hi*n)
+	need("softmax backward", len(dy), hi*n)
+	need("softmax backward", len(y), hi*n)
+	C.mtl_softmax_bwd(fp(dx), fp(dy), fp(y), C.long(lo), C.long(hi), C.int(n), C.float(invT))
+}
+
+// cBCE writes the BCE gradient of z[i] for i < len(z) and returns the
+// unscaled weighted loss sum (w nil: weights 1).
+func cBCE(dz, z, y, w []float32, scale float32) float64 {
+	n := len(z)
+	need("bce", len(dz), n)
+	need("bce", len(y), n)
+	if w != nil {
+		need("bce", len(w), n)
+	}
+	return float64(C.mtl_bce(fp(dz), fp(z), fp(y), fp(w), C.long(n), C.float(scale)))
+}
+
+// cReluBwdBiasGrad applies the ReLU backward pass (when relu) to a block of
+// w <= 64 columns of rows rows (leading dimension ld; dy and y start at the
+// block's first column) and writes or accumulates the column sums into db.
+func cReluBwdBiasGrad(dy, y []float32, rows, ld, w int, db []float32, accumulate, relu bool) {
+	if w > 64 {
+		panic("kernels: bias gradient block wider than 64")
+	}
+	need("bias gradient", len(dy), span(rows, ld, w))
+	if relu {
+		need("bias gradient", len(y), span(rows, ld, w))
+	}
+	need("bias gradient", len(db), w)
+	C.mtl_relu_bwd_bias_grad(fp(dy), fp(y), C.long(rows), C.long(ld), C.int(w), fp(db), cbool(accumulate), cbool(relu))
+}
+
+// mtlExp is exp in place with the polynomial of cpu_math.c (tests).
+func mtlExp(x []float32) { C.mtl_exp_inplace(fp(x), C.long(len(x))) }
+
+// setMathLevel caps the vector width of cpu_math.c (tests): 2 AVX-512,
+// 1 AVX2, 0 scalar.
+func setMathLevel(l int) { C.mtl_math_force_level(C.int(l)) }

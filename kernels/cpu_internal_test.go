@@ -74,31 +74,68 @@ func TestDropoutKernelUsesHash(t *testing.T) {
 	assert.Equal(t, uint64(1<<22), thr)
 }
 
-// Both ways of running a batch of GEMMs give the same bits.
-func TestBatchedGemmStrategiesAgree(t *testing.T) {
+// A GEMM cut into row or column blocks and spread over goroutines gives the
+// bits of one sgemm call per entry over the whole shape, and the cut itself
+// depends only on the shape.
+func TestGemmBlocksMatchWholeCalls(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	c := NewCPU(2)
-	const batch, m, n, k = 4, 200, 64, 96
-	a := randF32(rng, m*k, -1, 1)
-	b := randF32(rng, batch*k*n, -1, 1)
-	c1, c2 := make([]float32, batch*m*n), make([]float32, batch*m*n)
-	sgemmBatch(2, false, false, m, n, k, 1, a, 0, k, b, k*n, n, 0, c1, m*n, n, batch)
-	c.gemmBatchedEntries(false, false, m, n, k, 1, a, 0, k, b, k*n, n, 0, c2, m*n, n, batch)
-	for i := range c1 {
-		if math.Float32bits(c1[i]) != math.Float32bits(c2[i]) {
-			t.Fatalf("element %d: %g vs %g", i, c1[i], c2[i])
-		}
+	cases := []struct {
+		name            string
+		ta, tb          bool
+		batch, m, n, k  int
+		sa              bool // A shared by every entry (stride 0)
+		wantRows, wantC int
+	}{
+		{"experts", false, false, 4, 200, 64, 96, true, 1, 1},
+		{"rows", false, false, 1, 600, 300, 200, false, 4, 1},
+		{"rows_transA", true, false, 2, 512, 128, 300, false, 4, 1},
+		{"cols", false, false, 1, 100, 1024, 512, false, 1, 4},
+		{"cols_transB", false, true, 3, 64, 700, 400, false, 1, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rb, cb := gemmSplit(tc.m, tc.n, tc.k)
+			require.Equal(t, [2]int{tc.wantRows, tc.wantC}, [2]int{rb, cb}, "split")
+			m, n, k := tc.m, tc.n, tc.k
+			lda, ldb := k, n
+			if tc.ta {
+				lda = m
+			}
+			if tc.tb {
+				ldb = k
+			}
+			sa := m * k
+			if tc.sa {
+				sa = 0
+			}
+			a := randF32(rng, max(sa, m*k)*tc.batch, -1, 1)
+			b := randF32(rng, k*n*tc.batch, -1, 1)
+			init := randF32(rng, m*n*tc.batch, -1, 1)
+			want := append([]float32(nil), init...)
+			for e := range tc.batch {
+				sgemm(tc.ta, tc.tb, m, n, k, 0.5, a[e*sa:], lda, b[e*k*n:], ldb, 0.25, want[e*m*n:], n)
+			}
+			for _, th := range []int{1, 2, 3} {
+				got := append([]float32(nil), init...)
+				NewCPU(th).gemm(tc.ta, tc.tb, m, n, k, 0.5, a, sa, lda, b, k*n, ldb, 0.25, got, m*n, n, tc.batch)
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("threads %d, element %d: %g vs %g", th, i, got[i], want[i])
+					}
+				}
+			}
+		})
 	}
 }
 
-// Several single-threaded devices run OpenBLAS concurrently (shared read
-// lock); their results must equal a serial run.
+// Several devices run OpenBLAS concurrently (it is single-threaded, so no
+// lock is needed); their results must equal a serial run.
 func TestConcurrentSingleThreadDevices(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const m, n, k = 300, 64, 128
 	a, b := randF32(rng, m*k, -1, 1), randF32(rng, k*n, -1, 1)
 	want := make([]float32, m*n)
-	sgemm(1, false, false, m, n, k, 1, a, k, b, n, 0, want, n)
+	sgemm(false, false, m, n, k, 1, a, k, b, n, 0, want, n)
 	done := make(chan []float32)
 	for g := 0; g < 4; g++ {
 		go func() {
@@ -110,7 +147,7 @@ func TestConcurrentSingleThreadDevices(t *testing.T) {
 			done <- out
 		}()
 	}
-	// Meanwhile a two-thread device switches OpenBLAS's thread count.
+	// Meanwhile a two-thread device runs the same GEMM on its pool.
 	c2 := NewCPU(2)
 	out2 := make([]float32, m*n)
 	for it := 0; it < 10; it++ {

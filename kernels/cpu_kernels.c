@@ -74,6 +74,22 @@ HOT void mtl_bias_act(float *restrict x, const float *restrict bias, long rows, 
 	}
 }
 
+/* mtl_bias_act over rows with leading dimension ld; bias may be NULL. */
+HOT void mtl_bias_act_ld(float *restrict x, long ld, const float *restrict bias, long rows, int n, int relu) {
+	for (long r = 0; r < rows; r++) {
+		float *restrict row = x + r * ld;
+		if (bias && relu)
+			for (int j = 0; j < n; j++) {
+				float v = row[j] + bias[j];
+				row[j] = v > 0 ? v : 0.0f;
+			}
+		else if (bias)
+			for (int j = 0; j < n; j++) row[j] += bias[j];
+		else if (relu)
+			for (int j = 0; j < n; j++) row[j] = row[j] > 0 ? row[j] : 0.0f;
+	}
+}
+
 /* db[j] (= or +=) sum over rows r of dy[r*ld + j] for j < w <= 64, summed
  * in double in row order. */
 HOT void mtl_bias_grad(const float *restrict dy, long rows, long ld, int w, float *restrict db,

@@ -13,6 +13,7 @@ void mtl_mul(float *dst, const float *a, const float *b, long n);
 void mtl_equal(float *dst, const float *src, long n, float v);
 void mtl_relu_bwd(float *dy, const float *y, long n);
 void mtl_bias_act(float *x, const float *bias, long rows, int n, int relu);
+void mtl_bias_act_ld(float *x, long ld, const float *bias, long rows, int n, int relu);
 void mtl_bias_grad(const float *dy, long rows, long ld, int w, float *db, int accumulate);
 void mtl_dropout(float *x, float *mask, long lo, long n, uint64_t seed, uint64_t thr, float scale);
 void mtl_gate_fwd(float *out, const float *w, int ne, int e0, int cnt, const float *x0, const float *x1,
@@ -35,5 +36,27 @@ void mtl_sparse_adagrad(float *table, float *acc, const float *g, const int32_t 
                         long lo, long hi, int dim, float lr, float eps, float l2x2);
 void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi,
                     int dim, float lr, float l2x2);
+
+/* cpu_math.c */
+void mtl_exp_inplace(float *x, long n);
+/* Caps the vector width of cpu_math.c: 2 AVX-512, 1 AVX2, 0 scalar (tests). */
+void mtl_math_force_level(int l);
+void mtl_sigmoid(float *y, const float *x, long n);
+void mtl_softmax(float *y, const float *x, long lo, long hi, int n, float invT);
+void mtl_softmax_bwd(float *dx, const float *dy, const float *y, long lo, long hi, int n, float invT);
+double mtl_bce(float *dz, const float *z, const float *y, const float *w, long n, float scale);
+void mtl_relu_bwd_bias_grad(float *dy, const float *y, long rows, long ld, int w, float *db, int accumulate,
+                            int relu);
+
+/* Small-GEMM kernels (cpu_gemm.c). mtl_sgemm computes the row-major
+ * C = act(alpha*op(A)*op(B) + beta*C + bias) and returns 1, or returns 0
+ * without touching C when it does not handle the shape or the CPU lacks
+ * AVX2/FMA (the caller then uses BLAS). bias (n values) may be NULL. */
+int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+              long ldb, float beta, float *c, long ldc, const float *bias, int relu);
+/* 2: AVX-512 kernels, 1: AVX2 kernels, 0: none. */
+int mtl_gemm_level(void);
+/* Caps the level used (tests run the AVX2 kernels on AVX-512 machines). */
+void mtl_gemm_force_level(int l);
 
 #endif

@@ -59,6 +59,8 @@ type CUDA struct {
 	optTs       []cublas.OptTensor
 	emb         cublas.EmbBuffer
 	embIn       []cublas.EmbInput
+	loss        cublas.LossBuffer
+	lossTs      []cublas.LossTask
 }
 
 var _ Device = (*CUDA)(nil)

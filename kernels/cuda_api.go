@@ -57,3 +57,107 @@ type GraphCapturer interface {
 	BeginCapture() error
 	EndCapture() (Graph, error)
 }
+
+// FusedGater is implemented by devices with a fused gate: the softmax of
+// the gate logits and the weighted sum of the experts in one kernel, and
+// the backward of both in one kernel (the gate-weight gradient dw never
+// leaves the chip). Callers that do not care whether the device fuses use
+// GateForward and GateBackward.
+type FusedGater interface {
+	// GateForward computes w = softmax(logits / temperature) ([B, E]) and
+	// out[b,:] = sum_e w[b,e] * experts[e][b,:]: SoftmaxRows followed by
+	// GateCombine.
+	GateForward(out, w, logits *Tensor, experts []*Tensor, temperature float32)
+	// GateBackward writes the logits' gradient dlogits ([B, E],
+	// overwritten) and adds w[b,e] * dout[b,:] to dexperts[e], given the
+	// gradient dout of out and the w and experts of the forward pass:
+	// GateCombineBackward followed by SoftmaxBackward.
+	GateBackward(dlogits, dout, w *Tensor, experts, dexperts []*Tensor, temperature float32)
+}
+
+// LossKind is the loss of one task of a multi-task loss.
+type LossKind uint8
+
+const (
+	LossBCE LossKind = iota // binary cross-entropy from the logit
+	LossMSE                 // squared error
+)
+
+// LossTask is one task of a multi-task loss. Z, DZ and Y hold one value per
+// row (any shape with that many elements). The sample weight of row i is
+// w_i = [1 + (PosWeight-1)*y_i] * Weight[i] * [Space[i] == 1], each factor
+// present only when set (PosWeight != 1, Weight or Space not nil): the
+// positive-class weight, a weight column and a sample-space mask. Both
+// float fields are taken as they are, so set them (1 is neutral): a zero
+// Lambda gives a zero gradient, a zero PosWeight ignores positive rows.
+type LossTask struct {
+	Kind      LossKind
+	Z, DZ, Y  *Tensor
+	Weight    *Tensor // nil: 1
+	Space     *Tensor // nil: every row
+	PosWeight float32 // positive-class weight; 1: none
+	Lambda    float32 // the task's loss weight (1: neutral)
+}
+
+// MultiTaskLosser is implemented by devices that compute the loss and the
+// output gradient of every task in one launch. For each task t, with l_ti
+// the BCE-with-logits or squared error of row i:
+//
+//	DZ_t[i]       = Lambda_t * scale * w_ti * dl_ti/dz
+//	taskLoss[t]  += scale * sum_i w_ti * l_ti        (before Lambda_t)
+//	total[0]     += sum_t Lambda_t * scale * sum_i w_ti * l_ti
+//
+// taskLoss ([len(tasks)]) and total ([1]) may each be nil. Every task has
+// the same number of rows. Callers that do not care whether the device
+// fuses use MultiTaskLoss.
+type MultiTaskLosser interface {
+	MultiTaskLoss(taskLoss, total *Tensor, tasks []LossTask, scale float32)
+}
+
+// MetricTask is one task's input to a metric reduction: Pred holds
+// probabilities (Binary) or predicted values, Label the targets, Mask
+// (optional) selects the rows where Mask[i] == 1 (a sample-space column as
+// it is). All three have one value per row.
+type MetricTask struct {
+	Binary            bool
+	Pred, Label, Mask *Tensor
+}
+
+// MetricSums are the sums a MetricAccumulator collects for one task. A row
+// counts when it is inside the mask. For a binary task a label other than 0
+// or 1 adds only to BadLabels; a NaN prediction adds only to Count,
+// Positives, LabelSum and NaN. LogLoss sums -log(p) (label 1) or
+// -log(1-p) with p clipped to [eps, 1-eps]; a prediction is positive when
+// p > threshold. For a regression task SqErr and AbsErr sum (p-y)^2 and
+// |p-y| in float64. Counts are exact below 2^53.
+type MetricSums struct {
+	Count, Positives, LabelSum float64
+	LogLoss                    float64
+	TP, FP, TN, FN             float64
+	SqErr, AbsErr              float64
+	NaN, BadLabels             float64
+}
+
+// MetricAccumulator sums metrics of a fixed list of tasks over the batches
+// of an evaluation pass. Add queues work only (no host round trip on a
+// GPU); Sums waits and reads the totals.
+type MetricAccumulator interface {
+	// Add adds one batch; tasks has the accumulator's number of tasks, in
+	// the same order on every call, and every task the same rows.
+	Add(tasks []MetricTask)
+	// Sums returns the totals of every task since the last Reset, and the
+	// first error of the device work since then.
+	Sums() ([]MetricSums, error)
+	// Reset sets the totals to zero.
+	Reset()
+	// Release frees the accumulator's memory.
+	Release()
+}
+
+// MetricReducer is implemented by devices that reduce metrics on the device
+// (NewMetricAccumulator falls back to host sums for the others).
+type MetricReducer interface {
+	// NewMetricAccumulator creates an accumulator for tasks tasks with the
+	// logloss clipping eps and the decision threshold.
+	NewMetricAccumulator(tasks int, eps float64, threshold float32) (MetricAccumulator, error)
+}

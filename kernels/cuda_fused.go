@@ -14,6 +14,9 @@ var (
 	_ GemmBiasActer         = (*CUDA)(nil)
 	_ AsyncIDChecker        = (*CUDA)(nil)
 	_ GraphCapturer         = (*CUDA)(nil)
+	_ FusedGater            = (*CUDA)(nil)
+	_ MultiTaskLosser       = (*CUDA)(nil)
+	_ MetricReducer         = (*CUDA)(nil)
 )
 
 // embSources validates srcs against a table and converts them (d.mu held).
@@ -181,4 +184,179 @@ func (g *CUDAGraph) Release() {
 	defer g.d.mu.Unlock()
 	g.g.Release()
 	g.g = nil
+}
+
+// ---------------------------------------------------------------- gate
+
+// GateForward is the fused gate (csrc/fused.cu): one warp per row computes
+// the softmax of the row's logits and mixes the experts with the weights
+// held on chip. It equals SoftmaxRows followed by GateCombine (which run
+// instead beyond cublas.MaxExperts experts).
+func (d *CUDA) GateForward(out, w, logits *Tensor, experts []*Tensor, temperature float32) {
+	rows, dim, ne := checkGate("GateForward", out, w, experts)
+	if logits.Len() != rows*ne {
+		panic(fmt.Sprintf("kernels: GateForward: logits %v for %d rows and %d experts", logits, rows, ne))
+	}
+	if rows == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ptrs = d.appendPtrs(d.ptrs, experts)
+	d.fail(d.x.GateForward(d.ptr(out), d.ptr(w), d.ptr(logits), d.ptrs, rows, dim, temperature))
+}
+
+// GateBackward is the fused gate backward: one warp per row computes the
+// gate-weight gradient in registers, adds the expert gradients and writes
+// the softmax backward. It equals GateCombineBackward followed by
+// SoftmaxBackward. Beyond cublas.MaxExperts experts it runs those two with
+// a temporary [B, E] tensor, which cannot be allocated while capturing a
+// graph (an error then).
+func (d *CUDA) GateBackward(dlogits, dout, w *Tensor, experts, dexperts []*Tensor, temperature float32) {
+	rows, dim, ne := checkGate("GateBackward", dout, w, experts)
+	if dlogits.Len() != rows*ne || len(dexperts) != ne {
+		panic(fmt.Sprintf("kernels: GateBackward: dlogits %v, %d expert gradients for %d rows and %d experts",
+			dlogits, len(dexperts), rows, ne))
+	}
+	for e, ex := range dexperts {
+		if ex.Len() != rows*dim {
+			panic(fmt.Sprintf("kernels: GateBackward: expert gradient %d is %v, want %d x %d", e, ex, rows, dim))
+		}
+	}
+	if rows == 0 {
+		return
+	}
+	var scratch *Tensor
+	if ne > cublas.MaxExperts {
+		d.mu.Lock()
+		capturing := d.capturing
+		d.mu.Unlock()
+		if capturing {
+			d.mu.Lock()
+			d.fail(fmt.Errorf("kernels: %s GateBackward: %d experts (more than %d) need scratch memory, which cannot be allocated while capturing a graph",
+				d.Name(), ne, cublas.MaxExperts))
+			d.mu.Unlock()
+			return
+		}
+		scratch = d.Alloc(Float32, rows, ne)
+		defer scratch.Release()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ptrs = d.appendPtrs(d.ptrs, experts)
+	d.ptrs2 = d.appendPtrs(d.ptrs2, dexperts)
+	d.fail(d.x.GateBackward(d.ptr(dlogits), d.ptr(dout), d.ptr(w), d.ptrs, d.ptrs2, rows, dim, temperature,
+		d.ptr(scratch)))
+}
+
+// ---------------------------------------------------------------- multi-task loss
+
+func lossCode(k LossKind) int {
+	if k == LossMSE {
+		return cublas.LossMSE
+	}
+	return cublas.LossBCE
+}
+
+// MultiTaskLoss is the fused multi-task loss (csrc/fused.cu): the sample
+// weights, the loss, the gradient and the loss weight of every task in one
+// launch (per cublas.MaxLossTasks tasks), with float64 sums reduced in a
+// fixed order by the last block. No host round trip; graph-capturable.
+func (d *CUDA) MultiTaskLoss(taskLoss, total *Tensor, tasks []LossTask, scale float32) {
+	rows := checkLossTasks("MultiTaskLoss", taskLoss, total, tasks)
+	if len(tasks) == 0 || rows == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lossTs = d.lossTs[:0]
+	for _, k := range tasks {
+		d.lossTs = append(d.lossTs, cublas.LossTask{Kind: lossCode(k.Kind), Z: d.ptr(k.Z), DZ: d.ptr(k.DZ), Y: d.ptr(k.Y),
+			Weight: d.ptr(k.Weight), Space: d.ptr(k.Space), PosWeight: k.PosWeight, Lambda: k.Lambda})
+	}
+	d.fail(d.x.MultiTaskLoss(&d.loss, d.ptr(taskLoss), d.ptr(total), d.lossTs, rows, scale))
+}
+
+// ---------------------------------------------------------------- metrics
+
+// cudaMetrics accumulates metric sums in device memory: float64
+// [tasks, cublas.MetricFields], stored in a Float32 tensor of twice the
+// size (so that the device's allocation accounting covers it).
+type cudaMetrics struct {
+	d         *CUDA
+	acc       *Tensor
+	n         int
+	eps       float64
+	threshold float32
+	buf       cublas.MetricBuffer
+	ts        []cublas.MetricTask
+	host      []float64
+}
+
+// NewMetricAccumulator implements MetricReducer: each Add is one launch
+// (per cublas.MaxMetricTasks tasks) that adds the batch's sums to device
+// memory; Sums reads them back.
+func (d *CUDA) NewMetricAccumulator(tasks int, eps float64, threshold float32) (MetricAccumulator, error) {
+	if err := checkMetricArgs(tasks, eps); err != nil {
+		return nil, err
+	}
+	return &cudaMetrics{d: d, acc: d.Alloc(Float32, 2*tasks*cublas.MetricFields), n: tasks, eps: eps,
+		threshold: threshold, host: make([]float64, tasks*cublas.MetricFields)}, nil
+}
+
+func (m *cudaMetrics) Add(tasks []MetricTask) {
+	rows := checkMetricTasks(m.n, tasks)
+	if rows == 0 {
+		return
+	}
+	d := m.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m.ts = m.ts[:0]
+	for _, k := range tasks {
+		m.ts = append(m.ts, cublas.MetricTask{Binary: k.Binary, Pred: d.ptr(k.Pred), Label: d.ptr(k.Label), Mask: d.ptr(k.Mask)})
+	}
+	d.fail(d.x.MetricAccumulate(&m.buf, d.ptr(m.acc), m.ts, rows, m.eps, m.threshold))
+}
+
+// Sums waits for the queued work and reads the sums. A failure recorded by
+// the device since its last Sync is returned (and still reported by Sync).
+func (m *cudaMetrics) Sums() ([]MetricSums, error) {
+	d := m.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.capturing {
+		return nil, fmt.Errorf("kernels: %s metric sums: not allowed while capturing a graph", d.Name())
+	}
+	if err := d.x.CopyDtoHF64(m.host, d.ptr(m.acc)); err != nil {
+		d.fail(err)
+		return nil, fmt.Errorf("kernels: %s metric sums: %w", d.Name(), err)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("kernels: %s metric sums: earlier work failed: %w", d.Name(), d.err)
+	}
+	out := make([]MetricSums, m.n)
+	for t := range out {
+		f := m.host[t*cublas.MetricFields : (t+1)*cublas.MetricFields]
+		out[t] = MetricSums{
+			Count: f[cublas.MetricCount], Positives: f[cublas.MetricPositives], LabelSum: f[cublas.MetricLabelSum],
+			LogLoss: f[cublas.MetricLogLoss],
+			TP:      f[cublas.MetricTP], FP: f[cublas.MetricFP], TN: f[cublas.MetricTN], FN: f[cublas.MetricFN],
+			SqErr: f[cublas.MetricSqErr], AbsErr: f[cublas.MetricAbsErr],
+			NaN: f[cublas.MetricNaN], BadLabels: f[cublas.MetricBadLabels],
+		}
+	}
+	return out, nil
+}
+
+func (m *cudaMetrics) Reset() {
+	d := m.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail(d.x.Memset(d.ptr(m.acc), 0, 4*m.acc.Len()))
+}
+
+func (m *cudaMetrics) Release() {
+	m.acc.Release()
+	clear(m.host)
 }

@@ -169,3 +169,21 @@ type IDRangeError struct {
 func (e *IDRangeError) Error() string {
 	return fmt.Sprintf("id %d at row %d is outside the embedding table [0, %d)", e.ID, e.Row, e.Rows)
 }
+
+// Sharder is implemented by devices on which a batch is best processed as
+// shards that run concurrently, each shard's ops running serially in one
+// goroutine: on the CPU, a few large independent pieces of work beat
+// splitting every small op across threads and joining after each. A caller
+// that shards builds its layers on ShardDevice and runs the shards with
+// RunShards; callers that do not shard lose nothing.
+type Sharder interface {
+	// ShardDevice returns a device with the same numerics whose ops all run
+	// in the calling goroutine. Tensors of the two devices are
+	// interchangeable.
+	ShardDevice() Device
+	// RunShards calls f(0), ..., f(n-1) on up to Threads() goroutines,
+	// giving each goroutine a contiguous range of shards, and returns when
+	// all calls have returned. It never allocates: f should be a function
+	// value made once, not a new closure per call.
+	RunShards(n int, f func(shard int))
+}

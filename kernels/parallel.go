@@ -31,6 +31,7 @@ type pool struct {
 	ew      ewTask
 	bias    biasActTask
 	bgrad   biasGradTask
+	actBias actBiasGradTask
 	soft    softmaxTask
 	gate    gateTask
 	gateBwd gateBwdTask
@@ -41,8 +42,18 @@ type pool struct {
 	adagrad adagradTask
 	sgd     sgdTask
 	drop    dropoutTask
-	batched batchedGemmTask
+	gemm    gemmTask
+	shards  shardTask
 	partial []float64 // per-block partial sums of reductions
+}
+
+// shardTask calls f once per item.
+type shardTask struct{ f func(int) }
+
+func (t *shardTask) run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		t.f(i)
+	}
 }
 
 func newPool(threads int) *pool {
@@ -102,7 +113,7 @@ func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 // another goroutine: waking one through a channel costs a few microseconds.
 const (
 	parMinWork = 1 << 16
-	costExp    = 100 // an element of a scalar Go loop calling math.Exp
+	costExpC   = 8   // an element of a vectorised C loop with a polynomial exp
 	costRandom = 300 // a random access to a large table (a cache miss)
 )
 

@@ -107,6 +107,12 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 	ws.resize(x.Rows())
 	ws.x = x
 	y := ws.y.t()
+	if f, ok := d.dev.(kernels.FusedGemm); ok {
+		// one pass over y (a bias-free layer with an activation passes nil:
+		// act(x W + 0) = act(x W))
+		f.GemmBiasAct(x, d.W, d.B, d.Act, y)
+		return y
+	}
 	d.dev.Gemm(false, false, 1, x, d.W, 0, y)
 	switch {
 	case d.B != nil:
@@ -121,13 +127,19 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 // gradient, written into dx or added to it when accumulate is set.
 func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
 	dy := ws.dy.t()
-	if d.Act != kernels.Linear {
+	f, fused := d.dev.(kernels.FusedBiasGrad)
+	switch {
+	case fused && d.B != nil:
+		f.ActBiasGrad(dy, ws.y.t(), d.Act, ws.dB, 1, false)
+	case d.B != nil:
+		if d.Act != kernels.Linear {
+			d.dev.ActBackward(dy, ws.y.t(), d.Act)
+		}
+		d.dev.BiasGrad(dy, ws.dB, 1, false)
+	case d.Act != kernels.Linear:
 		d.dev.ActBackward(dy, ws.y.t(), d.Act)
 	}
 	d.dev.Gemm(true, false, 1, ws.x, dy, 0, ws.dW)
-	if d.B != nil {
-		d.dev.BiasGrad(dy, ws.dB, 1, false)
-	}
 	if dx != nil {
 		d.dev.Gemm(false, true, 1, dy, d.W, beta(accumulate), dx)
 	}

@@ -95,6 +95,7 @@ type ExpertsWS struct {
 	masks    []*batchBuf
 	dW, dB   []*kernels.Tensor
 	wGroup   []*kernels.Tensor // first-layer kernel of each group (fixed views)
+	bGroup   []*kernels.Tensor // first-layer bias of each group (fixed views)
 	dwGroup  []*kernels.Tensor
 	rows     int
 	dropped  bool
@@ -134,6 +135,7 @@ func (x *Experts) NewWorkspace(maxRows int, train bool) *ExpertsWS {
 	for g, n := range x.Groups {
 		sz := x.In * x.Dims[0]
 		ws.wGroup = append(ws.wGroup, x.W[0].View(x.first[g]*sz, n, x.In, x.Dims[0]))
+		ws.bGroup = append(ws.bGroup, x.B[0].View(x.first[g]*x.Dims[0], n, x.Dims[0]))
 		if train {
 			ws.dwGroup = append(ws.dwGroup, ws.dW[0].View(x.first[g]*sz, n, x.In, x.Dims[0]))
 		}
@@ -215,18 +217,28 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 	copy(ws.xs, xs)
 	ws.dropped = mode.Train && x.Dropout > 0 && ws.masks != nil
 	in := x.In
+	f, fused := x.dev.(kernels.FusedGemm)
 	for l, d := range x.Dims {
 		y := ws.y[l].t()
-		if l == 0 {
+		switch {
+		case fused && l == 0:
+			for g, n := range x.Groups {
+				f.GemmStridedBatchedBiasAct(rows, d, in, xs[g], 0, ws.wGroup[g], in*d, ws.bGroup[g], x.Act, ws.yGroup[g].get(), n)
+			}
+		case fused:
+			f.GemmStridedBatchedBiasAct(rows, d, in, ws.y[l-1].t(), rows*in, x.W[l], in*d, x.B[l], x.Act, y, x.E)
+		case l == 0:
 			for g, n := range x.Groups {
 				x.dev.GemmStridedBatched(false, false, rows, d, in, 1,
 					xs[g], 0, ws.wGroup[g], in*d, 0, ws.yGroup[g].get(), rows*d, n)
 			}
-		} else {
+		default:
 			x.dev.GemmStridedBatched(false, false, rows, d, in, 1,
 				ws.y[l-1].t(), rows*in, x.W[l], in*d, 0, y, rows*d, x.E)
 		}
-		x.dev.BiasAct(y, x.B[l], x.E, x.Act)
+		if !fused {
+			x.dev.BiasAct(y, x.B[l], x.E, x.Act)
+		}
 		if ws.dropped {
 			x.dev.Dropout(y, ws.masks[l].t(), x.Dropout, MixSeed(mode.Seed, x.site, uint64(l)))
 		}
@@ -249,10 +261,14 @@ func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool
 		if ws.dropped {
 			x.dev.Mul(dy, dy, ws.masks[l].t())
 		}
-		if x.Act != kernels.Linear {
-			x.dev.ActBackward(dy, ws.y[l].t(), x.Act)
+		if f, ok := x.dev.(kernels.FusedBiasGrad); ok {
+			f.ActBiasGrad(dy, ws.y[l].t(), x.Act, ws.dB[l], x.E, false)
+		} else {
+			if x.Act != kernels.Linear {
+				x.dev.ActBackward(dy, ws.y[l].t(), x.Act)
+			}
+			x.dev.BiasGrad(dy, ws.dB[l], x.E, false)
 		}
-		x.dev.BiasGrad(dy, ws.dB[l], x.E, false)
 		if l > 0 {
 			prev := ws.y[l-1].t()
 			x.dev.GemmStridedBatched(true, false, in, d, rows, 1,

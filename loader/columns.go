@@ -80,7 +80,10 @@ func buildColumn(c *chunk, sp *colSpec, arr arrow.Array, fill float32) (colData,
 				if sp.list {
 					what = "null element in a list"
 				}
-				return cd, loc.err(rowOf(i), "%s (nulls are only allowed in continuous features with FillNaN set)", what)
+				if sp.target {
+					return cd, loc.err(rowOf(i), "%s in a target (labels are never filled)", what)
+				}
+				return cd, loc.err(rowOf(i), "%s (nulls are only allowed in continuous features, replaced with --fill_nan VALUE on the command line, Options.FillNaN in the library)", what)
 			}
 		}
 	}
@@ -100,7 +103,13 @@ func buildColumn(c *chunk, sp *colSpec, arr arrow.Array, fill float32) (colData,
 			}
 		}
 	}
-	return cd, checkFloats(cd.f32, sp, fill, loc, rowOf)
+	if err := checkFloats(cd.f32, sp, fill, loc, rowOf); err != nil {
+		return cd, err
+	}
+	if sp.binary {
+		return cd, checkBinary(cd.f32, loc, rowOf)
+	}
+	return cd, nil
 }
 
 // listParts returns the value array of a list column and its offsets (len
@@ -323,7 +332,20 @@ func checkFloats(v []float32, sp *colSpec, fill float32, loc chunkLoc, rowOf fun
 		if sp.target {
 			return loc.err(rowOf(i), "%v in a target (labels are never filled)", x)
 		}
-		return loc.err(rowOf(i), "%v in a continuous feature (set FillNaN to replace it)", x)
+		return loc.err(rowOf(i), "%v in a continuous feature (replace it with --fill_nan VALUE on the command line, Options.FillNaN in the library)", x)
+	}
+	return nil
+}
+
+// checkBinary rejects binary-target labels other than 0 and 1: the loss
+// and the metrics of a binary task are only defined for them, and a label
+// such as 2 or 0.5 (a count, a rating, a soft label) is a data error that
+// would otherwise train silently.
+func checkBinary(v []float32, loc chunkLoc, rowOf func(int) int) error {
+	for i, x := range v {
+		if x != 0 && x != 1 {
+			return loc.err(rowOf(i), "label %v in a binary target (binary labels must be 0 or 1)", x)
+		}
 	}
 	return nil
 }

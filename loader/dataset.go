@@ -61,8 +61,10 @@ type Options struct {
 	Prefetch int
 
 	// FillNaN, when set, replaces nulls, NaN and ±Inf in continuous input
-	// features by *FillNaN. When nil they are errors. Targets are never
-	// filled: a missing label is always an error.
+	// features by *FillNaN (the CLI's --fill_nan). When nil they are
+	// errors. Targets are never filled: a missing label is always an error,
+	// as is a non-finite regression label or a binary label other than 0
+	// and 1.
 	FillNaN *float32
 
 	// Allocator serves the Arrow buffers (default memory.DefaultAllocator).
@@ -132,6 +134,7 @@ type colSpec struct {
 	ids    bool // categorical ids (I32/I64) rather than values (F32)
 	list   bool
 	target bool
+	binary bool // a binary target: labels must be 0 or 1
 	fill   bool // nulls/NaN/Inf replaced by Options.FillNaN
 	out    outKind
 	// domain check for ids
@@ -232,6 +235,53 @@ func (d *Dataset) RowGroups() int {
 	return n
 }
 
+// CountRows returns the number of rows of the dataset at path (a .parquet
+// file or a folder, listed as Open lists it) from the files' footers,
+// without reading any data or needing a schema. Callers use it to size
+// buffers before they know which columns they will read.
+func CountRows(path string) (int64, error) {
+	files, err := listParquet(path)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, f := range files {
+		n, err := footerRows(f)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func footerRows(path string) (n int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, corruptErr(path, -1, r)
+		}
+	}()
+	if err := checkMagic(path); err != nil {
+		return 0, err
+	}
+	rdr, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return 0, fmt.Errorf("loader: %w", err)
+		}
+		return 0, corruptErr(path, -1, err)
+	}
+	n = rdr.MetaData().NumRows
+	if err := rdr.Close(); err != nil {
+		return 0, fmt.Errorf("loader: close %s: %w", path, err)
+	}
+	if n < 0 {
+		return 0, corruptErr(path, -1, fmt.Errorf("footer says %d rows", n))
+	}
+	return n, nil
+}
+
 func listParquet(path string) ([]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -299,6 +349,9 @@ func buildSpecs(s *schema.Schema, opt Options) ([]colSpec, error) {
 		}
 		names[f.Name] = true
 		sp := colSpec{name: f.Name, feat: f, list: f.IsList(), target: f.IsTarget(), max: -1}
+		// A target tagged binary (or binary_classification) is a binary
+		// task whatever its other tags, as for the model's outputs.
+		sp.binary = sp.target && f.HasTag(schema.TagBinary)
 		switch {
 		case sp.target:
 			sp.ids = false // labels are floats for the losses, whatever their storage

@@ -3,7 +3,6 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 )
 
@@ -16,8 +15,10 @@ var ErrNoParquetFiles = errors.New("no parquet files")
 var ErrCorrupt = errors.New("corrupt parquet")
 
 // DataError describes bad input: where it is (file, column, row group, row)
-// and what is wrong with it. Fields that do not apply are empty or -1. Row is
-// the absolute row index in the file (counting from 0 across row groups).
+// and what is wrong with it. Fields that do not apply are empty or -1. File
+// is the path as the caller gave it to Open (a folder's files are joined to
+// it), so that the message shows a path the user recognises. Row is the
+// absolute row index in the file (counting from 0 across row groups).
 //
 // Use errors.As to inspect it; Error() names every known location so that a
 // message alone is enough to find the offending value.
@@ -34,7 +35,7 @@ func (e *DataError) Error() string {
 	var b strings.Builder
 	b.WriteString("loader: ")
 	if e.File != "" {
-		b.WriteString(filepath.Base(e.File))
+		b.WriteString(e.File)
 		if e.RowGroup >= 0 {
 			fmt.Fprintf(&b, " row group %d", e.RowGroup)
 		}

@@ -51,6 +51,9 @@ func TestBadInput(t *testing.T) {
 		at    string   // "open" or "read": when the error must appear
 		want  []string // substrings of the error
 		is    error    // optional errors.Is target
+		// schema read with (default idSchema()); the cases written with
+		// another schema read with it too.
+		schema *schema.Schema
 	}
 	file := func(name string, mod func(map[string]any)) func(*testing.T, string) string {
 		return func(t *testing.T, dir string) string {
@@ -120,10 +123,40 @@ func TestBadInput(t *testing.T) {
 			want:  []string{"lst.parquet", `column "genres"`, "row group 1", "row 150", "id 9 above int_domain.max 5"}},
 		{name: "NaN in continuous", at: "read",
 			write: file("nan.parquet", func(c map[string]any) { c["age"].([]float32)[299] = nan }),
-			want:  []string{"nan.parquet", `column "age"`, "row group 2", "row 299", "NaN", "continuous"}},
+			want:  []string{"nan.parquet", `column "age"`, "row group 2", "row 299", "NaN", "continuous", "--fill_nan VALUE", "Options.FillNaN"}},
 		{name: "Inf in target", at: "read",
 			write: file("inf.parquet", func(c map[string]any) { c["click"].([]float32)[100] = float32(posInf()) }),
 			want:  []string{"inf.parquet", `column "click"`, "row group 1", "row 100", "+Inf", "target"}},
+		{name: "binary label 2", at: "read",
+			write: file("two.parquet", func(c map[string]any) { c["click"].([]float32)[201] = 2 }),
+			want:  []string{"two.parquet", `column "click"`, "row group 2", "row 201", "label 2 in a binary target", "must be 0 or 1"}},
+		{name: "binary soft label", at: "read",
+			write: file("soft.parquet", func(c map[string]any) { c["click"].([]float32)[7] = 0.5 }),
+			want:  []string{"soft.parquet", `column "click"`, "row group 0", "row 7", "label 0.5 in a binary target"}},
+		{name: "negative binary label", at: "read",
+			write: file("negbin.parquet", func(c map[string]any) { c["click"].([]float32)[150] = -1 }),
+			want:  []string{"negbin.parquet", `column "click"`, "row group 1", "row 150", "label -1 in a binary target"}},
+		{name: "binary label 2 stored as int64", at: "read",
+			write: withSchema("int.parquet", replace("click", func(f *schema.Feature) { f.DType = schema.Int64 }), func() map[string]any {
+				c := goodIDCols(300)
+				labels := make([]int64, 300)
+				for i := range labels {
+					labels[i] = int64(i % 2)
+				}
+				labels[299] = 2
+				c["click"] = labels
+				return c
+			}()),
+			schema: replace("click", func(f *schema.Feature) { f.DType = schema.Int64 }),
+			want:   []string{"int.parquet", `column "click"`, "row group 2", "row 299", "label 2 in a binary target"}},
+		{name: "NaN in regression target", at: "read",
+			write: withSchema("reg.parquet", replace("click", func(f *schema.Feature) { f.Tags = []schema.Tag{schema.TagRegression} }), func() map[string]any {
+				c := goodIDCols(300)
+				c["click"].([]float32)[120] = nan
+				return c
+			}()),
+			schema: replace("click", func(f *schema.Feature) { f.Tags = []schema.Tag{schema.TagRegression} }),
+			want:   []string{"reg.parquet", `column "click"`, "row group 1", "row 120", "NaN in a target"}},
 		{name: "missing column", at: "open",
 			write: withSchema("miss.parquet", &schema.Schema{Features: idSchema().Features[:3]}, func() map[string]any {
 				c := goodIDCols(10)
@@ -225,7 +258,11 @@ func TestBadInput(t *testing.T) {
 			path := c.write(t, t.TempDir())
 			opt := DefaultOptions()
 			opt.BatchSize, opt.Allocator = 64, mem
-			d, err := Open(path, idSchema(), opt)
+			s := idSchema()
+			if c.schema != nil {
+				s = c.schema
+			}
+			d, err := Open(path, s, opt)
 			if c.at == "open" {
 				require.Error(t, err)
 			} else {
@@ -240,10 +277,13 @@ func TestBadInput(t *testing.T) {
 			if c.is != nil {
 				assert.ErrorIs(t, err, c.is)
 			}
+			// The message shows the path the caller gave, not only its
+			// base name.
+			assert.Contains(t, err.Error(), path)
 			var de *DataError
 			if c.at == "read" {
 				require.True(t, errors.As(err, &de), "read errors are *DataError")
-				assert.Equal(t, filepath.Base(path), filepath.Base(de.File))
+				assert.Equal(t, path, de.File)
 			}
 			assertNoLeak(t, mem)
 		})
@@ -268,13 +308,81 @@ func TestDomainCheckOff(t *testing.T) {
 	assert.ErrorContains(t, drain(d), "id 1000 above")
 }
 
+// TestTargetLabels: binary labels must be exactly 0 or 1 (also when stored
+// as bool or integers), regression labels only finite; valid data of each
+// kind reads without error.
+func TestTargetLabels(t *testing.T) {
+	regression := idSchema()
+	regression.Features[3] = &schema.Feature{Name: "click", DType: schema.Float32, Tags: []schema.Tag{schema.TagRegression}}
+	binaryTag := idSchema()
+	binaryTag.Features[3] = &schema.Feature{Name: "click", DType: schema.Float32, Tags: []schema.Tag{schema.TagBinary, schema.TagTarget}}
+	cases := []struct {
+		name   string
+		s      *schema.Schema
+		labels []float32
+		want   string // "" = no error
+	}{
+		{"binary 0/1", idSchema(), []float32{0, 1, 1, 0}, ""},
+		{"regression values", regression, []float32{2.5, -3, 0, 1e6}, ""},
+		{"regression Inf", regression, []float32{2.5, 0, float32(posInf()), 1}, "+Inf in a target"},
+		{"binary tag (not binary_classification)", binaryTag, []float32{0, 1, 3, 0}, "label 3 in a binary target"},
+		{"binary 1.0000001", idSchema(), []float32{0, 1, 1.0000001, 0}, "label 1.0000001 in a binary target"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cols := goodIDCols(4)
+			cols["click"] = c.labels
+			p := filepath.Join(t.TempDir(), "t.parquet")
+			require.NoError(t, WriteParquet(p, c.s, cols, 0))
+			opt := DefaultOptions()
+			opt.BatchSize = 4
+			d, err := Open(p, c.s, opt)
+			require.NoError(t, err)
+			err = drain(d)
+			if c.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.want)
+			assert.Contains(t, err.Error(), "row 2")
+		})
+	}
+	// Bool storage gives 0/1 by construction.
+	s := idSchema()
+	s.Features[3] = &schema.Feature{Name: "click", DType: schema.Bool, Tags: []schema.Tag{schema.TagBinaryClassification}}
+	cols := goodIDCols(4)
+	cols["click"] = []bool{true, false, true, true}
+	p := filepath.Join(t.TempDir(), "b.parquet")
+	require.NoError(t, WriteParquet(p, s, cols, 0))
+	d, err := Open(p, s, DefaultOptions())
+	require.NoError(t, err)
+	require.NoError(t, drain(d))
+}
+
+// TestErrorNamesGivenPath: for a folder, errors name the folder as given
+// joined with the file, so that a relative path stays recognisable.
+func TestErrorNamesGivenPath(t *testing.T) {
+	root := t.TempDir()
+	t.Chdir(root)
+	require.NoError(t, os.MkdirAll(filepath.Join("data", "train"), 0o755))
+	cols := goodIDCols(10)
+	cols["age"].([]float32)[4] = float32(posInf())
+	require.NoError(t, WriteParquet(filepath.Join("data", "train", "part_0001.parquet"), idSchema(), cols, 0))
+	d, err := Open(filepath.Join("data", "train"), idSchema(), DefaultOptions())
+	require.NoError(t, err)
+	err = drain(d)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "loader: data/train/part_0001.parquet row group 0 row 4")
+}
+
 func TestDataErrorFormat(t *testing.T) {
 	cases := []struct {
 		err  *DataError
 		want string
 	}{
-		{dataErr("/x/a.parquet", "c", 2, 17, "bad %d", 5), `loader: a.parquet row group 2 row 17, column "c": bad 5`},
-		{dataErr("/x/a.parquet", "c", -1, -1, "missing"), `loader: a.parquet, column "c": missing`},
+		{dataErr("/x/a.parquet", "c", 2, 17, "bad %d", 5), `loader: /x/a.parquet row group 2 row 17, column "c": bad 5`},
+		{dataErr("data/a.parquet", "c", -1, -1, "missing"), `loader: data/a.parquet, column "c": missing`},
 		{dataErr("", "c", -1, -1, "oops"), `loader: column "c": oops`},
 		{dataErr("a.parquet", "", 1, -1, "x"), `loader: a.parquet row group 1: x`},
 	}

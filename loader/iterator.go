@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -263,7 +262,9 @@ func (p *producer) nextSequential() (*Batch, error) {
 	// The batch straddles reads: take the rest of cur and rows of the
 	// following chunks.
 	win := []*chunk{p.cur}
-	refs := make([]ref, 0, bs)
+	// A batch never holds more rows than the dataset: a huge BatchSize
+	// must not reserve memory for rows that do not exist.
+	refs := make([]ref, 0, min(bs, int(min(p.ds.rows, 1<<30))))
 	for r := p.off; r < p.cur.rows; r++ {
 		refs = append(refs, ref{0, int32(r)})
 	}
@@ -364,7 +365,7 @@ func (p *producer) refill() error {
 			left = append(left, p.left[i])
 		}
 	}
-	idx := make([]ref, 0, max(len(rest)+p.ds.opt.ReadRows, p.ds.opt.ShuffleBuffer))
+	idx := make([]ref, 0, min(max(len(rest)+p.ds.opt.ReadRows, p.ds.opt.ShuffleBuffer), int(min(p.ds.rows, 1<<30))))
 	for _, r := range rest {
 		idx = append(idx, ref{remap[r.c], r.r})
 	}
@@ -585,7 +586,7 @@ func (p *producer) view(c *chunk, off, n int) *Batch {
 	c.rec.Retain()
 	rec := c.rec
 	pool := p.pool
-	src := fmt.Sprintf("%s[row group %d, rows %d:%d]", filepath.Base(c.plan.path), c.rg, c.first+int64(off), c.first+int64(off+n))
+	src := fmt.Sprintf("%s[row group %d, rows %d:%d]", c.plan.path, c.rg, c.first+int64(off), c.first+int64(off+n))
 	return NewBatch(n, cols, src, func() {
 		rec.Release()
 		if buf != nil {
@@ -683,7 +684,7 @@ func gatherSource(win []*chunk, refs []ref, shuffled bool) string {
 				b.WriteString(" ...")
 				break
 			}
-			fmt.Fprintf(&b, " %s[row group %d]", filepath.Base(c.plan.path), c.rg)
+			fmt.Fprintf(&b, " %s[row group %d]", c.plan.path, c.rg)
 		}
 		return b.String()
 	}
@@ -696,7 +697,7 @@ func gatherSource(win []*chunk, refs []ref, shuffled bool) string {
 		if i > 0 {
 			b.WriteString(" + ")
 		}
-		fmt.Fprintf(&b, "%s[row group %d, rows %d:%d]", filepath.Base(c.plan.path), c.rg,
+		fmt.Fprintf(&b, "%s[row group %d, rows %d:%d]", c.plan.path, c.rg,
 			c.first+int64(refs[i].r), c.first+int64(refs[j-1].r)+1)
 		i = j
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"sort"
 	"testing"
 	"unsafe"
 
@@ -659,4 +660,51 @@ func TestNilContext(t *testing.T) {
 	b, err := it.Next()
 	require.NoError(t, err)
 	b.Release()
+}
+
+// TestHugeBatchOnSmallData: a batch size far above the dataset's rows gives
+// one batch of every row and allocates for the rows that exist only, not
+// for BatchSize rows (the Parquet reader reserves ReadRows values per
+// column, and the batch assembly reserves BatchSize row references).
+func TestHugeBatchOnSmallData(t *testing.T) {
+	dir := writeTestDataset(t, []int{30, 20}, 16)
+	for _, shuffle := range []bool{false, true} {
+		opt := DefaultOptions()
+		opt.BatchSize = 1 << 24 // 16M rows: 128 MiB per int64 column if reserved
+		opt.Shuffle, opt.Seed, opt.ShuffleBuffer = shuffle, 3, 1<<24
+		d, err := Open(dir, testSchema(), opt)
+		require.NoError(t, err)
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		sizes, rids := readAll(t, d, 0)
+		runtime.ReadMemStats(&after)
+		assert.Equal(t, []int{50}, sizes, "shuffle %v", shuffle)
+		assert.ElementsMatch(t, seq(50), rids)
+		alloc := after.TotalAlloc - before.TotalAlloc
+		assert.Less(t, alloc, uint64(16<<20), "shuffle %v: allocated %d bytes for 50 rows", shuffle, alloc)
+	}
+}
+
+func TestCountRows(t *testing.T) {
+	dir := writeTestDataset(t, []int{30, 20, 7}, 16)
+	n, err := CountRows(dir)
+	require.NoError(t, err)
+	assert.Equal(t, int64(57), n)
+	files, err := filepath.Glob(filepath.Join(dir, "*.parquet"))
+	require.NoError(t, err)
+	sort.Strings(files)
+	n, err = CountRows(files[0])
+	require.NoError(t, err)
+	assert.Equal(t, int64(30), n)
+
+	_, err = CountRows(filepath.Join(dir, "absent"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	_, err = CountRows(t.TempDir())
+	assert.ErrorIs(t, err, ErrNoParquetFiles)
+	bad := filepath.Join(t.TempDir(), "bad.parquet")
+	require.NoError(t, os.WriteFile(bad, []byte("not parquet at all"), 0o644))
+	_, err = CountRows(bad)
+	assert.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), bad)
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"unsafe"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -45,7 +44,7 @@ type WriterOptions struct {
 // schema order. Data goes to a temporary file in the destination folder
 // (named ".<name>.tmp-*", which Open never lists) that Close renames into
 // place, so a reader never sees a partial file; Abort (or a failed Close)
-// removes it.
+// removes it. The file gets mode 0666 minus the umask, as os.Create gives.
 //
 // Column types follow the schema: dtype int8, int16, int32, int64, float32,
 // float64 or bool; features with a value_count or the list tag become
@@ -53,7 +52,7 @@ type WriterOptions struct {
 // A Writer is not safe for concurrent use.
 type Writer struct {
 	path   string
-	tmp    *os.File
+	tmp    *atomicfile.File
 	buf    *bufio.Writer
 	fw     *pqarrow.FileWriter
 	schema *arrow.Schema
@@ -99,9 +98,9 @@ func NewWriter(path string, s *schema.Schema, opt WriterOptions) (*Writer, error
 		fields = append(fields, arrow.Field{Name: f.Name, Type: t})
 	}
 	as := arrow.NewSchema(fields, nil)
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("loader: write %s: %w", path, err)
+		return nil, fmt.Errorf("loader: %w", err)
 	}
 	w := &Writer{path: path, tmp: tmp, buf: bufio.NewWriterSize(tmp, 1<<20), schema: as, feats: s.Features, mem: opt.Allocator}
 	props := parquet.NewWriterProperties(
@@ -248,18 +247,12 @@ func (w *Writer) Close() error {
 	if err == nil {
 		err = w.buf.Flush()
 	}
-	if err == nil {
-		err = w.tmp.Sync()
-	}
-	if cerr := w.tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(w.tmp.Name(), w.path)
-	}
 	if err != nil {
-		_ = os.Remove(w.tmp.Name())
+		w.removeTmp()
 		return fmt.Errorf("loader: write %s: %w", w.path, err)
+	}
+	if err := w.tmp.Commit(); err != nil {
+		return fmt.Errorf("loader: %w", err)
 	}
 	return nil
 }
@@ -283,8 +276,7 @@ func (w *Writer) usable() error {
 }
 
 func (w *Writer) removeTmp() {
-	_ = w.tmp.Close()
-	_ = os.Remove(w.tmp.Name())
+	_ = w.tmp.Abort()
 }
 
 // WriteParquet writes cols (see Writer.Write for the accepted types) to path

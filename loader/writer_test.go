@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/file"
@@ -203,4 +204,22 @@ func TestWriteBatchRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Abort()
 	assert.ErrorContains(t, w.WriteBatch(NewBatch(0, map[string]*Column{}, "", nil)), `batch has no column "rid"`)
+}
+
+// TestWriterFileMode: the renamed file has the mode os.Create would give
+// (0666 minus the umask), not the 0600 of a temporary file.
+func TestWriterFileMode(t *testing.T) {
+	for _, c := range []struct {
+		umask int
+		want  os.FileMode
+	}{{0o022, 0o644}, {0o002, 0o664}} {
+		old := syscall.Umask(c.umask)
+		p := filepath.Join(t.TempDir(), "x.parquet")
+		err := WriteParquet(p, testSchema(), testCols(0, 10), 0)
+		syscall.Umask(old)
+		require.NoError(t, err)
+		st, err := os.Stat(p)
+		require.NoError(t, err)
+		assert.Equal(t, c.want, st.Mode().Perm(), "umask %03o", c.umask)
+	}
 }

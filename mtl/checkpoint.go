@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/mtl/safetensors"
@@ -202,13 +202,14 @@ func checkReplaceable(dir string) error {
 }
 
 // writeDirAtomic fills a temporary folder beside dir and renames it to dir.
+// The folder and its files get the modes os.Mkdir and os.Create give (0777
+// and 0666 minus the umask).
 func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
 	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-*")
+	tmp, err := atomicfile.MkdirTemp(dir)
 	if err != nil {
 		return err
 	}
@@ -220,27 +221,7 @@ func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
 	if err = fill(tmp); err != nil {
 		return err
 	}
-	if err = os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	if _, statErr := os.Stat(dir); statErr == nil {
-		old, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".old-*")
-		if err != nil {
-			return err
-		}
-		if err = os.Remove(old); err != nil { // only the unique name is wanted
-			return err
-		}
-		if err = os.Rename(dir, old); err != nil {
-			return err
-		}
-		if err = os.Rename(tmp, dir); err != nil {
-			_ = os.Rename(old, dir) // put the previous checkpoint back
-			return err
-		}
-		return os.RemoveAll(old)
-	}
-	return os.Rename(tmp, dir)
+	return atomicfile.ReplaceDir(tmp, dir)
 }
 
 func writeJSONFile(path string, v any) error {
@@ -248,22 +229,15 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", filepath.Base(path), err)
 	}
-	data = append(data, '\n')
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
+	return atomicfile.WriteFile(path, append(data, '\n'))
 }
 
 func writeSchemaFile(path string, s *schema.Schema) error {
 	var buf bytes.Buffer
 	if err := s.WritePbtxt(&buf); err != nil {
-		return fmt.Errorf("encoding schema: %w", err)
+		return fmt.Errorf("encoding %s: %w", filepath.Base(path), err)
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(buf.Bytes())
-		return err
-	})
+	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
 // writeTensors copies device tensors to the host and stores them.
@@ -306,6 +280,21 @@ func LoadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *Trai
 		return nil, nil, fmt.Errorf("mtl: load checkpoint %s: %w", dir, err)
 	}
 	return m, st, nil
+}
+
+// ReadCheckpointModel reads the schema and the configuration of the
+// checkpoint in dir (config.json and schema.pbtxt) without loading any
+// tensor, e.g. to EstimateMemory before LoadCheckpoint.
+func ReadCheckpointModel(dir string) (*schema.Schema, Config, error) {
+	cc, err := readCheckpointConfig(dir)
+	if err != nil {
+		return nil, Config{}, fmt.Errorf("mtl: read checkpoint %s: %w", dir, err)
+	}
+	s, err := schema.Load(filepath.Join(dir, schemaFile))
+	if err != nil {
+		return nil, Config{}, fmt.Errorf("mtl: read checkpoint %s: %s: %w", dir, schemaFile, err)
+	}
+	return s, cc.Config, nil
 }
 
 func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *TrainState, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -77,6 +78,55 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(dir))
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "only the checkpoint folder")
+}
+
+// TestReadCheckpointModel: the schema and configuration come back without
+// the tensors, and give the same memory estimate as the saved model.
+func TestReadCheckpointModel(t *testing.T) {
+	cfg := trConfig("ple")
+	m, err := mtl.NewModel(trSchema(), cfg, trDev(), 64)
+	require.NoError(t, err)
+	defer m.Release()
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	require.NoError(t, mtl.SaveCheckpoint(dir, m, nil))
+	s, got, err := mtl.ReadCheckpointModel(dir)
+	require.NoError(t, err)
+	assert.Equal(t, m.Config(), got)
+	assert.Equal(t, trSchema().Names(), s.Names())
+	a, err := mtl.EstimateMemory(trSchema(), cfg, trDev(), 64)
+	require.NoError(t, err)
+	b, err := mtl.EstimateMemory(s, got, trDev(), 64)
+	require.NoError(t, err)
+	assert.Equal(t, a, b)
+
+	_, _, err = mtl.ReadCheckpointModel(filepath.Join(t.TempDir(), "none"))
+	require.ErrorContains(t, err, "no checkpoint folder")
+}
+
+// TestCheckpointFileModes: a checkpoint is readable like files written in
+// place: folder 0777 and files 0666 minus the umask (not the 0700/0600 of
+// temporary names), on first save and on replacement.
+func TestCheckpointFileModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 16)
+	require.NoError(t, err)
+	defer m.Release()
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	for range 2 {
+		require.NoError(t, mtl.SaveCheckpoint(dir, m, nil))
+		st, err := os.Stat(dir)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o755), st.Mode().Perm(), "folder")
+		entries, err := os.ReadDir(dir)
+		require.NoError(t, err)
+		require.Len(t, entries, 5)
+		for _, e := range entries {
+			info, err := e.Info()
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o644), info.Mode().Perm(), e.Name())
+		}
+	}
 }
 
 // TestResumeEqualsUninterrupted: N+M steps equal N steps, save, load, M

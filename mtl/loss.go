@@ -6,7 +6,8 @@ import (
 	"github.com/mtlrank/mtlrank/loader"
 )
 
-// taskLoss holds what one task's loss needs per batch.
+// taskLoss holds what one task's loss needs per batch: its settings and
+// the batch's columns (full-batch views, read once per batch by lossFeed).
 //
 // The loss of task t is lambda_t * mean_i(w_ti * l_ti), the mean dividing
 // by the batch size (Keras), with l = binary cross-entropy from the logit
@@ -24,34 +25,20 @@ type taskLoss struct {
 	y      *floatFeed
 	wcol   *floatFeed
 	space  *floatFeed
-	yT     *kernels.Tensor // current batch views
+	yT     *kernels.Tensor // current batch views [rows, 1]
 	wcolT  *kernels.Tensor
 	spaceT *kernels.Tensor
-	w, tmp *kernels.Tensor // [maxRows, 1]
-	wH     layers.Header
-	tmpH   layers.Header
-	scalar *kernels.Tensor // view of lossWS.scalars
 }
 
-// lossWS is the loss state of a training workspace.
-type lossWS struct {
-	tasks   []*taskLoss
-	scalars *kernels.Tensor // [T+1]: per-task losses, then regularisation
-	reg     *kernels.Tensor // view of scalars[T]
+// lossFeed reads the loss columns of a batch for a training workspace.
+type lossFeed struct {
+	tasks []*taskLoss
 }
 
-func newLossWS(m *Model, maxRows int) *lossWS {
-	T := len(m.tasks)
-	l := &lossWS{scalars: m.dev.Alloc(kernels.Float32, T+1)}
-	l.reg = l.scalars.View(T, 1)
-	for t, task := range m.tasks {
-		tl := &taskLoss{
-			task:   task,
-			lambda: 1,
-			posW:   1,
-			y:      &floatFeed{name: task.Target},
-			scalar: l.scalars.View(t, 1),
-		}
+func newLossFeed(m *Model) *lossFeed {
+	l := &lossFeed{}
+	for _, task := range m.tasks {
+		tl := &taskLoss{task: task, lambda: 1, posW: 1, y: &floatFeed{name: task.Target}}
 		if v, ok := m.cfg.LossWeights[task.Target]; ok {
 			tl.lambda = v
 		}
@@ -64,21 +51,13 @@ func newLossWS(m *Model, maxRows int) *lossWS {
 		if c, ok := m.cfg.SampleSpace[task.Target]; ok {
 			tl.space = &floatFeed{name: c}
 		}
-		if tl.posW != 1 || tl.wcol != nil || tl.space != nil {
-			tl.w = m.dev.Alloc(kernels.Float32, maxRows, 1)
-			if tl.space != nil && (tl.posW != 1 || tl.wcol != nil) {
-				tl.tmp = m.dev.Alloc(kernels.Float32, maxRows, 1)
-			}
-		}
 		l.tasks = append(l.tasks, tl)
 	}
 	return l
 }
 
-func (l *lossWS) release() {
-	l.scalars.Release()
+func (l *lossFeed) release() {
 	for _, t := range l.tasks {
-		releaseAll(t.w, t.tmp)
 		for _, f := range []*floatFeed{t.y, t.wcol, t.space} {
 			if f != nil {
 				f.dev.Release()
@@ -89,7 +68,7 @@ func (l *lossWS) release() {
 
 // feed reads the targets, weight and sample-space columns of b (before any
 // compute, so that a bad column fails the step early).
-func (l *lossWS) feed(fd *feeder, b *loader.Batch) error {
+func (l *lossFeed) feed(fd *feeder, b *loader.Batch) error {
 	if b == nil || b.Rows <= 0 {
 		return batchErrEmpty()
 	}
@@ -112,57 +91,106 @@ func (l *lossWS) feed(fd *feeder, b *loader.Batch) error {
 	return nil
 }
 
-// compute adds every task's loss and the regularisation terms into scalars
-// and writes each task's output gradient into its tower's DY.
-func (l *lossWS) compute(ws *workspace, rows int) {
-	m := ws.m
-	dev := m.dev
+// lossWS computes the task losses of one shard of a batch (rows [lo, hi)).
+type lossWS struct {
+	feed    *lossFeed
+	tasks   []shardTaskLoss
+	scalars *kernels.Tensor // [T]: the shard's share of each task loss
+}
+
+// shardTaskLoss is one task's per-shard state.
+type shardTaskLoss struct {
+	w, tmp            *kernels.Tensor // [maxRows, 1] sample weights and scratch
+	wH, tmpH          layers.Header
+	yH, wcolH, spaceH layers.Header
+	scalar            *kernels.Tensor // view of lossWS.scalars
+}
+
+func newLossWS(m *Model, dev kernels.Device, feed *lossFeed, maxRows int) *lossWS {
+	T := len(m.tasks)
+	l := &lossWS{feed: feed, scalars: dev.Alloc(kernels.Float32, T), tasks: make([]shardTaskLoss, T)}
+	for t, tl := range feed.tasks {
+		st := &l.tasks[t]
+		st.scalar = l.scalars.View(t, 1)
+		if tl.posW != 1 || tl.wcol != nil || tl.space != nil {
+			st.w = dev.Alloc(kernels.Float32, maxRows, 1)
+			if tl.space != nil && (tl.posW != 1 || tl.wcol != nil) {
+				st.tmp = dev.Alloc(kernels.Float32, maxRows, 1)
+			}
+		}
+	}
+	return l
+}
+
+func (l *lossWS) release() {
+	l.scalars.Release()
+	for _, t := range l.tasks {
+		releaseAll(t.w, t.tmp)
+	}
+}
+
+// compute writes each task's loss over rows [lo, hi) of the batch, scaled by
+// 1/total (the whole batch's size), into scalars and the output gradient of
+// those rows into each tower's DY.
+func (l *lossWS) compute(dev kernels.Device, towers []*layers.TowerWS, lo, hi, total int) {
 	dev.Zero(l.scalars)
-	scale := 1 / float32(rows)
-	for t, tl := range l.tasks {
+	rows := hi - lo
+	scale := 1 / float32(total)
+	for t, tl := range l.feed.tasks {
+		st := &l.tasks[t]
+		y := st.yH.View(tl.yT, lo, rows, 1)
 		var w *kernels.Tensor
-		if tl.w != nil {
-			w = tl.wH.View(tl.w, 0, rows, 1)
+		if st.w != nil {
+			w = st.wH.View(st.w, 0, rows, 1)
 			first := true
 			if tl.posW != 1 {
 				dev.Fill(w, 1)
-				dev.Axpy(tl.posW-1, tl.yT, w)
+				dev.Axpy(tl.posW-1, y, w)
 				first = false
 			}
 			if tl.wcol != nil {
+				wcol := st.wcolH.View(tl.wcolT, lo, rows, 1)
 				if first {
-					dev.Copy(w, tl.wcolT)
+					dev.Copy(w, wcol)
 				} else {
-					dev.Mul(w, w, tl.wcolT)
+					dev.Mul(w, w, wcol)
 				}
 				first = false
 			}
 			if tl.space != nil {
+				space := st.spaceH.View(tl.spaceT, lo, rows, 1)
 				if first {
-					dev.EqualMask(w, tl.spaceT, 1)
+					dev.EqualMask(w, space, 1)
 				} else {
-					tmp := tl.tmpH.View(tl.tmp, 0, rows, 1)
-					dev.EqualMask(tmp, tl.spaceT, 1)
+					tmp := st.tmpH.View(st.tmp, 0, rows, 1)
+					dev.EqualMask(tmp, space, 1)
 					dev.Mul(w, w, tmp)
 				}
 			}
 		}
-		z, dz := ws.towers[t].Y(), ws.towers[t].DY()
+		z, dz := towers[t].Y(), towers[t].DY()
 		if tl.task.Kind == Binary {
-			dev.BCEWithLogits(tl.scalar, dz, z, tl.yT, w, scale)
+			dev.BCEWithLogits(st.scalar, dz, z, y, w, scale)
 		} else {
-			dev.MSE(tl.scalar, dz, z, tl.yT, w, scale)
+			dev.MSE(st.scalar, dz, z, y, w, scale)
 		}
 		if tl.lambda != 1 {
 			dev.Scale(dz, tl.lambda)
 		}
 	}
+}
+
+// regLoss adds the regularisation terms of the model (L2 on Dense kernels)
+// and of the last forward pass (L2 on the batch's embeddings) to reg[0].
+func regLoss(ws *workspace, reg *kernels.Tensor) {
+	m := ws.m
+	m.dev.Zero(reg)
 	if m.cfg.L2Reg > 0 {
 		for _, p := range m.params {
 			if p.L2 {
-				dev.SumSquares(l.reg, p.Value, m.cfg.L2Reg)
+				m.dev.SumSquares(reg, p.Value, m.cfg.L2Reg)
 			}
 		}
 	}
-	m.input.AddRegLoss(ws.input, l.reg)
+	m.input.AddRegLoss(ws.input, reg)
 }

@@ -3,6 +3,8 @@ package mtl
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 
 	"strings"
 
@@ -33,9 +35,14 @@ type StepStats struct {
 // concurrent inference create one Predictor per goroutine (NewPredictor),
 // which shares the weights read-only.
 type Model struct {
-	cfg      Config
-	schema   *schema.Schema
-	dev      kernels.Device
+	cfg    Config
+	schema *schema.Schema
+	dev    kernels.Device
+	// ldev is the device the body and towers run on: dev's ShardDevice
+	// when dev is a kernels.Sharder (each shard of a batch runs serially
+	// in its own goroutine), else dev.
+	ldev     kernels.Device
+	sharder  kernels.Sharder // nil: batches are not sharded
 	maxBatch int
 	tasks    []Task
 	featMax  map[string]int64
@@ -119,7 +126,10 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 		return nil, err
 	}
 	cfg.Tasks = taskTargets(tasks)
-	m := &Model{cfg: cfg, schema: s, dev: dev, maxBatch: maxBatch, tasks: tasks, featMax: map[string]int64{}}
+	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: dev, maxBatch: maxBatch, tasks: tasks, featMax: map[string]int64{}}
+	if sh, ok := dev.(kernels.Sharder); ok {
+		m.sharder, m.ldev = sh, sh.ShardDevice()
+	}
 	m.act, _ = parseActivation(cfg.Activation)
 	comb, _ := parseCombiner(cfg.ListCombiner)
 	if err := m.build(comb); err != nil {
@@ -189,7 +199,7 @@ func (m *Model) build(comb kernels.Combiner) error {
 		towerDims = cfg.TowerLayers
 	}
 	for _, t := range m.tasks {
-		tw, err := layers.NewTower(m.dev, "tower/"+t.Target, m.body.outDim(), towerDims, m.act, cfg.Dropout, rng)
+		tw, err := layers.NewTower(m.ldev, "tower/"+t.Target, m.body.outDim(), towerDims, m.act, cfg.Dropout, rng)
 		if err != nil {
 			return fmt.Errorf("mtl: %w", err)
 		}
@@ -255,24 +265,35 @@ func (m *Model) OptimizerState() []NamedTensor { return m.opt.state() }
 // without gates return an empty map.
 func (m *Model) GateWeights() map[string][]float64 {
 	out := map[string][]float64{}
-	if m.ws.rows == 0 {
+	ws := m.ws
+	if ws.rows == 0 {
 		return out
 	}
-	for _, g := range m.ws.body.gates() {
-		h := make([]float32, g.w.Len())
-		m.dev.CopyToHostF32(h, g.w)
-		e := g.w.Cols()
-		rows := g.w.Rows()
-		mean := make([]float64, e)
-		for r := 0; r < rows; r++ {
-			for j := 0; j < e; j++ {
-				mean[j] += float64(h[r*e+j])
+	var h []float32
+	for s := 0; s < ws.nShards; s++ {
+		for _, g := range ws.shards[s].body.gates() {
+			if cap(h) < g.w.Len() {
+				h = make([]float32, g.w.Len())
+			}
+			h = h[:g.w.Len()]
+			m.dev.CopyToHostF32(h, g.w)
+			e, rows := g.w.Cols(), g.w.Rows()
+			sum := out[g.name]
+			if sum == nil {
+				sum = make([]float64, e)
+				out[g.name] = sum
+			}
+			for r := 0; r < rows; r++ {
+				for j := 0; j < e; j++ {
+					sum[j] += float64(h[r*e+j])
+				}
 			}
 		}
+	}
+	for _, mean := range out {
 		for j := range mean {
-			mean[j] /= float64(rows)
+			mean[j] /= float64(ws.rows)
 		}
-		out[g.name] = mean
 	}
 	return out
 }
@@ -298,21 +319,86 @@ func (m *Model) Release() {
 	*m = Model{}
 }
 
+// Batches are cut into shards of about shardRows rows (at most maxShards
+// shards), which run concurrently on a kernels.Sharder device, each through
+// the body, the towers and the loss on its own workspace; the input block
+// runs once over the whole batch before, and its backward pass once after.
+// The cut depends only on the batch size, so results do not depend on the
+// number of threads.
+const (
+	shardRowsDefault = 256
+	maxShards        = 16
+)
+
+var shardRows = func() int {
+	if v, err := strconv.Atoi(os.Getenv("MTL_SHARD_ROWS")); err == nil {
+		return v
+	}
+	return shardRowsDefault
+}()
+
+// shardCount is the number of shards of a batch of rows rows.
+func shardCount(rows int) int {
+	return min(max((rows+shardRows-1)/shardRows, 1), maxShards)
+}
+
+// shardCapacity is the most rows a shard of a batch of at most maxRows rows
+// can hold.
+func shardCapacity(maxRows int) int {
+	return min(maxRows, max(shardRows, (maxRows+maxShards-1)/maxShards))
+}
+
 // workspace is everything one caller writes during a pass.
 type workspace struct {
 	m        *Model
 	train    bool
 	feed     *feeder
+	lossFeed *lossFeed // training workspaces only
 	input    *layers.InputWS
-	body     bodyWS
-	towers   []*layers.TowerWS
-	loss     *lossWS // training workspaces only
+	shards   []*shard
+	nShards  int // shards of the current batch
 	rows     int
 	stats    StepStats
 	lossHost []float32
+	reg      *kernels.Tensor // [1] regularisation loss (training workspaces)
+	regHost  []float32
+
+	// Shard 0's body and towers, for the callers (and tests) that look at
+	// a single-shard batch.
+	body   bodyWS
+	towers []*layers.TowerWS
 	// grads[i] is the gradient of Model.params[i] (nil for embedding
-	// tables, whose gradients are the input workspace's sparse gradients).
+	// tables, whose gradients are the input workspace's sparse gradients):
+	// shard 0's buffers, which hold the sum over the shards after backward.
 	grads []*kernels.Tensor
+
+	// The pass the shards run (set before RunShards).
+	runFn    func(int)
+	pass     passKind
+	mode     layers.Mode
+	x        *kernels.Tensor // input block output of the batch
+	out      [][]float32     // predict: the caller's output slices
+	shardErr []error
+}
+
+type passKind uint8
+
+const (
+	passForward  passKind = iota // body and towers
+	passLoss                     // + loss
+	passBackward                 // + loss and backward
+	passPredict                  // + output activation, copied to the host
+)
+
+// shard is the per-shard state of a workspace.
+type shard struct {
+	lo, hi int // rows of the current batch
+	body   bodyWS
+	towers []*layers.TowerWS
+	loss   *lossWS
+	grads  []*kernels.Tensor // like workspace.grads, for this shard
+	xH     layers.Header     // the shard's rows of the input block output
+	dxH    layers.Header     // ... and of its gradient
 }
 
 func (m *Model) newWorkspace(maxRows int, train bool) *workspace {
@@ -321,41 +407,123 @@ func (m *Model) newWorkspace(maxRows int, train bool) *workspace {
 		train: train,
 		feed:  newFeeder(m.dev, m.input, maxRows, m.featMax),
 		input: m.input.NewWorkspace(maxRows, train),
-		body:  m.body.newWS(maxRows, train),
 		stats: StepStats{TaskLoss: make([]float64, len(m.tasks))},
 	}
-	for _, t := range m.towers {
-		ws.towers = append(ws.towers, t.NewWorkspace(maxRows, train))
+	ws.runFn = ws.runShard
+	n, capRows := 1, maxRows
+	if m.sharder != nil {
+		n, capRows = shardCount(maxRows), shardCapacity(maxRows)
 	}
 	if train {
-		ws.loss = newLossWS(m, maxRows)
-		ws.lossHost = make([]float32, len(m.tasks)+1)
-		ws.grads = make([]*kernels.Tensor, len(m.input.Tables), len(m.params))
-		ws.grads = append(ws.grads, ws.body.grads()...)
-		for _, t := range ws.towers {
-			ws.grads = append(ws.grads, t.Grads()...)
-		}
-		if len(ws.grads) != len(m.params) {
-			panic("mtl: gradients do not match parameters")
-		}
+		ws.lossFeed = newLossFeed(m)
+		ws.lossHost = make([]float32, len(m.tasks))
+		ws.reg = m.dev.Alloc(kernels.Float32, 1)
+		ws.regHost = make([]float32, 1)
 	}
+	ws.shardErr = make([]error, n)
+	for range n {
+		sh := &shard{body: m.body.newWS(capRows, train)}
+		for _, t := range m.towers {
+			sh.towers = append(sh.towers, t.NewWorkspace(capRows, train))
+		}
+		if train {
+			sh.loss = newLossWS(m, m.ldev, ws.lossFeed, capRows)
+			sh.grads = make([]*kernels.Tensor, len(m.input.Tables), len(m.params))
+			sh.grads = append(sh.grads, sh.body.grads()...)
+			for _, t := range sh.towers {
+				sh.grads = append(sh.grads, t.Grads()...)
+			}
+			if len(sh.grads) != len(m.params) {
+				panic("mtl: gradients do not match parameters")
+			}
+		}
+		ws.shards = append(ws.shards, sh)
+	}
+	ws.body, ws.towers, ws.grads = ws.shards[0].body, ws.shards[0].towers, ws.shards[0].grads
 	return ws
 }
 
 func (ws *workspace) release() {
 	ws.feed.release()
 	ws.input.Release()
-	ws.body.release()
-	for _, t := range ws.towers {
-		t.Release()
+	for _, sh := range ws.shards {
+		sh.body.release()
+		for _, t := range sh.towers {
+			t.Release()
+		}
+		if sh.loss != nil {
+			sh.loss.release()
+		}
 	}
-	if ws.loss != nil {
-		ws.loss.release()
+	if ws.lossFeed != nil {
+		ws.lossFeed.release()
+	}
+	ws.reg.Release()
+}
+
+// plan cuts a batch of rows rows into shards.
+func (ws *workspace) plan(rows int) {
+	n := 1
+	if ws.m.sharder != nil {
+		n = min(shardCount(rows), len(ws.shards))
+	}
+	ws.nShards, ws.rows = n, rows
+	for s := 0; s < n; s++ {
+		sh := ws.shards[s]
+		sh.lo, sh.hi = s*rows/n, (s+1)*rows/n
 	}
 }
 
-// forward runs the model on b; the task outputs are ws.towers[t].Y().
-func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
+// run runs pass on every shard of the current batch and waits.
+func (ws *workspace) run(pass passKind, mode layers.Mode) {
+	ws.pass, ws.mode = pass, mode
+	if ws.nShards == 1 {
+		ws.runShard(0)
+	} else {
+		ws.m.sharder.RunShards(ws.nShards, ws.runFn)
+	}
+	ws.x, ws.out = nil, nil
+}
+
+// runShard runs the current pass on shard s.
+func (ws *workspace) runShard(s int) {
+	m := ws.m
+	sh := ws.shards[s]
+	rows, d := sh.hi-sh.lo, ws.x.Cols()
+	x := sh.xH.View(ws.x, sh.lo*d, rows, d)
+	mode := ws.mode
+	if ws.nShards > 1 {
+		// each shard draws its own dropout masks
+		mode.Seed = layers.MixSeed(mode.Seed, uint64(s))
+	}
+	reps := sh.body.forward(x, mode)
+	for t, tw := range m.towers {
+		tw.Forward(sh.towers[t], reps[t], mode)
+	}
+	switch ws.pass {
+	case passPredict:
+		for t, task := range m.tasks {
+			z := sh.towers[t].Y()
+			if task.Kind == Binary {
+				m.ldev.Sigmoid(z, z)
+			}
+			m.ldev.CopyToHostF32(ws.out[t][sh.lo:sh.hi], z)
+		}
+	case passLoss, passBackward:
+		sh.loss.compute(m.ldev, sh.towers, sh.lo, sh.hi, ws.rows)
+		if ws.pass == passBackward {
+			for t, tw := range m.towers {
+				dr, acc := sh.body.repGrad(t)
+				tw.Backward(sh.towers[t], dr, acc)
+			}
+			sh.body.backward(sh.dxH.View(ws.input.DY(), sh.lo*d, rows, d))
+		}
+	}
+}
+
+// forward runs the input block on b and cuts the batch into shards; the
+// caller then runs the shards.
+func (ws *workspace) input0(b *loader.Batch) error {
 	data, err := ws.feed.feed(b)
 	if err != nil {
 		return err
@@ -364,45 +532,67 @@ func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
 	if err != nil {
 		return fmt.Errorf("mtl: batch %s: %w", b.Source, err)
 	}
-	reps := ws.body.forward(x, mode)
-	for t, tw := range ws.m.towers {
-		tw.Forward(ws.towers[t], reps[t], mode)
+	ws.plan(b.Rows)
+	ws.x = x
+	return nil
+}
+
+// forward runs the model on b; with a single shard (small batches, or a
+// device that does not shard) the task outputs are ws.towers[t].Y().
+func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
+	if err := ws.input0(b); err != nil {
+		return err
 	}
-	ws.rows = b.Rows
+	ws.run(passForward, mode)
 	return nil
 }
 
 // lossPass runs forward and the loss (and with backward the gradients) on b.
 func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) error {
 	m := ws.m
-	if err := ws.loss.feed(ws.feed, b); err != nil {
+	if err := ws.lossFeed.feed(ws.feed, b); err != nil {
 		return err
 	}
-	if err := ws.forward(b, mode); err != nil {
+	if err := ws.input0(b); err != nil {
 		return err
 	}
-	ws.loss.compute(ws, b.Rows)
+	pass := passLoss
+	if backward {
+		pass = passBackward
+	}
+	ws.run(pass, mode)
+	regLoss(ws, ws.reg)
 	if backward {
 		ws.backward()
 	}
-	m.dev.CopyToHostF32(ws.lossHost, ws.loss.scalars)
-	total := float64(ws.lossHost[len(m.tasks)])
+	m.dev.CopyToHostF32(ws.regHost, ws.reg)
+	total := float64(ws.regHost[0])
+	clear(ws.stats.TaskLoss)
+	for s := 0; s < ws.nShards; s++ {
+		m.dev.CopyToHostF32(ws.lossHost, ws.shards[s].loss.scalars)
+		for t := range m.tasks {
+			ws.stats.TaskLoss[t] += float64(ws.lossHost[t])
+		}
+	}
 	for t := range m.tasks {
-		l := float64(ws.lossHost[t])
-		ws.stats.TaskLoss[t] = l
-		total += float64(ws.loss.tasks[t].lambda) * l
+		total += float64(ws.lossFeed.tasks[t].lambda) * ws.stats.TaskLoss[t]
 	}
 	ws.stats.Loss = total
 	return nil
 }
 
+// backward finishes a backward pass after the shards: it sums the shards'
+// dense gradients into shard 0's, adds the L2 terms and runs the input
+// block's backward pass.
 func (ws *workspace) backward() {
 	m := ws.m
-	for t, tw := range m.towers {
-		dr, acc := ws.body.repGrad(t)
-		tw.Backward(ws.towers[t], dr, acc)
+	for s := 1; s < ws.nShards; s++ {
+		for i, g := range ws.shards[s].grads {
+			if g != nil {
+				m.dev.Axpy(1, g, ws.grads[i])
+			}
+		}
 	}
-	ws.body.backward(ws.input.DY())
 	m.input.Backward(ws.input)
 	if m.cfg.L2Reg > 0 {
 		for i, p := range m.params {
@@ -458,16 +648,11 @@ func (ws *workspace) predict(b *loader.Batch, out [][]float32) error {
 			}
 		}
 	}
-	if err := ws.forward(b, layers.Mode{}); err != nil {
+	if err := ws.input0(b); err != nil {
 		return err
 	}
-	for t, task := range m.tasks {
-		z := ws.towers[t].Y()
-		if task.Kind == Binary {
-			m.dev.Sigmoid(z, z)
-		}
-		m.dev.CopyToHostF32(out[t][:b.Rows], z)
-	}
+	ws.out = out
+	ws.run(passPredict, layers.Mode{})
 	return nil
 }
 

@@ -1,9 +1,13 @@
 package mtl
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/loader"
@@ -46,6 +50,60 @@ func tenrecBatches(s *schema.Schema, n, rows int) []*loader.Batch {
 
 func benchThreads() int { return min(2, runtime.GOMAXPROCS(0)) }
 
+// cpuTime is the process's user+system CPU time: on a shared machine wall
+// time includes waiting for a core, CPU time does not.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// forwardFLOPs is the multiply-add count of one example's forward pass
+// times 2: every Dense or expert kernel [in, out] (or [E, in, out]) costs
+// in*out multiply-adds per example. A training step costs 3 times that
+// (forward, weight gradients, input gradients: the first layers' input
+// gradients feed the embedding tables).
+func forwardFLOPs(m *Model) float64 {
+	var macs int
+	for _, p := range m.params {
+		if p.L2 {
+			macs += p.Value.Len()
+		}
+	}
+	return 2 * float64(macs)
+}
+
+// benchLoop runs step b.N times and reports examples/s, CPU time per step
+// and the achieved GFLOP/s (wall clock).
+func benchLoop(b *testing.B, rows int, flopsPerExample float64, step func(i int) error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := 0; i < b.N; i++ {
+		if err := step(i); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu := cpuTime() - cpu0
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(float64(b.N*rows)/sec, "examples/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(flopsPerExample*float64(b.N*rows)/sec/1e9, "GFLOP/s")
+}
+
+func benchModel(b *testing.B, s *schema.Schema, model string, rows int, mutate func(*Config)) *Model {
+	cfg := DefaultConfig()
+	cfg.Model = model
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	m, err := NewModel(s, cfg, kernels.NewCPU(benchThreads()), rows)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
 // BenchmarkTrainStep measures training throughput at batch 1024 on the
 // tenrec schema with the DESIGN.md benchmark settings (DefaultConfig).
 func BenchmarkTrainStep(b *testing.B) {
@@ -53,12 +111,7 @@ func BenchmarkTrainStep(b *testing.B) {
 		b.Run(model, func(b *testing.B) {
 			const rows = 1024
 			s := schema.Tenrec()
-			cfg := DefaultConfig()
-			cfg.Model = model
-			m, err := NewModel(s, cfg, kernels.NewCPU(benchThreads()), rows)
-			if err != nil {
-				b.Fatal(err)
-			}
+			m := benchModel(b, s, model, rows, nil)
 			defer m.Release()
 			batches := tenrecBatches(s, 8, rows)
 			for i := range 3 {
@@ -66,14 +119,10 @@ func BenchmarkTrainStep(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if _, err := m.TrainStep(batches[i%len(batches)]); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "examples/s")
+			benchLoop(b, rows, 3*forwardFLOPs(m), func(i int) error {
+				_, err := m.TrainStep(batches[i%len(batches)])
+				return err
+			})
 		})
 	}
 }
@@ -85,12 +134,7 @@ func BenchmarkPredict(b *testing.B) {
 		b.Run(model, func(b *testing.B) {
 			const rows = 1024
 			s := schema.Tenrec()
-			cfg := DefaultConfig()
-			cfg.Model = model
-			m, err := NewModel(s, cfg, kernels.NewCPU(benchThreads()), rows)
-			if err != nil {
-				b.Fatal(err)
-			}
+			m := benchModel(b, s, model, rows, nil)
 			defer m.Release()
 			p := m.NewPredictor(rows)
 			defer p.Release()
@@ -99,14 +143,48 @@ func BenchmarkPredict(b *testing.B) {
 			for t := range out {
 				out[t] = make([]float32, rows)
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if err := p.Predict(batches[i%len(batches)], out); err != nil {
+			for i := range 3 {
+				if err := p.Predict(batches[i], out); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "examples/s")
+			benchLoop(b, rows, forwardFLOPs(m), func(i int) error {
+				return p.Predict(batches[i%len(batches)], out)
+			})
 		})
+	}
+}
+
+// BenchmarkTrainStepTableRows measures how the step time depends on the
+// size of the user_id and item_id tables (1e5 vs 1e7 rows): their widths
+// are pinned to tenrec's (40 and 48), so only the table size changes. The
+// batches draw ids uniformly over each table, the worst case for caches.
+// The 1e7 model holds about 10.5 GB (tables and Adam moments); it runs only
+// when MTLRANK_BIG_BENCH is set.
+func BenchmarkTrainStepTableRows(b *testing.B) {
+	for _, rows := range []int64{100_000, 10_000_000} {
+		for _, model := range []string{"mlp", "mmoe"} {
+			b.Run(fmt.Sprintf("%s/rows%d", model, rows), func(b *testing.B) {
+				if rows > 1_000_000 && os.Getenv("MTLRANK_BIG_BENCH") == "" {
+					b.Skip("set MTLRANK_BIG_BENCH=1 to allocate 1e7-row tables (about 10.5 GB)")
+				}
+				const batch = 1024
+				s := schema.TenrecWithRows(rows)
+				m := benchModel(b, s, model, batch, func(c *Config) {
+					c.EmbeddingDims = map[string]int{"user_id": 40, "item_id": 48}
+				})
+				defer m.Release()
+				batches := tenrecBatches(s, 64, batch)
+				for i := range 3 {
+					if _, err := m.TrainStep(batches[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				benchLoop(b, batch, 3*forwardFLOPs(m), func(i int) error {
+					_, err := m.TrainStep(batches[i%len(batches)])
+					return err
+				})
+			})
+		}
 	}
 }

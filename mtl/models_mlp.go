@@ -15,7 +15,7 @@ type mlpBody struct {
 }
 
 func newMLPBody(m *Model, rng *rand.Rand) (*mlpBody, error) {
-	mlp, err := layers.NewMLP(m.dev, "mlp", m.input.OutDim, m.cfg.MLPLayers, m.act, false, m.cfg.Dropout, rng)
+	mlp, err := layers.NewMLP(m.ldev, "mlp", m.input.OutDim, m.cfg.MLPLayers, m.act, false, m.cfg.Dropout, rng)
 	if err != nil {
 		return nil, err
 	}

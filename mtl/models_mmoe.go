@@ -20,12 +20,12 @@ func newMMoEBody(m *Model, rng *rand.Rand) (*mmoeBody, error) {
 	in := m.input.OutDim
 	b := &mmoeBody{}
 	var err error
-	b.experts, err = layers.NewExperts(m.dev, "mmoe/experts", []int{cfg.MMoENumExperts}, in, cfg.ExpertMLPLayers, m.act, cfg.Dropout, rng)
+	b.experts, err = layers.NewExperts(m.ldev, "mmoe/experts", []int{cfg.MMoENumExperts}, in, cfg.ExpertMLPLayers, m.act, cfg.Dropout, rng)
 	if err != nil {
 		return nil, err
 	}
 	for _, t := range m.tasks {
-		g, err := layers.NewGate(m.dev, "mmoe/gate/"+t.Target, in, cfg.MMoENumExperts, b.experts.Out(), cfg.GateDim, cfg.GateTemperature, rng)
+		g, err := layers.NewGate(m.ldev, "mmoe/gate/"+t.Target, in, cfg.MMoENumExperts, b.experts.Out(), cfg.GateDim, cfg.GateTemperature, rng)
 		if err != nil {
 			b.release()
 			return nil, err

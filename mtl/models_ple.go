@@ -22,6 +22,7 @@ type pleBody struct {
 	tasks        int
 	nt, ns       int
 	gatesOnInput bool
+	dev          kernels.Device // the layers' device
 }
 
 type pleLevel struct {
@@ -34,7 +35,7 @@ type pleLevel struct {
 func newPLEBody(m *Model, prefix string, levels int, rng *rand.Rand) (*pleBody, error) {
 	cfg := &m.cfg
 	T, nt, ns := len(m.tasks), cfg.CGCTaskExperts, cfg.CGCSharedExperts
-	b := &pleBody{tasks: T, nt: nt, ns: ns, gatesOnInput: cfg.PLEGatesOnInput}
+	b := &pleBody{tasks: T, nt: nt, ns: ns, gatesOnInput: cfg.PLEGatesOnInput, dev: m.ldev}
 	d := cfg.ExpertMLPLayers[len(cfg.ExpertMLPLayers)-1]
 	for l := 0; l < levels; l++ {
 		lp, gp := prefix, ""
@@ -59,13 +60,13 @@ func newPLEBody(m *Model, prefix string, levels int, rng *rand.Rand) (*pleBody, 
 		lv := &pleLevel{}
 		b.levels = append(b.levels, lv)
 		var err error
-		lv.experts, err = layers.NewExperts(m.dev, lp+"/experts", groups, in, cfg.ExpertMLPLayers, m.act, cfg.Dropout, rng)
+		lv.experts, err = layers.NewExperts(m.ldev, lp+"/experts", groups, in, cfg.ExpertMLPLayers, m.act, cfg.Dropout, rng)
 		if err != nil {
 			b.release()
 			return nil, err
 		}
 		for _, t := range m.tasks {
-			g, err := layers.NewGate(m.dev, lp+"/gate/"+t.Target, gateIn, nt+ns, d, cfg.GateDim, cfg.GateTemperature, rng)
+			g, err := layers.NewGate(m.ldev, lp+"/gate/"+t.Target, gateIn, nt+ns, d, cfg.GateDim, cfg.GateTemperature, rng)
 			if err != nil {
 				b.release()
 				return nil, err
@@ -74,7 +75,7 @@ func newPLEBody(m *Model, prefix string, levels int, rng *rand.Rand) (*pleBody, 
 			lv.names = append(lv.names, gp+t.Target)
 		}
 		if l < levels-1 {
-			g, err := layers.NewGate(m.dev, lp+"/gate/shared", gateIn, T*nt+ns, d, cfg.GateDim, cfg.GateTemperature, rng)
+			g, err := layers.NewGate(m.ldev, lp+"/gate/shared", gateIn, T*nt+ns, d, cfg.GateDim, cfg.GateTemperature, rng)
 			if err != nil {
 				b.release()
 				return nil, err
@@ -219,7 +220,7 @@ func (w *pleWS) repGrad(t int) (*kernels.Tensor, bool) {
 
 func (w *pleWS) backward(dx *kernels.Tensor) {
 	b := w.b
-	dev := dx.Dev
+	dev := b.dev
 	dev.Zero(dx)
 	for l := len(b.levels) - 1; l >= 0; l-- {
 		lv, lw := b.levels[l], w.levels[l]

@@ -2,6 +2,7 @@ package mtl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,35 +73,51 @@ type TrainerOptions struct {
 	Quiet bool
 }
 
-// EpochResult summarises one epoch.
+// EpochResult summarises one epoch. Its JSON form (as in the CLI's
+// metrics.json) uses snake_case keys.
 type EpochResult struct {
-	Epoch    int // 1-based
-	Steps    int
-	Examples int64
+	Epoch    int   `json:"epoch"` // 1-based
+	Steps    int   `json:"steps"`
+	Examples int64 `json:"examples"`
 	// Loss is the row-weighted mean training loss over the epoch (each
 	// batch's loss before its update); TaskLoss per task name.
-	Loss     float64
-	TaskLoss map[string]float64
+	Loss     float64            `json:"loss"`
+	TaskLoss map[string]float64 `json:"task_loss"`
 	// Train holds the training metrics when TrainMetricsSteps > 0.
-	Train metrics.Results
+	Train metrics.Results `json:"train,omitempty"`
 	// Validation holds the validation metrics (nil without a validation
 	// set), including "loss".
-	Validation     metrics.Results
-	Seconds        float64
-	ExamplesPerSec float64
+	Validation     metrics.Results `json:"validation,omitempty"`
+	Seconds        float64         `json:"seconds"`
+	ExamplesPerSec float64         `json:"examples_per_s"`
 }
 
-// History is the outcome of Fit.
+// History is the outcome of Fit. Its JSON form uses snake_case keys, with
+// best_value null when it is NaN.
 type History struct {
-	Epochs []EpochResult
+	Epochs []EpochResult `json:"epochs"`
 	// BestEpoch and BestValue are early stopping's best epoch (1-based; 0
 	// without early stopping) and its metric value.
-	BestEpoch int
-	BestValue float64
+	BestEpoch int     `json:"best_epoch"`
+	BestValue float64 `json:"-"`
 	// StoppedEarly is true when early stopping ended the run.
-	StoppedEarly bool
+	StoppedEarly bool `json:"stopped_early"`
 	// State is the training state at the end (what a checkpoint stores).
-	State TrainState
+	State TrainState `json:"state"`
+}
+
+// MarshalJSON writes History with best_value as a number, or null when it
+// is NaN or infinite (JSON has no NaN).
+func (h History) MarshalJSON() ([]byte, error) {
+	type plain History
+	var best *float64
+	if !math.IsNaN(h.BestValue) && !math.IsInf(h.BestValue, 0) {
+		best = &h.BestValue
+	}
+	return json.Marshal(struct {
+		plain
+		BestValue *float64 `json:"best_value"`
+	}{plain(h), best})
 }
 
 // Trainer runs the training loop, evaluation and batch prediction of a

@@ -3,6 +3,7 @@ package mtl_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -476,4 +477,39 @@ func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
 		assert.InDelta(t, aucSum/float64(binary), got[metrics.AUCAvg], 1e-9, "epoch %d", epoch+1)
 	}
 	assert.Equal(t, hostParams(m), hostParams(ref), "the replica trained the same model")
+}
+
+// TestResultJSON: EpochResult and History marshal with snake_case keys
+// (they end up in metrics.json) and NaN values as null.
+func TestResultJSON(t *testing.T) {
+	h := mtl.History{
+		Epochs: []mtl.EpochResult{{Epoch: 1, Steps: 3, Examples: 300, Loss: 0.5,
+			TaskLoss: map[string]float64{"click/binary_output": 0.5},
+			Train:    metrics.Results{"train/auc_avg": 0.6}, Validation: metrics.Results{"auc_avg": math.NaN()},
+			Seconds:  2, ExamplesPerSec: 150}},
+		BestValue: math.NaN(),
+	}
+	raw, err := json.Marshal(h)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	assert.ElementsMatch(t, []string{"epochs", "best_epoch", "best_value", "stopped_early", "state"}, keys(doc))
+	assert.Nil(t, doc["best_value"])
+	epoch := doc["epochs"].([]any)[0].(map[string]any)
+	assert.ElementsMatch(t, []string{"epoch", "steps", "examples", "loss", "task_loss", "train", "validation", "seconds", "examples_per_s"}, keys(epoch))
+	assert.Equal(t, 150.0, epoch["examples_per_s"])
+	assert.Nil(t, epoch["validation"].(map[string]any)["auc_avg"])
+
+	h.BestValue = 0.75
+	raw, err = json.Marshal(h)
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), `"best_value":0.75`)
+}
+
+func keys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

@@ -304,7 +304,7 @@ func (a *contAcc) add(c *chunk, mask []bool) error {
 		}
 		if null {
 			if a.op.Fill == FillNone {
-				return c.errAt(a.op.Name, i, "null value and no fill for missing continuous values (set ContinuousFillNA)")
+				return c.errAt(a.op.Name, i, "null value and no fill for missing continuous values (set --continuous_features_fillna on the command line, Spec.ContinuousFillNA in the library)")
 			}
 			a.nulls++
 			continue
@@ -476,7 +476,7 @@ func (t *Target) valueAt(c *chunk, col *column, i int, buf *[]byte) (float32, st
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			if t.Kind == TargetBinary {
-				return 0, "", c.errAt(t.Source, i, "binary target %q: value %q is not 0/1 (give its positive label)", t.Name, s)
+				return 0, "", c.errAt(t.Source, i, "binary target %q: value %q is not 0/1 (%s)", t.Name, s, positiveLabelHint(t.Name))
 			}
 			return 0, "", c.errAt(t.Source, i, "regression target %q: value %q is not a number", t.Name, s)
 		}
@@ -486,9 +486,15 @@ func (t *Target) valueAt(c *chunk, col *column, i int, buf *[]byte) (float32, st
 		return 0, "", c.errAt(t.Source, i, "target %q: value %v is not finite", t.Name, v)
 	}
 	if t.Kind == TargetBinary && v != 0 && v != 1 {
-		return 0, "", c.errAt(t.Source, i, "binary target %q: value %v is not 0/1 (give its positive label)", t.Name, v)
+		return 0, "", c.errAt(t.Source, i, "binary target %q: value %v is not 0/1 (%s)", t.Name, v, positiveLabelHint(t.Name))
 	}
 	return float32(v), "", nil
+}
+
+// positiveLabelHint tells how to name the label read as 1 when a binary
+// target's values are not 0/1, on the command line and in the library.
+func positiveLabelHint(target string) string {
+	return fmt.Sprintf("name the label read as 1 with --binary_target_map %s=LABEL on the command line, Spec.BinaryTargetMap in the library", target)
 }
 
 func quoteList(vals []string) string {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -299,3 +300,31 @@ func mapf(xs []float64, f func(float64) float64) []float64 {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestOutputModes: the outputs of Run (data folders, part files, schemas,
+// workflow.json) get the modes of os.Create/os.Mkdir (0666/0777 minus the
+// umask), not the 0600/0700 of temporary files; a replaced output too.
+func TestOutputModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	in := writeFile(t, dir, "train.csv", smallCSV)
+	out := filepath.Join(dir, "out")
+	for range 2 { // the second run replaces the first one's output
+		_, err := Run(smallSpec(), []string{in}, []string{in}, out)
+		require.NoError(t, err)
+	}
+	want := map[string]os.FileMode{
+		"workflow.json":        0o644,
+		"train":                0o755,
+		"train/part_0.parquet": 0o644,
+		"train/schema.pbtxt":   0o644,
+		"eval/schema.json":     0o644,
+		"eval":                 0o755,
+	}
+	for name, mode := range want {
+		st, err := os.Stat(filepath.Join(out, name))
+		require.NoError(t, err)
+		assert.Equal(t, mode, st.Mode().Perm(), name)
+	}
+}

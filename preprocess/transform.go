@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -147,7 +148,7 @@ func (e *encoder) encode(c *chunk, side []uint8, sizes [2]int) error {
 			if null {
 				f, err := e.cont.ApplyNull()
 				if err != nil {
-					return c.errAt(e.name, i, "null value and no fill for missing continuous values (set ContinuousFillNA)")
+					return c.errAt(e.name, i, "null value and no fill for missing continuous values (set --continuous_features_fillna on the command line, Spec.ContinuousFillNA in the library)")
 				}
 				e.filled[s]++
 				e.f32[s][k] = f
@@ -433,7 +434,7 @@ func newDatasetWriter(dir string, sch *arrow.Schema, mem memory.Allocator) (*dat
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, fmt.Errorf("output: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(filepath.Clean(dir))+".tmp-*")
+	tmp, err := atomicfile.MkdirTemp(dir)
 	if err != nil {
 		return nil, fmt.Errorf("output: %w", err)
 	}
@@ -527,9 +528,6 @@ func (d *datasetWriter) commit(s *schema.Schema) error {
 	if err := os.WriteFile(filepath.Join(d.tmp, "schema.json"), js.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	if err := os.Chmod(d.tmp, 0o755); err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
 	if err := replaceDir(d.dir, d.tmp); err != nil {
 		return err
 	}
@@ -540,32 +538,11 @@ func (d *datasetWriter) commit(s *schema.Schema) error {
 // replaceDir moves the finished directory tmp to dir, replacing a previous
 // dataset there.
 func replaceDir(dir, tmp string) error {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		if err := os.Rename(tmp, dir); err != nil {
-			return fmt.Errorf("output: %w", err)
-		}
-		return nil
-	}
 	if err := checkReplaceable(dir); err != nil {
 		return err
 	}
-	old, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), "."+filepath.Base(filepath.Clean(dir))+".old-*")
-	if err != nil {
+	if err := atomicfile.ReplaceDir(tmp, dir); err != nil {
 		return fmt.Errorf("output: %w", err)
-	}
-	// os.Rename refuses an existing target directory: free the unique name.
-	if err := os.Remove(old); err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
-	if err := os.Rename(dir, old); err != nil {
-		return fmt.Errorf("output: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.Rename(old, dir)
-		return fmt.Errorf("output: %w", err)
-	}
-	if err := os.RemoveAll(old); err != nil {
-		return fmt.Errorf("output: remove previous dataset: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -177,7 +178,7 @@ func (c *Continuous) Apply(x float64) float32 {
 // an error when the column has no fill.
 func (c *Continuous) ApplyNull() (float32, error) {
 	if c.Fill == FillNone {
-		return 0, fmt.Errorf("null value in continuous column %q without a fill (set ContinuousFillNA)", c.Name)
+		return 0, fmt.Errorf("null value in continuous column %q without a fill (set --continuous_features_fillna on the command line, Spec.ContinuousFillNA in the library)", c.Name)
 	}
 	return c.Apply(c.FillValue), nil
 }
@@ -463,32 +464,13 @@ func (w *Workflow) check() error {
 	return nil
 }
 
-// writeFileAtomic writes data to a temporary file beside path and renames it.
+// writeFileAtomic writes data to a temporary file beside path (creating the
+// folder) and renames it.
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chmod(tmp, 0o644)
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-	}
-	return werr
+	return atomicfile.WriteFile(path, data)
 }
 
 // FNV-1a, 64 bit.

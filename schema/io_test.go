@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -11,6 +12,10 @@ import (
 )
 
 func TestSaveLoad(t *testing.T) {
+	// Saved files get 0666 minus the umask (shared like the data beside
+	// them); a known umask makes the expected mode fixed.
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
 	dir := t.TempDir()
 	s := Tenrec()
 	cases := []struct {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"path/filepath"
 
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
@@ -230,8 +229,8 @@ func WriteMMoEPaper(ctx context.Context, dir string, rho float64, seed int64, cf
 	}
 	o := acc.result()
 	o.MMoEPaper = &MMoEPaperInfo{MMoEPaperConfig: g.cfg, Rho: rho, Seed: seed}
-	if err := writeJSONAtomic(filepath.Join(dir, OracleFile), o); err != nil {
-		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	if err := finishDir(dir, o); err != nil {
+		return Oracle{}, err
 	}
 	return o, nil
 }

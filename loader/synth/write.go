@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -28,12 +29,16 @@ var partRE = regexp.MustCompile(`^part_(\d{4,})\.parquet$`)
 // written in order, so memory depends on the row-group size and the number
 // of workers, not on Rows (up to cfg.OracleExactRows rows, the exact oracle
 // AUC keeps 8 bytes per row and binary target; above, a fixed-size
-// histogram). Every file is written under
-// a temporary name and renamed; part files left by an earlier, larger
-// dataset in dir are removed. Other *.parquet files in dir are an error,
-// because a dataset folder is read whole. An existing oracle.json is removed
-// first, so after a failure (or cancellation) the folder, which may hold
-// some finished part files, has no oracle.json: it is incomplete.
+// histogram). Every file is written under a temporary name and renamed.
+//
+// dir must be missing, empty, or hold an earlier synthetic dataset (its
+// oracle.json, or the IncompleteMarker of an interrupted run); any other
+// folder is an error, so that a user's own data is never overwritten. Part
+// files left by an earlier, larger dataset in dir are removed. Other
+// *.parquet files in dir are an error, because a dataset folder is read
+// whole. An existing oracle.json is removed first, so after a failure (or
+// cancellation) the folder, which may hold some finished part files, has no
+// oracle.json (it is incomplete) and holds the IncompleteMarker.
 func WriteDataset(dir string, s *schema.Schema, cfg Config) (Oracle, error) {
 	return WriteDatasetContext(context.Background(), dir, s, cfg)
 }
@@ -84,8 +89,8 @@ func (g *Generator) write(ctx context.Context, dir string, start, rows int64) (O
 	}
 	o := acc.result()
 	o.Config = cloneConfig(cfg)
-	if err := writeJSONAtomic(filepath.Join(dir, OracleFile), o); err != nil {
-		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	if err := finishDir(dir, o); err != nil {
+		return Oracle{}, err
 	}
 	return o, nil
 }
@@ -192,8 +197,19 @@ func writeParts(ctx context.Context, dir string, src source, start, rows int64, 
 	return nil
 }
 
-// prepareDir creates dir and refuses folders holding Parquet files that are
-// not part files of a dataset (they would be read as part of it).
+// IncompleteMarker is the file a dataset folder holds while WriteDataset
+// replaces its content: it is written before anything else changes and
+// removed once oracle.json is in place, so that a later run may replace what
+// an interrupted one left (part files, no oracle.json).
+const IncompleteMarker = ".synth-incomplete"
+
+// prepareDir creates dir, checks that its files may be replaced, marks it
+// incomplete and removes its oracle. Files are replaced only in an empty
+// folder or in one written by an earlier run (an oracle.json of a
+// synthetic dataset, or the marker of an interrupted run): a folder of the
+// user's own data, which may well hold part_0000.parquet and schema.pbtxt,
+// is never overwritten. Parquet files that are not part files are refused
+// even then, because a dataset folder is read whole.
 func prepareDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("synth: write %s: %w", dir, err)
@@ -202,15 +218,58 @@ func prepareDir(dir string) error {
 	if err != nil {
 		return fmt.Errorf("synth: write %s: %w", dir, err)
 	}
+	if len(ents) > 0 && !writtenBySynth(dir) {
+		var names []string
+		for _, e := range ents {
+			if len(names) == 3 {
+				names = append(names, "...")
+				break
+			}
+			names = append(names, e.Name())
+		}
+		return fmt.Errorf("synth: write %s: the folder is not empty (%s) and holds no %s of an earlier synthetic dataset; "+
+			"refusing to replace its files: use an empty or new folder", dir, strings.Join(names, ", "), OracleFile)
+	}
 	for _, e := range ents {
 		name := e.Name()
 		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !partRE.MatchString(name) {
 			return fmt.Errorf("synth: write %s: the folder holds %s, which is not a part file of a synthetic dataset; use an empty folder", dir, name)
 		}
 	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, IncompleteMarker),
+		[]byte("mtlrank synth is writing (or was interrupted while writing) this dataset; a new run may replace it\n")); err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
 	// oracle.json is written last: without it, the folder is known to hold
 	// an incomplete dataset, whatever an earlier run left.
 	if err := os.Remove(filepath.Join(dir, OracleFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writtenBySynth reports whether dir holds the output of an earlier run: an
+// oracle.json that parses as a synthetic dataset's oracle, or the marker
+// of an interrupted run.
+func writtenBySynth(dir string) bool {
+	if st, err := os.Stat(filepath.Join(dir, IncompleteMarker)); err == nil && st.Mode().IsRegular() {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(dir, OracleFile))
+	if err != nil {
+		return false
+	}
+	var o Oracle
+	return json.Unmarshal(b, &o) == nil && o.Rows > 0
+}
+
+// finishDir writes the oracle of a complete dataset and removes the
+// incomplete marker.
+func finishDir(dir string, o Oracle) error {
+	if err := writeJSONAtomic(filepath.Join(dir, OracleFile), o); err != nil {
+		return fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	if err := os.Remove(filepath.Join(dir, IncompleteMarker)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("synth: write %s: %w", dir, err)
 	}
 	return nil
@@ -353,24 +412,5 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	dir, base := filepath.Split(path)
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-	}
-	return err
+	return atomicfile.WriteFile(path, append(b, '\n'))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,101 @@ func TestWriteDatasetReplacesStaleParts(t *testing.T) {
 	files := partFiles(t, dir)
 	require.Len(t, files, 2)
 	assert.Equal(t, 1500, readParquet(t, files[0]).rows+readParquet(t, files[1]).rows)
+}
+
+// TestWriteDatasetKeepsForeignFolders: files are replaced only in an empty
+// folder or one holding an earlier synthetic dataset; a user's own folder
+// (even one laid out like a dataset) is an error and stays untouched.
+func TestWriteDatasetKeepsForeignFolders(t *testing.T) {
+	cfg := DefaultConfig(200, 1)
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  []string
+	}{
+		{"user dataset", map[string]string{PartFile(0): "my data", schema.PbtxtFile: "my schema"},
+			[]string{"not empty", PartFile(0), "no oracle.json", "empty or new folder"}},
+		{"unrelated file", map[string]string{"notes.txt": "x"}, []string{"notes.txt", "not empty"}},
+		{"oracle.json of something else", map[string]string{OracleFile: `{"accuracy": 0.9}`, PartFile(0): "mine"},
+			[]string{"no oracle.json"}},
+		{"foreign parquet", map[string]string{"data.parquet": "x"}, []string{"data.parquet"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, content := range c.files {
+				require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
+			}
+			_, err := WriteDataset(dir, schema.Tenrec(), cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), dir)
+			for _, w := range c.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			var names []string
+			for name, content := range c.files {
+				got, err := os.ReadFile(filepath.Join(dir, name))
+				require.NoError(t, err)
+				assert.Equal(t, content, string(got), "%s is untouched", name)
+				names = append(names, name)
+			}
+			assert.ElementsMatch(t, names, dirNames(t, dir), "nothing added")
+		})
+	}
+
+	t.Run("missing, empty and earlier synthetic folders are written", func(t *testing.T) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "new", "data")
+		_, err := WriteDataset(dir, schema.Tenrec(), cfg)
+		require.NoError(t, err)
+		_, err = WriteDataset(dir, schema.Tenrec(), cfg)
+		require.NoError(t, err, "an earlier synthetic dataset is replaced")
+		empty := filepath.Join(parent, "empty")
+		require.NoError(t, os.Mkdir(empty, 0o755))
+		_, err = WriteDataset(empty, schema.Tenrec(), cfg)
+		require.NoError(t, err)
+		assert.Equal(t, []string{OracleFile, PartFile(0), schema.PbtxtFile}, dirNames(t, empty), "no marker left after success")
+	})
+
+	t.Run("interrupted run is replaced", func(t *testing.T) {
+		dir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		icfg := DefaultConfig(6000, 1)
+		icfg.RowGroupRows, icfg.RowGroupsPerFile = 1000, 1
+		icfg.Progress = func(n int64) {
+			if n >= 2000 {
+				cancel()
+			}
+		}
+		_, err := WriteDatasetContext(ctx, dir, schema.Tenrec(), icfg)
+		require.ErrorIs(t, err, context.Canceled)
+		names := dirNames(t, dir)
+		assert.Contains(t, names, IncompleteMarker)
+		assert.NotContains(t, names, OracleFile)
+		_, err = WriteDataset(dir, schema.Tenrec(), cfg)
+		require.NoError(t, err, "the leftovers of an interrupted run may be replaced")
+		assert.Equal(t, []string{OracleFile, PartFile(0), schema.PbtxtFile}, dirNames(t, dir))
+	})
+}
+
+// TestWrittenFilesAreReadable: the part files, schema and oracle get the
+// mode of a plain os.Create (0666 minus the umask), not CreateTemp's 0600.
+func TestWrittenFilesAreReadable(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	_, err := WriteDataset(dir, schema.Tenrec(), DefaultConfig(100, 1))
+	require.NoError(t, err)
+	mdir := filepath.Join(t.TempDir(), "mmoe")
+	_, err = WriteMMoEPaper(context.Background(), mdir, 0.5, 1, MMoEPaperConfig{Rows: 100})
+	require.NoError(t, err)
+	for _, d := range []string{dir, mdir} {
+		for _, name := range []string{OracleFile, PartFile(0), schema.PbtxtFile} {
+			st, err := os.Stat(filepath.Join(d, name))
+			require.NoError(t, err)
+			assert.Equal(t, os.FileMode(0o644), st.Mode().Perm(), "%s/%s", d, name)
+		}
+	}
 }
 
 func TestWriteDatasetErrors(t *testing.T) {

@@ -26,7 +26,6 @@
 package safetensors
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
@@ -35,10 +34,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 )
 
 // DType is a safetensors element type.
@@ -265,45 +265,11 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 }
 
 // Write stores tensors and metadata at path atomically (temporary file in
-// the same folder, fsync, rename).
+// the same folder, fsync, rename); the file gets mode 0666 minus the umask,
+// as os.Create gives.
 func Write(path string, tensors []Tensor, metadata map[string]string) error {
-	return WriteAtomic(path, func(w io.Writer) error { return Encode(w, tensors, metadata) })
-}
-
-// WriteAtomic creates path by calling write on a buffered temporary file in
-// the same folder, then syncing and renaming it over path. On any error the
-// temporary file is removed and path is left untouched.
-func WriteAtomic(path string, write func(w io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err = write(bw); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = bw.Flush(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err := atomicfile.Write(path, func(w io.Writer) error { return Encode(w, tensors, metadata) }); err != nil {
+		return fmt.Errorf("safetensors: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -238,4 +239,30 @@ func FuzzDecode(f *testing.F) {
 			require.Equal(t, tt.Data, got.Data)
 		}
 	})
+}
+
+// TestWriteModeAndFailure: the file gets 0666 minus the umask (not a
+// temporary file's 0600); a failed write leaves the previous file alone.
+func TestWriteModeAndFailure(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.safetensors")
+	require.NoError(t, Write(path, []Tensor{FromF32("a", []int{1}, []float32{1})}, nil))
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+
+	// An invalid tensor fails while encoding: nothing changes.
+	err = Write(path, []Tensor{{Name: "bad", DType: F32, Shape: []int{3}, Data: []byte{1}}}, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path)
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, before, after)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "no temporary file left")
 }

@@ -33,15 +33,17 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	var (
 		threads, batch, steps, warmup int
 		mode, device                  string
-		tableRows                     int64
+		tableRows, maxMemory          int64
 	)
-	fs.IntVar(&threads, "threads", 2, "CPU threads")
+	// The reference's two threads, unless the machine has fewer CPUs.
+	fs.IntVar(&threads, "threads", min(2, runtime.NumCPU()), "CPU threads, at most the number of CPUs")
 	fs.IntVar(&batch, "batch", 1024, "batch size")
 	fs.IntVar(&steps, "steps", 50, "timed steps per mode")
 	fs.IntVar(&warmup, "warmup", 5, "untimed steps before timing")
 	fs.StringVar(&mode, "mode", "both", "train, infer or both")
 	fs.StringVar(&device, "device", "cpu", "cpu or cuda")
 	fs.Int64Var(&tableRows, "table_rows", 0, "user_id and item_id cardinality (0: 100001 and 179281)")
+	fs.Var(byteSize{&maxMemory}, "max_memory", "refuse a configuration whose estimated memory exceeds this size, e.g. 16G (default: the memory available)")
 	if err := helpOr(e, fs, args, "mtlrank bench [flags]", benchDescription); err != nil {
 		return err
 	}
@@ -62,6 +64,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return usagef("--mode must be train, infer or both, got %q", mode)
 	case tableRows < 0 || tableRows == 1:
 		return usagef("--table_rows must be 0 or >= 2, got %d", tableRows)
+	case maxMemory < 0:
+		return usagef("--max_memory must be >= 0, got %d", maxMemory)
+	}
+	if err := checkThreads(threads); err != nil {
+		return err
 	}
 	for _, pair := range [][2]string{{"mmoe_num_mlp_experts", "num_experts"}, {"cgc_num_task_experts", "num_task_experts"}, {"cgc_num_shared_experts", "num_shared_experts"}} {
 		if set[pair[0]] && set[pair[1]] {
@@ -81,12 +88,26 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	s := schema.TenrecWithRows(tableRows)
+	// Beside the model: the in-memory batches (8 of them, 4 bytes per
+	// value) and, for inference, a predictor workspace and its outputs
+	// (bounded by a training workspace).
+	extra := int64(benchBatchCount) * int64(batch) * int64(len(s.Features)) * 4
+	if mode != "train" {
+		est, err := mtl.EstimateMemory(s, cfg, dev, batch)
+		if err != nil {
+			return &usageError{err.Error()}
+		}
+		extra += est.Activations
+	}
+	if err := checkMemory(s, cfg, dev, batch, maxMemory, extra); err != nil {
+		return err
+	}
 	m, err := mtl.NewModel(s, cfg, dev, batch)
 	if err != nil {
 		return &usageError{err.Error()}
 	}
 	defer m.Release()
-	batches := benchBatches(s, batch, 8, 0)
+	batches := benchBatches(s, batch, benchBatchCount, 0)
 	params := 0
 	for _, p := range m.Params() {
 		params += p.Tensor.Len()
@@ -163,6 +184,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	return nil
 }
+
+// benchBatchCount is the number of distinct in-memory batches bench cycles
+// through.
+const benchBatchCount = 8
 
 // benchBatches builds n batches of the schema's columns with ids uniform
 // over each cardinality and random labels (binary 0/1, regression

@@ -22,8 +22,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/kernels"
-	"github.com/mtlrank/mtlrank/mtl/safetensors"
 )
 
 // command is one subcommand.
@@ -161,10 +161,7 @@ func writeJSON(path string, v any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return safetensors.WriteAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
+	return atomicfile.WriteFile(path, data)
 }
 
 // table renders rows of cells with aligned columns: columns whose cells

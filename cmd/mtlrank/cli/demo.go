@@ -37,12 +37,18 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.Int64Var(&evalRows, "eval_rows", 50000, "evaluation rows")
 	fs.IntVar(&epochs, "epochs", 2, "training epochs")
 	fs.StringVar(&model, "model", "mmoe", "architecture: mlp, mmoe, cgc or ple")
-	fs.IntVar(&threads, "threads", 0, "CPU threads (0: all)")
+	fs.IntVar(&threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&quiet}, "quiet", "no progress bar and no log lines on stderr")
 	if err := helpOr(e, fs, args, "mtlrank demo [flags]", demoDescription); err != nil {
 		return err
 	}
 	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if threads < 0 {
+		return usagef("--threads must be >= 0, got %d", threads)
+	}
+	if err := checkThreads(threads); err != nil {
 		return err
 	}
 	if rows < 1000 || evalRows < 1000 {

@@ -22,7 +22,9 @@ func usagef(format string, args ...any) error {
 }
 
 // intList is a comma-separated list of positive ints, e.g. "128,64,32". An
-// empty string is an empty list (as Merlin's parse_list_arg).
+// empty string (or "None") is an empty list, as Merlin's parse_list_arg
+// has it; an empty entry ("1,,2", "64,") is an error, as it is there,
+// rather than a layer silently dropped.
 type intList struct{ v *[]int }
 
 func (l intList) String() string {
@@ -38,11 +40,11 @@ func (l intList) String() string {
 
 func (l intList) Set(s string) error {
 	out := []int{}
-	if s != "" && s != "None" {
-		for _, p := range strings.Split(s, ",") {
+	if t := strings.TrimSpace(s); t != "" && t != "None" {
+		for i, p := range strings.Split(s, ",") {
 			p = strings.TrimSpace(p)
 			if p == "" {
-				continue
+				return fmt.Errorf("entry %d is empty (give positive sizes separated by commas, e.g. 128,64,32)", i+1)
 			}
 			x, err := strconv.Atoi(p)
 			if err != nil {
@@ -85,6 +87,64 @@ func (l strList) Set(s string) error {
 	}
 	*l.v = out
 	return nil
+}
+
+// optFloat32 is a float32 flag that may be left unset (nil), e.g.
+// --fill_nan, whose absence means "no fill" rather than a value.
+type optFloat32 struct{ v **float32 }
+
+func (f optFloat32) String() string {
+	if f.v == nil || *f.v == nil {
+		return ""
+	}
+	return strconv.FormatFloat(float64(**f.v), 'g', -1, 32)
+}
+
+func (f optFloat32) Set(s string) error {
+	x, err := strconv.ParseFloat(strings.TrimSpace(s), 32)
+	if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+		return fmt.Errorf("%q is not a finite number", s)
+	}
+	v := float32(x)
+	*f.v = &v
+	return nil
+}
+
+// byteSize is a memory size flag: a number of bytes with an optional unit,
+// K/M/G/T (powers of 1024, also written KiB, KB, ...), e.g. 512M or 1.5G.
+type byteSize struct{ v *int64 }
+
+func (b byteSize) String() string {
+	if b.v == nil || *b.v == 0 {
+		return ""
+	}
+	return strconv.FormatInt(*b.v, 10)
+}
+
+func (b byteSize) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b.v = n
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := 1.0
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			mult = math.Pow(1024, float64(i+1))
+			t = t[:n-1]
+		}
+	}
+	x, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || math.IsNaN(x) || x < 0 || x*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a memory size (e.g. 16G, 512M, 1073741824)", s)
+	}
+	return int64(x * mult), nil
 }
 
 // boolValue is a boolean flag accepting Merlin's str2bool spellings
@@ -308,6 +368,10 @@ func printUsage(w io.Writer, fs *flag.FlagSet, synopsis, description string) {
 			typ = "float"
 		case kvList:
 			typ = "key=value,..."
+		case optFloat32:
+			typ = "float"
+		case byteSize:
+			typ = "size"
 		}
 		line := "  --" + n
 		if _, ok := f.Value.(boolValue); ok {

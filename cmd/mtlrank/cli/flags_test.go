@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -22,9 +24,13 @@ func TestIntList(t *testing.T) {
 		{" 8 , 4 ", []int{8, 4}, ""},
 		{"", []int{}, ""},
 		{"None", []int{}, ""},
-		{"64,", []int{64}, ""},
+		{"  ", []int{}, ""},
+		{"64,", nil, "entry 2 is empty"},
+		{"1,,2", nil, "entry 2 is empty"},
+		{",8", nil, "entry 1 is empty"},
 		{"64,x", nil, `"x" is not an integer`},
 		{"0", nil, "must be positive"},
+		{"8,-1", nil, "must be positive, got -1"},
 	}
 	for _, tc := range cases {
 		var v []int
@@ -38,6 +44,54 @@ func TestIntList(t *testing.T) {
 	}
 	v := []int{1, 2}
 	assert.Equal(t, "1,2", intList{&v}.String())
+}
+
+// TestIntListFlagError: through the flag parser the message names the
+// flag and the value.
+func TestIntListFlagError(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var v []int
+	fs.Var(intList{&v}, "mlp_layers", "")
+	_, err := parseFlags(fs, []string{"--mlp_layers", "1,,2"})
+	var ue *usageError
+	require.True(t, errors.As(err, &ue))
+	assert.EqualError(t, err, `--mlp_layers: invalid value "1,,2": entry 2 is empty (give positive sizes separated by commas, e.g. 128,64,32)`)
+}
+
+func TestOptFloat32(t *testing.T) {
+	var p *float32
+	v := optFloat32{&p}
+	assert.Equal(t, "", v.String(), "unset")
+	require.NoError(t, v.Set("-1.5"))
+	require.NotNil(t, p)
+	assert.Equal(t, float32(-1.5), *p)
+	assert.Equal(t, "-1.5", v.String())
+	for _, bad := range []string{"", "x", "NaN", "inf", "1e99"} {
+		assert.Error(t, v.Set(bad), bad)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1024": 1024, "1K": 1 << 10, "512M": 512 << 20, "512MiB": 512 << 20,
+		"16G": 16 << 30, "16gb": 16 << 30, "1.5G": 3 << 29, " 2T ": 2 << 40} {
+		got, err := parseByteSize(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "G", "-1G", "lots", "1P", "9999999T"} {
+		_, err := parseByteSize(bad)
+		assert.Error(t, err, bad)
+	}
+}
+
+func TestCheckThreads(t *testing.T) {
+	n := runtime.NumCPU()
+	require.NoError(t, checkThreads(0))
+	require.NoError(t, checkThreads(n))
+	err := checkThreads(n + 1)
+	var ue *usageError
+	require.True(t, errors.As(err, &ue), "a command-line mistake (exit 2)")
+	assert.Contains(t, err.Error(), fmt.Sprintf("--threads %d is more than the %d CPUs", n+1, n))
 }
 
 func TestStrList(t *testing.T) {

@@ -163,6 +163,15 @@ type trainArgs struct {
 	restoreBest                                 bool
 	synthRows, synthEvalRows, tableRows         int64
 	lossWeights, posWeights                     map[string]float64
+	fillNaN                                     *float32
+	maxMemory                                   int64
+}
+
+// registerDataFlags binds the flags on reading data and sizing memory that
+// train, eval and predict share.
+func (a *trainArgs) registerDataFlags(fs *flag.FlagSet) {
+	fs.Var(optFloat32{&a.fillNaN}, "fill_nan", "replace nulls, NaN and infinities in continuous input features by this value (default: they are errors; targets are never filled)")
+	fs.Var(byteSize{&a.maxMemory}, "max_memory", "refuse to build a model whose estimated memory (parameters, optimizer state, workspace for the batch size) exceeds this size, e.g. 16G (default: the memory available, MemAvailable of /proc/meminfo, or the free GPU memory with --device cuda)")
 }
 
 func (a *trainArgs) register(fs *flag.FlagSet) {
@@ -194,7 +203,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
-	fs.IntVar(&a.threads, "threads", 0, "CPU threads (0: all)")
+	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
 	fs.StringVar(&a.esMode, "early_stopping_mode", "", "max or min (default: min for loss/logloss/rmse/mae, else max)")
@@ -204,6 +213,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Int64Var(&a.synthRows, "synth_rows", 200000, "rows of synthetic training data (used when no data flag is given)")
 	fs.Int64Var(&a.synthEvalRows, "synth_eval_rows", 20000, "rows of synthetic evaluation data")
 	fs.Int64Var(&a.tableRows, "table_rows", 0, "synthetic data: user_id and item_id cardinality (0: TenRec-like defaults)")
+	a.registerDataFlags(fs)
 }
 
 const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it
@@ -330,6 +340,8 @@ func (a *trainArgs) checkCommon() error {
 		return usagef("--eval_batch_size must be >= 1, got %d", a.evalBatch)
 	case a.threads < 0:
 		return usagef("--threads must be >= 0, got %d", a.threads)
+	case a.maxMemory < 0:
+		return usagef("--max_memory must be >= 0, got %d", a.maxMemory)
 	case a.prefetch < 0:
 		return usagef("--prefetch must be >= 0, got %d", a.prefetch)
 	case a.shuffleBuffer < 0:
@@ -339,7 +351,7 @@ func (a *trainArgs) checkCommon() error {
 	case a.predictFormat != "parquet":
 		return usagef("--predict_output_format %q is not supported (only parquet)", a.predictFormat)
 	}
-	return nil
+	return checkThreads(a.threads)
 }
 
 func (a *trainArgs) check(set map[string]bool) error {
@@ -540,8 +552,9 @@ func loadSchema(schemaArg, data string) (*schema.Schema, error) {
 	return s, nil
 }
 
-func openDataset(path string, s *schema.Schema, cols []string, batch int, shuffle bool, seed int64, buffer, prefetch int) (*loader.Dataset, error) {
+func openDataset(path string, s *schema.Schema, cols []string, batch int, shuffle bool, seed int64, buffer, prefetch int, fill *float32) (*loader.Dataset, error) {
 	opt := loader.DefaultOptions()
+	opt.FillNaN = fill
 	opt.BatchSize = batch
 	opt.Columns = cols
 	opt.Shuffle = shuffle
@@ -609,11 +622,36 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	maxBatch := max(a.trainBatch, a.evalBatch)
+	// The model's workspace is sized for the largest batch it will see,
+	// which is never more rows than a dataset holds.
+	trainBatch, err := capBatch(a.trainBatch, a.trainPath)
+	if err != nil {
+		return err
+	}
+	maxBatch, evalBatch, predictBatch := trainBatch, a.evalBatch, a.evalBatch
+	if a.evalPath != "" {
+		if evalBatch, err = capBatch(a.evalBatch, a.evalPath); err != nil {
+			return err
+		}
+		maxBatch = max(maxBatch, evalBatch)
+	}
+	if a.predictPath != "" {
+		if predictBatch, err = capBatch(a.evalBatch, a.predictPath); err != nil {
+			return err
+		}
+		maxBatch = max(maxBatch, predictBatch)
+	}
 
 	var m *mtl.Model
 	var state *mtl.TrainState
 	if a.loadPath != "" {
+		cs, ccfg, err := mtl.ReadCheckpointModel(a.loadPath)
+		if err != nil {
+			return err
+		}
+		if err := checkMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+			return err
+		}
 		m, state, err = mtl.LoadCheckpoint(a.loadPath, dev, maxBatch)
 		if err != nil {
 			return err
@@ -629,6 +667,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := a.applyTasks(s); err != nil {
 			return err
 		}
+		if err := checkMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+			return err
+		}
 		m, err = mtl.NewModel(s, a.cfg, dev, maxBatch)
 		if err != nil {
 			return &usageError{err.Error()}
@@ -638,7 +679,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	log.Info("model", "config", m.Config().String(), "device", dev.Name())
 
 	cols := m.TrainColumns()
-	train, err := openDataset(a.trainPath, s, cols, a.trainBatch, a.shuffled, m.Config().Seed, a.shuffleBuffer, a.prefetch)
+	train, err := openDataset(a.trainPath, s, cols, trainBatch, a.shuffled, m.Config().Seed, a.shuffleBuffer, a.prefetch, a.fillNaN)
 	if err != nil {
 		return err
 	}
@@ -651,7 +692,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := m.CheckDataSchema(es, true); err != nil {
 			return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
 		}
-		if eval, err = openDataset(a.evalPath, es, cols, a.evalBatch, false, 0, 0, a.prefetch); err != nil {
+		if eval, err = openDataset(a.evalPath, es, cols, evalBatch, false, 0, 0, a.prefetch, a.fillNaN); err != nil {
 			return err
 		}
 		if oracle == nil {
@@ -725,7 +766,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if out == "" {
 			out = filepath.Join(a.outputPath, "predictions")
 		}
-		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.keepOut, set["predict_output_keep_cols"], a.evalBatch, a.prefetch)
+		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.keepOut, set["predict_output_keep_cols"], predictBatch, a.prefetch, a.fillNaN)
 		if err != nil {
 			return err
 		}
@@ -762,7 +803,7 @@ func schemaFor(schemaArg, data string, fallback *schema.Schema) (*schema.Schema,
 
 // predictTo scores data with the trainer's model and writes out.
 func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg string, fallback *schema.Schema,
-	out string, keep []string, keepGiven bool, batch, prefetch int) (int64, error) {
+	out string, keep []string, keepGiven bool, batch, prefetch int, fill *float32) (int64, error) {
 	m := tr.Model()
 	s, err := schemaFor(schemaArg, data, fallback)
 	if err != nil {
@@ -796,7 +837,7 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 			cols = append(cols, c)
 		}
 	}
-	ds, err := openDataset(data, s, cols, batch, false, 0, 0, prefetch)
+	ds, err := openDataset(data, s, cols, batch, false, 0, 0, prefetch, fill)
 	if err != nil {
 		return 0, err
 	}
@@ -901,13 +942,16 @@ func registerServeFlags(fs *flag.FlagSet, a *trainArgs) {
 	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "batch size")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
-	fs.IntVar(&a.threads, "threads", 0, "CPU threads (0: all)")
+	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
+	a.registerDataFlags(fs)
 	a.trainBatch = 1
 	a.predictFormat = "parquet"
 }
 
-func loadForServe(e *env, a *trainArgs) (*mtl.Model, *mtl.Trainer, error) {
+// loadForServe loads --load_model_path for batches of up to batch rows,
+// after checking that it fits in memory.
+func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, error) {
 	if a.loadPath == "" {
 		return nil, nil, usagef("--load_model_path is required")
 	}
@@ -915,7 +959,14 @@ func loadForServe(e *env, a *trainArgs) (*mtl.Model, *mtl.Trainer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, a.evalBatch)
+	s, cfg, err := mtl.ReadCheckpointModel(a.loadPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkMemory(s, cfg, dev, batch, a.maxMemory, 0); err != nil {
+		return nil, nil, err
+	}
+	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, batch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -932,9 +983,8 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	registerServeFlags(fs, &a)
 	fs.StringVar(&a.evalPath, "eval_data_path", "", "data to evaluate: a .parquet file or a folder (required)")
-	fs.StringVar(&a.outputPath, "output_path", "", "folder receiving metrics.json (default: none)")
-	if err := helpOr(e, fs, args, "mtlrank eval --load_model_path DIR --eval_data_path PATH [flags]",
-		"Evaluates a saved model: a metrics table on stdout (per task: AUC, PR-AUC, logloss,\nprecision/recall/accuracy at 0.5, RMSE), and metrics.json in --output_path."); err != nil {
+	fs.StringVar(&a.outputPath, "output_path", defaultEvalOutput, "folder receiving metrics.json")
+	if err := helpOr(e, fs, args, "mtlrank eval --load_model_path DIR --eval_data_path PATH [flags]", evalDescription); err != nil {
 		return err
 	}
 	if _, err := parseFlags(fs, args); err != nil {
@@ -946,7 +996,17 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if a.evalPath == "" {
 		return usagef("--eval_data_path is required")
 	}
-	m, tr, err := loadForServe(e, &a)
+	if a.outputPath == "" {
+		return usagef("--output_path must name a folder (default %s)", defaultEvalOutput)
+	}
+	if a.loadPath == "" {
+		return usagef("--load_model_path is required")
+	}
+	batch, err := capBatch(a.evalBatch, a.evalPath)
+	if err != nil {
+		return err
+	}
+	m, tr, err := loadForServe(e, &a, batch)
 	if err != nil {
 		return err
 	}
@@ -961,7 +1021,7 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if err := m.CheckDataSchema(s, true); err != nil {
 		return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
 	}
-	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), a.evalBatch, false, 0, 0, a.prefetch)
+	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), batch, false, 0, 0, a.prefetch, a.fillNaN)
 	if err != nil {
 		return err
 	}
@@ -975,15 +1035,29 @@ func runEval(ctx context.Context, e *env, args []string) error {
 		oracle = &o
 	}
 	printMetrics(e.stdout, m.Tasks(), res, oracle)
-	if a.outputPath != "" {
-		path := filepath.Join(a.outputPath, "metrics.json")
-		if err := writeJSON(path, map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "eval": res}); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
+	path := filepath.Join(a.outputPath, "metrics.json")
+	report := map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "rows": ds.Rows(), "eval": res}
+	if oracle != nil {
+		report["oracle"] = oracle
 	}
+	if err := writeJSON(path, report); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
 	return nil
 }
+
+// defaultEvalOutput is where eval writes metrics.json without
+// --output_path: beside train's default ./output/metrics.json, never over
+// it, and outside the checkpoint folder (which a later save replaces
+// whole).
+const defaultEvalOutput = "./output/eval"
+
+const evalDescription = `Evaluates a saved model: a metrics table on stdout (per task: AUC, PR-AUC,
+logloss, precision/recall/accuracy at 0.5, RMSE, MAE; the oracle AUC for data
+written by 'mtlrank synth') and the same metrics as JSON in
+<output_path>/metrics.json (default ` + defaultEvalOutput + `/metrics.json, beside
+train's default ./output/metrics.json).`
 
 func dirOf(path string) string {
 	if st, err := os.Stat(path); err == nil && !st.IsDir() {
@@ -1014,7 +1088,14 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	if a.predictPath == "" || a.predictOut == "" {
 		return usagef("--predict_data_path and --predict_output_path are required")
 	}
-	m, tr, err := loadForServe(e, &a)
+	if a.loadPath == "" {
+		return usagef("--load_model_path is required")
+	}
+	batch, err := capBatch(a.evalBatch, a.predictPath)
+	if err != nil {
+		return err
+	}
+	m, tr, err := loadForServe(e, &a, batch)
 	if err != nil {
 		return err
 	}
@@ -1025,6 +1106,6 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--schema_path: %w", err)
 		}
 	}
-	_, err = predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, a.predictOut, a.keepOut, set["predict_output_keep_cols"], a.evalBatch, a.prefetch)
+	_, err = predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, a.predictOut, a.keepOut, set["predict_output_keep_cols"], batch, a.prefetch, a.fillNaN)
 	return err
 }

@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// checkThreads rejects a --threads above the CPUs this process may run on:
+// more threads than CPUs oversubscribe them (the OpenBLAS and Go workers
+// then preempt each other), which only slows training down.
+func checkThreads(threads int) error {
+	if n := runtime.NumCPU(); threads > n {
+		return usagef("--threads %d is more than the %d CPUs available to this process; use at most %d (0: all of them)", threads, n, n)
+	}
+	return nil
+}
+
+// capBatch returns batch, lowered to the row count of the dataset at path
+// (at least 1): a batch larger than the data holds the same rows, and the
+// workspaces sized for it would only waste memory.
+func capBatch(batch int, path string) (int, error) {
+	rows, err := loader.CountRows(path)
+	if err != nil {
+		return 0, err
+	}
+	return int(max(1, min(int64(batch), rows))), nil
+}
+
+// memInfoPath is read for the memory available on the machine.
+var memInfoPath = "/proc/meminfo"
+
+// availableMemory is the memory a model on dev may use: the free GPU memory
+// on a CUDA device, else the host's MemAvailable. ok is false when it is
+// unknown (the check is then skipped).
+func availableMemory(dev kernels.Device) (bytes int64, what string, ok bool) {
+	if n, ok := deviceFreeMemory(dev); ok {
+		return n, "the free memory of " + dev.Name(), true
+	}
+	f, err := os.Open(memInfoPath)
+	if err != nil {
+		return 0, "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "MemAvailable:   24211912 kB"
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil || kb <= 0 {
+				return 0, "", false
+			}
+			return kb << 10, "the memory available on this machine (MemAvailable in " + memInfoPath + ")", true
+		}
+	}
+	return 0, "", false
+}
+
+// checkMemory estimates what building the model of (s, cfg) on dev for
+// batches of maxBatch rows will allocate, plus extra bytes the command
+// needs beside it, and returns a clear error when that exceeds
+// --max_memory (limit > 0) or the available memory: allocating it would
+// end the process with the Go runtime's fatal "out of memory", or swap the
+// machine to a halt.
+func checkMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64) error {
+	est, err := mtl.EstimateMemory(s, cfg, dev, maxBatch)
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	what := "--max_memory"
+	if limit <= 0 {
+		var ok bool
+		if limit, what, ok = availableMemory(dev); !ok {
+			return nil
+		}
+	}
+	need := est.Total
+	desc := est.String()
+	if extra > 0 {
+		need += extra
+		desc = fmt.Sprintf("about %s: the model %s, and %s for the data", mtl.FormatBytes(need), est, mtl.FormatBytes(extra))
+	}
+	if need > limit {
+		return fmt.Errorf("the model needs %s, more than the %s of %s; lower the batch sizes, the layer widths or the embedding tables (int_domain.max), or set --max_memory if the estimate is wrong for this machine",
+			desc, mtl.FormatBytes(limit), what)
+	}
+	return nil
+}

@@ -1,0 +1,469 @@
+/* Small-GEMM kernels of mtlrank's CPU device.
+ *
+ * The models' GEMMs are small and thin: a few hundred rows (one shard of a
+ * batch) times layer widths of 1..512. OpenBLAS spends a large share of such
+ * calls packing its operands, zeroing C for beta = 0 and setting up, and is
+ * slow on the degenerate shapes (n = 1 heads, k = 1 outer products, n = 4
+ * gate logits). These kernels keep a tile of C in registers for the whole k
+ * loop and read A and B in place (B, at most K x N, stays in L1/L2), and can
+ * fuse a bias add and a ReLU into the store.
+ *
+ * Numerics: every element of C is a sum over k in increasing k order, one
+ * fused multiply-add per term, starting from zero, then
+ * alpha*sum (+ beta*C) (+ bias) (ReLU). The "dot" kernels used when C has
+ * fewer than 16 columns instead accumulate 16 lanes (lane l takes
+ * k = l, l+16, ...) and add the lanes in a fixed tree. Both the AVX-512 and
+ * the AVX2 implementations follow exactly these orders, so they give the same
+ * bits; where neither is available (or for shapes they do not cover) the Go
+ * side uses OpenBLAS.
+ */
+#include "cpu_kernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_GEMM_KERNELS 1
+#endif
+
+/* REG keeps a vector in a register: without it GCC folds the loads of B
+ * and the broadcasts of A into every FMA's memory operand, which makes the
+ * inner loop load-bound (6 rows x 4 vectors = 24 loads per k instead of 10). */
+#define REG(x) __asm__("" : "+v"(x))
+
+/* Largest B^T (k * n floats) built on the stack for a transposed B. */
+#define TBUF 16384
+
+typedef struct {
+	long m, n, k;
+	const float *a;
+	long ars, aks; /* op(A)[i][kk] = a[i*ars + kk*aks] */
+	const float *b;
+	long ldb; /* op(B)[kk][j] = b[kk*ldb + j] (after any transpose) */
+	float *c;
+	long ldc;
+	float alpha, beta;
+	const float *bias;
+	int relu;
+} gemm_args;
+
+#ifdef HAVE_GEMM_KERNELS
+
+static int gemm_level; /* 2: AVX-512F, 1: AVX2+FMA, 0: none; -1: not probed */
+static int gemm_forced = -1;
+
+__attribute__((constructor)) static void gemm_probe(void) {
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		gemm_level = 2;
+	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		gemm_level = 1;
+	else
+		gemm_level = 0;
+}
+
+static inline int level(void) { return gemm_forced >= 0 && gemm_forced < gemm_level ? gemm_forced : gemm_level; }
+
+int mtl_gemm_level(void) { return level(); }
+
+void mtl_gemm_force_level(int l) { gemm_forced = l; }
+
+/* ------------------------------------------------------------ AVX-512 */
+
+#define T512 __attribute__((target("avx512f,fma")))
+
+/* The epilogue of one 16-lane vector of C. */
+T512 static inline void store512(const gemm_args *g, float *cp, const float *bp, __m512 x, __mmask16 mk) {
+	if (g->alpha != 1.0f) x = _mm512_mul_ps(x, _mm512_set1_ps(g->alpha));
+	if (g->beta != 0.0f) x = _mm512_add_ps(x, _mm512_mul_ps(_mm512_set1_ps(g->beta), _mm512_maskz_loadu_ps(mk, cp)));
+	if (bp) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, bp));
+	if (g->relu) x = _mm512_max_ps(x, _mm512_setzero_ps());
+	_mm512_mask_storeu_ps(cp, mk, x);
+}
+
+/* C[i0:i0+MR, j0:j0+16*NV] with the last vector masked by mk. */
+T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *g, long i0, long j0, const int MR,
+                                                              const int NV, __mmask16 mk) {
+	__m512 acc[6][4];
+#pragma GCC unroll 6
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+	const float *a = g->a + i0 * g->ars;
+	const float *b = g->b + j0;
+	const long ars = g->ars, aks = g->aks, ldb = g->ldb;
+	for (long kk = 0; kk < g->k; kk++) {
+		__m512 bv[4];
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++) {
+			bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(mk, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+			REG(bv[v]);
+		}
+#pragma GCC unroll 6
+		for (int r = 0; r < MR; r++) {
+			__m512 av = _mm512_set1_ps(a[r * ars]);
+			REG(av);
+#pragma GCC unroll 4
+			for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+		}
+		a += aks;
+		b += ldb;
+	}
+	if (g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu) {
+#pragma GCC unroll 6
+		for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+			for (int v = 0; v < NV; v++) {
+				float *cp = g->c + (i0 + r) * g->ldc + j0 + 16 * v;
+				if (v == NV - 1)
+					_mm512_mask_storeu_ps(cp, mk, acc[r][v]);
+				else
+					_mm512_storeu_ps(cp, acc[r][v]);
+			}
+		return;
+	}
+#pragma GCC unroll 6
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++)
+			store512(g, g->c + (i0 + r) * g->ldc + j0 + 16 * v, g->bias ? g->bias + j0 + 16 * v : 0, acc[r][v],
+			         v == NV - 1 ? mk : (__mmask16)0xFFFF);
+}
+
+#define TILE512_CASE(MR, NV) \
+	case MR * 8 + NV: tile512(g, i0, j0, MR, NV, mk); break;
+#define TILE512_ROW(MR) TILE512_CASE(MR, 1) TILE512_CASE(MR, 2) TILE512_CASE(MR, 3) TILE512_CASE(MR, 4)
+
+T512 static void gemm512(const gemm_args *g) {
+	for (long j0 = 0; j0 < g->n; j0 += 64) {
+		long w = g->n - j0 < 64 ? g->n - j0 : 64;
+		int nv = (int)((w + 15) / 16);
+		int tail = (int)(w - 16 * (nv - 1));
+		__mmask16 mk = (__mmask16)(tail == 16 ? 0xFFFF : (1u << tail) - 1);
+		for (long i0 = 0; i0 < g->m; i0 += 6) {
+			int mr = g->m - i0 < 6 ? (int)(g->m - i0) : 6;
+			switch (mr * 8 + nv) {
+				TILE512_ROW(1)
+				TILE512_ROW(2)
+				TILE512_ROW(3)
+				TILE512_ROW(4)
+				TILE512_ROW(5)
+				TILE512_ROW(6)
+			}
+		}
+	}
+}
+
+/* The fixed lane tree: 16 -> 8 (l + l+8) -> 4 -> 2 -> 1. */
+T512 static inline float hsum512(__m512 x) {
+	__m256 lo = _mm512_castps512_ps256(x);
+	__m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+	__m256 s8 = _mm256_add_ps(lo, hi);
+	__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+	__m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+	__m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+	return _mm_cvtss_f32(s1);
+}
+
+/* The scalar epilogue of one element. */
+static inline float finish(const gemm_args *g, float s, const float *cp, long j) {
+	float x = s;
+	if (g->alpha != 1.0f) x = g->alpha * x;
+	if (g->beta != 0.0f) x = x + g->beta * *cp;
+	if (g->bias) x = x + g->bias[j];
+	if (g->relu) x = x > 0 ? x : 0.0f;
+	return x;
+}
+
+/* C (n < 16 columns) by dot products: bt[j] (row j of B^T, stride ldbt) with
+ * every row of op(A) (rows contiguous: aks == 1). */
+T512 static void dot512(const gemm_args *g, const float *bt, long ldbt) {
+	const long n = g->n, k = g->k;
+	const long kfull = k & ~15L;
+	const __mmask16 mk = (__mmask16)((1u << (k & 15)) - 1);
+	for (long i = 0; i < g->m; i++) {
+		const float *a = g->a + i * g->ars;
+		__m512 acc[15];
+		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
+		long kk = 0;
+		for (; kk < kfull; kk += 16) {
+			__m512 av = _mm512_loadu_ps(a + kk);
+			for (long j = 0; j < n; j++) acc[j] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bt + j * ldbt + kk), acc[j]);
+		}
+		if (kk < k) {
+			__m512 av = _mm512_maskz_loadu_ps(mk, a + kk);
+			for (long j = 0; j < n; j++)
+				acc[j] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + j * ldbt + kk), acc[j]);
+		}
+		float *c = g->c + i * g->ldc;
+		for (long j = 0; j < n; j++) c[j] = finish(g, hsum512(acc[j]), c + j, j);
+	}
+}
+
+/* C = A^T B with n < 16 columns: vectorised over the rows of C (columns of
+ * A, a[kk*aks + i]), 16 at a time, each element a plain k-ordered sum. */
+T512 static void tnsmall512(const gemm_args *g) {
+	const long n = g->n, m = g->m;
+	for (long i0 = 0; i0 < m; i0 += 16) {
+		long w = m - i0 < 16 ? m - i0 : 16;
+		__mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);
+		__m512 acc[15];
+		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
+		const float *a = g->a + i0, *b = g->b;
+		for (long kk = 0; kk < g->k; kk++) {
+			__m512 av = _mm512_maskz_loadu_ps(mk, a);
+			for (long j = 0; j < n; j++) acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[j]), acc[j]);
+			a += g->aks;
+			b += g->ldb;
+		}
+		float tmp[15][16];
+		for (long j = 0; j < n; j++) _mm512_storeu_ps(tmp[j], acc[j]);
+		for (long r = 0; r < w; r++) {
+			float *c = g->c + (i0 + r) * g->ldc;
+			for (long j = 0; j < n; j++) c[j] = finish(g, tmp[j][r], c + j, j);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ AVX2 */
+
+#define T256 __attribute__((target("avx2,fma")))
+
+T256 static inline __m256i mask256(int w) {
+	const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	return _mm256_cmpgt_epi32(_mm256_set1_epi32(w), idx);
+}
+
+T256 static inline void store256(const gemm_args *g, float *cp, const float *bp, __m256 x, __m256i mk) {
+	if (g->alpha != 1.0f) x = _mm256_mul_ps(x, _mm256_set1_ps(g->alpha));
+	if (g->beta != 0.0f) x = _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(g->beta), _mm256_maskload_ps(cp, mk)));
+	if (bp) x = _mm256_add_ps(x, _mm256_maskload_ps(bp, mk));
+	if (g->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
+	_mm256_maskstore_ps(cp, mk, x);
+}
+
+/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk. */
+T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *g, long i0, long j0, const int MR,
+                                                              const int NV, __m256i mk) {
+	__m256 acc[4][3];
+	const __m256i all = _mm256_set1_epi32(-1);
+#pragma GCC unroll 4
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+		for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+	const float *a = g->a + i0 * g->ars;
+	const float *b = g->b + j0;
+	const long ars = g->ars, aks = g->aks, ldb = g->ldb;
+	for (long kk = 0; kk < g->k; kk++) {
+		__m256 bv[3];
+#pragma GCC unroll 3
+		for (int v = 0; v < NV; v++) {
+			bv[v] = v == NV - 1 ? _mm256_maskload_ps(b + 8 * v, mk) : _mm256_loadu_ps(b + 8 * v);
+			REG(bv[v]);
+		}
+#pragma GCC unroll 4
+		for (int r = 0; r < MR; r++) {
+			__m256 av = _mm256_broadcast_ss(a + r * ars);
+			REG(av);
+#pragma GCC unroll 3
+			for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(av, bv[v], acc[r][v]);
+		}
+		a += aks;
+		b += ldb;
+	}
+#pragma GCC unroll 4
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+		for (int v = 0; v < NV; v++)
+			store256(g, g->c + (i0 + r) * g->ldc + j0 + 8 * v, g->bias ? g->bias + j0 + 8 * v : 0, acc[r][v],
+			         v == NV - 1 ? mk : all);
+}
+
+#define TILE256_CASE(MR, NV) \
+	case MR * 4 + NV: tile256(g, i0, j0, MR, NV, mk); break;
+#define TILE256_ROW(MR) TILE256_CASE(MR, 1) TILE256_CASE(MR, 2) TILE256_CASE(MR, 3)
+
+T256 static void gemm256(const gemm_args *g) {
+	for (long j0 = 0; j0 < g->n; j0 += 24) {
+		long w = g->n - j0 < 24 ? g->n - j0 : 24;
+		int nv = (int)((w + 7) / 8);
+		__m256i mk = mask256((int)(w - 8 * (nv - 1)));
+		for (long i0 = 0; i0 < g->m; i0 += 4) {
+			int mr = g->m - i0 < 4 ? (int)(g->m - i0) : 4;
+			switch (mr * 4 + nv) {
+				TILE256_ROW(1)
+				TILE256_ROW(2)
+				TILE256_ROW(3)
+				TILE256_ROW(4)
+			}
+		}
+	}
+}
+
+/* 16 lanes held as lo (0..7) and hi (8..15): the tree of hsum512. */
+T256 static inline float hsum256x2(__m256 lo, __m256 hi) {
+	__m256 s8 = _mm256_add_ps(lo, hi);
+	__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+	__m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+	__m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+	return _mm_cvtss_f32(s1);
+}
+
+T256 static void dot256(const gemm_args *g, const float *bt, long ldbt) {
+	const long n = g->n, k = g->k;
+	const long kfull = k & ~15L;
+	const int rem = (int)(k & 15);
+	const __m256i mlo = mask256(rem < 8 ? rem : 8), mhi = mask256(rem > 8 ? rem - 8 : 0);
+	for (long i = 0; i < g->m; i++) {
+		const float *a = g->a + i * g->ars;
+		__m256 lo[15], hi[15];
+		for (long j = 0; j < n; j++) lo[j] = hi[j] = _mm256_setzero_ps();
+		long kk = 0;
+		for (; kk < kfull; kk += 16) {
+			__m256 a0 = _mm256_loadu_ps(a + kk), a1 = _mm256_loadu_ps(a + kk + 8);
+			for (long j = 0; j < n; j++) {
+				const float *bj = bt + j * ldbt + kk;
+				lo[j] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(bj), lo[j]);
+				hi[j] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(bj + 8), hi[j]);
+			}
+		}
+		if (kk < k) {
+			__m256 a0 = _mm256_maskload_ps(a + kk, mlo), a1 = _mm256_maskload_ps(a + kk + 8, mhi);
+			for (long j = 0; j < n; j++) {
+				const float *bj = bt + j * ldbt + kk;
+				lo[j] = _mm256_fmadd_ps(a0, _mm256_maskload_ps(bj, mlo), lo[j]);
+				hi[j] = _mm256_fmadd_ps(a1, _mm256_maskload_ps(bj + 8, mhi), hi[j]);
+			}
+		}
+		float *c = g->c + i * g->ldc;
+		for (long j = 0; j < n; j++) c[j] = finish(g, hsum256x2(lo[j], hi[j]), c + j, j);
+	}
+}
+
+T256 static void tnsmall256(const gemm_args *g) {
+	const long n = g->n, m = g->m;
+	for (long i0 = 0; i0 < m; i0 += 8) {
+		long w = m - i0 < 8 ? m - i0 : 8;
+		__m256i mk = mask256((int)w);
+		__m256 acc[15];
+		for (long j = 0; j < n; j++) acc[j] = _mm256_setzero_ps();
+		const float *a = g->a + i0, *b = g->b;
+		for (long kk = 0; kk < g->k; kk++) {
+			__m256 av = _mm256_maskload_ps(a, mk);
+			for (long j = 0; j < n; j++) acc[j] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(b + j), acc[j]);
+			a += g->aks;
+			b += g->ldb;
+		}
+		float tmp[15][8];
+		for (long j = 0; j < n; j++) _mm256_storeu_ps(tmp[j], acc[j]);
+		for (long r = 0; r < w; r++) {
+			float *c = g->c + (i0 + r) * g->ldc;
+			for (long j = 0; j < n; j++) c[j] = finish(g, tmp[j][r], c + j, j);
+		}
+	}
+}
+
+/* dst[c*ldd + r] = src[r*lds + c] for an 8 x 8 block. */
+T256 static inline void transpose8(const float *src, long lds, float *dst, long ldd) {
+	__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+	__m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+	__m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+	__m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+	__m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+	__m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+	__m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+	__m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+	__m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+	_mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+	_mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(s1, s5, 0x20));
+	_mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(s2, s6, 0x20));
+	_mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(s3, s7, 0x20));
+	_mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(s0, s4, 0x31));
+	_mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(s1, s5, 0x31));
+	_mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(s2, s6, 0x31));
+	_mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+
+/* dst[kk*n + j] = b[j*ldb + kk]: B [n, k] into B^T [k, n]. */
+T256 static void transpose(const float *b, long ldb, long n, long k, float *dst) {
+	long n8 = n & ~7L, k8 = k & ~7L;
+	for (long j = 0; j < n8; j += 8)
+		for (long kk = 0; kk < k8; kk += 8) transpose8(b + j * ldb + kk, ldb, dst + kk * n + j, n);
+	for (long j = 0; j < n; j++)
+		for (long kk = j < n8 ? k8 : 0; kk < k; kk++) dst[kk * n + j] = b[j * ldb + kk];
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void run_tiles(const gemm_args *g) {
+	if (level() == 2)
+		gemm512(g);
+	else
+		gemm256(g);
+}
+
+int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+              long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
+	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
+	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu};
+	int l2 = level() == 2;
+	if (n < 16) {
+		if (ta) {
+			if (tb) return 0;
+			if (l2)
+				tnsmall512(&g);
+			else
+				tnsmall256(&g);
+			return 1;
+		}
+		/* rows of B^T: B's rows when B is transposed, else gathered */
+		if (tb) {
+			if (l2)
+				dot512(&g, b, ldb);
+			else
+				dot256(&g, b, ldb);
+			return 1;
+		}
+		if (n * k > TBUF) return 0;
+		float bt[TBUF];
+		for (long j = 0; j < n; j++)
+			for (long kk = 0; kk < k; kk++) bt[j * k + kk] = b[kk * ldb + j];
+		if (l2)
+			dot512(&g, bt, k);
+		else
+			dot256(&g, bt, k);
+		return 1;
+	}
+	if (tb) {
+		/* B is [n, k]: build op(B) = B^T [k, n] row-major */
+		if (n * k > TBUF) return 0;
+		float bt[TBUF];
+		transpose(b, ldb, n, k, bt);
+		g.b = bt;
+		g.ldb = n;
+		run_tiles(&g);
+		return 1;
+	}
+	run_tiles(&g);
+	return 1;
+}
+
+#else
+
+int mtl_gemm_level(void) { return 0; }
+void mtl_gemm_force_level(int l) { (void)l; }
+int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+              long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
+	(void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
+	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,160 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// gemmShapes are the thin shapes the small-GEMM kernels take (model layers
+// at shard sizes, heads, gate logits, tails of every width) plus edge cases.
+var gemmShapes = []struct{ m, n, k int }{
+	{1, 1, 1}, {5, 1, 64}, {256, 1, 64}, {256, 64, 1}, {64, 1, 256}, {256, 4, 64}, {256, 64, 4}, {64, 4, 256},
+	{256, 64, 112}, {256, 112, 64}, {112, 64, 256}, {7, 17, 33}, {13, 15, 16}, {6, 16, 17}, {37, 100, 9},
+	{300, 128, 112}, {3, 200, 5}, {65, 47, 129}, {19, 3, 1023},
+}
+
+// naiveGemm is C = act(alpha*op(A)op(B) + beta*C + bias) in float64, and the
+// matching error allowance per element (gemmSlack of kerneltest).
+func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, c []float32, bias []float32, relu bool) (want, slack []float64) {
+	want, slack = make([]float64, m*n), make([]float64, m*n)
+	for i := range m {
+		for j := range n {
+			var s, abs float64
+			for p := range k {
+				var av, bv float32
+				if ta {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if tb {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				s += float64(av) * float64(bv)
+				abs += math.Abs(float64(av) * float64(bv))
+			}
+			v := float64(alpha)*s + float64(beta)*float64(c[i*n+j])
+			if bias != nil {
+				v += float64(bias[j])
+			}
+			if relu && v < 0 {
+				v = 0
+			}
+			want[i*n+j] = v
+			slack[i*n+j] = 1e-6 + 2e-7*math.Abs(v) + 2*math.Sqrt(float64(k))*0x1p-24*math.Abs(float64(alpha))*abs
+		}
+	}
+	return want, slack
+}
+
+// The AVX2 and AVX-512 kernels give the same bits (they follow one order of
+// operations) and both match a float64 reference.
+func TestSmallGemmKernels(t *testing.T) {
+	if gemmLevel == 0 {
+		t.Skip("no AVX2/FMA on this machine")
+	}
+	top := gemmLevel
+	defer setGemmLevel(top)
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, s := range gemmShapes {
+		for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}} {
+			for _, ep := range []struct {
+				alpha, beta float32
+				bias, relu  bool
+			}{{1, 0, false, false}, {0.5, 1, true, true}, {-2, 0.25, false, true}, {1, 0, true, false}} {
+				ta, tb := tr[0], tr[1]
+				name := fmt.Sprintf("m%d_n%d_k%d_ta%v_tb%v_a%g_b%g_bias%v_relu%v", s.m, s.n, s.k, ta, tb, ep.alpha, ep.beta, ep.bias, ep.relu)
+				lda, ldb := s.k, s.n
+				if ta {
+					lda = s.m
+				}
+				if tb {
+					ldb = s.k
+				}
+				a, b := randF32(rng, s.m*s.k, -1, 1), randF32(rng, s.k*s.n, -1, 1)
+				c0 := randF32(rng, s.m*s.n, -1, 1)
+				var bias []float32
+				if ep.bias {
+					bias = randF32(rng, s.n, -1, 1)
+				}
+				want, slack := naiveGemm(ta, tb, s.m, s.n, s.k, ep.alpha, a, lda, b, ldb, ep.beta, c0, bias, ep.relu)
+				var first []float32
+				for l := top; l >= 1; l-- {
+					setGemmLevel(l)
+					c := append([]float32(nil), c0...)
+					require.True(t, cSgemm(ta, tb, s.m, s.n, s.k, ep.alpha, a, lda, b, ldb, ep.beta, c, s.n, bias, ep.relu), name)
+					for i, v := range c {
+						if math.Abs(float64(v)-want[i]) > slack[i] {
+							t.Fatalf("%s level %d: C[%d] = %g, want %g", name, l, i, v, want[i])
+						}
+					}
+					if first == nil {
+						first = c
+						continue
+					}
+					for i := range c {
+						if math.Float32bits(c[i]) != math.Float32bits(first[i]) {
+							t.Fatalf("%s: level %d gives %g at %d, level %d %g", name, l, c[i], i, top, first[i])
+						}
+					}
+				}
+				setGemmLevel(top)
+			}
+		}
+	}
+}
+
+// The fused ops give the bits of Gemm + BiasAct, on both engines and with
+// any number of threads.
+func TestGemmBiasActMatchesUnfused(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	shapes := append(append([]struct{ m, n, k int }(nil), gemmShapes...), struct{ m, n, k int }{1024, 600, 700})
+	for _, th := range []int{1, 2} {
+		c := NewCPU(th)
+		for _, s := range shapes {
+			for _, act := range []Activation{Linear, ReLU} {
+				for _, withBias := range []bool{true, false} {
+					name := fmt.Sprintf("threads%d_m%d_n%d_k%d_act%d_bias%v", th, s.m, s.n, s.k, act, withBias)
+					const batch = 3
+					x := WrapF32(c, randF32(rng, batch*s.m*s.k, -1, 1), batch*s.m, s.k)
+					w := WrapF32(c, randF32(rng, batch*s.k*s.n, -1, 1), batch, s.k, s.n)
+					var bias, bias0 *Tensor
+					if withBias {
+						bias = WrapF32(c, randF32(rng, batch*s.n, -1, 1), batch, s.n)
+					} else {
+						bias = c.Alloc(Float32, batch, s.n)
+					}
+					if withBias {
+						bias0 = bias.View(0, s.n)
+					}
+					x0, w0 := x.View(0, s.m, s.k), w.View(0, s.k, s.n)
+					want, got := c.Alloc(Float32, s.m, s.n), c.Alloc(Float32, s.m, s.n)
+					c.Gemm(false, false, 1, x0, w0, 0, want)
+					c.BiasAct(want, bias.View(0, s.n), 1, act)
+					c.Fill(got, float32(math.NaN())) // must be overwritten
+					c.GemmBiasAct(x0, w0, bias0, act, got)
+					require.Equal(t, want.F32, got.F32, name)
+
+					wantB, gotB := c.Alloc(Float32, batch, s.m, s.n), c.Alloc(Float32, batch, s.m, s.n)
+					for _, sa := range []int{0, s.m * s.k} {
+						c.GemmStridedBatched(false, false, s.m, s.n, s.k, 1, x, sa, w, s.k*s.n, 0, wantB, s.m*s.n, batch)
+						c.BiasAct(wantB, bias, batch, act)
+						var bb *Tensor
+						if withBias {
+							bb = bias
+						}
+						c.GemmStridedBatchedBiasAct(s.m, s.n, s.k, x, sa, w, s.k*s.n, bb, act, gotB, batch)
+						require.Equal(t, wantB.F32, gotB.F32, name+fmt.Sprintf("_batched_sa%d", sa))
+					}
+				}
+			}
+		}
+	}
+}

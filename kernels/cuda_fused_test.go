@@ -1,0 +1,449 @@
+//go:build cuda
+
+package kernels_test
+
+// The fused kernels of csrc/fused.cu (gate, multi-task loss, metric
+// reductions) against their CPU references, the composed paths of
+// cuda_api_ops.go on the CPU device (themselves checked against float64
+// definitions in cuda_api_test.go), on the case tables shared with those
+// tests plus shapes of a training step at batch 65536.
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+func TestCUDAFusedCapabilities(t *testing.T) {
+	var d kernels.Device = newCUDA(t)
+	_, gate := d.(kernels.FusedGater)
+	_, loss := d.(kernels.MultiTaskLosser)
+	_, metrics := d.(kernels.MetricReducer)
+	assert.True(t, gate && loss && metrics)
+}
+
+// gateRun runs the gate forward and backward on dev (fused on a GPU, the
+// composed path on the CPU) and returns w, out, dlogits and the expert
+// gradients (accumulated onto dx0).
+func gateRun(dev kernels.Device, c fzGateCase, logits []float32, experts [][]float32, dout, dx0 []float32) (w, out, dl []float32, dx [][]float32) {
+	var owned []*kernels.Tensor
+	up := func(x []float32, shape ...int) *kernels.Tensor {
+		t := fzUp(dev, x, shape...)
+		owned = append(owned, t)
+		return t
+	}
+	alloc := func(shape ...int) *kernels.Tensor {
+		t := dev.Alloc(kernels.Float32, shape...)
+		owned = append(owned, t)
+		return t
+	}
+	defer func() {
+		for _, t := range owned {
+			t.Release()
+		}
+	}()
+	var xs, dxs []*kernels.Tensor
+	for e := range experts {
+		xs = append(xs, up(experts[e], c.rows, c.d))
+		dxs = append(dxs, up(dx0, c.rows, c.d))
+	}
+	wt, outT, dlT, dwT := alloc(c.rows, c.ne), alloc(c.rows, c.d), alloc(c.rows, c.ne), alloc(c.rows, c.ne)
+	kernels.GateForward(dev, outT, wt, up(logits, c.rows, c.ne), xs, c.temp)
+	kernels.GateBackward(dev, dlT, dwT, up(dout, c.rows, c.d), wt, xs, dxs, c.temp)
+	for _, x := range dxs {
+		dx = append(dx, fzDown(dev, x))
+	}
+	return fzDown(dev, wt), fzDown(dev, outT), fzDown(dev, dlT), dx
+}
+
+// checkPair compares a GPU result with the CPU one: |g-c| <= abs + rel*|c|
+// + extra(i).
+func checkPair(t *testing.T, name string, gpu, cpu []float32, abs, rel float64, extra func(i int) float64) {
+	t.Helper()
+	require.Equal(t, len(cpu), len(gpu), name)
+	bad := 0
+	for i := range cpu {
+		tol := abs + rel*math.Abs(float64(cpu[i]))
+		if extra != nil {
+			tol += extra(i)
+		}
+		if math.Abs(float64(gpu[i])-float64(cpu[i])) > tol || math.IsNaN(float64(gpu[i])) != math.IsNaN(float64(cpu[i])) {
+			if bad < 5 {
+				t.Errorf("%s[%d]: gpu %.8g, cpu %.8g (tolerance %.3g)", name, i, gpu[i], cpu[i], tol)
+			}
+			bad++
+		}
+	}
+	if bad > 5 {
+		t.Errorf("%s: %d of %d elements differ", name, bad, len(cpu))
+	}
+}
+
+// The fused gate equals the composed gate on the CPU.
+//
+// Tolerances: w and out use DESIGN.md's 1e-5 + 1e-4*|x| (float64 exp on
+// the GPU, float32 exp within about 1 ulp on the CPU; out sums E float32
+// products). The expert gradients are one multiply-add: the same. The logit
+// gradient w_e*(dw_e - <w,dw>)/T cancels, so its error is relative to the
+// terms, not the result: both devices compute dw_e = <dout, x_e> in float32
+// over d terms in different orders, each within d*2^-24*sum_j|dout_j x_ej|
+// (= E_e), which gives the allowance (w_e*(E_e + sum_k w_k E_k))/T on top.
+func TestCUDAFusedGate(t *testing.T) {
+	newCUDA(t)
+	cases := append([]fzGateCase{}, fzGateCases...)
+	cases = append(cases,
+		fzGateCase{65536, 8, 64, 1},   // MMoE-sized at batch 65536
+		fzGateCase{4096, 32, 16, 0.8}, // the most experts one fused launch takes
+		fzGateCase{100, 33, 8, 1.3},   // one more: the composed path on the GPU
+	)
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("b%d_e%d_d%d_t%g", c.rows, c.ne, c.d, c.temp), func(t *testing.T) {
+			gpu := newCUDA(t)
+			cpu := kernels.NewCPU(2)
+			rng := rand.New(rand.NewPCG(uint64(c.rows), uint64(c.ne)))
+			logits := fzRand(rng, c.rows*c.ne, -6, 6)
+			var experts [][]float32
+			for range c.ne {
+				experts = append(experts, fzRand(rng, c.rows*c.d, -1, 1))
+			}
+			dout, dx0 := fzRand(rng, c.rows*c.d, -1, 1), fzRand(rng, c.rows*c.d, -1, 1)
+			wc, oc, lc, xc := gateRun(cpu, c, logits, experts, dout, dx0)
+			wg, og, lg, xg := gateRun(gpu, c, logits, experts, dout, dx0)
+			require.NoError(t, gpu.Sync())
+			checkPair(t, "w", wg, wc, 1e-5, 1e-4, nil)
+			checkPair(t, "out", og, oc, 1e-5, 1e-4, nil)
+			for e := range xc {
+				checkPair(t, fmt.Sprintf("dexperts[%d]", e), xg[e], xc[e], 1e-5, 1e-4, nil)
+			}
+			errDW := make([]float64, c.rows*c.ne) // E_e per row
+			for b := 0; b < c.rows; b++ {
+				for e := 0; e < c.ne; e++ {
+					s := 0.0
+					for j := 0; j < c.d; j++ {
+						s += math.Abs(float64(dout[b*c.d+j]) * float64(experts[e][b*c.d+j]))
+					}
+					errDW[b*c.ne+e] = 2 * float64(c.d) * 0x1p-24 * s
+				}
+			}
+			invT := 1 / float64(c.temp)
+			checkPair(t, "dlogits", lg, lc, 1e-5, 1e-4, func(i int) float64 {
+				b := i / c.ne
+				sum := 0.0
+				for k := 0; k < c.ne; k++ {
+					sum += float64(wc[b*c.ne+k]) * errDW[b*c.ne+k]
+				}
+				return invT * float64(wc[i]) * (errDW[i] + sum)
+			})
+			require.Zero(t, gpu.LiveTensors())
+		})
+	}
+}
+
+// The fused gate computes what the GPU's own unfused ops compute (same
+// order of operations), to float32 rounding.
+func TestCUDAFusedGateMatchesUnfusedGPU(t *testing.T) {
+	r := newRig(t, 21)
+	const B, E, D, T = 3000, 6, 40, 0.9
+	logits := r.f32(r.uniform(B*E, -5, 5), B, E).g
+	var xs, dx1, dx2 []*kernels.Tensor
+	dx0 := r.uniform(B*D, -1, 1)
+	for range E {
+		xs = append(xs, r.randf(B, D).g)
+		dx1 = append(dx1, r.f32(dx0, B, D).g)
+		dx2 = append(dx2, r.f32(dx0, B, D).g)
+	}
+	dout := r.randf(B, D).g
+	w1, w2 := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g
+	o1, o2 := r.f32(make([]float32, B*D), B, D).g, r.f32(make([]float32, B*D), B, D).g
+	l1, l2, dw := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g
+	r.gpu.GateForward(o1, w1, logits, xs, T)
+	r.gpu.GateBackward(l1, dout, w1, xs, dx1, T)
+	r.gpu.SoftmaxRows(w2, logits, T)
+	r.gpu.GateCombine(o2, w2, xs)
+	r.gpu.GateCombineBackward(dout, w2, xs, dw, dx2)
+	r.gpu.SoftmaxBackward(l2, dw, w2, T)
+	r.sync()
+	for _, p := range [][3]any{{"w", w1, w2}, {"out", o1, o2}, {"dlogits", l1, l2}} {
+		checkPair(t, p[0].(string), r.gpuF32(p[1].(*kernels.Tensor)), r.gpuF32(p[2].(*kernels.Tensor)), 1e-7, 1e-6, nil)
+	}
+	for e := range dx1 {
+		checkPair(t, fmt.Sprintf("dexperts[%d]", e), r.gpuF32(dx1[e]), r.gpuF32(dx2[e]), 1e-7, 1e-6, nil)
+	}
+}
+
+// The fused multi-task loss equals the composed loss on the CPU and the
+// float64 definition.
+//
+// Tolerances: a gradient is a few float32 operations on a sigmoid (float64
+// exp on the GPU, float32 within about 1 ulp on the CPU), so 1e-5 relative
+// plus an absolute 1e-6*scale (gradients are proportional to the scale,
+// 1/batch in a model, so a fixed absolute tolerance would be vacuous at
+// large batches). The loss sums are float64 on both devices over
+// non-negative float32-accurate terms: 1e-5 relative, plus the float32
+// rounding of the stored scalar.
+func TestCUDAFusedMultiTaskLoss(t *testing.T) {
+	newCUDA(t)
+	cases := append([]fzLossCase{}, fzLossCases...)
+	cases = append(cases, fzLossCase{name: "batch_1M", rows: 1 << 20, scale: 1.0 / (1 << 20), tasks: []fzLossTask{
+		{kind: fzBCE, pos: 1, lambda: 1, weight: true, zRange: 8}, {kind: fzBCE, pos: 3, lambda: 0.5, space: true, zRange: 8},
+		{kind: fzBCE, pos: 1, lambda: 1, zRange: 8}, {kind: fzBCE, pos: 1, lambda: 1, zRange: 8},
+		{kind: fzMSE, pos: 1, lambda: 0.1, zRange: 8}}})
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			gpu := newCUDA(t)
+			cpu := kernels.NewCPU(2)
+			ld := fzNewLossData(c, rand.New(rand.NewPCG(uint64(c.rows), 3)))
+			dzc, tlc, totc := fzLossRun(cpu, c, ld, true)
+			dzg, tlg, totg := fzLossRun(gpu, c, ld, false)
+			require.NoError(t, gpu.Sync())
+			abs := 1e-6 * float64(c.scale)
+			for i := range c.tasks {
+				checkPair(t, fmt.Sprintf("dz[%d] vs cpu", i), dzg[i], dzc[i], abs, 1e-5, nil)
+				fzCheck(t, fmt.Sprintf("dz[%d] vs float64", i), dzg[i], ld.wantDZ[i], abs, 1e-5)
+				if tlg != nil {
+					want := float64(c.initTaskLoss) + ld.wantLoss[i]
+					assert.InDelta(t, want, float64(tlg[i]), 1e-5*ld.wantLoss[i]+1e-7*math.Abs(want)+1e-9, "task loss %d", i)
+					assert.InDelta(t, float64(tlc[i]), float64(tlg[i]), 2e-5*ld.wantLoss[i]+1e-7*math.Abs(want)+1e-9, "task loss %d vs cpu", i)
+				}
+			}
+			if !c.noTotal {
+				want := float64(c.initTotalLoss) + ld.wantTotal
+				assert.InDelta(t, want, float64(totg), 1e-5*ld.wantTotal+1e-7*math.Abs(want)+1e-9, "total")
+				assert.InDelta(t, float64(totc), float64(totg), 2e-5*ld.wantTotal+1e-7*math.Abs(want)+1e-9, "total vs cpu")
+			}
+			// deterministic: the same inputs give the same bits
+			dz2, tl2, tot2 := fzLossRun(gpu, c, ld, false)
+			assert.Equal(t, dzg, dz2)
+			assert.Equal(t, tlg, tl2)
+			assert.Equal(t, totg, tot2)
+			require.Zero(t, gpu.LiveTensors())
+		})
+	}
+}
+
+// metricCase is one entry of the metric reduction case table: tasks (binary
+// or not, masked or not) over batches of the given sizes.
+type metricCase struct {
+	name    string
+	binary  []bool
+	masked  []bool
+	batches []int
+}
+
+var metricCases = []metricCase{
+	{"one_binary_row", []bool{true}, []bool{false}, []int{1}},
+	{"model_like", []bool{true, true, true, false}, []bool{false, true, false, false}, []int{1000, 37, 4096}},
+	{"seventeen_tasks", func() []bool {
+		b := make([]bool, 17)
+		for i := range b {
+			b[i] = i%4 != 3
+		}
+		return b
+	}(), make([]bool, 17), []int{300, 5}},
+	{"large", []bool{true, false}, []bool{true, false}, []int{300001, 65536}},
+}
+
+// metricBatch makes the host data of one batch: probabilities with exact
+// 0, 0.5 and 1, NaNs, labels with a few bad values, masks with values other
+// than 0 and 1.
+func metricBatch(rng *rand.Rand, binary, masked bool, rows int) (pred, label, mask []float32) {
+	pred, label = make([]float32, rows), make([]float32, rows)
+	for i := range pred {
+		if binary {
+			pred[i] = rng.Float32()
+			switch rng.IntN(50) {
+			case 0:
+				pred[i] = 0
+			case 1:
+				pred[i] = 1
+			case 2:
+				pred[i] = 0.5
+			case 3:
+				pred[i] = float32(math.NaN())
+			}
+			label[i] = float32(rng.IntN(2))
+			if rng.IntN(200) == 0 {
+				label[i] = 0.5
+			}
+		} else {
+			pred[i] = float32(rng.NormFloat64() * 3)
+			label[i] = float32(rng.NormFloat64() * 3)
+			if rng.IntN(100) == 0 {
+				pred[i] = float32(math.NaN())
+			}
+		}
+	}
+	if masked {
+		mask = make([]float32, rows)
+		for i := range mask {
+			mask[i] = float32(rng.IntN(3))
+		}
+	}
+	return pred, label, mask
+}
+
+// The device metric reductions equal MetricSums.Add on the host: counts
+// exactly; float64 sums of non-negative terms (logloss, squared and
+// absolute errors) to 1e-10 relative (the GPU's log against Go's, within an
+// ulp each, and another summation order); the label sum of a regression
+// task, which cancels, to 1e-10 of the sum of |labels|.
+func TestCUDAFusedMetrics(t *testing.T) {
+	newCUDA(t)
+	for _, c := range metricCases {
+		t.Run(c.name, func(t *testing.T) {
+			gpu := newCUDA(t)
+			cpu := kernels.NewCPU(2)
+			rng := rand.New(rand.NewPCG(uint64(len(c.binary)), 9))
+			const eps, thr = 1e-7, 0.5
+			acc, err := kernels.NewMetricAccumulator(gpu, len(c.binary), eps, thr)
+			require.NoError(t, err)
+			hostAcc, err := kernels.NewMetricAccumulator(cpu, len(c.binary), eps, thr)
+			require.NoError(t, err)
+			want := make([]kernels.MetricSums, len(c.binary))
+			absLabels := make([]float64, len(c.binary))
+			var owned []*kernels.Tensor
+			for _, rows := range c.batches {
+				var gt, ct []kernels.MetricTask
+				for k, bin := range c.binary {
+					p, l, m := metricBatch(rng, bin, c.masked[k], rows)
+					want[k].Add(bin, p, l, m, eps, thr)
+					for i, y := range l {
+						if m == nil || m[i] == 1 {
+							absLabels[k] += math.Abs(float64(y))
+						}
+					}
+					g := kernels.MetricTask{Binary: bin, Pred: fzUp(gpu, p, rows), Label: fzUp(gpu, l, rows)}
+					cc := kernels.MetricTask{Binary: bin, Pred: fzUp(cpu, p, rows), Label: fzUp(cpu, l, rows)}
+					owned = append(owned, g.Pred, g.Label)
+					if m != nil {
+						g.Mask, cc.Mask = fzUp(gpu, m, rows), fzUp(cpu, m, rows)
+						owned = append(owned, g.Mask)
+					}
+					gt, ct = append(gt, g), append(ct, cc)
+				}
+				acc.Add(gt)
+				hostAcc.Add(ct)
+			}
+			got, err := acc.Sums()
+			require.NoError(t, err)
+			host, err := hostAcc.Sums()
+			require.NoError(t, err)
+			assert.Equal(t, want, host, "the composed accumulator is MetricSums.Add")
+			for k := range want {
+				w, g := want[k], got[k]
+				assert.Equal(t, []float64{w.Count, w.Positives, w.TP, w.FP, w.TN, w.FN, w.NaN, w.BadLabels},
+					[]float64{g.Count, g.Positives, g.TP, g.FP, g.TN, g.FN, g.NaN, g.BadLabels}, "task %d counts", k)
+				assert.InDelta(t, w.LogLoss, g.LogLoss, 1e-10*w.LogLoss, "task %d logloss", k)
+				assert.InDelta(t, w.SqErr, g.SqErr, 1e-10*w.SqErr, "task %d squared error", k)
+				assert.InDelta(t, w.AbsErr, g.AbsErr, 1e-10*w.AbsErr, "task %d absolute error", k)
+				assert.InDelta(t, w.LabelSum, g.LabelSum, 1e-10*absLabels[k], "task %d label sum", k)
+			}
+			if c.name == "model_like" { // the cases have what they are meant to
+				assert.Positive(t, got[0].NaN)
+				assert.Positive(t, got[0].BadLabels)
+				assert.Positive(t, got[0].TP*got[0].FP*got[0].TN*got[0].FN)
+				assert.Less(t, got[1].Count, float64(1000+37+4096)*0.5, "the mask drops rows")
+			}
+			acc.Reset()
+			got, err = acc.Sums()
+			require.NoError(t, err)
+			assert.Equal(t, make([]kernels.MetricSums, len(c.binary)), got)
+			for _, x := range owned {
+				x.Release()
+			}
+			acc.Release()
+			require.Zero(t, gpu.LiveTensors())
+		})
+	}
+}
+
+// The fused ops can be captured in a graph; a replay computes what the
+// eager ops computed, bit for bit (the reductions are deterministic).
+func TestCUDAFusedCapture(t *testing.T) {
+	r := newRig(t, 23)
+	d := r.gpu
+	const B, E, D, T = 2048, 4, 32, 1.0
+	logits := r.f32(r.uniform(B*E, -3, 3), B, E).g
+	var xs, dxs []*kernels.Tensor
+	for range E {
+		xs = append(xs, r.randf(B, D).g)
+		dxs = append(dxs, r.f32(make([]float32, B*D), B, D).g)
+	}
+	dout := r.randf(B, D).g
+	w, out, dl := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*D), B, D).g, r.f32(make([]float32, B*E), B, E).g
+	z, y := r.f32(r.uniform(B, -4, 4), B, 1).g, r.f32(r.uniform(B, 0, 1), B, 1).g
+	dz, dz2 := r.f32(make([]float32, B), B, 1).g, r.f32(make([]float32, B), B, 1).g
+	tl, tot := r.f32(make([]float32, 2), 2).g, r.f32(make([]float32, 1), 1).g
+	prob := r.f32(r.uniform(B, 0, 1), B).g
+	label := r.f32(make([]float32, B), B).g
+	r.gpu.Fill(label, 1)
+	acc, err := d.NewMetricAccumulator(1, 1e-7, 0.5)
+	require.NoError(t, err)
+	defer acc.Release()
+	step := func() {
+		for _, x := range dxs {
+			d.Zero(x)
+		}
+		d.Zero(tl)
+		d.Zero(tot)
+		d.GateForward(out, w, logits, xs, T)
+		d.GateBackward(dl, dout, w, xs, dxs, T)
+		d.MultiTaskLoss(tl, tot, []kernels.LossTask{
+			{Kind: kernels.LossBCE, Z: z, DZ: dz, Y: y, PosWeight: 2, Lambda: 0.5},
+			{Kind: kernels.LossMSE, Z: z, DZ: dz2, Y: y, Weight: y, PosWeight: 1, Lambda: 1},
+		}, 1.0/B)
+		acc.Add([]kernels.MetricTask{{Binary: true, Pred: prob, Label: label}})
+	}
+	snap := func() [][]float32 {
+		r.sync()
+		res := [][]float32{r.gpuF32(w), r.gpuF32(out), r.gpuF32(dl), r.gpuF32(dz), r.gpuF32(dz2), r.gpuF32(tl), r.gpuF32(tot)}
+		for _, x := range dxs {
+			res = append(res, r.gpuF32(x))
+		}
+		return res
+	}
+	step()
+	eager := snap()
+	eagerSums, err := acc.Sums()
+	require.NoError(t, err)
+	acc.Reset()
+	d.Zero(w)
+	d.Zero(out)
+	require.NoError(t, d.BeginCapture())
+	step()
+	g, err := d.EndCapture()
+	require.NoError(t, err)
+	defer g.Release()
+	require.NoError(t, g.Launch())
+	assert.Equal(t, eager, snap())
+	require.NoError(t, g.Launch()) // the metric sums accumulate over launches
+	graphSums, err := acc.Sums()
+	require.NoError(t, err)
+	require.Equal(t, eagerSums[0].Count*2, graphSums[0].Count)
+	assert.InDelta(t, 2*eagerSums[0].LogLoss, graphSums[0].LogLoss, 1e-12*eagerSums[0].LogLoss)
+}
+
+// Beyond one launch's experts the gate backward needs scratch memory, which
+// cannot be allocated while capturing: a clear error, not a fault.
+func TestCUDAFusedGateManyExpertsCapture(t *testing.T) {
+	r := newRig(t, 24)
+	d := r.gpu
+	const B, E, D = 8, 40, 4
+	var xs []*kernels.Tensor
+	for range E {
+		xs = append(xs, r.randf(B, D).g)
+	}
+	w, dl, dout := r.randf(B, E).g, r.randf(B, E).g, r.randf(B, D).g
+	require.NoError(t, d.BeginCapture())
+	d.GateBackward(dl, dout, w, xs, xs, 1)
+	_, err := d.EndCapture()
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "capturing")
+	require.NoError(t, d.Sync())
+}

@@ -1,0 +1,286 @@
+package mtl
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/schema"
+)
+
+// MemoryEstimate is what NewModel will allocate for a configuration, in
+// bytes, by part. It is computed from the configuration and the schema
+// alone, before anything is allocated, so that a size far beyond the
+// machine (a 200000-wide layer, a batch of 10^8 rows) is a clear error
+// instead of the Go runtime's fatal "out of memory". It counts the large
+// buffers (parameters, optimizer state, gradients, per-row workspaces) and
+// is accurate to a few percent for those; small per-layer bookkeeping is
+// left out.
+type MemoryEstimate struct {
+	// Embeddings holds the embedding tables; Dense the other parameters
+	// (kernels and biases of the MLPs, experts, gates, towers, heads).
+	Embeddings, Dense int64
+	// Optimizer is the optimizer state: Adam's two moments or Adagrad's
+	// accumulator for every parameter, embedding tables included.
+	Optimizer int64
+	// Gradients are the dense parameters' gradient buffers (one set per
+	// shard on a device that shards batches, such as the CPU).
+	Gradients int64
+	// Activations are the per-row buffers of the training workspace for
+	// MaxBatch rows: layer outputs, their gradients, dropout masks, gate
+	// weights, sparse embedding gradients, the loss and prediction buffers.
+	Activations int64
+	// Init is transient: the host copy of the largest embedding table
+	// while it is initialised.
+	Init int64
+	// Total is the sum of the parts: the peak NewModel reaches.
+	Total int64
+	// Params is the number of parameters; MaxBatch the batch rows the
+	// workspace is sized for.
+	Params   int64
+	MaxBatch int
+}
+
+// String gives the total and the parts in a human unit, for messages.
+func (e MemoryEstimate) String() string {
+	parts := []string{
+		"embedding tables " + FormatBytes(e.Embeddings),
+		"dense parameters " + FormatBytes(e.Dense),
+		"optimizer state " + FormatBytes(e.Optimizer),
+		"gradients " + FormatBytes(e.Gradients),
+		fmt.Sprintf("activations for batches of %d rows %s", e.MaxBatch, FormatBytes(e.Activations)),
+	}
+	return fmt.Sprintf("about %s (%s)", FormatBytes(e.Total), strings.Join(parts, ", "))
+}
+
+// FormatBytes writes n bytes with a binary unit (KiB, MiB, GiB, TiB).
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[i])
+}
+
+// EstimateMemory returns what NewModel(s, cfg, dev, maxBatch) would
+// allocate, without allocating it. dev only tells whether batches are
+// sharded (kernels.Sharder, as the CPU device): each shard then has its own
+// gradient buffers. A nil dev counts one shard. The configuration is
+// validated as NewModel validates it.
+func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (MemoryEstimate, error) {
+	cfg = cfg.Clone()
+	if err := cfg.Validate(s); err != nil {
+		return MemoryEstimate{}, err
+	}
+	if maxBatch < 1 {
+		return MemoryEstimate{}, fmt.Errorf("mtl: EstimateMemory: maxBatch must be >= 1, got %d", maxBatch)
+	}
+	tasks, err := cfg.resolveTasks(s)
+	if err != nil {
+		return MemoryEstimate{}, err
+	}
+	// Counts are float64: the point is to handle sizes whose products
+	// overflow int64 (and whose allocation would crash) gracefully.
+	var c counter
+	in := c.input(inputFeatures(s, &cfg), &cfg)
+	T := float64(len(tasks))
+	drop := cfg.Dropout > 0
+	act := func(units float64) float64 { // per-row floats of a training Dense layer
+		a := 2 * units // output and its gradient
+		if drop {
+			a += units // dropout multipliers
+		}
+		return a
+	}
+	gate := func(in, experts, expertDim float64) {
+		h := in
+		if cfg.GateDim > 0 {
+			g := float64(cfg.GateDim)
+			c.dense += in*g + g
+			c.row += act(g)
+			h = g
+		}
+		c.dense += h * experts // no bias
+		// logits and their gradient, softmax weights and their gradient,
+		// the mixed output and its gradient
+		c.row += 2*experts + 2*experts + 2*expertDim
+	}
+	experts := func(n, in float64) float64 {
+		d := in
+		for _, w := range cfg.ExpertMLPLayers {
+			wf := float64(w)
+			c.dense += n * (d*wf + wf)
+			c.row += n * act(wf)
+			d = wf
+		}
+		return d
+	}
+	var out float64
+	switch cfg.Model {
+	case "mlp":
+		out = c.mlp(in, cfg.MLPLayers, act)
+	case "mmoe":
+		E := float64(cfg.MMoENumExperts)
+		out = experts(E, in)
+		for range tasks {
+			gate(in, E, out)
+		}
+	case "cgc", "ple":
+		levels := 1
+		if cfg.Model == "ple" {
+			levels = cfg.PLELayers
+		}
+		nt, ns := float64(cfg.CGCTaskExperts), float64(cfg.CGCSharedExperts)
+		levelIn := in
+		for l := range levels {
+			out = experts(T*nt+ns, levelIn)
+			gateIn := levelIn
+			if cfg.PLEGatesOnInput {
+				gateIn = in
+			}
+			for range tasks {
+				gate(gateIn, nt+ns, out)
+			}
+			if l < levels-1 {
+				gate(gateIn, T*nt+ns, out)
+			}
+			levelIn = out
+		}
+	}
+	var towers []int
+	if cfg.UseTaskTowers {
+		towers = cfg.TowerLayers
+	}
+	for range tasks {
+		last := c.mlp(out, towers, act)
+		c.dense += last + 1 // head
+		c.row += 2
+	}
+	// loss weights and scratch, predictions, label conversion and masks
+	c.row += 2*T + T + T + 1
+
+	shards, rows := 1.0, float64(maxBatch)
+	if _, ok := dev.(kernels.Sharder); ok {
+		shards = float64(shardCount(maxBatch))
+		rows = shards * float64(shardCapacity(maxBatch))
+	}
+	state := 0.0
+	switch cfg.Optimizer {
+	case "adam":
+		state = 2
+	case "adagrad":
+		state = 1
+	}
+	const f32 = 4
+	e := MemoryEstimate{
+		Embeddings:  satBytes(c.emb * f32),
+		Dense:       satBytes(c.dense * f32),
+		Optimizer:   satBytes(state * (c.emb + c.dense) * f32),
+		Gradients:   satBytes(shards * c.dense * f32),
+		Activations: satBytes((float64(maxBatch)*c.inputRow + rows*c.row) * f32),
+		Init:        satBytes(c.largest * f32),
+		Params:      satBytes(c.emb + c.dense),
+		MaxBatch:    maxBatch,
+	}
+	e.Total = satBytes(float64(e.Embeddings) + float64(e.Dense) + float64(e.Optimizer) +
+		float64(e.Gradients) + float64(e.Activations) + float64(e.Init))
+	return e, nil
+}
+
+// counter accumulates parameter and per-row float counts.
+type counter struct {
+	emb, largest float64 // embedding floats; the largest table's
+	dense        float64 // dense parameter floats
+	inputRow     float64 // per-row floats of the input block (whole batch)
+	row          float64 // per-row floats of the body, towers and loss (per shard row)
+}
+
+// input counts the embedding tables (one per domain, as layers.InputBlock
+// builds them) and returns the width of the input block's output.
+func (c *counter) input(feats []*schema.Feature, cfg *Config) float64 {
+	type table struct {
+		rows, dim, features, values float64
+	}
+	tables := map[string]*table{}
+	var order []string
+	var width, embCols float64
+	for _, f := range feats {
+		if !f.HasTag(schema.TagCategorical) {
+			width++ // continuous: one column
+			continue
+		}
+		dom := f.DomainName()
+		t, ok := tables[dom]
+		if !ok {
+			var max int64
+			if f.IntDomain != nil {
+				max = f.IntDomain.Max
+			}
+			t = &table{rows: float64(max) + 1}
+			d, ok := cfg.EmbeddingDims[f.Name]
+			if !ok {
+				d, ok = cfg.EmbeddingDims[dom]
+			}
+			if !ok {
+				d = layers.InferDim(max+1, cfg.EmbeddingDimMultiplier)
+			}
+			t.dim = float64(d)
+			tables[dom] = t
+			order = append(order, dom)
+		}
+		t.features++
+		values := 1.0
+		if f.IsList() {
+			values = 4 // the sparse gradient's starting size for unknown lengths
+			if f.ValueCount != nil && f.ValueCount.Max > 0 {
+				values = float64(f.ValueCount.Max)
+			}
+		}
+		t.values += values
+		width += t.dim
+		embCols += t.dim
+	}
+	for _, dom := range order {
+		t := tables[dom]
+		c.emb += t.rows * t.dim
+		c.largest = math.Max(c.largest, t.rows*t.dim)
+		// ids fed per row, and the sparse gradient: a row index and a
+		// dim-wide value per id
+		c.inputRow += t.values * (1 + 1 + t.dim)
+		if t.features > 1 {
+			c.inputRow += t.features * t.dim // per-feature lookups of a shared table
+		}
+	}
+	c.inputRow += 2 * width // output and its gradient
+	if cfg.EmbeddingL2Reg > 0 {
+		c.inputRow += embCols
+	}
+	return width
+}
+
+// mlp counts a stack of Dense layers over an input of width in and returns
+// the output width (in when there are no layers).
+func (c *counter) mlp(in float64, dims []int, act func(float64) float64) float64 {
+	for _, w := range dims {
+		wf := float64(w)
+		c.dense += in*wf + wf
+		c.row += act(wf)
+		in = wf
+	}
+	return in
+}
+
+// satBytes converts a count to int64, saturating instead of overflowing.
+func satBytes(v float64) int64 {
+	if v >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(math.Ceil(v))
+}
