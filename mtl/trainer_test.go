@@ -486,7 +486,7 @@ func TestResultJSON(t *testing.T) {
 		Epochs: []mtl.EpochResult{{Epoch: 1, Steps: 3, Examples: 300, Loss: 0.5,
 			TaskLoss: map[string]float64{"click/binary_output": 0.5},
 			Train:    metrics.Results{"train/auc_avg": 0.6}, Validation: metrics.Results{"auc_avg": math.NaN()},
-			Seconds:  2, ExamplesPerSec: 150}},
+			Seconds: 2, ExamplesPerSec: 150}},
 		BestValue: math.NaN(),
 	}
 	raw, err := json.Marshal(h)

@@ -478,7 +478,7 @@ func (d *datasetWriter) openPart() error {
 		}
 	}
 	props := parquet.NewWriterProperties(opts...)
-	fw, err := pqarrow.NewFileWriter(d.sch, f, props,
+	fw, err := pqarrow.NewFileWriter(d.sch, syncCloser{f}, props,
 		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(d.mem)))
 	if err != nil {
 		f.Close()
@@ -487,6 +487,19 @@ func (d *datasetWriter) openPart() error {
 	d.f, d.fw = f, fw
 	d.parts = append(d.parts, name)
 	return nil
+}
+
+// syncCloser flushes a part file to disk when the Parquet writer closes
+// it, so that the folder renamed into place holds complete files even after
+// a crash.
+type syncCloser struct{ *os.File }
+
+func (f syncCloser) Close() error {
+	err := f.File.Sync()
+	if cerr := f.File.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (d *datasetWriter) closePart() error {
@@ -522,10 +535,10 @@ func (d *datasetWriter) commit(s *schema.Schema) error {
 	if err := s.WriteJSON(&js); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(d.tmp, "schema.pbtxt"), pb.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(d.tmp, "schema.pbtxt"), pb.Bytes()); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(d.tmp, "schema.json"), js.Bytes(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(d.tmp, "schema.json"), js.Bytes()); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
 	if err := replaceDir(d.dir, d.tmp); err != nil {

@@ -14,9 +14,9 @@ make cuda
 
 echo "== go build -tags cuda ./..."
 go build -tags cuda ./...
-echo "== go vet -tags cuda ./kernels/ ./cublas/"
-go vet -tags cuda ./kernels/ ./cublas/
-unformatted=$(gofmt -l cublas kernels)
+echo "== go vet -tags cuda ./..."
+go vet -tags cuda ./...
+unformatted=$(gofmt -l cublas kernels/cuda*.go mtl/*cuda*_test.go)
 if [ -n "$unformatted" ]; then
 	echo "gofmt needed: $unformatted" >&2
 	exit 1
@@ -26,11 +26,29 @@ echo "== link the test binaries (go test -c -tags cuda)"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go test -c -tags cuda -o "$tmp/kernels.cuda.test" ./kernels/
+go test -c -tags cuda -o "$tmp/mtl.cuda.test" ./mtl/
 go build -tags cuda -o "$tmp/mtlrank" ./cmd/mtlrank
+for b in "$tmp/kernels.cuda.test" "$tmp/mtl.cuda.test" "$tmp/mtlrank"; do
+	deps=$(ldd "$b")
+	if ! grep -q 'libmtlcuda.so => /' <<<"$deps"; then
+		echo "$b does not resolve libmtlcuda.so:" >&2
+		echo "$deps" >&2
+		exit 1
+	fi
+done
 
-echo "== cuda-tagged tests"
+echo "== cuda-tagged tests (GPU tests skip without a device)"
 go test -count=1 -tags cuda ./cublas/
-go test -count=1 -tags cuda -run 'CUDA' ./kernels/
+go test -count=1 -tags cuda -run 'CUDA|Fused|Gate|MultiTaskLoss|Metric' ./kernels/
+go test -count=1 -tags cuda -run 'CUDA' ./mtl/
+# the mtl test binary holds the model parity tests gpu-check.sh runs
+list=$("$tmp/mtl.cuda.test" -test.list '^TestCUDAModel')
+for want in TestCUDAModelParity TestCUDAModelNoLeak; do
+	if ! grep -qx "$want" <<<"$list"; then
+		echo "the mtl cuda test binary lacks $want" >&2
+		exit 1
+	fi
+done
 
 echo "== default build (no CUDA needed)"
 go build ./...

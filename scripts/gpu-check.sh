@@ -7,8 +7,11 @@
 # default 450, under the 8 minutes allowed), most important first:
 #   1. environment (which go: absent is expected), rebuild of libmtlcuda.so
 #      with CMake for this GPU (CUDA_ARCH, default 90);
-#   2. the CUDA tests of the carried test binaries (parity with the CPU
-#      device, id checks, fused ops, stager, graphs, leaks);
+#   2. the CUDA tests of the carried test binaries: kernels (parity of every
+#      op and fused kernel with the CPU device, id checks, stager, graphs,
+#      leaks), then mtl (TestCUDAModelParity/{mlp,mmoe,cgc,ple}: outputs,
+#      every gradient and 20 training steps against the CPU device;
+#      TestCUDAModelNoLeak);
 #   3. kernel benchmarks (embedding update GB/s, expert GEMM TFLOP/s);
 #   4. mtlrank bench --device cuda next to torch_ref.py --device cuda (eager)
 #      for mlp/mmoe/cgc/ple at batch 1024 and 65536;
@@ -20,7 +23,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-$PWD/gpu-out}
+# The whole run must stay under 8 minutes: every step is cut to what is left
+# of BUDGET, so the total is BUDGET plus the final summary (a few seconds).
 BUDGET=${BUDGET:-450}
+if [ "$BUDGET" -gt 460 ]; then
+	echo "gpu-check: BUDGET=$BUDGET would not leave the run under 8 minutes; using 460" >&2
+	BUDGET=460
+fi
 CUDA_ARCH=${CUDA_ARCH:-90}
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-5}
@@ -95,10 +104,21 @@ export LD_LIBRARY_PATH="$PWD/build/cuda:$PWD/bin/gpu/lib$cudalib${LD_LIBRARY_PAT
 } >>"$OUT/env.txt"
 
 # ---- 2. tests ----
-run "kernels CUDA tests" 150 "$OUT/tests.log" bin/gpu/kernels.cuda.test -test.v -test.count=1 -test.run 'CUDA'
+# Kernel parity (every Device op and every fused kernel against the CPU),
+# then model parity (forward, every gradient, 20 training steps of each
+# architecture against the CPU device) and the model leak test.
+for t in kernels mtl; do
+	[ -x "bin/gpu/$t.cuda.test" ] || note "MISSING bin/gpu/$t.cuda.test (it did not build in gpu-prepare.sh)"
+done
+run "kernels CUDA tests" 150 "$OUT/tests.log" \
+	bin/gpu/kernels.cuda.test -test.v -test.count=1 -test.timeout 145s -test.run 'CUDA'
+if [ -x bin/gpu/mtl.cuda.test ]; then
+	run "mtl model parity + leak tests" 120 "$OUT/tests.log" \
+		bin/gpu/mtl.cuda.test -test.v -test.count=1 -test.timeout 115s -test.run '^TestCUDAModel(Parity|NoLeak)$'
+fi
 for t in bin/gpu/*.cuda.test; do
-	[ "$t" = bin/gpu/kernels.cuda.test ] && continue
-	run "$(basename "$t") (CUDA|GPU tests)" 90 "$OUT/tests.log" "$t" -test.v -test.count=1 -test.run 'CUDA|GPU|Cuda'
+	case "$t" in bin/gpu/kernels.cuda.test | bin/gpu/mtl.cuda.test) continue ;; esac
+	run "$(basename "$t") (CUDA tests)" 60 "$OUT/tests.log" "$t" -test.v -test.count=1 -test.run 'CUDA'
 done
 
 # ---- 3. kernel benchmarks ----
@@ -129,7 +149,7 @@ if command -v compute-sanitizer >/dev/null; then
 	run "compute-sanitizer memcheck (kernels)" 150 "$OUT/memcheck.log" \
 		compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
 		bin/gpu/kernels.cuda.test -test.count=1 \
-		-test.run 'CUDA(CompareDevices|IDChecks|FusedEmbeddingUpdate|GemmBiasAct|Stager|GraphCapture|NoLeak|EmbeddingBackwardCapacity)'
+		-test.run 'CUDA(CompareDevices|IDChecks|FusedEmbeddingUpdate|GemmBiasAct|Stager|GraphCapture|NoLeak|EmbeddingBackwardCapacity|FusedCapture|FusedGateMatchesUnfusedGPU|FusedGateManyExpertsCapture)$'
 else
 	note "SKIP memcheck: compute-sanitizer not found"
 fi

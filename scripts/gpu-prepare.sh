@@ -11,13 +11,15 @@
 # CUDA toolkit. Carry bin/gpu-bundle.tar.xz to the GPU machine and run
 # scripts/gpu-check.sh from the repository root.
 #
-# Environment: REF [../shared/bench/torch_ref.py], PKGS [kernels layers mtl tests]
+# Environment: REF [../shared/bench/torch_ref.py], PKGS [kernels mtl]: the
+# packages with cuda-tagged tests (kernels: op and fused-kernel parity;
+# mtl: model parity and leak tests, mtl/models_cuda_test.go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 
 REF=${REF:-../shared/bench/torch_ref.py}
-PKGS=${PKGS:-"kernels layers mtl tests"}
+PKGS=${PKGS:-"kernels mtl"}
 
 if ! command -v nvcc >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
 	scripts/install-cuda.sh
@@ -30,10 +32,12 @@ mkdir -p "$stage/lib"
 flags=(-tags cuda -trimpath -ldflags=-s\ -w)
 
 go build "${flags[@]}" -o "$stage/mtlrank" ./cmd/mtlrank
+missing=""
 for pkg in $PKGS; do
 	if compgen -G "$pkg/*_test.go" >/dev/null; then
 		if ! go test -c "${flags[@]}" -o "$stage/$pkg.cuda.test" "./$pkg/"; then
 			echo "gpu-prepare: warning: the $pkg test binary did not build; it is left out" >&2
+			missing="$missing $pkg"
 		fi
 	fi
 done
@@ -59,3 +63,6 @@ fi
 tar -C bin -cJf bin/gpu-bundle.tar.xz gpu
 ls -l "$stage" "$stage/lib"
 du -h bin/gpu-bundle.tar.xz
+if [ -n "$missing" ]; then
+	echo "gpu-prepare: the bundle lacks the test binaries of:$missing (gpu-check.sh reports them missing)" >&2
+fi

@@ -38,13 +38,53 @@ func capBatch(batch int, path string) (int, error) {
 // memInfoPath is read for the memory available on the machine.
 var memInfoPath = "/proc/meminfo"
 
+// cgroupLimits are the (limit, usage) files of the process's memory cgroup,
+// v2 then v1: in a container the cgroup limit, not the machine, decides
+// when the process is killed.
+var cgroupLimits = [][2]string{
+	{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+	{"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"},
+}
+
+// cgroupAvailable is what the memory cgroup still allows; ok is false
+// without a cgroup limit ("max", or the v1 "unlimited" near 2^63).
+func cgroupAvailable() (int64, bool) {
+	read := func(path string) (int64, bool) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n, err == nil
+	}
+	for _, f := range cgroupLimits {
+		limit, ok := read(f[0])
+		if !ok || limit >= 1<<62 {
+			continue
+		}
+		used, _ := read(f[1])
+		return max(limit-used, 0), true
+	}
+	return 0, false
+}
+
 // availableMemory is the memory a model on dev may use: the free GPU memory
-// on a CUDA device, else the host's MemAvailable. ok is false when it is
-// unknown (the check is then skipped).
+// on a CUDA device, else the host's MemAvailable, or what the memory cgroup
+// still allows when that is less. ok is false when it is unknown (the
+// check is then skipped).
 func availableMemory(dev kernels.Device) (bytes int64, what string, ok bool) {
 	if n, ok := deviceFreeMemory(dev); ok {
 		return n, "the free memory of " + dev.Name(), true
 	}
+	bytes, what, ok = memAvailable()
+	if n, cok := cgroupAvailable(); cok && (!ok || n < bytes) {
+		return n, "the memory left under this process's cgroup limit", true
+	}
+	return bytes, what, ok
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo.
+func memAvailable() (int64, string, bool) {
 	f, err := os.Open(memInfoPath)
 	if err != nil {
 		return 0, "", false

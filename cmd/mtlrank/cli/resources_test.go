@@ -14,13 +14,23 @@ import (
 	"github.com/mtlrank/mtlrank/schema"
 )
 
-// fakeMemInfo points availableMemory at a file with the given content.
+// fakeMemInfo points availableMemory at a file with the given content,
+// and at no cgroup.
 func fakeMemInfo(t *testing.T, content string) {
 	p := filepath.Join(t.TempDir(), "meminfo")
 	require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
-	old := memInfoPath
-	memInfoPath = p
-	t.Cleanup(func() { memInfoPath = old })
+	old, oldCG := memInfoPath, cgroupLimits
+	memInfoPath, cgroupLimits = p, nil
+	t.Cleanup(func() { memInfoPath, cgroupLimits = old, oldCG })
+}
+
+// fakeCgroup sets a v2-style cgroup limit and usage.
+func fakeCgroup(t *testing.T, limit, usage string) {
+	dir := t.TempDir()
+	l, u := filepath.Join(dir, "memory.max"), filepath.Join(dir, "memory.current")
+	require.NoError(t, os.WriteFile(l, []byte(limit+"\n"), 0o644))
+	require.NoError(t, os.WriteFile(u, []byte(usage+"\n"), 0o644))
+	cgroupLimits = [][2]string{{l, u}}
 }
 
 func TestAvailableMemory(t *testing.T) {
@@ -30,6 +40,17 @@ func TestAvailableMemory(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, int64(2048*1024), n)
 	assert.Contains(t, what, "MemAvailable")
+
+	// A cgroup limit below MemAvailable wins; "max" is no limit.
+	fakeCgroup(t, "2621440", "1048576")
+	n, what, ok = availableMemory(dev)
+	require.True(t, ok)
+	assert.Equal(t, int64(1536*1024), n)
+	assert.Contains(t, what, "cgroup")
+	fakeCgroup(t, "max", "1048576")
+	n, _, ok = availableMemory(dev)
+	require.True(t, ok)
+	assert.Equal(t, int64(2048*1024), n)
 
 	fakeMemInfo(t, "MemTotal: 100 kB\n")
 	_, _, ok = availableMemory(dev)

@@ -171,7 +171,7 @@ type trainArgs struct {
 // train, eval and predict share.
 func (a *trainArgs) registerDataFlags(fs *flag.FlagSet) {
 	fs.Var(optFloat32{&a.fillNaN}, "fill_nan", "replace nulls, NaN and infinities in continuous input features by this value (default: they are errors; targets are never filled)")
-	fs.Var(byteSize{&a.maxMemory}, "max_memory", "refuse to build a model whose estimated memory (parameters, optimizer state, workspace for the batch size) exceeds this size, e.g. 16G (default: the memory available, MemAvailable of /proc/meminfo, or the free GPU memory with --device cuda)")
+	fs.Var(byteSize{&a.maxMemory}, "max_memory", "refuse to build a model whose estimated memory (parameters, optimizer state, workspace for the batch size) exceeds this size, e.g. 16G (default: the memory available: MemAvailable of /proc/meminfo or the cgroup limit, or the free GPU memory with --device cuda)")
 }
 
 func (a *trainArgs) register(fs *flag.FlagSet) {
@@ -191,8 +191,8 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
 	fs.Var(strList{v: &a.keepColumns}, "keep_columns", "use only these schema columns (targets included)")
 	fs.Var(strList{v: &a.ignoreColumns}, "ignore_columns", "leave these schema columns out of the model")
-	fs.IntVar(&a.trainBatch, "train_batch_size", 1024, "training batch size (512 in the synthetic run without data flags)")
-	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "evaluation and prediction batch size")
+	fs.IntVar(&a.trainBatch, "train_batch_size", 1024, "training batch size (512 in the synthetic run without data flags); lowered to the data's row count when larger")
+	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "evaluation and prediction batch size; lowered to the data's row count when larger")
 	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs (3 in the synthetic run without data flags)")
 	fs.IntVar(&a.stepsPerEpoch, "train_steps_per_epoch", 0, "limit the steps of each epoch (0: the whole training set)")
 	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
@@ -939,7 +939,7 @@ func printMetrics(w io.Writer, tasks []mtl.Task, r metrics.Results, oracle *synt
 func registerServeFlags(fs *flag.FlagSet, a *trainArgs) {
 	fs.StringVar(&a.loadPath, "load_model_path", "", "the checkpoint folder to use (required)")
 	fs.StringVar(&a.schemaArg, "schema_path", "", "schema of the data (default: the one beside the data, else the model's)")
-	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "batch size")
+	fs.IntVar(&a.evalBatch, "eval_batch_size", 1024, "batch size; lowered to the data's row count when larger")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
