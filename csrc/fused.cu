@@ -293,7 +293,25 @@ __global__ void __launch_bounds__(kThreads)
 	if (threadIdx.x == 0) *ticket = 0;
 }
 
+__global__ void k_relu_strided(float *x, int64_t n, int64_t stride, int64_t total) {
+	for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)blockDim.x * gridDim.x) {
+		int64_t b = i / n;
+		float *p = x + b * stride + (i - b * n);
+		*p = fmaxf(*p, 0.0f);
+	}
+}
+
 } // namespace
+
+int mtl_relu_strided(mtl_ctx *ctx, mtl_dptr x, int batch, int64_t n, int64_t stride) {
+	int64_t total = (int64_t)batch * n;
+	if (total <= 0) return MTL_OK;
+	if (batch == 1) stride = 0;
+	MTL_ENTER(ctx);
+	k_relu_strided<<<mtl_grid(ctx, total, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, stride, total);
+	MTL_LAUNCHED(ctx, "relu_strided");
+	return MTL_OK;
+}
 
 // ---- entry points ----
 

@@ -124,6 +124,11 @@ int mtl_enter(mtl_ctx *ctx);
 int mtl_scratch_reserve(mtl_ctx *ctx, size_t bytes);
 // Ensures ctx->ones has at least n ones.
 int mtl_ones_reserve(mtl_ctx *ctx, int64_t n);
+// x[b*stride + i] = max(x[b*stride + i], 0) for b < batch, i < n (stride is
+// ignored when batch == 1).
+int mtl_relu_strided(mtl_ctx *ctx, mtl_dptr x, int batch, int64_t n, int64_t stride);
+// Flag of mtl_lt_key.act: a cuBLASLt product without bias.
+constexpr int kLtNoBias = 4;
 
 #define MTL_CUDA(ctx, call)                                  \
 	do {                                                     \

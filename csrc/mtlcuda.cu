@@ -546,9 +546,13 @@ static int lt_plan_get(mtl_ctx *ctx, const mtl_lt_key &key, int align, mtl_lt_pl
 	                                               sizeof(op_first)));
 	MTL_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second,
 	                                               sizeof(op_second)));
-	cublasLtEpilogue_t epi = key.act == MTL_ACT_RELU ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+	// key.act is the activation, plus kLtNoBias for a product without bias.
+	const bool with_bias = (key.act & kLtNoBias) == 0;
+	const bool relu = (key.act & ~kLtNoBias) == MTL_ACT_RELU;
+	cublasLtEpilogue_t epi = with_bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+	                                   : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
 	MTL_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-	if (key.batch > 1) {
+	if (key.batch > 1 && with_bias) {
 		int64_t sbias = key.sbias;
 		MTL_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &sbias,
 		                                               sizeof(sbias)));
@@ -612,17 +616,21 @@ extern "C" int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, 
 	if (batch == 1) stride_a = stride_b = stride_bias = stride_c = 0;
 	int align = lt_alignment({(uint64_t)a, (uint64_t)b, (uint64_t)c, (uint64_t)(stride_a * 4),
 	                          (uint64_t)(stride_b * 4), (uint64_t)(stride_c * 4)});
-	// cuBLASLt reads the bias vector with 16-byte loads.
+	// cuBLASLt reads the bias vector with 16-byte loads. bias == 0: no bias.
+	if (bias == 0) stride_bias = 0;
 	bool bias_ok = bias % 16 == 0 && (stride_bias * 4) % 16 == 0;
 	if (k > 0 && bias_ok) {
-		mtl_lt_key key{trans_a, trans_b, m, n, k, batch, act, 0, stride_a, stride_b, stride_bias, stride_c};
+		int epi = act | (bias ? 0 : kLtNoBias);
+		mtl_lt_key key{trans_a, trans_b, m, n, k, batch, epi, 0, stride_a, stride_b, stride_bias, stride_c};
 		mtl_lt_plan *plan = nullptr;
 		int rc = lt_plan_get(ctx, key, align, &plan);
 		if (rc != MTL_OK) return rc;
 		if (plan->ok) {
-			const void *bp = dptr<const void>(bias);
-			MTL_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
-			                                               sizeof(bp)));
+			if (bias) {
+				const void *bp = dptr<const void>(bias);
+				MTL_CUBLAS(ctx, cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
+				                                               sizeof(bp)));
+			}
 			float alpha = 1.0f, beta = 0.0f;
 			MTL_CUBLAS(ctx, cublasLtMatmul(ctx->lt, plan->desc, &alpha, dptr<const void>(b), plan->la,
 			                               dptr<const void>(a), plan->lb, &beta, dptr<const void>(c), plan->lc,
@@ -636,6 +644,9 @@ extern "C" int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, 
 	int rc = mtl_gemm_strided_batched(ctx, trans_a, trans_b, m, n, k, 1.0f, a, stride_a, b, stride_b, 0.0f, c,
 	                                  stride_c, batch);
 	if (rc != MTL_OK) return rc;
+	if (bias == 0) // no bias: only a ReLU, if any, over every entry
+		return act == MTL_ACT_RELU ? mtl_relu_strided(ctx, c, batch, (int64_t)m * n, batch == 1 ? 0 : stride_c)
+		                           : MTL_OK;
 	if (batch == 1 || (stride_c == (int64_t)m * n && stride_bias == n))
 		return mtl_bias_act(ctx, c, bias, batch, m, n, act);
 	for (int i = 0; i < batch; i++) {

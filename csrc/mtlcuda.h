@@ -135,7 +135,8 @@ MTL_API int mtl_gemm_strided_batched(mtl_ctx *ctx, int trans_a, int trans_b, int
                              mtl_dptr a, int64_t stride_a, mtl_dptr b, int64_t stride_b, float beta,
                              mtl_dptr c, int64_t stride_c, int batch);
 /* C_i = act(op(A_i)*op(B_i) + bias_i) for i < batch through cuBLASLt with a
- * bias(+ReLU) epilogue; bias_i (n floats) starts at bias + i*stride_bias.
+ * bias(+ReLU) epilogue; bias_i (n floats) starts at bias + i*stride_bias;
+ * bias == 0 means no bias (C_i = act(op(A_i)*op(B_i))).
  * Falls back to SGEMM + bias kernel when cuBLASLt offers no algorithm. */
 MTL_API int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtl_dptr a,
                       int64_t stride_a, mtl_dptr b, int64_t stride_b, mtl_dptr bias, int64_t stride_bias,

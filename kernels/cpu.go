@@ -30,12 +30,9 @@ type CPU struct {
 	pool    *pool // nil with one thread
 	serial  *CPU  // ShardDevice: this device with one thread (itself when threads == 1)
 
-	// EmbeddingBackward scratch, grown to the largest table seen: a bitmap
-	// of the rows a batch touches (all zero between calls) and the slot of
-	// each touched row in the gradient.
-	embMu   sync.Mutex
-	embBits []uint64
-	embPos  []int32
+	// EmbeddingBackward scratch (O(batch), see embScratch), one slot per
+	// concurrent call.
+	emb [4]embScratch
 }
 
 var _ Device = (*CPU)(nil)
@@ -63,18 +60,22 @@ var _ Sharder = (*CPU)(nil)
 // has one thread).
 func (c *CPU) ShardDevice() Device { return c.serial }
 
-// RunShards implements Sharder on the device's worker pool. When the pool is
-// busy (another goroutine is running a parallel op or shards on this
-// device) the shards run one after the other in the caller.
+// RunShards implements Sharder on the device's worker pool: each of up to
+// Threads() goroutines takes the next shard not yet started until none is
+// left. When the pool is busy (another goroutine is running a parallel op
+// or shards on this device) the shards run one after the other in the
+// caller.
 func (c *CPU) RunShards(n int, f func(shard int)) {
 	if n <= 0 {
 		return
 	}
 	if n > 1 && c.pool != nil && c.pool.mu.TryLock() {
 		p := c.pool
-		p.shards = shardTask{f: f}
-		p.runLocked(&p.shards, n, 1, c.threads)
-		p.shards = shardTask{}
+		p.shards.f, p.shards.n = f, int64(n)
+		p.shards.next.Store(0)
+		th := min(n, c.threads)
+		p.runLocked(&p.shards, th, 1, th)
+		p.shards.f = nil
 		p.mu.Unlock()
 		return
 	}
@@ -886,21 +887,21 @@ func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor,
 	return nil
 }
 
-// EmbeddingBackward implements Device. It finds the unique ids with a bitmap
-// over the table's rows and lists them in ascending order by scanning the
-// bitmap between the smallest and largest id, or, when the ids are few and
-// spread over a large table, by sorting them; a scratch array (4 bytes per
-// table row, kept between calls) maps each row to its gradient slot.
-// Row b contributes dout[b]*s to each of its ids, with s = 1 (Sum, or a
-// single id), 1/n (Mean) or 1/sqrt(n) (SqrtN), the same factors
-// EmbeddingGather uses. It panics on an id outside [0, tableRows): gather
-// rejects those first.
+// EmbeddingBackward implements Device. It finds the unique ids of the
+// batch and lists them in ascending order, maps every id of the batch to
+// its gradient row, and accumulates the rows of dout into the gradient in
+// batch order. Row b contributes dout[b]*s to each of its ids, with s = 1
+// (Sum, or a single id), 1/n (Mean) or 1/sqrt(n) (SqrtN), the same factors
+// EmbeddingGather uses. Scratch memory is O(batch) whatever the table size
+// (embScratch). It panics on an id outside [0, tableRows): gather rejects
+// those first.
 func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, offsets *Tensor, comb Combiner, tableRows int) {
 	rows, outN, dim := dout.Rows(), dout.Cols(), grad.Values.Cols()
 	if col < 0 || col+dim > outN {
 		panic(fmt.Sprintf("kernels: EmbeddingBackward: %d columns at %d do not fit in %v", dim, col, dout))
 	}
 	vals := ids.I32
+	base := 0
 	if offsets == nil {
 		if len(vals) != rows {
 			panic(fmt.Sprintf("kernels: EmbeddingBackward: %v ids for %d rows", ids, rows))
@@ -909,13 +910,13 @@ func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, of
 		if err := checkOffsets("EmbeddingBackward", offsets.I32, rows, len(vals)); err != nil {
 			panic(err.Error())
 		}
-		vals = vals[offsets.I32[0]:offsets.I32[rows]]
+		base = int(offsets.I32[0])
+		vals = vals[base:offsets.I32[rows]]
 	}
 	if len(vals) > grad.Rows.Len() || grad.Values.Rows() < grad.Rows.Len() {
 		panic(fmt.Sprintf("kernels: EmbeddingBackward: %d ids exceed the gradient capacity (rows %v, values %v)",
 			len(vals), grad.Rows, grad.Values))
 	}
-
 	lo, hi := int32(math.MaxInt32), int32(-1)
 	for _, id := range vals {
 		if id < 0 || int(id) >= tableRows {
@@ -923,28 +924,80 @@ func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, of
 		}
 		lo, hi = min(lo, id), max(hi, id)
 	}
+	sc := c.lockEmbScratch()
+	defer sc.mu.Unlock()
+	slot := sc.grow(len(vals))
+	nu := sc.unique(vals, grad.Rows.I32, lo, hi, tableRows)
+	gv := grad.Values.F32[:nu*dim]
+	clear(gv)
+	var offs []int32
+	if offsets != nil {
+		offs = offsets.I32
+	}
+	cEmbBwd(gv, dim, slot, base, dout.F32[col:], outN, offs, rows, comb)
+	grad.N = nu
+}
 
-	c.embMu.Lock()
-	defer c.embMu.Unlock()
-	words := (tableRows + 63) / 64
-	if len(c.embBits) < words {
-		c.embBits = make([]uint64, words)
-	}
-	if len(c.embPos) < tableRows {
-		c.embPos = make([]int32, tableRows)
-	}
-	seen, pos := c.embBits, c.embPos
-	nu := 0
-	for _, id := range vals {
-		w, b := id>>6, uint64(1)<<(id&63)
-		if seen[w]&b == 0 {
-			seen[w] |= b
-			nu++
+// lockEmbScratch returns a free scratch slot, locked.
+func (c *CPU) lockEmbScratch() *embScratch {
+	for i := range c.emb {
+		if c.emb[i].mu.TryLock() {
+			return &c.emb[i]
 		}
 	}
-	uniq := grad.Rows.I32[:nu]
-	if nu > 0 && int(hi>>6-lo>>6) < 2*nu*bits.Len(uint(nu)) {
-		// Dense enough: read the ids off the bitmap in ascending order.
+	c.emb[0].mu.Lock()
+	return &c.emb[0]
+}
+
+// embDenseRows: tables up to this many rows (or up to 8 rows per id of the
+// batch) find their unique ids with a bitmap over the table; larger ones
+// sort the ids. Either way the scratch is O(batch): a training step's
+// memory does not grow with the tables beyond the tables and their
+// optimizer state.
+const embDenseRows = 1 << 16
+
+// embScratch is the EmbeddingBackward scratch of one call: slot[k] is the
+// gradient row of id k of the batch; keys/tmp are radix-sort buffers; bits
+// and pos the bitmap and row-to-slot map of small tables.
+type embScratch struct {
+	mu        sync.Mutex
+	slot      []int32
+	keys, tmp []uint64
+	bits      []uint64
+	pos       []int32
+}
+
+// grow sizes the per-id buffers for n ids and returns slot[:n].
+func (s *embScratch) grow(n int) []int32 {
+	if cap(s.slot) < n {
+		s.slot = make([]int32, n, n+n/2)
+		s.keys = make([]uint64, n, n+n/2)
+		s.tmp = make([]uint64, n, n+n/2)
+	}
+	s.slot = s.slot[:n]
+	return s.slot
+}
+
+// unique writes the distinct ids of vals in ascending order into uniq,
+// sets slot[k] to the position in uniq of vals[k], and returns the count.
+// All ids lie in [lo, hi] within a table of tableRows rows.
+func (s *embScratch) unique(vals, uniq []int32, lo, hi int32, tableRows int) int {
+	n := len(vals)
+	if n == 0 {
+		return 0
+	}
+	slot := s.slot[:n]
+	if tableRows <= max(embDenseRows, 8*n) {
+		// bitmap over the table: mark, then read the ids off in order
+		words := (tableRows + 63) / 64
+		if len(s.bits) < words {
+			s.bits = make([]uint64, words) // all zero between calls
+			s.pos = make([]int32, words*64)
+		}
+		seen, pos := s.bits, s.pos
+		for _, id := range vals {
+			seen[id>>6] |= 1 << (id & 63)
+		}
 		j := 0
 		for w := int(lo >> 6); w <= int(hi>>6); w++ {
 			x := seen[w]
@@ -956,30 +1009,45 @@ func (c *CPU) EmbeddingBackward(grad *SparseGrad, dout *Tensor, col int, ids, of
 				x &= x - 1
 			}
 		}
-	} else {
-		// A few ids spread over a large table: sort them.
-		j := 0
-		for _, id := range vals {
-			w, b := id>>6, uint64(1)<<(id&63)
-			if seen[w]&b != 0 {
-				seen[w] &^= b
-				uniq[j] = id
-				j++
-			}
+		for k, id := range vals {
+			slot[k] = pos[id]
 		}
-		slices.Sort(uniq)
-		for k, id := range uniq {
-			pos[id] = int32(k)
+		return j
+	}
+	// LSD radix sort of (id, k) by id, 8 bits per pass, over the bits the
+	// ids use.
+	keys, tmp := s.keys[:n], s.tmp[:n]
+	for k, id := range vals {
+		keys[k] = uint64(id)<<32 | uint64(k)
+	}
+	var count [256]int
+	for shift := 32; shift < 32+bits.Len32(uint32(hi)); shift += 8 {
+		clear(count[:])
+		for _, key := range keys {
+			count[(key>>shift)&255]++
 		}
+		sum := 0
+		for d := range count {
+			count[d], sum = sum, sum+count[d]
+		}
+		for _, key := range keys {
+			d := (key >> shift) & 255
+			tmp[count[d]] = key
+			count[d]++
+		}
+		keys, tmp = tmp, keys
 	}
-	gv := grad.Values.F32[:nu*dim]
-	clear(gv)
-	var offs []int32
-	if offsets != nil {
-		offs = offsets.I32
+	j := -1
+	prev := int32(-1)
+	for _, key := range keys {
+		id := int32(key >> 32)
+		if id != prev {
+			j++
+			uniq[j], prev = id, id
+		}
+		slot[uint32(key)] = int32(j)
 	}
-	cEmbBwd(gv, dim, pos, dout.F32[col:], outN, ids.I32, offs, rows, comb)
-	grad.N = nu
+	return j + 1
 }
 
 // ---------------------------------------------------------------- losses

@@ -171,11 +171,12 @@ func cGather(out []float32, ldo int, table []float32, dim int, ids, offs []int32
 	C.mtl_gather(fp(out), C.long(ldo), fp(table), C.int(dim), ip(ids), ip(offs), C.long(lo), C.long(hi), C.int(comb))
 }
 
-// cEmbBwd accumulates dout rows into gv rows pos[id]; dout starts at column
-// col of row 0. Ids, offsets and pos have been validated.
-func cEmbBwd(gv []float32, dim int, pos []int32, dout []float32, ldo int, ids, offs []int32, rows int, comb Combiner) {
+// cEmbBwd accumulates dout rows into the gradient rows slot[k-base] of the
+// ids k; dout starts at column col of row 0. Ids, offsets and slots have
+// been validated.
+func cEmbBwd(gv []float32, dim int, slot []int32, base int, dout []float32, ldo int, offs []int32, rows int, comb Combiner) {
 	need("embedding backward", len(dout), span(rows, ldo, dim))
-	C.mtl_emb_bwd(fp(gv), C.int(dim), ip(pos), fp(dout), C.long(ldo), ip(ids), ip(offs), C.long(rows), C.int(comb))
+	C.mtl_emb_bwd(fp(gv), C.int(dim), ip(slot), C.long(base), fp(dout), C.long(ldo), ip(offs), C.long(rows), C.int(comb))
 }
 
 func cAdam(p, g, m, v []float32, lr, b1, b2, eps, l2x2 float32) {

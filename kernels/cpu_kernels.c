@@ -244,21 +244,22 @@ HOT void mtl_gather(float *restrict out, long ldo, const float *restrict table, 
 	}
 }
 
-/* Accumulates dout rows into the gradient rows pos[id] (gv zeroed by the
- * caller); dout points at column col of row 0. */
-HOT void mtl_emb_bwd(float *restrict gv, int dim, const int32_t *restrict pos, const float *restrict dout,
-                     long ldo, const int32_t *restrict ids, const int32_t *restrict offs, long rows, int comb) {
+/* Accumulates dout rows into the gradient rows slot[k - base] of the ids k
+ * (gv zeroed by the caller), in batch order; dout points at column col of
+ * row 0. */
+HOT void mtl_emb_bwd(float *restrict gv, int dim, const int32_t *restrict slot, long base,
+                     const float *restrict dout, long ldo, const int32_t *restrict offs, long rows, int comb) {
 	for (long b = 0; b < rows; b++) {
 		const float *restrict src = dout + b * ldo;
 		if (!offs) {
-			float *restrict g = gv + (long)pos[ids[b]] * dim;
+			float *restrict g = gv + (long)slot[b] * dim;
 			for (int j = 0; j < dim; j++) g[j] += src[j];
 			continue;
 		}
 		int32_t s = offs[b], e = offs[b + 1];
 		float sc = combine_scale(comb, e - s);
 		for (int32_t k = s; k < e; k++) {
-			float *restrict g = gv + (long)pos[ids[k]] * dim;
+			float *restrict g = gv + (long)slot[k - base] * dim;
 			for (int j = 0; j < dim; j++) g[j] += sc * src[j];
 		}
 	}

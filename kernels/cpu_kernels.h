@@ -24,8 +24,8 @@ void mtl_gate_bwd(const float *dout, const float *w, int ne, int e0, int cnt, co
 void mtl_copy_cols(float *dst, long ldd, const float *src, long lds, long rows, int width, int accumulate);
 void mtl_gather(float *out, long ldo, const float *table, int dim, const int32_t *ids,
                 const int32_t *offs, long lo, long hi, int comb);
-void mtl_emb_bwd(float *gv, int dim, const int32_t *pos, const float *dout, long ldo,
-                 const int32_t *ids, const int32_t *offs, long rows, int comb);
+void mtl_emb_bwd(float *gv, int dim, const int32_t *slot, long base, const float *dout, long ldo,
+                 const int32_t *offs, long rows, int comb);
 void mtl_adam(float *p, const float *g, float *m, float *v, long n,
               float lr, float b1, float b2, float eps, float l2x2);
 void mtl_adagrad(float *p, const float *g, float *acc, long n, float lr, float eps, float l2x2);

@@ -31,9 +31,11 @@ type FusedEmbeddingUpdater interface {
 }
 
 // GemmBiasActer is implemented by devices with a fused GEMM + bias +
-// activation: c = act(op(a)*op(b) + bias), bias [n] broadcast over rows.
+// activation on transposed operands: c = act(op(a)*op(b) + bias), bias [n]
+// broadcast over rows (nil: no bias). (FusedGemm, which the layers use, is
+// the untransposed form.)
 type GemmBiasActer interface {
-	GemmBiasAct(transA, transB bool, a, b, bias, c *Tensor, act Activation)
+	GemmBiasActT(transA, transB bool, a, b, bias, c *Tensor, act Activation)
 }
 
 // AsyncIDChecker is implemented by devices that can leave EmbeddingGather's
@@ -160,4 +162,26 @@ type MetricReducer interface {
 	// NewMetricAccumulator creates an accumulator for tasks tasks with the
 	// logloss clipping eps and the decision threshold.
 	NewMetricAccumulator(tasks int, eps float64, threshold float32) (MetricAccumulator, error)
+}
+
+// BatchStager uploads the columns of a batch through pinned staging memory
+// on a copy stream, double-buffered, so that the copies of batch k+1
+// overlap the compute of batch k (the CUDA device's *Stager). The caller
+// keeps one set of device input tensors per slot (Slot: 0 or 1), uploads
+// the batch into the current slot's tensors, then Commits, which orders the
+// compute queued afterwards behind those copies and switches slots.
+type BatchStager interface {
+	Slot() int
+	UploadF32Async(dst *Tensor, src []float32) error
+	UploadI32Async(dst *Tensor, src []int32) error
+	Commit() error
+	Release()
+}
+
+// AsyncUploader is implemented by devices with asynchronous batch uploads.
+// Callers without it (or on other devices) use CopyFromHostF32/I32.
+type AsyncUploader interface {
+	// NewBatchStager allocates a stager whose two slots hold slotBytes each
+	// (every upload is rounded up to 256 bytes).
+	NewBatchStager(slotBytes int) (BatchStager, error)
 }

@@ -119,3 +119,128 @@ func BenchmarkCUDAExpertGemm(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCUDAGate is one MMoE gate at batch 65536 (E experts of width 64)
+// forward and backward, fused (two kernels) against the four unfused ops.
+// GB/s counts the bytes the fused kernels must move: logits, weights and
+// dlogits ([B, E] each), out and dout ([B, 64]), the experts read twice and
+// their gradients read and written.
+func BenchmarkCUDAGate(b *testing.B) {
+	d := newCUDA(b)
+	const B, D = 65536, 64
+	for _, e := range []int{4, 8} {
+		for _, fused := range []bool{false, true} {
+			b.Run(fmt.Sprintf("E%d_fused%v", e, fused), func(b *testing.B) {
+				var owned, xs, dxs []*kernels.Tensor
+				alloc := func(shape ...int) *kernels.Tensor {
+					t := d.Alloc(kernels.Float32, shape...)
+					owned = append(owned, t)
+					return t
+				}
+				defer func() {
+					for _, t := range owned {
+						t.Release()
+					}
+				}()
+				for range e {
+					xs, dxs = append(xs, alloc(B, D)), append(dxs, alloc(B, D))
+				}
+				logits, w, dw, dl := alloc(B, e), alloc(B, e), alloc(B, e), alloc(B, e)
+				out, dout := alloc(B, D), alloc(B, D)
+				d.Fill(logits, 0.1)
+				d.Fill(dout, 1e-3)
+				run := func() {
+					if fused {
+						d.GateForward(out, w, logits, xs, 1)
+						d.GateBackward(dl, dout, w, xs, dxs, 1)
+						return
+					}
+					d.SoftmaxRows(w, logits, 1)
+					d.GateCombine(out, w, xs)
+					d.GateCombineBackward(dout, w, xs, dw, dxs)
+					d.SoftmaxBackward(dl, dw, w, 1)
+				}
+				run()
+				if err := d.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					run()
+				}
+				if err := d.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				bytes := 4 * float64(B) * (3*float64(e) + 2*D + 4*float64(e)*D)
+				b.ReportMetric(bytes/sec/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkCUDAMultiTaskLoss is the loss of five tasks (four binary, one
+// regression, with a weight column, a positive-class weight and a sample
+// space) at batch 65536: one fused launch against the per-task ops the
+// models queue (weights, loss, scaling: about 25 launches).
+func BenchmarkCUDAMultiTaskLoss(b *testing.B) {
+	d := newCUDA(b)
+	const B, T = 65536, 5
+	for _, fused := range []bool{false, true} {
+		b.Run(fmt.Sprintf("fused%v", fused), func(b *testing.B) {
+			var owned []*kernels.Tensor
+			alloc := func(shape ...int) *kernels.Tensor {
+				t := d.Alloc(kernels.Float32, shape...)
+				owned = append(owned, t)
+				return t
+			}
+			defer func() {
+				for _, t := range owned {
+					t.Release()
+				}
+			}()
+			wcol, space := alloc(B, 1), alloc(B, 1)
+			d.Fill(wcol, 1)
+			d.Fill(space, 1)
+			var tasks []kernels.LossTask
+			for t := range T {
+				k := kernels.LossTask{Kind: kernels.LossBCE, Z: alloc(B, 1), DZ: alloc(B, 1), Y: alloc(B, 1), PosWeight: 1, Lambda: 1}
+				switch t {
+				case 0:
+					k.Weight = wcol
+				case 1:
+					k.PosWeight, k.Space = 3, space
+				case 4:
+					k.Kind, k.Lambda = kernels.LossMSE, 0.3
+				}
+				tasks = append(tasks, k)
+			}
+			taskLoss, total := alloc(T), alloc(1)
+			scratch := alloc(kernels.MultiTaskLossScratch(B))
+			var ld kernels.Device = d
+			if !fused {
+				ld = unfusedLoss{d} // hides the fusion: the composed path
+			}
+			run := func() {
+				d.Zero(taskLoss)
+				d.Zero(total)
+				kernels.MultiTaskLoss(ld, taskLoss, total, tasks, 1.0/B, scratch)
+			}
+			run()
+			if err := d.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				run()
+			}
+			if err := d.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// unfusedLoss is a Device without the MultiTaskLosser capability.
+type unfusedLoss struct{ kernels.Device }

@@ -12,6 +12,7 @@ import (
 var (
 	_ FusedEmbeddingUpdater = (*CUDA)(nil)
 	_ GemmBiasActer         = (*CUDA)(nil)
+	_ FusedGemm             = (*CUDA)(nil)
 	_ AsyncIDChecker        = (*CUDA)(nil)
 	_ GraphCapturer         = (*CUDA)(nil)
 	_ FusedGater            = (*CUDA)(nil)
@@ -68,20 +69,50 @@ func (d *CUDA) EmbeddingUpdateSGD(table *Tensor, srcs []EmbeddingSource, p SGDPa
 	d.fail(d.x.EmbeddingUpdate(&d.emb, d.ptr(table), 0, 0, table.Rows(), table.Cols(), d.embIn, o))
 }
 
-// GemmBiasAct computes c = act(op(a)*op(b) + bias) with a cuBLASLt epilogue
-// (bias, or bias + ReLU) instead of a GEMM followed by BiasAct.
-func (d *CUDA) GemmBiasAct(transA, transB bool, a, b, bias, c *Tensor, act Activation) {
-	m, n, k := gemmShape("GemmBiasAct", transA, transB, a, b, c)
-	if bias.Len() != n {
-		panic(fmt.Sprintf("kernels: GemmBiasAct: bias %v for %d columns", bias, n))
+// GemmBiasActT computes c = act(op(a)*op(b) + bias) with a cuBLASLt
+// epilogue (bias, bias + ReLU, or ReLU alone when bias is nil) instead of a
+// GEMM followed by BiasAct.
+func (d *CUDA) GemmBiasActT(transA, transB bool, a, b, bias, c *Tensor, act Activation) {
+	m, n, k := gemmShape("GemmBiasActT", transA, transB, a, b, c)
+	if bias != nil && bias.Len() != n {
+		panic(fmt.Sprintf("kernels: GemmBiasActT: bias %v for %d columns", bias, n))
 	}
-	ac := actCode("GemmBiasAct", act)
+	ac := actCode("GemmBiasActT", act)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fail(d.x.GemmBiasAct(transA, transB, m, n, k, d.ptr(a), 0, d.ptr(b), 0, d.ptr(bias), 0, d.ptr(c), 0, 1, ac))
 }
 
-// GemmBiasActBatched is the strided-batched GemmBiasAct: entry i computes
+// GemmBiasAct implements FusedGemm (the layers' fused Dense forward):
+// y = act(x*w + bias) in one cuBLASLt call; bias may be nil.
+func (d *CUDA) GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor) {
+	d.GemmBiasActT(false, false, x, w, bias, y, act)
+}
+
+// GemmStridedBatchedBiasAct implements FusedGemm (the layers' fused expert
+// layers): entry i of batch computes C_i = act(A_i*B_i + bias_i) with
+// C_i at i*m*n and bias_i = bias[i*n:][:n] (nil: no bias), as one
+// strided-batched cuBLASLt call.
+func (d *CUDA) GemmStridedBatchedBiasAct(m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,
+	bias *Tensor, act Activation, c *Tensor, batch int) {
+	if bias == nil {
+		checkBatched("GemmStridedBatchedBiasAct", m, n, k, a, strideA, b, strideB, c, m*n, batch)
+		ac := actCode("GemmStridedBatchedBiasAct", act)
+		if m == 0 || n == 0 || batch == 0 {
+			return
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.fail(d.x.GemmBiasAct(false, false, m, n, k, d.ptr(a), strideA, d.ptr(b), strideB, 0, 0, d.ptr(c), m*n, batch, ac))
+		return
+	}
+	if bias.Len() != batch*n {
+		panic(fmt.Sprintf("kernels: GemmStridedBatchedBiasAct: bias %v for %d entries of %d", bias, batch, n))
+	}
+	d.GemmBiasActBatched(false, false, m, n, k, a, strideA, b, strideB, bias, n, c, m*n, batch, act)
+}
+
+// GemmBiasActBatched is the strided-batched GemmBiasActT: entry i computes
 // C_i = act(op(A_i)*op(B_i) + bias_i), bias_i = bias[i*strideBias:][:n]
 // (one batch entry per expert).
 func (d *CUDA) GemmBiasActBatched(transA, transB bool, m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,

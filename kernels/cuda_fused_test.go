@@ -25,7 +25,15 @@ func TestCUDAFusedCapabilities(t *testing.T) {
 	_, gate := d.(kernels.FusedGater)
 	_, loss := d.(kernels.MultiTaskLosser)
 	_, metrics := d.(kernels.MetricReducer)
-	assert.True(t, gate && loss && metrics)
+	_, gemm := d.(kernels.FusedGemm)
+	_, emb := d.(kernels.FusedEmbeddingUpdater)
+	_, ids := d.(kernels.AsyncIDChecker)
+	_, graphs := d.(kernels.GraphCapturer)
+	up, uploads := d.(kernels.AsyncUploader)
+	assert.True(t, gate && loss && metrics && gemm && emb && ids && graphs && uploads)
+	st, err := up.NewBatchStager(1 << 16)
+	require.NoError(t, err)
+	st.Release()
 }
 
 // gateRun runs the gate forward and backward on dev (fused on a GPU, the
@@ -446,4 +454,50 @@ func TestCUDAFusedGateManyExpertsCapture(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "capturing")
 	require.NoError(t, d.Sync())
+}
+
+// The CUDA device's FusedGemm (what layers.Dense and layers.Experts call)
+// equals Gemm + BiasAct on the CPU, with a bias and without one (nil:
+// act(x*w)), single and strided-batched with the input broadcast (stride 0)
+// or per entry. Tolerance as TestCUDAGemmBiasAct (1e-5 + 1e-4*|x|).
+func TestCUDAFusedGemm(t *testing.T) {
+	var _ kernels.FusedGemm = newCUDA(t)
+	for _, c := range []struct {
+		m, n, k, batch, strideA int // strideA 0: one input for every entry
+		bias                    bool
+		act                     kernels.Activation
+	}{
+		{300, 64, 96, 1, 0, true, kernels.ReLU},
+		{300, 8, 33, 1, 0, false, kernels.ReLU}, // a gate's bias-free logits layer with an activation
+		{17, 5, 9, 1, 0, false, kernels.Linear},
+		{1000, 64, 96, 4, 0, true, kernels.ReLU},         // expert layer 0: broadcast input
+		{1000, 32, 64, 4, 1000 * 64, true, kernels.ReLU}, // expert layer l > 0
+		{129, 16, 20, 3, 129 * 20, false, kernels.ReLU},
+	} {
+		t.Run(fmt.Sprintf("%dx%dx%d_b%d_sa%d_bias%v_act%d", c.m, c.n, c.k, c.batch, c.strideA, c.bias, c.act), func(t *testing.T) {
+			r := newRig(t, uint64(c.m*c.n))
+			inputs := 1
+			if c.strideA > 0 {
+				inputs = c.batch
+			}
+			a := r.randf(inputs*c.m, c.k)
+			b := r.randf(c.batch, c.k, c.n)
+			out := r.randf(c.batch, c.m, c.n)
+			bias := r.f32(make([]float32, c.batch*c.n), c.batch, c.n) // zeros: the CPU reference of "no bias"
+			var gbias *kernels.Tensor
+			if c.bias {
+				bias = r.randf(c.batch, c.n)
+				gbias = bias.g
+			}
+			r.cpu.GemmStridedBatched(false, false, c.m, c.n, c.k, 1, a.c, c.strideA, b.c, c.k*c.n, 0, out.c, c.m*c.n, c.batch)
+			r.cpu.BiasAct(out.c, bias.c, c.batch, c.act)
+			if c.batch == 1 {
+				x := a.g.View(0, c.m, c.k)
+				r.gpu.GemmBiasAct(x, b.g.View(0, c.k, c.n), gbias, c.act, out.g.View(0, c.m, c.n))
+			} else {
+				r.gpu.GemmStridedBatchedBiasAct(c.m, c.n, c.k, a.g, c.strideA, b.g, c.k*c.n, gbias, c.act, out.g, c.batch)
+			}
+			r.check("out", out, 1e-4)
+		})
+	}
 }

@@ -71,6 +71,17 @@ func (d *CUDA) NewStager(slotBytes int) (*Stager, error) {
 	return s, nil
 }
 
+// NewBatchStager implements AsyncUploader with NewStager.
+func (d *CUDA) NewBatchStager(slotBytes int) (BatchStager, error) {
+	s, err := d.NewStager(slotBytes)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+var _ AsyncUploader = (*CUDA)(nil)
+
 // Slot is the slot (0 or 1) the next uploads go to.
 func (s *Stager) Slot() int { return s.cur }
 

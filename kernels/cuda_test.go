@@ -461,7 +461,7 @@ func TestCUDAGemmBiasAct(t *testing.T) {
 			out := r.randf(c.m, c.n)
 			r.cpu.Gemm(c.ta, c.tb, 1, a.c, b.c, 0, out.c)
 			r.cpu.BiasAct(out.c, bias.c, 1, c.act)
-			r.gpu.GemmBiasAct(c.ta, c.tb, a.g, b.g, bias.g, out.g, c.act)
+			r.gpu.GemmBiasActT(c.ta, c.tb, a.g, b.g, bias.g, out.g, c.act)
 			r.check("out", out, 1e-4)
 		})
 	}

@@ -181,9 +181,9 @@ type Sharder interface {
 	// in the calling goroutine. Tensors of the two devices are
 	// interchangeable.
 	ShardDevice() Device
-	// RunShards calls f(0), ..., f(n-1) on up to Threads() goroutines,
-	// giving each goroutine a contiguous range of shards, and returns when
-	// all calls have returned. It never allocates: f should be a function
-	// value made once, not a new closure per call.
+	// RunShards calls f(0), ..., f(n-1) on up to Threads() goroutines and
+	// returns when all calls have returned. Which goroutine runs which
+	// shard is unspecified; low indices start first. It never allocates: f
+	// should be a function value made once, not a new closure per call.
 	RunShards(n int, f func(shard int))
 }

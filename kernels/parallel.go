@@ -1,6 +1,9 @@
 package kernels
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // rangeTask is a piece of work over items [0, n) that can be split into
 // disjoint sub-ranges run concurrently.
@@ -47,12 +50,22 @@ type pool struct {
 	partial []float64 // per-block partial sums of reductions
 }
 
-// shardTask calls f once per item.
-type shardTask struct{ f func(int) }
+// shardTask hands out items 0..n-1 one at a time to the goroutines that
+// run it (each run call takes items until none is left), so uneven items
+// balance themselves.
+type shardTask struct {
+	f    func(int)
+	n    int64
+	next atomic.Int64
+}
 
 func (t *shardTask) run(lo, hi int) {
-	for i := lo; i < hi; i++ {
-		t.f(i)
+	for {
+		i := t.next.Add(1) - 1
+		if i >= t.n {
+			return
+		}
+		t.f(int(i))
 	}
 }
 

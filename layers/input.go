@@ -159,10 +159,8 @@ func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOpti
 		if t.Dim == 0 {
 			t.Dim = InferDim(int64(t.Rows), opt.DimMultiplier)
 		}
-		w := make([]float32, t.Rows*t.Dim)
-		uniform(rng, w, 0.05)
 		t.W = dev.Alloc(kernels.Float32, t.Rows, t.Dim)
-		dev.CopyFromHostF32(t.W, w)
+		fillUniform(dev, rng, t.W, 0.05)
 	}
 	for i := range b.Features {
 		f := &b.Features[i]
@@ -390,9 +388,18 @@ func (b *InputBlock) packEmbeddings(ws *InputWS) {
 }
 
 // Backward turns ws.DY() into one sparse gradient per table (SparseGrad).
-// With BatchL2 it first adds the regulariser's gradient 2*BatchL2*e.
+// With BatchL2 it first adds the regulariser's gradient 2*BatchL2*e. It is
+// BeginBackward followed by BackwardTable for every table.
 func (b *InputBlock) Backward(ws *InputWS) {
-	data := ws.data
+	b.BeginBackward(ws)
+	for ti := range b.Tables {
+		b.BackwardTable(ws, ti)
+	}
+}
+
+// BeginBackward is the part of Backward before the per-table work: it adds
+// the gradient of the batch L2 term (if any) to ws.DY().
+func (b *InputBlock) BeginBackward(ws *InputWS) {
 	dout := ws.dout.t()
 	if ws.l2 != nil {
 		b.packEmbeddings(ws)
@@ -405,25 +412,30 @@ func (b *InputBlock) Backward(ws *InputWS) {
 			}
 		}
 	}
-	for ti, t := range b.Tables {
-		ids := data.IDs[ti]
-		if g := ws.grads[ti]; g.Rows.Len() < ids.Len() {
-			releaseAll(g.Rows, g.Values)
-			*g = *b.newSparseGrad(max(ids.Len(), 2*g.Rows.Len()), t.Dim)
-		}
-		if len(t.Features) == 1 {
-			f := &b.Features[t.Features[0]]
-			b.dev.EmbeddingBackward(ws.grads[ti], dout, f.Col, ids, data.Offsets[ti], b.Combiner, t.Rows)
-			continue
-		}
-		// A shared table: stack the output gradients of its features as
-		// [k*B, dim] so one backward call merges their rows.
-		cat := ws.cat[ti]
-		cat.resize(data.Rows)
-		for j, fi := range t.Features {
-			b.dev.CopyCols(cat.part(j), 0, dout, b.Features[fi].Col, t.Dim, false)
-		}
-		stacked := ws.cat2[ti].set(cat.full, 0, len(t.Features)*data.Rows, t.Dim)
-		b.dev.EmbeddingBackward(ws.grads[ti], stacked, 0, ids, data.Offsets[ti], b.Combiner, t.Rows)
+}
+
+// BackwardTable computes table ti's sparse gradient from ws.DY() (after
+// BeginBackward). Calls for different tables may run concurrently: each
+// writes only its own gradient and scratch.
+func (b *InputBlock) BackwardTable(ws *InputWS, ti int) {
+	data, dout, t := ws.data, ws.dout.t(), b.Tables[ti]
+	ids := data.IDs[ti]
+	if g := ws.grads[ti]; g.Rows.Len() < ids.Len() {
+		releaseAll(g.Rows, g.Values)
+		*g = *b.newSparseGrad(max(ids.Len(), 2*g.Rows.Len()), t.Dim)
 	}
+	if len(t.Features) == 1 {
+		f := &b.Features[t.Features[0]]
+		b.dev.EmbeddingBackward(ws.grads[ti], dout, f.Col, ids, data.Offsets[ti], b.Combiner, t.Rows)
+		return
+	}
+	// A shared table: stack the output gradients of its features as
+	// [k*B, dim] so one backward call merges their rows.
+	cat := ws.cat[ti]
+	cat.resize(data.Rows)
+	for j, fi := range t.Features {
+		b.dev.CopyCols(cat.part(j), 0, dout, b.Features[fi].Col, t.Dim, false)
+	}
+	stacked := ws.cat2[ti].set(cat.full, 0, len(t.Features)*data.Rows, t.Dim)
+	b.dev.EmbeddingBackward(ws.grads[ti], stacked, 0, ids, data.Offsets[ti], b.Combiner, t.Rows)
 }

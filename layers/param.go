@@ -38,6 +38,21 @@ func uniform(rng *rand.Rand, dst []float32, limit float64) {
 	}
 }
 
+// fillUniform fills t with U(-limit, limit) from rng, the values of
+// uniform over a host slice of t's length, but through a bounded host
+// buffer: initialising a large embedding table does not need a second,
+// host-side copy of it.
+func fillUniform(dev kernels.Device, rng *rand.Rand, t *kernels.Tensor, limit float64) {
+	const chunk = 1 << 16
+	n := t.Len()
+	buf := make([]float32, min(n, chunk))
+	for off := 0; off < n; off += chunk {
+		w := buf[:min(chunk, n-off)]
+		uniform(rng, w, limit)
+		dev.CopyFromHostF32(t.View(off, len(w)), w)
+	}
+}
+
 func releaseAll(ts ...*kernels.Tensor) {
 	for _, t := range ts {
 		t.Release()

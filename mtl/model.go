@@ -3,8 +3,7 @@ package mtl
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
+	"slices"
 
 	"strings"
 
@@ -56,6 +55,59 @@ type Model struct {
 	opt  *optimizer
 	ws   *workspace
 	step int
+	// jobs split the work after a batch's shards (finishing the gradients,
+	// then the optimizer update) into independent pieces: one per
+	// embedding table, largest first, then groups of dense parameters.
+	jobs []updateJob
+}
+
+// updateJob is one embedding table (table >= 0) or the dense parameters
+// [lo, hi) in dense order (the order of Model.params without the tables).
+type updateJob struct {
+	table  int
+	lo, hi int
+}
+
+// denseJobs is the number of groups the dense parameters are split into.
+const denseJobs = 4
+
+// planJobs fills m.jobs.
+func (m *Model) planJobs() {
+	m.jobs = m.jobs[:0]
+	nt := len(m.input.Tables)
+	order := make([]int, nt)
+	for i := range order {
+		order[i] = i
+	}
+	size := func(t int) int { return m.input.Tables[t].Rows * m.input.Tables[t].Dim }
+	slices.SortStableFunc(order, func(a, b int) int { return size(b) - size(a) })
+	for _, t := range order {
+		m.jobs = append(m.jobs, updateJob{table: t})
+	}
+	dense := m.params[nt:]
+	total := 0
+	for _, p := range dense {
+		total += p.Value.Len()
+	}
+	lo, acc := 0, 0
+	for i, p := range dense {
+		acc += p.Value.Len()
+		if g := len(m.jobs) - nt; acc*denseJobs >= (g+1)*total || i == len(dense)-1 {
+			m.jobs = append(m.jobs, updateJob{table: -1, lo: lo, hi: i + 1})
+			lo = i + 1
+		}
+	}
+}
+
+// runJobs calls f for every job, concurrently on a Sharder.
+func (m *Model) runJobs(f func(int)) {
+	if m.sharder != nil {
+		m.sharder.RunShards(len(m.jobs), f)
+		return
+	}
+	for j := range m.jobs {
+		f(j)
+	}
 }
 
 // body is the architecture between the input block and the towers.
@@ -136,6 +188,7 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 		m.Release()
 		return nil, err
 	}
+	m.planJobs()
 	m.ws = m.newWorkspace(maxBatch, true)
 	m.opt = newOptimizer(m)
 	return m, nil
@@ -326,16 +379,9 @@ func (m *Model) Release() {
 // The cut depends only on the batch size, so results do not depend on the
 // number of threads.
 const (
-	shardRowsDefault = 256
-	maxShards        = 16
+	shardRows = 256
+	maxShards = 16
 )
-
-var shardRows = func() int {
-	if v, err := strconv.Atoi(os.Getenv("MTL_SHARD_ROWS")); err == nil {
-		return v
-	}
-	return shardRowsDefault
-}()
 
 // shardCount is the number of shards of a batch of rows rows.
 func shardCount(rows int) int {
@@ -374,6 +420,7 @@ type workspace struct {
 
 	// The pass the shards run (set before RunShards).
 	runFn    func(int)
+	jobFn    func(int) // backwardJob
 	pass     passKind
 	mode     layers.Mode
 	x        *kernels.Tensor // input block output of the batch
@@ -410,6 +457,7 @@ func (m *Model) newWorkspace(maxRows int, train bool) *workspace {
 		stats: StepStats{TaskLoss: make([]float64, len(m.tasks))},
 	}
 	ws.runFn = ws.runShard
+	ws.jobFn = ws.backwardJob
 	n, capRows := 1, maxRows
 	if m.sharder != nil {
 		n, capRows = shardCount(maxRows), shardCapacity(maxRows)
@@ -581,24 +629,31 @@ func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) 
 	return nil
 }
 
-// backward finishes a backward pass after the shards: it sums the shards'
-// dense gradients into shard 0's, adds the L2 terms and runs the input
-// block's backward pass.
+// backward finishes a backward pass after the shards: every job of
+// m.jobs, concurrently (backwardJob).
 func (ws *workspace) backward() {
+	ws.m.input.BeginBackward(ws.input)
+	ws.m.runJobs(ws.jobFn)
+}
+
+// backwardJob finishes job j's gradients: a table's sparse gradient, or for
+// a group of dense parameters the sum of the shards' gradients (into shard
+// 0's, in shard order) plus the L2 term.
+func (ws *workspace) backwardJob(j int) {
 	m := ws.m
-	for s := 1; s < ws.nShards; s++ {
-		for i, g := range ws.shards[s].grads {
-			if g != nil {
-				m.dev.Axpy(1, g, ws.grads[i])
-			}
-		}
+	job := m.jobs[j]
+	if job.table >= 0 {
+		m.input.BackwardTable(ws.input, job.table)
+		return
 	}
-	m.input.Backward(ws.input)
-	if m.cfg.L2Reg > 0 {
-		for i, p := range m.params {
-			if p.L2 {
-				m.dev.Axpy(2*m.cfg.L2Reg, p.Value, ws.grads[i])
-			}
+	nt := len(m.input.Tables)
+	for i := nt + job.lo; i < nt+job.hi; i++ {
+		g := ws.grads[i]
+		for s := 1; s < ws.nShards; s++ {
+			m.dev.Axpy(1, ws.shards[s].grads[i], g)
+		}
+		if p := m.params[i]; p.L2 && m.cfg.L2Reg > 0 {
+			m.dev.Axpy(2*m.cfg.L2Reg, p.Value, g)
 		}
 	}
 }

@@ -170,9 +170,11 @@ func BenchmarkTrainStepTableRows(b *testing.B) {
 				}
 				const batch = 1024
 				s := schema.TenrecWithRows(rows)
+				runtime.GC() // the previous model's tables are gone before these are allocated
 				m := benchModel(b, s, model, batch, func(c *Config) {
 					c.EmbeddingDims = map[string]int{"user_id": 40, "item_id": 48}
 				})
+				defer runtime.GC()
 				defer m.Release()
 				batches := tenrecBatches(s, 64, batch)
 				for i := range 3 {

@@ -240,6 +240,8 @@ func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, model string) {
 	require.NoError(t, err)
 	sg, err := mg.TrainStep(b)
 	require.NoError(t, err)
+	// the model API does not (yet) surface device errors: ask the device
+	require.NoError(t, gpu.Sync(), "device errors of the forward pass and the gradient step")
 	assert.InDelta(t, sc.Loss, sg.Loss, 2e-5+2e-4*math.Abs(sc.Loss), "loss of the gradient step")
 	p1c, p1g := gpuHostParams(mc), gpuHostParams(mg)
 	nonzero := 0
@@ -346,6 +348,7 @@ func TestCUDAModelNoLeak(t *testing.T) {
 				out[i] = make([]float32, 64)
 			}
 			require.NoError(t, p.Predict(gpuParityBatch(200, 64), out))
+			require.NoError(t, gpu.Sync(), "round %d, %s: device errors", round, model)
 			p.Release()
 			m.Release()
 		}

@@ -27,10 +27,18 @@ type optimizer struct {
 	tables []*kernels.Tensor
 	t1, t2 []*kernels.Tensor
 	names  []NamedTensor
+
+	// the update being applied (set before the jobs run)
+	ws    *workspace
+	adam  kernels.AdamParams
+	ada   kernels.AdagradParams
+	sgd   kernels.SGDParams
+	jobFn func(int)
 }
 
 func newOptimizer(m *Model) *optimizer {
 	o := &optimizer{m: m, kind: m.cfg.Optimizer}
+	o.jobFn = o.runJob
 	state := func(name string, like *kernels.Tensor, init float32) *kernels.Tensor {
 		t := m.dev.Alloc(kernels.Float32, like.Shape...)
 		if init != 0 {
@@ -75,10 +83,22 @@ func (o *optimizer) release() {
 	}
 }
 
-// apply runs the update of step (0-based) with the gradients in ws.
+// apply runs the update of step (0-based) with the gradients in ws. On a
+// kernels.Sharder device the tables and groups of dense parameters are
+// updated concurrently (Model.jobs); every element's update is the same
+// either way.
 func (o *optimizer) apply(step int, ws *workspace) {
 	dev := o.m.dev
 	lr := o.m.cfg.LearningRate(step)
+	o.adam = kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
+	o.ada = kernels.AdagradParams{LR: lr, Eps: adagradEps}
+	o.sgd = kernels.SGDParams{LR: lr}
+	if o.m.sharder != nil {
+		o.ws = ws
+		o.m.runJobs(o.jobFn)
+		o.ws = nil
+		return
+	}
 	switch o.kind {
 	case "adam":
 		p := kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
@@ -101,6 +121,33 @@ func (o *optimizer) apply(step int, ws *workspace) {
 		}
 		for i, t := range o.tables {
 			dev.SparseSGD(t, ws.input.SparseGrad(i), p)
+		}
+	}
+}
+
+// runJob applies the update to job j of Model.jobs.
+func (o *optimizer) runJob(j int) {
+	dev := o.m.dev
+	job := o.m.jobs[j]
+	if t := job.table; t >= 0 {
+		switch o.kind {
+		case "adam":
+			dev.SparseAdam(o.tables[t], o.t1[t], o.t2[t], o.ws.input.SparseGrad(t), o.adam)
+		case "adagrad":
+			dev.SparseAdagrad(o.tables[t], o.t1[t], o.ws.input.SparseGrad(t), o.ada)
+		case "sgd":
+			dev.SparseSGD(o.tables[t], o.ws.input.SparseGrad(t), o.sgd)
+		}
+		return
+	}
+	for i := job.lo; i < job.hi; i++ {
+		switch o.kind {
+		case "adam":
+			dev.Adam(o.dense[i], o.grads[i], o.s1[i], o.s2[i], o.adam)
+		case "adagrad":
+			dev.Adagrad(o.dense[i], o.grads[i], o.s1[i], o.ada)
+		case "sgd":
+			dev.SGD(o.dense[i], o.grads[i], o.sgd)
 		}
 	}
 }

@@ -1,0 +1,136 @@
+package mtl
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
+	"github.com/stretchr/testify/require"
+)
+
+// plainDev hides the CPU device's optional interfaces (Sharder, FusedGemm,
+// FusedBiasGrad): a model on it runs every batch as one shard through the
+// unfused ops, the reference for the sharded path.
+type plainDev struct{ kernels.Device }
+
+// A batch cut into shards gives the loss, the gradients (dense and sparse)
+// and the predictions of the same batch run whole, up to float32 rounding
+// of the shard sums.
+func TestShardedMatchesWholeBatch(t *testing.T) {
+	const rows = 3*shardRows - 17 // three shards of unequal sizes
+	require.Equal(t, 3, shardCount(rows))
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+		t.Run(model, func(t *testing.T) {
+			cfg := gradConfig(model)
+			whole, err := NewModel(gradSchema(), cfg, plainDev{kernels.NewCPU(1)}, rows)
+			require.NoError(t, err)
+			defer whole.Release()
+			sharded, err := NewModel(gradSchema(), cfg, kernels.NewCPU(2), rows)
+			require.NoError(t, err)
+			defer sharded.Release()
+			b := gradBatch(layers.NewRNG(41), rows)
+
+			for _, m := range []*Model{whole, sharded} {
+				require.NoError(t, m.ws.lossPass(b, layers.Mode{}, true))
+			}
+			require.Equal(t, 1, whole.ws.nShards)
+			require.Equal(t, 3, sharded.ws.nShards)
+			require.InDelta(t, whole.ws.stats.Loss, sharded.ws.stats.Loss, 1e-6*math.Abs(whole.ws.stats.Loss))
+			for i := range whole.ws.stats.TaskLoss {
+				require.InDelta(t, whole.ws.stats.TaskLoss[i], sharded.ws.stats.TaskLoss[i], 1e-6*math.Abs(whole.ws.stats.TaskLoss[i])+1e-9)
+			}
+			for i, p := range whole.params {
+				var a, c []float32
+				if p.Sparse {
+					a, _ = sparseToDense(whole.ws.input.SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
+					c, _ = sparseToDense(sharded.ws.input.SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
+				} else {
+					a, c = hostT(whole.ws.grads[i]), hostT(sharded.ws.grads[i])
+				}
+				scale := 0.0
+				for _, v := range a {
+					scale = math.Max(scale, math.Abs(float64(v)))
+				}
+				for j := range a {
+					require.InDelta(t, a[j], c[j], 1e-5*scale+1e-7, "%s[%d]", p.Name, j)
+				}
+			}
+
+			out := func(m *Model) [][]float32 {
+				o := make([][]float32, len(m.tasks))
+				for i := range o {
+					o[i] = make([]float32, rows)
+				}
+				p := m.NewPredictor(rows)
+				defer p.Release()
+				require.NoError(t, p.Predict(b, o))
+				return o
+			}
+			ow, os := out(whole), out(sharded)
+			for ti := range ow {
+				for r := range ow[ti] {
+					require.InDelta(t, ow[ti][r], os[ti][r], 2e-6*(1+math.Abs(float64(ow[ti][r]))), "task %d row %d", ti, r)
+				}
+			}
+			gw, gs := whole.GateWeights(), sharded.GateWeights()
+			require.Equal(t, len(gw), len(gs))
+			for name, w := range gw {
+				require.InDeltaSlice(t, w, gs[name], 1e-6, name)
+			}
+		})
+	}
+}
+
+// Sharded training does not depend on the number of threads: the cut
+// depends only on the batch size and every sum runs in a fixed order.
+func TestShardedTrainingThreadIndependent(t *testing.T) {
+	rng := layers.NewRNG(42)
+	batches := []*loader.Batch{gradBatch(rng, 2*shardRows+5), gradBatch(rng, 4*shardRows), gradBatch(rng, 7)}
+	for _, model := range []string{"mlp", "ple"} {
+		t.Run(model, func(t *testing.T) {
+			run := func(threads int) ([]float64, [][]float32) {
+				cfg := detConfig(model) // dropout and LR decay on
+				m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(threads), 4*shardRows)
+				require.NoError(t, err)
+				defer m.Release()
+				losses := trainLosses(t, m, batches, 6)
+				var params [][]float32
+				for _, p := range m.Params() {
+					params = append(params, hostT(p.Tensor))
+				}
+				return losses, params
+			}
+			l1, p1 := run(1)
+			for _, th := range []int{2, 3} {
+				l, p := run(th)
+				require.Equal(t, l1, l, fmt.Sprintf("losses with %d threads", th))
+				require.Equal(t, p1, p, fmt.Sprintf("parameters with %d threads", th))
+			}
+		})
+	}
+}
+
+func TestShardPlan(t *testing.T) {
+	for _, c := range []struct{ rows, shards int }{
+		{1, 1}, {shardRows, 1}, {shardRows + 1, 2}, {4 * shardRows, 4}, {100 * shardRows, maxShards},
+	} {
+		require.Equal(t, c.shards, shardCount(c.rows), "rows %d", c.rows)
+	}
+	// a workspace holds every batch up to its size
+	for _, maxRows := range []int{1, 100, shardRows, 3*shardRows + 1, 1024, 65536} {
+		capRows := shardCapacity(maxRows)
+		for _, rows := range []int{1, maxRows / 3, maxRows/2 + 1, maxRows} {
+			if rows < 1 {
+				continue
+			}
+			n := shardCount(rows)
+			require.LessOrEqual(t, n, shardCount(maxRows))
+			for s := range n {
+				require.LessOrEqual(t, (s+1)*rows/n-s*rows/n, capRows, "max %d rows %d shard %d", maxRows, rows, s)
+			}
+		}
+	}
+}
