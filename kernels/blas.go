@@ -71,3 +71,7 @@ func sgemmBatch(ta, tb bool, m, n, k int, alpha float32,
 		(*C.float)(unsafe.Pointer(&b[0])), C.long(sb), C.int(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&c[0])), C.long(sc), C.int(ldc), C.int(count))
 }
+
+// setBLASThreads sets OpenBLAS's own thread count (benchmarks that measure
+// OpenBLAS's threading; everything else keeps 1).
+func setBLASThreads(n int) { C.openblas_set_num_threads(C.int(n)) }

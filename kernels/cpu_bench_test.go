@@ -37,22 +37,38 @@ func benchTensor(c *CPU, shape ...int) *Tensor {
 	return t
 }
 
-// BenchmarkSgemm is a large square GEMM: the OpenBLAS ceiling.
+// BenchmarkSgemm is a large square GEMM: the OpenBLAS ceiling. "device"
+// runs it through the CPU device (row blocks of single-threaded OpenBLAS
+// spread over the device's goroutines); "openblas" calls OpenBLAS with its
+// own threads.
 func BenchmarkSgemm(b *testing.B) {
+	const n = 1024
 	for _, th := range []int{1, 2} {
-		b.Run(fmt.Sprintf("1024x1024x1024/threads%d", th), func(b *testing.B) {
-			c := NewCPU(th)
-			x, y, z := benchTensor(c, 1024, 1024), benchTensor(c, 1024, 1024), c.Alloc(Float32, 1024, 1024)
-			start := cpuTime()
-			for b.Loop() {
-				c.Gemm(false, false, 1, x, y, 0, z)
-			}
-			flops := 2 * 1024 * 1024 * 1024 * float64(b.N)
+		c := NewCPU(th)
+		x, y, z := benchTensor(c, n, n), benchTensor(c, n, n), c.Alloc(Float32, n, n)
+		report := func(b *testing.B, start time.Duration) {
+			flops := 2 * n * n * n * float64(b.N)
 			b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			// Per second of CPU time (all threads): the efficiency of the
 			// kernel, which waiting for a core on a busy machine does not
 			// distort.
 			b.ReportMetric(flops/(cpuTime()-start).Seconds()/1e9, "GFLOP/cpu-s")
+		}
+		b.Run(fmt.Sprintf("device/%dx%dx%d/threads%d", n, n, n, th), func(b *testing.B) {
+			start := cpuTime()
+			for b.Loop() {
+				c.Gemm(false, false, 1, x, y, 0, z)
+			}
+			report(b, start)
+		})
+		b.Run(fmt.Sprintf("openblas/%dx%dx%d/threads%d", n, n, n, th), func(b *testing.B) {
+			setBLASThreads(th)
+			defer setBLASThreads(1)
+			start := cpuTime()
+			for b.Loop() {
+				sgemm(false, false, n, n, n, 1, x.F32, n, y.F32, n, 0, z.F32, n)
+			}
+			report(b, start)
 		})
 	}
 }

@@ -9,6 +9,7 @@ import "C"
 
 import (
 	"fmt"
+	"os"
 	"unsafe"
 )
 
@@ -219,8 +220,15 @@ func cSparseSGD(table, g []float32, rows []int32, lo, hi, dim int, lr, l2x2 floa
 }
 
 // gemmLevel is the small-GEMM kernel level of this machine (see
-// cpu_gemm.c): 2 AVX-512, 1 AVX2+FMA, 0 none (BLAS only).
-var gemmLevel = int(C.mtl_gemm_level())
+// cpu_gemm.c): 2 AVX-512, 1 AVX2+FMA, 0 none (BLAS only). MTLRANK_GEMM=blas
+// in the environment turns the small kernels off (every GEMM on OpenBLAS),
+// for comparisons and diagnosis.
+var gemmLevel = func() int {
+	if os.Getenv("MTLRANK_GEMM") == "blas" {
+		C.mtl_gemm_force_level(0)
+	}
+	return int(C.mtl_gemm_level())
+}()
 
 // setGemmLevel caps the kernel level (tests); it returns the previous cap.
 func setGemmLevel(l int) int {

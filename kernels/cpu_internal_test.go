@@ -87,8 +87,8 @@ func TestGemmBlocksMatchWholeCalls(t *testing.T) {
 		wantRows, wantC int
 	}{
 		{"experts", false, false, 4, 200, 64, 96, true, 1, 1},
-		{"rows", false, false, 1, 600, 300, 200, false, 4, 1},
-		{"rows_transA", true, false, 2, 512, 128, 300, false, 4, 1},
+		{"rows", false, false, 1, 1200, 300, 200, false, 2, 1},
+		{"rows_transA", true, false, 2, 2048, 128, 300, false, 4, 1},
 		{"cols", false, false, 1, 100, 1024, 512, false, 1, 4},
 		{"cols_transB", false, true, 3, 64, 700, 400, false, 1, 2},
 	}

@@ -55,6 +55,14 @@ type Graph interface {
 // GraphCapturer is implemented by devices that can capture the ops queued
 // between BeginCapture and EndCapture as a Graph (one launch per training
 // step instead of one per op).
+//
+// The models (package mtl) do not capture their training step yet: a
+// replayed graph repeats the arguments it was captured with, and a step's
+// learning rate, Adam step (bias correction) and dropout seed change every
+// step. Capturing the step needs C API entry points that read those from
+// device memory, updated by a small copy before each launch; until then
+// the step runs op by op (on one stream, without host round trips beyond
+// the loss read-back).
 type GraphCapturer interface {
 	BeginCapture() error
 	EndCapture() (Graph, error)

@@ -76,16 +76,88 @@ func MultiTaskLossScratch(rows int) int { return 2*rows + 1 }
 // EqualMask, Copy (the sample weights), BCEWithLogits or MSE, and Scale
 // (the loss weight), which is how the models compute it op by op. scratch
 // (Float32, at least MultiTaskLossScratch(rows) elements) is used only by
-// the composed path; nil there allocates and releases one.
+// the composed path; nil there allocates and releases one. The composed
+// path allocates view headers; callers that run it every step use a
+// LossScratch instead.
 func MultiTaskLoss(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale float32, scratch *Tensor) {
 	if f, ok := dev.(MultiTaskLosser); ok {
 		f.MultiTaskLoss(taskLoss, total, tasks, scale)
 		return
 	}
+	s := &LossScratch{buf: scratch}
+	s.composed(dev, taskLoss, total, tasks, scale)
+}
+
+// LossScratch is the reusable state of MultiTaskLoss for one caller: on a
+// MultiTaskLosser nothing; elsewhere the scratch buffer of the composed
+// path and the view headers into it, so that a call allocates nothing. A
+// LossScratch serves one call at a time.
+type LossScratch struct {
+	buf  *Tensor // MultiTaskLossScratch(rows) elements; nil on a MultiTaskLosser
+	own  bool    // buf was allocated by NewLossScratch
+	hdrs [5]lossView
+}
+
+// lossView is a view header of the composed loss (a [n] vector).
+type lossView struct {
+	t     Tensor
+	shape [1]int
+}
+
+// set points v at elements [off, off+n) of src (Tensor.View without the
+// allocation).
+func (v *lossView) set(src *Tensor, off, n int) *Tensor {
+	if off < 0 || off+n > src.Len() {
+		panic(fmt.Sprintf("kernels: view [%d,%d) out of range of tensor with %d elements", off, off+n, src.Len()))
+	}
+	v.shape[0] = n
+	v.t = Tensor{Shape: v.shape[:], DType: src.DType, Dev: src.Dev}
+	switch {
+	case src.F32 != nil:
+		v.t.F32 = src.F32[off : off+n : off+n]
+	case src.I32 != nil:
+		v.t.I32 = src.I32[off : off+n : off+n]
+	default:
+		v.t.Ptr = src.Ptr + uintptr(off*4) // every DType is 4 bytes wide
+	}
+	return &v.t
+}
+
+// NewLossScratch returns the scratch of MultiTaskLoss for up to rows rows
+// on dev; it holds device memory only when dev does not fuse the loss.
+func NewLossScratch(dev Device, rows int) *LossScratch {
+	s := &LossScratch{}
+	if _, ok := dev.(MultiTaskLosser); !ok {
+		s.buf, s.own = dev.Alloc(Float32, MultiTaskLossScratch(rows)), true
+	}
+	return s
+}
+
+// Release frees the scratch memory.
+func (s *LossScratch) Release() {
+	if s != nil && s.own {
+		s.buf.Release()
+		s.buf, s.own = nil, false
+	}
+}
+
+// MultiTaskLoss is MultiTaskLoss(dev, taskLoss, total, tasks, scale, ...)
+// with this scratch: the same results, and no allocation on either path.
+func (s *LossScratch) MultiTaskLoss(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale float32) {
+	if f, ok := dev.(MultiTaskLosser); ok {
+		f.MultiTaskLoss(taskLoss, total, tasks, scale)
+		return
+	}
+	s.composed(dev, taskLoss, total, tasks, scale)
+}
+
+// composed is the composed path of MultiTaskLoss.
+func (s *LossScratch) composed(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale float32) {
 	rows := checkLossTasks("MultiTaskLoss", taskLoss, total, tasks)
 	if len(tasks) == 0 || rows == 0 {
 		return
 	}
+	scratch := s.buf
 	if scratch == nil {
 		scratch = dev.Alloc(Float32, MultiTaskLossScratch(rows))
 		defer scratch.Release()
@@ -94,7 +166,7 @@ func MultiTaskLoss(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale 
 		panic(fmt.Sprintf("kernels: MultiTaskLoss: scratch %v for %d rows, want %d elements", scratch, rows,
 			MultiTaskLossScratch(rows)))
 	}
-	w, tmp, one := scratch.View(0, rows), scratch.View(rows, rows), scratch.View(2*rows, 1)
+	w, tmp, one := s.hdrs[0].set(scratch, 0, rows), s.hdrs[1].set(scratch, rows, rows), s.hdrs[2].set(scratch, 2*rows, 1)
 	for t, k := range tasks {
 		var wt *Tensor
 		if k.PosWeight != 1 || k.Weight != nil || k.Space != nil {
@@ -126,7 +198,7 @@ func MultiTaskLoss(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale 
 		// with one it goes through a scalar that both receive.
 		dst := one
 		if total == nil && taskLoss != nil {
-			dst = taskLoss.View(t, 1)
+			dst = s.hdrs[3].set(taskLoss, t, 1)
 		} else {
 			dev.Zero(one)
 		}
@@ -140,10 +212,10 @@ func MultiTaskLoss(dev Device, taskLoss, total *Tensor, tasks []LossTask, scale 
 		}
 		if dst == one {
 			if taskLoss != nil {
-				dev.Axpy(1, one, taskLoss.View(t, 1))
+				dev.Axpy(1, one, s.hdrs[3].set(taskLoss, t, 1))
 			}
 			if total != nil {
-				dev.Axpy(k.Lambda, one, total.View(0, 1))
+				dev.Axpy(k.Lambda, one, s.hdrs[4].set(total, 0, 1))
 			}
 		}
 	}

@@ -86,7 +86,11 @@ func (g *Gate) NewWorkspace(maxRows int, train bool) *GateWS {
 		ws.hidden = g.Hidden.NewWorkspace(maxRows, train)
 	}
 	if train {
-		ws.dw = newBatchBuf(g.dev, 1, maxRows, g.E)
+		// dw is the scratch of the unfused backward; a FusedGater keeps
+		// it on chip.
+		if _, fused := g.dev.(kernels.FusedGater); !fused {
+			ws.dw = newBatchBuf(g.dev, 1, maxRows, g.E)
+		}
 		ws.dout = newBatchBuf(g.dev, 1, maxRows, g.D)
 	}
 	return ws
@@ -129,9 +133,11 @@ func (g *Gate) Forward(ws *GateWS, x *kernels.Tensor, experts []*kernels.Tensor)
 	rows := x.Rows()
 	ws.w.resize(rows)
 	ws.out.resize(rows)
+	if ws.dout != nil {
+		ws.dout.resize(rows)
+	}
 	if ws.dw != nil {
 		ws.dw.resize(rows)
-		ws.dout.resize(rows)
 	}
 	ws.experts = experts
 	h := x
@@ -139,8 +145,9 @@ func (g *Gate) Forward(ws *GateWS, x *kernels.Tensor, experts []*kernels.Tensor)
 		h = g.Hidden.Forward(ws.hidden, x)
 	}
 	logits := g.Logits.Forward(ws.logits, h)
-	g.dev.SoftmaxRows(ws.w.t(), logits, g.Temperature)
-	g.dev.GateCombine(ws.out.t(), ws.w.t(), experts)
+	// One fused kernel on a kernels.FusedGater, else SoftmaxRows then
+	// GateCombine (bit for bit the same ops on the CPU).
+	kernels.GateForward(g.dev, ws.out.t(), ws.w.t(), logits, experts, g.Temperature)
 	return ws.out.t()
 }
 
@@ -148,8 +155,11 @@ func (g *Gate) Forward(ws *GateWS, x *kernels.Tensor, experts []*kernels.Tensor)
 // gradients into dexperts (matching the experts of Forward) and writes (or
 // with accumulate adds) the input gradient into dx when it is not nil.
 func (g *Gate) Backward(ws *GateWS, dexperts []*kernels.Tensor, dx *kernels.Tensor, accumulate bool) {
-	g.dev.GateCombineBackward(ws.dout.t(), ws.w.t(), ws.experts, ws.dw.t(), dexperts)
-	g.dev.SoftmaxBackward(ws.logits.DY(), ws.dw.t(), ws.w.t(), g.Temperature)
+	var dw *kernels.Tensor // scratch of the unfused path (nil on a FusedGater)
+	if ws.dw != nil {
+		dw = ws.dw.t()
+	}
+	kernels.GateBackward(g.dev, ws.logits.DY(), dw, ws.dout.t(), ws.w.t(), ws.experts, dexperts, g.Temperature)
 	if g.Hidden == nil {
 		g.Logits.Backward(ws.logits, dx, accumulate)
 		return

@@ -222,7 +222,8 @@ type InputWS struct {
 	offs      []hdr // per feature: its offsets in a shared table
 	cat       []*batchBuf
 	cat2      []hdr
-	grads     []*kernels.SparseGrad
+	grads     []*kernels.SparseGrad // nil entries until first needed (see NewWorkspace)
+	srcs      [][1]kernels.EmbeddingSource
 	l2        *batchBuf
 	train     bool
 	maxRows   int
@@ -243,20 +244,34 @@ func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
 	ws.cat = make([]*batchBuf, len(b.Tables))
 	ws.cat2 = make([]hdr, len(b.Tables))
 	ws.grads = make([]*kernels.SparseGrad, len(b.Tables))
+	ws.srcs = make([][1]kernels.EmbeddingSource, len(b.Tables))
+	// A device that fuses the embedding backward with the optimizer
+	// (EmbeddingSources) never needs the sparse gradients: they are
+	// allocated on the first BackwardTable instead of here.
+	_, fused := b.dev.(kernels.FusedEmbeddingUpdater)
 	for i, t := range b.Tables {
 		if len(t.Features) > 1 {
 			ws.cat[i] = newBatchBuf(b.dev, len(t.Features), maxRows, t.Dim)
 		}
-		per := t.MaxValues
-		if per == 0 {
-			per = 4 // unknown list length: start here and grow on demand
+		if !fused {
+			ws.grads[i] = b.newTableGrad(ws, i)
 		}
-		ws.grads[i] = b.newSparseGrad(maxRows*len(t.Features)*per, t.Dim)
 	}
 	if b.BatchL2 > 0 && b.embCols > 0 {
 		ws.l2 = newBatchBuf(b.dev, 1, maxRows, b.embCols)
 	}
 	return ws
+}
+
+// newTableGrad is table ti's sparse gradient sized for the workspace's
+// batches.
+func (b *InputBlock) newTableGrad(ws *InputWS, ti int) *kernels.SparseGrad {
+	t := b.Tables[ti]
+	per := t.MaxValues
+	if per == 0 {
+		per = 4 // unknown list length: start here and grow on demand
+	}
+	return b.newSparseGrad(ws.maxRows*len(t.Features)*per, t.Dim)
 }
 
 func (b *InputBlock) newSparseGrad(capacity, dim int) *kernels.SparseGrad {
@@ -271,7 +286,8 @@ func (b *InputBlock) newSparseGrad(capacity, dim int) *kernels.SparseGrad {
 func (ws *InputWS) Y() *kernels.Tensor  { return ws.out.t() }
 func (ws *InputWS) DY() *kernels.Tensor { return ws.dout.t() }
 
-// SparseGrad is the gradient of table t computed by the last Backward.
+// SparseGrad is the gradient of table t computed by the last Backward (nil
+// on a kernels.FusedEmbeddingUpdater device before the first Backward).
 func (ws *InputWS) SparseGrad(t int) *kernels.SparseGrad { return ws.grads[t] }
 
 // Release frees the workspace.
@@ -282,7 +298,9 @@ func (ws *InputWS) Release() {
 		c.release()
 	}
 	for _, g := range ws.grads {
-		releaseAll(g.Rows, g.Values)
+		if g != nil {
+			releaseAll(g.Rows, g.Values)
+		}
 	}
 	ws.l2.release()
 }
@@ -418,24 +436,50 @@ func (b *InputBlock) BeginBackward(ws *InputWS) {
 // BeginBackward). Calls for different tables may run concurrently: each
 // writes only its own gradient and scratch.
 func (b *InputBlock) BackwardTable(ws *InputWS, ti int) {
-	data, dout, t := ws.data, ws.dout.t(), b.Tables[ti]
-	ids := data.IDs[ti]
+	t := b.Tables[ti]
+	ids := ws.data.IDs[ti]
+	if ws.grads[ti] == nil {
+		ws.grads[ti] = b.newTableGrad(ws, ti)
+	}
 	if g := ws.grads[ti]; g.Rows.Len() < ids.Len() {
 		releaseAll(g.Rows, g.Values)
 		*g = *b.newSparseGrad(max(ids.Len(), 2*g.Rows.Len()), t.Dim)
 	}
+	s := b.gradSource(ws, ti)
+	b.dev.EmbeddingBackward(ws.grads[ti], s.Dout, s.Col, s.IDs, s.Offsets, s.Comb, t.Rows)
+}
+
+// EmbeddingSources returns the gradient of table ti for the last Forward on
+// ws (after BeginBackward, so with the batch L2 term) as the sources a
+// kernels.FusedEmbeddingUpdater takes in place of BackwardTable followed by
+// a sparse optimizer: EmbeddingBackward over them is BackwardTable's
+// SparseGrad. It is always one source: ws.DY() for a table with one
+// feature; for a shared table its features' gradients stacked as in
+// BackwardTable, which covers any number of features and scans each id
+// once (one source per feature would scan all the table's ids per
+// feature). The slice is reused by the next call for the same table; calls
+// for different tables may run concurrently.
+func (b *InputBlock) EmbeddingSources(ws *InputWS, ti int) []kernels.EmbeddingSource {
+	ws.srcs[ti][0] = b.gradSource(ws, ti)
+	return ws.srcs[ti][:]
+}
+
+// gradSource is table ti's gradient as one source: ws.DY() for a table with
+// one feature; for a shared table the output gradients of its features
+// stacked as [k*B, dim] (written to the table's scratch), whose rows the
+// table's [k*B+1] offsets index, so that one backward call merges them.
+func (b *InputBlock) gradSource(ws *InputWS, ti int) kernels.EmbeddingSource {
+	data, dout, t := ws.data, ws.dout.t(), b.Tables[ti]
+	s := kernels.EmbeddingSource{Dout: dout, IDs: data.IDs[ti], Offsets: data.Offsets[ti], Comb: b.Combiner}
 	if len(t.Features) == 1 {
-		f := &b.Features[t.Features[0]]
-		b.dev.EmbeddingBackward(ws.grads[ti], dout, f.Col, ids, data.Offsets[ti], b.Combiner, t.Rows)
-		return
+		s.Col = b.Features[t.Features[0]].Col
+		return s
 	}
-	// A shared table: stack the output gradients of its features as
-	// [k*B, dim] so one backward call merges their rows.
 	cat := ws.cat[ti]
 	cat.resize(data.Rows)
 	for j, fi := range t.Features {
 		b.dev.CopyCols(cat.part(j), 0, dout, b.Features[fi].Col, t.Dim, false)
 	}
-	stacked := ws.cat2[ti].set(cat.full, 0, len(t.Features)*data.Rows, t.Dim)
-	b.dev.EmbeddingBackward(ws.grads[ti], stacked, 0, ids, data.Offsets[ti], b.Combiner, t.Rows)
+	s.Dout = ws.cat2[ti].set(cat.full, 0, len(t.Features)*data.Rows, t.Dim)
+	return s
 }

@@ -63,6 +63,17 @@ type Config struct {
 	AdamBeta2    float32
 	AdamEps      float32
 	Seed         int64
+
+	// InitOutputBias starts every output head's bias at its task's base
+	// rate instead of at 0 (Merlin, Keras): the log-odds of the positive
+	// rate for a binary task, the label mean for a regression task. The
+	// rates are measured on the first training batch (Model.InitOutputBias,
+	// run by the first TrainStep) unless given with Model.SetOutputBias. A
+	// documented difference from Merlin, off by default: with zero biases a
+	// regression task whose labels are far from 0 dominates the first
+	// steps and the binary heads spend them moving towards their base
+	// rates, which shows as an early AUC dip below 0.5.
+	InitOutputBias bool
 }
 
 // DefaultConfig returns the default configuration (an MMoE).

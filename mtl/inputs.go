@@ -20,6 +20,14 @@ import (
 // host-to-device copies into buffers that grow when a batch needs more room.
 // A table shared by several features needs its ids concatenated (and its
 // offsets rebased) on the host.
+//
+// On a kernels.AsyncUploader (the CUDA device) the copies are asynchronous
+// and double-buffered: while a batch is read and checked its columns are
+// only queued; commit then copies them all through the stager's pinned
+// memory on the copy stream into the device tensors of the stager's
+// current slot (each column has one set per slot) and commits once, so
+// that the step's compute waits for the copies on the device, not on the
+// host, and the next batch's copies (into the other slot) overlap it.
 type feeder struct {
 	dev     kernels.Device
 	cpu     *kernels.CPU
@@ -28,6 +36,28 @@ type feeder struct {
 	tables  []tableFeed
 	conts   []*floatFeed // per block feature; nil for categorical features
 	maxRows int
+
+	async     kernels.AsyncUploader // nil: copies (or CPU wraps) as columns are read
+	stager    kernels.BatchStager   // created by the first commit
+	slotBytes int
+	ups       []upload // the current batch's queued columns
+}
+
+// upload is one queued column: host data for the view h of the current
+// slot's buffer in bufs.
+type upload struct {
+	h     *layers.Header
+	bufs  *[2]*kernels.Tensor
+	i32   []int32
+	f32   []float32
+	float bool
+}
+
+func (u *upload) len() int {
+	if u.float {
+		return len(u.f32)
+	}
+	return len(u.i32)
 }
 
 type featFeed struct {
@@ -38,10 +68,10 @@ type featFeed struct {
 
 type tableFeed struct {
 	feats      []featFeed
-	ids, offs  []int32 // host scratch
-	ids64      []int32 // int64 -> int32 conversion scratch
-	devIDs     *kernels.Tensor
-	devOffs    *kernels.Tensor
+	ids, offs  []int32            // host scratch
+	ids64      []int32            // int64 -> int32 conversion scratch
+	devIDs     [2]*kernels.Tensor // per stager slot (slot 0 without a stager)
+	devOffs    [2]*kernels.Tensor
 	idsH, offH layers.Header
 }
 
@@ -49,13 +79,16 @@ type tableFeed struct {
 type floatFeed struct {
 	name string
 	buf  []float32
-	dev  *kernels.Tensor // non-CPU devices
+	dev  [2]*kernels.Tensor // non-CPU devices, per stager slot
 	h    layers.Header
 }
 
 func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, features map[string]int64) *feeder {
 	fd := &feeder{dev: dev, block: block, data: block.NewInputData(), maxRows: maxRows}
 	fd.cpu, _ = dev.(*kernels.CPU)
+	if fd.cpu == nil {
+		fd.async, _ = dev.(kernels.AsyncUploader)
+	}
 	fd.tables = make([]tableFeed, len(block.Tables))
 	for ti, t := range block.Tables {
 		for _, fi := range t.Features {
@@ -74,13 +107,101 @@ func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, featur
 
 func (fd *feeder) release() {
 	for i := range fd.tables {
-		releaseAll(fd.tables[i].devIDs, fd.tables[i].devOffs)
+		releaseAll(fd.tables[i].devIDs[:]...)
+		releaseAll(fd.tables[i].devOffs[:]...)
 	}
 	for _, c := range fd.conts {
 		if c != nil {
-			c.dev.Release()
+			releaseAll(c.dev[:]...)
 		}
 	}
+	if fd.stager != nil {
+		fd.stager.Release()
+		fd.stager = nil
+	}
+}
+
+// begin starts a batch: it forgets the columns queued for an earlier batch
+// that failed before its commit.
+func (fd *feeder) begin() {
+	clear(fd.ups)
+	fd.ups = fd.ups[:0]
+}
+
+// commit makes the columns read since begin visible to the device; see
+// feeder. Without a stager it has nothing to do: the columns were copied
+// (or wrapped) as they were read.
+func (fd *feeder) commit(rows int) error {
+	if fd.async == nil {
+		return nil
+	}
+	need := 0
+	for i := range fd.ups {
+		need += (4*fd.ups[i].len() + 255) &^ 255 // the stager aligns every upload to 256 bytes
+	}
+	if fd.stager == nil || need > fd.slotBytes {
+		// The first batch sizes the slots for maxRows rows (list lengths
+		// as in this batch); a batch that needs more grows them by half.
+		size := max(need, (need*fd.maxRows+rows-1)/max(rows, 1)) + 4096
+		if fd.stager != nil {
+			size = max(need, fd.slotBytes+fd.slotBytes/2)
+			// A new stager does not know which of the old one's slots the
+			// queued steps still read: let them finish first.
+			if err := fd.dev.Sync(); err != nil {
+				return err
+			}
+			fd.stager.Release()
+			fd.stager = nil
+		}
+		st, err := fd.async.NewBatchStager(size)
+		if err != nil {
+			return fmt.Errorf("staging memory for the batch uploads: %w", err)
+		}
+		fd.stager, fd.slotBytes = st, size
+	}
+	slot := fd.stager.Slot()
+	grew := false
+	for i := range fd.ups {
+		u := &fd.ups[i]
+		n, buf := u.len(), &u.bufs[slot]
+		if *buf == nil || (*buf).Len() < n {
+			(*buf).Release()
+			if u.float {
+				*buf = fd.dev.Alloc(kernels.Float32, max(n, fd.maxRows))
+			} else {
+				*buf = fd.dev.Alloc(kernels.Int32, max(n+n/2, 16))
+			}
+			grew = true
+		}
+		if u.float {
+			u.h.View(*buf, 0, n, 1)
+		} else {
+			u.h.View(*buf, 0, n)
+		}
+	}
+	if grew {
+		// New device memory is zeroed on the compute stream; the copies
+		// run on the copy stream and must not overtake that.
+		if err := fd.dev.Sync(); err != nil {
+			return err
+		}
+	}
+	for i := range fd.ups {
+		u := &fd.ups[i]
+		var err error
+		switch {
+		case u.len() == 0:
+		case u.float:
+			err = fd.stager.UploadF32Async(u.h.Tensor(), u.f32)
+		default:
+			err = fd.stager.UploadI32Async(u.h.Tensor(), u.i32)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	fd.begin() // drop the references to the batch's host memory
+	return fd.stager.Commit()
 }
 
 func releaseAll(ts ...*kernels.Tensor) {
@@ -250,11 +371,17 @@ func (fd *feeder) feedTable(b *loader.Batch, ti int) error {
 }
 
 // putI32 makes host ids visible to the device: wrapped in place on the CPU,
-// copied into a (growing) device buffer elsewhere.
-func (fd *feeder) putI32(h *layers.Header, buf **kernels.Tensor, v []int32) *kernels.Tensor {
+// queued for commit on an AsyncUploader (the returned header is pointed at
+// the data there), copied into a (growing) device buffer elsewhere.
+func (fd *feeder) putI32(h *layers.Header, bufs *[2]*kernels.Tensor, v []int32) *kernels.Tensor {
 	if fd.cpu != nil {
 		return h.WrapI32(fd.cpu, v, len(v))
 	}
+	if fd.async != nil {
+		fd.ups = append(fd.ups, upload{h: h, bufs: bufs, i32: v})
+		return h.Tensor()
+	}
+	buf := &bufs[0]
 	if *buf == nil || (*buf).Len() < len(v) {
 		(*buf).Release()
 		*buf = fd.dev.Alloc(kernels.Int32, max(len(v)+len(v)/2, 16))
@@ -275,10 +402,14 @@ func (c *floatFeed) get(fd *feeder, b *loader.Batch) (*kernels.Tensor, error) {
 	if fd.cpu != nil {
 		return c.h.WrapF32(fd.cpu, v, len(v), 1), nil
 	}
-	if c.dev == nil {
-		c.dev = fd.dev.Alloc(kernels.Float32, fd.maxRows, 1)
+	if fd.async != nil {
+		fd.ups = append(fd.ups, upload{h: &c.h, bufs: &c.dev, f32: v, float: true})
+		return c.h.Tensor(), nil
 	}
-	t := c.h.View(c.dev, 0, len(v), 1)
+	if c.dev[0] == nil {
+		c.dev[0] = fd.dev.Alloc(kernels.Float32, fd.maxRows, 1)
+	}
+	t := c.h.View(c.dev[0], 0, len(v), 1)
 	fd.dev.CopyFromHostF32(t, v)
 	return t, nil
 }
@@ -324,6 +455,14 @@ func (c *floatFeed) read(b *loader.Batch) ([]float32, error) {
 		}
 	}
 	return v, nil
+}
+
+// batchWrap wraps err with the batch's source.
+func batchWrap(b *loader.Batch, err error) error {
+	if b.Source == "" {
+		return fmt.Errorf("mtl: batch: %w", err)
+	}
+	return fmt.Errorf("mtl: batch %s: %w", b.Source, err)
 }
 
 func batchErrEmpty() error { return errEmptyBatch }

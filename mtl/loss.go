@@ -60,7 +60,7 @@ func (l *lossFeed) release() {
 	for _, t := range l.tasks {
 		for _, f := range []*floatFeed{t.y, t.wcol, t.space} {
 			if f != nil {
-				f.dev.Release()
+				releaseAll(f.dev[:]...)
 			}
 		}
 	}
@@ -95,28 +95,24 @@ func (l *lossFeed) feed(fd *feeder, b *loader.Batch) error {
 type lossWS struct {
 	feed    *lossFeed
 	tasks   []shardTaskLoss
-	scalars *kernels.Tensor // [T]: the shard's share of each task loss
+	lt      []kernels.LossTask   // the call's tasks, rebuilt in place per batch
+	scratch *kernels.LossScratch // scratch of the unfused loss
+	scalars *kernels.Tensor      // [T]: the shard's share of each task loss
 }
 
-// shardTaskLoss is one task's per-shard state.
+// shardTaskLoss is one task's per-shard views of the batch's columns.
 type shardTaskLoss struct {
-	w, tmp            *kernels.Tensor // [maxRows, 1] sample weights and scratch
-	wH, tmpH          layers.Header
 	yH, wcolH, spaceH layers.Header
-	scalar            *kernels.Tensor // view of lossWS.scalars
 }
 
 func newLossWS(m *Model, dev kernels.Device, feed *lossFeed, maxRows int) *lossWS {
 	T := len(m.tasks)
-	l := &lossWS{feed: feed, scalars: dev.Alloc(kernels.Float32, T), tasks: make([]shardTaskLoss, T)}
+	l := &lossWS{feed: feed, scalars: dev.Alloc(kernels.Float32, T), tasks: make([]shardTaskLoss, T),
+		lt: make([]kernels.LossTask, T), scratch: kernels.NewLossScratch(dev, maxRows)}
 	for t, tl := range feed.tasks {
-		st := &l.tasks[t]
-		st.scalar = l.scalars.View(t, 1)
-		if tl.posW != 1 || tl.wcol != nil || tl.space != nil {
-			st.w = dev.Alloc(kernels.Float32, maxRows, 1)
-			if tl.space != nil && (tl.posW != 1 || tl.wcol != nil) {
-				st.tmp = dev.Alloc(kernels.Float32, maxRows, 1)
-			}
+		l.lt[t] = kernels.LossTask{Kind: kernels.LossBCE, PosWeight: tl.posW, Lambda: tl.lambda}
+		if tl.task.Kind != Binary {
+			l.lt[t].Kind = kernels.LossMSE
 		}
 	}
 	return l
@@ -124,60 +120,29 @@ func newLossWS(m *Model, dev kernels.Device, feed *lossFeed, maxRows int) *lossW
 
 func (l *lossWS) release() {
 	l.scalars.Release()
-	for _, t := range l.tasks {
-		releaseAll(t.w, t.tmp)
-	}
+	l.scratch.Release()
 }
 
 // compute writes each task's loss over rows [lo, hi) of the batch, scaled by
 // 1/total (the whole batch's size), into scalars and the output gradient of
-// those rows into each tower's DY.
+// those rows into each tower's DY: one kernels.MultiTaskLoss, fused on a
+// kernels.MultiTaskLosser, else the per-task op sequence (sample weights,
+// BCE or MSE, loss weight).
 func (l *lossWS) compute(dev kernels.Device, towers []*layers.TowerWS, lo, hi, total int) {
 	dev.Zero(l.scalars)
 	rows := hi - lo
-	scale := 1 / float32(total)
 	for t, tl := range l.feed.tasks {
-		st := &l.tasks[t]
-		y := st.yH.View(tl.yT, lo, rows, 1)
-		var w *kernels.Tensor
-		if st.w != nil {
-			w = st.wH.View(st.w, 0, rows, 1)
-			first := true
-			if tl.posW != 1 {
-				dev.Fill(w, 1)
-				dev.Axpy(tl.posW-1, y, w)
-				first = false
-			}
-			if tl.wcol != nil {
-				wcol := st.wcolH.View(tl.wcolT, lo, rows, 1)
-				if first {
-					dev.Copy(w, wcol)
-				} else {
-					dev.Mul(w, w, wcol)
-				}
-				first = false
-			}
-			if tl.space != nil {
-				space := st.spaceH.View(tl.spaceT, lo, rows, 1)
-				if first {
-					dev.EqualMask(w, space, 1)
-				} else {
-					tmp := st.tmpH.View(st.tmp, 0, rows, 1)
-					dev.EqualMask(tmp, space, 1)
-					dev.Mul(w, w, tmp)
-				}
-			}
+		st, k := &l.tasks[t], &l.lt[t]
+		k.Z, k.DZ = towers[t].Y(), towers[t].DY()
+		k.Y = st.yH.View(tl.yT, lo, rows, 1)
+		if tl.wcol != nil {
+			k.Weight = st.wcolH.View(tl.wcolT, lo, rows, 1)
 		}
-		z, dz := towers[t].Y(), towers[t].DY()
-		if tl.task.Kind == Binary {
-			dev.BCEWithLogits(st.scalar, dz, z, y, w, scale)
-		} else {
-			dev.MSE(st.scalar, dz, z, y, w, scale)
-		}
-		if tl.lambda != 1 {
-			dev.Scale(dz, tl.lambda)
+		if tl.space != nil {
+			k.Space = st.spaceH.View(tl.spaceT, lo, rows, 1)
 		}
 	}
+	l.scratch.MultiTaskLoss(dev, l.scalars, nil, l.lt, 1/float32(total))
 }
 
 // regLoss adds the regularisation terms of the model (L2 on Dense kernels)

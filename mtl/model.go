@@ -3,6 +3,7 @@ package mtl
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"strings"
@@ -55,6 +56,9 @@ type Model struct {
 	opt  *optimizer
 	ws   *workspace
 	step int
+	// biasSet: the output biases were set by InitOutputBias or
+	// SetOutputBias (Config.InitOutputBias then leaves them alone).
+	biasSet bool
 	// jobs split the work after a batch's shards (finishing the gradients,
 	// then the optimizer update) into independent pieces: one per
 	// embedding table, largest first, then groups of dense parameters.
@@ -162,6 +166,13 @@ func parseCombiner(s string) (kernels.Combiner, error) {
 
 // NewModel validates cfg against s and builds the model on dev for batches of
 // up to maxBatch rows. Parameters are initialised from cfg.Seed.
+//
+// On a device that can defer its embedding id checks to Sync
+// (kernels.AsyncIDChecker: the CUDA device) NewModel switches the deferral
+// on for the whole device, saving a host round trip per lookup: the model
+// checks every id on the host before it reaches the device, and reports
+// the device's errors, deferred checks included, through Sync at the end
+// of every TrainStep, Loss and Predict.
 func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*Model, error) {
 	cfg = cfg.Clone()
 	if err := cfg.Validate(s); err != nil {
@@ -179,6 +190,9 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	}
 	cfg.Tasks = taskTargets(tasks)
 	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: dev, maxBatch: maxBatch, tasks: tasks, featMax: map[string]int64{}}
+	if c, ok := dev.(kernels.AsyncIDChecker); ok {
+		c.SetImmediateIDCheck(false)
+	}
 	if sh, ok := dev.(kernels.Sharder); ok {
 		m.sharder, m.ldev = sh, sh.ShardDevice()
 	}
@@ -569,16 +583,26 @@ func (ws *workspace) runShard(s int) {
 	}
 }
 
-// forward runs the input block on b and cuts the batch into shards; the
-// caller then runs the shards.
-func (ws *workspace) input0(b *loader.Batch) error {
+// input0 feeds b (with loss, the loss columns too: targets, weights,
+// sample spaces), runs the input block on it and cuts the batch into
+// shards; the caller then runs the shards.
+func (ws *workspace) input0(b *loader.Batch, loss bool) error {
+	ws.feed.begin()
+	if loss {
+		if err := ws.lossFeed.feed(ws.feed, b); err != nil {
+			return err
+		}
+	}
 	data, err := ws.feed.feed(b)
 	if err != nil {
 		return err
 	}
+	if err := ws.feed.commit(b.Rows); err != nil {
+		return batchWrap(b, err)
+	}
 	x, err := ws.m.input.Forward(ws.input, data)
 	if err != nil {
-		return fmt.Errorf("mtl: batch %s: %w", b.Source, err)
+		return batchWrap(b, err)
 	}
 	ws.plan(b.Rows)
 	ws.x = x
@@ -588,7 +612,7 @@ func (ws *workspace) input0(b *loader.Batch) error {
 // forward runs the model on b; with a single shard (small batches, or a
 // device that does not shard) the task outputs are ws.towers[t].Y().
 func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
-	if err := ws.input0(b); err != nil {
+	if err := ws.input0(b, false); err != nil {
 		return err
 	}
 	ws.run(passForward, mode)
@@ -598,10 +622,7 @@ func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
 // lossPass runs forward and the loss (and with backward the gradients) on b.
 func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) error {
 	m := ws.m
-	if err := ws.lossFeed.feed(ws.feed, b); err != nil {
-		return err
-	}
-	if err := ws.input0(b); err != nil {
+	if err := ws.input0(b, true); err != nil {
 		return err
 	}
 	pass := passLoss
@@ -626,6 +647,11 @@ func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) 
 		total += float64(ws.lossFeed.tasks[t].lambda) * ws.stats.TaskLoss[t]
 	}
 	ws.stats.Loss = total
+	// Errors of the queued device work (faults, deferred id checks) are
+	// reported here (a no-op on the CPU).
+	if err := m.dev.Sync(); err != nil {
+		return batchWrap(b, err)
+	}
 	return nil
 }
 
@@ -643,7 +669,11 @@ func (ws *workspace) backwardJob(j int) {
 	m := ws.m
 	job := m.jobs[j]
 	if job.table >= 0 {
-		m.input.BackwardTable(ws.input, job.table)
+		// A fused embedding update reads the output gradient itself
+		// (optimizer.updateTable).
+		if m.opt.fused == nil {
+			m.input.BackwardTable(ws.input, job.table)
+		}
 		return
 	}
 	nt := len(m.input.Tables)
@@ -664,14 +694,62 @@ func (m *Model) dropoutSeed() uint64 {
 }
 
 // TrainStep runs forward, backward and one optimizer update on b and
-// returns the batch's loss (computed before the update).
+// returns the batch's loss (computed before the update). When a task loss
+// or the total is NaN or infinite it returns a *NonFiniteLossError before
+// the update: parameters, optimizer state and the step counter are left
+// as they were. With Config.InitOutputBias the first step (step 0) first
+// sets the output biases from b (InitOutputBias).
 func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
+	if m.cfg.InitOutputBias && m.step == 0 && !m.biasSet {
+		if err := m.InitOutputBias(b); err != nil {
+			return StepStats{}, err
+		}
+	}
 	if err := m.ws.lossPass(b, layers.Mode{Train: true, Seed: m.dropoutSeed()}, true); err != nil {
+		return StepStats{}, err
+	}
+	if err := m.checkFinite(&m.ws.stats, b); err != nil {
 		return StepStats{}, err
 	}
 	m.opt.apply(m.step, m.ws)
 	m.step++
 	return m.ws.stats, nil
+}
+
+// NonFiniteLossError is returned by TrainStep when the batch's loss is NaN
+// or infinite; the update was not applied.
+type NonFiniteLossError struct {
+	Step   int     // the step (Model.Step) whose update was refused
+	Task   string  // the first task whose loss is not finite; "" when only the total is (regularisation)
+	Value  float64 // that loss
+	Source string  // the batch's source, if known
+}
+
+func (e *NonFiniteLossError) Error() string {
+	where := fmt.Sprintf("step %d", e.Step)
+	if e.Source != "" {
+		where += " (batch " + e.Source + ")"
+	}
+	if e.Task == "" {
+		return fmt.Sprintf("mtl: loss is %v at %s while every task loss is finite: the regularisation term overflowed; the update was not applied", e.Value, where)
+	}
+	return fmt.Sprintf("mtl: loss of task %s is %v at %s: training diverged (lower the learning rate, check the data for extreme values); the update was not applied", e.Task, e.Value, where)
+}
+
+// checkFinite returns a *NonFiniteLossError when st has a loss that is NaN
+// or infinite.
+func (m *Model) checkFinite(st *StepStats, b *loader.Batch) error {
+	if !math.IsNaN(st.Loss) && !math.IsInf(st.Loss, 0) {
+		return nil
+	}
+	e := &NonFiniteLossError{Step: m.step, Value: st.Loss, Source: b.Source}
+	for i, l := range st.TaskLoss {
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			e.Task, e.Value = m.tasks[i].Name, l
+			break
+		}
+	}
+	return e
 }
 
 // Loss computes the loss of b without dropout and without any update
@@ -703,11 +781,14 @@ func (ws *workspace) predict(b *loader.Batch, out [][]float32) error {
 			}
 		}
 	}
-	if err := ws.input0(b); err != nil {
+	if err := ws.input0(b, false); err != nil {
 		return err
 	}
 	ws.out = out
 	ws.run(passPredict, layers.Mode{})
+	if err := m.dev.Sync(); err != nil {
+		return batchWrap(b, err)
+	}
 	return nil
 }
 

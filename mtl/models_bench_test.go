@@ -176,6 +176,13 @@ func BenchmarkTrainStepTableRows(b *testing.B) {
 				})
 				defer runtime.GC()
 				defer m.Release()
+				// Steady state: the lazily updated Adam moments of a long run
+				// have had every page written. Fresh ones are untouched
+				// memory, and the first write to each page (a 2 MB huge
+				// page for large tables) would be timed here instead.
+				for _, st := range m.OptimizerState() {
+					m.Device().Fill(st.Tensor, 0)
+				}
 				batches := tenrecBatches(s, 64, batch)
 				for i := range 3 {
 					if _, err := m.TrainStep(batches[i]); err != nil {
@@ -188,5 +195,79 @@ func BenchmarkTrainStepTableRows(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+// BenchmarkModelGemmShapes is the GEMM ceiling of inference at the models'
+// shapes: the forward GEMMs of every Dense and expert kernel of the model
+// (x [rows, in] times W [in, out]) at batch 1024, as two goroutines each
+// computing 512 rows with single-threaded GEMMs and nothing else. With
+// MTLRANK_GEMM=blas in the environment every GEMM runs on OpenBLAS (the
+// machine's sgemm at these shapes); by default the CPU device's small-GEMM
+// kernels take the shapes they handle. GFLOP/s here against the GFLOP/s of
+// BenchmarkPredict is the share of the GEMM ceiling that inference reaches.
+func BenchmarkModelGemmShapes(b *testing.B) {
+	const rows, half = 1024, 512
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+		b.Run(model, func(b *testing.B) {
+			m := benchModel(b, schema.Tenrec(), model, 16, nil)
+			defer m.Release()
+			type gemm struct{ x, w, y *kernels.Tensor }
+			var work [2][]gemm
+			var macs int
+			for g := range work {
+				dev := kernels.NewCPU(1)
+				rng := rand.New(rand.NewPCG(uint64(g), 1))
+				for _, p := range m.params {
+					if !p.L2 {
+						continue
+					}
+					sh := p.Value.Shape
+					e, in, out := 1, sh[0], sh[1]
+					if len(sh) == 3 {
+						e, in, out = sh[0], sh[1], sh[2]
+					}
+					if g == 0 {
+						macs += rows * e * in * out
+					}
+					for i := range e {
+						x := dev.Alloc(kernels.Float32, half, in)
+						for j := range x.F32 {
+							x.F32[j] = rng.Float32()
+						}
+						w := p.Value.View(i*in*out, in, out)
+						work[g] = append(work[g], gemm{x, w, dev.Alloc(kernels.Float32, half, out)})
+					}
+				}
+			}
+			engine := "small-kernels"
+			if os.Getenv("MTLRANK_GEMM") == "blas" {
+				engine = "openblas"
+			}
+			b.Run(engine, func(b *testing.B) {
+				start := make(chan struct{})
+				done := make(chan struct{})
+				for g := range work {
+					go func() {
+						for range start {
+							for _, t := range work[g] {
+								t.x.Dev.Gemm(false, false, 1, t.x, t.w, 0, t.y)
+							}
+							done <- struct{}{}
+						}
+					}()
+				}
+				defer close(start)
+				b.ResetTimer()
+				for range b.N {
+					start <- struct{}{}
+					start <- struct{}{}
+					<-done
+					<-done
+				}
+				b.ReportMetric(2*float64(macs)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "examples/s")
+			})
+		})
 	}
 }

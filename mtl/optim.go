@@ -14,10 +14,14 @@ const (
 // Dense parameters are updated every step (Adam: one multi-tensor call);
 // embedding tables only on the rows the batch touched, and with Adam the
 // moments of untouched rows are left alone (lazy Adam) — a documented
-// difference from Keras' dense Adam.
+// difference from Keras' dense Adam. On a kernels.FusedEmbeddingUpdater
+// the tables' gradients are never materialised: the update reads the
+// input block's EmbeddingSources (the output gradient and the ids) and
+// updates the touched rows in one call per table.
 type optimizer struct {
-	m    *Model
-	kind string
+	m     *Model
+	kind  string
+	fused kernels.FusedEmbeddingUpdater // nil: tables use the SparseGrad path
 	// dense parameters, their gradients (from the model's workspace) and
 	// state, in Model.params order
 	dense, grads []*kernels.Tensor
@@ -38,6 +42,7 @@ type optimizer struct {
 
 func newOptimizer(m *Model) *optimizer {
 	o := &optimizer{m: m, kind: m.cfg.Optimizer}
+	o.fused, _ = m.dev.(kernels.FusedEmbeddingUpdater)
 	o.jobFn = o.runJob
 	state := func(name string, like *kernels.Tensor, init float32) *kernels.Tensor {
 		t := m.dev.Alloc(kernels.Float32, like.Shape...)
@@ -103,25 +108,46 @@ func (o *optimizer) apply(step int, ws *workspace) {
 	case "adam":
 		p := kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
 		dev.AdamMulti(o.dense, o.grads, o.s1, o.s2, p)
-		for i, t := range o.tables {
-			dev.SparseAdam(t, o.t1[i], o.t2[i], ws.input.SparseGrad(i), p)
-		}
 	case "adagrad":
 		p := kernels.AdagradParams{LR: lr, Eps: adagradEps}
 		for i, t := range o.dense {
 			dev.Adagrad(t, o.grads[i], o.s1[i], p)
-		}
-		for i, t := range o.tables {
-			dev.SparseAdagrad(t, o.t1[i], ws.input.SparseGrad(i), p)
 		}
 	case "sgd":
 		p := kernels.SGDParams{LR: lr}
 		for i, t := range o.dense {
 			dev.SGD(t, o.grads[i], p)
 		}
-		for i, t := range o.tables {
-			dev.SparseSGD(t, ws.input.SparseGrad(i), p)
+	}
+	for i := range o.tables {
+		o.updateTable(i, ws)
+	}
+}
+
+// updateTable applies the update (o.adam, o.ada or o.sgd) to embedding
+// table t: fused with its backward on a kernels.FusedEmbeddingUpdater,
+// else from the table's SparseGrad.
+func (o *optimizer) updateTable(t int, ws *workspace) {
+	dev := o.m.dev
+	if o.fused != nil {
+		srcs := o.m.input.EmbeddingSources(ws.input, t)
+		switch o.kind {
+		case "adam":
+			o.fused.EmbeddingUpdateAdam(o.tables[t], o.t1[t], o.t2[t], srcs, o.adam)
+		case "adagrad":
+			o.fused.EmbeddingUpdateAdagrad(o.tables[t], o.t1[t], srcs, o.ada)
+		case "sgd":
+			o.fused.EmbeddingUpdateSGD(o.tables[t], srcs, o.sgd)
 		}
+		return
+	}
+	switch o.kind {
+	case "adam":
+		dev.SparseAdam(o.tables[t], o.t1[t], o.t2[t], ws.input.SparseGrad(t), o.adam)
+	case "adagrad":
+		dev.SparseAdagrad(o.tables[t], o.t1[t], ws.input.SparseGrad(t), o.ada)
+	case "sgd":
+		dev.SparseSGD(o.tables[t], ws.input.SparseGrad(t), o.sgd)
 	}
 }
 
@@ -130,14 +156,7 @@ func (o *optimizer) runJob(j int) {
 	dev := o.m.dev
 	job := o.m.jobs[j]
 	if t := job.table; t >= 0 {
-		switch o.kind {
-		case "adam":
-			dev.SparseAdam(o.tables[t], o.t1[t], o.t2[t], o.ws.input.SparseGrad(t), o.adam)
-		case "adagrad":
-			dev.SparseAdagrad(o.tables[t], o.t1[t], o.ws.input.SparseGrad(t), o.ada)
-		case "sgd":
-			dev.SparseSGD(o.tables[t], o.ws.input.SparseGrad(t), o.sgd)
-		}
+		o.updateTable(t, o.ws)
 		return
 	}
 	for i := job.lo; i < job.hi; i++ {

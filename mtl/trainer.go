@@ -388,6 +388,9 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		st, err := t.m.TrainStep(b)
 		if err != nil {
 			b.Release()
+			if nf := (*NonFiniteLossError)(nil); errors.As(err, &nf) {
+				return res, fmt.Errorf("mtl: epoch %d: %w", epoch+1, err) // it names the step
+			}
 			return res, fmt.Errorf("mtl: epoch %d, step %d: %w", epoch+1, step, err)
 		}
 		if err := t.checkFinite(st, step, epoch, b.Source); err != nil {

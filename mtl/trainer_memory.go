@@ -89,6 +89,13 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	// Counts are float64: the point is to handle sizes whose products
 	// overflow int64 (and whose allocation would crash) gracefully.
 	var c counter
+	// What the device's optional capabilities change: no sparse embedding
+	// gradients with a fused embedding update, double-buffered input
+	// columns with asynchronous uploads, no gate-weight gradient with a
+	// fused gate.
+	_, c.fusedEmb = dev.(kernels.FusedEmbeddingUpdater)
+	_, c.staged = dev.(kernels.AsyncUploader)
+	_, fusedGate := dev.(kernels.FusedGater)
 	in := c.input(inputFeatures(s, &cfg), &cfg)
 	T := float64(len(tasks))
 	drop := cfg.Dropout > 0
@@ -108,9 +115,12 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 			h = g
 		}
 		c.dense += h * experts // no bias
-		// logits and their gradient, softmax weights and their gradient,
-		// the mixed output and its gradient
+		// logits and their gradient, softmax weights and their gradient
+		// (kept on chip by a fused gate), the mixed output and its gradient
 		c.row += 2*experts + 2*experts + 2*expertDim
+		if fusedGate {
+			c.row -= experts
+		}
 	}
 	experts := func(n, in float64) float64 {
 		d := in
@@ -200,6 +210,8 @@ type counter struct {
 	dense        float64 // dense parameter floats
 	inputRow     float64 // per-row floats of the input block (whole batch)
 	row          float64 // per-row floats of the body, towers and loss (per shard row)
+	// the device fuses the embedding update; uploads batches asynchronously
+	fusedEmb, staged bool
 }
 
 // input counts the embedding tables (one per domain, as layers.InputBlock
@@ -251,9 +263,17 @@ func (c *counter) input(feats []*schema.Feature, cfg *Config) float64 {
 		t := tables[dom]
 		c.emb += t.rows * t.dim
 		c.largest = math.Max(c.largest, t.rows*t.dim)
-		// ids fed per row, and the sparse gradient: a row index and a
-		// dim-wide value per id
-		c.inputRow += t.values * (1 + 1 + t.dim)
+		// ids fed per row (twice when double-buffered), and the sparse
+		// gradient: a row index and a dim-wide value per id (none with a
+		// fused embedding update)
+		perID := 1 + 1 + t.dim
+		if c.fusedEmb {
+			perID = 1
+		}
+		if c.staged {
+			perID++
+		}
+		c.inputRow += t.values * perID
 		if t.features > 1 {
 			c.inputRow += t.features * t.dim // per-feature lookups of a shared table
 		}

@@ -68,7 +68,7 @@ var architectureFlags = []string{
 	"ple_num_layers", "ple_gates_on_input", "gate_dim", "mtl_gates_softmax_temperature",
 	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
 	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
-	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space",
+	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias",
 }
 
 // registerModelFlags binds the architecture and optimizer flags to cfg,
@@ -98,6 +98,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(float32Value{&cfg.LRDecayRate}, "lr_decay_rate", "staircase decay: lr * rate^floor(step/lr_decay_steps)")
 	fs.IntVar(&cfg.LRDecaySteps, "lr_decay_steps", cfg.LRDecaySteps, "learning-rate decay period in steps; 0 = no decay")
 	fs.Int64Var(&cfg.Seed, "random_seed", cfg.Seed, "seed of initialisation, dropout and shuffling")
+	fs.Var(boolValue{&cfg.InitOutputBias}, "init_output_bias", "start each output head's bias at its task's base rate measured on the first training batch (log-odds for binary tasks, the label mean for regression) instead of 0 as in Merlin")
 	if aliases {
 		fs.IntVar(&cfg.MMoENumExperts, "num_experts", cfg.MMoENumExperts, "alias of --mmoe_num_mlp_experts (PyTorch reference name)")
 		fs.IntVar(&cfg.CGCTaskExperts, "num_task_experts", cfg.CGCTaskExperts, "alias of --cgc_num_task_experts")

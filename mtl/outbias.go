@@ -1,0 +1,154 @@
+package mtl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
+)
+
+// InitOutputBias sets the bias of every task's output head so that the
+// model's mean prediction on b equals the task's base rate in b: the
+// fraction of positive labels (binary task) or the label mean (regression
+// task), over the rows of the task's sample space when it has one. Biases
+// are shifted from their current values: by the solution c of
+// mean_i sigmoid(z_i + c) = rate (binary) or by mean_i (y_i - z_i)
+// (regression), z being the current head outputs on b without dropout.
+// A binary task without positives (or without negatives) in b takes the
+// rate 0.5/n (or 1 - 0.5/n) for n rows; a task with no row in its sample
+// space keeps its bias. Nothing else changes (no optimizer step).
+//
+// With Config.InitOutputBias the first TrainStep calls it on its batch.
+func (m *Model) InitOutputBias(b *loader.Batch) error {
+	ws := m.ws
+	if err := ws.input0(b, true); err != nil {
+		return fmt.Errorf("mtl: InitOutputBias: %w", err)
+	}
+	ws.run(passForward, layers.Mode{})
+	if err := m.dev.Sync(); err != nil {
+		return fmt.Errorf("mtl: InitOutputBias: %w", batchWrap(b, err))
+	}
+	rows := ws.rows
+	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
+	biases := make([]float32, len(m.tasks))
+	for t, task := range m.tasks {
+		for s := 0; s < ws.nShards; s++ {
+			sh := ws.shards[s]
+			m.ldev.CopyToHostF32(z[sh.lo:sh.hi], sh.towers[t].Y())
+		}
+		tl := ws.lossFeed.tasks[t]
+		m.dev.CopyToHostF32(y, tl.yT)
+		in := func(int) bool { return true }
+		if tl.space != nil {
+			m.dev.CopyToHostF32(space, tl.spaceT)
+			in = func(i int) bool { return space[i] == 1 }
+		}
+		head := m.towers[t].Head.B
+		m.ldev.CopyToHostF32(biases[t:t+1], head)
+		var zs []float64
+		sumY := 0.0
+		for i := range rows {
+			if in(i) {
+				zs = append(zs, float64(z[i]))
+				sumY += float64(y[i])
+			}
+		}
+		if len(zs) == 0 {
+			continue
+		}
+		n := float64(len(zs))
+		var shift float64
+		if task.Kind == Binary {
+			rate := min(max(sumY/n, 0.5/n), 1-0.5/n)
+			shift = calibrateLogit(zs, rate)
+		} else {
+			sumZ := 0.0
+			for _, v := range zs {
+				sumZ += v
+			}
+			shift = (sumY - sumZ) / n
+		}
+		biases[t] += float32(shift)
+	}
+	for t := range m.tasks {
+		m.ldev.CopyFromHostF32(m.towers[t].Head.B, biases[t:t+1])
+	}
+	if err := m.dev.Sync(); err != nil {
+		return fmt.Errorf("mtl: InitOutputBias: %w", err)
+	}
+	m.biasSet = true
+	return nil
+}
+
+// calibrateLogit returns c with mean_i sigmoid(z_i + c) = rate, rate in
+// (0, 1), by bisection (the mean is increasing in c) in float64.
+func calibrateLogit(z []float64, rate float64) float64 {
+	zMax := 0.0
+	for _, v := range z {
+		zMax = max(zMax, math.Abs(v))
+	}
+	// At logit(rate) -/+ zMax every term is below/above rate.
+	l := math.Log(rate / (1 - rate))
+	lo, hi := l-zMax-1, l+zMax+1
+	mean := func(c float64) float64 {
+		s := 0.0
+		for _, v := range z {
+			s += 1 / (1 + math.Exp(-(v + c)))
+		}
+		return s / float64(len(z))
+	}
+	for range 100 {
+		mid := (lo + hi) / 2
+		if mean(mid) < rate {
+			lo = mid
+		} else {
+			hi = mid
+		}
+		if hi-lo < 1e-12 {
+			break
+		}
+	}
+	return (lo + hi) / 2
+}
+
+// SetOutputBias sets the output biases of the tasks named in values (by
+// target or task name) from known rates: a binary task's bias becomes the
+// log-odds log(r/(1-r)) of its positive rate r (0 < r < 1), a regression
+// task's the given label mean. Tasks not named keep their biases. After
+// it, Config.InitOutputBias no longer measures the first batch.
+func (m *Model) SetOutputBias(values map[string]float64) error {
+	biases := make([]float32, len(m.tasks))
+	set := make([]bool, len(m.tasks))
+	for name, v := range values {
+		t := -1
+		for i, task := range m.tasks {
+			if task.Target == name || task.Name == name {
+				t = i
+			}
+		}
+		switch {
+		case t < 0:
+			return fmt.Errorf("mtl: SetOutputBias: %q is not a task of the model", name)
+		case math.IsNaN(v) || math.IsInf(v, 0):
+			return fmt.Errorf("mtl: SetOutputBias: %q: %v is not finite", name, v)
+		case m.tasks[t].Kind == Binary && !(v > 0 && v < 1):
+			return fmt.Errorf("mtl: SetOutputBias: %q is binary: its rate %v must lie strictly between 0 and 1", name, v)
+		case m.tasks[t].Kind == Binary:
+			biases[t] = float32(math.Log(v / (1 - v)))
+		default:
+			biases[t] = float32(v)
+		}
+		set[t] = true
+	}
+	for t := range m.tasks {
+		if set[t] {
+			m.ldev.CopyFromHostF32(m.towers[t].Head.B, biases[t:t+1])
+		}
+	}
+	if err := m.dev.Sync(); err != nil {
+		return fmt.Errorf("mtl: SetOutputBias: %w", err)
+	}
+	m.biasSet = true
+	return nil
+}
