@@ -6,16 +6,15 @@
  * slow on the degenerate shapes (n = 1 heads, k = 1 outer products, n = 4
  * gate logits). These kernels keep a tile of C in registers for the whole k
  * loop and read A and B in place (B, at most K x N, stays in L1/L2), and can
- * fuse a bias add and a ReLU into the store.
+ * fuse a bias add and a ReLU into the store. They take C with at least 16
+ * columns (narrower C stays on OpenBLAS's small-matrix kernels).
  *
  * Numerics: every element of C is a sum over k in increasing k order, one
  * fused multiply-add per term, starting from zero, then
- * alpha*sum (+ beta*C) (+ bias) (ReLU). The "dot" kernels used when C has
- * fewer than 16 columns instead accumulate 16 lanes (lane l takes
- * k = l, l+16, ...) and add the lanes in a fixed tree. Both the AVX-512 and
- * the AVX2 implementations follow exactly these orders, so they give the same
- * bits; where neither is available (or for shapes they do not cover) the Go
- * side uses OpenBLAS.
+ * alpha*sum (+ beta*C) (+ bias) (ReLU). The AVX-512 and the AVX2
+ * implementations follow exactly this order, so they give the same bits;
+ * where neither is available (or for shapes they do not take) the Go side
+ * uses OpenBLAS.
  */
 #include "cpu_kernels.h"
 
@@ -154,77 +153,6 @@ T512 static void gemm512(const gemm_args *g) {
 	}
 }
 
-/* The fixed lane tree: 16 -> 8 (l + l+8) -> 4 -> 2 -> 1. */
-T512 static inline float hsum512(__m512 x) {
-	__m256 lo = _mm512_castps512_ps256(x);
-	__m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
-	__m256 s8 = _mm256_add_ps(lo, hi);
-	__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-	__m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-	__m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-	return _mm_cvtss_f32(s1);
-}
-
-/* The scalar epilogue of one element. */
-static inline float finish(const gemm_args *g, float s, const float *cp, long j) {
-	float x = s;
-	if (g->alpha != 1.0f) x = g->alpha * x;
-	if (g->beta != 0.0f) x = x + g->beta * *cp;
-	if (g->bias) x = x + g->bias[j];
-	if (g->relu) x = x > 0 ? x : 0.0f;
-	return x;
-}
-
-/* C (n < 16 columns) by dot products: bt[j] (row j of B^T, stride ldbt) with
- * every row of op(A) (rows contiguous: aks == 1). */
-T512 static void dot512(const gemm_args *g, const float *bt, long ldbt) {
-	const long n = g->n, k = g->k;
-	const long kfull = k & ~15L;
-	const __mmask16 mk = (__mmask16)((1u << (k & 15)) - 1);
-	for (long i = 0; i < g->m; i++) {
-		const float *a = g->a + i * g->ars;
-		__m512 acc[15];
-		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
-		long kk = 0;
-		for (; kk < kfull; kk += 16) {
-			__m512 av = _mm512_loadu_ps(a + kk);
-			for (long j = 0; j < n; j++) acc[j] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bt + j * ldbt + kk), acc[j]);
-		}
-		if (kk < k) {
-			__m512 av = _mm512_maskz_loadu_ps(mk, a + kk);
-			for (long j = 0; j < n; j++)
-				acc[j] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mk, bt + j * ldbt + kk), acc[j]);
-		}
-		float *c = g->c + i * g->ldc;
-		for (long j = 0; j < n; j++) c[j] = finish(g, hsum512(acc[j]), c + j, j);
-	}
-}
-
-/* C = A^T B with n < 16 columns: vectorised over the rows of C (columns of
- * A, a[kk*aks + i]), 16 at a time, each element a plain k-ordered sum. */
-T512 static void tnsmall512(const gemm_args *g) {
-	const long n = g->n, m = g->m;
-	for (long i0 = 0; i0 < m; i0 += 16) {
-		long w = m - i0 < 16 ? m - i0 : 16;
-		__mmask16 mk = (__mmask16)(w == 16 ? 0xFFFF : (1u << w) - 1);
-		__m512 acc[15];
-		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
-		const float *a = g->a + i0, *b = g->b;
-		for (long kk = 0; kk < g->k; kk++) {
-			__m512 av = _mm512_maskz_loadu_ps(mk, a);
-			for (long j = 0; j < n; j++) acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[j]), acc[j]);
-			a += g->aks;
-			b += g->ldb;
-		}
-		float tmp[15][16];
-		for (long j = 0; j < n; j++) _mm512_storeu_ps(tmp[j], acc[j]);
-		for (long r = 0; r < w; r++) {
-			float *c = g->c + (i0 + r) * g->ldc;
-			for (long j = 0; j < n; j++) c[j] = finish(g, tmp[j][r], c + j, j);
-		}
-	}
-}
-
 /* ------------------------------------------------------------ AVX2 */
 
 #define T256 __attribute__((target("avx2,fma")))
@@ -300,69 +228,6 @@ T256 static void gemm256(const gemm_args *g) {
 	}
 }
 
-/* 16 lanes held as lo (0..7) and hi (8..15): the tree of hsum512. */
-T256 static inline float hsum256x2(__m256 lo, __m256 hi) {
-	__m256 s8 = _mm256_add_ps(lo, hi);
-	__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-	__m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-	__m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-	return _mm_cvtss_f32(s1);
-}
-
-T256 static void dot256(const gemm_args *g, const float *bt, long ldbt) {
-	const long n = g->n, k = g->k;
-	const long kfull = k & ~15L;
-	const int rem = (int)(k & 15);
-	const __m256i mlo = mask256(rem < 8 ? rem : 8), mhi = mask256(rem > 8 ? rem - 8 : 0);
-	for (long i = 0; i < g->m; i++) {
-		const float *a = g->a + i * g->ars;
-		__m256 lo[15], hi[15];
-		for (long j = 0; j < n; j++) lo[j] = hi[j] = _mm256_setzero_ps();
-		long kk = 0;
-		for (; kk < kfull; kk += 16) {
-			__m256 a0 = _mm256_loadu_ps(a + kk), a1 = _mm256_loadu_ps(a + kk + 8);
-			for (long j = 0; j < n; j++) {
-				const float *bj = bt + j * ldbt + kk;
-				lo[j] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(bj), lo[j]);
-				hi[j] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(bj + 8), hi[j]);
-			}
-		}
-		if (kk < k) {
-			__m256 a0 = _mm256_maskload_ps(a + kk, mlo), a1 = _mm256_maskload_ps(a + kk + 8, mhi);
-			for (long j = 0; j < n; j++) {
-				const float *bj = bt + j * ldbt + kk;
-				lo[j] = _mm256_fmadd_ps(a0, _mm256_maskload_ps(bj, mlo), lo[j]);
-				hi[j] = _mm256_fmadd_ps(a1, _mm256_maskload_ps(bj + 8, mhi), hi[j]);
-			}
-		}
-		float *c = g->c + i * g->ldc;
-		for (long j = 0; j < n; j++) c[j] = finish(g, hsum256x2(lo[j], hi[j]), c + j, j);
-	}
-}
-
-T256 static void tnsmall256(const gemm_args *g) {
-	const long n = g->n, m = g->m;
-	for (long i0 = 0; i0 < m; i0 += 8) {
-		long w = m - i0 < 8 ? m - i0 : 8;
-		__m256i mk = mask256((int)w);
-		__m256 acc[15];
-		for (long j = 0; j < n; j++) acc[j] = _mm256_setzero_ps();
-		const float *a = g->a + i0, *b = g->b;
-		for (long kk = 0; kk < g->k; kk++) {
-			__m256 av = _mm256_maskload_ps(a, mk);
-			for (long j = 0; j < n; j++) acc[j] = _mm256_fmadd_ps(av, _mm256_broadcast_ss(b + j), acc[j]);
-			a += g->aks;
-			b += g->ldb;
-		}
-		float tmp[15][8];
-		for (long j = 0; j < n; j++) _mm256_storeu_ps(tmp[j], acc[j]);
-		for (long r = 0; r < w; r++) {
-			float *c = g->c + (i0 + r) * g->ldc;
-			for (long j = 0; j < n; j++) c[j] = finish(g, tmp[j][r], c + j, j);
-		}
-	}
-}
-
 /* dst[c*ldd + r] = src[r*lds + c] for an 8 x 8 block. */
 T256 static inline void transpose8(const float *src, long lds, float *dst, long ldd) {
 	__m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
@@ -411,36 +276,10 @@ static void run_tiles(const gemm_args *g) {
 
 int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
-	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
+	/* n < 16: a tile would waste most of its lanes; OpenBLAS's small-matrix
+	 * kernels do better on those (heads, gate logits) */
+	if (level() == 0 || (ta && tb) || m <= 0 || n < 16 || k <= 0) return 0;
 	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu};
-	int l2 = level() == 2;
-	if (n < 16) {
-		if (ta) {
-			if (tb) return 0;
-			if (l2)
-				tnsmall512(&g);
-			else
-				tnsmall256(&g);
-			return 1;
-		}
-		/* rows of B^T: B's rows when B is transposed, else gathered */
-		if (tb) {
-			if (l2)
-				dot512(&g, b, ldb);
-			else
-				dot256(&g, b, ldb);
-			return 1;
-		}
-		if (n * k > TBUF) return 0;
-		float bt[TBUF];
-		for (long j = 0; j < n; j++)
-			for (long kk = 0; kk < k; kk++) bt[j * k + kk] = b[kk * ldb + j];
-		if (l2)
-			dot512(&g, bt, k);
-		else
-			dot256(&g, bt, k);
-		return 1;
-	}
 	if (tb) {
 		/* B is [n, k]: build op(B) = B^T [k, n] row-major */
 		if (n * k > TBUF) return 0;

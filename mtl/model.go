@@ -700,15 +700,21 @@ func (m *Model) dropoutSeed() uint64 {
 // as they were. With Config.InitOutputBias the first step (step 0) first
 // sets the output biases from b (InitOutputBias).
 func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
+	var oldBias []float32 // the biases before InitOutputBias, restored if the step fails
 	if m.cfg.InitOutputBias && m.step == 0 && !m.biasSet {
-		if err := m.InitOutputBias(b); err != nil {
+		var err error
+		if oldBias, err = m.initOutputBias(b); err != nil {
 			return StepStats{}, err
 		}
 	}
-	if err := m.ws.lossPass(b, layers.Mode{Train: true, Seed: m.dropoutSeed()}, true); err != nil {
-		return StepStats{}, err
+	err := m.ws.lossPass(b, layers.Mode{Train: true, Seed: m.dropoutSeed()}, true)
+	if err == nil {
+		err = m.checkFinite(&m.ws.stats, b)
 	}
-	if err := m.checkFinite(&m.ws.stats, b); err != nil {
+	if err != nil {
+		if oldBias != nil {
+			m.restoreOutputBias(oldBias)
+		}
 		return StepStats{}, err
 	}
 	m.opt.apply(m.step, m.ws)

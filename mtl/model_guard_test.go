@@ -219,3 +219,33 @@ func TestInitOutputBiasOnFirstStep(t *testing.T) {
 		assert.Error(t, fresh.SetOutputBias(bad), "%v", bad)
 	}
 }
+
+// A refused first step leaves the output biases as they were, too: the
+// calibration of Config.InitOutputBias is undone with the step and redone
+// on the next batch.
+func TestRefusedFirstStepUndoesOutputBias(t *testing.T) {
+	cfg := gradConfig("cgc")
+	cfg.InitOutputBias = true
+	newModel := func() *Model {
+		m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(2), 300)
+		require.NoError(t, err)
+		return m
+	}
+	m, ref := newModel(), newModel()
+	defer m.Release()
+	defer ref.Release()
+	bad, good := skewedBatch(300, 7), skewedBatch(300, 8)
+	bad.Column("watch").F32[9] = -2e38 // the mean label is finite, the squared errors are not
+	before := modelState(m)
+	_, err := m.TrainStep(bad)
+	var nf *NonFiniteLossError
+	require.True(t, errors.As(err, &nf), "%v", err)
+	assert.Equal(t, 0, nf.Step)
+	require.Equal(t, before, modelState(m))
+	st, err := m.TrainStep(good)
+	require.NoError(t, err)
+	stRef, err := ref.TrainStep(good)
+	require.NoError(t, err)
+	assert.Equal(t, stRef.Loss, st.Loss)
+	assert.Equal(t, modelState(ref), modelState(m))
+}

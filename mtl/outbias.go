@@ -21,17 +21,24 @@ import (
 //
 // With Config.InitOutputBias the first TrainStep calls it on its batch.
 func (m *Model) InitOutputBias(b *loader.Batch) error {
+	_, err := m.initOutputBias(b)
+	return err
+}
+
+// initOutputBias is InitOutputBias; it also returns the biases it replaced
+// (for restoreOutputBias).
+func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 	ws := m.ws
 	if err := ws.input0(b, true); err != nil {
-		return fmt.Errorf("mtl: InitOutputBias: %w", err)
+		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
 	}
 	ws.run(passForward, layers.Mode{})
 	if err := m.dev.Sync(); err != nil {
-		return fmt.Errorf("mtl: InitOutputBias: %w", batchWrap(b, err))
+		return nil, fmt.Errorf("mtl: InitOutputBias: %w", batchWrap(b, err))
 	}
 	rows := ws.rows
 	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
-	biases := make([]float32, len(m.tasks))
+	biases, old := make([]float32, len(m.tasks)), make([]float32, len(m.tasks))
 	for t, task := range m.tasks {
 		for s := 0; s < ws.nShards; s++ {
 			sh := ws.shards[s]
@@ -46,6 +53,7 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 		}
 		head := m.towers[t].Head.B
 		m.ldev.CopyToHostF32(biases[t:t+1], head)
+		old[t] = biases[t]
 		var zs []float64
 		sumY := 0.0
 		for i := range rows {
@@ -69,16 +77,32 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 			}
 			shift = (sumY - sumZ) / n
 		}
-		biases[t] += float32(shift)
+		v := float64(biases[t]) + shift
+		if math.IsNaN(v) || math.Abs(v) > math.MaxFloat32 {
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", batchErr(b, "task %s: the base rate gives the bias %v (non-finite outputs or labels?)", task.Name, v))
+		}
+		biases[t] = float32(v)
 	}
+	m.setBiases(biases)
+	if err := m.dev.Sync(); err != nil {
+		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
+	}
+	m.biasSet = true
+	return old, nil
+}
+
+// setBiases writes the output biases.
+func (m *Model) setBiases(biases []float32) {
 	for t := range m.tasks {
 		m.ldev.CopyFromHostF32(m.towers[t].Head.B, biases[t:t+1])
 	}
-	if err := m.dev.Sync(); err != nil {
-		return fmt.Errorf("mtl: InitOutputBias: %w", err)
-	}
-	m.biasSet = true
-	return nil
+}
+
+// restoreOutputBias undoes initOutputBias when the step it was for was not
+// taken.
+func (m *Model) restoreOutputBias(old []float32) {
+	m.setBiases(old)
+	m.biasSet = false
 }
 
 // calibrateLogit returns c with mean_i sigmoid(z_i + c) = rate, rate in

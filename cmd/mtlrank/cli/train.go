@@ -239,11 +239,16 @@ checkpoint. With --train_data_path every default is Merlin's.`
 
 // syntheticPreset are the settings of a train run without data flags in
 // place of Merlin's defaults (lr 1e-4 decayed by 0.99 every 100 steps,
-// batch 1024, 1 epoch), with which a shared-bottom MLP's AUC on 100k
-// synthetic rows stays near 0.5. With these the MLP reaches an evaluation
-// auc_avg of about 0.75 (oracle about 0.85) in a few seconds on two cores.
-// Order matters only for printing.
+// batch 1024, 1 epoch, zero output biases), with which a shared-bottom
+// MLP's AUC on 100k synthetic rows stays near 0.5. With these the MLP
+// reaches an evaluation auc_avg of about 0.75 (oracle about 0.85) in a few
+// seconds on two cores. --init_output_bias lowers the final evaluation loss
+// (in 10 of 10 seeds, by 0.001 to 0.025; auc_avg within +-0.03, +0.004 on
+// average) and removes the early AUC dip: after 50 steps auc_avg is
+// 0.35-0.39 without it and 0.61-0.65 with it (4 seeds). Order matters only
+// for printing.
 var syntheticPreset = []struct{ flag, value string }{
+	{"init_output_bias", "true"},
 	{"epochs", "3"},
 	{"train_batch_size", "512"},
 	{"lr", "0.002"},
@@ -252,7 +257,7 @@ var syntheticPreset = []struct{ flag, value string }{
 }
 
 // syntheticPresetText is syntheticPreset as command-line flags.
-const syntheticPresetText = "--epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
+const syntheticPresetText = "--init_output_bias true --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
 
 // isSynthetic reports whether no data flag was given: train then runs on
 // generated data.
@@ -297,8 +302,8 @@ func (a *trainArgs) syntheticSettings(applied []string) string {
 	fmt.Fprintf(&b, "Synthetic TenRec-like data (no data flags): --synth_rows %d --synth_eval_rows %d --model %s --epochs %d --train_batch_size %d",
 		a.synthRows, a.synthEvalRows, a.cfg.Model, a.epochs, a.trainBatch)
 	if a.loadPath == "" {
-		fmt.Fprintf(&b, " --lr %s --lr_decay_rate %s --lr_decay_steps %d",
-			float32Value{&a.cfg.LR}.String(), float32Value{&a.cfg.LRDecayRate}.String(), a.cfg.LRDecaySteps)
+		fmt.Fprintf(&b, " --lr %s --lr_decay_rate %s --lr_decay_steps %d --init_output_bias %t",
+			float32Value{&a.cfg.LR}.String(), float32Value{&a.cfg.LRDecayRate}.String(), a.cfg.LRDecaySteps, a.cfg.InitOutputBias)
 	} else {
 		b.WriteString(" (learning rate and decay from the checkpoint)")
 	}

@@ -18,6 +18,7 @@ func TestSyntheticPreset(t *testing.T) {
 		decaySteps        int
 		epochs, batch     int
 		synthRows         int64
+		initBias          bool
 		applied           []string
 		settingsContains  []string
 		settingsNotPrints []string
@@ -28,22 +29,22 @@ func TestSyntheticPreset(t *testing.T) {
 		args []string
 		want want
 	}{
-		{"bare", nil, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000,
-			applied: []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
-			settingsContains: []string{"--synth_rows 200000 --synth_eval_rows 20000 --model mlp --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0",
-				"--epochs, --train_batch_size, --lr, --lr_decay_rate, --lr_decay_steps: not Merlin's defaults"}}},
-		{"model and rows given", []string{"--model", "ple", "--synth_rows", "5000"}, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 5000,
-			applied:          []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+		{"bare", nil, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
+			applied: []string{"init_output_bias", "epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+			settingsContains: []string{"--synth_rows 200000 --synth_eval_rows 20000 --model mlp --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0 --init_output_bias true",
+				"--init_output_bias, --epochs, --train_batch_size, --lr, --lr_decay_rate, --lr_decay_steps: not Merlin's defaults"}}},
+		{"model and rows given", []string{"--model", "ple", "--synth_rows", "5000"}, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 5000, initBias: true,
+			applied:          []string{"init_output_bias", "epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
 			settingsContains: []string{"--synth_rows 5000 ", "--model ple "}}},
-		{"lr given", []string{"--lr", "1e-4"}, want{lr: 1e-4, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000,
-			applied:           []string{"epochs", "train_batch_size", "lr_decay_rate", "lr_decay_steps"},
+		{"lr given", []string{"--lr", "1e-4"}, want{lr: 1e-4, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
+			applied:           []string{"init_output_bias", "epochs", "train_batch_size", "lr_decay_rate", "lr_decay_steps"},
 			settingsContains:  []string{"--lr 0.0001 ", "--epochs, --train_batch_size, --lr_decay_rate, --lr_decay_steps: not"},
 			settingsNotPrints: []string{"--lr, "}}},
-		{"one decay flag keeps Merlin's decay", []string{"--lr_decay_steps", "50"}, want{lr: 0.002, decayRate: 0.99, decaySteps: 50, epochs: 3, batch: 512, synthRows: 200000,
-			applied: []string{"epochs", "train_batch_size", "lr"}}},
-		{"every preset flag given", []string{"--epochs", "2", "--train_batch_size", "256", "--lr", "0.01", "--lr_decay_rate", "0.5", "--lr_decay_steps", "10"},
+		{"one decay flag keeps Merlin's decay", []string{"--lr_decay_steps", "50"}, want{lr: 0.002, decayRate: 0.99, decaySteps: 50, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
+			applied: []string{"init_output_bias", "epochs", "train_batch_size", "lr"}}},
+		{"every preset flag given", []string{"--epochs", "2", "--train_batch_size", "256", "--lr", "0.01", "--lr_decay_rate", "0.5", "--lr_decay_steps", "10", "--init_output_bias", "false"},
 			want{lr: 0.01, decayRate: 0.5, decaySteps: 10, epochs: 2, batch: 256, synthRows: 200000,
-				settingsContains: []string{"--epochs 2 --train_batch_size 256 --lr 0.01 --lr_decay_rate 0.5 --lr_decay_steps 10"}, settingsNotPrints: []string{"not Merlin's"}}},
+				settingsContains: []string{"--epochs 2 --train_batch_size 256 --lr 0.01 --lr_decay_rate 0.5 --lr_decay_steps 10 --init_output_bias false"}, settingsNotPrints: []string{"not Merlin's"}}},
 		{"checkpoint keeps its optimizer", []string{"--load_model_path", "ckpt"}, want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 3, batch: 512, synthRows: 200000,
 			applied:           []string{"epochs", "train_batch_size"},
 			settingsContains:  []string{"learning rate and decay from the checkpoint"},
@@ -67,6 +68,7 @@ func TestSyntheticPreset(t *testing.T) {
 			assert.Equal(t, w.epochs, a.epochs)
 			assert.Equal(t, w.batch, a.trainBatch)
 			assert.Equal(t, w.synthRows, a.synthRows)
+			assert.Equal(t, w.initBias, a.cfg.InitOutputBias)
 			for _, f := range applied {
 				assert.False(t, set[f], "--%s set by the preset does not count as given (checks such as --load_model_path conflicts)", f)
 			}
