@@ -110,6 +110,45 @@ __global__ void k_dropout(float *x, float *mask, int64_t n, uint64_t threshold, 
 	}
 }
 
+// layers.MixSeed(base, site, layer) (see mtl_dropout_sp).
+__device__ __forceinline__ uint64_t mix_seed(uint64_t base, uint64_t site, uint64_t layer) {
+	const uint64_t parts[3] = {base, site, layer};
+	uint64_t s = 0x9E3779B97F4A7C15ull;
+#pragma unroll
+	for (int k = 0; k < 3; k++) {
+		s ^= parts[k];
+		s += 0x9E3779B97F4A7C15ull;
+		uint64_t z = s;
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+		s = z ^ (z >> 31);
+	}
+	return s;
+}
+
+// The step seed is read once per thread (a 16-byte block, cached) and mixed
+// per thread: cheaper than a separate launch to derive it.
+__global__ void k_dropout_sp(float *x, float *mask, int64_t n, uint64_t threshold, float scale,
+                             const mtl_step_params *sp, uint64_t site, uint64_t layer) {
+	const uint64_t seed = mix_seed(sp->seed, site, layer);
+	MTL_FOR(int64_t, i, n) {
+		float m = (dropout_hash(seed, (uint64_t)i) >> 40) < threshold ? 0.0f : scale;
+		mask[i] = m;
+		x[i] *= m;
+	}
+}
+
+extern "C" int mtl_dropout_sp(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+                              mtl_dptr sp, uint64_t site, uint64_t layer) {
+	MTL_REQUIRE(ctx, sp != 0, "dropout_sp: no step parameters");
+	if (n <= 0) return MTL_OK;
+	MTL_ENTER(ctx);
+	k_dropout_sp<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(
+	    dptr<float>(x), dptr<float>(mask), n, threshold, scale, dptr<const mtl_step_params>(sp), site, layer);
+	MTL_LAUNCHED(ctx, "dropout_sp");
+	return MTL_OK;
+}
+
 extern "C" int mtl_dropout(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
                            uint64_t seed) {
 	if (n <= 0) return MTL_OK;

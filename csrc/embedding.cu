@@ -319,7 +319,8 @@ __global__ void __launch_bounds__(kThreads) k_pieces(emb_inputs a, seg_arrays s,
 template <int MODE>
 __global__ void __launch_bounds__(kThreads)
     k_segments(emb_inputs a, seg_arrays s, int64_t total, int64_t capacity, int dim, int *out_rows, float *out_values,
-               int pad, float *table, float *s1, float *s2, mtl_sparse_opt opt) {
+               int pad, float *table, float *s1, float *s2, mtl_sparse_opt opt, const mtl_step_params *sp) {
+	if (MODE == 1 && sp) opt.lr = opt.kind == MTL_OPT_ADAM ? sp->lr_t : sp->lr;
 	int lane = threadIdx.x & 31;
 	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
 	int64_t warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
@@ -499,7 +500,7 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	unsigned grid = mtl_grid(ctx, total * 32);
 	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, capacity, dim, dptr<int>(out_rows),
 	                                                   dptr<float>(out_values), pad, nullptr, nullptr, nullptr,
-	                                                   mtl_sparse_opt{});
+	                                                   mtl_sparse_opt{}, nullptr);
 	MTL_LAUNCHED(ctx, "embedding_backward");
 	if (n_unique) {
 		int *host = static_cast<int *>(ctx->host_small);
@@ -510,8 +511,8 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	return MTL_OK;
 }
 
-extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt) {
+static int embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows, int dim,
+                            const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt, mtl_dptr sp) {
 	emb_inputs a;
 	int64_t total = 0;
 	int rc = pack_inputs(ctx, "embedding_update", inputs, num_inputs, table_rows, dim, &a, &total);
@@ -527,7 +528,20 @@ extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, m
 	if (rc != MTL_OK) return rc;
 	unsigned grid = mtl_grid(ctx, total * 32);
 	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
-	                                                   dptr<float>(s1), dptr<float>(s2), *opt);
+	                                                   dptr<float>(s1), dptr<float>(s2), *opt,
+	                                                   dptr<const mtl_step_params>(sp));
 	MTL_LAUNCHED(ctx, "embedding_update");
 	return MTL_OK;
+}
+
+extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
+                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt) {
+	return embedding_update(ctx, table, s1, s2, table_rows, dim, inputs, num_inputs, opt, 0);
+}
+
+extern "C" int mtl_embedding_update_sp(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
+                                       int dim, const mtl_emb_input *inputs, int num_inputs,
+                                       const mtl_sparse_opt *opt, mtl_dptr sp) {
+	MTL_REQUIRE(ctx, sp != 0, "embedding_update_sp: no step parameters");
+	return embedding_update(ctx, table, s1, s2, table_rows, dim, inputs, num_inputs, opt, sp);
 }

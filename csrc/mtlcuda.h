@@ -349,6 +349,37 @@ typedef struct {
 MTL_API int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
                          int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt);
 
+/* ---- step parameters (CUDA-graph capture of a training step) ----
+ *
+ * A captured graph replays the arguments it was captured with, so the
+ * scalars that change every training step are read from device memory
+ * instead: a small mtl_step_params block, updated by an asynchronous copy
+ * on the compute stream (mtl_memcpy_htod from pinned memory) before each
+ * launch. The _sp variants below take the block's device address `sp` and
+ * otherwise equal their eager counterparts bit for bit: the fields replace
+ * the named argument, nothing is recomputed on the device. */
+typedef struct {
+	float lr;      /* Adagrad / SGD learning rate */
+	float lr_t;    /* Adam bias-corrected step size (see mtl_adam_params) */
+	uint64_t seed; /* dropout step seed, mixed with (site, layer) as below */
+} mtl_step_params;
+
+/* As mtl_adam / mtl_adagrad / mtl_sgd with p->lr_t (Adam) or p->lr read
+ * from sp->lr_t or sp->lr. */
+MTL_API int mtl_adam_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p, mtl_dptr sp);
+MTL_API int mtl_adagrad_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p,
+                           mtl_dptr sp);
+MTL_API int mtl_sgd_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p, mtl_dptr sp);
+/* As mtl_embedding_update with opt->lr read from sp->lr_t (Adam) or sp->lr. */
+MTL_API int mtl_embedding_update_sp(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
+                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt,
+                                    mtl_dptr sp);
+/* As mtl_dropout with seed = mix(sp->seed, site, layer), where mix is the
+ * splitmix64 seed mixing of layers.MixSeed: s = 0x9E3779B97F4A7C15; for each
+ * part q: s ^= q; s += 0x9E3779B97F4A7C15; s = finaliser(s). */
+MTL_API int mtl_dropout_sp(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+                           mtl_dptr sp, uint64_t site, uint64_t layer);
+
 #ifdef __cplusplus
 }
 #endif

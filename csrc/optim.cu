@@ -44,7 +44,9 @@ __device__ __forceinline__ void sgd_elem(float *p, const float *g, int64_t i, fl
 // prefix table (a short linear scan: few tensors per launch).
 template <int OPT>
 __global__ void __launch_bounds__(kThreads)
-    k_multi(multi_args a, int64_t total_chunks, float lr, float b1, float b2, float eps, float l2x2) {
+    k_multi(multi_args a, int64_t total_chunks, float lr, float b1, float b2, float eps, float l2x2,
+            const mtl_step_params *sp) {
+	if (sp) lr = OPT == MTL_OPT_ADAM ? sp->lr_t : sp->lr;
 	for (int64_t c = blockIdx.x; c < total_chunks; c += gridDim.x) {
 		int t = 0;
 		while (t + 1 < a.count && a.chunk_start[t + 1] <= c) t++;
@@ -66,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int OPT>
 static int run_multi(mtl_ctx *ctx, const char *name, const mtl_opt_tensor *tensors, int count, float lr, float b1,
-                     float b2, float eps, float l2) {
+                     float b2, float eps, float l2, mtl_dptr sp = 0) {
 	MTL_REQUIRE(ctx, count >= 0, "%s: negative tensor count", name);
 	MTL_ENTER(ctx);
 	int i = 0;
@@ -86,7 +88,8 @@ static int run_multi(mtl_ctx *ctx, const char *name, const mtl_opt_tensor *tenso
 		a.chunk_start[a.count] = chunks;
 		int64_t cap = (int64_t)ctx->sm_count * 8;
 		unsigned grid = (unsigned)(chunks < cap ? chunks : cap);
-		k_multi<OPT><<<grid, kThreads, 0, ctx->compute>>>(a, chunks, lr, b1, b2, eps, 2.0f * l2);
+		k_multi<OPT><<<grid, kThreads, 0, ctx->compute>>>(a, chunks, lr, b1, b2, eps, 2.0f * l2,
+		                                                       dptr<const mtl_step_params>(sp));
 		MTL_LAUNCHED(ctx, "multi_tensor_optimizer");
 	}
 	return MTL_OK;
@@ -102,6 +105,24 @@ extern "C" int mtl_adagrad(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int coun
 
 extern "C" int mtl_sgd(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p) {
 	return run_multi<MTL_OPT_SGD>(ctx, "sgd", tensors, count, p->lr, 0, 0, 0, p->l2);
+}
+
+extern "C" int mtl_adam_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p,
+                           mtl_dptr sp) {
+	MTL_REQUIRE(ctx, sp != 0, "adam_sp: no step parameters");
+	return run_multi<MTL_OPT_ADAM>(ctx, "adam_sp", tensors, count, p->lr_t, p->beta1, p->beta2, p->eps, p->l2, sp);
+}
+
+extern "C" int mtl_adagrad_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p,
+                              mtl_dptr sp) {
+	MTL_REQUIRE(ctx, sp != 0, "adagrad_sp: no step parameters");
+	return run_multi<MTL_OPT_ADAGRAD>(ctx, "adagrad_sp", tensors, count, p->lr, 0, 0, p->eps, p->l2, sp);
+}
+
+extern "C" int mtl_sgd_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p,
+                          mtl_dptr sp) {
+	MTL_REQUIRE(ctx, sp != 0, "sgd_sp: no step parameters");
+	return run_multi<MTL_OPT_SGD>(ctx, "sgd_sp", tensors, count, p->lr, 0, 0, 0, p->l2, sp);
 }
 
 // ---- sparse rows ----

@@ -128,3 +128,44 @@ func (x *Context) CopyDtoHF64(dst []float64, src uintptr) error {
 	}
 	return x.CopyDtoH(unsafe.Pointer(&dst[0]), src, 8*len(dst), Compute, true)
 }
+
+// ---- step parameters (graph capture of a training step) ----
+
+// StepParamsBytes is the size of the device block the *SP variants read
+// their per-step scalars from (mtl_step_params: lr, lr_t, seed).
+const StepParamsBytes = C.sizeof_mtl_step_params
+
+// AdamSP is Adam with the step size read from the step-parameter block sp.
+func (x *Context) AdamSP(buf *OptBuffer, ts []OptTensor, beta1, beta2, eps, l2 float32, sp uintptr) error {
+	p := C.mtl_adam_params{beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("AdamSP", C.mtl_adam_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+}
+
+// AdagradSP is Adagrad with the learning rate read from sp.
+func (x *Context) AdagradSP(buf *OptBuffer, ts []OptTensor, eps, l2 float32, sp uintptr) error {
+	p := C.mtl_adagrad_params{eps: C.float(eps), l2: C.float(l2)}
+	return x.err("AdagradSP", C.mtl_adagrad_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+}
+
+// SGDSP is SGD with the learning rate read from sp.
+func (x *Context) SGDSP(buf *OptBuffer, ts []OptTensor, l2 float32, sp uintptr) error {
+	p := C.mtl_sgd_params{l2: C.float(l2)}
+	return x.err("SGDSP", C.mtl_sgd_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+}
+
+// EmbeddingUpdateSP is EmbeddingUpdate with o.LR read from sp (lr_t for
+// Adam, lr otherwise).
+func (x *Context) EmbeddingUpdateSP(buf *EmbBuffer, table, s1, s2 uintptr, tableRows, dim int, in []EmbInput, o SparseOpt,
+	sp uintptr) error {
+	p := C.mtl_sparse_opt{kind: C.int(o.Kind), beta1: C.float(o.Beta1), beta2: C.float(o.Beta2), eps: C.float(o.Eps),
+		l2: C.float(o.L2)}
+	return x.err("EmbeddingUpdateSP", C.mtl_embedding_update_sp(x.c, C.mtl_dptr(table), C.mtl_dptr(s1), C.mtl_dptr(s2),
+		C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), &p, C.mtl_dptr(sp)))
+}
+
+// DropoutSP is Dropout with the seed layers.MixSeed(sp.seed, site, layer)
+// derived on the device.
+func (x *Context) DropoutSP(xp, mask uintptr, n int, threshold uint64, scale float32, sp uintptr, site, layer uint64) error {
+	return x.err("DropoutSP", C.mtl_dropout_sp(x.c, C.mtl_dptr(xp), C.mtl_dptr(mask), C.int64_t(n), C.uint64_t(threshold),
+		C.float(scale), C.mtl_dptr(sp), C.uint64_t(site), C.uint64_t(layer)))
+}

@@ -56,16 +56,54 @@ type Graph interface {
 // between BeginCapture and EndCapture as a Graph (one launch per training
 // step instead of one per op).
 //
-// The models (package mtl) do not capture their training step yet: a
-// replayed graph repeats the arguments it was captured with, and a step's
-// learning rate, Adam step (bias correction) and dropout seed change every
-// step. Capturing the step needs C API entry points that read those from
-// device memory, updated by a small copy before each launch; until then
-// the step runs op by op (on one stream, without host round trips beyond
-// the loss read-back).
+// A replayed graph repeats the arguments it was captured with, while a
+// training step's learning rate, Adam step (bias correction) and dropout
+// seed change every step: a captured step therefore uses the StepParamOps
+// variants of those ops, which read the scalars from a StepParams block
+// that is uploaded before each Launch.
 type GraphCapturer interface {
 	BeginCapture() error
 	EndCapture() (Graph, error)
+}
+
+// StepParams is a small device block with the scalars that change every
+// training step: the learning rate (Adagrad, SGD), the Adam step size
+// AdamStepSize(p) (learning rate and bias correction) and the dropout step
+// seed. The StepParamOps variants read them when they run, not when they
+// are queued, so a captured graph sees the values of the latest Upload.
+type StepParams interface {
+	// Upload queues the copy of the values (through pinned host memory) on
+	// the compute stream, so it is ordered after the work queued before
+	// and before the work (a graph Launch) queued after. adam's LR and
+	// Step give the Adam step size (AdamStepSize, computed on the host
+	// exactly as the eager ops do); lr is the Adagrad/SGD learning rate.
+	// Not allowed while capturing.
+	Upload(lr float32, adam AdamParams, seed uint64) error
+	Release()
+}
+
+// StepParamOps is implemented by devices whose optimizer, fused embedding
+// update and dropout ops have variants that read their per-step scalars
+// from a StepParams block (for CUDA-graph capture of a training step).
+// Each variant equals its eager counterpart bit for bit given the same
+// values: the lr, Step and seed arguments of the eager op are replaced by
+// the block's values, the other arguments are used as given.
+type StepParamOps interface {
+	NewStepParams() (StepParams, error)
+	// AdamMultiSP is AdamMulti with the step size from sp (p.LR and
+	// p.Step are ignored).
+	AdamMultiSP(params, grads, ms, vs []*Tensor, p AdamParams, sp StepParams)
+	// AdagradSP and SGDSP take the learning rate from sp (p.LR ignored).
+	AdagradSP(param, grad, acc *Tensor, p AdagradParams, sp StepParams)
+	SGDSP(param, grad *Tensor, p SGDParams, sp StepParams)
+	// EmbeddingUpdate*SP are the FusedEmbeddingUpdater ops with the step
+	// size or learning rate from sp.
+	EmbeddingUpdateAdamSP(table, m, v *Tensor, srcs []EmbeddingSource, p AdamParams, sp StepParams)
+	EmbeddingUpdateAdagradSP(table, acc *Tensor, srcs []EmbeddingSource, p AdagradParams, sp StepParams)
+	EmbeddingUpdateSGDSP(table *Tensor, srcs []EmbeddingSource, p SGDParams, sp StepParams)
+	// DropoutSP is Dropout with seed MixSeed(step seed, site, layer) (the
+	// mixing of layers.MixSeed) derived on the device.
+	DropoutSP(x, mask *Tensor, rate float32, sp StepParams, site, layer uint64)
 }
 
 // FusedGater is implemented by devices with a fused gate: the softmax of

@@ -146,10 +146,9 @@ type CUDAGraph struct {
 // before (Alloc and Free fail while capturing), and the step must have run
 // once eagerly so that scratch buffers have their size. Calls that need the
 // host (host copies, Sync, EmbeddingBackward's count) are not allowed;
-// EmbeddingGather checks are deferred to the Sync after a Launch. The
-// models' training step is not captured (see GraphCapturer): its
-// per-step scalars (learning rate, Adam step, dropout seed) are kernel
-// arguments today, which a replay would freeze.
+// EmbeddingGather checks are deferred to the Sync after a Launch. Ops
+// whose scalars change between launches must read them from device memory
+// (StepParamOps), since a replay repeats the captured kernel arguments.
 func (d *CUDA) BeginCapture() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

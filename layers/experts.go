@@ -240,7 +240,7 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 			x.dev.BiasAct(y, x.B[l], x.E, x.Act)
 		}
 		if ws.dropped {
-			x.dev.Dropout(y, ws.masks[l].t(), x.Dropout, MixSeed(mode.Seed, x.site, uint64(l)))
+			dropout(x.dev, y, ws.masks[l].t(), x.Dropout, mode, x.site, uint64(l))
 		}
 		in = d
 	}

@@ -16,6 +16,22 @@ type Mode struct {
 	// identity and layer index, so the masks depend only on (seed, site,
 	// layer) and a resumed run reproduces an uninterrupted one.
 	Seed uint64
+	// Step, when set, holds the step seed on the device (the training step
+	// is being captured as a CUDA graph): dropout then derives each site's
+	// seed there (kernels.StepParamOps.DropoutSP) from the seed uploaded for
+	// the step, which must be Seed. The device must implement
+	// kernels.StepParamOps.
+	Step kernels.StepParams
+}
+
+// dropout applies dropout to x with the seed of (site, layer): from
+// mode.Seed on the host, or from the device's step parameters.
+func dropout(dev kernels.Device, x, mask *kernels.Tensor, rate float32, mode Mode, site, layer uint64) {
+	if mode.Step != nil {
+		dev.(kernels.StepParamOps).DropoutSP(x, mask, rate, mode.Step, site, layer)
+		return
+	}
+	dev.Dropout(x, mask, rate, MixSeed(mode.Seed, site, layer))
 }
 
 // siteID derives a stable dropout-site identity from a layer name.
@@ -147,7 +163,7 @@ func (m *MLP) Forward(ws *MLPWS, x *kernels.Tensor, mode Mode) *kernels.Tensor {
 		if ws.dropped {
 			mask := ws.masks[i]
 			mask.resize(x.Rows())
-			m.dev.Dropout(x, mask.t(), m.Dropout, MixSeed(mode.Seed, m.site, uint64(i)))
+			dropout(m.dev, x, mask.t(), m.Dropout, mode, m.site, uint64(i))
 		}
 	}
 	return x

@@ -74,6 +74,13 @@ type Config struct {
 	// steps and the binary heads spend them moving towards their base
 	// rates, which shows as an early AUC dip below 0.5.
 	InitOutputBias bool
+
+	// CUDAGraph captures the training step as CUDA graphs and replays them
+	// (fewer launches; see Model.TrainStep). It needs a device that can
+	// capture the step (the CUDA device): NewModel fails on others. It
+	// changes no result: a replayed step is bit-identical to an eager one.
+	// An execution option: not saved in checkpoints.
+	CUDAGraph bool `json:"-"`
 }
 
 // DefaultConfig returns the default configuration (an MMoE).

@@ -41,6 +41,17 @@ type feeder struct {
 	stager    kernels.BatchStager   // created by the first commit
 	slotBytes int
 	ups       []upload // the current batch's queued columns
+	// sig and sigSlot describe the device views of the last commit (buffer
+	// and length of every column, and the stager slot): a captured step is
+	// only valid for batches with the same views (captureSig).
+	sig     []viewSig
+	sigSlot int
+}
+
+// viewSig is one column's device view: its buffer and length.
+type viewSig struct {
+	buf *kernels.Tensor
+	n   int
 }
 
 // upload is one queued column: host data for the view h of the current
@@ -160,6 +171,7 @@ func (fd *feeder) commit(rows int) error {
 		fd.stager, fd.slotBytes = st, size
 	}
 	slot := fd.stager.Slot()
+	fd.sig, fd.sigSlot = fd.sig[:0], slot
 	grew := false
 	for i := range fd.ups {
 		u := &fd.ups[i]
@@ -178,6 +190,7 @@ func (fd *feeder) commit(rows int) error {
 		} else {
 			u.h.View(*buf, 0, n)
 		}
+		fd.sig = append(fd.sig, viewSig{*buf, n})
 	}
 	if grew {
 		// New device memory is zeroed on the compute stream; the copies

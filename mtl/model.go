@@ -63,6 +63,8 @@ type Model struct {
 	// then the optimizer update) into independent pieces: one per
 	// embedding table, largest first, then groups of dense parameters.
 	jobs []updateJob
+	// graphs captures the training step (Config.CUDAGraph; nil: eager).
+	graphs *stepGraphs
 }
 
 // updateJob is one embedding table (table >= 0) or the dense parameters
@@ -205,6 +207,10 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	m.planJobs()
 	m.ws = m.newWorkspace(maxBatch, true)
 	m.opt = newOptimizer(m)
+	if err := m.SetCUDAGraph(cfg.CUDAGraph); err != nil {
+		m.Release()
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -368,6 +374,8 @@ func (m *Model) GateWeights() map[string][]float64 {
 // Release frees every tensor of the model. Predictors created from it must
 // not be used afterwards.
 func (m *Model) Release() {
+	m.graphs.release() // before the tensors the graphs use
+	m.graphs = nil
 	if m.ws != nil {
 		m.ws.release()
 	}
@@ -621,7 +629,6 @@ func (ws *workspace) forward(b *loader.Batch, mode layers.Mode) error {
 
 // lossPass runs forward and the loss (and with backward the gradients) on b.
 func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) error {
-	m := ws.m
 	if err := ws.input0(b, true); err != nil {
 		return err
 	}
@@ -634,6 +641,13 @@ func (ws *workspace) lossPass(b *loader.Batch, mode layers.Mode, backward bool) 
 	if backward {
 		ws.backward()
 	}
+	return ws.readLoss(b)
+}
+
+// readLoss reads the loss of the pass just queued into ws.stats and waits
+// for the device work (the step's only host round trip on a GPU).
+func (ws *workspace) readLoss(b *loader.Batch) error {
+	m := ws.m
 	m.dev.CopyToHostF32(ws.regHost, ws.reg)
 	total := float64(ws.regHost[0])
 	clear(ws.stats.TaskLoss)
@@ -698,7 +712,9 @@ func (m *Model) dropoutSeed() uint64 {
 // or the total is NaN or infinite it returns a *NonFiniteLossError before
 // the update: parameters, optimizer state and the step counter are left
 // as they were. With Config.InitOutputBias the first step (step 0) first
-// sets the output biases from b (InitOutputBias).
+// sets the output biases from b (InitOutputBias). With Config.CUDAGraph a
+// full batch after an eager one runs as captured CUDA graphs (graph.go),
+// with bit-identical results.
 func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 	var oldBias []float32 // the biases before InitOutputBias, restored if the step fails
 	if m.cfg.InitOutputBias && m.step == 0 && !m.biasSet {
@@ -706,6 +722,10 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 		if oldBias, err = m.initOutputBias(b); err != nil {
 			return StepStats{}, err
 		}
+	}
+	if g := m.graphs; g != nil && g.warm && b.Rows == m.maxBatch && !g.off {
+		// a full batch after an eager one: a captured step
+		return m.graphStep(b)
 	}
 	err := m.ws.lossPass(b, layers.Mode{Train: true, Seed: m.dropoutSeed()}, true)
 	if err == nil {
@@ -719,6 +739,9 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 	}
 	m.opt.apply(m.step, m.ws)
 	m.step++
+	if m.graphs != nil && b.Rows == m.maxBatch {
+		m.graphs.warm = true // the device's scratch buffers have their size
+	}
 	return m.ws.stats, nil
 }
 

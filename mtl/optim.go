@@ -33,7 +33,11 @@ type optimizer struct {
 	names  []NamedTensor
 
 	// the update being applied (set before the jobs run)
-	ws    *workspace
+	ws *workspace
+	// sp, when set (a captured training step), makes apply use the
+	// kernels.StepParamOps variants, which read the learning rate and the
+	// Adam step size from the device instead of from their arguments.
+	sp    kernels.StepParams
 	adam  kernels.AdamParams
 	ada   kernels.AdagradParams
 	sgd   kernels.SGDParams
@@ -94,10 +98,11 @@ func (o *optimizer) release() {
 // either way.
 func (o *optimizer) apply(step int, ws *workspace) {
 	dev := o.m.dev
-	lr := o.m.cfg.LearningRate(step)
-	o.adam = kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
-	o.ada = kernels.AdagradParams{LR: lr, Eps: adagradEps}
-	o.sgd = kernels.SGDParams{LR: lr}
+	lr := o.setParams(step)
+	if o.sp != nil {
+		o.applySP(ws)
+		return
+	}
 	if o.m.sharder != nil {
 		o.ws = ws
 		o.m.runJobs(o.jobFn)
@@ -151,6 +156,16 @@ func (o *optimizer) updateTable(t int, ws *workspace) {
 	}
 }
 
+// setParams sets o.adam, o.ada and o.sgd for step (0-based) and returns
+// its learning rate.
+func (o *optimizer) setParams(step int) float32 {
+	lr := o.m.cfg.LearningRate(step)
+	o.adam = kernels.AdamParams{LR: lr, Beta1: o.m.cfg.AdamBeta1, Beta2: o.m.cfg.AdamBeta2, Eps: o.m.cfg.AdamEps, Step: step + 1}
+	o.ada = kernels.AdagradParams{LR: lr, Eps: adagradEps}
+	o.sgd = kernels.SGDParams{LR: lr}
+	return lr
+}
+
 // runJob applies the update to job j of Model.jobs.
 func (o *optimizer) runJob(j int) {
 	dev := o.m.dev
@@ -167,6 +182,37 @@ func (o *optimizer) runJob(j int) {
 			dev.Adagrad(o.dense[i], o.grads[i], o.s1[i], o.ada)
 		case "sgd":
 			dev.SGD(o.dense[i], o.grads[i], o.sgd)
+		}
+	}
+}
+
+// applySP is apply on a kernels.StepParamOps device with a
+// kernels.FusedEmbeddingUpdater (what graph capture requires), with the
+// step's scalars read from o.sp: the same ops in the same order as apply's
+// unsharded path, so a replay updates exactly as an eager step.
+func (o *optimizer) applySP(ws *workspace) {
+	ops := o.m.dev.(kernels.StepParamOps)
+	switch o.kind {
+	case "adam":
+		ops.AdamMultiSP(o.dense, o.grads, o.s1, o.s2, o.adam, o.sp)
+	case "adagrad":
+		for i, t := range o.dense {
+			ops.AdagradSP(t, o.grads[i], o.s1[i], o.ada, o.sp)
+		}
+	case "sgd":
+		for i, t := range o.dense {
+			ops.SGDSP(t, o.grads[i], o.sgd, o.sp)
+		}
+	}
+	for t := range o.tables {
+		srcs := o.m.input.EmbeddingSources(ws.input, t)
+		switch o.kind {
+		case "adam":
+			ops.EmbeddingUpdateAdamSP(o.tables[t], o.t1[t], o.t2[t], srcs, o.adam, o.sp)
+		case "adagrad":
+			ops.EmbeddingUpdateAdagradSP(o.tables[t], o.t1[t], srcs, o.ada, o.sp)
+		case "sgd":
+			ops.EmbeddingUpdateSGDSP(o.tables[t], srcs, o.sgd, o.sp)
 		}
 	}
 }

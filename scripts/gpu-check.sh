@@ -114,7 +114,7 @@ run "kernels CUDA tests" 150 "$OUT/tests.log" \
 	bin/gpu/kernels.cuda.test -test.v -test.count=1 -test.timeout 145s -test.run 'CUDA'
 if [ -x bin/gpu/mtl.cuda.test ]; then
 	run "mtl model parity + leak tests" 120 "$OUT/tests.log" \
-		bin/gpu/mtl.cuda.test -test.v -test.count=1 -test.timeout 115s -test.run '^TestCUDAModel(Parity|NoLeak)$'
+		bin/gpu/mtl.cuda.test -test.v -test.count=1 -test.timeout 115s -test.run '^TestCUDAModel(Parity|NoLeak|GraphParity)$'
 fi
 for t in bin/gpu/*.cuda.test; do
 	case "$t" in bin/gpu/kernels.cuda.test | bin/gpu/mtl.cuda.test) continue ;; esac
@@ -149,7 +149,7 @@ if command -v compute-sanitizer >/dev/null; then
 	run "compute-sanitizer memcheck (kernels)" 150 "$OUT/memcheck.log" \
 		compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
 		bin/gpu/kernels.cuda.test -test.count=1 \
-		-test.run 'CUDA(CompareDevices|IDChecks|FusedEmbeddingUpdate|GemmBiasAct|Stager|GraphCapture|NoLeak|EmbeddingBackwardCapacity|FusedCapture|FusedGateMatchesUnfusedGPU|FusedGateManyExpertsCapture|FusedGemm)$'
+		-test.run 'CUDA(CompareDevices|IDChecks|FusedEmbeddingUpdate|GemmBiasAct|Stager|GraphCapture|NoLeak|EmbeddingBackwardCapacity|FusedCapture|FusedGateMatchesUnfusedGPU|FusedGateManyExpertsCapture|FusedGemm|StepParamsMatchEager)$'
 else
 	note "SKIP memcheck: compute-sanitizer not found"
 fi

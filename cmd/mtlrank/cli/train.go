@@ -204,6 +204,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
+	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step and batches shorter than --train_batch_size run op by op")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
@@ -354,6 +355,8 @@ func (a *trainArgs) checkCommon() error {
 		return usagef("--shuffle_buffer must be >= 0, got %d", a.shuffleBuffer)
 	case a.device != "cpu" && a.device != "cuda":
 		return usagef("--device must be cpu or cuda, got %q", a.device)
+	case a.cfg.CUDAGraph && a.device != "cuda":
+		return usagef("--cuda_graph needs --device cuda (got --device %s)", a.device)
 	case a.predictFormat != "parquet":
 		return usagef("--predict_output_format %q is not supported (only parquet)", a.predictFormat)
 	}
@@ -665,6 +668,11 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := m.CheckDataSchema(s, true); err != nil {
 			m.Release()
 			return fmt.Errorf("training data %s: %w", a.trainPath, err)
+		}
+		// The option is not saved with the checkpoint.
+		if err := m.SetCUDAGraph(a.cfg.CUDAGraph); err != nil {
+			m.Release()
+			return err
 		}
 	} else {
 		if s, err = a.selectColumns(s); err != nil {

@@ -92,3 +92,30 @@ func TestSyntheticPresetDocumented(t *testing.T) {
 	assert.Equal(t, strings.Join(parts, " "), syntheticPresetText)
 	assert.Contains(t, trainDescription, syntheticPresetText)
 }
+
+// --cuda_graph is a CUDA option: with --device cpu it is a usage error.
+func TestCUDAGraphFlagNeedsCUDA(t *testing.T) {
+	cases := []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--cuda_graph", "true"}, "--cuda_graph needs --device cuda (got --device cpu)"},
+		{[]string{"--cuda_graph", "true", "--device", "cpu"}, "--cuda_graph needs --device cuda (got --device cpu)"},
+		{[]string{"--cuda_graph", "false"}, ""},
+		{[]string{"--cuda_graph", "true", "--device", "cuda"}, ""},
+	}
+	for _, tc := range cases {
+		var a trainArgs
+		var out bytes.Buffer
+		_, _, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, tc.args, &a, "x", "")
+		require.NoError(t, err, tc.args)
+		err = a.checkCommon()
+		if tc.wantErr == "" {
+			require.NoError(t, err, tc.args)
+			continue
+		}
+		var ue *usageError
+		require.ErrorAs(t, err, &ue, tc.args)
+		assert.EqualError(t, err, tc.wantErr)
+	}
+}
