@@ -10,11 +10,15 @@ import (
 	"unsafe"
 )
 
-// CPU is the host Device: tensors are Go slices, GEMMs go to OpenBLAS, the
-// element-wise, embedding, gate and optimizer loops are C compiled for the
-// machine's vector width (cpu_kernels.c), and the few ops that need exp or
-// log (sigmoid, softmax, losses) are Go. Work large enough to pay for the
-// hand-off is split across a fixed pool of goroutines.
+// CPU is the host Device: tensors are Go slices; GEMMs go to the
+// small-GEMM kernels of cpu_gemm.c (thin shapes, AVX-512 or AVX2) or to
+// single-threaded OpenBLAS (cpu_gemm.go); the element-wise, embedding, gate
+// and optimizer loops are C compiled for the machine's vector width
+// (cpu_kernels.c, and cpu_math.c for exp and log). Work large enough to pay
+// for the hand-off is split across a fixed pool of goroutines. A caller that
+// runs many small ops per batch does better to shard the batch
+// (CPU.ShardDevice and CPU.RunShards, the Sharder interface) than to let
+// every op split itself.
 //
 // A CPU may be used from several goroutines at once (for example one
 // inference workspace per goroutine over shared weights) as long as no two
@@ -22,9 +26,10 @@ import (
 // serially in their own goroutine rather than wait.
 //
 // Results do not depend on the number of threads: work is split along fixed
-// boundaries, every reduction runs in a fixed order, and OpenBLAS splits a
-// GEMM along M and N only, so that each dot product stays in one thread;
-// NewCPU(1) and NewCPU(2) produce identical bits (TestCPUThreadsBitIdentical).
+// boundaries that depend only on the shapes (GEMMs are cut into whole rows or
+// columns of C, so each dot product stays in one call), and every reduction
+// runs in a fixed order; NewCPU(1) and NewCPU(2) produce identical bits
+// (TestCPUThreadsBitIdentical).
 type CPU struct {
 	threads int
 	pool    *pool // nil with one thread
@@ -37,8 +42,9 @@ type CPU struct {
 
 var _ Device = (*CPU)(nil)
 
-// NewCPU returns a CPU device using threads goroutines for element-wise work
-// and threads OpenBLAS threads for GEMMs. threads <= 0 means GOMAXPROCS.
+// NewCPU returns a CPU device that spreads work over threads goroutines
+// (OpenBLAS itself always runs single-threaded, see blas.go). threads <= 0
+// means GOMAXPROCS.
 func NewCPU(threads int) *CPU {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
