@@ -362,12 +362,7 @@ func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) {
 	if op == ewSigmoid {
 		cost = costExpC
 	}
-	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.ew = t
-		p.runLocked(&p.ew, n, 64, ch)
-		p.ew = ewTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(n, cost); ch > 1 && runPooled(c.pool, &c.pool.ew, t, n, 64, ch) {
 		return
 	}
 	t.run(0, n)
@@ -459,12 +454,7 @@ func (c *CPU) BiasAct(x, bias *Tensor, groups int, act Activation) {
 		return
 	}
 	t := biasActTask{x: x.F32, bias: bias.F32, rows: rows, n: n, act: act}
-	if ch := c.chunksFor(total, n); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.bias = t
-		p.runLocked(&p.bias, total, 1, ch)
-		p.bias = biasActTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(total, n); ch > 1 && runPooled(c.pool, &c.pool.bias, t, total, 1, ch) {
 		return
 	}
 	t.run(0, total)
@@ -507,12 +497,7 @@ func (c *CPU) BiasGrad(dy, db *Tensor, groups int, accumulate bool) {
 	nblk := (n + biasGradBlock - 1) / biasGradBlock
 	items := groups * nblk
 	t := biasGradTask{dy: dy.F32, db: db.F32, rows: rows, n: n, nblk: nblk, accumulate: accumulate}
-	if ch := c.chunksFor(items, rows*biasGradBlock); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.bgrad = t
-		p.runLocked(&p.bgrad, items, 1, ch)
-		p.bgrad = biasGradTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(items, rows*biasGradBlock); ch > 1 && runPooled(c.pool, &c.pool.bgrad, t, items, 1, ch) {
 		return
 	}
 	t.run(0, items)
@@ -572,12 +557,7 @@ func (c *CPU) ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int,
 	nblk := (n + biasGradBlock - 1) / biasGradBlock
 	items := groups * nblk
 	t := actBiasGradTask{dy: dy.F32, y: y.F32, db: db.F32, rows: rows, n: n, nblk: nblk, accumulate: accumulate, relu: act == ReLU}
-	if ch := c.chunksFor(items, 2*rows*biasGradBlock); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.actBias = t
-		p.runLocked(&p.actBias, items, 1, ch)
-		p.actBias = actBiasGradTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(items, 2*rows*biasGradBlock); ch > 1 && runPooled(c.pool, &c.pool.actBias, t, items, 1, ch) {
 		return
 	}
 	t.run(0, items)
@@ -629,12 +609,7 @@ func (c *CPU) Dropout(x, mask *Tensor, rate float32, seed uint64) {
 	n := sameLen("Dropout", x, mask)
 	thr, scale := DropoutThreshold(rate)
 	t := dropoutTask{x: x.F32, mask: mask.F32, thr: thr, scale: scale, seed: seed}
-	if ch := c.chunksFor(n, 8); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.drop = t
-		p.runLocked(&p.drop, n, 64, ch)
-		p.drop = dropoutTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(n, 8); ch > 1 && runPooled(c.pool, &c.pool.drop, t, n, 64, ch) {
 		return
 	}
 	t.run(0, n)
@@ -658,12 +633,7 @@ func (t *softmaxTask) run(lo, hi int) {
 }
 
 func (c *CPU) softmax(t softmaxTask, rows int) {
-	if ch := c.chunksFor(rows, costExpC*t.cols); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.soft = t
-		p.runLocked(&p.soft, rows, 1, ch)
-		p.soft = softmaxTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(rows, costExpC*t.cols); ch > 1 && runPooled(c.pool, &c.pool.soft, t, rows, 1, ch) {
 		return
 	}
 	t.run(0, rows)
@@ -721,12 +691,7 @@ func checkGate(op string, out, w *Tensor, experts []*Tensor) (rows, d, ne int) {
 func (c *CPU) GateCombine(out, w *Tensor, experts []*Tensor) {
 	rows, d, ne := checkGate("GateCombine", out, w, experts)
 	t := gateTask{out: out.F32, w: w.F32, experts: experts, d: d, e: ne}
-	if ch := c.chunksFor(rows, d*ne); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.gate = t
-		p.runLocked(&p.gate, rows, 1, ch)
-		p.gate = gateTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(rows, d*ne); ch > 1 && runPooled(c.pool, &c.pool.gate, t, rows, 1, ch) {
 		return
 	}
 	t.run(0, rows)
@@ -757,12 +722,7 @@ func (c *CPU) GateCombineBackward(dout, w *Tensor, experts []*Tensor, dw *Tensor
 		}
 	}
 	t := gateBwdTask{dout: dout.F32, w: w.F32, dw: dw.F32, experts: experts, dexperts: dexperts, d: d, e: ne}
-	if ch := c.chunksFor(rows, 2*d*ne); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.gateBwd = t
-		p.runLocked(&p.gateBwd, rows, 1, ch)
-		p.gateBwd = gateBwdTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(rows, 2*d*ne); ch > 1 && runPooled(c.pool, &c.pool.gateBwd, t, rows, 1, ch) {
 		return
 	}
 	t.run(0, rows)
@@ -791,12 +751,7 @@ func (c *CPU) CopyCols(dst *Tensor, dstCol int, src *Tensor, srcCol, width int, 
 		return
 	}
 	t := copyColsTask{dst: dst.F32, src: src.F32, dstN: dn, srcN: sn, dstCol: dstCol, srcCol: srcCol, width: width, accumulate: accumulate}
-	if ch := c.chunksFor(rows, width+16); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.cols = t
-		p.runLocked(&p.cols, rows, 1, ch)
-		p.cols = copyColsTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(rows, width+16); ch > 1 && runPooled(c.pool, &c.pool.cols, t, rows, 1, ch) {
 		return
 	}
 	t.run(0, rows)
@@ -881,12 +836,7 @@ func (c *CPU) EmbeddingGather(out *Tensor, col int, table, ids, offsets *Tensor,
 	if t.offs != nil {
 		cost = (dim + costRandom) * (1 + (int(t.offs[rows])-int(t.offs[0]))/max(rows, 1))
 	}
-	if ch := c.chunksFor(rows, cost); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.gather = t
-		p.runLocked(&p.gather, rows, 1, ch)
-		p.gather = gatherTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(rows, cost); ch > 1 && runPooled(c.pool, &c.pool.gather, t, rows, 1, ch) {
 		return nil
 	}
 	t.run(0, rows)
@@ -1247,36 +1197,21 @@ func (t *sgdTask) run(lo, hi int) {
 }
 
 func (c *CPU) runAdam(t adamTask, n, unit, cost int) {
-	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.adam = t
-		p.runLocked(&p.adam, n, unit, ch)
-		p.adam = adamTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(n, cost); ch > 1 && runPooled(c.pool, &c.pool.adam, t, n, unit, ch) {
 		return
 	}
 	t.run(0, n)
 }
 
 func (c *CPU) runAdagrad(t adagradTask, n, unit, cost int) {
-	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.adagrad = t
-		p.runLocked(&p.adagrad, n, unit, ch)
-		p.adagrad = adagradTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(n, cost); ch > 1 && runPooled(c.pool, &c.pool.adagrad, t, n, unit, ch) {
 		return
 	}
 	t.run(0, n)
 }
 
 func (c *CPU) runSGD(t sgdTask, n, unit, cost int) {
-	if ch := c.chunksFor(n, cost); ch > 1 && c.pool.mu.TryLock() {
-		p := c.pool
-		p.sgd = t
-		p.runLocked(&p.sgd, n, unit, ch)
-		p.sgd = sgdTask{}
-		p.mu.Unlock()
+	if ch := c.chunksFor(n, cost); ch > 1 && runPooled(c.pool, &c.pool.sgd, t, n, unit, ch) {
 		return
 	}
 	t.run(0, n)

@@ -158,12 +158,7 @@ func (c *CPU) runGemm(t gemmTask, batch int) {
 	t.small = smallGemm(t.ta, t.tb, t.m, t.n, t.k)
 	t.rb, t.cb = gemmSplit(t.m, t.n, t.k)
 	items := batch * t.rb * t.cb
-	if c.pool != nil && items > 1 && int64(batch)*int64(t.m)*int64(t.n)*int64(t.k) >= gemmParWork && c.pool.mu.TryLock() {
-		p := c.pool
-		p.gemm = t
-		p.runLocked(&p.gemm, items, 1, c.threads)
-		p.gemm = gemmTask{}
-		p.mu.Unlock()
+	if c.pool != nil && items > 1 && int64(batch)*int64(t.m)*int64(t.n)*int64(t.k) >= gemmParWork && runPooled(c.pool, &c.pool.gemm, t, items, 1, c.threads) {
 		return
 	}
 	t.run(0, items)

@@ -142,3 +142,22 @@ func (c *CPU) chunksFor(n, cost int) int {
 	}
 	return min(c.threads, w/parMinWork)
 }
+
+// runPooled runs t over the pool's workers when the pool is free (TryLock),
+// copying it into slot, the pool's task slot for its type, so that nothing is
+// allocated per call; it reports false, touching nothing, when the pool is
+// busy and the caller should run t serially.
+func runPooled[T any, P interface {
+	*T
+	rangeTask
+}](p *pool, slot P, t T, n, unit, chunks int) bool {
+	if !p.mu.TryLock() {
+		return false
+	}
+	*slot = t
+	p.runLocked(slot, n, unit, chunks)
+	var zero T
+	*slot = zero
+	p.mu.Unlock()
+	return true
+}
