@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -143,11 +144,28 @@ func BenchmarkExpertGemmStrategies(b *testing.B) {
 // BenchmarkEmbedding covers gather, backward and the sparse Adam update on
 // a 200k-row table (like tenrec's item_id) with batches of 1024 rows whose
 // ids are drawn afresh for each of 16 batches used in turn, so that table
-// rows come from memory as in training, not from a warm cache.
+// rows come from memory as in training, not from a warm cache. With
+// MTLRANK_BIG_BENCH set it also runs a 1e7-row table, whose rows and Adam
+// moments (up to 5.8 GB) come from DRAM rather than the last-level cache.
 func BenchmarkEmbedding(b *testing.B) {
-	const rows, tableRows, sets = 1024, 200000, 16
-	for _, dim := range []int{16, 48} {
-		for _, list := range []bool{false, true} {
+	const rows, sets = 1024, 16
+	for _, tableRows := range []int{200_000, 10_000_000} {
+		for _, dim := range []int{16, 48} {
+			for _, list := range []bool{false, true} {
+				name := fmt.Sprintf("rows%d/dim%d_list%v", tableRows, dim, list)
+				if tableRows > 1_000_000 && os.Getenv("MTLRANK_BIG_BENCH") == "" {
+					b.Run(name, func(b *testing.B) { b.Skip("set MTLRANK_BIG_BENCH=1 to allocate 1e7-row tables") })
+					continue
+				}
+				benchEmbedding(b, name, rows, tableRows, sets, dim, list)
+			}
+		}
+	}
+}
+
+func benchEmbedding(b *testing.B, name string, rows, tableRows, sets, dim int, list bool) {
+	{
+		{
 			c := NewCPU(2)
 			table := benchTensor(c, tableRows, dim)
 			n := rows
@@ -174,7 +192,12 @@ func BenchmarkEmbedding(b *testing.B) {
 				c.EmbeddingBackward(grads[s], out, 8, ids[s], offs, Mean, tableRows)
 			}
 			m, v := c.Alloc(Float32, tableRows, dim), c.Alloc(Float32, tableRows, dim)
-			name := fmt.Sprintf("dim%d_list%v", dim, list)
+			// written once, as in training, so that no page fault is timed
+			c.Fill(m, 0)
+			c.Fill(v, 0)
+			defer c.Free(m)
+			defer c.Free(v)
+			defer c.Free(table)
 			k := 0
 			b.Run("gather/"+name, func(b *testing.B) {
 				loop(b, func() {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,8 +33,11 @@ import (
 // one, never a mix (a crash between the two renames of a replacement leaves
 // the previous checkpoint under "<dir>.old-*" and no folder at dir).
 const (
-	CheckpointFormat        = "mtlrank-checkpoint"
-	CheckpointFormatVersion = 1
+	CheckpointFormat = "mtlrank-checkpoint"
+	// CheckpointFormatVersion 2 names the Config's fields in config.json by
+	// their JSON tags (the CLI's flag names); version 1, still read, used
+	// the Go field names.
+	CheckpointFormatVersion = 2
 
 	configFile    = "config.json"
 	schemaFile    = "schema.pbtxt"
@@ -369,6 +373,11 @@ func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 	if head.FormatVersion < 1 || head.FormatVersion > CheckpointFormatVersion {
 		return nil, fmt.Errorf("%s: format version %d is not supported (this build reads 1..%d)", configFile, head.FormatVersion, CheckpointFormatVersion)
 	}
+	if head.FormatVersion == 1 {
+		if data, err = configV1ToV2(data); err != nil {
+			return nil, fmt.Errorf("%s: %w", configFile, err)
+		}
+	}
 	// Fields absent from an older file keep their defaults.
 	cc := checkpointConfig{Config: DefaultConfig()}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -378,6 +387,52 @@ func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 	}
 	return &cc, nil
 }
+
+// configV1ToV2 renames the keys of the "config" object of a version-1
+// config.json, which are Config's Go field names, to their JSON names.
+// Keys that are no field stay as they are, for the strict decoder to
+// report.
+func configV1ToV2(data []byte) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return nil, err
+	}
+	raw, ok := top["config"]
+	if !ok {
+		return data, nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	renamed := make(map[string]json.RawMessage, len(fields))
+	for k, v := range fields {
+		if name, ok := configJSONNames[k]; ok {
+			k = name
+		}
+		renamed[k] = v
+	}
+	var err error
+	if top["config"], err = json.Marshal(renamed); err != nil {
+		return nil, err
+	}
+	return json.Marshal(top)
+}
+
+// configJSONNames maps Config's Go field names to their JSON names
+// (fields not written to JSON are left out).
+var configJSONNames = func() map[string]string {
+	t := reflect.TypeFor[Config]()
+	names := make(map[string]string, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names[f.Name] = name
+		}
+	}
+	return names
+}()
 
 // ReadTrainState reads the state.json of a checkpoint folder.
 func ReadTrainState(dir string) (*TrainState, error) {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,12 +249,12 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}, []string{`"input/emb/user_id" has shape`, "[1000 "}},
 		{"config changed", func(t *testing.T, dir string) {
 			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
-				v["config"].(map[string]any)["MMoENumExperts"] = 5
+				v["config"].(map[string]any)["mmoe_num_mlp_experts"] = 5
 			})
 		}, []string{"mmoe/"}},
 		{"invalid config", func(t *testing.T, dir string) {
 			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
-				v["config"].(map[string]any)["MMoENumExperts"] = 0
+				v["config"].(map[string]any)["mmoe_num_mlp_experts"] = 0
 			})
 		}, []string{"config.json", "MMoENumExperts"}},
 		{"unknown config field", func(t *testing.T, dir string) {
@@ -358,4 +359,76 @@ func TestCheckDataSchema(t *testing.T) {
 	s.Features = kept
 	require.NoError(t, m.CheckDataSchema(s, false), "targets are not needed for prediction")
 	require.ErrorContains(t, m.CheckDataSchema(s, true), `no target column "like"`)
+}
+
+// TestConfigJSONNames: every saved Config field has its own snake_case JSON
+// name, so that config.json reads like the CLI's flags and a new field
+// cannot silently fall back to its Go name.
+func TestConfigJSONNames(t *testing.T) {
+	typ := reflect.TypeFor[mtl.Config]()
+	seen := map[string]string{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		require.NotEmpty(t, name, "field %s has no json name", f.Name)
+		assert.Regexp(t, `^[a-z][a-z0-9_]*$`, name, "field %s", f.Name)
+		if prev, dup := seen[name]; dup {
+			t.Errorf("json name %q used by %s and %s", name, prev, f.Name)
+		}
+		seen[name] = f.Name
+	}
+}
+
+// TestCheckpointReadsFormatVersion1: a version-1 config.json, whose config
+// object has Config's Go field names, loads with the same configuration
+// as the version-2 file it was made from.
+func TestCheckpointReadsFormatVersion1(t *testing.T) {
+	cfg := trConfig("cgc")
+	cfg.Tasks = []string{"click", "like"}
+	cfg.EmbeddingDims = map[string]int{"user_id": 12}
+	cfg.LossWeights = map[string]float32{"like": 2}
+	cfg.LRDecayRate, cfg.LRDecaySteps = 0.5, 100
+	cfg.InitOutputBias = true
+	m, err := mtl.NewModel(trSchema(), cfg, trDev(), 64)
+	require.NoError(t, err)
+	defer m.Release()
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	require.NoError(t, mtl.SaveCheckpoint(dir, m, nil))
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), `"mmoe_num_mlp_experts"`)
+	assert.Contains(t, string(raw), `"format_version": 2`)
+
+	// Version 1 wrote the Config as Go's encoding/json writes a struct
+	// without tags: every field under its Go name.
+	v1 := map[string]any{}
+	val := reflect.ValueOf(m.Config())
+	for i := range val.NumField() {
+		if f := val.Type().Field(i); f.Tag.Get("json") != "-" {
+			v1[f.Name] = val.Field(i).Interface()
+		}
+	}
+	editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+		v["format_version"] = 1
+		v["config"] = v1
+	})
+	raw, err = os.ReadFile(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"MMoENumExperts"`)
+
+	m2, _, err := mtl.LoadCheckpoint(dir, trDev(), 0)
+	require.NoError(t, err)
+	defer m2.Release()
+	assert.Equal(t, m.Config(), m2.Config())
+	assert.Equal(t, hostParams(m), hostParams(m2))
+
+	// An unknown Go name in a version-1 file is still an error.
+	editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+		v["config"].(map[string]any)["Experts"] = 5
+	})
+	_, _, err = mtl.LoadCheckpoint(dir, trDev(), 0)
+	require.ErrorContains(t, err, "Experts")
 }

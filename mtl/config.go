@@ -18,51 +18,54 @@ import (
 // Config describes a model and how it is trained. DefaultConfig gives the
 // defaults (Merlin's quick-start ranking script, with the benchmark settings
 // of DESIGN.md where they differ: lr 1e-3 without decay, task towers on, two
-// PLE levels, no L2). The zero value is not valid.
+// PLE levels, no L2). The zero value is not valid. Its JSON form (a
+// checkpoint's config.json) names the fields as the mtlrank CLI's flags
+// do, Merlin's where Merlin has one.
 type Config struct {
-	Model           string   // "mlp" | "mmoe" | "cgc" | "ple"
-	Tasks           []string // target column names; empty = every target in the schema, sorted by name
-	MLPLayers       []int    // shared-bottom MLP (model "mlp")
-	ExpertMLPLayers []int    // every expert's MLP (mmoe, cgc, ple)
-	MMoENumExperts  int
+	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple"
+	Tasks           []string `json:"tasks,omitempty"`   // target column names; empty = every target in the schema, sorted by name
+	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (model "mlp")
+	ExpertMLPLayers []int    `json:"expert_mlp_layers"` // every expert's MLP (mmoe, cgc, ple)
+	MMoENumExperts  int      `json:"mmoe_num_mlp_experts"`
 	// CGCTaskExperts and CGCSharedExperts are the experts per task and the
 	// shared experts of every CGC/PLE level.
-	CGCTaskExperts, CGCSharedExperts int
-	PLELayers                        int
+	CGCTaskExperts   int `json:"cgc_num_task_experts"`
+	CGCSharedExperts int `json:"cgc_num_shared_experts"`
+	PLELayers        int `json:"ple_num_layers"`
 	// PLEGatesOnInput is Merlin's PLE variant: every gate reads the model
 	// input instead of the previous level's output.
-	PLEGatesOnInput bool
-	GateDim         int // width of the gate MLP; 0 = no gate MLP
-	GateTemperature float32
-	UseTaskTowers   bool
-	TowerLayers     []int
-	Activation      string // "relu" | "linear": hidden layers of every MLP
-	Dropout         float32
+	PLEGatesOnInput bool    `json:"ple_gates_on_input"`
+	GateDim         int     `json:"gate_dim"` // width of the gate MLP; 0 = no gate MLP
+	GateTemperature float32 `json:"mtl_gates_softmax_temperature"`
+	UseTaskTowers   bool    `json:"use_task_towers"`
+	TowerLayers     []int   `json:"tower_layers"`
+	Activation      string  `json:"activation"` // "relu" | "linear": hidden layers of every MLP
+	Dropout         float32 `json:"dropout"`
 
-	EmbeddingDimMultiplier float64
-	EmbeddingDims          map[string]int // per feature or domain name
-	ListCombiner           string         // "mean" | "sum" | "sqrtn"
+	EmbeddingDimMultiplier float64        `json:"embedding_sizes_multiplier"`
+	EmbeddingDims          map[string]int `json:"embedding_dims,omitempty"` // per feature or domain name
+	ListCombiner           string         `json:"list_combiner"`            // "mean" | "sum" | "sqrtn"
 
 	// L2Reg adds L2Reg * sum(W^2) for every Dense kernel (not biases, not
 	// embeddings) to the loss, like a Keras l2 kernel regulariser.
-	L2Reg float32
+	L2Reg float32 `json:"l2_reg"`
 	// EmbeddingL2Reg adds EmbeddingL2Reg * sum(e^2) over the embeddings
 	// looked up in the batch.
-	EmbeddingL2Reg float32
+	EmbeddingL2Reg float32 `json:"embeddings_l2_reg"`
 
-	LossWeights     map[string]float32 // per target: lambda_t (default 1)
-	PosClassWeights map[string]float32 // per binary target: weight of positive examples
-	WeightColumns   map[string]string  // per target: a column of per-sample weights
-	SampleSpace     map[string]string  // per target: a column; the task trains only where it == 1
+	LossWeights     map[string]float32 `json:"loss_weights,omitempty"`      // per target: lambda_t (default 1)
+	PosClassWeights map[string]float32 `json:"pos_class_weights,omitempty"` // per binary target: weight of positive examples
+	WeightColumns   map[string]string  `json:"weight_columns,omitempty"`    // per target: a column of per-sample weights
+	SampleSpace     map[string]string  `json:"sample_space,omitempty"`      // per target: a column; the task trains only where it == 1
 
-	Optimizer    string // "adam" | "adagrad" | "sgd"
-	LR           float32
-	LRDecayRate  float32 // staircase: lr = LR * LRDecayRate^floor(step/LRDecaySteps)
-	LRDecaySteps int     // 0 = no decay
-	AdamBeta1    float32
-	AdamBeta2    float32
-	AdamEps      float32
-	Seed         int64
+	Optimizer    string  `json:"optimizer"` // "adam" | "adagrad" | "sgd"
+	LR           float32 `json:"lr"`
+	LRDecayRate  float32 `json:"lr_decay_rate"`  // staircase: lr = LR * LRDecayRate^floor(step/LRDecaySteps)
+	LRDecaySteps int     `json:"lr_decay_steps"` // 0 = no decay
+	AdamBeta1    float32 `json:"adam_beta1"`
+	AdamBeta2    float32 `json:"adam_beta2"`
+	AdamEps      float32 `json:"adam_epsilon"`
+	Seed         int64   `json:"random_seed"`
 
 	// InitOutputBias starts every output head's bias at its task's base
 	// rate instead of at 0 (Merlin, Keras): the log-odds of the positive
@@ -73,7 +76,7 @@ type Config struct {
 	// regression task whose labels are far from 0 dominates the first
 	// steps and the binary heads spend them moving towards their base
 	// rates, which shows as an early AUC dip below 0.5.
-	InitOutputBias bool
+	InitOutputBias bool `json:"init_output_bias"`
 
 	// CUDAGraph captures the training step as CUDA graphs and replays them
 	// (fewer launches; see Model.TrainStep). It needs a device that can

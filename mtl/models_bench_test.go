@@ -18,7 +18,39 @@ import (
 // ids uniform over each table, random binary targets, watching_times in
 // 0..4.
 func tenrecBatches(s *schema.Schema, n, rows int) []*loader.Batch {
+	return tenrecBatchesZipf(s, n, rows, 0)
+}
+
+// tenrecBatchesZipf is tenrecBatches with, when zipf > 0, the ids of
+// tables over zipfMinRows rows drawn by popularity: rank k with
+// probability proportional to (1+k)^-zipf, the ranks scattered over the
+// table by a fixed permutation (as raw ids are, before Categorify orders
+// them by frequency), so that popular rows share no cache lines or pages.
+func tenrecBatchesZipf(s *schema.Schema, n, rows int, zipf float64) []*loader.Batch {
+	const zipfMinRows = 1000
 	rng := rand.New(rand.NewPCG(0, 0))
+	draw := func(card int64) int32 { return int32(rng.Int64N(card)) }
+	if zipf > 0 {
+		zipfs := map[int64]*rand.Zipf{}
+		uniform := draw
+		draw = func(card int64) int32 {
+			if card < zipfMinRows {
+				return uniform(card)
+			}
+			z := zipfs[card]
+			if z == nil {
+				z = rand.NewZipf(rng, zipf, 1, uint64(card-1))
+				zipfs[card] = z
+			}
+			// k -> k*p mod card is a permutation: p is a prime that does
+			// not divide card (checked).
+			const p = 1_000_003
+			if card%p == 0 {
+				panic("tenrecBatchesZipf: table size is a multiple of the permutation's prime")
+			}
+			return int32(z.Uint64() * p % uint64(card))
+		}
+	}
 	var out []*loader.Batch
 	for range n {
 		cols := map[string]*loader.Column{}
@@ -28,7 +60,7 @@ func tenrecBatches(s *schema.Schema, n, rows int) []*loader.Batch {
 			case f.HasTag(schema.TagCategorical):
 				c.I32 = make([]int32, rows)
 				for i := range c.I32 {
-					c.I32[i] = int32(rng.Int64N(f.Cardinality()))
+					c.I32[i] = draw(f.Cardinality())
 				}
 			case f.HasTag(schema.TagRegression):
 				c.F32 = make([]float32, rows)
@@ -157,11 +189,16 @@ func BenchmarkPredict(b *testing.B) {
 
 // BenchmarkTrainStepTableRows measures how the step time depends on the
 // size of the user_id and item_id tables (1e5 vs 1e7 rows): their widths
-// are pinned to tenrec's (40 and 48), so only the table size changes. The
-// batches draw ids uniformly over each table, the worst case for caches.
-// The 1e7 model holds about 10.5 GB (tables and Adam moments); it runs only
-// when MTLRANK_BIG_BENCH is set.
+// are pinned to tenrec's (40 and 48), so only the table size changes. Ids
+// are drawn two ways: uniformly over each table, the worst case for caches,
+// and by Zipf popularity with exponent 1.1 (loader/synth's default), ranks
+// scattered over the table. The 1e7 model holds about 10.5 GB (tables and
+// Adam moments); it runs only when MTLRANK_BIG_BENCH is set.
 func BenchmarkTrainStepTableRows(b *testing.B) {
+	dists := []struct {
+		name string
+		zipf float64
+	}{{"uniform", 0}, {"zipf1.1", 1.1}}
 	for _, rows := range []int64{100_000, 10_000_000} {
 		for _, model := range []string{"mlp", "mmoe"} {
 			b.Run(fmt.Sprintf("%s/rows%d", model, rows), func(b *testing.B) {
@@ -183,16 +220,22 @@ func BenchmarkTrainStepTableRows(b *testing.B) {
 				for _, st := range m.OptimizerState() {
 					m.Device().Fill(st.Tensor, 0)
 				}
-				batches := tenrecBatches(s, 64, batch)
-				for i := range 3 {
-					if _, err := m.TrainStep(batches[i]); err != nil {
-						b.Fatal(err)
-					}
+				for _, dist := range dists {
+					b.Run(dist.name, func(b *testing.B) {
+						// 256 batches touch up to 500k rows of each table, more
+						// than the last-level cache holds at 1e7 rows
+						batches := tenrecBatchesZipf(s, 256, batch, dist.zipf)
+						for i := range 3 {
+							if _, err := m.TrainStep(batches[i]); err != nil {
+								b.Fatal(err)
+							}
+						}
+						benchLoop(b, batch, 3*forwardFLOPs(m), func(i int) error {
+							_, err := m.TrainStep(batches[i%len(batches)])
+							return err
+						})
+					})
 				}
-				benchLoop(b, batch, 3*forwardFLOPs(m), func(i int) error {
-					_, err := m.TrainStep(batches[i%len(batches)])
-					return err
-				})
 			})
 		}
 	}
