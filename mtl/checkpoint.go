@@ -8,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -418,21 +417,6 @@ func configV1ToV2(data []byte) ([]byte, error) {
 	}
 	return json.Marshal(top)
 }
-
-// configJSONNames maps Config's Go field names to their JSON names
-// (fields not written to JSON are left out).
-var configJSONNames = func() map[string]string {
-	t := reflect.TypeFor[Config]()
-	names := make(map[string]string, t.NumField())
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name != "" && name != "-" {
-			names[f.Name] = name
-		}
-	}
-	return names
-}()
 
 // ReadTrainState reads the state.json of a checkpoint folder.
 func ReadTrainState(dir string) (*TrainState, error) {

@@ -8,6 +8,7 @@ package mtl
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -160,9 +161,29 @@ type Task struct {
 	Kind   TaskKind
 }
 
+// configErr reports a bad Config field by its Go name and, when it has
+// one, its JSON name, which is also the CLI flag's name.
 func configErr(field, format string, args ...any) error {
+	if name, ok := configJSONNames[field]; ok {
+		field += " (" + name + ")"
+	}
 	return fmt.Errorf("mtl: config %s: %s", field, fmt.Sprintf(format, args...))
 }
+
+// configJSONNames maps Config's Go field names to their JSON names
+// (fields not written to JSON are left out).
+var configJSONNames = func() map[string]string {
+	t := reflect.TypeFor[Config]()
+	names := make(map[string]string, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names[f.Name] = name
+		}
+	}
+	return names
+}()
 
 // kindOf maps a target's tags to a task kind.
 func kindOf(f *schema.Feature) (TaskKind, bool) {
