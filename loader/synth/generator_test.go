@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mtlrank/mtlrank/internal/rankkey"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -190,7 +191,7 @@ func logisticAUC(w []float64, x [][]float64, y []float32) float64 {
 		for j, v := range row {
 			z += w[j] * v
 		}
-		pairs[i] = packScored(float32(z), y[i] > 0.5)
+		pairs[i] = rankkey.Pack(float32(z), y[i] > 0.5)
 	}
 	return exactAUC(pairs, make([]uint64, len(pairs)))
 }
@@ -415,51 +416,6 @@ func TestPermutationIsBijection(t *testing.T) {
 			seen[v] = true
 		}
 	}
-}
-
-// auc packs scores and labels for exactAUC.
-func auc(scores []float32, labels []bool) float64 {
-	pairs := make([]uint64, len(scores))
-	for i := range scores {
-		pairs[i] = packScored(scores[i], labels[i])
-	}
-	return exactAUC(pairs, make([]uint64, len(pairs)))
-}
-
-func TestExactAUCMatchesPairCount(t *testing.T) {
-	r := newRNG(99)
-	for _, tc := range []struct {
-		n      int
-		levels int // distinct score values: few levels force ties
-	}{{2, 0}, {10, 3}, {200, 0}, {300, 5}, {500, 50}, {2000, 0}} {
-		scores := make([]float32, tc.n)
-		labels := make([]bool, tc.n)
-		for i := range scores {
-			if tc.levels > 0 {
-				scores[i] = float32(r.intn(uint64(tc.levels))) - 2
-			} else {
-				// Both signs and a wide range of exponents exercise the
-				// order-preserving key.
-				scores[i] = float32(r.normal() * math.Pow(10, float64(r.intn(7))-3))
-			}
-			labels[i] = r.float64() < 0.3+0.1*float64(scores[i])
-		}
-		labels[0], labels[1] = true, false // both classes present
-		want := naiveAUC(scores, labels)
-		assert.InDelta(t, want, auc(scores, labels), 1e-12, "n %d levels %d", tc.n, tc.levels)
-	}
-	// Hand-computed: scores 1,2,3,4 with labels -,+,-,+: pairs (2>1),
-	// (4>1), (4>3) win, (2<3) loses: 3/4.
-	assert.InDelta(t, 0.75, auc([]float32{1, 2, 3, 4}, []bool{false, true, false, true}), 1e-15)
-	// A tie between a positive and a negative counts one half, -0 and +0
-	// included.
-	assert.InDelta(t, 0.5, auc([]float32{1, 1}, []bool{false, true}), 1e-15)
-	negZero := float32(math.Copysign(0, -1))
-	assert.InDelta(t, 0.5, auc([]float32{negZero, 0}, []bool{false, true}), 1e-15)
-	// Negative scores order below positive ones.
-	assert.InDelta(t, 1, auc([]float32{-3, -1, 0.5, 2}, []bool{false, false, true, true}), 1e-15)
-	assert.True(t, math.IsNaN(auc([]float32{1, 2}, []bool{true, true})))
-	assert.True(t, math.IsNaN(auc(nil, nil)))
 }
 
 func TestHistogramAUCWithinBound(t *testing.T) {

@@ -37,29 +37,6 @@ func pearson(a, b []float32) float64 {
 	return sab / math.Sqrt(saa*sbb)
 }
 
-// naiveAUC counts every positive-negative pair: the definition of the AUC.
-func naiveAUC(scores []float32, labels []bool) float64 {
-	var sum, pairs float64
-	for i := range scores {
-		if !labels[i] {
-			continue
-		}
-		for j := range scores {
-			if labels[j] {
-				continue
-			}
-			pairs++
-			switch {
-			case scores[i] > scores[j]:
-				sum++
-			case scores[i] == scores[j]:
-				sum += 0.5
-			}
-		}
-	}
-	return sum / pairs
-}
-
 // parquetFile is what a plain arrow-go reader sees in one Parquet file.
 type parquetFile struct {
 	rowGroups int

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mtlrank/mtlrank/internal/rankkey"
 	"github.com/mtlrank/mtlrank/loader"
 )
 
@@ -68,29 +69,9 @@ type oracleAcc struct {
 	reg     []*regAcc
 }
 
-// A scored label is packed in a uint64: the score's order-preserving
-// 32-bit key in the high half, the label in bit 0, so that a radix sort on
-// the high half orders by score.
-func packScored(score float32, pos bool) uint64 {
-	if score == 0 {
-		score = 0 // -0 and +0 must tie
-	}
-	b := math.Float32bits(score)
-	if b&(1<<31) != 0 {
-		b = ^b
-	} else {
-		b |= 1 << 31
-	}
-	v := uint64(b) << 32
-	if pos {
-		v |= 1
-	}
-	return v
-}
-
 type binAcc struct {
 	name    string
-	pairs   []uint64 // exact mode, packScored
+	pairs   []uint64 // exact mode, rankkey.Pack
 	histPos []int64  // binned mode, over the logit
 	histNeg []int64
 	pos     int64
@@ -165,7 +146,7 @@ func (a *oracleAcc) add(b *loader.Batch, t *Truth) error {
 				acc.logloss -= math.Log(math.Max(1-p, 1e-300))
 			}
 			if a.exact {
-				acc.pairs = append(acc.pairs, packScored(logit[i], pos))
+				acc.pairs = append(acc.pairs, rankkey.Pack(logit[i], pos))
 				continue
 			}
 			bin := int((float64(logit[i]) + histRange) / (2 * histRange) * histBins)
@@ -238,65 +219,12 @@ func (a *oracleAcc) result() Oracle {
 	return o
 }
 
-// exactAUC is the ROC-AUC of packed (score, label) pairs: the probability
-// that a random positive scores above a random negative, ties counted one
-// half. It sorts pairs in place (tmp: scratch of the same length); NaN when
-// a class is missing.
+// exactAUC is the ROC-AUC of rankkey-packed (score, label) pairs (NaN
+// when a class is missing); it reorders pairs, using tmp (same length) as
+// scratch.
 func exactAUC(pairs, tmp []uint64) float64 {
-	radixSortHigh(pairs, tmp)
-	var negBelow, pos, neg float64
-	var sum float64
-	for i := 0; i < len(pairs); {
-		key := pairs[i] >> 32
-		var gp, gn float64
-		j := i
-		for ; j < len(pairs) && pairs[j]>>32 == key; j++ {
-			if pairs[j]&1 != 0 {
-				gp++
-			} else {
-				gn++
-			}
-		}
-		sum += gp*negBelow + 0.5*gp*gn
-		negBelow += gn
-		pos += gp
-		neg += gn
-		i = j
-	}
-	if pos == 0 || neg == 0 {
-		return math.NaN()
-	}
-	return sum / (pos * neg)
-}
-
-// radixSortHigh sorts v by its high 32 bits (LSD radix sort, four 8-bit
-// passes; O(n), much faster than a comparison sort for millions of rows).
-func radixSortHigh(v, tmp []uint64) {
-	if len(v) < 2 {
-		return
-	}
-	src, dst := v, tmp[:len(v)]
-	for shift := uint(32); shift < 64; shift += 8 {
-		var count [257]int
-		for _, x := range src {
-			count[(x>>shift)&0xff+1]++
-		}
-		if count[1+(src[0]>>shift)&0xff] == len(src) {
-			continue // every key has this byte: nothing to reorder
-		}
-		for i := 1; i < 257; i++ {
-			count[i] += count[i-1]
-		}
-		for _, x := range src {
-			b := (x >> shift) & 0xff
-			dst[count[b]] = x
-			count[b]++
-		}
-		src, dst = dst, src
-	}
-	if &src[0] != &v[0] {
-		copy(v, src)
-	}
+	auc, _, _ := rankkey.AUC(rankkey.Sort(pairs, tmp))
+	return auc
 }
 
 // histAUC is the AUC over histogram bins (pairs within a bin count one

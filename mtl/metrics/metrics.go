@@ -48,6 +48,8 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+
+	"github.com/mtlrank/mtlrank/internal/rankkey"
 )
 
 // Eps is the clipping bound of probabilities in the logloss.
@@ -82,79 +84,13 @@ func GateKey(gate string, expert int) string {
 	return "gate/" + gate + "/expert_" + strconv.Itoa(expert)
 }
 
-// orderedBits maps a float32 to a uint32 whose unsigned order is the order
-// of the floats (negative zero is folded into zero so that they tie).
-func orderedBits(f float32) uint32 {
-	if f == 0 {
-		return 0x80000000
-	}
-	b := math.Float32bits(f)
-	if b&0x80000000 != 0 {
-		return ^b
-	}
-	return b | 0x80000000
-}
-
-// sortKeys sorts keys ascending by their upper 32 bits (the ordered score);
-// the order among equal scores is irrelevant to every metric here. tmp is
-// scratch of at least len(keys); the result may live in either slice and is
-// returned.
-func sortKeys(keys, tmp []uint64) []uint64 {
-	if len(keys) < 512 {
-		slices.Sort(keys)
-		return keys
-	}
-	src, dst := keys, tmp[:len(keys)]
-	var count [256]int
-	for shift := uint(32); shift < 64; shift += 8 {
-		clear(count[:])
-		for _, k := range src {
-			count[(k>>shift)&0xff]++
-		}
-		if count[(src[0]>>shift)&0xff] == len(src) {
-			continue // every key has the same digit: the pass would be a copy
-		}
-		pos := 0
-		for i, c := range count {
-			count[i] = pos
-			pos += c
-		}
-		for _, k := range src {
-			d := (k >> shift) & 0xff
-			dst[count[d]] = k
-			count[d]++
-		}
-		src, dst = dst, src
-	}
-	return src
-}
-
 // rankStats computes ROC-AUC and average precision from keys sorted
-// ascending by score (label in bit 0). pos and neg are the class counts.
+// ascending by score (rankkey.Sort). pos and neg are the class counts.
 func rankStats(sorted []uint64, pos, neg int64) (auc, ap float64) {
 	if pos == 0 || neg == 0 {
 		return math.NaN(), math.NaN()
 	}
-	// Ascending pass: every positive in a group of tied scores is ranked
-	// above all negatives of lower score and half of the tied negatives.
-	var pairs float64 // 2 * correctly ordered (positive, negative) pairs
-	var negBelow int64
-	for i := 0; i < len(sorted); {
-		s := sorted[i] >> 32
-		var p, n int64
-		j := i
-		for ; j < len(sorted) && sorted[j]>>32 == s; j++ {
-			if sorted[j]&1 == 1 {
-				p++
-			} else {
-				n++
-			}
-		}
-		pairs += float64(p) * float64(2*negBelow+n)
-		negBelow += n
-		i = j
-	}
-	auc = pairs / (2 * float64(pos) * float64(neg))
+	auc, _, _ = rankkey.AUC(sorted)
 
 	// Descending pass: each distinct score is a threshold.
 	var tp, fp int64
@@ -187,14 +123,12 @@ func buildKeys(scores []float32, labels []bool) (keys []uint64, pos, neg int64, 
 		if s != s {
 			return nil, 0, 0, i
 		}
-		k := uint64(orderedBits(s)) << 32
 		if labels[i] {
-			k |= 1
 			pos++
 		} else {
 			neg++
 		}
-		keys[i] = k
+		keys[i] = rankkey.Pack(s, labels[i])
 	}
 	return keys, pos, neg, -1
 }
@@ -223,7 +157,7 @@ func rankMetrics(scores []float32, labels []bool) (float64, float64) {
 	if nanAt >= 0 {
 		return math.NaN(), math.NaN()
 	}
-	sorted := sortKeys(keys, make([]uint64, len(keys)))
+	sorted := rankkey.Sort(keys, make([]uint64, len(keys)))
 	return rankStats(sorted, pos, neg)
 }
 
@@ -297,14 +231,12 @@ func (b *Binary) Add(probs, labels, mask []float32) error {
 		if p != p {
 			b.nan++
 		}
-		k := uint64(orderedBits(p)) << 32
 		if label {
-			k |= 1
 			b.pos++
 		} else {
 			b.neg++
 		}
-		b.keys = append(b.keys, k)
+		b.keys = append(b.keys, rankkey.Pack(p, label))
 		b.logloss += logLoss(float64(p), label)
 		switch pred := p > threshold; {
 		case pred && label:
@@ -351,7 +283,7 @@ func (b *Binary) Result() BinaryResult {
 	if cap(b.tmp) < len(b.keys) {
 		b.tmp = make([]uint64, len(b.keys))
 	}
-	sorted := sortKeys(b.keys, b.tmp[:len(b.keys)])
+	sorted := rankkey.Sort(b.keys, b.tmp[:len(b.keys)])
 	if &sorted[0] != &b.keys[0] {
 		// Keep the sorted copy as the key slice: the next sort is cheaper.
 		b.keys, b.tmp = sorted, b.keys[:0]
