@@ -509,3 +509,89 @@ func TestPreprocessThenTrain(t *testing.T) {
 	// bought is a deterministic function of the user and the item ids.
 	assert.Greater(t, metric(t, m, "bought/binary_output/auc"), 0.6)
 }
+
+// readAll reads every row of the Parquet dataset in dir (its own schema) as
+// one batch, in file order.
+func readAll(t *testing.T, dir string) *loader.Batch {
+	t.Helper()
+	ds, err := loader.Open(dir, schemaOf(t, dir), loader.Options{BatchSize: 1 << 20})
+	require.NoError(t, err)
+	b, err := ds.Epoch(context.Background(), 0).Next()
+	require.NoError(t, err)
+	t.Cleanup(b.Release)
+	return b
+}
+
+// TestPreprocessWorkflowOnNewData: preprocess --workflow_path encodes new
+// rows exactly as the fitted rows were encoded, maps unseen values to the
+// out-of-vocabulary id and fills missing numbers as fitted, leaves the
+// targets out with --skip_targets, and its output can be scored.
+func TestPreprocessWorkflowOnNewData(t *testing.T) {
+	dir := t.TempDir()
+	var train, serve strings.Builder
+	train.WriteString("user,item,price,bought\n")
+	serve.WriteString("user,item,price\n")
+	for i := 0; i < 2000; i++ {
+		u, it := i%37, (i*7)%23
+		bought := 0
+		if u%3 == 0 || it%4 == 0 {
+			bought = 1
+		}
+		price := strconv.FormatFloat(float64(it)*1.5, 'f', -1, 64)
+		if i%50 == 0 {
+			price = "?"
+		}
+		fmt.Fprintf(&train, "u%d,i%d,%s,%d\n", u, it, price, bought)
+		if i < 100 {
+			fmt.Fprintf(&serve, "u%d,i%d,%s\n", u, it, price)
+		}
+	}
+	serve.WriteString("new-user,i3,?\n") // an unseen user and a missing price
+	trainCSV, serveCSV := filepath.Join(dir, "train.csv"), filepath.Join(dir, "serve.csv")
+	require.NoError(t, os.WriteFile(trainCSV, []byte(train.String()), 0o644))
+	require.NoError(t, os.WriteFile(serveCSV, []byte(serve.String()), 0o644))
+	prep := filepath.Join(dir, "prep")
+	mustRun(t, "preprocess", "--data_path", trainCSV, "--output_path", prep, "--categorical_features", "user,item",
+		"--continuous_features", "price", "--continuous_features_fillna", "median", "--csv_na_values", "?",
+		"--binary_classif_targets", "bought", "--quiet")
+	workflow := filepath.Join(prep, "workflow.json")
+
+	enc := filepath.Join(dir, "enc")
+	stdout := mustRun(t, "preprocess", "--workflow_path", workflow, "--data_path", serveCSV, "--output_path", enc,
+		"--skip_targets", "--quiet")
+	assert.Contains(t, stdout, "Encoded 101 rows")
+	assert.Regexp(t, `user\s+0\s+1\n`, stdout, "one out-of-vocabulary user")
+	assert.Nil(t, schemaOf(t, enc).Feature("bought"), "no target with --skip_targets")
+
+	fitted, got := readAll(t, filepath.Join(prep, "train")), readAll(t, enc)
+	require.Equal(t, 101, got.Rows)
+	for _, c := range []string{"user", "item"} {
+		assert.Equal(t, fitted.Column(c).I32[:100], got.Column(c).I32[:100], c)
+	}
+	assert.Equal(t, fitted.Column("price").F32[:100], got.Column("price").F32[:100])
+	assert.Equal(t, int32(1), got.Column("user").I32[100], "unseen user -> out-of-vocabulary id")
+	assert.Equal(t, fitted.Column("item").I32[7], got.Column("item").I32[100], "i3 (row 7) as fitted")
+	assert.Equal(t, fitted.Column("price").F32[0], got.Column("price").F32[100], "missing price filled as fitted (row 0 has none)")
+
+	// The encoded rows can be scored by a model trained on the fitted data.
+	mustRun(t, "train", "--train_data_path", filepath.Join(prep, "train"), "--model", "mlp", "--epochs", "1",
+		"--train_batch_size", "256", "--save_model_path", filepath.Join(dir, "model"), "--output_path", filepath.Join(dir, "run"),
+		"--quiet", "--threads", "1")
+	stdout = mustRun(t, "predict", "--load_model_path", filepath.Join(dir, "model"), "--predict_data_path", enc,
+		"--predict_output_path", filepath.Join(dir, "pred"), "--quiet", "--threads", "1")
+	assert.Contains(t, stdout, "Wrote 101 predictions")
+
+	// Without --skip_targets the missing target column is an error naming it.
+	code, _, errs := run(t, "preprocess", "--workflow_path", workflow, "--data_path", serveCSV, "--output_path",
+		filepath.Join(dir, "enc2"), "--quiet")
+	assert.NotEqual(t, 0, code)
+	assert.Contains(t, errs, "bought")
+	// Fitting flags contradict a saved workflow.
+	code, _, errs = run(t, "preprocess", "--workflow_path", workflow, "--data_path", serveCSV, "--output_path",
+		filepath.Join(dir, "enc3"), "--categorical_features", "user", "--normalize=false")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--categorical_features, --normalize fit a workflow")
+	code, _, errs = run(t, "preprocess", "--data_path", trainCSV, "--output_path", filepath.Join(dir, "x"), "--skip_targets")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "--skip_targets applies only with --workflow_path")
+}

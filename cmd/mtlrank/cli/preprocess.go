@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -53,7 +54,14 @@ the same encoding at serving time). Categorical columns are Categorify'd
 2.. by decreasing frequency), continuous columns filled and z-scored, targets
 mapped to 0/1 or float. Flags follow Merlin's quick-start preprocessing script;
 each output folder holds part_*.parquet and schema.pbtxt, ready for
-'mtlrank train --train_data_path <output_path>/train'.`
+'mtlrank train --train_data_path <output_path>/train'.
+
+With --workflow_path it fits nothing: it applies a saved workflow.json to
+--data_path, encoding new data (data to be scored, a later day's data) exactly
+as the training data was, and writes part_*.parquet and schema.pbtxt to
+--output_path. Values not seen when fitting become out-of-vocabulary (id 1).
+The input options (--input_data_format, --csv_*) default to the workflow's;
+--skip_targets leaves the targets out, for data without target columns.`
 
 func runPreprocess(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("preprocess", flag.ContinueOnError)
@@ -64,6 +72,8 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 		naValues           []string
 		hash               map[string]string
 		quiet              bool
+		workflowPath       string
+		skipTargets        bool
 	)
 	spec.CSVHeader = true
 	spec.Normalize = true
@@ -94,23 +104,27 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	fs.Float64Var(&spec.EvalPerc, "random_split_eval_perc", 0, "fraction sent to eval by the split, in (0, 1)")
 	fs.Int64Var(&spec.Seed, "random_seed", 42, "seed of the split")
 	fs.Var(boolValue{&quiet}, "quiet", "no log lines on stderr")
+	fs.StringVar(&workflowPath, "workflow_path", "", "apply this saved workflow.json to --data_path instead of fitting one")
+	fs.Var(boolValue{&skipTargets}, "skip_targets", "with --workflow_path: leave the targets out (data without target columns)")
 	if err := helpOr(e, fs, args, "mtlrank preprocess --data_path PATH [flags]", preprocessDescription); err != nil {
 		return err
 	}
-	if _, err := parseFlags(fs, args); err != nil {
+	set, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	if dataPath == "" {
 		return usagef("--data_path is required")
 	}
-	switch format {
-	case "", "csv", "parquet":
-		spec.InputFormat = format
-	case "tsv":
-		spec.InputFormat = "csv"
-		spec.CSVSep = "tab"
-	default:
-		return usagef("--input_data_format must be csv, tsv or parquet, got %q", format)
+	if workflowPath != "" {
+		spec.CSVNAValues = naValues
+		return runTransform(e, set, &spec, workflowPath, dataPath, out, format, skipTargets, quiet)
+	}
+	if set["skip_targets"] {
+		return usagef("--skip_targets applies only with --workflow_path")
+	}
+	if err := setInputFormat(&spec, format); err != nil {
+		return err
 	}
 	spec.CSVNAValues = naValues
 	if len(hash) > 0 {
@@ -161,4 +175,91 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "warning:", w)
 	}
 	return writeJSON(filepath.Join(out, "preprocess_report.json"), rep)
+}
+
+// setInputFormat sets spec's input format from --input_data_format.
+func setInputFormat(spec *preprocess.Spec, format string) error {
+	switch format {
+	case "", "csv", "parquet":
+		spec.InputFormat = format
+	case "tsv":
+		spec.InputFormat = "csv"
+		spec.CSVSep = "tab"
+	default:
+		return usagef("--input_data_format must be csv, tsv or parquet, got %q", format)
+	}
+	return nil
+}
+
+// transformFlags are the preprocess flags that mean something when a saved
+// workflow is applied; every other one fits a workflow.
+var transformFlags = map[string]bool{
+	"data_path": true, "output_path": true, "workflow_path": true, "skip_targets": true, "quiet": true,
+	"input_data_format": true, "csv_sep": true, "csv_na_values": true, "csv_header": true, "csv_column_names": true,
+}
+
+// runTransform is preprocess --workflow_path: it encodes dataPath with a
+// saved workflow into out.
+// The input options set on the command line (in set, parsed into input)
+// replace the workflow's: the data to encode may come in another format
+// than the fitted data.
+func runTransform(e *env, set map[string]bool, input *preprocess.Spec, workflowPath, dataPath, out, format string,
+	skipTargets, quiet bool) error {
+	var fitting []string
+	for name := range set {
+		if !transformFlags[name] {
+			fitting = append(fitting, "--"+name)
+		}
+	}
+	if len(fitting) > 0 {
+		slices.Sort(fitting)
+		return usagef("%s fit a workflow; with --workflow_path the saved workflow's settings apply", strings.Join(fitting, ", "))
+	}
+	if !set["output_path"] {
+		return usagef("--output_path is required with --workflow_path")
+	}
+	w, err := preprocess.LoadWorkflow(workflowPath)
+	if err != nil {
+		return err
+	}
+	spec := &w.Spec
+	if set["csv_sep"] {
+		spec.CSVSep = input.CSVSep
+	}
+	if set["csv_na_values"] {
+		spec.CSVNAValues = input.CSVNAValues
+	}
+	if set["csv_header"] {
+		spec.CSVHeader = input.CSVHeader
+	}
+	if set["csv_column_names"] {
+		spec.CSVColumnNames = input.CSVColumnNames
+	}
+	if set["input_data_format"] {
+		if err := setInputFormat(spec, format); err != nil {
+			return err
+		}
+	}
+	log := logger(e, quiet)
+	log.Info("transforming", "data", dataPath, "workflow", workflowPath, "output", out)
+	res, err := w.TransformWith([]string{dataPath}, out, preprocess.TransformOptions{SkipTargets: skipTargets})
+	if err != nil {
+		return err
+	}
+	what := "with targets"
+	if skipTargets {
+		what = "without targets"
+	}
+	fmt.Fprintf(e.stdout, "Encoded %d rows of %s with %s (%s); wrote %s\n", res.Rows, dataPath, workflowPath, what, res.Dir)
+	var rows [][]string
+	for _, c := range w.Categorical {
+		rows = append(rows, []string{c.Name, strconv.FormatInt(res.NullRows[c.Name], 10), strconv.FormatInt(res.OOVRows[c.Name], 10)})
+	}
+	if len(rows) > 0 {
+		table(e.stdout, []string{"categorical", "null rows", "out-of-vocabulary rows"}, rows)
+	}
+	for _, msg := range res.Warnings {
+		fmt.Fprintln(e.stderr, "warning:", msg)
+	}
+	return nil
 }
