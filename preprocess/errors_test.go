@@ -274,3 +274,82 @@ func TestOutputDirSafety(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "data.csv")
 }
+
+// TestFloat32Range: a value that parses but cannot be represented in the
+// float32 output, directly or after the fitted transforms, is an error
+// naming file, column and line, never an infinity in the dataset.
+func TestFloat32Range(t *testing.T) {
+	dir := t.TempDir()
+	header := "user, item, color, price, qty, clicked, rating\n"
+	// The spread of +-1e300 overflows the variance, so price is only
+	// centred (std 1) and 1e300 stays out of float32's range.
+	in := writeFile(t, dir, "huge.csv", header+"u1, i1, red, 1e300, 1, yes, 1\nu2, i2, blue, -1e300, 2, no, 2\n")
+	_, err := Run(smallSpec(), []string{in}, nil, filepath.Join(dir, "out"))
+	require.Error(t, err)
+	for _, want := range []string{in, `column "price"`, "line 2", "outside float32's range", "--log_continuous"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	// Without normalisation a large raw value is out of range too.
+	spec := smallSpec()
+	spec.Normalize = false
+	in = writeFile(t, dir, "big.csv", header+"u1, i1, red, 1, 1, yes, 1\nu2, i2, blue, 5e38, 2, no, 2\n")
+	_, err = Run(spec, []string{in}, nil, filepath.Join(dir, "out"))
+	require.Error(t, err)
+	for _, want := range []string{`column "price"`, "line 3", "outside float32's range"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	// A regression target beyond float32.
+	in = writeFile(t, dir, "target.csv", header+"u1, i1, red, 1, 1, yes, 1e39\n")
+	_, err = Run(smallSpec(), []string{in}, nil, filepath.Join(dir, "out"))
+	require.Error(t, err)
+	for _, want := range []string{`column "rating"`, "line 2", "outside float32's range"} {
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = os.Stat(filepath.Join(dir, "out"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a failed run leaves no output folder")
+}
+
+// TestRunFailureKeepsPreviousOutput: when a run fails after the training
+// data was encoded (here: a bad row in the eval data), the previous
+// output — datasets and workflow — is left exactly as it was, with no
+// temporary folders beside it.
+func TestRunFailureKeepsPreviousOutput(t *testing.T) {
+	dir := t.TempDir()
+	in := writeFile(t, dir, "train.csv", smallCSV)
+	evalOK := writeFile(t, dir, "eval.csv", smallCSV)
+	out := filepath.Join(dir, "out")
+	_, err := Run(smallSpec(), []string{in}, []string{evalOK}, out)
+	require.NoError(t, err)
+	snapshot := func() map[string]string {
+		files := map[string]string{}
+		require.NoError(t, filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+			require.NoError(t, err)
+			if !d.IsDir() {
+				b, err := os.ReadFile(p)
+				require.NoError(t, err)
+				files[p] = string(b)
+			}
+			return nil
+		}))
+		return files
+	}
+	before := snapshot()
+	require.Contains(t, before, filepath.Join(out, "workflow.json"))
+
+	// Another encoding (every value rarer than 3 becomes out-of-vocabulary)
+	// and an eval row whose target is missing.
+	spec := smallSpec()
+	spec.CategMinFreq = 3
+	evalBad := writeFile(t, dir, "eval-bad.csv", smallCSV+"u1, i1, red, 10, 1, ?, 4.5\n")
+	_, err = Run(spec, []string{in}, []string{evalBad}, out)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "missing value of target")
+	assert.Equal(t, before, snapshot(), "the previous output is untouched")
+	entries, err := os.ReadDir(out)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"train", "eval", "workflow.json"}, names, "no temporary folders left")
+}

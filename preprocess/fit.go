@@ -488,6 +488,9 @@ func (t *Target) valueAt(c *chunk, col *column, i int, buf *[]byte) (float32, st
 	if t.Kind == TargetBinary && v != 0 && v != 1 {
 		return 0, "", c.errAt(t.Source, i, "binary target %q: value %v is not 0/1 (%s)", t.Name, v, positiveLabelHint(t.Name))
 	}
+	if math.Abs(v) > math.MaxFloat32 {
+		return 0, "", c.errAt(t.Source, i, "target %q: value %v is outside float32's range (the model's targets are float32)", t.Name, v)
+	}
 	return float32(v), "", nil
 }
 

@@ -27,7 +27,7 @@ type Report struct {
 // (the workflow is fitted on the train side only); otherwise only
 // outDir/train is written (and a previous outDir/eval removed). Giving both
 // eval inputs and a split strategy is an error, as in Merlin's script.
-func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (*Report, error) {
+func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (rep *Report, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -48,36 +48,57 @@ func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (*Report, e
 		return nil, fmt.Errorf("preprocess: output %s is not a directory", outDir)
 	}
 
+	// A folder this run creates is removed again if it fails before
+	// writing anything into it.
+	if _, statErr := os.Stat(outDir); errors.Is(statErr, os.ErrNotExist) {
+		defer func() {
+			if err != nil {
+				_ = os.Remove(outDir) // only if empty
+			}
+		}()
+	}
+
 	split := newSplitter(&spec)
 	w, err := fit(spec, trainInputs, split)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{OutputDir: outDir, FitRows: w.FitRows, Cardinalities: map[string]int64{}}
+	rep = &Report{OutputDir: outDir, FitRows: w.FitRows, Cardinalities: map[string]int64{}}
 	for _, c := range w.Categorical {
 		rep.Cardinalities[c.Name] = c.Cardinality()
 	}
-	switch {
-	case split != nil:
-		res, err := w.transform(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
+	// The datasets and the workflow are written to temporary names first
+	// and moved into place together at the end: a failure (a bad row in
+	// the eval data, say) leaves the previous output as it was instead of
+	// new train data beside an old workflow.
+	var st staged
+	defer func() {
+		if err != nil {
+			st.abort()
+		}
+	}()
+	stage := func(inputs []string, dirs [2]string, split *splitter) ([2]*Result, error) {
+		res, s, err := w.transform(inputs, dirs, split, TransformOptions{})
+		st = append(st, s...)
+		return res, err
+	}
+	if split != nil {
+		res, err := stage(trainInputs, [2]string{trainDir, evalDir}, split)
 		if err != nil {
 			return nil, err
 		}
 		rep.Train, rep.Eval = res[0], res[1]
-	default:
-		if rep.Train, err = w.Transform(trainInputs, trainDir); err != nil {
+	} else {
+		res, err := stage(trainInputs, [2]string{trainDir}, nil)
+		if err != nil {
 			return nil, err
 		}
+		rep.Train = res[0]
 		if len(evalInputs) > 0 {
-			if rep.Eval, err = w.Transform(evalInputs, evalDir); err != nil {
+			if res, err = stage(evalInputs, [2]string{evalDir}, nil); err != nil {
 				return nil, err
 			}
-		} else if _, err := os.Stat(evalDir); err == nil {
-			// A stale eval set from an earlier run would not match this
-			// workflow (checked above to hold only dataset files).
-			if err := os.RemoveAll(evalDir); err != nil {
-				return nil, fmt.Errorf("preprocess: remove stale %s: %w", evalDir, err)
-			}
+			rep.Eval = res[0]
 		}
 	}
 	rep.Warnings = append(rep.Warnings, rep.Train.Warnings...)
@@ -85,8 +106,22 @@ func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (*Report, e
 		rep.Warnings = append(rep.Warnings, rep.Eval.Warnings...)
 	}
 	rep.WorkflowPath = filepath.Join(outDir, "workflow.json")
-	if err := w.Save(rep.WorkflowPath); err != nil {
+	wf, err := w.encode()
+	if err != nil {
+		return nil, err
+	}
+	if rep.Eval == nil {
+		// A stale eval set from an earlier run would not match this
+		// workflow (checked above to hold only dataset files).
+		if err := os.RemoveAll(evalDir); err != nil {
+			return nil, fmt.Errorf("preprocess: remove stale %s: %w", evalDir, err)
+		}
+	}
+	if err := st.publish(); err != nil {
 		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	if err := writeFileAtomic(rep.WorkflowPath, wf); err != nil {
+		return nil, fmt.Errorf("preprocess: save workflow: %w", err)
 	}
 	return rep, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,11 +62,34 @@ func (w *Workflow) Transform(inputs []string, outDir string) (*Result, error) {
 
 // TransformWith is Transform with options.
 func (w *Workflow) TransformWith(inputs []string, outDir string, opt TransformOptions) (*Result, error) {
-	res, err := w.transform(inputs, [2]string{outDir}, nil, opt)
+	res, st, err := w.transform(inputs, [2]string{outDir}, nil, opt)
 	if err != nil {
 		return nil, err
 	}
+	if err := st.publish(); err != nil {
+		return nil, fmt.Errorf("transform: %w", err)
+	}
 	return res[0], nil
+}
+
+// staged holds finished datasets still in their temporary folders.
+type staged []*datasetWriter
+
+// publish moves every dataset into place, in order.
+func (st staged) publish() error {
+	for _, d := range st {
+		if err := d.publish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// abort drops the datasets not yet published.
+func (st staged) abort() {
+	for _, d := range st {
+		d.abort()
+	}
 }
 
 // encoder produces one output column for the two possible sides (train,
@@ -150,11 +174,18 @@ func (e *encoder) encode(c *chunk, side []uint8, sizes [2]int) error {
 				if err != nil {
 					return c.errAt(e.name, i, "null value and no fill for missing continuous values (set --continuous_features_fillna on the command line, Spec.ContinuousFillNA in the library)")
 				}
+				if math.IsInf(float64(f), 0) {
+					return c.errAt(e.name, i, "null value: the fill value %g becomes %g, outside float32's range", e.cont.FillValue, f)
+				}
 				e.filled[s]++
 				e.f32[s][k] = f
 				continue
 			}
-			e.f32[s][k] = e.cont.Apply(v)
+			f := e.cont.Apply(v)
+			if math.IsInf(float64(f), 0) {
+				return c.errAt(e.name, i, "value %g becomes %g after the fitted transforms (%s), outside float32's range; clip it or log-transform it (--log_continuous)", v, f, e.cont.describe())
+			}
+			e.f32[s][k] = f
 		default:
 			v, label, err := e.tgt.valueAt(c, col, i, &e.buf)
 			if err != nil {
@@ -177,7 +208,11 @@ func (e *encoder) encode(c *chunk, side []uint8, sizes [2]int) error {
 
 // transform writes inputs to dirs[0], or, with a splitter, the train side to
 // dirs[0] and the eval side to dirs[1].
-func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, opt TransformOptions) (_ [2]*Result, err error) {
+//
+// The datasets are left finished in temporary folders beside their
+// directories: the caller publishes them (or aborts them) once everything
+// that belongs with them has been written.
+func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, opt TransformOptions) (_ [2]*Result, _ staged, err error) {
 	var res [2]*Result
 	spec := &w.Spec
 	for _, t := range w.Targets {
@@ -192,7 +227,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	}
 	files, err := expandInputs(inputs, spec.InputFormat)
 	if err != nil {
-		return res, fmt.Errorf("transform: %w", err)
+		return res, nil, fmt.Errorf("transform: %w", err)
 	}
 	// The columns come from the fitted ops, not from the spec, so that a
 	// spec edited after fitting cannot misalign them.
@@ -238,7 +273,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	}()
 	for s := 0; s < nsides; s++ {
 		if writers[s], err = newDatasetWriter(dirs[s], asch, mem); err != nil {
-			return res, fmt.Errorf("transform: %w", err)
+			return res, nil, fmt.Errorf("transform: %w", err)
 		}
 	}
 	builders := make([]array.Builder, len(encs))
@@ -309,7 +344,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 		err = split.endPass()
 	}
 	if err != nil {
-		return res, fmt.Errorf("transform: %w", err)
+		return res, nil, fmt.Errorf("transform: %w", err)
 	}
 	for s := 0; s < nsides; s++ {
 		dw := writers[s]
@@ -329,8 +364,8 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 				}
 			}
 		}
-		if err := dw.commit(outSchema); err != nil {
-			return res, fmt.Errorf("transform: %w", err)
+		if err := dw.finish(outSchema); err != nil {
+			return res, nil, fmt.Errorf("transform: %w", err)
 		}
 		r.Rows = dw.rows
 		for _, p := range dw.parts {
@@ -339,7 +374,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 		r.Warnings = transformWarnings(r, encs, s)
 		res[s] = r
 	}
-	return res, nil
+	return res, staged(writers[:nsides]), nil
 }
 
 // sourceColumns lists the input columns the fitted ops read.
@@ -514,9 +549,9 @@ func (d *datasetWriter) closePart() error {
 	return nil
 }
 
-// commit finishes the parts (an empty part_0 when no row was written),
-// writes the schema files and moves the dataset into place.
-func (d *datasetWriter) commit(s *schema.Schema) error {
+// finish finishes the parts (an empty part_0 when no row was written) and
+// writes the schema files; publish then moves the dataset into place.
+func (d *datasetWriter) finish(s *schema.Schema) error {
 	if err := d.closePart(); err != nil {
 		return err
 	}
@@ -541,6 +576,11 @@ func (d *datasetWriter) commit(s *schema.Schema) error {
 	if err := atomicfile.WriteFile(filepath.Join(d.tmp, "schema.json"), js.Bytes()); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
+	return nil
+}
+
+// publish moves the finished dataset into place.
+func (d *datasetWriter) publish() error {
 	if err := replaceDir(d.dir, d.tmp); err != nil {
 		return err
 	}

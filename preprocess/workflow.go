@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/schema"
@@ -183,6 +184,24 @@ func (c *Continuous) ApplyNull() (float32, error) {
 	return c.Apply(c.FillValue), nil
 }
 
+// describe names the transforms Apply makes, for error messages.
+func (c *Continuous) describe() string {
+	var ops []string
+	if c.Clip != nil {
+		ops = append(ops, fmt.Sprintf("clip to [%g, %g]", c.Clip[0], c.Clip[1]))
+	}
+	if c.Log {
+		ops = append(ops, "log1p")
+	}
+	if c.Normalize {
+		ops = append(ops, fmt.Sprintf("(x - %g) / %g", c.Mean, c.Std))
+	}
+	if len(ops) == 0 {
+		return "none"
+	}
+	return strings.Join(ops, ", then ")
+}
+
 // shape applies clip and log.
 func (c *Continuous) shape(x float64) float64 {
 	if c.Clip != nil {
@@ -350,16 +369,25 @@ func (w *Workflow) Target(name string) *Target {
 // Save writes the workflow as indented JSON to path, through a temporary
 // file renamed into place.
 func (w *Workflow) Save(path string) error {
+	b, err := w.encode()
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(path, b); err != nil {
+		return fmt.Errorf("save workflow: %w", err)
+	}
+	return nil
+}
+
+// encode returns the JSON that Save writes.
+func (w *Workflow) encode() ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(w); err != nil {
-		return fmt.Errorf("encode workflow: %w", err)
+		return nil, fmt.Errorf("encode workflow: %w", err)
 	}
-	if err := writeFileAtomic(path, buf.Bytes()); err != nil {
-		return fmt.Errorf("save workflow: %w", err)
-	}
-	return nil
+	return buf.Bytes(), nil
 }
 
 // LoadWorkflow reads a workflow saved by Save and checks its consistency.

@@ -9,6 +9,7 @@ targets=(
 	"./schema/ FuzzParsePbtxt"
 	"./loader/ FuzzOpenCorrupt"
 	"./mtl/safetensors/ FuzzDecode"
+	"./preprocess/ FuzzRunCSV"
 )
 for t in "${targets[@]}"; do
 	set -- $t
