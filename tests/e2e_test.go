@@ -390,6 +390,15 @@ func TestRuntimeErrors(t *testing.T) {
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, "no checkpoint folder")
 
+	// Raw CSV handed to train: the error points to preprocess.
+	csvDir := t.TempDir()
+	csv := filepath.Join(csvDir, "raw.csv")
+	require.NoError(t, os.WriteFile(csv, []byte("a,b\n1,2\n"), 0o644))
+	code, _, stderr = run(t, "train", "--train_data_path", csv, "--quiet")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "no schema beside "+csv)
+	assert.Contains(t, stderr, "mtlrank preprocess")
+
 	// A checkpoint refuses data whose ids do not fit its tables.
 	out := t.TempDir()
 	mustRun(t, "train", "--output_path", out, "--synth_rows", "2048", "--synth_eval_rows", "1024", "--table_rows", "100",

@@ -556,9 +556,27 @@ func loadSchema(schemaArg, data string) (*schema.Schema, error) {
 	}
 	s, err := schema.Load(dir)
 	if err != nil {
-		return nil, fmt.Errorf("no schema beside %s (give --schema_path): %w", data, err)
+		hint := "give --schema_path"
+		if !looksLikeParquet(data) {
+			hint += "; mtlrank reads Parquet: encode CSV or raw data with 'mtlrank preprocess', which writes Parquet and its schema"
+		}
+		return nil, fmt.Errorf("no schema beside %s (%s): %w", data, hint, err)
 	}
 	return s, nil
+}
+
+// looksLikeParquet reports whether path is a Parquet file or a folder
+// holding one, by name.
+func looksLikeParquet(path string) bool {
+	isParquet := func(name string) bool {
+		ext := strings.ToLower(filepath.Ext(name))
+		return ext == ".parquet" || ext == ".pq"
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		entries, _ := os.ReadDir(path)
+		return slices.ContainsFunc(entries, func(e os.DirEntry) bool { return isParquet(e.Name()) })
+	}
+	return isParquet(path)
 }
 
 func openDataset(path string, s *schema.Schema, cols []string, batch int, shuffle bool, seed int64, buffer, prefetch int, fill *float32) (*loader.Dataset, error) {
