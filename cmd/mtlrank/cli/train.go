@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ var architectureFlags = []string{
 	"ple_num_layers", "ple_gates_on_input", "gate_dim", "mtl_gates_softmax_temperature",
 	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
 	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
-	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias",
+	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias", "mlp_init",
 }
 
 // registerModelFlags binds the architecture and optimizer flags to cfg,
@@ -166,6 +167,14 @@ type trainArgs struct {
 	lossWeights, posWeights                     map[string]float64
 	fillNaN                                     *float32
 	maxMemory                                   int64
+	// Merlin quick-start flags for features mtlrank does not have: the
+	// values that mean "off" are accepted, anything else is refused.
+	stlPosWeight                          *float32
+	mlpInit                               string
+	inBatchNegTrain, inBatchNegEval       int
+	logToTensorboard, logToWandb          bool
+	wandbProject, wandbEntity, wandbGroup string
+	metricsLogFrequency                   int
 }
 
 // registerDataFlags binds the flags on reading data and sizing memory that
@@ -216,6 +225,16 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Int64Var(&a.synthEvalRows, "synth_eval_rows", 20000, "rows of synthetic evaluation data")
 	fs.Int64Var(&a.tableRows, "table_rows", 0, "synthetic data: user_id and item_id cardinality (0: TenRec-like defaults)")
 	a.registerDataFlags(fs)
+	fs.Var(optFloat32{&a.stlPosWeight}, "stl_positive_class_weight", "weight of positive examples when a single binary task is trained (Merlin's single-task form of --mtl_pos_class_weight_<target>)")
+	fs.StringVar(&a.mlpInit, "mlp_init", "glorot_uniform", "initializer of the Dense kernels; only glorot_uniform (Keras' default)")
+	fs.IntVar(&a.inBatchNegTrain, "in_batch_negatives_train", 0, "Merlin's in-batch negative sampling; not implemented, only 0")
+	fs.IntVar(&a.inBatchNegEval, "in_batch_negatives_eval", 0, "Merlin's in-batch negative sampling; not implemented, only 0")
+	fs.Var(boolValue{&a.logToTensorboard}, "log_to_tensorboard", "Merlin's TensorBoard logging; not implemented, only false (metrics go to metrics.json and the log)")
+	fs.Var(boolValue{&a.logToWandb}, "log_to_wandb", "Merlin's Weights&Biases logging; not implemented, only false")
+	fs.StringVar(&a.wandbProject, "wandb_project", "", "Merlin's W&B project; no effect without W&B logging (as in Merlin)")
+	fs.StringVar(&a.wandbEntity, "wandb_entity", "", "Merlin's W&B entity; no effect without W&B logging (as in Merlin)")
+	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
+	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "Merlin's TensorBoard/W&B logging period; no effect without them (as in Merlin); see --log_every_steps")
 }
 
 const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it
@@ -388,6 +407,14 @@ func (a *trainArgs) check(set map[string]bool) error {
 		return usagef("--synth_rows and --synth_eval_rows must be >= 1")
 	case a.tableRows < 0:
 		return usagef("--table_rows must be >= 0, got %d", a.tableRows)
+	case a.mlpInit != "glorot_uniform":
+		return usagef("--mlp_init %q is not supported: every Dense kernel is initialised glorot_uniform (Keras' and Merlin's default)", a.mlpInit)
+	case a.inBatchNegTrain != 0 || a.inBatchNegEval != 0:
+		return usagef("--in_batch_negatives_train/--in_batch_negatives_eval: in-batch negative sampling is not implemented; only 0 (train on the negatives in the data)")
+	case a.logToTensorboard || a.logToWandb:
+		return usagef("--log_to_tensorboard and --log_to_wandb are not supported: metrics go to <output_path>/metrics.json, and --log_every_steps logs the running loss")
+	case a.stlPosWeight != nil && !(*a.stlPosWeight > 0):
+		return usagef("--stl_positive_class_weight must be > 0, got %g", *a.stlPosWeight)
 	}
 	synthetic := a.isSynthetic()
 	if !synthetic && a.trainPath == "" {
@@ -427,8 +454,8 @@ func (a *trainArgs) check(set map[string]bool) error {
 				return usagef("--%s cannot be combined with --load_model_path: the model's configuration comes from the checkpoint", f)
 			}
 		}
-		if len(a.lossWeights) > 0 || len(a.posWeights) > 0 {
-			return usagef("--mtl_loss_weight_* and --mtl_pos_class_weight_* cannot be combined with --load_model_path")
+		if len(a.lossWeights) > 0 || len(a.posWeights) > 0 || a.stlPosWeight != nil {
+			return usagef("--mtl_loss_weight_*, --mtl_pos_class_weight_* and --stl_positive_class_weight cannot be combined with --load_model_path")
 		}
 		if len(a.keepColumns) > 0 || len(a.ignoreColumns) > 0 {
 			return usagef("--keep_columns and --ignore_columns cannot be combined with --load_model_path")
@@ -500,11 +527,31 @@ func (a *trainArgs) applyTasks(s *schema.Schema) error {
 		}
 		return out, nil
 	}
+	posWeights := a.posWeights
+	if w := a.stlPosWeight; w != nil && *w != 1 {
+		// Merlin applies it to single-task models only; a weight of 1
+		// changes nothing either way.
+		if len(resolved) != 1 {
+			return usagef("--stl_positive_class_weight applies when one task is trained, but there are %d (%s); use --mtl_pos_class_weight_<target>", len(resolved), strings.Join(resolved, ","))
+		}
+		t := resolved[0]
+		if _, dup := posWeights[t]; dup {
+			return usagef("--stl_positive_class_weight and --%s%s both weight task %q; give one", posWeightPrefix, t, t)
+		}
+		if !s.Feature(t).HasTag(schema.TagBinary) {
+			return usagef("--stl_positive_class_weight: the task %q is not a binary target", t)
+		}
+		posWeights = maps.Clone(posWeights)
+		if posWeights == nil {
+			posWeights = map[string]float64{}
+		}
+		posWeights[t] = float64(*w)
+	}
 	var err error
 	if a.cfg.LossWeights, err = checkTargets(lossWeightPrefix, a.lossWeights, false); err != nil {
 		return err
 	}
-	if a.cfg.PosClassWeights, err = checkTargets(posWeightPrefix, a.posWeights, true); err != nil {
+	if a.cfg.PosClassWeights, err = checkTargets(posWeightPrefix, posWeights, true); err != nil {
 		return err
 	}
 	return nil

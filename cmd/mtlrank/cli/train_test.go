@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/schema"
 )
 
 // TestSyntheticPreset: a train command line without data flags gets the
@@ -118,4 +120,34 @@ func TestCUDAGraphFlagNeedsCUDA(t *testing.T) {
 		require.ErrorAs(t, err, &ue, tc.args)
 		assert.EqualError(t, err, tc.wantErr)
 	}
+}
+
+// TestMerlinOnlyFlags: Merlin quick-start flags for features mtlrank does
+// not have are accepted at their "off" values, so that such a command line
+// carries over, and --stl_positive_class_weight weights the single task.
+func TestMerlinOnlyFlags(t *testing.T) {
+	parse := func(t *testing.T, args ...string) (*trainArgs, map[string]bool) {
+		t.Helper()
+		var a trainArgs
+		var out bytes.Buffer
+		_, set, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, append([]string{"--train_data_path", "x"}, args...), &a, "x", "")
+		require.NoError(t, err)
+		return &a, set
+	}
+	a, set := parse(t, "--mlp_init", "glorot_uniform", "--in_batch_negatives_train", "0", "--in_batch_negatives_eval", "0",
+		"--log_to_tensorboard", "false", "--log_to_wandb=false", "--wandb_project", "p", "--wandb_entity", "e",
+		"--wandb_exp_group", "g", "--metrics_log_frequency", "10")
+	require.NoError(t, a.check(set))
+
+	s := schema.Tenrec()
+	a, set = parse(t, "--tasks", "like", "--stl_positive_class_weight", "4")
+	require.NoError(t, a.check(set))
+	require.NoError(t, a.applyTasks(s))
+	assert.Equal(t, map[string]float32{"like": 4}, a.cfg.PosClassWeights)
+
+	// a weight of 1 changes nothing, whatever the number of tasks (Merlin ignores it then)
+	a, set = parse(t, "--stl_positive_class_weight", "1")
+	require.NoError(t, a.check(set))
+	require.NoError(t, a.applyTasks(s))
+	assert.Empty(t, a.cfg.PosClassWeights)
 }
