@@ -15,19 +15,43 @@ type Report struct {
 	FitRows int64   `json:"fit_rows"`
 	Train   *Result `json:"train"`
 	Eval    *Result `json:"eval,omitempty"`
+	// Test is the test set: features only, no targets (Inputs.Test).
+	Test *Result `json:"test,omitempty"`
 	// Cardinalities gives, per categorical column, the embedding rows it
 	// needs (int_domain.max + 1).
 	Cardinalities map[string]int64 `json:"cardinalities"`
 	Warnings      []string         `json:"warnings,omitempty"`
 }
 
+// Inputs lists the files, folders or glob patterns of a preprocessing run.
+type Inputs struct {
+	// Train is the data the workflow is fitted on (required).
+	Train []string
+	// Eval is data already split from Train, encoded with its targets.
+	Eval []string
+	// Test is data to be scored, encoded without targets (its target
+	// columns, if any, are not read), as Merlin's --test_data_path.
+	Test []string
+}
+
 // Run fits spec on trainInputs and writes outDir/train, outDir/eval and
-// outDir/workflow.json. With evalInputs, eval is those inputs transformed;
-// without them and with a split strategy, the training inputs are split
-// (the workflow is fitted on the train side only); otherwise only
-// outDir/train is written (and a previous outDir/eval removed). Giving both
-// eval inputs and a split strategy is an error, as in Merlin's script.
-func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (rep *Report, err error) {
+// outDir/workflow.json; it is RunInputs without test inputs.
+func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (*Report, error) {
+	return RunInputs(spec, Inputs{Train: trainInputs, Eval: evalInputs}, outDir)
+}
+
+// RunInputs fits spec on in.Train and writes outDir/train, outDir/eval,
+// outDir/test and outDir/workflow.json. With in.Eval, eval is those inputs
+// transformed; without them and with a split strategy, the training inputs
+// are split (the workflow is fitted on the train side only); otherwise no
+// eval set is written. With in.Test, test is those inputs transformed
+// without targets. A previous eval or test set that this run does not
+// write is removed: it would not match the new workflow. Giving both eval
+// inputs and a split strategy is an error, as in Merlin's script. Nothing
+// is moved into outDir before everything has been encoded, so a failure
+// leaves a previous output as it was.
+func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
+	trainInputs, evalInputs := in.Train, in.Eval
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -37,9 +61,9 @@ func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (rep *Repor
 	if outDir == "" {
 		return nil, errors.New("preprocess: empty output directory")
 	}
-	trainDir, evalDir := filepath.Join(outDir, "train"), filepath.Join(outDir, "eval")
+	trainDir, evalDir, testDir := filepath.Join(outDir, "train"), filepath.Join(outDir, "eval"), filepath.Join(outDir, "test")
 	// Fail before the long passes when the output cannot be written.
-	for _, d := range []string{trainDir, evalDir} {
+	for _, d := range []string{trainDir, evalDir, testDir} {
 		if err := checkReplaceable(d); err != nil {
 			return nil, fmt.Errorf("preprocess: %w", err)
 		}
@@ -77,44 +101,57 @@ func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (rep *Repor
 			st.abort()
 		}
 	}()
-	stage := func(inputs []string, dirs [2]string, split *splitter) ([2]*Result, error) {
-		res, s, err := w.transform(inputs, dirs, split, TransformOptions{})
+	stage := func(inputs []string, dirs [2]string, split *splitter, opt TransformOptions) ([2]*Result, error) {
+		res, s, err := w.transform(inputs, dirs, split, opt)
 		st = append(st, s...)
 		return res, err
 	}
 	if split != nil {
-		res, err := stage(trainInputs, [2]string{trainDir, evalDir}, split)
+		res, err := stage(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train, rep.Eval = res[0], res[1]
 	} else {
-		res, err := stage(trainInputs, [2]string{trainDir}, nil)
+		res, err := stage(trainInputs, [2]string{trainDir}, nil, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train = res[0]
 		if len(evalInputs) > 0 {
-			if res, err = stage(evalInputs, [2]string{evalDir}, nil); err != nil {
+			if res, err = stage(evalInputs, [2]string{evalDir}, nil, TransformOptions{}); err != nil {
 				return nil, err
 			}
 			rep.Eval = res[0]
 		}
 	}
-	rep.Warnings = append(rep.Warnings, rep.Train.Warnings...)
-	if rep.Eval != nil {
-		rep.Warnings = append(rep.Warnings, rep.Eval.Warnings...)
+	if len(in.Test) > 0 {
+		res, err := stage(in.Test, [2]string{testDir}, nil, TransformOptions{SkipTargets: true})
+		if err != nil {
+			return nil, err
+		}
+		rep.Test = res[0]
+	}
+	for _, r := range []*Result{rep.Train, rep.Eval, rep.Test} {
+		if r != nil {
+			rep.Warnings = append(rep.Warnings, r.Warnings...)
+		}
 	}
 	rep.WorkflowPath = filepath.Join(outDir, "workflow.json")
 	wf, err := w.encode()
 	if err != nil {
 		return nil, err
 	}
-	if rep.Eval == nil {
-		// A stale eval set from an earlier run would not match this
-		// workflow (checked above to hold only dataset files).
-		if err := os.RemoveAll(evalDir); err != nil {
-			return nil, fmt.Errorf("preprocess: remove stale %s: %w", evalDir, err)
+	for _, stale := range []struct {
+		res *Result
+		dir string
+	}{{rep.Eval, evalDir}, {rep.Test, testDir}} {
+		// A set from an earlier run would not match this workflow
+		// (checked above to hold only dataset files).
+		if stale.res == nil {
+			if err := os.RemoveAll(stale.dir); err != nil {
+				return nil, fmt.Errorf("preprocess: remove stale %s: %w", stale.dir, err)
+			}
 		}
 	}
 	if err := st.publish(); err != nil {

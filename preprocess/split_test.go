@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/schema"
 )
 
 // Reference implementation of the documented split rule, written apart
@@ -192,4 +194,38 @@ func TestUnseenLabelWarning(t *testing.T) {
 	assert.EqualValues(t, 1, rep.Eval.Positives["income"])
 	ds := readDataset(t, filepath.Join(dir, "out", "eval"))
 	assert.Equal(t, []float64{1, 0}, ds.cols["income"])
+}
+
+// TestRunTestSet: test inputs are encoded like the training data but
+// without targets (their target columns need not exist), and a rerun
+// without test inputs removes the stale test set.
+func TestRunTestSet(t *testing.T) {
+	dir := t.TempDir()
+	train := writeFile(t, dir, "train.csv", smallCSV)
+	// the first three rows of smallCSV, without the target columns, and an unseen color
+	test := writeFile(t, dir, "test.csv", "user, item, color, price, qty\nu1, i1, red, 10, 1\nu2, i2, blue, , 2\nu1, i3, red, 30, ?\nu9, i1, purple, 20, 4\n")
+	out := filepath.Join(dir, "out")
+	rep, err := RunInputs(smallSpec(), Inputs{Train: []string{train}, Test: []string{test}}, out)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Test)
+	assert.EqualValues(t, 4, rep.Test.Rows)
+	assert.Equal(t, filepath.Join(out, "test"), rep.Test.Dir)
+	assert.EqualValues(t, 1, rep.Test.OOVRows["color"], "purple was not seen when fitting")
+
+	tr, te := readDataset(t, filepath.Join(out, "train")), readDataset(t, filepath.Join(out, "test"))
+	assert.NotContains(t, te.order, "clicked")
+	assert.NotContains(t, te.order, "rating")
+	for _, c := range []string{"user", "item", "color", "price", "qty"} {
+		assert.Equal(t, tr.cols[c][:3], te.cols[c][:3], c)
+	}
+	assert.EqualValues(t, OOVID, te.cols["color"][3])
+	s, err := schema.Load(filepath.Join(out, "test"))
+	require.NoError(t, err)
+	assert.Nil(t, s.Feature("clicked"))
+
+	rep, err = Run(smallSpec(), []string{train}, nil, out)
+	require.NoError(t, err)
+	assert.Nil(t, rep.Test)
+	_, err = os.Stat(filepath.Join(out, "test"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "a stale test set is removed")
 }

@@ -611,3 +611,51 @@ func TestPreprocessWorkflowOnNewData(t *testing.T) {
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errs, "--skip_targets applies only with --workflow_path")
 }
+
+// TestPreprocessMerlinCommandLine: a command line of Merlin's quick-start
+// preprocessing script runs as it is — execution settings accepted,
+// --test_data_path encoded without targets — and the Merlin features
+// mtlrank lacks are refused by name.
+func TestPreprocessMerlinCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	var train, test strings.Builder
+	train.WriteString("user,item,price,click\n")
+	test.WriteString("user,item,price\n")
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&train, "u%d,i%d,%d,%d\n", i%17, i%11, i%7, i%2)
+		if i < 40 {
+			fmt.Fprintf(&test, "u%d,i%d,%d\n", i%19, i%11, i%7)
+		}
+	}
+	trainCSV, testCSV := filepath.Join(dir, "train.csv"), filepath.Join(dir, "test.csv")
+	require.NoError(t, os.WriteFile(trainCSV, []byte(train.String()), 0o644))
+	require.NoError(t, os.WriteFile(testCSV, []byte(test.String()), 0o644))
+	out := filepath.Join(dir, "prep")
+	base := []string{"preprocess", "--data_path", trainCSV, "--input_data_format", "csv", "--output_path", out,
+		"--categorical_features", "user,item", "--continuous_features", "price", "--binary_classif_targets", "click",
+		"--user_id_feature", "user", "--item_id_feature", "item"}
+	stdout := mustRun(t, append(base, "--test_data_path", testCSV, "--device", "gpu", "--output_num_partitions", "4",
+		"--persist_intermediate_files", "--to_int32", "user,item", "--visible_gpu_devices", "0,1",
+		"--gpu_device_spill_frac", "0.5", "--dataset_split_strategy", "random", "--random_split_eval_perc", "0.2", "--quiet")...)
+	assert.Contains(t, stdout, "(40 rows, no targets)")
+	te := readAll(t, filepath.Join(out, "test"))
+	assert.Equal(t, 40, te.Rows)
+	assert.Nil(t, schemaOf(t, filepath.Join(out, "test")).Feature("click"))
+	assert.NotNil(t, schemaOf(t, filepath.Join(out, "eval")).Feature("click"))
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--control_features", "price"}, "--control_features is not supported"},
+		{[]string{"--min_user_freq", "5"}, "--min_user_freq, --max_user_freq"},
+		{[]string{"--timestamp_feature", "ts"}, "--timestamp_feature and temporal splits are not supported"},
+		{[]string{"--filter_query", "price > 2"}, "--filter_query is not supported"},
+		{[]string{"--to_int8", "price"}, `"price" is continuous`},
+		{[]string{"--device", "tpu"}, "--device must be cpu or gpu"},
+	} {
+		code, _, stderr := run(t, append(base, tc.args...)...)
+		assert.Equal(t, 2, code, "%v", tc.args)
+		assert.Contains(t, stderr, tc.want)
+	}
+}

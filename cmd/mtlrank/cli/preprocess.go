@@ -74,11 +74,14 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 		quiet              bool
 		workflowPath       string
 		skipTargets        bool
+		testPath           string
+		merlin             merlinPreprocFlags
 	)
 	spec.CSVHeader = true
 	spec.Normalize = true
 	fs.StringVar(&dataPath, "data_path", "", "training input: a file, a folder or a glob (required)")
 	fs.StringVar(&evalPath, "eval_data_path", "", "evaluation input, already split from the training data")
+	fs.StringVar(&testPath, "test_data_path", "", "data to be scored: encoded without targets into <output_path>/test")
 	fs.StringVar(&format, "input_data_format", "", "csv, tsv or parquet (default: by file extension; .parquet/.pq are Parquet)")
 	fs.StringVar(&spec.CSVSep, "csv_sep", ",", `CSV field separator ("tab" for tabs)`)
 	fs.Var(strList{v: &naValues}, "csv_na_values", `comma-separated CSV values read as null, e.g. "?"`)
@@ -106,6 +109,7 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	fs.Var(boolValue{&quiet}, "quiet", "no log lines on stderr")
 	fs.StringVar(&workflowPath, "workflow_path", "", "apply this saved workflow.json to --data_path instead of fitting one")
 	fs.Var(boolValue{&skipTargets}, "skip_targets", "with --workflow_path: leave the targets out (data without target columns)")
+	merlin.register(fs)
 	if err := helpOr(e, fs, args, "mtlrank preprocess --data_path PATH [flags]", preprocessDescription); err != nil {
 		return err
 	}
@@ -122,6 +126,9 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	}
 	if set["skip_targets"] {
 		return usagef("--skip_targets applies only with --workflow_path")
+	}
+	if err := merlin.check(&spec); err != nil {
+		return err
 	}
 	if err := setInputFormat(&spec, format); err != nil {
 		return err
@@ -150,18 +157,24 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	spec.Progress = func(stage string, rows int64) {
 		log.Debug("preprocess", "stage", stage, "rows", rows)
 	}
-	var evalInputs []string
+	in := preprocess.Inputs{Train: []string{dataPath}}
 	if evalPath != "" {
-		evalInputs = []string{evalPath}
+		in.Eval = []string{evalPath}
+	}
+	if testPath != "" {
+		in.Test = []string{testPath}
 	}
 	log.Info("preprocessing", "data", dataPath, "output", out)
-	rep, err := preprocess.Run(spec, []string{dataPath}, evalInputs, out)
+	rep, err := preprocess.RunInputs(spec, in, out)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "Fitted on %d rows; wrote %s (%d rows)", rep.FitRows, rep.Train.Dir, rep.Train.Rows)
 	if rep.Eval != nil {
-		fmt.Fprintf(e.stdout, " and %s (%d rows)", rep.Eval.Dir, rep.Eval.Rows)
+		fmt.Fprintf(e.stdout, ", %s (%d rows)", rep.Eval.Dir, rep.Eval.Rows)
+	}
+	if rep.Test != nil {
+		fmt.Fprintf(e.stdout, ", %s (%d rows, no targets)", rep.Test.Dir, rep.Test.Rows)
 	}
 	fmt.Fprintf(e.stdout, "; workflow %s\n", rep.WorkflowPath)
 	var rows [][]string
@@ -196,6 +209,79 @@ func setInputFormat(spec *preprocess.Spec, format string) error {
 var transformFlags = map[string]bool{
 	"data_path": true, "output_path": true, "workflow_path": true, "skip_targets": true, "quiet": true,
 	"input_data_format": true, "csv_sep": true, "csv_na_values": true, "csv_header": true, "csv_column_names": true,
+	"device": true, "output_num_partitions": true, "persist_intermediate_files": true,
+	"visible_gpu_devices": true, "gpu_device_spill_frac": true,
+}
+
+// merlinPreprocFlags are flags of Merlin's quick-start preprocessing
+// script that mtlrank has no use for or does not implement. The execution
+// settings (GPU, partitions, caching, casts to smaller types) are accepted
+// and change nothing in the encoded data; the features mtlrank lacks are
+// refused when given, so that no Merlin command line is silently run
+// differently.
+type merlinPreprocFlags struct {
+	device                     string
+	partitions                 int
+	persist                    bool
+	gpus                       string
+	spill                      float64
+	toInt32, toInt16, toInt8   []string
+	toFloat32                  []string
+	control                    []string
+	timestamp, session, filter string
+	minUser, maxUser           int
+	minItem, maxItem, rounds   int
+	temporalTimestamp          int64
+}
+
+func (m *merlinPreprocFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.device, "device", "cpu", "Merlin's preprocessing device, cpu or gpu; mtlrank preprocesses on the CPU either way")
+	fs.IntVar(&m.partitions, "output_num_partitions", 10, "Merlin's output file count; mtlrank writes one part file per input file")
+	fs.Var(boolValue{&m.persist}, "persist_intermediate_files", "Merlin's caching of intermediate files; mtlrank streams, no effect")
+	fs.StringVar(&m.gpus, "visible_gpu_devices", "0", "Merlin's GPU list for preprocessing; no effect")
+	fs.Float64Var(&m.spill, "gpu_device_spill_frac", 0.7, "Merlin's GPU memory spill fraction; no effect")
+	fs.Var(strList{v: &m.toInt32}, "to_int32", "Merlin's casts to save memory; no effect (ids are int32, values float32); not for continuous columns")
+	fs.Var(strList{v: &m.toInt16}, "to_int16", "see --to_int32")
+	fs.Var(strList{v: &m.toInt8}, "to_int8", "see --to_int32")
+	fs.Var(strList{v: &m.toFloat32}, "to_float32", "see --to_int32")
+	fs.Var(strList{v: &m.control}, "control_features", "Merlin's pass-through columns; not supported")
+	fs.StringVar(&m.timestamp, "timestamp_feature", "", "Merlin's timestamp tagging and temporal split; not supported")
+	fs.StringVar(&m.session, "session_id_feature", "", "Merlin's session id tagging; not supported")
+	fs.StringVar(&m.filter, "filter_query", "", "Merlin's row filter; not supported")
+	fs.IntVar(&m.minUser, "min_user_freq", 0, "Merlin's frequency filtering of users and items; not supported")
+	fs.IntVar(&m.maxUser, "max_user_freq", 0, "see --min_user_freq")
+	fs.IntVar(&m.minItem, "min_item_freq", 0, "see --min_user_freq")
+	fs.IntVar(&m.maxItem, "max_item_freq", 0, "see --min_user_freq")
+	fs.IntVar(&m.rounds, "num_max_rounds_filtering", 5, "see --min_user_freq")
+	fs.Int64Var(&m.temporalTimestamp, "dataset_split_temporal_timestamp", 0, "Merlin's temporal split; not supported")
+}
+
+// check refuses the Merlin features mtlrank does not implement.
+func (m *merlinPreprocFlags) check(spec *preprocess.Spec) error {
+	switch {
+	case m.device != "cpu" && m.device != "gpu":
+		return usagef("--device must be cpu or gpu, got %q", m.device)
+	case m.partitions < 1:
+		return usagef("--output_num_partitions must be >= 1, got %d", m.partitions)
+	case len(m.control) > 0:
+		return usagef("--control_features is not supported: the output holds the encoded features and targets only")
+	case m.timestamp != "" || m.temporalTimestamp != 0:
+		return usagef("--timestamp_feature and temporal splits are not supported; split with --dataset_split_strategy random, random_by_user or by_user_holdout, or give --eval_data_path")
+	case m.session != "":
+		return usagef("--session_id_feature is not supported")
+	case m.filter != "":
+		return usagef("--filter_query is not supported: filter the rows before preprocessing")
+	case m.minUser != 0 || m.maxUser != 0 || m.minItem != 0 || m.maxItem != 0:
+		return usagef("--min_user_freq, --max_user_freq, --min_item_freq and --max_item_freq are not supported: filter the rows before preprocessing (rare values can be encoded as out-of-vocabulary with --categ_min_freq_capping)")
+	}
+	for _, cast := range [][]string{m.toInt32, m.toInt16, m.toInt8} {
+		for _, c := range cast {
+			if slices.Contains(spec.Continuous, c) || slices.Contains(spec.RegressionTargets, c) {
+				return usagef("--to_int32/--to_int16/--to_int8: %q is continuous; mtlrank keeps continuous values as float32 and does not truncate them", c)
+			}
+		}
+	}
+	return nil
 }
 
 // runTransform is preprocess --workflow_path: it encodes dataPath with a
