@@ -399,7 +399,8 @@ func (m *Model) Release() {
 // the body, the towers and the loss on its own workspace; the input block
 // runs once over the whole batch before, and its backward pass once after.
 // The cut depends only on the batch size, so results do not depend on the
-// number of threads.
+// number of threads. Inference workspaces may cut small batches finer
+// (predictShardCount).
 const (
 	shardRows = 256
 	maxShards = 16
@@ -408,6 +409,22 @@ const (
 // shardCount is the number of shards of a batch of rows rows.
 func shardCount(rows int) int {
 	return min(max((rows+shardRows-1)/shardRows, 1), maxShards)
+}
+
+// predictShardMin is the fewest rows worth a shard of their own in an
+// inference pass: below it, handing rows to another thread costs more than
+// it saves.
+const predictShardMin = 32
+
+// predictShardCount is the number of shards of an inference batch of rows
+// rows on a device with threads threads: the training cut, or one shard per
+// thread when the batch is too small for that (a serving request of a few
+// hundred candidates), so that a request's latency falls with the threads.
+// In inference every row is computed on its own, with no sum across rows
+// and no dropout, so the cut changes no result
+// (TestPredictThreadIndependent).
+func predictShardCount(rows, threads int) int {
+	return max(shardCount(rows), min(threads, (rows+predictShardMin-1)/predictShardMin))
 }
 
 // shardCapacity is the most rows a shard of a batch of at most maxRows rows
@@ -482,7 +499,12 @@ func (m *Model) newWorkspace(maxRows int, train bool) *workspace {
 	ws.jobFn = ws.backwardJob
 	n, capRows := 1, maxRows
 	if m.sharder != nil {
+		// Inference cuts at least as many shards as training for every
+		// batch size, so no shard outgrows shardCapacity.
 		n, capRows = shardCount(maxRows), shardCapacity(maxRows)
+		if !train {
+			n = predictShardCount(maxRows, m.dev.Threads())
+		}
 	}
 	if train {
 		ws.lossFeed = newLossFeed(m)
@@ -535,7 +557,11 @@ func (ws *workspace) release() {
 func (ws *workspace) plan(rows int) {
 	n := 1
 	if ws.m.sharder != nil {
-		n = min(shardCount(rows), len(ws.shards))
+		c := shardCount(rows)
+		if !ws.train {
+			c = predictShardCount(rows, ws.m.dev.Threads())
+		}
+		n = min(c, len(ws.shards))
 	}
 	ws.nShards, ws.rows = n, rows
 	for s := 0; s < n; s++ {

@@ -134,3 +134,74 @@ func TestShardPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestPredictThreadIndependent: inference cuts small batches into one shard
+// per thread (predictShardCount), and the predictions agree whatever the
+// number of threads. They agree to float32 rounding, not bit for bit: a
+// row's score already depends in its last bits on how many rows share its
+// GEMM, because OpenBLAS picks its kernels by matrix size (a 1-row and a
+// 5-row batch give row 0 different last bits at 1 thread too).
+func TestPredictThreadIndependent(t *testing.T) {
+	const maxRows = 300
+	rng := layers.NewRNG(7)
+	full := gradBatch(rng, maxRows)
+	sizes := []int{1, 5, 31, 32, 33, 64, 100, 128, 255, 257, maxRows}
+	for _, model := range []string{"mlp", "mmoe", "ple"} {
+		t.Run(model, func(t *testing.T) {
+			predict := func(threads int) map[int][][]float32 {
+				m, err := NewModel(gradSchema(), detConfig(model), kernels.NewCPU(threads), 8)
+				require.NoError(t, err)
+				defer m.Release()
+				p := m.NewPredictor(maxRows)
+				defer p.Release()
+				got := map[int][][]float32{}
+				for _, rows := range sizes {
+					out := make([][]float32, len(m.Tasks()))
+					for i := range out {
+						out[i] = make([]float32, rows)
+					}
+					require.NoError(t, p.Predict(headBatch(full, rows), out))
+					if threads > 1 && rows >= 2*predictShardMin {
+						// split over the threads even below the training cut's 256 rows
+						require.Greater(t, p.ws.nShards, 1, "%d rows on %d threads", rows, threads)
+						require.LessOrEqual(t, p.ws.nShards, max(threads, shardCount(rows)), "%d rows on %d threads", rows, threads)
+					}
+					got[rows] = out
+				}
+				return got
+			}
+			want := predict(1)
+			for _, th := range []int{2, 3} {
+				got := predict(th)
+				for _, rows := range sizes {
+					for task := range want[rows] {
+						for i, w := range want[rows][task] {
+							require.InDelta(t, w, got[rows][task][i], 1e-6+1e-5*math.Abs(float64(w)),
+								"%d threads, %d rows, task %d, row %d", th, rows, task, i)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// headBatch is a batch of the first rows rows of b, sharing its buffers.
+func headBatch(b *loader.Batch, rows int) *loader.Batch {
+	cols := map[string]*loader.Column{}
+	for name, c := range b.Columns {
+		h := &loader.Column{Name: c.Name}
+		switch {
+		case c.Offsets != nil:
+			h.I32, h.I64, h.Offsets = c.I32, c.I64, c.Offsets[:rows+1]
+		case c.I32 != nil:
+			h.I32 = c.I32[:rows]
+		case c.I64 != nil:
+			h.I64 = c.I64[:rows]
+		default:
+			h.F32 = c.F32[:rows]
+		}
+		cols[name] = h
+	}
+	return loader.NewBatch(rows, cols, "head", nil)
+}
