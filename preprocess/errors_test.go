@@ -201,6 +201,13 @@ func TestBadInputFiles(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "holds no csv files")
 
+	// A Parquet file read as CSV says so.
+	pqAsCSV := writeFile(t, dir, "data.bin", "PAR1\x15\x04 binary footer PAR1")
+	_, err = Fit(Spec{InputFormat: FormatCSV, CSVHeader: true, Continuous: []string{"x"}}, []string{pqAsCSV})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), pqAsCSV)
+	assert.Contains(t, err.Error(), "this is a Parquet file, read as CSV")
+
 	// Garbage with a .parquet name: an error naming the file, not a panic.
 	corrupt := writeFile(t, dir, "corrupt.parquet", "PAR1 this is not a parquet file at all PAR1")
 	_, err = Fit(spec, []string{corrupt})
@@ -213,11 +220,16 @@ func TestBadInputFiles(t *testing.T) {
 		parquetColumn{name: "user", typ: arrow.BinaryTypes.String, vals: []any{"u1"}},
 		parquetColumn{name: "item", typ: arrow.BinaryTypes.String, vals: []any{"i1"}},
 	)
-	_, err = Fit(spec, []string{pq})
+	pqSpec := spec
+	pqSpec.InputFormat = FormatParquet
+	_, err = Fit(pqSpec, []string{pq})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), pq)
 	assert.Contains(t, err.Error(), `column "color"`)
 	assert.Contains(t, err.Error(), "column not found")
+	// The same file under a CSV spec is named as Parquet.
+	_, err = Fit(spec, []string{pq})
+	require.ErrorContains(t, err, "this is a Parquet file, read as CSV")
 
 	// Truncated Parquet file.
 	good := filepath.Join(dir, "good.parquet")

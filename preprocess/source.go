@@ -410,6 +410,9 @@ func openCSV(path string, spec *Spec, cols []string) (_ *csvSource, err error) {
 	if bom, _ := br.Peek(3); string(bom) == "\xef\xbb\xbf" {
 		br.Discard(3)
 	}
+	if magic, _ := br.Peek(4); string(magic) == "PAR1" {
+		return nil, &InputError{File: path, Row: -1, Err: errors.New("this is a Parquet file, read as CSV: set the input format to parquet (--input_data_format parquet, Spec.InputFormat)")}
+	}
 	for _, v := range spec.CSVNAValues {
 		s.na[strings.TrimSpace(v)] = true
 	}

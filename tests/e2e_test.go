@@ -17,6 +17,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -567,9 +571,9 @@ func TestPreprocessWorkflowOnNewData(t *testing.T) {
 	require.NoError(t, os.WriteFile(trainCSV, []byte(train.String()), 0o644))
 	require.NoError(t, os.WriteFile(serveCSV, []byte(serve.String()), 0o644))
 	prep := filepath.Join(dir, "prep")
-	mustRun(t, "preprocess", "--data_path", trainCSV, "--output_path", prep, "--categorical_features", "user,item",
-		"--continuous_features", "price", "--continuous_features_fillna", "median", "--csv_na_values", "?",
-		"--binary_classif_targets", "bought", "--quiet")
+	mustRun(t, "preprocess", "--data_path", trainCSV, "--input_data_format", "csv", "--output_path", prep,
+		"--categorical_features", "user,item", "--continuous_features", "price", "--continuous_features_fillna", "median",
+		"--csv_na_values", "?", "--binary_classif_targets", "bought", "--quiet")
 	workflow := filepath.Join(prep, "workflow.json")
 
 	enc := filepath.Join(dir, "enc")
@@ -596,6 +600,18 @@ func TestPreprocessWorkflowOnNewData(t *testing.T) {
 	stdout = mustRun(t, "predict", "--load_model_path", filepath.Join(dir, "model"), "--predict_data_path", enc,
 		"--predict_output_path", filepath.Join(dir, "pred"), "--quiet", "--threads", "1")
 	assert.Contains(t, stdout, "Wrote 101 predictions")
+
+	// The same rows as raw Parquet: the CSV-fitted workflow reads them by
+	// the file's extension and encodes them identically.
+	rawPQ := filepath.Join(dir, "serve.parquet")
+	writeRawParquet(t, rawPQ, serve.String())
+	encPQ := filepath.Join(dir, "enc-pq")
+	mustRun(t, "preprocess", "--workflow_path", workflow, "--data_path", rawPQ, "--output_path", encPQ, "--skip_targets", "--quiet")
+	gotPQ := readAll(t, encPQ)
+	for _, c := range []string{"user", "item"} {
+		assert.Equal(t, got.Column(c).I32, gotPQ.Column(c).I32, c)
+	}
+	assert.Equal(t, got.Column("price").F32, gotPQ.Column("price").F32)
 
 	// Without --skip_targets the missing target column is an error naming it.
 	code, _, errs := run(t, "preprocess", "--workflow_path", workflow, "--data_path", serveCSV, "--output_path",
@@ -658,4 +674,44 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		assert.Equal(t, 2, code, "%v", tc.args)
 		assert.Contains(t, stderr, tc.want)
 	}
+}
+
+// writeRawParquet writes a small CSV (header user,item,price; "?" = null)
+// as a Parquet file with string ids and a nullable float64 price, as raw
+// data would come.
+func writeRawParquet(t *testing.T, path, csv string) {
+	t.Helper()
+	mem := memory.DefaultAllocator
+	user, item := array.NewStringBuilder(mem), array.NewStringBuilder(mem)
+	price := array.NewFloat64Builder(mem)
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		user.Append(f[0])
+		item.Append(f[1])
+		if f[2] == "?" {
+			price.AppendNull()
+			continue
+		}
+		v, err := strconv.ParseFloat(f[2], 64)
+		require.NoError(t, err)
+		price.Append(v)
+	}
+	sch := arrow.NewSchema([]arrow.Field{
+		{Name: "user", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "item", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "price", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+	}, nil)
+	cols := []arrow.Array{user.NewArray(), item.NewArray(), price.NewArray()}
+	rec := array.NewRecordBatch(sch, cols, int64(len(lines)-1))
+	for _, c := range cols {
+		c.Release()
+	}
+	defer rec.Release()
+	tbl := array.NewTableFromRecords(sch, []arrow.RecordBatch{rec})
+	defer tbl.Release()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	// WriteTable closes the file
+	require.NoError(t, pqarrow.WriteTable(tbl, f, 1024, nil, pqarrow.DefaultWriterProps()))
 }

@@ -321,10 +321,14 @@ func runTransform(e *env, set map[string]bool, input *preprocess.Spec, workflowP
 	if set["csv_column_names"] {
 		spec.CSVColumnNames = input.CSVColumnNames
 	}
-	if set["input_data_format"] {
+	switch {
+	case set["input_data_format"]:
 		if err := setInputFormat(spec, format); err != nil {
 			return err
 		}
+	case spec.InputFormat == preprocess.FormatCSV && looksLikeParquet(dataPath):
+		// fitted on CSV, given Parquet (a .parquet file or a folder of them)
+		spec.InputFormat = preprocess.FormatParquet
 	}
 	log := logger(e, quiet)
 	log.Info("transforming", "data", dataPath, "workflow", workflowPath, "output", out)
