@@ -235,6 +235,15 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.wandbEntity, "wandb_entity", "", "Merlin's W&B entity; no effect without W&B logging (as in Merlin)")
 	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
 	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "Merlin's TensorBoard/W&B logging period; no effect without them (as in Merlin); see --log_every_steps")
+	// Settings of Merlin's single-task models, which --model refuses: like
+	// Merlin with --model mlp, mmoe, cgc or ple, they have no effect.
+	const onlyFor = "setting of Merlin's %s model, which mtlrank does not have; no effect (as in Merlin with the models here)"
+	fs.Int("dcn_interacted_layer_num", 1, fmt.Sprintf(onlyFor, "dcn"))
+	fs.Int("embeddings_dim", 128, fmt.Sprintf(onlyFor, "dlrm and deepfm"))
+	fs.Int("wnd_hashed_cross_num_bins", 10000, fmt.Sprintf(onlyFor, "wide_n_deep"))
+	fs.Float64("wnd_wide_l2_reg", 1e-5, fmt.Sprintf(onlyFor, "wide_n_deep"))
+	fs.String("wnd_ignore_combinations", "", fmt.Sprintf(onlyFor, "wide_n_deep"))
+	fs.Float64("multihot_max_seq_length", 5, fmt.Sprintf(onlyFor, "deepfm and wide_n_deep"))
 }
 
 const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it
