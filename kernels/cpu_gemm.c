@@ -6,15 +6,18 @@
  * slow on the degenerate shapes (n = 1 heads, k = 1 outer products, n = 4
  * gate logits). These kernels keep a tile of C in registers for the whole k
  * loop and read A and B in place (B, at most K x N, stays in L1/L2), and can
- * fuse a bias add and a ReLU into the store. They take C with at least 16
- * columns (narrower C stays on OpenBLAS's small-matrix kernels).
+ * fuse a bias add and a ReLU into the store. C narrower than 16 columns
+ * (heads, gate logits) goes to the thin kernels instead (below).
  *
  * Numerics: every element of C is a sum over k in increasing k order, one
  * fused multiply-add per term, starting from zero, then
  * alpha*sum (+ beta*C) (+ bias) (ReLU). The AVX-512 and the AVX2
  * implementations follow exactly this order, so they give the same bits;
  * where neither is available (or for shapes they do not take) the Go side
- * uses OpenBLAS.
+ * uses OpenBLAS. The thin kernels have an order of their own, also the
+ * same at both levels. With every kernel, a row of C depends only on that
+ * row of op(A), never on how many rows the call has (OpenBLAS's thin
+ * results do, by a last bit).
  */
 #include "cpu_kernels.h"
 
@@ -265,6 +268,151 @@ T256 static void transpose(const float *b, long ldb, long n, long k, float *dst)
 		for (long kk = j < n8 ? k8 : 0; kk < k; kk++) dst[kk * n + j] = b[j * ldb + kk];
 }
 
+/* ------------------------------------------------------------ thin C */
+
+/* C with n < 16 columns (heads, gate logits and their weight gradients).
+ *
+ * Rows of A contiguous along k (A not transposed): each element of C is a
+ * dot product of a row of A and a column of op(B), taken as 16 partial sums
+ * (lane l sums the terms with k = l mod 16, in increasing k, one FMA each)
+ * then added pairwise: l + l+8, then + l+4, + l+2, + l+1. The AVX2 code
+ * keeps the 16 lanes in two vectors and adds them in the same tree, so both
+ * levels give the same bits, and a row's result depends on nothing but
+ * that row. The columns of op(B) are made contiguous first (on the stack).
+ *
+ * A transposed (weight gradients, k = batch rows): 16 (or 8) rows of C per
+ * vector, read from A in place, each element summed in increasing k with
+ * one FMA per term, as the tiles do. */
+
+/* The epilogue of element (i, j), as store512/store256. */
+static inline void thin_store(const gemm_args *g, long i, long j, float x) {
+	float *cp = g->c + i * g->ldc + j;
+	if (g->alpha != 1.0f) x = x * g->alpha;
+	if (g->beta != 0.0f) x = x + g->beta * *cp;
+	if (g->bias) x = x + g->bias[j];
+	if (g->relu) x = x > 0.0f ? x : 0.0f;
+	*cp = x;
+}
+
+/* The last three steps of the tree, from lanes l + l+8 (8 lanes). */
+T256 static inline float reduce8(__m256 s8) {
+	__m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+	__m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+	return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+T512 static void thin_dot512(const gemm_args *g, const float *wt, long ldw) {
+	const long k16 = g->k & ~15L;
+	const __mmask16 tm = (__mmask16)((1u << (g->k - k16)) - 1);
+	for (long i = 0; i < g->m; i++) {
+		const float *a = g->a + i * g->ars;
+		for (long j = 0; j < g->n; j++) {
+			const float *w = wt + j * ldw;
+			__m512 acc = _mm512_setzero_ps();
+			for (long kk = 0; kk < k16; kk += 16)
+				acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + kk), _mm512_loadu_ps(w + kk), acc);
+			if (tm) acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, a + k16), _mm512_maskz_loadu_ps(tm, w + k16), acc);
+			__m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+			thin_store(g, i, j, reduce8(_mm256_add_ps(_mm512_castps512_ps256(acc), hi)));
+		}
+	}
+}
+
+T256 static void thin_dot256(const gemm_args *g, const float *wt, long ldw) {
+	const long k16 = g->k & ~15L;
+	const int t = (int)(g->k - k16);
+	const __m256i mlo = mask256(t < 8 ? t : 8), mhi = mask256(t > 8 ? t - 8 : 0);
+	for (long i = 0; i < g->m; i++) {
+		const float *a = g->a + i * g->ars;
+		for (long j = 0; j < g->n; j++) {
+			const float *w = wt + j * ldw;
+			__m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+			for (long kk = 0; kk < k16; kk += 16) {
+				lo = _mm256_fmadd_ps(_mm256_loadu_ps(a + kk), _mm256_loadu_ps(w + kk), lo);
+				hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + kk + 8), _mm256_loadu_ps(w + kk + 8), hi);
+			}
+			if (t) {
+				lo = _mm256_fmadd_ps(_mm256_maskload_ps(a + k16, mlo), _mm256_maskload_ps(w + k16, mlo), lo);
+				hi = _mm256_fmadd_ps(_mm256_maskload_ps(a + k16 + 8, mhi), _mm256_maskload_ps(w + k16 + 8, mhi), hi);
+			}
+			thin_store(g, i, j, reduce8(_mm256_add_ps(lo, hi)));
+		}
+	}
+}
+
+/* A transposed: rows i0.. of C are contiguous in A at every k. */
+T512 static void thin_rows512(const gemm_args *g, long bks, long bjs) {
+	const long n = g->n;
+	for (long i0 = 0; i0 < g->m; i0 += 16) {
+		long rows = g->m - i0 < 16 ? g->m - i0 : 16;
+		__mmask16 rm = (__mmask16)(rows == 16 ? 0xFFFF : (1u << rows) - 1);
+		__m512 acc[15];
+		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
+		for (long kk = 0; kk < g->k; kk++) {
+			__m512 av = _mm512_maskz_loadu_ps(rm, g->a + kk * g->aks + i0);
+			REG(av);
+			const float *b = g->b + kk * bks;
+#pragma GCC unroll 15
+			for (long j = 0; j < 15; j++)
+				if (j < n) acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[j * bjs]), acc[j]);
+		}
+		float out[16];
+		for (long j = 0; j < n; j++) {
+			_mm512_storeu_ps(out, acc[j]);
+			for (long r = 0; r < rows; r++) thin_store(g, i0 + r, j, out[r]);
+		}
+	}
+}
+
+T256 static void thin_rows256(const gemm_args *g, long bks, long bjs) {
+	const long n = g->n;
+	for (long i0 = 0; i0 < g->m; i0 += 8) {
+		long rows = g->m - i0 < 8 ? g->m - i0 : 8;
+		__m256i rm = mask256((int)rows);
+		__m256 acc[15];
+		for (long j = 0; j < n; j++) acc[j] = _mm256_setzero_ps();
+		for (long kk = 0; kk < g->k; kk++) {
+			__m256 av = _mm256_maskload_ps(g->a + kk * g->aks + i0, rm);
+			REG(av);
+			const float *b = g->b + kk * bks;
+#pragma GCC unroll 15
+			for (long j = 0; j < 15; j++)
+				if (j < n) acc[j] = _mm256_fmadd_ps(av, _mm256_set1_ps(b[j * bjs]), acc[j]);
+		}
+		float out[8];
+		for (long j = 0; j < n; j++) {
+			_mm256_storeu_ps(out, acc[j]);
+			for (long r = 0; r < rows; r++) thin_store(g, i0 + r, j, out[r]);
+		}
+	}
+}
+
+/* Thin C: 1 when done, 0 when the shape is left to OpenBLAS. */
+static int thin_gemm(const gemm_args *g, int ta, int tb, const float *b, long ldb) {
+	const long bks = tb ? 1 : ldb, bjs = tb ? ldb : 1;
+	if (ta) {
+		if (level() == 2)
+			thin_rows512(g, bks, bjs);
+		else
+			thin_rows256(g, bks, bjs);
+		return 1;
+	}
+	const float *wt = b; /* op(B)^T: column j of op(B) at wt + j*ldw */
+	long ldw = ldb;
+	float buf[TBUF];
+	if (!tb) {
+		if (g->n * g->k > TBUF) return 0;
+		transpose(b, ldb, g->k, g->n, buf);
+		wt = buf;
+		ldw = g->k;
+	}
+	if (level() == 2)
+		thin_dot512(g, wt, ldw);
+	else
+		thin_dot256(g, wt, ldw);
+	return 1;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 static void run_tiles(const gemm_args *g) {
@@ -276,10 +424,9 @@ static void run_tiles(const gemm_args *g) {
 
 int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
-	/* n < 16: a tile would waste most of its lanes; OpenBLAS's small-matrix
-	 * kernels do better on those (heads, gate logits) */
-	if (level() == 0 || (ta && tb) || m <= 0 || n < 16 || k <= 0) return 0;
+	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
 	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu};
+	if (n < 16) return thin_gemm(&g, ta, tb, b, ldb); /* a tile would waste most of its lanes */
 	if (tb) {
 		/* B is [n, k]: build op(B) = B^T [k, n] row-major */
 		if (n * k > TBUF) return 0;

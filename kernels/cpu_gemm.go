@@ -45,9 +45,13 @@ func smallGemm(ta, tb bool, m, n, k int) bool {
 	if gemmLevel == 0 || (ta && tb) || k > 4096 {
 		return false
 	}
-	if n < 16 || n > 512 || int64(n)*int64(k) > 1<<16 {
-		// OpenBLAS's own small-matrix kernels are better at n < 16 (heads,
-		// gate logits); past 256 KB of B its packing pays off
+	if n < 16 {
+		// heads and gate logits: the thin kernels, which make the columns
+		// of a non-transposed B contiguous on their stack
+		return ta || tb || n*k <= smallGemmTBuf
+	}
+	if n > 512 || int64(n)*int64(k) > 1<<16 {
+		// past 256 KB of B OpenBLAS's packing pays off
 		return false
 	}
 	return !tb || n*k <= smallGemmTBuf

@@ -14,6 +14,9 @@ import (
 var gemmShapes = []struct{ m, n, k int }{
 	{1, 16, 1}, {256, 64, 1}, {256, 64, 4}, {256, 64, 112}, {256, 112, 64}, {112, 64, 256}, {7, 17, 33},
 	{6, 16, 17}, {37, 100, 9}, {300, 128, 112}, {3, 200, 5}, {65, 47, 129}, {13, 513, 3},
+	// thin C (n < 16): heads, gate logits, their weight gradients
+	{1, 1, 1}, {256, 1, 64}, {256, 4, 64}, {7, 3, 33}, {17, 15, 136}, {300, 5, 1024}, {136, 4, 256}, {9, 8, 2},
+	{5, 2, 15}, {40, 7, 17}, {33, 1, 3000},
 }
 
 // naiveGemm is C = act(alpha*op(A)op(B) + beta*C + bias) in float64, and the
@@ -55,7 +58,8 @@ func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b 
 
 // The AVX2 and AVX-512 kernels give the same bits (they follow one order of
 // operations) and both match a float64 reference. Shapes they do not take
-// (C narrower than 16 columns, both operands transposed) are declined.
+// (both operands transposed, thin C whose B does not fit the buffer) are
+// declined.
 func TestSmallGemmKernels(t *testing.T) {
 	if gemmLevel == 0 {
 		t.Skip("no AVX2/FMA on this machine")
@@ -64,7 +68,9 @@ func TestSmallGemmKernels(t *testing.T) {
 	defer setGemmLevel(top)
 	rng := rand.New(rand.NewPCG(11, 12))
 	x, c := randF32(rng, 64*64, -1, 1), make([]float32, 64*64)
-	require.False(t, cSgemm(false, false, 64, 15, 64, 1, x, 64, x, 15, 0, c, 15, nil, false), "n < 16")
+	big := randF32(rng, 2*4000, -1, 1)
+	require.False(t, cSgemm(false, false, 2, 5, 4000, 1, big, 4000, big, 5, 0, c, 5, nil, false), "n < 16, B past the buffer")
+	require.False(t, smallGemm(false, false, 2, 5, 4000))
 	require.False(t, cSgemm(true, true, 64, 64, 64, 1, x, 64, x, 64, 0, c, 64, nil, false), "both transposed")
 	for _, s := range gemmShapes {
 		for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}} {
@@ -162,6 +168,33 @@ func TestGemmBiasActMatchesUnfused(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// A row of C is the same bits whatever the other rows of the call: every
+// element is one sum over k in a fixed order, so scores do not depend on
+// how many rows share a batch or a shard. This holds for the kernels at
+// every level and so for the device's Gemm on the shapes they take.
+func TestGemmRowIndependentOfRows(t *testing.T) {
+	if gemmLevel == 0 {
+		t.Skip("no AVX2/FMA on this machine")
+	}
+	rng := rand.New(rand.NewPCG(21, 22))
+	c := NewCPU(1)
+	for _, s := range []struct{ n, k int }{{1, 64}, {3, 64}, {4, 136}, {6, 64}, {15, 33}, {16, 64}, {64, 136}, {128, 64}} {
+		x, w := c.Alloc(Float32, 300, s.k), c.Alloc(Float32, s.k, s.n)
+		copy(x.F32, randF32(rng, 300*s.k, -1, 1))
+		copy(w.F32, randF32(rng, s.k*s.n, -1, 1))
+		var ref []float32
+		for _, m := range []int{1, 2, 5, 8, 16, 17, 31, 64, 100, 300} {
+			y := c.Alloc(Float32, m, s.n)
+			c.Gemm(false, false, 1, x.View(0, m, s.k), w, 0, y)
+			if ref == nil {
+				ref = append([]float32(nil), y.F32[:s.n]...)
+				continue
+			}
+			require.Equal(t, ref, y.F32[:s.n], "n %d k %d: row 0 with %d rows", s.n, s.k, m)
 		}
 	}
 }
