@@ -279,10 +279,8 @@ T256 static void transpose(const float *b, long ldb, long n, long k, float *dst)
  * keeps the 16 lanes in two vectors and adds them in the same tree, so both
  * levels give the same bits, and a row's result depends on nothing but
  * that row. The columns of op(B) are made contiguous first (on the stack).
- *
- * A transposed (weight gradients, k = batch rows): 16 (or 8) rows of C per
- * vector, read from A in place, each element summed in increasing k with
- * one FMA per term, as the tiles do. */
+ * A transposed (the weight gradients of thin layers, where k is the batch)
+ * stays on OpenBLAS, several times faster there. */
 
 /* The epilogue of element (i, j), as store512/store256. */
 static inline void thin_store(const gemm_args *g, long i, long j, float x) {
@@ -340,63 +338,9 @@ T256 static void thin_dot256(const gemm_args *g, const float *wt, long ldw) {
 	}
 }
 
-/* A transposed: rows i0.. of C are contiguous in A at every k. */
-T512 static void thin_rows512(const gemm_args *g, long bks, long bjs) {
-	const long n = g->n;
-	for (long i0 = 0; i0 < g->m; i0 += 16) {
-		long rows = g->m - i0 < 16 ? g->m - i0 : 16;
-		__mmask16 rm = (__mmask16)(rows == 16 ? 0xFFFF : (1u << rows) - 1);
-		__m512 acc[15];
-		for (long j = 0; j < n; j++) acc[j] = _mm512_setzero_ps();
-		for (long kk = 0; kk < g->k; kk++) {
-			__m512 av = _mm512_maskz_loadu_ps(rm, g->a + kk * g->aks + i0);
-			REG(av);
-			const float *b = g->b + kk * bks;
-#pragma GCC unroll 15
-			for (long j = 0; j < 15; j++)
-				if (j < n) acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[j * bjs]), acc[j]);
-		}
-		float out[16];
-		for (long j = 0; j < n; j++) {
-			_mm512_storeu_ps(out, acc[j]);
-			for (long r = 0; r < rows; r++) thin_store(g, i0 + r, j, out[r]);
-		}
-	}
-}
-
-T256 static void thin_rows256(const gemm_args *g, long bks, long bjs) {
-	const long n = g->n;
-	for (long i0 = 0; i0 < g->m; i0 += 8) {
-		long rows = g->m - i0 < 8 ? g->m - i0 : 8;
-		__m256i rm = mask256((int)rows);
-		__m256 acc[15];
-		for (long j = 0; j < n; j++) acc[j] = _mm256_setzero_ps();
-		for (long kk = 0; kk < g->k; kk++) {
-			__m256 av = _mm256_maskload_ps(g->a + kk * g->aks + i0, rm);
-			REG(av);
-			const float *b = g->b + kk * bks;
-#pragma GCC unroll 15
-			for (long j = 0; j < 15; j++)
-				if (j < n) acc[j] = _mm256_fmadd_ps(av, _mm256_set1_ps(b[j * bjs]), acc[j]);
-		}
-		float out[8];
-		for (long j = 0; j < n; j++) {
-			_mm256_storeu_ps(out, acc[j]);
-			for (long r = 0; r < rows; r++) thin_store(g, i0 + r, j, out[r]);
-		}
-	}
-}
-
 /* Thin C: 1 when done, 0 when the shape is left to OpenBLAS. */
 static int thin_gemm(const gemm_args *g, int ta, int tb, const float *b, long ldb) {
-	const long bks = tb ? 1 : ldb, bjs = tb ? ldb : 1;
-	if (ta) {
-		if (level() == 2)
-			thin_rows512(g, bks, bjs);
-		else
-			thin_rows256(g, bks, bjs);
-		return 1;
-	}
+	if (ta) return 0; /* weight gradients: OpenBLAS is faster there, and their rows need no independence */
 	const float *wt = b; /* op(B)^T: column j of op(B) at wt + j*ldw */
 	long ldw = ldb;
 	float buf[TBUF];

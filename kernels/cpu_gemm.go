@@ -47,8 +47,9 @@ func smallGemm(ta, tb bool, m, n, k int) bool {
 	}
 	if n < 16 {
 		// heads and gate logits: the thin kernels, which make the columns
-		// of a non-transposed B contiguous on their stack
-		return ta || tb || n*k <= smallGemmTBuf
+		// of a non-transposed B contiguous on their stack; their weight
+		// gradients (A transposed) stay on OpenBLAS
+		return !ta && (tb || n*k <= smallGemmTBuf)
 	}
 	if n > 512 || int64(n)*int64(k) > 1<<16 {
 		// past 256 KB of B OpenBLAS's packing pays off
