@@ -67,3 +67,50 @@ func FuzzRunCSV(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseWorkflow feeds arbitrary bytes to ParseWorkflow, as a workflow
+// file edited by hand or damaged would reach a server. It must return an
+// error or a workflow whose every op can be applied without a panic and
+// that saves and loads back.
+func FuzzParseWorkflow(f *testing.F) {
+	dir := f.TempDir()
+	in := filepath.Join(dir, "small.csv")
+	require.NoError(f, os.WriteFile(in, []byte(smallCSV), 0o644))
+	spec := smallSpec()
+	spec.HashBuckets = map[string]int{"item": 7}
+	spec.Clip = map[string]ClipRange{"qty": {0, 3}}
+	spec.LogContinuous = []string{"price"}
+	w, err := Fit(spec, []string{in})
+	require.NoError(f, err)
+	good, err := w.encode()
+	require.NoError(f, err)
+	f.Add(good)
+	f.Add([]byte(`{"format": "mtlrank.preprocess.workflow", "version": 1}`))
+	f.Add([]byte(`{"format": "mtlrank.preprocess.workflow", "version": 1, "categorical": [{"name": "a", "op": "hash_bucket", "num_buckets": 0}]}`))
+	f.Add([]byte(`{"format": "mtlrank.preprocess.workflow", "version": 1, "continuous": [{"name": "x", "normalize": true, "std": 0}]}`))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, err := ParseWorkflow(data)
+		if err != nil {
+			require.NotEmpty(t, err.Error())
+			return
+		}
+		for _, c := range w.Categorical {
+			for _, v := range []string{"", "u1", "red", "\x00", "9999999999999999999"} {
+				id := c.Encode(v)
+				require.True(t, id >= 0 && (id <= c.Max() || v == ""), "%s: id %d for %q, max %d", c.Name, id, v, c.Max())
+			}
+			_ = c.DType()
+		}
+		for _, c := range w.Continuous {
+			_ = c.Apply(1.5)
+			_, _ = c.ApplyNull()
+		}
+		_ = w.Schema(true)
+		_ = w.Schema(false)
+		path := filepath.Join(t.TempDir(), "w.json")
+		require.NoError(t, w.Save(path))
+		_, err = LoadWorkflow(path)
+		require.NoError(t, err, "a parsed workflow saves and loads back")
+	})
+}

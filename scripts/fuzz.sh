@@ -10,6 +10,7 @@ targets=(
 	"./loader/ FuzzOpenCorrupt"
 	"./mtl/safetensors/ FuzzDecode"
 	"./preprocess/ FuzzRunCSV"
+	"./preprocess/ FuzzParseWorkflow"
 )
 for t in "${targets[@]}"; do
 	set -- $t
