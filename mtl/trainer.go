@@ -642,24 +642,35 @@ type PredictOptions struct {
 	// Schema describes the kept columns (their dtypes); nil means the
 	// model's schema.
 	Schema *schema.Schema
+	// Format of the output: "parquet" (default), "csv" or "tsv" (a header
+	// line, then one line per row; list columns cannot be kept).
+	Format string
 }
 
-// Predict scores every row of ds in order and writes a Parquet file at path
-// with the kept columns followed by one float32 column per task, named
-// like the task ("click/binary_output": the probability; regression tasks:
-// the value). A path without the .parquet extension is a folder, created
-// if needed, that receives predictions.parquet. The file is written under a
-// temporary name and renamed. ds must not shuffle rows if the output is to
-// be joined with the input by position. It returns the rows written.
+// Predict scores every row of ds in order and writes a file at path with
+// the kept columns followed by one float32 column per task, named like the
+// task ("click/binary_output": the probability; regression tasks: the
+// value), in opts.Format. A path without the format's extension (.parquet,
+// .csv, .tsv) is a folder, created if needed, that receives
+// predictions.<ext>. The file is written under a temporary name and
+// renamed. ds must not shuffle rows if the output is to be joined with the
+// input by position. It returns the rows written.
 func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, opts PredictOptions) (int64, error) {
 	if ds == nil {
 		return 0, errors.New("mtl: Predict: nil dataset")
 	}
-	if !strings.HasSuffix(path, ".parquet") {
+	format := opts.Format
+	if format == "" {
+		format = "parquet"
+	}
+	if format != "parquet" && format != "csv" && format != "tsv" {
+		return 0, fmt.Errorf("mtl: predict: format %q: want parquet, csv or tsv", opts.Format)
+	}
+	if !strings.HasSuffix(path, "."+format) {
 		if err := os.MkdirAll(path, 0o755); err != nil {
 			return 0, fmt.Errorf("mtl: predict: %w", err)
 		}
-		path = filepath.Join(path, "predictions.parquet")
+		path = filepath.Join(path, "predictions."+format)
 	}
 	out := &schema.Schema{}
 	seen := map[string]bool{}
@@ -684,7 +695,18 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 		}
 		out.Features = append(out.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
 	}
-	w, err := loader.NewWriter(path, out, loader.WriterOptions{RowGroupRows: opts.RowGroupRows})
+	var w predictionSink
+	var err error
+	switch format {
+	case "parquet":
+		w, err = loader.NewWriter(path, out, loader.WriterOptions{RowGroupRows: opts.RowGroupRows})
+	default:
+		comma := ','
+		if format == "tsv" {
+			comma = '\t'
+		}
+		w, err = newTextSink(path, out.Names(), comma)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
@@ -699,7 +721,7 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	return n, nil
 }
 
-func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w *loader.Writer, keep []string) (int64, error) {
+func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predictionSink, keep []string) (int64, error) {
 	bar := t.newBar(ds.Rows(), "predict")
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()

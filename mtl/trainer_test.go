@@ -3,6 +3,7 @@ package mtl_test
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -358,6 +360,64 @@ func TestPredictWritesParquet(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(file))
 	require.NoError(t, err)
 	assert.Len(t, entries, 1, "no temporary file is left")
+}
+
+// TestPredictWritesText: CSV and TSV predictions hold the kept columns and
+// the scores of the Parquet output, as text that reads back to the same
+// float32 values, with a header line.
+func TestPredictWritesText(t *testing.T) {
+	_, evalDir := trData(t, 256, 700)
+	m, err := mtl.NewModel(trSchema(), trConfig("cgc"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	keep := []string{"user_id", "click"}
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), filepath.Join(dir, "pq"), mtl.PredictOptions{KeepColumns: keep})
+	require.NoError(t, err)
+	sch := &schema.Schema{Features: []*schema.Feature{{Name: "user_id", DType: schema.Int32}, {Name: "click", DType: schema.Float32}}}
+	for _, task := range m.Tasks() {
+		sch.Features = append(sch.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
+	}
+	opt := loader.DefaultOptions()
+	opt.BatchSize, opt.CheckDomains = 700, false
+	pq, err := loader.Open(filepath.Join(dir, "pq", "predictions.parquet"), sch, opt)
+	require.NoError(t, err)
+	want, err := pq.Epoch(context.Background(), 0).Next()
+	require.NoError(t, err)
+	defer want.Release()
+
+	for _, tc := range []struct {
+		format string
+		sep    rune
+	}{{"csv", ','}, {"tsv", '\t'}} {
+		n, err := tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), filepath.Join(dir, tc.format),
+			mtl.PredictOptions{KeepColumns: keep, Format: tc.format})
+		require.NoError(t, err)
+		require.Equal(t, int64(700), n)
+		f, err := os.Open(filepath.Join(dir, tc.format, "predictions."+tc.format))
+		require.NoError(t, err)
+		r := csv.NewReader(f)
+		r.Comma = tc.sep
+		recs, err := r.ReadAll()
+		f.Close()
+		require.NoError(t, err)
+		require.Len(t, recs, 701)
+		require.Equal(t, sch.Names(), recs[0])
+		for i, rec := range recs[1:] {
+			id, err := strconv.Atoi(rec[0])
+			require.NoError(t, err)
+			require.Equal(t, want.Column("user_id").I32[i], int32(id), "row %d", i)
+			for j, name := range sch.Names()[1:] {
+				v, err := strconv.ParseFloat(rec[j+1], 32)
+				require.NoError(t, err)
+				require.Equal(t, want.Column(name).F32[i], float32(v), "%s row %d", name, i)
+			}
+		}
+	}
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), filepath.Join(dir, "x"), mtl.PredictOptions{Format: "json"})
+	require.ErrorContains(t, err, `format "json"`)
 }
 
 func TestResultsNaNInJSON(t *testing.T) {

@@ -332,7 +332,7 @@ func TestBadFlags(t *testing.T) {
 		{"zero epochs", []string{"train", "--epochs", "0"}, "--epochs must be >= 1"},
 		{"zero batch", []string{"train", "--train_batch_size", "0"}, "--train_batch_size must be >= 1"},
 		{"bad device", []string{"train", "--device", "tpu"}, "--device must be cpu or cuda"},
-		{"csv predictions", []string{"train", "--predict_output_format", "csv"}, "only parquet"},
+		{"json predictions", []string{"train", "--predict_output_format", "json"}, "--predict_output_format must be parquet, csv or tsv"},
 		{"sample space misaligned", []string{"train", "--tasks", "click,like", "--tasks_sample_space", "click"}, "must align"},
 		{"sample space without tasks", []string{"train", "--tasks_sample_space", ",click"}, "needs an explicit --tasks"},
 		{"eval without train", []string{"train", "--eval_data_path", train}, "--train_data_path is required"},
@@ -600,6 +600,16 @@ func TestPreprocessWorkflowOnNewData(t *testing.T) {
 	stdout = mustRun(t, "predict", "--load_model_path", filepath.Join(dir, "model"), "--predict_data_path", enc,
 		"--predict_output_path", filepath.Join(dir, "pred"), "--quiet", "--threads", "1")
 	assert.Contains(t, stdout, "Wrote 101 predictions")
+	// The same scores as CSV, kept columns first.
+	mustRun(t, "predict", "--load_model_path", filepath.Join(dir, "model"), "--predict_data_path", enc,
+		"--predict_output_path", filepath.Join(dir, "pred-csv"), "--predict_output_format", "csv",
+		"--predict_output_keep_cols", "user", "--quiet", "--threads", "1")
+	text, err := os.ReadFile(filepath.Join(dir, "pred-csv", "predictions.csv"))
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(text)), "\n")
+	require.Len(t, lines, 102)
+	assert.Equal(t, "user,bought/binary_output", lines[0])
+	assert.True(t, strings.HasPrefix(lines[101], "1,"), "the unseen user's id: %s", lines[101])
 
 	// The same rows as raw Parquet: the CSV-fitted workflow reads them by
 	// the file's extension and encodes them identically.

@@ -194,8 +194,8 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.outputPath, "output_path", "./output/", "folder for metrics.json, synthetic data and default outputs")
 	fs.StringVar(&a.savePath, "save_model_path", "", "save the trained model (a checkpoint folder) here")
 	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet file or a folder (default <output_path>/predictions)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions; only parquet is supported")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a file with the format's extension (.parquet, .csv, .tsv) or a folder (default <output_path>/predictions)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
 	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema (default all)`)
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
@@ -385,8 +385,8 @@ func (a *trainArgs) checkCommon() error {
 		return usagef("--device must be cpu or cuda, got %q", a.device)
 	case a.cfg.CUDAGraph && a.device != "cuda":
 		return usagef("--cuda_graph needs --device cuda (got --device %s)", a.device)
-	case a.predictFormat != "parquet":
-		return usagef("--predict_output_format %q is not supported (only parquet)", a.predictFormat)
+	case a.predictFormat != "parquet" && a.predictFormat != "csv" && a.predictFormat != "tsv":
+		return usagef("--predict_output_format must be parquet, csv or tsv, got %q", a.predictFormat)
 	}
 	return checkThreads(a.threads)
 }
@@ -854,7 +854,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if out == "" {
 			out = filepath.Join(a.outputPath, "predictions")
 		}
-		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.keepOut, set["predict_output_keep_cols"], predictBatch, a.prefetch, a.fillNaN)
+		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], predictBatch, a.prefetch, a.fillNaN)
 		if err != nil {
 			return err
 		}
@@ -891,7 +891,7 @@ func schemaFor(schemaArg, data string, fallback *schema.Schema) (*schema.Schema,
 
 // predictTo scores data with the trainer's model and writes out.
 func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg string, fallback *schema.Schema,
-	out string, keep []string, keepGiven bool, batch, prefetch int, fill *float32) (int64, error) {
+	out, format string, keep []string, keepGiven bool, batch, prefetch int, fill *float32) (int64, error) {
 	m := tr.Model()
 	s, err := schemaFor(schemaArg, data, fallback)
 	if err != nil {
@@ -930,7 +930,7 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 		return 0, err
 	}
 	// Kept columns are written with the data schema's types.
-	n, err := tr.Predict(ctx, ds, out, mtl.PredictOptions{KeepColumns: keep, Schema: s})
+	n, err := tr.Predict(ctx, ds, out, mtl.PredictOptions{KeepColumns: keep, Schema: s, Format: format})
 	if err != nil {
 		return 0, err
 	}
@@ -1159,9 +1159,9 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("predict", flag.ContinueOnError)
 	registerServeFlags(fs, &a)
 	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score: a .parquet file or a folder (required)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a .parquet file, or a folder receiving predictions.parquet (required)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a file with the format's extension (.parquet, .csv, .tsv), or a folder receiving predictions.<format> (required)")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions; only parquet is supported")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
 	if err := helpOr(e, fs, args, "mtlrank predict --load_model_path DIR --predict_data_path PATH --predict_output_path OUT [flags]",
 		"Scores every row of a dataset, in order, and writes one float32 column per task\n(named like the task, e.g. click/binary_output: the probability) next to the kept columns."); err != nil {
 		return err
@@ -1194,6 +1194,6 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--schema_path: %w", err)
 		}
 	}
-	_, err = predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, a.predictOut, a.keepOut, set["predict_output_keep_cols"], batch, a.prefetch, a.fillNaN)
+	_, err = predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, a.predictOut, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], batch, a.prefetch, a.fillNaN)
 	return err
 }
