@@ -164,65 +164,62 @@ func BenchmarkEmbedding(b *testing.B) {
 }
 
 func benchEmbedding(b *testing.B, name string, rows, tableRows, sets, dim int, list bool) {
-	{
-		{
-			c := NewCPU(2)
-			table := benchTensor(c, tableRows, dim)
-			n := rows
-			if list {
-				n = 4 * rows
-			}
-			rng := rand.New(rand.NewPCG(3, 4))
-			ids := make([]*Tensor, sets)
-			grads := make([]*SparseGrad, sets)
-			var offs *Tensor
-			if list {
-				offs = c.Alloc(Int32, rows+1)
-				for i := range offs.I32 {
-					offs.I32[i] = int32(4 * i)
-				}
-			}
-			out := benchTensor(c, rows, 100)
-			for s := range ids {
-				ids[s] = c.Alloc(Int32, n)
-				for i := range ids[s].I32 {
-					ids[s].I32[i] = int32(rng.IntN(tableRows))
-				}
-				grads[s] = &SparseGrad{Rows: c.Alloc(Int32, n), Values: c.Alloc(Float32, n, dim)}
-				c.EmbeddingBackward(grads[s], out, 8, ids[s], offs, Mean, tableRows)
-			}
-			m, v := c.Alloc(Float32, tableRows, dim), c.Alloc(Float32, tableRows, dim)
-			// written once, as in training, so that no page fault is timed
-			c.Fill(m, 0)
-			c.Fill(v, 0)
-			defer c.Free(m)
-			defer c.Free(v)
-			defer c.Free(table)
-			k := 0
-			b.Run("gather/"+name, func(b *testing.B) {
-				loop(b, func() {
-					k = (k + 1) % sets
-					if err := c.EmbeddingGather(out, 8, table, ids[k], offs, Mean); err != nil {
-						b.Fatal(err)
-					}
-				})
-			})
-			g := &SparseGrad{Rows: c.Alloc(Int32, n), Values: c.Alloc(Float32, n, dim)}
-			b.Run("backward/"+name, func(b *testing.B) {
-				loop(b, func() {
-					k = (k + 1) % sets
-					c.EmbeddingBackward(g, out, 8, ids[k], offs, Mean, tableRows)
-				})
-			})
-			b.Run("sparseAdam/"+name, func(b *testing.B) {
-				p := AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
-				loop(b, func() {
-					k = (k + 1) % sets
-					c.SparseAdam(table, m, v, grads[k], p)
-				})
-			})
+	c := NewCPU(2)
+	table := benchTensor(c, tableRows, dim)
+	n := rows
+	if list {
+		n = 4 * rows
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	ids := make([]*Tensor, sets)
+	grads := make([]*SparseGrad, sets)
+	var offs *Tensor
+	if list {
+		offs = c.Alloc(Int32, rows+1)
+		for i := range offs.I32 {
+			offs.I32[i] = int32(4 * i)
 		}
 	}
+	out := benchTensor(c, rows, 100)
+	for s := range ids {
+		ids[s] = c.Alloc(Int32, n)
+		for i := range ids[s].I32 {
+			ids[s].I32[i] = int32(rng.IntN(tableRows))
+		}
+		grads[s] = &SparseGrad{Rows: c.Alloc(Int32, n), Values: c.Alloc(Float32, n, dim)}
+		c.EmbeddingBackward(grads[s], out, 8, ids[s], offs, Mean, tableRows)
+	}
+	m, v := c.Alloc(Float32, tableRows, dim), c.Alloc(Float32, tableRows, dim)
+	// written once, as in training, so that no page fault is timed
+	c.Fill(m, 0)
+	c.Fill(v, 0)
+	defer c.Free(m)
+	defer c.Free(v)
+	defer c.Free(table)
+	k := 0
+	b.Run("gather/"+name, func(b *testing.B) {
+		loop(b, func() {
+			k = (k + 1) % sets
+			if err := c.EmbeddingGather(out, 8, table, ids[k], offs, Mean); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+	g := &SparseGrad{Rows: c.Alloc(Int32, n), Values: c.Alloc(Float32, n, dim)}
+	b.Run("backward/"+name, func(b *testing.B) {
+		loop(b, func() {
+			k = (k + 1) % sets
+			c.EmbeddingBackward(g, out, 8, ids[k], offs, Mean, tableRows)
+		})
+	})
+	b.Run("sparseAdam/"+name, func(b *testing.B) {
+		p := AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
+		loop(b, func() {
+			k = (k + 1) % sets
+			c.SparseAdam(table, m, v, grads[k], p)
+		})
+	})
+
 }
 
 // BenchmarkElementwise covers the per-step element-wise ops at the size of

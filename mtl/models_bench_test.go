@@ -28,6 +28,9 @@ func tenrecBatches(s *schema.Schema, n, rows int) []*loader.Batch {
 // them by frequency), so that popular rows share no cache lines or pages.
 func tenrecBatchesZipf(s *schema.Schema, n, rows int, zipf float64) []*loader.Batch {
 	const zipfMinRows = 1000
+	// k -> k*permPrime mod card is a permutation of [0, card) when the
+	// prime does not divide card (checked once per table size).
+	const permPrime = 1_000_003
 	rng := rand.New(rand.NewPCG(0, 0))
 	draw := func(card int64) int32 { return int32(rng.Int64N(card)) }
 	if zipf > 0 {
@@ -39,16 +42,13 @@ func tenrecBatchesZipf(s *schema.Schema, n, rows int, zipf float64) []*loader.Ba
 			}
 			z := zipfs[card]
 			if z == nil {
+				if card%permPrime == 0 {
+					panic("tenrecBatchesZipf: table size is a multiple of the permutation's prime")
+				}
 				z = rand.NewZipf(rng, zipf, 1, uint64(card-1))
 				zipfs[card] = z
 			}
-			// k -> k*p mod card is a permutation: p is a prime that does
-			// not divide card (checked).
-			const p = 1_000_003
-			if card%p == 0 {
-				panic("tenrecBatchesZipf: table size is a multiple of the permutation's prime")
-			}
-			return int32(z.Uint64() * p % uint64(card))
+			return int32(z.Uint64() * permPrime % uint64(card))
 		}
 	}
 	var out []*loader.Batch
