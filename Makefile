@@ -7,7 +7,7 @@ BIN       := bin/mtlrank
 CUDA_BUILD:= build/cuda
 DEMO_OUT  := demo-out
 
-.PHONY: all setup build test test-short vet demo bench fuzz cuda cuda-check clean
+.PHONY: all setup build test test-short vet demo bench fuzz cuda cuda-check clean proto
 
 all: build
 
@@ -39,6 +39,11 @@ bench: build
 
 fuzz: setup
 	scripts/fuzz.sh
+
+# proto regenerates serve/inferencepb (the Open Inference Protocol's gRPC
+# code, committed) with protoc and the Go plugins; the build does not need it.
+proto:
+	scripts/proto.sh
 
 # cuda builds libmtlcuda.so from csrc/ with CMake + nvcc.
 cuda:
