@@ -45,6 +45,7 @@ func commands() []command {
 		{"train", "train a model (on synthetic TenRec-like data when no data is given), evaluate, save, predict", runTrain},
 		{"eval", "evaluate a saved model on a dataset", runEval},
 		{"predict", "score a dataset with a saved model and write the scores to Parquet", runPredict},
+		{"serve", "serve models over HTTP and gRPC with the Open Inference Protocol (KServe v2, Triton)", runServe},
 		{"synth", "write a synthetic dataset with planted signal (Parquet + schema.pbtxt + oracle.json)", runSynth},
 		{"preprocess", "fit NVTabular-style preprocessing on CSV/Parquet and write model-ready Parquet", runPreprocess},
 		{"schema", "print, validate, convert or infer a feature schema", runSchema},
