@@ -253,11 +253,13 @@ func unsupported(t *serve.Tensor) error {
 	return badRequest("input %q: datatype %q is not supported (BYTES, INT8..INT64, UINT8..UINT64, FP32, FP64)", t.Name, t.Datatype)
 }
 
+// elemSize is the raw size of an element of each fixed-size datatype.
+var elemSize = map[string]int{serve.INT8: 1, serve.UINT8: 1, serve.INT16: 2, serve.UINT16: 2, serve.INT32: 4, serve.UINT32: 4,
+	serve.INT64: 8, serve.UINT64: 8, serve.FP32: 4, serve.FP64: 8}
+
 // decodeRaw reads raw contents: little-endian elements, BYTES elements each
 // after a 4-byte little-endian length.
 func decodeRaw(t *serve.Tensor, b []byte) error {
-	size := map[string]int{serve.INT8: 1, serve.UINT8: 1, serve.INT16: 2, serve.UINT16: 2, serve.INT32: 4, serve.UINT32: 4,
-		serve.INT64: 8, serve.UINT64: 8, serve.FP32: 4, serve.FP64: 8}
 	if t.Datatype == serve.BYTES {
 		t.Bytes = [][]byte{}
 		for off := 0; off < len(b); {
@@ -274,7 +276,7 @@ func decodeRaw(t *serve.Tensor, b []byte) error {
 		}
 		return nil
 	}
-	sz, ok := size[t.Datatype]
+	sz, ok := elemSize[t.Datatype]
 	if !ok {
 		return unsupported(t)
 	}

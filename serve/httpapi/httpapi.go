@@ -262,7 +262,7 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusServiceUnavailable, "the server is shutting down")
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -305,15 +305,32 @@ func badRequest(format string, args ...any) error {
 	return &serve.Error{Code: serve.InvalidArgument, Msg: fmt.Sprintf(format, args...)}
 }
 
+// readBody reads a request body, in one allocation when its length is
+// known.
+func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= 1<<30 {
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		// The length was announced: more bytes (or MaxBytesReader's
+		// limit) are an error.
+		if _, err := r.Body.Read(make([]byte, 1)); err != io.EOF {
+			if err == nil {
+				err = errors.New("body longer than its Content-Length")
+			}
+			return nil, err
+		}
+		return body, nil
+	}
+	return io.ReadAll(r.Body)
+}
+
 // decodeInfer decodes the protocol's JSON request into a serve request.
 func decodeInfer(body []byte) (*serve.InferRequest, error) {
 	var jr inferRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&jr); err != nil {
+	if err := json.Unmarshal(body, &jr); err != nil {
 		return nil, badRequest("request body is not an inference request in JSON: %v", err)
-	}
-	if dec.More() {
-		return nil, badRequest("request body holds data after the JSON request")
 	}
 	req := &serve.InferRequest{ID: jr.ID, Inputs: make([]serve.Tensor, len(jr.Inputs))}
 	for i, in := range jr.Inputs {

@@ -19,7 +19,7 @@ import (
 	"github.com/mtlrank/mtlrank/serve/servetest"
 )
 
-func grpcClient(t *testing.T, addr string) pb.GRPCInferenceServiceClient {
+func grpcClient(t testing.TB, addr string) pb.GRPCInferenceServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)

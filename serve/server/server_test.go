@@ -231,7 +231,7 @@ func TestHTTPBadRequests(t *testing.T) {
 		msg    string
 	}{
 		{"not json", "POST", "/v2/models/ranker/infer", "{nope", 400, "not an inference request in JSON"},
-		{"trailing data", "POST", "/v2/models/ranker/infer", `{"inputs":[]} {}`, 400, "data after the JSON request"},
+		{"trailing data", "POST", "/v2/models/ranker/infer", `{"inputs":[]} {}`, 400, "after top-level value"},
 		{"no inputs", "POST", "/v2/models/ranker/infer", `{"inputs":[]}`, 400, "has no inputs"},
 		{"unknown model", "POST", "/v2/models/nope/infer", good(func(in []tensor) []tensor { return in }), 404, `unknown model "nope"`},
 		{"unknown version", "POST", "/v2/models/ranker/versions/9/infer", good(func(in []tensor) []tensor { return in }), 404, `no version "9"`},
