@@ -139,6 +139,17 @@ func (c *Categorical) encodeBytes(value []byte) int64 {
 	return OOVID
 }
 
+// Decode returns the raw value, in its canonical string form, that a
+// Categorify id stands for. ok is false for ids that stand for no single
+// value: NullID, OOVID (unknown or infrequent values), ids past the
+// vocabulary, and every HashBucket id (a bucket is shared by many values).
+func (c *Categorical) Decode(id int64) (value string, ok bool) {
+	if c.Op != OpCategorify || id < FirstVocabID || id-FirstVocabID >= int64(len(c.Vocab)) {
+		return "", false
+	}
+	return c.Vocab[id-FirstVocabID], true
+}
+
 func (c *Categorical) buildIndex() {
 	c.index = make(map[string]int64, len(c.Vocab))
 	for i, v := range c.Vocab {
@@ -344,6 +355,20 @@ func (w *Workflow) Categ(name string) *Categorical {
 		}
 	}
 	return nil
+}
+
+// Decode maps ids of categorical column name back to raw values (see
+// Categorical.Decode): values[i] is the raw value of ids[i] when ok[i].
+func (w *Workflow) Decode(name string, ids []int64) (values []string, ok []bool, err error) {
+	c := w.Categ(name)
+	if c == nil {
+		return nil, nil, fmt.Errorf("decode: the workflow has no categorical column %q", name)
+	}
+	values, ok = make([]string, len(ids)), make([]bool, len(ids))
+	for i, id := range ids {
+		values[i], ok[i] = c.Decode(id)
+	}
+	return values, ok, nil
 }
 
 // Cont returns the named continuous op or nil.
