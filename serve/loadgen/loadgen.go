@@ -406,8 +406,9 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.duration)
-	defer cancel()
+	// The calls get the caller's context, not the time limit: a call in
+	// flight at the limit finishes and counts, rather than failing as a
+	// cancelled request would.
 	var next atomic.Int64
 	var mu sync.Mutex
 	r := &result{concurrency: c}
@@ -421,16 +422,13 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 			lat := make([]time.Duration, 0, 1024)
 			errs := 0
 			var first error
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && time.Since(t0) < o.duration {
 				i := int(next.Add(1))
 				if i > o.maxRequests {
 					break
 				}
 				t := time.Now()
 				err := call(ctx, i, out)
-				if ctx.Err() != nil {
-					break // cut off by the time limit: not counted
-				}
 				if err != nil {
 					errs++
 					if first == nil {
