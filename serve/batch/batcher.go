@@ -6,8 +6,10 @@
 //
 // Batching only changes which rows share a call, never a row's score: the
 // model's rows are independent (no batch statistics at inference), and the
-// CPU kernels compute each row with the same instructions whatever the
-// batch's size (see the bit-identity test).
+// CPU kernels give every row the same bits whatever the batch's size and
+// thread count (mtl's TestPredictThreadIndependent and kernels'
+// TestGemmRowIndependentOfRows; serve/server's TestDynamicBatching checks
+// coalesced requests against each scored alone).
 package batch
 
 import (
