@@ -28,8 +28,8 @@ vet: setup
 
 test: setup vet
 	$(GO) test -count=1 -timeout 20m ./...
-	# concurrency tests (shared devices, predictors, scorer, loader) again under the race detector
-	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/
+	# concurrency tests (shared devices, predictors, scorer, loader, server) again under the race detector
+	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
 
 demo: build
 	$(BIN) demo --output_path $(DEMO_OUT)

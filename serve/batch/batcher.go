@@ -8,7 +8,7 @@
 // model's rows are independent (no batch statistics at inference), and the
 // CPU kernels give every row the same bits whatever the batch's size and
 // thread count (mtl's TestPredictThreadIndependent and kernels'
-// TestGemmRowIndependentOfRows; serve/server's TestDynamicBatching checks
+// TestGemmRowIndependentOfRows; serve/server's TestDynamicBatchingConcurrent checks
 // coalesced requests against each scored alone).
 package batch
 

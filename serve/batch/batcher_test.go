@@ -53,7 +53,7 @@ func checkOut(t *testing.T, r *Request) {
 	}
 }
 
-func TestBatcherCoalesces(t *testing.T) {
+func TestBatcherConcurrent(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		coalesce bool

@@ -199,6 +199,11 @@ func TestGRPCBadRequests(t *testing.T) {
 	assert.Equal(t, codes.NotFound, status.Code(err))
 	_, err = c.ModelReady(ctx, &pb.ModelReadyRequest{Name: "nope"})
 	assert.Equal(t, codes.NotFound, status.Code(err))
+	// Over --max_request_bytes (1 MiB here).
+	big := grpcRequest(servetest.Rows(3, 0))
+	big.Inputs[0].Contents.BytesContents[0] = make([]byte, 2<<20)
+	_, err = c.ModelInfer(ctx, big)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
 	// Still serving.
 	_, err = c.ModelInfer(ctx, grpcRequest(servetest.Rows(3, 0)))
 	require.NoError(t, err)

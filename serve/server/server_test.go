@@ -297,10 +297,10 @@ func TestHTTPBadRequests(t *testing.T) {
 	assert.Len(t, r.Outputs, 2)
 }
 
-// TestDynamicBatching sends many concurrent requests of different sizes
+// TestDynamicBatchingConcurrent sends many concurrent requests of different sizes
 // and checks that they were coalesced into shared batches and that every
 // score equals the score of the request scored alone, bit for bit.
-func TestDynamicBatching(t *testing.T) {
+func TestDynamicBatchingConcurrent(t *testing.T) {
 	s, repo := start(t, serve.ModelOptions{MaxBatch: 64, MaxQueueDelay: 20 * time.Millisecond, DynamicBatching: true, Workers: 1}, nil)
 	base := "http://" + s.HTTPAddr()
 	const clients = 24
