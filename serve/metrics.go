@@ -1,15 +1,12 @@
 package serve
 
 import (
-	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
-
-func defaultProcs() int { return runtime.GOMAXPROCS(0) }
 
 // Metrics are the server's Prometheus metrics, on their own registry.
 type Metrics struct {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +136,8 @@ func LoadModel(name, version, dir string, opt ModelOptions, metrics *Metrics) (*
 	}
 	return m, nil
 }
+
+func defaultProcs() int { return runtime.GOMAXPROCS(0) }
 
 // buildInputs lists the model's input features and matches them with the
 // workflow's ops.

@@ -57,20 +57,29 @@ func New(repo *serve.Repository, metrics *serve.Metrics, opt Options) http.Handl
 	}
 	h := &handler{repo: repo, metrics: metrics, opt: opt}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v2/health/live", h.live)
-	mux.HandleFunc("GET /v2/health/ready", h.ready)
-	mux.HandleFunc("GET /v2", h.serverMetadata)
-	mux.HandleFunc("GET /v2/models/{name}", h.modelMetadata)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}", h.modelMetadata)
-	mux.HandleFunc("GET /v2/models/{name}/ready", h.modelReady)
-	mux.HandleFunc("GET /v2/models/{name}/versions/{version}/ready", h.modelReady)
-	mux.HandleFunc("POST /v2/models/{name}/infer", h.infer)
-	mux.HandleFunc("POST /v2/models/{name}/versions/{version}/infer", h.infer)
-	mux.HandleFunc("POST /v2/repository/index", h.index)
-	mux.HandleFunc("POST /v2/repository/models/{name}/load", h.load)
-	mux.HandleFunc("POST /v2/repository/models/{name}/unload", h.unload)
+	// Each route also answers its other methods, with 405 and the error
+	// JSON rather than the mux's plain-text answer.
+	route := func(method, path string, f http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, f)
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			h.fail(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, method))
+		})
+	}
+	route("GET", "/v2/health/live", h.live)
+	route("GET", "/v2/health/ready", h.ready)
+	route("GET", "/v2", h.serverMetadata)
+	route("GET", "/v2/models/{name}", h.modelMetadata)
+	route("GET", "/v2/models/{name}/versions/{version}", h.modelMetadata)
+	route("GET", "/v2/models/{name}/ready", h.modelReady)
+	route("GET", "/v2/models/{name}/versions/{version}/ready", h.modelReady)
+	route("POST", "/v2/models/{name}/infer", h.infer)
+	route("POST", "/v2/models/{name}/versions/{version}/infer", h.infer)
+	route("POST", "/v2/repository/index", h.index)
+	route("POST", "/v2/repository/models/{name}/load", h.load)
+	route("POST", "/v2/repository/models/{name}/unload", h.unload)
 	if metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+		route("GET", "/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
