@@ -445,3 +445,37 @@ func TestStartErrors(t *testing.T) {
 	require.ErrorContains(t, err, "no such file")
 	_ = context.Background
 }
+
+// TestReloadConcurrent reloads a model again and again while clients call
+// it: every request is answered from one version or the other, none fails.
+func TestReloadConcurrent(t *testing.T) {
+	s, repo := start(t, serve.ModelOptions{DynamicBatching: true}, nil)
+	base := "http://" + s.HTTPAddr()
+	rows := servetest.Rows(6, 1)
+	want := servetest.Score(t, repo+"/ranker/1", servetest.Encode(rows))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := infer(t, base, "ranker", rawRequest(rows))
+				if !assert.Equal(t, want["click/binary_output"], r.Outputs[0].Data) {
+					return
+				}
+			}
+		}()
+	}
+	for range 5 {
+		code, body := do(t, "POST", base+"/v2/repository/models/ranker/load", nil)
+		require.Equal(t, 200, code, string(body))
+	}
+	close(stop)
+	wg.Wait()
+}
