@@ -377,8 +377,11 @@ func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 			return nil, fmt.Errorf("%s: %w", configFile, err)
 		}
 	}
-	// Fields absent from an older file keep their defaults.
+	// Fields absent from an older file keep their defaults, but for
+	// init_output_bias: files without it predate the option, and their
+	// models were trained from zero biases.
 	cc := checkpointConfig{Config: DefaultConfig()}
+	cc.Config.InitOutputBias = false
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cc); err != nil {

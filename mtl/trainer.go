@@ -53,7 +53,9 @@ type TrainerOptions struct {
 	ValidationSteps int
 	// TrainMetricsSteps: every this many steps the batch just trained on is
 	// scored (after the update) and added to the epoch's training metrics
-	// ("train/..." keys in EpochResult.Train). 0 disables training
+	// ("train/..." keys in EpochResult.Train); an epoch with no such step
+	// (fewer steps than TrainMetricsSteps) scores its last batch instead,
+	// so that its training metrics are never empty. 0 disables training
 	// metrics; each scoring costs one extra forward pass.
 	TrainMetricsSteps int
 	// LogEvery logs the running loss every this many steps (0: only per
@@ -368,6 +370,10 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	if t.opts.TrainMetricsSteps > 0 {
 		trainEval = metrics.NewEvaluator(t.taskSpecs())
 	}
+	// unscored is the last batch trained on while no step of the epoch has
+	// been scored: the epoch's last batch is scored when no other is.
+	var unscored *loader.Batch
+	defer func() { unscored.Release() }()
 	it := train.Epoch(ctx, epoch)
 	defer it.Close()
 	start := time.Now()
@@ -405,12 +411,19 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		res.Steps++
 		res.Examples += int64(b.Rows)
 		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
+			unscored.Release()
+			unscored = nil
 			if err := t.score(b, trainEval); err != nil {
 				b.Release()
 				return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, step, err)
 			}
 		}
-		b.Release()
+		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps {
+			unscored.Release()
+			unscored = b
+		} else {
+			b.Release()
+		}
 		if bar != nil {
 			_ = bar.Add64(int64(rows))
 			if res.Steps%10 == 1 {
@@ -425,6 +438,12 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	}
 	if bar != nil {
 		_ = bar.Finish()
+	}
+	if unscored != nil {
+		// No update since it was trained on: scored as right after its step.
+		if err := t.score(unscored, trainEval); err != nil {
+			return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, t.m.Step()-1, err)
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	t.state.Step = t.m.Step()

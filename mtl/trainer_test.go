@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -227,7 +228,11 @@ func TestFitStopsOnNonFiniteLoss(t *testing.T) {
 	}
 	require.NoError(t, loader.WriteParquet(filepath.Join(dir, "part.parquet"), s, cols, 0))
 	ds := trOpen(t, dir, 32, false)
-	m, err := mtl.NewModel(s, trConfig("mlp"), trDev(), 32)
+	cfg := trConfig("mlp")
+	// Zero biases: a bias started at the label mean would predict the
+	// label exactly and the squared error would not overflow.
+	cfg.InitOutputBias = false
+	m, err := mtl.NewModel(s, cfg, trDev(), 32)
 	require.NoError(t, err)
 	defer m.Release()
 	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
@@ -428,18 +433,41 @@ func TestResultsNaNInJSON(t *testing.T) {
 }
 
 // TestTrainMetricsMatchIndependentReplica checks the training metrics that
-// Fit reports ("every TrainMetricsSteps-th batch, scored after its update")
-// against a replica computed outside the Trainer: a second model with the
-// same seed is stepped by hand over an identical shuffled, prefetched
-// dataset, every third batch is predicted, and deep copies of the scores
-// and labels give the AUC by the pairwise definition, the logloss and the
+// Fit reports ("every TrainMetricsSteps-th batch, scored after its update,
+// and the epoch's last batch when no other was scored") against a replica
+// computed outside the Trainer: a second model with the same seed is
+// stepped by hand over an identical shuffled, prefetched dataset, the
+// batches the rule names are predicted, and deep copies of the scores and
+// labels give the AUC by the pairwise definition, the logloss and the
 // RMSE. Scores paired with the wrong rows (labels of a batch the loader has
 // already recycled, a prefetch race, shuffled rows against unshuffled
 // labels, the wrong task column, scores taken before the update) move these
-// numbers.
+// numbers. An epoch shorter than TrainMetricsSteps (Merlin's default of 10
+// on a small dataset) still has training metrics.
 func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
-	trainDir, _ := trData(t, 4096, 256)
-	const batch, every, epochs = 256, 3, 2
+	const batch, epochs = 256, 2
+	cases := []struct {
+		name         string
+		rows         int64
+		every, limit int
+		steps        int   // per epoch: ceil(rows/batch), at most limit
+		scored       []int // the 1-based steps of an epoch that are scored
+	}{
+		{"every 3rd of 16", 4096, 3, 0, 16, []int{3, 6, 9, 12, 15}},
+		{"every 4th of 9", 2200, 4, 0, 9, []int{4, 8}},
+		{"9 steps, every 10th: the last", 2200, 10, 0, 9, []int{9}},
+		{"5 steps by the limit, every 20th: the last", 4096, 20, 5, 5, []int{5}},
+		{"one short step", 100, 10, 0, 1, []int{1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			testTrainMetricsReplica(t, tc.rows, batch, epochs, tc.every, tc.limit, tc.steps, tc.scored)
+		})
+	}
+}
+
+func testTrainMetricsReplica(t *testing.T, rows int64, batch, epochs, every, limit, steps int, scored []int) {
+	trainDir, _ := trData(t, rows, 256)
 	open := func() *loader.Dataset {
 		opt := loader.DefaultOptions()
 		opt.BatchSize = batch
@@ -457,7 +485,7 @@ func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
 	m, err := mtl.NewModel(trSchema(), cfg, trDev(), batch)
 	require.NoError(t, err)
 	defer m.Release()
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: epochs, TrainMetricsSteps: every})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: epochs, TrainMetricsSteps: every, StepsPerEpoch: limit})
 	require.NoError(t, err)
 	h, err := tr.Fit(context.Background(), open(), nil)
 	require.NoError(t, err)
@@ -473,18 +501,16 @@ func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
 	}
 	ds := open()
 	for epoch := 0; epoch < epochs; epoch++ {
+		require.Equal(t, steps, h.Epochs[epoch].Steps, "epoch %d", epoch+1)
 		scores := make([][]float32, len(tasks))
 		labels := make([][]float32, len(tasks))
 		it := ds.Epoch(context.Background(), epoch)
-		for step := 1; ; step++ {
+		for step := 1; step <= steps; step++ {
 			b, err := it.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
 			require.NoError(t, err)
 			_, err = ref.TrainStep(b)
 			require.NoError(t, err)
-			if step%every == 0 {
+			if slices.Contains(scored, step) {
 				require.NoError(t, ref.Predict(b, out))
 				click := b.Column("click").F32
 				for ti, task := range tasks {

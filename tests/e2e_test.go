@@ -285,7 +285,7 @@ func TestTrainWithoutDataUsesSynthetic(t *testing.T) {
 		Preset []string `json:"synthetic_preset"`
 	}
 	require.NoError(t, json.Unmarshal(raw, &doc))
-	assert.Equal(t, []string{"init_output_bias", "epochs", "lr", "lr_decay_rate", "lr_decay_steps"}, doc.Preset)
+	assert.Equal(t, []string{"epochs", "lr", "lr_decay_rate", "lr_decay_steps"}, doc.Preset)
 	assert.DirExists(t, filepath.Join(out, "data", "train"))
 }
 

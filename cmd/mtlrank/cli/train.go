@@ -99,7 +99,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(float32Value{&cfg.LRDecayRate}, "lr_decay_rate", "staircase decay: lr * rate^floor(step/lr_decay_steps)")
 	fs.IntVar(&cfg.LRDecaySteps, "lr_decay_steps", cfg.LRDecaySteps, "learning-rate decay period in steps; 0 = no decay")
 	fs.Int64Var(&cfg.Seed, "random_seed", cfg.Seed, "seed of initialisation, dropout and shuffling")
-	fs.Var(boolValue{&cfg.InitOutputBias}, "init_output_bias", "start each output head's bias at its task's base rate measured on the first training batch (log-odds for binary tasks, the label mean for regression) instead of 0 as in Merlin")
+	fs.Var(boolValue{&cfg.InitOutputBias}, "init_output_bias", "start each output head's bias at its task's base rate measured on the first training batch (log-odds for binary tasks, the label mean for regression); false: 0, as in Merlin, which ranks rare tasks backwards in the first steps")
 	if aliases {
 		fs.IntVar(&cfg.MMoENumExperts, "num_experts", cfg.MMoENumExperts, "alias of --mmoe_num_mlp_experts (PyTorch reference name)")
 		fs.IntVar(&cfg.CGCTaskExperts, "num_task_experts", cfg.CGCTaskExperts, "alias of --cgc_num_task_experts")
@@ -206,7 +206,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs (3 in the synthetic run without data flags)")
 	fs.IntVar(&a.stepsPerEpoch, "train_steps_per_epoch", 0, "limit the steps of each epoch (0: the whole training set)")
 	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
-	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch (0: never; each costs one forward pass)")
+	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch, or on the last batch of an epoch shorter than N steps (0: never; each costs one forward pass)")
 	fs.IntVar(&a.logEvery, "log_every_steps", 0, "log the running loss every N steps (0: per epoch only)")
 	fs.Var(boolValue{&a.shuffled}, "shuffled_train", "shuffle the training data every epoch")
 	a.shuffled = true
@@ -256,7 +256,9 @@ Per-target flags (any target column name in place of <target>):
   --mtl_pos_class_weight_<target>=W  weight of positive examples (binary tasks)
 
 Defaults follow Merlin's quick-start script: --model mlp, --lr 1e-4 with decay
-0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch.
+0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch. Unlike
+Merlin, each output head starts at its task's base rate (--init_output_bias;
+=false gives Merlin's zero biases, with which rare tasks rank backwards at first).
 
 Without data flags (the synthetic run) Merlin's optimisation defaults barely
 move a model in one pass, so unlike Merlin that run uses
@@ -264,20 +266,15 @@ move a model in one pass, so unlike Merlin that run uses
 (no learning-rate decay) for each of these flags not given, on --synth_rows
 (default 200000) rows, and prints the settings it used. Any flag given is
 kept; with --load_model_path the learning rate and its decay come from the
-checkpoint. With --train_data_path every default is Merlin's.`
+checkpoint. With --train_data_path these defaults are Merlin's.`
 
 // syntheticPreset are the settings of a train run without data flags in
 // place of Merlin's defaults (lr 1e-4 decayed by 0.99 every 100 steps,
-// batch 1024, 1 epoch, zero output biases), with which a shared-bottom
-// MLP's AUC on 100k synthetic rows stays near 0.5. With these the MLP
-// reaches an evaluation auc_avg of about 0.75 (oracle about 0.85) in a few
-// seconds on two cores. --init_output_bias lowers the final evaluation loss
-// (in 10 of 10 seeds, by 0.001 to 0.025; auc_avg within +-0.03, +0.004 on
-// average) and removes the early AUC dip: after 50 steps auc_avg is
-// 0.35-0.39 without it and 0.61-0.65 with it (4 seeds). Order matters only
-// for printing.
+// batch 1024, 1 epoch), with which a shared-bottom MLP's AUC on 100k
+// synthetic rows stays near 0.5. With these the MLP reaches an evaluation
+// auc_avg of about 0.75 (oracle about 0.85) in a few seconds on two cores.
+// Order matters only for printing.
 var syntheticPreset = []struct{ flag, value string }{
-	{"init_output_bias", "true"},
 	{"epochs", "3"},
 	{"train_batch_size", "512"},
 	{"lr", "0.002"},
@@ -286,7 +283,7 @@ var syntheticPreset = []struct{ flag, value string }{
 }
 
 // syntheticPresetText is syntheticPreset as command-line flags.
-const syntheticPresetText = "--init_output_bias true --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
+const syntheticPresetText = "--epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
 
 // isSynthetic reports whether no data flag was given: train then runs on
 // generated data.
@@ -342,7 +339,7 @@ func (a *trainArgs) syntheticSettings(applied []string) string {
 		for i, f := range applied {
 			flags[i] = "--" + f
 		}
-		fmt.Fprintf(&b, "  %s: not Merlin's defaults, chosen so that the synthetic run visibly learns; give them to override (with --train_data_path every default is Merlin's)\n",
+		fmt.Fprintf(&b, "  %s: not Merlin's defaults, chosen so that the synthetic run visibly learns; give them to override (with --train_data_path these defaults are Merlin's)\n",
 			strings.Join(flags, ", "))
 	}
 	return b.String()
