@@ -661,35 +661,57 @@ type PredictOptions struct {
 	// Schema describes the kept columns (their dtypes); nil means the
 	// model's schema.
 	Schema *schema.Schema
-	// Format of the output: "parquet" (default), "csv" or "tsv" (a header
-	// line, then one line per row; list columns cannot be kept).
+	// Format of the output: "parquet", "csv" or "tsv" (a header line, then
+	// one line per row; list columns cannot be kept). Empty: the format of
+	// the path's extension, else parquet (see PredictionFile).
 	Format string
+}
+
+// predictionFormats maps the extensions of prediction files to formats.
+var predictionFormats = map[string]string{".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
+
+// PredictionFile returns the file Predict writes for path and format, and
+// the format. A path ending in .parquet, .csv or .tsv (in any case) is
+// the file, and an empty format is the extension's; any other path is a
+// folder receiving predictions.<format> (parquet when format is empty). A
+// format that contradicts the extension ("scores.csv" with "parquet") is
+// an error: it would otherwise make a folder named like a file.
+func PredictionFile(path, format string) (file, outFormat string, err error) {
+	if format != "" && format != "parquet" && format != "csv" && format != "tsv" {
+		return "", "", fmt.Errorf("mtl: predict: format %q: want parquet, csv or tsv", format)
+	}
+	byExt := predictionFormats[strings.ToLower(filepath.Ext(path))]
+	switch {
+	case byExt == "":
+		if format == "" {
+			format = "parquet"
+		}
+		return filepath.Join(path, "predictions."+format), format, nil
+	case format != "" && format != byExt:
+		return "", "", fmt.Errorf("mtl: predict: %s has the extension of %s but the format is %s; name the file .%s or give the format %s",
+			path, byExt, format, format, byExt)
+	}
+	return path, byExt, nil
 }
 
 // Predict scores every row of ds in order and writes a file at path with
 // the kept columns followed by one float32 column per task, named like the
 // task ("click/binary_output": the probability; regression tasks: the
-// value), in opts.Format. A path without the format's extension (.parquet,
-// .csv, .tsv) is a folder, created if needed, that receives
-// predictions.<ext>. The file is written under a temporary name and
-// renamed. ds must not shuffle rows if the output is to be joined with the
+// value), in opts.Format. A path without one of the formats' extensions
+// (.parquet, .csv, .tsv) is a folder that receives predictions.<ext>
+// (PredictionFile); missing folders are created. The file is written
+// under a temporary name and renamed. ds must not shuffle rows if the output is to be joined with the
 // input by position. It returns the rows written.
 func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, opts PredictOptions) (int64, error) {
 	if ds == nil {
 		return 0, errors.New("mtl: Predict: nil dataset")
 	}
-	format := opts.Format
-	if format == "" {
-		format = "parquet"
+	path, format, err := PredictionFile(path, opts.Format)
+	if err != nil {
+		return 0, err
 	}
-	if format != "parquet" && format != "csv" && format != "tsv" {
-		return 0, fmt.Errorf("mtl: predict: format %q: want parquet, csv or tsv", opts.Format)
-	}
-	if !strings.HasSuffix(path, "."+format) {
-		if err := os.MkdirAll(path, 0o755); err != nil {
-			return 0, fmt.Errorf("mtl: predict: %w", err)
-		}
-		path = filepath.Join(path, "predictions."+format)
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
 	out := &schema.Schema{}
 	seen := map[string]bool{}
@@ -715,7 +737,6 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 		out.Features = append(out.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
 	}
 	var w predictionSink
-	var err error
 	switch format {
 	case "parquet":
 		w, err = loader.NewWriter(path, out, loader.WriterOptions{RowGroupRows: opts.RowGroupRows})

@@ -425,6 +425,75 @@ func TestPredictWritesText(t *testing.T) {
 	require.ErrorContains(t, err, `format "json"`)
 }
 
+// TestPredictionFile: without a format, the path's extension picks it (a
+// file scores.csv is CSV, not a folder named scores.csv); a path without
+// one of the extensions is a folder; a format contradicting the extension
+// is an error rather than a folder named like a file.
+func TestPredictionFile(t *testing.T) {
+	cases := []struct {
+		path, format      string
+		wantFile, wantFmt string
+		wantErr           string
+	}{
+		{"out/scores.csv", "", "out/scores.csv", "csv", ""},
+		{"out/scores.tsv", "", "out/scores.tsv", "tsv", ""},
+		{"out/scores.parquet", "", "out/scores.parquet", "parquet", ""},
+		{"out/SCORES.CSV", "", "out/SCORES.CSV", "csv", ""},
+		{"out/scores.csv", "csv", "out/scores.csv", "csv", ""},
+		{"out/preds", "", "out/preds/predictions.parquet", "parquet", ""},
+		{"out/preds", "tsv", "out/preds/predictions.tsv", "tsv", ""},
+		{"out/v1.2", "csv", "out/v1.2/predictions.csv", "csv", ""},
+		{"out/scores.csv", "parquet", "", "", `out/scores.csv has the extension of csv but the format is parquet`},
+		{"out/scores.parquet", "tsv", "", "", `out/scores.parquet has the extension of parquet but the format is tsv`},
+		{"out/scores.csv", "json", "", "", `format "json": want parquet, csv or tsv`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path+"/"+tc.format, func(t *testing.T) {
+			file, format, err := mtl.PredictionFile(tc.path, tc.format)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, filepath.FromSlash(tc.wantFile), file)
+			assert.Equal(t, tc.wantFmt, format)
+		})
+	}
+
+	// Predict writes what PredictionFile names, creating missing folders.
+	_, evalDir := trData(t, 256, 300)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	for _, name := range []string{"scores.csv", "scores.tsv", "scores.parquet"} {
+		path := filepath.Join(dir, "new", name)
+		n, err := tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), path, mtl.PredictOptions{})
+		require.NoError(t, err)
+		require.Equal(t, int64(300), n)
+		st, err := os.Stat(path)
+		require.NoError(t, err)
+		require.True(t, st.Mode().IsRegular(), "%s is a file", path)
+		head := make([]byte, 4)
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		_, err = io.ReadFull(f, head)
+		f.Close()
+		require.NoError(t, err)
+		if filepath.Ext(name) == ".parquet" {
+			assert.Equal(t, "PAR1", string(head))
+		} else {
+			assert.Equal(t, "clic", string(head), "a header line: the first score column")
+		}
+	}
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), filepath.Join(dir, "x.csv"), mtl.PredictOptions{Format: "parquet"})
+	require.ErrorContains(t, err, "has the extension of csv but the format is parquet")
+	assert.NoFileExists(t, filepath.Join(dir, "x.csv"))
+	assert.NoDirExists(t, filepath.Join(dir, "x.csv"))
+}
+
 func TestResultsNaNInJSON(t *testing.T) {
 	r := metrics.Results{"x": math.NaN()}
 	b, err := r.MarshalJSON()

@@ -333,9 +333,14 @@ func TestBadFlags(t *testing.T) {
 		{"zero batch", []string{"train", "--train_batch_size", "0"}, "--train_batch_size must be >= 1"},
 		{"bad device", []string{"train", "--device", "tpu"}, "--device must be cpu or cuda"},
 		{"json predictions", []string{"train", "--predict_output_format", "json"}, "--predict_output_format must be parquet, csv or tsv"},
+		{"format contradicts the extension", []string{"predict", "--load_model_path", "x", "--predict_data_path", train, "--predict_output_path", "s.csv", "--predict_output_format", "parquet"},
+			"--predict_output_path and --predict_output_format disagree: s.csv has the extension of csv but the format is parquet"},
+		{"format contradicts the extension in train", []string{"train", "--train_data_path", train, "--predict_data_path", train, "--predict_output_path", "s.parquet", "--predict_output_format", "tsv"},
+			"s.parquet has the extension of parquet but the format is tsv"},
 		{"sample space misaligned", []string{"train", "--tasks", "click,like", "--tasks_sample_space", "click"}, "must align"},
 		{"sample space without tasks", []string{"train", "--tasks_sample_space", ",click"}, "needs an explicit --tasks"},
-		{"eval without train", []string{"train", "--eval_data_path", train}, "--train_data_path is required"},
+		{"eval without train", []string{"train", "--eval_data_path", train}, "--train_data_path or --load_model_path is required"},
+		{"predict without train or model", []string{"train", "--predict_data_path", train}, "--train_data_path or --load_model_path is required"},
 		{"schema for synthetic", []string{"train", "--schema_path", "x.pbtxt"}, "--schema_path needs --train_data_path"},
 		{"synthetic flag with data", []string{"train", "--train_data_path", train, "--synth_rows", "10"}, "applies to synthetic data only"},
 		{"early stopping without eval", []string{"train", "--train_data_path", train, "--early_stopping_metric", "auc_avg"}, "needs --eval_data_path"},
@@ -724,4 +729,89 @@ func writeRawParquet(t *testing.T, path, csv string) {
 	require.NoError(t, err)
 	// WriteTable closes the file
 	require.NoError(t, pqarrow.WriteTable(tbl, f, 1024, nil, pqarrow.DefaultWriterProps()))
+}
+
+// TestTrainWithoutTrainingData: Merlin's predict-only form, train with
+// --load_model_path and --predict_data_path (and --eval_data_path) but no
+// --train_data_path, trains nothing: it scores and evaluates with the
+// saved model, exactly as predict and eval do, and leaves the checkpoint
+// as it was.
+func TestTrainWithoutTrainingData(t *testing.T) {
+	data := sharedData(t)
+	train, eval := filepath.Join(data, "train"), filepath.Join(data, "eval")
+	out := t.TempDir()
+	model := filepath.Join(out, "model")
+	mustRun(t, "train", "--train_data_path", train, "--model", "mlp", "--mlp_layers", "16", "--lr", "0.003",
+		"--train_batch_size", "1024", "--save_model_path", model, "--output_path", filepath.Join(out, "trained"), "--threads", "1", "--quiet")
+	files := func() map[string][]byte {
+		m := map[string][]byte{}
+		entries, err := os.ReadDir(model)
+		require.NoError(t, err)
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(model, e.Name()))
+			require.NoError(t, err)
+			m[e.Name()] = b
+		}
+		return m
+	}
+	before := files()
+
+	// The format comes from the extension: a CSV file, not a folder.
+	viaPredict := filepath.Join(out, "predict.csv")
+	stdout := mustRun(t, "predict", "--load_model_path", model, "--predict_data_path", eval, "--predict_output_path", viaPredict,
+		"--predict_output_keep_cols", "user_id,item_id", "--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "Wrote 8000 predictions to "+viaPredict+"\n")
+	require.FileExists(t, viaPredict)
+	mustRun(t, "eval", "--load_model_path", model, "--eval_data_path", eval, "--output_path", filepath.Join(out, "eval"), "--threads", "1", "--quiet")
+
+	// Predict only, as in Merlin's README.
+	viaTrain := filepath.Join(out, "train.csv")
+	stdout = mustRun(t, "train", "--load_model_path", model, "--predict_data_path", eval, "--predict_output_path", viaTrain,
+		"--predict_output_format", "csv", "--predict_output_keep_cols", "user_id,item_id", "--output_path", filepath.Join(out, "only"),
+		"--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "no training")
+	assert.Contains(t, stdout, "Wrote 8000 predictions")
+	assert.NotContains(t, stdout, "Evaluation")
+	want, err := os.ReadFile(viaPredict)
+	require.NoError(t, err)
+	got, err := os.ReadFile(viaTrain)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(got), "the same scores as mtlrank predict")
+
+	// With evaluation data too: the metrics of mtlrank eval.
+	both := filepath.Join(out, "both")
+	stdout = mustRun(t, "train", "--load_model_path", model, "--eval_data_path", eval, "--predict_data_path", eval,
+		"--predict_output_path", filepath.Join(both, "scores.parquet"), "--output_path", both, "--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "click/binary_output")
+	evalMetrics := readMetrics(t, filepath.Join(out, "eval", "metrics.json"))
+	trainMetrics := readMetrics(t, filepath.Join(both, "metrics.json"))
+	for _, k := range []string{"loss", "auc_avg", "click/binary_output/auc", "watching_times/regression_output/rmse"} {
+		assert.InDelta(t, metric(t, evalMetrics, k), metric(t, trainMetrics, k), 1e-12, k)
+	}
+	assert.FileExists(t, filepath.Join(both, "scores.parquet"))
+	raw, err := os.ReadFile(filepath.Join(both, "metrics.json"))
+	require.NoError(t, err)
+	var doc struct {
+		Steps  int   `json:"steps"`
+		Epochs []any `json:"epochs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	assert.Equal(t, 24000/1024+1, doc.Steps, "the checkpoint's steps: none added")
+	assert.Empty(t, doc.Epochs)
+	assert.Equal(t, before, files(), "the checkpoint is left as it was")
+
+	// Flags that need training are refused rather than ignored.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--save_model_path", filepath.Join(out, "copy")}, "--save_model_path needs --train_data_path"},
+		{[]string{"--eval_data_path", eval, "--early_stopping_metric", "auc_avg"}, "--early_stopping_metric needs --train_data_path"},
+	} {
+		args := append([]string{"train", "--load_model_path", model, "--predict_data_path", eval,
+			"--predict_output_path", filepath.Join(out, "x.parquet"), "--quiet"}, tc.args...)
+		code, stdout, stderr := run(t, args...)
+		assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
+		assert.Contains(t, stderr, tc.want)
+	}
 }

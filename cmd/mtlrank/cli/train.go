@@ -194,8 +194,8 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.outputPath, "output_path", "./output/", "folder for metrics.json, synthetic data and default outputs")
 	fs.StringVar(&a.savePath, "save_model_path", "", "save the trained model (a checkpoint folder) here")
 	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a file with the format's extension (.parquet, .csv, .tsv) or a folder (default <output_path>/predictions)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet, .csv or .tsv file (the extension gives the format) or a folder receiving predictions.<format> (default <output_path>/predictions)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
 	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema (default all)`)
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
@@ -382,8 +382,13 @@ func (a *trainArgs) checkCommon() error {
 		return usagef("--device must be cpu or cuda, got %q", a.device)
 	case a.cfg.CUDAGraph && a.device != "cuda":
 		return usagef("--cuda_graph needs --device cuda (got --device %s)", a.device)
-	case a.predictFormat != "parquet" && a.predictFormat != "csv" && a.predictFormat != "tsv":
+	case a.predictFormat != "" && a.predictFormat != "parquet" && a.predictFormat != "csv" && a.predictFormat != "tsv":
 		return usagef("--predict_output_format must be parquet, csv or tsv, got %q", a.predictFormat)
+	}
+	if a.predictOut != "" {
+		if _, _, err := mtl.PredictionFile(a.predictOut, a.predictFormat); err != nil {
+			return usagef("--predict_output_path and --predict_output_format disagree: %s", strings.TrimPrefix(err.Error(), "mtl: predict: "))
+		}
 	}
 	return checkThreads(a.threads)
 }
@@ -424,7 +429,9 @@ func (a *trainArgs) check(set map[string]bool) error {
 	}
 	synthetic := a.isSynthetic()
 	if !synthetic && a.trainPath == "" {
-		return usagef("--train_data_path is required when --eval_data_path or --predict_data_path is given (use 'mtlrank eval' or 'mtlrank predict' with a saved model)")
+		if err := a.checkWithoutTraining(set); err != nil {
+			return err
+		}
 	}
 	if synthetic && set["schema_path"] {
 		return usagef("--schema_path needs --train_data_path (synthetic data uses the built-in tenrec schema)")
@@ -469,6 +476,89 @@ func (a *trainArgs) check(set map[string]bool) error {
 		return nil
 	}
 	return checkModelFlags(&a.cfg, set)
+}
+
+// checkWithoutTraining checks Merlin's form of train without training
+// data: with --load_model_path, the saved model evaluates
+// --eval_data_path and scores --predict_data_path; nothing is trained.
+func (a *trainArgs) checkWithoutTraining(set map[string]bool) error {
+	switch {
+	case a.loadPath == "":
+		return usagef("--train_data_path or --load_model_path is required when --eval_data_path or --predict_data_path is given")
+	case a.savePath != "":
+		return usagef("--save_model_path needs --train_data_path: without training data nothing is trained, and the model stays at --load_model_path")
+	case a.esMetric != "":
+		return usagef("--early_stopping_metric needs --train_data_path: without training data nothing is trained")
+	}
+	return nil
+}
+
+// runWithoutTraining is train without training data (Merlin's
+// predict-only form): the model of --load_model_path is evaluated on
+// --eval_data_path and scores --predict_data_path, as by 'mtlrank eval' and
+// 'mtlrank predict', and the report goes to <output_path>/metrics.json.
+func (a *trainArgs) runWithoutTraining(ctx context.Context, e *env, set map[string]bool, start time.Time) error {
+	batch := 1
+	for _, path := range []string{a.evalPath, a.predictPath} {
+		if path == "" {
+			continue
+		}
+		b, err := capBatch(a.evalBatch, path)
+		if err != nil {
+			return err
+		}
+		batch = max(batch, b)
+	}
+	m, tr, err := loadForServe(e, a, batch)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	fmt.Fprintf(e.stdout, "No --train_data_path: no training; the model of %s (%d steps) is used as saved\n", a.loadPath, m.Step())
+	report := map[string]any{"command": "train", "model": m.Config().String(), "load_model_path": a.loadPath,
+		"epochs": []mtl.EpochResult{}, "steps": m.Step()}
+	if a.evalPath != "" {
+		res, _, oracle, err := evaluateSaved(ctx, e, a, m, tr, batch)
+		if err != nil {
+			return err
+		}
+		report["eval_data"], report["eval"] = a.evalPath, res
+		if oracle != nil {
+			report["oracle"] = oracle
+		}
+	}
+	fallback := m.Schema()
+	if a.schemaArg != "" {
+		if fallback, err = schema.Load(a.schemaArg); err != nil {
+			return fmt.Errorf("--schema_path: %w", err)
+		}
+	}
+	return a.predictAndReport(ctx, e, tr, fallback, batch, set, report, start)
+}
+
+// predictAndReport ends a train run: it scores --predict_data_path, when
+// given, with the schema beside the data or fallback, and writes the
+// report to <output_path>/metrics.json.
+func (a *trainArgs) predictAndReport(ctx context.Context, e *env, tr *mtl.Trainer, fallback *schema.Schema, batch int,
+	set map[string]bool, report map[string]any, start time.Time) error {
+	if a.predictPath != "" {
+		out := a.predictOut
+		if out == "" {
+			out = filepath.Join(a.outputPath, "predictions")
+		}
+		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, out, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], batch, a.prefetch, a.fillNaN)
+		if err != nil {
+			return err
+		}
+		report["predictions"] = map[string]any{"path": out, "rows": n}
+	}
+	report["seconds"] = time.Since(start).Seconds()
+	path := filepath.Join(a.outputPath, "metrics.json")
+	if err := writeJSON(path, report); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
+	return nil
 }
 
 // applyTasks fills cfg's task list, per-task weights and sample spaces
@@ -684,6 +774,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 
 	var oracle *synth.Oracle
 	synthetic := a.isSynthetic()
+	if !synthetic && a.trainPath == "" {
+		return a.runWithoutTraining(ctx, e, set, start)
+	}
 	if synthetic {
 		fmt.Fprint(e.stdout, a.syntheticSettings(preset))
 		s := schema.TenrecWithRows(a.tableRows)
@@ -846,24 +939,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "Saved model to %s\n", a.savePath)
 		report["saved_model"] = a.savePath
 	}
-	if a.predictPath != "" {
-		out := a.predictOut
-		if out == "" {
-			out = filepath.Join(a.outputPath, "predictions")
-		}
-		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], predictBatch, a.prefetch, a.fillNaN)
-		if err != nil {
-			return err
-		}
-		report["predictions"] = map[string]any{"path": out, "rows": n}
-	}
-	report["seconds"] = time.Since(start).Seconds()
-	path := filepath.Join(a.outputPath, "metrics.json")
-	if err := writeJSON(path, report); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
-	return nil
+	return a.predictAndReport(ctx, e, tr, s, predictBatch, set, report, start)
 }
 
 // schemaFor returns the schema of another dataset: --schema_path, the one
@@ -930,6 +1006,9 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 	n, err := tr.Predict(ctx, ds, out, mtl.PredictOptions{KeepColumns: keep, Schema: s, Format: format})
 	if err != nil {
 		return 0, err
+	}
+	if file, _, err := mtl.PredictionFile(out, format); err == nil {
+		out = file
 	}
 	fmt.Fprintf(e.stdout, "Wrote %d predictions to %s\n", n, out)
 	return n, nil
@@ -1031,7 +1110,6 @@ func registerServeFlags(fs *flag.FlagSet, a *trainArgs) {
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	a.registerDataFlags(fs)
 	a.trainBatch = 1
-	a.predictFormat = "parquet"
 }
 
 // loadForServe loads --load_model_path for batches of up to batch rows,
@@ -1096,32 +1174,12 @@ func runEval(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer m.Release()
-	s, err := schemaFor(a.schemaArg, a.evalPath, m.Schema())
-	if a.schemaArg != "" {
-		s, err = schema.Load(a.schemaArg)
-	}
+	res, rows, oracle, err := evaluateSaved(ctx, e, &a, m, tr, batch)
 	if err != nil {
 		return err
 	}
-	if err := m.CheckDataSchema(s, true); err != nil {
-		return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
-	}
-	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), batch, false, 0, 0, a.prefetch, a.fillNaN)
-	if err != nil {
-		return err
-	}
-	res, err := tr.Evaluate(ctx, ds)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "Evaluation of %s on %s (%d rows):\n", a.loadPath, a.evalPath, ds.Rows())
-	var oracle *synth.Oracle
-	if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
-		oracle = &o
-	}
-	printMetrics(e.stdout, m.Tasks(), res, oracle)
 	path := filepath.Join(a.outputPath, "metrics.json")
-	report := map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "rows": ds.Rows(), "eval": res}
+	report := map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "rows": rows, "eval": res}
 	if oracle != nil {
 		report["oracle"] = oracle
 	}
@@ -1130,6 +1188,38 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
 	return nil
+}
+
+// evaluateSaved evaluates a loaded model on --eval_data_path (read with
+// --schema_path, else the schema beside the data, else the model's) and
+// prints the metrics table. It returns the metrics, the rows evaluated and
+// the data's oracle when 'mtlrank synth' wrote one.
+func evaluateSaved(ctx context.Context, e *env, a *trainArgs, m *mtl.Model, tr *mtl.Trainer, batch int) (metrics.Results, int64, *synth.Oracle, error) {
+	s, err := schemaFor(a.schemaArg, a.evalPath, m.Schema())
+	if a.schemaArg != "" {
+		s, err = schema.Load(a.schemaArg)
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if err := m.CheckDataSchema(s, true); err != nil {
+		return nil, 0, nil, fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
+	}
+	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), batch, false, 0, 0, a.prefetch, a.fillNaN)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	res, err := tr.Evaluate(ctx, ds)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	fmt.Fprintf(e.stdout, "Evaluation of %s on %s (%d rows):\n", a.loadPath, a.evalPath, ds.Rows())
+	var oracle *synth.Oracle
+	if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
+		oracle = &o
+	}
+	printMetrics(e.stdout, m.Tasks(), res, oracle)
+	return res, ds.Rows(), oracle, nil
 }
 
 // defaultEvalOutput is where eval writes metrics.json without
@@ -1156,9 +1246,9 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("predict", flag.ContinueOnError)
 	registerServeFlags(fs, &a)
 	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score: a .parquet file or a folder (required)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a file with the format's extension (.parquet, .csv, .tsv), or a folder receiving predictions.<format> (required)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a .parquet, .csv or .tsv file (the extension gives the format), or a folder receiving predictions.<format> (required)")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	if err := helpOr(e, fs, args, "mtlrank predict --load_model_path DIR --predict_data_path PATH --predict_output_path OUT [flags]",
 		"Scores every row of a dataset, in order, and writes one float32 column per task\n(named like the task, e.g. click/binary_output: the probability) next to the kept columns."); err != nil {
 		return err
