@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/schema"
@@ -332,21 +330,11 @@ func (t *Trainer) logEpoch(r EpochResult) {
 }
 
 // newBar returns a progress bar over total examples, or nil when hidden.
-func (t *Trainer) newBar(total int64, desc string) *progressbar.ProgressBar {
+func (t *Trainer) newBar(total int64, desc string) *progress {
 	if t.opts.Quiet || t.opts.Progress == nil || (!t.opts.ForceProgress && !isTerminal(t.opts.Progress)) {
 		return nil
 	}
-	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(t.opts.Progress),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("ex"),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	return newProgress(t.opts.Progress, total, desc, 100*time.Millisecond, time.Now)
 }
 
 // isTerminal reports whether w is a character device (a terminal).
@@ -363,8 +351,8 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
 	total := train.Rows()
 	bar := t.newBar(total, fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs))
-	if bar != nil && t.opts.StepsPerEpoch > 0 {
-		bar.ChangeMax64(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
+	if t.opts.StepsPerEpoch > 0 {
+		bar.setTotal(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
 	}
 	var trainEval *metrics.Evaluator
 	if t.opts.TrainMetricsSteps > 0 {
@@ -424,21 +412,17 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		} else {
 			b.Release()
 		}
-		if bar != nil {
-			_ = bar.Add64(int64(rows))
-			if res.Steps%10 == 1 {
-				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
-			}
+		if bar != nil && res.Steps%10 == 1 {
+			bar.setLabel(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
 		}
+		bar.add(int64(rows))
 		if t.opts.LogEvery > 0 && res.Steps%t.opts.LogEvery == 0 {
 			el := time.Since(start).Seconds()
 			t.log.Info("step", "epoch", epoch+1, "step", t.m.Step(), "loss", lossSum/float64(res.Examples),
 				"examples_per_s", math.Round(float64(res.Examples)/el))
 		}
 	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	if unscored != nil {
 		// No update since it was trained on: scored as right after its step.
 		if err := t.score(unscored, trainEval); err != nil {
@@ -633,13 +617,9 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		if err != nil {
 			return nil, fmt.Errorf("mtl: evaluate: %w", err)
 		}
-		if bar != nil {
-			_ = bar.Add64(int64(n))
-		}
+		bar.add(int64(n))
 	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	if rows == 0 {
 		return nil, errors.New("mtl: evaluate: the dataset has no rows")
 	}
@@ -801,13 +781,9 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 		if err != nil {
 			return rows, err
 		}
-		if bar != nil {
-			_ = bar.Add64(int64(b.Rows))
-		}
+		bar.add(int64(b.Rows))
 	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	return rows, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -667,4 +668,25 @@ func keys(m map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestProgressBarNoEarlyRate: a training run of well under a second draws
+// its bar without any examples-per-second figure (the first updates once
+// showed rates like 237146827 ex/s).
+func TestProgressBarNoEarlyRate(t *testing.T) {
+	trainDir, evalDir := trData(t, 2048, 512)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	var buf bytes.Buffer
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, Progress: &buf, ForceProgress: true})
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = tr.Fit(context.Background(), trOpen(t, trainDir, 256, false), trOpen(t, evalDir, 256, false))
+	require.NoError(t, err)
+	if time.Since(start) >= time.Second {
+		t.Skip("the machine is too slow for this check: training took a second or more")
+	}
+	assert.Contains(t, buf.String(), "epoch 1/1", "the bar was drawn")
+	assert.NotContains(t, buf.String(), "ex/s")
 }
