@@ -20,7 +20,7 @@ setup:
 	@command -v $(GO) >/dev/null || { echo "Go is required (https://go.dev/dl); install Go >= 1.26"; exit 1; }
 
 build: setup
-	$(GO) build -o $(BIN) ./cmd/mtlrank
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/mtlrank
 
 vet: setup
 	$(GO) vet ./...

@@ -27,6 +27,7 @@ import (
 	"github.com/mtlrank/mtlrank/cmd/mtlrank/cli"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/loader/synth"
+	"github.com/mtlrank/mtlrank/preprocess"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -428,7 +429,7 @@ func TestRuntimeErrors(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, stdout, _ := run(t, "--help")
 	require.Equal(t, 0, code)
-	for _, c := range []string{"train", "eval", "predict", "synth", "preprocess", "schema", "bench", "demo"} {
+	for _, c := range []string{"train", "eval", "predict", "synth", "preprocess", "schema", "bench", "demo", "version"} {
 		assert.Contains(t, stdout, c)
 		code, out, _ := run(t, c, "--help")
 		assert.Equal(t, 0, code, c)
@@ -447,6 +448,27 @@ func TestHelp(t *testing.T) {
 	for _, f := range []string{"--model", "--threads", "--batch", "--steps", "--warmup", "--mode", "--device", "--table_rows"} {
 		assert.Contains(t, out, f)
 	}
+
+	// What the texts say agrees with what the commands do.
+	_, top, _ := run(t, "--help")
+	assert.Regexp(t, `(?m)^  predict .*Parquet, CSV or TSV$`, top)
+	assert.Regexp(t, `(?m)^  version `, top)
+	_, out, _ = run(t, "schema", "--help")
+	assert.NotContains(t, out, "Flags:", "schema has no flags of its own")
+	assert.Contains(t, out, "mtlrank schema infer --help")
+	_, out, _ = run(t, "schema", "infer", "--help")
+	assert.Contains(t, out, "Flags:\n  --binary_classif_targets")
+	_, out, _ = run(t, "train", "--help")
+	assert.Contains(t, out, "  --shuffled_train[=bool]\n    \tshuffle the training data every epoch (default true)\n")
+	assert.Regexp(t, `--init_output_bias\[=bool\]\n.*\(default true\)\n`, out)
+	_, out, _ = run(t, "preprocess", "--help")
+	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout} {
+		assert.Contains(t, out, s, "--dataset_split_strategy lists every strategy")
+	}
+	// An error that suggests a strategy names one that --help lists.
+	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--timestamp_feature", "ts")
+	require.Equal(t, 2, code)
+	assert.Contains(t, stderr, preprocess.SplitByUserHoldout)
 }
 
 // TestBenchJSON: bench prints one JSON object per mode with the fields of

@@ -55,7 +55,11 @@ func runSchema(ctx context.Context, e *env, args []string) error {
 		fs.Var(strList{v: &continuous}, "continuous_features", "integer columns to treat as continuous values")
 		fs.Var(strList{v: &exclude}, "exclude", "columns to leave out")
 	}
-	if err := helpOr(e, fs, args, "mtlrank schema print|validate|convert|infer ARGS", schemaDescription); err != nil {
+	desc := schemaDescription
+	if !infer {
+		desc += "\nRun 'mtlrank schema infer --help' for the flags of infer."
+	}
+	if err := helpOr(e, fs, args, "mtlrank schema print|validate|convert|infer ARGS", desc); err != nil {
 		return err
 	}
 	if len(args) == 0 {

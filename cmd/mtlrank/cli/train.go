@@ -208,8 +208,8 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
 	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch, or on the last batch of an epoch shorter than N steps (0: never; each costs one forward pass)")
 	fs.IntVar(&a.logEvery, "log_every_steps", 0, "log the running loss every N steps (0: per epoch only)")
+	a.shuffled = true // before Var, which takes it as the default shown by --help
 	fs.Var(boolValue{&a.shuffled}, "shuffled_train", "shuffle the training data every epoch")
-	a.shuffled = true
 	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
