@@ -193,7 +193,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.schemaArg, "schema_path", "", "schema.pbtxt or schema.json (default: the one beside the training data)")
 	fs.StringVar(&a.outputPath, "output_path", "./output/", "folder for metrics.json, synthetic data and default outputs")
 	fs.StringVar(&a.savePath, "save_model_path", "", "save the trained model (a checkpoint folder) here")
-	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs)")
+	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs); with --eval_data_path or --predict_data_path but no --train_data_path, only evaluate and predict with it")
 	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet, .csv or .tsv file (the extension gives the format) or a folder receiving predictions.<format> (default <output_path>/predictions)")
 	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
@@ -250,6 +250,9 @@ const trainDescription = `Trains a multi-task model with Merlin's quick-start ra
 (a metrics table on stdout, metrics.json in --output_path), optionally saves it
 and scores --predict_data_path. Without any data flag it first writes synthetic
 TenRec-like data (planted signal, oracle AUC reported) to <output_path>/data.
+With --load_model_path but no --train_data_path (Merlin's predict-only form) it
+trains nothing: the saved model evaluates --eval_data_path and scores
+--predict_data_path.
 
 Per-target flags (any target column name in place of <target>):
   --mtl_loss_weight_<target>=W       loss weight of the task (default 1)
