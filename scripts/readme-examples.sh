@@ -64,7 +64,7 @@ column() {
 
 # The machine.
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-printf 'Figures and outputs in this README come from `scripts/readme-examples.sh`,\nrun on %s (%s CPUs).\n' "${cpu:-an unknown CPU}" "$(nproc)" >"$blocks/cpu"
+printf 'The example outputs and the training figures in this README come from\n`scripts/readme-examples.sh`, run on %s (%s CPUs).\n' "${cpu:-an unknown CPU}" "$(nproc)" >"$blocks/cpu"
 
 # A bare `mtlrank train`: the synthetic run.
 mtlrank train >"$work/bare"
