@@ -10,6 +10,7 @@ import (
 	"math"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -74,7 +75,8 @@ func stepGrads(m *Model) (map[string][]float64, map[string]map[int]bool) {
 }
 
 // refUpdate checks one TrainStep of m on b against the optimizer of cfg in
-// float64: Keras' SGD, Adagrad (ApplyAdagradV2, epsilon 1e-7) and Adam
+// float64, from the state m holds (the initial state when m has taken no
+// step): Keras' SGD, Adagrad (ApplyAdagradV2, epsilon 1e-7) and Adam
 // (bias correction with t = step + 1 folded into the step size, epsilon
 // added to sqrt(v)), with the staircase learning rate, applied to every
 // dense parameter and to the touched rows of every embedding table (the
@@ -83,6 +85,19 @@ func refUpdate(t *testing.T, m *Model, cfg Config, b *loader.Batch) {
 	t.Helper()
 	step := m.Step()
 	p0, s0 := hostAll(m.Params()), hostAll(m.OptimizerState())
+	if step == 0 {
+		// A new model's state is Keras' initial state, not whatever the
+		// model holds: Adam's moments at 0, Adagrad's accumulators at 0.1.
+		for name, v := range s0 {
+			init := 0.0
+			if strings.HasSuffix(name, "/accumulator") {
+				init = float64(float32(0.1)) // held in float32
+			}
+			for i := range v {
+				v[i] = init
+			}
+		}
+	}
 	_, err := m.TrainStep(b)
 	require.NoError(t, err)
 	require.Equal(t, step+1, m.Step())
