@@ -14,6 +14,7 @@ package mtl
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -610,49 +611,65 @@ func TestReferenceForward(t *testing.T) {
 		name   string
 		model  string
 		mutate func(*Config)
+		data   func(*schema.Schema, *loader.Batch) // changes to gradSchema and gradBatch
 	}{
-		{"mlp", "mlp", nil},
-		{"mlp_linear_sum", "mlp", func(c *Config) { c.Activation = "linear"; c.ListCombiner = "sum" }},
-		{"mlp_sqrtn_no_towers", "mlp", func(c *Config) { c.ListCombiner = "sqrtn"; c.UseTaskTowers = false }},
+		{"mlp", "mlp", nil, nil},
+		{"mlp_linear_sum", "mlp", func(c *Config) { c.Activation = "linear"; c.ListCombiner = "sum" }, nil},
+		{"mlp_sqrtn_no_towers", "mlp", func(c *Config) { c.ListCombiner = "sqrtn"; c.UseTaskTowers = false }, nil},
 		{"mlp_plain_loss", "mlp", func(c *Config) {
 			c.L2Reg, c.EmbeddingL2Reg = 0, 0
 			c.LossWeights, c.PosClassWeights, c.WeightColumns, c.SampleSpace = nil, nil, nil, nil
-		}},
-		{"mmoe", "mmoe", nil},
-		{"mmoe_no_gate_mlp_hot", "mmoe", func(c *Config) { c.GateDim = 0; c.GateTemperature = 0.25 }},
+		}, nil},
+		{"mmoe", "mmoe", nil, nil},
+		{"mmoe_no_gate_mlp_hot", "mmoe", func(c *Config) { c.GateDim = 0; c.GateTemperature = 0.25 }, nil},
 		{"mmoe_cold_deep_towers_sqrtn", "mmoe", func(c *Config) {
 			c.GateTemperature = 3
 			c.TowerLayers = []int{7, 3}
 			c.ListCombiner = "sqrtn"
-		}},
-		{"cgc", "cgc", nil},
+		}, nil},
+		{"cgc", "cgc", nil, nil},
 		{"cgc_one_task_expert_three_shared", "cgc", func(c *Config) {
 			c.CGCTaskExperts, c.CGCSharedExperts = 1, 3
 			c.GateTemperature = 0.4
-		}},
-		{"ple_one_level", "ple", func(c *Config) { c.PLELayers = 1 }},
-		{"ple_two_levels", "ple", func(c *Config) { c.PLELayers = 2 }},
-		{"ple_three_levels", "ple", nil},
-		{"ple_gates_on_input", "ple", func(c *Config) { c.PLEGatesOnInput = true }},
+		}, nil},
+		{"ple_one_level", "ple", func(c *Config) { c.PLELayers = 1 }, nil},
+		{"ple_two_levels", "ple", func(c *Config) { c.PLELayers = 2 }, nil},
+		{"ple_three_levels", "ple", nil, nil},
+		{"ple_gates_on_input", "ple", func(c *Config) { c.PLEGatesOnInput = true }, nil},
 		{"ple_no_gate_mlp_sum_linear", "ple", func(c *Config) {
 			c.GateDim = 0
 			c.ListCombiner = "sum"
 			c.Activation = "linear"
-		}},
-		{"ple_dropout_is_off_outside_training", "ple", func(c *Config) { c.Dropout = 0.3 }},
-		{"mmoe_dropout_is_off_outside_training", "mmoe", func(c *Config) { c.Dropout = 0.5 }},
+		}, nil},
+		{"ple_dropout_is_off_outside_training", "ple", func(c *Config) { c.Dropout = 0.3 }, nil},
+		{"mmoe_dropout_is_off_outside_training", "mmoe", func(c *Config) { c.Dropout = 0.5 }, nil},
 		{"ple_tasks_subset_reordered", "ple", func(c *Config) {
 			c.Tasks = []string{"watch", "like"}
 			c.LossWeights = map[string]float32{"watch": 2}
 			c.WeightColumns = map[string]string{"like": "w"}
-		}},
+		}, nil},
 		{"cgc_single_task", "cgc", func(c *Config) {
 			c.Tasks = []string{"like"}
 			c.LossWeights, c.WeightColumns = nil, nil
-		}},
+		}, nil},
 		{"mmoe_embedding_dims", "mmoe", func(c *Config) {
 			c.EmbeddingDims = map[string]int{"item": 3, "user": 5}
 			c.EmbeddingDimMultiplier = 1
+		}, nil},
+		{"targets_unsorted_in_schema", "mmoe", nil, func(s *schema.Schema, _ *loader.Batch) {
+			// the default task order is by name, not the schema's
+			slices.Reverse(s.Features)
+		}},
+		{"sample_space_only_where_one", "ple", func(c *Config) {
+			c.SampleSpace = map[string]string{"like": "click", "watch": "grade", "click": "grade"}
+		}, func(s *schema.Schema, b *loader.Batch) {
+			// a sample-space column with values other than 0 and 1
+			s.Features = append(s.Features, contFeature("grade"))
+			grade := make([]float32, b.Rows)
+			for i := range grade {
+				grade[i] = []float32{0, 1, 2, 0.5, -1, 1, 1}[i%7]
+			}
+			b.Columns["grade"] = &loader.Column{Name: "grade", F32: grade}
 		}},
 	}
 	for _, d := range refDevices {
@@ -665,12 +682,14 @@ func TestReferenceForward(t *testing.T) {
 				if c.mutate != nil {
 					c.mutate(&cfg)
 				}
-				s := gradSchema()
+				s, b := gradSchema(), gradBatch(layers.NewRNG(21), d.rows)
+				if c.data != nil {
+					c.data(s, b)
+				}
 				m, err := NewModel(s, cfg, d.dev(), d.rows)
 				require.NoError(t, err)
 				defer m.Release()
 				refScramble(m, 11)
-				b := gradBatch(layers.NewRNG(21), d.rows)
 				want := refCheck(t, m, cfg, s, b)
 
 				st, err := m.TrainStep(b)
