@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -508,5 +509,56 @@ func TestReferenceInputFeatures(t *testing.T) {
 			require.Equal(t, c.want, model)
 			require.Contains(t, m.Summary(), fmt.Sprintf("inputs: %d columns", len(c.want)))
 		})
+	}
+}
+
+// repeatBatch is b's rows twice.
+func repeatBatch(b *loader.Batch) *loader.Batch {
+	cols := map[string]*loader.Column{}
+	for name, c := range b.Columns {
+		d := &loader.Column{Name: name, I32: twice(c.I32), I64: twice(c.I64), F32: twice(c.F32)}
+		if c.Offsets != nil {
+			n := c.Offsets[len(c.Offsets)-1]
+			d.Offsets = slices.Clone(c.Offsets)
+			for _, o := range c.Offsets[1:] {
+				d.Offsets = append(d.Offsets, n+o)
+			}
+		}
+		cols[name] = d
+	}
+	return loader.NewBatch(2*b.Rows, cols, b.Source, nil)
+}
+
+func twice[T any](a []T) []T {
+	if a == nil {
+		return nil
+	}
+	return append(slices.Clone(a), a...)
+}
+
+// TestShardsDrawTheirOwnDropoutMasks: on a device that shards a training
+// batch, each shard draws its own dropout masks. A batch made of the same
+// rows twice, cut into two shards, gives the two shards the same loss
+// without dropout and different losses with it.
+func TestShardsDrawTheirOwnDropoutMasks(t *testing.T) {
+	half := gradBatch(layers.NewRNG(41), shardRows)
+	b := repeatBatch(half)
+	for _, dropout := range []float32{0, 0.5} {
+		cfg := refConfig("ple")
+		cfg.Dropout = dropout
+		m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(2), b.Rows)
+		require.NoError(t, err)
+		_, err = m.TrainStep(b)
+		require.NoError(t, err)
+		require.Equal(t, 2, m.ws.nShards)
+		l0, l1 := hostT(m.ws.shards[0].loss.scalars), hostT(m.ws.shards[1].loss.scalars)
+		if dropout == 0 {
+			require.Equal(t, l0, l1, "the same rows without dropout")
+		} else {
+			for ti := range l0 {
+				require.NotEqual(t, l0[ti], l1[ti], "task %d: the shards drew the same dropout masks", ti)
+			}
+		}
+		m.Release()
 	}
 }
