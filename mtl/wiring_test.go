@@ -3,7 +3,7 @@ package mtl
 // Configuration wiring: every Config field changes what the model computes
 // (its outputs, its loss or its updates) in the documented way, checked
 // against the float64 references (reference_test.go, refUpdate), or is
-// refused. And the optimizer state of a new model.
+// refused where it cannot apply. And the optimizer state of a new model.
 
 import (
 	"fmt"
@@ -296,7 +296,9 @@ const (
 	changesTraining                      // the updates, not the first forward pass
 	changesTrainLoss                     // the training step's loss only (dropout)
 	changesFirstStep                     // the first step's output biases (InitOutputBias)
-	refused                              // NewModel refuses it on the CPU
+	// changesNoResult: an execution option that changes no result; a
+	// device that cannot honour it may refuse it instead.
+	changesNoResult
 )
 
 // TestConfigWiring changes one Config field at a time from a base and
@@ -357,7 +359,7 @@ func TestConfigWiring(t *testing.T) {
 		{"Seed", "mmoe", func(c *Config) { c.Seed = 8 }, changesOutputs, nil},
 		{"InitOutputBias", "mmoe", func(c *Config) { c.InitOutputBias = true }, changesFirstStep, nil},
 		{"InitOutputBias", "ple", func(c *Config) { c.InitOutputBias = true }, changesFirstStep, nil},
-		{"CUDAGraph", "mmoe", func(c *Config) { c.CUDAGraph = true }, refused, nil},
+		{"CUDAGraph", "mmoe", func(c *Config) { c.CUDAGraph = true }, changesNoResult, nil},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {
@@ -399,9 +401,23 @@ func TestConfigWiring(t *testing.T) {
 			cfg := base.Clone()
 			c.mutate(&cfg)
 			require.False(t, reflect.DeepEqual(base, cfg), "the case changes nothing")
-			if c.effect == refused {
-				_, err := NewModel(s, cfg, testDev(), 16)
-				require.Error(t, err)
+			if c.effect == changesNoResult {
+				m1, err := NewModel(s, cfg, testDev(), 16)
+				if err != nil {
+					require.ErrorContains(t, err, c.field)
+					return
+				}
+				defer m1.Release()
+				m0 := build(t, base)
+				refScramble(m1, 12)
+				for _, bb := range batches {
+					st0, err := m0.TrainStep(bb)
+					require.NoError(t, err)
+					st1, err := m1.TrainStep(bb)
+					require.NoError(t, err)
+					require.Equal(t, st0, st1)
+				}
+				require.Equal(t, hostAll(m0.Params()), hostAll(m1.Params()))
 				return
 			}
 			m0, m1 := build(t, base), build(t, cfg)
