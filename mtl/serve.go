@@ -74,7 +74,8 @@ func LoadScorer(dir string, dev kernels.Device, opts ScorerOptions) (*Scorer, er
 		maxBatch = 1024
 	}
 	// The model's own workspace is only used for training: keep it small.
-	m, _, err := LoadCheckpoint(dir, dev, 1)
+	// Scoring needs no optimizer state.
+	m, err := LoadInference(dir, dev, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +106,13 @@ func (s *Scorer) MaxBatch() int { return s.max }
 func (s *Scorer) Score(b *loader.Batch, out [][]float32) error {
 	if b == nil {
 		return errors.New("mtl: Score: nil batch")
+	}
+	if b.Rows < 0 {
+		return fmt.Errorf("mtl: Score: batch of %d rows", b.Rows)
+	}
+	if b.Rows == 0 {
+		// An empty candidate list is normal in serving: nothing to score.
+		return nil
 	}
 	if b.Rows > s.max {
 		return fmt.Errorf("mtl: Score: batch of %d rows exceeds the scorer's MaxBatch %d", b.Rows, s.max)

@@ -274,17 +274,85 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 	return nil
 }
 
-// Read loads and validates the file at path.
+// Read loads and validates the file at path. The header is read and
+// checked first: a file longer than the data its header describes (a
+// corrupt length, a file padded to a terabyte) is refused before the data
+// is read.
 func Read(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	return ReadLimit(path, -1)
+}
+
+// ReadLimit is Read for a file whose tensors hold at most maxData bytes
+// (negative: no bound but the header's), such as a model's parameters: a
+// larger file is refused before anything but its header is read.
+func ReadLimit(path string, maxData int64) (*File, error) {
+	fail := func(err error) (*File, error) { return nil, fmt.Errorf("%s: %w", path, err) }
+	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	}
+	size := st.Size()
+	if !st.Mode().IsRegular() {
+		return fail(errors.New("safetensors: not a regular file"))
+	}
+	if size >= 8 {
+		var lenBuf [8]byte
+		if _, err := io.ReadFull(fh, lenBuf[:]); err != nil {
+			return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+		}
+		n := binary.LittleEndian.Uint64(lenBuf[:])
+		if n <= MaxHeaderSize && n <= uint64(size-8) {
+			hdr := make([]byte, n)
+			if _, err := io.ReadFull(fh, hdr); err != nil {
+				return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+			}
+			data := size - 8 - int64(n)
+			if maxData >= 0 && data > maxData {
+				return fail(fmt.Errorf("safetensors: %d data bytes, more than the %d the expected tensors hold", data, maxData))
+			}
+			if end, ok := headerDataEnd(hdr); ok && data > end {
+				return fail(fmt.Errorf("safetensors: %d bytes after the last tensor's data", data-end))
+			}
+		}
+		if _, err := fh.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("safetensors: %w", err)
+		}
+	}
+	// Decode reports every other defect; the size is now bounded.
+	data := make([]byte, size)
+	if _, err := io.ReadFull(fh, data); err != nil {
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+	}
 	f, err := Decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fail(err)
 	}
 	return f, nil
+}
+
+// headerDataEnd returns the largest end offset a valid header gives (the
+// length of the data section it describes); ok is false when the header
+// does not parse, which Decode then reports.
+func headerDataEnd(hdr []byte) (int64, bool) {
+	if !utf8.Valid(hdr) {
+		return 0, false
+	}
+	entries, _, err := parseHeader(hdr)
+	if err != nil {
+		return 0, false
+	}
+	var end int64
+	for _, e := range entries {
+		if len(e.entry.DataOffsets) == 2 {
+			end = max(end, e.entry.DataOffsets[1])
+		}
+	}
+	return end, true
 }
 
 // Decode parses and validates a safetensors file held in memory. The

@@ -1054,7 +1054,7 @@ func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, er
 	if err := checkMemory(s, cfg, dev, batch, a.maxMemory, 0); err != nil {
 		return nil, nil, err
 	}
-	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, batch)
+	m, err := mtl.LoadInference(a.loadPath, dev, batch)
 	if err != nil {
 		return nil, nil, err
 	}
