@@ -85,32 +85,15 @@ func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
 	}
 	unlock := lockDir(tmp)
 	defer unlock()
-	var moved []string
 	defer func() {
 		if err != nil {
-			for _, name := range moved {
-				_ = os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name))
-			}
 			os.RemoveAll(tmp)
 		}
 	}()
 	if err = fill(tmp); err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, e := range entries {
-		if slices.Contains(checkpointFiles, e.Name()) {
-			continue
-		}
-		if err = os.Rename(filepath.Join(dir, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
-			return fmt.Errorf("keep %s: %w", filepath.Join(dir, e.Name()), err)
-		}
-		moved = append(moved, e.Name())
-	}
-	return atomicfile.ReplaceDir(tmp, dir)
+	return atomicfile.ReplaceDirKeeping(tmp, dir, func(name string) bool { return slices.Contains(checkpointFiles, name) })
 }
 
 // staleName matches the temporary ("tmp") and set-aside ("old") folders

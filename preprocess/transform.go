@@ -19,6 +19,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -62,6 +63,13 @@ func (w *Workflow) Transform(inputs []string, outDir string) (*Result, error) {
 
 // TransformWith is Transform with options.
 func (w *Workflow) TransformWith(inputs []string, outDir string, opt TransformOptions) (*Result, error) {
+	ins := make([]pathguard.Path, len(inputs))
+	for i, p := range inputs {
+		ins[i] = pathguard.Path{What: "the input", Path: p}
+	}
+	if err := pathguard.Check(ins, []pathguard.Path{{What: "the output", Path: outDir}}); err != nil {
+		return nil, fmt.Errorf("transform: %w", err)
+	}
 	res, st, err := w.transform(inputs, [2]string{outDir}, nil, opt)
 	if err != nil {
 		return nil, err

