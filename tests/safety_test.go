@@ -208,9 +208,10 @@ func TestOutputsCheckedBeforeTraining(t *testing.T) {
 
 	t.Run("read-only mount", func(t *testing.T) {
 		ro := mountTmpfs(t, "ro")
-		code, _, stderr := run(t, "train", "--train_data_path", data, "--output_path", out, "--threads", "1", "--quiet",
+		code, stdout, stderr := run(t, "train", "--train_data_path", data, "--output_path", out, "--threads", "1", "--quiet",
 			"--save_model_path", filepath.Join(ro, "model"))
 		assert.Equal(t, 1, code)
+		assert.NotContains(t, stdout, "Trained", "no training step ran")
 		assert.Contains(t, stderr, "read-only file system")
 		assert.NoFileExists(t, filepath.Join(out, "metrics.json"))
 	})
