@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -413,6 +414,11 @@ func planFile(path string, specs []colSpec, mem memory.Allocator) (p *filePlan, 
 	}()
 	if err := checkMagic(path); err != nil {
 		return nil, err
+	}
+	// Files mtlrank wrote carry checksums: a flipped byte is an error, not
+	// another value.
+	if err := pqcrc.Verify(path); err != nil {
+		return nil, corruptErr(path, -1, err)
 	}
 	rdr, err := file.OpenParquetFile(path, false, file.WithReadProps(parquet.NewReaderProperties(mem)))
 	if err != nil {

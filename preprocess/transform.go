@@ -20,6 +20,7 @@ import (
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/internal/pathguard"
+	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -532,13 +533,17 @@ func (d *datasetWriter) openPart() error {
 	return nil
 }
 
-// syncCloser flushes a part file to disk when the Parquet writer closes
-// it, so that the folder renamed into place holds complete files even after
-// a crash.
+// syncCloser adds the checksums of a part file (internal/pqcrc) and
+// flushes it to disk when the Parquet writer closes it, so that the folder
+// renamed into place holds complete files even after a crash.
 type syncCloser struct{ *os.File }
 
 func (f syncCloser) Close() error {
-	err := f.File.Sync()
+	// The Parquet writer has written the whole file: add its checksums.
+	err := pqcrc.Seal(f.File)
+	if err == nil {
+		err = f.File.Sync()
+	}
 	if cerr := f.File.Close(); err == nil {
 		err = cerr
 	}
