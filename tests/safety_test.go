@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/schema"
 )
 
 // treeHash fingerprints every file under root (names and contents), to
@@ -277,4 +279,22 @@ func TestFullDiskKeepsPreviousOutput(t *testing.T) {
 	for _, e := range entries {
 		assert.False(t, strings.HasPrefix(e.Name(), "."), "temporary %s left", e.Name())
 	}
+}
+
+// TestForcedMaxMemoryStillRefusesTheImpossible: --max_memory overrides the
+// estimate of the memory available now, but a model beyond what the
+// machine could ever hold (a 1e12-row embedding table) is still an error,
+// not a panic in the kernels' allocation.
+func TestForcedMaxMemoryStillRefusesTheImpossible(t *testing.T) {
+	root := t.TempDir()
+	data := writeTiny(t, filepath.Join(root, "data"), 60, nil)
+	s := tinySchema()
+	s.Feature("user_id").IntDomain.Max = 1e12
+	huge := filepath.Join(root, "schema.pbtxt")
+	require.NoError(t, schema.Save(huge, s))
+	code, _, stderr := run(t, "train", "--train_data_path", data, "--schema_path", huge, "--max_memory", "100000T",
+		"--output_path", filepath.Join(root, "out"), "--quiet", "--threads", "1")
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "cannot fit in this machine's memory")
+	assert.NotContains(t, stderr, "panic")
 }
