@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
@@ -66,6 +67,13 @@ func (d DType) Size() int {
 const MaxHeaderSize = 100 << 20
 
 const metadataKey = "__metadata__"
+
+// ChecksumKey is the metadata entry Encode adds: the CRC-32C of the data
+// section, in hex. Decode verifies it when present (files of other
+// writers have none) and leaves it out of File.Metadata.
+const ChecksumKey = "crc32c"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Tensor is one named tensor. Data holds the little-endian bytes of its
 // elements (len = DType.Size() * product(Shape)).
@@ -226,10 +234,19 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		}
 		return strings.Compare(ta.Name, tb.Name)
 	})
-	header := make(map[string]any, len(tensors)+1)
-	if len(metadata) > 0 {
-		header[metadataKey] = metadata
+	// The data section's checksum goes into the metadata, so that a flipped
+	// byte in a weight is an error at load, not another model.
+	crc := crc32.New(castagnoli)
+	for _, i := range order {
+		crc.Write(tensors[i].Data)
 	}
+	meta := make(map[string]string, len(metadata)+1)
+	for k, v := range metadata {
+		meta[k] = v
+	}
+	meta[ChecksumKey] = fmt.Sprintf("%08x", crc.Sum32())
+	header := make(map[string]any, len(tensors)+1)
+	header[metadataKey] = meta
 	var off int64
 	for _, i := range order {
 		t := tensors[i]
@@ -451,6 +468,15 @@ func Decode(data []byte) (*File, error) {
 		sorted[i] = f.Tensors[j]
 	}
 	f.Tensors = sorted
+	if want, ok := f.Metadata[ChecksumKey]; ok {
+		if got := fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli)); got != want {
+			return nil, fmt.Errorf("safetensors: checksum mismatch (data crc32c %s, header says %s): the file is corrupt", got, want)
+		}
+		delete(f.Metadata, ChecksumKey)
+		if len(f.Metadata) == 0 {
+			f.Metadata = nil
+		}
+	}
 	return f, nil
 }
 
