@@ -291,3 +291,16 @@ func TestSaveCheckpointRefusesFile(t *testing.T) {
 	assert.Equal(t, "mine", string(b))
 	assert.False(t, errors.Is(err, os.ErrNotExist))
 }
+
+// TestScorerWorkspaceBomb: a MaxBatch no machine can hold is an error from
+// NewScorer, not a panic while allocating the workspaces.
+func TestScorerWorkspaceBomb(t *testing.T) {
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 8)
+	require.NoError(t, err)
+	defer m.Release()
+	_, err = mtl.NewScorer(m, mtl.ScorerOptions{MaxBatch: 1e12, Workers: 2})
+	require.ErrorIs(t, err, mtl.ErrTooLarge)
+	dir := saveSmall(t, "mlp")
+	_, err = mtl.LoadScorer(dir, trDev(), mtl.ScorerOptions{MaxBatch: 1e12, Workers: 1})
+	require.ErrorIs(t, err, mtl.ErrTooLarge)
+}

@@ -53,6 +53,9 @@ func NewScorer(m *Model, opts ScorerOptions) (*Scorer, error) {
 	if opts.MaxBatch < 1 || opts.Workers < 1 {
 		return nil, fmt.Errorf("mtl: NewScorer: MaxBatch %d and Workers %d must be >= 1", opts.MaxBatch, opts.Workers)
 	}
+	if err := checkWorkspaces(m, opts.MaxBatch, opts.Workers); err != nil {
+		return nil, err
+	}
 	s := &Scorer{m: m, pool: make(chan *Predictor, opts.Workers), max: opts.MaxBatch, tasks: m.Tasks()}
 	for i := 0; i < opts.Workers; i++ {
 		p := m.NewPredictor(opts.MaxBatch)

@@ -336,3 +336,20 @@ func checkAllocatable(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch
 	return fmt.Errorf("mtl: %w: it needs %s, more than the %s of RAM and swap (or the cgroup limit) this process could ever use; lower the batch size, the layer widths or the embedding tables (int_domain.max)",
 		ErrTooLarge, est, FormatBytes(limit))
 }
+
+// checkWorkspaces refuses Predictor workspaces for batches of maxBatch
+// rows, workers of them, that this process could never allocate (counted
+// as the training workspace's activations, an upper bound of a
+// Predictor's).
+func checkWorkspaces(m *Model, maxBatch, workers int) error {
+	est, err := EstimateMemory(m.schema, m.cfg, m.dev, maxBatch)
+	if err != nil {
+		return err
+	}
+	limit, ok := sysmem.Ceiling()
+	if need := float64(est.Activations) * float64(workers); ok && need > float64(limit) {
+		return fmt.Errorf("mtl: %w: %d workers with batches of %d rows need about %s of workspace, more than the %s of RAM and swap (or the cgroup limit) this process could ever use; lower MaxBatch or Workers",
+			ErrTooLarge, workers, maxBatch, FormatBytes(satBytes(need)), FormatBytes(limit))
+	}
+	return nil
+}
