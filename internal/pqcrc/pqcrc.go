@@ -62,11 +62,22 @@ func footer(f io.ReaderAt, size int64) (*metadata.FileMetaData, int64, error) {
 	if _, err := f.ReadAt(buf, start); err != nil {
 		return nil, 0, err
 	}
-	md, err := metadata.NewFileMetaData(buf, nil)
+	md, err := parseFooter(buf)
 	if err != nil {
 		return nil, 0, fmt.Errorf("footer: %w", err)
 	}
 	return md, start, nil
+}
+
+// parseFooter decodes a footer; the thrift decoder panics on some corrupt
+// input (a list length beyond memory), which is an error here.
+func parseFooter(buf []byte) (md *metadata.FileMetaData, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			md, err = nil, fmt.Errorf("%w (%v)", ErrMismatch, r)
+		}
+	}()
+	return metadata.NewFileMetaData(buf, nil)
 }
 
 // dataCRC is the CRC-32C of the first n bytes of f.
