@@ -1,6 +1,7 @@
 package mtl_test
 
 import (
+	"context"
 	"errors"
 	"math"
 	"os"
@@ -303,4 +304,32 @@ func TestScorerWorkspaceBomb(t *testing.T) {
 	dir := saveSmall(t, "mlp")
 	_, err = mtl.LoadScorer(dir, trDev(), mtl.ScorerOptions{MaxBatch: 1e12, Workers: 1})
 	require.ErrorIs(t, err, mtl.ErrTooLarge)
+}
+
+// TestPredictRefusesItsInput: Trainer.Predict never writes over the data
+// it scores, nor into its folder (where the next read of the dataset would
+// take the scores for data).
+func TestPredictRefusesItsInput(t *testing.T) {
+	_, eval := trData(t, 64, 64)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 64)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Quiet: true})
+	require.NoError(t, err)
+	before, err := os.ReadDir(eval)
+	require.NoError(t, err)
+	part := filepath.Join(eval, "part_0000.parquet")
+	for _, out := range []string{eval, part, filepath.Join(eval, "scores.parquet")} {
+		ds := trOpen(t, eval, 64, false)
+		_, err := tr.Predict(context.Background(), ds, out, mtl.PredictOptions{})
+		require.Error(t, err, out)
+		assert.Contains(t, err.Error(), "would overwrite an input", out)
+	}
+	after, err := os.ReadDir(eval)
+	require.NoError(t, err)
+	assert.Equal(t, len(before), len(after), "nothing added to the dataset")
+	ds := trOpen(t, eval, 64, false)
+	n, err := tr.Predict(context.Background(), ds, filepath.Join(t.TempDir(), "p.parquet"), mtl.PredictOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, int64(64), n)
 }
