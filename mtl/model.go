@@ -190,6 +190,9 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAllocatable(s, cfg, dev, maxBatch); err != nil {
+		return nil, err
+	}
 	cfg.Tasks = taskTargets(tasks)
 	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: dev, maxBatch: maxBatch, tasks: tasks, featMax: map[string]int64{}}
 	if c, ok := dev.(kernels.AsyncIDChecker); ok {

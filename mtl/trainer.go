@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/schema"
@@ -183,7 +184,28 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	for i := range t.preds {
 		t.preds[i] = make([]float32, m.MaxBatch())
 	}
+	if es.Metric != "" {
+		if err := t.checkMetric(es.Metric); err != nil {
+			return nil, err
+		}
+	}
 	return t, nil
+}
+
+// checkMetric refuses an early-stopping metric that validation will not
+// compute, before the first step rather than after the first epoch: the
+// keys are those of an evaluation of the model's tasks (per-task metrics
+// and losses, auc_avg, loss) and the gate weights ("gate/...").
+func (t *Trainer) checkMetric(metric string) error {
+	keys := metrics.NewEvaluator(t.taskSpecs()).Results()
+	keys[LossKey] = 0
+	for _, task := range t.m.tasks {
+		keys[metrics.Key(task.Name, LossKey)] = 0
+	}
+	if _, ok := keys[metric]; ok || strings.HasPrefix(metric, "gate/") {
+		return nil
+	}
+	return fmt.Errorf("mtl: early stopping metric %q is not a validation metric of this model (%s)", metric, strings.Join(keys.Keys(), ", "))
 }
 
 // defaultMode is "min" for loss-like metrics and "max" otherwise.
@@ -689,6 +711,12 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	path, format, err := PredictionFile(path, opts.Format)
 	if err != nil {
 		return 0, err
+	}
+	// The scores may not replace the data, nor land in its folder, where
+	// the next read of the dataset would take them for data.
+	if err := pathguard.Check([]pathguard.Path{{What: "the data", Path: ds.Path()}},
+		[]pathguard.Path{{What: "the predictions", Path: path}}); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
 		return 0, fmt.Errorf("mtl: predict: %w", err)

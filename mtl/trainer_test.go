@@ -185,11 +185,12 @@ func TestEarlyStoppingRestoresBest(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, h.Epochs[0].Validation["loss"], res["loss"], 1e-9)
 
-	// Default mode of a loss metric is min; an unknown metric fails clearly.
-	tr2, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "nope"}})
+	// An unknown metric fails clearly, before any training step.
+	_, err = mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "nope"}})
+	require.ErrorContains(t, err, `"nope" is not a validation metric of this model`)
+	require.ErrorContains(t, err, "click/binary_output/auc")
+	tr2, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "click/binary_output/loss"}})
 	require.NoError(t, err)
-	_, err = tr2.Fit(context.Background(), train, val)
-	require.ErrorContains(t, err, `"nope" is not among the validation metrics`)
 	_, err = tr2.Fit(context.Background(), train, nil)
 	require.ErrorContains(t, err, "needs a validation dataset")
 }

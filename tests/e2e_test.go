@@ -368,7 +368,7 @@ func TestBadFlags(t *testing.T) {
 		{"wandb logging", []string{"train", "--log_to_wandb"}, "--log_to_wandb are not supported"},
 		{"eval without model", []string{"eval", "--eval_data_path", train}, "--load_model_path is required"},
 		{"eval without data", []string{"eval", "--load_model_path", "x"}, "--eval_data_path is required"},
-		{"predict without output", []string{"predict", "--load_model_path", "x", "--predict_data_path", train}, "--predict_output_path are required"},
+		{"predict without output", []string{"predict", "--load_model_path", "x", "--predict_data_path", train}, "--predict_output_path is required"},
 		{"synth without output", []string{"synth"}, "--output_path is required"},
 		{"synth bad correlation", []string{"synth", "--output_path", "x", "--task_correlation", "2"}, "--task_correlation must be in [0, 1]"},
 		{"synth bad base rate", []string{"synth", "--output_path", "x", "--base_rate_click", "1.5"}, "strictly between 0 and 1"},

@@ -62,6 +62,9 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("--model must be mlp, mmoe, cgc or ple, got %q", model)
 	}
+	if err := checkPaths(nil, []outPath{{what: "--output_path", path: out}}); err != nil {
+		return err
+	}
 	data := filepath.Join(out, "data")
 	ckpt := filepath.Join(out, "model")
 	preds := filepath.Join(out, "predictions")

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/preprocess"
 )
 
@@ -119,6 +120,11 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	}
 	if dataPath == "" {
 		return usagef("--data_path is required")
+	}
+	if err := checkPaths([]pathguard.Path{{What: "--data_path", Path: dataPath}, {What: "--eval_data_path", Path: evalPath},
+		{What: "--test_data_path", Path: testPath}, {What: "--workflow_path", Path: workflowPath}},
+		[]outPath{{what: "--output_path", path: out}}); err != nil {
+		return err
 	}
 	if workflowPath != "" {
 		spec.CSVNAValues = naValues

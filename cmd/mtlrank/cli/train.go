@@ -772,6 +772,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if err := a.check(set); err != nil {
 		return err
 	}
+	if err := checkPaths(a.inputs(), a.trainOutputs()); err != nil {
+		return err
+	}
 	log := logger(e, a.quiet)
 	start := time.Now()
 
@@ -1132,7 +1135,7 @@ func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, er
 	if err := checkMemory(s, cfg, dev, batch, a.maxMemory, 0); err != nil {
 		return nil, nil, err
 	}
-	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, batch)
+	m, err := mtl.LoadInference(a.loadPath, dev, batch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1167,6 +1170,9 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	}
 	if a.loadPath == "" {
 		return usagef("--load_model_path is required")
+	}
+	if err := checkPaths(a.inputs(), []outPath{{what: "--output_path", path: filepath.Join(a.outputPath, "metrics.json")}}); err != nil {
+		return err
 	}
 	batch, err := capBatch(a.evalBatch, a.evalPath)
 	if err != nil {
@@ -1263,11 +1269,19 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	if err := a.checkCommon(); err != nil {
 		return err
 	}
-	if a.predictPath == "" || a.predictOut == "" {
+	switch {
+	case a.predictPath == "" && a.predictOut == "":
 		return usagef("--predict_data_path and --predict_output_path are required")
+	case a.predictPath == "":
+		return usagef("--predict_data_path is required")
+	case a.predictOut == "":
+		return usagef("--predict_output_path is required")
 	}
 	if a.loadPath == "" {
 		return usagef("--load_model_path is required")
+	}
+	if err := checkPaths(a.inputs(), []outPath{a.predictOutput()}); err != nil {
+		return err
 	}
 	batch, err := capBatch(a.evalBatch, a.predictPath)
 	if err != nil {
