@@ -205,12 +205,15 @@ func TestGemmBiasActMatchesUnfused(t *testing.T) {
 // how many rows share a batch or a shard. This holds for the kernels at
 // every level and so for the device's Gemm on the shapes they take.
 func TestGemmRowIndependentOfRows(t *testing.T) {
+	require.False(t, RowIndependentGemm(600, 64), "wide layers go to OpenBLAS")
+	require.False(t, RowIndependentGemm(256, 512), "so do large weights")
 	if gemmLevel == 0 {
 		t.Skip("no AVX2/FMA on this machine")
 	}
 	rng := rand.New(rand.NewPCG(21, 22))
 	c := NewCPU(1)
 	for _, s := range []struct{ n, k int }{{1, 64}, {3, 64}, {4, 136}, {6, 64}, {15, 33}, {16, 64}, {64, 136}, {128, 64}} {
+		require.True(t, RowIndependentGemm(s.n, s.k), "n %d k %d", s.n, s.k)
 		x, w := c.Alloc(Float32, 300, s.k), c.Alloc(Float32, s.k, s.n)
 		copy(x.F32, randF32(rng, 300*s.k, -1, 1))
 		copy(w.F32, randF32(rng, s.k*s.n, -1, 1))
