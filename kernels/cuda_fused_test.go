@@ -95,7 +95,7 @@ func checkPair(t *testing.T, name string, gpu, cpu []float32, abs, rel float64, 
 
 // The fused gate equals the composed gate on the CPU.
 //
-// Tolerances: w and out use DESIGN.md's 1e-5 + 1e-4*|x| (float64 exp on
+// Tolerances: w and out use the default 1e-5 + 1e-4*|x| (float64 exp on
 // the GPU, float32 exp within about 1 ulp on the CPU; out sums E float32
 // products). The expert gradients are one multiply-add: the same. The logit
 // gradient w_e*(dw_e - <w,dw>)/T cancels, so its error is relative to the

@@ -1,8 +1,9 @@
 // Package mtl builds, trains and serves multi-task ranking models —
 // shared-bottom MLP, MMoE, CGC and PLE — over a Merlin-style feature schema,
 // on any kernels.Device. The model part (Config, Model, Predictor) follows
-// Merlin Models' semantics as described in DESIGN.md; the Trainer, metrics
-// and checkpoints build on it.
+// Merlin Models' semantics as described in docs/ARCHITECTURE.md ("Model
+// semantics"; the README lists the differences from Merlin); the Trainer,
+// metrics and checkpoints build on it.
 package mtl
 
 import (
@@ -18,7 +19,7 @@ import (
 
 // Config describes a model and how it is trained. DefaultConfig gives the
 // defaults (Merlin's quick-start ranking script, with the benchmark settings
-// of DESIGN.md where they differ: lr 1e-3 without decay, task towers on, two
+// of docs/ARCHITECTURE.md where they differ: lr 1e-3 without decay, task towers on, two
 // PLE levels, no L2). The zero value is not valid. Its JSON form (a
 // checkpoint's config.json) names the fields as the mtlrank CLI's flags
 // do, Merlin's where Merlin has one.
