@@ -714,8 +714,12 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	}
 	// The scores may not replace the data, nor land in its folder, where
 	// the next read of the dataset would take them for data.
-	if err := pathguard.Check([]pathguard.Path{{What: "the data", Path: ds.Path()}},
-		[]pathguard.Path{{What: "the predictions", Path: path}}); err != nil {
+	data := []pathguard.Path{{What: "the data", Path: ds.Path()}}
+	preds := []pathguard.Path{{What: "the predictions", Path: path}}
+	if err := pathguard.Check(data, preds); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
+	}
+	if err := pathguard.CheckDatasetFolders(data, preds); err != nil {
 		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {

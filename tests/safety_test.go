@@ -193,7 +193,7 @@ func TestOutputsCheckedBeforeTraining(t *testing.T) {
 	}{
 		{"checkpoint under a regular file", []string{"--save_model_path", filepath.Join(file, "model")}, "--save_model_path " + filepath.Join(file, "model") + ": " + file + " is a file"},
 		{"output under a regular file", []string{"--output_path", filepath.Join(file, "out")}, file + " is a file"},
-		{"missing folder of the predictions file", []string{"--predict_data_path", data, "--predict_output_path", filepath.Join(root, "nosuch", "p.parquet")}, "the folder " + filepath.Join(root, "nosuch") + " does not exist"},
+		{"predictions file under a regular file", []string{"--predict_data_path", data, "--predict_output_path", filepath.Join(file, "p.parquet")}, file + " is a file"},
 		{"unknown early-stopping metric", []string{"--eval_data_path", data, "--early_stopping_metric", "nosuch"}, `early stopping metric "nosuch" is not a validation metric`},
 	}
 	for _, tc := range cases {

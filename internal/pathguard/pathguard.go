@@ -118,6 +118,24 @@ func Check(inputs, outputs []Path) error {
 	return nil
 }
 
+// CheckDatasetFolders returns an error when a Parquet output would land
+// in the folder of an input that is a single Parquet file. A dataset is
+// read as a whole folder, so the next read would take the output for data.
+func CheckDatasetFolders(inputs, outputs []Path) error {
+	var folders, parquetOuts []Path
+	for _, in := range inputs {
+		if st, err := os.Stat(in.Path); err == nil && st.Mode().IsRegular() && strings.HasSuffix(in.Path, ".parquet") {
+			folders = append(folders, Path{What: "the dataset folder of " + in.What, Path: filepath.Dir(in.Path)})
+		}
+	}
+	for _, o := range outputs {
+		if strings.HasSuffix(o.Path, ".parquet") {
+			parquetOuts = append(parquetOuts, o)
+		}
+	}
+	return Check(folders, parquetOuts)
+}
+
 // expandGlobs replaces an input that is a glob pattern (inputs of
 // preprocess may be) by the paths it matches, so that each is compared.
 func expandGlobs(ps []Path) []Path {

@@ -1,21 +1,18 @@
 package cli
 
 import (
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/mtl"
 )
 
-// outPath is one path a command writes. file: a file whose folder is not
-// created for it (it must exist); otherwise missing folders are created.
+// outPath is one path a command writes; missing folders are created.
 // checkpoint: the path is a checkpoint folder (which may replace an
 // earlier checkpoint at the same path).
 type outPath struct {
 	what, path       string
-	file, checkpoint bool
+	checkpoint bool
 }
 
 // checkPaths runs before any work: no output may be, contain or lie inside
@@ -34,20 +31,8 @@ func checkPaths(inputs []pathguard.Path, outputs []outPath) error {
 	if err := pathguard.Check(inputs, outs); err != nil {
 		return usagef("%v", err)
 	}
-	// A Parquet file written beside a Parquet input joins its dataset: the
-	// folder is read whole, the next run would take it for data.
-	var folders, parquetOuts []pathguard.Path
-	for _, in := range inputs {
-		if st, err := os.Stat(in.Path); err == nil && st.Mode().IsRegular() && strings.HasSuffix(in.Path, ".parquet") {
-			folders = append(folders, pathguard.Path{What: "the dataset folder of " + in.What, Path: filepath.Dir(in.Path)})
-		}
-	}
-	for _, o := range outs {
-		if strings.HasSuffix(o.Path, ".parquet") {
-			parquetOuts = append(parquetOuts, o)
-		}
-	}
-	if err := pathguard.Check(folders, parquetOuts); err != nil {
+	// A Parquet file written beside a Parquet input joins its dataset.
+	if err := pathguard.CheckDatasetFolders(inputs, outs); err != nil {
 		return usagef("%v", err)
 	}
 	for _, o := range outputs {
@@ -57,7 +42,7 @@ func checkPaths(inputs []pathguard.Path, outputs []outPath) error {
 		if err := mtl.CheckOutsideCheckpoint(o.what, o.path, o.checkpoint); err != nil {
 			return usagef("%v", err)
 		}
-		if err := pathguard.Writable(o.what, o.path, o.file); err != nil {
+		if err := pathguard.Writable(o.what, o.path, false); err != nil {
 			return err
 		}
 	}
@@ -75,19 +60,20 @@ func (a *trainArgs) inputs() []pathguard.Path {
 	}
 }
 
-// predictOutput is the file the predictions go to: --predict_output_path
-// when it has the format's extension (its folder must exist), else
-// predictions.<format> in that folder, which is created (as Trainer.Predict
-// decides).
+// predictOutput is the file the predictions go to, as Trainer.Predict
+// decides it (mtl.PredictionFile): --predict_output_path when it has a
+// format's extension, else predictions.<format> in that folder. Missing
+// folders are created. A format contradicting the extension is reported by
+// the flag checks; here the path is then taken as given.
 func (a *trainArgs) predictOutput() outPath {
 	out := a.predictOut
 	if out == "" {
 		out = filepath.Join(a.outputPath, "predictions")
 	}
-	if strings.HasSuffix(out, "."+a.predictFormat) {
-		return outPath{what: "--predict_output_path", path: out, file: true}
+	if file, _, err := mtl.PredictionFile(out, a.predictFormat); err == nil {
+		out = file
 	}
-	return outPath{what: "--predict_output_path", path: filepath.Join(out, "predictions."+a.predictFormat)}
+	return outPath{what: "--predict_output_path", path: out}
 }
 
 // trainOutputs are the paths train writes: metrics.json, the checkpoint,
