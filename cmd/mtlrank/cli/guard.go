@@ -11,7 +11,7 @@ import (
 // checkpoint: the path is a checkpoint folder (which may replace an
 // earlier checkpoint at the same path).
 type outPath struct {
-	what, path       string
+	what, path string
 	checkpoint bool
 }
 
