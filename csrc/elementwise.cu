@@ -25,7 +25,7 @@ __global__ void k_fill_i32(int *x, int64_t n, int v) {
 extern "C" int mtlcuda_fill_f32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, float v) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_fill<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), n, v);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_fill)(dptr<float>(dst), n, v);
 	MTL_LAUNCHED(ctx, "fill");
 	return MTL_OK;
 }
@@ -33,7 +33,7 @@ extern "C" int mtlcuda_fill_f32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, f
 extern "C" int mtlcuda_fill_i32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, int32_t v) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_fill_i32<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<int>(dst), n, v);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_fill_i32)(dptr<int>(dst), n, v);
 	MTL_LAUNCHED(ctx, "fill_i32");
 	return MTL_OK;
 }
@@ -62,14 +62,14 @@ extern "C" int mtlcuda_bias_act(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr b
 	const float *pb = dptr<const float>(bias);
 	if (fits32(total)) {
 		if (act == MTL_ACT_RELU)
-			k_bias_act<int, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int, true>)(px, pb, (int)rows, n, (int)total);
 		else
-			k_bias_act<int, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int, false>)(px, pb, (int)rows, n, (int)total);
 	} else {
 		if (act == MTL_ACT_RELU)
-			k_bias_act<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int64_t, true>)(px, pb, rows, n, total);
 		else
-			k_bias_act<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int64_t, false>)(px, pb, rows, n, total);
 	}
 	MTL_LAUNCHED(ctx, "bias_act");
 	return MTL_OK;
@@ -85,7 +85,7 @@ extern "C" int mtlcuda_act_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_d
 	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "act_backward: unknown activation %d", act);
 	if (n <= 0 || act == MTL_ACT_LINEAR) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_relu_backward<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dy), dptr<const float>(y), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_relu_backward)(dptr<float>(dy), dptr<const float>(y), n);
 	MTL_LAUNCHED(ctx, "relu_backward");
 	return MTL_OK;
 }
@@ -143,7 +143,7 @@ extern "C" int mtlcuda_dropout_sp(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr
 	MTL_REQUIRE(ctx, sp != 0, "dropout_sp: no step parameters");
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_dropout_sp<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_dropout_sp)(
 	    dptr<float>(x), dptr<float>(mask), n, threshold, scale, dptr<const mtlcuda_step_params>(sp), site, layer);
 	MTL_LAUNCHED(ctx, "dropout_sp");
 	return MTL_OK;
@@ -153,7 +153,7 @@ extern "C" int mtlcuda_dropout(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr ma
                            uint64_t seed) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_dropout<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), dptr<float>(mask), n, threshold,
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_dropout)(dptr<float>(x), dptr<float>(mask), n, threshold,
 	                                                               scale, seed);
 	MTL_LAUNCHED(ctx, "dropout");
 	return MTL_OK;
@@ -191,7 +191,7 @@ __global__ void k_sigmoid(float *y, const float *x, int64_t n) {
 extern "C" int mtlcuda_mul(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr a, mtlcuda_dptr b, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_mul<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(a),
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_mul)(dptr<float>(dst), dptr<const float>(a),
 	                                                           dptr<const float>(b), n);
 	MTL_LAUNCHED(ctx, "mul");
 	return MTL_OK;
@@ -200,7 +200,7 @@ extern "C" int mtlcuda_mul(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr a, m
 extern "C" int mtlcuda_axpy(mtlcuda_ctx *ctx, float alpha, mtlcuda_dptr x, mtlcuda_dptr y, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_axpy<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(alpha, dptr<const float>(x), dptr<float>(y), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_axpy)(alpha, dptr<const float>(x), dptr<float>(y), n);
 	MTL_LAUNCHED(ctx, "axpy");
 	return MTL_OK;
 }
@@ -208,7 +208,7 @@ extern "C" int mtlcuda_axpy(mtlcuda_ctx *ctx, float alpha, mtlcuda_dptr x, mtlcu
 extern "C" int mtlcuda_scale(mtlcuda_ctx *ctx, mtlcuda_dptr x, int64_t n, float alpha) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_scale<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, alpha);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_scale)(dptr<float>(x), n, alpha);
 	MTL_LAUNCHED(ctx, "scale");
 	return MTL_OK;
 }
@@ -216,7 +216,7 @@ extern "C" int mtlcuda_scale(mtlcuda_ctx *ctx, mtlcuda_dptr x, int64_t n, float 
 extern "C" int mtlcuda_equal_mask(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr src, int64_t n, float value) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_equal<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(src), n, value);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_equal)(dptr<float>(dst), dptr<const float>(src), n, value);
 	MTL_LAUNCHED(ctx, "equal_mask");
 	return MTL_OK;
 }
@@ -224,7 +224,7 @@ extern "C" int mtlcuda_equal_mask(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dp
 extern "C" int mtlcuda_sigmoid(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_sigmoid<<<mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_sigmoid)(dptr<float>(y), dptr<const float>(x), n);
 	MTL_LAUNCHED(ctx, "sigmoid");
 	return MTL_OK;
 }
@@ -259,17 +259,17 @@ extern "C" int mtlcuda_copy_cols(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int dst_col
 	int64_t span = rows * (int64_t)(dst_cols > src_cols ? dst_cols : src_cols);
 	if (fits32(span)) {
 		if (accumulate)
-			k_copy_cols<int, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int, true>)(d, dst_cols, dst_col, s, src_cols, src_col,
 			                                                             width, (int)total);
 		else
-			k_copy_cols<int, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int, false>)(d, dst_cols, dst_col, s, src_cols, src_col,
 			                                                              width, (int)total);
 	} else {
 		if (accumulate)
-			k_copy_cols<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int64_t, true>)(d, dst_cols, dst_col, s, src_cols,
 			                                                                 src_col, width, total);
 		else
-			k_copy_cols<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int64_t, false>)(d, dst_cols, dst_col, s, src_cols,
 			                                                                  src_col, width, total);
 	}
 	MTL_LAUNCHED(ctx, "copy_cols");
@@ -341,7 +341,7 @@ extern "C" int mtlcuda_softmax_rows(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dp
 	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax: temperature must not be 0");
 	if (rows == 0 || cols == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_softmax<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), rows, cols,
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_softmax)(dptr<float>(y), dptr<const float>(x), rows, cols,
 	                                                                1.0f / temperature);
 	MTL_LAUNCHED(ctx, "softmax");
 	return MTL_OK;
@@ -353,7 +353,7 @@ extern "C" int mtlcuda_softmax_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dx, mtlcu
 	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax_backward: temperature must not be 0");
 	if (rows == 0 || cols == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_softmax_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_softmax_backward)(
 	    dptr<float>(dx), dptr<const float>(dy), dptr<const float>(y), rows, cols, 1.0f / temperature);
 	MTL_LAUNCHED(ctx, "softmax_backward");
 	return MTL_OK;
@@ -395,10 +395,10 @@ extern "C" int mtlcuda_gate_combine(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_
 		for (int e = 0; e < ne; e++) p.x[e] = dptr<const float>(experts[e0 + e]);
 		bool acc = e0 > 0;
 		if (fits32(total) && fits32(rows * num_experts))
-			k_gate_combine<int><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p, ne,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gate_combine<int>)(dptr<float>(out), dptr<const float>(w), p, ne,
 			                                                         e0, num_experts, d, (int)total, acc);
 		else
-			k_gate_combine<int64_t><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gate_combine<int64_t>)(dptr<float>(out), dptr<const float>(w), p,
 			                                                             ne, e0, num_experts, d, total, acc);
 		MTL_LAUNCHED(ctx, "gate_combine");
 	}
@@ -444,7 +444,7 @@ extern "C" int mtlcuda_gate_combine_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dout
 			p.x[e] = dptr<const float>(experts[e0 + e]);
 			p.dx[e] = dptr<float>(dexperts[e0 + e]);
 		}
-		k_gate_combine_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_combine_backward)(
 		    dptr<const float>(dout), dptr<const float>(w), p, dptr<float>(dw), ne, e0, num_experts, rows, d);
 		MTL_LAUNCHED(ctx, "gate_combine_backward");
 	}

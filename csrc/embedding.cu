@@ -107,10 +107,10 @@ extern "C" int mtlcuda_embedding_gather(mtlcuda_ctx *ctx, mtlcuda_dptr out, int 
 	if (offsets == 0) {
 		MTL_REQUIRE(ctx, num_ids >= batch, "embedding_gather: %lld ids for %lld rows", (long long)num_ids,
 		            (long long)batch);
-		k_gather<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gather)(dptr<float>(out), out_cols, col, dptr<const float>(table),
 		                                              table_rows, dim, dptr<const int>(ids), batch, s);
 	} else {
-		k_gather_list<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gather_list)(dptr<float>(out), out_cols, col, dptr<const float>(table),
 		                                                   table_rows, dim, dptr<const int>(ids), num_ids,
 		                                                   dptr<const int>(offsets), batch, comb, s);
 	}
@@ -423,7 +423,7 @@ static int build_segments(mtlcuda_ctx *ctx, const emb_inputs &a, int64_t total, 
 	void *tmp = take(align_up(temp));
 
 	const unsigned grid = mtlcuda_grid(ctx, total, 2);
-	k_build_keys<<<grid, kThreads, 0, ctx->compute>>>(a, total, table_rows, keys_in, vals_in, entry_row, entry_scale);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_build_keys)(a, total, table_rows, keys_in, vals_in, entry_row, entry_scale);
 	MTL_LAUNCHED(ctx, "embedding_build_keys");
 	size_t tb = temp;
 	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(tmp, tb, keys_in, keys_out, vals_in, vals_out, n, 0, end_bit,
@@ -434,18 +434,18 @@ static int build_segments(mtlcuda_ctx *ctx, const emb_inputs &a, int64_t total, 
 	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(tmp, tb, keys_out, uniq, counts, runs, n, ctx->compute));
 	tb = temp;
 	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, counts, starts, n, ctx->compute));
-	k_valid_runs<<<1, 1, 0, ctx->compute>>>(runs, uniq, table_rows);
+	MTL_LAUNCH(1, 1, 0, ctx->compute, k_valid_runs)(runs, uniq, table_rows);
 	MTL_LAUNCHED(ctx, "embedding_valid_runs");
-	k_piece_counts<<<grid, kThreads, 0, ctx->compute>>>(runs, counts, total, pieces);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_piece_counts)(runs, counts, total, pieces);
 	MTL_LAUNCHED(ctx, "embedding_piece_counts");
 	tb = temp;
 	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, pieces, piece_start, n, ctx->compute));
-	k_piece_total<<<1, 1, 0, ctx->compute>>>(runs, pieces, piece_start);
+	MTL_LAUNCH(1, 1, 0, ctx->compute, k_piece_total)(runs, pieces, piece_start);
 	MTL_LAUNCHED(ctx, "embedding_piece_total");
 
 	*s = seg_arrays{uniq, counts, starts, vals_out, entry_row, pieces, piece_start, runs, entry_scale, partial};
 	if (dim > 0) {
-		k_pieces<<<mtlcuda_grid(ctx, mp * 32), kThreads, 0, ctx->compute>>>(a, *s, mp, dim);
+		MTL_LAUNCH(mtlcuda_grid(ctx, mp * 32), kThreads, 0, ctx->compute, k_pieces)(a, *s, mp, dim);
 		MTL_LAUNCHED(ctx, "embedding_pieces");
 	}
 	return MTL_OK;
@@ -498,7 +498,7 @@ extern "C" int mtlcuda_embedding_backward(mtlcuda_ctx *ctx, mtlcuda_dptr out_row
 	if (rc != MTL_OK) return rc;
 	int pad = n_unique ? 0 : 1;
 	unsigned grid = mtlcuda_grid(ctx, total * 32);
-	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, capacity, dim, dptr<int>(out_rows),
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_segments<0>)(a, sa, total, capacity, dim, dptr<int>(out_rows),
 	                                                   dptr<float>(out_values), pad, nullptr, nullptr, nullptr,
 	                                                   mtlcuda_sparse_opt{}, nullptr);
 	MTL_LAUNCHED(ctx, "embedding_backward");
@@ -527,7 +527,7 @@ static int embedding_update(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s
 	rc = build_segments(ctx, a, total, table_rows, dim, &sa);
 	if (rc != MTL_OK) return rc;
 	unsigned grid = mtlcuda_grid(ctx, total * 32);
-	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_segments<1>)(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
 	                                                   dptr<float>(s1), dptr<float>(s2), *opt,
 	                                                   dptr<const mtlcuda_step_params>(sp));
 	MTL_LAUNCHED(ctx, "embedding_update");

@@ -308,7 +308,7 @@ int mtlcuda_relu_strided(mtlcuda_ctx *ctx, mtlcuda_dptr x, int batch, int64_t n,
 	if (total <= 0) return MTL_OK;
 	if (batch == 1) stride = 0;
 	MTL_ENTER(ctx);
-	k_relu_strided<<<mtlcuda_grid(ctx, total, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, stride, total);
+	MTL_LAUNCH(mtlcuda_grid(ctx, total, 4), kThreads, 0, ctx->compute, k_relu_strided)(dptr<float>(x), n, stride, total);
 	MTL_LAUNCHED(ctx, "relu_strided");
 	return MTL_OK;
 }
@@ -330,7 +330,7 @@ extern "C" int mtlcuda_gate_forward(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_
 	MTL_ENTER(ctx);
 	gate_ptrs p{};
 	for (int e = 0; e < num_experts; e++) p.x[e] = dptr<const float>(experts[e]);
-	k_gate_forward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_forward)(
 	    dptr<float>(out), dptr<float>(w), dptr<const float>(logits), p, num_experts, rows, d, 1.0f / temperature);
 	MTL_LAUNCHED(ctx, "gate_forward");
 	return MTL_OK;
@@ -357,7 +357,7 @@ extern "C" int mtlcuda_gate_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dlogits, mtl
 		p.x[e] = dptr<const float>(experts[e]);
 		p.dx[e] = dptr<float>(dexperts[e]);
 	}
-	k_gate_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_backward)(
 	    dptr<float>(dlogits), dptr<const float>(dout), dptr<const float>(w), p, num_experts, rows, d,
 	    1.0f / temperature);
 	MTL_LAUNCHED(ctx, "gate_backward");
@@ -383,7 +383,7 @@ extern "C" int mtlcuda_multi_task_loss(mtlcuda_ctx *ctx, mtlcuda_dptr task_loss,
 		loss_tasks p{};
 		for (int t = 0; t < nt; t++) p.t[t] = tasks[t0 + t];
 		float *tl = task_loss ? dptr<float>(task_loss) + t0 : nullptr;
-		k_multi_task_loss<<<dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute, k_multi_task_loss)(
 		    p, rows, scale, tl, dptr<float>(total), ctx->fused_partials, ctx->tickets + kTicketLoss);
 		MTL_LAUNCHED(ctx, "multi_task_loss");
 	}
@@ -408,7 +408,7 @@ extern "C" int mtlcuda_metric_accumulate(mtlcuda_ctx *ctx, mtlcuda_dptr acc, con
 		int nt = num_tasks - t0 < MTL_MAX_METRIC_TASKS ? num_tasks - t0 : MTL_MAX_METRIC_TASKS;
 		metric_tasks p{};
 		for (int t = 0; t < nt; t++) p.t[t] = tasks[t0 + t];
-		k_metrics<<<dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute, k_metrics)(
 		    p, rows, eps, threshold, dptr<double>(acc) + (size_t)t0 * MTL_METRIC_FIELDS, ctx->fused_partials,
 		    ctx->tickets + kTicketMetrics);
 		MTL_LAUNCHED(ctx, "metric_accumulate");

@@ -14,6 +14,16 @@
 
 #include "mtlcuda.h"
 
+// Kernel launches are written once as
+//   MTL_LAUNCH(grid, block, shmem, stream, kernel)(args...);
+// which is kernel<<<grid, block, shmem, stream>>>(args...) for nvcc, and a
+// launch on the emulated device (csrc/emu/mtlemu.h, which defines it first)
+// when g++ builds the same sources for the host. The kernel comes last so
+// that a template kernel's commas need no parentheses.
+#ifndef MTL_LAUNCH
+#define MTL_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<grid, block, shmem, stream>>>
+#endif
+
 // One id-check slot, all fields set to all-ones when clean. key = (position
 // << 32) | (uint32)id of the first bad id (atomicMin keeps the smallest
 // position); row = the smallest batch row with a bad id (which is the row of

@@ -76,10 +76,10 @@ static int run_loss(mtlcuda_ctx *ctx, const char *name, mtlcuda_dptr loss, mtlcu
 	unsigned grid = mtlcuda_grid(ctx, n, 8);
 	if (grid > (unsigned)kMaxReduceBlocks) grid = kMaxReduceBlocks;
 	if (n > 0) {
-		k_loss_partial<KIND><<<grid, kThreads, 0, ctx->compute>>>(ctx->partials, dptr<float>(dz), dptr<const float>(z),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_loss_partial<KIND>)(ctx->partials, dptr<float>(dz), dptr<const float>(z),
 		                                                          dptr<const float>(y), dptr<const float>(w), n, scale);
 		MTL_LAUNCHED(ctx, "loss_partial");
-		k_loss_final<<<1, kThreads, 0, ctx->compute>>>(dptr<float>(loss), ctx->partials, (int)grid, scale);
+		MTL_LAUNCH(1, kThreads, 0, ctx->compute, k_loss_final)(dptr<float>(loss), ctx->partials, (int)grid, scale);
 		MTL_LAUNCHED(ctx, "loss_final");
 	}
 	return MTL_OK;

@@ -88,7 +88,7 @@ static int run_multi(mtlcuda_ctx *ctx, const char *name, const mtlcuda_opt_tenso
 		a.chunk_start[a.count] = chunks;
 		int64_t cap = (int64_t)ctx->sm_count * 8;
 		unsigned grid = (unsigned)(chunks < cap ? chunks : cap);
-		k_multi<OPT><<<grid, kThreads, 0, ctx->compute>>>(a, chunks, lr, b1, b2, eps, 2.0f * l2,
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_multi<OPT>)(a, chunks, lr, b1, b2, eps, 2.0f * l2,
 		                                                       dptr<const mtlcuda_step_params>(sp));
 		MTL_LAUNCHED(ctx, "multi_tensor_optimizer");
 	}
@@ -165,7 +165,7 @@ static int run_sparse(mtlcuda_ctx *ctx, const char *name, mtlcuda_dptr table, mt
 	MTL_REQUIRE(ctx, n >= 0 && dim >= 0 && table_rows >= 0, "%s: negative size", name);
 	if (n == 0 || dim == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_sparse<OPT><<<mtlcuda_grid(ctx, n * dim, 2), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(mtlcuda_grid(ctx, n * dim, 2), kThreads, 0, ctx->compute, k_sparse<OPT>)(
 	    dptr<float>(table), dptr<float>(s1), dptr<float>(s2), table_rows, dim, dptr<const int>(rows),
 	    dptr<const float>(values), n, lr, b1, b2, eps, 2.0f * l2);
 	MTL_LAUNCHED(ctx, "sparse_optimizer");

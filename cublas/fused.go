@@ -133,7 +133,7 @@ func (x *Context) CopyDtoHF64(dst []float64, src uintptr) error {
 
 // StepParamsBytes is the size of the device block the *SP variants read
 // their per-step scalars from (mtlcuda_step_params: lr, lr_t, seed).
-const StepParamsBytes = C.sizeof_mtl_step_params
+const StepParamsBytes = C.sizeof_mtlcuda_step_params
 
 // AdamSP is Adam with the step size read from the step-parameter block sp.
 func (x *Context) AdamSP(buf *OptBuffer, ts []OptTensor, beta1, beta2, eps, l2 float32, sp uintptr) error {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every cuda-tagged test against the emulated device of
+# build/cuda-emu/libmtlcuda.so (make cuda-emu builds it with g++; no CUDA
+# toolkit, no GPU): the Go test binaries link that library first and load it
+# through their rpath (checked with ldd). Prints the wall time at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+emu="$PWD/build/cuda-emu"
+[ -f "$emu/libmtlcuda.so" ] || { echo "emu-check: $emu/libmtlcuda.so is missing: run make cuda-emu" >&2; exit 1; }
+export CGO_LDFLAGS="-L$emu -Wl,-rpath,$emu"
+export LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+start=$SECONDS
+
+echo "== emulated device: symbol namespaces"
+scripts/symbol-check.sh "$emu/libmtlcuda.so"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "== emulated device: link the cuda-tagged test binaries"
+for pkg in cublas kernels mtl tests; do
+	go test -c -tags cuda -o "$tmp/$pkg.test" "./$pkg/"
+	if ! ldd "$tmp/$pkg.test" | grep -q "libmtlcuda.so => $emu/libmtlcuda.so"; then
+		echo "emu-check: $pkg.test does not load the emulated libmtlcuda.so:" >&2
+		ldd "$tmp/$pkg.test" >&2
+		exit 1
+	fi
+done
+
+echo "== emulated device: cuda-tagged tests"
+for pkg in cublas kernels mtl tests; do
+	(cd "$pkg" && "$tmp/$pkg.test" -test.count=1 -test.timeout 10m -test.run "${EMU_RUN:-.}")
+done
+echo "emu-check: ok in $((SECONDS - start))s"
