@@ -816,6 +816,16 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		"command": "train", "model": m.Config().String(), "device": dev.Name(),
 		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
 	}
+	if a.cfg.CUDAGraph {
+		// Whether capture engaged, and why not if it was turned off.
+		n, gerr := m.GraphSteps()
+		report["cuda_graph_steps"] = n
+		fmt.Fprintf(e.stdout, "CUDA graphs: %d of %d steps replayed from captured graphs\n", n, m.Step())
+		if gerr != nil {
+			report["cuda_graph_error"] = gerr.Error()
+			fmt.Fprintf(e.stdout, "CUDA graphs turned off, the other steps ran op by op: %v\n", gerr)
+		}
+	}
 	if hist.StoppedEarly {
 		report["stopped_early"] = true
 		report["best_epoch"] = hist.BestEpoch
