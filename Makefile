@@ -7,7 +7,7 @@ BIN       := bin/mtlrank
 CUDA_BUILD:= build/cuda
 DEMO_OUT  := demo-out
 
-.PHONY: all setup build test test-short vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu clean
+.PHONY: all setup build test test-short vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu clean
 
 all: build
 
@@ -30,6 +30,8 @@ test: setup vet
 	$(GO) test -count=1 -timeout 20m ./...
 	# concurrency tests (shared devices, predictors, scorer, loader) again under the race detector
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/
+	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
+	$(MAKE) test-emulated-gpu
 
 demo: build
 	$(BIN) demo --output_path $(DEMO_OUT)
@@ -68,14 +70,26 @@ $(EMU_BUILD)/emu_%.o: csrc/emu/%.cpp $(EMU_DEPS)
 $(EMU_LIB): $(EMU_OBJ)
 	$(EMU_CXX) -shared -Wl,-soname,libmtlcuda.so -Wl,--version-script=csrc/emu/exports.map -o $@ $(EMU_OBJ) -lpthread
 
-cuda-emu: $(EMU_LIB)
+cuda-emu: $(EMU_LIB) $(EMU_BUILD)/selftest
+
+# The runtime's self-tests (csrc/emu/selftest.cpp), linked with its objects.
+$(EMU_BUILD)/selftest: csrc/emu/selftest.cpp $(EMU_OBJ)
+	$(EMU_CXX) -x c++ $(EMU_FLAGS) -include csrc/emu/mtlemu.h -o $@ $< -x none $(filter $(EMU_BUILD)/emu_%,$(EMU_OBJ)) -lpthread
 
 # test-emulated-gpu runs every cuda-tagged test on the emulated device: the
 # real kernels under a seeded random thread order (MTLCUDA_EMU_SEED, printed
 # on failure), with bounds and host/device checks; then the runtime's own
 # self-tests and the symbol check.
-test-emulated-gpu: $(EMU_LIB)
+test-emulated-gpu: setup-emu
+	$(MAKE) cuda-emu
 	scripts/emu-check.sh
+
+# setup-emu installs the C++ compiler the emulated device is built with.
+setup-emu:
+	@if ! command -v $(EMU_CXX) >/dev/null 2>&1; then \
+		echo "installing g++"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++; \
+	fi
 
 # cuda builds libmtlcuda.so from csrc/ with CMake + nvcc.
 cuda:

@@ -17,7 +17,7 @@ import (
 // Every C function package cublas calls resolves into libmtlcuda.so, not to
 // a namesake elsewhere in the process (the CPU kernels of package kernels
 // once defined 14 of the same names, and the executable's definitions won).
-func TestCallsReachLibmtlcuda(t *testing.T) {
+func TestCUDACallsReachLibmtlcuda(t *testing.T) {
 	lib, err := LibraryPath()
 	require.NoError(t, err)
 	assert.Equal(t, "libmtlcuda.so", filepath.Base(lib))

@@ -13,7 +13,7 @@ export LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 start=$SECONDS
 
 echo "== emulated device: symbol namespaces"
-scripts/symbol-check.sh "$emu/libmtlcuda.so"
+STRICT=1 scripts/symbol-check.sh "$emu/libmtlcuda.so"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -27,8 +27,20 @@ for pkg in cublas kernels mtl tests; do
 	fi
 done
 
+echo "== emulated device: runtime self-tests"
+"$emu/selftest"
+
+# The cuda-tagged tests of each package (the CPU-only tests of the same
+# packages run in the plain go test ./...).
+declare -A runs=(
+	[cublas]='.'
+	[kernels]='CUDA|Fused|Gate|MultiTaskLoss|Metric|LossScratch'
+	[mtl]='CUDA'
+	[tests]='CUDA'
+)
 echo "== emulated device: cuda-tagged tests"
 for pkg in cublas kernels mtl tests; do
-	(cd "$pkg" && "$tmp/$pkg.test" -test.count=1 -test.timeout 10m -test.run "${EMU_RUN:-.}")
+	echo "-- $pkg: -run '${runs[$pkg]}'"
+	(cd "$pkg" && "$tmp/$pkg.test" -test.count=1 -test.timeout 15m -test.run "${runs[$pkg]}")
 done
 echo "emu-check: ok in $((SECONDS - start))s"

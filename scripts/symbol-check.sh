@@ -2,7 +2,8 @@
 # Fails when a symbol is defined both by libmtlcuda.so (argument 1; the CUDA
 # build or the emulated one) and by the Go side's C objects (the CPU kernels
 # of package kernels and every other cgo object) as linked into a -tags cuda
-# binary, and when the library exports anything but the mtlcuda_ C API: a
+# binary, and (STRICT=1) when the library exports anything but the mtlcuda_
+# C API: a
 # symbol defined in the executable wins over the library's, so such a
 # collision silently sends package cublas's calls to the CPU code.
 set -euo pipefail
@@ -21,7 +22,9 @@ if [ -n "$both" ]; then
 	exit 1
 fi
 foreign=$(grep -v '^mtlcuda_' "$tmp/lib.syms" || true)
-if [ -n "$foreign" ]; then
+# The emulated library exports exactly the API (STRICT=1); the CUDA build's
+# exports also depend on the toolkit's static libraries.
+if [ -n "$foreign" ] && [ "${STRICT:-0}" = 1 ]; then
 	echo "symbol-check: $lib exports symbols outside the mtlcuda_ namespace:" >&2
 	echo "$foreign" | head -20 >&2
 	exit 1
