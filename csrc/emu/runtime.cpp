@@ -925,6 +925,11 @@ static void stream_main(mtlemu_stream *s) {
 static mtlemu_stream *g_default_stream;
 
 static mtlemu_stream *stream_new() {
+	// The seed, once per process, where a failing test's output shows it.
+	static std::once_flag said;
+	std::call_once(said, [] {
+		fprintf(stderr, "mtlcuda-emu: emulated CUDA device, MTLCUDA_EMU_SEED=%llu\n", (unsigned long long)g_seed);
+	});
 	mtlemu_stream *s = new mtlemu_stream();
 	s->th = std::thread(stream_main, s);
 	std::lock_guard<std::mutex> lk(g_streams_mu);

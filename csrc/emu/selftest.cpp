@@ -179,6 +179,7 @@ static void check_graphs_and_capture() {
 	OK(cudaGraphInstantiate(&ex, g, 0));
 	OK(cudaGraphDestroy(g));
 	float h = -1;
+	OK(cudaStreamSynchronize(s)); // the memset (s does not order with the default stream)
 	OK(cudaMemcpy(&h, x, 4, cudaMemcpyDeviceToHost));
 	CHECK(h == 0, "a capture ran its work (x = %g)", h);
 	OK(cudaGraphLaunch(ex, s));
