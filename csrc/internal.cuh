@@ -23,6 +23,10 @@
 #ifndef MTL_LAUNCH
 #define MTL_LAUNCH(grid, block, shmem, stream, ...) __VA_ARGS__<<<grid, block, shmem, stream>>>
 #endif
+// The launch's dynamic shared memory (its shmem bytes) as a T array.
+#ifndef MTL_DYNAMIC_SHARED
+#define MTL_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 // One id-check slot, all fields set to all-ones when clean. key = (position
 // << 32) | (uint32)id of the first bad id (atomicMin keeps the smallest

@@ -188,6 +188,10 @@ struct Thread {
 };
 extern thread_local Thread *tls_current;
 
+// The block's dynamic shared memory (the launch's shmem bytes, 16-byte
+// aligned; filled with garbage at the start of every block, as on a GPU).
+void *dynamic_shared();
+
 // Barriers and collectives, called from fibers (they switch to other threads
 // of the block until every participant has arrived).
 void syncthreads();
@@ -246,6 +250,10 @@ T from_bits(uint64_t b) {
 // nvcc's definition (internal.cuh) is kernel<<<grid, block, shmem, stream>>>.
 #define MTL_LAUNCH(grid, block, shmem, stream, ...) \
 	::mtlemu::launcher(#__VA_ARGS__, dim3(grid), dim3(block), (size_t)(shmem), stream, __VA_ARGS__)
+
+// Dynamic shared memory, written once in csrc as MTL_DYNAMIC_SHARED(T, name)
+// (extern __shared__ T name[] for nvcc, see internal.cuh).
+#define MTL_DYNAMIC_SHARED(T, name) T *name = static_cast<T *>(::mtlemu::dynamic_shared())
 
 #define threadIdx (::mtlemu::tls_current->tid)
 #define blockIdx (::mtlemu::tls_current->bid)

@@ -512,6 +512,7 @@ struct Warp {
 
 struct Block {
 	const char *kernel;
+	std::vector<uint64_t> dyn; // dynamic shared memory
 	const Body *body;
 	std::vector<Fiber> fibers;
 	std::vector<Warp> warps;
@@ -528,6 +529,8 @@ struct Block {
 };
 
 static thread_local Block *tls_block = nullptr;
+
+void *dynamic_shared() { return tls_block ? tls_block->dyn.data() : nullptr; }
 static thread_local Fiber *tls_fiber = nullptr;
 thread_local Thread *tls_current = nullptr;
 
@@ -798,7 +801,7 @@ static uint64_t splitmix(uint64_t x) {
 }
 
 // Runs a whole grid (on a stream thread).
-static void run_grid(const char *name, dim3 grid, dim3 block, uint64_t launch_no, const Body &body) {
+static void run_grid(const char *name, dim3 grid, dim3 block, size_t shmem, uint64_t launch_no, const Body &body) {
 	uint64_t nb = (uint64_t)grid.x * grid.y * grid.z;
 	std::vector<uint32_t> order(nb);
 	for (uint64_t i = 0; i < nb; i++) order[i] = (uint32_t)i;
@@ -813,6 +816,7 @@ static void run_grid(const char *name, dim3 grid, dim3 block, uint64_t launch_no
 		uint32_t i = order[k];
 		uint3 bid{i % grid.x, (i / grid.x) % grid.y, i / (grid.x * grid.y)};
 		b.rng.seed(splitmix(g_seed ^ splitmix(launch_no * 1000003ull + i)));
+		b.dyn.assign((shmem + 7) / 8, 0xFFFFFFFFFFFFFFFFull); // garbage until written
 		if (!run_block(b, bid, grid, block, msg, sizeof msg)) {
 			device_fault(cudaErrorLaunchFailure, "%s", msg);
 			return;
@@ -993,9 +997,9 @@ void launch(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t 
 	}
 	// Launch numbers are drawn when the work runs, so that a graph replay
 	// gets a fresh scheduling order.
-	submit(s, name, [name, grid, block, body]() {
+	submit(s, name, [name, grid, block, shmem, body]() {
 		uint64_t no = g_launches.fetch_add(1);
-		run_grid(name, grid, block, no, body);
+		run_grid(name, grid, block, shmem, no, body);
 	});
 }
 

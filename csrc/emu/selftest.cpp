@@ -81,6 +81,15 @@ __global__ void k_divergent(float *x) {
 
 __global__ void k_add(float *x, float v) { x[threadIdx.x] += v; }
 
+// Reverses a block's values through dynamic shared memory.
+__global__ void k_reverse(int *x) {
+	MTL_DYNAMIC_SHARED(int, buf);
+	int t = threadIdx.x, n = blockDim.x;
+	buf[t] = x[blockIdx.x * n + t];
+	__syncthreads();
+	x[blockIdx.x * n + t] = buf[n - 1 - t];
+}
+
 // ---- helpers ----
 
 // Runs f in a child process; returns its exit status and stderr.
@@ -147,6 +156,18 @@ static void check_collectives() {
 		CHECK(r[w * 32] == want, "warp %d: sum %g, want %g", w, r[w * 32], want);
 		for (int l = 1; l < 32; l++) CHECK(r[w * 32 + l] == 0, "warp %d lane %d disagrees", w, l);
 	}
+	// dynamic shared memory, per block
+	int *v;
+	OK(cudaMalloc(&v, 2 * 48 * 4));
+	std::vector<int> hv(96), rv(96);
+	for (int i = 0; i < 96; i++) hv[i] = i * 3 + 1;
+	OK(cudaMemcpy(v, hv.data(), 96 * 4, cudaMemcpyHostToDevice));
+	MTL_LAUNCH(2, 48, 48 * sizeof(int), nullptr, k_reverse)(v);
+	OK(cudaMemcpy(rv.data(), v, 96 * 4, cudaMemcpyDeviceToHost));
+	for (int b = 0; b < 2; b++)
+		for (int t = 0; t < 48; t++)
+			CHECK(rv[b * 48 + t] == hv[b * 48 + 47 - t], "reverse block %d thread %d: %d", b, t, rv[b * 48 + t]);
+	OK(cudaFree(v));
 	// the last-block ticket protocol of the fused reductions
 	unsigned *ticket, *last;
 	OK(cudaMalloc(&ticket, 4));
