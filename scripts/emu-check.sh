@@ -20,9 +20,10 @@ trap 'rm -rf "$tmp"' EXIT
 echo "== emulated device: link the cuda-tagged test binaries"
 for pkg in cublas kernels mtl tests; do
 	go test -c -tags cuda -o "$tmp/$pkg.test" "./$pkg/"
-	if ! ldd "$tmp/$pkg.test" | grep -q "libmtlcuda.so => $emu/libmtlcuda.so"; then
+	deps=$(ldd "$tmp/$pkg.test")
+	if ! grep -q "libmtlcuda.so => $emu/libmtlcuda.so" <<<"$deps"; then
 		echo "emu-check: $pkg.test does not load the emulated libmtlcuda.so:" >&2
-		ldd "$tmp/$pkg.test" >&2
+		echo "$deps" >&2
 		exit 1
 	fi
 done
