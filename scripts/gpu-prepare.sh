@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 
 REF=${REF:-bench/torch_ref.py}
-PKGS=${PKGS:-"kernels mtl"}
+PKGS=${PKGS:-"kernels mtl cublas tests"}
 
 if ! command -v nvcc >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
 	scripts/install-cuda.sh

@@ -213,7 +213,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
-	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step and batches shorter than --train_batch_size run op by op")
+	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step runs op by op, every later batch as a graph captured once per batch size")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
@@ -911,6 +911,16 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	report := map[string]any{
 		"command": "train", "model": m.Config().String(), "device": dev.Name(),
 		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
+	}
+	if a.cfg.CUDAGraph {
+		// Whether capture engaged, and why not if it was turned off.
+		n, gerr := m.GraphSteps()
+		report["cuda_graph_steps"] = n
+		fmt.Fprintf(e.stdout, "CUDA graphs: %d of %d steps replayed from captured graphs\n", n, m.Step())
+		if gerr != nil {
+			report["cuda_graph_error"] = gerr.Error()
+			fmt.Fprintf(e.stdout, "CUDA graphs turned off, the other steps ran op by op: %v\n", gerr)
+		}
 	}
 	if hist.StoppedEarly {
 		report["stopped_early"] = true
