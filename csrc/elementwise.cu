@@ -22,18 +22,18 @@ __global__ void k_fill_i32(int *x, int64_t n, int v) {
 	MTL_FOR(int64_t, i, n) x[i] = v;
 }
 
-extern "C" int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v) {
+extern "C" int mtlcuda_fill_f32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, float v) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_fill<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), n, v);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_fill)(dptr<float>(dst), n, v);
 	MTL_LAUNCHED(ctx, "fill");
 	return MTL_OK;
 }
 
-extern "C" int mtl_fill_i32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, int32_t v) {
+extern "C" int mtlcuda_fill_i32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, int32_t v) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_fill_i32<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<int>(dst), n, v);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_fill_i32)(dptr<int>(dst), n, v);
 	MTL_LAUNCHED(ctx, "fill_i32");
 	return MTL_OK;
 }
@@ -51,25 +51,25 @@ __global__ void k_bias_act(float *x, const float *bias, I rows, I n, I total) {
 	}
 }
 
-extern "C" int mtl_bias_act(mtl_ctx *ctx, mtl_dptr x, mtl_dptr bias, int groups, int64_t rows, int n, int act) {
+extern "C" int mtlcuda_bias_act(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr bias, int groups, int64_t rows, int n, int act) {
 	MTL_REQUIRE(ctx, groups >= 0 && rows >= 0 && n >= 0, "bias_act: negative size");
 	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "bias_act: unknown activation %d", act);
 	int64_t total = (int64_t)groups * rows * n;
 	if (total == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	unsigned grid = mtl_grid(ctx, total, 4);
+	unsigned grid = mtlcuda_grid(ctx, total, 4);
 	float *px = dptr<float>(x);
 	const float *pb = dptr<const float>(bias);
 	if (fits32(total)) {
 		if (act == MTL_ACT_RELU)
-			k_bias_act<int, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int, true>)(px, pb, (int)rows, n, (int)total);
 		else
-			k_bias_act<int, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, (int)rows, n, (int)total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int, false>)(px, pb, (int)rows, n, (int)total);
 	} else {
 		if (act == MTL_ACT_RELU)
-			k_bias_act<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int64_t, true>)(px, pb, rows, n, total);
 		else
-			k_bias_act<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(px, pb, rows, n, total);
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_bias_act<int64_t, false>)(px, pb, rows, n, total);
 	}
 	MTL_LAUNCHED(ctx, "bias_act");
 	return MTL_OK;
@@ -81,11 +81,11 @@ __global__ void k_relu_backward(float *dy, const float *y, int64_t n) {
 	}
 }
 
-extern "C" int mtl_act_backward(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr y, int64_t n, int act) {
+extern "C" int mtlcuda_act_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr y, int64_t n, int act) {
 	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "act_backward: unknown activation %d", act);
 	if (n <= 0 || act == MTL_ACT_LINEAR) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_relu_backward<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dy), dptr<const float>(y), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_relu_backward)(dptr<float>(dy), dptr<const float>(y), n);
 	MTL_LAUNCHED(ctx, "relu_backward");
 	return MTL_OK;
 }
@@ -110,7 +110,7 @@ __global__ void k_dropout(float *x, float *mask, int64_t n, uint64_t threshold, 
 	}
 }
 
-// layers.MixSeed(base, site, layer) (see mtl_dropout_sp).
+// layers.MixSeed(base, site, layer) (see mtlcuda_dropout_sp).
 __device__ __forceinline__ uint64_t mix_seed(uint64_t base, uint64_t site, uint64_t layer) {
 	const uint64_t parts[3] = {base, site, layer};
 	uint64_t s = 0x9E3779B97F4A7C15ull;
@@ -129,7 +129,7 @@ __device__ __forceinline__ uint64_t mix_seed(uint64_t base, uint64_t site, uint6
 // The step seed is read once per thread (a 16-byte block, cached) and mixed
 // per thread: cheaper than a separate launch to derive it.
 __global__ void k_dropout_sp(float *x, float *mask, int64_t n, uint64_t threshold, float scale,
-                             const mtl_step_params *sp, uint64_t site, uint64_t layer) {
+                             const mtlcuda_step_params *sp, uint64_t site, uint64_t layer) {
 	const uint64_t seed = mix_seed(sp->seed, site, layer);
 	MTL_FOR(int64_t, i, n) {
 		float m = (dropout_hash(seed, (uint64_t)i) >> 40) < threshold ? 0.0f : scale;
@@ -138,22 +138,22 @@ __global__ void k_dropout_sp(float *x, float *mask, int64_t n, uint64_t threshol
 	}
 }
 
-extern "C" int mtl_dropout_sp(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
-                              mtl_dptr sp, uint64_t site, uint64_t layer) {
+extern "C" int mtlcuda_dropout_sp(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr mask, int64_t n, uint64_t threshold, float scale,
+                              mtlcuda_dptr sp, uint64_t site, uint64_t layer) {
 	MTL_REQUIRE(ctx, sp != 0, "dropout_sp: no step parameters");
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_dropout_sp<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(
-	    dptr<float>(x), dptr<float>(mask), n, threshold, scale, dptr<const mtl_step_params>(sp), site, layer);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_dropout_sp)(
+	    dptr<float>(x), dptr<float>(mask), n, threshold, scale, dptr<const mtlcuda_step_params>(sp), site, layer);
 	MTL_LAUNCHED(ctx, "dropout_sp");
 	return MTL_OK;
 }
 
-extern "C" int mtl_dropout(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+extern "C" int mtlcuda_dropout(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr mask, int64_t n, uint64_t threshold, float scale,
                            uint64_t seed) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_dropout<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), dptr<float>(mask), n, threshold,
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_dropout)(dptr<float>(x), dptr<float>(mask), n, threshold,
 	                                                               scale, seed);
 	MTL_LAUNCHED(ctx, "dropout");
 	return MTL_OK;
@@ -188,43 +188,43 @@ __global__ void k_sigmoid(float *y, const float *x, int64_t n) {
 	MTL_FOR(int64_t, i, n) y[i] = sigmoid_stable(x[i]);
 }
 
-extern "C" int mtl_mul(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr a, mtl_dptr b, int64_t n) {
+extern "C" int mtlcuda_mul(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr a, mtlcuda_dptr b, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_mul<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(a),
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_mul)(dptr<float>(dst), dptr<const float>(a),
 	                                                           dptr<const float>(b), n);
 	MTL_LAUNCHED(ctx, "mul");
 	return MTL_OK;
 }
 
-extern "C" int mtl_axpy(mtl_ctx *ctx, float alpha, mtl_dptr x, mtl_dptr y, int64_t n) {
+extern "C" int mtlcuda_axpy(mtlcuda_ctx *ctx, float alpha, mtlcuda_dptr x, mtlcuda_dptr y, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_axpy<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(alpha, dptr<const float>(x), dptr<float>(y), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_axpy)(alpha, dptr<const float>(x), dptr<float>(y), n);
 	MTL_LAUNCHED(ctx, "axpy");
 	return MTL_OK;
 }
 
-extern "C" int mtl_scale(mtl_ctx *ctx, mtl_dptr x, int64_t n, float alpha) {
+extern "C" int mtlcuda_scale(mtlcuda_ctx *ctx, mtlcuda_dptr x, int64_t n, float alpha) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_scale<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, alpha);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_scale)(dptr<float>(x), n, alpha);
 	MTL_LAUNCHED(ctx, "scale");
 	return MTL_OK;
 }
 
-extern "C" int mtl_equal_mask(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, int64_t n, float value) {
+extern "C" int mtlcuda_equal_mask(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr src, int64_t n, float value) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_equal<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(dst), dptr<const float>(src), n, value);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_equal)(dptr<float>(dst), dptr<const float>(src), n, value);
 	MTL_LAUNCHED(ctx, "equal_mask");
 	return MTL_OK;
 }
 
-extern "C" int mtl_sigmoid(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t n) {
+extern "C" int mtlcuda_sigmoid(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t n) {
 	if (n <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_sigmoid<<<mtl_grid(ctx, n, 4), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), n);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_sigmoid)(dptr<float>(y), dptr<const float>(x), n);
 	MTL_LAUNCHED(ctx, "sigmoid");
 	return MTL_OK;
 }
@@ -243,7 +243,7 @@ __global__ void k_copy_cols(float *dst, I dst_cols, I dst_col, const float *src,
 	}
 }
 
-extern "C" int mtl_copy_cols(mtl_ctx *ctx, mtl_dptr dst, int dst_cols, int dst_col, mtl_dptr src, int src_cols,
+extern "C" int mtlcuda_copy_cols(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int dst_cols, int dst_col, mtlcuda_dptr src, int src_cols,
                              int src_col, int64_t rows, int width, int accumulate) {
 	MTL_REQUIRE(ctx, rows >= 0 && width >= 0 && dst_col >= 0 && src_col >= 0 && dst_col + width <= dst_cols &&
 	                     src_col + width <= src_cols,
@@ -252,24 +252,24 @@ extern "C" int mtl_copy_cols(mtl_ctx *ctx, mtl_dptr dst, int dst_cols, int dst_c
 	int64_t total = rows * width;
 	if (total == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	unsigned grid = mtl_grid(ctx, total, 4);
+	unsigned grid = mtlcuda_grid(ctx, total, 4);
 	float *d = dptr<float>(dst);
 	const float *s = dptr<const float>(src);
 	// The largest index touched is rows*max(cols); 32-bit indices when it fits.
 	int64_t span = rows * (int64_t)(dst_cols > src_cols ? dst_cols : src_cols);
 	if (fits32(span)) {
 		if (accumulate)
-			k_copy_cols<int, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int, true>)(d, dst_cols, dst_col, s, src_cols, src_col,
 			                                                             width, (int)total);
 		else
-			k_copy_cols<int, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols, src_col,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int, false>)(d, dst_cols, dst_col, s, src_cols, src_col,
 			                                                              width, (int)total);
 	} else {
 		if (accumulate)
-			k_copy_cols<int64_t, true><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int64_t, true>)(d, dst_cols, dst_col, s, src_cols,
 			                                                                 src_col, width, total);
 		else
-			k_copy_cols<int64_t, false><<<grid, kThreads, 0, ctx->compute>>>(d, dst_cols, dst_col, s, src_cols,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_copy_cols<int64_t, false>)(d, dst_cols, dst_col, s, src_cols,
 			                                                                  src_col, width, total);
 	}
 	MTL_LAUNCHED(ctx, "copy_cols");
@@ -334,26 +334,26 @@ __global__ void k_softmax_backward(float *dx, const float *dy, const float *y, i
 }
 
 // Grid for one warp per row.
-static unsigned warp_grid(const mtl_ctx *ctx, int64_t rows) { return mtl_grid(ctx, rows * 32); }
+static unsigned warp_grid(const mtlcuda_ctx *ctx, int64_t rows) { return mtlcuda_grid(ctx, rows * 32); }
 
-extern "C" int mtl_softmax_rows(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t rows, int cols, float temperature) {
+extern "C" int mtlcuda_softmax_rows(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t rows, int cols, float temperature) {
 	MTL_REQUIRE(ctx, rows >= 0 && cols >= 0, "softmax: negative size");
 	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax: temperature must not be 0");
 	if (rows == 0 || cols == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_softmax<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(dptr<float>(y), dptr<const float>(x), rows, cols,
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_softmax)(dptr<float>(y), dptr<const float>(x), rows, cols,
 	                                                                1.0f / temperature);
 	MTL_LAUNCHED(ctx, "softmax");
 	return MTL_OK;
 }
 
-extern "C" int mtl_softmax_backward(mtl_ctx *ctx, mtl_dptr dx, mtl_dptr dy, mtl_dptr y, int64_t rows, int cols,
+extern "C" int mtlcuda_softmax_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dx, mtlcuda_dptr dy, mtlcuda_dptr y, int64_t rows, int cols,
                                     float temperature) {
 	MTL_REQUIRE(ctx, rows >= 0 && cols >= 0, "softmax_backward: negative size");
 	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "softmax_backward: temperature must not be 0");
 	if (rows == 0 || cols == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_softmax_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_softmax_backward)(
 	    dptr<float>(dx), dptr<const float>(dy), dptr<const float>(y), rows, cols, 1.0f / temperature);
 	MTL_LAUNCHED(ctx, "softmax_backward");
 	return MTL_OK;
@@ -381,24 +381,24 @@ __global__ void k_gate_combine(float *out, const float *w, expert_ptrs ex, int n
 	}
 }
 
-extern "C" int mtl_gate_combine(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, const mtl_dptr *experts, int num_experts,
+extern "C" int mtlcuda_gate_combine(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_dptr w, const mtlcuda_dptr *experts, int num_experts,
                                 int64_t rows, int d) {
 	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_combine: %d experts, %lld rows, width %d",
 	            num_experts, (long long)rows, d);
 	int64_t total = rows * d;
 	if (total == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	unsigned grid = mtl_grid(ctx, total, 2);
+	unsigned grid = mtlcuda_grid(ctx, total, 2);
 	for (int e0 = 0; e0 < num_experts; e0 += MTL_MAX_EXPERTS) {
 		int ne = num_experts - e0 < MTL_MAX_EXPERTS ? num_experts - e0 : MTL_MAX_EXPERTS;
 		expert_ptrs p{};
 		for (int e = 0; e < ne; e++) p.x[e] = dptr<const float>(experts[e0 + e]);
 		bool acc = e0 > 0;
 		if (fits32(total) && fits32(rows * num_experts))
-			k_gate_combine<int><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p, ne,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gate_combine<int>)(dptr<float>(out), dptr<const float>(w), p, ne,
 			                                                         e0, num_experts, d, (int)total, acc);
 		else
-			k_gate_combine<int64_t><<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), dptr<const float>(w), p,
+			MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gate_combine<int64_t>)(dptr<float>(out), dptr<const float>(w), p,
 			                                                             ne, e0, num_experts, d, total, acc);
 		MTL_LAUNCHED(ctx, "gate_combine");
 	}
@@ -430,13 +430,13 @@ __global__ void k_gate_combine_backward(const float *dout, const float *w, exper
 	}
 }
 
-extern "C" int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
-                                         mtl_dptr dw, const mtl_dptr *dexperts, int num_experts, int64_t rows, int d) {
+extern "C" int mtlcuda_gate_combine_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dout, mtlcuda_dptr w, const mtlcuda_dptr *experts,
+                                         mtlcuda_dptr dw, const mtlcuda_dptr *dexperts, int num_experts, int64_t rows, int d) {
 	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_combine_backward: %d experts, %lld rows, width %d",
 	            num_experts, (long long)rows, d);
 	if (rows == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	if (d == 0) return mtl_memset(ctx, dw, 0, (size_t)rows * num_experts * 4);
+	if (d == 0) return mtlcuda_memset(ctx, dw, 0, (size_t)rows * num_experts * 4);
 	for (int e0 = 0; e0 < num_experts; e0 += MTL_MAX_EXPERTS) {
 		int ne = num_experts - e0 < MTL_MAX_EXPERTS ? num_experts - e0 : MTL_MAX_EXPERTS;
 		expert_ptrs p{};
@@ -444,7 +444,7 @@ extern "C" int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w
 			p.x[e] = dptr<const float>(experts[e0 + e]);
 			p.dx[e] = dptr<float>(dexperts[e0 + e]);
 		}
-		k_gate_combine_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_combine_backward)(
 		    dptr<const float>(dout), dptr<const float>(w), p, dptr<float>(dw), ne, e0, num_experts, rows, d);
 		MTL_LAUNCHED(ctx, "gate_combine_backward");
 	}

@@ -35,7 +35,7 @@ __device__ __forceinline__ float comb_scale(int comb, int64_t n) {
 	return 1.0f;
 }
 
-__device__ __forceinline__ void record_bad_id(mtl_idcheck_slot *s, int64_t pos, int64_t row, int id,
+__device__ __forceinline__ void record_bad_id(mtlcuda_idcheck_slot *s, int64_t pos, int64_t row, int id,
                                               int64_t table_rows) {
 	unsigned long long key = ((unsigned long long)pos << 32) | (unsigned int)id;
 	atomicMin(&s->key, key);
@@ -48,7 +48,7 @@ __device__ __forceinline__ void record_bad_id(mtl_idcheck_slot *s, int64_t pos, 
 // Thread per output element (b, j): consecutive threads read consecutive
 // columns of one table row.
 __global__ void k_gather(float *out, int out_cols, int col, const float *table, int64_t table_rows, int dim,
-                         const int *ids, int64_t batch, mtl_idcheck_slot *slot) {
+                         const int *ids, int64_t batch, mtlcuda_idcheck_slot *slot) {
 	int64_t total = batch * dim;
 	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)blockDim.x * gridDim.x) {
 		int64_t b = k / dim;
@@ -66,7 +66,7 @@ __global__ void k_gather(float *out, int out_cols, int col, const float *table, 
 
 __global__ void k_gather_list(float *out, int out_cols, int col, const float *table, int64_t table_rows, int dim,
                               const int *ids, int64_t num_ids, const int *offsets, int64_t batch, int comb,
-                              mtl_idcheck_slot *slot) {
+                              mtlcuda_idcheck_slot *slot) {
 	int64_t total = batch * dim;
 	for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)blockDim.x * gridDim.x) {
 		int64_t b = k / dim;
@@ -90,8 +90,8 @@ __global__ void k_gather_list(float *out, int out_cols, int col, const float *ta
 	}
 }
 
-extern "C" int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, int col, mtl_dptr table,
-                                    int64_t table_rows, int dim, mtl_dptr ids, int64_t num_ids, mtl_dptr offsets,
+extern "C" int mtlcuda_embedding_gather(mtlcuda_ctx *ctx, mtlcuda_dptr out, int out_cols, int col, mtlcuda_dptr table,
+                                    int64_t table_rows, int dim, mtlcuda_dptr ids, int64_t num_ids, mtlcuda_dptr offsets,
                                     int64_t batch, int comb, int slot) {
 	MTL_REQUIRE(ctx, batch >= 0 && dim >= 0 && col >= 0 && col + dim <= out_cols,
 	            "embedding_gather: %d columns at column %d of a %d-column output", dim, col, out_cols);
@@ -102,15 +102,15 @@ extern "C" int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, in
 	MTL_ENTER(ctx);
 	if (slot < 0) slot = 0;
 	if (slot >= MTL_IDCHECK_SLOTS) slot = MTL_IDCHECK_SLOTS - 1;
-	mtl_idcheck_slot *s = ctx->idcheck + slot;
-	unsigned grid = mtl_grid(ctx, batch * dim, 2);
+	mtlcuda_idcheck_slot *s = ctx->idcheck + slot;
+	unsigned grid = mtlcuda_grid(ctx, batch * dim, 2);
 	if (offsets == 0) {
 		MTL_REQUIRE(ctx, num_ids >= batch, "embedding_gather: %lld ids for %lld rows", (long long)num_ids,
 		            (long long)batch);
-		k_gather<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gather)(dptr<float>(out), out_cols, col, dptr<const float>(table),
 		                                              table_rows, dim, dptr<const int>(ids), batch, s);
 	} else {
-		k_gather_list<<<grid, kThreads, 0, ctx->compute>>>(dptr<float>(out), out_cols, col, dptr<const float>(table),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_gather_list)(dptr<float>(out), out_cols, col, dptr<const float>(table),
 		                                                   table_rows, dim, dptr<const int>(ids), num_ids,
 		                                                   dptr<const int>(offsets), batch, comb, s);
 	}
@@ -118,17 +118,17 @@ extern "C" int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, in
 	return MTL_OK;
 }
 
-extern "C" int mtl_idcheck_fetch(mtl_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row,
+extern "C" int mtlcuda_idcheck_fetch(mtlcuda_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row,
                                  int64_t *id, int64_t *table_rows) {
 	*found = 0;
 	*slot = -1;
 	*pos = *row = *id = *table_rows = -1;
 	if (slots <= 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	if (ctx->capturing) return mtl_fail(ctx, MTL_ERR_CAPTURE, "id check read-back while capturing a graph");
+	if (ctx->capturing) return mtlcuda_fail(ctx, MTL_ERR_CAPTURE, "id check read-back while capturing a graph");
 	if (slots > MTL_IDCHECK_SLOTS) slots = MTL_IDCHECK_SLOTS;
-	size_t bytes = sizeof(mtl_idcheck_slot) * (size_t)slots;
-	mtl_idcheck_slot *host = static_cast<mtl_idcheck_slot *>(ctx->host_small);
+	size_t bytes = sizeof(mtlcuda_idcheck_slot) * (size_t)slots;
+	mtlcuda_idcheck_slot *host = static_cast<mtlcuda_idcheck_slot *>(ctx->host_small);
 	MTL_CUDA(ctx, cudaMemcpyAsync(host, ctx->idcheck, bytes, cudaMemcpyDeviceToHost, ctx->compute));
 	MTL_CUDA(ctx, cudaMemsetAsync(ctx->idcheck, 0xFF, bytes, ctx->compute));
 	MTL_CUDA(ctx, cudaStreamSynchronize(ctx->compute));
@@ -156,7 +156,7 @@ extern "C" int mtl_idcheck_fetch(mtl_ctx *ctx, int slots, int *found, int *slot,
 // ---- backward ----
 
 struct emb_inputs {
-	mtl_emb_input in[MTL_MAX_EMB_INPUTS];
+	mtlcuda_emb_input in[MTL_MAX_EMB_INPUTS];
 	int64_t base[MTL_MAX_EMB_INPUTS + 1]; // global entry number of each input's first id
 	int count;
 };
@@ -177,7 +177,7 @@ __global__ void k_build_keys(emb_inputs a, int64_t total, int64_t table_rows, un
                              int *entry_row, float *entry_scale) {
 	for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < total; g += (int64_t)blockDim.x * gridDim.x) {
 		int i = input_of(a, g);
-		const mtl_emb_input &in = a.in[i];
+		const mtlcuda_emb_input &in = a.in[i];
 		int64_t j = g - a.base[i];
 		const int *offs = dptr<const int>(in.offsets);
 		bool inside = offs ? (j >= offs[0] && j < offs[in.batch]) : j < in.batch;
@@ -250,7 +250,7 @@ __device__ __forceinline__ void sum_entries(const emb_inputs &a, const seg_array
 #pragma unroll
 		for (int q = 0; q < 4; q++) {
 			int g = s.sorted_vals[e + q];
-			const mtl_emb_input &in = a.in[input_of(a, g)];
+			const mtlcuda_emb_input &in = a.in[input_of(a, g)];
 			row[q] = dptr<const float>(in.dout) + (int64_t)s.entry_row[g] * in.dout_cols + in.col;
 			sc[q] = s.entry_scale[g];
 		}
@@ -267,7 +267,7 @@ __device__ __forceinline__ void sum_entries(const emb_inputs &a, const seg_array
 	}
 	for (; e < to; e++) {
 		int g = s.sorted_vals[e];
-		const mtl_emb_input &in = a.in[input_of(a, g)];
+		const mtlcuda_emb_input &in = a.in[input_of(a, g)];
 		const float *row = dptr<const float>(in.dout) + (int64_t)s.entry_row[g] * in.dout_cols + in.col;
 		float sc = s.entry_scale[g];
 #pragma unroll
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(kThreads) k_pieces(emb_inputs a, seg_arrays s,
 template <int MODE>
 __global__ void __launch_bounds__(kThreads)
     k_segments(emb_inputs a, seg_arrays s, int64_t total, int64_t capacity, int dim, int *out_rows, float *out_values,
-               int pad, float *table, float *s1, float *s2, mtl_sparse_opt opt, const mtl_step_params *sp) {
+               int pad, float *table, float *s1, float *s2, mtlcuda_sparse_opt opt, const mtlcuda_step_params *sp) {
 	if (MODE == 1 && sp) opt.lr = opt.kind == MTL_OPT_ADAM ? sp->lr_t : sp->lr;
 	int lane = threadIdx.x & 31;
 	int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -388,7 +388,7 @@ static int64_t max_pieces(int64_t total) { return 2 * total / kPiece + 1; }
 
 // Steps 1-4 (see the top of the file), queued on the compute stream; s gets
 // the arrays step 5 reads.
-static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int64_t table_rows, int dim,
+static int build_segments(mtlcuda_ctx *ctx, const emb_inputs &a, int64_t total, int64_t table_rows, int dim,
                           seg_arrays *s) {
 	int n = (int)total;
 	int end_bit = 1;
@@ -405,7 +405,7 @@ static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int6
 	const int64_t mp = max_pieces(total);
 	const size_t partial_bytes = align_up((size_t)mp * (size_t)dim * 4);
 	const size_t need = 11 * arr + align_up(4 * sizeof(int)) + partial_bytes + align_up(temp);
-	int rc = mtl_scratch_reserve(ctx, need);
+	int rc = mtlcuda_scratch_reserve(ctx, need);
 	if (rc != MTL_OK) return rc;
 	char *p = ctx->scratch;
 	auto take = [&p](size_t bytes) {
@@ -422,8 +422,8 @@ static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int6
 	float *partial = (float *)take(partial_bytes);
 	void *tmp = take(align_up(temp));
 
-	const unsigned grid = mtl_grid(ctx, total, 2);
-	k_build_keys<<<grid, kThreads, 0, ctx->compute>>>(a, total, table_rows, keys_in, vals_in, entry_row, entry_scale);
+	const unsigned grid = mtlcuda_grid(ctx, total, 2);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_build_keys)(a, total, table_rows, keys_in, vals_in, entry_row, entry_scale);
 	MTL_LAUNCHED(ctx, "embedding_build_keys");
 	size_t tb = temp;
 	MTL_CUDA(ctx, cub::DeviceRadixSort::SortPairs(tmp, tb, keys_in, keys_out, vals_in, vals_out, n, 0, end_bit,
@@ -434,24 +434,24 @@ static int build_segments(mtl_ctx *ctx, const emb_inputs &a, int64_t total, int6
 	MTL_CUDA(ctx, cub::DeviceRunLengthEncode::Encode(tmp, tb, keys_out, uniq, counts, runs, n, ctx->compute));
 	tb = temp;
 	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, counts, starts, n, ctx->compute));
-	k_valid_runs<<<1, 1, 0, ctx->compute>>>(runs, uniq, table_rows);
+	MTL_LAUNCH(1, 1, 0, ctx->compute, k_valid_runs)(runs, uniq, table_rows);
 	MTL_LAUNCHED(ctx, "embedding_valid_runs");
-	k_piece_counts<<<grid, kThreads, 0, ctx->compute>>>(runs, counts, total, pieces);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_piece_counts)(runs, counts, total, pieces);
 	MTL_LAUNCHED(ctx, "embedding_piece_counts");
 	tb = temp;
 	MTL_CUDA(ctx, cub::DeviceScan::ExclusiveSum(tmp, tb, pieces, piece_start, n, ctx->compute));
-	k_piece_total<<<1, 1, 0, ctx->compute>>>(runs, pieces, piece_start);
+	MTL_LAUNCH(1, 1, 0, ctx->compute, k_piece_total)(runs, pieces, piece_start);
 	MTL_LAUNCHED(ctx, "embedding_piece_total");
 
 	*s = seg_arrays{uniq, counts, starts, vals_out, entry_row, pieces, piece_start, runs, entry_scale, partial};
 	if (dim > 0) {
-		k_pieces<<<mtl_grid(ctx, mp * 32), kThreads, 0, ctx->compute>>>(a, *s, mp, dim);
+		MTL_LAUNCH(mtlcuda_grid(ctx, mp * 32), kThreads, 0, ctx->compute, k_pieces)(a, *s, mp, dim);
 		MTL_LAUNCHED(ctx, "embedding_pieces");
 	}
 	return MTL_OK;
 }
 
-static int pack_inputs(mtl_ctx *ctx, const char *name, const mtl_emb_input *inputs, int num_inputs, int64_t table_rows,
+static int pack_inputs(mtlcuda_ctx *ctx, const char *name, const mtlcuda_emb_input *inputs, int num_inputs, int64_t table_rows,
                        int dim, emb_inputs *a, int64_t *total) {
 	MTL_REQUIRE(ctx, num_inputs >= 1 && num_inputs <= MTL_MAX_EMB_INPUTS, "%s: %d inputs (1 to %d allowed)", name,
 	            num_inputs, MTL_MAX_EMB_INPUTS);
@@ -460,7 +460,7 @@ static int pack_inputs(mtl_ctx *ctx, const char *name, const mtl_emb_input *inpu
 	*a = emb_inputs{};
 	int64_t t = 0;
 	for (int i = 0; i < num_inputs; i++) {
-		const mtl_emb_input &in = inputs[i];
+		const mtlcuda_emb_input &in = inputs[i];
 		MTL_REQUIRE(ctx, in.num_ids >= 0 && in.batch >= 0 && in.col >= 0 && in.col + dim <= in.dout_cols,
 		            "%s: input %d: %lld ids, %lld rows, %d columns at column %d of %d", name, i, (long long)in.num_ids,
 		            (long long)in.batch, dim, in.col, in.dout_cols);
@@ -479,8 +479,8 @@ static int pack_inputs(mtl_ctx *ctx, const char *name, const mtl_emb_input *inpu
 	return MTL_OK;
 }
 
-extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t capacity,
-                                      int64_t table_rows, int dim, const mtl_emb_input *inputs, int num_inputs,
+extern "C" int mtlcuda_embedding_backward(mtlcuda_ctx *ctx, mtlcuda_dptr out_rows, mtlcuda_dptr out_values, int64_t capacity,
+                                      int64_t table_rows, int dim, const mtlcuda_emb_input *inputs, int num_inputs,
                                       int64_t *n_unique) {
 	MTL_REQUIRE(ctx, capacity >= 0, "embedding_backward: negative capacity");
 	emb_inputs a;
@@ -491,16 +491,16 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	if (total == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (n_unique && ctx->capturing)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "embedding_backward cannot read the unique-row count while capturing a graph");
 	seg_arrays sa;
 	rc = build_segments(ctx, a, total, table_rows, dim, &sa);
 	if (rc != MTL_OK) return rc;
 	int pad = n_unique ? 0 : 1;
-	unsigned grid = mtl_grid(ctx, total * 32);
-	k_segments<0><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, capacity, dim, dptr<int>(out_rows),
+	unsigned grid = mtlcuda_grid(ctx, total * 32);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_segments<0>)(a, sa, total, capacity, dim, dptr<int>(out_rows),
 	                                                   dptr<float>(out_values), pad, nullptr, nullptr, nullptr,
-	                                                   mtl_sparse_opt{}, nullptr);
+	                                                   mtlcuda_sparse_opt{}, nullptr);
 	MTL_LAUNCHED(ctx, "embedding_backward");
 	if (n_unique) {
 		int *host = static_cast<int *>(ctx->host_small);
@@ -511,8 +511,8 @@ extern "C" int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr 
 	return MTL_OK;
 }
 
-static int embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows, int dim,
-                            const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt, mtl_dptr sp) {
+static int embedding_update(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows, int dim,
+                            const mtlcuda_emb_input *inputs, int num_inputs, const mtlcuda_sparse_opt *opt, mtlcuda_dptr sp) {
 	emb_inputs a;
 	int64_t total = 0;
 	int rc = pack_inputs(ctx, "embedding_update", inputs, num_inputs, table_rows, dim, &a, &total);
@@ -526,22 +526,22 @@ static int embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr 
 	seg_arrays sa;
 	rc = build_segments(ctx, a, total, table_rows, dim, &sa);
 	if (rc != MTL_OK) return rc;
-	unsigned grid = mtl_grid(ctx, total * 32);
-	k_segments<1><<<grid, kThreads, 0, ctx->compute>>>(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
+	unsigned grid = mtlcuda_grid(ctx, total * 32);
+	MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_segments<1>)(a, sa, total, total, dim, nullptr, nullptr, 0, dptr<float>(table),
 	                                                   dptr<float>(s1), dptr<float>(s2), *opt,
-	                                                   dptr<const mtl_step_params>(sp));
+	                                                   dptr<const mtlcuda_step_params>(sp));
 	MTL_LAUNCHED(ctx, "embedding_update");
 	return MTL_OK;
 }
 
-extern "C" int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt) {
+extern "C" int mtlcuda_embedding_update(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows,
+                                    int dim, const mtlcuda_emb_input *inputs, int num_inputs, const mtlcuda_sparse_opt *opt) {
 	return embedding_update(ctx, table, s1, s2, table_rows, dim, inputs, num_inputs, opt, 0);
 }
 
-extern "C" int mtl_embedding_update_sp(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                                       int dim, const mtl_emb_input *inputs, int num_inputs,
-                                       const mtl_sparse_opt *opt, mtl_dptr sp) {
+extern "C" int mtlcuda_embedding_update_sp(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows,
+                                       int dim, const mtlcuda_emb_input *inputs, int num_inputs,
+                                       const mtlcuda_sparse_opt *opt, mtlcuda_dptr sp) {
 	MTL_REQUIRE(ctx, sp != 0, "embedding_update_sp: no step parameters");
 	return embedding_update(ctx, table, s1, s2, table_rows, dim, inputs, num_inputs, opt, sp);
 }

@@ -122,12 +122,12 @@ __global__ void __launch_bounds__(kThreads)
 	}
 }
 
-unsigned warp_grid(const mtl_ctx *ctx, int64_t rows) { return mtl_grid(ctx, rows * 32); }
+unsigned warp_grid(const mtlcuda_ctx *ctx, int64_t rows) { return mtlcuda_grid(ctx, rows * 32); }
 
 // ---- multi-task loss ----
 
 struct loss_tasks {
-	mtl_loss_task t[MTL_MAX_LOSS_TASKS];
+	mtlcuda_loss_task t[MTL_MAX_LOSS_TASKS];
 };
 
 // Blocks per task of the fused reductions: about 4 rows per thread, at most
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
 	__shared__ double sh[kWarps];
 	__shared__ double lam[MTL_MAX_LOSS_TASKS];
 	__shared__ bool last;
-	const mtl_loss_task &tk = tl.t[blockIdx.y];
+	const mtlcuda_loss_task &tk = tl.t[blockIdx.y];
 	const float *z = dptr<const float>(tk.z), *y = dptr<const float>(tk.y);
 	const float *wcol = dptr<const float>(tk.weight), *space = dptr<const float>(tk.space);
 	float *dz = dptr<float>(tk.dz);
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kThreads)
 // ---- metrics ----
 
 struct metric_tasks {
-	mtl_metric_task t[MTL_MAX_METRIC_TASKS];
+	mtlcuda_metric_task t[MTL_MAX_METRIC_TASKS];
 };
 
 __global__ void __launch_bounds__(kThreads)
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
               unsigned *ticket) {
 	__shared__ double sh[kWarps][MTL_METRIC_FIELDS];
 	__shared__ bool last;
-	const mtl_metric_task &tk = tl.t[blockIdx.y];
+	const mtlcuda_metric_task &tk = tl.t[blockIdx.y];
 	const float *pred = dptr<const float>(tk.pred), *label = dptr<const float>(tk.label);
 	const float *mask = dptr<const float>(tk.mask);
 	const bool binary = tk.binary != 0;
@@ -303,19 +303,19 @@ __global__ void k_relu_strided(float *x, int64_t n, int64_t stride, int64_t tota
 
 } // namespace
 
-int mtl_relu_strided(mtl_ctx *ctx, mtl_dptr x, int batch, int64_t n, int64_t stride) {
+int mtlcuda_relu_strided(mtlcuda_ctx *ctx, mtlcuda_dptr x, int batch, int64_t n, int64_t stride) {
 	int64_t total = (int64_t)batch * n;
 	if (total <= 0) return MTL_OK;
 	if (batch == 1) stride = 0;
 	MTL_ENTER(ctx);
-	k_relu_strided<<<mtl_grid(ctx, total, 4), kThreads, 0, ctx->compute>>>(dptr<float>(x), n, stride, total);
+	MTL_LAUNCH(mtlcuda_grid(ctx, total, 4), kThreads, 0, ctx->compute, k_relu_strided)(dptr<float>(x), n, stride, total);
 	MTL_LAUNCHED(ctx, "relu_strided");
 	return MTL_OK;
 }
 
 // ---- entry points ----
 
-extern "C" int mtl_gate_forward(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, mtl_dptr logits, const mtl_dptr *experts,
+extern "C" int mtlcuda_gate_forward(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_dptr w, mtlcuda_dptr logits, const mtlcuda_dptr *experts,
                                 int num_experts, int64_t rows, int d, float temperature) {
 	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_forward: %d experts, %lld rows, width %d",
 	            num_experts, (long long)rows, d);
@@ -323,22 +323,22 @@ extern "C" int mtl_gate_forward(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, mtl_dptr
 	MTL_REQUIRE(ctx, experts != nullptr, "gate_forward: no expert pointers");
 	if (rows == 0) return MTL_OK;
 	if (num_experts > MTL_MAX_EXPERTS) {
-		int rc = mtl_softmax_rows(ctx, w, logits, rows, num_experts, temperature);
+		int rc = mtlcuda_softmax_rows(ctx, w, logits, rows, num_experts, temperature);
 		if (rc != MTL_OK) return rc;
-		return mtl_gate_combine(ctx, out, w, experts, num_experts, rows, d);
+		return mtlcuda_gate_combine(ctx, out, w, experts, num_experts, rows, d);
 	}
 	MTL_ENTER(ctx);
 	gate_ptrs p{};
 	for (int e = 0; e < num_experts; e++) p.x[e] = dptr<const float>(experts[e]);
-	k_gate_forward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_forward)(
 	    dptr<float>(out), dptr<float>(w), dptr<const float>(logits), p, num_experts, rows, d, 1.0f / temperature);
 	MTL_LAUNCHED(ctx, "gate_forward");
 	return MTL_OK;
 }
 
-extern "C" int mtl_gate_backward(mtl_ctx *ctx, mtl_dptr dlogits, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
-                                 const mtl_dptr *dexperts, int num_experts, int64_t rows, int d, float temperature,
-                                 mtl_dptr dw_scratch) {
+extern "C" int mtlcuda_gate_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dlogits, mtlcuda_dptr dout, mtlcuda_dptr w, const mtlcuda_dptr *experts,
+                                 const mtlcuda_dptr *dexperts, int num_experts, int64_t rows, int d, float temperature,
+                                 mtlcuda_dptr dw_scratch) {
 	MTL_REQUIRE(ctx, num_experts > 0 && rows >= 0 && d >= 0, "gate_backward: %d experts, %lld rows, width %d",
 	            num_experts, (long long)rows, d);
 	MTL_REQUIRE(ctx, temperature > 0 || temperature < 0, "gate_backward: temperature must not be 0");
@@ -347,9 +347,9 @@ extern "C" int mtl_gate_backward(mtl_ctx *ctx, mtl_dptr dlogits, mtl_dptr dout, 
 	if (num_experts > MTL_MAX_EXPERTS) {
 		MTL_REQUIRE(ctx, dw_scratch != 0, "gate_backward: %d experts (more than %d) need dw scratch", num_experts,
 		            MTL_MAX_EXPERTS);
-		int rc = mtl_gate_combine_backward(ctx, dout, w, experts, dw_scratch, dexperts, num_experts, rows, d);
+		int rc = mtlcuda_gate_combine_backward(ctx, dout, w, experts, dw_scratch, dexperts, num_experts, rows, d);
 		if (rc != MTL_OK) return rc;
-		return mtl_softmax_backward(ctx, dlogits, dw_scratch, w, rows, num_experts, temperature);
+		return mtlcuda_softmax_backward(ctx, dlogits, dw_scratch, w, rows, num_experts, temperature);
 	}
 	MTL_ENTER(ctx);
 	gate_ptrs p{};
@@ -357,20 +357,20 @@ extern "C" int mtl_gate_backward(mtl_ctx *ctx, mtl_dptr dlogits, mtl_dptr dout, 
 		p.x[e] = dptr<const float>(experts[e]);
 		p.dx[e] = dptr<float>(dexperts[e]);
 	}
-	k_gate_backward<<<warp_grid(ctx, rows), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(warp_grid(ctx, rows), kThreads, 0, ctx->compute, k_gate_backward)(
 	    dptr<float>(dlogits), dptr<const float>(dout), dptr<const float>(w), p, num_experts, rows, d,
 	    1.0f / temperature);
 	MTL_LAUNCHED(ctx, "gate_backward");
 	return MTL_OK;
 }
 
-extern "C" int mtl_multi_task_loss(mtl_ctx *ctx, mtl_dptr task_loss, mtl_dptr total, const mtl_loss_task *tasks,
+extern "C" int mtlcuda_multi_task_loss(mtlcuda_ctx *ctx, mtlcuda_dptr task_loss, mtlcuda_dptr total, const mtlcuda_loss_task *tasks,
                                    int num_tasks, int64_t rows, float scale) {
 	MTL_REQUIRE(ctx, num_tasks >= 0 && rows >= 0, "multi_task_loss: %d tasks, %lld rows", num_tasks,
 	            (long long)rows);
 	MTL_REQUIRE(ctx, tasks != nullptr || num_tasks == 0, "multi_task_loss: no task list");
 	for (int t = 0; t < num_tasks; t++) {
-		const mtl_loss_task &k = tasks[t];
+		const mtlcuda_loss_task &k = tasks[t];
 		MTL_REQUIRE(ctx, k.kind == MTL_LOSS_BCE || k.kind == MTL_LOSS_MSE, "multi_task_loss: task %d: unknown kind %d",
 		            t, k.kind);
 		MTL_REQUIRE(ctx, k.z != 0 && k.dz != 0 && k.y != 0, "multi_task_loss: task %d: z, dz and y are required", t);
@@ -383,14 +383,14 @@ extern "C" int mtl_multi_task_loss(mtl_ctx *ctx, mtl_dptr task_loss, mtl_dptr to
 		loss_tasks p{};
 		for (int t = 0; t < nt; t++) p.t[t] = tasks[t0 + t];
 		float *tl = task_loss ? dptr<float>(task_loss) + t0 : nullptr;
-		k_multi_task_loss<<<dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute, k_multi_task_loss)(
 		    p, rows, scale, tl, dptr<float>(total), ctx->fused_partials, ctx->tickets + kTicketLoss);
 		MTL_LAUNCHED(ctx, "multi_task_loss");
 	}
 	return MTL_OK;
 }
 
-extern "C" int mtl_metric_accumulate(mtl_ctx *ctx, mtl_dptr acc, const mtl_metric_task *tasks, int num_tasks,
+extern "C" int mtlcuda_metric_accumulate(mtlcuda_ctx *ctx, mtlcuda_dptr acc, const mtlcuda_metric_task *tasks, int num_tasks,
                                      int64_t rows, double eps, float threshold) {
 	MTL_REQUIRE(ctx, num_tasks >= 0 && rows >= 0, "metric_accumulate: %d tasks, %lld rows", num_tasks,
 	            (long long)rows);
@@ -408,7 +408,7 @@ extern "C" int mtl_metric_accumulate(mtl_ctx *ctx, mtl_dptr acc, const mtl_metri
 		int nt = num_tasks - t0 < MTL_MAX_METRIC_TASKS ? num_tasks - t0 : MTL_MAX_METRIC_TASKS;
 		metric_tasks p{};
 		for (int t = 0; t < nt; t++) p.t[t] = tasks[t0 + t];
-		k_metrics<<<dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute>>>(
+		MTL_LAUNCH(dim3(bx, (unsigned)nt), kThreads, 0, ctx->compute, k_metrics)(
 		    p, rows, eps, threshold, dptr<double>(acc) + (size_t)t0 * MTL_METRIC_FIELDS, ctx->fused_partials,
 		    ctx->tickets + kTicketMetrics);
 		MTL_LAUNCHED(ctx, "metric_accumulate");

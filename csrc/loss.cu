@@ -69,32 +69,32 @@ __global__ void __launch_bounds__(kThreads) k_loss_final(float *loss, const doub
 }
 
 template <int KIND>
-static int run_loss(mtl_ctx *ctx, const char *name, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w,
+static int run_loss(mtlcuda_ctx *ctx, const char *name, mtlcuda_dptr loss, mtlcuda_dptr dz, mtlcuda_dptr z, mtlcuda_dptr y, mtlcuda_dptr w,
                     int64_t n, float scale) {
 	MTL_REQUIRE(ctx, n >= 0, "%s: negative length", name);
 	MTL_ENTER(ctx);
-	unsigned grid = mtl_grid(ctx, n, 8);
+	unsigned grid = mtlcuda_grid(ctx, n, 8);
 	if (grid > (unsigned)kMaxReduceBlocks) grid = kMaxReduceBlocks;
 	if (n > 0) {
-		k_loss_partial<KIND><<<grid, kThreads, 0, ctx->compute>>>(ctx->partials, dptr<float>(dz), dptr<const float>(z),
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_loss_partial<KIND>)(ctx->partials, dptr<float>(dz), dptr<const float>(z),
 		                                                          dptr<const float>(y), dptr<const float>(w), n, scale);
 		MTL_LAUNCHED(ctx, "loss_partial");
-		k_loss_final<<<1, kThreads, 0, ctx->compute>>>(dptr<float>(loss), ctx->partials, (int)grid, scale);
+		MTL_LAUNCH(1, kThreads, 0, ctx->compute, k_loss_final)(dptr<float>(loss), ctx->partials, (int)grid, scale);
 		MTL_LAUNCHED(ctx, "loss_final");
 	}
 	return MTL_OK;
 }
 
-extern "C" int mtl_bce_with_logits(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w,
+extern "C" int mtlcuda_bce_with_logits(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr dz, mtlcuda_dptr z, mtlcuda_dptr y, mtlcuda_dptr w,
                                    int64_t n, float scale) {
 	return run_loss<LOSS_BCE>(ctx, "bce_with_logits", loss, dz, z, y, w, n, scale);
 }
 
-extern "C" int mtl_mse(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w, int64_t n,
+extern "C" int mtlcuda_mse(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr dz, mtlcuda_dptr z, mtlcuda_dptr y, mtlcuda_dptr w, int64_t n,
                        float scale) {
 	return run_loss<LOSS_MSE>(ctx, "mse", loss, dz, z, y, w, n, scale);
 }
 
-extern "C" int mtl_sum_squares(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr x, int64_t n, float scale) {
+extern "C" int mtlcuda_sum_squares(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr x, int64_t n, float scale) {
 	return run_loss<LOSS_SUMSQ>(ctx, "sum_squares", loss, 0, x, 0, 0, n, scale);
 }

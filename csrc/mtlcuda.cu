@@ -14,16 +14,16 @@ static thread_local char tls_err[1024];
 // callers (goroutines) move between threads.
 static thread_local int tls_device = -1;
 
-int mtl_enter(mtl_ctx *ctx) {
+int mtlcuda_enter(mtlcuda_ctx *ctx) {
 	if (tls_device != ctx->device) {
 		cudaError_t e = cudaSetDevice(ctx->device);
-		if (e != cudaSuccess) return mtl_cuda_fail(ctx, e, "cudaSetDevice");
+		if (e != cudaSuccess) return mtlcuda_cuda_fail(ctx, e, "cudaSetDevice");
 		tls_device = ctx->device;
 	}
 	return MTL_OK;
 }
 
-int mtl_fail(mtl_ctx *ctx, int code, const char *fmt, ...) {
+int mtlcuda_fail(mtlcuda_ctx *ctx, int code, const char *fmt, ...) {
 	char *buf = ctx ? ctx->err : tls_err;
 	size_t n = ctx ? sizeof(ctx->err) : sizeof(tls_err);
 	va_list ap;
@@ -33,7 +33,7 @@ int mtl_fail(mtl_ctx *ctx, int code, const char *fmt, ...) {
 	return code;
 }
 
-int mtl_cuda_fail(mtl_ctx *ctx, cudaError_t e, const char *call) {
+int mtlcuda_cuda_fail(mtlcuda_ctx *ctx, cudaError_t e, const char *call) {
 	// Clear the runtime's last-error state (for errors that are not sticky),
 	// so that the next launch check does not report this failure again.
 	cudaGetLastError();
@@ -43,10 +43,10 @@ int mtl_cuda_fail(mtl_ctx *ctx, cudaError_t e, const char *call) {
 	if (e == cudaErrorStreamCaptureUnsupported || e == cudaErrorStreamCaptureInvalidated ||
 	    e == cudaErrorStreamCaptureImplicit)
 		code = MTL_ERR_CAPTURE;
-	return mtl_fail(ctx, code, "%s: %s (%s)", call, cudaGetErrorName(e), cudaGetErrorString(e));
+	return mtlcuda_fail(ctx, code, "%s: %s (%s)", call, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 
-const char *mtl_cublas_status_name(cublasStatus_t s) {
+const char *mtlcuda_cublas_status_name(cublasStatus_t s) {
 	// Spelled out rather than cublasGetStatusName so that the text is the
 	// same with every toolkit version.
 	switch (s) {
@@ -64,16 +64,16 @@ const char *mtl_cublas_status_name(cublasStatus_t s) {
 	}
 }
 
-int mtl_cublas_fail(mtl_ctx *ctx, cublasStatus_t s, const char *call) {
+int mtlcuda_cublas_fail(mtlcuda_ctx *ctx, cublasStatus_t s, const char *call) {
 	int code = s == CUBLAS_STATUS_ALLOC_FAILED ? MTL_ERR_NOMEM : MTL_ERR_CUBLAS;
-	return mtl_fail(ctx, code, "%s: %s (status %d)", call, mtl_cublas_status_name(s), (int)s);
+	return mtlcuda_fail(ctx, code, "%s: %s (status %d)", call, mtlcuda_cublas_status_name(s), (int)s);
 }
 
-extern "C" const char *mtl_last_error(const mtl_ctx *ctx) { return ctx ? ctx->err : tls_err; }
+extern "C" const char *mtlcuda_last_error(const mtlcuda_ctx *ctx) { return ctx ? ctx->err : tls_err; }
 
 // ---- devices and contexts ----
 
-extern "C" int mtl_runtime_version(int *runtime, int *driver) {
+extern "C" int mtlcuda_runtime_version(int *runtime, int *driver) {
 	// The runtime is linked statically: its version is the one built with
 	// (cudaRuntimeGetVersion would fail on a machine without a device).
 	*runtime = CUDART_VERSION;
@@ -85,7 +85,7 @@ extern "C" int mtl_runtime_version(int *runtime, int *driver) {
 	return MTL_OK;
 }
 
-extern "C" int mtl_device_count(int *count) {
+extern "C" int mtlcuda_device_count(int *count) {
 	*count = 0;
 	cudaError_t e = cudaGetDeviceCount(count);
 	if (e == cudaErrorNoDevice) {
@@ -95,14 +95,14 @@ extern "C" int mtl_device_count(int *count) {
 	}
 	if (e != cudaSuccess) {
 		*count = 0;
-		return mtl_cuda_fail(nullptr, e, "cudaGetDeviceCount");
+		return mtlcuda_cuda_fail(nullptr, e, "cudaGetDeviceCount");
 	}
 	return MTL_OK;
 }
 
-static void lt_plans_clear(mtl_ctx *ctx) {
+static void lt_plans_clear(mtlcuda_ctx *ctx) {
 	for (auto &kv : ctx->lt_plans) {
-		mtl_lt_plan &p = kv.second;
+		mtlcuda_lt_plan &p = kv.second;
 		if (p.desc) cublasLtMatmulDescDestroy(p.desc);
 		if (p.la) cublasLtMatrixLayoutDestroy(p.la);
 		if (p.lb) cublasLtMatrixLayoutDestroy(p.lb);
@@ -111,7 +111,7 @@ static void lt_plans_clear(mtl_ctx *ctx) {
 	ctx->lt_plans.clear();
 }
 
-static void ctx_release(mtl_ctx *ctx) {
+static void ctx_release(mtlcuda_ctx *ctx) {
 	if (ctx->compute) cudaStreamSynchronize(ctx->compute);
 	if (ctx->copy) cudaStreamSynchronize(ctx->copy);
 	lt_plans_clear(ctx);
@@ -130,7 +130,7 @@ static void ctx_release(mtl_ctx *ctx) {
 	if (ctx->pool) cudaMemPoolTrimTo(ctx->pool, 0);
 }
 
-static int ctx_init(mtl_ctx *ctx, int device) {
+static int ctx_init(mtlcuda_ctx *ctx, int device) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, device));
 	int pools = 0;
@@ -156,35 +156,35 @@ static int ctx_init(mtl_ctx *ctx, int device) {
 	MTL_CUDA(ctx, cudaMalloc(&ctx->fused_partials, sizeof(double) * kFusedPartials));
 	MTL_CUDA(ctx, cudaMalloc(&ctx->tickets, sizeof(unsigned) * kTickets));
 	MTL_CUDA(ctx, cudaMemset(ctx->tickets, 0, sizeof(unsigned) * kTickets));
-	MTL_CUDA(ctx, cudaMalloc(&ctx->idcheck, sizeof(mtl_idcheck_slot) * MTL_IDCHECK_SLOTS));
-	MTL_CUDA(ctx, cudaMemset(ctx->idcheck, 0xFF, sizeof(mtl_idcheck_slot) * MTL_IDCHECK_SLOTS));
+	MTL_CUDA(ctx, cudaMalloc(&ctx->idcheck, sizeof(mtlcuda_idcheck_slot) * MTL_IDCHECK_SLOTS));
+	MTL_CUDA(ctx, cudaMemset(ctx->idcheck, 0xFF, sizeof(mtlcuda_idcheck_slot) * MTL_IDCHECK_SLOTS));
 	MTL_CUDA(ctx, cudaHostAlloc(&ctx->host_small, kHostSmallBytes, cudaHostAllocDefault));
 	MTL_CUDA(ctx, cudaDeviceSynchronize());
 	return MTL_OK;
 }
 
-extern "C" int mtl_ctx_create(int device, mtl_ctx **out) {
+extern "C" int mtlcuda_ctx_create(int device, mtlcuda_ctx **out) {
 	*out = nullptr;
 	int count = 0;
 	cudaError_t e = cudaGetDeviceCount(&count);
 	if (e == cudaErrorNoDevice || (e == cudaSuccess && count == 0)) {
 		cudaGetLastError();
-		return mtl_fail(nullptr, MTL_ERR_NODEVICE, "no CUDA device found (cudaGetDeviceCount: %s)",
+		return mtlcuda_fail(nullptr, MTL_ERR_NODEVICE, "no CUDA device found (cudaGetDeviceCount: %s)",
 		                e == cudaSuccess ? "0 devices" : cudaGetErrorName(e));
 	}
 	if (e != cudaSuccess) {
 		cudaGetLastError();
-		int code = mtl_cuda_fail(nullptr, e, "cudaGetDeviceCount");
+		int code = mtlcuda_cuda_fail(nullptr, e, "cudaGetDeviceCount");
 		return code == MTL_ERR_CUDA ? MTL_ERR_NODEVICE : code;
 	}
 	if (device < 0 || device >= count)
-		return mtl_fail(nullptr, MTL_ERR_NODEVICE, "CUDA device %d does not exist (%d device%s found)", device,
+		return mtlcuda_fail(nullptr, MTL_ERR_NODEVICE, "CUDA device %d does not exist (%d device%s found)", device,
 		                count, count == 1 ? "" : "s");
-	mtl_ctx *ctx = new mtl_ctx();
+	mtlcuda_ctx *ctx = new mtlcuda_ctx();
 	ctx->device = device;
 	int rc = ctx_init(ctx, device);
 	if (rc != MTL_OK) {
-		mtl_fail(nullptr, rc, "CUDA device %d: %s", device, ctx->err);
+		mtlcuda_fail(nullptr, rc, "CUDA device %d: %s", device, ctx->err);
 		ctx_release(ctx);
 		delete ctx;
 		return rc;
@@ -193,14 +193,14 @@ extern "C" int mtl_ctx_create(int device, mtl_ctx **out) {
 	return MTL_OK;
 }
 
-extern "C" void mtl_ctx_destroy(mtl_ctx *ctx) {
+extern "C" void mtlcuda_ctx_destroy(mtlcuda_ctx *ctx) {
 	if (!ctx) return;
-	mtl_enter(ctx);
+	mtlcuda_enter(ctx);
 	ctx_release(ctx);
 	delete ctx;
 }
 
-extern "C" int mtl_device_info(mtl_ctx *ctx, char *buf, int buf_len, int *cc_major, int *cc_minor,
+extern "C" int mtlcuda_device_info(mtlcuda_ctx *ctx, char *buf, int buf_len, int *cc_major, int *cc_minor,
                                int *sm_count, size_t *total_mem) {
 	MTL_ENTER(ctx);
 	cudaDeviceProp prop;
@@ -213,7 +213,7 @@ extern "C" int mtl_device_info(mtl_ctx *ctx, char *buf, int buf_len, int *cc_maj
 	return MTL_OK;
 }
 
-extern "C" int mtl_set_tf32(mtl_ctx *ctx, int on) {
+extern "C" int mtlcuda_set_tf32(mtlcuda_ctx *ctx, int on) {
 	MTL_ENTER(ctx);
 	MTL_CUBLAS(ctx, cublasSetMathMode(ctx->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 	if (ctx->tf32 != (on != 0)) lt_plans_clear(ctx);
@@ -223,12 +223,12 @@ extern "C" int mtl_set_tf32(mtl_ctx *ctx, int on) {
 
 // ---- memory ----
 
-extern "C" int mtl_malloc(mtl_ctx *ctx, size_t bytes, mtl_dptr *out) {
+extern "C" int mtlcuda_malloc(mtlcuda_ctx *ctx, size_t bytes, mtlcuda_dptr *out) {
 	*out = 0;
 	if (bytes == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (ctx->capturing)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "allocation of %zu bytes while capturing a graph: allocate every buffer of the step "
 		                "before BeginCapture",
 		                bytes);
@@ -237,22 +237,22 @@ extern "C" int mtl_malloc(mtl_ctx *ctx, size_t bytes, mtl_dptr *out) {
 	cudaError_t e = cudaMemsetAsync(p, 0, bytes, ctx->compute);
 	if (e != cudaSuccess) {
 		cudaFreeAsync(p, ctx->compute);
-		return mtl_cuda_fail(ctx, e, "cudaMemsetAsync(new allocation)");
+		return mtlcuda_cuda_fail(ctx, e, "cudaMemsetAsync(new allocation)");
 	}
-	*out = (mtl_dptr)p;
+	*out = (mtlcuda_dptr)p;
 	return MTL_OK;
 }
 
-extern "C" int mtl_free(mtl_ctx *ctx, mtl_dptr p) {
+extern "C" int mtlcuda_free(mtlcuda_ctx *ctx, mtlcuda_dptr p) {
 	if (!p) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (ctx->capturing)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE, "free while capturing a graph: release buffers after EndCapture");
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE, "free while capturing a graph: release buffers after EndCapture");
 	MTL_CUDA(ctx, cudaFreeAsync(dptr<void>(p), ctx->compute));
 	return MTL_OK;
 }
 
-extern "C" int mtl_mem_info(mtl_ctx *ctx, size_t *free_bytes, size_t *total_bytes, size_t *pool_reserved,
+extern "C" int mtlcuda_mem_info(mtlcuda_ctx *ctx, size_t *free_bytes, size_t *total_bytes, size_t *pool_reserved,
                             size_t *pool_used) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaMemGetInfo(free_bytes, total_bytes));
@@ -264,7 +264,7 @@ extern "C" int mtl_mem_info(mtl_ctx *ctx, size_t *free_bytes, size_t *total_byte
 	return MTL_OK;
 }
 
-extern "C" int mtl_trim(mtl_ctx *ctx) {
+extern "C" int mtlcuda_trim(mtlcuda_ctx *ctx) {
 	MTL_ENTER(ctx);
 	MTL_REQUIRE(ctx, !ctx->capturing, "trim while capturing a graph");
 	MTL_CUDA(ctx, cudaStreamSynchronize(ctx->compute));
@@ -272,7 +272,7 @@ extern "C" int mtl_trim(mtl_ctx *ctx) {
 	return MTL_OK;
 }
 
-extern "C" int mtl_host_alloc(mtl_ctx *ctx, size_t bytes, void **out) {
+extern "C" int mtlcuda_host_alloc(mtlcuda_ctx *ctx, size_t bytes, void **out) {
 	*out = nullptr;
 	MTL_ENTER(ctx);
 	MTL_REQUIRE(ctx, bytes > 0, "pinned allocation of 0 bytes");
@@ -280,22 +280,22 @@ extern "C" int mtl_host_alloc(mtl_ctx *ctx, size_t bytes, void **out) {
 	return MTL_OK;
 }
 
-extern "C" int mtl_host_free(mtl_ctx *ctx, void *p) {
+extern "C" int mtlcuda_host_free(mtlcuda_ctx *ctx, void *p) {
 	if (!p) return MTL_OK;
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaFreeHost(p));
 	return MTL_OK;
 }
 
-static cudaStream_t stream_of(mtl_ctx *ctx, int stream) {
+static cudaStream_t stream_of(mtlcuda_ctx *ctx, int stream) {
 	return stream == MTL_STREAM_COPY ? ctx->copy : ctx->compute;
 }
 
-extern "C" int mtl_memcpy_htod(mtl_ctx *ctx, mtl_dptr dst, const void *src, size_t bytes, int stream, int sync) {
+extern "C" int mtlcuda_memcpy_htod(mtlcuda_ctx *ctx, mtlcuda_dptr dst, const void *src, size_t bytes, int stream, int sync) {
 	if (bytes == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (ctx->capturing && stream == MTL_STREAM_COMPUTE)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "host-to-device copy of %zu bytes while capturing a graph: upload inputs before "
 		                "launching the graph",
 		                bytes);
@@ -305,11 +305,11 @@ extern "C" int mtl_memcpy_htod(mtl_ctx *ctx, mtl_dptr dst, const void *src, size
 	return MTL_OK;
 }
 
-extern "C" int mtl_memcpy_dtoh(mtl_ctx *ctx, void *dst, mtl_dptr src, size_t bytes, int stream, int sync) {
+extern "C" int mtlcuda_memcpy_dtoh(mtlcuda_ctx *ctx, void *dst, mtlcuda_dptr src, size_t bytes, int stream, int sync) {
 	if (bytes == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (ctx->capturing && stream == MTL_STREAM_COMPUTE)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "device-to-host copy of %zu bytes while capturing a graph: read results after "
 		                "launching the graph",
 		                bytes);
@@ -319,7 +319,7 @@ extern "C" int mtl_memcpy_dtoh(mtl_ctx *ctx, void *dst, mtl_dptr src, size_t byt
 	return MTL_OK;
 }
 
-extern "C" int mtl_memcpy_dtod(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, size_t bytes) {
+extern "C" int mtlcuda_memcpy_dtod(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr src, size_t bytes) {
 	if (bytes == 0 || dst == src) return MTL_OK;
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaMemcpyAsync(dptr<void>(dst), dptr<const void>(src), bytes, cudaMemcpyDeviceToDevice,
@@ -327,17 +327,17 @@ extern "C" int mtl_memcpy_dtod(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, size_t 
 	return MTL_OK;
 }
 
-extern "C" int mtl_memset(mtl_ctx *ctx, mtl_dptr dst, int byte_value, size_t bytes) {
+extern "C" int mtlcuda_memset(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int byte_value, size_t bytes) {
 	if (bytes == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaMemsetAsync(dptr<void>(dst), byte_value, bytes, ctx->compute));
 	return MTL_OK;
 }
 
-int mtl_scratch_reserve(mtl_ctx *ctx, size_t bytes) {
+int mtlcuda_scratch_reserve(mtlcuda_ctx *ctx, size_t bytes) {
 	if (bytes <= ctx->scratch_bytes) return MTL_OK;
 	if (ctx->capturing)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "scratch memory must grow to %zu bytes while capturing a graph: run the step once "
 		                "before BeginCapture so that scratch buffers reach their size",
 		                bytes);
@@ -358,56 +358,56 @@ int mtl_scratch_reserve(mtl_ctx *ctx, size_t bytes) {
 
 // ---- streams, events, graphs ----
 
-struct mtl_event {
+struct mtlcuda_event {
 	cudaEvent_t e;
 };
 
-struct mtl_graph {
+struct mtlcuda_graph {
 	cudaGraphExec_t exec;
 };
 
-extern "C" int mtl_stream_sync(mtl_ctx *ctx, int stream) {
+extern "C" int mtlcuda_stream_sync(mtlcuda_ctx *ctx, int stream) {
 	MTL_ENTER(ctx);
 	if (ctx->capturing && stream == MTL_STREAM_COMPUTE)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE, "synchronisation while capturing a graph");
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE, "synchronisation while capturing a graph");
 	MTL_CUDA(ctx, cudaStreamSynchronize(stream_of(ctx, stream)));
 	return MTL_OK;
 }
 
-extern "C" int mtl_event_create(mtl_ctx *ctx, int timing, mtl_event **out) {
+extern "C" int mtlcuda_event_create(mtlcuda_ctx *ctx, int timing, mtlcuda_event **out) {
 	*out = nullptr;
 	MTL_ENTER(ctx);
 	cudaEvent_t e;
 	MTL_CUDA(ctx, cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
-	*out = new mtl_event{e};
+	*out = new mtlcuda_event{e};
 	return MTL_OK;
 }
 
-extern "C" void mtl_event_destroy(mtl_event *ev) {
+extern "C" void mtlcuda_event_destroy(mtlcuda_event *ev) {
 	if (!ev) return;
 	cudaEventDestroy(ev->e);
 	delete ev;
 }
 
-extern "C" int mtl_event_record(mtl_ctx *ctx, mtl_event *ev, int stream) {
+extern "C" int mtlcuda_event_record(mtlcuda_ctx *ctx, mtlcuda_event *ev, int stream) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaEventRecord(ev->e, stream_of(ctx, stream)));
 	return MTL_OK;
 }
 
-extern "C" int mtl_stream_wait_event(mtl_ctx *ctx, int stream, mtl_event *ev) {
+extern "C" int mtlcuda_stream_wait_event(mtlcuda_ctx *ctx, int stream, mtlcuda_event *ev) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaStreamWaitEvent(stream_of(ctx, stream), ev->e, 0));
 	return MTL_OK;
 }
 
-extern "C" int mtl_event_sync(mtl_ctx *ctx, mtl_event *ev) {
+extern "C" int mtlcuda_event_sync(mtlcuda_ctx *ctx, mtlcuda_event *ev) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaEventSynchronize(ev->e));
 	return MTL_OK;
 }
 
-extern "C" int mtl_event_query(mtl_ctx *ctx, mtl_event *ev, int *done) {
+extern "C" int mtlcuda_event_query(mtlcuda_ctx *ctx, mtlcuda_event *ev, int *done) {
 	MTL_ENTER(ctx);
 	cudaError_t e = cudaEventQuery(ev->e);
 	if (e == cudaErrorNotReady) {
@@ -420,13 +420,13 @@ extern "C" int mtl_event_query(mtl_ctx *ctx, mtl_event *ev, int *done) {
 	return MTL_OK;
 }
 
-extern "C" int mtl_event_elapsed_ms(mtl_ctx *ctx, mtl_event *start, mtl_event *end, float *ms) {
+extern "C" int mtlcuda_event_elapsed_ms(mtlcuda_ctx *ctx, mtlcuda_event *start, mtlcuda_event *end, float *ms) {
 	MTL_ENTER(ctx);
 	MTL_CUDA(ctx, cudaEventElapsedTime(ms, start->e, end->e));
 	return MTL_OK;
 }
 
-extern "C" int mtl_capture_begin(mtl_ctx *ctx) {
+extern "C" int mtlcuda_capture_begin(mtlcuda_ctx *ctx) {
 	MTL_ENTER(ctx);
 	MTL_REQUIRE(ctx, !ctx->capturing, "BeginCapture while a capture is already in progress");
 	// Relaxed mode: other threads (and the copy stream) may keep using the
@@ -436,9 +436,9 @@ extern "C" int mtl_capture_begin(mtl_ctx *ctx) {
 	return MTL_OK;
 }
 
-extern "C" int mtl_capturing(mtl_ctx *ctx) { return ctx->capturing ? 1 : 0; }
+extern "C" int mtlcuda_capturing(mtlcuda_ctx *ctx) { return ctx->capturing ? 1 : 0; }
 
-extern "C" int mtl_capture_end(mtl_ctx *ctx, mtl_graph **out) {
+extern "C" int mtlcuda_capture_end(mtlcuda_ctx *ctx, mtlcuda_graph **out) {
 	*out = nullptr;
 	MTL_ENTER(ctx);
 	MTL_REQUIRE(ctx, ctx->capturing, "EndCapture without BeginCapture");
@@ -452,19 +452,19 @@ extern "C" int mtl_capture_end(mtl_ctx *ctx, mtl_graph **out) {
 	cudaError_t e = cudaGraphInstantiate(&exec, graph, nullptr, nullptr, 0);
 #endif
 	cudaGraphDestroy(graph);
-	if (e != cudaSuccess) return mtl_cuda_fail(ctx, e, "cudaGraphInstantiate");
-	*out = new mtl_graph{exec};
+	if (e != cudaSuccess) return mtlcuda_cuda_fail(ctx, e, "cudaGraphInstantiate");
+	*out = new mtlcuda_graph{exec};
 	return MTL_OK;
 }
 
-extern "C" int mtl_graph_launch(mtl_ctx *ctx, mtl_graph *g) {
+extern "C" int mtlcuda_graph_launch(mtlcuda_ctx *ctx, mtlcuda_graph *g) {
 	MTL_ENTER(ctx);
 	MTL_REQUIRE(ctx, !ctx->capturing, "graph launch while capturing a graph");
 	MTL_CUDA(ctx, cudaGraphLaunch(g->exec, ctx->compute));
 	return MTL_OK;
 }
 
-extern "C" void mtl_graph_destroy(mtl_graph *g) {
+extern "C" void mtlcuda_graph_destroy(mtlcuda_graph *g) {
 	if (!g) return;
 	cudaGraphExecDestroy(g->exec);
 	delete g;
@@ -478,14 +478,14 @@ extern "C" void mtl_graph_destroy(mtl_graph *g) {
 // (n, m, k). The leading dimension of each operand is its row-major row
 // length.
 
-extern "C" int mtl_gemm(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha, mtl_dptr a,
-                        mtl_dptr b, float beta, mtl_dptr c) {
-	return mtl_gemm_strided_batched(ctx, trans_a, trans_b, m, n, k, alpha, a, 0, b, 0, beta, c, 0, 1);
+extern "C" int mtlcuda_gemm(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha, mtlcuda_dptr a,
+                        mtlcuda_dptr b, float beta, mtlcuda_dptr c) {
+	return mtlcuda_gemm_strided_batched(ctx, trans_a, trans_b, m, n, k, alpha, a, 0, b, 0, beta, c, 0, 1);
 }
 
-extern "C" int mtl_gemm_strided_batched(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
-                                        float alpha, mtl_dptr a, int64_t stride_a, mtl_dptr b, int64_t stride_b,
-                                        float beta, mtl_dptr c, int64_t stride_c, int batch) {
+extern "C" int mtlcuda_gemm_strided_batched(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k,
+                                        float alpha, mtlcuda_dptr a, int64_t stride_a, mtlcuda_dptr b, int64_t stride_b,
+                                        float beta, mtlcuda_dptr c, int64_t stride_c, int batch) {
 	MTL_REQUIRE(ctx, m >= 0 && n >= 0 && k >= 0 && batch >= 0, "gemm: negative size m=%d n=%d k=%d batch=%d", m,
 	            n, k, batch);
 	if (m == 0 || n == 0 || batch == 0) return MTL_OK;
@@ -493,9 +493,9 @@ extern "C" int mtl_gemm_strided_batched(mtl_ctx *ctx, int trans_a, int trans_b, 
 	if (k == 0) {
 		// cuBLAS rejects a zero leading dimension; C = beta*C by hand.
 		for (int i = 0; i < batch; i++) {
-			mtl_dptr ci = c + (mtl_dptr)(i * stride_c * 4);
-			int rc = beta == 0.0f ? mtl_memset(ctx, ci, 0, (size_t)m * n * 4)
-			                      : mtl_scale(ctx, ci, (int64_t)m * n, beta);
+			mtlcuda_dptr ci = c + (mtlcuda_dptr)(i * stride_c * 4);
+			int rc = beta == 0.0f ? mtlcuda_memset(ctx, ci, 0, (size_t)m * n * 4)
+			                      : mtlcuda_scale(ctx, ci, (int64_t)m * n, beta);
 			if (rc != MTL_OK) return rc;
 		}
 		return MTL_OK;
@@ -526,8 +526,8 @@ static int lt_alignment(std::initializer_list<uint64_t> addrs) {
 	return (int)acc;
 }
 
-static int lt_plan_get(mtl_ctx *ctx, const mtl_lt_key &key, int align, mtl_lt_plan **out) {
-	mtl_lt_key k2 = key;
+static int lt_plan_get(mtlcuda_ctx *ctx, const mtlcuda_lt_key &key, int align, mtlcuda_lt_plan **out) {
+	mtlcuda_lt_key k2 = key;
 	// The alignment is part of the plan: an algorithm chosen for 256-byte
 	// aligned operands may not run on views at odd element offsets.
 	k2.align = align;
@@ -536,7 +536,7 @@ static int lt_plan_get(mtl_ctx *ctx, const mtl_lt_key &key, int align, mtl_lt_pl
 		*out = &it->second;
 		return MTL_OK;
 	}
-	mtl_lt_plan plan{};
+	mtlcuda_lt_plan plan{};
 	plan.ok = false;
 	cublasComputeType_t compute = ctx->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 	MTL_CUBLAS(ctx, cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F));
@@ -605,9 +605,9 @@ static int lt_plan_get(mtl_ctx *ctx, const mtl_lt_key &key, int align, mtl_lt_pl
 	return MTL_OK;
 }
 
-extern "C" int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtl_dptr a,
-                                 int64_t stride_a, mtl_dptr b, int64_t stride_b, mtl_dptr bias,
-                                 int64_t stride_bias, mtl_dptr c, int64_t stride_c, int batch, int act) {
+extern "C" int mtlcuda_gemm_bias_act(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtlcuda_dptr a,
+                                 int64_t stride_a, mtlcuda_dptr b, int64_t stride_b, mtlcuda_dptr bias,
+                                 int64_t stride_bias, mtlcuda_dptr c, int64_t stride_c, int batch, int act) {
 	MTL_REQUIRE(ctx, m >= 0 && n >= 0 && k >= 0 && batch >= 0, "gemm_bias_act: negative size m=%d n=%d k=%d", m, n,
 	            k);
 	MTL_REQUIRE(ctx, act == MTL_ACT_LINEAR || act == MTL_ACT_RELU, "gemm_bias_act: unknown activation %d", act);
@@ -621,8 +621,8 @@ extern "C" int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, 
 	bool bias_ok = bias % 16 == 0 && (stride_bias * 4) % 16 == 0;
 	if (k > 0 && bias_ok) {
 		int epi = act | (bias ? 0 : kLtNoBias);
-		mtl_lt_key key{trans_a, trans_b, m, n, k, batch, epi, 0, stride_a, stride_b, stride_bias, stride_c};
-		mtl_lt_plan *plan = nullptr;
+		mtlcuda_lt_key key{trans_a, trans_b, m, n, k, batch, epi, 0, stride_a, stride_b, stride_bias, stride_c};
+		mtlcuda_lt_plan *plan = nullptr;
 		int rc = lt_plan_get(ctx, key, align, &plan);
 		if (rc != MTL_OK) return rc;
 		if (plan->ok) {
@@ -641,26 +641,26 @@ extern "C" int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, 
 	}
 	// Fallback: SGEMM, then the bias + activation kernel per batch entry (or
 	// in one launch when the entries and their biases are packed).
-	int rc = mtl_gemm_strided_batched(ctx, trans_a, trans_b, m, n, k, 1.0f, a, stride_a, b, stride_b, 0.0f, c,
+	int rc = mtlcuda_gemm_strided_batched(ctx, trans_a, trans_b, m, n, k, 1.0f, a, stride_a, b, stride_b, 0.0f, c,
 	                                  stride_c, batch);
 	if (rc != MTL_OK) return rc;
 	if (bias == 0) // no bias: only a ReLU, if any, over every entry
-		return act == MTL_ACT_RELU ? mtl_relu_strided(ctx, c, batch, (int64_t)m * n, batch == 1 ? 0 : stride_c)
+		return act == MTL_ACT_RELU ? mtlcuda_relu_strided(ctx, c, batch, (int64_t)m * n, batch == 1 ? 0 : stride_c)
 		                           : MTL_OK;
 	if (batch == 1 || (stride_c == (int64_t)m * n && stride_bias == n))
-		return mtl_bias_act(ctx, c, bias, batch, m, n, act);
+		return mtlcuda_bias_act(ctx, c, bias, batch, m, n, act);
 	for (int i = 0; i < batch; i++) {
-		rc = mtl_bias_act(ctx, c + (mtl_dptr)(i * stride_c * 4), bias + (mtl_dptr)(i * stride_bias * 4), 1, m, n,
+		rc = mtlcuda_bias_act(ctx, c + (mtlcuda_dptr)(i * stride_c * 4), bias + (mtlcuda_dptr)(i * stride_bias * 4), 1, m, n,
 		                  act);
 		if (rc != MTL_OK) return rc;
 	}
 	return MTL_OK;
 }
 
-int mtl_ones_reserve(mtl_ctx *ctx, int64_t n) {
+int mtlcuda_ones_reserve(mtlcuda_ctx *ctx, int64_t n) {
 	if (n <= ctx->ones_len) return MTL_OK;
 	if (ctx->capturing)
-		return mtl_fail(ctx, MTL_ERR_CAPTURE,
+		return mtlcuda_fail(ctx, MTL_ERR_CAPTURE,
 		                "bias-gradient buffer must grow to %lld rows while capturing a graph: run the step once "
 		                "before BeginCapture",
 		                (long long)n);
@@ -671,24 +671,24 @@ int mtl_ones_reserve(mtl_ctx *ctx, int64_t n) {
 	ctx->ones_len = 0;
 	MTL_CUDA(ctx, cudaMalloc(&ctx->ones, (size_t)want * sizeof(float)));
 	ctx->ones_len = want;
-	return mtl_fill_f32(ctx, (mtl_dptr)ctx->ones, want, 1.0f);
+	return mtlcuda_fill_f32(ctx, (mtlcuda_dptr)ctx->ones, want, 1.0f);
 }
 
 // db[g] (+)= dy[g]^T * ones: the column sums of each group as one GEMV-shaped
 // strided-batched GEMM, which cuBLAS splits over the rows (deterministic).
-extern "C" int mtl_bias_grad(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr db, int groups, int64_t rows, int n,
+extern "C" int mtlcuda_bias_grad(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr db, int groups, int64_t rows, int n,
                              int accumulate) {
 	MTL_REQUIRE(ctx, groups >= 0 && rows >= 0 && n >= 0, "bias_grad: negative size");
 	if (groups == 0 || n == 0) return MTL_OK;
 	MTL_ENTER(ctx);
 	if (rows == 0) {
 		if (accumulate) return MTL_OK;
-		return mtl_memset(ctx, db, 0, (size_t)groups * n * 4);
+		return mtlcuda_memset(ctx, db, 0, (size_t)groups * n * 4);
 	}
 	MTL_REQUIRE(ctx, rows <= 0x7fffffff, "bias_grad: %lld rows exceed the GEMM limit", (long long)rows);
-	int rc = mtl_ones_reserve(ctx, rows);
+	int rc = mtlcuda_ones_reserve(ctx, rows);
 	if (rc != MTL_OK) return rc;
 	// Row-major db_g[1, n] = ones[1, rows] * dy_g[rows, n].
-	return mtl_gemm_strided_batched(ctx, 0, 0, 1, n, (int)rows, 1.0f, (mtl_dptr)ctx->ones, 0, dy, rows * n,
+	return mtlcuda_gemm_strided_batched(ctx, 0, 0, 1, n, (int)rows, 1.0f, (mtlcuda_dptr)ctx->ones, 0, dy, rows * n,
 	                                accumulate ? 1.0f : 0.0f, db, n, groups);
 }

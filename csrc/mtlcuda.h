@@ -9,12 +9,12 @@
  *  - Every function returns an int status: MTL_OK (0) or one of MTL_ERR_*.
  *    On failure the message of the failing call (the CUDA/cuBLAS call, its
  *    status name and description) is kept in the context and returned by
- *    mtl_last_error(ctx); failures of context-free calls (mtl_device_count,
- *    mtl_ctx_create) are kept per thread and read with mtl_last_error(NULL).
+ *    mtlcuda_last_error(ctx); failures of context-free calls (mtlcuda_device_count,
+ *    mtlcuda_ctx_create) are kept per thread and read with mtlcuda_last_error(NULL).
  *  - A context owns one device, one compute stream, one copy stream, a cuBLAS
  *    and a cuBLASLt handle with their workspace, and scratch buffers. It is
  *    not safe for concurrent use from several threads.
- *  - Device addresses are mtl_dptr (an integer), host addresses void*.
+ *  - Device addresses are mtlcuda_dptr (an integer), host addresses void*.
  *  - Matrices are row-major, as on the Go side; the cuBLAS calls swap
  *    operands to express a row-major product in cuBLAS' column-major terms.
  *  - Kernels run on the compute stream and are asynchronous; errors that
@@ -38,10 +38,10 @@ extern "C" {
 #define MTL_API
 #endif
 
-typedef uintptr_t mtl_dptr;            /* device address */
-typedef struct mtl_ctx mtl_ctx;        /* device context */
-typedef struct mtl_event mtl_event;    /* CUDA event */
-typedef struct mtl_graph mtl_graph;    /* instantiated CUDA graph */
+typedef uintptr_t mtlcuda_dptr;            /* device address */
+typedef struct mtlcuda_ctx mtlcuda_ctx;        /* device context */
+typedef struct mtlcuda_event mtlcuda_event;    /* CUDA event */
+typedef struct mtlcuda_graph mtlcuda_graph;    /* instantiated CUDA graph */
 
 enum {
 	MTL_OK = 0,
@@ -69,133 +69,133 @@ enum { MTL_OPT_SGD = 0, MTL_OPT_ADAGRAD = 1, MTL_OPT_ADAM = 2 };
 
 /* ---- errors, devices, contexts ---- */
 
-MTL_API const char *mtl_last_error(const mtl_ctx *ctx);
+MTL_API const char *mtlcuda_last_error(const mtlcuda_ctx *ctx);
 /* runtime: the CUDA version the library was built with (e.g. 12040);
  * driver: the installed driver's CUDA version, 0 without a driver. */
-MTL_API int mtl_runtime_version(int *runtime, int *driver);
-MTL_API int mtl_device_count(int *count);
-MTL_API int mtl_ctx_create(int device, mtl_ctx **out);
-MTL_API void mtl_ctx_destroy(mtl_ctx *ctx);
+MTL_API int mtlcuda_runtime_version(int *runtime, int *driver);
+MTL_API int mtlcuda_device_count(int *count);
+MTL_API int mtlcuda_ctx_create(int device, mtlcuda_ctx **out);
+MTL_API void mtlcuda_ctx_destroy(mtlcuda_ctx *ctx);
 /* name: the device name, copied into buf (NUL-terminated, truncated). */
-MTL_API int mtl_device_info(mtl_ctx *ctx, char *buf, int buf_len, int *cc_major, int *cc_minor,
+MTL_API int mtlcuda_device_info(mtlcuda_ctx *ctx, char *buf, int buf_len, int *cc_major, int *cc_minor,
                     int *sm_count, size_t *total_mem);
 /* TF32 tensor-core math for SGEMM (off by default: results then differ from
  * the CPU beyond the 1e-4 relative tolerance of the parity tests). */
-MTL_API int mtl_set_tf32(mtl_ctx *ctx, int on);
+MTL_API int mtlcuda_set_tf32(mtlcuda_ctx *ctx, int on);
 
 /* ---- memory ---- */
 
 /* Stream-ordered, pooled allocation on the compute stream, zero-filled.
  * The pool keeps freed blocks for reuse (release threshold = unlimited). */
-MTL_API int mtl_malloc(mtl_ctx *ctx, size_t bytes, mtl_dptr *out);
-MTL_API int mtl_free(mtl_ctx *ctx, mtl_dptr p);
+MTL_API int mtlcuda_malloc(mtlcuda_ctx *ctx, size_t bytes, mtlcuda_dptr *out);
+MTL_API int mtlcuda_free(mtlcuda_ctx *ctx, mtlcuda_dptr p);
 /* free/total: cudaMemGetInfo; pool_reserved/pool_used: the allocation pool. */
-MTL_API int mtl_mem_info(mtl_ctx *ctx, size_t *free_bytes, size_t *total_bytes, size_t *pool_reserved,
+MTL_API int mtlcuda_mem_info(mtlcuda_ctx *ctx, size_t *free_bytes, size_t *total_bytes, size_t *pool_reserved,
                  size_t *pool_used);
 /* Returns the pool's unused blocks to the device (after releasing models). */
-MTL_API int mtl_trim(mtl_ctx *ctx);
-MTL_API int mtl_host_alloc(mtl_ctx *ctx, size_t bytes, void **out); /* pinned */
-MTL_API int mtl_host_free(mtl_ctx *ctx, void *p);
+MTL_API int mtlcuda_trim(mtlcuda_ctx *ctx);
+MTL_API int mtlcuda_host_alloc(mtlcuda_ctx *ctx, size_t bytes, void **out); /* pinned */
+MTL_API int mtlcuda_host_free(mtlcuda_ctx *ctx, void *p);
 
 /* Copies on the given stream. With sync != 0 the call waits for the stream,
  * which is required when host is ordinary (pageable) memory that the caller
  * reuses after the call; async copies must use pinned host memory. */
-MTL_API int mtl_memcpy_htod(mtl_ctx *ctx, mtl_dptr dst, const void *src, size_t bytes, int stream, int sync);
-MTL_API int mtl_memcpy_dtoh(mtl_ctx *ctx, void *dst, mtl_dptr src, size_t bytes, int stream, int sync);
-MTL_API int mtl_memcpy_dtod(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, size_t bytes);
-MTL_API int mtl_memset(mtl_ctx *ctx, mtl_dptr dst, int byte_value, size_t bytes);
-MTL_API int mtl_fill_f32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, float v);
-MTL_API int mtl_fill_i32(mtl_ctx *ctx, mtl_dptr dst, int64_t n, int32_t v);
+MTL_API int mtlcuda_memcpy_htod(mtlcuda_ctx *ctx, mtlcuda_dptr dst, const void *src, size_t bytes, int stream, int sync);
+MTL_API int mtlcuda_memcpy_dtoh(mtlcuda_ctx *ctx, void *dst, mtlcuda_dptr src, size_t bytes, int stream, int sync);
+MTL_API int mtlcuda_memcpy_dtod(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr src, size_t bytes);
+MTL_API int mtlcuda_memset(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int byte_value, size_t bytes);
+MTL_API int mtlcuda_fill_f32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, float v);
+MTL_API int mtlcuda_fill_i32(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int64_t n, int32_t v);
 
 /* ---- streams, events, graphs ---- */
 
-MTL_API int mtl_stream_sync(mtl_ctx *ctx, int stream);
-MTL_API int mtl_event_create(mtl_ctx *ctx, int timing, mtl_event **out);
-MTL_API void mtl_event_destroy(mtl_event *ev);
-MTL_API int mtl_event_record(mtl_ctx *ctx, mtl_event *ev, int stream);
-MTL_API int mtl_stream_wait_event(mtl_ctx *ctx, int stream, mtl_event *ev);
-MTL_API int mtl_event_sync(mtl_ctx *ctx, mtl_event *ev);
-MTL_API int mtl_event_query(mtl_ctx *ctx, mtl_event *ev, int *done);
-MTL_API int mtl_event_elapsed_ms(mtl_ctx *ctx, mtl_event *start, mtl_event *end, float *ms);
+MTL_API int mtlcuda_stream_sync(mtlcuda_ctx *ctx, int stream);
+MTL_API int mtlcuda_event_create(mtlcuda_ctx *ctx, int timing, mtlcuda_event **out);
+MTL_API void mtlcuda_event_destroy(mtlcuda_event *ev);
+MTL_API int mtlcuda_event_record(mtlcuda_ctx *ctx, mtlcuda_event *ev, int stream);
+MTL_API int mtlcuda_stream_wait_event(mtlcuda_ctx *ctx, int stream, mtlcuda_event *ev);
+MTL_API int mtlcuda_event_sync(mtlcuda_ctx *ctx, mtlcuda_event *ev);
+MTL_API int mtlcuda_event_query(mtlcuda_ctx *ctx, mtlcuda_event *ev, int *done);
+MTL_API int mtlcuda_event_elapsed_ms(mtlcuda_ctx *ctx, mtlcuda_event *start, mtlcuda_event *end, float *ms);
 /* Capture of the compute stream into a graph (relaxed mode: allocations of
  * scratch memory are allowed, synchronising calls are not). */
-MTL_API int mtl_capture_begin(mtl_ctx *ctx);
-MTL_API int mtl_capture_end(mtl_ctx *ctx, mtl_graph **out);
-MTL_API int mtl_capturing(mtl_ctx *ctx);
-MTL_API int mtl_graph_launch(mtl_ctx *ctx, mtl_graph *g);
-MTL_API void mtl_graph_destroy(mtl_graph *g);
+MTL_API int mtlcuda_capture_begin(mtlcuda_ctx *ctx);
+MTL_API int mtlcuda_capture_end(mtlcuda_ctx *ctx, mtlcuda_graph **out);
+MTL_API int mtlcuda_capturing(mtlcuda_ctx *ctx);
+MTL_API int mtlcuda_graph_launch(mtlcuda_ctx *ctx, mtlcuda_graph *g);
+MTL_API void mtlcuda_graph_destroy(mtlcuda_graph *g);
 
 /* ---- BLAS (row-major) ---- */
 
 /* C[m,n] = alpha*op(A)*op(B) + beta*C; A is [m,k] ([k,m] if trans_a), B is
  * [k,n] ([n,k] if trans_b); all contiguous. */
-MTL_API int mtl_gemm(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha, mtl_dptr a,
-             mtl_dptr b, float beta, mtl_dptr c);
-MTL_API int mtl_gemm_strided_batched(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                             mtl_dptr a, int64_t stride_a, mtl_dptr b, int64_t stride_b, float beta,
-                             mtl_dptr c, int64_t stride_c, int batch);
+MTL_API int mtlcuda_gemm(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha, mtlcuda_dptr a,
+             mtlcuda_dptr b, float beta, mtlcuda_dptr c);
+MTL_API int mtlcuda_gemm_strided_batched(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             mtlcuda_dptr a, int64_t stride_a, mtlcuda_dptr b, int64_t stride_b, float beta,
+                             mtlcuda_dptr c, int64_t stride_c, int batch);
 /* C_i = act(op(A_i)*op(B_i) + bias_i) for i < batch through cuBLASLt with a
  * bias(+ReLU) epilogue; bias_i (n floats) starts at bias + i*stride_bias;
  * bias == 0 means no bias (C_i = act(op(A_i)*op(B_i))).
  * Falls back to SGEMM + bias kernel when cuBLASLt offers no algorithm. */
-MTL_API int mtl_gemm_bias_act(mtl_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtl_dptr a,
-                      int64_t stride_a, mtl_dptr b, int64_t stride_b, mtl_dptr bias, int64_t stride_bias,
-                      mtl_dptr c, int64_t stride_c, int batch, int act);
+MTL_API int mtlcuda_gemm_bias_act(mtlcuda_ctx *ctx, int trans_a, int trans_b, int m, int n, int k, mtlcuda_dptr a,
+                      int64_t stride_a, mtlcuda_dptr b, int64_t stride_b, mtlcuda_dptr bias, int64_t stride_bias,
+                      mtlcuda_dptr c, int64_t stride_c, int batch, int act);
 
 /* ---- element-wise and row kernels ---- */
 
 /* x [groups, rows, n] += bias [groups, n], then act; in place. */
-MTL_API int mtl_bias_act(mtl_ctx *ctx, mtl_dptr x, mtl_dptr bias, int groups, int64_t rows, int n, int act);
-MTL_API int mtl_act_backward(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr y, int64_t n, int act);
+MTL_API int mtlcuda_bias_act(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr bias, int groups, int64_t rows, int n, int act);
+MTL_API int mtlcuda_act_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr y, int64_t n, int act);
 /* db [groups, n] (+)= sum over rows of dy [groups, rows, n]. */
-MTL_API int mtl_bias_grad(mtl_ctx *ctx, mtl_dptr dy, mtl_dptr db, int groups, int64_t rows, int n, int accumulate);
+MTL_API int mtlcuda_bias_grad(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr db, int groups, int64_t rows, int n, int accumulate);
 /* Element i is dropped (mask 0) when hash(seed, i) >> 40 < threshold and
  * otherwise scaled by scale; hash is the SplitMix64 finaliser of
  * seed + (i+1)*0x9E3779B97F4A7C15, bit-identical to the CPU device. */
-MTL_API int mtl_dropout(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
+MTL_API int mtlcuda_dropout(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr mask, int64_t n, uint64_t threshold, float scale,
                 uint64_t seed);
-MTL_API int mtl_mul(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr a, mtl_dptr b, int64_t n);
-MTL_API int mtl_axpy(mtl_ctx *ctx, float alpha, mtl_dptr x, mtl_dptr y, int64_t n);
-MTL_API int mtl_scale(mtl_ctx *ctx, mtl_dptr x, int64_t n, float alpha);
-MTL_API int mtl_equal_mask(mtl_ctx *ctx, mtl_dptr dst, mtl_dptr src, int64_t n, float value);
-MTL_API int mtl_sigmoid(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t n);
+MTL_API int mtlcuda_mul(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr a, mtlcuda_dptr b, int64_t n);
+MTL_API int mtlcuda_axpy(mtlcuda_ctx *ctx, float alpha, mtlcuda_dptr x, mtlcuda_dptr y, int64_t n);
+MTL_API int mtlcuda_scale(mtlcuda_ctx *ctx, mtlcuda_dptr x, int64_t n, float alpha);
+MTL_API int mtlcuda_equal_mask(mtlcuda_ctx *ctx, mtlcuda_dptr dst, mtlcuda_dptr src, int64_t n, float value);
+MTL_API int mtlcuda_sigmoid(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t n);
 /* dst[r, dst_col+j] (+)= src[r, src_col+j] for r < rows, j < width. */
-MTL_API int mtl_copy_cols(mtl_ctx *ctx, mtl_dptr dst, int dst_cols, int dst_col, mtl_dptr src, int src_cols,
+MTL_API int mtlcuda_copy_cols(mtlcuda_ctx *ctx, mtlcuda_dptr dst, int dst_cols, int dst_col, mtlcuda_dptr src, int src_cols,
                   int src_col, int64_t rows, int width, int accumulate);
-MTL_API int mtl_softmax_rows(mtl_ctx *ctx, mtl_dptr y, mtl_dptr x, int64_t rows, int cols, float temperature);
-MTL_API int mtl_softmax_backward(mtl_ctx *ctx, mtl_dptr dx, mtl_dptr dy, mtl_dptr y, int64_t rows, int cols,
+MTL_API int mtlcuda_softmax_rows(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t rows, int cols, float temperature);
+MTL_API int mtlcuda_softmax_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dx, mtlcuda_dptr dy, mtlcuda_dptr y, int64_t rows, int cols,
                          float temperature);
 /* out[b,:] = sum_e w[b,e] * experts[e][b,:]; w [rows, num_experts]. */
-MTL_API int mtl_gate_combine(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, const mtl_dptr *experts, int num_experts,
+MTL_API int mtlcuda_gate_combine(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_dptr w, const mtlcuda_dptr *experts, int num_experts,
                      int64_t rows, int d);
 /* dw[b,e] = <dout[b,:], experts[e][b,:]>; dexperts[e][b,:] += w[b,e]*dout[b,:]. */
-MTL_API int mtl_gate_combine_backward(mtl_ctx *ctx, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
-                              mtl_dptr dw, const mtl_dptr *dexperts, int num_experts, int64_t rows, int d);
+MTL_API int mtlcuda_gate_combine_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dout, mtlcuda_dptr w, const mtlcuda_dptr *experts,
+                              mtlcuda_dptr dw, const mtlcuda_dptr *dexperts, int num_experts, int64_t rows, int d);
 
 /* Fused gate: w = softmax(logits / temperature) ([rows, num_experts]) and
  * out[b,:] = sum_e w[b,e] * experts[e][b,:] in one kernel (one warp per row:
  * the logits of a row are read once, the weights never leave the chip).
- * Equals mtl_softmax_rows followed by mtl_gate_combine, which it runs
+ * Equals mtlcuda_softmax_rows followed by mtlcuda_gate_combine, which it runs
  * instead when num_experts > MTL_MAX_EXPERTS. */
-MTL_API int mtl_gate_forward(mtl_ctx *ctx, mtl_dptr out, mtl_dptr w, mtl_dptr logits, const mtl_dptr *experts,
+MTL_API int mtlcuda_gate_forward(mtlcuda_ctx *ctx, mtlcuda_dptr out, mtlcuda_dptr w, mtlcuda_dptr logits, const mtlcuda_dptr *experts,
                              int num_experts, int64_t rows, int d, float temperature);
 /* Its backward in one kernel: dw[b,e] = <dout[b,:], experts[e][b,:]> stays
  * in registers, dexperts[e][b,:] += w[b,e] * dout[b,:], and
  * dlogits[b,e] = w[b,e] * (dw[b,e] - <w[b,:], dw[b,:]>) / temperature
- * (overwritten). Equals mtl_gate_combine_backward followed by
- * mtl_softmax_backward (run instead when num_experts > MTL_MAX_EXPERTS, with
+ * (overwritten). Equals mtlcuda_gate_combine_backward followed by
+ * mtlcuda_softmax_backward (run instead when num_experts > MTL_MAX_EXPERTS, with
  * dw_scratch [rows, num_experts], which may be 0 otherwise). */
-MTL_API int mtl_gate_backward(mtl_ctx *ctx, mtl_dptr dlogits, mtl_dptr dout, mtl_dptr w, const mtl_dptr *experts,
-                              const mtl_dptr *dexperts, int num_experts, int64_t rows, int d, float temperature,
-                              mtl_dptr dw_scratch);
+MTL_API int mtlcuda_gate_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dlogits, mtlcuda_dptr dout, mtlcuda_dptr w, const mtlcuda_dptr *experts,
+                              const mtlcuda_dptr *dexperts, int num_experts, int64_t rows, int d, float temperature,
+                              mtlcuda_dptr dw_scratch);
 
 /* ---- losses: loss[0] += scale * sum_i (float64 partial sums, fixed order) ---- */
 
-MTL_API int mtl_bce_with_logits(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w,
+MTL_API int mtlcuda_bce_with_logits(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr dz, mtlcuda_dptr z, mtlcuda_dptr y, mtlcuda_dptr w,
                         int64_t n, float scale);
-MTL_API int mtl_mse(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr dz, mtl_dptr z, mtl_dptr y, mtl_dptr w, int64_t n,
+MTL_API int mtlcuda_mse(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr dz, mtlcuda_dptr z, mtlcuda_dptr y, mtlcuda_dptr w, int64_t n,
             float scale);
-MTL_API int mtl_sum_squares(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr x, int64_t n, float scale);
+MTL_API int mtlcuda_sum_squares(mtlcuda_ctx *ctx, mtlcuda_dptr loss, mtlcuda_dptr x, int64_t n, float scale);
 
 /* Fused multi-task loss: every task of a model in one launch. For task t
  * and row i (i < rows), with
@@ -213,11 +213,11 @@ MTL_API int mtl_sum_squares(mtl_ctx *ctx, mtl_dptr loss, mtl_dptr x, int64_t n, 
 enum { MTL_LOSS_BCE = 0, MTL_LOSS_MSE = 1 };
 typedef struct {
 	int kind;                  /* MTL_LOSS_* */
-	mtl_dptr z, dz, y;         /* [rows] each */
-	mtl_dptr weight, space;    /* optional [rows] */
+	mtlcuda_dptr z, dz, y;         /* [rows] each */
+	mtlcuda_dptr weight, space;    /* optional [rows] */
 	float pos_weight, lambda;
-} mtl_loss_task;
-MTL_API int mtl_multi_task_loss(mtl_ctx *ctx, mtl_dptr task_loss, mtl_dptr total, const mtl_loss_task *tasks,
+} mtlcuda_loss_task;
+MTL_API int mtlcuda_multi_task_loss(mtlcuda_ctx *ctx, mtlcuda_dptr task_loss, mtlcuda_dptr total, const mtlcuda_loss_task *tasks,
                                 int num_tasks, int64_t rows, float scale);
 
 /* Metric reductions: acc (float64 [num_tasks, MTL_METRIC_FIELDS] in device
@@ -246,9 +246,9 @@ enum {
 #define MTL_MAX_METRIC_TASKS 16
 typedef struct {
 	int binary;
-	mtl_dptr pred, label, mask; /* [rows]; mask optional */
-} mtl_metric_task;
-MTL_API int mtl_metric_accumulate(mtl_ctx *ctx, mtl_dptr acc, const mtl_metric_task *tasks, int num_tasks,
+	mtlcuda_dptr pred, label, mask; /* [rows]; mask optional */
+} mtlcuda_metric_task;
+MTL_API int mtlcuda_metric_accumulate(mtlcuda_ctx *ctx, mtlcuda_dptr acc, const mtlcuda_metric_task *tasks, int num_tasks,
                                   int64_t rows, double eps, float threshold);
 
 /* ---- optimizers ---- */
@@ -259,39 +259,39 @@ MTL_API int mtl_metric_accumulate(mtl_ctx *ctx, mtl_dptr acc, const mtl_metric_t
  * p -= lr_t*m/(sqrt(v)+eps). */
 typedef struct {
 	float lr_t, beta1, beta2, eps, l2;
-} mtl_adam_params;
+} mtlcuda_adam_params;
 
 /* g = grad + 2*l2*p; acc += g*g; p -= lr*g/(sqrt(acc)+eps). */
 typedef struct {
 	float lr, eps, l2;
-} mtl_adagrad_params;
+} mtlcuda_adagrad_params;
 
 /* p -= lr*(grad + 2*l2*p). */
 typedef struct {
 	float lr, l2;
-} mtl_sgd_params;
+} mtlcuda_sgd_params;
 
 typedef struct {
-	mtl_dptr param, grad, m, v; /* m, v unused by SGD; v unused by Adagrad */
+	mtlcuda_dptr param, grad, m, v; /* m, v unused by SGD; v unused by Adagrad */
 	int64_t n;
-} mtl_opt_tensor;
+} mtlcuda_opt_tensor;
 
 /* Adam over count tensors in as few launches as the parameter block allows
  * (MTL_MAX_MULTI_TENSORS tensors per launch). */
-MTL_API int mtl_adam(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p);
+MTL_API int mtlcuda_adam(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adam_params *p);
 /* Adagrad: acc in .m. */
-MTL_API int mtl_adagrad(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p);
-MTL_API int mtl_sgd(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p);
+MTL_API int mtlcuda_adagrad(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adagrad_params *p);
+MTL_API int mtlcuda_sgd(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_sgd_params *p);
 
 /* Sparse (lazy) updates of the rows rows[i] (i < n) of a [table_rows, dim]
  * table with gradient values [n, dim]. Rows outside [0, table_rows) (the -1
- * padding of mtl_embedding_backward) are skipped. */
-MTL_API int mtl_sparse_adam(mtl_ctx *ctx, mtl_dptr table, mtl_dptr m, mtl_dptr v, int64_t table_rows, int dim,
-                    mtl_dptr rows, mtl_dptr values, int64_t n, const mtl_adam_params *p);
-MTL_API int mtl_sparse_adagrad(mtl_ctx *ctx, mtl_dptr table, mtl_dptr acc, int64_t table_rows, int dim, mtl_dptr rows,
-                       mtl_dptr values, int64_t n, const mtl_adagrad_params *p);
-MTL_API int mtl_sparse_sgd(mtl_ctx *ctx, mtl_dptr table, int64_t table_rows, int dim, mtl_dptr rows, mtl_dptr values,
-                   int64_t n, const mtl_sgd_params *p);
+ * padding of mtlcuda_embedding_backward) are skipped. */
+MTL_API int mtlcuda_sparse_adam(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr m, mtlcuda_dptr v, int64_t table_rows, int dim,
+                    mtlcuda_dptr rows, mtlcuda_dptr values, int64_t n, const mtlcuda_adam_params *p);
+MTL_API int mtlcuda_sparse_adagrad(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr acc, int64_t table_rows, int dim, mtlcuda_dptr rows,
+                       mtlcuda_dptr values, int64_t n, const mtlcuda_adagrad_params *p);
+MTL_API int mtlcuda_sparse_sgd(mtlcuda_ctx *ctx, mtlcuda_dptr table, int64_t table_rows, int dim, mtlcuda_dptr rows, mtlcuda_dptr values,
+                   int64_t n, const mtlcuda_sgd_params *p);
 
 /* ---- embeddings ---- */
 
@@ -300,30 +300,30 @@ MTL_API int mtl_sparse_sgd(mtl_ctx *ctx, mtl_dptr table, int64_t table_rows, int
  * Ids outside [0, table_rows) contribute zeros and are recorded in id-check
  * slot `slot` (the smallest position wins); so are malformed offsets (a
  * decreasing pair, or a value outside [0, num_ids]), whose rows contribute
- * zeros. Read the slots with mtl_idcheck_fetch. */
-MTL_API int mtl_embedding_gather(mtl_ctx *ctx, mtl_dptr out, int out_cols, int col, mtl_dptr table,
-                         int64_t table_rows, int dim, mtl_dptr ids, int64_t num_ids, mtl_dptr offsets,
+ * zeros. Read the slots with mtlcuda_idcheck_fetch. */
+MTL_API int mtlcuda_embedding_gather(mtlcuda_ctx *ctx, mtlcuda_dptr out, int out_cols, int col, mtlcuda_dptr table,
+                         int64_t table_rows, int dim, mtlcuda_dptr ids, int64_t num_ids, mtlcuda_dptr offsets,
                          int64_t batch, int comb, int slot);
 /* Reads and clears the first `slots` id-check slots (synchronises the
  * compute stream). For the first slot with a finding: found = 1 for an id
  * out of range (pos: its position in ids, row: its batch row, id, and
  * table_rows), found = 2 for malformed offsets (row: the first bad row);
  * found = 0 when every slot is clean. */
-MTL_API int mtl_idcheck_fetch(mtl_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row, int64_t *id,
+MTL_API int mtlcuda_idcheck_fetch(mtlcuda_ctx *ctx, int slots, int *found, int *slot, int64_t *pos, int64_t *row, int64_t *id,
                       int64_t *table_rows);
 
 /* One source of gradient rows for an embedding table: the columns
  * [col, col+dim) of dout [batch, dout_cols], looked up with ids (offsets ==
  * 0) or with list offsets [batch+1] and a combiner. */
 typedef struct {
-	mtl_dptr dout;
+	mtlcuda_dptr dout;
 	int dout_cols, col;
-	mtl_dptr ids;
+	mtlcuda_dptr ids;
 	int64_t num_ids;
-	mtl_dptr offsets; /* 0 = one id per row */
+	mtlcuda_dptr offsets; /* 0 = one id per row */
 	int64_t batch;
 	int comb;
-} mtl_emb_input;
+} mtlcuda_emb_input;
 
 /* Sparse gradient of a table: out_rows gets the touched rows, unique and
  * ascending, out_values [capacity, dim] their accumulated gradients; rows
@@ -332,53 +332,53 @@ typedef struct {
  * that); with NULL (allowed while capturing) the entries after the last
  * unique row are set to row -1 and value 0 up to min(total ids, capacity),
  * so consumers that skip negative rows can use that as the count. */
-MTL_API int mtl_embedding_backward(mtl_ctx *ctx, mtl_dptr out_rows, mtl_dptr out_values, int64_t capacity,
-                                   int64_t table_rows, int dim, const mtl_emb_input *inputs, int num_inputs,
+MTL_API int mtlcuda_embedding_backward(mtlcuda_ctx *ctx, mtlcuda_dptr out_rows, mtlcuda_dptr out_values, int64_t capacity,
+                                   int64_t table_rows, int dim, const mtlcuda_emb_input *inputs, int num_inputs,
                                    int64_t *n_unique);
 
-/* lr is lr_t for Adam (see mtl_adam_params). */
+/* lr is lr_t for Adam (see mtlcuda_adam_params). */
 typedef struct {
 	int kind; /* MTL_OPT_* */
 	float lr, beta1, beta2, eps, l2;
-} mtl_sparse_opt;
+} mtlcuda_sparse_opt;
 
 /* Fused backward + sparse update: the gradient rows of all inputs are
  * accumulated per unique row (sorted, deterministic order) and the row of
  * the table (and of s1 = m or acc, s2 = v) is updated in the same kernel. No
  * host synchronisation; usable inside a captured graph. */
-MTL_API int mtl_embedding_update(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                         int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt);
+MTL_API int mtlcuda_embedding_update(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows,
+                         int dim, const mtlcuda_emb_input *inputs, int num_inputs, const mtlcuda_sparse_opt *opt);
 
 /* ---- step parameters (CUDA-graph capture of a training step) ----
  *
  * A captured graph replays the arguments it was captured with, so the
  * scalars that change every training step are read from device memory
- * instead: a small mtl_step_params block, updated by an asynchronous copy
- * on the compute stream (mtl_memcpy_htod from pinned memory) before each
+ * instead: a small mtlcuda_step_params block, updated by an asynchronous copy
+ * on the compute stream (mtlcuda_memcpy_htod from pinned memory) before each
  * launch. The _sp variants below take the block's device address `sp` and
  * otherwise equal their eager counterparts bit for bit: the fields replace
  * the named argument, nothing is recomputed on the device. */
 typedef struct {
 	float lr;      /* Adagrad / SGD learning rate */
-	float lr_t;    /* Adam bias-corrected step size (see mtl_adam_params) */
+	float lr_t;    /* Adam bias-corrected step size (see mtlcuda_adam_params) */
 	uint64_t seed; /* dropout step seed, mixed with (site, layer) as below */
-} mtl_step_params;
+} mtlcuda_step_params;
 
-/* As mtl_adam / mtl_adagrad / mtl_sgd with p->lr_t (Adam) or p->lr read
+/* As mtlcuda_adam / mtlcuda_adagrad / mtlcuda_sgd with p->lr_t (Adam) or p->lr read
  * from sp->lr_t or sp->lr. */
-MTL_API int mtl_adam_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p, mtl_dptr sp);
-MTL_API int mtl_adagrad_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p,
-                           mtl_dptr sp);
-MTL_API int mtl_sgd_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p, mtl_dptr sp);
-/* As mtl_embedding_update with opt->lr read from sp->lr_t (Adam) or sp->lr. */
-MTL_API int mtl_embedding_update_sp(mtl_ctx *ctx, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                                    int dim, const mtl_emb_input *inputs, int num_inputs, const mtl_sparse_opt *opt,
-                                    mtl_dptr sp);
-/* As mtl_dropout with seed = mix(sp->seed, site, layer), where mix is the
+MTL_API int mtlcuda_adam_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adam_params *p, mtlcuda_dptr sp);
+MTL_API int mtlcuda_adagrad_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adagrad_params *p,
+                           mtlcuda_dptr sp);
+MTL_API int mtlcuda_sgd_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_sgd_params *p, mtlcuda_dptr sp);
+/* As mtlcuda_embedding_update with opt->lr read from sp->lr_t (Adam) or sp->lr. */
+MTL_API int mtlcuda_embedding_update_sp(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows,
+                                    int dim, const mtlcuda_emb_input *inputs, int num_inputs, const mtlcuda_sparse_opt *opt,
+                                    mtlcuda_dptr sp);
+/* As mtlcuda_dropout with seed = mix(sp->seed, site, layer), where mix is the
  * splitmix64 seed mixing of layers.MixSeed: s = 0x9E3779B97F4A7C15; for each
  * part q: s ^= q; s += 0x9E3779B97F4A7C15; s = finaliser(s). */
-MTL_API int mtl_dropout_sp(mtl_ctx *ctx, mtl_dptr x, mtl_dptr mask, int64_t n, uint64_t threshold, float scale,
-                           mtl_dptr sp, uint64_t site, uint64_t layer);
+MTL_API int mtlcuda_dropout_sp(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr mask, int64_t n, uint64_t threshold, float scale,
+                           mtlcuda_dptr sp, uint64_t site, uint64_t layer);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,7 @@
 constexpr int64_t kChunk = 4096;
 
 struct multi_args {
-	mtl_opt_tensor t[MTL_MAX_MULTI_TENSORS];
+	mtlcuda_opt_tensor t[MTL_MAX_MULTI_TENSORS];
 	int64_t chunk_start[MTL_MAX_MULTI_TENSORS + 1]; // prefix sums of chunks per tensor
 	int count;
 };
@@ -45,12 +45,12 @@ __device__ __forceinline__ void sgd_elem(float *p, const float *g, int64_t i, fl
 template <int OPT>
 __global__ void __launch_bounds__(kThreads)
     k_multi(multi_args a, int64_t total_chunks, float lr, float b1, float b2, float eps, float l2x2,
-            const mtl_step_params *sp) {
+            const mtlcuda_step_params *sp) {
 	if (sp) lr = OPT == MTL_OPT_ADAM ? sp->lr_t : sp->lr;
 	for (int64_t c = blockIdx.x; c < total_chunks; c += gridDim.x) {
 		int t = 0;
 		while (t + 1 < a.count && a.chunk_start[t + 1] <= c) t++;
-		const mtl_opt_tensor &ts = a.t[t];
+		const mtlcuda_opt_tensor &ts = a.t[t];
 		int64_t lo = (c - a.chunk_start[t]) * kChunk;
 		int64_t hi = lo + kChunk < ts.n ? lo + kChunk : ts.n;
 		float *p = dptr<float>(ts.param);
@@ -67,8 +67,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int OPT>
-static int run_multi(mtl_ctx *ctx, const char *name, const mtl_opt_tensor *tensors, int count, float lr, float b1,
-                     float b2, float eps, float l2, mtl_dptr sp = 0) {
+static int run_multi(mtlcuda_ctx *ctx, const char *name, const mtlcuda_opt_tensor *tensors, int count, float lr, float b1,
+                     float b2, float eps, float l2, mtlcuda_dptr sp = 0) {
 	MTL_REQUIRE(ctx, count >= 0, "%s: negative tensor count", name);
 	MTL_ENTER(ctx);
 	int i = 0;
@@ -76,7 +76,7 @@ static int run_multi(mtl_ctx *ctx, const char *name, const mtl_opt_tensor *tenso
 		multi_args a{};
 		int64_t chunks = 0;
 		while (i < count && a.count < MTL_MAX_MULTI_TENSORS) {
-			const mtl_opt_tensor &t = tensors[i++];
+			const mtlcuda_opt_tensor &t = tensors[i++];
 			MTL_REQUIRE(ctx, t.n >= 0, "%s: tensor %d has negative length", name, i - 1);
 			if (t.n == 0) continue;
 			a.t[a.count] = t;
@@ -88,39 +88,39 @@ static int run_multi(mtl_ctx *ctx, const char *name, const mtl_opt_tensor *tenso
 		a.chunk_start[a.count] = chunks;
 		int64_t cap = (int64_t)ctx->sm_count * 8;
 		unsigned grid = (unsigned)(chunks < cap ? chunks : cap);
-		k_multi<OPT><<<grid, kThreads, 0, ctx->compute>>>(a, chunks, lr, b1, b2, eps, 2.0f * l2,
-		                                                       dptr<const mtl_step_params>(sp));
+		MTL_LAUNCH(grid, kThreads, 0, ctx->compute, k_multi<OPT>)(a, chunks, lr, b1, b2, eps, 2.0f * l2,
+		                                                       dptr<const mtlcuda_step_params>(sp));
 		MTL_LAUNCHED(ctx, "multi_tensor_optimizer");
 	}
 	return MTL_OK;
 }
 
-extern "C" int mtl_adam(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p) {
+extern "C" int mtlcuda_adam(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adam_params *p) {
 	return run_multi<MTL_OPT_ADAM>(ctx, "adam", tensors, count, p->lr_t, p->beta1, p->beta2, p->eps, p->l2);
 }
 
-extern "C" int mtl_adagrad(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p) {
+extern "C" int mtlcuda_adagrad(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adagrad_params *p) {
 	return run_multi<MTL_OPT_ADAGRAD>(ctx, "adagrad", tensors, count, p->lr, 0, 0, p->eps, p->l2);
 }
 
-extern "C" int mtl_sgd(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p) {
+extern "C" int mtlcuda_sgd(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_sgd_params *p) {
 	return run_multi<MTL_OPT_SGD>(ctx, "sgd", tensors, count, p->lr, 0, 0, 0, p->l2);
 }
 
-extern "C" int mtl_adam_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adam_params *p,
-                           mtl_dptr sp) {
+extern "C" int mtlcuda_adam_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adam_params *p,
+                           mtlcuda_dptr sp) {
 	MTL_REQUIRE(ctx, sp != 0, "adam_sp: no step parameters");
 	return run_multi<MTL_OPT_ADAM>(ctx, "adam_sp", tensors, count, p->lr_t, p->beta1, p->beta2, p->eps, p->l2, sp);
 }
 
-extern "C" int mtl_adagrad_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_adagrad_params *p,
-                              mtl_dptr sp) {
+extern "C" int mtlcuda_adagrad_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_adagrad_params *p,
+                              mtlcuda_dptr sp) {
 	MTL_REQUIRE(ctx, sp != 0, "adagrad_sp: no step parameters");
 	return run_multi<MTL_OPT_ADAGRAD>(ctx, "adagrad_sp", tensors, count, p->lr, 0, 0, p->eps, p->l2, sp);
 }
 
-extern "C" int mtl_sgd_sp(mtl_ctx *ctx, const mtl_opt_tensor *tensors, int count, const mtl_sgd_params *p,
-                          mtl_dptr sp) {
+extern "C" int mtlcuda_sgd_sp(mtlcuda_ctx *ctx, const mtlcuda_opt_tensor *tensors, int count, const mtlcuda_sgd_params *p,
+                          mtlcuda_dptr sp) {
 	MTL_REQUIRE(ctx, sp != 0, "sgd_sp: no step parameters");
 	return run_multi<MTL_OPT_SGD>(ctx, "sgd_sp", tensors, count, p->lr, 0, 0, 0, p->l2, sp);
 }
@@ -159,33 +159,33 @@ __global__ void k_sparse(float *table, float *s1, float *s2, int64_t table_rows,
 }
 
 template <int OPT>
-static int run_sparse(mtl_ctx *ctx, const char *name, mtl_dptr table, mtl_dptr s1, mtl_dptr s2, int64_t table_rows,
-                      int dim, mtl_dptr rows, mtl_dptr values, int64_t n, float lr, float b1, float b2, float eps,
+static int run_sparse(mtlcuda_ctx *ctx, const char *name, mtlcuda_dptr table, mtlcuda_dptr s1, mtlcuda_dptr s2, int64_t table_rows,
+                      int dim, mtlcuda_dptr rows, mtlcuda_dptr values, int64_t n, float lr, float b1, float b2, float eps,
                       float l2) {
 	MTL_REQUIRE(ctx, n >= 0 && dim >= 0 && table_rows >= 0, "%s: negative size", name);
 	if (n == 0 || dim == 0) return MTL_OK;
 	MTL_ENTER(ctx);
-	k_sparse<OPT><<<mtl_grid(ctx, n * dim, 2), kThreads, 0, ctx->compute>>>(
+	MTL_LAUNCH(mtlcuda_grid(ctx, n * dim, 2), kThreads, 0, ctx->compute, k_sparse<OPT>)(
 	    dptr<float>(table), dptr<float>(s1), dptr<float>(s2), table_rows, dim, dptr<const int>(rows),
 	    dptr<const float>(values), n, lr, b1, b2, eps, 2.0f * l2);
 	MTL_LAUNCHED(ctx, "sparse_optimizer");
 	return MTL_OK;
 }
 
-extern "C" int mtl_sparse_adam(mtl_ctx *ctx, mtl_dptr table, mtl_dptr m, mtl_dptr v, int64_t table_rows, int dim,
-                               mtl_dptr rows, mtl_dptr values, int64_t n, const mtl_adam_params *p) {
+extern "C" int mtlcuda_sparse_adam(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr m, mtlcuda_dptr v, int64_t table_rows, int dim,
+                               mtlcuda_dptr rows, mtlcuda_dptr values, int64_t n, const mtlcuda_adam_params *p) {
 	return run_sparse<MTL_OPT_ADAM>(ctx, "sparse_adam", table, m, v, table_rows, dim, rows, values, n, p->lr_t,
 	                                p->beta1, p->beta2, p->eps, p->l2);
 }
 
-extern "C" int mtl_sparse_adagrad(mtl_ctx *ctx, mtl_dptr table, mtl_dptr acc, int64_t table_rows, int dim,
-                                  mtl_dptr rows, mtl_dptr values, int64_t n, const mtl_adagrad_params *p) {
+extern "C" int mtlcuda_sparse_adagrad(mtlcuda_ctx *ctx, mtlcuda_dptr table, mtlcuda_dptr acc, int64_t table_rows, int dim,
+                                  mtlcuda_dptr rows, mtlcuda_dptr values, int64_t n, const mtlcuda_adagrad_params *p) {
 	return run_sparse<MTL_OPT_ADAGRAD>(ctx, "sparse_adagrad", table, acc, 0, table_rows, dim, rows, values, n, p->lr,
 	                                   0, 0, p->eps, p->l2);
 }
 
-extern "C" int mtl_sparse_sgd(mtl_ctx *ctx, mtl_dptr table, int64_t table_rows, int dim, mtl_dptr rows,
-                              mtl_dptr values, int64_t n, const mtl_sgd_params *p) {
+extern "C" int mtlcuda_sparse_sgd(mtlcuda_ctx *ctx, mtlcuda_dptr table, int64_t table_rows, int dim, mtlcuda_dptr rows,
+                              mtlcuda_dptr values, int64_t n, const mtlcuda_sgd_params *p) {
 	return run_sparse<MTL_OPT_SGD>(ctx, "sparse_sgd", table, 0, 0, table_rows, dim, rows, values, n, p->lr, 0, 0, 0,
 	                               p->l2);
 }

@@ -125,7 +125,7 @@ func globalErr(op string, rc C.int) error {
 	if rc == C.MTL_OK {
 		return nil
 	}
-	return &Error{Op: op, Code: Code(rc), Msg: C.GoString(C.mtl_last_error(nil))}
+	return &Error{Op: op, Code: Code(rc), Msg: C.GoString(C.mtlcuda_last_error(nil))}
 }
 
 // lockedCall runs a context-free call and reads its message on the same OS
@@ -141,7 +141,7 @@ func lockedCall(op string, f func() C.int) error {
 // driver.
 func RuntimeVersion() (runtimeVersion, driverVersion int, err error) {
 	var r, d C.int
-	err = lockedCall("RuntimeVersion", func() C.int { return C.mtl_runtime_version(&r, &d) })
+	err = lockedCall("RuntimeVersion", func() C.int { return C.mtlcuda_runtime_version(&r, &d) })
 	return int(r), int(d), err
 }
 
@@ -149,20 +149,20 @@ func RuntimeVersion() (runtimeVersion, driverVersion int, err error) {
 // error, when there is none; an error when the driver is missing or broken).
 func DeviceCount() (int, error) {
 	var n C.int
-	err := lockedCall("DeviceCount", func() C.int { return C.mtl_device_count(&n) })
+	err := lockedCall("DeviceCount", func() C.int { return C.mtlcuda_device_count(&n) })
 	return int(n), err
 }
 
 // Context is one device with its streams, BLAS handles and scratch memory.
 type Context struct {
-	c *C.mtl_ctx
+	c *C.mtlcuda_ctx
 }
 
 // NewContext opens device index. The error wraps ErrNoDevice when there is
 // no GPU, no driver, or no device with that index.
 func NewContext(index int) (*Context, error) {
-	var c *C.mtl_ctx
-	err := lockedCall("NewContext", func() C.int { return C.mtl_ctx_create(C.int(index), &c) })
+	var c *C.mtlcuda_ctx
+	err := lockedCall("NewContext", func() C.int { return C.mtlcuda_ctx_create(C.int(index), &c) })
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +175,7 @@ func (x *Context) Close() {
 	if x == nil || x.c == nil {
 		return
 	}
-	C.mtl_ctx_destroy(x.c)
+	C.mtlcuda_ctx_destroy(x.c)
 	x.c = nil
 }
 
@@ -183,7 +183,7 @@ func (x *Context) err(op string, rc C.int) error {
 	if rc == C.MTL_OK {
 		return nil
 	}
-	return &Error{Op: op, Code: Code(rc), Msg: C.GoString(C.mtl_last_error(x.c))}
+	return &Error{Op: op, Code: Code(rc), Msg: C.GoString(C.mtlcuda_last_error(x.c))}
 }
 
 // DeviceInfo describes the device of a context.
@@ -201,7 +201,7 @@ func (x *Context) Info() (DeviceInfo, error) {
 	var buf [256]C.char
 	var major, minor, sms C.int
 	var total C.size_t
-	if err := x.err("Info", C.mtl_device_info(x.c, &buf[0], C.int(len(buf)), &major, &minor, &sms, &total)); err != nil {
+	if err := x.err("Info", C.mtlcuda_device_info(x.c, &buf[0], C.int(len(buf)), &major, &minor, &sms, &total)); err != nil {
 		return DeviceInfo{}, err
 	}
 	r, d, _ := RuntimeVersion()
@@ -214,7 +214,7 @@ func (x *Context) Info() (DeviceInfo, error) {
 // SetTF32 switches SGEMMs to TF32 tensor-core math (faster, 10-bit mantissa
 // products: results then differ from the CPU beyond the parity tolerance).
 func (x *Context) SetTF32(on bool) error {
-	return x.err("SetTF32", C.mtl_set_tf32(x.c, cbool(on)))
+	return x.err("SetTF32", C.mtlcuda_set_tf32(x.c, cbool(on)))
 }
 
 func cbool(b bool) C.int {
@@ -229,15 +229,15 @@ func cbool(b bool) C.int {
 // Malloc returns bytes of zeroed device memory from the stream-ordered pool
 // (0 for 0 bytes).
 func (x *Context) Malloc(bytes int) (uintptr, error) {
-	var p C.mtl_dptr
-	err := x.err("Malloc", C.mtl_malloc(x.c, C.size_t(bytes), &p))
+	var p C.mtlcuda_dptr
+	err := x.err("Malloc", C.mtlcuda_malloc(x.c, C.size_t(bytes), &p))
 	return uintptr(p), err
 }
 
 // Free returns memory from Malloc to the pool (stream-ordered: queued work
 // that still reads it completes first).
 func (x *Context) Free(p uintptr) error {
-	return x.err("Free", C.mtl_free(x.c, C.mtl_dptr(p)))
+	return x.err("Free", C.mtlcuda_free(x.c, C.mtlcuda_dptr(p)))
 }
 
 // MemInfo is the device's memory state.
@@ -250,77 +250,77 @@ type MemInfo struct {
 // MemInfo reports device and pool memory.
 func (x *Context) MemInfo() (MemInfo, error) {
 	var free, total, reserved, used C.size_t
-	err := x.err("MemInfo", C.mtl_mem_info(x.c, &free, &total, &reserved, &used))
+	err := x.err("MemInfo", C.mtlcuda_mem_info(x.c, &free, &total, &reserved, &used))
 	return MemInfo{Free: int64(free), Total: int64(total), PoolReserved: int64(reserved), PoolUsed: int64(used)}, err
 }
 
 // Trim waits for the compute stream and returns unused pool memory to the
 // driver.
-func (x *Context) Trim() error { return x.err("Trim", C.mtl_trim(x.c)) }
+func (x *Context) Trim() error { return x.err("Trim", C.mtlcuda_trim(x.c)) }
 
 // HostAlloc returns bytes of pinned (page-locked) host memory, which
 // asynchronous copies require.
 func (x *Context) HostAlloc(bytes int) (unsafe.Pointer, error) {
 	var p unsafe.Pointer
-	err := x.err("HostAlloc", C.mtl_host_alloc(x.c, C.size_t(bytes), &p))
+	err := x.err("HostAlloc", C.mtlcuda_host_alloc(x.c, C.size_t(bytes), &p))
 	return p, err
 }
 
 // HostFree frees memory from HostAlloc.
 func (x *Context) HostFree(p unsafe.Pointer) error {
-	return x.err("HostFree", C.mtl_host_free(x.c, p))
+	return x.err("HostFree", C.mtlcuda_host_free(x.c, p))
 }
 
 // CopyHtoD copies bytes from host memory to dst on stream s. With sync the
 // call returns after the copy (src may then be reused); without, src must
 // be pinned memory that stays untouched until the copy completes.
 func (x *Context) CopyHtoD(dst uintptr, src unsafe.Pointer, bytes int, s Stream, sync bool) error {
-	return x.err("CopyHtoD", C.mtl_memcpy_htod(x.c, C.mtl_dptr(dst), src, C.size_t(bytes), C.int(s), cbool(sync)))
+	return x.err("CopyHtoD", C.mtlcuda_memcpy_htod(x.c, C.mtlcuda_dptr(dst), src, C.size_t(bytes), C.int(s), cbool(sync)))
 }
 
 // CopyDtoH copies bytes from device memory to host memory on stream s (see
 // CopyHtoD for sync).
 func (x *Context) CopyDtoH(dst unsafe.Pointer, src uintptr, bytes int, s Stream, sync bool) error {
-	return x.err("CopyDtoH", C.mtl_memcpy_dtoh(x.c, dst, C.mtl_dptr(src), C.size_t(bytes), C.int(s), cbool(sync)))
+	return x.err("CopyDtoH", C.mtlcuda_memcpy_dtoh(x.c, dst, C.mtlcuda_dptr(src), C.size_t(bytes), C.int(s), cbool(sync)))
 }
 
 // CopyDtoD copies bytes between device buffers on the compute stream.
 func (x *Context) CopyDtoD(dst, src uintptr, bytes int) error {
-	return x.err("CopyDtoD", C.mtl_memcpy_dtod(x.c, C.mtl_dptr(dst), C.mtl_dptr(src), C.size_t(bytes)))
+	return x.err("CopyDtoD", C.mtlcuda_memcpy_dtod(x.c, C.mtlcuda_dptr(dst), C.mtlcuda_dptr(src), C.size_t(bytes)))
 }
 
 // Memset sets bytes of device memory to a byte value on the compute stream.
 func (x *Context) Memset(dst uintptr, value byte, bytes int) error {
-	return x.err("Memset", C.mtl_memset(x.c, C.mtl_dptr(dst), C.int(value), C.size_t(bytes)))
+	return x.err("Memset", C.mtlcuda_memset(x.c, C.mtlcuda_dptr(dst), C.int(value), C.size_t(bytes)))
 }
 
 // FillF32 writes v (bit pattern preserved) to n 4-byte elements.
 func (x *Context) FillF32(dst uintptr, n int, v float32) error {
-	return x.err("Fill", C.mtl_fill_f32(x.c, C.mtl_dptr(dst), C.int64_t(n), C.float(v)))
+	return x.err("Fill", C.mtlcuda_fill_f32(x.c, C.mtlcuda_dptr(dst), C.int64_t(n), C.float(v)))
 }
 
 // FillI32 writes v to n int32 elements.
 func (x *Context) FillI32(dst uintptr, n int, v int32) error {
-	return x.err("Fill", C.mtl_fill_i32(x.c, C.mtl_dptr(dst), C.int64_t(n), C.int32_t(v)))
+	return x.err("Fill", C.mtlcuda_fill_i32(x.c, C.mtlcuda_dptr(dst), C.int64_t(n), C.int32_t(v)))
 }
 
 // ---- streams, events, graphs ----
 
 // StreamSync waits for the work queued on s and reports its faults.
 func (x *Context) StreamSync(s Stream) error {
-	return x.err("Sync", C.mtl_stream_sync(x.c, C.int(s)))
+	return x.err("Sync", C.mtlcuda_stream_sync(x.c, C.int(s)))
 }
 
 // Event is a CUDA event of one context.
 type Event struct {
 	x *Context
-	e *C.mtl_event
+	e *C.mtlcuda_event
 }
 
 // NewEvent creates an event; timing events can measure elapsed time.
 func (x *Context) NewEvent(timing bool) (*Event, error) {
-	var e *C.mtl_event
-	if err := x.err("NewEvent", C.mtl_event_create(x.c, cbool(timing), &e)); err != nil {
+	var e *C.mtlcuda_event
+	if err := x.err("NewEvent", C.mtlcuda_event_create(x.c, cbool(timing), &e)); err != nil {
 		return nil, err
 	}
 	return &Event{x: x, e: e}, nil
@@ -331,67 +331,67 @@ func (e *Event) Release() {
 	if e == nil || e.e == nil {
 		return
 	}
-	C.mtl_event_destroy(e.e)
+	C.mtlcuda_event_destroy(e.e)
 	e.e = nil
 }
 
 // Record marks the current end of stream s.
 func (e *Event) Record(s Stream) error {
-	return e.x.err("EventRecord", C.mtl_event_record(e.x.c, e.e, C.int(s)))
+	return e.x.err("EventRecord", C.mtlcuda_event_record(e.x.c, e.e, C.int(s)))
 }
 
 // WaitOn makes stream s wait (on the device, not the host) for the event.
 func (e *Event) WaitOn(s Stream) error {
-	return e.x.err("StreamWaitEvent", C.mtl_stream_wait_event(e.x.c, C.int(s), e.e))
+	return e.x.err("StreamWaitEvent", C.mtlcuda_stream_wait_event(e.x.c, C.int(s), e.e))
 }
 
 // Sync blocks the host until the event has happened.
-func (e *Event) Sync() error { return e.x.err("EventSync", C.mtl_event_sync(e.x.c, e.e)) }
+func (e *Event) Sync() error { return e.x.err("EventSync", C.mtlcuda_event_sync(e.x.c, e.e)) }
 
 // Done reports whether the event has happened, without blocking.
 func (e *Event) Done() (bool, error) {
 	var d C.int
-	err := e.x.err("EventQuery", C.mtl_event_query(e.x.c, e.e, &d))
+	err := e.x.err("EventQuery", C.mtlcuda_event_query(e.x.c, e.e, &d))
 	return d != 0, err
 }
 
 // ElapsedMs is the time between two recorded timing events.
 func ElapsedMs(start, end *Event) (float32, error) {
 	var ms C.float
-	err := start.x.err("EventElapsedTime", C.mtl_event_elapsed_ms(start.x.c, start.e, end.e, &ms))
+	err := start.x.err("EventElapsedTime", C.mtlcuda_event_elapsed_ms(start.x.c, start.e, end.e, &ms))
 	return float32(ms), err
 }
 
 // BeginCapture starts capturing the compute stream into a graph.
-func (x *Context) BeginCapture() error { return x.err("BeginCapture", C.mtl_capture_begin(x.c)) }
+func (x *Context) BeginCapture() error { return x.err("BeginCapture", C.mtlcuda_capture_begin(x.c)) }
 
 // Capturing reports whether a capture is in progress.
-func (x *Context) Capturing() bool { return C.mtl_capturing(x.c) != 0 }
+func (x *Context) Capturing() bool { return C.mtlcuda_capturing(x.c) != 0 }
 
 // Graph is an instantiated CUDA graph.
 type Graph struct {
 	x *Context
-	g *C.mtl_graph
+	g *C.mtlcuda_graph
 }
 
 // EndCapture ends the capture and instantiates the graph.
 func (x *Context) EndCapture() (*Graph, error) {
-	var g *C.mtl_graph
-	if err := x.err("EndCapture", C.mtl_capture_end(x.c, &g)); err != nil {
+	var g *C.mtlcuda_graph
+	if err := x.err("EndCapture", C.mtlcuda_capture_end(x.c, &g)); err != nil {
 		return nil, err
 	}
 	return &Graph{x: x, g: g}, nil
 }
 
 // Launch queues the graph on the compute stream.
-func (g *Graph) Launch() error { return g.x.err("GraphLaunch", C.mtl_graph_launch(g.x.c, g.g)) }
+func (g *Graph) Launch() error { return g.x.err("GraphLaunch", C.mtlcuda_graph_launch(g.x.c, g.g)) }
 
 // Release destroys the graph.
 func (g *Graph) Release() {
 	if g == nil || g.g == nil {
 		return
 	}
-	C.mtl_graph_destroy(g.g)
+	C.mtlcuda_graph_destroy(g.g)
 	g.g = nil
 }
 
@@ -399,105 +399,105 @@ func (g *Graph) Release() {
 
 // Gemm computes C[m,n] = alpha*op(A)*op(B) + beta*C.
 func (x *Context) Gemm(transA, transB bool, m, n, k int, alpha float32, a, b uintptr, beta float32, c uintptr) error {
-	return x.err("Gemm", C.mtl_gemm(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
-		C.mtl_dptr(a), C.mtl_dptr(b), C.float(beta), C.mtl_dptr(c)))
+	return x.err("Gemm", C.mtlcuda_gemm(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+		C.mtlcuda_dptr(a), C.mtlcuda_dptr(b), C.float(beta), C.mtlcuda_dptr(c)))
 }
 
 // GemmStridedBatched runs batch GEMMs with element strides.
 func (x *Context) GemmStridedBatched(transA, transB bool, m, n, k int, alpha float32, a uintptr, strideA int,
 	b uintptr, strideB int, beta float32, c uintptr, strideC int, batch int) error {
-	return x.err("GemmStridedBatched", C.mtl_gemm_strided_batched(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n),
-		C.int(k), C.float(alpha), C.mtl_dptr(a), C.int64_t(strideA), C.mtl_dptr(b), C.int64_t(strideB), C.float(beta),
-		C.mtl_dptr(c), C.int64_t(strideC), C.int(batch)))
+	return x.err("GemmStridedBatched", C.mtlcuda_gemm_strided_batched(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n),
+		C.int(k), C.float(alpha), C.mtlcuda_dptr(a), C.int64_t(strideA), C.mtlcuda_dptr(b), C.int64_t(strideB), C.float(beta),
+		C.mtlcuda_dptr(c), C.int64_t(strideC), C.int(batch)))
 }
 
 // GemmBiasAct computes C_i = act(op(A_i)*op(B_i) + bias_i) with a cuBLASLt
 // epilogue (SGEMM + bias kernel when cuBLASLt has no algorithm).
 func (x *Context) GemmBiasAct(transA, transB bool, m, n, k int, a uintptr, strideA int, b uintptr, strideB int,
 	bias uintptr, strideBias int, c uintptr, strideC int, batch int, act int) error {
-	return x.err("GemmBiasAct", C.mtl_gemm_bias_act(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k),
-		C.mtl_dptr(a), C.int64_t(strideA), C.mtl_dptr(b), C.int64_t(strideB), C.mtl_dptr(bias), C.int64_t(strideBias),
-		C.mtl_dptr(c), C.int64_t(strideC), C.int(batch), C.int(act)))
+	return x.err("GemmBiasAct", C.mtlcuda_gemm_bias_act(x.c, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k),
+		C.mtlcuda_dptr(a), C.int64_t(strideA), C.mtlcuda_dptr(b), C.int64_t(strideB), C.mtlcuda_dptr(bias), C.int64_t(strideBias),
+		C.mtlcuda_dptr(c), C.int64_t(strideC), C.int(batch), C.int(act)))
 }
 
 // ---- element-wise and row kernels ----
 
 // BiasAct adds bias [groups, n] to x [groups, rows, n] and applies act.
 func (x *Context) BiasAct(xp, bias uintptr, groups, rows, n, act int) error {
-	return x.err("BiasAct", C.mtl_bias_act(x.c, C.mtl_dptr(xp), C.mtl_dptr(bias), C.int(groups), C.int64_t(rows),
+	return x.err("BiasAct", C.mtlcuda_bias_act(x.c, C.mtlcuda_dptr(xp), C.mtlcuda_dptr(bias), C.int(groups), C.int64_t(rows),
 		C.int(n), C.int(act)))
 }
 
 // ActBackward masks dy by the activation's derivative at output y.
 func (x *Context) ActBackward(dy, y uintptr, n, act int) error {
-	return x.err("ActBackward", C.mtl_act_backward(x.c, C.mtl_dptr(dy), C.mtl_dptr(y), C.int64_t(n), C.int(act)))
+	return x.err("ActBackward", C.mtlcuda_act_backward(x.c, C.mtlcuda_dptr(dy), C.mtlcuda_dptr(y), C.int64_t(n), C.int(act)))
 }
 
 // BiasGrad writes (or adds) the row sums of dy [groups, rows, n] to db.
 func (x *Context) BiasGrad(dy, db uintptr, groups, rows, n int, accumulate bool) error {
-	return x.err("BiasGrad", C.mtl_bias_grad(x.c, C.mtl_dptr(dy), C.mtl_dptr(db), C.int(groups), C.int64_t(rows),
+	return x.err("BiasGrad", C.mtlcuda_bias_grad(x.c, C.mtlcuda_dptr(dy), C.mtlcuda_dptr(db), C.int(groups), C.int64_t(rows),
 		C.int(n), cbool(accumulate)))
 }
 
 // Dropout applies the counter-based dropout pattern (see mtlcuda.h).
 func (x *Context) Dropout(xp, mask uintptr, n int, threshold uint64, scale float32, seed uint64) error {
-	return x.err("Dropout", C.mtl_dropout(x.c, C.mtl_dptr(xp), C.mtl_dptr(mask), C.int64_t(n), C.uint64_t(threshold),
+	return x.err("Dropout", C.mtlcuda_dropout(x.c, C.mtlcuda_dptr(xp), C.mtlcuda_dptr(mask), C.int64_t(n), C.uint64_t(threshold),
 		C.float(scale), C.uint64_t(seed)))
 }
 
 // Mul is dst = a*b.
 func (x *Context) Mul(dst, a, b uintptr, n int) error {
-	return x.err("Mul", C.mtl_mul(x.c, C.mtl_dptr(dst), C.mtl_dptr(a), C.mtl_dptr(b), C.int64_t(n)))
+	return x.err("Mul", C.mtlcuda_mul(x.c, C.mtlcuda_dptr(dst), C.mtlcuda_dptr(a), C.mtlcuda_dptr(b), C.int64_t(n)))
 }
 
 // Axpy is y += alpha*x.
 func (x *Context) Axpy(alpha float32, xp, y uintptr, n int) error {
-	return x.err("Axpy", C.mtl_axpy(x.c, C.float(alpha), C.mtl_dptr(xp), C.mtl_dptr(y), C.int64_t(n)))
+	return x.err("Axpy", C.mtlcuda_axpy(x.c, C.float(alpha), C.mtlcuda_dptr(xp), C.mtlcuda_dptr(y), C.int64_t(n)))
 }
 
 // Scale is x *= alpha.
 func (x *Context) Scale(xp uintptr, n int, alpha float32) error {
-	return x.err("Scale", C.mtl_scale(x.c, C.mtl_dptr(xp), C.int64_t(n), C.float(alpha)))
+	return x.err("Scale", C.mtlcuda_scale(x.c, C.mtlcuda_dptr(xp), C.int64_t(n), C.float(alpha)))
 }
 
 // EqualMask is dst = (src == value).
 func (x *Context) EqualMask(dst, src uintptr, n int, value float32) error {
-	return x.err("EqualMask", C.mtl_equal_mask(x.c, C.mtl_dptr(dst), C.mtl_dptr(src), C.int64_t(n), C.float(value)))
+	return x.err("EqualMask", C.mtlcuda_equal_mask(x.c, C.mtlcuda_dptr(dst), C.mtlcuda_dptr(src), C.int64_t(n), C.float(value)))
 }
 
 // Sigmoid is y = 1/(1+exp(-x)).
 func (x *Context) Sigmoid(y, xp uintptr, n int) error {
-	return x.err("Sigmoid", C.mtl_sigmoid(x.c, C.mtl_dptr(y), C.mtl_dptr(xp), C.int64_t(n)))
+	return x.err("Sigmoid", C.mtlcuda_sigmoid(x.c, C.mtlcuda_dptr(y), C.mtlcuda_dptr(xp), C.int64_t(n)))
 }
 
 // CopyCols copies (or adds) width columns between row-major matrices.
 func (x *Context) CopyCols(dst uintptr, dstCols, dstCol int, src uintptr, srcCols, srcCol, rows, width int, accumulate bool) error {
-	return x.err("CopyCols", C.mtl_copy_cols(x.c, C.mtl_dptr(dst), C.int(dstCols), C.int(dstCol), C.mtl_dptr(src),
+	return x.err("CopyCols", C.mtlcuda_copy_cols(x.c, C.mtlcuda_dptr(dst), C.int(dstCols), C.int(dstCol), C.mtlcuda_dptr(src),
 		C.int(srcCols), C.int(srcCol), C.int64_t(rows), C.int(width), cbool(accumulate)))
 }
 
 // SoftmaxRows is y = softmax(x / temperature) per row.
 func (x *Context) SoftmaxRows(y, xp uintptr, rows, cols int, temperature float32) error {
-	return x.err("SoftmaxRows", C.mtl_softmax_rows(x.c, C.mtl_dptr(y), C.mtl_dptr(xp), C.int64_t(rows), C.int(cols),
+	return x.err("SoftmaxRows", C.mtlcuda_softmax_rows(x.c, C.mtlcuda_dptr(y), C.mtlcuda_dptr(xp), C.int64_t(rows), C.int(cols),
 		C.float(temperature)))
 }
 
 // SoftmaxBackward computes dx from dy and the softmax output y.
 func (x *Context) SoftmaxBackward(dx, dy, y uintptr, rows, cols int, temperature float32) error {
-	return x.err("SoftmaxBackward", C.mtl_softmax_backward(x.c, C.mtl_dptr(dx), C.mtl_dptr(dy), C.mtl_dptr(y),
+	return x.err("SoftmaxBackward", C.mtlcuda_softmax_backward(x.c, C.mtlcuda_dptr(dx), C.mtlcuda_dptr(dy), C.mtlcuda_dptr(y),
 		C.int64_t(rows), C.int(cols), C.float(temperature)))
 }
 
-func dptrs(p []uintptr) *C.mtl_dptr {
+func dptrs(p []uintptr) *C.mtlcuda_dptr {
 	if len(p) == 0 {
 		return nil
 	}
-	return (*C.mtl_dptr)(unsafe.Pointer(&p[0]))
+	return (*C.mtlcuda_dptr)(unsafe.Pointer(&p[0]))
 }
 
 // GateCombine is out[b,:] = sum_e w[b,e]*experts[e][b,:].
 func (x *Context) GateCombine(out, w uintptr, experts []uintptr, rows, d int) error {
-	return x.err("GateCombine", C.mtl_gate_combine(x.c, C.mtl_dptr(out), C.mtl_dptr(w), dptrs(experts),
+	return x.err("GateCombine", C.mtlcuda_gate_combine(x.c, C.mtlcuda_dptr(out), C.mtlcuda_dptr(w), dptrs(experts),
 		C.int(len(experts)), C.int64_t(rows), C.int(d)))
 }
 
@@ -507,8 +507,8 @@ func (x *Context) GateCombineBackward(dout, w uintptr, experts []uintptr, dw uin
 		return &Error{Op: "GateCombineBackward", Code: CodeInvalid,
 			Msg: fmt.Sprintf("%d expert gradients for %d experts", len(dexperts), len(experts))}
 	}
-	return x.err("GateCombineBackward", C.mtl_gate_combine_backward(x.c, C.mtl_dptr(dout), C.mtl_dptr(w), dptrs(experts),
-		C.mtl_dptr(dw), dptrs(dexperts), C.int(len(experts)), C.int64_t(rows), C.int(d)))
+	return x.err("GateCombineBackward", C.mtlcuda_gate_combine_backward(x.c, C.mtlcuda_dptr(dout), C.mtlcuda_dptr(w), dptrs(experts),
+		C.mtlcuda_dptr(dw), dptrs(dexperts), C.int(len(experts)), C.int64_t(rows), C.int(d)))
 }
 
 // ---- losses ----
@@ -516,19 +516,19 @@ func (x *Context) GateCombineBackward(dout, w uintptr, experts []uintptr, dw uin
 // BCEWithLogits adds scale*sum w*bce to loss[0] and writes dz (w = 0 means
 // no weights).
 func (x *Context) BCEWithLogits(loss, dz, z, y, w uintptr, n int, scale float32) error {
-	return x.err("BCEWithLogits", C.mtl_bce_with_logits(x.c, C.mtl_dptr(loss), C.mtl_dptr(dz), C.mtl_dptr(z),
-		C.mtl_dptr(y), C.mtl_dptr(w), C.int64_t(n), C.float(scale)))
+	return x.err("BCEWithLogits", C.mtlcuda_bce_with_logits(x.c, C.mtlcuda_dptr(loss), C.mtlcuda_dptr(dz), C.mtlcuda_dptr(z),
+		C.mtlcuda_dptr(y), C.mtlcuda_dptr(w), C.int64_t(n), C.float(scale)))
 }
 
 // MSE adds scale*sum w*(z-y)^2 to loss[0] and writes dz.
 func (x *Context) MSE(loss, dz, z, y, w uintptr, n int, scale float32) error {
-	return x.err("MSE", C.mtl_mse(x.c, C.mtl_dptr(loss), C.mtl_dptr(dz), C.mtl_dptr(z), C.mtl_dptr(y), C.mtl_dptr(w),
+	return x.err("MSE", C.mtlcuda_mse(x.c, C.mtlcuda_dptr(loss), C.mtlcuda_dptr(dz), C.mtlcuda_dptr(z), C.mtlcuda_dptr(y), C.mtlcuda_dptr(w),
 		C.int64_t(n), C.float(scale)))
 }
 
 // SumSquares adds scale*sum x^2 to loss[0].
 func (x *Context) SumSquares(loss, xp uintptr, n int, scale float32) error {
-	return x.err("SumSquares", C.mtl_sum_squares(x.c, C.mtl_dptr(loss), C.mtl_dptr(xp), C.int64_t(n), C.float(scale)))
+	return x.err("SumSquares", C.mtlcuda_sum_squares(x.c, C.mtlcuda_dptr(loss), C.mtlcuda_dptr(xp), C.int64_t(n), C.float(scale)))
 }
 
 // ---- optimizers ----
@@ -541,14 +541,14 @@ type OptTensor struct {
 }
 
 // optTensors converts ts into buf (reused between calls).
-func optTensors(buf *[]C.mtl_opt_tensor, ts []OptTensor) *C.mtl_opt_tensor {
+func optTensors(buf *[]C.mtlcuda_opt_tensor, ts []OptTensor) *C.mtlcuda_opt_tensor {
 	if len(ts) == 0 {
 		return nil
 	}
 	b := (*buf)[:0]
 	for _, t := range ts {
-		b = append(b, C.mtl_opt_tensor{param: C.mtl_dptr(t.Param), grad: C.mtl_dptr(t.Grad), m: C.mtl_dptr(t.M),
-			v: C.mtl_dptr(t.V), n: C.int64_t(t.N)})
+		b = append(b, C.mtlcuda_opt_tensor{param: C.mtlcuda_dptr(t.Param), grad: C.mtlcuda_dptr(t.Grad), m: C.mtlcuda_dptr(t.M),
+			v: C.mtlcuda_dptr(t.V), n: C.int64_t(t.N)})
 	}
 	*buf = b
 	return &b[0]
@@ -556,45 +556,45 @@ func optTensors(buf *[]C.mtl_opt_tensor, ts []OptTensor) *C.mtl_opt_tensor {
 
 // OptBuffer holds the C-side copy of a tensor list between calls, so that
 // steady-state optimizer calls do not allocate.
-type OptBuffer struct{ b []C.mtl_opt_tensor }
+type OptBuffer struct{ b []C.mtlcuda_opt_tensor }
 
 // Adam updates every tensor with the bias-corrected step size lrT.
 func (x *Context) Adam(buf *OptBuffer, ts []OptTensor, lrT, beta1, beta2, eps, l2 float32) error {
-	p := C.mtl_adam_params{lr_t: C.float(lrT), beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
-	return x.err("Adam", C.mtl_adam(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
+	p := C.mtlcuda_adam_params{lr_t: C.float(lrT), beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("Adam", C.mtlcuda_adam(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
 }
 
 // Adagrad updates every tensor (accumulator in M).
 func (x *Context) Adagrad(buf *OptBuffer, ts []OptTensor, lr, eps, l2 float32) error {
-	p := C.mtl_adagrad_params{lr: C.float(lr), eps: C.float(eps), l2: C.float(l2)}
-	return x.err("Adagrad", C.mtl_adagrad(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
+	p := C.mtlcuda_adagrad_params{lr: C.float(lr), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("Adagrad", C.mtlcuda_adagrad(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
 }
 
 // SGD updates every tensor.
 func (x *Context) SGD(buf *OptBuffer, ts []OptTensor, lr, l2 float32) error {
-	p := C.mtl_sgd_params{lr: C.float(lr), l2: C.float(l2)}
-	return x.err("SGD", C.mtl_sgd(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
+	p := C.mtlcuda_sgd_params{lr: C.float(lr), l2: C.float(l2)}
+	return x.err("SGD", C.mtlcuda_sgd(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p))
 }
 
 // SparseAdam updates rows[i] of table, m and v for i < n.
 func (x *Context) SparseAdam(table, m, v uintptr, tableRows, dim int, rows, values uintptr, n int, lrT, beta1, beta2, eps, l2 float32) error {
-	p := C.mtl_adam_params{lr_t: C.float(lrT), beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
-	return x.err("SparseAdam", C.mtl_sparse_adam(x.c, C.mtl_dptr(table), C.mtl_dptr(m), C.mtl_dptr(v), C.int64_t(tableRows),
-		C.int(dim), C.mtl_dptr(rows), C.mtl_dptr(values), C.int64_t(n), &p))
+	p := C.mtlcuda_adam_params{lr_t: C.float(lrT), beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("SparseAdam", C.mtlcuda_sparse_adam(x.c, C.mtlcuda_dptr(table), C.mtlcuda_dptr(m), C.mtlcuda_dptr(v), C.int64_t(tableRows),
+		C.int(dim), C.mtlcuda_dptr(rows), C.mtlcuda_dptr(values), C.int64_t(n), &p))
 }
 
 // SparseAdagrad updates rows[i] of table and acc for i < n.
 func (x *Context) SparseAdagrad(table, acc uintptr, tableRows, dim int, rows, values uintptr, n int, lr, eps, l2 float32) error {
-	p := C.mtl_adagrad_params{lr: C.float(lr), eps: C.float(eps), l2: C.float(l2)}
-	return x.err("SparseAdagrad", C.mtl_sparse_adagrad(x.c, C.mtl_dptr(table), C.mtl_dptr(acc), C.int64_t(tableRows),
-		C.int(dim), C.mtl_dptr(rows), C.mtl_dptr(values), C.int64_t(n), &p))
+	p := C.mtlcuda_adagrad_params{lr: C.float(lr), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("SparseAdagrad", C.mtlcuda_sparse_adagrad(x.c, C.mtlcuda_dptr(table), C.mtlcuda_dptr(acc), C.int64_t(tableRows),
+		C.int(dim), C.mtlcuda_dptr(rows), C.mtlcuda_dptr(values), C.int64_t(n), &p))
 }
 
 // SparseSGD updates rows[i] of table for i < n.
 func (x *Context) SparseSGD(table uintptr, tableRows, dim int, rows, values uintptr, n int, lr, l2 float32) error {
-	p := C.mtl_sgd_params{lr: C.float(lr), l2: C.float(l2)}
-	return x.err("SparseSGD", C.mtl_sparse_sgd(x.c, C.mtl_dptr(table), C.int64_t(tableRows), C.int(dim), C.mtl_dptr(rows),
-		C.mtl_dptr(values), C.int64_t(n), &p))
+	p := C.mtlcuda_sgd_params{lr: C.float(lr), l2: C.float(l2)}
+	return x.err("SparseSGD", C.mtlcuda_sparse_sgd(x.c, C.mtlcuda_dptr(table), C.int64_t(tableRows), C.int(dim), C.mtlcuda_dptr(rows),
+		C.mtlcuda_dptr(values), C.int64_t(n), &p))
 }
 
 // ---- embeddings ----
@@ -604,8 +604,8 @@ func (x *Context) SparseSGD(table uintptr, tableRows, dim int, rows, values uint
 // offsets are recorded in id-check slot `slot` (see IDCheckFetch).
 func (x *Context) EmbeddingGather(out uintptr, outCols, col int, table uintptr, tableRows, dim int, ids uintptr,
 	numIDs int, offsets uintptr, batch, comb, slot int) error {
-	return x.err("EmbeddingGather", C.mtl_embedding_gather(x.c, C.mtl_dptr(out), C.int(outCols), C.int(col),
-		C.mtl_dptr(table), C.int64_t(tableRows), C.int(dim), C.mtl_dptr(ids), C.int64_t(numIDs), C.mtl_dptr(offsets),
+	return x.err("EmbeddingGather", C.mtlcuda_embedding_gather(x.c, C.mtlcuda_dptr(out), C.int(outCols), C.int(col),
+		C.mtlcuda_dptr(table), C.int64_t(tableRows), C.int(dim), C.mtlcuda_dptr(ids), C.int64_t(numIDs), C.mtlcuda_dptr(offsets),
 		C.int64_t(batch), C.int(comb), C.int(slot)))
 }
 
@@ -623,11 +623,11 @@ type IDCheck struct {
 func (x *Context) IDCheckFetch(slots int) (IDCheck, error) {
 	var found, slot C.int
 	var pos, row, id, rows C.int64_t
-	err := x.err("IDCheck", C.mtl_idcheck_fetch(x.c, C.int(slots), &found, &slot, &pos, &row, &id, &rows))
+	err := x.err("IDCheck", C.mtlcuda_idcheck_fetch(x.c, C.int(slots), &found, &slot, &pos, &row, &id, &rows))
 	return IDCheck{Kind: int(found), Slot: int(slot), Pos: int64(pos), Row: int64(row), ID: int64(id), TableRows: int64(rows)}, err
 }
 
-// EmbInput is one source of gradient rows for a table (see mtl_emb_input).
+// EmbInput is one source of gradient rows for a table (see mtlcuda_emb_input).
 type EmbInput struct {
 	Dout          uintptr
 	DoutCols, Col int
@@ -639,16 +639,16 @@ type EmbInput struct {
 }
 
 // EmbBuffer holds the C-side copy of an input list between calls.
-type EmbBuffer struct{ b []C.mtl_emb_input }
+type EmbBuffer struct{ b []C.mtlcuda_emb_input }
 
-func embInputs(buf *EmbBuffer, in []EmbInput) *C.mtl_emb_input {
+func embInputs(buf *EmbBuffer, in []EmbInput) *C.mtlcuda_emb_input {
 	if len(in) == 0 {
 		return nil
 	}
 	b := buf.b[:0]
 	for _, e := range in {
-		b = append(b, C.mtl_emb_input{dout: C.mtl_dptr(e.Dout), dout_cols: C.int(e.DoutCols), col: C.int(e.Col),
-			ids: C.mtl_dptr(e.IDs), num_ids: C.int64_t(e.NumIDs), offsets: C.mtl_dptr(e.Offsets), batch: C.int64_t(e.Batch),
+		b = append(b, C.mtlcuda_emb_input{dout: C.mtlcuda_dptr(e.Dout), dout_cols: C.int(e.DoutCols), col: C.int(e.Col),
+			ids: C.mtlcuda_dptr(e.IDs), num_ids: C.int64_t(e.NumIDs), offsets: C.mtlcuda_dptr(e.Offsets), batch: C.int64_t(e.Batch),
 			comb: C.int(e.Comb)})
 	}
 	buf.b = b
@@ -665,7 +665,7 @@ func (x *Context) EmbeddingBackward(buf *EmbBuffer, outRows, outValues uintptr, 
 	if exact {
 		np = &n
 	}
-	err := x.err("EmbeddingBackward", C.mtl_embedding_backward(x.c, C.mtl_dptr(outRows), C.mtl_dptr(outValues),
+	err := x.err("EmbeddingBackward", C.mtlcuda_embedding_backward(x.c, C.mtlcuda_dptr(outRows), C.mtlcuda_dptr(outValues),
 		C.int64_t(capacity), C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), np))
 	if err != nil || exact {
 		return int(n), err
@@ -686,9 +686,9 @@ type SparseOpt struct {
 
 // EmbeddingUpdate is the fused backward + sparse optimizer step of a table.
 func (x *Context) EmbeddingUpdate(buf *EmbBuffer, table, s1, s2 uintptr, tableRows, dim int, in []EmbInput, o SparseOpt) error {
-	p := C.mtl_sparse_opt{kind: C.int(o.Kind), lr: C.float(o.LR), beta1: C.float(o.Beta1), beta2: C.float(o.Beta2),
+	p := C.mtlcuda_sparse_opt{kind: C.int(o.Kind), lr: C.float(o.LR), beta1: C.float(o.Beta1), beta2: C.float(o.Beta2),
 		eps: C.float(o.Eps), l2: C.float(o.L2)}
-	return x.err("EmbeddingUpdate", C.mtl_embedding_update(x.c, C.mtl_dptr(table), C.mtl_dptr(s1), C.mtl_dptr(s2),
+	return x.err("EmbeddingUpdate", C.mtlcuda_embedding_update(x.c, C.mtlcuda_dptr(table), C.mtlcuda_dptr(s1), C.mtlcuda_dptr(s2),
 		C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), &p))
 }
 

@@ -41,9 +41,9 @@ const (
 )
 
 // GateForward is the fused gate: w = softmax(logits/temperature) and
-// out[b,:] = sum_e w[b,e]*experts[e][b,:] (see mtl_gate_forward).
+// out[b,:] = sum_e w[b,e]*experts[e][b,:] (see mtlcuda_gate_forward).
 func (x *Context) GateForward(out, w, logits uintptr, experts []uintptr, rows, d int, temperature float32) error {
-	return x.err("GateForward", C.mtl_gate_forward(x.c, C.mtl_dptr(out), C.mtl_dptr(w), C.mtl_dptr(logits),
+	return x.err("GateForward", C.mtlcuda_gate_forward(x.c, C.mtlcuda_dptr(out), C.mtlcuda_dptr(w), C.mtlcuda_dptr(logits),
 		dptrs(experts), C.int(len(experts)), C.int64_t(rows), C.int(d), C.float(temperature)))
 }
 
@@ -56,12 +56,12 @@ func (x *Context) GateBackward(dlogits, dout, w uintptr, experts, dexperts []uin
 		return &Error{Op: "GateBackward", Code: CodeInvalid,
 			Msg: fmt.Sprintf("%d expert gradients for %d experts", len(dexperts), len(experts))}
 	}
-	return x.err("GateBackward", C.mtl_gate_backward(x.c, C.mtl_dptr(dlogits), C.mtl_dptr(dout), C.mtl_dptr(w),
+	return x.err("GateBackward", C.mtlcuda_gate_backward(x.c, C.mtlcuda_dptr(dlogits), C.mtlcuda_dptr(dout), C.mtlcuda_dptr(w),
 		dptrs(experts), dptrs(dexperts), C.int(len(experts)), C.int64_t(rows), C.int(d), C.float(temperature),
-		C.mtl_dptr(dwScratch)))
+		C.mtlcuda_dptr(dwScratch)))
 }
 
-// LossTask is one task of MultiTaskLoss (see mtl_loss_task); Weight and
+// LossTask is one task of MultiTaskLoss (see mtlcuda_loss_task); Weight and
 // Space may be 0.
 type LossTask struct {
 	Kind              int // LossBCE or LossMSE
@@ -72,7 +72,7 @@ type LossTask struct {
 
 // LossBuffer holds the C-side copy of a task list between calls, so that
 // steady-state calls do not allocate.
-type LossBuffer struct{ b []C.mtl_loss_task }
+type LossBuffer struct{ b []C.mtlcuda_loss_task }
 
 // MultiTaskLoss runs the fused multi-task loss: the gradient of every task,
 // taskLoss[t] += scale*sum_i w*l (taskLoss may be 0) and total[0] +=
@@ -81,16 +81,16 @@ type LossBuffer struct{ b []C.mtl_loss_task }
 func (x *Context) MultiTaskLoss(buf *LossBuffer, taskLoss, total uintptr, tasks []LossTask, rows int, scale float32) error {
 	b := buf.b[:0]
 	for _, t := range tasks {
-		b = append(b, C.mtl_loss_task{kind: C.int(t.Kind), z: C.mtl_dptr(t.Z), dz: C.mtl_dptr(t.DZ), y: C.mtl_dptr(t.Y),
-			weight: C.mtl_dptr(t.Weight), space: C.mtl_dptr(t.Space), pos_weight: C.float(t.PosWeight),
+		b = append(b, C.mtlcuda_loss_task{kind: C.int(t.Kind), z: C.mtlcuda_dptr(t.Z), dz: C.mtlcuda_dptr(t.DZ), y: C.mtlcuda_dptr(t.Y),
+			weight: C.mtlcuda_dptr(t.Weight), space: C.mtlcuda_dptr(t.Space), pos_weight: C.float(t.PosWeight),
 			lambda: C.float(t.Lambda)})
 	}
 	buf.b = b
-	var p *C.mtl_loss_task
+	var p *C.mtlcuda_loss_task
 	if len(b) > 0 {
 		p = &b[0]
 	}
-	return x.err("MultiTaskLoss", C.mtl_multi_task_loss(x.c, C.mtl_dptr(taskLoss), C.mtl_dptr(total), p,
+	return x.err("MultiTaskLoss", C.mtlcuda_multi_task_loss(x.c, C.mtlcuda_dptr(taskLoss), C.mtlcuda_dptr(total), p,
 		C.int(len(b)), C.int64_t(rows), C.float(scale)))
 }
 
@@ -101,7 +101,7 @@ type MetricTask struct {
 }
 
 // MetricBuffer holds the C-side copy of a task list between calls.
-type MetricBuffer struct{ b []C.mtl_metric_task }
+type MetricBuffer struct{ b []C.mtlcuda_metric_task }
 
 // MetricAccumulate adds the metric sums of rows rows of every task to acc,
 // a device array of len(tasks)*MetricFields float64 (8-byte aligned).
@@ -109,15 +109,15 @@ func (x *Context) MetricAccumulate(buf *MetricBuffer, acc uintptr, tasks []Metri
 	threshold float32) error {
 	b := buf.b[:0]
 	for _, t := range tasks {
-		b = append(b, C.mtl_metric_task{binary: cbool(t.Binary), pred: C.mtl_dptr(t.Pred), label: C.mtl_dptr(t.Label),
-			mask: C.mtl_dptr(t.Mask)})
+		b = append(b, C.mtlcuda_metric_task{binary: cbool(t.Binary), pred: C.mtlcuda_dptr(t.Pred), label: C.mtlcuda_dptr(t.Label),
+			mask: C.mtlcuda_dptr(t.Mask)})
 	}
 	buf.b = b
-	var p *C.mtl_metric_task
+	var p *C.mtlcuda_metric_task
 	if len(b) > 0 {
 		p = &b[0]
 	}
-	return x.err("MetricAccumulate", C.mtl_metric_accumulate(x.c, C.mtl_dptr(acc), p, C.int(len(b)), C.int64_t(rows),
+	return x.err("MetricAccumulate", C.mtlcuda_metric_accumulate(x.c, C.mtlcuda_dptr(acc), p, C.int(len(b)), C.int64_t(rows),
 		C.double(eps), C.float(threshold)))
 }
 
@@ -132,40 +132,40 @@ func (x *Context) CopyDtoHF64(dst []float64, src uintptr) error {
 // ---- step parameters (graph capture of a training step) ----
 
 // StepParamsBytes is the size of the device block the *SP variants read
-// their per-step scalars from (mtl_step_params: lr, lr_t, seed).
-const StepParamsBytes = C.sizeof_mtl_step_params
+// their per-step scalars from (mtlcuda_step_params: lr, lr_t, seed).
+const StepParamsBytes = C.sizeof_mtlcuda_step_params
 
 // AdamSP is Adam with the step size read from the step-parameter block sp.
 func (x *Context) AdamSP(buf *OptBuffer, ts []OptTensor, beta1, beta2, eps, l2 float32, sp uintptr) error {
-	p := C.mtl_adam_params{beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
-	return x.err("AdamSP", C.mtl_adam_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+	p := C.mtlcuda_adam_params{beta1: C.float(beta1), beta2: C.float(beta2), eps: C.float(eps), l2: C.float(l2)}
+	return x.err("AdamSP", C.mtlcuda_adam_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtlcuda_dptr(sp)))
 }
 
 // AdagradSP is Adagrad with the learning rate read from sp.
 func (x *Context) AdagradSP(buf *OptBuffer, ts []OptTensor, eps, l2 float32, sp uintptr) error {
-	p := C.mtl_adagrad_params{eps: C.float(eps), l2: C.float(l2)}
-	return x.err("AdagradSP", C.mtl_adagrad_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+	p := C.mtlcuda_adagrad_params{eps: C.float(eps), l2: C.float(l2)}
+	return x.err("AdagradSP", C.mtlcuda_adagrad_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtlcuda_dptr(sp)))
 }
 
 // SGDSP is SGD with the learning rate read from sp.
 func (x *Context) SGDSP(buf *OptBuffer, ts []OptTensor, l2 float32, sp uintptr) error {
-	p := C.mtl_sgd_params{l2: C.float(l2)}
-	return x.err("SGDSP", C.mtl_sgd_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtl_dptr(sp)))
+	p := C.mtlcuda_sgd_params{l2: C.float(l2)}
+	return x.err("SGDSP", C.mtlcuda_sgd_sp(x.c, optTensors(&buf.b, ts), C.int(len(ts)), &p, C.mtlcuda_dptr(sp)))
 }
 
 // EmbeddingUpdateSP is EmbeddingUpdate with o.LR read from sp (lr_t for
 // Adam, lr otherwise).
 func (x *Context) EmbeddingUpdateSP(buf *EmbBuffer, table, s1, s2 uintptr, tableRows, dim int, in []EmbInput, o SparseOpt,
 	sp uintptr) error {
-	p := C.mtl_sparse_opt{kind: C.int(o.Kind), beta1: C.float(o.Beta1), beta2: C.float(o.Beta2), eps: C.float(o.Eps),
+	p := C.mtlcuda_sparse_opt{kind: C.int(o.Kind), beta1: C.float(o.Beta1), beta2: C.float(o.Beta2), eps: C.float(o.Eps),
 		l2: C.float(o.L2)}
-	return x.err("EmbeddingUpdateSP", C.mtl_embedding_update_sp(x.c, C.mtl_dptr(table), C.mtl_dptr(s1), C.mtl_dptr(s2),
-		C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), &p, C.mtl_dptr(sp)))
+	return x.err("EmbeddingUpdateSP", C.mtlcuda_embedding_update_sp(x.c, C.mtlcuda_dptr(table), C.mtlcuda_dptr(s1), C.mtlcuda_dptr(s2),
+		C.int64_t(tableRows), C.int(dim), embInputs(buf, in), C.int(len(in)), &p, C.mtlcuda_dptr(sp)))
 }
 
 // DropoutSP is Dropout with the seed layers.MixSeed(sp.seed, site, layer)
 // derived on the device.
 func (x *Context) DropoutSP(xp, mask uintptr, n int, threshold uint64, scale float32, sp uintptr, site, layer uint64) error {
-	return x.err("DropoutSP", C.mtl_dropout_sp(x.c, C.mtl_dptr(xp), C.mtl_dptr(mask), C.int64_t(n), C.uint64_t(threshold),
-		C.float(scale), C.mtl_dptr(sp), C.uint64_t(site), C.uint64_t(layer)))
+	return x.err("DropoutSP", C.mtlcuda_dropout_sp(x.c, C.mtlcuda_dptr(xp), C.mtlcuda_dptr(mask), C.int64_t(n), C.uint64_t(threshold),
+		C.float(scale), C.mtlcuda_dptr(sp), C.uint64_t(site), C.uint64_t(layer)))
 }

@@ -1217,7 +1217,7 @@ func (c *CPU) runSGD(t sgdTask, n, unit, cost int) {
 	t.run(0, n)
 }
 
-// Adam implements Device (see AdamStepSize and mtl_adam in cpu_kernels.c
+// Adam implements Device (see AdamStepSize and mtlcpu_adam in cpu_kernels.c
 // for the formula).
 func (c *CPU) Adam(param, grad, m, v *Tensor, p AdamParams) {
 	n := sameLen("Adam", param, grad, m, v)
@@ -1236,7 +1236,7 @@ func (c *CPU) AdamMulti(params, grads, ms, vs []*Tensor, p AdamParams) {
 }
 
 // Adagrad implements Device (TensorFlow's ApplyAdagradV2 as used by Keras 2,
-// see mtl_adagrad in cpu_kernels.c).
+// see mtlcpu_adagrad in cpu_kernels.c).
 func (c *CPU) Adagrad(param, grad, acc *Tensor, p AdagradParams) {
 	n := sameLen("Adagrad", param, grad, acc)
 	c.runAdagrad(adagradTask{param: param.F32, grad: grad.F32, acc: acc.F32, lr: p.LR, eps: p.Eps, l2x2: 2 * p.L2}, n, 64, 6)

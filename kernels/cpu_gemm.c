@@ -66,9 +66,9 @@ __attribute__((constructor)) static void gemm_probe(void) {
 
 static inline int level(void) { return gemm_forced >= 0 && gemm_forced < gemm_level ? gemm_forced : gemm_level; }
 
-int mtl_gemm_level(void) { return level(); }
+int mtlcpu_gemm_level(void) { return level(); }
 
-void mtl_gemm_force_level(int l) { gemm_forced = l; }
+void mtlcpu_gemm_force_level(int l) { gemm_forced = l; }
 
 /* ------------------------------------------------------------ AVX-512 */
 
@@ -366,7 +366,7 @@ static void run_tiles(const gemm_args *g) {
 		gemm256(g);
 }
 
-int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
 	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
 	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu};
@@ -387,9 +387,9 @@ int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *
 
 #else
 
-int mtl_gemm_level(void) { return 0; }
-void mtl_gemm_force_level(int l) { (void)l; }
-int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+int mtlcpu_gemm_level(void) { return 0; }
+void mtlcpu_gemm_force_level(int l) { (void)l; }
+int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
 	(void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
 	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu;

@@ -58,6 +58,16 @@ func smallGemm(ta, tb bool, m, n, k int) bool {
 	return !tb || n*k <= smallGemmTBuf
 }
 
+// RowIndependentGemm reports whether the CPU device computes a GEMM
+// X[m, k] * W[k, n] (neither transposed: the forward pass of a Dense layer or
+// an expert) so that every row of the result has the same bits whatever m
+// and whatever the other rows: true when the small-GEMM kernels take the
+// shape, which needs AVX2 and FMA and a thin enough W. Other GEMMs go to
+// OpenBLAS, whose result for a row may change with m on some of the kernels
+// it picks for a CPU. A model whose forward GEMMs all qualify scores a row
+// the same in any batch and with any number of threads.
+func RowIndependentGemm(n, k int) bool { return smallGemm(false, false, 1, n, k) }
+
 // gemmSplit returns how many row blocks and column blocks a GEMM of this
 // shape is cut into (at most one of them is above 1), a power of two so that
 // blocks divide evenly among 2, 4, 8... threads.

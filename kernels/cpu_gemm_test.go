@@ -19,11 +19,14 @@ var gemmShapes = []struct{ m, n, k int }{
 	{5, 2, 15}, {40, 7, 17}, {33, 1, 3000},
 }
 
-// naiveGemm is C = act(alpha*op(A)op(B) + beta*C + bias) in float64, and the
-// matching error allowance per element (gemmSlack of kerneltest).
+// naiveGemm is C = act(alpha*op(A)op(B) + beta*C + bias) in float64, the
+// allowance per element for the small-GEMM kernels (slack: they sum over k
+// in one fixed order, so a statistical bound is stable for fixed inputs) and
+// the magnitude |alpha|*sum|a*b| + |beta*C| + |bias| that gemmErrBound turns
+// into a bound that holds for any GEMM, OpenBLAS's included.
 func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
-	beta float32, c []float32, bias []float32, relu bool) (want, slack []float64) {
-	want, slack = make([]float64, m*n), make([]float64, m*n)
+	beta float32, c []float32, bias []float32, relu bool) (want, slack, mag []float64) {
+	want, slack, mag = make([]float64, m*n), make([]float64, m*n), make([]float64, m*n)
 	for i := range m {
 		for j := range n {
 			var s, abs float64
@@ -43,8 +46,10 @@ func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b 
 				abs += math.Abs(float64(av) * float64(bv))
 			}
 			v := float64(alpha)*s + float64(beta)*float64(c[i*n+j])
+			mag[i*n+j] = math.Abs(float64(alpha))*abs + math.Abs(float64(beta)*float64(c[i*n+j]))
 			if bias != nil {
 				v += float64(bias[j])
+				mag[i*n+j] += math.Abs(float64(bias[j]))
 			}
 			if relu && v < 0 {
 				v = 0
@@ -53,7 +58,25 @@ func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b 
 			slack[i*n+j] = 1e-6 + 2e-7*math.Abs(v) + 2*math.Sqrt(float64(k))*0x1p-24*math.Abs(float64(alpha))*abs
 		}
 	}
-	return want, slack
+	return want, slack, mag
+}
+
+// gemmErrBound is kerneltest.GemmErrorBound (which this package's internal
+// tests cannot import): the worst-case rounding error of a float32 GEMM
+// element of magnitude mag (see naiveGemm), whatever the order of summation.
+func gemmErrBound(k int, mag float64) float64 {
+	nu := float64(k+4) * 0x1p-24
+	return nu / (1 - nu) * mag
+}
+
+// checkGemm fails unless every got[i] is within gemmErrBound of want[i].
+func checkGemm(t *testing.T, name string, k int, got []float32, want, mag []float64) {
+	t.Helper()
+	for i := range want {
+		if d := math.Abs(float64(got[i]) - want[i]); !(d <= gemmErrBound(k, mag[i])) {
+			t.Fatalf("%s: C[%d] = %g, want %g (error %.3g, bound %.3g)", name, i, got[i], want[i], d, gemmErrBound(k, mag[i]))
+		}
+	}
 }
 
 // The AVX2 and AVX-512 kernels give the same bits (they follow one order of
@@ -93,7 +116,7 @@ func TestSmallGemmKernels(t *testing.T) {
 				if ep.bias {
 					bias = randF32(rng, s.n, -1, 1)
 				}
-				want, slack := naiveGemm(ta, tb, s.m, s.n, s.k, ep.alpha, a, lda, b, ldb, ep.beta, c0, bias, ep.relu)
+				want, slack, _ := naiveGemm(ta, tb, s.m, s.n, s.k, ep.alpha, a, lda, b, ldb, ep.beta, c0, bias, ep.relu)
 				if ta && s.n < 16 {
 					require.False(t, cSgemm(ta, tb, s.m, s.n, s.k, ep.alpha, a, lda, b, ldb, ep.beta, c0, s.n, bias, ep.relu), "%s: thin with A transposed stays on OpenBLAS", name)
 					require.False(t, smallGemm(ta, tb, s.m, s.n, s.k), name)
@@ -182,12 +205,15 @@ func TestGemmBiasActMatchesUnfused(t *testing.T) {
 // how many rows share a batch or a shard. This holds for the kernels at
 // every level and so for the device's Gemm on the shapes they take.
 func TestGemmRowIndependentOfRows(t *testing.T) {
+	require.False(t, RowIndependentGemm(600, 64), "wide layers go to OpenBLAS")
+	require.False(t, RowIndependentGemm(256, 512), "so do large weights")
 	if gemmLevel == 0 {
 		t.Skip("no AVX2/FMA on this machine")
 	}
 	rng := rand.New(rand.NewPCG(21, 22))
 	c := NewCPU(1)
 	for _, s := range []struct{ n, k int }{{1, 64}, {3, 64}, {4, 136}, {6, 64}, {15, 33}, {16, 64}, {64, 136}, {128, 64}} {
+		require.True(t, RowIndependentGemm(s.n, s.k), "n %d k %d", s.n, s.k)
 		x, w := c.Alloc(Float32, 300, s.k), c.Alloc(Float32, s.k, s.n)
 		copy(x.F32, randF32(rng, 300*s.k, -1, 1))
 		copy(w.F32, randF32(rng, s.k*s.n, -1, 1))

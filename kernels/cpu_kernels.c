@@ -31,33 +31,33 @@
 #define HOT
 #endif
 
-HOT void mtl_fill(float *restrict x, long n, float v) {
+HOT void mtlcpu_fill(float *restrict x, long n, float v) {
 	for (long i = 0; i < n; i++) x[i] = v;
 }
 
-HOT void mtl_scale(float *restrict x, long n, float a) {
+HOT void mtlcpu_scale(float *restrict x, long n, float a) {
 	for (long i = 0; i < n; i++) x[i] *= a;
 }
 
-HOT void mtl_axpy(float *restrict y, const float *restrict x, long n, float a) {
+HOT void mtlcpu_axpy(float *restrict y, const float *restrict x, long n, float a) {
 	for (long i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 /* dst may alias a or b, so no restrict here; each element is read before it
  * is written, which is all aliasing needs. */
-HOT void mtl_mul(float *dst, const float *a, const float *b, long n) {
+HOT void mtlcpu_mul(float *dst, const float *a, const float *b, long n) {
 	for (long i = 0; i < n; i++) dst[i] = a[i] * b[i];
 }
 
-HOT void mtl_equal(float *restrict dst, const float *restrict src, long n, float v) {
+HOT void mtlcpu_equal(float *restrict dst, const float *restrict src, long n, float v) {
 	for (long i = 0; i < n; i++) dst[i] = src[i] == v ? 1.0f : 0.0f;
 }
 
-HOT void mtl_relu_bwd(float *restrict dy, const float *restrict y, long n) {
+HOT void mtlcpu_relu_bwd(float *restrict dy, const float *restrict y, long n) {
 	for (long i = 0; i < n; i++) dy[i] = y[i] > 0 ? dy[i] : 0.0f;
 }
 
-HOT void mtl_bias_act(float *restrict x, const float *restrict bias, long rows, int n, int relu) {
+HOT void mtlcpu_bias_act(float *restrict x, const float *restrict bias, long rows, int n, int relu) {
 	if (relu) {
 		for (long r = 0; r < rows; r++) {
 			float *restrict row = x + r * n;
@@ -74,8 +74,8 @@ HOT void mtl_bias_act(float *restrict x, const float *restrict bias, long rows, 
 	}
 }
 
-/* mtl_bias_act over rows with leading dimension ld; bias may be NULL. */
-HOT void mtl_bias_act_ld(float *restrict x, long ld, const float *restrict bias, long rows, int n, int relu) {
+/* mtlcpu_bias_act over rows with leading dimension ld; bias may be NULL. */
+HOT void mtlcpu_bias_act_ld(float *restrict x, long ld, const float *restrict bias, long rows, int n, int relu) {
 	for (long r = 0; r < rows; r++) {
 		float *restrict row = x + r * ld;
 		if (bias && relu)
@@ -92,7 +92,7 @@ HOT void mtl_bias_act_ld(float *restrict x, long ld, const float *restrict bias,
 
 /* db[j] (= or +=) sum over rows r of dy[r*ld + j] for j < w <= 64, summed
  * in double in row order. */
-HOT void mtl_bias_grad(const float *restrict dy, long rows, long ld, int w, float *restrict db,
+HOT void mtlcpu_bias_grad(const float *restrict dy, long rows, long ld, int w, float *restrict db,
                        int accumulate) {
 	double acc[64];
 	if (w > 64) w = 64;
@@ -113,7 +113,7 @@ static inline uint64_t dropout_hash(uint64_t seed, uint64_t i) {
 }
 
 /* Elements lo..lo+n-1 of the tensor; x and mask point at element lo. */
-HOT void mtl_dropout(float *restrict x, float *restrict mask, long lo, long n, uint64_t seed,
+HOT void mtlcpu_dropout(float *restrict x, float *restrict mask, long lo, long n, uint64_t seed,
                      uint64_t thr, float scale) {
 	for (long j = 0; j < n; j++) {
 		float m = (dropout_hash(seed, (uint64_t)(lo + j)) >> 40) < thr ? 0.0f : scale;
@@ -150,7 +150,7 @@ static inline float dot8(const float *restrict a, const float *restrict b, int d
  * vectorisation of these short rows ran about 5 times slower. */
 typedef float v16f __attribute__((vector_size(64)));
 
-HOT void mtl_gate_fwd(float *restrict out, const float *restrict w, int ne, int e0, int cnt,
+HOT void mtlcpu_gate_fwd(float *restrict out, const float *restrict w, int ne, int e0, int cnt,
                       const float *restrict x0, const float *restrict x1, const float *restrict x2,
                       const float *restrict x3, long rows, int d, int first) {
 	const float *xs[4] = {x0, x1, x2, x3};
@@ -184,7 +184,7 @@ HOT void mtl_gate_fwd(float *restrict out, const float *restrict w, int ne, int 
 
 /* dw[b,e] = <dout[b,:], ex[b,:]>; dex[b,:] += w[b,e] * dout[b,:] for the cnt
  * (<= 4) experts e0.. given by x_i / dx_i, while the row of dout is hot. */
-HOT void mtl_gate_bwd(const float *restrict dout, const float *restrict w, int ne, int e0, int cnt,
+HOT void mtlcpu_gate_bwd(const float *restrict dout, const float *restrict w, int ne, int e0, int cnt,
                       const float *x0, const float *x1, const float *x2, const float *x3,
                       float *dx0, float *dx1, float *dx2, float *dx3, float *restrict dw, long rows, int d) {
 	const float *xs[4] = {x0, x1, x2, x3};
@@ -235,7 +235,7 @@ HOT void mtl_gate_bwd(const float *restrict dout, const float *restrict w, int n
 	}
 }
 
-HOT void mtl_copy_cols(float *restrict dst, long ldd, const float *restrict src, long lds, long rows,
+HOT void mtlcpu_copy_cols(float *restrict dst, long ldd, const float *restrict src, long lds, long rows,
                        int width, int accumulate) {
 	for (long r = 0; r < rows; r++) {
 		float *restrict d = dst + r * ldd;
@@ -288,7 +288,7 @@ static inline void prefetch_rows(const int32_t *rows, long i, long hi, int dim, 
 }
 
 /* Rows lo..hi-1 of a gather; out points at column col of row 0. */
-HOT void mtl_gather(float *restrict out, long ldo, const float *restrict table, int dim,
+HOT void mtlcpu_gather(float *restrict out, long ldo, const float *restrict table, int dim,
                     const int32_t *restrict ids, const int32_t *restrict offs, long lo, long hi, int comb) {
 	long end = offs ? offs[hi] : hi; /* prefetch only ids of this range */
 	if (!offs)
@@ -320,7 +320,7 @@ HOT void mtl_gather(float *restrict out, long ldo, const float *restrict table, 
 /* Accumulates dout rows into the gradient rows slot[k - base] of the ids k
  * (gv zeroed by the caller), in batch order; dout points at column col of
  * row 0. */
-HOT void mtl_emb_bwd(float *restrict gv, int dim, const int32_t *restrict slot, long base,
+HOT void mtlcpu_emb_bwd(float *restrict gv, int dim, const int32_t *restrict slot, long base,
                      const float *restrict dout, long ldo, const int32_t *restrict offs, long rows, int comb) {
 	for (long b = 0; b < rows; b++) {
 		const float *restrict src = dout + b * ldo;
@@ -348,7 +348,7 @@ __attribute__((constructor)) static void detect_cpu(void) {
 
 static inline int use_avx2(void) { return have_avx2; }
 
-/* The vector part of mtl_adam: returns the number of elements done. */
+/* The vector part of mtlcpu_adam: returns the number of elements done. */
 __attribute__((target("avx2"))) static long adam_avx2(float *p, const float *g, float *m, float *v, long n,
                                                       float lr, float b1, float b2, float eps, float l2x2) {
 	const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2);
@@ -388,7 +388,7 @@ __attribute__((target("avx2"))) static long adagrad_avx2(float *p, const float *
 /* Keras / TensorFlow Adam with the bias correction folded into lr:
  * g += l2x2*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
  * p -= lr * m / (sqrt(v) + eps). */
-void mtl_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
+void mtlcpu_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
               float lr, float b1, float b2, float eps, float l2x2) {
 	long i = 0;
 #ifdef HAVE_AVX2_PATH
@@ -406,7 +406,7 @@ void mtl_adam(float *restrict p, const float *restrict g, float *restrict m, flo
 }
 
 /* TensorFlow ApplyAdagradV2: acc += g*g; p -= lr * g / (sqrt(acc) + eps). */
-void mtl_adagrad(float *restrict p, const float *restrict g, float *restrict acc, long n, float lr, float eps,
+void mtlcpu_adagrad(float *restrict p, const float *restrict g, float *restrict acc, long n, float lr, float eps,
                  float l2x2) {
 	long i = 0;
 #ifdef HAVE_AVX2_PATH
@@ -420,42 +420,42 @@ void mtl_adagrad(float *restrict p, const float *restrict g, float *restrict acc
 	}
 }
 
-HOT void mtl_sgd(float *restrict p, const float *restrict g, long n, float lr, float l2x2) {
+HOT void mtlcpu_sgd(float *restrict p, const float *restrict g, long n, float lr, float l2x2) {
 	for (long i = 0; i < n; i++) p[i] = p[i] - lr * (g[i] + l2x2 * p[i]);
 }
 
-void mtl_sparse_adam(float *table, float *m, float *v, const float *g, const int32_t *rows, long lo, long hi,
+void mtlcpu_sparse_adam(float *table, float *m, float *v, const float *g, const int32_t *rows, long lo, long hi,
                      int dim, float lr, float b1, float b2, float eps, float l2x2) {
 	prefetch_rows(rows, lo, hi, dim, table, m, v);
 	for (long i0 = lo; i0 < hi; i0 += SPARSE_BLOCK) {
 		prefetch_rows(rows, i0 + SPARSE_BLOCK, hi, dim, table, m, v);
 		for (long i = i0, e = i0 + SPARSE_BLOCK < hi ? i0 + SPARSE_BLOCK : hi; i < e; i++) {
 			long r = (long)rows[i] * dim;
-			mtl_adam(table + r, g + i * dim, m + r, v + r, dim, lr, b1, b2, eps, l2x2);
+			mtlcpu_adam(table + r, g + i * dim, m + r, v + r, dim, lr, b1, b2, eps, l2x2);
 		}
 	}
 }
 
-void mtl_sparse_adagrad(float *table, float *acc, const float *g, const int32_t *rows, long lo, long hi,
+void mtlcpu_sparse_adagrad(float *table, float *acc, const float *g, const int32_t *rows, long lo, long hi,
                         int dim, float lr, float eps, float l2x2) {
 	prefetch_rows(rows, lo, hi, dim, table, acc, 0);
 	for (long i0 = lo; i0 < hi; i0 += SPARSE_BLOCK) {
 		prefetch_rows(rows, i0 + SPARSE_BLOCK, hi, dim, table, acc, 0);
 		for (long i = i0, e = i0 + SPARSE_BLOCK < hi ? i0 + SPARSE_BLOCK : hi; i < e; i++) {
 			long r = (long)rows[i] * dim;
-			mtl_adagrad(table + r, g + i * dim, acc + r, dim, lr, eps, l2x2);
+			mtlcpu_adagrad(table + r, g + i * dim, acc + r, dim, lr, eps, l2x2);
 		}
 	}
 }
 
-void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi, int dim, float lr,
+void mtlcpu_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi, int dim, float lr,
                     float l2x2) {
 	prefetch_rows(rows, lo, hi, dim, table, 0, 0);
 	for (long i0 = lo; i0 < hi; i0 += SPARSE_BLOCK) {
 		prefetch_rows(rows, i0 + SPARSE_BLOCK, hi, dim, table, 0, 0);
 		for (long i = i0, e = i0 + SPARSE_BLOCK < hi ? i0 + SPARSE_BLOCK : hi; i < e; i++) {
 			long r = (long)rows[i] * dim;
-			mtl_sgd(table + r, g + i * dim, dim, lr, l2x2);
+			mtlcpu_sgd(table + r, g + i * dim, dim, lr, l2x2);
 		}
 	}
 }

@@ -6,57 +6,57 @@
 
 #include <stdint.h>
 
-void mtl_fill(float *x, long n, float v);
-void mtl_scale(float *x, long n, float a);
-void mtl_axpy(float *y, const float *x, long n, float a);
-void mtl_mul(float *dst, const float *a, const float *b, long n);
-void mtl_equal(float *dst, const float *src, long n, float v);
-void mtl_relu_bwd(float *dy, const float *y, long n);
-void mtl_bias_act(float *x, const float *bias, long rows, int n, int relu);
-void mtl_bias_act_ld(float *x, long ld, const float *bias, long rows, int n, int relu);
-void mtl_bias_grad(const float *dy, long rows, long ld, int w, float *db, int accumulate);
-void mtl_dropout(float *x, float *mask, long lo, long n, uint64_t seed, uint64_t thr, float scale);
-void mtl_gate_fwd(float *out, const float *w, int ne, int e0, int cnt, const float *x0, const float *x1,
+void mtlcpu_fill(float *x, long n, float v);
+void mtlcpu_scale(float *x, long n, float a);
+void mtlcpu_axpy(float *y, const float *x, long n, float a);
+void mtlcpu_mul(float *dst, const float *a, const float *b, long n);
+void mtlcpu_equal(float *dst, const float *src, long n, float v);
+void mtlcpu_relu_bwd(float *dy, const float *y, long n);
+void mtlcpu_bias_act(float *x, const float *bias, long rows, int n, int relu);
+void mtlcpu_bias_act_ld(float *x, long ld, const float *bias, long rows, int n, int relu);
+void mtlcpu_bias_grad(const float *dy, long rows, long ld, int w, float *db, int accumulate);
+void mtlcpu_dropout(float *x, float *mask, long lo, long n, uint64_t seed, uint64_t thr, float scale);
+void mtlcpu_gate_fwd(float *out, const float *w, int ne, int e0, int cnt, const float *x0, const float *x1,
                   const float *x2, const float *x3, long rows, int d, int first);
-void mtl_gate_bwd(const float *dout, const float *w, int ne, int e0, int cnt, const float *x0,
+void mtlcpu_gate_bwd(const float *dout, const float *w, int ne, int e0, int cnt, const float *x0,
                   const float *x1, const float *x2, const float *x3, float *dx0, float *dx1, float *dx2,
                   float *dx3, float *dw, long rows, int d);
-void mtl_copy_cols(float *dst, long ldd, const float *src, long lds, long rows, int width, int accumulate);
-void mtl_gather(float *out, long ldo, const float *table, int dim, const int32_t *ids,
+void mtlcpu_copy_cols(float *dst, long ldd, const float *src, long lds, long rows, int width, int accumulate);
+void mtlcpu_gather(float *out, long ldo, const float *table, int dim, const int32_t *ids,
                 const int32_t *offs, long lo, long hi, int comb);
-void mtl_emb_bwd(float *gv, int dim, const int32_t *slot, long base, const float *dout, long ldo,
+void mtlcpu_emb_bwd(float *gv, int dim, const int32_t *slot, long base, const float *dout, long ldo,
                  const int32_t *offs, long rows, int comb);
-void mtl_adam(float *p, const float *g, float *m, float *v, long n,
+void mtlcpu_adam(float *p, const float *g, float *m, float *v, long n,
               float lr, float b1, float b2, float eps, float l2x2);
-void mtl_adagrad(float *p, const float *g, float *acc, long n, float lr, float eps, float l2x2);
-void mtl_sgd(float *p, const float *g, long n, float lr, float l2x2);
-void mtl_sparse_adam(float *table, float *m, float *v, const float *g, const int32_t *rows,
+void mtlcpu_adagrad(float *p, const float *g, float *acc, long n, float lr, float eps, float l2x2);
+void mtlcpu_sgd(float *p, const float *g, long n, float lr, float l2x2);
+void mtlcpu_sparse_adam(float *table, float *m, float *v, const float *g, const int32_t *rows,
                      long lo, long hi, int dim, float lr, float b1, float b2, float eps, float l2x2);
-void mtl_sparse_adagrad(float *table, float *acc, const float *g, const int32_t *rows,
+void mtlcpu_sparse_adagrad(float *table, float *acc, const float *g, const int32_t *rows,
                         long lo, long hi, int dim, float lr, float eps, float l2x2);
-void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi,
+void mtlcpu_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, long hi,
                     int dim, float lr, float l2x2);
 
 /* cpu_math.c */
-void mtl_exp_inplace(float *x, long n);
+void mtlcpu_exp_inplace(float *x, long n);
 /* Caps the vector width of cpu_math.c: 2 AVX-512, 1 AVX2, 0 scalar (tests). */
-void mtl_math_force_level(int l);
-void mtl_sigmoid(float *y, const float *x, long n);
-void mtl_softmax(float *y, const float *x, long lo, long hi, int n, float invT);
-void mtl_softmax_bwd(float *dx, const float *dy, const float *y, long lo, long hi, int n, float invT);
-double mtl_bce(float *dz, const float *z, const float *y, const float *w, long n, float scale);
-void mtl_relu_bwd_bias_grad(float *dy, const float *y, long rows, long ld, int w, float *db, int accumulate,
+void mtlcpu_math_force_level(int l);
+void mtlcpu_sigmoid(float *y, const float *x, long n);
+void mtlcpu_softmax(float *y, const float *x, long lo, long hi, int n, float invT);
+void mtlcpu_softmax_bwd(float *dx, const float *dy, const float *y, long lo, long hi, int n, float invT);
+double mtlcpu_bce(float *dz, const float *z, const float *y, const float *w, long n, float scale);
+void mtlcpu_relu_bwd_bias_grad(float *dy, const float *y, long rows, long ld, int w, float *db, int accumulate,
                             int relu);
 
-/* Small-GEMM kernels (cpu_gemm.c). mtl_sgemm computes the row-major
+/* Small-GEMM kernels (cpu_gemm.c). mtlcpu_sgemm computes the row-major
  * C = act(alpha*op(A)*op(B) + beta*C + bias) and returns 1, or returns 0
  * without touching C when it does not handle the shape or the CPU lacks
  * AVX2/FMA (the caller then uses BLAS). bias (n values) may be NULL. */
-int mtl_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
+int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu);
 /* 2: AVX-512 kernels, 1: AVX2 kernels, 0: none. */
-int mtl_gemm_level(void);
+int mtlcpu_gemm_level(void);
 /* Caps the level used (tests run the AVX2 kernels on AVX-512 machines). */
-void mtl_gemm_force_level(int l);
+void mtlcpu_gemm_force_level(int l);
 
 #endif

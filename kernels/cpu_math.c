@@ -131,7 +131,7 @@ __attribute__((constructor)) static void math_probe(void) {
 	math_level = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 
-void mtl_math_force_level(int l) {
+void mtlcpu_math_force_level(int l) {
 	__builtin_cpu_init();
 	int top = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
 	math_level = l < top ? l : top;
@@ -171,10 +171,10 @@ __attribute__((target("avx2"))) static long bce_run8(float *dz, float *l, const 
 }
 #else
 static const int math_level = 0;
-void mtl_math_force_level(int l) { (void)l; }
+void mtlcpu_math_force_level(int l) { (void)l; }
 #endif
 
-void mtl_exp_inplace(float *x, long n) {
+void mtlcpu_exp_inplace(float *x, long n) {
 	long i = 0;
 #ifdef HAVE_VEC_MATH
 	if (math_level == 2)
@@ -185,7 +185,7 @@ void mtl_exp_inplace(float *x, long n) {
 	for (; i < n; i++) exp_1(x + i);
 }
 
-void mtl_sigmoid(float *y, const float *x, long n) {
+void mtlcpu_sigmoid(float *y, const float *x, long n) {
 	long i = 0;
 #ifdef HAVE_VEC_MATH
 	if (math_level == 2)
@@ -198,7 +198,7 @@ void mtl_sigmoid(float *y, const float *x, long n) {
 
 /* Rows lo..hi-1 of softmax(x / T) over rows of n columns (y may alias x):
  * shift by the row maximum, exponentiate, divide by the sum (in double). */
-HOT void mtl_softmax(float *y, const float *x, long lo, long hi, int n, float invT) {
+HOT void mtlcpu_softmax(float *y, const float *x, long lo, long hi, int n, float invT) {
 	for (long r = lo; r < hi; r++) {
 		const float *xr = x + r * n;
 		float *yr = y + r * n;
@@ -206,7 +206,7 @@ HOT void mtl_softmax(float *y, const float *x, long lo, long hi, int n, float in
 		for (int j = 1; j < n; j++) mx = xr[j] > mx ? xr[j] : mx;
 		for (int j = 0; j < n; j++) yr[j] = (xr[j] - mx) * invT;
 	}
-	mtl_exp_inplace(y + lo * n, (hi - lo) * n);
+	mtlcpu_exp_inplace(y + lo * n, (hi - lo) * n);
 	for (long r = lo; r < hi; r++) {
 		float *yr = y + r * n;
 		double s = 0;
@@ -217,7 +217,7 @@ HOT void mtl_softmax(float *y, const float *x, long lo, long hi, int n, float in
 }
 
 /* dx = y * (dy - <dy, y>) / T on rows lo..hi-1, the dot in double. */
-HOT void mtl_softmax_bwd(float *dx, const float *dy, const float *y, long lo, long hi, int n, float invT) {
+HOT void mtlcpu_softmax_bwd(float *dx, const float *dy, const float *y, long lo, long hi, int n, float invT) {
 	for (long r = lo; r < hi; r++) {
 		const float *yr = y + r * n, *gr = dy + r * n;
 		float *dr = dx + r * n;
@@ -231,7 +231,7 @@ HOT void mtl_softmax_bwd(float *dx, const float *dy, const float *y, long lo, lo
 /* BCE from logits over n elements: writes dz = scale*w*(sigmoid(z)-y) and
  * returns sum w*(max(z,0) - z*y + log1p(exp(-|z|))) (unscaled) in double,
  * summed in element order. w may be NULL (all ones). */
-double mtl_bce(float *dz, const float *z, const float *y, const float *w, long n, float scale) {
+double mtlcpu_bce(float *dz, const float *z, const float *y, const float *w, long n, float scale) {
 	double sum = 0;
 	float lbuf[256];
 	for (long i0 = 0; i0 < n; i0 += 256) {
@@ -252,8 +252,8 @@ double mtl_bce(float *dz, const float *z, const float *y, const float *w, long n
 /* ReLU backward fused with the bias gradient, on a block of w <= 64
  * columns of rows rows (leading dimension ld): dy = y > 0 ? dy : 0 (when
  * relu), then db[j] (= or +=) the column sums of dy, in double, in row
- * order (the sums of mtl_bias_grad). */
-HOT void mtl_relu_bwd_bias_grad(float *restrict dy, const float *restrict y, long rows, long ld, int w,
+ * order (the sums of mtlcpu_bias_grad). */
+HOT void mtlcpu_relu_bwd_bias_grad(float *restrict dy, const float *restrict y, long rows, long ld, int w,
                                 float *restrict db, int accumulate, int relu) {
 	double acc[64];
 	if (w > 64) w = 64;

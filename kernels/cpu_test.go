@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 )
 
 // tensor builds a CPU tensor holding a copy of data.
@@ -97,12 +98,14 @@ func TestCopyFillZero(t *testing.T) {
 	assert.Panics(t, func() { c.Copy(y, ids) })
 }
 
-// naiveGemm is the textbook triple loop in float64.
-func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a, b []float32, beta float32, cin []float32) []float32 {
-	out := make([]float32, m*n)
+// naiveGemm is the textbook triple loop in float64: C = alpha*op(A)op(B) +
+// beta*C, and per element the magnitude |alpha|*sum|a*b| + |beta*C| of
+// kerneltest.GemmErrorBound.
+func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a, b []float32, beta float32, cin []float32) (want, mag []float64) {
+	want, mag = make([]float64, m*n), make([]float64, m*n)
 	for i := 0; i < m; i++ {
 		for j := 0; j < n; j++ {
-			var s float64
+			var s, abs float64
 			for p := 0; p < k; p++ {
 				av := a[i*k+p]
 				if ta {
@@ -113,11 +116,26 @@ func naiveGemm(ta, tb bool, m, n, k int, alpha float32, a, b []float32, beta flo
 					bv = b[j*k+p]
 				}
 				s += float64(av) * float64(bv)
+				abs += math.Abs(float64(av) * float64(bv))
 			}
-			out[i*n+j] = float32(float64(alpha)*s + float64(beta)*float64(cin[i*n+j]))
+			want[i*n+j] = float64(alpha)*s + float64(beta)*float64(cin[i*n+j])
+			mag[i*n+j] = math.Abs(float64(alpha))*abs + math.Abs(float64(beta)*float64(cin[i*n+j]))
 		}
 	}
-	return out
+	return want, mag
+}
+
+// assertGemm fails unless got[off+i] is within the worst-case float32 GEMM
+// error of want[i] for every i: a bound that holds whatever kernel OpenBLAS
+// picks on this CPU.
+func assertGemm(t *testing.T, k int, want, mag []float64, got []float32, off int, msg string) {
+	t.Helper()
+	for i := range want {
+		bound := kerneltest.GemmErrorBound(k, mag[i])
+		if d := math.Abs(float64(got[off+i]) - want[i]); !(d <= bound) {
+			t.Fatalf("%s[%d]: want %g, got %g (error %.3g, bound %.3g)", msg, off+i, want[i], got[off+i], d, bound)
+		}
+	}
 }
 
 func TestGemmHandComputed(t *testing.T) {
@@ -174,9 +192,8 @@ func TestGemmAgainstNaive(t *testing.T) {
 					}
 					cm := tensor(c, ch, m, n)
 					c.Gemm(ta, tb, 1.5, tensor(c, ah, ashape...), tensor(c, bh, bshape...), -0.5, cm)
-					// |error| of a float32 dot product of length k is about
-					// sqrt(k)*2^-24*k*(E|ab| = 1/4); 1e-5*k covers it widely.
-					assertClose(t, naiveGemm(ta, tb, m, n, k, 1.5, ah, bh, -0.5, ch), cm.F32, 1e-5*float64(k), "C")
+					want, mag := naiveGemm(ta, tb, m, n, k, 1.5, ah, bh, -0.5, ch)
+					assertGemm(t, k, want, mag, cm.F32, 0, "C")
 				}
 			}
 		}
@@ -222,12 +239,13 @@ func TestGemmStridedBatched(t *testing.T) {
 				cm := tensor(c, ch, len(ch))
 				c.GemmStridedBatched(tc.ta, tc.tb, tc.m, tc.n, tc.k, tc.alpha, tensor(c, ah, len(ah)), sa,
 					tensor(c, bh, len(bh)), sb, tc.beta, cm, sc, tc.batch)
-				want := append([]float32(nil), ch...)
+				gaps := append([]float32(nil), ch...)
 				for i := 0; i < tc.batch; i++ {
-					e := naiveGemm(tc.ta, tc.tb, tc.m, tc.n, tc.k, tc.alpha, ah[i*sa:], bh[i*sb:], tc.beta, ch[i*sc:])
-					copy(want[i*sc:], e)
+					want, mag := naiveGemm(tc.ta, tc.tb, tc.m, tc.n, tc.k, tc.alpha, ah[i*sa:], bh[i*sb:], tc.beta, ch[i*sc:])
+					assertGemm(t, tc.k, want, mag, cm.F32, i*sc, "C")
+					copy(gaps[i*sc:], cm.F32[i*sc:i*sc+tc.m*tc.n])
 				}
-				assertClose(t, want, cm.F32, 1e-5*float64(tc.k), "C") // gaps must be left as they were
+				assert.Equal(t, gaps, cm.F32, "gaps between entries must be left as they were")
 			})
 		}
 	}

@@ -48,6 +48,7 @@ type CUDA struct {
 
 	live      map[uintptr]int // owned allocations: address -> bytes
 	liveBytes int64
+	allocs    uint64 // allocations so far (their zero-fill runs on the compute stream)
 
 	immediateIDs bool
 	slots        int // id-check slots used since the last read-back
@@ -212,6 +213,7 @@ func (d *CUDA) Alloc(dt DType, shape ...int) *Tensor {
 	}
 	d.live[p] = 4 * n
 	d.liveBytes += int64(4 * n)
+	d.allocs++
 	t.Ptr = p
 	return t
 }

@@ -95,7 +95,7 @@ func checkPair(t *testing.T, name string, gpu, cpu []float32, abs, rel float64, 
 
 // The fused gate equals the composed gate on the CPU.
 //
-// Tolerances: w and out use DESIGN.md's 1e-5 + 1e-4*|x| (float64 exp on
+// Tolerances: w and out use the default 1e-5 + 1e-4*|x| (float64 exp on
 // the GPU, float32 exp within about 1 ulp on the CPU; out sums E float32
 // products). The expert gradients are one multiply-add: the same. The logit
 // gradient w_e*(dw_e - <w,dw>)/T cancels, so its error is relative to the
@@ -103,12 +103,11 @@ func checkPair(t *testing.T, name string, gpu, cpu []float32, abs, rel float64, 
 // over d terms in different orders, each within d*2^-24*sum_j|dout_j x_ej|
 // (= E_e), which gives the allowance (w_e*(E_e + sum_k w_k E_k))/T on top.
 func TestCUDAFusedGate(t *testing.T) {
-	newCUDA(t)
 	cases := append([]fzGateCase{}, fzGateCases...)
 	cases = append(cases,
-		fzGateCase{65536, 8, 64, 1},   // MMoE-sized at batch 65536
-		fzGateCase{4096, 32, 16, 0.8}, // the most experts one fused launch takes
-		fzGateCase{100, 33, 8, 1.3},   // one more: the composed path on the GPU
+		fzGateCase{size(t, 65536, 4096), 8, 64, 1}, // MMoE-sized at batch 65536
+		fzGateCase{4096, 32, 16, 0.8},              // the most experts one fused launch takes
+		fzGateCase{100, 33, 8, 1.3},                // one more: the composed path on the GPU
 	)
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("b%d_e%d_d%d_t%g", c.rows, c.ne, c.d, c.temp), func(t *testing.T) {
@@ -198,7 +197,8 @@ func TestCUDAFusedGateMatchesUnfusedGPU(t *testing.T) {
 func TestCUDAFusedMultiTaskLoss(t *testing.T) {
 	newCUDA(t)
 	cases := append([]fzLossCase{}, fzLossCases...)
-	cases = append(cases, fzLossCase{name: "batch_1M", rows: 1 << 20, scale: 1.0 / (1 << 20), tasks: []fzLossTask{
+	big := size(t, 1<<20, 1<<16)
+	cases = append(cases, fzLossCase{name: "batch_1M", rows: big, scale: 1.0 / float32(big), tasks: []fzLossTask{
 		{kind: fzBCE, pos: 1, lambda: 1, weight: true, zRange: 8}, {kind: fzBCE, pos: 3, lambda: 0.5, space: true, zRange: 8},
 		{kind: fzBCE, pos: 1, lambda: 1, zRange: 8}, {kind: fzBCE, pos: 1, lambda: 1, zRange: 8},
 		{kind: fzMSE, pos: 1, lambda: 0.1, zRange: 8}}})
@@ -210,8 +210,15 @@ func TestCUDAFusedMultiTaskLoss(t *testing.T) {
 			dzc, tlc, totc := fzLossRun(cpu, c, ld, true)
 			dzg, tlg, totg := fzLossRun(gpu, c, ld, false)
 			require.NoError(t, gpu.Sync())
-			abs := 1e-6 * float64(c.scale)
-			for i := range c.tasks {
+			for i, tk := range c.tasks {
+				// dz = lambda*scale*w*(sigmoid(z) - y): a float32 sigmoid near 1
+				// is resolved to 2^-24, so two correct computations may differ
+				// by a few such steps times lambda*scale*w (w <= pos*2).
+				wmax := math.Max(float64(tk.pos), 1)
+				if tk.weight {
+					wmax *= 2
+				}
+				abs := math.Max(1e-6*float64(c.scale), 0x1p-22*float64(tk.lambda)*float64(c.scale)*wmax)
 				checkPair(t, fmt.Sprintf("dz[%d] vs cpu", i), dzg[i], dzc[i], abs, 1e-5, nil)
 				fzCheck(t, fmt.Sprintf("dz[%d] vs float64", i), dzg[i], ld.wantDZ[i], abs, 1e-5)
 				if tlg != nil {

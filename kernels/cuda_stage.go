@@ -32,6 +32,12 @@ type Stager struct {
 	d     *CUDA
 	slots [2]stageSlot
 	cur   int
+	// A new tensor is zero-filled on the compute stream when allocated, so
+	// the copy stream must not write it before that fill has run: when
+	// tensors were allocated since the last check, the copies of the next
+	// slot wait for the compute stream's queued work (allocated).
+	allocated  *cublas.Event
+	allocsSeen uint64
 }
 
 type stageSlot struct {
@@ -54,9 +60,12 @@ func (d *CUDA) NewStager(slotBytes int) (*Stager, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := &Stager{d: d}
+	var err error
+	if s.allocated, err = d.x.NewEvent(false); err != nil {
+		return nil, fmt.Errorf("kernels: NewStager: %w", err)
+	}
 	for i := range s.slots {
 		sl := &s.slots[i]
-		var err error
 		if sl.host, err = d.x.HostAlloc(slotBytes); err == nil {
 			sl.size = slotBytes
 			if sl.copied, err = d.x.NewEvent(false); err == nil {
@@ -123,6 +132,15 @@ func (s *Stager) upload(dst *Tensor, src unsafe.Pointer, bytes int) error {
 			if err := sl.consumed.WaitOn(cublas.Copy); err != nil {
 				return err
 			}
+		}
+		if d.allocs != s.allocsSeen {
+			if err := s.allocated.Record(cublas.Compute); err != nil {
+				return err
+			}
+			if err := s.allocated.WaitOn(cublas.Copy); err != nil {
+				return err
+			}
+			s.allocsSeen = d.allocs
 		}
 		sl.used = 0
 		sl.open = true
@@ -194,4 +212,6 @@ func (s *Stager) releaseLocked() {
 		sl.consumed.Release()
 		*sl = stageSlot{}
 	}
+	s.allocated.Release()
+	s.allocated = nil
 }

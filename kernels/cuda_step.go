@@ -19,7 +19,7 @@ var _ StepParamOps = (*CUDA)(nil)
 const stepParamsSlots = 2
 
 // CUDAStepParams is the CUDA device's StepParams: a device block laid out
-// as mtl_step_params (lr float32, lr_t float32, seed uint64) and pinned
+// as mtlcuda_step_params (lr float32, lr_t float32, seed uint64) and pinned
 // staging copies of it.
 type CUDAStepParams struct {
 	d      *CUDA
@@ -33,7 +33,7 @@ type CUDAStepParams struct {
 // Upload).
 func (d *CUDA) NewStepParams() (StepParams, error) {
 	if cublas.StepParamsBytes != 16 {
-		return nil, fmt.Errorf("kernels: %s NewStepParams: mtl_step_params has %d bytes, want 16", d.Name(), cublas.StepParamsBytes)
+		return nil, fmt.Errorf("kernels: %s NewStepParams: mtlcuda_step_params has %d bytes, want 16", d.Name(), cublas.StepParamsBytes)
 	}
 	sp := &CUDAStepParams{d: d, dev: d.Alloc(Int32, 4)}
 	d.Fill(sp.dev, 0)

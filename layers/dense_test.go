@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -29,6 +30,38 @@ func naiveDense(x, w, b []float32, rows, in, out int, act kernels.Activation) []
 		}
 	}
 	return y
+}
+
+// denseBound is the worst-case float32 error of each element of x W + b
+// computed in any order (kerneltest.GemmErrorBound), so that a Dense layer
+// is checked against naiveDense the same way whichever kernel OpenBLAS
+// picks for the CPU.
+func denseBound(x, w, b []float32, rows, in, out int) []float64 {
+	bound := make([]float64, rows*out)
+	for r := 0; r < rows; r++ {
+		for j := 0; j < out; j++ {
+			mag := 0.0
+			if b != nil {
+				mag = math.Abs(float64(b[j]))
+			}
+			for k := 0; k < in; k++ {
+				mag += math.Abs(float64(x[r*in+k]) * float64(w[k*out+j]))
+			}
+			bound[r*out+j] = kerneltest.GemmErrorBound(in, mag)
+		}
+	}
+	return bound
+}
+
+// assertWithin checks |want[i] - got[i]| <= bound[i] for every i.
+func assertWithin(t *testing.T, want, got []float32, bound []float64) {
+	t.Helper()
+	require.Equal(t, len(want), len(got))
+	for i := range want {
+		if d := math.Abs(float64(want[i]) - float64(got[i])); !(d <= bound[i]) {
+			t.Errorf("element %d: want %g, got %g (error %.3g, bound %.3g)", i, want[i], got[i], d, bound[i])
+		}
+	}
 }
 
 func TestDenseForwardBackward(t *testing.T) {
@@ -69,7 +102,7 @@ func TestDenseForwardBackward(t *testing.T) {
 			}
 			want := naiveDense(host(x), host(d.W), bh, c.rows, c.in, c.out, c.act)
 			require.Equal(t, []int{c.rows, c.out}, y.Shape)
-			assert.InDeltaSlice(t, want, host(y), 1e-5)
+			assertWithin(t, want, host(y), denseBound(host(x), host(d.W), bh, c.rows, c.in, c.out))
 
 			r := randHost(rng, c.rows*c.out, 1)
 			loss := func() float64 { return dot(r, d.Forward(ws, x)) }

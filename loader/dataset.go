@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -160,6 +161,7 @@ type Dataset struct {
 	specs []colSpec
 	files []*filePlan
 	rows  int64
+	path  string
 }
 
 // Open prepares a dataset at path: one .parquet file, or a folder whose
@@ -182,7 +184,7 @@ func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Dataset{opt: opt, specs: specs}
+	d := &Dataset{opt: opt, specs: specs, path: path}
 	wide := make([]bool, len(specs)) // some file needs 64-bit ids
 	for _, f := range files {
 		p, err := planFile(f, specs, opt.Allocator)
@@ -207,6 +209,9 @@ func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
 
 // Rows is the total number of rows in all files.
 func (d *Dataset) Rows() int64 { return d.rows }
+
+// Path is the file or folder the dataset was opened from.
+func (d *Dataset) Path() string { return d.path }
 
 // Files lists the dataset's files in read order (before shuffling).
 func (d *Dataset) Files() []string {
@@ -282,6 +287,16 @@ func footerRows(path string) (n int64, err error) {
 	return n, nil
 }
 
+// IncompleteMarker is the file a writer of dataset folders ('mtlrank
+// synth') leaves in a folder while it replaces its files; a folder that
+// still holds it was left by an interrupted or failed run and may mix old
+// and new part files.
+const IncompleteMarker = ".synth-incomplete"
+
+// ErrIncomplete is wrapped by the error of opening a dataset folder that
+// holds the IncompleteMarker.
+var ErrIncomplete = errors.New("the folder holds " + IncompleteMarker + ": its writer was interrupted or failed, so it may mix old and new part files; write it again")
+
 func listParquet(path string) ([]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -297,6 +312,9 @@ func listParquet(path string) ([]string, error) {
 	var files []string
 	for _, e := range entries {
 		name := e.Name()
+		if name == IncompleteMarker {
+			return nil, fmt.Errorf("loader: %s: %w", path, ErrIncomplete)
+		}
 		if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || !strings.HasSuffix(name, ".parquet") {
 			continue
 		}
@@ -396,6 +414,11 @@ func planFile(path string, specs []colSpec, mem memory.Allocator) (p *filePlan, 
 	}()
 	if err := checkMagic(path); err != nil {
 		return nil, err
+	}
+	// Files mtlrank wrote carry checksums: a flipped byte is an error, not
+	// another value.
+	if err := pqcrc.Verify(path); err != nil {
+		return nil, corruptErr(path, -1, err)
 	}
 	rdr, err := file.OpenParquetFile(path, false, file.WithReadProps(parquet.NewReaderProperties(mem)))
 	if err != nil {

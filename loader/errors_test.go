@@ -225,7 +225,7 @@ func TestBadInput(t *testing.T) {
 				return p
 			},
 			want: []string{"text.parquet", "corrupt"}},
-		{name: "corrupt pages", at: "read", is: ErrCorrupt,
+		{name: "corrupt pages", at: "open", is: ErrCorrupt,
 			write: func(t *testing.T, dir string) string {
 				p := file("pages.parquet", func(map[string]any) {})(t, dir)
 				data, err := os.ReadFile(p)
@@ -238,7 +238,8 @@ func TestBadInput(t *testing.T) {
 				require.NoError(t, os.WriteFile(p, data, 0o644))
 				return p
 			},
-			want: []string{"pages.parquet", "row group 0", "corrupt"}},
+			// The checksums the Writer adds catch it before any row is read.
+			want: []string{"pages.parquet", "corrupt", "checksum mismatch"}},
 		{name: "empty folder", at: "open", is: ErrNoParquetFiles,
 			write: func(t *testing.T, dir string) string { return dir },
 			want:  []string{"no parquet files"}},

@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -246,6 +247,9 @@ func (w *Writer) Close() error {
 	err := w.fw.Close()
 	if err == nil {
 		err = w.buf.Flush()
+	}
+	if err == nil {
+		err = pqcrc.Seal(w.tmp.File)
 	}
 	if err != nil {
 		w.removeTmp()

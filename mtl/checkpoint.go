@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/readlimit"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/mtl/safetensors"
@@ -37,6 +38,11 @@ const (
 	// their JSON tags (the CLI's flag names); version 1, still read, used
 	// the Go field names.
 	CheckpointFormatVersion = 2
+
+	// The JSON files of a checkpoint are small: these bounds (far above
+	// any real file) only keep a corrupt one from exhausting memory.
+	maxConfigSize = 16 << 20
+	maxStateSize  = 64 << 20
 
 	configFile    = "config.json"
 	schemaFile    = "schema.pbtxt"
@@ -120,6 +126,9 @@ type alias TrainState
 // state to the folder dir, atomically. state may be nil (the step is taken
 // from m). An existing dir is replaced only if it is empty or a checkpoint;
 // any other folder is an error, so that a mistyped path cannot delete data.
+// Files in dir that a checkpoint does not have (notes, metrics) are kept,
+// and dir may not lie inside another checkpoint folder. Temporary folders
+// that a killed save left beside dir are removed.
 func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 	if m == nil {
 		return errors.New("mtl: SaveCheckpoint: nil model")
@@ -170,7 +179,7 @@ func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 
 // IsCheckpoint reports whether dir holds a checkpoint's config.json.
 func IsCheckpoint(dir string) bool {
-	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	data, err := readlimit.ReadFile(filepath.Join(dir, configFile), maxConfigSize)
 	if err != nil {
 		return false
 	}
@@ -178,53 +187,6 @@ func IsCheckpoint(dir string) bool {
 		Format string `json:"format"`
 	}
 	return json.Unmarshal(data, &head) == nil && head.Format == CheckpointFormat
-}
-
-func checkReplaceable(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s exists and is not a folder", dir)
-	}
-	if IsCheckpoint(dir) {
-		return nil
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	if len(entries) > 0 {
-		return fmt.Errorf("%s is a non-empty folder that is not a checkpoint; refusing to replace it", dir)
-	}
-	return nil
-}
-
-// writeDirAtomic fills a temporary folder beside dir and renames it to dir.
-// The folder and its files get the modes os.Mkdir and os.Create give (0777
-// and 0666 minus the umask).
-func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
-	dir = filepath.Clean(dir)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return err
-	}
-	tmp, err := atomicfile.MkdirTemp(dir)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
-	if err = fill(tmp); err != nil {
-		return err
-	}
-	return atomicfile.ReplaceDir(tmp, dir)
 }
 
 func writeJSONFile(path string, v any) error {
@@ -278,11 +240,24 @@ func LoadModel(dir string, dev kernels.Device) (*Model, error) {
 // and the checkpoint may hold no other tensor; errors name the file and the
 // tensor.
 func LoadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *TrainState, error) {
-	m, st, err := loadCheckpoint(dir, dev, maxBatch)
+	m, st, err := loadCheckpoint(dir, dev, maxBatch, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("mtl: load checkpoint %s: %w", dir, err)
 	}
 	return m, st, nil
+}
+
+// LoadInference loads the parameters of the checkpoint in dir onto dev for
+// batches of up to maxBatch rows (0: the batch size it was saved with), to
+// predict or evaluate: optimizer.safetensors is not read and may be
+// missing (a checkpoint trimmed for serving). The returned model's
+// optimizer state is zero, so it should not be trained further.
+func LoadInference(dir string, dev kernels.Device, maxBatch int) (*Model, error) {
+	m, _, err := loadCheckpoint(dir, dev, maxBatch, false)
+	if err != nil {
+		return nil, fmt.Errorf("mtl: load checkpoint %s: %w", dir, err)
+	}
+	return m, nil
 }
 
 // ReadCheckpointModel reads the schema and the configuration of the
@@ -300,7 +275,7 @@ func ReadCheckpointModel(dir string) (*schema.Schema, Config, error) {
 	return s, cc.Config, nil
 }
 
-func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *TrainState, error) {
+func loadCheckpoint(dir string, dev kernels.Device, maxBatch int, optimizer bool) (*Model, *TrainState, error) {
 	cc, err := readCheckpointConfig(dir)
 	if err != nil {
 		return nil, nil, err
@@ -308,6 +283,9 @@ func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *Trai
 	s, err := schema.Load(filepath.Join(dir, schemaFile))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", schemaFile, err)
+	}
+	if dev == nil {
+		return nil, nil, errors.New("nil device")
 	}
 	st, err := ReadTrainState(dir)
 	if err != nil {
@@ -319,27 +297,13 @@ func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *Trai
 	if maxBatch <= 0 {
 		return nil, nil, fmt.Errorf("%s: max_batch is %d", configFile, cc.MaxBatch)
 	}
+	// NewModel refuses a model this process could never allocate (a
+	// corrupt int_domain.max or max_batch) before allocating anything.
 	m, err := NewModel(s, cc.Config, dev, maxBatch)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", configFile, err)
 	}
-	// The tasks are derived from config + schema; they must be the ones the
-	// checkpoint was trained with.
-	if len(cc.Tasks) != len(m.tasks) {
-		m.Release()
-		return nil, nil, fmt.Errorf("%s lists %d tasks, the config and schema give %d", configFile, len(cc.Tasks), len(m.tasks))
-	}
-	for i, t := range m.tasks {
-		if cc.Tasks[i].Name != t.Name {
-			m.Release()
-			return nil, nil, fmt.Errorf("%s: task %d is %q, the config and schema give %q", configFile, i, cc.Tasks[i].Name, t.Name)
-		}
-	}
-	if err := readTensors(filepath.Join(dir, modelFile), dev, m.Params()); err != nil {
-		m.Release()
-		return nil, nil, err
-	}
-	if err := readTensors(filepath.Join(dir, optimizerFile), dev, m.OptimizerState()); err != nil {
+	if err := fillCheckpoint(dir, m, cc, optimizer); err != nil {
 		m.Release()
 		return nil, nil, err
 	}
@@ -347,9 +311,31 @@ func loadCheckpoint(dir string, dev kernels.Device, maxBatch int) (*Model, *Trai
 	return m, st, nil
 }
 
+// fillCheckpoint checks m's tasks against config.json's and reads the
+// parameters and, with optimizer, the optimizer state into m.
+func fillCheckpoint(dir string, m *Model, cc *checkpointConfig, optimizer bool) error {
+	// The tasks are derived from config + schema; they must be the ones the
+	// checkpoint was trained with.
+	if len(cc.Tasks) != len(m.tasks) {
+		return fmt.Errorf("%s lists %d tasks, the config and schema give %d", configFile, len(cc.Tasks), len(m.tasks))
+	}
+	for i, t := range m.tasks {
+		if cc.Tasks[i].Name != t.Name {
+			return fmt.Errorf("%s: task %d is %q, the config and schema give %q", configFile, i, cc.Tasks[i].Name, t.Name)
+		}
+	}
+	if err := readTensors(filepath.Join(dir, modelFile), m.dev, m.Params()); err != nil {
+		return err
+	}
+	if !optimizer {
+		return nil
+	}
+	return readTensors(filepath.Join(dir, optimizerFile), m.dev, m.OptimizerState())
+}
+
 func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 	path := filepath.Join(dir, configFile)
-	data, err := os.ReadFile(path)
+	data, err := readlimit.ReadFile(path, maxConfigSize)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			if st, serr := os.Stat(dir); serr != nil || !st.IsDir() {
@@ -377,8 +363,11 @@ func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 			return nil, fmt.Errorf("%s: %w", configFile, err)
 		}
 	}
-	// Fields absent from an older file keep their defaults.
+	// Fields absent from an older file keep their defaults, but for
+	// init_output_bias: files without it predate the option, and their
+	// models were trained from zero biases.
 	cc := checkpointConfig{Config: DefaultConfig()}
+	cc.Config.InitOutputBias = false
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cc); err != nil {
@@ -420,7 +409,7 @@ func configV1ToV2(data []byte) ([]byte, error) {
 
 // ReadTrainState reads the state.json of a checkpoint folder.
 func ReadTrainState(dir string) (*TrainState, error) {
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	data, err := readlimit.ReadFile(filepath.Join(dir, stateFile), maxStateSize)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +426,14 @@ func ReadTrainState(dir string) (*TrainState, error) {
 // readTensors fills the model's tensors from a safetensors file: the names
 // must match one to one, with equal shapes.
 func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
-	f, err := safetensors.Read(path)
+	// The file is refused before it is read when it is far larger than
+	// the model's tensors (a few extra tensors get the clearer message
+	// below).
+	var size int64
+	for _, nt := range named {
+		size += int64(nt.Tensor.Len()) * 4
+	}
+	f, err := safetensors.ReadLimit(path, 2*size+1<<20)
 	if err != nil {
 		return err
 	}
@@ -457,6 +453,13 @@ func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
 			v, err := st.F32()
 			if err != nil {
 				return fmt.Errorf("%s: %w", base, err)
+			}
+			// A NaN or infinite weight makes every score the same (or
+			// NaN) without a word: refuse it.
+			for i, x := range v {
+				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+					return fmt.Errorf("%s: tensor %q holds %v at element %d: the checkpoint is corrupt or training diverged", base, nt.Name, x, i)
+				}
 			}
 			dev.CopyFromHostF32(nt.Tensor, v)
 		case kernels.Int32:

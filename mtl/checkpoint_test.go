@@ -432,3 +432,50 @@ func TestCheckpointReadsFormatVersion1(t *testing.T) {
 	_, _, err = mtl.LoadCheckpoint(dir, trDev(), 0)
 	require.ErrorContains(t, err, "Experts")
 }
+
+// TestCheckpointKeepsStoredInitOutputBias: a checkpoint loads with the
+// init_output_bias it was written with, whatever DefaultConfig says now;
+// a config.json without the key predates the option, whose runs all
+// started from zero biases, so it loads as false (in either format
+// version).
+func TestCheckpointKeepsStoredInitOutputBias(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stored bool
+		edit   func(map[string]any)
+		want   bool
+	}{
+		{"stored true", true, nil, true},
+		{"stored false", false, nil, false},
+		{"key absent", true, func(v map[string]any) {
+			delete(v["config"].(map[string]any), "init_output_bias")
+		}, false},
+		{"version 1 without the key", true, func(v map[string]any) {
+			c := v["config"].(map[string]any)
+			delete(c, "init_output_bias")
+			c["MMoENumExperts"] = c["mmoe_num_mlp_experts"]
+			delete(c, "mmoe_num_mlp_experts")
+			v["format_version"] = 1
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := trConfig("mlp")
+			cfg.InitOutputBias = tc.stored
+			m, err := mtl.NewModel(trSchema(), cfg, trDev(), 16)
+			require.NoError(t, err)
+			defer m.Release()
+			dir := filepath.Join(t.TempDir(), "ckpt")
+			require.NoError(t, mtl.SaveCheckpoint(dir, m, nil))
+			if tc.edit != nil {
+				editJSON(t, filepath.Join(dir, "config.json"), tc.edit)
+			}
+			_, got, err := mtl.ReadCheckpointModel(dir)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got.InitOutputBias, "ReadCheckpointModel")
+			m2, _, err := mtl.LoadCheckpoint(dir, trDev(), 0)
+			require.NoError(t, err)
+			defer m2.Release()
+			assert.Equal(t, tc.want, m2.Config().InitOutputBias, "LoadCheckpoint")
+		})
+	}
+}

@@ -1,8 +1,9 @@
 // Package mtl builds, trains and serves multi-task ranking models —
 // shared-bottom MLP, MMoE, CGC and PLE — over a Merlin-style feature schema,
 // on any kernels.Device. The model part (Config, Model, Predictor) follows
-// Merlin Models' semantics as described in DESIGN.md; the Trainer, metrics
-// and checkpoints build on it.
+// Merlin Models' semantics as described in docs/ARCHITECTURE.md ("Model
+// semantics"; the README lists the differences from Merlin); the Trainer,
+// metrics and checkpoints build on it.
 package mtl
 
 import (
@@ -18,7 +19,7 @@ import (
 
 // Config describes a model and how it is trained. DefaultConfig gives the
 // defaults (Merlin's quick-start ranking script, with the benchmark settings
-// of DESIGN.md where they differ: lr 1e-3 without decay, task towers on, two
+// of docs/ARCHITECTURE.md where they differ: lr 1e-3 without decay, task towers on, two
 // PLE levels, no L2). The zero value is not valid. Its JSON form (a
 // checkpoint's config.json) names the fields as the mtlrank CLI's flags
 // do, Merlin's where Merlin has one.
@@ -72,11 +73,17 @@ type Config struct {
 	// rate instead of at 0 (Merlin, Keras): the log-odds of the positive
 	// rate for a binary task, the label mean for a regression task. The
 	// rates are measured on the first training batch (Model.InitOutputBias,
-	// run by the first TrainStep) unless given with Model.SetOutputBias. A
-	// documented difference from Merlin, off by default: with zero biases a
-	// regression task whose labels are far from 0 dominates the first
-	// steps and the binary heads spend them moving towards their base
-	// rates, which shows as an early AUC dip below 0.5.
+	// run by the first TrainStep) unless given with Model.SetOutputBias.
+	// On in DefaultConfig, a documented difference from Merlin (false gives
+	// Merlin's zero biases): a zero-biased head predicts 0.5 for a task
+	// whose base rate is a few percent, so its first gradients mostly say
+	// "lower every score"; Adam moves the bias by about LR per step, and
+	// until it gets there the weights and embeddings do the lowering,
+	// most for the ids seen most often. Where positives concentrate on
+	// frequent users and items, rare tasks are then ranked backwards (AUC
+	// below 0.5) for the first hundreds of steps. A checkpoint keeps the
+	// value it was trained with (one written before the option existed
+	// loads as false).
 	InitOutputBias bool `json:"init_output_bias"`
 
 	// CUDAGraph captures the training step as CUDA graphs and replays them
@@ -111,6 +118,7 @@ func DefaultConfig() Config {
 		AdamBeta2:              0.999,
 		AdamEps:                1e-7,
 		Seed:                   42,
+		InitOutputBias:         true,
 	}
 }
 

@@ -29,6 +29,7 @@ func TestDefaultConfigValid(t *testing.T) {
 	require.Equal(t, []int{64}, c.TowerLayers)
 	require.Equal(t, float32(1e-3), c.LR)
 	require.Equal(t, float32(1e-7), c.AdamEps)
+	require.True(t, c.InitOutputBias, "output heads start at their base rates (a documented departure from Merlin)")
 }
 
 func TestConfigErrors(t *testing.T) {

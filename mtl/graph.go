@@ -10,10 +10,11 @@ import (
 
 // CUDA-graph capture of the training step (Config.CUDAGraph).
 //
-// The first full batch after NewModel or SetCUDAGraph runs eagerly (it
-// sizes the device's scratch buffers and the batch staging). A later full batch (maxBatch rows) is captured as
-// two graphs per stager slot, since the input tensors of the two slots
-// differ: the forward and backward pass with the loss, and the optimizer
+// The first batch after NewModel or SetCUDAGraph runs eagerly (it sizes the
+// device's scratch buffers and the batch staging). A later batch with at
+// most as many rows as the largest eager one is captured, per batch size
+// (rows: a graph replays the launches of one shape), as two graphs per
+// stager slot, since the input tensors of the two slots differ: the forward and backward pass with the loss, and the optimizer
 // update. They are two because the loss is read (and checked for NaN)
 // between them: a step with a non-finite loss applies no update, as in
 // the eager path. Before each launch the batch is uploaded and its input
@@ -25,14 +26,18 @@ import (
 // A captured step is bound to the device views of its slot's columns: a
 // batch whose views differ (list features with another total length, a
 // buffer that grew) is captured anew for its slot (correct, but without
-// the launch savings: models with list features gain little). A batch
-// with fewer rows runs eagerly.
+// the launch savings: models with list features gain little). The
+// training batch size need not be the model's maxBatch (which also covers
+// the evaluation and prediction batches): the graphs of a slot are kept per
+// batch size, the most recent maxGraphsPerSlot sizes (a short last batch of
+// an epoch gets its own, without evicting the full-batch one).
 type stepGraphs struct {
 	sp    kernels.StepParams
-	slots [2]*slotGraphs
-	// warm is set by the first eager step on a full batch, which sizes
-	// the device's scratch buffers (a capture cannot grow them).
-	warm bool
+	slots [2][]*slotGraphs // per stager slot, most recently used first
+	// warmRows is the largest batch an eager step ran on: it sized the
+	// device's scratch buffers (a capture cannot grow them), so batches up
+	// to that size can be captured.
+	warmRows int
 	// off is set when capture failed (the step then runs eagerly from
 	// then on; err says why).
 	off bool
@@ -41,9 +46,13 @@ type stepGraphs struct {
 	launched int
 }
 
-// slotGraphs are the captured graphs of one stager slot and the views
-// they were captured with.
+// maxGraphsPerSlot bounds the batch sizes whose graphs a slot keeps.
+const maxGraphsPerSlot = 4
+
+// slotGraphs are the captured graphs of one stager slot for one batch size
+// and the views they were captured with.
 type slotGraphs struct {
+	rows        int
 	sig         []viewSig
 	fwd, update kernels.Graph
 }
@@ -100,8 +109,10 @@ func (g *stepGraphs) release() {
 	if g == nil {
 		return
 	}
-	for i, s := range g.slots {
-		s.release()
+	for i, gs := range g.slots {
+		for _, s := range gs {
+			s.release()
+		}
 		g.slots[i] = nil
 	}
 	if g.sp != nil {
@@ -152,7 +163,7 @@ func sameSig(a, b []viewSig) bool {
 	return true
 }
 
-// graphStep is TrainStep for a full batch after an eager one.
+// graphStep is TrainStep for a batch no larger than an earlier eager one.
 func (m *Model) graphStep(b *loader.Batch) (StepStats, error) {
 	g, ws := m.graphs, m.ws
 	seed := m.dropoutSeed()
@@ -160,12 +171,11 @@ func (m *Model) graphStep(b *loader.Batch) (StepStats, error) {
 		return StepStats{}, err
 	}
 	fd := ws.feed
-	sg := g.slots[fd.sigSlot]
+	sg := g.take(fd.sigSlot, b.Rows)
 	if sg == nil || !sameSig(sg.sig, fd.sig) {
 		// No graph for these views: capture one (a slot's views change
 		// only when a buffer grows, or with list features).
 		sg.release()
-		g.slots[fd.sigSlot] = nil
 		var err error
 		if sg, err = m.captureStep(); err != nil {
 			// Nothing of the failed capture ran: finish this step and
@@ -173,9 +183,10 @@ func (m *Model) graphStep(b *loader.Batch) (StepStats, error) {
 			g.off, g.err = true, err
 			return m.eagerAfterInput(b, seed)
 		}
+		sg.rows = b.Rows
 		sg.sig = append([]viewSig(nil), fd.sig...)
-		g.slots[fd.sigSlot] = sg
 	}
+	g.put(fd.sigSlot, sg)
 	m.opt.setParams(m.step)
 	if err := g.sp.Upload(m.opt.ada.LR, m.opt.adam, seed); err != nil {
 		return StepStats{}, batchWrap(b, err)
@@ -196,6 +207,30 @@ func (m *Model) graphStep(b *loader.Batch) (StepStats, error) {
 	g.launched++
 	m.step++
 	return ws.stats, nil
+}
+
+// take removes and returns the graphs of slot for batches of rows (nil if
+// there are none).
+func (g *stepGraphs) take(slot, rows int) *slotGraphs {
+	gs := g.slots[slot]
+	for i, s := range gs {
+		if s.rows == rows {
+			g.slots[slot] = append(gs[:i], gs[i+1:]...)
+			return s
+		}
+	}
+	return nil
+}
+
+// put makes sg the most recently used graphs of slot, releasing the least
+// recently used beyond maxGraphsPerSlot.
+func (g *stepGraphs) put(slot int, sg *slotGraphs) {
+	gs := append([]*slotGraphs{sg}, g.slots[slot]...)
+	for len(gs) > maxGraphsPerSlot {
+		gs[len(gs)-1].release()
+		gs = gs[:len(gs)-1]
+	}
+	g.slots[slot] = gs
 }
 
 // captureStep captures the step on the current input (ws.input0 done) as

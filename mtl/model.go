@@ -190,6 +190,9 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAllocatable(s, cfg, dev, maxBatch); err != nil {
+		return nil, err
+	}
 	cfg.Tasks = taskTargets(tasks)
 	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: dev, maxBatch: maxBatch, tasks: tasks, featMax: map[string]int64{}}
 	if c, ok := dev.(kernels.AsyncIDChecker); ok {
@@ -739,8 +742,8 @@ func (m *Model) dropoutSeed() uint64 {
 // the update: parameters, optimizer state and the step counter are left
 // as they were. With Config.InitOutputBias the first step (step 0) first
 // sets the output biases from b (InitOutputBias). With Config.CUDAGraph a
-// full batch after an eager one runs as captured CUDA graphs (graph.go),
-// with bit-identical results.
+// batch no larger than an earlier eager one runs as captured CUDA graphs
+// (graph.go), with bit-identical results.
 func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 	var oldBias []float32 // the biases before InitOutputBias, restored if the step fails
 	if m.cfg.InitOutputBias && m.step == 0 && !m.biasSet {
@@ -749,8 +752,8 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 			return StepStats{}, err
 		}
 	}
-	if g := m.graphs; g != nil && g.warm && b.Rows == m.maxBatch && !g.off {
-		// a full batch after an eager one: a captured step
+	if g := m.graphs; g != nil && b.Rows <= g.warmRows && !g.off {
+		// the scratch buffers have their size: a captured step
 		return m.graphStep(b)
 	}
 	err := m.ws.lossPass(b, layers.Mode{Train: true, Seed: m.dropoutSeed()}, true)
@@ -765,8 +768,8 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 	}
 	m.opt.apply(m.step, m.ws)
 	m.step++
-	if m.graphs != nil && b.Rows == m.maxBatch {
-		m.graphs.warm = true // the device's scratch buffers have their size
+	if m.graphs != nil && b.Rows > m.graphs.warmRows {
+		m.graphs.warmRows = b.Rows // the device's scratch buffers have their size
 	}
 	return m.ws.stats, nil
 }

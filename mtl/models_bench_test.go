@@ -137,7 +137,8 @@ func benchModel(b *testing.B, s *schema.Schema, model string, rows int, mutate f
 }
 
 // BenchmarkTrainStep measures training throughput at batch 1024 on the
-// tenrec schema with the DESIGN.md benchmark settings (DefaultConfig).
+// tenrec schema with the benchmark settings (DefaultConfig; see
+// docs/ARCHITECTURE.md).
 func BenchmarkTrainStep(b *testing.B) {
 	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
 		b.Run(model, func(b *testing.B) {

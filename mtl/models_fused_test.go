@@ -221,7 +221,9 @@ func TestModelUsesFusedCapabilities(t *testing.T) {
 				st := dev.stager
 				require.NotNil(t, st)
 				assert.Equal(t, 1, dev.stagerCount, "one stager, sized for the model's batches")
-				assert.Equal(t, 5+2, st.commits, "one commit per pass")
+				// 5 steps, the output-bias calibration before the first
+				// (Config.InitOutputBias), Predict and Loss
+				assert.Equal(t, 5+1+2, st.commits, "one commit per pass")
 				assert.Positive(t, st.uploads)
 				assert.Empty(t, st.contractErrs)
 			})

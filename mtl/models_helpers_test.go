@@ -155,7 +155,8 @@ func colF32(b *loader.Batch, name string) []float32 {
 }
 
 // refLoss is the model objective computed on the host in float64 from the
-// task outputs of a forward pass, following DESIGN.md independently of the
+// task outputs of a forward pass, following docs/ARCHITECTURE.md ("Model
+// semantics") independently of the
 // device loss ops: sum_t lambda_t * (1/B) sum_i w_ti l_ti + L2 terms.
 func refLoss(t *testing.T, m *Model, b *loader.Batch) float64 {
 	ws := m.ws

@@ -53,6 +53,9 @@ func NewScorer(m *Model, opts ScorerOptions) (*Scorer, error) {
 	if opts.MaxBatch < 1 || opts.Workers < 1 {
 		return nil, fmt.Errorf("mtl: NewScorer: MaxBatch %d and Workers %d must be >= 1", opts.MaxBatch, opts.Workers)
 	}
+	if err := checkWorkspaces(m, opts.MaxBatch, opts.Workers); err != nil {
+		return nil, err
+	}
 	s := &Scorer{m: m, pool: make(chan *Predictor, opts.Workers), max: opts.MaxBatch, tasks: m.Tasks()}
 	for i := 0; i < opts.Workers; i++ {
 		p := m.NewPredictor(opts.MaxBatch)
@@ -74,7 +77,8 @@ func LoadScorer(dir string, dev kernels.Device, opts ScorerOptions) (*Scorer, er
 		maxBatch = 1024
 	}
 	// The model's own workspace is only used for training: keep it small.
-	m, _, err := LoadCheckpoint(dir, dev, 1)
+	// Scoring needs no optimizer state.
+	m, err := LoadInference(dir, dev, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -105,6 +109,13 @@ func (s *Scorer) MaxBatch() int { return s.max }
 func (s *Scorer) Score(b *loader.Batch, out [][]float32) error {
 	if b == nil {
 		return errors.New("mtl: Score: nil batch")
+	}
+	if b.Rows < 0 {
+		return fmt.Errorf("mtl: Score: batch of %d rows", b.Rows)
+	}
+	if b.Rows == 0 {
+		// An empty candidate list is normal in serving: nothing to score.
+		return nil
 	}
 	if b.Rows > s.max {
 		return fmt.Errorf("mtl: Score: batch of %d rows exceeds the scorer's MaxBatch %d", b.Rows, s.max)

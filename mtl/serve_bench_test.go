@@ -13,8 +13,8 @@ import (
 )
 
 // BenchmarkScore measures serving: one user x N candidate items per
-// request through a Scorer, on the tenrec schema with the DESIGN.md model
-// settings.
+// request through a Scorer, on the tenrec schema with the benchmark model
+// settings (DefaultConfig).
 //
 //   - latency: one caller, one Predictor on a device with benchThreads()
 //     threads (a request's rows are shared out over them); reports the

@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/schema"
@@ -53,7 +52,9 @@ type TrainerOptions struct {
 	ValidationSteps int
 	// TrainMetricsSteps: every this many steps the batch just trained on is
 	// scored (after the update) and added to the epoch's training metrics
-	// ("train/..." keys in EpochResult.Train). 0 disables training
+	// ("train/..." keys in EpochResult.Train); an epoch with no such step
+	// (fewer steps than TrainMetricsSteps) scores its last batch instead,
+	// so that its training metrics are never empty. 0 disables training
 	// metrics; each scoring costs one extra forward pass.
 	TrainMetricsSteps int
 	// LogEvery logs the running loss every this many steps (0: only per
@@ -183,7 +184,28 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	for i := range t.preds {
 		t.preds[i] = make([]float32, m.MaxBatch())
 	}
+	if es.Metric != "" {
+		if err := t.checkMetric(es.Metric); err != nil {
+			return nil, err
+		}
+	}
 	return t, nil
+}
+
+// checkMetric refuses an early-stopping metric that validation will not
+// compute, before the first step rather than after the first epoch: the
+// keys are those of an evaluation of the model's tasks (per-task metrics
+// and losses, auc_avg, loss) and the gate weights ("gate/...").
+func (t *Trainer) checkMetric(metric string) error {
+	keys := metrics.NewEvaluator(t.taskSpecs()).Results()
+	keys[LossKey] = 0
+	for _, task := range t.m.tasks {
+		keys[metrics.Key(task.Name, LossKey)] = 0
+	}
+	if _, ok := keys[metric]; ok || strings.HasPrefix(metric, "gate/") {
+		return nil
+	}
+	return fmt.Errorf("mtl: early stopping metric %q is not a validation metric of this model (%s)", metric, strings.Join(keys.Keys(), ", "))
 }
 
 // defaultMode is "min" for loss-like metrics and "max" otherwise.
@@ -330,21 +352,11 @@ func (t *Trainer) logEpoch(r EpochResult) {
 }
 
 // newBar returns a progress bar over total examples, or nil when hidden.
-func (t *Trainer) newBar(total int64, desc string) *progressbar.ProgressBar {
+func (t *Trainer) newBar(total int64, desc string) *progress {
 	if t.opts.Quiet || t.opts.Progress == nil || (!t.opts.ForceProgress && !isTerminal(t.opts.Progress)) {
 		return nil
 	}
-	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(t.opts.Progress),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("ex"),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	return newProgress(t.opts.Progress, total, desc, 100*time.Millisecond, time.Now)
 }
 
 // isTerminal reports whether w is a character device (a terminal).
@@ -361,13 +373,17 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
 	total := train.Rows()
 	bar := t.newBar(total, fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs))
-	if bar != nil && t.opts.StepsPerEpoch > 0 {
-		bar.ChangeMax64(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
+	if t.opts.StepsPerEpoch > 0 {
+		bar.setTotal(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
 	}
 	var trainEval *metrics.Evaluator
 	if t.opts.TrainMetricsSteps > 0 {
 		trainEval = metrics.NewEvaluator(t.taskSpecs())
 	}
+	// unscored is the last batch trained on while no step of the epoch has
+	// been scored: the epoch's last batch is scored when no other is.
+	var unscored *loader.Batch
+	defer func() { unscored.Release() }()
 	it := train.Epoch(ctx, epoch)
 	defer it.Close()
 	start := time.Now()
@@ -405,26 +421,35 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		res.Steps++
 		res.Examples += int64(b.Rows)
 		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
+			unscored.Release()
+			unscored = nil
 			if err := t.score(b, trainEval); err != nil {
 				b.Release()
 				return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, step, err)
 			}
 		}
-		b.Release()
-		if bar != nil {
-			_ = bar.Add64(int64(rows))
-			if res.Steps%10 == 1 {
-				bar.Describe(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
-			}
+		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps {
+			unscored.Release()
+			unscored = b
+		} else {
+			b.Release()
 		}
+		if bar != nil && res.Steps%10 == 1 {
+			bar.setLabel(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
+		}
+		bar.add(int64(rows))
 		if t.opts.LogEvery > 0 && res.Steps%t.opts.LogEvery == 0 {
 			el := time.Since(start).Seconds()
 			t.log.Info("step", "epoch", epoch+1, "step", t.m.Step(), "loss", lossSum/float64(res.Examples),
 				"examples_per_s", math.Round(float64(res.Examples)/el))
 		}
 	}
-	if bar != nil {
-		_ = bar.Finish()
+	bar.finish()
+	if unscored != nil {
+		// No update since it was trained on: scored as right after its step.
+		if err := t.score(unscored, trainEval); err != nil {
+			return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, t.m.Step()-1, err)
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	t.state.Step = t.m.Step()
@@ -614,13 +639,9 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		if err != nil {
 			return nil, fmt.Errorf("mtl: evaluate: %w", err)
 		}
-		if bar != nil {
-			_ = bar.Add64(int64(n))
-		}
+		bar.add(int64(n))
 	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	if rows == 0 {
 		return nil, errors.New("mtl: evaluate: the dataset has no rows")
 	}
@@ -642,35 +663,67 @@ type PredictOptions struct {
 	// Schema describes the kept columns (their dtypes); nil means the
 	// model's schema.
 	Schema *schema.Schema
-	// Format of the output: "parquet" (default), "csv" or "tsv" (a header
-	// line, then one line per row; list columns cannot be kept).
+	// Format of the output: "parquet", "csv" or "tsv" (a header line, then
+	// one line per row; list columns cannot be kept). Empty: the format of
+	// the path's extension, else parquet (see PredictionFile).
 	Format string
+}
+
+// predictionFormats maps the extensions of prediction files to formats.
+var predictionFormats = map[string]string{".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
+
+// PredictionFile returns the file Predict writes for path and format, and
+// the format. A path ending in .parquet, .csv or .tsv (in any case) is
+// the file, and an empty format is the extension's; any other path is a
+// folder receiving predictions.<format> (parquet when format is empty). A
+// format that contradicts the extension ("scores.csv" with "parquet") is
+// an error: it would otherwise make a folder named like a file.
+func PredictionFile(path, format string) (file, outFormat string, err error) {
+	if format != "" && format != "parquet" && format != "csv" && format != "tsv" {
+		return "", "", fmt.Errorf("mtl: predict: format %q: want parquet, csv or tsv", format)
+	}
+	byExt := predictionFormats[strings.ToLower(filepath.Ext(path))]
+	switch {
+	case byExt == "":
+		if format == "" {
+			format = "parquet"
+		}
+		return filepath.Join(path, "predictions."+format), format, nil
+	case format != "" && format != byExt:
+		return "", "", fmt.Errorf("mtl: predict: %s has the extension of %s but the format is %s; name the file .%s or give the format %s",
+			path, byExt, format, format, byExt)
+	}
+	return path, byExt, nil
 }
 
 // Predict scores every row of ds in order and writes a file at path with
 // the kept columns followed by one float32 column per task, named like the
 // task ("click/binary_output": the probability; regression tasks: the
-// value), in opts.Format. A path without the format's extension (.parquet,
-// .csv, .tsv) is a folder, created if needed, that receives
-// predictions.<ext>. The file is written under a temporary name and
-// renamed. ds must not shuffle rows if the output is to be joined with the
+// value), in opts.Format. A path without one of the formats' extensions
+// (.parquet, .csv, .tsv) is a folder that receives predictions.<ext>
+// (PredictionFile); missing folders are created. The file is written
+// under a temporary name and renamed. ds must not shuffle rows if the output is to be joined with the
 // input by position. It returns the rows written.
 func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, opts PredictOptions) (int64, error) {
 	if ds == nil {
 		return 0, errors.New("mtl: Predict: nil dataset")
 	}
-	format := opts.Format
-	if format == "" {
-		format = "parquet"
+	path, format, err := PredictionFile(path, opts.Format)
+	if err != nil {
+		return 0, err
 	}
-	if format != "parquet" && format != "csv" && format != "tsv" {
-		return 0, fmt.Errorf("mtl: predict: format %q: want parquet, csv or tsv", opts.Format)
+	// The scores may not replace the data, nor land in its folder, where
+	// the next read of the dataset would take them for data.
+	data := []pathguard.Path{{What: "the data", Path: ds.Path()}}
+	preds := []pathguard.Path{{What: "the predictions", Path: path}}
+	if err := pathguard.Check(data, preds); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
-	if !strings.HasSuffix(path, "."+format) {
-		if err := os.MkdirAll(path, 0o755); err != nil {
-			return 0, fmt.Errorf("mtl: predict: %w", err)
-		}
-		path = filepath.Join(path, "predictions."+format)
+	if err := pathguard.CheckDatasetFolders(data, preds); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o777); err != nil {
+		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
 	out := &schema.Schema{}
 	seen := map[string]bool{}
@@ -696,7 +749,6 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 		out.Features = append(out.Features, &schema.Feature{Name: task.Name, DType: schema.Float32})
 	}
 	var w predictionSink
-	var err error
 	switch format {
 	case "parquet":
 		w, err = loader.NewWriter(path, out, loader.WriterOptions{RowGroupRows: opts.RowGroupRows})
@@ -761,13 +813,9 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 		if err != nil {
 			return rows, err
 		}
-		if bar != nil {
-			_ = bar.Add64(int64(b.Rows))
-		}
+		bar.add(int64(b.Rows))
 	}
-	if bar != nil {
-		_ = bar.Finish()
-	}
+	bar.finish()
 	return rows, nil
 }
 

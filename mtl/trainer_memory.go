@@ -1,10 +1,12 @@
 package mtl
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/sysmem"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/schema"
@@ -303,4 +305,51 @@ func satBytes(v float64) int64 {
 		return math.MaxInt64
 	}
 	return int64(math.Ceil(v))
+}
+
+// ErrTooLarge is wrapped by the errors of NewModel and the checkpoint
+// loaders for a model that this process could never allocate.
+var ErrTooLarge = errors.New("the model cannot fit in this machine's memory")
+
+// checkAllocatable refuses a model whose host allocations exceed what this
+// process could ever hold (RAM plus swap, or the cgroup limit): allocating
+// it would end the process with the Go runtime's fatal "out of memory" or
+// a "makeslice: len out of range" panic, which no caller (a server loading
+// a corrupt checkpoint, say) can recover from. On a CPU device every part
+// of the estimate is host memory; on a GPU only the host copy made while
+// initialising a table is. What is available right now is the caller's
+// business (the CLI's --max_memory), since it changes from one moment to
+// the next.
+func checkAllocatable(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) error {
+	est, err := EstimateMemory(s, cfg, dev, maxBatch)
+	if err != nil {
+		return err
+	}
+	host := est.Init
+	if _, cpu := dev.(*kernels.CPU); cpu {
+		host = est.Total
+	}
+	limit, ok := sysmem.Ceiling()
+	if !ok || host <= limit {
+		return nil
+	}
+	return fmt.Errorf("mtl: %w: it needs %s, more than the %s of RAM and swap (or the cgroup limit) this process could ever use; lower the batch size, the layer widths or the embedding tables (int_domain.max)",
+		ErrTooLarge, est, FormatBytes(limit))
+}
+
+// checkWorkspaces refuses Predictor workspaces for batches of maxBatch
+// rows, workers of them, that this process could never allocate (counted
+// as the training workspace's activations, an upper bound of a
+// Predictor's).
+func checkWorkspaces(m *Model, maxBatch, workers int) error {
+	est, err := EstimateMemory(m.schema, m.cfg, m.dev, maxBatch)
+	if err != nil {
+		return err
+	}
+	limit, ok := sysmem.Ceiling()
+	if need := float64(est.Activations) * float64(workers); ok && need > float64(limit) {
+		return fmt.Errorf("mtl: %w: %d workers with batches of %d rows need about %s of workspace, more than the %s of RAM and swap (or the cgroup limit) this process could ever use; lower MaxBatch or Workers",
+			ErrTooLarge, workers, maxBatch, FormatBytes(satBytes(need)), FormatBytes(limit))
+	}
+	return nil
 }

@@ -11,8 +11,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -183,11 +185,12 @@ func TestEarlyStoppingRestoresBest(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, h.Epochs[0].Validation["loss"], res["loss"], 1e-9)
 
-	// Default mode of a loss metric is min; an unknown metric fails clearly.
-	tr2, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "nope"}})
+	// An unknown metric fails clearly, before any training step.
+	_, err = mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "nope"}})
+	require.ErrorContains(t, err, `"nope" is not a validation metric of this model`)
+	require.ErrorContains(t, err, "click/binary_output/auc")
+	tr2, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, EarlyStopping: mtl.EarlyStopping{Metric: "click/binary_output/loss"}})
 	require.NoError(t, err)
-	_, err = tr2.Fit(context.Background(), train, val)
-	require.ErrorContains(t, err, `"nope" is not among the validation metrics`)
 	_, err = tr2.Fit(context.Background(), train, nil)
 	require.ErrorContains(t, err, "needs a validation dataset")
 }
@@ -227,7 +230,11 @@ func TestFitStopsOnNonFiniteLoss(t *testing.T) {
 	}
 	require.NoError(t, loader.WriteParquet(filepath.Join(dir, "part.parquet"), s, cols, 0))
 	ds := trOpen(t, dir, 32, false)
-	m, err := mtl.NewModel(s, trConfig("mlp"), trDev(), 32)
+	cfg := trConfig("mlp")
+	// Zero biases: a bias started at the label mean would predict the
+	// label exactly and the squared error would not overflow.
+	cfg.InitOutputBias = false
+	m, err := mtl.NewModel(s, cfg, trDev(), 32)
 	require.NoError(t, err)
 	defer m.Release()
 	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
@@ -420,6 +427,75 @@ func TestPredictWritesText(t *testing.T) {
 	require.ErrorContains(t, err, `format "json"`)
 }
 
+// TestPredictionFile: without a format, the path's extension picks it (a
+// file scores.csv is CSV, not a folder named scores.csv); a path without
+// one of the extensions is a folder; a format contradicting the extension
+// is an error rather than a folder named like a file.
+func TestPredictionFile(t *testing.T) {
+	cases := []struct {
+		path, format      string
+		wantFile, wantFmt string
+		wantErr           string
+	}{
+		{"out/scores.csv", "", "out/scores.csv", "csv", ""},
+		{"out/scores.tsv", "", "out/scores.tsv", "tsv", ""},
+		{"out/scores.parquet", "", "out/scores.parquet", "parquet", ""},
+		{"out/SCORES.CSV", "", "out/SCORES.CSV", "csv", ""},
+		{"out/scores.csv", "csv", "out/scores.csv", "csv", ""},
+		{"out/preds", "", "out/preds/predictions.parquet", "parquet", ""},
+		{"out/preds", "tsv", "out/preds/predictions.tsv", "tsv", ""},
+		{"out/v1.2", "csv", "out/v1.2/predictions.csv", "csv", ""},
+		{"out/scores.csv", "parquet", "", "", `out/scores.csv has the extension of csv but the format is parquet`},
+		{"out/scores.parquet", "tsv", "", "", `out/scores.parquet has the extension of parquet but the format is tsv`},
+		{"out/scores.csv", "json", "", "", `format "json": want parquet, csv or tsv`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path+"/"+tc.format, func(t *testing.T) {
+			file, format, err := mtl.PredictionFile(tc.path, tc.format)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, filepath.FromSlash(tc.wantFile), file)
+			assert.Equal(t, tc.wantFmt, format)
+		})
+	}
+
+	// Predict writes what PredictionFile names, creating missing folders.
+	_, evalDir := trData(t, 256, 300)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
+	require.NoError(t, err)
+	dir := t.TempDir()
+	for _, name := range []string{"scores.csv", "scores.tsv", "scores.parquet"} {
+		path := filepath.Join(dir, "new", name)
+		n, err := tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), path, mtl.PredictOptions{})
+		require.NoError(t, err)
+		require.Equal(t, int64(300), n)
+		st, err := os.Stat(path)
+		require.NoError(t, err)
+		require.True(t, st.Mode().IsRegular(), "%s is a file", path)
+		head := make([]byte, 4)
+		f, err := os.Open(path)
+		require.NoError(t, err)
+		_, err = io.ReadFull(f, head)
+		f.Close()
+		require.NoError(t, err)
+		if filepath.Ext(name) == ".parquet" {
+			assert.Equal(t, "PAR1", string(head))
+		} else {
+			assert.Equal(t, "clic", string(head), "a header line: the first score column")
+		}
+	}
+	_, err = tr.Predict(context.Background(), trOpen(t, evalDir, 256, false), filepath.Join(dir, "x.csv"), mtl.PredictOptions{Format: "parquet"})
+	require.ErrorContains(t, err, "has the extension of csv but the format is parquet")
+	assert.NoFileExists(t, filepath.Join(dir, "x.csv"))
+	assert.NoDirExists(t, filepath.Join(dir, "x.csv"))
+}
+
 func TestResultsNaNInJSON(t *testing.T) {
 	r := metrics.Results{"x": math.NaN()}
 	b, err := r.MarshalJSON()
@@ -428,18 +504,41 @@ func TestResultsNaNInJSON(t *testing.T) {
 }
 
 // TestTrainMetricsMatchIndependentReplica checks the training metrics that
-// Fit reports ("every TrainMetricsSteps-th batch, scored after its update")
-// against a replica computed outside the Trainer: a second model with the
-// same seed is stepped by hand over an identical shuffled, prefetched
-// dataset, every third batch is predicted, and deep copies of the scores
-// and labels give the AUC by the pairwise definition, the logloss and the
+// Fit reports ("every TrainMetricsSteps-th batch, scored after its update,
+// and the epoch's last batch when no other was scored") against a replica
+// computed outside the Trainer: a second model with the same seed is
+// stepped by hand over an identical shuffled, prefetched dataset, the
+// batches the rule names are predicted, and deep copies of the scores and
+// labels give the AUC by the pairwise definition, the logloss and the
 // RMSE. Scores paired with the wrong rows (labels of a batch the loader has
 // already recycled, a prefetch race, shuffled rows against unshuffled
 // labels, the wrong task column, scores taken before the update) move these
-// numbers.
+// numbers. An epoch shorter than TrainMetricsSteps (Merlin's default of 10
+// on a small dataset) still has training metrics.
 func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
-	trainDir, _ := trData(t, 4096, 256)
-	const batch, every, epochs = 256, 3, 2
+	const batch, epochs = 256, 2
+	cases := []struct {
+		name         string
+		rows         int64
+		every, limit int
+		steps        int   // per epoch: ceil(rows/batch), at most limit
+		scored       []int // the 1-based steps of an epoch that are scored
+	}{
+		{"every 3rd of 16", 4096, 3, 0, 16, []int{3, 6, 9, 12, 15}},
+		{"every 4th of 9", 2200, 4, 0, 9, []int{4, 8}},
+		{"9 steps, every 10th: the last", 2200, 10, 0, 9, []int{9}},
+		{"5 steps by the limit, every 20th: the last", 4096, 20, 5, 5, []int{5}},
+		{"one short step", 100, 10, 0, 1, []int{1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			testTrainMetricsReplica(t, tc.rows, batch, epochs, tc.every, tc.limit, tc.steps, tc.scored)
+		})
+	}
+}
+
+func testTrainMetricsReplica(t *testing.T, rows int64, batch, epochs, every, limit, steps int, scored []int) {
+	trainDir, _ := trData(t, rows, 256)
 	open := func() *loader.Dataset {
 		opt := loader.DefaultOptions()
 		opt.BatchSize = batch
@@ -457,7 +556,7 @@ func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
 	m, err := mtl.NewModel(trSchema(), cfg, trDev(), batch)
 	require.NoError(t, err)
 	defer m.Release()
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: epochs, TrainMetricsSteps: every})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: epochs, TrainMetricsSteps: every, StepsPerEpoch: limit})
 	require.NoError(t, err)
 	h, err := tr.Fit(context.Background(), open(), nil)
 	require.NoError(t, err)
@@ -473,18 +572,16 @@ func TestTrainMetricsMatchIndependentReplica(t *testing.T) {
 	}
 	ds := open()
 	for epoch := 0; epoch < epochs; epoch++ {
+		require.Equal(t, steps, h.Epochs[epoch].Steps, "epoch %d", epoch+1)
 		scores := make([][]float32, len(tasks))
 		labels := make([][]float32, len(tasks))
 		it := ds.Epoch(context.Background(), epoch)
-		for step := 1; ; step++ {
+		for step := 1; step <= steps; step++ {
 			b, err := it.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
 			require.NoError(t, err)
 			_, err = ref.TrainStep(b)
 			require.NoError(t, err)
-			if step%every == 0 {
+			if slices.Contains(scored, step) {
 				require.NoError(t, ref.Predict(b, out))
 				click := b.Column("click").F32
 				for ti, task := range tasks {
@@ -572,4 +669,25 @@ func keys(m map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestProgressBarNoEarlyRate: a training run of well under a second draws
+// its bar without any examples-per-second figure (the first updates once
+// showed rates like 237146827 ex/s).
+func TestProgressBarNoEarlyRate(t *testing.T) {
+	trainDir, evalDir := trData(t, 2048, 512)
+	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	var buf bytes.Buffer
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, Progress: &buf, ForceProgress: true})
+	require.NoError(t, err)
+	start := time.Now()
+	_, err = tr.Fit(context.Background(), trOpen(t, trainDir, 256, false), trOpen(t, evalDir, 256, false))
+	require.NoError(t, err)
+	if time.Since(start) >= time.Second {
+		t.Skip("the machine is too slow for this check: training took a second or more")
+	}
+	assert.Contains(t, buf.String(), "epoch 1/1", "the bar was drawn")
+	assert.NotContains(t, buf.String(), "ex/s")
 }

@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 )
 
 // Report summarises a Run.
@@ -45,11 +49,13 @@ func Run(spec Spec, trainInputs, evalInputs []string, outDir string) (*Report, e
 // transformed; without them and with a split strategy, the training inputs
 // are split (the workflow is fitted on the train side only); otherwise no
 // eval set is written. With in.Test, test is those inputs transformed
-// without targets. A previous eval or test set that this run does not
-// write is removed: it would not match the new workflow. Giving both eval
-// inputs and a split strategy is an error, as in Merlin's script. Nothing
-// is moved into outDir before everything has been encoded, so a failure
-// leaves a previous output as it was.
+// without targets. Giving both eval inputs and a split strategy is an
+// error, as in Merlin's script. The whole output is built beside outDir and
+// swapped in at the end, so a failure leaves a previous output as it was
+// (and an eval or test set this run does not write, which would not match
+// the new workflow, goes with the previous output). outDir may not be,
+// contain or lie inside an input, and an existing outDir may hold only
+// what a preprocessing run writes.
 func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 	trainInputs, evalInputs := in.Train, in.Eval
 	if err := spec.Validate(); err != nil {
@@ -61,26 +67,27 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 	if outDir == "" {
 		return nil, errors.New("preprocess: empty output directory")
 	}
-	trainDir, evalDir, testDir := filepath.Join(outDir, "train"), filepath.Join(outDir, "eval"), filepath.Join(outDir, "test")
-	// Fail before the long passes when the output cannot be written.
-	for _, d := range []string{trainDir, evalDir, testDir} {
-		if err := checkReplaceable(d); err != nil {
-			return nil, fmt.Errorf("preprocess: %w", err)
+	if err := checkOutput(in, outDir); err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	// The whole output (train, eval, test, workflow.json) is built in a
+	// temporary folder beside outDir and swapped in at the end, so that a
+	// failure at any point (a bad row, a full disk while saving the
+	// workflow) leaves the previous complete output, never new data beside
+	// an old vocabulary.
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(outDir)), 0o755); err != nil {
+		return nil, fmt.Errorf("preprocess: output: %w", err)
+	}
+	stage, err := atomicfile.MkdirTemp(outDir)
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: output: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(stage)
 		}
-	}
-	if st, err := os.Stat(outDir); err == nil && !st.IsDir() {
-		return nil, fmt.Errorf("preprocess: output %s is not a directory", outDir)
-	}
-
-	// A folder this run creates is removed again if it fails before
-	// writing anything into it.
-	if _, statErr := os.Stat(outDir); errors.Is(statErr, os.ErrNotExist) {
-		defer func() {
-			if err != nil {
-				_ = os.Remove(outDir) // only if empty
-			}
-		}()
-	}
+	}()
+	trainDir, evalDir, testDir := filepath.Join(stage, "train"), filepath.Join(stage, "eval"), filepath.Join(stage, "test")
 
 	split := newSplitter(&spec)
 	w, err := fit(spec, trainInputs, split)
@@ -91,74 +98,119 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 	for _, c := range w.Categorical {
 		rep.Cardinalities[c.Name] = c.Cardinality()
 	}
-	// The datasets and the workflow are written to temporary names first
-	// and moved into place together at the end: a failure (a bad row in
-	// the eval data, say) leaves the previous output as it was instead of
-	// new train data beside an old workflow.
 	var st staged
 	defer func() {
 		if err != nil {
 			st.abort()
 		}
 	}()
-	stage := func(inputs []string, dirs [2]string, split *splitter, opt TransformOptions) ([2]*Result, error) {
+	stageSet := func(inputs []string, dirs [2]string, split *splitter, opt TransformOptions) ([2]*Result, error) {
 		res, s, err := w.transform(inputs, dirs, split, opt)
 		st = append(st, s...)
 		return res, err
 	}
 	if split != nil {
-		res, err := stage(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
+		res, err := stageSet(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train, rep.Eval = res[0], res[1]
 	} else {
-		res, err := stage(trainInputs, [2]string{trainDir}, nil, TransformOptions{})
+		res, err := stageSet(trainInputs, [2]string{trainDir}, nil, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train = res[0]
 		if len(evalInputs) > 0 {
-			if res, err = stage(evalInputs, [2]string{evalDir}, nil, TransformOptions{}); err != nil {
+			if res, err = stageSet(evalInputs, [2]string{evalDir}, nil, TransformOptions{}); err != nil {
 				return nil, err
 			}
 			rep.Eval = res[0]
 		}
 	}
 	if len(in.Test) > 0 {
-		res, err := stage(in.Test, [2]string{testDir}, nil, TransformOptions{SkipTargets: true})
+		res, err := stageSet(in.Test, [2]string{testDir}, nil, TransformOptions{SkipTargets: true})
 		if err != nil {
 			return nil, err
 		}
 		rep.Test = res[0]
 	}
-	for _, r := range []*Result{rep.Train, rep.Eval, rep.Test} {
-		if r != nil {
-			rep.Warnings = append(rep.Warnings, r.Warnings...)
-		}
-	}
-	rep.WorkflowPath = filepath.Join(outDir, "workflow.json")
 	wf, err := w.encode()
 	if err != nil {
 		return nil, err
 	}
-	for _, stale := range []struct {
-		res *Result
-		dir string
-	}{{rep.Eval, evalDir}, {rep.Test, testDir}} {
-		// A set from an earlier run would not match this workflow
-		// (checked above to hold only dataset files).
-		if stale.res == nil {
-			if err := os.RemoveAll(stale.dir); err != nil {
-				return nil, fmt.Errorf("preprocess: remove stale %s: %w", stale.dir, err)
-			}
-		}
-	}
 	if err := st.publish(); err != nil {
 		return nil, fmt.Errorf("preprocess: %w", err)
 	}
-	if err := writeFileAtomic(rep.WorkflowPath, wf); err != nil {
+	if err := writeFileAtomic(filepath.Join(stage, WorkflowFile), wf); err != nil {
 		return nil, fmt.Errorf("preprocess: save workflow: %w", err)
 	}
+	if err := atomicfile.ReplaceDir(stage, outDir); err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	// The results and their warnings name the final folders.
+	rep.WorkflowPath = filepath.Join(outDir, WorkflowFile)
+	for _, r := range []*Result{rep.Train, rep.Eval, rep.Test} {
+		if r == nil {
+			continue
+		}
+		final := filepath.Join(outDir, filepath.Base(r.Dir))
+		for i, msg := range r.Warnings {
+			r.Warnings[i] = strings.ReplaceAll(msg, r.Dir, final)
+		}
+		r.Dir = final
+		rep.Warnings = append(rep.Warnings, r.Warnings...)
+	}
 	return rep, nil
+}
+
+// WorkflowFile is the name of the fitted workflow in a preprocessing
+// output folder.
+const WorkflowFile = "workflow.json"
+
+// outputEntries are what a preprocessing output folder holds: what RunInputs
+// writes, and the report the CLI writes beside it.
+var outputEntries = map[string]bool{"train": true, "eval": true, "test": true, WorkflowFile: true, "preprocess_report.json": true}
+
+// checkOutput refuses an output folder that is, contains or lies inside
+// an input, and one holding anything a preprocessing run did not write
+// (replacing the folder would delete it).
+func checkOutput(in Inputs, outDir string) error {
+	var inputs []pathguard.Path
+	for _, set := range []struct {
+		what  string
+		paths []string
+	}{{"training input", in.Train}, {"eval input", in.Eval}, {"test input", in.Test}} {
+		for _, p := range set.paths {
+			inputs = append(inputs, pathguard.Path{What: "the " + set.what, Path: p})
+		}
+	}
+	if err := pathguard.Check(inputs, []pathguard.Path{{What: "the output", Path: outDir}}); err != nil {
+		return err
+	}
+	st, err := os.Stat(outDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("output %s: %w", outDir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %s is not a directory", outDir)
+	}
+	entries, err := os.ReadDir(outDir)
+	if err != nil {
+		return fmt.Errorf("output %s: %w", outDir, err)
+	}
+	for _, e := range entries {
+		if !outputEntries[e.Name()] {
+			return fmt.Errorf("output %s holds %s, which is not part of a preprocessing output; choose an empty or new directory", outDir, e.Name())
+		}
+		if e.IsDir() {
+			if err := checkReplaceable(filepath.Join(outDir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

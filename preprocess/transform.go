@@ -19,6 +19,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/pathguard"
+	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -62,6 +64,13 @@ func (w *Workflow) Transform(inputs []string, outDir string) (*Result, error) {
 
 // TransformWith is Transform with options.
 func (w *Workflow) TransformWith(inputs []string, outDir string, opt TransformOptions) (*Result, error) {
+	ins := make([]pathguard.Path, len(inputs))
+	for i, p := range inputs {
+		ins[i] = pathguard.Path{What: "the input", Path: p}
+	}
+	if err := pathguard.Check(ins, []pathguard.Path{{What: "the output", Path: outDir}}); err != nil {
+		return nil, fmt.Errorf("transform: %w", err)
+	}
 	res, st, err := w.transform(inputs, [2]string{outDir}, nil, opt)
 	if err != nil {
 		return nil, err
@@ -524,13 +533,17 @@ func (d *datasetWriter) openPart() error {
 	return nil
 }
 
-// syncCloser flushes a part file to disk when the Parquet writer closes
-// it, so that the folder renamed into place holds complete files even after
-// a crash.
+// syncCloser adds the checksums of a part file (internal/pqcrc) and
+// flushes it to disk when the Parquet writer closes it, so that the folder
+// renamed into place holds complete files even after a crash.
 type syncCloser struct{ *os.File }
 
 func (f syncCloser) Close() error {
-	err := f.File.Sync()
+	// The Parquet writer has written the whole file: add its checksums.
+	err := pqcrc.Seal(f.File)
+	if err == nil {
+		err = f.File.Sync()
+	}
 	if cerr := f.File.Close(); err == nil {
 		err = cerr
 	}

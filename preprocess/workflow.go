@@ -1,10 +1,12 @@
 package preprocess
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -416,12 +418,17 @@ func (w *Workflow) encode() ([]byte, error) {
 }
 
 // LoadWorkflow reads a workflow saved by Save and checks its consistency.
+//
+// The file is decoded as it is read, not read whole first: a corrupt file
+// (a terabyte of zeros, say) fails at its first invalid byte instead of
+// exhausting memory, while a real vocabulary of any size still loads.
 func LoadWorkflow(path string) (*Workflow, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load workflow: %w", err)
 	}
-	w, err := ParseWorkflow(b)
+	defer f.Close()
+	w, err := parseWorkflow(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
 		return nil, fmt.Errorf("load workflow %s: %w", path, err)
 	}
@@ -430,8 +437,12 @@ func LoadWorkflow(path string) (*Workflow, error) {
 
 // ParseWorkflow decodes and checks a workflow's JSON.
 func ParseWorkflow(b []byte) (*Workflow, error) {
+	return parseWorkflow(bytes.NewReader(b))
+}
+
+func parseWorkflow(r io.Reader) (*Workflow, error) {
 	var w Workflow
-	dec := json.NewDecoder(bytes.NewReader(b))
+	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/readlimit"
 )
 
 // File names looked up in a dataset directory, in this order.
@@ -17,6 +18,11 @@ const (
 	PbtxtFile = "schema.pbtxt"
 	JSONFile  = "schema.json"
 )
+
+// MaxFileSize bounds the schema files Load reads (256 MiB, far above a
+// schema of a hundred thousand features), so that a corrupt or huge file is
+// an error instead of exhausting memory.
+const MaxFileSize = 256 << 20
 
 // Load reads a schema from path: a .pbtxt or .json file, or a directory
 // holding schema.pbtxt (preferred) or schema.json. A file with another
@@ -43,7 +49,7 @@ func Load(path string) (*Schema, error) {
 		}
 		path = found
 	}
-	data, err := os.ReadFile(path)
+	data, err := readlimit.ReadFile(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("schema: load: %w", err)
 	}

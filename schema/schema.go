@@ -192,7 +192,7 @@ func (s *Schema) Select(tags ...Tag) []*Feature {
 }
 
 // Tenrec is the built-in TenRec-like schema used by the synthetic data, the
-// demo and the benchmarks (DESIGN.md: Data).
+// demo and the benchmarks (docs/ARCHITECTURE.md, "The tenrec schema").
 func Tenrec() *Schema { return TenrecWithRows(0) }
 
 // TenrecWithRows is Tenrec with user_id and item_id cardinality set to rows

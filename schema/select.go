@@ -6,7 +6,8 @@ import (
 )
 
 // The selection helpers below return features sorted by name: the order in
-// which DESIGN.md concatenates model inputs and lists default tasks, so a
+// in which the models concatenate inputs and list default tasks
+// (docs/ARCHITECTURE.md, "Model semantics"), so a
 // model does not depend on the column order of a file. Select keeps schema
 // order.
 

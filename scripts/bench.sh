@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side training and inference throughput of mtlrank and the PyTorch
-# reference (../shared/bench/torch_ref.py) on this machine, same schema, same
+# reference (bench/torch_ref.py) on this machine, same schema, same
 # model shapes, same batch size.
 #
 # For every model, mtlrank bench runs once per mode; the reference runs with
@@ -10,7 +10,7 @@
 # Environment (defaults in brackets):
 #   MODELS ["mlp mmoe cgc ple"]  THREADS [2]  BATCH [1024]  STEPS [50]
 #   WARMUP [5]  TABLE_ROWS [0 = tenrec defaults]  DEVICE [cpu]
-#   REF [../shared/bench/torch_ref.py]  BIN [bin/mtlrank]
+#   REF [bench/torch_ref.py]  BIN [bin/mtlrank]
 #   OUT [out/bench]: raw JSON lines and the table are written there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ STEPS=${STEPS:-50}
 WARMUP=${WARMUP:-5}
 TABLE_ROWS=${TABLE_ROWS:-0}
 DEVICE=${DEVICE:-cpu}
-REF=${REF:-../shared/bench/torch_ref.py}
+REF=${REF:-bench/torch_ref.py}
 BIN=${BIN:-bin/mtlrank}
 OUT=${OUT:-out/bench}
 PY=/usr/bin/python3
@@ -92,6 +92,14 @@ for m in models:
         cfg = f"{b.get('impl')}{' sparse' if b.get('sparse') else ''}"
         ratio = a["examples_per_s"] / b["examples_per_s"]
         print(f"{m:6} {mode:6} {a['examples_per_s']:14.0f} {b['examples_per_s']:12.0f}  {cfg:22} {ratio:6.2f}x")
+# Both sides must run the same model: a different parameter count means the
+# reference and mtlrank disagree on the architecture or the embedding sizes.
+params = {}
+for r in rows:
+    params.setdefault(r["model"], {})[r["impl_name"]] = r.get("params")
+for m, p in params.items():
+    if len(set(p.values())) > 1:
+        print(f"bench: warning: {m}: parameter counts differ ({p}); the ratios compare different models", file=sys.stderr)
 th = rows[0].get("threads") if rows else "?"
 print(f"\nthreads={th} batch={rows[0].get('batch') if rows else '?'}; torch column = best of --impl fused/naive x dense/--sparse")
 EOF

@@ -11,6 +11,7 @@ export PATH=$PATH:/usr/local/go/bin
 
 scripts/install-cuda.sh
 make cuda
+scripts/symbol-check.sh build/cuda/libmtlcuda.so
 
 echo "== go build -tags cuda ./..."
 go build -tags cuda ./...

@@ -11,6 +11,7 @@ targets=(
 	"./mtl/safetensors/ FuzzDecode"
 	"./preprocess/ FuzzRunCSV"
 	"./preprocess/ FuzzParseWorkflow"
+	"./mtl/ FuzzLoadCheckpoint"
 )
 for t in "${targets[@]}"; do
 	set -- $t

@@ -11,15 +11,15 @@
 # CUDA toolkit. Carry bin/gpu-bundle.tar.xz to the GPU machine and run
 # scripts/gpu-check.sh from the repository root.
 #
-# Environment: REF [../shared/bench/torch_ref.py], PKGS [kernels mtl]: the
+# Environment: REF [bench/torch_ref.py], PKGS [kernels mtl]: the
 # packages with cuda-tagged tests (kernels: op and fused-kernel parity;
 # mtl: model parity and leak tests, mtl/models_cuda_test.go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 
-REF=${REF:-../shared/bench/torch_ref.py}
-PKGS=${PKGS:-"kernels mtl"}
+REF=${REF:-bench/torch_ref.py}
+PKGS=${PKGS:-"kernels mtl cublas tests"}
 
 if ! command -v nvcc >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
 	scripts/install-cuda.sh

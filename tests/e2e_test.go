@@ -27,6 +27,7 @@ import (
 	"github.com/mtlrank/mtlrank/cmd/mtlrank/cli"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/loader/synth"
+	"github.com/mtlrank/mtlrank/preprocess"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -113,6 +114,9 @@ func constantLogloss(p float64) float64 { return -(p*math.Log(p) + (1-p)*math.Lo
 // what is possible: AUCs around 0.81, RMSE 0.48 against 1.40 for the
 // constant; the models reach AUCs around 0.75.
 func TestArchitecturesBeatConstant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains four models to a quality bar")
+	}
 	data := sharedData(t)
 	oracle, err := synth.ReadOracle(filepath.Join(data, "eval"))
 	require.NoError(t, err)
@@ -285,7 +289,7 @@ func TestTrainWithoutDataUsesSynthetic(t *testing.T) {
 		Preset []string `json:"synthetic_preset"`
 	}
 	require.NoError(t, json.Unmarshal(raw, &doc))
-	assert.Equal(t, []string{"init_output_bias", "epochs", "lr", "lr_decay_rate", "lr_decay_steps"}, doc.Preset)
+	assert.Equal(t, []string{"epochs", "lr", "lr_decay_rate", "lr_decay_steps"}, doc.Preset)
 	assert.DirExists(t, filepath.Join(out, "data", "train"))
 }
 
@@ -333,9 +337,14 @@ func TestBadFlags(t *testing.T) {
 		{"zero batch", []string{"train", "--train_batch_size", "0"}, "--train_batch_size must be >= 1"},
 		{"bad device", []string{"train", "--device", "tpu"}, "--device must be cpu or cuda"},
 		{"json predictions", []string{"train", "--predict_output_format", "json"}, "--predict_output_format must be parquet, csv or tsv"},
+		{"format contradicts the extension", []string{"predict", "--load_model_path", "x", "--predict_data_path", train, "--predict_output_path", "s.csv", "--predict_output_format", "parquet"},
+			"--predict_output_path and --predict_output_format disagree: s.csv has the extension of csv but the format is parquet"},
+		{"format contradicts the extension in train", []string{"train", "--train_data_path", train, "--predict_data_path", train, "--predict_output_path", "s.parquet", "--predict_output_format", "tsv"},
+			"s.parquet has the extension of parquet but the format is tsv"},
 		{"sample space misaligned", []string{"train", "--tasks", "click,like", "--tasks_sample_space", "click"}, "must align"},
 		{"sample space without tasks", []string{"train", "--tasks_sample_space", ",click"}, "needs an explicit --tasks"},
-		{"eval without train", []string{"train", "--eval_data_path", train}, "--train_data_path is required"},
+		{"eval without train", []string{"train", "--eval_data_path", train}, "--train_data_path or --load_model_path is required"},
+		{"predict without train or model", []string{"train", "--predict_data_path", train}, "--train_data_path or --load_model_path is required"},
 		{"schema for synthetic", []string{"train", "--schema_path", "x.pbtxt"}, "--schema_path needs --train_data_path"},
 		{"synthetic flag with data", []string{"train", "--train_data_path", train, "--synth_rows", "10"}, "applies to synthetic data only"},
 		{"early stopping without eval", []string{"train", "--train_data_path", train, "--early_stopping_metric", "auc_avg"}, "needs --eval_data_path"},
@@ -362,7 +371,7 @@ func TestBadFlags(t *testing.T) {
 		{"wandb logging", []string{"train", "--log_to_wandb"}, "--log_to_wandb are not supported"},
 		{"eval without model", []string{"eval", "--eval_data_path", train}, "--load_model_path is required"},
 		{"eval without data", []string{"eval", "--load_model_path", "x"}, "--eval_data_path is required"},
-		{"predict without output", []string{"predict", "--load_model_path", "x", "--predict_data_path", train}, "--predict_output_path are required"},
+		{"predict without output", []string{"predict", "--load_model_path", "x", "--predict_data_path", train}, "--predict_output_path is required"},
 		{"synth without output", []string{"synth"}, "--output_path is required"},
 		{"synth bad correlation", []string{"synth", "--output_path", "x", "--task_correlation", "2"}, "--task_correlation must be in [0, 1]"},
 		{"synth bad base rate", []string{"synth", "--output_path", "x", "--base_rate_click", "1.5"}, "strictly between 0 and 1"},
@@ -423,7 +432,7 @@ func TestRuntimeErrors(t *testing.T) {
 func TestHelp(t *testing.T) {
 	code, stdout, _ := run(t, "--help")
 	require.Equal(t, 0, code)
-	for _, c := range []string{"train", "eval", "predict", "synth", "preprocess", "schema", "bench", "demo"} {
+	for _, c := range []string{"train", "eval", "predict", "synth", "preprocess", "schema", "bench", "demo", "version"} {
 		assert.Contains(t, stdout, c)
 		code, out, _ := run(t, c, "--help")
 		assert.Equal(t, 0, code, c)
@@ -442,6 +451,27 @@ func TestHelp(t *testing.T) {
 	for _, f := range []string{"--model", "--threads", "--batch", "--steps", "--warmup", "--mode", "--device", "--table_rows"} {
 		assert.Contains(t, out, f)
 	}
+
+	// What the texts say agrees with what the commands do.
+	_, top, _ := run(t, "--help")
+	assert.Regexp(t, `(?m)^  predict .*Parquet, CSV or TSV$`, top)
+	assert.Regexp(t, `(?m)^  version `, top)
+	_, out, _ = run(t, "schema", "--help")
+	assert.NotContains(t, out, "Flags:", "schema has no flags of its own")
+	assert.Contains(t, out, "mtlrank schema infer --help")
+	_, out, _ = run(t, "schema", "infer", "--help")
+	assert.Contains(t, out, "Flags:\n  --binary_classif_targets")
+	_, out, _ = run(t, "train", "--help")
+	assert.Contains(t, out, "  --shuffled_train[=bool]\n    \tshuffle the training data every epoch (default true)\n")
+	assert.Regexp(t, `--init_output_bias\[=bool\]\n.*\(default true\)\n`, out)
+	_, out, _ = run(t, "preprocess", "--help")
+	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout} {
+		assert.Contains(t, out, s, "--dataset_split_strategy lists every strategy")
+	}
+	// An error that suggests a strategy names one that --help lists.
+	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--timestamp_feature", "ts")
+	require.Equal(t, 2, code)
+	assert.Contains(t, stderr, preprocess.SplitByUserHoldout)
 }
 
 // TestBenchJSON: bench prints one JSON object per mode with the fields of
@@ -724,4 +754,106 @@ func writeRawParquet(t *testing.T, path, csv string) {
 	require.NoError(t, err)
 	// WriteTable closes the file
 	require.NoError(t, pqarrow.WriteTable(tbl, f, 1024, nil, pqarrow.DefaultWriterProps()))
+}
+
+// TestTrainWithoutTrainingData: Merlin's predict-only form, train with
+// --load_model_path and --predict_data_path (and --eval_data_path) but no
+// --train_data_path, trains nothing: it scores and evaluates with the
+// saved model, exactly as predict and eval do, and leaves the checkpoint
+// as it was.
+func TestTrainWithoutTrainingData(t *testing.T) {
+	data := sharedData(t)
+	train, eval := filepath.Join(data, "train"), filepath.Join(data, "eval")
+	out := t.TempDir()
+	model := filepath.Join(out, "model")
+	// 6 steps, fewer than --train_metrics_steps' default of 10: the last
+	// batch (24000 - 5*4096 = 3520 rows) gives the training metrics.
+	mustRun(t, "train", "--train_data_path", train, "--model", "mlp", "--mlp_layers", "16", "--lr", "0.003",
+		"--train_batch_size", "4096", "--save_model_path", model, "--output_path", filepath.Join(out, "trained"), "--threads", "1", "--quiet")
+	raw, err := os.ReadFile(filepath.Join(out, "trained", "metrics.json"))
+	require.NoError(t, err)
+	var trained struct {
+		Epochs []struct {
+			Steps int                 `json:"steps"`
+			Train map[string]*float64 `json:"train"`
+		} `json:"epochs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &trained))
+	require.Len(t, trained.Epochs, 1)
+	assert.Equal(t, 6, trained.Epochs[0].Steps)
+	assert.Equal(t, 3520.0, metric(t, trained.Epochs[0].Train, "click/binary_output/count"))
+	auc := metric(t, trained.Epochs[0].Train, "auc_avg")
+	assert.True(t, auc > 0 && auc < 1, "train auc_avg %v", auc)
+
+	files := func() map[string][]byte {
+		m := map[string][]byte{}
+		entries, err := os.ReadDir(model)
+		require.NoError(t, err)
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(model, e.Name()))
+			require.NoError(t, err)
+			m[e.Name()] = b
+		}
+		return m
+	}
+	before := files()
+
+	// The format comes from the extension: a CSV file, not a folder.
+	viaPredict := filepath.Join(out, "predict.csv")
+	stdout := mustRun(t, "predict", "--load_model_path", model, "--predict_data_path", eval, "--predict_output_path", viaPredict,
+		"--predict_output_keep_cols", "user_id,item_id", "--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "Wrote 8000 predictions to "+viaPredict+"\n")
+	require.FileExists(t, viaPredict)
+	mustRun(t, "eval", "--load_model_path", model, "--eval_data_path", eval, "--output_path", filepath.Join(out, "eval"), "--threads", "1", "--quiet")
+
+	// Predict only, as in Merlin's README.
+	viaTrain := filepath.Join(out, "train.csv")
+	stdout = mustRun(t, "train", "--load_model_path", model, "--predict_data_path", eval, "--predict_output_path", viaTrain,
+		"--predict_output_format", "csv", "--predict_output_keep_cols", "user_id,item_id", "--output_path", filepath.Join(out, "only"),
+		"--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "no training")
+	assert.Contains(t, stdout, "Wrote 8000 predictions")
+	assert.NotContains(t, stdout, "Evaluation")
+	want, err := os.ReadFile(viaPredict)
+	require.NoError(t, err)
+	got, err := os.ReadFile(viaTrain)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(got), "the same scores as mtlrank predict")
+
+	// With evaluation data too: the metrics of mtlrank eval.
+	both := filepath.Join(out, "both")
+	stdout = mustRun(t, "train", "--load_model_path", model, "--eval_data_path", eval, "--predict_data_path", eval,
+		"--predict_output_path", filepath.Join(both, "scores.parquet"), "--output_path", both, "--threads", "1", "--quiet")
+	assert.Contains(t, stdout, "click/binary_output")
+	evalMetrics := readMetrics(t, filepath.Join(out, "eval", "metrics.json"))
+	trainMetrics := readMetrics(t, filepath.Join(both, "metrics.json"))
+	for _, k := range []string{"loss", "auc_avg", "click/binary_output/auc", "watching_times/regression_output/rmse"} {
+		assert.InDelta(t, metric(t, evalMetrics, k), metric(t, trainMetrics, k), 1e-12, k)
+	}
+	assert.FileExists(t, filepath.Join(both, "scores.parquet"))
+	raw, err = os.ReadFile(filepath.Join(both, "metrics.json"))
+	require.NoError(t, err)
+	var doc struct {
+		Steps  int   `json:"steps"`
+		Epochs []any `json:"epochs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	assert.Equal(t, 6, doc.Steps, "the checkpoint's steps: none added")
+	assert.Empty(t, doc.Epochs)
+	assert.Equal(t, before, files(), "the checkpoint is left as it was")
+
+	// Flags that need training are refused rather than ignored.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--save_model_path", filepath.Join(out, "copy")}, "--save_model_path needs --train_data_path"},
+		{[]string{"--eval_data_path", eval, "--early_stopping_metric", "auc_avg"}, "--early_stopping_metric needs --train_data_path"},
+	} {
+		args := append([]string{"train", "--load_model_path", model, "--predict_data_path", eval,
+			"--predict_output_path", filepath.Join(out, "x.parquet"), "--quiet"}, tc.args...)
+		code, stdout, stderr := run(t, args...)
+		assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
+		assert.Contains(t, stderr, tc.want)
+	}
 }

@@ -191,6 +191,40 @@ func ReplaceDir(tmp, dir string) error {
 	return nil
 }
 
+// ReplaceDirKeeping is ReplaceDir for a folder that may also hold files
+// its writer does not own (the user's notes beside a checkpoint): the
+// entries of an existing dir for which owned is false are first moved into
+// tmp, so that replacing dir never deletes them; if the replacement fails
+// they are moved back. (A crash while they are in tmp leaves them there,
+// in the "."+base(dir)+".tmp-*" folder.)
+func ReplaceDirKeeping(tmp, dir string, owned func(name string) bool) (err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("replace %s: %w", dir, err)
+	}
+	var moved []string
+	defer func() {
+		if err != nil {
+			for _, name := range moved {
+				_ = os.Rename(filepath.Join(tmp, name), filepath.Join(dir, name))
+			}
+		}
+	}()
+	for _, e := range entries {
+		if owned(e.Name()) {
+			continue
+		}
+		if _, serr := os.Lstat(filepath.Join(tmp, e.Name())); serr == nil {
+			return fmt.Errorf("replace %s: %s is both kept and written", dir, e.Name())
+		}
+		if err = os.Rename(filepath.Join(dir, e.Name()), filepath.Join(tmp, e.Name())); err != nil {
+			return fmt.Errorf("replace %s: keep %s: %w", dir, e.Name(), err)
+		}
+		moved = append(moved, e.Name())
+	}
+	return ReplaceDir(tmp, dir)
+}
+
 // syncDir makes a rename in dir durable. Best effort: some file systems
 // and platforms cannot sync a folder, and the rename has happened anyway.
 func syncDir(dir string) {

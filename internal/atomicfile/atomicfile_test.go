@@ -131,3 +131,44 @@ func TestReplaceDir(t *testing.T) {
 		assert.Equal(t, []string{"ckpt"}, entries(t, parent), "no temporary or previous folder left")
 	}
 }
+
+// TestReplaceDirKeeping: the entries of the replaced folder that its writer
+// does not own are carried over; on a failed replacement they are back
+// where they were.
+func TestReplaceDirKeeping(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "out")
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "own"), []byte("old"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes"), []byte("mine"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("deep"), 0o644))
+	owned := func(name string) bool { return name == "own" }
+
+	tmp, err := MkdirTemp(dir)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "own"), []byte("new"), 0o644))
+	require.NoError(t, ReplaceDirKeeping(tmp, dir, owned))
+	for name, want := range map[string]string{"own": "new", "notes": "mine", "sub/f": "deep"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.Equal(t, want, string(b), name)
+	}
+	entries, err := os.ReadDir(parent)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "no temporary or old folder left")
+
+	// A kept name that the new folder also has is refused, and everything
+	// stays where it was.
+	tmp, err = MkdirTemp(dir)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "sub"), []byte("clash"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "own"), []byte("newer"), 0o644))
+	err = ReplaceDirKeeping(tmp, dir, owned)
+	require.ErrorContains(t, err, "sub is both kept and written")
+	b, err := os.ReadFile(filepath.Join(dir, "notes"))
+	require.NoError(t, err)
+	assert.Equal(t, "mine", string(b), "moved back")
+	b, err = os.ReadFile(filepath.Join(dir, "own"))
+	require.NoError(t, err)
+	assert.Equal(t, "new", string(b), "the previous content stays")
+}

@@ -103,12 +103,29 @@ func (cm *comparer) compareMemory(t *testing.T) {
 	h.checkExact("Copy into view", big)
 }
 
-// gemmSlack is the GEMM allowance beyond the default tolerance: a float32
-// dot product of length k accumulated in any order has rounding error of
-// order sqrt(k)*2^-24*sum_p |a_ip*b_pj| (random-walk bound; the worst case
-// is k times that), and the two devices may block the sum differently.
+// GemmErrorBound bounds the rounding error of one element of a float32 GEMM
+// C = alpha*op(A)op(B) + beta*C (+ bias) however it is computed: a dot
+// product of length k summed in any order, blocked or not, with or without
+// FMA, errs by at most gamma_k*sum_p |a_ip*b_pj| with gamma_n = n*u/(1-n*u)
+// and u = 2^-24 (Higham, Accuracy and Stability of Numerical Algorithms,
+// 3.1); scaling by alpha, adding beta*C and a bias, or an alpha folded into
+// a packed operand, each cost at most one more rounding, hence k+4. mag is
+// |alpha|*sum_p |a_ip*b_pj| + |beta*C_ij| (+ |bias_j|).
+//
+// It is a worst-case bound, so it holds whatever kernel OpenBLAS (or a GPU
+// library) picks for the machine; a statistical estimate such as sqrt(k)
+// times the unit roundoff holds only for kernels that happen to sum in a
+// friendly order.
+func GemmErrorBound(k int, mag float64) float64 {
+	nu := float64(k+4) * 0x1p-24
+	return nu / (1 - nu) * mag
+}
+
+// gemmSlack is the GEMM allowance beyond the default tolerance between two
+// devices: each may be a float32 GEMM within GemmErrorBound of the exact
+// result, so they differ by at most twice that.
 func gemmSlack(k int, absProd float64) float64 {
-	return 2 * math.Sqrt(float64(k)) * 0x1p-24 * absProd
+	return 2 * GemmErrorBound(k, absProd)
 }
 
 // absProduct returns |alpha|*(|op(A)|*|op(B)|)_ij + |beta*C_ij| on the host.

@@ -10,8 +10,9 @@ import (
 )
 
 // Default tolerance of the comparisons: |got - want| <= AbsTol + RelTol*|want|
-// (DESIGN.md, Numerics). Float32 element-wise math agrees far closer; the
-// margin is for reductions, whose order of summation differs between devices.
+// (docs/ARCHITECTURE.md, "Numerics and determinism"). Float32 element-wise
+// math agrees far closer; the margin is for reductions, whose order of
+// summation differs between devices. GEMMs get GemmErrorBound on top.
 const (
 	AbsTol = 1e-5
 	RelTol = 1e-4

@@ -32,7 +32,8 @@ const (
 var tenrecBaseRates = map[string]float64{"click": 0.29, "like": 0.011, "share": 0.001, "follow": 0.001}
 
 // TenrecBaseRates returns the positive rates of the TenRec-like targets
-// (DESIGN.md: Data), used for binary targets of those names unless
+// (docs/ARCHITECTURE.md, "The tenrec schema"), used for binary targets of
+// those names unless
 // Config.BaseRates says otherwise.
 func TenrecBaseRates() map[string]float64 {
 	m := make(map[string]float64, len(tenrecBaseRates))

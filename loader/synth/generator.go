@@ -198,7 +198,8 @@ func dtypeMax(t schema.DType) int64 {
 	case schema.Int16:
 		return math.MaxInt16
 	}
-	// Ids travel as int32 inside (DESIGN.md: Numerics).
+	// Ids travel as int32 inside (docs/ARCHITECTURE.md, "Numerics and
+	// determinism").
 	return math.MaxInt32
 }
 

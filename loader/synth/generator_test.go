@@ -135,6 +135,9 @@ func TestNoSignalGivesCoinFlips(t *testing.T) {
 }
 
 func TestSignalScaleRaisesOracleAUC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates three large samples")
+	}
 	var prev float64
 	for _, scale := range []float64{0.5, 1.5, 3} {
 		cfg := DefaultConfig(0, 2)
@@ -197,6 +200,9 @@ func logisticAUC(w []float64, x [][]float64, y []float32) float64 {
 }
 
 func TestLogisticRegressionOnLatentsRecoversSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fits logistic regressions on large samples")
+	}
 	names := []string{"user_id", "item_id", "video_category", "gender", "age"}
 	for _, tc := range []struct {
 		name        string

@@ -224,13 +224,12 @@ func WriteMMoEPaper(ctx context.Context, dir string, rho float64, seed int64, cf
 	wcfg := Config{RowGroupRows: g.cfg.RowGroupRows, RowGroupsPerFile: g.cfg.RowGroupsPerFile, Workers: g.cfg.Workers}
 	wcfg.applyDefaults()
 	acc := newOracleAcc([]targetInfo{{name: "y1"}, {name: "y2"}}, g.cfg.Rows, 0)
-	if err := writeParts(ctx, dir, g, g.cfg.StartRow, g.cfg.Rows, wcfg, acc.add); err != nil {
-		return Oracle{}, err
-	}
-	o := acc.result()
-	o.MMoEPaper = &MMoEPaperInfo{MMoEPaperConfig: g.cfg, Rho: rho, Seed: seed}
-	if err := finishDir(dir, o); err != nil {
-		return Oracle{}, err
-	}
-	return o, nil
+	return writeStaged(dir, func(stage string) (Oracle, error) {
+		if err := writeParts(ctx, stage, dir, g, g.cfg.StartRow, g.cfg.Rows, wcfg, acc.add); err != nil {
+			return Oracle{}, err
+		}
+		o := acc.result()
+		o.MMoEPaper = &MMoEPaperInfo{MMoEPaperConfig: g.cfg, Rho: rho, Seed: seed}
+		return o, nil
+	})
 }

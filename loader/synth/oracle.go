@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/mtlrank/mtlrank/internal/rankkey"
+	"github.com/mtlrank/mtlrank/internal/readlimit"
 	"github.com/mtlrank/mtlrank/loader"
 )
 
@@ -44,13 +45,16 @@ type Oracle struct {
 	MMoEPaper *MMoEPaperInfo `json:"mmoe_paper,omitempty"`
 }
 
+// maxOracleSize bounds the oracle.json read (a few KiB in practice).
+const maxOracleSize = 16 << 20
+
 // ReadOracle reads the oracle.json of a dataset folder (or the named file).
 func ReadOracle(path string) (Oracle, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, OracleFile)
 	}
 	var o Oracle
-	b, err := os.ReadFile(path)
+	b, err := readlimit.ReadFile(path, maxOracleSize)
 	if err != nil {
 		return o, fmt.Errorf("synth: read oracle: %w", err)
 	}

@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/readlimit"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -84,29 +84,65 @@ func (g *Generator) write(ctx context.Context, dir string, start, rows int64) (O
 	acc := newOracleAcc(g.targetInfos(), rows, g.cfg.OracleExactRows)
 	cfg := g.cfg
 	cfg.StartRow, cfg.Rows = start, rows
-	if err := writeParts(ctx, dir, g, start, rows, g.cfg, acc.add); err != nil {
+	return writeStaged(dir, func(stage string) (Oracle, error) {
+		if err := writeParts(ctx, stage, dir, g, start, rows, g.cfg, acc.add); err != nil {
+			return Oracle{}, err
+		}
+		o := acc.result()
+		o.Config = cloneConfig(cfg)
+		return o, nil
+	})
+}
+
+// writeStaged checks that dir may be replaced, lets fill write a whole
+// dataset (part files, schema.pbtxt) into a new temporary folder beside
+// dir, adds the oracle fill returns, and swaps the folder in for dir: a
+// failure or a kill at any point leaves the previous complete dataset, never
+// new part files beside old ones. Files in dir that a dataset does not
+// have (the user's notes) are kept.
+func writeStaged(dir string, fill func(stage string) (Oracle, error)) (o Oracle, err error) {
+	if err := checkDir(dir); err != nil {
 		return Oracle{}, err
 	}
-	o := acc.result()
-	o.Config = cloneConfig(cfg)
-	if err := finishDir(dir, o); err != nil {
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o755); err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	stage, err := atomicfile.MkdirTemp(dir)
+	if err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(stage)
+		}
+	}()
+	if o, err = fill(stage); err != nil {
 		return Oracle{}, err
+	}
+	if err := writeJSONAtomic(filepath.Join(stage, OracleFile), o); err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
+	}
+	if err := atomicfile.ReplaceDirKeeping(stage, dir, ownedBySynth); err != nil {
+		return Oracle{}, fmt.Errorf("synth: write %s: %w", dir, err)
 	}
 	return o, nil
 }
 
-// writeParts streams the rows of src into dir's part files and schema.pbtxt,
-// calling sink with each row group's rows and truth in row order.
-func writeParts(ctx context.Context, dir string, src source, start, rows int64, cfg Config,
+// ownedBySynth reports whether a file of a dataset folder is one a synth
+// run writes (or the marker an older version left).
+func ownedBySynth(name string) bool {
+	return partRE.MatchString(name) || name == schema.PbtxtFile || name == OracleFile || name == IncompleteMarker
+}
+
+// writeParts streams the rows of src into the part files and schema.pbtxt
+// of the new folder out (the dataset dir's temporary folder; errors name
+// dir), calling sink with each row group's rows and truth in row order.
+func writeParts(ctx context.Context, out, dir string, src source, start, rows int64, cfg Config,
 	sink func(*loader.Batch, *Truth) error) (err error) {
 	s := src.Schema()
-	if err := prepareDir(dir); err != nil {
-		return err
-	}
 	rg := int64(cfg.RowGroupRows)
 	groups := (rows + rg - 1) / rg
 	perFile := int64(cfg.RowGroupsPerFile)
-	files := int((groups + perFile - 1) / perFile)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -157,7 +193,7 @@ func writeParts(ctx context.Context, dir string, src source, start, rows int64, 
 		}
 		file := int(k / perFile)
 		if w == nil {
-			w, err = loader.NewWriter(filepath.Join(dir, PartFile(file)), s,
+			w, err = loader.NewWriter(filepath.Join(out, PartFile(file)), s,
 				loader.WriterOptions{RowGroupRows: cfg.RowGroupRows})
 			if err != nil {
 				return fmt.Errorf("synth: write %s: %w", dir, err)
@@ -188,33 +224,28 @@ func writeParts(ctx context.Context, dir string, src source, start, rows int64, 
 	if k != groups {
 		return fmt.Errorf("synth: write %s: wrote %d of %d row groups", dir, k, groups)
 	}
-	if err := removeStaleParts(dir, files); err != nil {
-		return err
-	}
-	if err := schema.Save(filepath.Join(dir, schema.PbtxtFile), s); err != nil {
+	if err := schema.Save(filepath.Join(out, schema.PbtxtFile), s); err != nil {
 		return fmt.Errorf("synth: write %s: %w", dir, err)
 	}
 	return nil
 }
 
-// IncompleteMarker is the file a dataset folder holds while WriteDataset
-// replaces its content: it is written before anything else changes and
-// removed once oracle.json is in place, so that a later run may replace what
-// an interrupted one left (part files, no oracle.json).
-const IncompleteMarker = ".synth-incomplete"
+// IncompleteMarker is the file older versions left in a dataset folder
+// while they replaced its files in place; the loader refuses a folder that
+// holds it, and a new run may replace such a folder.
+const IncompleteMarker = loader.IncompleteMarker
 
-// prepareDir creates dir, checks that its files may be replaced, marks it
-// incomplete and removes its oracle. Files are replaced only in an empty
-// folder or in one written by an earlier run (an oracle.json of a
-// synthetic dataset, or the marker of an interrupted run): a folder of the
+// checkDir checks that dir's files may be replaced: dir is missing, an
+// empty folder or one written by an earlier run (an oracle.json of a
+// synthetic dataset, or the marker of an interrupted run). A folder of the
 // user's own data, which may well hold part_0000.parquet and schema.pbtxt,
-// is never overwritten. Parquet files that are not part files are refused
+// is never replaced. Parquet files that are not part files are refused
 // even then, because a dataset folder is read whole.
-func prepareDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
+func checkDir(dir string) error {
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("synth: write %s: %w", dir, err)
 	}
@@ -236,15 +267,6 @@ func prepareDir(dir string) error {
 			return fmt.Errorf("synth: write %s: the folder holds %s, which is not a part file of a synthetic dataset; use an empty folder", dir, name)
 		}
 	}
-	if err := atomicfile.WriteFile(filepath.Join(dir, IncompleteMarker),
-		[]byte("mtlrank synth is writing (or was interrupted while writing) this dataset; a new run may replace it\n")); err != nil {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
-	// oracle.json is written last: without it, the folder is known to hold
-	// an incomplete dataset, whatever an earlier run left.
-	if err := os.Remove(filepath.Join(dir, OracleFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
 	return nil
 }
 
@@ -255,44 +277,12 @@ func writtenBySynth(dir string) bool {
 	if st, err := os.Stat(filepath.Join(dir, IncompleteMarker)); err == nil && st.Mode().IsRegular() {
 		return true
 	}
-	b, err := os.ReadFile(filepath.Join(dir, OracleFile))
+	b, err := readlimit.ReadFile(filepath.Join(dir, OracleFile), maxOracleSize)
 	if err != nil {
 		return false
 	}
 	var o Oracle
 	return json.Unmarshal(b, &o) == nil && o.Rows > 0
-}
-
-// finishDir writes the oracle of a complete dataset and removes the
-// incomplete marker.
-func finishDir(dir string, o Oracle) error {
-	if err := writeJSONAtomic(filepath.Join(dir, OracleFile), o); err != nil {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
-	if err := os.Remove(filepath.Join(dir, IncompleteMarker)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
-	return nil
-}
-
-// removeStaleParts removes part files numbered files or above.
-func removeStaleParts(dir string, files int) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("synth: write %s: %w", dir, err)
-	}
-	for _, e := range ents {
-		m := partRE.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		if i, err := strconv.Atoi(m[1]); err == nil && i >= files {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return fmt.Errorf("synth: write %s: remove stale part: %w", dir, err)
-			}
-		}
-	}
-	return nil
 }
 
 // parquetColumns converts a batch to the Go slices loader.Writer expects

@@ -227,9 +227,15 @@ func TestWriteDatasetKeepsForeignFolders(t *testing.T) {
 		}
 		_, err := WriteDatasetContext(ctx, dir, schema.Tenrec(), icfg)
 		require.ErrorIs(t, err, context.Canceled)
-		names := dirNames(t, dir)
-		assert.Contains(t, names, IncompleteMarker)
-		assert.NotContains(t, names, OracleFile)
+		assert.Empty(t, dirNames(t, dir), "nothing of the failed run is left in the folder")
+
+		// An older version wrote in place: its interrupted run left part
+		// files and the marker, which the loader refuses and a new run
+		// replaces.
+		require.NoError(t, os.WriteFile(filepath.Join(dir, PartFile(3)), []byte("stale"), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, IncompleteMarker), nil, 0o644))
+		_, err = loader.CountRows(dir)
+		require.ErrorIs(t, err, loader.ErrIncomplete)
 		_, err = WriteDataset(dir, schema.Tenrec(), cfg)
 		require.NoError(t, err, "the leftovers of an interrupted run may be replaced")
 		assert.Equal(t, []string{OracleFile, PartFile(0), schema.PbtxtFile}, dirNames(t, dir))
@@ -304,10 +310,20 @@ func TestWriteDatasetErrors(t *testing.T) {
 				cancel()
 			}
 		}
-		// A complete dataset was there before: its oracle must not survive
-		// the failed rewrite.
+		// A complete dataset was there before: it survives the failed
+		// rewrite whole.
 		_, err := WriteDataset(dir, schema.Tenrec(), DefaultConfig(100, 1))
 		require.NoError(t, err)
+		snapshot := func() map[string]string {
+			out := map[string]string{}
+			for _, name := range dirNames(t, dir) {
+				b, err := os.ReadFile(filepath.Join(dir, name))
+				require.NoError(t, err)
+				out[name] = string(b)
+			}
+			return out
+		}
+		prev := snapshot()
 		before := runtime.NumGoroutine()
 		_, err = WriteDatasetContext(ctx, dir, schema.Tenrec(), cfg)
 		require.ErrorIs(t, err, context.Canceled)
@@ -318,10 +334,12 @@ func TestWriteDatasetErrors(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		assert.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutines left running")
-		for _, name := range dirNames(t, dir) {
+		assert.Equal(t, prev, snapshot(), "the previous dataset is intact")
+		for _, name := range dirNames(t, filepath.Dir(dir)) {
 			assert.NotContains(t, name, "tmp", name)
-			assert.NotEqual(t, OracleFile, name)
 		}
+		_, err = loader.CountRows(dir)
+		require.NoError(t, err)
 	})
 }
 

@@ -31,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
@@ -66,6 +67,13 @@ func (d DType) Size() int {
 const MaxHeaderSize = 100 << 20
 
 const metadataKey = "__metadata__"
+
+// ChecksumKey is the metadata entry Encode adds: the CRC-32C of the data
+// section, in hex. Decode verifies it when present (files of other
+// writers have none) and leaves it out of File.Metadata.
+const ChecksumKey = "crc32c"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Tensor is one named tensor. Data holds the little-endian bytes of its
 // elements (len = DType.Size() * product(Shape)).
@@ -226,10 +234,19 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		}
 		return strings.Compare(ta.Name, tb.Name)
 	})
-	header := make(map[string]any, len(tensors)+1)
-	if len(metadata) > 0 {
-		header[metadataKey] = metadata
+	// The data section's checksum goes into the metadata, so that a flipped
+	// byte in a weight is an error at load, not another model.
+	crc := crc32.New(castagnoli)
+	for _, i := range order {
+		crc.Write(tensors[i].Data)
 	}
+	meta := make(map[string]string, len(metadata)+1)
+	for k, v := range metadata {
+		meta[k] = v
+	}
+	meta[ChecksumKey] = fmt.Sprintf("%08x", crc.Sum32())
+	header := make(map[string]any, len(tensors)+1)
+	header[metadataKey] = meta
 	var off int64
 	for _, i := range order {
 		t := tensors[i]
@@ -274,17 +291,85 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 	return nil
 }
 
-// Read loads and validates the file at path.
+// Read loads and validates the file at path. The header is read and
+// checked first: a file longer than the data its header describes (a
+// corrupt length, a file padded to a terabyte) is refused before the data
+// is read.
 func Read(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	return ReadLimit(path, -1)
+}
+
+// ReadLimit is Read for a file whose tensors hold at most maxData bytes
+// (negative: no bound but the header's), such as a model's parameters: a
+// larger file is refused before anything but its header is read.
+func ReadLimit(path string, maxData int64) (*File, error) {
+	fail := func(err error) (*File, error) { return nil, fmt.Errorf("%s: %w", path, err) }
+	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	}
+	size := st.Size()
+	if !st.Mode().IsRegular() {
+		return fail(errors.New("safetensors: not a regular file"))
+	}
+	if size >= 8 {
+		var lenBuf [8]byte
+		if _, err := io.ReadFull(fh, lenBuf[:]); err != nil {
+			return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+		}
+		n := binary.LittleEndian.Uint64(lenBuf[:])
+		if n <= MaxHeaderSize && n <= uint64(size-8) {
+			hdr := make([]byte, n)
+			if _, err := io.ReadFull(fh, hdr); err != nil {
+				return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+			}
+			data := size - 8 - int64(n)
+			if maxData >= 0 && data > maxData {
+				return fail(fmt.Errorf("safetensors: %d data bytes, more than the %d the expected tensors hold", data, maxData))
+			}
+			if end, ok := headerDataEnd(hdr); ok && data > end {
+				return fail(fmt.Errorf("safetensors: %d bytes after the last tensor's data", data-end))
+			}
+		}
+		if _, err := fh.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("safetensors: %w", err)
+		}
+	}
+	// Decode reports every other defect; the size is now bounded.
+	data := make([]byte, size)
+	if _, err := io.ReadFull(fh, data); err != nil {
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+	}
 	f, err := Decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fail(err)
 	}
 	return f, nil
+}
+
+// headerDataEnd returns the largest end offset a valid header gives (the
+// length of the data section it describes); ok is false when the header
+// does not parse, which Decode then reports.
+func headerDataEnd(hdr []byte) (int64, bool) {
+	if !utf8.Valid(hdr) {
+		return 0, false
+	}
+	entries, _, err := parseHeader(hdr)
+	if err != nil {
+		return 0, false
+	}
+	var end int64
+	for _, e := range entries {
+		if len(e.entry.DataOffsets) == 2 {
+			end = max(end, e.entry.DataOffsets[1])
+		}
+	}
+	return end, true
 }
 
 // Decode parses and validates a safetensors file held in memory. The
@@ -383,6 +468,15 @@ func Decode(data []byte) (*File, error) {
 		sorted[i] = f.Tensors[j]
 	}
 	f.Tensors = sorted
+	if want, ok := f.Metadata[ChecksumKey]; ok {
+		if got := fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli)); got != want {
+			return nil, fmt.Errorf("safetensors: checksum mismatch (data crc32c %s, header says %s): the file is corrupt", got, want)
+		}
+		delete(f.Metadata, ChecksumKey)
+		if len(f.Metadata) == 0 {
+			f.Metadata = nil
+		}
+	}
 	return f, nil
 }
 

@@ -26,13 +26,15 @@ func TestWriteBytesByHand(t *testing.T) {
 	require.NoError(t, err)
 
 	// 8-byte tensors first (b), then 4-byte ones by name (a, c). The header
-	// is 195 bytes, padded with 5 spaces to 200 = 0xc8.
-	hdr := `{"__metadata__":{"format":"pt"},` +
+	// is 215 bytes, padded with 1 space to 216 = 0xd8. The metadata holds
+	// the CRC-32C of the 20 data bytes below (computed bit by bit with the
+	// reflected polynomial 0x82F63B78: 22f29775).
+	hdr := `{"__metadata__":{"crc32c":"22f29775","format":"pt"},` +
 		`"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},` +
 		`"b":{"dtype":"I64","shape":[],"data_offsets":[0,8]},` +
-		`"c":{"dtype":"I32","shape":[1,1],"data_offsets":[16,20]}}` + "     "
+		`"c":{"dtype":"I32","shape":[1,1],"data_offsets":[16,20]}}` + " "
 	var want []byte
-	want = append(want, 0xc8, 0, 0, 0, 0, 0, 0, 0)
+	want = append(want, 0xd8, 0, 0, 0, 0, 0, 0, 0)
 	want = append(want, hdr...)
 	want = append(want, 5, 0, 0, 0, 0, 0, 0, 0) // b = 5
 	want = append(want, 0, 0, 0x80, 0x3f)       // a[0] = 1.0
@@ -265,4 +267,32 @@ func TestWriteModeAndFailure(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.Len(t, entries, 1, "no temporary file left")
+}
+
+// TestChecksumDetectsFlips: a flipped byte in the data section is an
+// error naming the checksum; files without the entry (other writers) load.
+func TestChecksumDetectsFlips(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, Encode(&buf, []Tensor{FromF32("w", []int{64}, make([]float32, 64))}, map[string]string{"k": "v"}))
+	good := buf.Bytes()
+	f, err := Decode(good)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"k": "v"}, f.Metadata, "the checksum entry is not shown")
+	dataStart := len(good) - 64*4
+	for pos := dataStart; pos < len(good); pos += 7 {
+		b := bytes.Clone(good)
+		b[pos] ^= 0x10
+		_, err := Decode(b)
+		require.ErrorContains(t, err, "checksum mismatch", "flip at %d", pos)
+	}
+	// A file written without the entry decodes.
+	hdr := []byte(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`)
+	var plain []byte
+	plain = binary.LittleEndian.AppendUint64(plain, uint64(len(hdr)))
+	plain = append(append(plain, hdr...), 0, 0, 0x80, 0x3f)
+	f, err = Decode(plain)
+	require.NoError(t, err)
+	v, err := f.Tensors[0].F32()
+	require.NoError(t, err)
+	assert.Equal(t, []float32{1}, v)
 }

@@ -16,14 +16,14 @@ import (
 
 const benchDescription = `Measures training and inference throughput on the built-in TenRec-like schema
 with in-memory batches (ids uniform over each cardinality, random labels: the
-same data as ../shared/bench/torch_ref.py, so no file reading is timed). Prints
-one JSON object per line and mode:
+same data as the PyTorch reference bench/torch_ref.py, so no file reading is
+timed; scripts/bench.sh runs both). Prints one JSON object per line and mode:
   {"model","impl":"mtlrank","mode":"train"|"infer","threads","batch","steps",
    "seconds","examples_per_s","device","table_rows","params"}
-Defaults are the benchmark configuration of DESIGN.md, identical to the
-reference: expert MLP [64], 4 MMoE experts, CGC 1 task + 2 shared experts, PLE
-2 levels, gate_dim 64, towers [64], shared-bottom MLP [128,64,32], Adam 1e-3.
-Training updates embedding rows sparsely (lazy Adam). --num_experts,
+Defaults are the benchmark configuration of docs/ARCHITECTURE.md, identical to
+the reference: expert MLP [64], 4 MMoE experts, CGC 1 task + 2 shared experts,
+PLE 2 levels, gate_dim 64, towers [64], shared-bottom MLP [128,64,32], Adam
+1e-3. Training updates embedding rows sparsely (lazy Adam). --num_experts,
 --num_task_experts and --num_shared_experts are accepted as in the reference.`
 
 func runBench(ctx context.Context, e *env, args []string) error {

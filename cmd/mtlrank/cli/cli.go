@@ -44,13 +44,14 @@ func commands() []command {
 	return []command{
 		{"train", "train a model (on synthetic TenRec-like data when no data is given), evaluate, save, predict", runTrain},
 		{"eval", "evaluate a saved model on a dataset", runEval},
-		{"predict", "score a dataset with a saved model and write the scores to Parquet", runPredict},
+		{"predict", "score a dataset with a saved model and write the scores to Parquet, CSV or TSV", runPredict},
 		{"serve", "serve models over HTTP and gRPC with the Open Inference Protocol (KServe v2, Triton)", runServe},
 		{"synth", "write a synthetic dataset with planted signal (Parquet + schema.pbtxt + oracle.json)", runSynth},
 		{"preprocess", "fit NVTabular-style preprocessing on CSV/Parquet and write model-ready Parquet", runPreprocess},
 		{"schema", "print, validate, convert or infer a feature schema", runSchema},
 		{"bench", "measure training and inference throughput on in-memory synthetic batches", runBench},
 		{"demo", "generate data, train an MMoE, compare with the oracle, save, reload and predict", runDemo},
+		{"version", "print the module version and VCS revision of this build (also --version)", runVersion},
 	}
 }
 
@@ -85,6 +86,8 @@ func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	case "-h", "-help", "--help", "help":
 		topUsage(stdout)
 		return 0
+	case "-version", "--version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	e := &env{stdout: stdout, stderr: stderr}
 	if f, ok := stderr.(*os.File); ok {

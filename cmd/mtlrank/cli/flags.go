@@ -350,11 +350,16 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// printUsage writes a command's synopsis, description and flags.
+// printUsage writes a command's synopsis, description and flags (no
+// Flags section when it has none).
 func printUsage(w io.Writer, fs *flag.FlagSet, synopsis, description string) {
-	fmt.Fprintf(w, "Usage: %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n", synopsis, strings.TrimSpace(description))
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if len(names) == 0 {
+		return
+	}
+	fmt.Fprint(w, "\nFlags:\n")
 	sort.Strings(names)
 	for _, n := range names {
 		f := fs.Lookup(n)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/preprocess"
 )
 
@@ -103,7 +104,7 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	fs.Var(kvList{&hash}, "hash_buckets", "column=buckets pairs: hash these categorical columns instead of keeping a vocabulary")
 	fs.Var(boolValue{&spec.Normalize}, "normalize", "z-score continuous columns")
 	fs.Var(strList{v: &spec.LogContinuous}, "log_continuous", "comma-separated continuous columns replaced by log1p(max(x, 0))")
-	fs.StringVar(&spec.SplitStrategy, "dataset_split_strategy", "", "split the training data into train/eval: random or random_by_user")
+	fs.StringVar(&spec.SplitStrategy, "dataset_split_strategy", "", "split the training data into train/eval: random (each row), random_by_user (a share of every user's rows, as in Merlin) or by_user_holdout (every row of a share of the users: unseen users in eval)")
 	fs.Float64Var(&spec.EvalPerc, "random_split_eval_perc", 0, "fraction sent to eval by the split, in (0, 1)")
 	fs.Int64Var(&spec.Seed, "random_seed", 42, "seed of the split")
 	fs.Var(boolValue{&quiet}, "quiet", "no log lines on stderr")
@@ -119,6 +120,11 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	}
 	if dataPath == "" {
 		return usagef("--data_path is required")
+	}
+	if err := checkPaths([]pathguard.Path{{What: "--data_path", Path: dataPath}, {What: "--eval_data_path", Path: evalPath},
+		{What: "--test_data_path", Path: testPath}, {What: "--workflow_path", Path: workflowPath}},
+		[]outPath{{what: "--output_path", path: out}}); err != nil {
+		return err
 	}
 	if workflowPath != "" {
 		spec.CSVNAValues = naValues

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -55,7 +56,11 @@ func runSchema(ctx context.Context, e *env, args []string) error {
 		fs.Var(strList{v: &continuous}, "continuous_features", "integer columns to treat as continuous values")
 		fs.Var(strList{v: &exclude}, "exclude", "columns to leave out")
 	}
-	if err := helpOr(e, fs, args, "mtlrank schema print|validate|convert|infer ARGS", schemaDescription); err != nil {
+	desc := schemaDescription
+	if !infer {
+		desc += "\nRun 'mtlrank schema infer --help' for the flags of infer."
+	}
+	if err := helpOr(e, fs, args, "mtlrank schema print|validate|convert|infer ARGS", desc); err != nil {
 		return err
 	}
 	if len(args) == 0 {
@@ -99,11 +104,17 @@ func runSchema(ctx context.Context, e *env, args []string) error {
 		if !strings.HasSuffix(pos[1], ".pbtxt") && !strings.HasSuffix(pos[1], ".json") {
 			return usagef("output %q must end in .pbtxt or .json", pos[1])
 		}
+		if err := checkPaths([]pathguard.Path{{What: "the input", Path: pos[0]}}, []outPath{{what: "the output", path: pos[1]}}); err != nil {
+			return err
+		}
 		if err := schema.Save(pos[1], s); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "Wrote %s (%d features)\n", pos[1], len(s.Features))
 	case "infer":
+		if err := checkPaths([]pathguard.Path{{What: "the data", Path: pos[0]}}, []outPath{{what: "--output", path: output}}); err != nil {
+			return err
+		}
 		opt := schema.InferOptions{Targets: map[string]schema.Tag{}, Continuous: continuous, Exclude: exclude}
 		for _, t := range binary {
 			opt.Targets[t] = schema.TagBinaryClassification

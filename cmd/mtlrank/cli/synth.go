@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/loader/synth"
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -83,6 +84,9 @@ func runSynth(ctx context.Context, e *env, args []string) error {
 		return usagef("--zipf must be > 0, got %v", zipf)
 	case rowGroup < 1:
 		return usagef("--row_group_rows must be >= 1, got %d", rowGroup)
+	}
+	if err := checkPaths([]pathguard.Path{{What: "--schema_path", Path: schemaArg}}, []outPath{{what: "--output_path", path: out}}); err != nil {
+		return err
 	}
 	log := logger(e, quiet)
 	if generator == "mmoe_paper" {

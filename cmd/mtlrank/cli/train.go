@@ -99,7 +99,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(float32Value{&cfg.LRDecayRate}, "lr_decay_rate", "staircase decay: lr * rate^floor(step/lr_decay_steps)")
 	fs.IntVar(&cfg.LRDecaySteps, "lr_decay_steps", cfg.LRDecaySteps, "learning-rate decay period in steps; 0 = no decay")
 	fs.Int64Var(&cfg.Seed, "random_seed", cfg.Seed, "seed of initialisation, dropout and shuffling")
-	fs.Var(boolValue{&cfg.InitOutputBias}, "init_output_bias", "start each output head's bias at its task's base rate measured on the first training batch (log-odds for binary tasks, the label mean for regression) instead of 0 as in Merlin")
+	fs.Var(boolValue{&cfg.InitOutputBias}, "init_output_bias", "start each output head's bias at its task's base rate measured on the first training batch (log-odds for binary tasks, the label mean for regression); false: 0, as in Merlin, which ranks rare tasks backwards in the first steps")
 	if aliases {
 		fs.IntVar(&cfg.MMoENumExperts, "num_experts", cfg.MMoENumExperts, "alias of --mmoe_num_mlp_experts (PyTorch reference name)")
 		fs.IntVar(&cfg.CGCTaskExperts, "num_task_experts", cfg.CGCTaskExperts, "alias of --cgc_num_task_experts")
@@ -193,9 +193,9 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.schemaArg, "schema_path", "", "schema.pbtxt or schema.json (default: the one beside the training data)")
 	fs.StringVar(&a.outputPath, "output_path", "./output/", "folder for metrics.json, synthetic data and default outputs")
 	fs.StringVar(&a.savePath, "save_model_path", "", "save the trained model (a checkpoint folder) here")
-	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a file with the format's extension (.parquet, .csv, .tsv) or a folder (default <output_path>/predictions)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
+	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs); with --eval_data_path or --predict_data_path but no --train_data_path, only evaluate and predict with it")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet, .csv or .tsv file (the extension gives the format) or a folder receiving predictions.<format> (default <output_path>/predictions)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
 	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema (default all)`)
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
@@ -206,14 +206,14 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.epochs, "epochs", 1, "number of epochs (3 in the synthetic run without data flags)")
 	fs.IntVar(&a.stepsPerEpoch, "train_steps_per_epoch", 0, "limit the steps of each epoch (0: the whole training set)")
 	fs.IntVar(&a.validationSteps, "validation_steps", 10, "validation batches evaluated after each epoch (0: all); the final evaluation always uses the whole evaluation set")
-	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch (0: never; each costs one forward pass)")
+	fs.IntVar(&a.trainMetricsSteps, "train_metrics_steps", 10, "compute training metrics on every N-th batch, or on the last batch of an epoch shorter than N steps (0: never; each costs one forward pass)")
 	fs.IntVar(&a.logEvery, "log_every_steps", 0, "log the running loss every N steps (0: per epoch only)")
+	a.shuffled = true // before Var, which takes it as the default shown by --help
 	fs.Var(boolValue{&a.shuffled}, "shuffled_train", "shuffle the training data every epoch")
-	a.shuffled = true
 	fs.IntVar(&a.shuffleBuffer, "shuffle_buffer", 0, "rows shuffled together (0: within each read chunk of a row group)")
 	fs.IntVar(&a.prefetch, "prefetch", 2, "batches read ahead in the background")
 	fs.StringVar(&a.device, "device", "cpu", "cpu, or cuda (needs a build with -tags cuda)")
-	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step and batches shorter than --train_batch_size run op by op")
+	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step runs op by op, every later batch as a graph captured once per batch size")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
@@ -250,13 +250,18 @@ const trainDescription = `Trains a multi-task model with Merlin's quick-start ra
 (a metrics table on stdout, metrics.json in --output_path), optionally saves it
 and scores --predict_data_path. Without any data flag it first writes synthetic
 TenRec-like data (planted signal, oracle AUC reported) to <output_path>/data.
+With --load_model_path but no --train_data_path (Merlin's predict-only form) it
+trains nothing: the saved model evaluates --eval_data_path and scores
+--predict_data_path.
 
 Per-target flags (any target column name in place of <target>):
   --mtl_loss_weight_<target>=W       loss weight of the task (default 1)
   --mtl_pos_class_weight_<target>=W  weight of positive examples (binary tasks)
 
 Defaults follow Merlin's quick-start script: --model mlp, --lr 1e-4 with decay
-0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch.
+0.99 every 100 steps, --l2_reg 1e-5, one PLE level, towers [64], 1 epoch. Unlike
+Merlin, each output head starts at its task's base rate (--init_output_bias;
+=false gives Merlin's zero biases, with which rare tasks rank backwards at first).
 
 Without data flags (the synthetic run) Merlin's optimisation defaults barely
 move a model in one pass, so unlike Merlin that run uses
@@ -264,20 +269,15 @@ move a model in one pass, so unlike Merlin that run uses
 (no learning-rate decay) for each of these flags not given, on --synth_rows
 (default 200000) rows, and prints the settings it used. Any flag given is
 kept; with --load_model_path the learning rate and its decay come from the
-checkpoint. With --train_data_path every default is Merlin's.`
+checkpoint. With --train_data_path these defaults are Merlin's.`
 
 // syntheticPreset are the settings of a train run without data flags in
 // place of Merlin's defaults (lr 1e-4 decayed by 0.99 every 100 steps,
-// batch 1024, 1 epoch, zero output biases), with which a shared-bottom
-// MLP's AUC on 100k synthetic rows stays near 0.5. With these the MLP
-// reaches an evaluation auc_avg of about 0.75 (oracle about 0.85) in a few
-// seconds on two cores. --init_output_bias lowers the final evaluation loss
-// (in 10 of 10 seeds, by 0.001 to 0.025; auc_avg within +-0.03, +0.004 on
-// average) and removes the early AUC dip: after 50 steps auc_avg is
-// 0.35-0.39 without it and 0.61-0.65 with it (4 seeds). Order matters only
-// for printing.
+// batch 1024, 1 epoch), with which a shared-bottom MLP's AUC on 100k
+// synthetic rows stays near 0.5. With these the MLP reaches an evaluation
+// auc_avg of about 0.75 (oracle about 0.85) in a few seconds on two cores.
+// Order matters only for printing.
 var syntheticPreset = []struct{ flag, value string }{
-	{"init_output_bias", "true"},
 	{"epochs", "3"},
 	{"train_batch_size", "512"},
 	{"lr", "0.002"},
@@ -286,7 +286,7 @@ var syntheticPreset = []struct{ flag, value string }{
 }
 
 // syntheticPresetText is syntheticPreset as command-line flags.
-const syntheticPresetText = "--init_output_bias true --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
+const syntheticPresetText = "--epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0"
 
 // isSynthetic reports whether no data flag was given: train then runs on
 // generated data.
@@ -342,7 +342,7 @@ func (a *trainArgs) syntheticSettings(applied []string) string {
 		for i, f := range applied {
 			flags[i] = "--" + f
 		}
-		fmt.Fprintf(&b, "  %s: not Merlin's defaults, chosen so that the synthetic run visibly learns; give them to override (with --train_data_path every default is Merlin's)\n",
+		fmt.Fprintf(&b, "  %s: not Merlin's defaults, chosen so that the synthetic run visibly learns; give them to override (with --train_data_path these defaults are Merlin's)\n",
 			strings.Join(flags, ", "))
 	}
 	return b.String()
@@ -385,8 +385,13 @@ func (a *trainArgs) checkCommon() error {
 		return usagef("--device must be cpu or cuda, got %q", a.device)
 	case a.cfg.CUDAGraph && a.device != "cuda":
 		return usagef("--cuda_graph needs --device cuda (got --device %s)", a.device)
-	case a.predictFormat != "parquet" && a.predictFormat != "csv" && a.predictFormat != "tsv":
+	case a.predictFormat != "" && a.predictFormat != "parquet" && a.predictFormat != "csv" && a.predictFormat != "tsv":
 		return usagef("--predict_output_format must be parquet, csv or tsv, got %q", a.predictFormat)
+	}
+	if a.predictOut != "" {
+		if _, _, err := mtl.PredictionFile(a.predictOut, a.predictFormat); err != nil {
+			return usagef("--predict_output_path and --predict_output_format disagree: %s", strings.TrimPrefix(err.Error(), "mtl: predict: "))
+		}
 	}
 	return checkThreads(a.threads)
 }
@@ -427,7 +432,9 @@ func (a *trainArgs) check(set map[string]bool) error {
 	}
 	synthetic := a.isSynthetic()
 	if !synthetic && a.trainPath == "" {
-		return usagef("--train_data_path is required when --eval_data_path or --predict_data_path is given (use 'mtlrank eval' or 'mtlrank predict' with a saved model)")
+		if err := a.checkWithoutTraining(set); err != nil {
+			return err
+		}
 	}
 	if synthetic && set["schema_path"] {
 		return usagef("--schema_path needs --train_data_path (synthetic data uses the built-in tenrec schema)")
@@ -472,6 +479,89 @@ func (a *trainArgs) check(set map[string]bool) error {
 		return nil
 	}
 	return checkModelFlags(&a.cfg, set)
+}
+
+// checkWithoutTraining checks Merlin's form of train without training
+// data: with --load_model_path, the saved model evaluates
+// --eval_data_path and scores --predict_data_path; nothing is trained.
+func (a *trainArgs) checkWithoutTraining(set map[string]bool) error {
+	switch {
+	case a.loadPath == "":
+		return usagef("--train_data_path or --load_model_path is required when --eval_data_path or --predict_data_path is given")
+	case a.savePath != "":
+		return usagef("--save_model_path needs --train_data_path: without training data nothing is trained, and the model stays at --load_model_path")
+	case a.esMetric != "":
+		return usagef("--early_stopping_metric needs --train_data_path: without training data nothing is trained")
+	}
+	return nil
+}
+
+// runWithoutTraining is train without training data (Merlin's
+// predict-only form): the model of --load_model_path is evaluated on
+// --eval_data_path and scores --predict_data_path, as by 'mtlrank eval' and
+// 'mtlrank predict', and the report goes to <output_path>/metrics.json.
+func (a *trainArgs) runWithoutTraining(ctx context.Context, e *env, set map[string]bool, start time.Time) error {
+	batch := 1
+	for _, path := range []string{a.evalPath, a.predictPath} {
+		if path == "" {
+			continue
+		}
+		b, err := capBatch(a.evalBatch, path)
+		if err != nil {
+			return err
+		}
+		batch = max(batch, b)
+	}
+	m, tr, err := loadForServe(e, a, batch)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	fmt.Fprintf(e.stdout, "No --train_data_path: no training; the model of %s (%d steps) is used as saved\n", a.loadPath, m.Step())
+	report := map[string]any{"command": "train", "model": m.Config().String(), "load_model_path": a.loadPath,
+		"epochs": []mtl.EpochResult{}, "steps": m.Step()}
+	if a.evalPath != "" {
+		res, _, oracle, err := evaluateSaved(ctx, e, a, m, tr, batch)
+		if err != nil {
+			return err
+		}
+		report["eval_data"], report["eval"] = a.evalPath, res
+		if oracle != nil {
+			report["oracle"] = oracle
+		}
+	}
+	fallback := m.Schema()
+	if a.schemaArg != "" {
+		if fallback, err = schema.Load(a.schemaArg); err != nil {
+			return fmt.Errorf("--schema_path: %w", err)
+		}
+	}
+	return a.predictAndReport(ctx, e, tr, fallback, batch, set, report, start)
+}
+
+// predictAndReport ends a train run: it scores --predict_data_path, when
+// given, with the schema beside the data or fallback, and writes the
+// report to <output_path>/metrics.json.
+func (a *trainArgs) predictAndReport(ctx context.Context, e *env, tr *mtl.Trainer, fallback *schema.Schema, batch int,
+	set map[string]bool, report map[string]any, start time.Time) error {
+	if a.predictPath != "" {
+		out := a.predictOut
+		if out == "" {
+			out = filepath.Join(a.outputPath, "predictions")
+		}
+		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, fallback, out, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], batch, a.prefetch, a.fillNaN)
+		if err != nil {
+			return err
+		}
+		report["predictions"] = map[string]any{"path": out, "rows": n}
+	}
+	report["seconds"] = time.Since(start).Seconds()
+	path := filepath.Join(a.outputPath, "metrics.json")
+	if err := writeJSON(path, report); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
+	return nil
 }
 
 // applyTasks fills cfg's task list, per-task weights and sample spaces
@@ -682,11 +772,17 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if err := a.check(set); err != nil {
 		return err
 	}
+	if err := checkPaths(a.inputs(), a.trainOutputs()); err != nil {
+		return err
+	}
 	log := logger(e, a.quiet)
 	start := time.Now()
 
 	var oracle *synth.Oracle
 	synthetic := a.isSynthetic()
+	if !synthetic && a.trainPath == "" {
+		return a.runWithoutTraining(ctx, e, set, start)
+	}
 	if synthetic {
 		fmt.Fprint(e.stdout, a.syntheticSettings(preset))
 		s := schema.TenrecWithRows(a.tableRows)
@@ -816,6 +912,16 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		"command": "train", "model": m.Config().String(), "device": dev.Name(),
 		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
 	}
+	if a.cfg.CUDAGraph {
+		// Whether capture engaged, and why not if it was turned off.
+		n, gerr := m.GraphSteps()
+		report["cuda_graph_steps"] = n
+		fmt.Fprintf(e.stdout, "CUDA graphs: %d of %d steps replayed from captured graphs\n", n, m.Step())
+		if gerr != nil {
+			report["cuda_graph_error"] = gerr.Error()
+			fmt.Fprintf(e.stdout, "CUDA graphs turned off, the other steps ran op by op: %v\n", gerr)
+		}
+	}
 	if hist.StoppedEarly {
 		report["stopped_early"] = true
 		report["best_epoch"] = hist.BestEpoch
@@ -849,24 +955,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "Saved model to %s\n", a.savePath)
 		report["saved_model"] = a.savePath
 	}
-	if a.predictPath != "" {
-		out := a.predictOut
-		if out == "" {
-			out = filepath.Join(a.outputPath, "predictions")
-		}
-		n, err := predictTo(ctx, e, tr, a.predictPath, a.schemaArg, s, out, a.predictFormat, a.keepOut, set["predict_output_keep_cols"], predictBatch, a.prefetch, a.fillNaN)
-		if err != nil {
-			return err
-		}
-		report["predictions"] = map[string]any{"path": out, "rows": n}
-	}
-	report["seconds"] = time.Since(start).Seconds()
-	path := filepath.Join(a.outputPath, "metrics.json")
-	if err := writeJSON(path, report); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
-	return nil
+	return a.predictAndReport(ctx, e, tr, s, predictBatch, set, report, start)
 }
 
 // schemaFor returns the schema of another dataset: --schema_path, the one
@@ -933,6 +1022,9 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 	n, err := tr.Predict(ctx, ds, out, mtl.PredictOptions{KeepColumns: keep, Schema: s, Format: format})
 	if err != nil {
 		return 0, err
+	}
+	if file, _, err := mtl.PredictionFile(out, format); err == nil {
+		out = file
 	}
 	fmt.Fprintf(e.stdout, "Wrote %d predictions to %s\n", n, out)
 	return n, nil
@@ -1034,7 +1126,6 @@ func registerServeFlags(fs *flag.FlagSet, a *trainArgs) {
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	a.registerDataFlags(fs)
 	a.trainBatch = 1
-	a.predictFormat = "parquet"
 }
 
 // loadForServe loads --load_model_path for batches of up to batch rows,
@@ -1054,7 +1145,7 @@ func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, er
 	if err := checkMemory(s, cfg, dev, batch, a.maxMemory, 0); err != nil {
 		return nil, nil, err
 	}
-	m, _, err := mtl.LoadCheckpoint(a.loadPath, dev, batch)
+	m, err := mtl.LoadInference(a.loadPath, dev, batch)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1090,6 +1181,9 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if a.loadPath == "" {
 		return usagef("--load_model_path is required")
 	}
+	if err := checkPaths(a.inputs(), []outPath{{what: "--output_path", path: filepath.Join(a.outputPath, "metrics.json")}}); err != nil {
+		return err
+	}
 	batch, err := capBatch(a.evalBatch, a.evalPath)
 	if err != nil {
 		return err
@@ -1099,32 +1193,12 @@ func runEval(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer m.Release()
-	s, err := schemaFor(a.schemaArg, a.evalPath, m.Schema())
-	if a.schemaArg != "" {
-		s, err = schema.Load(a.schemaArg)
-	}
+	res, rows, oracle, err := evaluateSaved(ctx, e, &a, m, tr, batch)
 	if err != nil {
 		return err
 	}
-	if err := m.CheckDataSchema(s, true); err != nil {
-		return fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
-	}
-	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), batch, false, 0, 0, a.prefetch, a.fillNaN)
-	if err != nil {
-		return err
-	}
-	res, err := tr.Evaluate(ctx, ds)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "Evaluation of %s on %s (%d rows):\n", a.loadPath, a.evalPath, ds.Rows())
-	var oracle *synth.Oracle
-	if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
-		oracle = &o
-	}
-	printMetrics(e.stdout, m.Tasks(), res, oracle)
 	path := filepath.Join(a.outputPath, "metrics.json")
-	report := map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "rows": ds.Rows(), "eval": res}
+	report := map[string]any{"command": "eval", "model": a.loadPath, "eval_data": a.evalPath, "rows": rows, "eval": res}
 	if oracle != nil {
 		report["oracle"] = oracle
 	}
@@ -1133,6 +1207,38 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "Metrics written to %s\n", path)
 	return nil
+}
+
+// evaluateSaved evaluates a loaded model on --eval_data_path (read with
+// --schema_path, else the schema beside the data, else the model's) and
+// prints the metrics table. It returns the metrics, the rows evaluated and
+// the data's oracle when 'mtlrank synth' wrote one.
+func evaluateSaved(ctx context.Context, e *env, a *trainArgs, m *mtl.Model, tr *mtl.Trainer, batch int) (metrics.Results, int64, *synth.Oracle, error) {
+	s, err := schemaFor(a.schemaArg, a.evalPath, m.Schema())
+	if a.schemaArg != "" {
+		s, err = schema.Load(a.schemaArg)
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if err := m.CheckDataSchema(s, true); err != nil {
+		return nil, 0, nil, fmt.Errorf("evaluation data %s: %w", a.evalPath, err)
+	}
+	ds, err := openDataset(a.evalPath, s, m.TrainColumns(), batch, false, 0, 0, a.prefetch, a.fillNaN)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	res, err := tr.Evaluate(ctx, ds)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	fmt.Fprintf(e.stdout, "Evaluation of %s on %s (%d rows):\n", a.loadPath, a.evalPath, ds.Rows())
+	var oracle *synth.Oracle
+	if o, err := synth.ReadOracle(filepath.Join(dirOf(a.evalPath), synth.OracleFile)); err == nil {
+		oracle = &o
+	}
+	printMetrics(e.stdout, m.Tasks(), res, oracle)
+	return res, ds.Rows(), oracle, nil
 }
 
 // defaultEvalOutput is where eval writes metrics.json without
@@ -1159,9 +1265,9 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("predict", flag.ContinueOnError)
 	registerServeFlags(fs, &a)
 	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score: a .parquet file or a folder (required)")
-	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a file with the format's extension (.parquet, .csv, .tsv), or a folder receiving predictions.<format> (required)")
+	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a .parquet, .csv or .tsv file (the extension gives the format), or a folder receiving predictions.<format> (required)")
 	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
-	fs.StringVar(&a.predictFormat, "predict_output_format", "parquet", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns)")
+	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	if err := helpOr(e, fs, args, "mtlrank predict --load_model_path DIR --predict_data_path PATH --predict_output_path OUT [flags]",
 		"Scores every row of a dataset, in order, and writes one float32 column per task\n(named like the task, e.g. click/binary_output: the probability) next to the kept columns."); err != nil {
 		return err
@@ -1173,11 +1279,19 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	if err := a.checkCommon(); err != nil {
 		return err
 	}
-	if a.predictPath == "" || a.predictOut == "" {
+	switch {
+	case a.predictPath == "" && a.predictOut == "":
 		return usagef("--predict_data_path and --predict_output_path are required")
+	case a.predictPath == "":
+		return usagef("--predict_data_path is required")
+	case a.predictOut == "":
+		return usagef("--predict_output_path is required")
 	}
 	if a.loadPath == "" {
 		return usagef("--load_model_path is required")
+	}
+	if err := checkPaths(a.inputs(), []outPath{a.predictOutput()}); err != nil {
+		return err
 	}
 	batch, err := capBatch(a.evalBatch, a.predictPath)
 	if err != nil {

@@ -25,34 +25,36 @@ func TestSyntheticPreset(t *testing.T) {
 		settingsContains  []string
 		settingsNotPrints []string
 	}
-	merlin := want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 1, batch: 1024, synthRows: 200000}
+	merlin := want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 1, batch: 1024, synthRows: 200000, initBias: true}
 	cases := []struct {
 		name string
 		args []string
 		want want
 	}{
 		{"bare", nil, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
-			applied: []string{"init_output_bias", "epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+			applied: []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
 			settingsContains: []string{"--synth_rows 200000 --synth_eval_rows 20000 --model mlp --epochs 3 --train_batch_size 512 --lr 0.002 --lr_decay_rate 1 --lr_decay_steps 0 --init_output_bias true",
-				"--init_output_bias, --epochs, --train_batch_size, --lr, --lr_decay_rate, --lr_decay_steps: not Merlin's defaults"}}},
+				"--epochs, --train_batch_size, --lr, --lr_decay_rate, --lr_decay_steps: not Merlin's defaults"}}},
 		{"model and rows given", []string{"--model", "ple", "--synth_rows", "5000"}, want{lr: 0.002, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 5000, initBias: true,
-			applied:          []string{"init_output_bias", "epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
+			applied:          []string{"epochs", "train_batch_size", "lr", "lr_decay_rate", "lr_decay_steps"},
 			settingsContains: []string{"--synth_rows 5000 ", "--model ple "}}},
 		{"lr given", []string{"--lr", "1e-4"}, want{lr: 1e-4, decayRate: 1, decaySteps: 0, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
-			applied:           []string{"init_output_bias", "epochs", "train_batch_size", "lr_decay_rate", "lr_decay_steps"},
+			applied:           []string{"epochs", "train_batch_size", "lr_decay_rate", "lr_decay_steps"},
 			settingsContains:  []string{"--lr 0.0001 ", "--epochs, --train_batch_size, --lr_decay_rate, --lr_decay_steps: not"},
 			settingsNotPrints: []string{"--lr, "}}},
 		{"one decay flag keeps Merlin's decay", []string{"--lr_decay_steps", "50"}, want{lr: 0.002, decayRate: 0.99, decaySteps: 50, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
-			applied: []string{"init_output_bias", "epochs", "train_batch_size", "lr"}}},
+			applied: []string{"epochs", "train_batch_size", "lr"}}},
 		{"every preset flag given", []string{"--epochs", "2", "--train_batch_size", "256", "--lr", "0.01", "--lr_decay_rate", "0.5", "--lr_decay_steps", "10", "--init_output_bias", "false"},
 			want{lr: 0.01, decayRate: 0.5, decaySteps: 10, epochs: 2, batch: 256, synthRows: 200000,
 				settingsContains: []string{"--epochs 2 --train_batch_size 256 --lr 0.01 --lr_decay_rate 0.5 --lr_decay_steps 10 --init_output_bias false"}, settingsNotPrints: []string{"not Merlin's"}}},
-		{"checkpoint keeps its optimizer", []string{"--load_model_path", "ckpt"}, want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 3, batch: 512, synthRows: 200000,
+		{"checkpoint keeps its optimizer", []string{"--load_model_path", "ckpt"}, want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 3, batch: 512, synthRows: 200000, initBias: true,
 			applied:           []string{"epochs", "train_batch_size"},
 			settingsContains:  []string{"learning rate and decay from the checkpoint"},
 			settingsNotPrints: []string{"--lr "}}},
 		{"training data: Merlin's defaults", []string{"--train_data_path", "data"}, merlin},
 		{"prediction data: Merlin's defaults", []string{"--train_data_path", "data", "--predict_data_path", "p"}, merlin},
+		{"zero biases as in Merlin", []string{"--train_data_path", "data", "--init_output_bias=false"},
+			want{lr: 1e-4, decayRate: 0.99, decaySteps: 100, epochs: 1, batch: 1024, synthRows: 200000}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
