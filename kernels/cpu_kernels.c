@@ -459,3 +459,82 @@ void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, 
 		}
 	}
 }
+
+/* The activations beyond ReLU, with Keras' definitions (codes: the
+ * MTL_ACT_* of cpu_kernels.h, equal to kernels.Activation). Each value is
+ * computed in double from the float input and rounded once, so the result
+ * is the correctly rounded value or next to it; these layers are rare enough
+ * next to the GEMMs around them that the scalar libm calls do not matter. */
+#define SELU_ALPHA 1.6732632423543772848170429916717
+#define SELU_SCALE 1.0507009873554804934193349852946
+#define LEAKY_ALPHA 0.2
+#define INV_SQRT2 0.70710678118654752440084436210485
+#define INV_SQRT_2PI 0.39894228040143267793994605993438
+
+static double sigmoid_d(double x) {
+	/* exp of a negative argument only: no overflow for any x */
+	if (x >= 0) return 1.0 / (1.0 + exp(-x));
+	double e = exp(x);
+	return e / (1.0 + e);
+}
+
+static double act_d(double x, int act) {
+	switch (act) {
+	case MTL_ACT_SELU:
+		return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * expm1(x));
+	case MTL_ACT_ELU:
+		return x > 0 ? x : expm1(x);
+	case MTL_ACT_GELU:
+		return 0.5 * x * (1.0 + erf(x * INV_SQRT2));
+	case MTL_ACT_TANH:
+		return tanh(x);
+	case MTL_ACT_SIGMOID:
+		return sigmoid_d(x);
+	case MTL_ACT_SWISH:
+		return x * sigmoid_d(x);
+	case MTL_ACT_LEAKY_RELU:
+		return x > 0 ? x : LEAKY_ALPHA * x;
+	case MTL_ACT_RELU:
+		return x > 0 ? x : 0.0;
+	}
+	return x;
+}
+
+/* The derivative of act_d at x. */
+static double act_grad_d(double x, int act) {
+	switch (act) {
+	case MTL_ACT_SELU:
+		return x > 0 ? SELU_SCALE : SELU_SCALE * SELU_ALPHA * exp(x);
+	case MTL_ACT_ELU:
+		return x > 0 ? 1.0 : exp(x);
+	case MTL_ACT_GELU:
+		return 0.5 * (1.0 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
+	case MTL_ACT_TANH: {
+		double t = tanh(x);
+		return 1.0 - t * t;
+	}
+	case MTL_ACT_SIGMOID: {
+		double s = sigmoid_d(x);
+		return s * (1.0 - s);
+	}
+	case MTL_ACT_SWISH: {
+		double s = sigmoid_d(x);
+		return s * (1.0 + x * (1.0 - s));
+	}
+	case MTL_ACT_LEAKY_RELU:
+		return x > 0 ? 1.0 : LEAKY_ALPHA;
+	case MTL_ACT_RELU:
+		return x > 0 ? 1.0 : 0.0;
+	}
+	return 1.0;
+}
+
+/* y = act(x); y may alias x. */
+void mtl_act_fwd(float *y, const float *x, long n, int act) {
+	for (long i = 0; i < n; i++) y[i] = (float)act_d((double)x[i], act);
+}
+
+/* dy *= act'(x), x the pre-activation. */
+void mtl_act_bwd(float *restrict dy, const float *restrict x, long n, int act) {
+	for (long i = 0; i < n; i++) dy[i] = (float)((double)dy[i] * act_grad_d((double)x[i], act));
+}

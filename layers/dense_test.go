@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -22,13 +23,20 @@ func naiveDense(x, w, b []float32, rows, in, out int, act kernels.Activation) []
 			for k := 0; k < in; k++ {
 				s += float64(x[r*in+k]) * float64(w[k*out+j])
 			}
-			if act == kernels.ReLU && s < 0 {
-				s = 0
-			}
-			y[r*out+j] = float32(s)
+			y[r*out+j] = float32(kerneltest.Activation(act, s))
 		}
 	}
 	return y
+}
+
+// smoothAct reports whether the activation has a continuous derivative,
+// so that finite differences may check every entry (no kink to skip).
+func smoothAct(act kernels.Activation) bool {
+	switch act {
+	case kernels.ELU, kernels.GELU, kernels.Tanh, kernels.Sigmoid, kernels.Swish, kernels.Linear:
+		return true
+	}
+	return false
 }
 
 func TestDenseForwardBackward(t *testing.T) {
@@ -42,9 +50,19 @@ func TestDenseForwardBackward(t *testing.T) {
 		{8, 4, 3, false, kernels.Linear},
 		{6, 5, 4, false, kernels.ReLU},
 		{17, 9, 33, true, kernels.ReLU},
+		{5, 3, 7, true, kernels.SELU},
+		{6, 5, 4, false, kernels.SELU},
+		{5, 3, 7, true, kernels.ELU},
+		{5, 3, 7, true, kernels.GELU},
+		{6, 5, 4, false, kernels.GELU},
+		{5, 3, 7, true, kernels.Tanh},
+		{5, 3, 7, true, kernels.Sigmoid},
+		{5, 3, 7, true, kernels.Swish},
+		{6, 5, 4, false, kernels.Swish},
+		{17, 9, 33, true, kernels.LeakyReLU},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("%dx%d_rows%d_bias%v_act%d", c.in, c.out, c.rows, c.bias, c.act), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%dx%d_rows%d_bias%v_%s", c.in, c.out, c.rows, c.bias, c.act), func(t *testing.T) {
 			dev := testDev()
 			rng := NewRNG(int64(c.in*100 + c.out))
 			d, err := NewDense(dev, "d", c.in, c.out, c.bias, c.act, rng)
@@ -70,6 +88,10 @@ func TestDenseForwardBackward(t *testing.T) {
 			want := naiveDense(host(x), host(d.W), bh, c.rows, c.in, c.out, c.act)
 			require.Equal(t, []int{c.rows, c.out}, y.Shape)
 			assert.InDeltaSlice(t, want, host(y), 1e-5)
+			// an inference workspace (no pre-activation kept) computes the same
+			wsInf := d.NewWorkspace(c.rows, false)
+			assert.Equal(t, host(y), host(d.Forward(wsInf, x)))
+			wsInf.Release()
 
 			r := randHost(rng, c.rows*c.out, 1)
 			loss := func() float64 { return dot(r, d.Forward(ws, x)) }
@@ -83,11 +105,13 @@ func TestDenseForwardBackward(t *testing.T) {
 			if c.bias {
 				gb = host(grads[1])
 			}
-			fdCheck(t, "W", d.W, gw, loss, defaultFD, rng)
+			o := defaultFD
+			o.smooth = smoothAct(c.act)
+			fdCheck(t, "W", d.W, gw, loss, o, rng)
 			if c.bias {
-				fdCheck(t, "b", d.B, gb, loss, defaultFD, rng)
+				fdCheck(t, "b", d.B, gb, loss, o, rng)
 			}
-			fdCheck(t, "x", x, gdx, loss, defaultFD, rng)
+			fdCheck(t, "x", x, gdx, loss, o, rng)
 
 			// accumulate adds to what dx holds
 			d.Forward(ws, x)

@@ -124,14 +124,7 @@ func TestArchitecturesBeatConstant(t *testing.T) {
 				"--model", model, "--epochs", "3", "--lr", "0.003", "--lr_decay_rate", "1", "--lr_decay_steps", "0",
 				"--train_batch_size", "256", "--eval_batch_size", "2048", "--validation_steps", "0", "--train_metrics_steps", "0",
 				"--output_path", out, "--threads", "1", "--quiet", "--random_seed", "3"}
-			switch model {
-			case "mlp":
-				args = append(args, "--mlp_layers", "64,32")
-			case "mmoe":
-				args = append(args, "--expert_mlp_layers", "32", "--mmoe_num_mlp_experts", "3", "--gate_dim", "16")
-			default:
-				args = append(args, "--expert_mlp_layers", "32", "--gate_dim", "16")
-			}
+			args = append(args, modelFlags(model)...)
 			if model == "ple" {
 				args = append(args, "--ple_num_layers", "2")
 			}
@@ -152,6 +145,17 @@ func TestArchitecturesBeatConstant(t *testing.T) {
 			assert.Less(t, rmse, 0.7*oracle.ConstantRMSE["watching_times"], "RMSE vs constant %.3f", oracle.ConstantRMSE["watching_times"])
 		})
 	}
+}
+
+// modelFlags are the layer sizes the end-to-end tests give each model.
+func modelFlags(model string) []string {
+	switch model {
+	case "mlp":
+		return []string{"--mlp_layers", "64,32"}
+	case "mmoe":
+		return []string{"--expert_mlp_layers", "32", "--mmoe_num_mlp_experts", "3", "--gate_dim", "16"}
+	}
+	return []string{"--expert_mlp_layers", "32", "--gate_dim", "16"}
 }
 
 // TestTrainEvalPredictRoundTrip: train and save, evaluate the reloaded
@@ -853,4 +857,30 @@ func TestTrainWithoutTrainingData(t *testing.T) {
 		assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
 		assert.Contains(t, stderr, tc.want)
 	}
+}
+
+// TestKerasActivationsLearn trains with Keras activations other than relu
+// (in the MLP, the experts and the towers) and requires every binary task
+// to beat a constant predictor on held-out data.
+func TestKerasActivationsLearn(t *testing.T) {
+	data := sharedData(t)
+	for _, tc := range []struct{ model, act string }{{"mlp", "selu"}, {"mmoe", "gelu"}, {"cgc", "swish"}, {"ple", "leaky_relu"}} {
+		t.Run(tc.model+"_"+tc.act, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"train", "--train_data_path", filepath.Join(data, "train"), "--eval_data_path", filepath.Join(data, "eval"),
+				"--model", tc.model, "--activation", tc.act, "--epochs", "2", "--lr", "0.003", "--lr_decay_rate", "1", "--lr_decay_steps", "0",
+				"--train_batch_size", "256", "--eval_batch_size", "2048", "--validation_steps", "0", "--train_metrics_steps", "0",
+				"--tower_layers", "16", "--output_path", out, "--threads", "1", "--quiet", "--random_seed", "3"}
+			mustRun(t, append(args, modelFlags(tc.model)...)...)
+			m := readMetrics(t, filepath.Join(out, "metrics.json"))
+			for _, target := range []string{"click", "like", "share", "follow"} {
+				auc := metric(t, m, target+"/binary_output/auc")
+				t.Logf("%s %s: auc %.4f", tc.act, target, auc)
+				assert.GreaterOrEqual(t, auc, 0.65, "%s AUC", target)
+			}
+		})
+	}
+	code, _, errs := run(t, "train", "--activation", "softmax", "--output_path", t.TempDir())
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, `unknown activation "softmax"`)
 }

@@ -88,7 +88,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(float32Value{&cfg.GateTemperature}, "mtl_gates_softmax_temperature", "softmax temperature of the gates (mmoe, cgc, ple)")
 	fs.Var(boolValue{&cfg.UseTaskTowers}, "use_task_towers", "put a task-specific MLP tower before each head")
 	fs.Var(intList{&cfg.TowerLayers}, "tower_layers", "comma-separated widths of the task towers")
-	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of hidden layers: relu or linear")
+	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of the hidden layers of every MLP, expert and tower, by its Keras name: relu, selu, elu, gelu, tanh, sigmoid, swish (or silu), leaky_relu (slope 0.2) or linear")
 	fs.Var(float32Value{&cfg.Dropout}, "dropout", "dropout rate after every hidden layer")
 	fs.Float64Var(&cfg.EmbeddingDimMultiplier, "embedding_sizes_multiplier", cfg.EmbeddingDimMultiplier, "embedding dim = ceil(multiplier * cardinality^0.25) rounded up to a multiple of 8")
 	fs.StringVar(&cfg.ListCombiner, "list_combiner", cfg.ListCombiner, "combiner of list (multi-hot) features: mean, sum or sqrtn")
