@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Report summarises a Run.
@@ -20,7 +21,9 @@ type Report struct {
 	// Cardinalities gives, per categorical column, the embedding rows it
 	// needs (int_domain.max + 1).
 	Cardinalities map[string]int64 `json:"cardinalities"`
-	Warnings      []string         `json:"warnings,omitempty"`
+	// Filter says what the row filters removed (nil without filters).
+	Filter   *FilterReport `json:"filter,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"`
 }
 
 // Inputs lists the files, folders or glob patterns of a preprocessing run.
@@ -82,12 +85,27 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 		}()
 	}
 
-	split := newSplitter(&spec)
+	trainFiles, err := expandInputs(trainInputs, spec.InputFormat)
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	filter, err := buildFilter(&spec, trainFiles)
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && filter.RemainingRows == 0 {
+		return nil, fmt.Errorf("filter: no training rows of %s are left after the filters (%d removed by the query, %d by frequency): %w",
+			strings.Join(trainInputs, ", "), filter.RemovedQuery, filter.RemovedFreq, ErrEmptyInput)
+	}
+	split := newSplitter(&spec, filter)
 	w, err := fit(spec, trainInputs, split)
 	if err != nil {
 		return nil, err
 	}
 	rep = &Report{OutputDir: outDir, FitRows: w.FitRows, Cardinalities: map[string]int64{}}
+	if filter != nil {
+		rep.Filter = &filter.FilterReport
+	}
 	for _, c := range w.Categorical {
 		rep.Cardinalities[c.Name] = c.Cardinality()
 	}
@@ -106,14 +124,14 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 		st = append(st, s...)
 		return res, err
 	}
-	if split != nil {
+	if split.splits() {
 		res, err := stage(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train, rep.Eval = res[0], res[1]
 	} else {
-		res, err := stage(trainInputs, [2]string{trainDir}, nil, TransformOptions{})
+		res, err := stage(trainInputs, [2]string{trainDir}, split, TransformOptions{}) // split only filters
 		if err != nil {
 			return nil, err
 		}

@@ -272,6 +272,12 @@ func newWorkflow(spec Spec) *Workflow {
 		if contains(spec.ItemFeatures, name) && name != spec.ItemID {
 			tags = append(tags, schema.TagItem)
 		}
+		switch name {
+		case spec.TimestampFeature:
+			tags = append(tags, schema.TagTime)
+		case spec.SessionIDFeature:
+			tags = append(tags, schema.TagSessionID)
+		}
 		return tags
 	}
 	for _, name := range spec.categoricals() {

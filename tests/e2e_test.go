@@ -466,13 +466,14 @@ func TestHelp(t *testing.T) {
 	assert.Contains(t, out, "  --shuffled_train[=bool]\n    \tshuffle the training data every epoch (default true)\n")
 	assert.Regexp(t, `--init_output_bias\[=bool\]\n.*\(default true\)\n`, out)
 	_, out, _ = run(t, "preprocess", "--help")
-	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout} {
+	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout, preprocess.SplitTemporal} {
 		assert.Contains(t, out, s, "--dataset_split_strategy lists every strategy")
 	}
 	// An error that suggests a strategy names one that --help lists.
-	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--timestamp_feature", "ts")
+	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--dataset_split_strategy", "chronological", "--random_split_eval_perc", "0.2")
 	require.Equal(t, 2, code)
 	assert.Contains(t, stderr, preprocess.SplitByUserHoldout)
+	assert.Contains(t, stderr, preprocess.SplitTemporal)
 }
 
 // TestBenchJSON: bench prints one JSON object per mode with the fields of
@@ -705,9 +706,14 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		want string
 	}{
 		{[]string{"--control_features", "price"}, "--control_features is not supported"},
-		{[]string{"--min_user_freq", "5"}, "--min_user_freq, --max_user_freq"},
-		{[]string{"--timestamp_feature", "ts"}, "--timestamp_feature and temporal splits are not supported"},
-		{[]string{"--filter_query", "price > 2"}, "--filter_query is not supported"},
+		{[]string{"--filter_query", "price + 1 > 2"}, "arithmetic (+) is not supported (supported: comparisons of a column with a literal"},
+		{[]string{"--filter_query", "price > 2 and"}, "unexpected end of query"},
+		{[]string{"--min_user_freq", "5", "--max_user_freq", "2"}, "min user frequency 5 exceeds the max 2"},
+		{[]string{"--dataset_split_strategy", "temporal", "--timestamp_feature", "price"}, "--dataset_split_strategy temporal needs --dataset_split_temporal_timestamp"},
+		{[]string{"--dataset_split_strategy", "temporal", "--dataset_split_temporal_timestamp", "3"}, `split "temporal" needs the timestamp column`},
+		{[]string{"--dataset_split_strategy", "temporal", "--dataset_split_temporal_timestamp", "3", "--timestamp_feature", "price", "--random_split_eval_perc", "0.2"}, "--random_split_eval_perc does not apply to the temporal split"},
+		{[]string{"--dataset_split_temporal_timestamp", "3"}, `a temporal split timestamp is given without the "temporal" split`},
+		{[]string{"--session_id_feature", "price"}, `session id column "price" must be a categorical feature`},
 		{[]string{"--to_int8", "price"}, `"price" is continuous`},
 		{[]string{"--device", "tpu"}, "--device must be cpu or gpu"},
 	} {
@@ -715,6 +721,60 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		assert.Equal(t, 2, code, "%v", tc.args)
 		assert.Contains(t, stderr, tc.want)
 	}
+}
+
+// TestPreprocessMerlinFilters runs Merlin's row filters and temporal split
+// through the command line; the expected rows are counted from the rule
+// (row i has user i%17, item i%11, price i%7, click i%2).
+func TestPreprocessMerlinFilters(t *testing.T) {
+	dir := t.TempDir()
+	var train strings.Builder
+	train.WriteString("user,item,price,click\n")
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&train, "u%d,i%d,%d,%d\n", i%17, i%11, i%7, i%2)
+	}
+	trainCSV := filepath.Join(dir, "train.csv")
+	require.NoError(t, os.WriteFile(trainCSV, []byte(train.String()), 0o644))
+	base := []string{"preprocess", "--data_path", trainCSV, "--categorical_features", "user,item", "--continuous_features", "price",
+		"--binary_classif_targets", "click", "--user_id_feature", "user", "--item_id_feature", "item", "--quiet"}
+
+	// The query keeps price in {2, 5} with click 1; per user that leaves 4
+	// or 5 rows, and --min_user_freq 5 keeps the users with 5.
+	perUser := map[int]int{}
+	for i := 0; i < 500; i++ {
+		if (i%7 == 2 || i%7 == 5) && i%2 == 1 {
+			perUser[i%17]++
+		}
+	}
+	queried, kept := 0, 0
+	for _, n := range perUser {
+		queried += n
+		if n >= 5 {
+			kept += n
+		}
+	}
+	require.Greater(t, kept, 0)
+	require.Less(t, kept, queried)
+	out := filepath.Join(dir, "filtered")
+	stdout := mustRun(t, append(base, "--output_path", out, "--filter_query", "price in [2, 5] and not click == 0",
+		"--min_user_freq", "5", "--num_max_rounds_filtering", "3")...)
+	assert.Contains(t, stdout, fmt.Sprintf("Filters kept %d of 500 training rows (%d removed by --filter_query, %d by frequency in 2 rounds)",
+		kept, 500-queried, queried-kept))
+	assert.Equal(t, kept, readAll(t, filepath.Join(out, "train")).Rows)
+
+	// Temporal split on price, which stays a feature, tagged time.
+	before := 0
+	for i := 0; i < 500; i++ {
+		if i%7 < 4 {
+			before++
+		}
+	}
+	out = filepath.Join(dir, "temporal")
+	mustRun(t, append(base, "--output_path", out, "--dataset_split_strategy", "temporal", "--timestamp_feature", "price",
+		"--dataset_split_temporal_timestamp", "4")...)
+	assert.Equal(t, before, readAll(t, filepath.Join(out, "train")).Rows)
+	assert.Equal(t, 500-before, readAll(t, filepath.Join(out, "eval")).Rows)
+	assert.True(t, schemaOf(t, filepath.Join(out, "train")).Feature("price").HasTag(schema.TagTime))
 }
 
 // writeRawParquet writes a small CSV (header user,item,price; "?" = null)
