@@ -34,7 +34,7 @@
 //
 // The row filters (FilterQuery, then the frequency bounds in alternating
 // rounds) apply to the training inputs before the split and the fit, as in
-// the script; eval and test inputs are not filtered.
+// the script, which also applies FilterQuery to the eval and test inputs.
 //
 // Additions: CSVHeader and CSVColumnNames (headerless files such as UCI
 // Adult), BinaryTargetMap and TargetSource (string labels and derived

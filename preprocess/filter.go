@@ -41,6 +41,27 @@ func (f *rowFilter) remove(r int64) { f.drop[r>>6] |= 1 << (r & 63) }
 func (s *Spec) filtersUsers() bool { return s.MinUserFreq > 0 || s.MaxUserFreq > 0 }
 func (s *Spec) filtersItems() bool { return s.MinItemFreq > 0 || s.MaxItemFreq > 0 }
 
+// queryFilter returns a splitter that only applies spec's filter query
+// to inputs (nil without a query): Merlin's script applies the query to
+// every input it reads (the eval and test data too), the frequency filters
+// to the training data only.
+func queryFilter(spec *Spec, inputs []string) (*splitter, error) {
+	if spec.FilterQuery == "" {
+		return nil, nil
+	}
+	files, err := expandInputs(inputs, spec.InputFormat)
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	q := Spec{FilterQuery: spec.FilterQuery, InputFormat: spec.InputFormat, CSVSep: spec.CSVSep, CSVNAValues: spec.CSVNAValues,
+		CSVHeader: spec.CSVHeader, CSVColumnNames: spec.CSVColumnNames, ChunkRows: spec.ChunkRows, Allocator: spec.Allocator}
+	f, err := buildFilter(&q, files)
+	if err != nil {
+		return nil, err
+	}
+	return newSplitter(&q, f), nil
+}
+
 // buildFilter runs spec's row filters over the training files; nil when
 // spec has none.
 func buildFilter(spec *Spec, files []inputFile) (*rowFilter, error) {
@@ -69,7 +90,7 @@ func buildFilter(spec *Spec, files []inputFile) (*rowFilter, error) {
 		q.root.bind(pos)
 	}
 	f := &rowFilter{}
-	// Per row: the user and item index (-1: removed by the query).
+	// Per row: the user and item index (-1: removed by the query; nullKey).
 	var userIdx, itemIdx []int32
 	userKeys, itemKeys := newKeyIndex(spec.UserID), newKeyIndex(spec.ItemID)
 	err := scan(spec, files, cols, "filter", func(c *chunk) error {
@@ -147,7 +168,12 @@ func (f *rowFilter) byFrequency(idx []int32, keys int, lo, hi int64) int64 {
 	}
 	var removed int64
 	for r, k := range idx {
-		if k < 0 || f.dropped(int64(r)) {
+		if k == -1 || f.dropped(int64(r)) {
+			continue
+		}
+		if k == nullKey {
+			f.remove(int64(r))
+			removed++
 			continue
 		}
 		if n := counts[k]; n < lo || hi > 0 && n > hi {
@@ -158,8 +184,12 @@ func (f *rowFilter) byFrequency(idx []int32, keys int, lo, hi int64) int64 {
 	return removed
 }
 
-// keyIndex numbers the distinct values (canonical strings; a null is the
-// empty string, as in the split) of one column.
+// nullKey is the index of a null id: Merlin's value counts leave nulls
+// out and its inner merge then drops their rows, so a frequency filter
+// removes every row with a null id.
+const nullKey = -2
+
+// keyIndex numbers the distinct values (canonical strings) of one column.
 type keyIndex struct {
 	name string
 	ids  map[string]int32
@@ -170,10 +200,10 @@ func newKeyIndex(name string) *keyIndex { return &keyIndex{name: name, ids: map[
 
 func (k *keyIndex) index(c *chunk, col, i int) (int32, error) {
 	cl := &c.cols[col]
-	k.buf = k.buf[:0]
-	if !cl.isNull(i) {
-		k.buf = cl.appendKey(k.buf, i)
+	if cl.isNull(i) {
+		return nullKey, nil
 	}
+	k.buf = cl.appendKey(k.buf[:0], i)
 	if id, ok := k.ids[string(k.buf)]; ok {
 		return id, nil
 	}

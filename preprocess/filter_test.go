@@ -286,7 +286,7 @@ func TestSessionAndTimeTags(t *testing.T) {
 		}
 	}
 	sort.Strings(tags)
-	assert.Equal(t, []string{"sess:categorical", "sess:session_id", "ts:categorical", "ts:time"}, tags)
+	assert.Equal(t, []string{"sess:categorical", "sess:id", "sess:session", "sess:session_id", "ts:categorical", "ts:time"}, tags)
 }
 
 func TestFilterQueryUnknownColumn(t *testing.T) {
@@ -298,4 +298,40 @@ func TestFilterQueryUnknownColumn(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `"nope"`)
 	assert.Contains(t, err.Error(), "part0.csv")
+}
+
+// The query filters the eval and test inputs too, as Merlin's script
+// applies it to every input it reads; the frequency bounds apply to the
+// training rows only.
+func TestFilterQueryOnEvalAndTest(t *testing.T) {
+	dir := t.TempDir()
+	train := writeFile(t, dir, "train.csv", "user,item,price,click\nu1,a,1,1\nu1,b,5,0\nu2,a,7,1\nu2,b,2,0\nu2,c,9,1\n")
+	eval := writeFile(t, dir, "eval.csv", "user,item,price,click\nu1,a,3,1\nu3,z,8,0\nu2,b,4,1\n")
+	test := writeFile(t, dir, "test.csv", "user,item,price\nu1,a,6\nu1,b,1\n")
+	spec := Spec{CSVHeader: true, UserID: "user", ItemID: "item", Continuous: []string{"price"}, BinaryTargets: []string{"click"},
+		FilterQuery: "price >= 3", MinUserFreq: 2, FilterRounds: 5}
+	out := filepath.Join(dir, "out")
+	rep, err := RunInputs(spec, Inputs{Train: []string{train}, Eval: []string{eval}, Test: []string{test}}, out)
+	require.NoError(t, err)
+	// train: price >= 3 keeps u1/5, u2/7, u2/9; u1 then has 1 row (< 2)
+	assert.EqualValues(t, 2, rep.Train.Rows)
+	assert.Equal(t, FilterReport{Rows: 5, RemovedQuery: 2, RemovedFreq: 1, Rounds: 2, Stable: true, RemainingRows: 2}, *rep.Filter)
+	assert.EqualValues(t, 3, rep.Eval.Rows, "eval: the query keeps all three; no frequency filter")
+	assert.EqualValues(t, 1, rep.Test.Rows)
+}
+
+// Rows with a null id are removed by that id's frequency filter: Merlin's
+// value counts leave nulls out and its merge drops their rows.
+func TestFrequencyFilterNullIDs(t *testing.T) {
+	dir := t.TempDir()
+	train := writeFile(t, dir, "train.csv", "user,item,click\nu1,a,1\n,a,0\nu1,b,1\n,b,0\nu2,a,1\n")
+	spec := Spec{CSVHeader: true, UserID: "user", ItemID: "item", BinaryTargets: []string{"click"}, MinItemFreq: 1}
+	rep, err := Run(spec, []string{train}, nil, filepath.Join(dir, "out"))
+	require.NoError(t, err)
+	assert.EqualValues(t, 5, rep.Train.Rows, "the user filter is off: null users stay")
+	spec.MinItemFreq, spec.MinUserFreq = 0, 1
+	rep, err = Run(spec, []string{train}, nil, filepath.Join(dir, "out2"))
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, rep.Train.Rows)
+	assert.EqualValues(t, 2, rep.Filter.RemovedFreq)
 }

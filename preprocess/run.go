@@ -137,14 +137,22 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 		}
 		rep.Train = res[0]
 		if len(evalInputs) > 0 {
-			if res, err = stage(evalInputs, [2]string{evalDir}, nil, TransformOptions{}); err != nil {
+			qf, err := queryFilter(&spec, evalInputs)
+			if err != nil {
+				return nil, err
+			}
+			if res, err = stage(evalInputs, [2]string{evalDir}, qf, TransformOptions{}); err != nil {
 				return nil, err
 			}
 			rep.Eval = res[0]
 		}
 	}
 	if len(in.Test) > 0 {
-		res, err := stage(in.Test, [2]string{testDir}, nil, TransformOptions{SkipTargets: true})
+		qf, err := queryFilter(&spec, in.Test)
+		if err != nil {
+			return nil, err
+		}
+		res, err := stage(in.Test, [2]string{testDir}, qf, TransformOptions{SkipTargets: true})
 		if err != nil {
 			return nil, err
 		}

@@ -169,19 +169,21 @@ type Spec struct {
 	// TimestampFeature is the timestamp column (integers): tagged time when
 	// it is a feature, and read by the temporal split.
 	TimestampFeature string `json:"timestamp_feature,omitempty"`
-	// SessionIDFeature is tagged session_id; it must be a categorical
-	// feature.
+	// SessionIDFeature is tagged session_id, session and id; it must be a
+	// categorical feature.
 	SessionIDFeature string `json:"session_id_feature,omitempty"`
 	// SplitTemporalTimestamp is the temporal split's cut.
 	SplitTemporalTimestamp int64 `json:"split_temporal_timestamp,omitempty"`
 
 	// Row filters, applied to the training inputs before the split and
-	// the fit (see filter.go); the eval and test inputs are not filtered.
+	// the fit (see filter.go).
 	// FilterQuery keeps the rows that match a query in the comparison
-	// subset of pandas' DataFrame.query syntax (see query.go).
+	// subset of pandas' DataFrame.query syntax (see query.go); as in
+	// Merlin's script it also filters the eval and test inputs.
 	FilterQuery string `json:"filter_query,omitempty"`
 	// MinUserFreq and MaxUserFreq (0: no bound) keep the users with that
-	// many rows, MinItemFreq and MaxItemFreq the items; removing users
+	// many rows, MinItemFreq and MaxItemFreq the items (rows with a null
+	// id are removed, as Merlin's value counts skip nulls); removing users
 	// changes the item counts and back, so the two filters alternate for up
 	// to FilterRounds rounds (0 means 1), stopping early at a round that
 	// removes nothing.

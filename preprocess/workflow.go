@@ -276,7 +276,7 @@ func newWorkflow(spec Spec) *Workflow {
 		case spec.TimestampFeature:
 			tags = append(tags, schema.TagTime)
 		case spec.SessionIDFeature:
-			tags = append(tags, schema.TagSessionID)
+			tags = append(tags, schema.TagSessionID, schema.TagSession, schema.TagID)
 		}
 		return tags
 	}
