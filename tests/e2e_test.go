@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/cmd/mtlrank/cli"
+	"github.com/mtlrank/mtlrank/internal/tbevents/tbread"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/loader/synth"
 	"github.com/mtlrank/mtlrank/preprocess"
@@ -943,4 +944,57 @@ func TestKerasActivationsLearn(t *testing.T) {
 	code, _, errs := run(t, "train", "--activation", "softmax", "--output_path", t.TempDir())
 	assert.Equal(t, 2, code)
 	assert.Contains(t, errs, `unknown activation "softmax"`)
+}
+
+// TestTrainTensorBoard: --log_to_tensorboard writes event files that an
+// independent decoder reads back: the running loss every
+// --metrics_log_frequency steps, and per epoch the same values as
+// metrics.json, gate weights included.
+func TestTrainTensorBoard(t *testing.T) {
+	data := sharedData(t)
+	out := t.TempDir()
+	mustRun(t, "train", "--train_data_path", filepath.Join(data, "train"), "--eval_data_path", filepath.Join(data, "eval"),
+		"--model", "mmoe", "--epochs", "2", "--train_batch_size", "2048", "--eval_batch_size", "4096",
+		"--expert_mlp_layers", "16", "--mmoe_num_mlp_experts", "2", "--tower_layers", "8",
+		"--log_to_tensorboard", "--metrics_log_frequency", "5", "--output_path", out, "--threads", "1", "--quiet")
+	read := func(run string) map[string][]tbread.Scalar {
+		files, err := filepath.Glob(filepath.Join(out, "tensorboard", run, "events.out.tfevents.*"))
+		require.NoError(t, err)
+		require.Len(t, files, 1, run)
+		version, scalars, err := tbread.Read(files[0])
+		require.NoError(t, err)
+		assert.Equal(t, "brain.Event:2", version)
+		byTag := map[string][]tbread.Scalar{}
+		for _, s := range scalars {
+			byTag[s.Tag] = append(byTag[s.Tag], s)
+		}
+		return byTag
+	}
+	train, val := read("train"), read("validation")
+	// 24000 rows in batches of 2048: 12 steps per epoch, so steps 5, 10, 17, 22
+	var steps []int64
+	for _, s := range train["batch_loss"] {
+		steps = append(steps, s.Step)
+	}
+	assert.Equal(t, []int64{5, 10, 17, 22}, steps)
+	raw, err := os.ReadFile(filepath.Join(out, "metrics.json"))
+	require.NoError(t, err)
+	var doc struct {
+		Epochs []struct {
+			Loss       float64             `json:"loss"`
+			Validation map[string]*float64 `json:"validation"`
+		} `json:"epochs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	require.Len(t, doc.Epochs, 2)
+	for i, e := range doc.Epochs {
+		require.Len(t, train["epoch_loss"], 2)
+		assert.Equal(t, int64(i), train["epoch_loss"][i].Step)
+		assert.InDelta(t, e.Loss, float64(train["epoch_loss"][i].Value), 1e-6*math.Abs(e.Loss))
+		for _, k := range []string{"auc_avg", "click/binary_output/auc", "gate/click/expert_1"} {
+			require.NotNil(t, e.Validation[k], k)
+			require.Len(t, val["epoch_"+k], 2, k)
+			assert.InDelta(t, *e.Validation[k], float64(val["epoch_"+k][i].Value), 1e-6, k)
+		}
+	}
 }
