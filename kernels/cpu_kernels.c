@@ -461,80 +461,111 @@ void mtl_sparse_sgd(float *table, const float *g, const int32_t *rows, long lo, 
 }
 
 /* The activations beyond ReLU, with Keras' definitions (codes: the
- * MTL_ACT_* of cpu_kernels.h, equal to kernels.Activation). Each value is
- * computed in double from the float input and rounded once, so the result
- * is the correctly rounded value or next to it; these layers are rare enough
- * next to the GEMMs around them that the scalar libm calls do not matter. */
-#define SELU_ALPHA 1.6732632423543772848170429916717
-#define SELU_SCALE 1.0507009873554804934193349852946
-#define LEAKY_ALPHA 0.2
-#define INV_SQRT2 0.70710678118654752440084436210485
-#define INV_SQRT_2PI 0.39894228040143267793994605993438
+ * MTL_ACT_* of cpu_kernels.h, equal to kernels.Activation), one loop per
+ * activation so that the choice is made once per call. Sigmoid, swish, elu
+ * and selu take their exponentials from the vectorised mtl_sigmoid and
+ * mtl_exp_inplace of cpu_math.c, a block at a time through a stack buffer
+ * (so y may alias x); elu and selu compute exp(x) - 1 as TensorFlow's
+ * kernels do. gelu and tanh call libm's erff and tanhf. */
+#define ACT_BLOCK 256
+#define SELU_ALPHA 1.6732632423543772848170429916717f
+#define SELU_SCALE 1.0507009873554804934193349852946f
+#define LEAKY_ALPHA 0.2f
+#define INV_SQRT2 0.70710678118654752440084436210485f
+#define INV_SQRT_2PI 0.39894228040143267793994605993438f
 
-static double sigmoid_d(double x) {
-	/* exp of a negative argument only: no overflow for any x */
-	if (x >= 0) return 1.0 / (1.0 + exp(-x));
-	double e = exp(x);
-	return e / (1.0 + e);
-}
-
-static double act_d(double x, int act) {
-	switch (act) {
-	case MTL_ACT_SELU:
-		return SELU_SCALE * (x > 0 ? x : SELU_ALPHA * expm1(x));
-	case MTL_ACT_ELU:
-		return x > 0 ? x : expm1(x);
-	case MTL_ACT_GELU:
-		return 0.5 * x * (1.0 + erf(x * INV_SQRT2));
-	case MTL_ACT_TANH:
-		return tanh(x);
-	case MTL_ACT_SIGMOID:
-		return sigmoid_d(x);
-	case MTL_ACT_SWISH:
-		return x * sigmoid_d(x);
-	case MTL_ACT_LEAKY_RELU:
-		return x > 0 ? x : LEAKY_ALPHA * x;
-	case MTL_ACT_RELU:
-		return x > 0 ? x : 0.0;
-	}
-	return x;
-}
-
-/* The derivative of act_d at x. */
-static double act_grad_d(double x, int act) {
-	switch (act) {
-	case MTL_ACT_SELU:
-		return x > 0 ? SELU_SCALE : SELU_SCALE * SELU_ALPHA * exp(x);
-	case MTL_ACT_ELU:
-		return x > 0 ? 1.0 : exp(x);
-	case MTL_ACT_GELU:
-		return 0.5 * (1.0 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
-	case MTL_ACT_TANH: {
-		double t = tanh(x);
-		return 1.0 - t * t;
-	}
-	case MTL_ACT_SIGMOID: {
-		double s = sigmoid_d(x);
-		return s * (1.0 - s);
-	}
-	case MTL_ACT_SWISH: {
-		double s = sigmoid_d(x);
-		return s * (1.0 + x * (1.0 - s));
-	}
-	case MTL_ACT_LEAKY_RELU:
-		return x > 0 ? 1.0 : LEAKY_ALPHA;
-	case MTL_ACT_RELU:
-		return x > 0 ? 1.0 : 0.0;
-	}
-	return 1.0;
+/* t[0:m] = exp(min(x, 0)) */
+static void exp_neg_part(float *t, const float *x, long m) {
+	for (long i = 0; i < m; i++) t[i] = x[i] < 0 ? x[i] : 0.0f;
+	mtl_exp_inplace(t, m);
 }
 
 /* y = act(x); y may alias x. */
 void mtl_act_fwd(float *y, const float *x, long n, int act) {
-	for (long i = 0; i < n; i++) y[i] = (float)act_d((double)x[i], act);
+	long i;
+	float t[ACT_BLOCK];
+	switch (act) {
+	case MTL_ACT_SELU:
+	case MTL_ACT_ELU: {
+		float sc = act == MTL_ACT_SELU ? SELU_SCALE : 1.0f, al = act == MTL_ACT_SELU ? SELU_ALPHA : 1.0f;
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			exp_neg_part(t, x + b, m);
+			for (i = 0; i < m; i++) y[b + i] = x[b + i] > 0 ? sc * x[b + i] : sc * (al * (t[i] - 1.0f));
+		}
+		break;
+	}
+	case MTL_ACT_SWISH:
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			mtl_sigmoid(t, x + b, m);
+			for (i = 0; i < m; i++) y[b + i] = x[b + i] * t[i];
+		}
+		break;
+	case MTL_ACT_GELU:
+		for (i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
+		break;
+	case MTL_ACT_TANH:
+		for (i = 0; i < n; i++) y[i] = tanhf(x[i]);
+		break;
+	case MTL_ACT_SIGMOID:
+		mtl_sigmoid(y, x, n);
+		break;
+	case MTL_ACT_LEAKY_RELU:
+		for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : LEAKY_ALPHA * x[i];
+		break;
+	case MTL_ACT_RELU:
+		for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+		break;
+	default:
+		for (i = 0; i < n; i++) y[i] = x[i];
+	}
 }
 
 /* dy *= act'(x), x the pre-activation. */
 void mtl_act_bwd(float *restrict dy, const float *restrict x, long n, int act) {
-	for (long i = 0; i < n; i++) dy[i] = (float)((double)dy[i] * act_grad_d((double)x[i], act));
+	long i;
+	float t[ACT_BLOCK];
+	switch (act) {
+	case MTL_ACT_SELU:
+	case MTL_ACT_ELU: {
+		float sc = act == MTL_ACT_SELU ? SELU_SCALE : 1.0f, al = act == MTL_ACT_SELU ? SELU_ALPHA : 1.0f;
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			exp_neg_part(t, x + b, m);
+			for (i = 0; i < m; i++) dy[b + i] *= x[b + i] > 0 ? sc : sc * (al * t[i]);
+		}
+		break;
+	}
+	case MTL_ACT_SIGMOID:
+	case MTL_ACT_SWISH:
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			mtl_sigmoid(t, x + b, m);
+			if (act == MTL_ACT_SIGMOID)
+				for (i = 0; i < m; i++) dy[b + i] *= t[i] * (1.0f - t[i]);
+			else
+				for (i = 0; i < m; i++) dy[b + i] *= t[i] * (1.0f + x[b + i] * (1.0f - t[i]));
+		}
+		break;
+	case MTL_ACT_GELU:
+		for (i = 0; i < n; i++) {
+			float v = x[i];
+			dy[i] *= 0.5f * (1.0f + erff(v * INV_SQRT2)) + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+		}
+		break;
+	case MTL_ACT_TANH:
+		for (i = 0; i < n; i++) {
+			float t = tanhf(x[i]);
+			dy[i] *= 1.0f - t * t;
+		}
+		break;
+
+	case MTL_ACT_LEAKY_RELU:
+		for (i = 0; i < n; i++) dy[i] *= x[i] > 0 ? 1.0f : LEAKY_ALPHA;
+		break;
+	case MTL_ACT_RELU:
+		for (i = 0; i < n; i++) dy[i] = x[i] > 0 ? dy[i] : 0.0f;
+		break;
+	}
 }
