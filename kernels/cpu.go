@@ -324,6 +324,8 @@ const (
 	ewEqual
 	ewSigmoid
 	ewReLUBwd
+	ewActFwd // dst = act(a)
+	ewActBwd // dst *= act'(a)
 )
 
 // ewTask is an element-wise op over [lo, hi) of its slices.
@@ -332,6 +334,7 @@ type ewTask struct {
 	dst   []float32
 	a, b  []float32
 	alpha float32
+	act   Activation
 }
 
 func (t *ewTask) run(lo, hi int) {
@@ -351,15 +354,23 @@ func (t *ewTask) run(lo, hi int) {
 		cReluBwd(dst, t.a[lo:hi])
 	case ewSigmoid:
 		cSigmoid(dst, t.a[lo:hi])
+	case ewActFwd:
+		cActFwd(dst, t.a[lo:hi], t.act)
+	case ewActBwd:
+		cActBwd(dst, t.a[lo:hi], t.act)
 	}
 }
 
 // ew runs an element-wise op over all of dst, in parallel when large.
-func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) {
+func (c *CPU) ew(op ewOp, dst, a, b []float32, alpha float32) { c.ewAct(op, dst, a, b, alpha, Linear) }
+
+// ewAct is ew with an activation for ewActFwd and ewActBwd.
+func (c *CPU) ewAct(op ewOp, dst, a, b []float32, alpha float32, act Activation) {
 	n := len(dst)
-	t := ewTask{op: op, dst: dst, a: a, b: b, alpha: alpha}
+	t := ewTask{op: op, dst: dst, a: a, b: b, alpha: alpha, act: act}
 	cost := 1
-	if op == ewSigmoid {
+	switch op {
+	case ewSigmoid, ewActFwd, ewActBwd:
 		cost = costExpC
 	}
 	if ch := c.chunksFor(n, cost); ch > 1 && runPooled(c.pool, &c.pool.ew, t, n, 64, ch) {
@@ -415,6 +426,26 @@ func (c *CPU) ActBackward(dy, y *Tensor, act Activation) {
 	default:
 		panic(fmt.Sprintf("kernels: ActBackward: unknown activation %d", act))
 	}
+}
+
+var _ Activator = (*CPU)(nil)
+
+// Activate implements Activator.
+func (c *CPU) Activate(y, x *Tensor, act Activation) {
+	sameLen("Activate", y, x)
+	if act >= numActivations {
+		panic(fmt.Sprintf("kernels: Activate: unknown activation %d", act))
+	}
+	c.ewAct(ewActFwd, y.F32, x.F32, nil, 0, act)
+}
+
+// ActivateBackward implements Activator.
+func (c *CPU) ActivateBackward(dy, x *Tensor, act Activation) {
+	sameLen("ActivateBackward", dy, x)
+	if act >= numActivations {
+		panic(fmt.Sprintf("kernels: ActivateBackward: unknown activation %d", act))
+	}
+	c.ewAct(ewActBwd, dy.F32, x.F32, nil, 0, act)
 }
 
 // ---------------------------------------------------------------- bias

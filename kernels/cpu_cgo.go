@@ -82,6 +82,16 @@ func cReluBwd(dy, y []float32) {
 	C.mtlcpu_relu_bwd(fp(dy), fp(y), C.long(len(dy)))
 }
 
+func cActFwd(y, x []float32, act Activation) {
+	need("activation", len(x), len(y))
+	C.mtlcpu_act_fwd(fp(y), fp(x), C.long(len(y)), C.int(act))
+}
+
+func cActBwd(dy, x []float32, act Activation) {
+	need("activation backward", len(x), len(dy))
+	C.mtlcpu_act_bwd(fp(dy), fp(x), C.long(len(dy)), C.int(act))
+}
+
 func cBiasAct(x, bias []float32, rows, n int, relu bool) {
 	need("bias", len(x), rows*n)
 	need("bias", len(bias), n)
@@ -301,3 +311,10 @@ func mtlExp(x []float32) { C.mtlcpu_exp_inplace(fp(x), C.long(len(x))) }
 // setMathLevel caps the vector width of cpu_math.c (tests): 2 AVX-512,
 // 1 AVX2, 0 scalar.
 func setMathLevel(l int) { C.mtlcpu_math_force_level(C.int(l)) }
+
+// The C kernels take kernels.Activation values as MTL_ACT_* codes; a
+// mismatch makes one of these indexes out of range at compile time.
+var _ = [1]struct{}{}[int(C.MTL_ACT_SELU)-int(SELU)]
+var _ = [1]struct{}{}[int(C.MTL_ACT_LEAKY_RELU)-int(LeakyReLU)]
+var _ = [1]struct{}{}[int(LeakyReLU)-int(C.MTL_ACT_LEAKY_RELU)]
+var _ = [1]struct{}{}[int(SELU)-int(C.MTL_ACT_SELU)]

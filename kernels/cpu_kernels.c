@@ -459,3 +459,113 @@ void mtlcpu_sparse_sgd(float *table, const float *g, const int32_t *rows, long l
 		}
 	}
 }
+
+/* The activations beyond ReLU, with Keras' definitions (codes: the
+ * MTL_ACT_* of cpu_kernels.h, equal to kernels.Activation), one loop per
+ * activation so that the choice is made once per call. Sigmoid, swish, elu
+ * and selu take their exponentials from the vectorised mtlcpu_sigmoid and
+ * mtlcpu_exp_inplace of cpu_math.c, a block at a time through a stack buffer
+ * (so y may alias x); elu and selu compute exp(x) - 1 as TensorFlow's
+ * kernels do. gelu and tanh call libm's erff and tanhf. */
+#define ACT_BLOCK 256
+#define SELU_ALPHA 1.6732632423543772848170429916717f
+#define SELU_SCALE 1.0507009873554804934193349852946f
+#define LEAKY_ALPHA 0.2f
+#define INV_SQRT2 0.70710678118654752440084436210485f
+#define INV_SQRT_2PI 0.39894228040143267793994605993438f
+
+/* t[0:m] = exp(min(x, 0)) */
+static void exp_neg_part(float *t, const float *x, long m) {
+	for (long i = 0; i < m; i++) t[i] = x[i] < 0 ? x[i] : 0.0f;
+	mtlcpu_exp_inplace(t, m);
+}
+
+/* y = act(x); y may alias x. */
+void mtlcpu_act_fwd(float *y, const float *x, long n, int act) {
+	long i;
+	float t[ACT_BLOCK];
+	switch (act) {
+	case MTL_ACT_SELU:
+	case MTL_ACT_ELU: {
+		float sc = act == MTL_ACT_SELU ? SELU_SCALE : 1.0f, al = act == MTL_ACT_SELU ? SELU_ALPHA : 1.0f;
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			exp_neg_part(t, x + b, m);
+			for (i = 0; i < m; i++) y[b + i] = x[b + i] > 0 ? sc * x[b + i] : sc * (al * (t[i] - 1.0f));
+		}
+		break;
+	}
+	case MTL_ACT_SWISH:
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			mtlcpu_sigmoid(t, x + b, m);
+			for (i = 0; i < m; i++) y[b + i] = x[b + i] * t[i];
+		}
+		break;
+	case MTL_ACT_GELU:
+		for (i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
+		break;
+	case MTL_ACT_TANH:
+		for (i = 0; i < n; i++) y[i] = tanhf(x[i]);
+		break;
+	case MTL_ACT_SIGMOID:
+		mtlcpu_sigmoid(y, x, n);
+		break;
+	case MTL_ACT_LEAKY_RELU:
+		for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : LEAKY_ALPHA * x[i];
+		break;
+	case MTL_ACT_RELU:
+		for (i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+		break;
+	default:
+		for (i = 0; i < n; i++) y[i] = x[i];
+	}
+}
+
+/* dy *= act'(x), x the pre-activation. */
+void mtlcpu_act_bwd(float *restrict dy, const float *restrict x, long n, int act) {
+	long i;
+	float t[ACT_BLOCK];
+	switch (act) {
+	case MTL_ACT_SELU:
+	case MTL_ACT_ELU: {
+		float sc = act == MTL_ACT_SELU ? SELU_SCALE : 1.0f, al = act == MTL_ACT_SELU ? SELU_ALPHA : 1.0f;
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			exp_neg_part(t, x + b, m);
+			for (i = 0; i < m; i++) dy[b + i] *= x[b + i] > 0 ? sc : sc * (al * t[i]);
+		}
+		break;
+	}
+	case MTL_ACT_SIGMOID:
+	case MTL_ACT_SWISH:
+		for (long b = 0; b < n; b += ACT_BLOCK) {
+			long m = n - b < ACT_BLOCK ? n - b : ACT_BLOCK;
+			mtlcpu_sigmoid(t, x + b, m);
+			if (act == MTL_ACT_SIGMOID)
+				for (i = 0; i < m; i++) dy[b + i] *= t[i] * (1.0f - t[i]);
+			else
+				for (i = 0; i < m; i++) dy[b + i] *= t[i] * (1.0f + x[b + i] * (1.0f - t[i]));
+		}
+		break;
+	case MTL_ACT_GELU:
+		for (i = 0; i < n; i++) {
+			float v = x[i];
+			dy[i] *= 0.5f * (1.0f + erff(v * INV_SQRT2)) + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+		}
+		break;
+	case MTL_ACT_TANH:
+		for (i = 0; i < n; i++) {
+			float t = tanhf(x[i]);
+			dy[i] *= 1.0f - t * t;
+		}
+		break;
+
+	case MTL_ACT_LEAKY_RELU:
+		for (i = 0; i < n; i++) dy[i] *= x[i] > 0 ? 1.0f : LEAKY_ALPHA;
+		break;
+	case MTL_ACT_RELU:
+		for (i = 0; i < n; i++) dy[i] = x[i] > 0 ? dy[i] : 0.0f;
+		break;
+	}
+}

@@ -12,6 +12,20 @@ void mtlcpu_axpy(float *y, const float *x, long n, float a);
 void mtlcpu_mul(float *dst, const float *a, const float *b, long n);
 void mtlcpu_equal(float *dst, const float *src, long n, float v);
 void mtlcpu_relu_bwd(float *dy, const float *y, long n);
+/* Activation codes: the values of kernels.Activation (device.go). */
+enum {
+	MTL_ACT_LINEAR = 0,
+	MTL_ACT_RELU = 1,
+	MTL_ACT_SELU = 2,
+	MTL_ACT_ELU = 3,
+	MTL_ACT_GELU = 4,
+	MTL_ACT_TANH = 5,
+	MTL_ACT_SIGMOID = 6,
+	MTL_ACT_SWISH = 7,
+	MTL_ACT_LEAKY_RELU = 8,
+};
+void mtlcpu_act_fwd(float *y, const float *x, long n, int act);
+void mtlcpu_act_bwd(float *dy, const float *x, long n, int act);
 void mtlcpu_bias_act(float *x, const float *bias, long rows, int n, int relu);
 void mtlcpu_bias_act_ld(float *x, long ld, const float *bias, long rows, int n, int relu);
 void mtlcpu_bias_grad(const float *dy, long rows, long ld, int w, float *db, int accumulate);

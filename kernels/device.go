@@ -1,14 +1,89 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
-// Activation selects the element-wise nonlinearity fused after a bias add.
+// Activation selects the element-wise nonlinearity applied after a bias
+// add. The definitions and constants are Keras' (tf.keras.activations); the
+// values are shared with the C kernels (MTL_ACT_* in cpu_kernels.h).
 type Activation uint8
 
 const (
 	Linear Activation = iota // identity
-	ReLU
+	ReLU                     // max(x, 0)
+	// SELU is scale*x for x > 0, else scale*alpha*(exp(x)-1), with
+	// alpha = 1.6732632423543772 and scale = 1.0507009873554805.
+	SELU
+	ELU     // x for x > 0, else exp(x)-1 (alpha 1)
+	GELU    // x*Phi(x) = 0.5*x*(1+erf(x/sqrt(2))): Keras' default, approximate=False
+	Tanh    // tanh(x)
+	Sigmoid // 1/(1+exp(-x))
+	Swish   // x*sigmoid(x), also called silu
+	// LeakyReLU is x for x > 0, else 0.2*x: the slope of
+	// keras.activations.leaky_relu and tf.nn.leaky_relu, which a layer's
+	// activation="leaky_relu" resolves to (the LeakyReLU layer's own
+	// default, 0.3, does not apply to an activation given by name).
+	LeakyReLU
+	numActivations
 )
+
+var activationNames = [numActivations]string{"linear", "relu", "selu", "elu", "gelu", "tanh", "sigmoid", "swish", "leaky_relu"}
+
+// String returns the Keras name of the activation.
+func (a Activation) String() string {
+	if a < numActivations {
+		return activationNames[a]
+	}
+	return fmt.Sprintf("Activation(%d)", a)
+}
+
+// NeedsActivator reports whether the activation is computed by an
+// Activator rather than fused into BiasAct; those are the ones whose
+// gradient is taken at the pre-activation.
+func (a Activation) NeedsActivator() bool { return a != Linear && a != ReLU }
+
+// ParseActivation returns the activation with the given Keras name; "silu"
+// is another name of swish.
+func ParseActivation(name string) (Activation, error) {
+	if name == "silu" {
+		return Swish, nil
+	}
+	for a, n := range activationNames {
+		if n == name {
+			return Activation(a), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown activation %q (want one of %s, silu)", name, strings.Join(activationNames[:], ", "))
+}
+
+// Activator is implemented by devices that compute the activations for
+// which NeedsActivator is true. A layer with such an activation runs its
+// bias add as Linear, keeps the pre-activation x, and calls Activate after
+// it and ActivateBackward before the bias gradient.
+type Activator interface {
+	// Activate writes y = act(x) element-wise (y may alias x).
+	Activate(y, x *Tensor, act Activation)
+	// ActivateBackward multiplies dy, in place, by act'(x) at the
+	// pre-activation x.
+	ActivateBackward(dy, x *Tensor, act Activation)
+}
+
+// CheckActivation reports an error when dev cannot run act: every device
+// runs Linear and ReLU, the others need an Activator.
+func CheckActivation(dev Device, act Activation) error {
+	if act >= numActivations {
+		return fmt.Errorf("unknown activation %d", act)
+	}
+	if !act.NeedsActivator() {
+		return nil
+	}
+	if _, ok := dev.(Activator); !ok {
+		return fmt.Errorf("the %s device does not implement the %s activation (it runs relu and linear)", dev.Name(), act)
+	}
+	return nil
+}
 
 // Combiner reduces the embeddings of a list (multi-hot) feature to one vector.
 type Combiner uint8

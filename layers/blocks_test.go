@@ -133,19 +133,25 @@ func TestExpertsForwardBackward(t *testing.T) {
 		groups  []int
 		dims    []int
 		dropout float32
+		act     kernels.Activation
 	}{
-		{[]int{1}, []int{3}, 0},
-		{[]int{4}, []int{6}, 0},
-		{[]int{3}, []int{5, 4}, 0},
-		{[]int{2, 1, 2}, []int{4}, 0},
-		{[]int{1, 2}, []int{5, 3}, 0.25},
+		{[]int{1}, []int{3}, 0, kernels.ReLU},
+		{[]int{4}, []int{6}, 0, kernels.ReLU},
+		{[]int{3}, []int{5, 4}, 0, kernels.ReLU},
+		{[]int{2, 1, 2}, []int{4}, 0, kernels.ReLU},
+		{[]int{1, 2}, []int{5, 3}, 0.25, kernels.ReLU},
+		{[]int{3}, []int{5, 4}, 0, kernels.GELU},
+		{[]int{2, 1, 2}, []int{4}, 0, kernels.SELU},
+		{[]int{1, 2}, []int{5, 3}, 0.25, kernels.Swish},
+		{[]int{3}, []int{5, 4}, 0, kernels.Tanh},
+		{[]int{2}, []int{4, 3}, 0, kernels.LeakyReLU},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("groups%v_dims%v_drop%g", c.groups, c.dims, c.dropout), func(t *testing.T) {
+		t.Run(fmt.Sprintf("groups%v_dims%v_drop%g_%s", c.groups, c.dims, c.dropout, c.act), func(t *testing.T) {
 			dev := testDev()
 			rng := NewRNG(21)
 			const rows, in = 7, 6
-			x, err := NewExperts(dev, "ex", c.groups, in, c.dims, kernels.ReLU, c.dropout, rng)
+			x, err := NewExperts(dev, "ex", c.groups, in, c.dims, c.act, c.dropout, rng)
 			require.NoError(t, err)
 			for _, b := range x.B {
 				dev.CopyFromHostF32(b, randHost(rng, b.Len(), 0.3))
@@ -188,6 +194,7 @@ func TestExpertsForwardBackward(t *testing.T) {
 			}
 			o := defaultFD
 			o.samples = 40
+			o.smooth = smoothAct(c.act)
 			for i, p := range ps {
 				fdCheck(t, p.Name, p.Value, g[i], loss, o, rng)
 			}

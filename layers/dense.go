@@ -28,6 +28,9 @@ func NewDense(dev kernels.Device, name string, in, out int, bias bool, act kerne
 	if in <= 0 || out <= 0 {
 		return nil, fmt.Errorf("layers: dense %q: dimensions must be positive, got in=%d out=%d", name, in, out)
 	}
+	if err := kernels.CheckActivation(dev, act); err != nil {
+		return nil, fmt.Errorf("layers: dense %q: %w", name, err)
+	}
 	d := &Dense{Name: name, In: in, Out: out, Act: act, dev: dev}
 	w := make([]float32, in*out)
 	glorotUniform(rng, w, in, out)
@@ -35,7 +38,7 @@ func NewDense(dev kernels.Device, name string, in, out int, bias bool, act kerne
 	dev.CopyFromHostF32(d.W, w)
 	if bias {
 		d.B = dev.Alloc(kernels.Float32, out)
-	} else if act != kernels.Linear {
+	} else if act == kernels.ReLU {
 		d.zeroB = dev.Alloc(kernels.Float32, out)
 	}
 	return d, nil
@@ -57,6 +60,7 @@ func (d *Dense) Release() { releaseAll(d.W, d.B, d.zeroB) }
 type DenseWS struct {
 	x      *kernels.Tensor
 	y, dy  *batchBuf
+	z      *batchBuf // the pre-activation, for an Activator activation
 	dW, dB *kernels.Tensor
 }
 
@@ -64,6 +68,9 @@ type DenseWS struct {
 // gradient buffers when train is set.
 func (d *Dense) NewWorkspace(maxRows int, train bool) *DenseWS {
 	ws := &DenseWS{y: newBatchBuf(d.dev, 1, maxRows, d.Out)}
+	if train && d.Act.NeedsActivator() {
+		ws.z = newBatchBuf(d.dev, 1, maxRows, d.Out)
+	}
 	if train {
 		ws.dy = newBatchBuf(d.dev, 1, maxRows, d.Out)
 		ws.dW = d.dev.Alloc(kernels.Float32, d.In, d.Out)
@@ -92,6 +99,7 @@ func (ws *DenseWS) Grads() []*kernels.Tensor {
 func (ws *DenseWS) Release() {
 	ws.y.release()
 	ws.dy.release()
+	ws.z.release()
 	releaseAll(ws.dW, ws.dB)
 }
 
@@ -100,6 +108,9 @@ func (ws *DenseWS) resize(rows int) {
 	if ws.dy != nil {
 		ws.dy.resize(rows)
 	}
+	if ws.z != nil {
+		ws.z.resize(rows)
+	}
 }
 
 // Forward computes y = act(x W + b) for x [B, In].
@@ -107,18 +118,25 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 	ws.resize(x.Rows())
 	ws.x = x
 	y := ws.y.t()
+	act := d.Act
+	if act.NeedsActivator() {
+		act = kernels.Linear // applied after the bias, below
+	}
 	if f, ok := d.dev.(kernels.FusedGemm); ok {
 		// one pass over y (a bias-free layer with an activation passes nil:
 		// act(x W + 0) = act(x W))
-		f.GemmBiasAct(x, d.W, d.B, d.Act, y)
-		return y
+		f.GemmBiasAct(x, d.W, d.B, act, y)
+	} else {
+		d.dev.Gemm(false, false, 1, x, d.W, 0, y)
+		switch {
+		case d.B != nil:
+			d.dev.BiasAct(y, d.B, 1, act)
+		case d.zeroB != nil:
+			d.dev.BiasAct(y, d.zeroB, 1, act)
+		}
 	}
-	d.dev.Gemm(false, false, 1, x, d.W, 0, y)
-	switch {
-	case d.B != nil:
-		d.dev.BiasAct(y, d.B, 1, d.Act)
-	case d.zeroB != nil:
-		d.dev.BiasAct(y, d.zeroB, 1, d.Act)
+	if act != d.Act {
+		activate(d.dev, ws.z, y, d.Act)
 	}
 	return y
 }
@@ -127,22 +145,40 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 // gradient, written into dx or added to it when accumulate is set.
 func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
 	dy := ws.dy.t()
+	act := d.Act
+	if act.NeedsActivator() {
+		d.dev.(kernels.Activator).ActivateBackward(dy, ws.z.t(), act)
+		act = kernels.Linear
+	}
 	f, fused := d.dev.(kernels.FusedBiasGrad)
 	switch {
 	case fused && d.B != nil:
-		f.ActBiasGrad(dy, ws.y.t(), d.Act, ws.dB, 1, false)
+		f.ActBiasGrad(dy, ws.y.t(), act, ws.dB, 1, false)
 	case d.B != nil:
-		if d.Act != kernels.Linear {
-			d.dev.ActBackward(dy, ws.y.t(), d.Act)
+		if act != kernels.Linear {
+			d.dev.ActBackward(dy, ws.y.t(), act)
 		}
 		d.dev.BiasGrad(dy, ws.dB, 1, false)
-	case d.Act != kernels.Linear:
-		d.dev.ActBackward(dy, ws.y.t(), d.Act)
+	case act != kernels.Linear:
+		d.dev.ActBackward(dy, ws.y.t(), act)
 	}
 	d.dev.Gemm(true, false, 1, ws.x, dy, 0, ws.dW)
 	if dx != nil {
 		d.dev.Gemm(false, true, 1, dy, d.W, beta(accumulate), dx)
 	}
+}
+
+// activate applies an Activator activation to y in place. With a
+// pre-activation buffer z (training) it first keeps y's pre-activation
+// there for the backward pass; without one (inference) it works in place.
+func activate(dev kernels.Device, z *batchBuf, y *kernels.Tensor, act kernels.Activation) {
+	a := dev.(kernels.Activator)
+	if z == nil {
+		a.Activate(y, y, act)
+		return
+	}
+	dev.Copy(z.t(), y)
+	a.Activate(y, z.t(), act)
 }
 
 func beta(accumulate bool) float32 {

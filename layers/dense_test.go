@@ -23,10 +23,7 @@ func naiveDense(x, w, b []float32, rows, in, out int, act kernels.Activation) []
 			for k := 0; k < in; k++ {
 				s += float64(x[r*in+k]) * float64(w[k*out+j])
 			}
-			if act == kernels.ReLU && s < 0 {
-				s = 0
-			}
-			y[r*out+j] = float32(s)
+			y[r*out+j] = float32(kerneltest.Activation(act, s))
 		}
 	}
 	return y
@@ -64,6 +61,27 @@ func assertWithin(t *testing.T, want, got []float32, bound []float64) {
 	}
 }
 
+// activationBound widens a pre-activation bound for an activation applied
+// after the GEMM: twice the bound for a slope up to 1.76, plus 8 float32
+// roundings of the output.
+func activationBound(bound []float64, want []float32) []float64 {
+	out := make([]float64, len(bound))
+	for i := range bound {
+		out[i] = 2*bound[i] + 8*0x1p-24*math.Abs(float64(want[i]))
+	}
+	return out
+}
+
+// smoothAct reports whether the activation has a continuous derivative,
+// so that finite differences may check every entry (no kink to skip).
+func smoothAct(act kernels.Activation) bool {
+	switch act {
+	case kernels.ELU, kernels.GELU, kernels.Tanh, kernels.Sigmoid, kernels.Swish, kernels.Linear:
+		return true
+	}
+	return false
+}
+
 func TestDenseForwardBackward(t *testing.T) {
 	cases := []struct {
 		in, out, rows int
@@ -75,9 +93,19 @@ func TestDenseForwardBackward(t *testing.T) {
 		{8, 4, 3, false, kernels.Linear},
 		{6, 5, 4, false, kernels.ReLU},
 		{17, 9, 33, true, kernels.ReLU},
+		{5, 3, 7, true, kernels.SELU},
+		{6, 5, 4, false, kernels.SELU},
+		{5, 3, 7, true, kernels.ELU},
+		{5, 3, 7, true, kernels.GELU},
+		{6, 5, 4, false, kernels.GELU},
+		{5, 3, 7, true, kernels.Tanh},
+		{5, 3, 7, true, kernels.Sigmoid},
+		{5, 3, 7, true, kernels.Swish},
+		{6, 5, 4, false, kernels.Swish},
+		{17, 9, 33, true, kernels.LeakyReLU},
 	}
 	for _, c := range cases {
-		t.Run(fmt.Sprintf("%dx%d_rows%d_bias%v_act%d", c.in, c.out, c.rows, c.bias, c.act), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%dx%d_rows%d_bias%v_%s", c.in, c.out, c.rows, c.bias, c.act), func(t *testing.T) {
 			dev := testDev()
 			rng := NewRNG(int64(c.in*100 + c.out))
 			d, err := NewDense(dev, "d", c.in, c.out, c.bias, c.act, rng)
@@ -102,7 +130,13 @@ func TestDenseForwardBackward(t *testing.T) {
 			}
 			want := naiveDense(host(x), host(d.W), bh, c.rows, c.in, c.out, c.act)
 			require.Equal(t, []int{c.rows, c.out}, y.Shape)
-			assertWithin(t, want, host(y), denseBound(host(x), host(d.W), bh, c.rows, c.in, c.out))
+			// The activation's slope is at most 1.76 (selu's negative side) and
+			// it adds a few float32 roundings of its own.
+			assertWithin(t, want, host(y), activationBound(denseBound(host(x), host(d.W), bh, c.rows, c.in, c.out), want))
+			// an inference workspace (no pre-activation kept) computes the same
+			wsInf := d.NewWorkspace(c.rows, false)
+			assert.Equal(t, host(y), host(d.Forward(wsInf, x)))
+			wsInf.Release()
 
 			r := randHost(rng, c.rows*c.out, 1)
 			loss := func() float64 { return dot(r, d.Forward(ws, x)) }
@@ -116,11 +150,13 @@ func TestDenseForwardBackward(t *testing.T) {
 			if c.bias {
 				gb = host(grads[1])
 			}
-			fdCheck(t, "W", d.W, gw, loss, defaultFD, rng)
+			o := defaultFD
+			o.smooth = smoothAct(c.act)
+			fdCheck(t, "W", d.W, gw, loss, o, rng)
 			if c.bias {
-				fdCheck(t, "b", d.B, gb, loss, defaultFD, rng)
+				fdCheck(t, "b", d.B, gb, loss, o, rng)
 			}
-			fdCheck(t, "x", x, gdx, loss, defaultFD, rng)
+			fdCheck(t, "x", x, gdx, loss, o, rng)
 
 			// accumulate adds to what dx holds
 			d.Forward(ws, x)

@@ -37,6 +37,9 @@ type Experts struct {
 func NewExperts(dev kernels.Device, name string, groups []int, in int, dims []int, act kernels.Activation, dropout float32, rng *rand.Rand) (*Experts, error) {
 	x := &Experts{Name: name, Groups: append([]int(nil), groups...), In: in, Dims: append([]int(nil), dims...),
 		Act: act, Dropout: dropout, site: siteID(name), dev: dev}
+	if err := kernels.CheckActivation(dev, act); err != nil {
+		return nil, fmt.Errorf("layers: experts %q: %w", name, err)
+	}
 	if len(groups) == 0 {
 		return nil, fmt.Errorf("layers: experts %q: no expert groups", name)
 	}
@@ -93,6 +96,7 @@ type ExpertsWS struct {
 	xs       []*kernels.Tensor // inputs of the last Forward, per group
 	y, dy    []*batchBuf       // per layer: [E, B, out_l]
 	masks    []*batchBuf
+	z        []*batchBuf // per layer: the pre-activation, for an Activator activation
 	dW, dB   []*kernels.Tensor
 	wGroup   []*kernels.Tensor // first-layer kernel of each group (fixed views)
 	bGroup   []*kernels.Tensor // first-layer bias of each group (fixed views)
@@ -118,6 +122,9 @@ func (x *Experts) NewWorkspace(maxRows int, train bool) *ExpertsWS {
 			ws.dB = append(ws.dB, x.dev.Alloc(kernels.Float32, x.B[l].Shape...))
 			if x.Dropout > 0 {
 				ws.masks = append(ws.masks, newStackedBuf(x.dev, x.E, maxRows, d))
+			}
+			if x.Act.NeedsActivator() {
+				ws.z = append(ws.z, newStackedBuf(x.dev, x.E, maxRows, d))
 			}
 		}
 	}
@@ -174,6 +181,9 @@ func (ws *ExpertsWS) Release() {
 	for _, b := range ws.masks {
 		b.release()
 	}
+	for _, b := range ws.z {
+		b.release()
+	}
 	releaseAll(ws.dW...)
 	releaseAll(ws.dB...)
 }
@@ -190,6 +200,9 @@ func (x *Experts) resize(ws *ExpertsWS, rows int) {
 		}
 		if ws.masks != nil {
 			ws.masks[l].resize(rows)
+		}
+		if ws.z != nil {
+			ws.z[l].resize(rows)
 		}
 	}
 	d0 := x.Dims[0]
@@ -218,15 +231,19 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 	ws.dropped = mode.Train && x.Dropout > 0 && ws.masks != nil
 	in := x.In
 	f, fused := x.dev.(kernels.FusedGemm)
+	act := x.Act
+	if act.NeedsActivator() {
+		act = kernels.Linear // applied after the bias, below
+	}
 	for l, d := range x.Dims {
 		y := ws.y[l].t()
 		switch {
 		case fused && l == 0:
 			for g, n := range x.Groups {
-				f.GemmStridedBatchedBiasAct(rows, d, in, xs[g], 0, ws.wGroup[g], in*d, ws.bGroup[g], x.Act, ws.yGroup[g].get(), n)
+				f.GemmStridedBatchedBiasAct(rows, d, in, xs[g], 0, ws.wGroup[g], in*d, ws.bGroup[g], act, ws.yGroup[g].get(), n)
 			}
 		case fused:
-			f.GemmStridedBatchedBiasAct(rows, d, in, ws.y[l-1].t(), rows*in, x.W[l], in*d, x.B[l], x.Act, y, x.E)
+			f.GemmStridedBatchedBiasAct(rows, d, in, ws.y[l-1].t(), rows*in, x.W[l], in*d, x.B[l], act, y, x.E)
 		case l == 0:
 			for g, n := range x.Groups {
 				x.dev.GemmStridedBatched(false, false, rows, d, in, 1,
@@ -237,7 +254,14 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 				ws.y[l-1].t(), rows*in, x.W[l], in*d, 0, y, rows*d, x.E)
 		}
 		if !fused {
-			x.dev.BiasAct(y, x.B[l], x.E, x.Act)
+			x.dev.BiasAct(y, x.B[l], x.E, act)
+		}
+		if act != x.Act {
+			var z *batchBuf
+			if ws.z != nil {
+				z = ws.z[l]
+			}
+			activate(x.dev, z, y, x.Act)
 		}
 		if ws.dropped {
 			dropout(x.dev, y, ws.masks[l].t(), x.Dropout, mode, x.site, uint64(l))
@@ -261,11 +285,16 @@ func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool
 		if ws.dropped {
 			x.dev.Mul(dy, dy, ws.masks[l].t())
 		}
+		act := x.Act
+		if act.NeedsActivator() {
+			x.dev.(kernels.Activator).ActivateBackward(dy, ws.z[l].t(), act)
+			act = kernels.Linear
+		}
 		if f, ok := x.dev.(kernels.FusedBiasGrad); ok {
-			f.ActBiasGrad(dy, ws.y[l].t(), x.Act, ws.dB[l], x.E, false)
+			f.ActBiasGrad(dy, ws.y[l].t(), act, ws.dB[l], x.E, false)
 		} else {
-			if x.Act != kernels.Linear {
-				x.dev.ActBackward(dy, ws.y[l].t(), x.Act)
+			if act != kernels.Linear {
+				x.dev.ActBackward(dy, ws.y[l].t(), act)
 			}
 			x.dev.BiasGrad(dy, ws.dB[l], x.E, false)
 		}

@@ -41,7 +41,7 @@ type Config struct {
 	GateTemperature float32 `json:"mtl_gates_softmax_temperature"`
 	UseTaskTowers   bool    `json:"use_task_towers"`
 	TowerLayers     []int   `json:"tower_layers"`
-	Activation      string  `json:"activation"` // "relu" | "linear": hidden layers of every MLP
+	Activation      string  `json:"activation"` // a Keras name (kernels.ParseActivation): hidden layers of every MLP, expert and tower
 	Dropout         float32 `json:"dropout"`
 
 	EmbeddingDimMultiplier float64        `json:"embedding_sizes_multiplier"`

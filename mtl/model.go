@@ -145,13 +145,11 @@ type gateView struct {
 }
 
 func parseActivation(s string) (kernels.Activation, error) {
-	switch s {
-	case "relu":
-		return kernels.ReLU, nil
-	case "linear":
-		return kernels.Linear, nil
+	a, err := kernels.ParseActivation(s)
+	if err != nil {
+		return 0, configErr("Activation", "%v", err)
 	}
-	return 0, configErr("Activation", "unknown activation %q (want relu or linear)", s)
+	return a, nil
 }
 
 func parseCombiner(s string) (kernels.Combiner, error) {
@@ -202,6 +200,10 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 		m.sharder, m.ldev = sh, sh.ShardDevice()
 	}
 	m.act, _ = parseActivation(cfg.Activation)
+	if err := kernels.CheckActivation(m.ldev, m.act); err != nil {
+		m.Release()
+		return nil, configErr("Activation", "%v", err)
+	}
 	comb, _ := parseCombiner(cfg.ListCombiner)
 	if err := m.build(comb); err != nil {
 		m.Release()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/stretchr/testify/require"
 )
@@ -27,6 +28,15 @@ func TestModelGradients(t *testing.T) {
 		{"ple_gates_on_input", "ple", func(c *Config) { c.PLEGatesOnInput = true }},
 		{"mmoe_no_gate_mlp_no_towers", "mmoe", func(c *Config) { c.GateDim = 0; c.UseTaskTowers = false }},
 		{"mlp_sum_combiner_linear", "mlp", func(c *Config) { c.ListCombiner = "sum"; c.Activation = "linear" }},
+		// Keras activations in the MLP, the experts and the towers
+		{"mlp_gelu", "mlp", func(c *Config) { c.Activation = "gelu" }},
+		{"mmoe_selu", "mmoe", func(c *Config) { c.Activation = "selu" }},
+		{"cgc_swish", "cgc", func(c *Config) { c.Activation = "swish" }},
+		{"ple_tanh", "ple", func(c *Config) { c.Activation = "tanh" }},
+		{"mmoe_elu", "mmoe", func(c *Config) { c.Activation = "elu" }},
+		{"mlp_sigmoid", "mlp", func(c *Config) { c.Activation = "sigmoid" }},
+		{"ple_leaky_relu", "ple", func(c *Config) { c.Activation = "leaky_relu" }},
+		{"mmoe_silu", "mmoe", func(c *Config) { c.Activation = "silu" }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -170,3 +180,25 @@ func TestModelShapes(t *testing.T) {
 type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// noActivator is a device without the Activator capability (as the CUDA
+// device is today): only relu and linear may be built on it.
+type noActivator struct{ kernels.Device }
+
+func TestActivationRefusedWithoutActivator(t *testing.T) {
+	dev := noActivator{testDev()}
+	for _, act := range []string{"relu", "linear"} {
+		cfg := gradConfig("mmoe")
+		cfg.Activation = act
+		m, err := NewModel(gradSchema(), cfg, dev, 4)
+		require.NoError(t, err, act)
+		m.Release()
+	}
+	for _, act := range []string{"gelu", "selu", "swish"} {
+		cfg := gradConfig("mmoe")
+		cfg.Activation = act
+		_, err := NewModel(gradSchema(), cfg, dev, 4)
+		require.EqualError(t, err, "mtl: config Activation (activation): the cpu device does not implement the "+
+			act+" activation (it runs relu and linear)", act)
+	}
+}

@@ -72,6 +72,20 @@ type TrainerOptions struct {
 	ForceProgress bool
 	// Quiet disables the progress bar.
 	Quiet bool
+	// Events, when set, receives scalars named as Keras' TensorBoard
+	// callback names them: every EventEvery steps (0: never) the epoch's
+	// running loss as "batch_loss" of run "train" at the global step, and
+	// after each epoch, at the 0-based epoch, "epoch_loss", the task losses
+	// ("epoch_<task>/loss") and every training metric as "epoch_<key>" of
+	// run "train", and every validation metric (gate weights included) as
+	// "epoch_<key>" of run "validation".
+	Events     EventSink
+	EventEvery int
+}
+
+// EventSink receives training scalars (TrainerOptions.Events).
+type EventSink interface {
+	Scalar(run, tag string, step int64, value float64) error
 }
 
 // EpochResult summarises one epoch. Its JSON form (as in the CLI's
@@ -278,6 +292,10 @@ func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History
 		t.state.Step = t.m.Step()
 		h.Epochs = append(h.Epochs, res)
 		t.logEpoch(res)
+		if err := t.epochEvents(res); err != nil {
+			h.State = t.state
+			return h, err
+		}
 
 		stop := false
 		if es.Metric != "" {
@@ -336,6 +354,34 @@ func (t *Trainer) improved(v float64) bool {
 		return v < best-d
 	}
 	return v > best+d
+}
+
+// epochEvents sends an epoch's scalars to the event sink.
+func (t *Trainer) epochEvents(r EpochResult) error {
+	ev := t.opts.Events
+	if ev == nil {
+		return nil
+	}
+	step := int64(r.Epoch - 1)
+	if err := ev.Scalar("train", "epoch_loss", step, r.Loss); err != nil {
+		return err
+	}
+	for _, task := range t.m.tasks {
+		if err := ev.Scalar("train", "epoch_"+task.Name+"/loss", step, r.TaskLoss[task.Name]); err != nil {
+			return err
+		}
+	}
+	for _, run := range []struct {
+		name string
+		res  metrics.Results
+	}{{"train", r.Train}, {"validation", r.Validation}} {
+		for _, k := range run.res.Keys() {
+			if err := ev.Scalar(run.name, "epoch_"+k, step, run.res[k]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (t *Trainer) logEpoch(r EpochResult) {
@@ -438,6 +484,11 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 			bar.setLabel(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
 		}
 		bar.add(int64(rows))
+		if t.opts.Events != nil && t.opts.EventEvery > 0 && res.Steps%t.opts.EventEvery == 0 {
+			if err := t.opts.Events.Scalar("train", "batch_loss", int64(t.m.Step()), lossSum/float64(res.Examples)); err != nil {
+				return res, err
+			}
+		}
 		if t.opts.LogEvery > 0 && res.Steps%t.opts.LogEvery == 0 {
 			el := time.Since(start).Seconds()
 			t.log.Info("step", "epoch", epoch+1, "step", t.m.Step(), "loss", lossSum/float64(res.Examples),

@@ -101,10 +101,14 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	in := c.input(inputFeatures(s, &cfg), &cfg)
 	T := float64(len(tasks))
 	drop := cfg.Dropout > 0
+	hiddenAct, _ := kernels.ParseActivation(cfg.Activation)
 	act := func(units float64) float64 { // per-row floats of a training Dense layer
 		a := 2 * units // output and its gradient
 		if drop {
 			a += units // dropout multipliers
+		}
+		if hiddenAct.NeedsActivator() {
+			a += units // the pre-activation
 		}
 		return a
 	}
@@ -114,6 +118,9 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 			g := float64(cfg.GateDim)
 			c.dense += in*g + g
 			c.row += act(g)
+			if hiddenAct.NeedsActivator() {
+				c.row -= g // the gate's hidden layer is always ReLU
+			}
 			h = g
 		}
 		c.dense += h * experts // no bias

@@ -691,3 +691,51 @@ func TestProgressBarNoEarlyRate(t *testing.T) {
 	assert.Contains(t, buf.String(), "epoch 1/1", "the bar was drawn")
 	assert.NotContains(t, buf.String(), "ex/s")
 }
+
+// recordSink keeps the scalars a trainer sends.
+type recordSink struct {
+	got map[string]map[string][]float64 // run -> tag -> values in order
+	at  map[string][]int64              // run+"/"+tag -> steps
+}
+
+func (r *recordSink) Scalar(run, tag string, step int64, v float64) error {
+	if r.got == nil {
+		r.got, r.at = map[string]map[string][]float64{}, map[string][]int64{}
+	}
+	if r.got[run] == nil {
+		r.got[run] = map[string][]float64{}
+	}
+	r.got[run][tag] = append(r.got[run][tag], v)
+	r.at[run+"/"+tag] = append(r.at[run+"/"+tag], step)
+	return nil
+}
+
+// TestFitEvents: the event sink receives the running loss every EventEvery
+// steps and, per epoch, exactly what EpochResult holds.
+func TestFitEvents(t *testing.T) {
+	trainDir, evalDir := trData(t, 2048, 1024)
+	train := trOpen(t, trainDir, 256, true)
+	val := trOpen(t, evalDir, 512, false)
+	m, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 512)
+	require.NoError(t, err)
+	defer m.Release()
+	var sink recordSink
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 2, TrainMetricsSteps: 4, Events: &sink, EventEvery: 3, Quiet: true})
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), train, val)
+	require.NoError(t, err)
+	// 8 steps per epoch: the running loss at steps 3, 6 of each epoch
+	assert.Equal(t, []int64{3, 6, 11, 14}, sink.at["train/batch_loss"])
+	assert.Equal(t, []int64{0, 1}, sink.at["train/epoch_loss"])
+	for i, e := range h.Epochs {
+		assert.Equal(t, e.Loss, sink.got["train"]["epoch_loss"][i])
+		assert.Equal(t, e.TaskLoss["click/binary_output"], sink.got["train"]["epoch_click/binary_output/loss"][i])
+		for k, v := range e.Train {
+			assert.Equal(t, v, sink.got["train"]["epoch_"+k][i], k)
+		}
+		for k, v := range e.Validation {
+			assert.Equal(t, v, sink.got["validation"]["epoch_"+k][i], k)
+		}
+	}
+	assert.Len(t, sink.got["validation"]["epoch_"+metrics.GateKey("click", 0)], 2, "gate weights per epoch")
+}

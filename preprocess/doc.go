@@ -22,9 +22,19 @@
 //	--user_features, --item_features           UserFeatures, ItemFeatures
 //	--user_id_feature, --item_id_feature       UserID, ItemID
 //	--categ_min_freq_capping       CategMinFreq
-//	--dataset_split_strategy       SplitStrategy ("random", "random_by_user";
-//	                               also "by_user_holdout")
+//	--dataset_split_strategy       SplitStrategy ("random", "random_by_user",
+//	                               "temporal"; also "by_user_holdout")
 //	--random_split_eval_perc       EvalPerc
+//	--dataset_split_temporal_timestamp         SplitTemporalTimestamp
+//	--timestamp_feature, --session_id_feature  TimestampFeature, SessionIDFeature
+//	--filter_query                 FilterQuery (comparisons only, see query.go)
+//	--min_user_freq, --max_user_freq           MinUserFreq, MaxUserFreq
+//	--min_item_freq, --max_item_freq           MinItemFreq, MaxItemFreq
+//	--num_max_rounds_filtering     FilterRounds
+//
+// The row filters (FilterQuery, then the frequency bounds in alternating
+// rounds) apply to the training inputs before the split and the fit, as in
+// the script, which also applies FilterQuery to the eval and test inputs.
 //
 // Additions: CSVHeader and CSVColumnNames (headerless files such as UCI
 // Adult), BinaryTargetMap and TargetSource (string labels and derived

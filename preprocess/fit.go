@@ -13,8 +13,8 @@ import (
 // patterns) in streaming passes: one pass over the columns of the spec, and
 // up to three more over the columns filled with their median (see the
 // package documentation). Memory is bounded by the vocabulary sizes, not by
-// the number of rows. Fit does not split: Run fits on the train side of a
-// split.
+// the number of rows. Fit neither filters nor splits: Run fits on the rows
+// the filters keep on the train side of a split.
 func Fit(spec Spec, inputs []string) (*Workflow, error) {
 	return fit(spec, inputs, nil)
 }
@@ -30,7 +30,7 @@ func fit(spec Spec, inputs []string, keep *splitter) (*Workflow, error) {
 	}
 	w := newWorkflow(spec)
 	w.FitInputs = append([]string(nil), inputs...)
-	cols := spec.sourceColumns(true)
+	cols := keep.addColumns(spec.sourceColumns(true))
 	pos := indexOf(cols)
 
 	cats := make([]*catAcc, len(w.Categorical))
@@ -49,9 +49,7 @@ func fit(spec Spec, inputs []string, keep *splitter) (*Workflow, error) {
 		t.buildSets()
 		tgts[i] = &targetAcc{op: t, col: pos[t.Source], negative: map[string]bool{}}
 	}
-	if keep != nil {
-		keep.userCol = pos[spec.UserID]
-	}
+	keep.bind(pos)
 	if err := keep.countUsers(&w.Spec, files); err != nil {
 		return nil, fmt.Errorf("fit: %w", err)
 	}

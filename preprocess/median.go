@@ -309,15 +309,14 @@ func fitMedians(spec *Spec, files []inputFile, conts []*contAcc, keep *splitter)
 		for _, a := range active {
 			need = append(need, a.op.Name)
 		}
-		if keep.needsUser() && !contains(need, spec.UserID) {
-			need = append(need, spec.UserID)
-		}
+		need = keep.addColumns(need)
 		pos := indexOf(need)
 		var ks *splitter
 		if keep != nil {
-			// The copy shares keep's per-user counts; passes run one at a time.
+			// The copy shares keep's per-user counts and row filter;
+			// passes run one at a time.
 			k := *keep
-			k.userCol = pos[spec.UserID]
+			k.bind(pos)
 			ks = &k
 		}
 		var mask []bool

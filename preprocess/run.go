@@ -24,7 +24,9 @@ type Report struct {
 	// Cardinalities gives, per categorical column, the embedding rows it
 	// needs (int_domain.max + 1).
 	Cardinalities map[string]int64 `json:"cardinalities"`
-	Warnings      []string         `json:"warnings,omitempty"`
+	// Filter says what the row filters removed (nil without filters).
+	Filter   *FilterReport `json:"filter,omitempty"`
+	Warnings []string      `json:"warnings,omitempty"`
 }
 
 // Inputs lists the files, folders or glob patterns of a preprocessing run.
@@ -89,12 +91,27 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 	}()
 	trainDir, evalDir, testDir := filepath.Join(stage, "train"), filepath.Join(stage, "eval"), filepath.Join(stage, "test")
 
-	split := newSplitter(&spec)
+	trainFiles, err := expandInputs(trainInputs, spec.InputFormat)
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
+	filter, err := buildFilter(&spec, trainFiles)
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && filter.RemainingRows == 0 {
+		return nil, fmt.Errorf("filter: no training rows of %s are left after the filters (%d removed by the query, %d by frequency): %w",
+			strings.Join(trainInputs, ", "), filter.RemovedQuery, filter.RemovedFreq, ErrEmptyInput)
+	}
+	split := newSplitter(&spec, filter)
 	w, err := fit(spec, trainInputs, split)
 	if err != nil {
 		return nil, err
 	}
 	rep = &Report{OutputDir: outDir, FitRows: w.FitRows, Cardinalities: map[string]int64{}}
+	if filter != nil {
+		rep.Filter = &filter.FilterReport
+	}
 	for _, c := range w.Categorical {
 		rep.Cardinalities[c.Name] = c.Cardinality()
 	}
@@ -109,27 +126,35 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 		st = append(st, s...)
 		return res, err
 	}
-	if split != nil {
+	if split.splits() {
 		res, err := stageSet(trainInputs, [2]string{trainDir, evalDir}, split, TransformOptions{})
 		if err != nil {
 			return nil, err
 		}
 		rep.Train, rep.Eval = res[0], res[1]
 	} else {
-		res, err := stageSet(trainInputs, [2]string{trainDir}, nil, TransformOptions{})
+		res, err := stageSet(trainInputs, [2]string{trainDir}, split, TransformOptions{}) // split only filters
 		if err != nil {
 			return nil, err
 		}
 		rep.Train = res[0]
 		if len(evalInputs) > 0 {
-			if res, err = stageSet(evalInputs, [2]string{evalDir}, nil, TransformOptions{}); err != nil {
+			qf, err := queryFilter(&spec, evalInputs)
+			if err != nil {
+				return nil, err
+			}
+			if res, err = stageSet(evalInputs, [2]string{evalDir}, qf, TransformOptions{}); err != nil {
 				return nil, err
 			}
 			rep.Eval = res[0]
 		}
 	}
 	if len(in.Test) > 0 {
-		res, err := stageSet(in.Test, [2]string{testDir}, nil, TransformOptions{SkipTargets: true})
+		qf, err := queryFilter(&spec, in.Test)
+		if err != nil {
+			return nil, err
+		}
+		res, err := stageSet(in.Test, [2]string{testDir}, qf, TransformOptions{SkipTargets: true})
 		if err != nil {
 			return nil, err
 		}

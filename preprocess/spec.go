@@ -31,6 +31,10 @@ const (
 	// SplitByUserHoldout sends a random EvalPerc share of the users, with
 	// all their rows, to eval: a cold-start evaluation on unseen users.
 	SplitByUserHoldout = "by_user_holdout"
+	// SplitTemporal, as in Merlin's script, sends the rows whose
+	// TimestampFeature is >= SplitTemporalTimestamp to eval and the earlier
+	// ones to train.
+	SplitTemporal = "temporal"
 )
 
 // Fill kinds for Spec.ContinuousFillNA (any other value must be a number).
@@ -162,6 +166,32 @@ type Spec struct {
 	EvalPerc float64 `json:"eval_perc,omitempty"`
 	// Seed makes the split reproducible.
 	Seed int64 `json:"seed,omitempty"`
+	// TimestampFeature is the timestamp column (integers): tagged time when
+	// it is a feature, and read by the temporal split.
+	TimestampFeature string `json:"timestamp_feature,omitempty"`
+	// SessionIDFeature is tagged session_id, session and id; it must be a
+	// categorical feature.
+	SessionIDFeature string `json:"session_id_feature,omitempty"`
+	// SplitTemporalTimestamp is the temporal split's cut.
+	SplitTemporalTimestamp int64 `json:"split_temporal_timestamp,omitempty"`
+
+	// Row filters, applied to the training inputs before the split and
+	// the fit (see filter.go).
+	// FilterQuery keeps the rows that match a query in the comparison
+	// subset of pandas' DataFrame.query syntax (see query.go); as in
+	// Merlin's script it also filters the eval and test inputs.
+	FilterQuery string `json:"filter_query,omitempty"`
+	// MinUserFreq and MaxUserFreq (0: no bound) keep the users with that
+	// many rows, MinItemFreq and MaxItemFreq the items (rows with a null
+	// id are removed, as Merlin's value counts skip nulls); removing users
+	// changes the item counts and back, so the two filters alternate for up
+	// to FilterRounds rounds (0 means 1), stopping early at a round that
+	// removes nothing.
+	MinUserFreq  int64 `json:"min_user_freq,omitempty"`
+	MaxUserFreq  int64 `json:"max_user_freq,omitempty"`
+	MinItemFreq  int64 `json:"min_item_freq,omitempty"`
+	MaxItemFreq  int64 `json:"max_item_freq,omitempty"`
+	FilterRounds int   `json:"filter_rounds,omitempty"`
 
 	// ChunkRows is the number of rows processed at a time (0: DefaultChunkRows).
 	ChunkRows int `json:"chunk_rows,omitempty"`
@@ -170,7 +200,8 @@ type Spec struct {
 	// nil means memory.DefaultAllocator.
 	Allocator memory.Allocator `json:"-"`
 	// Progress, when set, is called after each chunk with the stage
-	// ("split" for random_by_user's counting pass, "fit", "median",
+	// ("filter" for the row filters' pass, "split" for random_by_user's
+	// counting pass, "fit", "median",
 	// "transform") and the number of rows read so far in it.
 	Progress func(stage string, rows int64) `json:"-"`
 }
@@ -429,8 +460,43 @@ func (s *Spec) Validate() error {
 		if s.SplitStrategy != SplitRandom && s.UserID == "" {
 			bad("split %q needs the user id column", s.SplitStrategy)
 		}
+	case SplitTemporal:
+		if s.TimestampFeature == "" {
+			bad("split %q needs the timestamp column", s.SplitStrategy)
+		}
 	default:
-		bad("split strategy %q: want %q, %q or %q", s.SplitStrategy, SplitRandom, SplitRandomByUser, SplitByUserHoldout)
+		bad("split strategy %q: want %q, %q, %q or %q", s.SplitStrategy, SplitRandom, SplitRandomByUser, SplitByUserHoldout, SplitTemporal)
+	}
+	if s.SplitStrategy != SplitTemporal && s.SplitTemporalTimestamp != 0 {
+		bad("a temporal split timestamp is given without the %q split", SplitTemporal)
+	}
+	if s.SessionIDFeature != "" && !contains(cats, s.SessionIDFeature) {
+		bad("session id column %q must be a categorical feature", s.SessionIDFeature)
+	}
+	if s.TimestampFeature != "" && s.TimestampFeature == s.SessionIDFeature {
+		bad("column %q is both the timestamp and the session id", s.TimestampFeature)
+	}
+	for _, f := range []struct {
+		what     string
+		min, max int64
+		id       string
+	}{{"user", s.MinUserFreq, s.MaxUserFreq, s.UserID}, {"item", s.MinItemFreq, s.MaxItemFreq, s.ItemID}} {
+		switch {
+		case f.min < 0 || f.max < 0:
+			bad("%s frequency bounds must not be negative (min %d, max %d)", f.what, f.min, f.max)
+		case f.max > 0 && f.min > f.max:
+			bad("min %s frequency %d exceeds the max %d", f.what, f.min, f.max)
+		case (f.min > 0 || f.max > 0) && f.id == "":
+			bad("%s frequency filtering needs the %s id column", f.what, f.what)
+		}
+	}
+	if s.FilterRounds < 0 {
+		bad("filter rounds %d must not be negative", s.FilterRounds)
+	}
+	if s.FilterQuery != "" {
+		if _, err := parseQuery(s.FilterQuery); err != nil {
+			bad("%v", err)
+		}
 	}
 	if len(errs) == 0 {
 		return nil

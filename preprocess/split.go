@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"strconv"
 	"strings"
 )
 
@@ -26,7 +27,13 @@ import (
 // by_user_holdout: every row of a user goes to eval when
 // unit(mix(fnv1a64(user) ^ mix(seed))) < EvalPerc.
 //
+// temporal: row r goes to eval when its timestamp is >= the cut
+// (Spec.SplitTemporalTimestamp), to train when it is earlier.
+//
 // user is the id's canonical string (a null id counts as the empty string).
+//
+// Rows removed by the row filters (filter.go) go to neither side; the
+// random_by_user shares are taken of each user's remaining rows.
 
 const golden64 = 0x9E3779B97F4A7C15
 
@@ -73,7 +80,12 @@ type splitter struct {
 	seed     uint64
 	userName string
 	userCol  int
+	tsName   string
+	tsCol    int
+	cut      int64
+	filter   *rowFilter // nil: no row is removed
 	buf      []byte
+	sideBuf  []uint8
 
 	// random_by_user: the users of the counting pass, and where the
 	// current pass stands. Decisions depend on the rows before, so every
@@ -84,16 +96,41 @@ type splitter struct {
 	next  int64
 }
 
-func newSplitter(spec *Spec) *splitter {
-	if spec.SplitStrategy == SplitNone {
+// newSplitter returns the splitter of spec's split strategy and row
+// filter, nil when there is neither.
+func newSplitter(spec *Spec, filter *rowFilter) *splitter {
+	if spec.SplitStrategy == SplitNone && filter == nil {
 		return nil
 	}
-	return &splitter{strategy: spec.SplitStrategy, perc: spec.EvalPerc, seed: uint64(spec.Seed), userName: spec.UserID}
+	return &splitter{strategy: spec.SplitStrategy, perc: spec.EvalPerc, seed: uint64(spec.Seed), userName: spec.UserID,
+		tsName: spec.TimestampFeature, cut: spec.SplitTemporalTimestamp, filter: filter}
 }
+
+// splits reports whether s sends rows to an eval side (a splitter may only
+// filter).
+func (s *splitter) splits() bool { return s != nil && s.strategy != SplitNone }
 
 // needsUser reports whether the split reads the user id column.
 func (s *splitter) needsUser() bool {
 	return s != nil && (s.strategy == SplitRandomByUser || s.strategy == SplitByUserHoldout)
+}
+
+// addColumns appends the columns the split reads that cols lacks.
+func (s *splitter) addColumns(cols []string) []string {
+	if s.needsUser() && !contains(cols, s.userName) {
+		cols = append(cols, s.userName)
+	}
+	if s != nil && s.strategy == SplitTemporal && !contains(cols, s.tsName) {
+		cols = append(cols, s.tsName)
+	}
+	return cols
+}
+
+// bind sets the positions of the split's columns in the scanned columns.
+func (s *splitter) bind(pos map[string]int) {
+	if s != nil {
+		s.userCol, s.tsCol = pos[s.userName], pos[s.tsName]
+	}
 }
 
 // keyString returns row i's canonical user id as a new string.
@@ -162,6 +199,9 @@ func (s *splitter) startCount() {
 func (s *splitter) countChunk(c *chunk, col int) error {
 	uc := &c.cols[col]
 	for i := 0; i < c.n; i++ {
+		if s.filter.dropped(c.globalRow + int64(i)) {
+			continue
+		}
 		if j, ok := s.lookup(uc, i); ok {
 			s.per[j].rows++
 			continue
@@ -202,20 +242,53 @@ func (s *splitter) endPass() error {
 	return fmt.Errorf("split: the training inputs have %d rows now but had %d in the first pass; did they change while being read?", s.next, s.total)
 }
 
-// evalMask sets eval[i] for the rows of c that go to the eval side. Chunks
-// must come in input order, each once per pass (see beginPass).
-func (s *splitter) evalMask(c *chunk, eval []bool) ([]bool, error) {
-	eval = resize(eval, c.n)
+// Sides of a row.
+const (
+	sideTrain   = 0
+	sideEval    = 1
+	sideDropped = 2 // removed by the row filters
+)
+
+// sides sets side[i] for each row of c. Chunks must come in input order,
+// each once per pass (see beginPass).
+func (s *splitter) sides(c *chunk, side []uint8) ([]uint8, error) {
+	side = resize(side, c.n)
+	clear(side)
+	if s.filter != nil {
+		for i := range side {
+			if s.filter.dropped(c.globalRow + int64(i)) {
+				side[i] = sideDropped
+			}
+		}
+	}
+	// set marks row i as eval (or train) unless it was filtered out.
+	set := func(i int, eval bool) {
+		if eval && side[i] != sideDropped {
+			side[i] = sideEval
+		}
+	}
 	switch s.strategy {
 	case SplitRandom:
-		for i := range eval {
-			eval[i] = unit(rowHash(s.seed, c.globalRow+int64(i))) < s.perc
+		for i := range side {
+			set(i, unit(rowHash(s.seed, c.globalRow+int64(i))) < s.perc)
 		}
 	case SplitByUserHoldout:
 		col := &c.cols[s.userCol]
 		salt := mix64(s.seed)
-		for i := range eval {
-			eval[i] = unit(mix64(s.userHash(col, i)^salt)) < s.perc
+		for i := range side {
+			set(i, unit(mix64(s.userHash(col, i)^salt)) < s.perc)
+		}
+	case SplitTemporal:
+		col := &c.cols[s.tsCol]
+		for i := range side {
+			if side[i] == sideDropped {
+				continue
+			}
+			ts, err := timestampAt(col, c, s.tsName, i)
+			if err != nil {
+				return nil, err
+			}
+			set(i, ts >= s.cut)
 		}
 	case SplitRandomByUser:
 		if c.globalRow != s.next {
@@ -223,22 +296,26 @@ func (s *splitter) evalMask(c *chunk, eval []bool) ([]bool, error) {
 			return nil, fmt.Errorf("split: chunk starting at row %d read out of order (expected row %d)", c.globalRow, s.next)
 		}
 		col := &c.cols[s.userCol]
-		for i := range eval {
+		for i := range side {
+			if side[i] == sideDropped {
+				continue
+			}
 			j, ok := s.lookup(col, i)
 			if !ok || s.per[j].seen == s.per[j].rows {
 				return nil, c.errAt(s.userName, i, "user %q has more rows than in the first pass; did the input change while being read?", s.keyString(col, i))
 			}
 			u := &s.per[j]
 			pick, _ := bits.Mul64(rowHash(s.seed, c.globalRow+int64(i)), uint64(u.rows-u.seen))
-			eval[i] = int64(pick) < u.eval-u.sent
+			eval := int64(pick) < u.eval-u.sent
+			set(i, eval)
 			u.seen++
-			if eval[i] {
+			if eval {
 				u.sent++
 			}
 		}
 		s.next += int64(c.n)
 	}
-	return eval, nil
+	return side, nil
 }
 
 // trainMask returns, in buf, which rows of c are on the train side; nil
@@ -247,12 +324,43 @@ func (s *splitter) trainMask(c *chunk, buf []bool) ([]bool, error) {
 	if s == nil {
 		return nil, nil
 	}
-	buf, err := s.evalMask(c, buf)
+	side, err := s.sides(c, s.sideBuf)
 	if err != nil {
 		return nil, err
 	}
+	s.sideBuf = side
+	buf = resize(buf, c.n)
 	for i := range buf {
-		buf[i] = !buf[i]
+		buf[i] = side[i] == sideTrain
 	}
 	return buf, nil
+}
+
+// timestampAt returns row i's timestamp: an integer, or a number (CSV
+// text) with no fractional part.
+func timestampAt(col *column, c *chunk, name string, i int) (int64, error) {
+	if col.isNull(i) {
+		return 0, c.errAt(name, i, "the timestamp is null")
+	}
+	var f float64
+	switch col.kind {
+	case kindInt:
+		return col.i64[i], nil
+	case kindFloat:
+		f = col.f64[i]
+	default:
+		t := strings.TrimSpace(col.str[i])
+		if v, err := strconv.ParseInt(t, 10, 64); err == nil {
+			return v, nil
+		}
+		v, err := strconv.ParseFloat(t, 64)
+		if err != nil {
+			return 0, c.errAt(name, i, "timestamp %q is not a number", col.str[i])
+		}
+		f = v
+	}
+	if f != math.Trunc(f) || math.IsNaN(f) || math.Abs(f) >= 1<<63 {
+		return 0, c.errAt(name, i, "timestamp %v is not an integer", f)
+	}
+	return int64(f), nil
 }

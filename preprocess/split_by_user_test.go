@@ -290,7 +290,7 @@ func stringChunk(first int64, users ...string) *chunk {
 func TestSplitByUserUniform(t *testing.T) {
 	rows := []string{"a", "b", "a", "a", "b", "a", "b", "a"} // a: 5 rows, 2 to eval; b: 3 rows, 1
 	chunks := []*chunk{stringChunk(0, rows[:5]...), stringChunk(5, rows[5:]...)}
-	s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.4, UserID: "user"})
+	s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.4, UserID: "user"}, nil)
 	s.startCount()
 	for _, c := range chunks {
 		require.NoError(t, s.countChunk(c, 0))
@@ -307,7 +307,7 @@ func TestSplitByUserUniform(t *testing.T) {
 		var flags []bool
 		for _, c := range chunks {
 			var err error
-			eval, err = s.evalMask(c, eval)
+			eval, err = evalMaskOf(s, c)
 			require.NoError(t, err)
 			flags = append(flags, eval...)
 		}
@@ -343,7 +343,7 @@ func TestSplitByUserUniform(t *testing.T) {
 func TestSplitByUserPassChecks(t *testing.T) {
 	counted := []*chunk{stringChunk(0, "a", "b", "a"), stringChunk(3, "b", "a")}
 	setup := func() *splitter {
-		s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.5, UserID: "user"})
+		s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.5, UserID: "user"}, nil)
 		s.startCount()
 		for _, c := range counted {
 			require.NoError(t, s.countChunk(c, 0))
@@ -354,12 +354,12 @@ func TestSplitByUserPassChecks(t *testing.T) {
 	}
 
 	s := setup()
-	_, err := s.evalMask(counted[1], nil)
+	_, err := evalMaskOf(s, counted[1])
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "out of order")
 
 	s = setup()
-	_, err = s.evalMask(stringChunk(0, "a", "c"), nil)
+	_, err = evalMaskOf(s, stringChunk(0, "a", "c"))
 	require.Error(t, err)
 	var ie *InputError
 	require.ErrorAs(t, err, &ie)
@@ -368,12 +368,12 @@ func TestSplitByUserPassChecks(t *testing.T) {
 	assert.Contains(t, err.Error(), `user "c" has more rows than in the first pass`)
 
 	s = setup()
-	_, err = s.evalMask(stringChunk(0, "b", "b", "b"), nil)
+	_, err = evalMaskOf(s, stringChunk(0, "b", "b", "b"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `user "b" has more rows`)
 
 	s = setup()
-	_, err = s.evalMask(counted[0], nil)
+	_, err = evalMaskOf(s, counted[0])
 	require.NoError(t, err)
 	err = s.endPass()
 	require.Error(t, err)
@@ -383,7 +383,7 @@ func TestSplitByUserPassChecks(t *testing.T) {
 	s = setup()
 	var first []bool
 	for _, c := range counted {
-		m, err := s.evalMask(c, nil)
+		m, err := evalMaskOf(s, c)
 		require.NoError(t, err)
 		first = append(first, m...)
 	}
@@ -391,7 +391,7 @@ func TestSplitByUserPassChecks(t *testing.T) {
 	s.beginPass()
 	var second []bool
 	for _, c := range counted {
-		m, err := s.evalMask(c, nil)
+		m, err := evalMaskOf(s, c)
 		require.NoError(t, err)
 		second = append(second, m...)
 	}
@@ -403,7 +403,7 @@ func TestSplitByUserPassChecks(t *testing.T) {
 // TestSplitByUserIDForms checks that an integer id and its decimal string
 // are one user, and a null id is the user "".
 func TestSplitByUserIDForms(t *testing.T) {
-	s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.5, UserID: "user"})
+	s := newSplitter(&Spec{SplitStrategy: SplitRandomByUser, EvalPerc: 0.5, UserID: "user"}, nil)
 	s.startCount()
 	require.NoError(t, s.countChunk(stringChunk(0, "7", "", "7"), 0))
 	ints := &chunk{n: 3, globalRow: 3, cols: []column{{kind: kindInt, i64: []int64{7, 0, 8}, null: []bool{false, true, false}, hasNull: true}}}
@@ -413,4 +413,17 @@ func TestSplitByUserIDForms(t *testing.T) {
 	assert.Equal(t, userRows{rows: 3, eval: 1}, s.per[s.users["7"]])
 	assert.Equal(t, userRows{rows: 2, eval: 1}, s.per[s.users[""]])
 	assert.Equal(t, userRows{rows: 1, eval: 0}, s.per[s.users["8"]])
+}
+
+// evalMaskOf reports which rows of c the split sends to eval.
+func evalMaskOf(s *splitter, c *chunk) ([]bool, error) {
+	side, err := s.sides(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	eval := make([]bool, len(side))
+	for i, v := range side {
+		eval[i] = v == sideEval
+	}
+	return eval, nil
 }

@@ -150,6 +150,9 @@ func (e *encoder) encode(c *chunk, side []uint8, sizes [2]int) error {
 		if side != nil {
 			s = int(side[i])
 		}
+		if s == sideDropped {
+			continue
+		}
 		k := at[s]
 		at[s]++
 		switch {
@@ -241,9 +244,7 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	// The columns come from the fitted ops, not from the spec, so that a
 	// spec edited after fitting cannot misalign them.
 	cols := w.sourceColumns(!opt.SkipTargets)
-	if split.needsUser() && !contains(cols, spec.UserID) {
-		cols = append(cols, spec.UserID)
-	}
+	cols = split.addColumns(cols)
 	pos := indexOf(cols)
 	var encs []*encoder
 	for _, c := range w.Categorical {
@@ -266,10 +267,10 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	mem := spec.allocator()
 
 	nsides := 1
-	if split != nil {
+	if split.splits() {
 		nsides = 2
-		split.userCol = pos[spec.UserID]
 	}
+	split.bind(pos)
 	var writers [2]*datasetWriter
 	defer func() {
 		if err != nil {
@@ -296,22 +297,18 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	}()
 	arrs := make([]arrow.Array, len(encs))
 	var side []uint8
-	var eval []bool
 	split.beginPass()
 	err = scan(spec, files, cols, "transform", func(c *chunk) error {
 		var sizes [2]int
 		if split != nil {
 			var err error
-			if eval, err = split.evalMask(c, eval); err != nil {
+			if side, err = split.sides(c, side); err != nil {
 				return err
 			}
-			side = resize(side, c.n)
-			for i, e := range eval {
-				side[i] = 0
-				if e {
-					side[i] = 1
+			for _, s := range side {
+				if s != sideDropped {
+					sizes[s]++
 				}
-				sizes[side[i]]++
 			}
 		} else {
 			side = nil

@@ -285,6 +285,12 @@ func newWorkflow(spec Spec) *Workflow {
 		if contains(spec.ItemFeatures, name) && name != spec.ItemID {
 			tags = append(tags, schema.TagItem)
 		}
+		switch name {
+		case spec.TimestampFeature:
+			tags = append(tags, schema.TagTime)
+		case spec.SessionIDFeature:
+			tags = append(tags, schema.TagSessionID, schema.TagSession, schema.TagID)
+		}
 		return tags
 	}
 	for _, name := range spec.categoricals() {

@@ -38,6 +38,8 @@ const (
 	TagUserID               Tag = "user_id"
 	TagItemID               Tag = "item_id"
 	TagSessionID            Tag = "session_id"
+	TagSession              Tag = "session"
+	TagTime                 Tag = "time"
 	TagEmbedding            Tag = "embedding"
 )
 

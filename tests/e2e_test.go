@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/cmd/mtlrank/cli"
+	"github.com/mtlrank/mtlrank/internal/tbevents/tbread"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/loader/synth"
 	"github.com/mtlrank/mtlrank/preprocess"
@@ -127,14 +128,7 @@ func TestArchitecturesBeatConstant(t *testing.T) {
 				"--model", model, "--epochs", "3", "--lr", "0.003", "--lr_decay_rate", "1", "--lr_decay_steps", "0",
 				"--train_batch_size", "256", "--eval_batch_size", "2048", "--validation_steps", "0", "--train_metrics_steps", "0",
 				"--output_path", out, "--threads", "1", "--quiet", "--random_seed", "3"}
-			switch model {
-			case "mlp":
-				args = append(args, "--mlp_layers", "64,32")
-			case "mmoe":
-				args = append(args, "--expert_mlp_layers", "32", "--mmoe_num_mlp_experts", "3", "--gate_dim", "16")
-			default:
-				args = append(args, "--expert_mlp_layers", "32", "--gate_dim", "16")
-			}
+			args = append(args, modelFlags(model)...)
 			if model == "ple" {
 				args = append(args, "--ple_num_layers", "2")
 			}
@@ -155,6 +149,17 @@ func TestArchitecturesBeatConstant(t *testing.T) {
 			assert.Less(t, rmse, 0.7*oracle.ConstantRMSE["watching_times"], "RMSE vs constant %.3f", oracle.ConstantRMSE["watching_times"])
 		})
 	}
+}
+
+// modelFlags are the layer sizes the end-to-end tests give each model.
+func modelFlags(model string) []string {
+	switch model {
+	case "mlp":
+		return []string{"--mlp_layers", "64,32"}
+	case "mmoe":
+		return []string{"--expert_mlp_layers", "32", "--mmoe_num_mlp_experts", "3", "--gate_dim", "16"}
+	}
+	return []string{"--expert_mlp_layers", "32", "--gate_dim", "16"}
 }
 
 // TestTrainEvalPredictRoundTrip: train and save, evaluate the reloaded
@@ -368,7 +373,8 @@ func TestBadFlags(t *testing.T) {
 		{"stl weight zero", []string{"train", "--stl_positive_class_weight", "0"}, "--stl_positive_class_weight must be > 0"},
 		{"mlp init", []string{"train", "--mlp_init", "he_normal"}, `--mlp_init "he_normal" is not supported`},
 		{"in-batch negatives", []string{"train", "--in_batch_negatives_train", "4"}, "in-batch negative sampling is not implemented"},
-		{"wandb logging", []string{"train", "--log_to_wandb"}, "--log_to_wandb are not supported"},
+		{"wandb logging", []string{"train", "--log_to_wandb"}, "--log_to_wandb is not supported"},
+		{"negative tensorboard period", []string{"train", "--metrics_log_frequency", "-1"}, "--metrics_log_frequency must be >= 0, got -1"},
 		{"eval without model", []string{"eval", "--eval_data_path", train}, "--load_model_path is required"},
 		{"eval without data", []string{"eval", "--load_model_path", "x"}, "--eval_data_path is required"},
 		{"predict without output", []string{"predict", "--load_model_path", "x", "--predict_data_path", train}, "--predict_output_path is required"},
@@ -465,13 +471,14 @@ func TestHelp(t *testing.T) {
 	assert.Contains(t, out, "  --shuffled_train[=bool]\n    \tshuffle the training data every epoch (default true)\n")
 	assert.Regexp(t, `--init_output_bias\[=bool\]\n.*\(default true\)\n`, out)
 	_, out, _ = run(t, "preprocess", "--help")
-	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout} {
+	for _, s := range []string{preprocess.SplitRandom, preprocess.SplitRandomByUser, preprocess.SplitByUserHoldout, preprocess.SplitTemporal} {
 		assert.Contains(t, out, s, "--dataset_split_strategy lists every strategy")
 	}
 	// An error that suggests a strategy names one that --help lists.
-	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--timestamp_feature", "ts")
+	code, _, stderr := run(t, "preprocess", "--data_path", "x.csv", "--dataset_split_strategy", "chronological", "--random_split_eval_perc", "0.2")
 	require.Equal(t, 2, code)
 	assert.Contains(t, stderr, preprocess.SplitByUserHoldout)
+	assert.Contains(t, stderr, preprocess.SplitTemporal)
 }
 
 // TestBenchJSON: bench prints one JSON object per mode with the fields of
@@ -704,9 +711,14 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		want string
 	}{
 		{[]string{"--control_features", "price"}, "--control_features is not supported"},
-		{[]string{"--min_user_freq", "5"}, "--min_user_freq, --max_user_freq"},
-		{[]string{"--timestamp_feature", "ts"}, "--timestamp_feature and temporal splits are not supported"},
-		{[]string{"--filter_query", "price > 2"}, "--filter_query is not supported"},
+		{[]string{"--filter_query", "price + 1 > 2"}, "arithmetic (+) is not supported (supported: comparisons of a column with a literal"},
+		{[]string{"--filter_query", "price > 2 and"}, "unexpected end of query"},
+		{[]string{"--min_user_freq", "5", "--max_user_freq", "2"}, "min user frequency 5 exceeds the max 2"},
+		{[]string{"--dataset_split_strategy", "temporal", "--timestamp_feature", "price"}, "--dataset_split_strategy temporal needs --dataset_split_temporal_timestamp"},
+		{[]string{"--dataset_split_strategy", "temporal", "--dataset_split_temporal_timestamp", "3"}, `split "temporal" needs the timestamp column`},
+		{[]string{"--dataset_split_strategy", "temporal", "--dataset_split_temporal_timestamp", "3", "--timestamp_feature", "price", "--random_split_eval_perc", "0.2"}, "--random_split_eval_perc does not apply to the temporal split"},
+		{[]string{"--dataset_split_temporal_timestamp", "3"}, `a temporal split timestamp is given without the "temporal" split`},
+		{[]string{"--session_id_feature", "price"}, `session id column "price" must be a categorical feature`},
 		{[]string{"--to_int8", "price"}, `"price" is continuous`},
 		{[]string{"--device", "tpu"}, "--device must be cpu or gpu"},
 	} {
@@ -714,6 +726,60 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		assert.Equal(t, 2, code, "%v", tc.args)
 		assert.Contains(t, stderr, tc.want)
 	}
+}
+
+// TestPreprocessMerlinFilters runs Merlin's row filters and temporal split
+// through the command line; the expected rows are counted from the rule
+// (row i has user i%17, item i%11, price i%7, click i%2).
+func TestPreprocessMerlinFilters(t *testing.T) {
+	dir := t.TempDir()
+	var train strings.Builder
+	train.WriteString("user,item,price,click\n")
+	for i := 0; i < 500; i++ {
+		fmt.Fprintf(&train, "u%d,i%d,%d,%d\n", i%17, i%11, i%7, i%2)
+	}
+	trainCSV := filepath.Join(dir, "train.csv")
+	require.NoError(t, os.WriteFile(trainCSV, []byte(train.String()), 0o644))
+	base := []string{"preprocess", "--data_path", trainCSV, "--categorical_features", "user,item", "--continuous_features", "price",
+		"--binary_classif_targets", "click", "--user_id_feature", "user", "--item_id_feature", "item", "--quiet"}
+
+	// The query keeps price in {2, 5} with click 1; per user that leaves 4
+	// or 5 rows, and --min_user_freq 5 keeps the users with 5.
+	perUser := map[int]int{}
+	for i := 0; i < 500; i++ {
+		if (i%7 == 2 || i%7 == 5) && i%2 == 1 {
+			perUser[i%17]++
+		}
+	}
+	queried, kept := 0, 0
+	for _, n := range perUser {
+		queried += n
+		if n >= 5 {
+			kept += n
+		}
+	}
+	require.Greater(t, kept, 0)
+	require.Less(t, kept, queried)
+	out := filepath.Join(dir, "filtered")
+	stdout := mustRun(t, append(base, "--output_path", out, "--filter_query", "price in [2, 5] and not click == 0",
+		"--min_user_freq", "5", "--num_max_rounds_filtering", "3")...)
+	assert.Contains(t, stdout, fmt.Sprintf("Filters kept %d of 500 training rows (%d removed by --filter_query, %d by frequency in 2 rounds)",
+		kept, 500-queried, queried-kept))
+	assert.Equal(t, kept, readAll(t, filepath.Join(out, "train")).Rows)
+
+	// Temporal split on price, which stays a feature, tagged time.
+	before := 0
+	for i := 0; i < 500; i++ {
+		if i%7 < 4 {
+			before++
+		}
+	}
+	out = filepath.Join(dir, "temporal")
+	mustRun(t, append(base, "--output_path", out, "--dataset_split_strategy", "temporal", "--timestamp_feature", "price",
+		"--dataset_split_temporal_timestamp", "4")...)
+	assert.Equal(t, before, readAll(t, filepath.Join(out, "train")).Rows)
+	assert.Equal(t, 500-before, readAll(t, filepath.Join(out, "eval")).Rows)
+	assert.True(t, schemaOf(t, filepath.Join(out, "train")).Feature("price").HasTag(schema.TagTime))
 }
 
 // writeRawParquet writes a small CSV (header user,item,price; "?" = null)
@@ -855,5 +921,84 @@ func TestTrainWithoutTrainingData(t *testing.T) {
 		code, stdout, stderr := run(t, args...)
 		assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
 		assert.Contains(t, stderr, tc.want)
+	}
+}
+
+// TestKerasActivationsLearn trains with Keras activations other than relu
+// (in the MLP, the experts and the towers) and requires every binary task
+// to beat a constant predictor on held-out data.
+func TestKerasActivationsLearn(t *testing.T) {
+	data := sharedData(t)
+	for _, tc := range []struct{ model, act string }{{"mlp", "selu"}, {"mmoe", "gelu"}, {"cgc", "swish"}, {"ple", "leaky_relu"}} {
+		t.Run(tc.model+"_"+tc.act, func(t *testing.T) {
+			out := t.TempDir()
+			args := []string{"train", "--train_data_path", filepath.Join(data, "train"), "--eval_data_path", filepath.Join(data, "eval"),
+				"--model", tc.model, "--activation", tc.act, "--epochs", "2", "--lr", "0.003", "--lr_decay_rate", "1", "--lr_decay_steps", "0",
+				"--train_batch_size", "256", "--eval_batch_size", "2048", "--validation_steps", "0", "--train_metrics_steps", "0",
+				"--tower_layers", "16", "--output_path", out, "--threads", "1", "--quiet", "--random_seed", "3"}
+			mustRun(t, append(args, modelFlags(tc.model)...)...)
+			m := readMetrics(t, filepath.Join(out, "metrics.json"))
+			for _, target := range []string{"click", "like", "share", "follow"} {
+				auc := metric(t, m, target+"/binary_output/auc")
+				t.Logf("%s %s: auc %.4f", tc.act, target, auc)
+				assert.GreaterOrEqual(t, auc, 0.65, "%s AUC", target)
+			}
+		})
+	}
+	code, _, errs := run(t, "train", "--activation", "softmax", "--output_path", t.TempDir())
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, `unknown activation "softmax"`)
+}
+
+// TestTrainTensorBoard: --log_to_tensorboard writes event files that an
+// independent decoder reads back: the running loss every
+// --metrics_log_frequency steps, and per epoch the same values as
+// metrics.json, gate weights included.
+func TestTrainTensorBoard(t *testing.T) {
+	data := sharedData(t)
+	out := t.TempDir()
+	mustRun(t, "train", "--train_data_path", filepath.Join(data, "train"), "--eval_data_path", filepath.Join(data, "eval"),
+		"--model", "mmoe", "--epochs", "2", "--train_batch_size", "2048", "--eval_batch_size", "4096",
+		"--expert_mlp_layers", "16", "--mmoe_num_mlp_experts", "2", "--tower_layers", "8",
+		"--log_to_tensorboard", "--metrics_log_frequency", "5", "--output_path", out, "--threads", "1", "--quiet")
+	read := func(run string) map[string][]tbread.Scalar {
+		files, err := filepath.Glob(filepath.Join(out, "tensorboard", run, "events.out.tfevents.*"))
+		require.NoError(t, err)
+		require.Len(t, files, 1, run)
+		version, scalars, err := tbread.Read(files[0])
+		require.NoError(t, err)
+		assert.Equal(t, "brain.Event:2", version)
+		byTag := map[string][]tbread.Scalar{}
+		for _, s := range scalars {
+			byTag[s.Tag] = append(byTag[s.Tag], s)
+		}
+		return byTag
+	}
+	train, val := read("train"), read("validation")
+	// 24000 rows in batches of 2048: 12 steps per epoch, so steps 5, 10, 17, 22
+	var steps []int64
+	for _, s := range train["batch_loss"] {
+		steps = append(steps, s.Step)
+	}
+	assert.Equal(t, []int64{5, 10, 17, 22}, steps)
+	raw, err := os.ReadFile(filepath.Join(out, "metrics.json"))
+	require.NoError(t, err)
+	var doc struct {
+		Epochs []struct {
+			Loss       float64             `json:"loss"`
+			Validation map[string]*float64 `json:"validation"`
+		} `json:"epochs"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	require.Len(t, doc.Epochs, 2)
+	for i, e := range doc.Epochs {
+		require.Len(t, train["epoch_loss"], 2)
+		assert.Equal(t, int64(i), train["epoch_loss"][i].Step)
+		assert.InDelta(t, e.Loss, float64(train["epoch_loss"][i].Value), 1e-6*math.Abs(e.Loss))
+		for _, k := range []string{"auc_avg", "click/binary_output/auc", "gate/click/expert_1"} {
+			require.NotNil(t, e.Validation[k], k)
+			require.Len(t, val["epoch_"+k], 2, k)
+			assert.InDelta(t, *e.Validation[k], float64(val["epoch_"+k][i].Value), 1e-6, k)
+		}
 	}
 }

@@ -565,3 +565,39 @@ func (r *Ref) SparseSGD(table *kernels.Tensor, grad *kernels.SparseGrad, p kerne
 		}
 	}
 }
+
+// Activation is the float64 definition of each activation, as in Keras,
+// written from the formulas rather than from the C kernels.
+func Activation(act kernels.Activation, x float64) float64 {
+	const alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+	switch act {
+	case kernels.Linear:
+		return x
+	case kernels.ReLU:
+		return math.Max(x, 0)
+	case kernels.SELU:
+		if x > 0 {
+			return scale * x
+		}
+		return scale * alpha * (math.Exp(x) - 1)
+	case kernels.ELU:
+		if x > 0 {
+			return x
+		}
+		return math.Exp(x) - 1
+	case kernels.GELU:
+		return x * 0.5 * math.Erfc(-x/math.Sqrt2)
+	case kernels.Tanh:
+		return math.Tanh(x)
+	case kernels.Sigmoid:
+		return 0.5 + 0.5*math.Tanh(x/2)
+	case kernels.Swish:
+		return x * (0.5 + 0.5*math.Tanh(x/2))
+	case kernels.LeakyReLU:
+		if x > 0 {
+			return x
+		}
+		return 0.2 * x
+	}
+	panic(fmt.Sprintf("kerneltest: unknown activation %v", act))
+}

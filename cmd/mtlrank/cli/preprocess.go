@@ -104,13 +104,13 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	fs.Var(kvList{&hash}, "hash_buckets", "column=buckets pairs: hash these categorical columns instead of keeping a vocabulary")
 	fs.Var(boolValue{&spec.Normalize}, "normalize", "z-score continuous columns")
 	fs.Var(strList{v: &spec.LogContinuous}, "log_continuous", "comma-separated continuous columns replaced by log1p(max(x, 0))")
-	fs.StringVar(&spec.SplitStrategy, "dataset_split_strategy", "", "split the training data into train/eval: random (each row), random_by_user (a share of every user's rows, as in Merlin) or by_user_holdout (every row of a share of the users: unseen users in eval)")
+	fs.StringVar(&spec.SplitStrategy, "dataset_split_strategy", "", "split the training data into train/eval: random (each row), random_by_user (a share of every user's rows, as in Merlin), by_user_holdout (every row of a share of the users: unseen users in eval) or temporal (rows at or after --dataset_split_temporal_timestamp in eval)")
 	fs.Float64Var(&spec.EvalPerc, "random_split_eval_perc", 0, "fraction sent to eval by the split, in (0, 1)")
 	fs.Int64Var(&spec.Seed, "random_seed", 42, "seed of the split")
 	fs.Var(boolValue{&quiet}, "quiet", "no log lines on stderr")
 	fs.StringVar(&workflowPath, "workflow_path", "", "apply this saved workflow.json to --data_path instead of fitting one")
 	fs.Var(boolValue{&skipTargets}, "skip_targets", "with --workflow_path: leave the targets out (data without target columns)")
-	merlin.register(fs)
+	merlin.register(fs, &spec)
 	if err := helpOr(e, fs, args, "mtlrank preprocess --data_path PATH [flags]", preprocessDescription); err != nil {
 		return err
 	}
@@ -153,7 +153,15 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	if spec.SplitStrategy != "" && evalPath != "" {
 		return usagef("--dataset_split_strategy and --eval_data_path are both given; use one")
 	}
-	if (spec.SplitStrategy == "") != (spec.EvalPerc == 0) {
+	switch {
+	case spec.SplitStrategy == preprocess.SplitTemporal:
+		if spec.EvalPerc != 0 {
+			return usagef("--random_split_eval_perc does not apply to the temporal split (--dataset_split_temporal_timestamp sets the cut)")
+		}
+		if !set["dataset_split_temporal_timestamp"] {
+			return usagef("--dataset_split_strategy temporal needs --dataset_split_temporal_timestamp")
+		}
+	case (spec.SplitStrategy == "") != (spec.EvalPerc == 0):
 		return usagef("--dataset_split_strategy and --random_split_eval_perc go together")
 	}
 	if err := spec.Validate(); err != nil {
@@ -183,6 +191,16 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, ", %s (%d rows, no targets)", rep.Test.Dir, rep.Test.Rows)
 	}
 	fmt.Fprintf(e.stdout, "; workflow %s\n", rep.WorkflowPath)
+	if f := rep.Filter; f != nil {
+		fmt.Fprintf(e.stdout, "Filters kept %d of %d training rows (%d removed by --filter_query, %d by frequency", f.RemainingRows, f.Rows, f.RemovedQuery, f.RemovedFreq)
+		if f.Rounds > 0 {
+			fmt.Fprintf(e.stdout, " in %d rounds", f.Rounds)
+			if !f.Stable {
+				fmt.Fprint(e.stdout, ", still changing at --num_max_rounds_filtering")
+			}
+		}
+		fmt.Fprintln(e.stdout, ")")
+	}
 	var rows [][]string
 	for _, c := range sortedKeys(rep.Cardinalities) {
 		rows = append(rows, []string{c, strconv.FormatInt(rep.Cardinalities[c], 10)})
@@ -220,27 +238,23 @@ var transformFlags = map[string]bool{
 }
 
 // merlinPreprocFlags are flags of Merlin's quick-start preprocessing
-// script that mtlrank has no use for or does not implement. The execution
-// settings (GPU, partitions, caching, casts to smaller types) are accepted
-// and change nothing in the encoded data; the features mtlrank lacks are
-// refused when given, so that no Merlin command line is silently run
-// differently.
+// script that mtlrank has no use for or does not implement, and its row
+// filters and temporal split, which set spec. The execution settings (GPU,
+// partitions, caching, casts to smaller types) are accepted and change
+// nothing in the encoded data; the features mtlrank lacks are refused when
+// given, so that no Merlin command line is silently run differently.
 type merlinPreprocFlags struct {
-	device                     string
-	partitions                 int
-	persist                    bool
-	gpus                       string
-	spill                      float64
-	toInt32, toInt16, toInt8   []string
-	toFloat32                  []string
-	control                    []string
-	timestamp, session, filter string
-	minUser, maxUser           int
-	minItem, maxItem, rounds   int
-	temporalTimestamp          int64
+	device                   string
+	partitions               int
+	persist                  bool
+	gpus                     string
+	spill                    float64
+	toInt32, toInt16, toInt8 []string
+	toFloat32                []string
+	control                  []string
 }
 
-func (m *merlinPreprocFlags) register(fs *flag.FlagSet) {
+func (m *merlinPreprocFlags) register(fs *flag.FlagSet, spec *preprocess.Spec) {
 	fs.StringVar(&m.device, "device", "cpu", "Merlin's preprocessing device, cpu or gpu; mtlrank preprocesses on the CPU either way")
 	fs.IntVar(&m.partitions, "output_num_partitions", 10, "Merlin's output file count; mtlrank writes one part file per input file")
 	fs.Var(boolValue{&m.persist}, "persist_intermediate_files", "Merlin's caching of intermediate files; mtlrank streams, no effect")
@@ -251,15 +265,15 @@ func (m *merlinPreprocFlags) register(fs *flag.FlagSet) {
 	fs.Var(strList{v: &m.toInt8}, "to_int8", "see --to_int32")
 	fs.Var(strList{v: &m.toFloat32}, "to_float32", "see --to_int32")
 	fs.Var(strList{v: &m.control}, "control_features", "Merlin's pass-through columns; not supported")
-	fs.StringVar(&m.timestamp, "timestamp_feature", "", "Merlin's timestamp tagging and temporal split; not supported")
-	fs.StringVar(&m.session, "session_id_feature", "", "Merlin's session id tagging; not supported")
-	fs.StringVar(&m.filter, "filter_query", "", "Merlin's row filter; not supported")
-	fs.IntVar(&m.minUser, "min_user_freq", 0, "Merlin's frequency filtering of users and items; not supported")
-	fs.IntVar(&m.maxUser, "max_user_freq", 0, "see --min_user_freq")
-	fs.IntVar(&m.minItem, "min_item_freq", 0, "see --min_user_freq")
-	fs.IntVar(&m.maxItem, "max_item_freq", 0, "see --min_user_freq")
-	fs.IntVar(&m.rounds, "num_max_rounds_filtering", 5, "see --min_user_freq")
-	fs.Int64Var(&m.temporalTimestamp, "dataset_split_temporal_timestamp", 0, "Merlin's temporal split; not supported")
+	fs.StringVar(&spec.TimestampFeature, "timestamp_feature", "", "the timestamp column (integers): tagged time when it is a feature; read by the temporal split")
+	fs.StringVar(&spec.SessionIDFeature, "session_id_feature", "", "the session id column, a categorical feature, tagged session_id, session and id")
+	fs.StringVar(&spec.FilterQuery, "filter_query", "", "keep the rows (of every input, as in Merlin) that match, in pandas' DataFrame.query syntax restricted to comparisons of a column with a literal (==, !=, <, <=, >, >=), in/not in lists, and/or/not (&, |, ~) and parentheses, e.g. \"click == 1 or watching_times > 0\"; runs before the other filters and the split")
+	fs.Int64Var(&spec.MinUserFreq, "min_user_freq", 0, "keep the users with at least this many training rows (0: no bound; rows with a null id are removed); the user and item filters alternate for up to --num_max_rounds_filtering rounds, after --filter_query and before the split")
+	fs.Int64Var(&spec.MaxUserFreq, "max_user_freq", 0, "keep the users with at most this many training rows (0: no bound)")
+	fs.Int64Var(&spec.MinItemFreq, "min_item_freq", 0, "keep the items with at least this many training rows (0: no bound)")
+	fs.Int64Var(&spec.MaxItemFreq, "max_item_freq", 0, "keep the items with at most this many training rows (0: no bound)")
+	fs.IntVar(&spec.FilterRounds, "num_max_rounds_filtering", 5, "rounds of user and item frequency filtering at most; they stop early when a round removes nothing")
+	fs.Int64Var(&spec.SplitTemporalTimestamp, "dataset_split_temporal_timestamp", 0, "the temporal split's cut: rows whose --timestamp_feature is at or after it go to eval")
 }
 
 // check refuses the Merlin features mtlrank does not implement.
@@ -271,14 +285,6 @@ func (m *merlinPreprocFlags) check(spec *preprocess.Spec) error {
 		return usagef("--output_num_partitions must be >= 1, got %d", m.partitions)
 	case len(m.control) > 0:
 		return usagef("--control_features is not supported: the output holds the encoded features and targets only")
-	case m.timestamp != "" || m.temporalTimestamp != 0:
-		return usagef("--timestamp_feature and temporal splits are not supported; split with --dataset_split_strategy random, random_by_user or by_user_holdout, or give --eval_data_path")
-	case m.session != "":
-		return usagef("--session_id_feature is not supported")
-	case m.filter != "":
-		return usagef("--filter_query is not supported: filter the rows before preprocessing")
-	case m.minUser != 0 || m.maxUser != 0 || m.minItem != 0 || m.maxItem != 0:
-		return usagef("--min_user_freq, --max_user_freq, --min_item_freq and --max_item_freq are not supported: filter the rows before preprocessing (rare values can be encoded as out-of-vocabulary with --categ_min_freq_capping)")
 	}
 	for _, cast := range [][]string{m.toInt32, m.toInt16, m.toInt8} {
 		for _, c := range cast {

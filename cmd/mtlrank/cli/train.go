@@ -88,7 +88,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(float32Value{&cfg.GateTemperature}, "mtl_gates_softmax_temperature", "softmax temperature of the gates (mmoe, cgc, ple)")
 	fs.Var(boolValue{&cfg.UseTaskTowers}, "use_task_towers", "put a task-specific MLP tower before each head")
 	fs.Var(intList{&cfg.TowerLayers}, "tower_layers", "comma-separated widths of the task towers")
-	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of hidden layers: relu or linear")
+	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of the hidden layers of every MLP, expert and tower, by its Keras name: relu, selu, elu, gelu, tanh, sigmoid, swish (or silu), leaky_relu (slope 0.2) or linear")
 	fs.Var(float32Value{&cfg.Dropout}, "dropout", "dropout rate after every hidden layer")
 	fs.Float64Var(&cfg.EmbeddingDimMultiplier, "embedding_sizes_multiplier", cfg.EmbeddingDimMultiplier, "embedding dim = ceil(multiplier * cardinality^0.25) rounded up to a multiple of 8")
 	fs.StringVar(&cfg.ListCombiner, "list_combiner", cfg.ListCombiner, "combiner of list (multi-hot) features: mean, sum or sqrtn")
@@ -229,12 +229,12 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.mlpInit, "mlp_init", "glorot_uniform", "initializer of the Dense kernels; only glorot_uniform (Keras' default)")
 	fs.IntVar(&a.inBatchNegTrain, "in_batch_negatives_train", 0, "Merlin's in-batch negative sampling; not implemented, only 0")
 	fs.IntVar(&a.inBatchNegEval, "in_batch_negatives_eval", 0, "Merlin's in-batch negative sampling; not implemented, only 0")
-	fs.Var(boolValue{&a.logToTensorboard}, "log_to_tensorboard", "Merlin's TensorBoard logging; not implemented, only false (metrics go to metrics.json and the log)")
+	fs.Var(boolValue{&a.logToTensorboard}, "log_to_tensorboard", "write TensorBoard event files to <output_path>/tensorboard/train and .../validation: the running loss every --metrics_log_frequency steps, and per epoch the losses, the training and validation metrics and the gate weights")
 	fs.Var(boolValue{&a.logToWandb}, "log_to_wandb", "Merlin's Weights&Biases logging; not implemented, only false")
 	fs.StringVar(&a.wandbProject, "wandb_project", "", "Merlin's W&B project; no effect without W&B logging (as in Merlin)")
 	fs.StringVar(&a.wandbEntity, "wandb_entity", "", "Merlin's W&B entity; no effect without W&B logging (as in Merlin)")
 	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
-	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "Merlin's TensorBoard/W&B logging period; no effect without them (as in Merlin); see --log_every_steps")
+	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "steps between the running losses written with --log_to_tensorboard (0: per epoch only); see --log_every_steps for the log")
 	// Settings of Merlin's single-task models, which --model refuses: like
 	// Merlin with --model mlp, mmoe, cgc or ple, they have no effect.
 	const onlyFor = "setting of Merlin's %s model, which mtlrank does not have; no effect (as in Merlin with the models here)"
@@ -425,8 +425,10 @@ func (a *trainArgs) check(set map[string]bool) error {
 		return usagef("--mlp_init %q is not supported: every Dense kernel is initialised glorot_uniform (Keras' and Merlin's default)", a.mlpInit)
 	case a.inBatchNegTrain != 0 || a.inBatchNegEval != 0:
 		return usagef("--in_batch_negatives_train/--in_batch_negatives_eval: in-batch negative sampling is not implemented; only 0 (train on the negatives in the data)")
-	case a.logToTensorboard || a.logToWandb:
-		return usagef("--log_to_tensorboard and --log_to_wandb are not supported: metrics go to <output_path>/metrics.json, and --log_every_steps logs the running loss")
+	case a.logToWandb:
+		return usagef("--log_to_wandb is not supported: metrics go to <output_path>/metrics.json (and TensorBoard event files with --log_to_tensorboard), and --log_every_steps logs the running loss")
+	case a.metricsLogFrequency < 0:
+		return usagef("--metrics_log_frequency must be >= 0, got %d", a.metricsLogFrequency)
 	case a.stlPosWeight != nil && !(*a.stlPosWeight > 0):
 		return usagef("--stl_positive_class_weight must be > 0, got %g", *a.stlPosWeight)
 	}
@@ -891,13 +893,19 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if state != nil {
 		startEpoch = state.Epoch
 	}
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{
+	opts := mtl.TrainerOptions{
 		Epochs: startEpoch + a.epochs, StepsPerEpoch: a.stepsPerEpoch, ValidationSteps: a.validationSteps,
 		TrainMetricsSteps: a.trainMetricsSteps, LogEvery: a.logEvery,
 		EarlyStopping: mtl.EarlyStopping{Metric: a.esMetric, Mode: a.esMode, Patience: a.esPatience,
 			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
 		Logger: log, Progress: e.progress, Quiet: a.quiet,
-	})
+	}
+	var tb *tbSink
+	if a.logToTensorboard {
+		tb = newTBSink(filepath.Join(a.outputPath, "tensorboard"))
+		opts.Events, opts.EventEvery = tb, a.metricsLogFrequency
+	}
+	tr, err := mtl.NewTrainer(m, opts)
 	if err != nil {
 		return &usageError{err.Error()}
 	}
@@ -905,6 +913,11 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		tr.Resume(&mtl.TrainState{Epoch: state.Epoch, Seed: state.Seed, BestValue: math.NaN()})
 	}
 	hist, err := tr.Fit(ctx, train, eval)
+	if tb != nil {
+		if cerr := tb.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		return err
 	}
