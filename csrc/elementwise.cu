@@ -90,6 +90,105 @@ extern "C" int mtlcuda_act_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_d
 	return MTL_OK;
 }
 
+// ---- activations (kernels.Activator) ----
+
+// Keras' constants, as the CPU kernels (kernels/cpu_kernels.c) spell them.
+#define SELU_ALPHA 1.6732632423543772848170429916717f
+#define SELU_SCALE 1.0507009873554804934193349852946f
+#define LEAKY_ALPHA 0.2f
+#define INV_SQRT2 0.70710678118654752440084436210485f
+#define INV_SQRT_2PI 0.39894228040143267793994605993438f
+
+// Sigmoid in float32 without overflow: exp of a non-positive argument only.
+__device__ __forceinline__ float sigmoid_f32(float x) {
+	if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+	float e = expf(x);
+	return e / (1.0f + e);
+}
+
+// The CPU device's formulas: elu and selu take exp(min(x, 0)) - 1, so that
+// a large positive x never reaches expf.
+__device__ __forceinline__ float act_fwd(float v, int act) {
+	switch (act) {
+	case MTL_ACT_SELU:
+		return v > 0.0f ? SELU_SCALE * v : SELU_SCALE * (SELU_ALPHA * (expf(fminf(v, 0.0f)) - 1.0f));
+	case MTL_ACT_ELU:
+		return v > 0.0f ? v : expf(fminf(v, 0.0f)) - 1.0f;
+	case MTL_ACT_GELU:
+		return 0.5f * v * (1.0f + erff(v * INV_SQRT2));
+	case MTL_ACT_TANH:
+		return tanhf(v);
+	case MTL_ACT_SIGMOID:
+		return sigmoid_f32(v);
+	case MTL_ACT_SWISH:
+		return v * sigmoid_f32(v);
+	case MTL_ACT_LEAKY_RELU:
+		return v > 0.0f ? v : LEAKY_ALPHA * v;
+	case MTL_ACT_RELU:
+		return v > 0.0f ? v : 0.0f;
+	}
+	return v;
+}
+
+// act'(v) at the pre-activation v.
+__device__ __forceinline__ float act_grad(float v, int act) {
+	switch (act) {
+	case MTL_ACT_SELU:
+		return v > 0.0f ? SELU_SCALE : SELU_SCALE * (SELU_ALPHA * expf(fminf(v, 0.0f)));
+	case MTL_ACT_ELU:
+		return v > 0.0f ? 1.0f : expf(fminf(v, 0.0f));
+	case MTL_ACT_GELU:
+		return 0.5f * (1.0f + erff(v * INV_SQRT2)) + v * INV_SQRT_2PI * expf(-0.5f * v * v);
+	case MTL_ACT_TANH: {
+		float t = tanhf(v);
+		return 1.0f - t * t;
+	}
+	case MTL_ACT_SIGMOID: {
+		float t = sigmoid_f32(v);
+		return t * (1.0f - t);
+	}
+	case MTL_ACT_SWISH: {
+		float t = sigmoid_f32(v);
+		return t * (1.0f + v * (1.0f - t));
+	}
+	case MTL_ACT_LEAKY_RELU:
+		return v > 0.0f ? 1.0f : LEAKY_ALPHA;
+	}
+	return 1.0f;
+}
+
+// act is the same for every thread, so the switch does not diverge.
+__global__ void k_activate(float *y, const float *x, int64_t n, int act) {
+	MTL_FOR(int64_t, i, n) y[i] = act_fwd(x[i], act);
+}
+
+__global__ void k_activate_backward(float *dy, const float *x, int64_t n, int act) {
+	// relu zeroes dy where x <= 0 (not dy * 0, which keeps a NaN or an
+	// infinite dy), like the CPU device.
+	MTL_FOR(int64_t, i, n) dy[i] = act == MTL_ACT_RELU ? (x[i] > 0.0f ? dy[i] : 0.0f) : dy[i] * act_grad(x[i], act);
+}
+
+static bool known_act(int act) { return act >= MTL_ACT_LINEAR && act <= MTL_ACT_LEAKY_RELU; }
+
+extern "C" int mtlcuda_activate(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t n, int act) {
+	MTL_REQUIRE(ctx, known_act(act), "activate: unknown activation %d", act);
+	if (n <= 0 || (act == MTL_ACT_LINEAR && y == x)) return MTL_OK;
+	MTL_ENTER(ctx);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_activate)(dptr<float>(y), dptr<const float>(x), n, act);
+	MTL_LAUNCHED(ctx, "activate");
+	return MTL_OK;
+}
+
+extern "C" int mtlcuda_activate_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr x, int64_t n, int act) {
+	MTL_REQUIRE(ctx, known_act(act), "activate_backward: unknown activation %d", act);
+	if (n <= 0 || act == MTL_ACT_LINEAR) return MTL_OK;
+	MTL_ENTER(ctx);
+	MTL_LAUNCH(mtlcuda_grid(ctx, n, 4), kThreads, 0, ctx->compute, k_activate_backward)(dptr<float>(dy), dptr<const float>(x),
+	                                                                         n, act);
+	MTL_LAUNCHED(ctx, "activate_backward");
+	return MTL_OK;
+}
+
 // ---- dropout ----
 
 // The CPU device's DropoutHash (kernels/cpu.go): SplitMix64's finaliser of

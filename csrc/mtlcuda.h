@@ -54,7 +54,19 @@ enum {
 };
 
 enum { MTL_STREAM_COMPUTE = 0, MTL_STREAM_COPY = 1 };
-enum { MTL_ACT_LINEAR = 0, MTL_ACT_RELU = 1 };
+/* Activations: the values of kernels.Activation and of the CPU kernels'
+ * MTL_ACT_* (kernels/cpu_kernels.h); Keras' definitions and constants. */
+enum {
+	MTL_ACT_LINEAR = 0,
+	MTL_ACT_RELU = 1,
+	MTL_ACT_SELU = 2,
+	MTL_ACT_ELU = 3,
+	MTL_ACT_GELU = 4, /* erf form */
+	MTL_ACT_TANH = 5,
+	MTL_ACT_SIGMOID = 6,
+	MTL_ACT_SWISH = 7, /* silu */
+	MTL_ACT_LEAKY_RELU = 8 /* slope 0.2 */
+};
 enum { MTL_COMB_MEAN = 0, MTL_COMB_SUM = 1, MTL_COMB_SQRTN = 2 };
 enum { MTL_OPT_SGD = 0, MTL_OPT_ADAGRAD = 1, MTL_OPT_ADAM = 2 };
 
@@ -147,6 +159,10 @@ MTL_API int mtlcuda_gemm_bias_act(mtlcuda_ctx *ctx, int trans_a, int trans_b, in
 /* x [groups, rows, n] += bias [groups, n], then act; in place. */
 MTL_API int mtlcuda_bias_act(mtlcuda_ctx *ctx, mtlcuda_dptr x, mtlcuda_dptr bias, int groups, int64_t rows, int n, int act);
 MTL_API int mtlcuda_act_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr y, int64_t n, int act);
+/* y = act(x) element-wise for any MTL_ACT_* (y may equal x), and dy *= act'(x)
+ * at the pre-activation x: the activations bias_act does not fuse. */
+MTL_API int mtlcuda_activate(mtlcuda_ctx *ctx, mtlcuda_dptr y, mtlcuda_dptr x, int64_t n, int act);
+MTL_API int mtlcuda_activate_backward(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr x, int64_t n, int act);
 /* db [groups, n] (+)= sum over rows of dy [groups, rows, n]. */
 MTL_API int mtlcuda_bias_grad(mtlcuda_ctx *ctx, mtlcuda_dptr dy, mtlcuda_dptr db, int groups, int64_t rows, int n, int accumulate);
 /* Element i is dropped (mask 0) when hash(seed, i) >> 40 < threshold and

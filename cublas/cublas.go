@@ -103,8 +103,15 @@ const (
 
 // Kernel enums, with the values of mtlcuda.h.
 const (
-	ActLinear = C.MTL_ACT_LINEAR
-	ActReLU   = C.MTL_ACT_RELU
+	ActLinear    = C.MTL_ACT_LINEAR
+	ActReLU      = C.MTL_ACT_RELU
+	ActSELU      = C.MTL_ACT_SELU
+	ActELU       = C.MTL_ACT_ELU
+	ActGELU      = C.MTL_ACT_GELU
+	ActTanh      = C.MTL_ACT_TANH
+	ActSigmoid   = C.MTL_ACT_SIGMOID
+	ActSwish     = C.MTL_ACT_SWISH
+	ActLeakyReLU = C.MTL_ACT_LEAKY_RELU
 
 	CombMean  = C.MTL_COMB_MEAN
 	CombSum   = C.MTL_COMB_SUM
@@ -431,6 +438,18 @@ func (x *Context) BiasAct(xp, bias uintptr, groups, rows, n, act int) error {
 // ActBackward masks dy by the activation's derivative at output y.
 func (x *Context) ActBackward(dy, y uintptr, n, act int) error {
 	return x.err("ActBackward", C.mtlcuda_act_backward(x.c, C.mtlcuda_dptr(dy), C.mtlcuda_dptr(y), C.int64_t(n), C.int(act)))
+}
+
+// Activate writes y = act(x) for n elements (y may equal x); act is any
+// Act* constant.
+func (x *Context) Activate(y, xp uintptr, n, act int) error {
+	return x.err("Activate", C.mtlcuda_activate(x.c, C.mtlcuda_dptr(y), C.mtlcuda_dptr(xp), C.int64_t(n), C.int(act)))
+}
+
+// ActivateBackward multiplies dy by act'(x) at the pre-activation x.
+func (x *Context) ActivateBackward(dy, xp uintptr, n, act int) error {
+	return x.err("ActivateBackward", C.mtlcuda_activate_backward(x.c, C.mtlcuda_dptr(dy), C.mtlcuda_dptr(xp), C.int64_t(n),
+		C.int(act)))
 }
 
 // BiasGrad writes (or adds) the row sums of dy [groups, rows, n] to db.

@@ -433,19 +433,32 @@ func biasShape(op string, x, bias *Tensor, groups int) (rows, n int) {
 	return x.Len() / (groups * n), n
 }
 
-func actCode(op string, act Activation) int {
-	switch act {
-	case Linear:
-		return cublas.ActLinear
-	case ReLU:
-		return cublas.ActReLU
+// actCodes maps every Activation to the C API's MTL_ACT_* value.
+var actCodes = [numActivations]int{
+	Linear:    cublas.ActLinear,
+	ReLU:      cublas.ActReLU,
+	SELU:      cublas.ActSELU,
+	ELU:       cublas.ActELU,
+	GELU:      cublas.ActGELU,
+	Tanh:      cublas.ActTanh,
+	Sigmoid:   cublas.ActSigmoid,
+	Swish:     cublas.ActSwish,
+	LeakyReLU: cublas.ActLeakyReLU,
+}
+
+// actCode returns the C API's code of act; fused reports whether the
+// caller is BiasAct or ActBackward, which run only Linear and ReLU (the
+// others go through Activate, which keeps the pre-activation).
+func actCode(op string, act Activation, fused bool) int {
+	if act >= numActivations || (fused && act.NeedsActivator()) {
+		panic(fmt.Sprintf("kernels: %s: unknown activation %d", op, act))
 	}
-	panic(fmt.Sprintf("kernels: %s: unknown activation %d", op, act))
+	return actCodes[act]
 }
 
 // BiasAct implements Device.
 func (d *CUDA) BiasAct(x, bias *Tensor, groups int, act Activation) {
-	a := actCode("BiasAct", act)
+	a := actCode("BiasAct", act, true)
 	rows, n := biasShape("BiasAct", x, bias, groups)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -454,11 +467,31 @@ func (d *CUDA) BiasAct(x, bias *Tensor, groups int, act Activation) {
 
 // ActBackward implements Device.
 func (d *CUDA) ActBackward(dy, y *Tensor, act Activation) {
-	a := actCode("ActBackward", act)
+	a := actCode("ActBackward", act, true)
 	n := sameLen("ActBackward", dy, y)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fail(d.x.ActBackward(d.ptr(dy), d.ptr(y), n, a))
+}
+
+var _ Activator = (*CUDA)(nil)
+
+// Activate implements Activator.
+func (d *CUDA) Activate(y, x *Tensor, act Activation) {
+	a := actCode("Activate", act, false)
+	n := sameLen("Activate", y, x)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail(d.x.Activate(d.ptr(y), d.ptr(x), n, a))
+}
+
+// ActivateBackward implements Activator.
+func (d *CUDA) ActivateBackward(dy, x *Tensor, act Activation) {
+	a := actCode("ActivateBackward", act, false)
+	n := sameLen("ActivateBackward", dy, x)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.fail(d.x.ActivateBackward(d.ptr(dy), d.ptr(x), n, a))
 }
 
 // BiasGrad implements Device: the row sums as one strided-batched GEMM

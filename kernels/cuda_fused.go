@@ -77,7 +77,7 @@ func (d *CUDA) GemmBiasActT(transA, transB bool, a, b, bias, c *Tensor, act Acti
 	if bias != nil && bias.Len() != n {
 		panic(fmt.Sprintf("kernels: GemmBiasActT: bias %v for %d columns", bias, n))
 	}
-	ac := actCode("GemmBiasActT", act)
+	ac := actCode("GemmBiasActT", act, true)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.fail(d.x.GemmBiasAct(transA, transB, m, n, k, d.ptr(a), 0, d.ptr(b), 0, d.ptr(bias), 0, d.ptr(c), 0, 1, ac))
@@ -97,7 +97,7 @@ func (d *CUDA) GemmStridedBatchedBiasAct(m, n, k int, a *Tensor, strideA int, b 
 	bias *Tensor, act Activation, c *Tensor, batch int) {
 	if bias == nil {
 		checkBatched("GemmStridedBatchedBiasAct", m, n, k, a, strideA, b, strideB, c, m*n, batch)
-		ac := actCode("GemmStridedBatchedBiasAct", act)
+		ac := actCode("GemmStridedBatchedBiasAct", act, true)
 		if m == 0 || n == 0 || batch == 0 {
 			return
 		}
@@ -121,7 +121,7 @@ func (d *CUDA) GemmBiasActBatched(transA, transB bool, m, n, k int, a *Tensor, s
 	if batch > 0 && (strideBias < 0 || (batch-1)*strideBias+n > bias.Len()) {
 		panic(fmt.Sprintf("kernels: GemmBiasActBatched: bias %v for %d entries of %d with stride %d", bias, batch, n, strideBias))
 	}
-	ac := actCode("GemmBiasActBatched", act)
+	ac := actCode("GemmBiasActBatched", act, true)
 	if m == 0 || n == 0 || batch == 0 {
 		return
 	}

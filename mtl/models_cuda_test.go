@@ -205,17 +205,45 @@ const (
 //     forward rounding; afterwards parameter differences of ~1e-6 relative
 //     grow through the updates (Adam divides by sqrt(v), so entries with
 //     gradients near the rounding level can move by up to lr*1e-2).
+//
+// The activation cases run the same comparisons with the hidden layers'
+// activation computed by the devices' Activator (pre-activation kept,
+// derivative taken there), each activation on two of the architectures, and
+// fewer Adam steps: the activation kernels' own accuracy is held to the
+// float64 definitions in package kernels (TestCUDAActivationParity, within
+// 1e-6 relative), far inside these tolerances.
 func TestCUDAModelParity(t *testing.T) {
 	gpu := gpuParityDevice(t)
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
-		t.Run(model, func(t *testing.T) { gpuModelParity(t, kernels.NewCPU(2), gpu, model) })
+	for _, c := range []struct {
+		model, act string
+		steps      int
+	}{
+		{"mlp", "relu", gpuParitySteps},
+		{"mmoe", "relu", gpuParitySteps},
+		{"cgc", "relu", gpuParitySteps},
+		{"ple", "relu", gpuParitySteps},
+		{"mlp", "gelu", 4},
+		{"mlp", "tanh", 4},
+		{"mmoe", "selu", 4},
+		{"mmoe", "sigmoid", 4},
+		{"cgc", "swish", 4},
+		{"cgc", "elu", 4},
+		{"ple", "leaky_relu", 4},
+		{"ple", "gelu", 4},
+	} {
+		t.Run(c.model+"/"+c.act, func(t *testing.T) {
+			cfg := gpuParityConfig(c.model)
+			cfg.Activation = c.act
+			gpuModelParity(t, kernels.NewCPU(2), gpu, cfg, c.steps)
+		})
 	}
 	require.Zero(t, gpu.LiveTensors(), "every model released its tensors")
 }
 
-// gpuModelParity runs the comparisons of TestCUDAModelParity for one
-// architecture between the devices cpu and gpu.
-func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, model string) {
+// gpuModelParity runs the comparisons of TestCUDAModelParity for the model
+// of base (its optimizer and learning rate replaced) between the devices
+// cpu and gpu, with steps Adam steps.
+func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, base mtl.Config, steps int) {
 	s := gpuParitySchema()
 	newPair := func(cfg mtl.Config) (*mtl.Model, *mtl.Model) {
 		mc, err := mtl.NewModel(s, cfg, cpu, gpuParityRows)
@@ -226,7 +254,7 @@ func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, model string) {
 	}
 
 	// Forward outputs and gradients: one SGD step with lr 1.
-	cfg := gpuParityConfig(model)
+	cfg := base
 	cfg.Optimizer, cfg.LR = "sgd", gpuGradLR
 	mc, mg := newPair(cfg)
 	p0c, p0g := gpuHostParams(mc), gpuHostParams(mg)
@@ -268,13 +296,13 @@ func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, model string) {
 	mg.Release()
 
 	// 20 training steps with the default optimizer (Adam).
-	cfg = gpuParityConfig(model)
+	cfg = base
 	cfg.LR = 5e-3
 	mc, mg = newPair(cfg)
 	defer mc.Release()
 	defer mg.Release()
 	var first, last float64
-	for step := 1; step <= gpuParitySteps; step++ {
+	for step := 1; step <= steps; step++ {
 		b := gpuParityBatch(step, gpuParityRows)
 		sc, err := mc.TrainStep(b)
 		require.NoError(t, err)
@@ -291,7 +319,7 @@ func gpuModelParity(t *testing.T, cpu, gpu kernels.Device, model string) {
 		last = sc.Loss
 	}
 	require.NoError(t, gpu.Sync())
-	t.Logf("%s: loss %.5f -> %.5f over %d steps", model, first, last, gpuParitySteps)
+	t.Logf("%s, %s: loss %.5f -> %.5f over %d steps", base.Model, base.Activation, first, last, steps)
 }
 
 // gpuCheck reports elements with |gpu-cpu| > abs + rel*|cpu|.

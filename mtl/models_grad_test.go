@@ -181,8 +181,9 @@ type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 
-// noActivator is a device without the Activator capability (as the CUDA
-// device is today): only relu and linear may be built on it.
+// noActivator is a device without the Activator capability (a device that
+// fuses only relu and linear into its bias add): only those may be built on
+// it.
 type noActivator struct{ kernels.Device }
 
 func TestActivationRefusedWithoutActivator(t *testing.T) {

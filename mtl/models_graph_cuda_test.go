@@ -32,16 +32,23 @@ func TestCUDAModelGraphParity(t *testing.T) {
 	cases := []struct {
 		model, opt string
 		maxBatch   int
+		act        string // "" for the default, relu
 	}{
-		{"mlp", "adam", gpuParityRows}, {"mmoe", "adam", gpuParityRows}, {"cgc", "adam", gpuParityRows},
-		{"ple", "adam", gpuParityRows}, {"mmoe", "adagrad", gpuParityRows}, {"mlp", "sgd", gpuParityRows},
-		{"mmoe", "adam", 2 * gpuParityRows},
+		{"mlp", "adam", gpuParityRows, ""}, {"mmoe", "adam", gpuParityRows, ""}, {"cgc", "adam", gpuParityRows, ""},
+		{"ple", "adam", gpuParityRows, ""}, {"mmoe", "adagrad", gpuParityRows, ""}, {"mlp", "sgd", gpuParityRows, ""},
+		{"mmoe", "adam", 2 * gpuParityRows, ""},
+		// an Activator activation: pre-activation copy, Activate and its
+		// backward inside the captured step, dropout after it
+		{"mlp", "adam", gpuParityRows, "swish"},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("%s/%s/max%d", tc.model, tc.opt, tc.maxBatch), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%s/max%d/%s", tc.model, tc.opt, tc.maxBatch, tc.act), func(t *testing.T) {
 			s := gpuParitySchema()
 			cfg := gpuParityConfig(tc.model)
 			cfg.Optimizer = tc.opt
+			if tc.act != "" {
+				cfg.Activation = tc.act
+			}
 			cfg.Dropout = 0.2 // one pass on the GPU: the same masks in both runs
 			cfg.LRDecaySteps, cfg.LRDecayRate = 3, 0.8
 			eager, err := mtl.NewModel(s, cfg, gpu, tc.maxBatch)

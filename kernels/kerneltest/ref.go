@@ -601,3 +601,46 @@ func Activation(act kernels.Activation, x float64) float64 {
 	}
 	panic(fmt.Sprintf("kerneltest: unknown activation %v", act))
 }
+
+// ActivationGrad is the float64 derivative of Activation at x, from the
+// formulas (at a kink, x = 0, the one-sided value the kernels take: that of
+// the x <= 0 branch).
+func ActivationGrad(act kernels.Activation, x float64) float64 {
+	const alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+	sig := 0.5 + 0.5*math.Tanh(x/2)
+	switch act {
+	case kernels.Linear:
+		return 1
+	case kernels.ReLU:
+		if x > 0 {
+			return 1
+		}
+		return 0
+	case kernels.SELU:
+		if x > 0 {
+			return scale
+		}
+		return scale * alpha * math.Exp(x)
+	case kernels.ELU:
+		if x > 0 {
+			return 1
+		}
+		return math.Exp(x)
+	case kernels.GELU:
+		// Phi(x) + x*phi(x)
+		return 0.5*math.Erfc(-x/math.Sqrt2) + x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi)
+	case kernels.Tanh:
+		t := math.Tanh(x)
+		return 1 - t*t
+	case kernels.Sigmoid:
+		return sig * (1 - sig)
+	case kernels.Swish:
+		return sig + x*sig*(1-sig)
+	case kernels.LeakyReLU:
+		if x > 0 {
+			return 1
+		}
+		return 0.2
+	}
+	panic(fmt.Sprintf("kerneltest: unknown activation %v", act))
+}
