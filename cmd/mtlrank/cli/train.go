@@ -1023,7 +1023,9 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 		if !present[c] {
 			return 0, usagef("--predict_output_keep_cols: %q is not in the data %s", c, data)
 		}
-		if !slices.Contains(cols, c) {
+		// A pass-through column (a raw id from --control_features) is
+		// not read by the loader: Predict reads it from the files.
+		if !slices.Contains(cols, c) && !s.Feature(c).IsPassThrough() {
 			cols = append(cols, c)
 		}
 	}
