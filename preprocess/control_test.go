@@ -165,3 +165,22 @@ func TestControlFeaturesErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestControlFeaturesOneType: a control feature read as text from a CSV file
+// and as integers from a Parquet file has no single output type: refused,
+// naming the file and the column.
+func TestControlFeaturesOneType(t *testing.T) {
+	dir := t.TempDir()
+	csvIn := writeFile(t, dir, "a.csv", "user,item,click\nu1,a,1\nu2,b,0\n")
+	pqIn := filepath.Join(dir, "b.parquet")
+	writeParquet(t, pqIn, 2,
+		parquetColumn{name: "user", typ: arrow.PrimitiveTypes.Int64, vals: []any{7, 8}},
+		parquetColumn{name: "item", typ: arrow.BinaryTypes.String, vals: []any{"a", "c"}},
+		parquetColumn{name: "click", typ: arrow.PrimitiveTypes.Int64, vals: []any{1, 0}})
+	spec := Spec{CSVHeader: true, Categorical: []string{"item"}, BinaryTargets: []string{"click"}, ControlFeatures: []string{"user"}}
+	_, err := Run(spec, []string{csvIn, pqIn}, nil, filepath.Join(dir, "out"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "b.parquet")
+	assert.Contains(t, err.Error(), `"user"`)
+	assert.Contains(t, err.Error(), "control feature holds integer values here but string values in the rows before")
+}
