@@ -137,6 +137,15 @@ func TestControlFeatures(t *testing.T) {
 				assert.Empty(t, s.Continuous())
 			}
 			assert.Equal(t, n, seen)
+
+			// The saved workflow passes the control features through too.
+			w, err := LoadWorkflow(rep.WorkflowPath)
+			require.NoError(t, err)
+			again := filepath.Join(dir, "again"+split)
+			_, err = w.Transform([]string{in}, again)
+			require.NoError(t, err)
+			got, _ := readRaw(t, again, "user_raw")
+			assert.Equal(t, raw, got["user_raw"])
 		})
 	}
 }
