@@ -210,6 +210,10 @@ func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
 // Rows is the total number of rows in all files.
 func (d *Dataset) Rows() int64 { return d.rows }
 
+// Shuffles reports whether epochs shuffle the rows (Options.Shuffle); when
+// not, rows come in file order, the files in the order of Files.
+func (d *Dataset) Shuffles() bool { return d.opt.Shuffle }
+
 // Path is the file or folder the dataset was opened from.
 func (d *Dataset) Path() string { return d.path }
 

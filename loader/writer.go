@@ -96,7 +96,9 @@ func NewWriter(path string, s *schema.Schema, opt WriterOptions) (*Writer, error
 		if f.IsList() {
 			t = arrow.ListOfNonNullable(t)
 		}
-		fields = append(fields, arrow.Field{Name: f.Name, Type: t})
+		// Pass-through columns (raw ids kept beside predictions) keep
+		// their nulls.
+		fields = append(fields, arrow.Field{Name: f.Name, Type: t, Nullable: f.IsPassThrough()})
 	}
 	as := arrow.NewSchema(fields, nil)
 	tmp, err := atomicfile.Create(path)
@@ -155,10 +157,12 @@ func arrowType(d schema.DType) (arrow.DataType, error) {
 		return arrow.PrimitiveTypes.Float64, nil
 	case schema.Bool:
 		return arrow.FixedWidthTypes.Boolean, nil
+	case schema.String:
+		return arrow.BinaryTypes.String, nil
 	case "":
 		return nil, errors.New("no dtype")
 	}
-	return nil, fmt.Errorf("dtype %q cannot be written (want int8, int16, int32, int64, float32, float64 or bool)", d)
+	return nil, fmt.Errorf("dtype %q cannot be written (want int8, int16, int32, int64, float32, float64, bool or string)", d)
 }
 
 // Rows is the number of rows written so far.
@@ -167,7 +171,8 @@ func (w *Writer) Rows() int64 { return w.rows }
 // Write appends rows as one or more new row groups. cols has one entry per
 // schema feature (no more, no fewer), all with the same number of rows. A
 // scalar column is a slice of the feature's dtype ([]int32 for int32, ...)
-// or a Column / *Column whose I32, I64 or F32 matches; a list column is a
+// or a Column / *Column whose I32, I64 or F32 matches, or an arrow.Array of
+// the column's Arrow type (a string column takes only these); a list column is a
 // slice of slices ([][]int32, ...) or a Column / *Column with Offsets
 // (len rows+1, non-decreasing, within the values). The data is not retained
 // after Write returns. A Write with zero rows writes nothing.
@@ -302,6 +307,13 @@ func WriteParquet(path string, s *schema.Schema, cols map[string]any, rowGroupRo
 // wrapped without a copy (the writer only reads them during Write); slices of
 // slices and bools are copied.
 func toArrow(t arrow.DataType, v any, mem memory.Allocator) (arrow.Array, error) {
+	if a, ok := v.(arrow.Array); ok {
+		if !arrow.TypeEqual(a.DataType(), t) {
+			return nil, fmt.Errorf("got an Arrow %s array for a %s column", a.DataType(), t)
+		}
+		a.Retain()
+		return a, nil
+	}
 	if c, ok := v.(Column); ok {
 		v = &c
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/loader"
 )
@@ -47,7 +49,7 @@ func newTextSink(path string, names []string, comma rune) (*textSink, error) {
 }
 
 // Write appends the rows of cols: every column named at creation, as a
-// scalar *loader.Column or a []float32, all of one length.
+// scalar *loader.Column, a []float32 or an arrow.Array, all of one length.
 func (s *textSink) Write(cols map[string]any) error {
 	rows := -1
 	for _, name := range s.names {
@@ -60,6 +62,8 @@ func (s *textSink) Write(cols map[string]any) error {
 			n = max(len(c.I32), len(c.I64), len(c.F32))
 		case []float32:
 			n = len(c)
+		case arrow.Array:
+			n = c.Len()
 		default:
 			return fmt.Errorf("column %q: no values to write", name)
 		}
@@ -82,6 +86,11 @@ func (s *textSink) Write(cols map[string]any) error {
 				}
 			case []float32:
 				s.rec[j] = strconv.FormatFloat(float64(c[i]), 'g', -1, 32)
+			case arrow.Array: // a column read raw: its text, empty for null
+				s.rec[j] = ""
+				if c.IsValid(i) {
+					s.rec[j] = c.ValueStr(i)
+				}
 			}
 		}
 		if err := s.w.Write(s.rec); err != nil {

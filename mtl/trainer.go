@@ -10,8 +10,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
 
 	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/loader"
@@ -706,8 +709,12 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 
 // PredictOptions configures Trainer.Predict.
 type PredictOptions struct {
-	// KeepColumns are data columns copied next to the scores (they must
-	// have been read by the dataset). Nil keeps none.
+	// KeepColumns are data columns copied next to the scores, in this
+	// order. A column the dataset reads is copied from its batches; any
+	// other (a pass-through column such as a raw string id, which the
+	// loader does not carry) is read straight from the dataset's files
+	// with its type and nulls, which needs a dataset that does not
+	// shuffle. Nil keeps none.
 	KeepColumns []string
 	// RowGroupRows of the output file (default the loader's).
 	RowGroupRows int
@@ -813,7 +820,17 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	if err != nil {
 		return 0, fmt.Errorf("mtl: predict: %w", err)
 	}
-	n, err := t.predictInto(ctx, ds, w, opts.KeepColumns)
+	var raw []string
+	for _, c := range opts.KeepColumns {
+		if !slices.Contains(ds.Columns(), c) {
+			raw = append(raw, c)
+		}
+	}
+	if len(raw) > 0 && ds.Shuffles() {
+		_ = w.Abort()
+		return 0, fmt.Errorf("mtl: predict: kept column %q is read from the files, in file order: the dataset must not shuffle", raw[0])
+	}
+	n, err := t.predictInto(ctx, ds, w, opts.KeepColumns, raw)
 	if err != nil {
 		_ = w.Abort()
 		return 0, fmt.Errorf("mtl: predict %s: %w", path, err)
@@ -824,10 +841,15 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 	return n, nil
 }
 
-func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predictionSink, keep []string) (int64, error) {
+func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predictionSink, keep, raw []string) (int64, error) {
 	bar := t.newBar(ds.Rows(), "predict")
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()
+	var rr *rawColumns
+	if len(raw) > 0 {
+		rr = newRawColumns(ctx, ds.Files(), raw)
+		defer rr.Close()
+	}
 	var rows int64
 	cols := make(map[string]any, len(keep)+len(t.m.tasks))
 	for {
@@ -842,9 +864,26 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 			return rows, err
 		}
 		err = t.m.Predict(b, t.preds)
+		var arrs []arrow.Array
 		if err == nil {
 			clear(cols)
+			if rr != nil {
+				if arrs, err = rr.take(b.Rows); err != nil {
+					err = fmt.Errorf("kept columns: %w", err)
+				}
+				for i, c := range raw {
+					if err == nil {
+						cols[c] = arrs[i]
+					}
+				}
+			}
 			for _, c := range keep {
+				if err != nil {
+					break
+				}
+				if cols[c] != nil {
+					continue
+				}
 				col := b.Column(c)
 				if col == nil {
 					err = fmt.Errorf("batch %s has no column %q to keep", b.Source, c)
@@ -859,6 +898,7 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 			}
 			err = w.Write(cols)
 		}
+		releaseArrays(arrs)
 		rows += int64(b.Rows)
 		b.Release()
 		if err != nil {

@@ -158,6 +158,12 @@
 // an existing target directory is replaced only when it holds nothing but
 // such files, so unrelated files are never deleted. Row order is kept.
 //
+// Spec.ControlFeatures (--control_features) are written after the encoded
+// columns, unchanged and with their nulls: strings as strings, integers as
+// int64, floats as float64 (CSV values are text). The schema lists them with
+// their dtype and no tags, so no model reads them; a saved workflow applied
+// to new data passes them through too, so that data must have them.
+//
 // # Workflow file
 //
 // workflow.json is an object with "format" ("mtlrank.preprocess.workflow"),

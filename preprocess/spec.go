@@ -131,6 +131,13 @@ type Spec struct {
 	// must not also be a feature.
 	TargetSource map[string]string `json:"target_source,omitempty"`
 
+	// ControlFeatures are pass-through columns (Merlin's control features):
+	// copied unchanged, nulls included, into every output after the encoded
+	// columns, as strings, int64 or float64 by the kind of their input
+	// values. The written schema lists them with their dtype and no tags,
+	// so no model takes them as inputs; they carry raw ids to predictions.
+	ControlFeatures []string `json:"control_features,omitempty"`
+
 	// UserFeatures and ItemFeatures are tagged user / item. They must be
 	// categorical or continuous features.
 	UserFeatures []string `json:"user_features,omitempty"`
@@ -364,6 +371,9 @@ func (s *Spec) Validate() error {
 	}
 	for _, t := range s.RegressionTargets {
 		assign(t, "regression target")
+	}
+	for _, c := range s.ControlFeatures {
+		assign(c, "control feature")
 	}
 	targets := append(append([]string(nil), s.BinaryTargets...), s.RegressionTargets...)
 	for _, t := range sortedKeys(s.TargetSource) {

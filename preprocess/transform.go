@@ -245,7 +245,16 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	// spec edited after fitting cannot misalign them.
 	cols := w.sourceColumns(!opt.SkipTargets)
 	cols = split.addColumns(cols)
+	for _, name := range spec.ControlFeatures {
+		if !contains(cols, name) {
+			cols = append(cols, name)
+		}
+	}
 	pos := indexOf(cols)
+	ctrls := make([]*passThrough, len(spec.ControlFeatures))
+	for i, name := range spec.ControlFeatures {
+		ctrls[i] = &passThrough{name: name, col: pos[name]}
+	}
 	var encs []*encoder
 	for _, c := range w.Categorical {
 		encs = append(encs, &encoder{name: c.Name, col: pos[c.Name], cat: c})
@@ -258,11 +267,13 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 			encs = append(encs, &encoder{name: t.Name, col: pos[t.Source], tgt: t})
 		}
 	}
-	fields := make([]arrow.Field, len(encs))
+	fields := make([]arrow.Field, len(encs), len(encs)+len(ctrls))
 	for i, e := range encs {
 		fields[i] = arrow.Field{Name: e.name, Type: e.arrowType()}
 	}
-	asch := arrow.NewSchema(fields, nil)
+	// The pass-through columns' types are those of their values, known
+	// from the first chunk read; asch is built then.
+	var asch *arrow.Schema
 	outSchema := w.Schema(!opt.SkipTargets)
 	mem := spec.allocator()
 
@@ -282,11 +293,11 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 		}
 	}()
 	for s := 0; s < nsides; s++ {
-		if writers[s], err = newDatasetWriter(dirs[s], asch, mem); err != nil {
+		if writers[s], err = newDatasetWriter(dirs[s], nil, mem); err != nil {
 			return res, nil, fmt.Errorf("transform: %w", err)
 		}
 	}
-	builders := make([]array.Builder, len(encs))
+	builders := make([]array.Builder, len(encs), len(encs)+len(ctrls))
 	for i, e := range encs {
 		builders[i] = array.NewBuilder(mem, e.arrowType())
 	}
@@ -295,10 +306,33 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 			b.Release()
 		}
 	}()
-	arrs := make([]arrow.Array, len(encs))
+	start := func(c *chunk) {
+		for _, p := range ctrls {
+			if c != nil {
+				p.kind = c.cols[p.col].kind
+			}
+			fields = append(fields, arrow.Field{Name: p.name, Type: p.arrowType(), Nullable: true})
+			builders = append(builders, array.NewBuilder(mem, p.arrowType()))
+			outSchema.Features = append(outSchema.Features, &schema.Feature{Name: p.name, DType: p.dtype()})
+		}
+		asch = arrow.NewSchema(fields, nil)
+		for _, dw := range writers[:nsides] {
+			dw.sch = asch
+		}
+	}
+	arrs := make([]arrow.Array, len(encs)+len(ctrls))
 	var side []uint8
 	split.beginPass()
 	err = scan(spec, files, cols, "transform", func(c *chunk) error {
+		if asch == nil {
+			start(c)
+		}
+		for _, p := range ctrls {
+			if k := c.cols[p.col].kind; k != p.kind {
+				return &InputError{File: c.file, Column: p.name, Row: c.firstRow,
+					Err: fmt.Errorf("control feature holds %s values here but %s values in the rows before; it must have one type in every input", k, p.kind)}
+			}
+		}
 		var sizes [2]int
 		if split != nil {
 			var err error
@@ -334,6 +368,11 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 				}
 				arrs[i] = builders[i].NewArray()
 			}
+			for j, p := range ctrls {
+				b := builders[len(encs)+j]
+				p.appendTo(b, c, side, s)
+				arrs[len(encs)+j] = b.NewArray()
+			}
 			rec := array.NewRecordBatch(asch, arrs, int64(sizes[s]))
 			for _, a := range arrs {
 				a.Release()
@@ -351,6 +390,9 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 	}
 	if err != nil {
 		return res, nil, fmt.Errorf("transform: %w", err)
+	}
+	if asch == nil { // no rows: the control columns are written as strings
+		start(nil)
 	}
 	for s := 0; s < nsides; s++ {
 		dw := writers[s]
@@ -381,6 +423,62 @@ func (w *Workflow) transform(inputs []string, dirs [2]string, split *splitter, o
 		res[s] = r
 	}
 	return res, staged(writers[:nsides]), nil
+}
+
+// passThrough copies one control feature unchanged to the outputs.
+type passThrough struct {
+	name string
+	col  int
+	kind valueKind
+}
+
+func (k valueKind) String() string {
+	switch k {
+	case kindInt:
+		return "integer"
+	case kindFloat:
+		return "floating-point"
+	}
+	return "string"
+}
+
+func (p *passThrough) arrowType() arrow.DataType {
+	switch p.kind {
+	case kindInt:
+		return arrow.PrimitiveTypes.Int64
+	case kindFloat:
+		return arrow.PrimitiveTypes.Float64
+	}
+	return arrow.BinaryTypes.String
+}
+
+func (p *passThrough) dtype() schema.DType {
+	switch p.kind {
+	case kindInt:
+		return schema.Int64
+	case kindFloat:
+		return schema.Float64
+	}
+	return schema.String
+}
+
+// appendTo appends the values of chunk c's rows on side s (side nil: every
+// row is on side 0) to b, a builder of p.arrowType().
+func (p *passThrough) appendTo(b array.Builder, c *chunk, side []uint8, s int) {
+	col := &c.cols[p.col]
+	for i := 0; i < c.n; i++ {
+		switch {
+		case side != nil && int(side[i]) != s:
+		case col.isNull(i):
+			b.AppendNull()
+		case p.kind == kindInt:
+			b.(*array.Int64Builder).Append(col.i64[i])
+		case p.kind == kindFloat:
+			b.(*array.Float64Builder).Append(col.f64[i])
+		default:
+			b.(*array.StringBuilder).Append(col.str[i])
+		}
+	}
 }
 
 // sourceColumns lists the input columns the fitted ops read.

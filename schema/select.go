@@ -66,6 +66,13 @@ func (s *Schema) Names() []string {
 	return out
 }
 
+// IsPassThrough reports whether f is neither an input (categorical or
+// continuous) nor a target: a column carried along, such as a raw id kept
+// for predictions (NVTabular's pass-through and mtlrank's control features).
+func (f *Feature) IsPassThrough() bool {
+	return !f.HasTag(TagCategorical) && !f.HasTag(TagContinuous) && !f.IsTarget()
+}
+
 // IsBinaryTarget reports whether f is the target of a binary task.
 func (f *Feature) IsBinaryTarget() bool { return f.IsTarget() && f.HasTag(TagBinary) }
 

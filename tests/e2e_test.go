@@ -710,7 +710,7 @@ func TestPreprocessMerlinCommandLine(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--control_features", "price"}, "--control_features is not supported"},
+		{[]string{"--control_features", "price"}, `column "price" is both continuous and control feature`},
 		{[]string{"--filter_query", "price + 1 > 2"}, "arithmetic (+) is not supported (supported: comparisons of a column with a literal"},
 		{[]string{"--filter_query", "price > 2 and"}, "unexpected end of query"},
 		{[]string{"--min_user_freq", "5", "--max_user_freq", "2"}, "min user frequency 5 exceeds the max 2"},

@@ -251,7 +251,6 @@ type merlinPreprocFlags struct {
 	spill                    float64
 	toInt32, toInt16, toInt8 []string
 	toFloat32                []string
-	control                  []string
 }
 
 func (m *merlinPreprocFlags) register(fs *flag.FlagSet, spec *preprocess.Spec) {
@@ -264,7 +263,7 @@ func (m *merlinPreprocFlags) register(fs *flag.FlagSet, spec *preprocess.Spec) {
 	fs.Var(strList{v: &m.toInt16}, "to_int16", "see --to_int32")
 	fs.Var(strList{v: &m.toInt8}, "to_int8", "see --to_int32")
 	fs.Var(strList{v: &m.toFloat32}, "to_float32", "see --to_int32")
-	fs.Var(strList{v: &m.control}, "control_features", "Merlin's pass-through columns; not supported")
+	fs.Var(strList{v: &spec.ControlFeatures}, "control_features", "comma-separated pass-through columns (Merlin's control features): copied unchanged into every output, listed in its schema without tags, never model inputs; e.g. a raw user id to keep beside predictions")
 	fs.StringVar(&spec.TimestampFeature, "timestamp_feature", "", "the timestamp column (integers): tagged time when it is a feature; read by the temporal split")
 	fs.StringVar(&spec.SessionIDFeature, "session_id_feature", "", "the session id column, a categorical feature, tagged session_id, session and id")
 	fs.StringVar(&spec.FilterQuery, "filter_query", "", "keep the rows (of every input, as in Merlin) that match, in pandas' DataFrame.query syntax restricted to comparisons of a column with a literal (==, !=, <, <=, >, >=), in/not in lists, and/or/not (&, |, ~) and parentheses, e.g. \"click == 1 or watching_times > 0\"; runs before the other filters and the split")
@@ -283,8 +282,6 @@ func (m *merlinPreprocFlags) check(spec *preprocess.Spec) error {
 		return usagef("--device must be cpu or gpu, got %q", m.device)
 	case m.partitions < 1:
 		return usagef("--output_num_partitions must be >= 1, got %d", m.partitions)
-	case len(m.control) > 0:
-		return usagef("--control_features is not supported: the output holds the encoded features and targets only")
 	}
 	for _, cast := range [][]string{m.toInt32, m.toInt16, m.toInt8} {
 		for _, c := range cast {

@@ -196,7 +196,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.loadPath, "load_model_path", "", "start from this checkpoint instead of a new model (continues its epochs); with --eval_data_path or --predict_data_path but no --train_data_path, only evaluate and predict with it")
 	fs.StringVar(&a.predictOut, "predict_output_path", "", "where predictions go: a .parquet, .csv or .tsv file (the extension gives the format) or a folder receiving predictions.<format> (default <output_path>/predictions)")
 	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
-	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
+	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores, in this order (default: every schema column present in the data); pass-through columns (preprocess --control_features, e.g. a raw string id) keep their type and nulls")
 	fs.Var(strList{v: &a.tasks}, "tasks", `comma-separated target columns, or "all" for every target of the schema (default all)`)
 	fs.Var(strList{v: &a.sampleSpace, keepEmpty: true}, "tasks_sample_space", "comma-separated columns aligned with --tasks: task i trains only where column i == 1 (empty entry = every row)")
 	fs.Var(strList{v: &a.keepColumns}, "keep_columns", "use only these schema columns (targets included)")
@@ -1023,7 +1023,9 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 		if !present[c] {
 			return 0, usagef("--predict_output_keep_cols: %q is not in the data %s", c, data)
 		}
-		if !slices.Contains(cols, c) {
+		// A pass-through column (a raw id from --control_features) is
+		// not read by the loader: Predict reads it from the files.
+		if !slices.Contains(cols, c) && !s.Feature(c).IsPassThrough() {
 			cols = append(cols, c)
 		}
 	}
@@ -1279,7 +1281,7 @@ func runPredict(ctx context.Context, e *env, args []string) error {
 	registerServeFlags(fs, &a)
 	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score: a .parquet file or a folder (required)")
 	fs.StringVar(&a.predictOut, "predict_output_path", "", "output: a .parquet, .csv or .tsv file (the extension gives the format), or a folder receiving predictions.<format> (required)")
-	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores (default: every schema column present in the data)")
+	fs.Var(strList{v: &a.keepOut}, "predict_output_keep_cols", "comma-separated data columns copied next to the scores, in this order (default: every schema column present in the data); pass-through columns (preprocess --control_features, e.g. a raw string id) keep their type and nulls")
 	fs.StringVar(&a.predictFormat, "predict_output_format", "", "format of the predictions: parquet, csv or tsv (text: a header line, then one line per row; no list columns); default: the extension of --predict_output_path, else parquet")
 	if err := helpOr(e, fs, args, "mtlrank predict --load_model_path DIR --predict_data_path PATH --predict_output_path OUT [flags]",
 		"Scores every row of a dataset, in order, and writes one float32 column per task\n(named like the task, e.g. click/binary_output: the probability) next to the kept columns."); err != nil {
