@@ -48,16 +48,18 @@ func TestServeCommand(t *testing.T) {
 		done <- RunContext(ctx, []string{"serve", "--model_repository", repo, "--http_port", "0", "--grpc_port", "0",
 			"--max_batch", "16", "--threads", "1", "--workers", "1"}, &stdout, &stderr)
 	}()
+	// The two endpoints start one after the other: wait for both lines.
 	httpRE := regexp.MustCompile(`msg="HTTP endpoint listening" address=(127\.0\.0\.1:\d+)`)
+	grpcRE := regexp.MustCompile(`msg="gRPC endpoint listening" address=127\.0\.0\.1:\d+`)
 	var addr string
 	require.Eventually(t, func() bool {
-		if m := httpRE.FindStringSubmatch(stderr.String()); m != nil {
+		log := stderr.String()
+		if m := httpRE.FindStringSubmatch(log); m != nil && grpcRE.MatchString(log) {
 			addr = m[1]
 			return true
 		}
 		return false
-	}, 30*time.Second, 10*time.Millisecond, "no HTTP address in the log: %s", stderr.String())
-	assert.Regexp(t, `msg="gRPC endpoint listening" address=127\.0\.0\.1:\d+`, stderr.String())
+	}, 30*time.Second, 10*time.Millisecond, "no HTTP and gRPC addresses in the log: %s", stderr.String())
 
 	resp, err := http.Get("http://" + addr + "/v2/health/ready")
 	require.NoError(t, err)
