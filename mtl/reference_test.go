@@ -5,7 +5,7 @@ package mtl
 // layers or kernels: MMoE (Ma et al., KDD 2018), CGC and PLE (Tang et al.,
 // RecSys 2020; Merlin's gates-on-input variant), the shared-bottom MLP, the
 // input block (embedding lookup with the sum, mean and sqrtn combiners,
-// continuous columns), the towers and heads, and the loss of DESIGN.md.
+// continuous columns), the towers and heads, and the loss of docs/ARCHITECTURE.md ("Model semantics").
 // It reads the parameters out of the model by name (Model.Params), the
 // inputs and labels out of the raw batch columns, and fails when the model
 // has a parameter it does not use or lacks one it needs, so that a new
@@ -451,7 +451,7 @@ func (r *refNet) forward(b *loader.Batch, headShift []float64) refResult {
 	return res
 }
 
-// loss is DESIGN.md's objective without the batch embedding term:
+// loss is the objective of docs/ARCHITECTURE.md without the batch embedding term:
 // sum_t lambda_t * (1/B) sum_i w_ti l_ti + L2Reg * sum of squared Dense
 // kernels, w_ti = (1 + (posW-1) y) * weight column * [space column == 1],
 // l = binary cross-entropy of the logit or squared error.

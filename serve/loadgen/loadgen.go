@@ -126,7 +126,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // WriteModel writes a freshly initialised model of the TenRec schema with
-// the DESIGN.md settings and a workflow hash-encoding every raw id into
+// the benchmark settings of docs/ARCHITECTURE.md and a workflow hash-encoding every raw id into
 // repo/name/1.
 func WriteModel(repo, name, arch string) error {
 	s := schema.Tenrec()

@@ -22,7 +22,7 @@ import (
 )
 
 // BenchmarkRequestCost measures what one request of one user x 128
-// candidates (raw values, TenRec-shaped MMoE with the DESIGN.md settings)
+// candidates (raw values, TenRec-shaped MMoE with the benchmark settings of docs/ARCHITECTURE.md)
 // costs, one at a time on one thread, from the bare Scorer to a client
 // call over loopback:
 //
