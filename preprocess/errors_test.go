@@ -371,5 +371,5 @@ func TestRunFailureKeepsPreviousOutput(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	assert.ElementsMatch(t, []string{"train", "eval", "workflow.json"}, names, "no temporary folders left")
+	assert.ElementsMatch(t, []string{"train", "eval", "workflow.json", ReportFile}, names, "no temporary folders left")
 }

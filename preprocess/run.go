@@ -1,6 +1,7 @@
 package preprocess
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -170,10 +171,8 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 	if err := writeFileAtomic(filepath.Join(stage, WorkflowFile), wf); err != nil {
 		return nil, fmt.Errorf("preprocess: save workflow: %w", err)
 	}
-	if err := atomicfile.ReplaceDir(stage, outDir); err != nil {
-		return nil, fmt.Errorf("preprocess: %w", err)
-	}
-	// The results and their warnings name the final folders.
+	// The results and their warnings name the final folders; the report
+	// is part of the staged output, so it is swapped in with the data.
 	rep.WorkflowPath = filepath.Join(outDir, WorkflowFile)
 	for _, r := range []*Result{rep.Train, rep.Eval, rep.Test} {
 		if r == nil {
@@ -186,6 +185,16 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 		r.Dir = final
 		rep.Warnings = append(rep.Warnings, r.Warnings...)
 	}
+	report, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("preprocess: report: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(stage, ReportFile), append(report, '\n')); err != nil {
+		return nil, fmt.Errorf("preprocess: save report: %w", err)
+	}
+	if err := atomicfile.ReplaceDir(stage, outDir); err != nil {
+		return nil, fmt.Errorf("preprocess: %w", err)
+	}
 	return rep, nil
 }
 
@@ -193,9 +202,12 @@ func RunInputs(spec Spec, in Inputs, outDir string) (rep *Report, err error) {
 // output folder.
 const WorkflowFile = "workflow.json"
 
-// outputEntries are what a preprocessing output folder holds: what RunInputs
-// writes, and the report the CLI writes beside it.
-var outputEntries = map[string]bool{"train": true, "eval": true, "test": true, WorkflowFile: true, "preprocess_report.json": true}
+// ReportFile is the name of the Report (JSON) in a preprocessing output
+// folder.
+const ReportFile = "preprocess_report.json"
+
+// outputEntries are what a preprocessing output folder holds.
+var outputEntries = map[string]bool{"train": true, "eval": true, "test": true, WorkflowFile: true, ReportFile: true}
 
 // checkOutput refuses an output folder that is, contains or lies inside
 // an input, and one holding anything a preprocessing run did not write

@@ -1,6 +1,7 @@
 package preprocess
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -171,7 +172,16 @@ func TestRunWithEvalInputs(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	assert.ElementsMatch(t, []string{"train", "workflow.json"}, names)
+	assert.ElementsMatch(t, []string{"train", "workflow.json", ReportFile}, names)
+	// The report is swapped in with the data and names the final folders,
+	// not the staging folder it was written in.
+	data, err := os.ReadFile(filepath.Join(out, ReportFile))
+	require.NoError(t, err)
+	var saved Report
+	require.NoError(t, json.Unmarshal(data, &saved))
+	assert.Equal(t, filepath.Join(out, "train"), saved.Train.Dir)
+	assert.Equal(t, filepath.Join(out, WorkflowFile), saved.WorkflowPath)
+	assert.Nil(t, saved.Eval)
 }
 
 func TestUnseenLabelWarning(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -211,7 +210,7 @@ func runPreprocess(ctx context.Context, e *env, args []string) error {
 	for _, w := range rep.Warnings {
 		fmt.Fprintln(e.stderr, "warning:", w)
 	}
-	return writeJSON(filepath.Join(out, "preprocess_report.json"), rep)
+	return nil
 }
 
 // setInputFormat sets spec's input format from --input_data_format.
