@@ -325,6 +325,12 @@ func TestPredictRefusesItsInput(t *testing.T) {
 		require.Error(t, err, out)
 		assert.Contains(t, err.Error(), "would overwrite an input", out)
 	}
+	// A dataset opened as one file: a Parquet file beside it would join
+	// the folder the file lies in.
+	one := trOpen(t, part, 64, false)
+	_, err = tr.Predict(context.Background(), one, filepath.Join(eval, "beside.parquet"), mtl.PredictOptions{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the dataset folder of the data")
 	after, err := os.ReadDir(eval)
 	require.NoError(t, err)
 	assert.Equal(t, len(before), len(after), "nothing added to the dataset")
