@@ -191,29 +191,16 @@ var probe = func(dir string) error {
 // Writable reports, before any work, whether path can be created or
 // replaced: its nearest existing ancestor must be a folder in which a file
 // can be created (not a regular file, not on a read-only mount, writable
-// by this user). With parentMustExist, path's parent folder must exist (a
-// file output whose folder is not created for it). An existing path that
-// is a folder must be writable too when it would be written into.
-func Writable(what, path string, parentMustExist bool) error {
+// by this user); missing folders on the way are created by the writer. An
+// existing path that is a folder must be writable too when it would be
+// written into.
+func Writable(what, path string) error {
 	if path == "" {
 		return nil
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", what, path, err)
-	}
-	if parentMustExist {
-		parent := filepath.Dir(abs)
-		st, err := os.Stat(parent)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%s %s: the folder %s does not exist", what, path, parent)
-			}
-			return fmt.Errorf("%s %s: %w", what, path, err)
-		}
-		if !st.IsDir() {
-			return fmt.Errorf("%s %s: %s is not a folder", what, path, parent)
-		}
 	}
 	d := abs
 	for {

@@ -70,21 +70,19 @@ func TestWritable(t *testing.T) {
 	file := filepath.Join(root, "file")
 	require.NoError(t, os.WriteFile(file, []byte("x"), 0o644))
 	tests := []struct {
-		name      string
-		path      string
-		parentDir bool
-		want      string
+		name string
+		path string
+		want string
 	}{
-		{"new folder", filepath.Join(root, "a", "b"), false, ""},
-		{"existing file replaced", file, false, ""},
-		{"under a regular file", filepath.Join(file, "ck"), false, "is a file, not a folder"},
-		{"deep under a regular file", filepath.Join(file, "a", "b"), false, "is a file, not a folder"},
-		{"missing parent of a file output", filepath.Join(root, "nosuch", "p.parquet"), true, "does not exist"},
-		{"parent is a file", filepath.Join(file, "p.parquet"), true, "is not a folder"},
+		{"new folder", filepath.Join(root, "a", "b"), ""},
+		{"existing file replaced", file, ""},
+		{"under a regular file", filepath.Join(file, "ck"), "is a file, not a folder"},
+		{"deep under a regular file", filepath.Join(file, "a", "b"), "is a file, not a folder"},
+		{"file output under a regular file", filepath.Join(file, "p.parquet"), "is a file, not a folder"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Writable("--out", tc.path, tc.parentDir)
+			err := Writable("--out", tc.path)
 			if tc.want == "" {
 				require.NoError(t, err)
 				return
@@ -101,7 +99,7 @@ func TestWritable(t *testing.T) {
 		probe = func(dir string) error {
 			return &os.PathError{Op: "open", Path: dir, Err: syscall.EROFS}
 		}
-		err := Writable("--save_model_path", filepath.Join(root, "ck"), false)
+		err := Writable("--save_model_path", filepath.Join(root, "ck"))
 		require.Error(t, err)
 		require.True(t, errors.Is(err, syscall.EROFS))
 		require.ErrorContains(t, err, "cannot write in "+root)

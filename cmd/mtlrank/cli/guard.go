@@ -18,8 +18,8 @@ type outPath struct {
 // checkPaths runs before any work: no output may be, contain or lie inside
 // an input (compared after resolving symlinks) or lie inside a checkpoint
 // folder (other than the checkpoint it replaces), and every output must be
-// writable: not beneath a regular file, not on a read-only mount, its
-// folder present where it is not created. Hours of training are then never
+// writable: not beneath a regular file, not on a read-only mount (missing
+// folders are created). Hours of training are then never
 // lost to a mistyped path, and no input is overwritten.
 func checkPaths(inputs []pathguard.Path, outputs []outPath) error {
 	outs := make([]pathguard.Path, 0, len(outputs))
@@ -42,7 +42,7 @@ func checkPaths(inputs []pathguard.Path, outputs []outPath) error {
 		if err := mtl.CheckOutsideCheckpoint(o.what, o.path, o.checkpoint); err != nil {
 			return usagef("%v", err)
 		}
-		if err := pathguard.Writable(o.what, o.path, false); err != nil {
+		if err := pathguard.Writable(o.what, o.path); err != nil {
 			return err
 		}
 	}
