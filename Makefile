@@ -17,12 +17,15 @@ PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/...
 all: build
 
 # setup installs the system packages the CPU build needs (a C compiler for
-# cgo, OpenBLAS, pkg-config).
+# cgo, OpenBLAS, pkg-config), and Open MPI for the `mpi`-tagged build of
+# package dist and its mpirun tests (scripts/setup-mpi.sh; skipped with a
+# message where apt-get is missing).
 setup:
 	@if ! dpkg -s libopenblas-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then \
 		echo "installing gcc libopenblas-dev pkg-config"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libopenblas-dev pkg-config; \
 	fi
+	@scripts/setup-mpi.sh
 	@command -v $(GO) >/dev/null || { echo "Go is required (https://go.dev/dl); install Go >= 1.26"; exit 1; }
 
 build: setup
