@@ -56,7 +56,7 @@ func seqSum(k, size, n int) []float32 {
 	for i := range out {
 		s := value(k, 0, i)
 		for r := 1; r < size; r++ {
-			s += value(k, r, i)
+			s = float32(s + value(k, r, i))
 		}
 		out[i] = s
 	}

@@ -26,7 +26,8 @@ func chunks(n, size int) []int {
 //
 //  1. reduce-scatter as an alltoallv: rank r receives chunk r of every
 //     rank's buf, in rank order, into scratch;
-//  2. rank r adds them in rank order, ((x_0 + x_1) + x_2) + ..., in float32;
+//  2. rank r adds them in rank order, ((x_0 + x_1) + x_2) + ..., each sum
+//     rounded to float32;
 //  3. allgatherv of the summed chunks into buf on every rank.
 //
 // Every element is therefore added by one rank in the one order, and the
@@ -60,7 +61,9 @@ func allreduceSum(c Comm, buf, scratch []float32) ([]float32, error) {
 	for i := 0; i < mine; i++ {
 		s := scratch[i]
 		for r := 1; r < size; r++ {
-			s += scratch[r*mine+i]
+			// The conversion rounds each sum to float32 (the Go spec
+			// lets an implementation fuse unconverted operations).
+			s = float32(s + scratch[r*mine+i])
 		}
 		scratch[i] = s
 	}

@@ -55,7 +55,7 @@ func TestAllreduceDataIsOrderSensitive(t *testing.T) {
 	for i := range n {
 		s := value(6, size-1, i)
 		for r := size - 2; r >= 0; r-- {
-			s += value(6, r, i)
+			s = float32(s + value(6, r, i))
 		}
 		if math.Float32bits(s) != math.Float32bits(want[i]) {
 			differ++
