@@ -34,6 +34,8 @@ build: setup
 
 vet: setup
 	$(GO) vet ./...
+	# the MPI communicator (build tag mpi), where Open MPI is installed
+	@if pkg-config --exists ompi-c; then echo "$(GO) vet -tags mpi ./dist/"; $(GO) vet -tags mpi ./dist/; else echo "no Open MPI (pkg-config ompi-c): not vetting -tags mpi"; fi
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 test: setup vet nocgo
