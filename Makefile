@@ -42,6 +42,8 @@ test: setup vet nocgo
 	$(GO) test -count=1 -timeout 20m ./...
 	# concurrency tests (shared devices, predictors, scorer, loader, server) again under the race detector
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
+	# the in-process ranks of dist.LocalGroup (one goroutine per rank)
+	$(GO) test -race -count=1 -timeout 5m -run 'LocalGroup|AgreeOnLayout' ./dist/
 	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
 	$(MAKE) test-emulated-gpu
 

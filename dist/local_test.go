@@ -153,6 +153,14 @@ func TestLocalGroupBadArguments(t *testing.T) {
 			}
 			return c.Bcast(nil, 0)
 		}, []string{"Barrier: rank 1 called Bcast", "Bcast: rank 0 called Barrier"}},
+		{"GatherCounts negative", func(c Comm) error {
+			_, err := GatherCounts(c, -1)
+			return err
+		}, []string{"count -1 is not in [0, 2^31-1]", "count -1"}},
+		{"ExchangeCounts negative", func(c Comm) error {
+			_, err := ExchangeCounts(c, []int{0, -2})
+			return err
+		}, []string{"count -2 for rank 1", "count -2 for rank 1"}},
 		{"ExchangeCounts length", func(c Comm) error {
 			_, err := ExchangeCounts(c, []int{1})
 			if err != nil {
