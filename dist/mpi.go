@@ -15,7 +15,8 @@ static MPI_Datatype mtl_int32(void) { return MPI_INT32_T; }
 
 // mtl_init initializes MPI for calls from one thread (the one that calls
 // it) and returns a duplicate of MPI_COMM_WORLD whose errors are returned,
-// not fatal. state: 1 when MPI was initialized already, 2 when finalized.
+// not fatal. state: 1 when MPI was initialized already, 2 when finalized,
+// 3 when the library does not give MPI_THREAD_FUNNELED.
 static int mtl_init(MPI_Comm *comm, int *state) {
 	int flag = 0;
 	MPI_Finalized(&flag);
@@ -26,6 +27,12 @@ static int mtl_init(MPI_Comm *comm, int *state) {
 	int provided = 0;
 	int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
 	if (rc != MPI_SUCCESS) return rc;
+	if (provided < MPI_THREAD_FUNNELED) {
+		// A Go process always has several threads; MPI must at least
+		// allow them while one makes the MPI calls.
+		*state = 3;
+		return MPI_Finalize();
+	}
 	rc = MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 	if (rc != MPI_SUCCESS) return rc;
 	// The duplicate inherits the error handler and keeps this package's
@@ -88,6 +95,9 @@ func (m *mpiComm) serve(ready chan<- error) {
 		return
 	case state == 2:
 		ready <- errors.New("dist: InitMPI: MPI was finalized in this process and cannot start again")
+		return
+	case state == 3:
+		ready <- errors.New("dist: InitMPI: the MPI library does not provide MPI_THREAD_FUNNELED, which a Go process needs (it has several threads)")
 		return
 	case rc != C.MPI_SUCCESS:
 		ready <- fmt.Errorf("dist: InitMPI: %w", mpiError(rc))
