@@ -181,15 +181,9 @@ func checkCollectives(c Comm) (string, error) {
 	// of each id (id mod size) for its row: ids to the owners, then the
 	// owners' rows back.
 	want := ids(200, rank, 20+rank)
-	byOwner := make([][]int32, size)
-	for _, id := range want {
-		o := int(id) % size
-		byOwner[o] = append(byOwner[o], id)
-	}
-	send := slices.Concat(byOwner...)
-	sendCounts := make([]int, size)
-	for o := range size {
-		sendCounts[o] = len(byOwner[o])
+	send, sendCounts, perm, err := Route(want, size)
+	if err != nil {
+		return fail("Route", err)
 	}
 	recvCounts, err := ExchangeCounts(c, sendCounts)
 	if err != nil {
@@ -231,11 +225,17 @@ func checkCollectives(c Comm) (string, error) {
 	if err := c.AlltoallvFloat32(answer, scale(recvCounts, dim), got, scale(sendCounts, dim)); err != nil {
 		return fail("AlltoallvFloat32", err)
 	}
-	var wantGot []float32
-	for _, id := range send {
-		wantGot = append(wantGot, tableRow(id, dim)...)
+	// Scattered back to the places of the ids asked for, each row is its
+	// id's row.
+	rows := make([]float32, len(want)*dim)
+	for k, i := range perm {
+		copy(rows[i*dim:(i+1)*dim], got[k*dim:(k+1)*dim])
 	}
-	if err := sameBits(got, wantGot); err != nil {
+	var wantBack []float32
+	for _, id := range want {
+		wantBack = append(wantBack, tableRow(id, dim)...)
+	}
+	if err := sameBits(rows, wantBack); err != nil {
 		return fail("AlltoallvFloat32", err)
 	}
 	return fmt.Sprintf("%x", digest.Sum(nil)), nil
