@@ -46,6 +46,9 @@ func TestMPI(t *testing.T) {
 	if err := exec.Command("pkg-config", "--exists", "ompi-c").Run(); err != nil {
 		t.Skip("pkg-config finds no ompi-c (Debian: libopenmpi-dev, installed by make setup): skipping the MPI tests")
 	}
+	if os.Getenv("CGO_ENABLED") == "0" {
+		t.Skip("CGO_ENABLED=0: the MPI communicator needs cgo; skipping the MPI tests")
+	}
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		gobin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
