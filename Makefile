@@ -10,7 +10,7 @@ DEMO_OUT  := demo-out
 # PURE_GO_PKGS are the library packages that must build without cgo (no C
 # compiler, no OpenBLAS): reading schemas, loading and preprocessing data,
 # checkpoints and metrics. `make nocgo` checks it; `make test` runs it.
-PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/...
+PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./report/...
 
 .PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 
