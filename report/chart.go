@@ -34,6 +34,7 @@ type series struct {
 	Name   string
 	Color  string
 	Dashed bool
+	Thin   bool    // a dense curve
 	Points []point // Y NaN: a gap (an undefined metric)
 }
 
@@ -48,14 +49,15 @@ type ref struct {
 // Layout of every plot, in SVG user units (pixels at scale 1).
 const (
 	chartW      = 600
-	plotLeft    = 64
+	plotLeft    = 56
 	plotRight   = 16
 	plotTop     = 34
 	plotH       = 220
 	axisBelow   = 44 // tick labels and the x axis label
 	legendRow   = 18
 	legendChar  = 6.6 // mean width of a legend character at 12px
-	legendEntry = 34  // swatch and gaps
+	tickChar    = 6.2 // width of a digit at 11px
+	legendEntry = 46  // swatch and gaps
 )
 
 // palette is Tableau 10: distinguishable, also in print.
@@ -86,6 +88,7 @@ type tick struct {
 type svgSeries struct {
 	Name, Color string
 	Dash        string
+	Width       float64
 	Paths       []string // one per run of defined points
 	Dots        []dot
 }
@@ -137,8 +140,13 @@ func (c chart) layout() (svgChart, bool) {
 	ys := newYScale(ymin, ymax, c)
 	xt := xTicks(xmin, xmax)
 
+	// The left margin fits the longest tick label beside the axis label.
+	left := float64(plotLeft)
+	for _, l := range ys.labels {
+		left = math.Max(left, 30+tickChar*float64(len(l)))
+	}
 	v := svgChart{Kind: c.Kind, Title: c.Title, XLabel: c.XLabel, YLabel: c.YLabel, W: chartW,
-		PlotX: plotLeft, PlotY: plotTop, PlotW: chartW - plotLeft - plotRight, PlotH: plotH}
+		PlotX: left, PlotY: plotTop, PlotW: chartW - left - plotRight, PlotH: plotH}
 	if ys.log {
 		v.YLabel += " (log scale)"
 	}
@@ -155,7 +163,10 @@ func (c chart) layout() (svgChart, bool) {
 	v.YLabelX, v.YLabelY = 14, v.PlotY+v.PlotH/2
 
 	for _, s := range c.Series {
-		out := svgSeries{Name: s.Name, Color: s.Color}
+		out := svgSeries{Name: s.Name, Color: s.Color, Width: 2}
+		if s.Thin {
+			out.Width = 1.2
+		}
 		if s.Dashed {
 			out.Dash = "6 4"
 		}

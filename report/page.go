@@ -427,17 +427,17 @@ func styled(c, style chart) chart {
 }
 
 var metricPlots = []metricPlot{
+	{kind: "auc-validation", title: "Validation AUC", ylabel: "ROC-AUC", style: unitStyle, kinds: Binary, get: fromResults(validation, metrics.AUC),
+		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.AUC })},
+	{kind: "rmse-validation", title: "Validation RMSE", ylabel: "RMSE", style: chart{NonNeg: true}, kinds: Regression, get: fromResults(validation, metrics.RMSE),
+		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.RMSE })},
 	{kind: "loss-train", title: "Training loss", ylabel: "loss", style: lossStyle, get: func(e Epoch, task string) (float64, bool) {
 		v, ok := e.TaskLoss[task]
 		return v, ok
 	}},
 	{kind: "loss-validation", title: "Validation loss", ylabel: "loss", style: lossStyle, get: fromResults(validation, "loss")},
-	{kind: "auc-validation", title: "Validation AUC", ylabel: "ROC-AUC", style: unitStyle, kinds: Binary, get: fromResults(validation, metrics.AUC),
-		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.AUC })},
 	{kind: "auc-train", title: "Training AUC", ylabel: "ROC-AUC", style: unitStyle, kinds: Binary, get: fromResults(training, metrics.AUC),
 		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.AUC })},
-	{kind: "rmse-validation", title: "Validation RMSE", ylabel: "RMSE", style: chart{NonNeg: true}, kinds: Regression, get: fromResults(validation, metrics.RMSE),
-		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.RMSE })},
 	{kind: "rmse-train", title: "Training RMSE", ylabel: "RMSE", style: chart{NonNeg: true}, kinds: Regression, get: fromResults(training, metrics.RMSE),
 		oracle: oracleOf(func(o *Oracle) map[string]float64 { return o.RMSE })},
 }
@@ -474,6 +474,15 @@ func curves(runs []*Run) []figure {
 		}
 		out = append(out, figure{Title: c.Title, Empty: empty})
 	}
+	// The objective only: a window of a few steps holds too few positives
+	// of a rare task for its own loss to be more than noise.
+	sc := styled(chart{Kind: "step-loss", Title: "Training loss over the steps (objective)", XLabel: "step", YLabel: "loss, window mean", XName: "step"}, lossStyle)
+	for i, r := range runs {
+		if pts := stepPoints(r); len(pts) > 0 {
+			sc.Series = append(sc.Series, series{Name: r.Label, Color: color(i), Points: pts, Thin: true})
+		}
+	}
+	add(sc, missing("step-loss"))
 	for _, mp := range metricPlots {
 		var applies []Task
 		for _, t := range tasks {
@@ -528,15 +537,6 @@ func curves(runs []*Run) []figure {
 			add(c, missing(mp.kind))
 		}
 	}
-	// The objective only: a window of a few steps holds too few positives
-	// of a rare task for its own loss to be more than noise.
-	sc := styled(chart{Kind: "step-loss", Title: "Training loss over the steps (objective)", XLabel: "step", YLabel: "loss, window mean", XName: "step"}, lossStyle)
-	for i, r := range runs {
-		if pts := stepPoints(r); len(pts) > 0 {
-			sc.Series = append(sc.Series, series{Name: r.Label, Color: color(i), Points: pts})
-		}
-	}
-	add(sc, missing("step-loss"))
 	return out
 }
 

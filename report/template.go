@@ -25,7 +25,7 @@ th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: ri
 th { font-weight: 600; color: var(--muted); background: var(--band); }
 td.l, th.l { text-align: left; }
 td.wrap { white-space: normal; min-width: 260px; max-width: 340px; text-align: left; }
-td.path { max-width: 260px; overflow: hidden; text-overflow: ellipsis; text-align: left; color: var(--muted); }
+td.path { white-space: normal; word-break: break-all; min-width: 120px; max-width: 220px; text-align: left; color: var(--muted); font-size: 12.5px; }
 td.ref { color: var(--muted); background: #f3f6fa; }
 .table-card { overflow-x: auto; margin-bottom: 16px; }
 .table-card .source { margin-top: 6px; font-size: 12.5px; }
@@ -121,6 +121,6 @@ ul.notes { margin: 0; padding-left: 20px; }
 <g class="axis x">{{range .XTicks}}<line x1="{{.Pos}}" x2="{{.Pos}}" y1="{{$.PlotBottom}}" y2="{{$.PlotBottom}}" stroke="#c4ccd6"/><text class="tick" x="{{.Pos}}" y="{{$.PlotBottom}}" dy="16" text-anchor="middle">{{.Label}}</text>{{end}}
 <text class="axis-label" x="{{.XLabelX}}" y="{{.XLabelY}}" text-anchor="middle">{{.XLabel}}</text></g>
 {{range .Refs}}<g class="ref"><line x1="{{.X1}}" x2="{{.X2}}" y1="{{.Y}}" y2="{{.Y}}" stroke="{{.Color}}" stroke-width="1.5" stroke-dasharray="2 3"/>{{if .Label}}<text x="{{.LabelX}}" y="{{.Y}}" dy="-4" text-anchor="end" fill="{{.Color}}">{{.Label}}</text>{{end}}</g>
-{{end}}{{range $s := .Series}}<g class="series" data-name="{{$s.Name}}">{{range $s.Paths}}<path d="{{.}}" fill="none" stroke="{{$s.Color}}" stroke-width="2" stroke-linejoin="round"{{if $s.Dash}} stroke-dasharray="{{$s.Dash}}"{{end}}/>{{end}}{{range $s.Dots}}<circle class="pt{{if .Undefined}} undefined{{end}}" cx="{{.X}}" cy="{{.Y}}" r="3.5" {{if .Undefined}}fill="#ffffff" stroke="{{$s.Color}}"{{else}}fill="{{$s.Color}}" stroke="#ffffff"{{end}} stroke-width="1.2"><title>{{.Tip}}</title></circle>{{end}}</g>
+{{end}}{{range $s := .Series}}<g class="series" data-name="{{$s.Name}}">{{range $s.Paths}}<path d="{{.}}" fill="none" stroke="{{$s.Color}}" stroke-width="{{$s.Width}}" stroke-linejoin="round"{{if $s.Dash}} stroke-dasharray="{{$s.Dash}}"{{end}}/>{{end}}{{range $s.Dots}}<circle class="pt{{if .Undefined}} undefined{{end}}" cx="{{.X}}" cy="{{.Y}}" r="3.5" {{if .Undefined}}fill="#ffffff" stroke="{{$s.Color}}"{{else}}fill="{{$s.Color}}" stroke="#ffffff"{{end}} stroke-width="1.2"><title>{{.Tip}}</title></circle>{{end}}</g>
 {{end}}<g class="legend">{{range .Legend}}<g class="legend-item"><line x1="{{.X}}" x2="{{.X2}}" y1="{{.Y}}" y2="{{.Y}}" stroke="{{.Color}}" stroke-width="{{if .Ref}}1.5{{else}}2.5{{end}}" transform="translate(0 -4)" {{if .Dash}}stroke-dasharray="{{.Dash}}"{{end}}/><text x="{{.X}}" y="{{.Y}}" dx="26">{{.Name}}</text></g>{{end}}</g>
 </svg>{{end}}`
