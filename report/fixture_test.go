@@ -27,6 +27,7 @@ type fixture struct {
 	model       string
 	args        []string
 	configExtra map[string]any
+	noEval      bool // no evaluation after training
 }
 
 func defaultFixture() fixture {
@@ -116,7 +117,10 @@ func (f fixture) metricsJSON(t testing.TB) []byte {
 		epochs = append(epochs, ep)
 	}
 	doc := map[string]any{"command": "train", "model": f.model, "device": "cpu", "train_data": "data/train",
-		"epochs": epochs, "steps": step, "seconds": 7.5, "eval": f.results(f.epochs)}
+		"epochs": epochs, "steps": step, "seconds": 7.5}
+	if !f.noEval {
+		doc["eval"] = f.results(f.epochs)
+	}
 	if f.validation {
 		doc["eval_data"] = "data/eval"
 	}

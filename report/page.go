@@ -281,7 +281,7 @@ func finalTables(runs []*Run) []metricTable {
 	for _, r := range runs {
 		_, src := final(r)
 		if src == "" {
-			src = "no metrics recorded"
+			src = "no final metrics: no evaluation data and no training metrics (--train_metrics_steps 0)"
 		}
 		if multi {
 			src = r.Label + ": " + src
@@ -295,6 +295,9 @@ func finalTables(runs []*Run) []metricTable {
 				continue
 			}
 			res, _ := final(r)
+			if res == nil {
+				continue
+			}
 			k := func(m string) string { return cell(res, metrics.Key(t.Name, m)) }
 			var o Oracle
 			if r.Oracle != nil {
@@ -537,7 +540,21 @@ func curves(runs []*Run) []figure {
 			add(c, missing(mp.kind))
 		}
 	}
+	// The plots first, then what could not be drawn.
+	slices.SortStableFunc(out, func(a, b figure) int {
+		return cmpBool(a.Chart == nil, b.Chart == nil)
+	})
 	return out
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // stepPoints is a run's loss curve over the steps.

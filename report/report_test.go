@@ -295,6 +295,24 @@ func TestOldFile(t *testing.T) {
 	assertSelfContained(t, doc, page)
 }
 
+// TestNoEvaluation: a run trained without evaluation data or training
+// metrics has its loss curves, and the page says why the rest is missing.
+func TestNoEvaluation(t *testing.T) {
+	f := defaultFixture()
+	f.validation, f.train, f.noEval = false, false, true
+	r := writeRun(t, t.TempDir(), "bare", f)
+	doc, page := render(t, r)
+	c := charts(doc)
+	assert.Len(t, c["loss-train"], 1)
+	assert.Len(t, c["step-loss"], 1)
+	assert.Empty(t, c["auc-validation"])
+	assert.Empty(t, c["gates"])
+	assert.Empty(t, find(doc, tagClass("table", "final")))
+	assert.Contains(t, page, "No final metrics: no run was evaluated")
+	assert.Contains(t, page, "No gate weights recorded")
+	assertSelfContained(t, doc, page)
+}
+
 // TestUndefinedAUC: an AUC recorded as null (one class seen) is drawn as
 // an open dot on the axis with a gap in the line, and "undefined" in the
 // table.

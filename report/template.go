@@ -32,7 +32,7 @@ td.ref { color: var(--muted); background: #f3f6fa; }
 tr.differ td { background: #fff6e0; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
 .caption { font-weight: 600; margin-bottom: 2px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(610px, 1fr)); gap: 16px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(610px, 1fr)); gap: 16px; align-items: start; }
 figure { margin: 0; }
 figure .empty { padding: 12px 2px; }
 svg.chart { display: block; max-width: 100%; height: auto; font-family: inherit; }
@@ -75,6 +75,7 @@ ul.notes { margin: 0; padding-left: 20px; }
 {{end}}</table>
 <div class="source">{{range .Sources}}{{.}}<br>{{end}}</div>
 </div>
+{{else}}<div class="card empty">No final metrics: no run was evaluated, during or after training, nor computed training metrics.</div>
 {{end}}</section>
 
 <section id="curves">
