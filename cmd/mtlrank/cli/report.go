@@ -101,7 +101,11 @@ func runReport(ctx context.Context, e *env, args []string) error {
 	if err := atomicfile.Write(output, func(w io.Writer) error { return report.Write(w, loaded) }); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Report of %d run(s) written to %s\n", len(loaded), output)
+	runsWord := "run"
+	if len(loaded) > 1 {
+		runsWord = "runs"
+	}
+	fmt.Fprintf(e.stdout, "Report of %d %s written to %s\n", len(loaded), runsWord, output)
 	return nil
 }
 
