@@ -442,6 +442,8 @@ func TestParseErrors(t *testing.T) {
 		{"null task loss", replace(fmt.Sprintf(`"click/binary_output": %v`, taskLoss(0, 1)), `"click/binary_output": null`),
 			`epoch 1: step_loss[0].task_loss["click/binary_output"] is missing or null`},
 		{"wrong type", replace(`"epoch": 2`, `"epoch": "two"`), `field "epochs.epoch" holds a JSON string, want int`},
+		{"metric not a number", replace(`"click/binary_output/pr_auc": 0.3`, `"click/binary_output/pr_auc": "0.3"`),
+			`field "epochs.train" holds a JSON string, want float64`},
 		{"epochs out of order", replace(`"epoch": 2`, `"epoch": 1`), "epoch 1 follows epoch 1"},
 		{"AUC above 1", replace(fmt.Sprintf(`"click/binary_output/auc": %v`, aucAt(0, 1)), `"click/binary_output/auc": 1.5`),
 			"epoch 1: training metrics: click/binary_output/auc is 1.5, outside [0, 1]"},

@@ -124,8 +124,28 @@ type rawFile struct {
 	StoppedEarly   bool            `json:"stopped_early"`
 	BestEpoch      int             `json:"best_epoch"`
 	Epochs         *[]rawEpoch     `json:"epochs"`
-	Eval           metrics.Results `json:"eval"`
+	Eval           rawResults      `json:"eval"`
 	Oracle         *Oracle         `json:"oracle"`
+}
+
+// rawResults is a metrics object as decoded, null kept as nil (decoded
+// here rather than by metrics.Results so that a type error names its
+// field and line).
+type rawResults map[string]*float64
+
+// results converts r, null to NaN (an undefined metric); nil stays nil.
+func (r rawResults) results() metrics.Results {
+	if r == nil {
+		return nil
+	}
+	out := make(metrics.Results, len(r))
+	for k, v := range r {
+		out[k] = math.NaN()
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	return out
 }
 
 type rawEpoch struct {
@@ -134,8 +154,8 @@ type rawEpoch struct {
 	Examples       int64               `json:"examples"`
 	Loss           *float64            `json:"loss"`
 	TaskLoss       map[string]*float64 `json:"task_loss"`
-	Train          metrics.Results     `json:"train"`
-	Validation     metrics.Results     `json:"validation"`
+	Train          rawResults          `json:"train"`
+	Validation     rawResults          `json:"validation"`
 	Seconds        float64             `json:"seconds"`
 	ExamplesPerSec float64             `json:"examples_per_s"`
 	StepLoss       []rawStepLoss       `json:"step_loss"`
@@ -187,7 +207,7 @@ func Parse(data []byte) (*Run, error) {
 	}
 	r := &Run{Model: f.Model, Device: f.Device, TrainData: f.TrainData, EvalData: f.EvalData, Args: f.Args,
 		TrainBatchSize: f.TrainBatchSize, Steps: f.Steps, Seconds: f.Seconds, StoppedEarly: f.StoppedEarly,
-		BestEpoch: f.BestEpoch, Eval: f.Eval, Oracle: f.Oracle}
+		BestEpoch: f.BestEpoch, Eval: f.Eval.results(), Oracle: f.Oracle}
 	var err error
 	if r.Config, err = settings(f.Config); err != nil {
 		return nil, fmt.Errorf("\"config\": %w", err)
@@ -214,7 +234,7 @@ func Parse(data []byte) (*Run, error) {
 }
 
 func (e rawEpoch) check() (Epoch, error) {
-	out := Epoch{Epoch: e.Epoch, Steps: e.Steps, Examples: e.Examples, Train: e.Train, Validation: e.Validation,
+	out := Epoch{Epoch: e.Epoch, Steps: e.Steps, Examples: e.Examples, Train: e.Train.results(), Validation: e.Validation.results(),
 		Seconds: e.Seconds, ExamplesPerSec: e.ExamplesPerSec}
 	var err error
 	if out.Loss, err = finiteLoss("loss", e.Loss); err != nil {
@@ -226,7 +246,7 @@ func (e rawEpoch) check() (Epoch, error) {
 	for _, s := range []struct {
 		name string
 		res  metrics.Results
-	}{{"training metrics", e.Train}, {"validation", e.Validation}} {
+	}{{"training metrics", out.Train}, {"validation", out.Validation}} {
 		if err := checkResults(s.res); err != nil {
 			return out, fmt.Errorf("%s: %w", s.name, err)
 		}
