@@ -9,9 +9,9 @@ DEMO_OUT  := demo-out
 
 # PURE_GO_PKGS are the library packages that must build without cgo (no C
 # compiler, no OpenBLAS): reading schemas, loading and preprocessing data,
-# checkpoints and metrics, and the communicator of distributed training
-# (without the mpi tag). `make nocgo` checks it; `make test` runs it.
-PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/...
+# checkpoints and metrics, the communicator of distributed training (without
+# the mpi tag) and training reports. `make nocgo` checks it; `make test` runs it.
+PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./report/...
 
 .PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 

@@ -84,6 +84,12 @@ type TrainerOptions struct {
 	// "epoch_<key>" of run "validation".
 	Events     EventSink
 	EventEvery int
+	// LossCurveEvery records the loss curve of each epoch in
+	// EpochResult.StepLoss: every this many steps, and at the epoch's end,
+	// the row-weighted mean loss (and task losses) of the batches since the
+	// previous point. Window means rather than the epoch's running mean, so
+	// that a late change is not hidden under the early steps. 0: no curve.
+	LossCurveEvery int
 }
 
 // EventSink receives training scalars (TrainerOptions.Events).
@@ -108,6 +114,18 @@ type EpochResult struct {
 	Validation     metrics.Results `json:"validation,omitempty"`
 	Seconds        float64         `json:"seconds"`
 	ExamplesPerSec float64         `json:"examples_per_s"`
+	// StepLoss is the epoch's loss curve (TrainerOptions.LossCurveEvery).
+	StepLoss []StepLoss `json:"step_loss,omitempty"`
+}
+
+// StepLoss is one point of a loss curve: the row-weighted mean training
+// loss (and task losses) of the batches after the previous point, up to
+// and including the update that brought the model to Step.
+type StepLoss struct {
+	Step     int                `json:"step"`
+	Steps    int                `json:"steps"` // batches in the window
+	Loss     float64            `json:"loss"`
+	TaskLoss map[string]float64 `json:"task_loss"`
 }
 
 // History is the outcome of Fit. Its JSON form uses snake_case keys, with
@@ -171,6 +189,8 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 		return nil, fmt.Errorf("mtl: trainer TrainMetricsSteps must be >= 0, got %d", opts.TrainMetricsSteps)
 	case opts.LogEvery < 0:
 		return nil, fmt.Errorf("mtl: trainer LogEvery must be >= 0, got %d", opts.LogEvery)
+	case opts.LossCurveEvery < 0:
+		return nil, fmt.Errorf("mtl: trainer LossCurveEvery must be >= 0, got %d", opts.LossCurveEvery)
 	}
 	es := &opts.EarlyStopping
 	if es.Metric != "" {
@@ -438,6 +458,10 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	start := time.Now()
 	var lossSum float64
 	taskSum := make([]float64, len(t.m.tasks))
+	var curve lossWindow
+	if t.opts.LossCurveEvery > 0 {
+		curve.taskSum = make([]float64, len(t.m.tasks))
+	}
 	for t.opts.StepsPerEpoch == 0 || res.Steps < t.opts.StepsPerEpoch {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -469,6 +493,12 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		}
 		res.Steps++
 		res.Examples += int64(b.Rows)
+		if t.opts.LossCurveEvery > 0 {
+			curve.add(st, rows)
+			if curve.steps == t.opts.LossCurveEvery {
+				res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
+			}
+		}
 		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
 			unscored.Release()
 			unscored = nil
@@ -499,6 +529,9 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		}
 	}
 	bar.finish()
+	if curve.steps > 0 {
+		res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
+	}
 	if unscored != nil {
 		// No update since it was trained on: scored as right after its step.
 		if err := t.score(unscored, trainEval); err != nil {
@@ -521,6 +554,34 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		res.Train = trainEval.Results()
 	}
 	return res, nil
+}
+
+// lossWindow accumulates the batches of one point of a loss curve.
+type lossWindow struct {
+	steps   int
+	rows    float64
+	sum     float64
+	taskSum []float64
+}
+
+func (w *lossWindow) add(st StepStats, rows float64) {
+	w.steps++
+	w.rows += rows
+	w.sum += st.Loss * rows
+	for i, l := range st.TaskLoss {
+		w.taskSum[i] += l * rows
+	}
+}
+
+// point returns the window's means and empties it.
+func (w *lossWindow) point(step int, tasks []Task) StepLoss {
+	p := StepLoss{Step: step, Steps: w.steps, Loss: w.sum / w.rows, TaskLoss: make(map[string]float64, len(tasks))}
+	for i, task := range tasks {
+		p.TaskLoss[task.Name] = w.taskSum[i] / w.rows
+	}
+	w.steps, w.rows, w.sum = 0, 0, 0
+	clear(w.taskSum)
+	return p
 }
 
 // checkFinite turns a NaN/Inf loss into an error naming the step and task.

@@ -200,7 +200,7 @@ func TestTrainerOptionErrors(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Release()
 	for _, o := range []mtl.TrainerOptions{
-		{Epochs: -1}, {StepsPerEpoch: -1}, {ValidationSteps: -2}, {TrainMetricsSteps: -1},
+		{Epochs: -1}, {StepsPerEpoch: -1}, {ValidationSteps: -2}, {TrainMetricsSteps: -1}, {LossCurveEvery: -1},
 		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Mode: "up"}},
 		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Patience: -1}},
 	} {
@@ -738,4 +738,57 @@ func TestFitEvents(t *testing.T) {
 		}
 	}
 	assert.Len(t, sink.got["validation"]["epoch_"+metrics.GateKey("click", 0)], 2, "gate weights per epoch")
+}
+
+// TestFitLossCurve: the loss curve's points are the means of the batch
+// losses in their windows, the last window of an epoch holding the rest.
+// The batch losses are recovered independently from the running means the
+// event sink receives at every step (equal batches: loss_k = k*r_k -
+// (k-1)*r_(k-1)).
+func TestFitLossCurve(t *testing.T) {
+	trainDir, _ := trData(t, 2048, 1024)
+	train := trOpen(t, trainDir, 256, true)
+	m, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	var sink recordSink
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 2, LossCurveEvery: 3, Events: &sink, EventEvery: 1, Quiet: true})
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), train, nil)
+	require.NoError(t, err)
+	running := sink.got["train"]["batch_loss"]
+	require.Len(t, running, 16, "8 steps per epoch")
+	for e, ep := range h.Epochs {
+		r := running[8*e : 8*e+8]
+		batch := make([]float64, 8)
+		for k := range batch {
+			batch[k] = float64(k+1) * r[k]
+			if k > 0 {
+				batch[k] -= float64(k) * r[k-1]
+			}
+		}
+		// windows of 3, 3 and the last 2 steps
+		windows := [][2]int{{0, 3}, {3, 6}, {6, 8}}
+		require.Len(t, ep.StepLoss, len(windows), "epoch %d", ep.Epoch)
+		for i, w := range windows {
+			var want float64
+			for _, l := range batch[w[0]:w[1]] {
+				want += l
+			}
+			want /= float64(w[1] - w[0])
+			p := ep.StepLoss[i]
+			assert.Equal(t, 8*e+w[1], p.Step, "epoch %d point %d", ep.Epoch, i)
+			assert.Equal(t, w[1]-w[0], p.Steps)
+			assert.InDelta(t, want, p.Loss, 1e-9*math.Max(1, want), "epoch %d point %d", ep.Epoch, i)
+			assert.Len(t, p.TaskLoss, len(ep.TaskLoss))
+		}
+		// the task losses of the windows average to the epoch's
+		for task, l := range ep.TaskLoss {
+			var sum float64
+			for _, p := range ep.StepLoss {
+				sum += p.TaskLoss[task] * float64(p.Steps)
+			}
+			assert.InDelta(t, l, sum/8, 1e-9, task)
+		}
+	}
 }

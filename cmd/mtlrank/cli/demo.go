@@ -20,6 +20,7 @@ const demoDescription = `Runs the quick start end to end with real CLI commands,
                       AUC (the AUC of the true probabilities); saves the model
   3. mtlrank eval     reloads the saved model and evaluates it again
   4. mtlrank predict  scores the evaluation data with the reloaded model
+  5. mtlrank report   draws the training run as an HTML page (report.html)
 Takes well under two minutes on two cores with the defaults.`
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -81,6 +82,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		append([]string{"eval", "--load_model_path", ckpt, "--eval_data_path", filepath.Join(data, "eval"), "--output_path", filepath.Join(out, "reloaded")}, common...),
 		append([]string{"predict", "--load_model_path", ckpt, "--predict_data_path", filepath.Join(data, "eval"),
 			"--predict_output_path", preds, "--predict_output_keep_cols", "user_id,item_id,click,like"}, common...),
+		{"report", out},
 	}
 	if quiet {
 		steps[0] = append(steps[0], "--quiet")

@@ -899,6 +899,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		EarlyStopping: mtl.EarlyStopping{Metric: a.esMetric, Mode: a.esMode, Patience: a.esPatience,
 			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
 		Logger: log, Progress: e.progress, Quiet: a.quiet,
+		LossCurveEvery: lossCurveEvery(train.Rows(), trainBatch, a.stepsPerEpoch),
 	}
 	var tb *tbSink
 	if a.logToTensorboard {
@@ -924,6 +925,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	report := map[string]any{
 		"command": "train", "model": m.Config().String(), "device": dev.Name(),
 		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
+		"config": m.Config(), "tasks": taskList(m.Tasks()), "args": args,
+		"train_batch_size": trainBatch,
 	}
 	if a.cfg.CUDAGraph {
 		// Whether capture engaged, and why not if it was turned off.
@@ -969,6 +972,35 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		report["saved_model"] = a.savePath
 	}
 	return a.predictAndReport(ctx, e, tr, s, predictBatch, set, report, start)
+}
+
+// lossCurvePoints is about how many points of the loss curve an epoch
+// records in metrics.json: enough to draw, few enough to stay small.
+const lossCurvePoints = 100
+
+// lossCurveEvery is the window of the loss curve (mtl.TrainerOptions.
+// LossCurveEvery) that gives an epoch about lossCurvePoints points.
+func lossCurveEvery(rows int64, batch, stepsPerEpoch int) int {
+	steps := (rows + int64(batch) - 1) / int64(batch)
+	if stepsPerEpoch > 0 {
+		steps = min(steps, int64(stepsPerEpoch))
+	}
+	return int(max(1, (steps+lossCurvePoints-1)/lossCurvePoints))
+}
+
+// taskEntry is a task as metrics.json lists it.
+type taskEntry struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Kind   string `json:"kind"`
+}
+
+func taskList(tasks []mtl.Task) []taskEntry {
+	out := make([]taskEntry, len(tasks))
+	for i, t := range tasks {
+		out[i] = taskEntry{t.Name, t.Target, t.Kind.String()}
+	}
+	return out
 }
 
 // schemaFor returns the schema of another dataset: --schema_path, the one
