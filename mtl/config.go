@@ -1,5 +1,5 @@
 // Package mtl builds, trains and serves multi-task ranking models —
-// shared-bottom MLP, MMoE, CGC and PLE — over a Merlin-style feature schema,
+// shared-bottom MLP, MMoE, CGC, PLE, DCN and DLRM — over a Merlin-style feature schema,
 // on any kernels.Device. The model part (Config, Model, Predictor) follows
 // Merlin Models' semantics as described in docs/ARCHITECTURE.md ("Model
 // semantics"; the README lists the differences from Merlin); the Trainer,

@@ -702,7 +702,7 @@ func TestReferenceForward(t *testing.T) {
 	for _, d := range refDevices {
 		for _, c := range cases {
 			if d.name != "cpu" && !(c.mutate == nil || strings.Contains(c.name, "dropout")) {
-				continue // the other devices run the four architectures (and dropout)
+				continue // the other devices run each architecture (and dropout)
 			}
 			t.Run(d.name+"/"+c.name, func(t *testing.T) {
 				cfg := refConfig(c.model)
