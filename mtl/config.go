@@ -1,5 +1,5 @@
 // Package mtl builds, trains and serves multi-task ranking models —
-// shared-bottom MLP, MMoE, CGC and PLE — over a Merlin-style feature schema,
+// shared-bottom MLP, MMoE, CGC, PLE, DCN and DLRM — over a Merlin-style feature schema,
 // on any kernels.Device. The model part (Config, Model, Predictor) follows
 // Merlin Models' semantics as described in docs/ARCHITECTURE.md ("Model
 // semantics"; the README lists the differences from Merlin); the Trainer,
@@ -24,9 +24,9 @@ import (
 // checkpoint's config.json) names the fields as the mtlrank CLI's flags
 // do, Merlin's where Merlin has one.
 type Config struct {
-	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple"
+	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple" | "dcn" | "dlrm"
 	Tasks           []string `json:"tasks,omitempty"`   // target column names; empty = every target in the schema, sorted by name
-	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (model "mlp")
+	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (mlp), deep block (dcn), top MLP (dlrm)
 	ExpertMLPLayers []int    `json:"expert_mlp_layers"` // every expert's MLP (mmoe, cgc, ple)
 	MMoENumExperts  int      `json:"mmoe_num_mlp_experts"`
 	// CGCTaskExperts and CGCSharedExperts are the experts per task and the
@@ -36,7 +36,12 @@ type Config struct {
 	PLELayers        int `json:"ple_num_layers"`
 	// PLEGatesOnInput is Merlin's PLE variant: every gate reads the model
 	// input instead of the previous level's output.
-	PLEGatesOnInput bool    `json:"ple_gates_on_input"`
+	PLEGatesOnInput bool `json:"ple_gates_on_input"`
+	// DCNInteractedLayerNum is the number of cross layers of dcn.
+	DCNInteractedLayerNum int `json:"dcn_interacted_layer_num"`
+	// EmbeddingsDim is the width of every embedding table of dlrm, and
+	// of its bottom MLP's output.
+	EmbeddingsDim   int     `json:"embeddings_dim"`
 	GateDim         int     `json:"gate_dim"` // width of the gate MLP; 0 = no gate MLP
 	GateTemperature float32 `json:"mtl_gates_softmax_temperature"`
 	UseTaskTowers   bool    `json:"use_task_towers"`
@@ -104,6 +109,8 @@ func DefaultConfig() Config {
 		CGCTaskExperts:         1,
 		CGCSharedExperts:       2,
 		PLELayers:              2,
+		DCNInteractedLayerNum:  1,
+		EmbeddingsDim:          128,
 		GateDim:                64,
 		GateTemperature:        1,
 		UseTaskTowers:          true,
@@ -266,7 +273,7 @@ func (c *Config) Validate(s *schema.Schema) error {
 		return configErr("schema", "is nil")
 	}
 	switch c.Model {
-	case "mlp":
+	case "mlp", "dcn", "dlrm":
 		if err := checkLayers("MLPLayers", c.MLPLayers, false); err != nil {
 			return err
 		}
@@ -281,7 +288,10 @@ func (c *Config) Validate(s *schema.Schema) error {
 			return configErr("GateTemperature", "must be > 0, got %g", c.GateTemperature)
 		}
 	default:
-		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc or ple)", c.Model)
+		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc, ple, dcn or dlrm)", c.Model)
+	}
+	if err := c.validateDCNDLRM(s); err != nil {
+		return err
 	}
 	switch c.Model {
 	case "mmoe":
@@ -448,6 +458,10 @@ func (c Config) String() string {
 	switch c.Model {
 	case "mlp":
 		fmt.Fprintf(&b, " mlp_layers=%v", c.MLPLayers)
+	case "dcn":
+		fmt.Fprintf(&b, " cross_layers=%d mlp_layers=%v", c.DCNInteractedLayerNum, c.MLPLayers)
+	case "dlrm":
+		fmt.Fprintf(&b, " embeddings_dim=%d top_mlp_layers=%v", c.EmbeddingsDim, c.MLPLayers)
 	case "mmoe":
 		fmt.Fprintf(&b, " experts=%d expert_layers=%v gate_dim=%d", c.MMoENumExperts, c.ExpertMLPLayers, c.GateDim)
 	case "cgc", "ple":

@@ -253,7 +253,7 @@ func (m *Model) build(comb kernels.Combiner) error {
 	}
 	var err error
 	m.input, err = layers.NewInputBlock(m.dev, feats, layers.InputOptions{
-		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cfg.EmbeddingDims,
+		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cfg.inputEmbeddingDims(feats),
 		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
 	}, rng)
 	if err != nil {
@@ -268,6 +268,10 @@ func (m *Model) build(comb kernels.Combiner) error {
 		m.body, err = newPLEBody(m, "cgc", 1, rng)
 	case "ple":
 		m.body, err = newPLEBody(m, "ple", cfg.PLELayers, rng)
+	case "dcn":
+		m.body, err = newDCNBody(m, rng)
+	case "dlrm":
+		m.body, err = newDLRMBody(m, rng)
 	}
 	if err != nil {
 		return fmt.Errorf("mtl: %w", err)

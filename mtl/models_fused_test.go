@@ -168,7 +168,7 @@ func (s *fakeStager) Release() { s.released = true }
 // model's losses, outputs and parameters bit for bit (batches of at most
 // 256 rows: one shard on the CPU too).
 func TestModelUsesFusedCapabilities(t *testing.T) {
-	for _, model := range []string{"mlp", "mmoe", "ple"} {
+	for _, model := range []string{"mlp", "mmoe", "ple", "dcn", "dlrm"} {
 		for _, opt := range []string{"adam", "adagrad", "sgd"} {
 			t.Run(model+"/"+opt, func(t *testing.T) {
 				cfg := gradConfig(model)
@@ -215,7 +215,7 @@ func TestModelUsesFusedCapabilities(t *testing.T) {
 				for ti := range mf.input.Tables {
 					assert.Nil(t, mf.ws.input.SparseGrad(ti), "no sparse gradient is materialised")
 				}
-				if model != "mlp" {
+				if model == "mmoe" || model == "ple" {
 					assert.Positive(t, dev.gates, "fused gate")
 				}
 				st := dev.stager

@@ -37,6 +37,11 @@ func TestModelGradients(t *testing.T) {
 		{"mlp_sigmoid", "mlp", func(c *Config) { c.Activation = "sigmoid" }},
 		{"ple_leaky_relu", "ple", func(c *Config) { c.Activation = "leaky_relu" }},
 		{"mmoe_silu", "mmoe", func(c *Config) { c.Activation = "silu" }},
+		{"dcn", "dcn", nil},
+		{"dcn_one_cross_layer_elu", "dcn", func(c *Config) { c.DCNInteractedLayerNum = 1; c.Activation = "elu" }},
+		{"dlrm", "dlrm", nil},
+		{"dlrm_tanh_no_towers", "dlrm", func(c *Config) { c.Activation = "tanh"; c.UseTaskTowers = false }},
+		{"dlrm_without_continuous_features", "dlrm", func(c *Config) { c.WeightColumns = map[string]string{"click": "w", "watch": "price"} }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -104,6 +109,8 @@ func TestModelParamNames(t *testing.T) {
 		{"mmoe", []string{"mmoe/experts/0/kernel", "mmoe/experts/1/bias", "mmoe/gate/like/mlp/kernel", "mmoe/gate/like/logits/kernel"}},
 		{"cgc", []string{"cgc/experts/0/kernel", "cgc/gate/watch/logits/kernel"}},
 		{"ple", []string{"ple/level_0/experts/0/kernel", "ple/level_1/gate/shared/mlp/bias", "ple/level_2/gate/click/logits/kernel"}},
+		{"dcn", []string{"dcn/cross/0/kernel", "dcn/cross/1/bias", "dcn/mlp/0/kernel", "dcn/mlp/1/bias"}},
+		{"dlrm", []string{"dlrm/bottom/0/kernel", "dlrm/bottom/0/bias", "dlrm/top/0/kernel", "dlrm/top/1/bias"}},
 	} {
 		t.Run(c.model, func(t *testing.T) {
 			m, err := NewModel(gradSchema(), gradConfig(c.model), testDev(), 4)

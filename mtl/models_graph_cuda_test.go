@@ -40,6 +40,9 @@ func TestCUDAModelGraphParity(t *testing.T) {
 		// an Activator activation: pre-activation copy, Activate and its
 		// backward inside the captured step, dropout after it
 		{"mlp", "adam", gpuParityRows, "swish"},
+		// the cross layers and the dot-product interactions inside the
+		// captured step
+		{"dcn", "adam", gpuParityRows, ""}, {"dlrm", "adam", gpuParityRows, ""},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/%s/max%d/%s", tc.model, tc.opt, tc.maxBatch, tc.act), func(t *testing.T) {

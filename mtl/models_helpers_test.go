@@ -60,6 +60,8 @@ func gradConfig(model string) Config {
 	c.MMoENumExperts = 3
 	c.CGCTaskExperts, c.CGCSharedExperts = 2, 1
 	c.PLELayers = 3
+	c.DCNInteractedLayerNum = 2
+	c.EmbeddingsDim = 4
 	c.GateDim = 4
 	c.GateTemperature = 0.7
 	c.TowerLayers = []int{5}

@@ -23,7 +23,7 @@ type plainDev struct{ kernels.Device }
 func TestShardedMatchesWholeBatch(t *testing.T) {
 	const rows = 3*shardRows - 17 // three shards of unequal sizes
 	require.Equal(t, 3, shardCount(rows))
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
 		t.Run(model, func(t *testing.T) {
 			cfg := gradConfig(model)
 			whole, err := NewModel(gradSchema(), cfg, plainDev{kernels.NewCPU(1)}, rows)

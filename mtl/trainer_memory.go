@@ -98,7 +98,9 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	_, c.fusedEmb = dev.(kernels.FusedEmbeddingUpdater)
 	_, c.staged = dev.(kernels.AsyncUploader)
 	_, fusedGate := dev.(kernels.FusedGater)
-	in := c.input(inputFeatures(s, &cfg), &cfg)
+	feats := inputFeatures(s, &cfg)
+	cfg.EmbeddingDims = cfg.inputEmbeddingDims(feats)
+	in := c.input(feats, &cfg)
 	T := float64(len(tasks))
 	drop := cfg.Dropout > 0
 	hiddenAct, _ := kernels.ParseActivation(cfg.Activation)
@@ -145,6 +147,10 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	switch cfg.Model {
 	case "mlp":
 		out = c.mlp(in, cfg.MLPLayers, act)
+	case "dcn":
+		out = c.dcn(in, &cfg, act)
+	case "dlrm":
+		out = c.dlrm(feats, &cfg, act)
 	case "mmoe":
 		E := float64(cfg.MMoENumExperts)
 		out = experts(E, in)

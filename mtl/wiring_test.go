@@ -210,7 +210,7 @@ func TestNewModelOptimizerState(t *testing.T) {
 		{"adagrad", map[string]float32{"/accumulator": 0.1}},
 		{"sgd", nil},
 	} {
-		for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
 			t.Run(c.optimizer+"/"+model, func(t *testing.T) {
 				cfg := refConfig(model)
 				cfg.Optimizer = c.optimizer
@@ -324,6 +324,12 @@ func TestConfigWiring(t *testing.T) {
 		{"CGCSharedExperts", "cgc", func(c *Config) { c.CGCSharedExperts = 3 }, changesOutputs, nil},
 		{"PLELayers", "ple", func(c *Config) { c.PLELayers = 2 }, changesOutputs, nil},
 		{"PLEGatesOnInput", "ple", func(c *Config) { c.PLEGatesOnInput = true }, changesOutputs, nil},
+		{"DCNInteractedLayerNum", "dcn", func(c *Config) { c.DCNInteractedLayerNum = 3 }, changesOutputs, nil},
+		{"EmbeddingsDim", "dlrm", func(c *Config) { c.EmbeddingsDim = 6 }, changesOutputs, nil},
+		{"MLPLayers", "dcn", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
+		{"MLPLayers", "dlrm", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
+		{"Dropout", "dlrm", func(c *Config) { c.Dropout = 0.4 }, changesTrainLoss, nil},
+		{"Activation", "dlrm", func(c *Config) { c.Activation = "linear" }, changesOutputs, nil},
 		{"GateDim", "mmoe", func(c *Config) { c.GateDim = 0 }, changesOutputs, nil},
 		{"GateTemperature", "mmoe", func(c *Config) { c.GateTemperature = 0.2 }, changesOutputs, nil},
 		{"GateTemperature", "cgc", func(c *Config) { c.GateTemperature = 0.2 }, changesOutputs, nil},

@@ -8,7 +8,7 @@
 # experts (--impl), and its best result per mode is the comparison point.
 #
 # Environment (defaults in brackets):
-#   MODELS ["mlp mmoe cgc ple"]  THREADS [2]  BATCH [1024]  STEPS [50]
+#   MODELS ["mlp mmoe cgc ple"; dcn and dlrm too]  THREADS [2]  BATCH [1024]  STEPS [50]
 #   WARMUP [5]  TABLE_ROWS [0 = tenrec defaults]  DEVICE [cpu]
 #   REF [bench/torch_ref.py]  BIN [bin/mtlrank]
 #   OUT [out/bench]: raw JSON lines and the table are written there.

@@ -57,7 +57,7 @@ func commands() []command {
 }
 
 func topUsage(w io.Writer) {
-	fmt.Fprintln(w, "mtlrank trains, evaluates and serves multi-task ranking models (MLP, MMoE, CGC, PLE).")
+	fmt.Fprintln(w, "mtlrank trains, evaluates and serves multi-task ranking models (MLP, MMoE, CGC, PLE, DCN, DLRM).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Usage: mtlrank <command> [flags]")
 	fmt.Fprintln(w)

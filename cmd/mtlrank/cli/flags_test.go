@@ -184,8 +184,15 @@ func TestCheckModelFlags(t *testing.T) {
 	require.ErrorContains(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true}), "--mlp_layers does not apply to --model ple")
 	cfg.Model = "mlp"
 	require.ErrorContains(t, checkModelFlags(&cfg, map[string]bool{"gate_dim": true}), "--gate_dim does not apply")
+	cfg.Model = "dcn"
+	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "dcn_interacted_layer_num": true}))
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"embeddings_dim": true}), "--embeddings_dim does not apply to --model dcn (only to dlrm)")
+	cfg.Model = "dlrm"
+	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "embeddings_dim": true}))
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"dcn_interacted_layer_num": true}), "--dcn_interacted_layer_num does not apply to --model dlrm (only to dcn)")
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"gate_dim": true}), "--gate_dim does not apply to --model dlrm (only to mmoe, cgc, ple)")
 	cfg.Model = "wide"
-	require.ErrorContains(t, checkModelFlags(&cfg, nil), "--model must be")
+	require.EqualError(t, checkModelFlags(&cfg, nil), "--model must be mlp, mmoe, cgc, ple, dcn or dlrm, got \"wide\"")
 }
 
 func TestTable(t *testing.T) {

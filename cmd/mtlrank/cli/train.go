@@ -70,14 +70,17 @@ var architectureFlags = []string{
 	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
 	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
 	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias", "mlp_init",
+	"dcn_interacted_layer_num", "embeddings_dim",
 }
 
 // registerModelFlags binds the architecture and optimizer flags to cfg,
 // with cfg's current values as defaults. aliases adds the flag names of
 // the PyTorch reference benchmark (--num_experts, ...).
 func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc or ple")
-	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (--model mlp)")
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc, ple, dcn (cross network, then MLP) or dlrm (dot-product interactions, then MLP)")
+	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (mlp), the deep block after the cross layers (dcn) or the top MLP (dlrm)")
+	fs.IntVar(&cfg.DCNInteractedLayerNum, "dcn_interacted_layer_num", cfg.DCNInteractedLayerNum, "number of cross layers (--model dcn)")
+	fs.IntVar(&cfg.EmbeddingsDim, "embeddings_dim", cfg.EmbeddingsDim, "width of every embedding and of the bottom MLP's output (--model dlrm)")
 	fs.Var(intList{&cfg.ExpertMLPLayers}, "expert_mlp_layers", "comma-separated widths of every expert's MLP (mmoe, cgc, ple)")
 	fs.IntVar(&cfg.MMoENumExperts, "mmoe_num_mlp_experts", cfg.MMoENumExperts, "number of experts shared by all tasks (--model mmoe)")
 	fs.IntVar(&cfg.CGCTaskExperts, "cgc_num_task_experts", cfg.CGCTaskExperts, "task-specific experts per task (cgc, ple)")
@@ -110,7 +113,9 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 // checkModelFlags rejects flags that do not apply to the chosen model.
 func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 	applies := map[string][]string{
-		"mlp_layers":                    {"mlp"},
+		"mlp_layers":                    {"mlp", "dcn", "dlrm"},
+		"dcn_interacted_layer_num":      {"dcn"},
+		"embeddings_dim":                {"dlrm"},
 		"expert_mlp_layers":             {"mmoe", "cgc", "ple"},
 		"gate_dim":                      {"mmoe", "cgc", "ple"},
 		"mtl_gates_softmax_temperature": {"mmoe", "cgc", "ple"},
@@ -124,9 +129,9 @@ func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 		"ple_gates_on_input":            {"ple"},
 	}
 	switch cfg.Model {
-	case "mlp", "mmoe", "cgc", "ple":
+	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm":
 	default:
-		return usagef("--model must be mlp, mmoe, cgc or ple, got %q", cfg.Model)
+		return usagef("--model must be mlp, mmoe, cgc, ple, dcn or dlrm, got %q", cfg.Model)
 	}
 	for _, name := range sortedKeys(applies) {
 		if set[name] && !slices.Contains(applies[name], cfg.Model) {
@@ -236,10 +241,8 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
 	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "steps between the running losses written with --log_to_tensorboard (0: per epoch only); see --log_every_steps for the log")
 	// Settings of Merlin's single-task models, which --model refuses: like
-	// Merlin with --model mlp, mmoe, cgc or ple, they have no effect.
+	// Merlin with the models here, they have no effect.
 	const onlyFor = "setting of Merlin's %s model, which mtlrank does not have; no effect (as in Merlin with the models here)"
-	fs.Int("dcn_interacted_layer_num", 1, fmt.Sprintf(onlyFor, "dcn"))
-	fs.Int("embeddings_dim", 128, fmt.Sprintf(onlyFor, "dlrm and deepfm"))
 	fs.Int("wnd_hashed_cross_num_bins", 10000, fmt.Sprintf(onlyFor, "wide_n_deep"))
 	fs.Float64("wnd_wide_l2_reg", 1e-5, fmt.Sprintf(onlyFor, "wide_n_deep"))
 	fs.String("wnd_ignore_combinations", "", fmt.Sprintf(onlyFor, "wide_n_deep"))

@@ -138,7 +138,7 @@ func TestMerlinOnlyFlags(t *testing.T) {
 	}
 	a, set := parse(t, "--mlp_init", "glorot_uniform", "--in_batch_negatives_train", "0", "--in_batch_negatives_eval", "0",
 		"--log_to_tensorboard", "false", "--log_to_wandb=false", "--wandb_project", "p", "--wandb_entity", "e",
-		"--wandb_exp_group", "g", "--metrics_log_frequency", "10", "--dcn_interacted_layer_num", "2", "--embeddings_dim", "64",
+		"--wandb_exp_group", "g", "--metrics_log_frequency", "10",
 		"--wnd_hashed_cross_num_bins", "100", "--wnd_wide_l2_reg", "0", "--wnd_ignore_combinations", "a:b", "--multihot_max_seq_length", "3")
 	require.NoError(t, a.check(set))
 
