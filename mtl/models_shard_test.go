@@ -132,7 +132,7 @@ func rowIndependent(m *Model) bool {
 }
 
 // TestPredictThreadIndependent: inference cuts small batches into one shard
-// per thread (predictShardCount), and the predictions are the same bits
+// per thread (step.PredictShardCount), and the predictions are the same bits
 // whatever the number of threads and whatever else is in the batch: every
 // row is computed on its own, by kernels whose result for a row does not
 // depend on the number of rows (TestGemmRowIndependentOfRows). That holds

@@ -35,7 +35,8 @@ const PredictShardMin = 32
 // thread when the batch is too small for that (a serving request of a few
 // hundred candidates), so that a request's latency falls with the threads.
 // In inference every row is computed on its own, with no sum across rows
-// and no dropout, so the cut changes no result.
+// and no dropout, so the cut changes no result (mtl's
+// TestPredictThreadIndependent).
 func PredictShardCount(rows, threads int) int {
 	return max(ShardCount(rows), min(threads, (rows+PredictShardMin-1)/PredictShardMin))
 }
@@ -346,8 +347,7 @@ func (ws *Workspace) backwardJob(j int) {
 
 // Predict writes the outputs for b: out[t][i] is the sigmoid probability
 // (binary task) or the value (regression task) of task t for row i; out[t]
-// needs room for b.Rows values. Only the input columns are read. names
-// are the tasks' names, for the errors.
+// needs room for b.Rows values. Only the input columns are read.
 func (ws *Workspace) Predict(b *loader.Batch, out [][]float32) error {
 	tasks := ws.e.spec.Tasks
 	if len(out) != len(tasks) {
