@@ -258,9 +258,9 @@ func (ws *Workspace) input0(b *loader.Batch, loss bool) error {
 	return nil
 }
 
-// Forward runs the model on b without the loss; with lossColumns (a
-// training workspace) it also reads the loss columns, which Target then
-// returns. The task outputs are Output(s, t).
+// Forward runs the model on b without the loss; with lossColumns (only on
+// the training workspace, Engine.Train) it also reads the loss columns,
+// which Target then returns. The task outputs are Output(s, t).
 func (ws *Workspace) Forward(b *loader.Batch, mode layers.Mode, lossColumns bool) error {
 	if err := ws.input0(b, lossColumns); err != nil {
 		return err
@@ -394,7 +394,8 @@ func (ws *Workspace) Output(s, t int) *kernels.Tensor { return ws.shards[s].outs
 func (ws *Workspace) ShardLoss(s int) *kernels.Tensor { return ws.shards[s].loss.scalars }
 
 // Target returns task t's label column and sample-space column (nil when
-// the task has none) of the last batch read with its loss columns.
+// the task has none) of the last batch read with its loss columns (the
+// training workspace only).
 func (ws *Workspace) Target(t int) (y, space *kernels.Tensor) {
 	tl := ws.lossFeed.tasks[t]
 	if tl.space != nil {
