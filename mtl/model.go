@@ -150,7 +150,7 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	}
 	if m.exec, err = step.NewEngine(m.engineSpec(caps, maxBatch)); err != nil {
 		m.Release()
-		return nil, fmt.Errorf("mtl: NewModel: %w", err)
+		return nil, err // it names mtl
 	}
 	if err := m.SetCUDAGraph(cfg.CUDAGraph); err != nil {
 		m.Release()
@@ -176,7 +176,7 @@ func (m *Model) engineSpec(caps step.Caps, maxBatch int) step.Spec {
 	}
 	return step.Spec{
 		Caps: caps, Input: m.input, FeatureMax: m.featMax, Params: m.params, L2Reg: cfg.L2Reg,
-		Tasks: tasks, Net: net{m}, MaxBatch: maxBatch,
+		Tasks: tasks, Net: modelNet{m}, MaxBatch: maxBatch,
 		Optimizer: cfg.Optimizer,
 		Hyper:     step.Hyper{LearningRate: cfg.LearningRate, Beta1: cfg.AdamBeta1, Beta2: cfg.AdamBeta2, Eps: cfg.AdamEps},
 		Seed:      uint64(cfg.Seed),
@@ -366,8 +366,8 @@ func (m *Model) Release() {
 	*m = Model{}
 }
 
-// net is the model's body and towers as the engine runs them (step.Net).
-type net struct{ m *Model }
+// modelNet is the model's body and towers as the engine runs them (step.Net).
+type modelNet struct{ m *Model }
 
 // netShard is one shard's workspaces of the body and the towers.
 type netShard struct {
@@ -378,7 +378,7 @@ type netShard struct {
 	grads  []*kernels.Tensor // the body's, then each tower's
 }
 
-func (n net) NewShard(maxRows int, train bool) step.Shard {
+func (n modelNet) NewShard(maxRows int, train bool) step.Shard {
 	m := n.m
 	sh := &netShard{m: m, body: m.body.newWS(maxRows, train), outs: make([]*kernels.Tensor, len(m.towers))}
 	for _, t := range m.towers {

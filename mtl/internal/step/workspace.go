@@ -76,13 +76,12 @@ type Workspace struct {
 	grads []*kernels.Tensor
 
 	// The pass the shards run (set before RunShards).
-	runFn    func(int)
-	jobFn    func(int) // backwardJob
-	pass     passKind
-	mode     layers.Mode
-	x        *kernels.Tensor // input block output of the batch
-	out      [][]float32     // predict: the caller's output slices
-	shardErr []error
+	runFn func(int)
+	jobFn func(int) // backwardJob
+	pass  passKind
+	mode  layers.Mode
+	x     *kernels.Tensor // input block output of the batch
+	out   [][]float32     // predict: the caller's output slices
 }
 
 type passKind uint8
@@ -140,7 +139,6 @@ func (e *Engine) newWorkspace(maxRows int, train bool) *Workspace {
 		ws.reg = e.dev.Alloc(kernels.Float32, 1)
 		ws.regHost = make([]float32, 1)
 	}
-	ws.shardErr = make([]error, n)
 	nt, np := len(in.Tables), len(e.spec.Params)
 	for range n {
 		sh := &shard{net: e.spec.Net.NewShard(capRows, train)}
