@@ -213,7 +213,7 @@ func TestModelUsesFusedCapabilities(t *testing.T) {
 				assert.Positive(t, dev.losses, "fused multi-task loss")
 				assert.Equal(t, 5*len(mf.input.Tables), dev.embUpdates, "one fused embedding update per table and step")
 				for ti := range mf.input.Tables {
-					assert.Nil(t, mf.ws.input.SparseGrad(ti), "no sparse gradient is materialised")
+					assert.Nil(t, mf.exec.Train().Input().SparseGrad(ti), "no sparse gradient is materialised")
 				}
 				if model == "mmoe" || model == "ple" {
 					assert.Positive(t, dev.gates, "fused gate")

@@ -72,16 +72,16 @@ func TestModelGradients(t *testing.T) {
 			ref := refLoss(t, m, b)
 			require.InDelta(t, ref, st.Loss, 1e-5*ref+1e-6, "device loss vs host reference")
 
-			require.NoError(t, m.ws.lossPass(b, layers.Mode{}, true))
+			require.NoError(t, m.exec.Train().LossPass(b, layers.Mode{}, true))
 			grads := make([][]float32, len(m.params))
-			for i, g := range m.ws.grads {
-				if g != nil {
+			for i := range m.params {
+				if g := m.exec.Train().Grad(i); g != nil {
 					grads[i] = hostT(g)
 				}
 			}
 			var touched [][]int
 			for ti, tb := range m.input.Tables {
-				d, must := sparseToDense(m.ws.input.SparseGrad(ti), tb.Rows, tb.Dim)
+				d, must := sparseToDense(m.exec.Train().Input().SparseGrad(ti), tb.Rows, tb.Dim)
 				grads[ti] = d
 				touched = append(touched, must)
 			}

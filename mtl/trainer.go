@@ -44,7 +44,7 @@ type EarlyStopping struct {
 }
 
 // TrainerOptions configures a Trainer. The zero value trains one epoch over
-// the whole dataset with no progress bar and no logging.
+// the whole dataset with no progress reports and no logging.
 type TrainerOptions struct {
 	// Epochs is the total number of epochs (default 1). A resumed run
 	// continues from TrainState.Epoch up to Epochs.
@@ -69,12 +69,11 @@ type TrainerOptions struct {
 	CheckpointDir string
 	// Logger receives structured progress records (nil: none).
 	Logger *slog.Logger
-	// Progress is where the progress bar is drawn (usually os.Stderr). The
-	// bar is shown only when Progress is a terminal, unless ForceProgress.
-	Progress      io.Writer
-	ForceProgress bool
-	// Quiet disables the progress bar.
-	Quiet bool
+	// OnProgress, when set, is called as every pass over a dataset (a
+	// training epoch, a validation, Evaluate, Predict) starts, after each
+	// of its batches and when it ends (see Progress). The library draws
+	// nothing itself: the command line draws its bar from these reports.
+	OnProgress func(Progress)
 	// Events, when set, receives scalars named as Keras' TensorBoard
 	// callback names them: every EventEvery steps (0: never) the epoch's
 	// running loss as "batch_loss" of run "train" at the global step, and
@@ -90,6 +89,68 @@ type TrainerOptions struct {
 	// previous point. Window means rather than the epoch's running mean, so
 	// that a late change is not hidden under the early steps. 0: no curve.
 	LossCurveEvery int
+}
+
+// Progress is one report of a pass over a dataset (TrainerOptions.OnProgress).
+// A pass sends a report with Done == 0 when it starts, one after each
+// batch, and one with Finished set when it ends; a pass that fails sends
+// no Finished report.
+type Progress struct {
+	// Phase names the pass: "epoch 2/3", "validation 2/3", "evaluate" or
+	// "predict".
+	Phase string
+	// Train is set for a training epoch, whose reports carry Loss.
+	Train bool
+	// Steps counts the batches done; Done the examples done, of Total
+	// (the dataset's rows, or fewer when StepsPerEpoch stops the epoch
+	// early).
+	Steps       int
+	Done, Total int64
+	// Loss is the running training loss of the epoch (the row-weighted
+	// mean over its batches so far); 0 when Train is not set.
+	Loss float64
+	// Finished marks the last report of the pass.
+	Finished bool
+}
+
+// progress sends the reports of one pass; its methods do nothing on a nil
+// progress (no OnProgress).
+type progress struct {
+	f func(Progress)
+	p Progress
+}
+
+// startProgress reports the start of a pass over total examples (nil
+// without OnProgress).
+func (t *Trainer) startProgress(phase string, train bool, total int64) *progress {
+	if t.opts.OnProgress == nil {
+		return nil
+	}
+	p := &progress{f: t.opts.OnProgress, p: Progress{Phase: phase, Train: train, Total: total}}
+	p.f(p.p)
+	return p
+}
+
+// add reports a batch of n examples; loss is the epoch's running loss.
+func (p *progress) add(n int64, loss float64) {
+	if p == nil {
+		return
+	}
+	p.p.Steps++
+	p.p.Done += n
+	if p.p.Train {
+		p.p.Loss = loss
+	}
+	p.f(p.p)
+}
+
+// finish reports the end of the pass.
+func (p *progress) finish() {
+	if p == nil {
+		return
+	}
+	p.p.Finished = true
+	p.f(p.p)
 }
 
 // EventSink receives training scalars (TrainerOptions.Events).
@@ -420,31 +481,13 @@ func (t *Trainer) logEpoch(r EpochResult) {
 	t.log.Info("epoch done", attrs...)
 }
 
-// newBar returns a progress bar over total examples, or nil when hidden.
-func (t *Trainer) newBar(total int64, desc string) *progress {
-	if t.opts.Quiet || t.opts.Progress == nil || (!t.opts.ForceProgress && !isTerminal(t.opts.Progress)) {
-		return nil
-	}
-	return newProgress(t.opts.Progress, total, desc, 100*time.Millisecond, time.Now)
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch int) (EpochResult, error) {
 	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
 	total := train.Rows()
-	bar := t.newBar(total, fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs))
 	if t.opts.StepsPerEpoch > 0 {
-		bar.setTotal(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
+		total = min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch()))
 	}
+	bar := t.startProgress(fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs), true, total)
 	var trainEval *metrics.Evaluator
 	if t.opts.TrainMetricsSteps > 0 {
 		trainEval = metrics.NewEvaluator(t.taskSpecs())
@@ -513,10 +556,7 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		} else {
 			b.Release()
 		}
-		if bar != nil && res.Steps%10 == 1 {
-			bar.setLabel(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
-		}
-		bar.add(int64(rows))
+		bar.add(int64(rows), lossSum/float64(res.Examples))
 		if t.opts.Events != nil && t.opts.EventEvery > 0 && res.Steps%t.opts.EventEvery == 0 {
 			if err := t.opts.Events.Scalar("train", "batch_loss", int64(t.m.Step()), lossSum/float64(res.Examples)); err != nil {
 				return res, err
@@ -721,7 +761,7 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		return nil, errors.New("mtl: Evaluate: nil dataset")
 	}
 	e := metrics.NewEvaluator(t.taskSpecs())
-	bar := t.newBar(ds.Rows(), desc)
+	bar := t.startProgress(desc, false, ds.Rows())
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()
 	var rows float64
@@ -754,7 +794,7 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		if err != nil {
 			return nil, fmt.Errorf("mtl: evaluate: %w", err)
 		}
-		bar.add(int64(n))
+		bar.add(int64(n), 0)
 	}
 	bar.finish()
 	if rows == 0 {
@@ -903,7 +943,7 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 }
 
 func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predictionSink, keep, raw []string) (int64, error) {
-	bar := t.newBar(ds.Rows(), "predict")
+	bar := t.startProgress("predict", false, ds.Rows())
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()
 	var rr *rawColumns
@@ -965,7 +1005,7 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 		if err != nil {
 			return rows, err
 		}
-		bar.add(int64(b.Rows))
+		bar.add(int64(b.Rows), 0)
 	}
 	bar.finish()
 	return rows, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 )
 
 // refUpdateTol bounds |model - reference| of an updated parameter or state
@@ -52,7 +53,7 @@ func stepGrads(m *Model) (map[string][]float64, map[string]map[int]bool) {
 		var g []float32
 		if i < nt {
 			tb := m.input.Tables[i]
-			sg := m.ws.input.SparseGrad(i)
+			sg := m.exec.Train().Input().SparseGrad(i)
 			ids := make([]int32, sg.N)
 			sg.Rows.Dev.CopyToHostI32(ids, sg.Rows.View(0, sg.N))
 			vals := hostT(sg.Values)
@@ -64,7 +65,7 @@ func stepGrads(m *Model) (map[string][]float64, map[string]map[int]bool) {
 				copy(g[int(r)*tb.Dim:(int(r)+1)*tb.Dim], vals[k*tb.Dim:(k+1)*tb.Dim])
 			}
 		} else {
-			g = hostT(m.ws.grads[i])
+			g = hostT(m.exec.Train().Grad(i))
 		}
 		v := make([]float64, len(g))
 		for k, x := range g {
@@ -563,7 +564,7 @@ func twice[T any](a []T) []T {
 // rows twice, cut into two shards, gives the two shards the same loss
 // without dropout and different losses with it.
 func TestShardsDrawTheirOwnDropoutMasks(t *testing.T) {
-	half := gradBatch(layers.NewRNG(41), shardRows)
+	half := gradBatch(layers.NewRNG(41), step.ShardRows)
 	b := repeatBatch(half)
 	for _, dropout := range []float32{0, 0.5} {
 		cfg := refConfig("ple")
@@ -572,8 +573,8 @@ func TestShardsDrawTheirOwnDropoutMasks(t *testing.T) {
 		require.NoError(t, err)
 		_, err = m.TrainStep(b)
 		require.NoError(t, err)
-		require.Equal(t, 2, m.ws.nShards)
-		l0, l1 := hostT(m.ws.shards[0].loss.scalars), hostT(m.ws.shards[1].loss.scalars)
+		require.Equal(t, 2, m.exec.Train().Shards())
+		l0, l1 := hostT(m.exec.Train().ShardLoss(0)), hostT(m.exec.Train().ShardLoss(1))
 		if dropout == 0 {
 			require.Equal(t, l0, l1, "the same rows without dropout")
 		} else {

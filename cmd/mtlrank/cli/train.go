@@ -901,7 +901,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		TrainMetricsSteps: a.trainMetricsSteps, LogEvery: a.logEvery,
 		EarlyStopping: mtl.EarlyStopping{Metric: a.esMetric, Mode: a.esMode, Patience: a.esPatience,
 			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
-		Logger: log, Progress: e.progress, Quiet: a.quiet,
+		Logger: log, OnProgress: trainerProgress(e, a.quiet),
 		LossCurveEvery: lossCurveEvery(train.Rows(), trainBatch, a.stepsPerEpoch),
 	}
 	var tb *tbSink
@@ -1199,7 +1199,7 @@ func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, er
 	if err != nil {
 		return nil, nil, err
 	}
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Logger: logger(e, a.quiet), Progress: e.progress, Quiet: a.quiet})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Logger: logger(e, a.quiet), OnProgress: trainerProgress(e, a.quiet)})
 	if err != nil {
 		m.Release()
 		return nil, nil, err
