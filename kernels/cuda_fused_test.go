@@ -4,8 +4,8 @@ package kernels_test
 
 // The fused kernels of csrc/fused.cu (gate, multi-task loss, metric
 // reductions) against their CPU references, the composed paths of
-// cuda_api_ops.go on the CPU device (themselves checked against float64
-// definitions in cuda_api_test.go), on the case tables shared with those
+// capabilities_ops.go on the CPU device (themselves checked against float64
+// definitions in capabilities_ops_test.go), on the case tables shared with those
 // tests plus shapes of a training step at batch 65536.
 
 import (

@@ -1,6 +1,6 @@
 package kernels_test
 
-// Tests of the entry points of the optional capabilities (cuda_api_ops.go)
+// Tests of the entry points of the optional capabilities (capabilities_ops.go)
 // on the CPU device, which has none of them: the composed paths are the
 // reference the fused CUDA kernels are compared with (cuda_fused_test.go),
 // so they are checked here against float64 host computations written from
