@@ -43,6 +43,7 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("schema: line %d, column %d: %s", e.Line, e.Col, e.Msg)
 }
 
+// Kind is the lexical kind of a scalar value.
 type Kind int
 
 const (
@@ -74,8 +75,8 @@ func (t token) describe() string {
 // Value is one value of a field: a nested message or a scalar.
 type Value struct {
 	Msg *Message // nil for scalars
-	// Scalars: kind is KindIdent, KindNumber or KindString. text holds the
-	// source text (with a leading '-' when negated); str the decoded bytes
+	// Scalars: Kind is KindIdent, KindNumber or KindString. Text holds the
+	// source text (with a leading '-' when negated); Str the decoded bytes
 	// of (concatenated) strings.
 	Kind  Kind
 	Text  string
@@ -94,11 +95,13 @@ type Field struct {
 	List      bool
 }
 
+// Message is a message: its fields in source order.
 type Message struct {
 	Fields []*Field
 	Start  int // offset of the opening delimiter (0 for the top level)
 }
 
+// Parser holds the source of a parse, for positions and verbatim text.
 type Parser struct {
 	Src        []byte
 	pos        int
@@ -156,7 +159,9 @@ func (p *Parser) skipSpace() {
 
 func isIdentStart(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
-func IsIdentChar(c byte) bool  { return isIdentStart(c) || isDigit(c) }
+
+// IsIdentChar reports whether c may continue an identifier.
+func IsIdentChar(c byte) bool { return isIdentStart(c) || isDigit(c) }
 
 func (p *Parser) peek() (token, error) {
 	if p.peeked != nil {

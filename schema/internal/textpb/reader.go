@@ -41,6 +41,7 @@ func (fr *FieldReader) Single(f *Field) (Value, error) {
 	return f.Values[0], nil
 }
 
+// Message returns the message value of a singular field.
 func (fr *FieldReader) Message(f *Field) (*Message, error) {
 	v, err := fr.Single(f)
 	if err != nil {
@@ -52,6 +53,7 @@ func (fr *FieldReader) Message(f *Field) (*Message, error) {
 	return v.Msg, nil
 }
 
+// Str returns the string value of a singular field.
 func (fr *FieldReader) Str(f *Field) (string, error) {
 	v, err := fr.Single(f)
 	if err != nil {
@@ -60,6 +62,7 @@ func (fr *FieldReader) Str(f *Field) (string, error) {
 	return fr.StrValue(f.Name, v)
 }
 
+// StrValue returns v as a string, or an error naming field name.
 func (fr *FieldReader) StrValue(name string, v Value) (string, error) {
 	if v.Msg != nil || v.Kind != KindString {
 		return "", fr.Errorf(v.Start, "field %q: expected a quoted string, got %s", name, ValueText(v))
@@ -67,6 +70,7 @@ func (fr *FieldReader) StrValue(name string, v Value) (string, error) {
 	return v.Str, nil
 }
 
+// ValueText describes v for error messages.
 func ValueText(v Value) string {
 	if v.Msg != nil {
 		return "a message"
@@ -74,6 +78,7 @@ func ValueText(v Value) string {
 	return v.Text
 }
 
+// Int64 returns the integer value of a singular field.
 func (fr *FieldReader) Int64(f *Field) (int64, error) {
 	v, err := fr.Single(f)
 	if err != nil {
@@ -89,6 +94,8 @@ func (fr *FieldReader) Int64(f *Field) (int64, error) {
 	return n, nil
 }
 
+// Float64 returns the number value of a singular field (integers, floats,
+// inf and nan).
 func (fr *FieldReader) Float64(f *Field) (float64, error) {
 	v, err := fr.Single(f)
 	if err != nil {
@@ -102,6 +109,7 @@ func (fr *FieldReader) Float64(f *Field) (float64, error) {
 	return 0, fr.Errorf(v.Start, "field %q: expected a number, got %s", f.Name, ValueText(v))
 }
 
+// Bool returns the boolean value of a singular field.
 func (fr *FieldReader) Bool(f *Field) (bool, error) {
 	v, err := fr.Single(f)
 	if err != nil {
