@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"unsafe"
+
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 )
 
 // CPU is the host Device: tensors are Go slices; GEMMs go to the
@@ -243,19 +245,7 @@ func (c *CPU) Sync() error { return nil }
 
 // Gemm implements Device.
 func (c *CPU) Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, cm *Tensor) {
-	m, n := cm.Rows(), cm.Cols()
-	am, ak := a.Rows(), a.Cols()
-	if transA {
-		am, ak = ak, am
-	}
-	bk, bn := b.Rows(), b.Cols()
-	if transB {
-		bk, bn = bn, bk
-	}
-	if am != m || bn != n || ak != bk {
-		panic(fmt.Sprintf("kernels: Gemm: op(A) %dx%d, op(B) %dx%d, C %dx%d", am, ak, bk, bn, m, n))
-	}
-	k := ak
+	m, n, k := gemmShape("Gemm", transA, transB, a, b, cm)
 	if m == 0 || n == 0 {
 		return
 	}
@@ -282,19 +272,9 @@ func (c *CPU) scaleOut(x []float32, beta float32) {
 func (c *CPU) GemmStridedBatched(transA, transB bool, m, n, k int, alpha float32,
 	a *Tensor, strideA int, b *Tensor, strideB int,
 	beta float32, cm *Tensor, strideC int, batch int) {
-	if m < 0 || n < 0 || k < 0 || batch < 0 || strideA < 0 || strideB < 0 || strideC < 0 {
-		panic(fmt.Sprintf("kernels: GemmStridedBatched: bad sizes m=%d n=%d k=%d batch=%d strides %d %d %d",
-			m, n, k, batch, strideA, strideB, strideC))
-	}
+	checkBatched("GemmStridedBatched", m, n, k, a, strideA, b, strideB, cm, strideC, batch)
 	if m == 0 || n == 0 || batch == 0 {
 		return
-	}
-	if (batch-1)*strideA+m*k > a.Len() || (batch-1)*strideB+k*n > b.Len() || (batch-1)*strideC+m*n > cm.Len() {
-		panic(fmt.Sprintf("kernels: GemmStridedBatched: batch %d of %dx%dx%d with strides %d,%d,%d overruns A(%d) B(%d) C(%d)",
-			batch, m, n, k, strideA, strideB, strideC, a.Len(), b.Len(), cm.Len()))
-	}
-	if strideC < m*n && batch > 1 {
-		panic(fmt.Sprintf("kernels: GemmStridedBatched: output stride %d < %d makes outputs overlap", strideC, m*n))
 	}
 	if k == 0 {
 		for i := range batch {
@@ -534,14 +514,6 @@ func (c *CPU) BiasGrad(dy, db *Tensor, groups int, accumulate bool) {
 	t.run(0, items)
 }
 
-// FusedBiasGrad is implemented by devices that fuse the activation's
-// backward pass with the bias gradient, saving a pass over dy.
-type FusedBiasGrad interface {
-	// ActBiasGrad is ActBackward(dy, y, act) followed by
-	// BiasGrad(dy, db, groups, accumulate), with the same results.
-	ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool)
-}
-
 var _ FusedBiasGrad = (*CPU)(nil)
 
 type actBiasGradTask struct {
@@ -601,12 +573,7 @@ func (c *CPU) ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int,
 // the element's index in the tensor. It needs no state, so any device (and
 // any split of the work across threads) reproduces the same pattern bit for
 // bit from (seed, i).
-func DropoutHash(seed, i uint64) uint64 {
-	z := seed + (i+1)*0x9E3779B97F4A7C15
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	return z ^ (z >> 31)
-}
+func DropoutHash(seed, i uint64) uint64 { return splitmix.At(seed, i) }
 
 // DropoutThreshold returns the integer threshold and the keep scale Dropout
 // uses for a rate: element i is dropped when DropoutHash(seed, i)>>40 (a

@@ -179,27 +179,13 @@ func (c *CPU) runGemm(t gemmTask, batch int) {
 	t.run(0, items)
 }
 
-// FusedGemm is implemented by devices that fuse the bias add and activation
-// of a Dense layer into its GEMM, saving a pass over the output. Each method
-// gives the same result as the unfused pair of ops.
-type FusedGemm interface {
-	// GemmBiasAct is Gemm(false, false, 1, x, w, 0, y) followed by
-	// BiasAct(y, bias, 1, act); bias may be nil (no bias).
-	GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor)
-	// GemmStridedBatchedBiasAct is GemmStridedBatched(false, false, m, n,
-	// k, 1, a, strideA, b, strideB, 0, c, m*n, batch) followed by
-	// BiasAct(c, bias, batch, act) with bias [batch, n] (nil: no bias).
-	GemmStridedBatchedBiasAct(m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,
-		bias *Tensor, act Activation, c *Tensor, batch int)
-}
-
 var _ FusedGemm = (*CPU)(nil)
 
 // GemmBiasAct implements FusedGemm.
 func (c *CPU) GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor) {
-	m, n, k := y.Rows(), y.Cols(), x.Cols()
-	if x.Rows() != m || w.Rows() != k || w.Cols() != n || (bias != nil && bias.Len() != n) {
-		panic(fmt.Sprintf("kernels: GemmBiasAct: x %v, w %v, bias %v, y %v", x, w, bias, y))
+	m, n, k := gemmShape("GemmBiasAct", false, false, x, w, y)
+	if bias != nil && bias.Len() != n {
+		panic(fmt.Sprintf("kernels: GemmBiasAct: bias %v for %d columns", bias, n))
 	}
 	c.gemmBiasAct(m, n, k, x.F32, 0, w.F32, 0, bias, act, y.F32, 1)
 }
@@ -207,13 +193,9 @@ func (c *CPU) GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor) {
 // GemmStridedBatchedBiasAct implements FusedGemm.
 func (c *CPU) GemmStridedBatchedBiasAct(m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,
 	bias *Tensor, act Activation, cm *Tensor, batch int) {
-	if m < 0 || n < 0 || k < 0 || batch < 0 || strideA < 0 || strideB < 0 {
-		panic(fmt.Sprintf("kernels: GemmStridedBatchedBiasAct: bad sizes m=%d n=%d k=%d batch=%d", m, n, k, batch))
-	}
-	if (batch > 0 && ((batch-1)*strideA+m*k > a.Len() || (batch-1)*strideB+k*n > b.Len())) || batch*m*n > cm.Len() ||
-		(bias != nil && bias.Len() != batch*n) {
-		panic(fmt.Sprintf("kernels: GemmStridedBatchedBiasAct: batch %d of %dx%dx%d overruns A %v, B %v, C %v or bias %v",
-			batch, m, n, k, a, b, cm, bias))
+	checkBatched("GemmStridedBatchedBiasAct", m, n, k, a, strideA, b, strideB, cm, m*n, batch)
+	if bias != nil && bias.Len() != batch*n {
+		panic(fmt.Sprintf("kernels: GemmStridedBatchedBiasAct: bias %v for %d entries of %d", bias, batch, n))
 	}
 	c.gemmBiasAct(m, n, k, a.F32, strideA, b.F32, strideB, bias, act, cm.F32, batch)
 }

@@ -16,7 +16,7 @@ import (
 // float32 against the float64 definition: 1e-6*(1 + |want|). The CUDA
 // device's expf, erff and tanhf are within 2 ulp (CUDA C Programming Guide,
 // mathematical functions; no fast-math build), the CPU device's vectorised
-// exp and sigmoid within a few ulp (kernels/cpu_math.c, checked by
+// exp and sigmoid within a few ulp (kernels/cpu_math.Ref, checked by
 // TestActivateAgainstFloat64), and each formula adds at most a few float32
 // roundings (2^-24 each): a few ulp is ~5e-7 relative. The absolute part
 // covers the cancellation in exp(x)-1 and 1-tanh(x)^2 near 0, where the
@@ -30,24 +30,24 @@ func actTol(want float64) float64 { return 1e-6 * (1 + math.Abs(want)) }
 func TestCUDAActivationParity(t *testing.T) {
 	r := newRig(t, 31)
 	xs := append([]float32{0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, 1e-4, -1e-4, 0.5, -0.5, 20, -20,
-		88, -88, 100, -100, 1e4, -1e4}, r.uniform(size(t, 1<<20, 3000), -8, 8)...)
-	dys := r.uniform(len(xs), -2, 2)
+		88, -88, 100, -100, 1e4, -1e4}, r.Uniform(size(t, 1<<20, 3000), -8, 8)...)
+	dys := r.Uniform(len(xs), -2, 2)
 	n := len(xs)
 	for _, act := range allActivations {
 		t.Run(act.String(), func(t *testing.T) {
-			x := r.f32(xs, n)
-			y := twin{r.cpu.Alloc(kernels.Float32, n), r.gpu.Alloc(kernels.Float32, n)}
-			r.owned = append(r.owned, y.c, y.g)
-			r.cpu.Activate(y.c, x.c, act)
-			r.gpu.Activate(y.g, x.g, act)
-			dy := r.f32(dys, n)
-			r.cpu.ActivateBackward(dy.c, x.c, act)
-			r.gpu.ActivateBackward(dy.g, x.g, act)
+			x := r.F32(xs, n)
+			y := kerneltest.Pair{Ref: r.cpu.Alloc(kernels.Float32, n), Dev: r.gpu.Alloc(kernels.Float32, n)}
+			r.Own(y.Ref, y.Dev)
+			r.cpu.Activate(y.Ref, x.Ref, act)
+			r.gpu.Activate(y.Dev, x.Dev, act)
+			dy := r.F32(dys, n)
+			r.cpu.ActivateBackward(dy.Ref, x.Ref, act)
+			r.gpu.ActivateBackward(dy.Dev, x.Dev, act)
 			// in place (y aliases x), as the layers run it at inference
-			inPlace := r.f32(xs, n)
-			r.gpu.Activate(inPlace.g, inPlace.g, act)
-			r.sync()
-			gy, gdy, gin := r.gpuF32(y.g), r.gpuF32(dy.g), r.gpuF32(inPlace.g)
+			inPlace := r.F32(xs, n)
+			r.gpu.Activate(inPlace.Dev, inPlace.Dev, act)
+			r.Sync()
+			gy, gdy, gin := r.gpuF32(y.Dev), r.gpuF32(dy.Dev), r.gpuF32(inPlace.Dev)
 			bad := 0
 			fail := func(format string, args ...any) {
 				if bad++; bad <= 5 {
@@ -62,9 +62,9 @@ func TestCUDAActivationParity(t *testing.T) {
 					got  float32
 					want float64
 				}{
-					{"cpu " + act.String(), y.c.F32[i], want},
+					{"cpu " + act.String(), y.Ref.F32[i], want},
 					{"cuda " + act.String(), gy[i], want},
-					{"cpu " + act.String() + "'", dy.c.F32[i], wantD},
+					{"cpu " + act.String() + "'", dy.Ref.F32[i], wantD},
 					{"cuda " + act.String() + "'", gdy[i], wantD},
 				} {
 					if g := float64(c.got); math.IsNaN(g) || math.Abs(g-c.want) > actTol(c.want) {

@@ -8,7 +8,7 @@ import (
 	"github.com/mtlrank/mtlrank/cublas"
 )
 
-// The CUDA device implements the optional interfaces of cuda_api.go.
+// The CUDA device implements the optional interfaces of capabilities.go.
 var (
 	_ FusedEmbeddingUpdater = (*CUDA)(nil)
 	_ GemmBiasActer         = (*CUDA)(nil)

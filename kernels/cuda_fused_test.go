@@ -4,8 +4,8 @@ package kernels_test
 
 // The fused kernels of csrc/fused.cu (gate, multi-task loss, metric
 // reductions) against their CPU references, the composed paths of
-// cuda_api_ops.go on the CPU device (themselves checked against float64
-// definitions in cuda_api_test.go), on the case tables shared with those
+// capabilities_ops.go on the CPU device (themselves checked against float64
+// definitions in capabilities_ops_test.go), on the case tables shared with those
 // tests plus shapes of a training step at batch 65536.
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 )
 
 func TestCUDAFusedCapabilities(t *testing.T) {
@@ -42,7 +43,7 @@ func TestCUDAFusedCapabilities(t *testing.T) {
 func gateRun(dev kernels.Device, c fzGateCase, logits []float32, experts [][]float32, dout, dx0 []float32) (w, out, dl []float32, dx [][]float32) {
 	var owned []*kernels.Tensor
 	up := func(x []float32, shape ...int) *kernels.Tensor {
-		t := fzUp(dev, x, shape...)
+		t := kerneltest.Upload(dev, x, shape...)
 		owned = append(owned, t)
 		return t
 	}
@@ -65,32 +66,9 @@ func gateRun(dev kernels.Device, c fzGateCase, logits []float32, experts [][]flo
 	kernels.GateForward(dev, outT, wt, up(logits, c.rows, c.ne), xs, c.temp)
 	kernels.GateBackward(dev, dlT, dwT, up(dout, c.rows, c.d), wt, xs, dxs, c.temp)
 	for _, x := range dxs {
-		dx = append(dx, fzDown(dev, x))
+		dx = append(dx, kerneltest.Download(dev, x))
 	}
-	return fzDown(dev, wt), fzDown(dev, outT), fzDown(dev, dlT), dx
-}
-
-// checkPair compares a GPU result with the CPU one: |g-c| <= abs + rel*|c|
-// + extra(i).
-func checkPair(t *testing.T, name string, gpu, cpu []float32, abs, rel float64, extra func(i int) float64) {
-	t.Helper()
-	require.Equal(t, len(cpu), len(gpu), name)
-	bad := 0
-	for i := range cpu {
-		tol := abs + rel*math.Abs(float64(cpu[i]))
-		if extra != nil {
-			tol += extra(i)
-		}
-		if math.Abs(float64(gpu[i])-float64(cpu[i])) > tol || math.IsNaN(float64(gpu[i])) != math.IsNaN(float64(cpu[i])) {
-			if bad < 5 {
-				t.Errorf("%s[%d]: gpu %.8g, cpu %.8g (tolerance %.3g)", name, i, gpu[i], cpu[i], tol)
-			}
-			bad++
-		}
-	}
-	if bad > 5 {
-		t.Errorf("%s: %d of %d elements differ", name, bad, len(cpu))
-	}
+	return kerneltest.Download(dev, wt), kerneltest.Download(dev, outT), kerneltest.Download(dev, dlT), dx
 }
 
 // The fused gate equals the composed gate on the CPU.
@@ -114,19 +92,19 @@ func TestCUDAFusedGate(t *testing.T) {
 			gpu := newCUDA(t)
 			cpu := kernels.NewCPU(2)
 			rng := rand.New(rand.NewPCG(uint64(c.rows), uint64(c.ne)))
-			logits := fzRand(rng, c.rows*c.ne, -6, 6)
+			logits := kerneltest.RandF32(rng, c.rows*c.ne, -6, 6)
 			var experts [][]float32
 			for range c.ne {
-				experts = append(experts, fzRand(rng, c.rows*c.d, -1, 1))
+				experts = append(experts, kerneltest.RandF32(rng, c.rows*c.d, -1, 1))
 			}
-			dout, dx0 := fzRand(rng, c.rows*c.d, -1, 1), fzRand(rng, c.rows*c.d, -1, 1)
+			dout, dx0 := kerneltest.RandF32(rng, c.rows*c.d, -1, 1), kerneltest.RandF32(rng, c.rows*c.d, -1, 1)
 			wc, oc, lc, xc := gateRun(cpu, c, logits, experts, dout, dx0)
 			wg, og, lg, xg := gateRun(gpu, c, logits, experts, dout, dx0)
 			require.NoError(t, gpu.Sync())
-			checkPair(t, "w", wg, wc, 1e-5, 1e-4, nil)
-			checkPair(t, "out", og, oc, 1e-5, 1e-4, nil)
+			kerneltest.CheckClose(t, "w", wg, kerneltest.Widen(wc), 1e-5, 1e-4, nil)
+			kerneltest.CheckClose(t, "out", og, kerneltest.Widen(oc), 1e-5, 1e-4, nil)
 			for e := range xc {
-				checkPair(t, fmt.Sprintf("dexperts[%d]", e), xg[e], xc[e], 1e-5, 1e-4, nil)
+				kerneltest.CheckClose(t, fmt.Sprintf("dexperts[%d]", e), xg[e], kerneltest.Widen(xc[e]), 1e-5, 1e-4, nil)
 			}
 			errDW := make([]float64, c.rows*c.ne) // E_e per row
 			for b := 0; b < c.rows; b++ {
@@ -139,7 +117,7 @@ func TestCUDAFusedGate(t *testing.T) {
 				}
 			}
 			invT := 1 / float64(c.temp)
-			checkPair(t, "dlogits", lg, lc, 1e-5, 1e-4, func(i int) float64 {
+			kerneltest.CheckClose(t, "dlogits", lg, kerneltest.Widen(lc), 1e-5, 1e-4, func(i int) float64 {
 				b := i / c.ne
 				sum := 0.0
 				for k := 0; k < c.ne; k++ {
@@ -157,30 +135,30 @@ func TestCUDAFusedGate(t *testing.T) {
 func TestCUDAFusedGateMatchesUnfusedGPU(t *testing.T) {
 	r := newRig(t, 21)
 	const B, E, D, T = 3000, 6, 40, 0.9
-	logits := r.f32(r.uniform(B*E, -5, 5), B, E).g
+	logits := r.F32(r.Uniform(B*E, -5, 5), B, E).Dev
 	var xs, dx1, dx2 []*kernels.Tensor
-	dx0 := r.uniform(B*D, -1, 1)
+	dx0 := r.Uniform(B*D, -1, 1)
 	for range E {
-		xs = append(xs, r.randf(B, D).g)
-		dx1 = append(dx1, r.f32(dx0, B, D).g)
-		dx2 = append(dx2, r.f32(dx0, B, D).g)
+		xs = append(xs, r.RandF(B, D).Dev)
+		dx1 = append(dx1, r.F32(dx0, B, D).Dev)
+		dx2 = append(dx2, r.F32(dx0, B, D).Dev)
 	}
-	dout := r.randf(B, D).g
-	w1, w2 := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g
-	o1, o2 := r.f32(make([]float32, B*D), B, D).g, r.f32(make([]float32, B*D), B, D).g
-	l1, l2, dw := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*E), B, E).g
+	dout := r.RandF(B, D).Dev
+	w1, w2 := r.F32(make([]float32, B*E), B, E).Dev, r.F32(make([]float32, B*E), B, E).Dev
+	o1, o2 := r.F32(make([]float32, B*D), B, D).Dev, r.F32(make([]float32, B*D), B, D).Dev
+	l1, l2, dw := r.F32(make([]float32, B*E), B, E).Dev, r.F32(make([]float32, B*E), B, E).Dev, r.F32(make([]float32, B*E), B, E).Dev
 	r.gpu.GateForward(o1, w1, logits, xs, T)
 	r.gpu.GateBackward(l1, dout, w1, xs, dx1, T)
 	r.gpu.SoftmaxRows(w2, logits, T)
 	r.gpu.GateCombine(o2, w2, xs)
 	r.gpu.GateCombineBackward(dout, w2, xs, dw, dx2)
 	r.gpu.SoftmaxBackward(l2, dw, w2, T)
-	r.sync()
+	r.Sync()
 	for _, p := range [][3]any{{"w", w1, w2}, {"out", o1, o2}, {"dlogits", l1, l2}} {
-		checkPair(t, p[0].(string), r.gpuF32(p[1].(*kernels.Tensor)), r.gpuF32(p[2].(*kernels.Tensor)), 1e-7, 1e-6, nil)
+		kerneltest.CheckClose(t, p[0].(string), r.gpuF32(p[1].(*kernels.Tensor)), kerneltest.Widen(r.gpuF32(p[2].(*kernels.Tensor))), 1e-7, 1e-6, nil)
 	}
 	for e := range dx1 {
-		checkPair(t, fmt.Sprintf("dexperts[%d]", e), r.gpuF32(dx1[e]), r.gpuF32(dx2[e]), 1e-7, 1e-6, nil)
+		kerneltest.CheckClose(t, fmt.Sprintf("dexperts[%d]", e), r.gpuF32(dx1[e]), kerneltest.Widen(r.gpuF32(dx2[e])), 1e-7, 1e-6, nil)
 	}
 }
 
@@ -219,8 +197,8 @@ func TestCUDAFusedMultiTaskLoss(t *testing.T) {
 					wmax *= 2
 				}
 				abs := math.Max(1e-6*float64(c.scale), 0x1p-22*float64(tk.lambda)*float64(c.scale)*wmax)
-				checkPair(t, fmt.Sprintf("dz[%d] vs cpu", i), dzg[i], dzc[i], abs, 1e-5, nil)
-				fzCheck(t, fmt.Sprintf("dz[%d] vs float64", i), dzg[i], ld.wantDZ[i], abs, 1e-5)
+				kerneltest.CheckClose(t, fmt.Sprintf("dz[%d] vs cpu", i), dzg[i], kerneltest.Widen(dzc[i]), abs, 1e-5, nil)
+				kerneltest.CheckClose(t, fmt.Sprintf("dz[%d] vs float64", i), dzg[i], ld.wantDZ[i], abs, 1e-5, nil)
 				if tlg != nil {
 					want := float64(c.initTaskLoss) + ld.wantLoss[i]
 					assert.InDelta(t, want, float64(tlg[i]), 1e-5*ld.wantLoss[i]+1e-7*math.Abs(want)+1e-9, "task loss %d", i)
@@ -333,11 +311,11 @@ func TestCUDAFusedMetrics(t *testing.T) {
 							absLabels[k] += math.Abs(float64(y))
 						}
 					}
-					g := kernels.MetricTask{Binary: bin, Pred: fzUp(gpu, p, rows), Label: fzUp(gpu, l, rows)}
-					cc := kernels.MetricTask{Binary: bin, Pred: fzUp(cpu, p, rows), Label: fzUp(cpu, l, rows)}
+					g := kernels.MetricTask{Binary: bin, Pred: kerneltest.Upload(gpu, p, rows), Label: kerneltest.Upload(gpu, l, rows)}
+					cc := kernels.MetricTask{Binary: bin, Pred: kerneltest.Upload(cpu, p, rows), Label: kerneltest.Upload(cpu, l, rows)}
 					owned = append(owned, g.Pred, g.Label)
 					if m != nil {
-						g.Mask, cc.Mask = fzUp(gpu, m, rows), fzUp(cpu, m, rows)
+						g.Mask, cc.Mask = kerneltest.Upload(gpu, m, rows), kerneltest.Upload(cpu, m, rows)
 						owned = append(owned, g.Mask)
 					}
 					gt, ct = append(gt, g), append(ct, cc)
@@ -384,19 +362,19 @@ func TestCUDAFusedCapture(t *testing.T) {
 	r := newRig(t, 23)
 	d := r.gpu
 	const B, E, D, T = 2048, 4, 32, 1.0
-	logits := r.f32(r.uniform(B*E, -3, 3), B, E).g
+	logits := r.F32(r.Uniform(B*E, -3, 3), B, E).Dev
 	var xs, dxs []*kernels.Tensor
 	for range E {
-		xs = append(xs, r.randf(B, D).g)
-		dxs = append(dxs, r.f32(make([]float32, B*D), B, D).g)
+		xs = append(xs, r.RandF(B, D).Dev)
+		dxs = append(dxs, r.F32(make([]float32, B*D), B, D).Dev)
 	}
-	dout := r.randf(B, D).g
-	w, out, dl := r.f32(make([]float32, B*E), B, E).g, r.f32(make([]float32, B*D), B, D).g, r.f32(make([]float32, B*E), B, E).g
-	z, y := r.f32(r.uniform(B, -4, 4), B, 1).g, r.f32(r.uniform(B, 0, 1), B, 1).g
-	dz, dz2 := r.f32(make([]float32, B), B, 1).g, r.f32(make([]float32, B), B, 1).g
-	tl, tot := r.f32(make([]float32, 2), 2).g, r.f32(make([]float32, 1), 1).g
-	prob := r.f32(r.uniform(B, 0, 1), B).g
-	label := r.f32(make([]float32, B), B).g
+	dout := r.RandF(B, D).Dev
+	w, out, dl := r.F32(make([]float32, B*E), B, E).Dev, r.F32(make([]float32, B*D), B, D).Dev, r.F32(make([]float32, B*E), B, E).Dev
+	z, y := r.F32(r.Uniform(B, -4, 4), B, 1).Dev, r.F32(r.Uniform(B, 0, 1), B, 1).Dev
+	dz, dz2 := r.F32(make([]float32, B), B, 1).Dev, r.F32(make([]float32, B), B, 1).Dev
+	tl, tot := r.F32(make([]float32, 2), 2).Dev, r.F32(make([]float32, 1), 1).Dev
+	prob := r.F32(r.Uniform(B, 0, 1), B).Dev
+	label := r.F32(make([]float32, B), B).Dev
 	r.gpu.Fill(label, 1)
 	acc, err := d.NewMetricAccumulator(1, 1e-7, 0.5)
 	require.NoError(t, err)
@@ -416,7 +394,7 @@ func TestCUDAFusedCapture(t *testing.T) {
 		acc.Add([]kernels.MetricTask{{Binary: true, Pred: prob, Label: label}})
 	}
 	snap := func() [][]float32 {
-		r.sync()
+		r.Sync()
 		res := [][]float32{r.gpuF32(w), r.gpuF32(out), r.gpuF32(dl), r.gpuF32(dz), r.gpuF32(dz2), r.gpuF32(tl), r.gpuF32(tot)}
 		for _, x := range dxs {
 			res = append(res, r.gpuF32(x))
@@ -452,9 +430,9 @@ func TestCUDAFusedGateManyExpertsCapture(t *testing.T) {
 	const B, E, D = 8, 40, 4
 	var xs []*kernels.Tensor
 	for range E {
-		xs = append(xs, r.randf(B, D).g)
+		xs = append(xs, r.RandF(B, D).Dev)
 	}
-	w, dl, dout := r.randf(B, E).g, r.randf(B, E).g, r.randf(B, D).g
+	w, dl, dout := r.RandF(B, E).Dev, r.RandF(B, E).Dev, r.RandF(B, D).Dev
 	require.NoError(t, d.BeginCapture())
 	d.GateBackward(dl, dout, w, xs, xs, 1)
 	_, err := d.EndCapture()
@@ -487,24 +465,24 @@ func TestCUDAFusedGemm(t *testing.T) {
 			if c.strideA > 0 {
 				inputs = c.batch
 			}
-			a := r.randf(inputs*c.m, c.k)
-			b := r.randf(c.batch, c.k, c.n)
-			out := r.randf(c.batch, c.m, c.n)
-			bias := r.f32(make([]float32, c.batch*c.n), c.batch, c.n) // zeros: the CPU reference of "no bias"
+			a := r.RandF(inputs*c.m, c.k)
+			b := r.RandF(c.batch, c.k, c.n)
+			out := r.RandF(c.batch, c.m, c.n)
+			bias := r.F32(make([]float32, c.batch*c.n), c.batch, c.n) // zeros: the CPU reference of "no bias"
 			var gbias *kernels.Tensor
 			if c.bias {
-				bias = r.randf(c.batch, c.n)
-				gbias = bias.g
+				bias = r.RandF(c.batch, c.n)
+				gbias = bias.Dev
 			}
-			r.cpu.GemmStridedBatched(false, false, c.m, c.n, c.k, 1, a.c, c.strideA, b.c, c.k*c.n, 0, out.c, c.m*c.n, c.batch)
-			r.cpu.BiasAct(out.c, bias.c, c.batch, c.act)
+			r.cpu.GemmStridedBatched(false, false, c.m, c.n, c.k, 1, a.Ref, c.strideA, b.Ref, c.k*c.n, 0, out.Ref, c.m*c.n, c.batch)
+			r.cpu.BiasAct(out.Ref, bias.Ref, c.batch, c.act)
 			if c.batch == 1 {
-				x := a.g.View(0, c.m, c.k)
-				r.gpu.GemmBiasAct(x, b.g.View(0, c.k, c.n), gbias, c.act, out.g.View(0, c.m, c.n))
+				x := a.Dev.View(0, c.m, c.k)
+				r.gpu.GemmBiasAct(x, b.Dev.View(0, c.k, c.n), gbias, c.act, out.Dev.View(0, c.m, c.n))
 			} else {
-				r.gpu.GemmStridedBatchedBiasAct(c.m, c.n, c.k, a.g, c.strideA, b.g, c.k*c.n, gbias, c.act, out.g, c.batch)
+				r.gpu.GemmStridedBatchedBiasAct(c.m, c.n, c.k, a.Dev, c.strideA, b.Dev, c.k*c.n, gbias, c.act, out.Dev, c.batch)
 			}
-			r.check("out", out, 1e-4)
+			r.CheckRel("out", out, 1e-4)
 		})
 	}
 }

@@ -46,36 +46,36 @@ func TestCUDAStepParamsMatchEager(t *testing.T) {
 	r := newRig(t, 41)
 	d := r.gpu
 	const rows, dim, B = 50, 16, 64
-	denseData := [][]float32{r.uniform(1000, -1, 1), r.uniform(5000, -1, 1)}
-	gradData := [][]float32{r.uniform(1000, -1, 1), r.uniform(5000, -1, 1)}
-	tabData := r.uniform(rows*dim, -1, 1)
-	xData := r.uniform(4096, -1, 1)
+	denseData := [][]float32{r.Uniform(1000, -1, 1), r.Uniform(5000, -1, 1)}
+	gradData := [][]float32{r.Uniform(1000, -1, 1), r.Uniform(5000, -1, 1)}
+	tabData := r.Uniform(rows*dim, -1, 1)
+	xData := r.Uniform(4096, -1, 1)
 	ids := make([]int32, B)
 	for i := range ids {
 		ids[i] = int32((i * 7) % rows)
 	}
-	idT := r.i32(ids, B).g
-	dout := r.randf(B, 2*dim).g
+	idT := r.I32(ids, B).Dev
+	dout := r.RandF(B, 2*dim).Dev
 	srcs := []kernels.EmbeddingSource{{Dout: dout, Col: 0, IDs: idT}, {Dout: dout, Col: dim, IDs: idT}}
 
 	newSet := func() *stepSet {
 		s := &stepSet{}
 		for i := range denseData {
-			s.dense = append(s.dense, r.f32(denseData[i], len(denseData[i])).g)
-			s.grads = append(s.grads, r.f32(gradData[i], len(gradData[i])).g)
-			s.m = append(s.m, r.f32(make([]float32, len(denseData[i])), len(denseData[i])).g)
-			s.v = append(s.v, r.f32(make([]float32, len(denseData[i])), len(denseData[i])).g)
+			s.dense = append(s.dense, r.F32(denseData[i], len(denseData[i])).Dev)
+			s.grads = append(s.grads, r.F32(gradData[i], len(gradData[i])).Dev)
+			s.m = append(s.m, r.F32(make([]float32, len(denseData[i])), len(denseData[i])).Dev)
+			s.v = append(s.v, r.F32(make([]float32, len(denseData[i])), len(denseData[i])).Dev)
 		}
-		s.acc = r.f32(make([]float32, 1000), 1000).g
+		s.acc = r.F32(make([]float32, 1000), 1000).Dev
 		d.Fill(s.acc, 0.1)
-		s.sgd = r.f32(denseData[1], 5000).g
-		tab := func() *kernels.Tensor { return r.f32(tabData, rows, dim).g }
-		zero := func() *kernels.Tensor { return r.f32(make([]float32, rows*dim), rows, dim).g }
+		s.sgd = r.F32(denseData[1], 5000).Dev
+		tab := func() *kernels.Tensor { return r.F32(tabData, rows, dim).Dev }
+		zero := func() *kernels.Tensor { return r.F32(make([]float32, rows*dim), rows, dim).Dev }
 		s.tabA, s.tabAm, s.tabAv = tab(), zero(), zero()
 		s.tabG, s.tabGacc, s.tabS = tab(), zero(), tab()
 		d.Fill(s.tabGacc, 0.1)
-		s.x = r.f32(xData, len(xData)).g
-		s.mask = r.f32(make([]float32, len(xData)), len(xData)).g
+		s.x = r.F32(xData, len(xData)).Dev
+		s.mask = r.F32(make([]float32, len(xData)), len(xData)).Dev
 		return s
 	}
 	const beta1, beta2, eps = 0.9, 0.999, 1e-7
@@ -124,7 +124,7 @@ func TestCUDAStepParamsMatchEager(t *testing.T) {
 	// then one capture replayed for the other steps.
 	upload(0)
 	withSP(got)
-	r.sync()
+	r.Sync()
 	require.NoError(t, d.BeginCapture())
 	assert.Error(t, sp.Upload(1, adamOf(1), 1), "Upload while capturing")
 	withSP(got)
@@ -135,10 +135,10 @@ func TestCUDAStepParamsMatchEager(t *testing.T) {
 		upload(k)
 		require.NoError(t, g.Launch())
 		if k%2 == 0 {
-			r.sync() // both with and without a sync between launches
+			r.Sync() // both with and without a sync between launches
 		}
 	}
-	r.sync()
+	r.Sync()
 
 	pairs := map[string][2]*kernels.Tensor{
 		"adam dense 0": {want.dense[0], got.dense[0]}, "adam dense 1": {want.dense[1], got.dense[1]},

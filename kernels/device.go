@@ -58,18 +58,6 @@ func ParseActivation(name string) (Activation, error) {
 	return 0, fmt.Errorf("unknown activation %q (want one of %s, silu)", name, strings.Join(activationNames[:], ", "))
 }
 
-// Activator is implemented by devices that compute the activations for
-// which NeedsActivator is true. A layer with such an activation runs its
-// bias add as Linear, keeps the pre-activation x, and calls Activate after
-// it and ActivateBackward before the bias gradient.
-type Activator interface {
-	// Activate writes y = act(x) element-wise (y may alias x).
-	Activate(y, x *Tensor, act Activation)
-	// ActivateBackward multiplies dy, in place, by act'(x) at the
-	// pre-activation x.
-	ActivateBackward(dy, x *Tensor, act Activation)
-}
-
 // CheckActivation reports an error when dev cannot run act: every device
 // runs Linear and ReLU, the others need an Activator.
 func CheckActivation(dev Device, act Activation) error {
@@ -243,22 +231,4 @@ type IDRangeError struct {
 
 func (e *IDRangeError) Error() string {
 	return fmt.Sprintf("id %d at row %d is outside the embedding table [0, %d)", e.ID, e.Row, e.Rows)
-}
-
-// Sharder is implemented by devices on which a batch is best processed as
-// shards that run concurrently, each shard's ops running serially in one
-// goroutine: on the CPU, a few large independent pieces of work beat
-// splitting every small op across threads and joining after each. A caller
-// that shards builds its layers on ShardDevice and runs the shards with
-// RunShards; callers that do not shard lose nothing.
-type Sharder interface {
-	// ShardDevice returns a device with the same numerics whose ops all run
-	// in the calling goroutine. Tensors of the two devices are
-	// interchangeable.
-	ShardDevice() Device
-	// RunShards calls f(0), ..., f(n-1) on up to Threads() goroutines and
-	// returns when all calls have returned. Which goroutine runs which
-	// shard is unspecified; low indices start first. It never allocates: f
-	// should be a function value made once, not a new closure per call.
-	RunShards(n int, f func(shard int))
 }

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 	"github.com/mtlrank/mtlrank/kernels"
 )
 
@@ -44,14 +45,9 @@ func siteID(name string) uint64 {
 // MixSeed combines seeds with splitmix64 finalisers; it is used for the
 // per-step dropout seeds.
 func MixSeed(parts ...uint64) uint64 {
-	var s uint64 = 0x9e3779b97f4a7c15
+	var s uint64 = splitmix.Gamma
 	for _, p := range parts {
-		s ^= p
-		s += 0x9e3779b97f4a7c15
-		z := s
-		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-		z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-		s = z ^ (z >> 31)
+		s = splitmix.Mix((s ^ p) + splitmix.Gamma)
 	}
 	return s
 }

@@ -3,11 +3,8 @@ package loader
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -16,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
@@ -167,9 +165,8 @@ type Dataset struct {
 	path  string
 }
 
-// Open prepares a dataset at path: one .parquet file, or a folder whose
-// *.parquet files (not recursive, names starting with "." or "_" skipped) are
-// read in sorted name order. It reads every file's footer and checks that the
+// Open prepares a dataset at path: one Parquet file, or a folder whose
+// Parquet files, as ListFiles lists them, are read in that order. It reads every file's footer and checks that the
 // requested columns exist with types the schema allows, so schema/file
 // mismatches are reported here rather than in the middle of an epoch.
 func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
@@ -179,7 +176,7 @@ func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
 	if err := opt.validate(); err != nil {
 		return nil, err
 	}
-	files, err := listParquet(path)
+	files, err := ListFiles(path)
 	if err != nil {
 		return nil, err
 	}
@@ -312,7 +309,7 @@ func (d *Dataset) Select(ids []RowGroupID) (*Dataset, error) {
 	out.rows = 0
 	for i, f := range d.files {
 		s := sel[i]
-		sort.Ints(s)
+		slices.Sort(s)
 		for j := 1; j < len(s); j++ {
 			if s[j] == s[j-1] {
 				return nil, fmt.Errorf("loader: Select: row group %d of %s is listed twice", s[j], f.path)
@@ -331,12 +328,12 @@ func (d *Dataset) Select(ids []RowGroupID) (*Dataset, error) {
 	return &out, nil
 }
 
-// CountRows returns the number of rows of the dataset at path (a .parquet
-// file or a folder, listed as Open lists it) from the files' footers,
+// CountRows returns the number of rows of the dataset at path (a Parquet
+// file or a folder, listed by ListFiles) from the files' footers,
 // without reading any data or needing a schema. Callers use it to size
 // buffers before they know which columns they will read.
 func CountRows(path string) (int64, error) {
-	files, err := listParquet(path)
+	files, err := ListFiles(path)
 	if err != nil {
 		return 0, err
 	}
@@ -382,42 +379,27 @@ func footerRows(path string) (n int64, err error) {
 // synth') leaves in a folder while it replaces its files; a folder that
 // still holds it was left by an interrupted or failed run and may mix old
 // and new part files.
-const IncompleteMarker = ".synth-incomplete"
+const IncompleteMarker = parquetio.IncompleteMarker
 
 // ErrIncomplete is wrapped by the error of opening a dataset folder that
 // holds the IncompleteMarker.
-var ErrIncomplete = errors.New("the folder holds " + IncompleteMarker + ": its writer was interrupted or failed, so it may mix old and new part files; write it again")
+var ErrIncomplete = parquetio.ErrIncomplete
 
-func listParquet(path string) ([]string, error) {
-	st, err := os.Stat(path)
+// ListFiles returns the Parquet files of the dataset at path, a file or a
+// folder, in read order. It is the one listing of a dataset: Open,
+// CountRows, InferSchema, preprocess and the CLI all use it. The rule: a
+// file is the dataset whatever its name; a folder's files are its regular
+// files (or links to them) named *.parquet or *.pq (any letter case), not
+// hidden (".") nor starting with "_" (_SUCCESS, _metadata), not recursive,
+// in byte-wise name order. A folder with none is an error wrapping
+// ErrNoParquetFiles that names it (and the sub-folders that hold data, if
+// any); a folder holding IncompleteMarker is an error wrapping
+// ErrIncomplete.
+func ListFiles(path string) ([]string, error) {
+	files, err := parquetio.List(path)
 	if err != nil {
-		return nil, fmt.Errorf("loader: open dataset: %w", err)
+		return nil, fmt.Errorf("loader: %w", err)
 	}
-	if !st.IsDir() {
-		return []string{path}, nil
-	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return nil, fmt.Errorf("loader: open dataset: %w", err)
-	}
-	var files []string
-	for _, e := range entries {
-		name := e.Name()
-		if name == IncompleteMarker {
-			return nil, fmt.Errorf("loader: %s: %w", path, ErrIncomplete)
-		}
-		if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || !strings.HasSuffix(name, ".parquet") {
-			continue
-		}
-		if e.Type()&fs.ModeType != 0 && e.Type()&fs.ModeSymlink == 0 {
-			continue // not a regular file (a folder named x.parquet, a device)
-		}
-		files = append(files, filepath.Join(path, name))
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("loader: %s: %w", path, ErrNoParquetFiles)
-	}
-	sort.Strings(files)
 	return files, nil
 }
 

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 )
 
-// ErrNoParquetFiles is returned (wrapped) by Open when a folder holds no
-// *.parquet file.
-var ErrNoParquetFiles = errors.New("no parquet files")
+// ErrNoParquetFiles is returned (wrapped) by ListFiles, and so by Open,
+// when a folder holds no Parquet data file.
+var ErrNoParquetFiles = parquetio.ErrNoFiles
 
 // ErrCorrupt is wrapped by errors about unreadable Parquet data: a bad footer,
 // truncated pages, undecodable values.

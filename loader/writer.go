@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"sort"
@@ -10,12 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
-	"github.com/mtlrank/mtlrank/internal/atomicfile"
-	"github.com/mtlrank/mtlrank/internal/pqcrc"
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -42,10 +37,11 @@ type WriterOptions struct {
 }
 
 // Writer streams columns to a Parquet file with the columns of a schema, in
-// schema order. Data goes to a temporary file in the destination folder
-// (named ".<name>.tmp-*", which Open never lists) that Close renames into
-// place, so a reader never sees a partial file; Abort (or a failed Close)
-// removes it. The file gets mode 0666 minus the umask, as os.Create gives.
+// schema order, through the one Parquet writer (internal/parquetio): data
+// goes to a temporary file in the destination folder (named
+// ".<name>.tmp-*", which Open never lists) that Close renames into place,
+// so a reader never sees a partial file; Abort (or a failed Close) removes
+// it. The file gets mode 0666 minus the umask, as os.Create gives.
 //
 // Column types follow the schema: dtype int8, int16, int32, int64, float32,
 // float64 or bool; features with a value_count or the list tag become
@@ -53,15 +49,10 @@ type WriterOptions struct {
 // A Writer is not safe for concurrent use.
 type Writer struct {
 	path   string
-	tmp    *atomicfile.File
-	buf    *bufio.Writer
-	fw     *pqarrow.FileWriter
+	pw     *parquetio.Writer
 	schema *arrow.Schema
 	feats  []*schema.Feature
 	mem    memory.Allocator
-	rows   int64
-	err    error // sticky I/O error
-	done   bool
 }
 
 // NewWriter creates a writer for path (the folder must exist).
@@ -78,8 +69,7 @@ func NewWriter(path string, s *schema.Schema, opt WriterOptions) (*Writer, error
 	if opt.Allocator == nil {
 		opt.Allocator = memory.DefaultAllocator
 	}
-	codec, err := codecOf(opt.Compression)
-	if err != nil {
+	if _, err := parquetio.Codec(opt.Compression); err != nil {
 		return nil, fmt.Errorf("loader: write %s: %w", path, err)
 	}
 	fields := make([]arrow.Field, 0, len(s.Features))
@@ -101,44 +91,16 @@ func NewWriter(path string, s *schema.Schema, opt WriterOptions) (*Writer, error
 		fields = append(fields, arrow.Field{Name: f.Name, Type: t, Nullable: f.IsPassThrough()})
 	}
 	as := arrow.NewSchema(fields, nil)
-	tmp, err := atomicfile.Create(path)
+	pw, err := parquetio.Create(path, as, parquetio.WriterOptions{
+		Compression:  opt.Compression,
+		Dictionary:   func(arrow.Field) bool { return opt.Dictionary },
+		RowGroupRows: int64(opt.RowGroupRows),
+		Allocator:    opt.Allocator,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("loader: %w", err)
 	}
-	w := &Writer{path: path, tmp: tmp, buf: bufio.NewWriterSize(tmp, 1<<20), schema: as, feats: s.Features, mem: opt.Allocator}
-	props := parquet.NewWriterProperties(
-		parquet.WithAllocator(opt.Allocator),
-		parquet.WithCompression(codec),
-		parquet.WithDictionaryDefault(opt.Dictionary),
-		parquet.WithMaxRowGroupLength(int64(opt.RowGroupRows)),
-		parquet.WithCreatedBy("mtlrank"),
-	)
-	// The sink is wrapped so that pqarrow does not close the file: Close
-	// flushes, syncs and renames it itself.
-	fw, err := pqarrow.NewFileWriter(as, struct{ *bufio.Writer }{w.buf}, props,
-		pqarrow.NewArrowWriterProperties(pqarrow.WithAllocator(opt.Allocator)))
-	if err != nil {
-		w.removeTmp()
-		return nil, fmt.Errorf("loader: write %s: %w", path, err)
-	}
-	w.fw = fw
-	return w, nil
-}
-
-func codecOf(name string) (compress.Compression, error) {
-	switch name {
-	case "", "snappy":
-		return compress.Codecs.Snappy, nil
-	case "zstd":
-		return compress.Codecs.Zstd, nil
-	case "gzip":
-		return compress.Codecs.Gzip, nil
-	case "lz4":
-		return compress.Codecs.Lz4Raw, nil
-	case "none", "uncompressed":
-		return compress.Codecs.Uncompressed, nil
-	}
-	return 0, fmt.Errorf("unknown compression %q (want snappy, zstd, gzip, lz4 or none)", name)
+	return &Writer{path: path, pw: pw, schema: as, feats: s.Features, mem: opt.Allocator}, nil
 }
 
 func arrowType(d schema.DType) (arrow.DataType, error) {
@@ -166,7 +128,7 @@ func arrowType(d schema.DType) (arrow.DataType, error) {
 }
 
 // Rows is the number of rows written so far.
-func (w *Writer) Rows() int64 { return w.rows }
+func (w *Writer) Rows() int64 { return w.pw.Rows() }
 
 // Write appends rows as one or more new row groups. cols has one entry per
 // schema feature (no more, no fewer), all with the same number of rows. A
@@ -179,8 +141,8 @@ func (w *Writer) Rows() int64 { return w.rows }
 //
 // Errors in the arguments leave the writer usable; an I/O error is sticky.
 func (w *Writer) Write(cols map[string]any) error {
-	if err := w.usable(); err != nil {
-		return err
+	if err := w.pw.Usable(); err != nil {
+		return fmt.Errorf("loader: %w", err)
 	}
 	for _, name := range sortedKeys(cols) {
 		if w.schema.FieldIndices(name) == nil {
@@ -216,11 +178,9 @@ func (w *Writer) Write(cols map[string]any) error {
 	}
 	rec := array.NewRecordBatch(w.schema, arrs, int64(rows))
 	defer rec.Release()
-	if err := w.fw.Write(rec); err != nil {
-		w.err = fmt.Errorf("loader: write %s: %w", w.path, err)
-		return w.err
+	if err := w.pw.Write(rec); err != nil {
+		return fmt.Errorf("loader: %w", err)
 	}
-	w.rows += int64(rows)
 	return nil
 }
 
@@ -240,53 +200,14 @@ func (w *Writer) WriteBatch(b *Batch) error {
 // Close finishes the file and renames it to its final path. On failure the
 // temporary file is removed. Close after Close or Abort returns nil.
 func (w *Writer) Close() error {
-	if w.done {
-		return nil
-	}
-	w.done = true
-	if w.err != nil {
-		_ = w.fw.Close()
-		w.removeTmp()
-		return w.err
-	}
-	err := w.fw.Close()
-	if err == nil {
-		err = w.buf.Flush()
-	}
-	if err == nil {
-		err = pqcrc.Seal(w.tmp.File)
-	}
-	if err != nil {
-		w.removeTmp()
-		return fmt.Errorf("loader: write %s: %w", w.path, err)
-	}
-	if err := w.tmp.Commit(); err != nil {
+	if err := w.pw.Close(); err != nil {
 		return fmt.Errorf("loader: %w", err)
 	}
 	return nil
 }
 
 // Abort discards the file. Abort after Close returns nil and keeps the file.
-func (w *Writer) Abort() error {
-	if w.done {
-		return nil
-	}
-	w.done = true
-	_ = w.fw.Close()
-	w.removeTmp()
-	return nil
-}
-
-func (w *Writer) usable() error {
-	if w.done {
-		return fmt.Errorf("loader: write %s: writer is closed", w.path)
-	}
-	return w.err
-}
-
-func (w *Writer) removeTmp() {
-	_ = w.tmp.Abort()
-}
+func (w *Writer) Abort() error { return w.pw.Abort() }
 
 // WriteParquet writes cols (see Writer.Write for the accepted types) to path
 // as one Parquet file with row groups of at most rowGroupRows rows

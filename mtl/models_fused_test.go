@@ -1,6 +1,6 @@
 package mtl
 
-// The models' use of the optional device capabilities (kernels/cuda_api.go),
+// The models' use of the optional device capabilities (kernels/capabilities.go),
 // tested on the CPU through fusedCPU: a device that has every capability,
 // each composed from the CPU's plain ops, so that a model on it must give
 // the CPU model's results bit for bit while going through the fused entry

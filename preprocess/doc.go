@@ -43,8 +43,9 @@
 // # Inputs
 //
 // Each input is a file, a directory or a glob pattern; directories give
-// their *.parquet files, or, for CSV, every visible regular file except
-// schema and workflow files, in name order. Files ending in .parquet or .pq
+// their Parquet files as loader.ListFiles lists them for training (*.parquet
+// and *.pq, no hidden or "_" files, not recursive), or, for CSV, every
+// visible regular file except schema and workflow files, in name order. Files ending in .parquet or .pq
 // are Parquet unless InputFormat says otherwise; .gz CSV files are
 // decompressed.
 //

@@ -19,6 +19,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/mtlrank/mtlrank/internal/parquetio"
+	"github.com/mtlrank/mtlrank/loader"
 )
 
 // InputError is a problem with the input data, located as precisely as the
@@ -62,8 +65,9 @@ type inputFile struct {
 
 // expandInputs resolves each input (a file, a directory or a glob pattern)
 // into files, in the given order; directory entries and glob matches are
-// sorted by name. Directories contribute their *.parquet files (Parquet) or
-// their visible regular files (CSV).
+// sorted by name. Directories contribute their Parquet files as
+// loader.ListFiles lists them (Parquet), or their visible regular files
+// other than schema and workflow files (CSV).
 func expandInputs(inputs []string, format string) ([]inputFile, error) {
 	if len(inputs) == 0 {
 		return nil, fmt.Errorf("no input files: %w", ErrEmptyInput)
@@ -101,48 +105,52 @@ func expandInputs(inputs []string, format string) ([]inputFile, error) {
 			add(in)
 			continue
 		}
+		var noParquet error
+		if format != FormatCSV {
+			// A folder of Parquet files is listed by the loader's rule, so
+			// that preprocess reads exactly the files training would.
+			files, err := loader.ListFiles(in)
+			if err == nil {
+				for _, f := range files {
+					out = append(out, inputFile{path: f, format: FormatParquet})
+				}
+				continue
+			}
+			if format == FormatParquet || !errors.Is(err, loader.ErrNoParquetFiles) {
+				return nil, fmt.Errorf("input directory: %w", err)
+			}
+			noParquet = err
+		}
 		entries, err := os.ReadDir(in)
 		if err != nil {
 			return nil, fmt.Errorf("input directory: %w", err)
 		}
-		var files []string
-		hasParquet := false
+		n := 0
 		for _, e := range entries {
 			name := e.Name()
 			if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") {
 				continue
 			}
-			files = append(files, name)
-			hasParquet = hasParquet || formatOf(name) == FormatParquet
-		}
-		dirFormat := format
-		if dirFormat == "" {
-			dirFormat = FormatCSV
-			if hasParquet {
-				dirFormat = FormatParquet
-			}
-		}
-		n := 0
-		for _, name := range files {
-			if dirFormat == FormatParquet && formatOf(name) != FormatParquet {
+			if name == "schema.pbtxt" || name == "schema.json" || name == "workflow.json" {
 				continue
 			}
-			if dirFormat == FormatCSV && (name == "schema.pbtxt" || name == "schema.json" || name == "workflow.json") {
-				continue
-			}
-			out = append(out, inputFile{path: filepath.Join(in, name), format: dirFormat})
+			out = append(out, inputFile{path: filepath.Join(in, name), format: FormatCSV})
 			n++
 		}
+		if n == 0 && noParquet != nil {
+			// Neither kind: the Parquet listing's message says more (it
+			// names sub-folders holding data).
+			return nil, fmt.Errorf("input directory: %w", noParquet)
+		}
 		if n == 0 {
-			return nil, fmt.Errorf("input directory %s holds no %s files", in, dirFormat)
+			return nil, fmt.Errorf("input directory %s holds no %s files", in, FormatCSV)
 		}
 	}
 	return out, nil
 }
 
 func formatOf(path string) string {
-	switch strings.ToLower(filepath.Ext(path)) {
-	case ".parquet", ".pq":
+	if parquetio.HasExtension(path) {
 		return FormatParquet
 	}
 	return FormatCSV

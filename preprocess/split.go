@@ -6,6 +6,8 @@ import (
 	"math/bits"
 	"strconv"
 	"strings"
+
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 )
 
 // Train/eval split. The rules are given in the package documentation; in
@@ -35,22 +37,13 @@ import (
 // Rows removed by the row filters (filter.go) go to neither side; the
 // random_by_user shares are taken of each user's remaining rows.
 
-const golden64 = 0x9E3779B97F4A7C15
-
 // mix64 is the splitmix64 finaliser: a bijective 64-bit hash.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xBF58476D1CE4E5B9
-	x ^= x >> 27
-	x *= 0x94D049BB133111EB
-	x ^= x >> 31
-	return x
-}
+func mix64(x uint64) uint64 { return splitmix.Mix(x) }
 
 func unit(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
 // rowHash is the seeded pseudo-random 64-bit value of data row r.
-func rowHash(seed uint64, r int64) uint64 { return mix64(seed + uint64(r+1)*golden64) }
+func rowHash(seed uint64, r int64) uint64 { return splitmix.At(seed, uint64(r)) }
 
 // userEvalRows is the number of a user's n rows that random_by_user sends
 // to eval: the k in 1..n with k/n <= perc, compared in float64 as Merlin's

@@ -14,13 +14,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 	"github.com/mtlrank/mtlrank/internal/pathguard"
-	"github.com/mtlrank/mtlrank/internal/pqcrc"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -558,8 +555,7 @@ type datasetWriter struct {
 	dir, tmp string
 	sch      *arrow.Schema
 	mem      memory.Allocator
-	f        *os.File
-	fw       *pqarrow.FileWriter
+	fw       *parquetio.Writer // the part being written
 	curSrc   string
 	parts    []string
 	rows     int64
@@ -592,7 +588,7 @@ func (d *datasetWriter) write(src string, rec arrow.RecordBatch) error {
 		d.curSrc = src
 	}
 	if err := d.fw.Write(rec); err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Join(d.dir, d.parts[len(d.parts)-1]), err)
+		return err
 	}
 	d.rows += rec.NumRows()
 	return nil
@@ -600,57 +596,28 @@ func (d *datasetWriter) write(src string, rec arrow.RecordBatch) error {
 
 func (d *datasetWriter) openPart() error {
 	name := "part_" + strconv.Itoa(len(d.parts)) + ".parquet"
-	f, err := os.Create(filepath.Join(d.tmp, name))
+	fw, err := parquetio.Create(filepath.Join(d.tmp, name), d.sch, parquetio.WriterOptions{
+		// Dictionary pages pay off for ids and 0/1 targets, not for
+		// continuous values, which are mostly distinct.
+		Dictionary:  func(f arrow.Field) bool { return f.Type.ID() != arrow.FLOAT32 },
+		StoreSchema: true,
+		CreatedBy:   "mtlrank preprocess",
+		Allocator:   d.mem,
+	})
 	if err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	opts := []parquet.WriterProperty{
-		parquet.WithCompression(compress.Codecs.Snappy),
-		parquet.WithAllocator(d.mem),
-		parquet.WithCreatedBy("mtlrank preprocess"),
-	}
-	// Dictionary pages pay off for ids and 0/1 targets, not for
-	// continuous values, which are mostly distinct.
-	for _, f := range d.sch.Fields() {
-		if f.Type.ID() == arrow.FLOAT32 {
-			opts = append(opts, parquet.WithDictionaryFor(f.Name, false))
-		}
-	}
-	props := parquet.NewWriterProperties(opts...)
-	fw, err := pqarrow.NewFileWriter(d.sch, syncCloser{f}, props,
-		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(d.mem)))
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("output %s: %w", name, err)
-	}
-	d.f, d.fw = f, fw
+	d.fw = fw
 	d.parts = append(d.parts, name)
 	return nil
-}
-
-// syncCloser adds the checksums of a part file (internal/pqcrc) and
-// flushes it to disk when the Parquet writer closes it, so that the folder
-// renamed into place holds complete files even after a crash.
-type syncCloser struct{ *os.File }
-
-func (f syncCloser) Close() error {
-	// The Parquet writer has written the whole file: add its checksums.
-	err := pqcrc.Seal(f.File)
-	if err == nil {
-		err = f.File.Sync()
-	}
-	if cerr := f.File.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (d *datasetWriter) closePart() error {
 	if d.fw == nil {
 		return nil
 	}
-	err := d.fw.Close() // also closes the file
-	d.fw, d.f = nil, nil
+	err := d.fw.Close() // seals, syncs and renames the part
+	d.fw = nil
 	if err != nil {
 		return fmt.Errorf("close %s: %w", d.parts[len(d.parts)-1], err)
 	}
@@ -711,8 +678,8 @@ func replaceDir(dir, tmp string) error {
 // abort drops the partial dataset.
 func (d *datasetWriter) abort() {
 	if d.fw != nil {
-		d.fw.Close()
-		d.fw, d.f = nil, nil
+		_ = d.fw.Abort()
+		d.fw = nil
 	}
 	if d.tmp != "" {
 		os.RemoveAll(d.tmp)

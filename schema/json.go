@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/mtlrank/mtlrank/schema/internal/textpb"
 )
 
 // jsonVersion is the schema.json format version this package writes.
@@ -144,7 +146,5 @@ func jsonError(src []byte, err error) error {
 	if off < 0 {
 		return fmt.Errorf("schema: json: %w", err)
 	}
-	p := newTextParser(src)
-	line, col := p.position(int(min(off, int64(len(src)))))
-	return &ParseError{Line: line, Col: col, Msg: msg}
+	return textpb.ErrorAt(src, int(min(off, int64(len(src)))), msg)
 }

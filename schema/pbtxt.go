@@ -29,9 +29,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mtlrank/mtlrank/schema/internal/textpb"
 )
+
+// ParseError is a syntax or content error in a schema file, with the
+// 1-based line and column (in bytes) where it was found.
+type ParseError = textpb.ParseError
 
 // pbtxtState is what a parsed feature needs, beyond its exported fields, to
 // be written back with nothing lost.
@@ -109,7 +115,7 @@ func rawFieldName(raw string) string {
 		return raw
 	}
 	i := 0
-	for i < len(raw) && isIdentChar(raw[i]) {
+	for i < len(raw) && textpb.IsIdentChar(raw[i]) {
 		i++
 	}
 	return raw[:i]
@@ -137,21 +143,21 @@ func ParsePbtxt(r io.Reader) (*Schema, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema: reading pbtxt: %w", err)
 	}
-	root, p, err := parseTextProto(src)
+	root, p, err := textpb.Parse(src)
 	if err != nil {
 		return nil, err
 	}
 	s := &Schema{}
-	for _, fld := range root.fields {
-		if fld.name != "feature" {
-			s.Raw = append(s.Raw, string(src[fld.start:fld.end]))
+	for _, fld := range root.Fields {
+		if fld.Name != "feature" {
+			s.Raw = append(s.Raw, string(src[fld.Start:fld.End]))
 			continue
 		}
-		for _, v := range fld.values {
-			if v.msg == nil {
-				return nil, p.errorf(v.start, "field \"feature\" must be a message, got %s", v.text)
+		for _, v := range fld.Values {
+			if v.Msg == nil {
+				return nil, p.Errorf(v.Start, "field \"feature\" must be a message, got %s", v.Text)
 			}
-			f, err := interpretFeature(p, v.msg)
+			f, err := interpretFeature(p, v.Msg)
 			if err != nil {
 				return nil, err
 			}
@@ -162,216 +168,45 @@ func ParsePbtxt(r io.Reader) (*Schema, error) {
 	return s, nil
 }
 
-// fieldReader interprets the fields of one message, reporting errors with
-// positions and rejecting repeated singular fields.
-type fieldReader struct {
-	p    *textParser
-	ctx  string // e.g. `feature "user_id"`, for messages
-	seen map[string]bool
-}
-
-func (fr *fieldReader) errorf(off int, format string, args ...any) error {
-	return fr.p.errorf(off, "%s: %s", fr.ctx, fmt.Sprintf(format, args...))
-}
-
-// single returns the one value of a singular field.
-func (fr *fieldReader) single(f *textField) (textValue, error) {
-	if fr.seen[f.name] {
-		return textValue{}, fr.errorf(f.nameStart, "field %q given more than once", f.name)
-	}
-	fr.seen[f.name] = true
-	if f.list {
-		return textValue{}, fr.errorf(f.nameStart, "field %q is not repeated; list syntax is not allowed", f.name)
-	}
-	return f.values[0], nil
-}
-
-func (fr *fieldReader) message(f *textField) (*textMessage, error) {
-	v, err := fr.single(f)
-	if err != nil {
-		return nil, err
-	}
-	if v.msg == nil {
-		return nil, fr.errorf(v.start, "field %q must be a message, got %s", f.name, v.text)
-	}
-	return v.msg, nil
-}
-
-func (fr *fieldReader) str(f *textField) (string, error) {
-	v, err := fr.single(f)
-	if err != nil {
-		return "", err
-	}
-	return fr.strValue(f.name, v)
-}
-
-func (fr *fieldReader) strValue(name string, v textValue) (string, error) {
-	if v.msg != nil || v.kind != tokString {
-		return "", fr.errorf(v.start, "field %q: expected a quoted string, got %s", name, valueText(v))
-	}
-	return v.str, nil
-}
-
-func valueText(v textValue) string {
-	if v.msg != nil {
-		return "a message"
-	}
-	return v.text
-}
-
-func (fr *fieldReader) int64Value(f *textField) (int64, error) {
-	v, err := fr.single(f)
-	if err != nil {
-		return 0, err
-	}
-	if v.msg != nil || v.kind != tokNumber {
-		return 0, fr.errorf(v.start, "field %q: expected an integer, got %s", f.name, valueText(v))
-	}
-	n, ok := parseTextInt(v.text)
-	if !ok {
-		return 0, fr.errorf(v.start, "field %q: %s is not a 64-bit integer", f.name, v.text)
-	}
-	return n, nil
-}
-
-func (fr *fieldReader) float64Value(f *textField) (float64, error) {
-	v, err := fr.single(f)
-	if err != nil {
-		return 0, err
-	}
-	if v.msg == nil {
-		if x, ok := parseTextFloat(v); ok {
-			return x, nil
-		}
-	}
-	return 0, fr.errorf(v.start, "field %q: expected a number, got %s", f.name, valueText(v))
-}
-
-func (fr *fieldReader) boolValue(f *textField) (bool, error) {
-	v, err := fr.single(f)
-	if err != nil {
-		return false, err
-	}
-	if v.msg == nil {
-		switch v.text {
-		case "true", "True", "t", "1":
-			return true, nil
-		case "false", "False", "f", "0":
-			return false, nil
-		}
-	}
-	return false, fr.errorf(v.start, "field %q: expected true or false, got %s", f.name, valueText(v))
-}
-
-// parseTextInt parses an integer the way protobuf's text format writes
-// them: decimal, 0x hex or 0-prefixed octal, with an optional '-'.
-func parseTextInt(text string) (int64, bool) {
-	neg := strings.HasPrefix(text, "-")
-	body := strings.TrimPrefix(text, "-")
-	base := 10
-	switch {
-	case len(body) > 2 && (body[:2] == "0x" || body[:2] == "0X"):
-		base, body = 16, body[2:]
-	case len(body) > 1 && body[0] == '0':
-		base, body = 8, body[1:]
-	}
-	if body == "" || strings.ContainsAny(body, "_+-") {
-		return 0, false
-	}
-	u, err := strconv.ParseUint(body, base, 64)
-	if err != nil {
-		return 0, false
-	}
-	if neg {
-		if u > 1<<63 {
-			return 0, false
-		}
-		return int64(-u), true // -(1<<63) wraps to math.MinInt64, as intended
-	}
-	if u > math.MaxInt64 {
-		return 0, false
-	}
-	return int64(u), true
-}
-
-// parseTextFloat parses a float value: an integer, a decimal with optional
-// exponent and f suffix, or inf/infinity/nan (any case, optionally negated).
-func parseTextFloat(v textValue) (float64, bool) {
-	text := v.text
-	neg := strings.HasPrefix(text, "-")
-	body := strings.TrimPrefix(text, "-")
-	sign := 1.0
-	if neg {
-		sign = -1
-	}
-	if v.kind == tokIdent {
-		switch strings.ToLower(body) {
-		case "inf", "infinity":
-			return sign * math.Inf(1), true
-		case "nan":
-			return math.NaN(), true
-		}
-		return 0, false
-	}
-	if v.kind != tokNumber {
-		return 0, false
-	}
-	if n, ok := parseTextInt(text); ok {
-		if n == 0 && neg {
-			return math.Copysign(0, -1), true
-		}
-		return float64(n), true
-	}
-	if strings.HasPrefix(body, "0x") || strings.HasPrefix(body, "0X") || strings.ContainsRune(body, '_') {
-		return 0, false
-	}
-	body = strings.TrimSuffix(strings.TrimSuffix(body, "f"), "F")
-	x, err := strconv.ParseFloat(body, 64)
-	if err != nil {
-		return 0, false
-	}
-	return sign * x, true
-}
-
 // interpretFeature converts one `feature { ... }` message.
-func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
+func interpretFeature(p *textpb.Parser, m *textpb.Message) (*Feature, error) {
 	f := &Feature{}
 	st := &pbtxtState{metaIdx: -1}
-	fr := &fieldReader{p: p, ctx: "feature", seen: map[string]bool{}}
+	fr := textpb.NewFieldReader(p, "feature")
 	// The name is read first so that every later error can name the feature.
-	for _, fld := range m.fields {
-		if fld.name == "name" {
-			name, err := fr.str(fld)
+	for _, fld := range m.Fields {
+		if fld.Name == "name" {
+			name, err := fr.Str(fld)
 			if err != nil {
 				return nil, err
 			}
 			f.Name = name
-			fr.ctx = fmt.Sprintf("feature %q", f.Name)
+			fr.SetCtx(fmt.Sprintf("feature %q", f.Name))
 		}
 	}
-	fr.ctx = fmt.Sprintf("feature %q", f.Name)
+	fr.SetCtx(fmt.Sprintf("feature %q", f.Name))
 	if f.Name == "" {
-		line, _ := p.position(m.start)
-		fr.ctx = fmt.Sprintf("feature at line %d", line)
+		line, _ := p.Position(m.Start)
+		fr.SetCtx(fmt.Sprintf("feature at line %d", line))
 	}
 	var (
 		pbType  string
 		hasType bool
 		meta    map[string]any
 	)
-	for _, fld := range m.fields {
-		raw := func() string { return string(p.src[fld.start:fld.end]) }
-		switch fld.name {
+	for _, fld := range m.Fields {
+		raw := func() string { return string(p.Src[fld.Start:fld.End]) }
+		switch fld.Name {
 		case "name":
 		case "type":
-			v, err := fr.single(fld)
+			v, err := fr.Single(fld)
 			if err != nil {
 				return nil, err
 			}
 			t := ""
-			if v.msg == nil {
-				t = v.text
-				switch v.text { // enum values may be given by number
+			if v.Msg == nil {
+				t = v.Text
+				switch v.Text { // enum values may be given by number
 				case "1":
 					t = "BYTES"
 				case "2":
@@ -386,41 +221,41 @@ func interpretFeature(p *textParser, m *textMessage) (*Feature, error) {
 				f.Raw = append(f.Raw, raw()) // STRUCT, TYPE_UNKNOWN: not a column type mtlrank reads
 			}
 		case "int_domain":
-			msg, err := fr.message(fld)
+			msg, err := fr.Message(fld)
 			if err != nil {
 				return nil, err
 			}
-			d, err := interpretIntDomain(p, fr.ctx, msg, st)
+			d, err := interpretIntDomain(p, fr.Ctx(), msg, st)
 			if err != nil {
 				return nil, err
 			}
 			f.IntDomain = d
 		case "float_domain":
-			msg, err := fr.message(fld)
+			msg, err := fr.Message(fld)
 			if err != nil {
 				return nil, err
 			}
-			d, err := interpretFloatDomain(p, fr.ctx, msg, st)
+			d, err := interpretFloatDomain(p, fr.Ctx(), msg, st)
 			if err != nil {
 				return nil, err
 			}
 			f.FloatDomain = d
 		case "value_count":
-			msg, err := fr.message(fld)
+			msg, err := fr.Message(fld)
 			if err != nil {
 				return nil, err
 			}
-			vc, err := interpretValueCount(p, fr.ctx, msg, st)
+			vc, err := interpretValueCount(p, fr.Ctx(), msg, st)
 			if err != nil {
 				return nil, err
 			}
 			f.ValueCount = vc
 		case "annotation":
-			msg, err := fr.message(fld)
+			msg, err := fr.Message(fld)
 			if err != nil {
 				return nil, err
 			}
-			md, err := interpretAnnotation(p, fr.ctx, msg, f, st)
+			md, err := interpretAnnotation(p, fr.Ctx(), msg, f, st)
 			if err != nil {
 				return nil, err
 			}
@@ -544,22 +379,22 @@ func (f *Feature) hasRawField(name string) bool {
 	return false
 }
 
-func interpretIntDomain(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*IntDomain, error) {
+func interpretIntDomain(p *textpb.Parser, ctx string, m *textpb.Message, st *pbtxtState) (*IntDomain, error) {
 	d := &IntDomain{}
-	fr := &fieldReader{p: p, ctx: ctx + ": int_domain", seen: map[string]bool{}}
+	fr := textpb.NewFieldReader(p, ctx+": int_domain")
 	var err error
-	for _, fld := range m.fields {
-		switch fld.name {
+	for _, fld := range m.Fields {
+		switch fld.Name {
 		case "name":
-			d.Name, err = fr.str(fld)
+			d.Name, err = fr.Str(fld)
 		case "min":
-			d.Min, err = fr.int64Value(fld)
+			d.Min, err = fr.Int64(fld)
 		case "max":
-			d.Max, err = fr.int64Value(fld)
+			d.Max, err = fr.Int64(fld)
 		case "is_categorical":
-			d.IsCategorical, err = fr.boolValue(fld)
+			d.IsCategorical, err = fr.Bool(fld)
 		default:
-			st.addNested("int_domain", string(p.src[fld.start:fld.end]))
+			st.addNested("int_domain", string(p.Src[fld.Start:fld.End]))
 		}
 		if err != nil {
 			return nil, err
@@ -568,20 +403,20 @@ func interpretIntDomain(p *textParser, ctx string, m *textMessage, st *pbtxtStat
 	return d, nil
 }
 
-func interpretFloatDomain(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*FloatDomain, error) {
+func interpretFloatDomain(p *textpb.Parser, ctx string, m *textpb.Message, st *pbtxtState) (*FloatDomain, error) {
 	d := &FloatDomain{}
-	fr := &fieldReader{p: p, ctx: ctx + ": float_domain", seen: map[string]bool{}}
+	fr := textpb.NewFieldReader(p, ctx+": float_domain")
 	var err error
-	for _, fld := range m.fields {
-		switch fld.name {
+	for _, fld := range m.Fields {
+		switch fld.Name {
 		case "name":
-			d.Name, err = fr.str(fld)
+			d.Name, err = fr.Str(fld)
 		case "min":
-			d.Min, err = fr.float64Value(fld)
+			d.Min, err = fr.Float64(fld)
 		case "max":
-			d.Max, err = fr.float64Value(fld)
+			d.Max, err = fr.Float64(fld)
 		default:
-			st.addNested("float_domain", string(p.src[fld.start:fld.end]))
+			st.addNested("float_domain", string(p.Src[fld.Start:fld.End]))
 		}
 		if err != nil {
 			return nil, err
@@ -590,18 +425,18 @@ func interpretFloatDomain(p *textParser, ctx string, m *textMessage, st *pbtxtSt
 	return d, nil
 }
 
-func interpretValueCount(p *textParser, ctx string, m *textMessage, st *pbtxtState) (*ValueCount, error) {
+func interpretValueCount(p *textpb.Parser, ctx string, m *textpb.Message, st *pbtxtState) (*ValueCount, error) {
 	vc := &ValueCount{}
-	fr := &fieldReader{p: p, ctx: ctx + ": value_count", seen: map[string]bool{}}
+	fr := textpb.NewFieldReader(p, ctx+": value_count")
 	var err error
-	for _, fld := range m.fields {
-		switch fld.name {
+	for _, fld := range m.Fields {
+		switch fld.Name {
 		case "min":
-			vc.Min, err = fr.int64Value(fld)
+			vc.Min, err = fr.Int64(fld)
 		case "max":
-			vc.Max, err = fr.int64Value(fld)
+			vc.Max, err = fr.Int64(fld)
 		default:
-			st.addNested("value_count", string(p.src[fld.start:fld.end]))
+			st.addNested("value_count", string(p.Src[fld.Start:fld.End]))
 		}
 		if err != nil {
 			return nil, err
@@ -619,15 +454,15 @@ func (st *pbtxtState) addNested(msg, raw string) {
 
 // interpretAnnotation reads tags into f and returns the first
 // google.protobuf.Struct found in extra_metadata (nil when none).
-func interpretAnnotation(p *textParser, ctx string, m *textMessage, f *Feature, st *pbtxtState) (map[string]any, error) {
-	fr := &fieldReader{p: p, ctx: ctx + ": annotation", seen: map[string]bool{}}
+func interpretAnnotation(p *textpb.Parser, ctx string, m *textpb.Message, f *Feature, st *pbtxtState) (map[string]any, error) {
+	fr := textpb.NewFieldReader(p, ctx+": annotation")
 	var meta map[string]any
-	for _, fld := range m.fields {
-		raw := string(p.src[fld.start:fld.end])
-		switch fld.name {
+	for _, fld := range m.Fields {
+		raw := string(p.Src[fld.Start:fld.End])
+		switch fld.Name {
 		case "tag":
-			for _, v := range fld.values {
-				t, err := fr.strValue("tag", v)
+			for _, v := range fld.Values {
+				t, err := fr.StrValue("tag", v)
 				if err != nil {
 					return nil, err
 				}
@@ -635,10 +470,10 @@ func interpretAnnotation(p *textParser, ctx string, m *textMessage, f *Feature, 
 			}
 		case "extra_metadata":
 			st.metaRaw = append(st.metaRaw, raw)
-			if meta != nil || fld.list || fld.values[0].msg == nil {
+			if meta != nil || fld.List || fld.Values[0].Msg == nil {
 				continue // only the first Struct is interpreted; the rest is kept verbatim
 			}
-			s, err := decodeAnyStruct(p, fr.ctx+": extra_metadata", fld.values[0].msg)
+			s, err := decodeAnyStruct(p, fr.Ctx()+": extra_metadata", fld.Values[0].Msg)
 			if err != nil {
 				return nil, err
 			}
@@ -657,147 +492,57 @@ func interpretAnnotation(p *textParser, ctx string, m *textMessage, f *Feature, 
 // decodeAnyStruct returns the Struct packed in an Any message, written
 // either as {type_url, value} or in the expanded form
 // `[type.googleapis.com/google.protobuf.Struct] { fields { ... } }`. It
-// returns nil for an Any holding another type.
-func decodeAnyStruct(p *textParser, ctx string, m *textMessage) (map[string]any, error) {
-	fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
+// returns nil for an Any holding another type. The protobuf module decodes
+// both (anypb and structpb, prototext for the expanded form); this reader
+// only finds the fields, so that errors point at them.
+func decodeAnyStruct(p *textpb.Parser, ctx string, m *textpb.Message) (map[string]any, error) {
+	fr := textpb.NewFieldReader(p, ctx)
 	var (
 		typeURL string
-		value   *textValue
+		value   *textpb.Value
 	)
-	for _, fld := range m.fields {
+	for _, fld := range m.Fields {
 		switch {
-		case fld.name == "type_url":
-			u, err := fr.str(fld)
+		case fld.Name == "type_url":
+			u, err := fr.Str(fld)
 			if err != nil {
 				return nil, err
 			}
 			typeURL = u
-		case fld.name == "value":
-			v, err := fr.single(fld)
+		case fld.Name == "value":
+			v, err := fr.Single(fld)
 			if err != nil {
 				return nil, err
 			}
-			if _, err := fr.strValue("value", v); err != nil {
+			if _, err := fr.StrValue("value", v); err != nil {
 				return nil, err
 			}
 			value = &v
-		case fld.name == "["+structTypeURL+"]":
-			msg, err := fr.message(fld)
+		case fld.Name == "["+structTypeURL+"]":
+			msg, err := fr.Message(fld)
 			if err != nil {
 				return nil, err
 			}
-			return textStruct(p, ctx+": Struct", msg, 0)
+			// The body between the message's delimiters.
+			s, err := decodeTextStruct(p.Src[msg.Start+1 : fld.End-1])
+			if err != nil {
+				return nil, p.Errorf(msg.Start, "%s: not a valid google.protobuf.Struct: %v", ctx, err)
+			}
+			return s, nil
 		}
 	}
-	if !strings.HasSuffix(typeURL, "/google.protobuf.Struct") {
+	a := &anypb.Any{TypeUrl: typeURL}
+	if value != nil {
+		a.Value = []byte(value.Str)
+	}
+	s, ok, err := decodeAny(a)
+	switch {
+	case !ok:
 		return nil, nil
-	}
-	if value == nil {
-		return map[string]any{}, nil
-	}
-	s, err := decodeStruct([]byte(value.str), 0)
-	if err != nil {
-		return nil, p.errorf(value.start, "%s: value is not a valid google.protobuf.Struct: %v", ctx, err)
+	case err != nil:
+		return nil, p.Errorf(value.Start, "%s: value is not a valid google.protobuf.Struct: %v", ctx, err)
 	}
 	return s, nil
-}
-
-// textStruct reads a google.protobuf.Struct written in text form:
-// fields { key: "k" value { number_value: 1 } } ...
-func textStruct(p *textParser, ctx string, m *textMessage, depth int) (map[string]any, error) {
-	if depth > maxNesting {
-		return nil, p.errorf(m.start, "%s: values nested deeper than %d levels", ctx, maxNesting)
-	}
-	out := map[string]any{}
-	for _, fld := range m.fields {
-		if fld.name != "fields" {
-			return nil, p.errorf(fld.nameStart, "%s: unexpected field %q", ctx, fld.name)
-		}
-		for _, v := range fld.values {
-			if v.msg == nil {
-				return nil, p.errorf(v.start, "%s: fields must be messages", ctx)
-			}
-			fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
-			var key string
-			var val any
-			for _, e := range v.msg.fields {
-				switch e.name {
-				case "key":
-					k, err := fr.str(e)
-					if err != nil {
-						return nil, err
-					}
-					key = k
-				case "value":
-					msg, err := fr.message(e)
-					if err != nil {
-						return nil, err
-					}
-					if val, err = textStructValue(p, ctx, msg, depth+1); err != nil {
-						return nil, err
-					}
-				default:
-					return nil, p.errorf(e.nameStart, "%s: unexpected field %q in a Struct entry", ctx, e.name)
-				}
-			}
-			out[key] = val
-		}
-	}
-	return out, nil
-}
-
-func textStructValue(p *textParser, ctx string, m *textMessage, depth int) (any, error) {
-	if depth > maxNesting {
-		return nil, p.errorf(m.start, "%s: values nested deeper than %d levels", ctx, maxNesting)
-	}
-	fr := &fieldReader{p: p, ctx: ctx, seen: map[string]bool{}}
-	var val any
-	for _, fld := range m.fields {
-		var err error
-		switch fld.name {
-		case "null_value":
-			_, err = fr.single(fld)
-			val = nil
-		case "number_value":
-			val, err = fr.float64Value(fld)
-		case "string_value":
-			val, err = fr.str(fld)
-		case "bool_value":
-			val, err = fr.boolValue(fld)
-		case "struct_value":
-			var msg *textMessage
-			if msg, err = fr.message(fld); err == nil {
-				val, err = textStruct(p, ctx, msg, depth+1)
-			}
-		case "list_value":
-			var msg *textMessage
-			if msg, err = fr.message(fld); err == nil {
-				list := []any{}
-				for _, lf := range msg.fields {
-					if lf.name != "values" {
-						return nil, p.errorf(lf.nameStart, "%s: unexpected field %q in a ListValue", ctx, lf.name)
-					}
-					for _, lv := range lf.values {
-						if lv.msg == nil {
-							return nil, p.errorf(lv.start, "%s: list values must be messages", ctx)
-						}
-						e, err := textStructValue(p, ctx, lv.msg, depth+1)
-						if err != nil {
-							return nil, err
-						}
-						list = append(list, e)
-					}
-				}
-				val = list
-			}
-		default:
-			return nil, p.errorf(fld.nameStart, "%s: unexpected field %q in a Value", ctx, fld.name)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	return val, nil
 }
 
 // dimsShape interprets Merlin's _dims property: a list whose first entry is
@@ -989,7 +734,7 @@ func (s *Schema) WritePbtxt(w io.Writer) error {
 
 type pbEntry struct {
 	num  int
-	text string // complete lines, indented for the feature's body
+	body string // complete lines, indented for the feature's body
 }
 
 func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
@@ -1015,7 +760,7 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 		return b.String()
 	}
 
-	add(1, "%sname: %s\n", ind, quoteText(f.Name))
+	add(1, "%sname: %s\n", ind, textpb.Quote(f.Name))
 	if f.ValueCount != nil {
 		add(5, "%s", block("value_count", []string{
 			fmt.Sprintf("min: %d", f.ValueCount.Min), fmt.Sprintf("max: %d", f.ValueCount.Max)}))
@@ -1027,7 +772,7 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 	if d := f.IntDomain; d != nil {
 		var lines []string
 		if d.Name != "" {
-			lines = append(lines, "name: "+quoteText(d.Name))
+			lines = append(lines, "name: "+textpb.Quote(d.Name))
 		}
 		lines = append(lines, fmt.Sprintf("min: %d", d.Min), fmt.Sprintf("max: %d", d.Max))
 		if d.IsCategorical {
@@ -1038,9 +783,9 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 	if d := f.FloatDomain; d != nil {
 		var lines []string
 		if d.Name != "" {
-			lines = append(lines, "name: "+quoteText(d.Name))
+			lines = append(lines, "name: "+textpb.Quote(d.Name))
 		}
-		lines = append(lines, "min: "+formatTextFloat(d.Min), "max: "+formatTextFloat(d.Max))
+		lines = append(lines, "min: "+textpb.FormatFloat(d.Min), "max: "+textpb.FormatFloat(d.Max))
 		add(10, "%s", block("float_domain", lines))
 	}
 	if f.DType == Bool && !f.hasRawField("bool_domain") {
@@ -1072,7 +817,7 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 
 	buf.WriteString("feature {\n")
 	for _, e := range entries {
-		buf.WriteString(e.text)
+		buf.WriteString(e.body)
 	}
 	buf.WriteString("}\n")
 	return nil
@@ -1083,7 +828,7 @@ func (f *Feature) writePbtxt(buf *bytes.Buffer) error {
 func (f *Feature) annotationLines() ([]string, error) {
 	var lines []string
 	for _, t := range f.Tags {
-		lines = append(lines, "tag: "+quoteText(string(t)))
+		lines = append(lines, "tag: "+textpb.Quote(string(t)))
 	}
 	var st *pbtxtState
 	if f.pb != nil {
@@ -1094,10 +839,14 @@ func (f *Feature) annotationLines() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	wire, err := encodeStruct(meta)
+	if err != nil {
+		return nil, fmt.Errorf("feature %q: properties: %w", f.Name, err)
+	}
 	encoded := []string{
 		"extra_metadata {",
-		"  type_url: " + quoteText(structTypeURL),
-		"  value: " + quoteBytes(encodeStruct(meta)),
+		"  type_url: " + textpb.Quote(structTypeURL),
+		"  value: " + textpb.QuoteBytes(wire),
 		"}",
 	}
 	switch {
@@ -1122,71 +871,4 @@ func (f *Feature) annotationLines() ([]string, error) {
 		}
 	}
 	return lines, nil
-}
-
-// quoteText quotes a string field: printable UTF-8 is kept, everything else
-// is escaped as protobuf's text printer does.
-func quoteText(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		if r >= utf8.RuneSelf && r != utf8.RuneError && unicode.IsPrint(r) {
-			b.WriteString(s[i : i+n])
-			i += n
-			continue
-		}
-		escapeByte(&b, s[i])
-		i++
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-// quoteBytes quotes a bytes field with every non-ASCII or non-printable byte
-// as an octal escape, like protobuf's text printer.
-func quoteBytes(data []byte) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, c := range data {
-		escapeByte(&b, c)
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-func escapeByte(b *strings.Builder, c byte) {
-	switch c {
-	case '\n':
-		b.WriteString(`\n`)
-	case '\r':
-		b.WriteString(`\r`)
-	case '\t':
-		b.WriteString(`\t`)
-	case '"':
-		b.WriteString(`\"`)
-	case '\'':
-		b.WriteString(`\'`)
-	case '\\':
-		b.WriteString(`\\`)
-	default:
-		if c < 0x20 || c >= 0x7f {
-			fmt.Fprintf(b, `\%03o`, c)
-		} else {
-			b.WriteByte(c)
-		}
-	}
-}
-
-// formatTextFloat writes a float so that parseTextFloat reads it back exactly.
-func formatTextFloat(x float64) string {
-	switch {
-	case math.IsInf(x, 1):
-		return "inf"
-	case math.IsInf(x, -1):
-		return "-inf"
-	case math.IsNaN(x):
-		return "nan"
-	}
-	return strconv.FormatFloat(x, 'g', -1, 64)
 }

@@ -3,6 +3,7 @@ package schema
 import (
 	"bytes"
 	"errors"
+	"math"
 	"os"
 	"regexp"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/schema/internal/textpb"
 )
 
 const merlinSchemaFile = "testdata/merlin_schema.pbtxt"
@@ -250,10 +253,10 @@ func TestPbtxtWriteGoSchema(t *testing.T) {
 }
 `
 	assert.Equal(t, golden, strings.Replace(out, m[1], "VALUE", 1))
-	// The recorded properties, decoded by the hand-checked Struct decoder.
-	raw, _, err := parseTextProto([]byte("v: " + m[1]))
+	// The recorded properties, decoded by the protobuf module.
+	raw, _, err := textpb.Parse([]byte("v: " + m[1]))
 	require.NoError(t, err)
-	props, err := decodeStruct([]byte(raw.fields[0].values[0].str), 0)
+	props, err := decodeStruct([]byte(raw.Fields[0].Values[0].Str))
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{
 		"source": "synthetic", "n": 3.0, "dtype_item_size": 32.0, "is_list": true, "is_ragged": true,
@@ -322,7 +325,17 @@ func TestPbtxtDTypes(t *testing.T) {
 func structPbtxt(body string, props map[string]any) string {
 	return "feature {\n  name: \"x\"\n  " + body + "\n  annotation {\n    extra_metadata {\n" +
 		"      type_url: \"type.googleapis.com/google.protobuf.Struct\"\n      value: " +
-		quoteBytes(encodeStruct(props)) + "\n    }\n  }\n}\n"
+		structValue(props) + "\n    }\n  }\n}\n"
+}
+
+// structValue is the text-format bytes value of props as a serialized
+// google.protobuf.Struct.
+func structValue(props map[string]any) string {
+	wire, err := encodeStruct(props)
+	if err != nil {
+		panic(err)
+	}
+	return textpb.QuoteBytes(wire)
 }
 
 func TestPbtxtShapeFromProperties(t *testing.T) {
@@ -359,7 +372,7 @@ func TestPbtxtShapeFromProperties(t *testing.T) {
 				return
 			}
 			// Unchanged: the metadata goes back verbatim.
-			assert.Contains(t, out, quoteBytes(encodeStruct(tc.props)))
+			assert.Contains(t, out, structValue(tc.props))
 			assert.Equal(t, s, back)
 		})
 	}
@@ -441,14 +454,14 @@ func TestPbtxtStringsRoundTrip(t *testing.T) {
 	for i := range all {
 		all[i] = byte(i)
 	}
-	m, _, err := parseTextProto([]byte("v: " + quoteBytes(all)))
+	m, _, err := textpb.Parse([]byte("v: " + textpb.QuoteBytes(all)))
 	require.NoError(t, err)
-	assert.Equal(t, string(all), m.fields[0].values[0].str)
-	assert.Equal(t, `"\n\021\t\\\"\'A\377"`, quoteBytes([]byte("\n\x11\t\\\"'A\xff")))
+	assert.Equal(t, string(all), m.Fields[0].Values[0].Str)
+	assert.Equal(t, `"\n\021\t\\\"\'A\377"`, textpb.QuoteBytes([]byte("\n\x11\t\\\"'A\xff")))
 }
 
 func TestPbtxtFloatsRoundTrip(t *testing.T) {
-	for _, x := range []float64{0, -1.7320508, 22.5, 1e-30, 3.4028234663852886e38, 1.0 / 3, posInf, negInf} {
+	for _, x := range []float64{0, -1.7320508, 22.5, 1e-30, 3.4028234663852886e38, 1.0 / 3, math.Inf(1), math.Inf(-1)} {
 		s := &Schema{Features: []*Feature{{Name: "f", DType: Float32, FloatDomain: &FloatDomain{Min: x, Max: x}}}}
 		back := parseString(t, writeString(t, s))
 		assert.Equal(t, x, back.Features[0].FloatDomain.Min, "%v", x)
@@ -475,7 +488,7 @@ func TestPbtxtContentErrors(t *testing.T) {
 		{"annotation scalar", `feature { name: "x" annotation: 1 }`, 1, 33, `field "annotation" must be a message`},
 		{"bad struct bytes", "feature {\n name: \"x\"\n annotation { extra_metadata {\n type_url: \"type.googleapis.com/google.protobuf.Struct\"\n value: \"\\n\\005\" } } }", 5, 9, `feature "x": annotation: extra_metadata: value is not a valid google.protobuf.Struct`},
 		{"unnamed feature", "\n\nfeature { int_domain { min: x } }", 3, 29, `feature at line 3: int_domain: field "min": expected an integer`},
-		{"bad expanded struct", `feature { name: "x" annotation { extra_metadata { [type.googleapis.com/google.protobuf.Struct] { oops: 1 } } } }`, 1, 98, `unexpected field "oops"`},
+		{"bad expanded struct", `feature { name: "x" annotation { extra_metadata { [type.googleapis.com/google.protobuf.Struct] { oops: 1 } } } }`, 1, 96, `extra_metadata: not a valid google.protobuf.Struct: `},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 )
 
 // Path is a path given to a command, with what it is for the messages
@@ -124,12 +126,12 @@ func Check(inputs, outputs []Path) error {
 func CheckDatasetFolders(inputs, outputs []Path) error {
 	var folders, parquetOuts []Path
 	for _, in := range inputs {
-		if st, err := os.Stat(in.Path); err == nil && st.Mode().IsRegular() && strings.HasSuffix(in.Path, ".parquet") {
+		if st, err := os.Stat(in.Path); err == nil && st.Mode().IsRegular() && parquetio.HasExtension(in.Path) {
 			folders = append(folders, Path{What: "the dataset folder of " + in.What, Path: filepath.Dir(in.Path)})
 		}
 	}
 	for _, o := range outputs {
-		if strings.HasSuffix(o.Path, ".parquet") {
+		if parquetio.HasExtension(o.Path) {
 			parquetOuts = append(parquetOuts, o)
 		}
 	}

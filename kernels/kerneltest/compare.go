@@ -64,43 +64,43 @@ var elementSizes = []int{1, 3, 17, 1023, 150001}
 func (cm *comparer) compareMemory(t *testing.T) {
 	ref, dev := cm.ref, cm.dev
 	h := cm.newHarness(t, 1)
-	z := pair{ref.Alloc(kernels.Float32, 3, 17), dev.Alloc(kernels.Float32, 3, 17)}
-	h.owned = append(h.owned, z.r, z.d)
-	h.checkExact("Alloc zeroed f32", z)
-	zi := pair{ref.Alloc(kernels.Int32, 1023), dev.Alloc(kernels.Int32, 1023)}
-	h.owned = append(h.owned, zi.r, zi.d)
-	h.checkExact("Alloc zeroed i32", zi)
+	z := Pair{ref.Alloc(kernels.Float32, 3, 17), dev.Alloc(kernels.Float32, 3, 17)}
+	h.owned = append(h.owned, z.Ref, z.Dev)
+	h.CheckExact("Alloc zeroed f32", z)
+	zi := Pair{ref.Alloc(kernels.Int32, 1023), dev.Alloc(kernels.Int32, 1023)}
+	h.owned = append(h.owned, zi.Ref, zi.Dev)
+	h.CheckExact("Alloc zeroed i32", zi)
 
-	x := h.randf(5, 7)
-	ref.Fill(x.r, 2.5)
-	dev.Fill(x.d, 2.5)
-	h.checkExact("Fill", x)
-	v := h.view(x, 7, 2, 7)
-	ref.Zero(v.r)
-	dev.Zero(v.d)
-	h.checkExact("Zero view", x)
+	x := h.RandF(5, 7)
+	ref.Fill(x.Ref, 2.5)
+	dev.Fill(x.Dev, 2.5)
+	h.CheckExact("Fill", x)
+	v := h.View(x, 7, 2, 7)
+	ref.Zero(v.Ref)
+	dev.Zero(v.Dev)
+	h.CheckExact("Zero view", x)
 
-	ids := h.i32([]int32{5, -3, 7, 1 << 30, 0}, 5)
-	ids2 := pair{ref.Alloc(kernels.Int32, 5), dev.Alloc(kernels.Int32, 5)}
-	h.owned = append(h.owned, ids2.r, ids2.d)
-	ref.Copy(ids2.r, ids.r)
-	dev.Copy(ids2.d, ids.d)
-	h.checkExact("Copy i32", ids2)
-	ref.Fill(ids2.r, 9)
-	dev.Fill(ids2.d, 9)
-	h.checkExact("Fill i32", ids2)
+	ids := h.I32([]int32{5, -3, 7, 1 << 30, 0}, 5)
+	ids2 := Pair{ref.Alloc(kernels.Int32, 5), dev.Alloc(kernels.Int32, 5)}
+	h.owned = append(h.owned, ids2.Ref, ids2.Dev)
+	ref.Copy(ids2.Ref, ids.Ref)
+	dev.Copy(ids2.Dev, ids.Dev)
+	h.CheckExact("Copy i32", ids2)
+	ref.Fill(ids2.Ref, 9)
+	dev.Fill(ids2.Dev, 9)
+	h.CheckExact("Fill i32", ids2)
 
 	for _, n := range elementSizes {
-		a, b := h.randf(n), h.randf(n)
-		ref.Copy(b.r, a.r)
-		dev.Copy(b.d, a.d)
-		h.checkExact(shapeName("Copy n=%d", n), b)
+		a, b := h.RandF(n), h.RandF(n)
+		ref.Copy(b.Ref, a.Ref)
+		dev.Copy(b.Dev, a.Dev)
+		h.CheckExact(shapeName("Copy n=%d", n), b)
 	}
 	// A copy into the middle of a tensor through a view leaves the rest alone.
-	big, small := h.randf(4, 9), h.randf(9)
-	ref.Copy(big.r.View(18, 9), small.r)
-	dev.Copy(big.d.View(18, 9), small.d)
-	h.checkExact("Copy into view", big)
+	big, small := h.RandF(4, 9), h.RandF(9)
+	ref.Copy(big.Ref.View(18, 9), small.Ref)
+	dev.Copy(big.Dev.View(18, 9), small.Dev)
+	h.CheckExact("Copy into view", big)
 }
 
 // GemmErrorBound bounds the rounding error of one element of a float32 GEMM
@@ -163,14 +163,14 @@ func (cm *comparer) compareGemm(t *testing.T) {
 						if tb {
 							bshape = []int{s.n, s.k}
 						}
-						ah := h.uniform(s.m*s.k, -1, 1)
-						bh := h.uniform(s.k*s.n, -1, 1)
-						ch := h.uniform(s.m*s.n, -1, 1)
-						a, b, c := h.f32(ah, ashape...), h.f32(bh, bshape...), h.f32(ch, s.m, s.n)
-						ref.Gemm(ta, tb, sc.alpha, a.r, b.r, sc.beta, c.r)
-						dev.Gemm(ta, tb, sc.alpha, a.d, b.d, sc.beta, c.d)
+						ah := h.Uniform(s.m*s.k, -1, 1)
+						bh := h.Uniform(s.k*s.n, -1, 1)
+						ch := h.Uniform(s.m*s.n, -1, 1)
+						a, b, c := h.F32(ah, ashape...), h.F32(bh, bshape...), h.F32(ch, s.m, s.n)
+						ref.Gemm(ta, tb, sc.alpha, a.Ref, b.Ref, sc.beta, c.Ref)
+						dev.Gemm(ta, tb, sc.alpha, a.Dev, b.Dev, sc.beta, c.Dev)
 						ap := absProduct(ta, tb, s.m, s.n, s.k, sc.alpha, ah, ashape[1], bh, bshape[1], sc.beta, ch)
-						h.checkTol("C", c, func(i int) float64 { return gemmSlack(s.k, ap[i]) })
+						h.CheckTol("C", c, func(i int) float64 { return gemmSlack(s.k, ap[i]) })
 					})
 				}
 			}
@@ -210,12 +210,12 @@ func (cm *comparer) compareBatched(t *testing.T) {
 			if cs.bcastB {
 				strideB = 0
 			}
-			ah := h.uniform((cs.batch-1)*strideA+sizeA, -1, 1)
-			bh := h.uniform((cs.batch-1)*strideB+sizeB, -1, 1)
-			ch := h.uniform((cs.batch-1)*strideC+sizeC, -1, 1)
-			a, b, c := h.f32(ah, len(ah)), h.f32(bh, len(bh)), h.f32(ch, len(ch))
-			ref.GemmStridedBatched(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, a.r, strideA, b.r, strideB, cs.beta, c.r, strideC, cs.batch)
-			dev.GemmStridedBatched(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, a.d, strideA, b.d, strideB, cs.beta, c.d, strideC, cs.batch)
+			ah := h.Uniform((cs.batch-1)*strideA+sizeA, -1, 1)
+			bh := h.Uniform((cs.batch-1)*strideB+sizeB, -1, 1)
+			ch := h.Uniform((cs.batch-1)*strideC+sizeC, -1, 1)
+			a, b, c := h.F32(ah, len(ah)), h.F32(bh, len(bh)), h.F32(ch, len(ch))
+			ref.GemmStridedBatched(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, a.Ref, strideA, b.Ref, strideB, cs.beta, c.Ref, strideC, cs.batch)
+			dev.GemmStridedBatched(cs.ta, cs.tb, cs.m, cs.n, cs.k, cs.alpha, a.Dev, strideA, b.Dev, strideB, cs.beta, c.Dev, strideC, cs.batch)
 			lda, ldb := cs.k, cs.n
 			if cs.ta {
 				lda = cs.m
@@ -230,7 +230,7 @@ func (cm *comparer) compareBatched(t *testing.T) {
 					slack[i*strideC+j] = gemmSlack(cs.k, v)
 				}
 			}
-			h.checkTol("C", c, func(i int) float64 { return slack[i] })
+			h.CheckTol("C", c, func(i int) float64 { return slack[i] })
 		})
 	}
 }
@@ -243,11 +243,11 @@ func (cm *comparer) compareBiasAct(t *testing.T) {
 				for _, act := range []kernels.Activation{kernels.Linear, kernels.ReLU} {
 					t.Run(shapeName("g%d_r%d_n%d_act%d", groups, rows, n, act), func(t *testing.T) {
 						h := cm.newHarness(t, uint64(groups*rows*n)+uint64(act))
-						x := h.f32(h.normal(groups*rows*n, 1), groups, rows, n)
-						b := h.f32(h.normal(groups*n, 1), groups, n)
-						ref.BiasAct(x.r, b.r, groups, act)
-						dev.BiasAct(x.d, b.d, groups, act)
-						h.check("x", x)
+						x := h.F32(h.Normal(groups*rows*n, 1), groups, rows, n)
+						b := h.F32(h.Normal(groups*n, 1), groups, n)
+						ref.BiasAct(x.Ref, b.Ref, groups, act)
+						dev.BiasAct(x.Dev, b.Dev, groups, act)
+						h.Check("x", x)
 					})
 				}
 			}
@@ -261,14 +261,14 @@ func (cm *comparer) compareActBackward(t *testing.T) {
 		for _, act := range []kernels.Activation{kernels.Linear, kernels.ReLU} {
 			t.Run(shapeName("n%d_act%d", n, act), func(t *testing.T) {
 				h := cm.newHarness(t, uint64(n)+uint64(act))
-				yh := h.normal(n, 1)
+				yh := h.Normal(n, 1)
 				for i := range yh {
 					yh[i] = max(yh[i], 0) // a ReLU output, with exact zeros
 				}
-				y, dy := h.f32(yh, n), h.randf(n)
-				ref.ActBackward(dy.r, y.r, act)
-				dev.ActBackward(dy.d, y.d, act)
-				h.checkExact("dy", dy)
+				y, dy := h.F32(yh, n), h.RandF(n)
+				ref.ActBackward(dy.Ref, y.Ref, act)
+				dev.ActBackward(dy.Dev, y.Dev, act)
+				h.CheckExact("dy", dy)
 			})
 		}
 	}
@@ -282,11 +282,11 @@ func (cm *comparer) compareBiasGrad(t *testing.T) {
 				for _, acc := range []bool{false, true} {
 					t.Run(shapeName("g%d_r%d_n%d_acc%v", groups, rows, n, acc), func(t *testing.T) {
 						h := cm.newHarness(t, uint64(groups*rows*n))
-						dy := h.randf(groups, rows, n)
-						db := h.randf(groups, n)
-						ref.BiasGrad(dy.r, db.r, groups, acc)
-						dev.BiasGrad(dy.d, db.d, groups, acc)
-						h.check("db", db)
+						dy := h.RandF(groups, rows, n)
+						db := h.RandF(groups, n)
+						ref.BiasGrad(dy.Ref, db.Ref, groups, acc)
+						dev.BiasGrad(dy.Dev, db.Dev, groups, acc)
+						h.Check("db", db)
 					})
 				}
 			}
@@ -301,14 +301,14 @@ func (cm *comparer) compareDropout(t *testing.T) {
 			for _, seed := range []uint64{0, 42, 1<<63 + 5} {
 				t.Run(shapeName("n%d_rate%g_seed%d", n, rate, seed), func(t *testing.T) {
 					h := cm.newHarness(t, uint64(n)+seed)
-					x := h.f32(h.normal(n, 1), n)
-					mask := h.randf(n)
-					ref.Dropout(x.r, mask.r, rate, seed)
-					dev.Dropout(x.d, mask.d, rate, seed)
+					x := h.F32(h.Normal(n, 1), n)
+					mask := h.RandF(n)
+					ref.Dropout(x.Ref, mask.Ref, rate, seed)
+					dev.Dropout(x.Dev, mask.Dev, rate, seed)
 					// The keep pattern and the multipliers are the documented
 					// hash and float32 1/(1-rate): they must match bit for bit.
-					h.checkExact("mask", mask)
-					h.checkExact("x", x)
+					h.CheckExact("mask", mask)
+					h.CheckExact("x", x)
 				})
 			}
 		}
@@ -320,43 +320,43 @@ func (cm *comparer) compareElementwise(t *testing.T) {
 	for _, n := range elementSizes {
 		t.Run(shapeName("n%d", n), func(t *testing.T) {
 			h := cm.newHarness(t, uint64(n))
-			a, b, dst := h.randf(n), h.randf(n), h.randf(n)
-			ref.Mul(dst.r, a.r, b.r)
-			dev.Mul(dst.d, a.d, b.d)
-			h.check("Mul", dst)
-			ref.Mul(a.r, a.r, b.r) // dst aliasing an input is allowed
-			dev.Mul(a.d, a.d, b.d)
-			h.check("Mul aliased", a)
+			a, b, dst := h.RandF(n), h.RandF(n), h.RandF(n)
+			ref.Mul(dst.Ref, a.Ref, b.Ref)
+			dev.Mul(dst.Dev, a.Dev, b.Dev)
+			h.Check("Mul", dst)
+			ref.Mul(a.Ref, a.Ref, b.Ref) // dst aliasing an input is allowed
+			dev.Mul(a.Dev, a.Dev, b.Dev)
+			h.Check("Mul aliased", a)
 
-			y := h.randf(n)
-			ref.Axpy(-0.75, b.r, y.r)
-			dev.Axpy(-0.75, b.d, y.d)
-			h.check("Axpy", y)
-			ref.Scale(y.r, 3.5)
-			dev.Scale(y.d, 3.5)
-			h.check("Scale", y)
+			y := h.RandF(n)
+			ref.Axpy(-0.75, b.Ref, y.Ref)
+			dev.Axpy(-0.75, b.Dev, y.Dev)
+			h.Check("Axpy", y)
+			ref.Scale(y.Ref, 3.5)
+			dev.Scale(y.Dev, 3.5)
+			h.Check("Scale", y)
 
 			labels := make([]float32, n)
 			for i := range labels {
 				labels[i] = float32(h.rng.IntN(3))
 			}
-			src := h.f32(labels, n)
-			ref.EqualMask(dst.r, src.r, 1)
-			dev.EqualMask(dst.d, src.d, 1)
-			h.checkExact("EqualMask", dst)
+			src := h.F32(labels, n)
+			ref.EqualMask(dst.Ref, src.Ref, 1)
+			dev.EqualMask(dst.Dev, src.Dev, 1)
+			h.CheckExact("EqualMask", dst)
 
-			zh := h.normal(n, 5)
+			zh := h.Normal(n, 5)
 			extremes := []float32{1e4, -1e4, 88.7, -88.7, 104, -104, 0, 20, -20}
 			for i := 0; i < n && i < len(extremes); i++ {
 				zh[i] = extremes[i]
 			}
-			z := h.f32(zh, n)
-			ref.Sigmoid(dst.r, z.r)
-			dev.Sigmoid(dst.d, z.d)
-			h.check("Sigmoid", dst)
-			ref.Sigmoid(z.r, z.r) // y may alias x
-			dev.Sigmoid(z.d, z.d)
-			h.check("Sigmoid aliased", z)
+			z := h.F32(zh, n)
+			ref.Sigmoid(dst.Ref, z.Ref)
+			dev.Sigmoid(dst.Dev, z.Dev)
+			h.Check("Sigmoid", dst)
+			ref.Sigmoid(z.Ref, z.Ref) // y may alias x
+			dev.Sigmoid(z.Dev, z.Dev)
+			h.Check("Sigmoid aliased", z)
 		})
 	}
 }
@@ -368,7 +368,7 @@ func (cm *comparer) compareSoftmax(t *testing.T) {
 			for _, temp := range []float32{1, 0.5, 2.5} {
 				t.Run(shapeName("r%d_c%d_T%g", rows, cols, temp), func(t *testing.T) {
 					h := cm.newHarness(t, uint64(rows*cols)+uint64(temp*8))
-					xh := h.normal(rows*cols, 3)
+					xh := h.Normal(rows*cols, 3)
 					// Extreme and tied logits in the first rows.
 					if rows > 2 {
 						for j := 0; j < cols; j++ {
@@ -376,18 +376,18 @@ func (cm *comparer) compareSoftmax(t *testing.T) {
 							xh[cols+j] = 7
 						}
 					}
-					x, y := h.f32(xh, rows, cols), h.randf(rows, cols)
-					ref.SoftmaxRows(y.r, x.r, temp)
-					dev.SoftmaxRows(y.d, x.d, temp)
-					h.check("y", y)
+					x, y := h.F32(xh, rows, cols), h.RandF(rows, cols)
+					ref.SoftmaxRows(y.Ref, x.Ref, temp)
+					dev.SoftmaxRows(y.Dev, x.Dev, temp)
+					h.Check("y", y)
 
 					// Backward from the reference's y on both devices, so that
 					// only the backward op itself is compared.
-					yh := h.hostF32(ref, y.r)
-					yy, dy, dx := h.f32(yh, rows, cols), h.randf(rows, cols), h.randf(rows, cols)
-					ref.SoftmaxBackward(dx.r, dy.r, yy.r, temp)
-					dev.SoftmaxBackward(dx.d, dy.d, yy.d, temp)
-					h.check("dx", dx)
+					yh := Download(ref, y.Ref)
+					yy, dy, dx := h.F32(yh, rows, cols), h.RandF(rows, cols), h.RandF(rows, cols)
+					ref.SoftmaxBackward(dx.Ref, dy.Ref, yy.Ref, temp)
+					dev.SoftmaxBackward(dx.Dev, dy.Dev, yy.Dev, temp)
+					h.Check("dx", dx)
 				})
 			}
 		}
@@ -401,37 +401,37 @@ func (cm *comparer) compareGate(t *testing.T) {
 			for _, d := range []int{1, 17, 64} {
 				t.Run(shapeName("b%d_e%d_d%d", rows, ne, d), func(t *testing.T) {
 					h := cm.newHarness(t, uint64(rows*ne*d))
-					w := h.f32(h.uniform(rows*ne, 0, 1), rows, ne)
+					w := h.F32(h.Uniform(rows*ne, 0, 1), rows, ne)
 					// Experts as views of one [E, B, d] tensor (as the batched
 					// expert GEMM produces them) or, for odd E, separate tensors.
-					var ex, dex []pair
-					all, dall := h.randf(ne, rows, d), h.randf(ne, rows, d)
+					var ex, dex []Pair
+					all, dall := h.RandF(ne, rows, d), h.RandF(ne, rows, d)
 					for e := 0; e < ne; e++ {
 						if ne%2 == 0 {
-							ex = append(ex, h.view(all, e*rows*d, rows, d))
+							ex = append(ex, h.View(all, e*rows*d, rows, d))
 						} else {
-							ex = append(ex, h.randf(rows, d))
+							ex = append(ex, h.RandF(rows, d))
 						}
-						dex = append(dex, h.view(dall, e*rows*d, rows, d))
+						dex = append(dex, h.View(dall, e*rows*d, rows, d))
 					}
-					split := func(ps []pair) (r, d []*kernels.Tensor) {
+					split := func(ps []Pair) (r, d []*kernels.Tensor) {
 						for _, p := range ps {
-							r, d = append(r, p.r), append(d, p.d)
+							r, d = append(r, p.Ref), append(d, p.Dev)
 						}
 						return r, d
 					}
 					exR, exD := split(ex)
 					dexR, dexD := split(dex)
-					out := h.randf(rows, d)
-					ref.GateCombine(out.r, w.r, exR)
-					dev.GateCombine(out.d, w.d, exD)
-					h.check("out", out)
+					out := h.RandF(rows, d)
+					ref.GateCombine(out.Ref, w.Ref, exR)
+					dev.GateCombine(out.Dev, w.Dev, exD)
+					h.Check("out", out)
 
-					dout, dw := h.randf(rows, d), h.randf(rows, ne)
-					ref.GateCombineBackward(dout.r, w.r, exR, dw.r, dexR)
-					dev.GateCombineBackward(dout.d, w.d, exD, dw.d, dexD)
-					h.check("dw", dw)
-					h.check("dexperts", dall)
+					dout, dw := h.RandF(rows, d), h.RandF(rows, ne)
+					ref.GateCombineBackward(dout.Ref, w.Ref, exR, dw.Ref, dexR)
+					dev.GateCombineBackward(dout.Dev, w.Dev, exD, dw.Dev, dexD)
+					h.Check("dw", dw)
+					h.Check("dexperts", dall)
 				})
 			}
 		}
@@ -446,10 +446,10 @@ func (cm *comparer) compareCopyCols(t *testing.T) {
 			for _, acc := range []bool{false, true} {
 				t.Run(shapeName("r%d_%d_%d_%d_acc%v", rows, s.dstCol, s.srcCol, s.width, acc), func(t *testing.T) {
 					h := cm.newHarness(t, uint64(rows+s.dstCol))
-					dst, src := h.randf(rows, 10), h.randf(rows, 7)
-					ref.CopyCols(dst.r, s.dstCol, src.r, s.srcCol, s.width, acc)
-					dev.CopyCols(dst.d, s.dstCol, src.d, s.srcCol, s.width, acc)
-					h.check("dst", dst)
+					dst, src := h.RandF(rows, 10), h.RandF(rows, 7)
+					ref.CopyCols(dst.Ref, s.dstCol, src.Ref, s.srcCol, s.width, acc)
+					dev.CopyCols(dst.Dev, s.dstCol, src.Dev, s.srcCol, s.width, acc)
+					h.Check("dst", dst)
 				})
 			}
 		}
@@ -483,7 +483,7 @@ var embCases = []embCase{
 
 // ids returns the id values and (for lists) offsets of a case, with lists of
 // every length from 0 to maxLen, repeated ids within and across rows.
-func (h *harness) ids(c embCase) (ids, offsets []int32) {
+func (h *Harness) ids(c embCase) (ids, offsets []int32) {
 	if !c.list {
 		ids = make([]int32, c.rows)
 		for i := range ids {
@@ -509,27 +509,27 @@ func (h *harness) ids(c embCase) (ids, offsets []int32) {
 	return ids, offsets
 }
 
-func (h *harness) idTensors(ids, offsets []int32) (idp pair, offp *pair) {
-	idp = h.i32(ids, len(ids))
+func (h *Harness) idTensors(ids, offsets []int32) (idp Pair, offp *Pair) {
+	idp = h.I32(ids, len(ids))
 	if offsets != nil {
-		o := h.i32(offsets, len(offsets))
+		o := h.I32(offsets, len(offsets))
 		offp = &o
 	}
 	return idp, offp
 }
 
-func offR(p *pair) *kernels.Tensor {
+func offR(p *Pair) *kernels.Tensor {
 	if p == nil {
 		return nil
 	}
-	return p.r
+	return p.Ref
 }
 
-func offD(p *pair) *kernels.Tensor {
+func offD(p *Pair) *kernels.Tensor {
 	if p == nil {
 		return nil
 	}
-	return p.d
+	return p.Dev
 }
 
 var combiners = []kernels.Combiner{kernels.Mean, kernels.Sum, kernels.SqrtN}
@@ -543,17 +543,17 @@ func (cm *comparer) compareGather(t *testing.T) {
 			}
 			t.Run(shapeName("%s_comb%d", c.name, comb), func(t *testing.T) {
 				h := cm.newHarness(t, uint64(c.rows*c.dim)+uint64(comb))
-				table := h.randf(c.tableRows, c.dim)
+				table := h.RandF(c.tableRows, c.dim)
 				idh, offh := h.ids(c)
 				ids, offs := h.idTensors(idh, offh)
 				const col = 3
-				out := h.randf(c.rows, c.dim+col+2) // other columns must stay
-				errR := ref.EmbeddingGather(out.r, col, table.r, ids.r, offR(offs), comb)
-				errD := dev.EmbeddingGather(out.d, col, table.d, ids.d, offD(offs), comb)
+				out := h.RandF(c.rows, c.dim+col+2) // other columns must stay
+				errR := ref.EmbeddingGather(out.Ref, col, table.Ref, ids.Ref, offR(offs), comb)
+				errD := dev.EmbeddingGather(out.Dev, col, table.Dev, ids.Dev, offD(offs), comb)
 				if errR != nil || errD != nil {
 					t.Fatalf("unexpected errors: %s: %v, %s: %v", ref.Name(), errR, dev.Name(), errD)
 				}
-				h.check("out", out)
+				h.Check("out", out)
 			})
 		}
 	}
@@ -574,15 +574,15 @@ func (cm *comparer) compareGatherErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := cm.newHarness(t, 3)
-			table := h.randf(5, 4)
+			table := h.RandF(5, 4)
 			ids, offs := h.idTensors(c.ids, c.offsets)
 			rows := len(c.ids)
 			if c.offsets != nil {
 				rows = len(c.offsets) - 1
 			}
-			out := h.randf(rows, 4)
-			errR := ref.EmbeddingGather(out.r, 0, table.r, ids.r, offR(offs), kernels.Mean)
-			errD := dev.EmbeddingGather(out.d, 0, table.d, ids.d, offD(offs), kernels.Mean)
+			out := h.RandF(rows, 4)
+			errR := ref.EmbeddingGather(out.Ref, 0, table.Ref, ids.Ref, offR(offs), kernels.Mean)
+			errD := dev.EmbeddingGather(out.Dev, 0, table.Dev, ids.Dev, offD(offs), kernels.Mean)
 			var er, ed *kernels.IDRangeError
 			if !errors.As(errR, &er) {
 				t.Fatalf("%s: want *IDRangeError, got %v", ref.Name(), errR)
@@ -609,20 +609,20 @@ func (cm *comparer) compareEmbeddingBackward(t *testing.T) {
 				idh, offh := h.ids(c)
 				ids, offs := h.idTensors(idh, offh)
 				const col = 2
-				dout := h.randf(c.rows, c.dim+col+1)
+				dout := h.RandF(c.rows, c.dim+col+1)
 				capacity := len(idh) + 3
 				gr := kernels.SparseGrad{Rows: ref.Alloc(kernels.Int32, capacity), Values: ref.Alloc(kernels.Float32, capacity, c.dim)}
 				gd := kernels.SparseGrad{Rows: dev.Alloc(kernels.Int32, capacity), Values: dev.Alloc(kernels.Float32, capacity, c.dim)}
 				h.owned = append(h.owned, gr.Rows, gr.Values, gd.Rows, gd.Values)
-				ref.EmbeddingBackward(&gr, dout.r, col, ids.r, offR(offs), comb, c.tableRows)
-				dev.EmbeddingBackward(&gd, dout.d, col, ids.d, offD(offs), comb, c.tableRows)
-				h.sync()
+				ref.EmbeddingBackward(&gr, dout.Ref, col, ids.Ref, offR(offs), comb, c.tableRows)
+				dev.EmbeddingBackward(&gd, dout.Dev, col, ids.Dev, offD(offs), comb, c.tableRows)
+				h.Sync()
 				if gr.N != gd.N {
 					t.Fatalf("N: %s gives %d, %s gives %d", dev.Name(), gd.N, ref.Name(), gr.N)
 				}
 				n := gr.N
-				h.checkExact("Rows", pair{gr.Rows.View(0, n), gd.Rows.View(0, n)})
-				h.check("Values", pair{gr.Values.View(0, n, c.dim), gd.Values.View(0, n, c.dim)})
+				h.CheckExact("Rows", Pair{gr.Rows.View(0, n), gd.Rows.View(0, n)})
+				h.Check("Values", Pair{gr.Values.View(0, n, c.dim), gd.Values.View(0, n, c.dim)})
 			})
 		}
 	}
@@ -635,7 +635,7 @@ func (cm *comparer) compareLosses(t *testing.T) {
 			for _, scale := range []float32{1, 1 / float32(n), 0.7} {
 				t.Run(shapeName("n%d_w%v_s%g", n, weighted, scale), func(t *testing.T) {
 					h := cm.newHarness(t, uint64(n)+uint64(scale*1000))
-					zh := h.normal(n, 3)
+					zh := h.Normal(n, 3)
 					extremes := []float32{1e4, -1e4, 100, -100, 20, -20, 0, 1e-3}
 					for i := 0; i < n && i < len(extremes); i++ {
 						zh[i] = extremes[i]
@@ -649,32 +649,32 @@ func (cm *comparer) compareLosses(t *testing.T) {
 							yh[i] = 0.3 // soft label
 						}
 					}
-					z, y := h.f32(zh, n), h.f32(yh, n)
-					var w *pair
+					z, y := h.F32(zh, n), h.F32(yh, n)
+					var w *Pair
 					if weighted {
-						wh := h.uniform(n, 0, 2)
+						wh := h.Uniform(n, 0, 2)
 						for i := 0; i < n; i += 4 {
 							wh[i] = 0 // masked out of the sample space
 						}
-						p := h.f32(wh, n)
+						p := h.F32(wh, n)
 						w = &p
 					}
-					loss, dz := h.f32([]float32{1.5}, 1), h.randf(n)
-					ref.BCEWithLogits(loss.r, dz.r, z.r, y.r, offR(w), scale)
-					dev.BCEWithLogits(loss.d, dz.d, z.d, y.d, offD(w), scale)
-					h.check("BCE loss", loss)
-					h.check("BCE dz", dz)
+					loss, dz := h.F32([]float32{1.5}, 1), h.RandF(n)
+					ref.BCEWithLogits(loss.Ref, dz.Ref, z.Ref, y.Ref, offR(w), scale)
+					dev.BCEWithLogits(loss.Dev, dz.Dev, z.Dev, y.Dev, offD(w), scale)
+					h.Check("BCE loss", loss)
+					h.Check("BCE dz", dz)
 
 					// MSE on regression-sized values.
-					rz, ry := h.f32(h.normal(n, 2), n), h.f32(h.normal(n, 2), n)
-					ref.MSE(loss.r, dz.r, rz.r, ry.r, offR(w), scale)
-					dev.MSE(loss.d, dz.d, rz.d, ry.d, offD(w), scale)
-					h.check("MSE loss", loss)
-					h.check("MSE dz", dz)
+					rz, ry := h.F32(h.Normal(n, 2), n), h.F32(h.Normal(n, 2), n)
+					ref.MSE(loss.Ref, dz.Ref, rz.Ref, ry.Ref, offR(w), scale)
+					dev.MSE(loss.Dev, dz.Dev, rz.Dev, ry.Dev, offD(w), scale)
+					h.Check("MSE loss", loss)
+					h.Check("MSE dz", dz)
 
-					ref.SumSquares(loss.r, rz.r, scale*0.01)
-					dev.SumSquares(loss.d, rz.d, scale*0.01)
-					h.check("SumSquares loss", loss)
+					ref.SumSquares(loss.Ref, rz.Ref, scale*0.01)
+					dev.SumSquares(loss.Dev, rz.Dev, scale*0.01)
+					h.Check("SumSquares loss", loss)
 				})
 			}
 		}
@@ -687,47 +687,47 @@ func (cm *comparer) compareDenseOptimizers(t *testing.T) {
 		for _, l2 := range []float32{0, 0.01} {
 			t.Run(shapeName("n%d_l2%g", n, l2), func(t *testing.T) {
 				h := cm.newHarness(t, uint64(n)+uint64(l2*100))
-				param, m, v := h.randf(n), h.f32(make([]float32, n), n), h.f32(make([]float32, n), n)
-				pAda, acc := h.randf(n), h.f32(h.uniform(n, 0.1, 0.2), n)
-				pSGD := h.randf(n)
+				param, m, v := h.RandF(n), h.F32(make([]float32, n), n), h.F32(make([]float32, n), n)
+				pAda, acc := h.RandF(n), h.F32(h.Uniform(n, 0.1, 0.2), n)
+				pSGD := h.RandF(n)
 				for step := 1; step <= 3; step++ {
-					g := h.f32(h.normal(n, 0.1), n)
+					g := h.F32(h.Normal(n, 0.1), n)
 					ap := kernels.AdamParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, L2: l2, Step: step}
-					ref.Adam(param.r, g.r, m.r, v.r, ap)
-					dev.Adam(param.d, g.d, m.d, v.d, ap)
+					ref.Adam(param.Ref, g.Ref, m.Ref, v.Ref, ap)
+					dev.Adam(param.Dev, g.Dev, m.Dev, v.Dev, ap)
 					gp := kernels.AdagradParams{LR: 0.05, Eps: 1e-7, L2: l2}
-					ref.Adagrad(pAda.r, g.r, acc.r, gp)
-					dev.Adagrad(pAda.d, g.d, acc.d, gp)
+					ref.Adagrad(pAda.Ref, g.Ref, acc.Ref, gp)
+					dev.Adagrad(pAda.Dev, g.Dev, acc.Dev, gp)
 					sp := kernels.SGDParams{LR: 0.1, L2: l2}
-					ref.SGD(pSGD.r, g.r, sp)
-					dev.SGD(pSGD.d, g.d, sp)
+					ref.SGD(pSGD.Ref, g.Ref, sp)
+					dev.SGD(pSGD.Dev, g.Dev, sp)
 				}
-				h.check("Adam param", param)
-				h.check("Adam m", m)
-				h.check("Adam v", v)
-				h.check("Adagrad param", pAda)
-				h.check("Adagrad acc", acc)
-				h.check("SGD param", pSGD)
+				h.Check("Adam param", param)
+				h.Check("Adam m", m)
+				h.Check("Adam v", v)
+				h.Check("Adagrad param", pAda)
+				h.Check("Adagrad acc", acc)
+				h.Check("SGD param", pSGD)
 			})
 		}
 	}
 	t.Run("AdamMulti", func(t *testing.T) {
 		h := cm.newHarness(t, 99)
 		sizes := []int{1, 17, 64 * 96, 150001}
-		var ps, gs, ms, vs []pair
+		var ps, gs, ms, vs []Pair
 		for _, n := range sizes {
-			ps = append(ps, h.randf(n))
-			gs = append(gs, h.f32(h.normal(n, 0.1), n))
-			ms = append(ms, h.f32(h.normal(n, 0.01), n))
-			vs = append(vs, h.f32(h.uniform(n, 0, 1e-3), n))
+			ps = append(ps, h.RandF(n))
+			gs = append(gs, h.F32(h.Normal(n, 0.1), n))
+			ms = append(ms, h.F32(h.Normal(n, 0.01), n))
+			vs = append(vs, h.F32(h.Uniform(n, 0, 1e-3), n))
 		}
-		side := func(ps []pair, dev bool) []*kernels.Tensor {
+		side := func(ps []Pair, dev bool) []*kernels.Tensor {
 			var out []*kernels.Tensor
 			for _, p := range ps {
 				if dev {
-					out = append(out, p.d)
+					out = append(out, p.Dev)
 				} else {
-					out = append(out, p.r)
+					out = append(out, p.Ref)
 				}
 			}
 			return out
@@ -736,9 +736,9 @@ func (cm *comparer) compareDenseOptimizers(t *testing.T) {
 		ref.AdamMulti(side(ps, false), side(gs, false), side(ms, false), side(vs, false), ap)
 		dev.AdamMulti(side(ps, true), side(gs, true), side(ms, true), side(vs, true), ap)
 		for i := range sizes {
-			h.check(shapeName("param%d", i), ps[i])
-			h.check(shapeName("m%d", i), ms[i])
-			h.check(shapeName("v%d", i), vs[i])
+			h.Check(shapeName("param%d", i), ps[i])
+			h.Check(shapeName("m%d", i), ms[i])
+			h.Check(shapeName("v%d", i), vs[i])
 		}
 	})
 }
@@ -759,42 +759,42 @@ func (cm *comparer) compareSparseOptimizers(t *testing.T) {
 			nr := len(rowsh)
 			capacity := nr + 4
 			rowsCap := append(append([]int32(nil), rowsh...), 0, 1, 2, 3) // junk past N
-			valsCap := h.normal(capacity*c.dim, 0.1)
-			g := h.i32(rowsCap, capacity)
-			gv := h.f32(valsCap, capacity, c.dim)
-			gr := kernels.SparseGrad{Rows: g.r, Values: gv.r, N: nr}
-			gd := kernels.SparseGrad{Rows: g.d, Values: gv.d, N: nr}
+			valsCap := h.Normal(capacity*c.dim, 0.1)
+			g := h.I32(rowsCap, capacity)
+			gv := h.F32(valsCap, capacity, c.dim)
+			gr := kernels.SparseGrad{Rows: g.Ref, Values: gv.Ref, N: nr}
+			gd := kernels.SparseGrad{Rows: g.Dev, Values: gv.Dev, N: nr}
 
-			tableh := h.uniform(c.rows*c.dim, -0.05, 0.05)
-			mh, vh := h.normal(c.rows*c.dim, 0.01), h.uniform(c.rows*c.dim, 0, 1e-3)
-			accH := h.uniform(c.rows*c.dim, 0.1, 0.2)
-			tab, m, v := h.f32(tableh, c.rows, c.dim), h.f32(mh, c.rows, c.dim), h.f32(vh, c.rows, c.dim)
-			tabA, acc := h.f32(tableh, c.rows, c.dim), h.f32(accH, c.rows, c.dim)
-			tabS := h.f32(tableh, c.rows, c.dim)
+			tableh := h.Uniform(c.rows*c.dim, -0.05, 0.05)
+			mh, vh := h.Normal(c.rows*c.dim, 0.01), h.Uniform(c.rows*c.dim, 0, 1e-3)
+			accH := h.Uniform(c.rows*c.dim, 0.1, 0.2)
+			tab, m, v := h.F32(tableh, c.rows, c.dim), h.F32(mh, c.rows, c.dim), h.F32(vh, c.rows, c.dim)
+			tabA, acc := h.F32(tableh, c.rows, c.dim), h.F32(accH, c.rows, c.dim)
+			tabS := h.F32(tableh, c.rows, c.dim)
 			for step := 5; step <= 6; step++ {
 				ap := kernels.AdamParams{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, L2: 1e-4, Step: step}
-				ref.SparseAdam(tab.r, m.r, v.r, &gr, ap)
-				dev.SparseAdam(tab.d, m.d, v.d, &gd, ap)
+				ref.SparseAdam(tab.Ref, m.Ref, v.Ref, &gr, ap)
+				dev.SparseAdam(tab.Dev, m.Dev, v.Dev, &gd, ap)
 				gp := kernels.AdagradParams{LR: 0.05, Eps: 1e-7, L2: 1e-4}
-				ref.SparseAdagrad(tabA.r, acc.r, &gr, gp)
-				dev.SparseAdagrad(tabA.d, acc.d, &gd, gp)
+				ref.SparseAdagrad(tabA.Ref, acc.Ref, &gr, gp)
+				dev.SparseAdagrad(tabA.Dev, acc.Dev, &gd, gp)
 				sp := kernels.SGDParams{LR: 0.1, L2: 1e-4}
-				ref.SparseSGD(tabS.r, &gr, sp)
-				dev.SparseSGD(tabS.d, &gd, sp)
+				ref.SparseSGD(tabS.Ref, &gr, sp)
+				dev.SparseSGD(tabS.Dev, &gd, sp)
 			}
 			for _, x := range []struct {
 				name string
-				p    pair
+				p    Pair
 				init []float32
 			}{{"SparseAdam table", tab, tableh}, {"SparseAdam m", m, mh}, {"SparseAdam v", v, vh},
 				{"SparseAdagrad table", tabA, tableh}, {"SparseAdagrad acc", acc, accH}, {"SparseSGD table", tabS, tableh}} {
-				h.check(x.name, x.p)
+				h.Check(x.name, x.p)
 				// Rows outside the gradient keep their bits (lazy updates).
 				touched := make([]bool, c.rows)
 				for _, r := range rowsh {
 					touched[r] = true
 				}
-				got := h.hostF32(dev, x.p.d)
+				got := Download(dev, x.p.Dev)
 				for r := 0; r < c.rows; r++ {
 					if touched[r] {
 						continue

@@ -9,6 +9,7 @@ import (
 	"math"
 	"sort"
 
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 	"github.com/mtlrank/mtlrank/kernels"
 )
 
@@ -201,15 +202,6 @@ func (r *Ref) BiasGrad(dy, db *kernels.Tensor, groups int, accumulate bool) {
 	}
 }
 
-// splitmix64 is the SplitMix64 output function applied to the state reached
-// after i+1 increments from seed: the documented dropout hash.
-func splitmix64(seed, i uint64) uint64 {
-	z := seed + (i+1)*0x9E3779B97F4A7C15
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-	return z ^ (z >> 31)
-}
-
 // Dropout implements kernels.Device.
 func (r *Ref) Dropout(x, mask *kernels.Tensor, rate float32, seed uint64) {
 	for i := range x.F32 {
@@ -218,7 +210,7 @@ func (r *Ref) Dropout(x, mask *kernels.Tensor, rate float32, seed uint64) {
 		case rate >= 1:
 			m = 0
 		case rate > 0:
-			u := splitmix64(seed, uint64(i)) >> 40 // 24 random bits
+			u := splitmix.At(seed, uint64(i)) >> 40 // the documented dropout hash // 24 random bits
 			if float64(u) < math.Floor(float64(rate)*(1<<24)) {
 				m = 0
 			} else {

@@ -3,20 +3,19 @@ package synth
 import (
 	"hash/fnv"
 	"math"
+
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 )
 
 // Random numbers come from splitmix64 so that the row stream is defined by
 // this package alone (not by a standard-library algorithm that may change)
 // and any row can be generated from (seed, row index) without state.
 
-const golden = 0x9e3779b97f4a7c15
+// golden is splitmix64's increment.
+const golden = splitmix.Gamma
 
 // mix64 is the splitmix64 finalizer: a bijective 64-bit mixing function.
-func mix64(z uint64) uint64 {
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	return z ^ (z >> 31)
-}
+func mix64(z uint64) uint64 { return splitmix.Mix(z) }
 
 // hashString maps a name to 64 well-mixed bits.
 func hashString(s string) uint64 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 	"github.com/mtlrank/mtlrank/internal/readlimit"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
@@ -263,7 +264,7 @@ func checkDir(dir string) error {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !partRE.MatchString(name) {
+		if parquetio.IsDataName(name) && !partRE.MatchString(name) {
 			return fmt.Errorf("synth: write %s: the folder holds %s, which is not a part file of a synthetic dataset; use an empty folder", dir, name)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mtlrank/mtlrank/internal/pathguard"
+	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -115,7 +116,7 @@ func runSchema(ctx context.Context, e *env, args []string) error {
 		if err := checkPaths([]pathguard.Path{{What: "the data", Path: pos[0]}}, []outPath{{what: "--output", path: output}}); err != nil {
 			return err
 		}
-		opt := schema.InferOptions{Targets: map[string]schema.Tag{}, Continuous: continuous, Exclude: exclude}
+		opt := loader.InferOptions{Targets: map[string]schema.Tag{}, Continuous: continuous, Exclude: exclude}
 		for _, t := range binary {
 			opt.Targets[t] = schema.TagBinaryClassification
 		}
@@ -125,7 +126,7 @@ func runSchema(ctx context.Context, e *env, args []string) error {
 			}
 			opt.Targets[t] = schema.TagRegression
 		}
-		s, err := schema.InferWithOptions(pos[0], opt)
+		s, err := loader.InferSchema(pos[0], opt)
 		if err != nil {
 			return err
 		}

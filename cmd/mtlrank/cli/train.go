@@ -16,6 +16,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/parquet/file"
 
+	"github.com/mtlrank/mtlrank/internal/parquetio"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/loader/synth"
 	"github.com/mtlrank/mtlrank/mtl"
@@ -192,7 +193,7 @@ func (a *trainArgs) registerDataFlags(fs *flag.FlagSet) {
 func (a *trainArgs) register(fs *flag.FlagSet) {
 	a.cfg = merlinDefaults()
 	registerModelFlags(fs, &a.cfg, false)
-	fs.StringVar(&a.trainPath, "train_data_path", "", "training data: a .parquet file or a folder of *.parquet; with no data flag at all, synthetic TenRec-like data is generated")
+	fs.StringVar(&a.trainPath, "train_data_path", "", "training data: a Parquet file or a folder of *.parquet / *.pq files; with no data flag at all, synthetic TenRec-like data is generated")
 	fs.StringVar(&a.evalPath, "eval_data_path", "", "evaluation data (validated after every epoch and evaluated at the end)")
 	fs.StringVar(&a.predictPath, "predict_data_path", "", "data to score after training; scores go to --predict_output_path")
 	fs.StringVar(&a.schemaArg, "schema_path", "", "schema.pbtxt or schema.json (default: the one beside the training data)")
@@ -716,18 +717,14 @@ func loadSchema(schemaArg, data string) (*schema.Schema, error) {
 	return s, nil
 }
 
-// looksLikeParquet reports whether path is a Parquet file or a folder
-// holding one, by name.
+// looksLikeParquet reports whether path is a Parquet file (by name) or a
+// folder holding a dataset's Parquet files (loader.ListFiles).
 func looksLikeParquet(path string) bool {
-	isParquet := func(name string) bool {
-		ext := strings.ToLower(filepath.Ext(name))
-		return ext == ".parquet" || ext == ".pq"
-	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		entries, _ := os.ReadDir(path)
-		return slices.ContainsFunc(entries, func(e os.DirEntry) bool { return isParquet(e.Name()) })
+		_, err := loader.ListFiles(path)
+		return err == nil
 	}
-	return isParquet(path)
+	return parquetio.HasExtension(path)
 }
 
 func openDataset(path string, s *schema.Schema, cols []string, batch int, shuffle bool, seed int64, buffer, prefetch int, fill *float32) (*loader.Dataset, error) {
@@ -1081,28 +1078,13 @@ func predictTo(ctx context.Context, e *env, tr *mtl.Trainer, data, schemaArg str
 }
 
 // parquetColumns returns the top-level column names of the first Parquet
-// file of path (a file or folder).
+// file of path (a file or folder, listed by loader.ListFiles).
 func parquetColumns(path string) (map[string]bool, error) {
-	first := path
-	if st, err := os.Stat(path); err != nil {
+	files, err := loader.ListFiles(path)
+	if err != nil {
 		return nil, err
-	} else if st.IsDir() {
-		matches, err := filepath.Glob(filepath.Join(path, "*.parquet"))
-		if err != nil {
-			return nil, err
-		}
-		var files []string
-		for _, m := range matches {
-			if !strings.HasPrefix(filepath.Base(m), ".") {
-				files = append(files, m)
-			}
-		}
-		if len(files) == 0 {
-			return nil, fmt.Errorf("no *.parquet files in %s", path)
-		}
-		slices.Sort(files)
-		first = files[0]
 	}
+	first := files[0]
 	r, err := file.OpenParquetFile(first, false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", first, err)

@@ -1,4 +1,4 @@
-package schema
+package textpb
 
 import (
 	"errors"
@@ -28,10 +28,10 @@ func TestTextStringEscapes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, _, err := parseTextProto([]byte("f: " + tc.src))
+			m, _, err := Parse([]byte("f: " + tc.src))
 			require.NoError(t, err)
-			require.Len(t, m.fields, 1)
-			assert.Equal(t, tc.want, m.fields[0].values[0].str)
+			require.Len(t, m.Fields, 1)
+			assert.Equal(t, tc.want, m.Fields[0].Values[0].Str)
 		})
 	}
 }
@@ -47,35 +47,35 @@ h: [{c: "z"}, <c: "w">],
 [type.googleapis.com/pkg.Msg] { i: inf }
 j: -inf;
 `
-	m, _, err := parseTextProto([]byte(src))
+	m, _, err := Parse([]byte(src))
 	require.NoError(t, err)
 	var names []string
-	for _, f := range m.fields {
-		names = append(names, f.name)
+	for _, f := range m.Fields {
+		names = append(names, f.Name)
 	}
 	assert.Equal(t, []string{"a", "b", "b", "e", "g", "h", "[type.googleapis.com/pkg.Msg]", "j"}, names)
 
 	// Spans cover the field exactly, comments and separators excluded.
-	assert.Equal(t, "a: 1", src[m.fields[0].start:m.fields[0].end])
-	assert.Equal(t, `b { c: "x" d: -2.5e-3 }`, src[m.fields[1].start:m.fields[1].end])
-	assert.Equal(t, `b: < c: 'y'; >`, src[m.fields[2].start:m.fields[2].end])
-	assert.Equal(t, `e: [1, -2, 0x1F]`, src[m.fields[3].start:m.fields[3].end])
+	assert.Equal(t, "a: 1", src[m.Fields[0].Start:m.Fields[0].End])
+	assert.Equal(t, `b { c: "x" d: -2.5e-3 }`, src[m.Fields[1].Start:m.Fields[1].End])
+	assert.Equal(t, `b: < c: 'y'; >`, src[m.Fields[2].Start:m.Fields[2].End])
+	assert.Equal(t, `e: [1, -2, 0x1F]`, src[m.Fields[3].Start:m.Fields[3].End])
 
-	b := m.fields[1].values[0].msg
+	b := m.Fields[1].Values[0].Msg
 	require.NotNil(t, b)
-	require.Len(t, b.fields, 2)
-	assert.Equal(t, "-2.5e-3", b.fields[1].values[0].text)
-	assert.Equal(t, "y", m.fields[2].values[0].msg.fields[0].values[0].str)
+	require.Len(t, b.Fields, 2)
+	assert.Equal(t, "-2.5e-3", b.Fields[1].Values[0].Text)
+	assert.Equal(t, "y", m.Fields[2].Values[0].Msg.Fields[0].Values[0].Str)
 
-	e := m.fields[3]
-	assert.True(t, e.list)
-	require.Len(t, e.values, 3)
-	assert.Equal(t, []string{"1", "-2", "0x1F"}, []string{e.values[0].text, e.values[1].text, e.values[2].text})
-	assert.True(t, m.fields[4].list)
-	assert.Empty(t, m.fields[4].values)
-	require.Len(t, m.fields[5].values, 2)
-	assert.Equal(t, "w", m.fields[5].values[1].msg.fields[0].values[0].str)
-	assert.Equal(t, "-inf", m.fields[7].values[0].text)
+	e := m.Fields[3]
+	assert.True(t, e.List)
+	require.Len(t, e.Values, 3)
+	assert.Equal(t, []string{"1", "-2", "0x1F"}, []string{e.Values[0].Text, e.Values[1].Text, e.Values[2].Text})
+	assert.True(t, m.Fields[4].List)
+	assert.Empty(t, m.Fields[4].Values)
+	require.Len(t, m.Fields[5].Values, 2)
+	assert.Equal(t, "w", m.Fields[5].Values[1].Msg.Fields[0].Values[0].Str)
+	assert.Equal(t, "-inf", m.Fields[7].Values[0].Text)
 }
 
 func TestTextNumbers(t *testing.T) {
@@ -91,7 +91,7 @@ func TestTextNumbers(t *testing.T) {
 		{"08", 0, false}, {"0x", 0, false}, {"12abc", 0, false},
 	}
 	for _, tc := range ints {
-		got, ok := parseTextInt(tc.text)
+		got, ok := ParseInt(tc.text)
 		assert.Equal(t, tc.ok, ok, tc.text)
 		if tc.ok {
 			assert.Equal(t, tc.want, got, tc.text)
@@ -99,24 +99,24 @@ func TestTextNumbers(t *testing.T) {
 	}
 	floats := []struct {
 		text string
-		kind tokKind
+		kind Kind
 		want float64
 		ok   bool
 	}{
-		{"1", tokNumber, 1, true}, {"-2.5", tokNumber, -2.5, true}, {"1e3", tokNumber, 1000, true},
-		{"2.25e+01", tokNumber, 22.5, true}, {"1.5E-2", tokNumber, 0.015, true}, {".5", tokNumber, 0.5, true},
-		{"1.5f", tokNumber, 1.5, true}, {"0x10", tokNumber, 16, true}, {"inf", tokIdent, posInf, true},
-		{"-Infinity", tokIdent, negInf, true}, {"1.2.3", tokNumber, 0, false}, {"abc", tokIdent, 0, false},
-		{"0x1p3", tokNumber, 0, false},
+		{"1", KindNumber, 1, true}, {"-2.5", KindNumber, -2.5, true}, {"1e3", KindNumber, 1000, true},
+		{"2.25e+01", KindNumber, 22.5, true}, {"1.5E-2", KindNumber, 0.015, true}, {".5", KindNumber, 0.5, true},
+		{"1.5f", KindNumber, 1.5, true}, {"0x10", KindNumber, 16, true}, {"inf", KindIdent, posInf, true},
+		{"-Infinity", KindIdent, negInf, true}, {"1.2.3", KindNumber, 0, false}, {"abc", KindIdent, 0, false},
+		{"0x1p3", KindNumber, 0, false},
 	}
 	for _, tc := range floats {
-		got, ok := parseTextFloat(textValue{kind: tc.kind, text: tc.text})
+		got, ok := ParseFloat(Value{Kind: tc.kind, Text: tc.text})
 		assert.Equal(t, tc.ok, ok, tc.text)
 		if tc.ok {
 			assert.Equal(t, tc.want, got, tc.text)
 		}
 	}
-	nan, ok := parseTextFloat(textValue{kind: tokIdent, text: "nan"})
+	nan, ok := ParseFloat(Value{Kind: KindIdent, Text: "nan"})
 	assert.True(t, ok)
 	assert.True(t, math.IsNaN(nan))
 }
@@ -153,7 +153,7 @@ func TestTextSyntaxErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := parseTextProto([]byte(tc.src))
+			_, _, err := Parse([]byte(tc.src))
 			require.Error(t, err)
 			var pe *ParseError
 			require.True(t, errors.As(err, &pe), "%T: %v", err, err)
@@ -165,10 +165,10 @@ func TestTextSyntaxErrors(t *testing.T) {
 }
 
 func TestTextNestingLimit(t *testing.T) {
-	deep := strings.Repeat("a {", maxNesting) + strings.Repeat("}", maxNesting)
-	_, _, err := parseTextProto([]byte(deep))
+	deep := strings.Repeat("a {", MaxNesting) + strings.Repeat("}", MaxNesting)
+	_, _, err := Parse([]byte(deep))
 	require.NoError(t, err)
-	tooDeep := strings.Repeat("a {", maxNesting+1) + strings.Repeat("}", maxNesting+1)
-	_, _, err = parseTextProto([]byte(tooDeep))
+	tooDeep := strings.Repeat("a {", MaxNesting+1) + strings.Repeat("}", MaxNesting+1)
+	_, _, err = Parse([]byte(tooDeep))
 	require.ErrorContains(t, err, "nested deeper")
 }

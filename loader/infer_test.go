@@ -1,6 +1,7 @@
-package schema
+package loader
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,11 +14,13 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/schema"
 )
 
 // writeParquet writes rows (JSON objects, as arrow's record builder reads
 // them) to path in row groups of rowGroup rows.
-func writeParquet(t *testing.T, path string, sc *arrow.Schema, rowsJSON string, rowGroup int64, stats bool) {
+func writeInferParquet(t *testing.T, path string, sc *arrow.Schema, rowsJSON string, rowGroup int64, stats bool) {
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	b := array.NewRecordBuilder(mem, sc)
@@ -64,30 +67,30 @@ const inferRows = `[
 ]`
 
 // wantInferred is the schema of inferRows, worked out by hand from the rows.
-func wantInferred() *Schema {
-	return &Schema{Features: []*Feature{
-		{Name: "user_id", DType: Int32, Tags: []Tag{TagCategorical}, IntDomain: &IntDomain{Name: "user_id", Max: 9, IsCategorical: true}},
-		{Name: "item", DType: Int64, Tags: []Tag{TagCategorical}, IntDomain: &IntDomain{Name: "item", Max: 70, IsCategorical: true}},
-		{Name: "small", DType: Int8, Tags: []Tag{TagCategorical}, IntDomain: &IntDomain{Name: "small", Max: 3, IsCategorical: true}},
-		{Name: "price", DType: Float32, Tags: []Tag{TagContinuous}, FloatDomain: &FloatDomain{Min: -2.25, Max: 4}},
-		{Name: "genres", DType: Int32, Tags: []Tag{TagCategorical, TagList}, IntDomain: &IntDomain{Name: "genres", Max: 9, IsCategorical: true},
-			ValueCount: &ValueCount{Min: 0, Max: 3}},
-		{Name: "emb", DType: Float64, Tags: []Tag{TagContinuous, TagList}, FloatDomain: &FloatDomain{Min: -2.5, Max: 3.5},
-			ValueCount: &ValueCount{Min: 2, Max: 2}},
-		{Name: "empty", DType: Int16, Tags: []Tag{TagCategorical}, IntDomain: &IntDomain{Name: "empty", Max: 0, IsCategorical: true}},
-		{Name: "click", DType: Float32, Tags: []Tag{TagBinaryClassification, TagTarget}, IntDomain: &IntDomain{Min: 0, Max: 1}},
-		{Name: "watch", DType: Float64, Tags: []Tag{TagRegression, TagTarget}, FloatDomain: &FloatDomain{Min: 0, Max: 10}},
+func wantInferred() *schema.Schema {
+	return &schema.Schema{Features: []*schema.Feature{
+		{Name: "user_id", DType: schema.Int32, Tags: []schema.Tag{schema.TagCategorical}, IntDomain: &schema.IntDomain{Name: "user_id", Max: 9, IsCategorical: true}},
+		{Name: "item", DType: schema.Int64, Tags: []schema.Tag{schema.TagCategorical}, IntDomain: &schema.IntDomain{Name: "item", Max: 70, IsCategorical: true}},
+		{Name: "small", DType: schema.Int8, Tags: []schema.Tag{schema.TagCategorical}, IntDomain: &schema.IntDomain{Name: "small", Max: 3, IsCategorical: true}},
+		{Name: "price", DType: schema.Float32, Tags: []schema.Tag{schema.TagContinuous}, FloatDomain: &schema.FloatDomain{Min: -2.25, Max: 4}},
+		{Name: "genres", DType: schema.Int32, Tags: []schema.Tag{schema.TagCategorical, schema.TagList}, IntDomain: &schema.IntDomain{Name: "genres", Max: 9, IsCategorical: true},
+			ValueCount: &schema.ValueCount{Min: 0, Max: 3}},
+		{Name: "emb", DType: schema.Float64, Tags: []schema.Tag{schema.TagContinuous, schema.TagList}, FloatDomain: &schema.FloatDomain{Min: -2.5, Max: 3.5},
+			ValueCount: &schema.ValueCount{Min: 2, Max: 2}},
+		{Name: "empty", DType: schema.Int16, Tags: []schema.Tag{schema.TagCategorical}, IntDomain: &schema.IntDomain{Name: "empty", Max: 0, IsCategorical: true}},
+		{Name: "click", DType: schema.Float32, Tags: []schema.Tag{schema.TagBinaryClassification, schema.TagTarget}, IntDomain: &schema.IntDomain{Min: 0, Max: 1}},
+		{Name: "watch", DType: schema.Float64, Tags: []schema.Tag{schema.TagRegression, schema.TagTarget}, FloatDomain: &schema.FloatDomain{Min: 0, Max: 10}},
 	}}
 }
 
-var inferTargets = InferOptions{Targets: map[string]Tag{"click": TagBinaryClassification, "watch": TagRegression}}
+var inferTargets = InferOptions{Targets: map[string]schema.Tag{"click": schema.TagBinaryClassification, "watch": schema.TagRegression}}
 
 func TestInferStatisticsAndScan(t *testing.T) {
 	dir := t.TempDir()
 	withStats := filepath.Join(dir, "stats.parquet")
 	noStats := filepath.Join(dir, "nostats.parquet")
-	writeParquet(t, withStats, inferSchema, inferRows, 3, true)
-	writeParquet(t, noStats, inferSchema, inferRows, 3, false)
+	writeInferParquet(t, withStats, inferSchema, inferRows, 3, true)
+	writeInferParquet(t, noStats, inferSchema, inferRows, 3, false)
 
 	s, scans, err := inferFiles([]string{withStats}, inferTargets)
 	require.NoError(t, err)
@@ -102,28 +105,36 @@ func TestInferStatisticsAndScan(t *testing.T) {
 	// Without statistics every column of every row group is scanned.
 	assert.Equal(t, 9*3, scans)
 
-	// The public entry point and the Infer shortcut.
-	s, err = InferWithOptions(withStats, inferTargets)
+	// The public entry point, with and without options.
+	s, err = InferSchema(withStats, inferTargets)
 	require.NoError(t, err)
 	assert.Equal(t, wantInferred(), s)
-	plain, err := Infer(withStats)
+	plain, err := InferSchema(withStats, InferOptions{})
 	require.NoError(t, err)
-	assert.Equal(t, []Tag{TagContinuous}, plain.Feature("click").Tags, "without options a float column is continuous")
+	assert.Equal(t, []schema.Tag{schema.TagContinuous}, plain.Feature("click").Tags, "without options a float column is continuous")
 	require.NoError(t, plain.Validate())
 
 	// The inferred schema survives a pbtxt round trip.
-	back := parseString(t, writeString(t, s))
-	assert.Equal(t, s, exported(back))
+	var text bytes.Buffer
+	require.NoError(t, s.WritePbtxt(&text))
+	back, err := schema.ParsePbtxt(bytes.NewReader(text.Bytes()))
+	require.NoError(t, err)
+	for _, f := range s.Features {
+		g := back.Feature(f.Name)
+		require.NotNil(t, g, f.Name)
+		assert.Equal(t, []any{f.DType, f.Tags, f.IntDomain, f.FloatDomain, f.ValueCount},
+			[]any{g.DType, g.Tags, g.IntDomain, g.FloatDomain, g.ValueCount}, f.Name)
+	}
 }
 
 func TestInferDirectory(t *testing.T) {
 	dir := t.TempDir()
-	writeParquet(t, filepath.Join(dir, "part_0.parquet"), inferSchema, inferRows, 4, true)
+	writeInferParquet(t, filepath.Join(dir, "part_0.parquet"), inferSchema, inferRows, 4, true)
 	more := `[{"user_id": 120, "item": 1, "small": 0, "price": 9.5, "genres": [1,2,3,4,5,6,7], "emb": [1, 1], "empty": 4, "click": 1, "watch": -3}]`
-	writeParquet(t, filepath.Join(dir, "part_1.parquet"), inferSchema, more, 4, true)
+	writeInferParquet(t, filepath.Join(dir, "part_1.parquet"), inferSchema, more, 4, true)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "schema.pbtxt"), []byte("ignored"), 0o644))
 
-	s, err := InferWithOptions(dir, inferTargets)
+	s, err := InferSchema(dir, inferTargets)
 	require.NoError(t, err)
 	want := wantInferred()
 	want.Feature("user_id").IntDomain.Max = 120
@@ -137,12 +148,12 @@ func TestInferDirectory(t *testing.T) {
 func TestInferErrors(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.parquet")
-	writeParquet(t, base, inferSchema, inferRows, 3, true)
+	writeInferParquet(t, base, inferSchema, inferRows, 3, true)
 
 	one := func(name string, typ arrow.DataType, rows string) string {
 		p := filepath.Join(dir, name+".parquet")
 		sc := arrow.NewSchema([]arrow.Field{{Name: name, Type: typ, Nullable: true}}, nil)
-		writeParquet(t, p, sc, rows, 10, true)
+		writeInferParquet(t, p, sc, rows, 10, true)
 		return p
 	}
 	negative := one("delta", arrow.PrimitiveTypes.Int32, `[{"delta": 5}, {"delta": -1}]`)
@@ -152,7 +163,7 @@ func TestInferErrors(t *testing.T) {
 	nested := one("nested", arrow.ListOf(arrow.ListOf(arrow.PrimitiveTypes.Int32)), `[{"nested": [[1]]}]`)
 	otherType := filepath.Join(dir, "other", "a.parquet")
 	require.NoError(t, os.MkdirAll(filepath.Dir(otherType), 0o755))
-	writeParquet(t, otherType, arrow.NewSchema([]arrow.Field{{Name: "user_id", Type: arrow.PrimitiveTypes.Int64}}, nil), `[{"user_id": 1}]`, 10, true)
+	writeInferParquet(t, otherType, arrow.NewSchema([]arrow.Field{{Name: "user_id", Type: arrow.PrimitiveTypes.Int64}}, nil), `[{"user_id": 1}]`, 10, true)
 	corrupt := filepath.Join(dir, "corrupt.parquet")
 	require.NoError(t, os.WriteFile(corrupt, []byte("PAR1 definitely not parquet PAR1"), 0o644))
 
@@ -167,12 +178,12 @@ func TestInferErrors(t *testing.T) {
 		{"boolean input", []string{boolean}, InferOptions{}, `column "flag" is boolean`},
 		{"unsigned", []string{unsigned}, InferOptions{}, `column "u" has type uint8`},
 		{"nested list", []string{nested}, InferOptions{}, `column "nested" has type list<element: list`},
-		{"unknown target", []string{base}, InferOptions{Targets: map[string]Tag{"nope": TagBinary}}, `Targets names "nope", which is not a column`},
-		{"excluded target", []string{base}, InferOptions{Targets: map[string]Tag{"click": TagBinary}, Exclude: []string{"click"}}, `Targets names "click"`},
-		{"bad target tag", []string{base}, InferOptions{Targets: map[string]Tag{"click": TagCategorical}}, `Targets["click"] = "categorical"`},
-		{"binary target out of range", []string{base}, InferOptions{Targets: map[string]Tag{"watch": TagBinary}}, `binary target "watch" has values in [0, 10]`},
-		{"list target", []string{base}, InferOptions{Targets: map[string]Tag{"genres": TagRegression}}, `target column "genres" is a list`},
-		{"boolean regression", []string{boolean}, InferOptions{Targets: map[string]Tag{"flag": TagRegression}}, `regression target "flag" is boolean`},
+		{"unknown target", []string{base}, InferOptions{Targets: map[string]schema.Tag{"nope": schema.TagBinary}}, `Targets names "nope", which is not a column`},
+		{"excluded target", []string{base}, InferOptions{Targets: map[string]schema.Tag{"click": schema.TagBinary}, Exclude: []string{"click"}}, `Targets names "click"`},
+		{"bad target tag", []string{base}, InferOptions{Targets: map[string]schema.Tag{"click": schema.TagCategorical}}, `Targets["click"] = "categorical"`},
+		{"binary target out of range", []string{base}, InferOptions{Targets: map[string]schema.Tag{"watch": schema.TagBinary}}, `binary target "watch" has values in [0, 10]`},
+		{"list target", []string{base}, InferOptions{Targets: map[string]schema.Tag{"genres": schema.TagRegression}}, `target column "genres" is a list`},
+		{"boolean regression", []string{boolean}, InferOptions{Targets: map[string]schema.Tag{"flag": schema.TagRegression}}, `regression target "flag" is boolean`},
 		{"unknown continuous", []string{base}, InferOptions{Continuous: []string{"nope"}}, `Continuous names "nope"`},
 		{"unknown exclude", []string{base}, InferOptions{Exclude: []string{"nope"}}, `Exclude names "nope", which is not a column`},
 		{"files disagree on type", []string{base, otherType}, InferOptions{}, `column "user_id" has type int64, but int32 in the first file`},
@@ -187,10 +198,12 @@ func TestInferErrors(t *testing.T) {
 		})
 	}
 
-	_, err := Infer(filepath.Join(dir, "missing.parquet"))
+	_, err := InferSchema(filepath.Join(dir, "missing.parquet"), InferOptions{})
 	assert.ErrorIs(t, err, os.ErrNotExist)
-	_, err = Infer(t.TempDir())
-	assert.ErrorContains(t, err, "no *.parquet files")
+	empty := t.TempDir()
+	_, err = InferSchema(empty, InferOptions{})
+	assert.ErrorIs(t, err, ErrNoParquetFiles)
+	assert.ErrorContains(t, err, empty)
 }
 
 func TestInferOptions(t *testing.T) {
@@ -201,13 +214,13 @@ func TestInferOptions(t *testing.T) {
 		{Name: "title", Type: arrow.BinaryTypes.String},
 		{Name: "flag", Type: arrow.FixedWidthTypes.Boolean},
 	}, nil)
-	writeParquet(t, p, sc, `[{"delta": 5, "title": "a", "flag": true}, {"delta": -1, "title": "b", "flag": false}]`, 10, true)
-	s, err := InferWithOptions(p, InferOptions{
-		Continuous: []string{"delta"}, Exclude: []string{"title"}, Targets: map[string]Tag{"flag": TagBinary},
+	writeInferParquet(t, p, sc, `[{"delta": 5, "title": "a", "flag": true}, {"delta": -1, "title": "b", "flag": false}]`, 10, true)
+	s, err := InferSchema(p, InferOptions{
+		Continuous: []string{"delta"}, Exclude: []string{"title"}, Targets: map[string]schema.Tag{"flag": schema.TagBinary},
 	})
 	require.NoError(t, err)
-	assert.Equal(t, &Schema{Features: []*Feature{
-		{Name: "delta", DType: Int32, Tags: []Tag{TagContinuous}, FloatDomain: &FloatDomain{Min: -1, Max: 5}},
-		{Name: "flag", DType: Bool, Tags: []Tag{TagBinaryClassification, TagTarget}, IntDomain: &IntDomain{Min: 0, Max: 1}},
+	assert.Equal(t, &schema.Schema{Features: []*schema.Feature{
+		{Name: "delta", DType: schema.Int32, Tags: []schema.Tag{schema.TagContinuous}, FloatDomain: &schema.FloatDomain{Min: -1, Max: 5}},
+		{Name: "flag", DType: schema.Bool, Tags: []schema.Tag{schema.TagBinaryClassification, schema.TagTarget}, IntDomain: &schema.IntDomain{Min: 0, Max: 1}},
 	}}, s)
 }

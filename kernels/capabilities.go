@@ -1,10 +1,79 @@
 package kernels
 
-// Optional device capabilities beyond the Device interface. The CUDA device
-// (build tag cuda) implements all of them; the CPU device none. They are
-// declared in every build (this file has no build tag and no CUDA
-// dependency) so that layers and the trainer can test for them with a type
-// assertion and fall back to the plain Device ops.
+// Optional device capabilities beyond the Device interface, all in this
+// one file. It has no build tag and no CUDA dependency, so that layers and
+// the trainer can test for a capability with a type assertion in every
+// build and fall back to the plain Device ops (capabilities_ops.go holds
+// the entry points that do that for them).
+//
+//	capability            CPU  CUDA  what it saves
+//	Activator             yes  yes   activations beyond Linear/ReLU (SiLU, ...)
+//	Sharder               yes  no    per-shard goroutines instead of per-op threads
+//	FusedGemm             yes  yes   the bias/activation pass after a Dense GEMM
+//	FusedBiasGrad         yes  no    the activation-backward pass before BiasGrad
+//	GemmBiasActer         no   yes   the same on transposed operands
+//	FusedEmbeddingUpdater no   yes   the embedding gradient's host round trip
+//	AsyncIDChecker        no   yes   a host round trip per embedding gather
+//	GraphCapturer, Graph  no   yes   launch overhead, by replaying a step
+//	StepParams(Ops)       no   yes   host reads of step-dependent scalars
+//	FusedGater            no   yes   the softmax/combine passes of a gate
+//	MultiTaskLosser       no   yes   one launch per task for the losses
+//	MetricAccumulator,
+//	MetricReducer         no   yes   host copies of predictions for metrics
+//	BatchStager,
+//	AsyncUploader         no   yes   synchronous host-to-device batch copies
+
+// Activator is implemented by devices that compute the activations for
+// which NeedsActivator is true. A layer with such an activation runs its
+// bias add as Linear, keeps the pre-activation x, and calls Activate after
+// it and ActivateBackward before the bias gradient.
+type Activator interface {
+	// Activate writes y = act(x) element-wise (y may alias x).
+	Activate(y, x *Tensor, act Activation)
+	// ActivateBackward multiplies dy, in place, by act'(x) at the
+	// pre-activation x.
+	ActivateBackward(dy, x *Tensor, act Activation)
+}
+
+// Sharder is implemented by devices on which a batch is best processed as
+// shards that run concurrently, each shard's ops running serially in one
+// goroutine: on the CPU, a few large independent pieces of work beat
+// splitting every small op across threads and joining after each. A caller
+// that shards builds its layers on ShardDevice and runs the shards with
+// RunShards; callers that do not shard lose nothing.
+type Sharder interface {
+	// ShardDevice returns a device with the same numerics whose ops all run
+	// in the calling goroutine. Tensors of the two devices are
+	// interchangeable.
+	ShardDevice() Device
+	// RunShards calls f(0), ..., f(n-1) on up to Threads() goroutines and
+	// returns when all calls have returned. Which goroutine runs which
+	// shard is unspecified; low indices start first. It never allocates: f
+	// should be a function value made once, not a new closure per call.
+	RunShards(n int, f func(shard int))
+}
+
+// FusedGemm is implemented by devices that fuse the bias add and activation
+// of a Dense layer into its GEMM, saving a pass over the output. Each method
+// gives the same result as the unfused pair of ops.
+type FusedGemm interface {
+	// GemmBiasAct is Gemm(false, false, 1, x, w, 0, y) followed by
+	// BiasAct(y, bias, 1, act); bias may be nil (no bias).
+	GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor)
+	// GemmStridedBatchedBiasAct is GemmStridedBatched(false, false, m, n,
+	// k, 1, a, strideA, b, strideB, 0, c, m*n, batch) followed by
+	// BiasAct(c, bias, batch, act) with bias [batch, n] (nil: no bias).
+	GemmStridedBatchedBiasAct(m, n, k int, a *Tensor, strideA int, b *Tensor, strideB int,
+		bias *Tensor, act Activation, c *Tensor, batch int)
+}
+
+// FusedBiasGrad is implemented by devices that fuse the activation's
+// backward pass with the bias gradient, saving a pass over dy.
+type FusedBiasGrad interface {
+	// ActBiasGrad is ActBackward(dy, y, act) followed by
+	// BiasGrad(dy, db, groups, accumulate), with the same results.
+	ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool)
+}
 
 // EmbeddingSource is one feature's gradient for an embedding table:
 // columns [Col, Col+dim) of Dout, looked up with IDs, either one id per row

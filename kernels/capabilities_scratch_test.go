@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 )
 
 // fzLossInputs uploads case c's data to dev and returns the tasks, the
@@ -19,7 +20,7 @@ func fzLossInputs(dev kernels.Device, c fzLossCase, ld fzLossData) (tasks []kern
 		if x == nil {
 			return nil
 		}
-		t := fzUp(dev, x, len(x), 1)
+		t := kerneltest.Upload(dev, x, len(x), 1)
 		owned = append(owned, t)
 		return t
 	}
@@ -70,13 +71,13 @@ func TestLossScratchMatchesMultiTaskLoss(t *testing.T) {
 				return out
 			}
 			for i := range tasksA {
-				require.Equal(t, bits(fzDown(dev, tasksA[i].DZ)), bits(fzDown(dev, tasksB[i].DZ)), "dz of task %d", i)
+				require.Equal(t, bits(kerneltest.Download(dev, tasksA[i].DZ)), bits(kerneltest.Download(dev, tasksB[i].DZ)), "dz of task %d", i)
 			}
 			if tlA != nil {
-				assert.Equal(t, bits(fzDown(dev, tlA)), bits(fzDown(dev, tlB)), "task losses")
+				assert.Equal(t, bits(kerneltest.Download(dev, tlA)), bits(kerneltest.Download(dev, tlB)), "task losses")
 			}
 			if totA != nil {
-				assert.Equal(t, bits(fzDown(dev, totA)), bits(fzDown(dev, totB)), "total")
+				assert.Equal(t, bits(kerneltest.Download(dev, totA)), bits(kerneltest.Download(dev, totB)), "total")
 			}
 			if c.rows <= 1000 {
 				assert.Zero(t, testing.AllocsPerRun(5, func() { ls.MultiTaskLoss(dev, tlB, totB, tasksB, c.scale) }),

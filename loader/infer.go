@@ -1,13 +1,10 @@
-package schema
+package loader
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
-	"sort"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -15,13 +12,15 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/mtlrank/mtlrank/schema"
 )
 
-// InferOptions tunes Infer.
+// InferOptions tunes InferSchema.
 type InferOptions struct {
-	// Targets names the target columns and their task: TagBinaryClassification
-	// (or TagBinary) for a binary task, TagRegression for a regression task.
-	Targets map[string]Tag
+	// Targets names the target columns and their task: schema.TagBinaryClassification
+	// (or schema.TagBinary) for a binary task, schema.TagRegression for a regression task.
+	Targets map[string]schema.Tag
 	// Continuous names integer columns to use as continuous values (counts,
 	// ages) instead of categorical ids.
 	Continuous []string
@@ -29,14 +28,10 @@ type InferOptions struct {
 	Exclude []string
 }
 
-// Infer builds a schema from a Parquet file, or from every *.parquet file of
-// a directory, with no targets. See InferWithOptions for the rules.
-func Infer(parquetPath string) (*Schema, error) {
-	return InferWithOptions(parquetPath, InferOptions{})
-}
-
-// InferWithOptions builds a schema from a Parquet file (or a directory of
-// *.parquet files with the same columns) and its column statistics. Columns
+// InferSchema builds a schema from the dataset at path (a Parquet file, or a
+// folder whose files, as ListFiles lists them, have the same columns) and its
+// column statistics. It lives beside Open because it reads the files the
+// same way; package schema opens no file. Columns
 // keep the file's order. Rules, for each top-level column:
 //
 //   - a column named in opt.Targets becomes a target: binary targets get tags
@@ -62,18 +57,18 @@ func Infer(parquetPath string) (*Schema, error) {
 // for boolean binary targets). Min/max come from the row-group statistics;
 // a row group without them is scanned. Lengths of list columns are always
 // scanned. A column whose values are all null gets max 0 and no float_domain.
-func InferWithOptions(parquetPath string, opt InferOptions) (*Schema, error) {
-	files, err := parquetFiles(parquetPath)
+func InferSchema(path string, opt InferOptions) (*schema.Schema, error) {
+	files, err := ListFiles(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("loader: infer schema: %w", err)
 	}
 	s, _, err := inferFiles(files, opt)
 	return s, err
 }
 
-// inferFiles is InferWithOptions on a list of files; it also returns the
+// inferFiles is InferSchema on a list of files; it also returns the
 // number of column scans, which tests use to check that statistics are used.
-func inferFiles(files []string, opt InferOptions) (*Schema, int, error) {
+func inferFiles(files []string, opt InferOptions) (*schema.Schema, int, error) {
 	inf := &inferrer{opt: opt, stats: map[string]*colStats{}, seenExcluded: map[string]bool{}}
 	for _, path := range files {
 		if err := inf.readFile(path); err != nil {
@@ -82,25 +77,6 @@ func inferFiles(files []string, opt InferOptions) (*Schema, int, error) {
 	}
 	s, err := inf.build()
 	return s, inf.scans, err
-}
-
-func parquetFiles(path string) ([]string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("schema: infer: %w", err)
-	}
-	if !st.IsDir() {
-		return []string{path}, nil
-	}
-	files, err := filepath.Glob(filepath.Join(path, "*.parquet"))
-	if err != nil {
-		return nil, fmt.Errorf("schema: infer: %w", err)
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("schema: infer: no *.parquet files in %s", path)
-	}
-	sort.Strings(files)
-	return files, nil
 }
 
 type colKind int
@@ -117,7 +93,7 @@ const (
 type colStats struct {
 	name   string
 	kind   colKind
-	dtype  DType
+	dtype  schema.DType
 	typ    arrow.DataType // as in the first file
 	hasVal bool           // min/max seen
 	minI   int64
@@ -173,22 +149,22 @@ type inferrer struct {
 
 // classify maps an Arrow type to a column kind and dtype; ok is false for
 // types Infer does not turn into features.
-func classify(t arrow.DataType) (colKind, DType, bool) {
+func classify(t arrow.DataType) (colKind, schema.DType, bool) {
 	switch t.ID() {
 	case arrow.INT8:
-		return kindInt, Int8, true
+		return kindInt, schema.Int8, true
 	case arrow.INT16:
-		return kindInt, Int16, true
+		return kindInt, schema.Int16, true
 	case arrow.INT32:
-		return kindInt, Int32, true
+		return kindInt, schema.Int32, true
 	case arrow.INT64:
-		return kindInt, Int64, true
+		return kindInt, schema.Int64, true
 	case arrow.FLOAT32:
-		return kindFloat, Float32, true
+		return kindFloat, schema.Float32, true
 	case arrow.FLOAT64:
-		return kindFloat, Float64, true
+		return kindFloat, schema.Float64, true
 	case arrow.BOOL:
-		return kindBool, Bool, true
+		return kindBool, schema.Bool, true
 	case arrow.LIST, arrow.LARGE_LIST:
 		elem := t.(arrow.ListLikeType).Elem()
 		k, d, ok := classify(elem)
@@ -218,22 +194,22 @@ func (inf *inferrer) readFile(path string) (err error) {
 	// arrow-go can panic on corrupt input; report it as an error instead.
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("schema: infer: %s: corrupt or unreadable Parquet file: %v", path, r)
+			err = fmt.Errorf("loader: infer schema: %s: corrupt or unreadable Parquet file: %v", path, r)
 		}
 	}()
 	rdr, err := file.OpenParquetFile(path, false)
 	if err != nil {
-		return fmt.Errorf("schema: infer: %s: %w", path, err)
+		return fmt.Errorf("loader: infer schema: %s: %w", path, err)
 	}
 	defer rdr.Close()
 	mem := memory.DefaultAllocator
 	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: 1 << 16}, mem)
 	if err != nil {
-		return fmt.Errorf("schema: infer: %s: %w", path, err)
+		return fmt.Errorf("loader: infer schema: %s: %w", path, err)
 	}
 	sc, err := fr.Schema()
 	if err != nil {
-		return fmt.Errorf("schema: infer: %s: %w", path, err)
+		return fmt.Errorf("loader: infer schema: %s: %w", path, err)
 	}
 	first := !inf.readOne
 	inf.readOne = true
@@ -246,11 +222,11 @@ func (inf *inferrer) readFile(path string) (err error) {
 		c := inf.stats[field.Name]
 		if c == nil {
 			if !first {
-				return fmt.Errorf("schema: infer: %s: column %q is not in the first file", path, field.Name)
+				return fmt.Errorf("loader: infer schema: %s: column %q is not in the first file", path, field.Name)
 			}
 			kind, dtype, ok := classify(field.Type)
 			if !ok {
-				return fmt.Errorf("schema: infer: %s: column %q has type %s, which mtlrank cannot use as a feature "+
+				return fmt.Errorf("loader: infer schema: %s: column %q has type %s, which mtlrank cannot use as a feature "+
 					"(encode strings with preprocess/Categorify, cast unsigned integers to signed ones, or list the column in InferOptions.Exclude)",
 					path, field.Name, field.Type)
 			}
@@ -258,22 +234,22 @@ func (inf *inferrer) readFile(path string) (err error) {
 			inf.stats[field.Name] = c
 			inf.order = append(inf.order, field.Name)
 		} else if !arrow.TypeEqual(c.typ, field.Type) {
-			return fmt.Errorf("schema: infer: %s: column %q has type %s, but %s in the first file", path, field.Name, field.Type, c.typ)
+			return fmt.Errorf("loader: infer schema: %s: column %q has type %s, but %s in the first file", path, field.Name, field.Type, c.typ)
 		}
 		if i >= len(fr.Manifest.Fields) {
-			return fmt.Errorf("schema: infer: %s: column %q is missing from the Parquet schema manifest", path, field.Name)
+			return fmt.Errorf("loader: infer schema: %s: column %q is missing from the Parquet schema manifest", path, field.Name)
 		}
 		leaf := leafIndex(&fr.Manifest.Fields[i])
 		if leaf < 0 {
-			return fmt.Errorf("schema: infer: %s: column %q has no leaf column", path, field.Name)
+			return fmt.Errorf("loader: infer schema: %s: column %q has no leaf column", path, field.Name)
 		}
 		if err := inf.scanColumn(fr, rdr.MetaData(), c, leaf); err != nil {
-			return fmt.Errorf("schema: infer: %s: column %q: %w", path, field.Name, err)
+			return fmt.Errorf("loader: infer schema: %s: column %q: %w", path, field.Name, err)
 		}
 	}
 	for _, name := range inf.order {
 		if !present[name] {
-			return fmt.Errorf("schema: infer: %s: column %q of the first file is missing", path, name)
+			return fmt.Errorf("loader: infer schema: %s: column %q of the first file is missing", path, name)
 		}
 	}
 	return nil
@@ -467,38 +443,38 @@ func valueRange(arr arrow.Array, from, to int) (lo, hi float64, ok bool, err err
 	return lo, hi, ok, nil
 }
 
-func (inf *inferrer) build() (*Schema, error) {
+func (inf *inferrer) build() (*schema.Schema, error) {
 	for _, name := range inf.opt.Exclude {
 		if !inf.seenExcluded[name] {
-			return nil, fmt.Errorf("schema: infer: InferOptions.Exclude names %q, which is not a column", name)
+			return nil, fmt.Errorf("loader: infer schema: InferOptions.Exclude names %q, which is not a column", name)
 		}
 	}
 	for name := range inf.opt.Targets {
 		if inf.stats[name] == nil {
-			return nil, fmt.Errorf("schema: infer: InferOptions.Targets names %q, which is not a column (or is excluded)", name)
+			return nil, fmt.Errorf("loader: infer schema: InferOptions.Targets names %q, which is not a column (or is excluded)", name)
 		}
 	}
 	continuous := map[string]bool{}
 	for _, name := range inf.opt.Continuous {
 		c := inf.stats[name]
 		if c == nil {
-			return nil, fmt.Errorf("schema: infer: InferOptions.Continuous names %q, which is not a column (or is excluded)", name)
+			return nil, fmt.Errorf("loader: infer schema: InferOptions.Continuous names %q, which is not a column (or is excluded)", name)
 		}
 		if c.kind != kindInt && c.kind != kindIntList && c.kind != kindFloat && c.kind != kindFloatList {
-			return nil, fmt.Errorf("schema: infer: InferOptions.Continuous names %q, which is not numeric", name)
+			return nil, fmt.Errorf("loader: infer schema: InferOptions.Continuous names %q, which is not numeric", name)
 		}
 		continuous[name] = true
 	}
-	s := &Schema{}
+	s := &schema.Schema{}
 	var errs []error
 	for _, name := range inf.order {
 		c := inf.stats[name]
-		f := &Feature{Name: name, DType: c.dtype}
+		f := &schema.Feature{Name: name, DType: c.dtype}
 		isList := c.kind == kindIntList || c.kind == kindFloatList
 		if isList {
-			vc := ValueCount{}
+			vc := schema.ValueCount{}
 			if c.hasLen {
-				vc = ValueCount{Min: c.minLen, Max: c.maxLen}
+				vc = schema.ValueCount{Min: c.minLen, Max: c.maxLen}
 			}
 			f.ValueCount = &vc
 		}
@@ -508,32 +484,32 @@ func (inf *inferrer) build() (*Schema, error) {
 		}
 		floatDomain := func() {
 			if c.hasVal {
-				f.FloatDomain = &FloatDomain{Min: lo, Max: hi}
+				f.FloatDomain = &schema.FloatDomain{Min: lo, Max: hi}
 			}
 		}
 		if tag, ok := inf.opt.Targets[name]; ok {
 			if isList {
-				errs = append(errs, fmt.Errorf("schema: infer: target column %q is a list", name))
+				errs = append(errs, fmt.Errorf("loader: infer schema: target column %q is a list", name))
 				continue
 			}
 			switch tag {
-			case TagBinaryClassification, TagBinary:
+			case schema.TagBinaryClassification, schema.TagBinary:
 				if c.hasVal && (lo < 0 || hi > 1) {
-					errs = append(errs, fmt.Errorf("schema: infer: binary target %q has values in [%g, %g], want 0 or 1", name, lo, hi))
+					errs = append(errs, fmt.Errorf("loader: infer schema: binary target %q has values in [%g, %g], want 0 or 1", name, lo, hi))
 					continue
 				}
-				f.Tags = []Tag{TagBinaryClassification, TagTarget}
-				f.IntDomain = &IntDomain{Min: 0, Max: 1}
-			case TagRegression:
+				f.Tags = []schema.Tag{schema.TagBinaryClassification, schema.TagTarget}
+				f.IntDomain = &schema.IntDomain{Min: 0, Max: 1}
+			case schema.TagRegression:
 				if c.kind == kindBool {
-					errs = append(errs, fmt.Errorf("schema: infer: regression target %q is boolean", name))
+					errs = append(errs, fmt.Errorf("loader: infer schema: regression target %q is boolean", name))
 					continue
 				}
-				f.Tags = []Tag{TagRegression, TagTarget}
+				f.Tags = []schema.Tag{schema.TagRegression, schema.TagTarget}
 				floatDomain()
 			default:
-				errs = append(errs, fmt.Errorf("schema: infer: InferOptions.Targets[%q] = %q: want %q, %q or %q",
-					name, tag, TagBinaryClassification, TagBinary, TagRegression))
+				errs = append(errs, fmt.Errorf("loader: infer schema: InferOptions.Targets[%q] = %q: want %q, %q or %q",
+					name, tag, schema.TagBinaryClassification, schema.TagBinary, schema.TagRegression))
 				continue
 			}
 			s.Features = append(s.Features, f)
@@ -541,22 +517,22 @@ func (inf *inferrer) build() (*Schema, error) {
 		}
 		switch {
 		case c.kind == kindBool:
-			errs = append(errs, fmt.Errorf("schema: infer: column %q is boolean: only binary targets may be (name it in InferOptions.Targets, cast it, or exclude it)", name))
+			errs = append(errs, fmt.Errorf("loader: infer schema: column %q is boolean: only binary targets may be (name it in InferOptions.Targets, cast it, or exclude it)", name))
 			continue
 		case continuous[name] || c.kind == kindFloat || c.kind == kindFloatList:
-			f.Tags = []Tag{TagContinuous}
+			f.Tags = []schema.Tag{schema.TagContinuous}
 			floatDomain()
 		default: // integer ids
 			if c.hasVal && c.minI < 0 {
-				errs = append(errs, fmt.Errorf("schema: infer: integer column %q has negative values (min %d): categorical ids must be >= 0 "+
+				errs = append(errs, fmt.Errorf("loader: infer schema: integer column %q has negative values (min %d): categorical ids must be >= 0 "+
 					"(encode it first, or name it in InferOptions.Continuous)", name, c.minI))
 				continue
 			}
-			f.Tags = []Tag{TagCategorical}
-			f.IntDomain = &IntDomain{Name: name, Min: 0, Max: c.maxI, IsCategorical: true}
+			f.Tags = []schema.Tag{schema.TagCategorical}
+			f.IntDomain = &schema.IntDomain{Name: name, Min: 0, Max: c.maxI, IsCategorical: true}
 		}
 		if isList {
-			f.Tags = append(f.Tags, TagList)
+			f.Tags = append(f.Tags, schema.TagList)
 		}
 		s.Features = append(s.Features, f)
 	}
@@ -564,7 +540,7 @@ func (inf *inferrer) build() (*Schema, error) {
 		return nil, errors.Join(errs...)
 	}
 	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("schema: infer: the inferred schema is invalid: %w", err)
+		return nil, fmt.Errorf("loader: infer schema: the inferred schema is invalid: %w", err)
 	}
 	return s, nil
 }

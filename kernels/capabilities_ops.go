@@ -5,7 +5,7 @@ import (
 	"math"
 )
 
-// Entry points for the optional capabilities of cuda_api.go: each runs the
+// Entry points for the optional capabilities of capabilities.go: each runs the
 // fused op when the device has it and otherwise composes the plain Device
 // ops (which is also the CPU reference the fused kernels are tested
 // against), so callers need no type assertion of their own.

@@ -1,6 +1,6 @@
 package kernels_test
 
-// Tests of the entry points of the optional capabilities (cuda_api_ops.go)
+// Tests of the entry points of the optional capabilities (capabilities_ops.go)
 // on the CPU device, which has none of them: the composed paths are the
 // reference the fused CUDA kernels are compared with (cuda_fused_test.go),
 // so they are checked here against float64 host computations written from
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/kernels/kerneltest"
 )
 
 // The CPU device fuses nothing: every entry point takes the composed path.
@@ -25,26 +26,6 @@ func TestCPUHasNoFusedCapabilities(t *testing.T) {
 	_, loss := dev.(kernels.MultiTaskLosser)
 	_, metrics := dev.(kernels.MetricReducer)
 	assert.False(t, gate || loss || metrics)
-}
-
-func fzRand(rng *rand.Rand, n int, lo, hi float64) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(lo + (hi-lo)*rng.Float64())
-	}
-	return x
-}
-
-func fzUp(dev kernels.Device, data []float32, shape ...int) *kernels.Tensor {
-	t := dev.Alloc(kernels.Float32, shape...)
-	dev.CopyFromHostF32(t, data)
-	return t
-}
-
-func fzDown(dev kernels.Device, t *kernels.Tensor) []float32 {
-	out := make([]float32, t.Len())
-	dev.CopyToHostF32(out, t)
-	return out
 }
 
 // fzGateRef is the gate in float64 on the host: w = softmax(logits/T),
@@ -93,12 +74,12 @@ func fzNewGateRef(logits []float32, experts [][]float32, dout []float32, rows, n
 func TestGateRefFiniteDifferences(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const rows, ne, d, temp = 3, 4, 5, 0.7
-	logits := fzRand(rng, rows*ne, -2, 2)
+	logits := kerneltest.RandF32(rng, rows*ne, -2, 2)
 	var experts [][]float32
 	for range ne {
-		experts = append(experts, fzRand(rng, rows*d, -1, 1))
+		experts = append(experts, kerneltest.RandF32(rng, rows*d, -1, 1))
 	}
-	dout := fzRand(rng, rows*d, -1, 1)
+	dout := kerneltest.RandF32(rng, rows*d, -1, 1)
 	ref := fzNewGateRef(logits, experts, dout, rows, ne, d, temp)
 	objective := func(l []float64) float64 {
 		s := 0.0
@@ -150,28 +131,6 @@ var fzGateCases = []fzGateCase{
 	{1023, 6, 33, 0.5},
 }
 
-// fzClose reports |got - want| <= abs + rel*|want|.
-func fzClose(got float32, want, abs, rel float64) bool {
-	return math.Abs(float64(got)-want) <= abs+rel*math.Abs(want) && !math.IsNaN(float64(got))
-}
-
-func fzCheck(t *testing.T, name string, got []float32, want []float64, abs, rel float64) {
-	t.Helper()
-	require.Equal(t, len(want), len(got), name)
-	bad := 0
-	for i := range want {
-		if !fzClose(got[i], want[i], abs, rel) {
-			if bad < 5 {
-				t.Errorf("%s[%d]: got %.8g, want %.8g", name, i, got[i], want[i])
-			}
-			bad++
-		}
-	}
-	if bad > 5 {
-		t.Errorf("%s: %d of %d elements differ", name, bad, len(want))
-	}
-}
-
 // The composed gate on the CPU equals the float64 reference. Tolerances:
 // the CPU's float32 exp (polynomial, about 1 ulp) and float32 sums over at
 // most 64 terms stay within 1e-6 + 1e-5*|x|; the logit gradient subtracts
@@ -182,37 +141,37 @@ func TestGateComposedMatchesReference(t *testing.T) {
 		t.Run(fmt.Sprintf("b%d_e%d_d%d_t%g", c.rows, c.ne, c.d, c.temp), func(t *testing.T) {
 			dev := kernels.NewCPU(2)
 			rng := rand.New(rand.NewPCG(uint64(c.rows), uint64(c.ne)))
-			logits := fzRand(rng, c.rows*c.ne, -4, 4)
+			logits := kerneltest.RandF32(rng, c.rows*c.ne, -4, 4)
 			var hx [][]float32
 			var xs, dxs []*kernels.Tensor
-			dx0 := fzRand(rng, c.rows*c.d, -1, 1) // dexperts accumulate onto this
+			dx0 := kerneltest.RandF32(rng, c.rows*c.d, -1, 1) // dexperts accumulate onto this
 			for range c.ne {
-				x := fzRand(rng, c.rows*c.d, -1, 1)
+				x := kerneltest.RandF32(rng, c.rows*c.d, -1, 1)
 				hx = append(hx, x)
-				xs = append(xs, fzUp(dev, x, c.rows, c.d))
-				dxs = append(dxs, fzUp(dev, dx0, c.rows, c.d))
+				xs = append(xs, kerneltest.Upload(dev, x, c.rows, c.d))
+				dxs = append(dxs, kerneltest.Upload(dev, dx0, c.rows, c.d))
 			}
-			dout := fzRand(rng, c.rows*c.d, -1, 1)
+			dout := kerneltest.RandF32(rng, c.rows*c.d, -1, 1)
 			ref := fzNewGateRef(logits, hx, dout, c.rows, c.ne, c.d, float64(c.temp))
 
-			lt := fzUp(dev, logits, c.rows, c.ne)
+			lt := kerneltest.Upload(dev, logits, c.rows, c.ne)
 			w, out := dev.Alloc(kernels.Float32, c.rows, c.ne), dev.Alloc(kernels.Float32, c.rows, c.d)
 			kernels.GateForward(dev, out, w, lt, xs, c.temp)
-			fzCheck(t, "w", fzDown(dev, w), ref.w, 1e-6, 1e-5)
-			fzCheck(t, "out", fzDown(dev, out), ref.out, 1e-6, 1e-5)
+			kerneltest.CheckClose(t, "w", kerneltest.Download(dev, w), ref.w, 1e-6, 1e-5, nil)
+			kerneltest.CheckClose(t, "out", kerneltest.Download(dev, out), ref.out, 1e-6, 1e-5, nil)
 
 			dl, dw := dev.Alloc(kernels.Float32, c.rows, c.ne), dev.Alloc(kernels.Float32, c.rows, c.ne)
-			kernels.GateBackward(dev, dl, dw, fzUp(dev, dout, c.rows, c.d), w, xs, dxs, c.temp)
-			fzCheck(t, "dlogits", fzDown(dev, dl), ref.dlogits, 1e-5, 1e-5)
+			kernels.GateBackward(dev, dl, dw, kerneltest.Upload(dev, dout, c.rows, c.d), w, xs, dxs, c.temp)
+			kerneltest.CheckClose(t, "dlogits", kerneltest.Download(dev, dl), ref.dlogits, 1e-5, 1e-5, nil)
 			for e := range dxs {
 				want := make([]float64, c.rows*c.d)
 				for i := range want {
 					want[i] = float64(dx0[i]) + ref.dx[e][i]
 				}
-				fzCheck(t, fmt.Sprintf("dexperts[%d]", e), fzDown(dev, dxs[e]), want, 1e-6, 1e-5)
+				kerneltest.CheckClose(t, fmt.Sprintf("dexperts[%d]", e), kerneltest.Download(dev, dxs[e]), want, 1e-6, 1e-5, nil)
 			}
 			require.Panics(t, func() {
-				kernels.GateBackward(dev, dl, nil, fzUp(dev, dout, c.rows, c.d), w, xs, dxs, c.temp)
+				kernels.GateBackward(dev, dl, nil, kerneltest.Upload(dev, dout, c.rows, c.d), w, xs, dxs, c.temp)
 			}, "the composed backward needs dw scratch")
 		})
 	}
@@ -283,7 +242,7 @@ type fzLossData struct {
 func fzNewLossData(c fzLossCase, rng *rand.Rand) fzLossData {
 	var ld fzLossData
 	for _, s := range c.tasks {
-		z := fzRand(rng, c.rows, -s.zRange, s.zRange)
+		z := kerneltest.RandF32(rng, c.rows, -s.zRange, s.zRange)
 		y := make([]float32, c.rows)
 		for i := range y {
 			if s.kind == fzBCE {
@@ -297,7 +256,7 @@ func fzNewLossData(c fzLossCase, rng *rand.Rand) fzLossData {
 		}
 		var w, sp []float32
 		if s.weight {
-			w = fzRand(rng, c.rows, 0, 2)
+			w = kerneltest.RandF32(rng, c.rows, 0, 2)
 		}
 		if s.space {
 			sp = make([]float32, c.rows)
@@ -343,7 +302,7 @@ func fzLossRun(dev kernels.Device, c fzLossCase, ld fzLossData, scratch bool) (d
 		if x == nil {
 			return nil
 		}
-		t := fzUp(dev, x, len(x), 1)
+		t := kerneltest.Upload(dev, x, len(x), 1)
 		owned = append(owned, t)
 		return t
 	}
@@ -377,13 +336,13 @@ func fzLossRun(dev kernels.Device, c fzLossCase, ld fzLossData, scratch bool) (d
 	}
 	kernels.MultiTaskLoss(dev, tl, tot, tasks, c.scale, sc)
 	for _, k := range tasks {
-		dz = append(dz, fzDown(dev, k.DZ))
+		dz = append(dz, kerneltest.Download(dev, k.DZ))
 	}
 	if tl != nil {
-		taskLoss = fzDown(dev, tl)
+		taskLoss = kerneltest.Download(dev, tl)
 	}
 	if tot != nil {
-		total = fzDown(dev, tot)[0]
+		total = kerneltest.Download(dev, tot)[0]
 	}
 	return dz, taskLoss, total
 }
@@ -401,7 +360,7 @@ func TestMultiTaskLossComposedMatchesReference(t *testing.T) {
 				ld := fzNewLossData(c, rand.New(rand.NewPCG(uint64(c.rows), 3)))
 				dz, tl, tot := fzLossRun(dev, c, ld, scratch)
 				for i := range c.tasks {
-					fzCheck(t, fmt.Sprintf("dz[%d]", i), dz[i], ld.wantDZ[i], 1e-7, 1e-5)
+					kerneltest.CheckClose(t, fmt.Sprintf("dz[%d]", i), dz[i], ld.wantDZ[i], 1e-7, 1e-5, nil)
 					if tl != nil {
 						assert.InDelta(t, float64(c.initTaskLoss)+ld.wantLoss[i], float64(tl[i]),
 							1e-6+1e-5*ld.wantLoss[i], "task loss %d", i)
@@ -481,8 +440,8 @@ func TestMetricAccumulatorHost(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var want [2]kernels.MetricSums
 	for _, rows := range []int{5, 100, 1} {
-		p0, p1 := fzRand(rng, rows, 0, 1), fzRand(rng, rows, -2, 2)
-		l0, l1 := make([]float32, rows), fzRand(rng, rows, -2, 2)
+		p0, p1 := kerneltest.RandF32(rng, rows, 0, 1), kerneltest.RandF32(rng, rows, -2, 2)
+		l0, l1 := make([]float32, rows), kerneltest.RandF32(rng, rows, -2, 2)
 		m0 := make([]float32, rows)
 		for i := range l0 {
 			l0[i] = float32(rng.IntN(2))
@@ -491,8 +450,8 @@ func TestMetricAccumulatorHost(t *testing.T) {
 		want[0].Add(true, p0, l0, m0, 1e-7, 0.5)
 		want[1].Add(false, p1, l1, nil, 1e-7, 0.5)
 		acc.Add([]kernels.MetricTask{
-			{Binary: true, Pred: fzUp(dev, p0, rows), Label: fzUp(dev, l0, rows), Mask: fzUp(dev, m0, rows)},
-			{Pred: fzUp(dev, p1, rows), Label: fzUp(dev, l1, rows)},
+			{Binary: true, Pred: kerneltest.Upload(dev, p0, rows), Label: kerneltest.Upload(dev, l0, rows), Mask: kerneltest.Upload(dev, m0, rows)},
+			{Pred: kerneltest.Upload(dev, p1, rows), Label: kerneltest.Upload(dev, l1, rows)},
 		})
 	}
 	got, err := acc.Sums()
