@@ -280,7 +280,7 @@ T256 static void transpose(const float *b, long ldb, long n, long k, float *dst)
  * levels give the same bits, and a row's result depends on nothing but
  * that row. The columns of op(B) are made contiguous first (on the stack).
  * A transposed (the weight gradients of thin layers, where k is the batch)
- * stays on OpenBLAS, several times faster there. */
+ * goes through the tiles with the operands' roles swapped (thin_wgrad). */
 
 /* The epilogue of element (i, j), as store512/store256. */
 static inline void thin_store(const gemm_args *g, long i, long j, float x) {
@@ -338,9 +338,29 @@ T256 static void thin_dot256(const gemm_args *g, const float *wt, long ldw) {
 	}
 }
 
+static void run_tiles(const gemm_args *g);
+
+/* Thin C with A transposed: the weight gradients dW = X^T dY of heads and
+ * gate logits, where k is the batch and n the 1..15 outputs. C^T = dY^T X
+ * is a GEMM whose A' = dY^T reads dY in place (row j of A' is column j of
+ * dY) and whose B' = X is not transposed: the tiles above compute it with
+ * the thin side as their rows and X's row of m floats as their vectors,
+ * each element summed over k in increasing k order, one FMA per term, from
+ * zero, the same order as every other tile, so both levels give the same
+ * bits. C^T goes to the stack and the epilogue writes it transposed. */
+static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
+	float buf[TBUF];
+	if (g->m * g->n > TBUF) return 0;
+	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0};
+	run_tiles(&t);
+	for (long i = 0; i < g->m; i++)
+		for (long j = 0; j < g->n; j++) thin_store(g, i, j, buf[j * g->m + i]);
+	return 1;
+}
+
 /* Thin C: 1 when done, 0 when the shape is left to OpenBLAS. */
 static int thin_gemm(const gemm_args *g, int ta, int tb, const float *b, long ldb) {
-	if (ta) return 0; /* weight gradients: OpenBLAS is faster there, and their rows need no independence */
+	if (ta) return thin_wgrad(g, b, ldb);
 	const float *wt = b; /* op(B)^T: column j of op(B) at wt + j*ldw */
 	long ldw = ldb;
 	float buf[TBUF];
