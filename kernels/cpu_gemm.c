@@ -210,6 +210,19 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 		a += aks;
 		b += ldb;
 	}
+	if (g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu) {
+#pragma GCC unroll 4
+		for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+			for (int v = 0; v < NV; v++) {
+				float *cp = g->c + (i0 + r) * g->ldc + j0 + 8 * v;
+				if (FULL || v < NV - 1)
+					_mm256_storeu_ps(cp, acc[r][v]);
+				else
+					_mm256_maskstore_ps(cp, mk, acc[r][v]);
+			}
+		return;
+	}
 #pragma GCC unroll 4
 	for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
