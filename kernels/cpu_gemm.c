@@ -369,8 +369,9 @@ static void run_tiles(const gemm_args *g);
  * the thin side as their rows and X's row of m floats as their vectors,
  * each element summed over k in increasing k order, one FMA per term, from
  * zero, the same order as every other tile, so both levels give the same
- * bits. C^T goes to the stack and the epilogue writes it transposed. */
-static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
+ * bits. C^T goes to the stack (not inlined, so that its buffer never adds
+ * to thin_gemm's) and the epilogue writes it transposed. */
+__attribute__((noinline)) static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
 	float buf[TBUF];
 	if (g->m * g->n > TBUF) return 0;
 	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0};
