@@ -1,6 +1,7 @@
 package kernels_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/mtlrank/mtlrank/kernels"
@@ -20,5 +21,9 @@ func TestCPUThreadsAgree(t *testing.T) {
 // ...and in fact not at all: work is split along fixed boundaries and every
 // reduction runs in a fixed order, whatever the thread count.
 func TestCPUThreadsBitIdentical(t *testing.T) {
-	kerneltest.CompareDevicesExact(t, kernels.NewCPU(1), kernels.NewCPU(2))
+	for _, threads := range []int{2, 3} {
+		t.Run(fmt.Sprintf("threads%d", threads), func(t *testing.T) {
+			kerneltest.CompareDevicesExact(t, kernels.NewCPU(1), kernels.NewCPU(threads))
+		})
+	}
 }

@@ -314,15 +314,7 @@ func BenchmarkGemmEngines(b *testing.B) {
 		shape{false, false, 512, 256, 1024}, shape{true, false, 512, 512, 4096}, shape{false, true, 2048, 128, 128})
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, s := range shapes {
-		a, bb := randF32(rng, s.m*s.k, -1, 1), randF32(rng, s.k*s.n, -1, 1)
-		c := make([]float32, s.m*s.n)
-		lda, ldb := s.k, s.n
-		if s.ta {
-			lda = s.m
-		}
-		if s.tb {
-			ldb = s.k
-		}
+		a, bb, c, lda, ldb := gemmOperands(rng, s.ta, s.tb, s.m, s.n, s.k)
 		flops := 2 * float64(s.m*s.n*s.k)
 		name := fmt.Sprintf("ta%v_tb%v_%dx%dx%d", s.ta, s.tb, s.m, s.n, s.k)
 		b.Run("blas/"+name, func(b *testing.B) {
@@ -340,4 +332,95 @@ func BenchmarkGemmEngines(b *testing.B) {
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
+}
+
+// stepLayers are the (in, out) kernels of the tenrec models in their
+// default configuration (mlp body 112-128-64-32, expert and gate MLPs
+// 112->64 and 64->64, gate logits over 3, 4 or 7 experts, towers 32->64 or
+// 64->64, heads 64->1).
+var stepLayers = []struct{ in, out int }{
+	{112, 128}, {128, 64}, {64, 32}, {32, 64}, {112, 64}, {64, 64}, {64, 1}, {64, 3}, {64, 4}, {64, 7},
+}
+
+// BenchmarkStepGemmEngines compares, single-threaded and at the training
+// step's shard size (256 rows, mtl.shardRows), the engines on every GEMM a
+// training step runs per layer: the forward x*W, the data gradient dy*W^T
+// and the weight gradient x^T*dy (k = the shard's rows). "blas" is
+// OpenBLAS, "kernels" the device's kernels at the machine's level,
+// "kernels-avx2" the same kernels capped at AVX2+FMA (the code path of
+// CPUs without AVX-512), "device" whatever the device routes the shape to.
+func BenchmarkStepGemmEngines(b *testing.B) {
+	if gemmLevel == 0 {
+		b.Skip("no AVX2/FMA")
+	}
+	const rows = 256
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, l := range stepLayers {
+		for _, s := range []struct {
+			op      string
+			ta, tb  bool
+			m, n, k int
+		}{
+			{"fwd", false, false, rows, l.out, l.in},
+			{"dX", false, true, rows, l.in, l.out},
+			{"dW", true, false, l.in, l.out, rows},
+		} {
+			a, bb, c, lda, ldb := gemmOperands(rng, s.ta, s.tb, s.m, s.n, s.k)
+			flops := 2 * float64(s.m*s.n*s.k)
+			name := fmt.Sprintf("%s/%dx%d", s.op, l.in, l.out)
+			// the CPU-time rate is the steadier figure on a loaded machine
+			report := func(b *testing.B, cpu0 time.Duration) {
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				b.ReportMetric(flops*float64(b.N)/(cpuTime()-cpu0).Seconds()/1e9, "cpu-GFLOP/s")
+			}
+			b.Run(name+"/blas", func(b *testing.B) {
+				cpu0 := cpuTime()
+				for b.Loop() {
+					sgemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c, s.n)
+				}
+				report(b, cpu0)
+			})
+			engines := map[string]int{"kernels": gemmLevel}
+			if gemmLevel == 2 {
+				engines["kernels-avx2"] = 1
+			}
+			for _, eng := range []string{"kernels", "kernels-avx2"} {
+				lv, ok := engines[eng]
+				if !ok {
+					continue
+				}
+				b.Run(name+"/"+eng, func(b *testing.B) {
+					defer setGemmLevel(setGemmLevel(lv))
+					cpu0 := cpuTime()
+					for b.Loop() {
+						if !cSgemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c, s.n, nil, false) {
+							b.Skip("shape not handled")
+						}
+					}
+					report(b, cpu0)
+				})
+			}
+			dev := NewCPU(1)
+			b.Run(name+"/device", func(b *testing.B) {
+				cpu0 := cpuTime()
+				for b.Loop() {
+					dev.gemm(s.ta, s.tb, s.m, s.n, s.k, 1, a, 0, lda, bb, 0, ldb, 0, c, 0, s.n, 1)
+				}
+				report(b, cpu0)
+			})
+		}
+	}
+}
+
+// gemmOperands returns random row-major operands of C[m, n] = op(A) op(B)
+// and their leading dimensions.
+func gemmOperands(rng *rand.Rand, ta, tb bool, m, n, k int) (a, b, c []float32, lda, ldb int) {
+	lda, ldb = k, n
+	if ta {
+		lda = m
+	}
+	if tb {
+		ldb = k
+	}
+	return randF32(rng, m*k, -1, 1), randF32(rng, k*n, -1, 1), make([]float32, m*n), lda, ldb
 }

@@ -165,19 +165,27 @@ T256 static inline __m256i mask256(int w) {
 	return _mm256_cmpgt_epi32(_mm256_set1_epi32(w), idx);
 }
 
-T256 static inline void store256(const gemm_args *g, float *cp, const float *bp, __m256 x, __m256i mk) {
-	if (g->alpha != 1.0f) x = _mm256_mul_ps(x, _mm256_set1_ps(g->alpha));
-	if (g->beta != 0.0f) x = _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(g->beta), _mm256_maskload_ps(cp, mk)));
-	if (bp) x = _mm256_add_ps(x, _mm256_maskload_ps(bp, mk));
-	if (g->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
-	_mm256_maskstore_ps(cp, mk, x);
+/* Masked loads and stores only where a vector is partial: on AMD's cores
+ * VMASKMOVPS stores are microcoded, several times slower than plain ones. */
+T256 static inline __m256 load256(const float *p, __m256i mk, int full) {
+	return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mk);
 }
 
-/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk. */
+T256 static inline void store256(const gemm_args *g, float *cp, const float *bp, __m256 x, __m256i mk, int full) {
+	if (g->alpha != 1.0f) x = _mm256_mul_ps(x, _mm256_set1_ps(g->alpha));
+	if (g->beta != 0.0f) x = _mm256_add_ps(x, _mm256_mul_ps(_mm256_set1_ps(g->beta), load256(cp, mk, full)));
+	if (bp) x = _mm256_add_ps(x, load256(bp, mk, full));
+	if (g->relu) x = _mm256_max_ps(x, _mm256_setzero_ps());
+	if (full)
+		_mm256_storeu_ps(cp, x);
+	else
+		_mm256_maskstore_ps(cp, mk, x);
+}
+
+/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk unless FULL. */
 T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *g, long i0, long j0, const int MR,
-                                                              const int NV, __m256i mk) {
+                                                              const int NV, __m256i mk, const int FULL) {
 	__m256 acc[4][3];
-	const __m256i all = _mm256_set1_epi32(-1);
 #pragma GCC unroll 4
 	for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
@@ -189,7 +197,7 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 		__m256 bv[3];
 #pragma GCC unroll 3
 		for (int v = 0; v < NV; v++) {
-			bv[v] = v == NV - 1 ? _mm256_maskload_ps(b + 8 * v, mk) : _mm256_loadu_ps(b + 8 * v);
+			bv[v] = load256(b + 8 * v, mk, FULL || v < NV - 1);
 			REG(bv[v]);
 		}
 #pragma GCC unroll 4
@@ -202,26 +210,40 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 		a += aks;
 		b += ldb;
 	}
+	if (g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu) {
+#pragma GCC unroll 4
+		for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+			for (int v = 0; v < NV; v++) {
+				float *cp = g->c + (i0 + r) * g->ldc + j0 + 8 * v;
+				if (FULL || v < NV - 1)
+					_mm256_storeu_ps(cp, acc[r][v]);
+				else
+					_mm256_maskstore_ps(cp, mk, acc[r][v]);
+			}
+		return;
+	}
 #pragma GCC unroll 4
 	for (int r = 0; r < MR; r++)
 #pragma GCC unroll 3
 		for (int v = 0; v < NV; v++)
 			store256(g, g->c + (i0 + r) * g->ldc + j0 + 8 * v, g->bias ? g->bias + j0 + 8 * v : 0, acc[r][v],
-			         v == NV - 1 ? mk : all);
+			         mk, FULL || v < NV - 1);
 }
 
-#define TILE256_CASE(MR, NV) \
-	case MR * 4 + NV: tile256(g, i0, j0, MR, NV, mk); break;
+#define TILE256_CASE(MR, NV)                                   \
+	case (MR * 4 + NV) * 2: tile256(g, i0, j0, MR, NV, mk, 0); break; \
+	case (MR * 4 + NV) * 2 + 1: tile256(g, i0, j0, MR, NV, mk, 1); break;
 #define TILE256_ROW(MR) TILE256_CASE(MR, 1) TILE256_CASE(MR, 2) TILE256_CASE(MR, 3)
 
 T256 static void gemm256(const gemm_args *g) {
 	for (long j0 = 0; j0 < g->n; j0 += 24) {
 		long w = g->n - j0 < 24 ? g->n - j0 : 24;
-		int nv = (int)((w + 7) / 8);
-		__m256i mk = mask256((int)(w - 8 * (nv - 1)));
+		int nv = (int)((w + 7) / 8), tail = (int)(w - 8 * (nv - 1));
+		__m256i mk = mask256(tail);
 		for (long i0 = 0; i0 < g->m; i0 += 4) {
 			int mr = g->m - i0 < 4 ? (int)(g->m - i0) : 4;
-			switch (mr * 4 + nv) {
+			switch ((mr * 4 + nv) * 2 + (tail == 8)) {
 				TILE256_ROW(1)
 				TILE256_ROW(2)
 				TILE256_ROW(3)
@@ -280,7 +302,7 @@ T256 static void transpose(const float *b, long ldb, long n, long k, float *dst)
  * levels give the same bits, and a row's result depends on nothing but
  * that row. The columns of op(B) are made contiguous first (on the stack).
  * A transposed (the weight gradients of thin layers, where k is the batch)
- * stays on OpenBLAS, several times faster there. */
+ * goes through the tiles with the operands' roles swapped (thin_wgrad). */
 
 /* The epilogue of element (i, j), as store512/store256. */
 static inline void thin_store(const gemm_args *g, long i, long j, float x) {
@@ -338,9 +360,30 @@ T256 static void thin_dot256(const gemm_args *g, const float *wt, long ldw) {
 	}
 }
 
+static void run_tiles(const gemm_args *g);
+
+/* Thin C with A transposed: the weight gradients dW = X^T dY of heads and
+ * gate logits, where k is the batch and n the 1..15 outputs. C^T = dY^T X
+ * is a GEMM whose A' = dY^T reads dY in place (row j of A' is column j of
+ * dY) and whose B' = X is not transposed: the tiles above compute it with
+ * the thin side as their rows and X's row of m floats as their vectors,
+ * each element summed over k in increasing k order, one FMA per term, from
+ * zero, the same order as every other tile, so both levels give the same
+ * bits. C^T goes to the stack (not inlined, so that its buffer never adds
+ * to thin_gemm's) and the epilogue writes it transposed. */
+__attribute__((noinline)) static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
+	float buf[TBUF];
+	if (g->m * g->n > TBUF) return 0;
+	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0};
+	run_tiles(&t);
+	for (long i = 0; i < g->m; i++)
+		for (long j = 0; j < g->n; j++) thin_store(g, i, j, buf[j * g->m + i]);
+	return 1;
+}
+
 /* Thin C: 1 when done, 0 when the shape is left to OpenBLAS. */
 static int thin_gemm(const gemm_args *g, int ta, int tb, const float *b, long ldb) {
-	if (ta) return 0; /* weight gradients: OpenBLAS is faster there, and their rows need no independence */
+	if (ta) return thin_wgrad(g, b, ldb);
 	const float *wt = b; /* op(B)^T: column j of op(B) at wt + j*ldw */
 	long ldw = ldb;
 	float buf[TBUF];

@@ -48,8 +48,11 @@ func smallGemm(ta, tb bool, m, n, k int) bool {
 	if n < 16 {
 		// heads and gate logits: the thin kernels, which make the columns
 		// of a non-transposed B contiguous on their stack; their weight
-		// gradients (A transposed) stay on OpenBLAS
-		return !ta && (tb || n*k <= smallGemmTBuf)
+		// gradients (A transposed) build C^T there
+		if ta {
+			return m*n <= smallGemmTBuf
+		}
+		return tb || n*k <= smallGemmTBuf
 	}
 	if n > 512 || int64(n)*int64(k) > 1<<16 {
 		// past 256 KB of B OpenBLAS's packing pays off

@@ -303,6 +303,7 @@ func BenchmarkModelGemmShapes(b *testing.B) {
 				}
 				defer close(start)
 				b.ResetTimer()
+				cpu0 := cpuTime() // the CPU-time rate: steadier on a loaded machine, comparable to TrainStep's cpu-ns/op
 				for range b.N {
 					start <- struct{}{}
 					start <- struct{}{}
@@ -311,6 +312,7 @@ func BenchmarkModelGemmShapes(b *testing.B) {
 				}
 				b.ReportMetric(2*float64(macs)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 				b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "examples/s")
+				b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 			})
 		})
 	}

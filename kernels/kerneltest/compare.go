@@ -147,6 +147,9 @@ func (cm *comparer) compareGemm(t *testing.T) {
 	ref, dev := cm.ref, cm.dev
 	shapes := []struct{ m, n, k int }{
 		{1, 1, 1}, {3, 17, 5}, {17, 3, 1023}, {1023, 17, 3}, {64, 64, 64}, {129, 65, 257}, {2, 5, 0},
+		// a training step's shard: gate logits (forward, data and weight
+		// gradients by the transposes)
+		{256, 7, 64}, {64, 7, 256},
 	}
 	scalars := []struct{ alpha, beta float32 }{{1, 0}, {0.5, 1}, {-2, 0.25}}
 	for _, s := range shapes {
