@@ -75,6 +75,9 @@ type featFeed struct {
 	name string
 	list bool
 	max  int64 // ids must lie in [0, max]
+	// derive computes a derived input (wide_inputs.go) from the batch in
+	// place of reading the column name; nil for the schema's inputs.
+	derive func(*loader.Batch) (ids, offs []int32, err error)
 }
 
 type tableFeed struct {
@@ -94,7 +97,7 @@ type floatFeed struct {
 	h    layers.Header
 }
 
-func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, features map[string]int64) *feeder {
+func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, features map[string]int64, wide *wideInputs) *feeder {
 	fd := &feeder{dev: dev, block: block, data: block.NewInputData(), maxRows: maxRows}
 	fd.cpu, _ = dev.(*kernels.CPU)
 	if fd.cpu == nil {
@@ -104,7 +107,11 @@ func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, featur
 	for ti, t := range block.Tables {
 		for _, fi := range t.Features {
 			f := block.Features[fi]
-			fd.tables[ti].feats = append(fd.tables[ti].feats, featFeed{name: f.Name, list: f.List, max: features[f.Name]})
+			ff := featFeed{name: f.Name, list: f.List, max: features[f.Name]}
+			if wide.has(f.Name) {
+				ff.derive = wide.deriver(f.Name, features)
+			}
+			fd.tables[ti].feats = append(fd.tables[ti].feats, ff)
 		}
 	}
 	fd.conts = make([]*floatFeed, len(block.Features))
@@ -262,6 +269,9 @@ func (fd *feeder) feed(b *loader.Batch) (*layers.InputData, error) {
 // ids returns feature f's ids (int32, converted from int64 into conv when
 // needed) and offsets (nil for scalar features), checked.
 func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err error) {
+	if f.derive != nil {
+		return f.derive(b)
+	}
 	col := b.Column(f.name)
 	if col == nil {
 		return nil, nil, batchErr(b, "column %q is missing", f.name)

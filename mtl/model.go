@@ -46,6 +46,7 @@ type Model struct {
 	maxBatch int
 	tasks    []Task
 	featMax  map[string]int64
+	wide     *wideInputs // the derived inputs of deepfm and wide_n_deep (nil for other models)
 
 	input  *layers.InputBlock
 	body   body
@@ -246,16 +247,20 @@ func (m *Model) build(comb kernels.Combiner) error {
 	cfg := &m.cfg
 	rng := layers.NewRNG(cfg.Seed)
 	feats := inputFeatures(m.schema, cfg)
-	for _, f := range feats {
+	opt := layers.InputOptions{
+		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cloneMap(cfg.EmbeddingDims),
+		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
+	}
+	var err error
+	if m.wide, err = wideDeepInputs(cfg, feats, &opt); err != nil {
+		return fmt.Errorf("mtl: %w", err)
+	}
+	for _, f := range append(feats, opt.Extra...) {
 		if f.IntDomain != nil {
 			m.featMax[f.Name] = f.IntDomain.Max
 		}
 	}
-	var err error
-	m.input, err = layers.NewInputBlock(m.dev, feats, layers.InputOptions{
-		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cfg.EmbeddingDims,
-		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
-	}, rng)
+	m.input, err = layers.NewInputBlock(m.dev, feats, opt, rng)
 	if err != nil {
 		return fmt.Errorf("mtl: %w", err)
 	}
@@ -268,6 +273,8 @@ func (m *Model) build(comb kernels.Combiner) error {
 		m.body, err = newPLEBody(m, "cgc", 1, rng)
 	case "ple":
 		m.body, err = newPLEBody(m, "ple", cfg.PLELayers, rng)
+	case "deepfm", "wide_n_deep":
+		m.body, err = newWideDeepBody(m, rng)
 	}
 	if err != nil {
 		return fmt.Errorf("mtl: %w", err)
@@ -496,7 +503,7 @@ func (m *Model) newWorkspace(maxRows int, train bool) *workspace {
 	ws := &workspace{
 		m:     m,
 		train: train,
-		feed:  newFeeder(m.dev, m.input, maxRows, m.featMax),
+		feed:  newFeeder(m.dev, m.input, maxRows, m.featMax, m.wide),
 		input: m.input.NewWorkspace(maxRows, train),
 		stats: StepStats{TaskLoss: make([]float64, len(m.tasks))},
 	}

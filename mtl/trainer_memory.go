@@ -98,7 +98,12 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	_, c.fusedEmb = dev.(kernels.FusedEmbeddingUpdater)
 	_, c.staged = dev.(kernels.AsyncUploader)
 	_, fusedGate := dev.(kernels.FusedGater)
-	in := c.input(inputFeatures(s, &cfg), &cfg)
+	feats := inputFeatures(s, &cfg)
+	icfg, wide, err := wideDeepInputConfig(&cfg, feats)
+	if err != nil {
+		return MemoryEstimate{}, err
+	}
+	in := c.input(append(feats, wide...), &icfg)
 	T := float64(len(tasks))
 	drop := cfg.Dropout > 0
 	hiddenAct, _ := kernels.ParseActivation(cfg.Activation)
@@ -151,6 +156,8 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 		for range tasks {
 			gate(in, E, out)
 		}
+	case "deepfm", "wide_n_deep":
+		out = c.wideDeep(&icfg, feats, len(wide), act)
 	case "cgc", "ple":
 		levels := 1
 		if cfg.Model == "ple" {
