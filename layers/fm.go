@@ -97,11 +97,11 @@ func (g *ColGather) Backward(ws *ColGatherWS, dx *kernels.Tensor, accumulate boo
 //	y = 1/2 sum_k ((sum_f x_fk)^2 - sum_f x_fk^2) = sum_{f<g} <x_f, x_g>
 //
 // per row ([B, 1]), Merlin's FMPairwiseInteraction summed over k. With
-// S = x P, P [F*K, K] the F identities stacked, the gradient is
-// dx_f = dy (S - x_f), i.e. dx = dy * (S P^T - x).
+// S = sum_f x_f the gradient is dx_f = dy (S - x_f). The sums over the
+// fields and the tiling of S are column copies (O(B*F*K), where a GEMM
+// with stacked identities would cost F times more).
 type FM struct {
 	Fields, K int
-	p         *kernels.Tensor // [F*K, K]: F stacked identities
 	halfK     *kernels.Tensor // [K, 1] of 1/2
 	negHalf   *kernels.Tensor // [F*K, 1] of -1/2
 	ones      *kernels.Tensor // [1, F*K] of 1
@@ -114,14 +114,8 @@ func NewFM(dev kernels.Device, fields, k int) (*FM, error) {
 		return nil, fmt.Errorf("layers: fm: needs fields >= 1 and width >= 1, got %d fields of %d", fields, k)
 	}
 	n := fields * k
-	f := &FM{Fields: fields, K: k, dev: dev,
-		p: dev.Alloc(kernels.Float32, n, k), halfK: dev.Alloc(kernels.Float32, k, 1),
+	f := &FM{Fields: fields, K: k, dev: dev, halfK: dev.Alloc(kernels.Float32, k, 1),
 		negHalf: dev.Alloc(kernels.Float32, n, 1), ones: dev.Alloc(kernels.Float32, 1, n)}
-	p := make([]float32, n*k)
-	for i := range n {
-		p[i*k+i%k] = 1
-	}
-	dev.CopyFromHostF32(f.p, p)
 	dev.Fill(f.halfK, 0.5)
 	dev.Fill(f.negHalf, -0.5)
 	dev.Fill(f.ones, 1)
@@ -129,7 +123,7 @@ func NewFM(dev kernels.Device, fields, k int) (*FM, error) {
 }
 
 // Release frees the constants.
-func (f *FM) Release() { releaseAll(f.p, f.halfK, f.negHalf, f.ones) }
+func (f *FM) Release() { releaseAll(f.halfK, f.negHalf, f.ones) }
 
 // FMWS is the per-caller state of an FM.
 type FMWS struct {
@@ -173,7 +167,9 @@ func (f *FM) Forward(ws *FMWS, x *kernels.Tensor) *kernels.Tensor {
 	}
 	ws.x = x
 	s, s2, x2, y := ws.s.t(), ws.s2.t(), ws.x2.t(), ws.y.t()
-	f.dev.Gemm(false, false, 1, x, f.p, 0, s) // sum over the fields
+	for i := range f.Fields {
+		f.dev.CopyCols(s, 0, x, i*f.K, f.K, i > 0) // sum over the fields
+	}
 	f.dev.Mul(s2, s, s)
 	f.dev.Mul(x2, x, x)
 	f.dev.Gemm(false, false, 1, s2, f.halfK, 0, y)
@@ -185,7 +181,9 @@ func (f *FM) Forward(ws *FMWS, x *kernels.Tensor) *kernels.Tensor {
 // ws.DY().
 func (f *FM) Backward(ws *FMWS, dx *kernels.Tensor, accumulate bool) {
 	g, dyb := ws.x2.t(), ws.dyb.t()
-	f.dev.Gemm(false, true, 1, ws.s.t(), f.p, 0, g) // S repeated for every field
+	for i := range f.Fields {
+		f.dev.CopyCols(g, i*f.K, ws.s.t(), 0, f.K, false) // S for every field
+	}
 	f.dev.Axpy(-1, ws.x, g)
 	f.dev.Gemm(false, false, 1, ws.dy.t(), f.ones, 0, dyb)
 	if !accumulate {

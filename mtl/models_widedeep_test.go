@@ -331,6 +331,21 @@ var wdCases = []struct {
 	{"wide_n_deep_no_wide_l2", "wide_n_deep", func(c *Config) { c.WNDWideL2Reg = 0; c.EmbeddingL2Reg = 0 }},
 }
 
+// newWDCase builds the model of a case on dev for batches of up to rows
+// rows, released at the end of the test.
+func newWDCase(t *testing.T, model string, mutate func(*Config), dev kernels.Device, rows int) (*Model, Config, *schema.Schema) {
+	t.Helper()
+	cfg := wdConfig(model)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s := wdSchema()
+	m, err := NewModel(s, cfg, dev, rows)
+	require.NoError(t, err)
+	t.Cleanup(m.Release)
+	return m, cfg, s
+}
+
 // TestWideDeepReference compares Predict, Loss and the loss TrainStep
 // reports with the reference, for one task and several, on one thread, on
 // shards and through the fused entry points.
@@ -338,14 +353,8 @@ func TestWideDeepReference(t *testing.T) {
 	for _, d := range refDevices {
 		for _, c := range wdCases {
 			t.Run(d.name+"/"+c.name, func(t *testing.T) {
-				cfg := wdConfig(c.model)
-				if c.mutate != nil {
-					c.mutate(&cfg)
-				}
-				s, b := wdSchema(), wdBatch(d.rows, 21)
-				m, err := NewModel(s, cfg, d.dev(), d.rows)
-				require.NoError(t, err)
-				defer m.Release()
+				m, cfg, s := newWDCase(t, c.model, c.mutate, d.dev(), d.rows)
+				b := wdBatch(d.rows, 21)
 				wdScramble(m, 11)
 				want := wdCheck(t, m, cfg, s, b)
 				st, err := m.TrainStep(b)
@@ -410,14 +419,7 @@ func TestWideDeepParams(t *testing.T) {
 func TestWideDeepGradients(t *testing.T) {
 	for _, c := range wdCases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := wdConfig(c.model)
-			if c.mutate != nil {
-				c.mutate(&cfg)
-			}
-			s := wdSchema()
-			m, err := NewModel(s, cfg, testDev(), 16)
-			require.NoError(t, err)
-			defer m.Release()
+			m, cfg, s := newWDCase(t, c.model, c.mutate, testDev(), 16)
 			wdScramble(m, 5)
 			b := wdBatch(13, 99)
 			// The reference is float64, so a small step costs no precision
@@ -656,4 +658,53 @@ func TestDeepFMLearnsPlantedProblem(t *testing.T) {
 	t.Logf("click logloss %.4f (constant %.4f, oracle %.4f)", ll, base, orc)
 	require.Less(t, ll, 0.8*base)
 	require.Less(t, ll, 1.2*orc)
+}
+
+// TestWideDeepCheckpoint: a saved DeepFM or Wide&Deep loads with its
+// settings, bit-identical parameters and optimizer state (the derived
+// wide tables included), predicts the same through the model and a
+// Predictor, and trains on exactly as the uninterrupted model does.
+func TestWideDeepCheckpoint(t *testing.T) {
+	for _, c := range wdCases {
+		t.Run(c.name, func(t *testing.T) {
+			m, _, _ := newWDCase(t, c.model, c.mutate, testDev(), 32)
+			batches := []*loader.Batch{wdBatch(32, 1), wdBatch(32, 2), wdBatch(20, 3)}
+			for _, b := range batches[:2] {
+				_, err := m.TrainStep(b)
+				require.NoError(t, err)
+			}
+			dir := t.TempDir() + "/ckpt"
+			require.NoError(t, SaveCheckpoint(dir, m, nil))
+			m2, _, err := LoadCheckpoint(dir, testDev(), 0)
+			require.NoError(t, err)
+			defer m2.Release()
+			require.Equal(t, m.Config(), m2.Config())
+			require.Equal(t, hostAll(m.Params()), hostAll(m2.Params()))
+			require.Equal(t, hostAll(m.OptimizerState()), hostAll(m2.OptimizerState()))
+
+			b := batches[2]
+			predict := func(p interface {
+				Predict(*loader.Batch, [][]float32) error
+			}) [][]float32 {
+				out := make([][]float32, len(m.Tasks()))
+				for i := range out {
+					out[i] = make([]float32, b.Rows)
+				}
+				require.NoError(t, p.Predict(b, out))
+				return out
+			}
+			want := predict(m)
+			require.Equal(t, want, predict(m2))
+			pred := m2.NewPredictor(8 + b.Rows)
+			defer pred.Release()
+			require.Equal(t, want, predict(pred))
+
+			st1, err := m.TrainStep(b)
+			require.NoError(t, err)
+			st2, err := m2.TrainStep(b)
+			require.NoError(t, err)
+			require.Equal(t, st1, st2)
+			require.Equal(t, hostAll(m.Params()), hostAll(m2.Params()))
+		})
+	}
 }
