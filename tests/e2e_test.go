@@ -335,7 +335,7 @@ func TestBadFlags(t *testing.T) {
 		{"negative layer", []string{"train", "--mlp_layers", "64,-3"}, "layer size must be positive"},
 		{"malformed bool", []string{"train", "--use_task_towers=maybe"}, "boolean value expected"},
 		{"positional", []string{"train", "extra"}, `unexpected argument "extra"`},
-		{"bad model", []string{"train", "--model", "dcn"}, "--model must be mlp, mmoe, cgc or ple"},
+		{"bad model", []string{"train", "--model", "lightgbm"}, "--model must be mlp, mmoe, cgc, ple, deepfm or wide_n_deep"},
 		{"flag of another model", []string{"train", "--model", "mmoe", "--cgc_num_shared_experts", "3"}, "--cgc_num_shared_experts does not apply to --model mmoe"},
 		{"towers off", []string{"train", "--use_task_towers", "False", "--tower_layers", "32"}, "--use_task_towers is false"},
 		{"zero epochs", []string{"train", "--epochs", "0"}, "--epochs must be >= 1"},
