@@ -9,20 +9,24 @@ DEMO_OUT  := demo-out
 
 # PURE_GO_PKGS are the library packages that must build without cgo (no C
 # compiler, no OpenBLAS): reading schemas, loading and preprocessing data,
-# checkpoints and metrics. `make nocgo` checks it; `make test` runs it.
-PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/...
+# checkpoints and metrics, the communicator of distributed training (without
+# the mpi tag) and training reports. `make nocgo` checks it; `make test` runs it.
+PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./report/...
 
 .PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 
 all: build
 
 # setup installs the system packages the CPU build needs (a C compiler for
-# cgo, OpenBLAS, pkg-config).
+# cgo, OpenBLAS, pkg-config), and Open MPI for the `mpi`-tagged build of
+# package dist and its mpirun tests (scripts/setup-mpi.sh; skipped with a
+# message where apt-get is missing).
 setup:
 	@if ! dpkg -s libopenblas-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1 || ! command -v gcc >/dev/null 2>&1; then \
 		echo "installing gcc libopenblas-dev pkg-config"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libopenblas-dev pkg-config; \
 	fi
+	@scripts/setup-mpi.sh
 	@command -v $(GO) >/dev/null || { echo "Go is required (https://go.dev/dl); install Go >= 1.26"; exit 1; }
 
 build: setup
@@ -30,12 +34,16 @@ build: setup
 
 vet: setup
 	$(GO) vet ./...
+	# the MPI communicator (build tag mpi), where Open MPI is installed
+	@if pkg-config --exists ompi-c; then echo "$(GO) vet -tags mpi ./dist/"; $(GO) vet -tags mpi ./dist/; else echo "no Open MPI (pkg-config ompi-c): not vetting -tags mpi"; fi
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 test: setup vet nocgo
 	$(GO) test -count=1 -timeout 20m ./...
 	# concurrency tests (shared devices, predictors, scorer, loader, server) again under the race detector
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
+	# the in-process ranks of dist.LocalGroup (one goroutine per rank)
+	$(GO) test -race -count=1 -timeout 5m -run 'LocalGroup|AgreeOnLayout' ./dist/
 	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
 	$(MAKE) test-emulated-gpu
 

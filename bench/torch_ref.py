@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference of mtlrank's ranking models, for speed.
+"""PyTorch reference of mtlrank's multi-task ranking models, for speed.
 
 `make bench` (scripts/bench.sh) runs this script next to `mtlrank bench` on the
 same machine and prints the ratio of their throughputs. Both sides train and
@@ -10,6 +10,10 @@ score the same models on the same data:
     follow, like, share; regression target watching_times;
   * embedding dims ceil(2 * rows**0.25) rounded up to a multiple of 8, inputs
     concatenated in sorted feature-name order, U(-0.05, 0.05) tables;
+  * DCN: full-rank cross layers x0 * (x W + b) + x on the concatenated
+    inputs, then the MLP; DLRM (every table embeddings_dim wide, tenrec has
+    no continuous feature, so no bottom MLP): the pairwise dot products of
+    the feature embeddings (i < j) into the top MLP;
   * shared-bottom MLP, MMoE, CGC and PLE as in docs/ARCHITECTURE.md: a gate is
     Dense(gate_dim, relu) -> Dense(experts, no bias) -> softmax; PLE levels
     after the first read the previous level's task and shared outputs; each
@@ -200,6 +204,37 @@ class WideDeep(nn.Module):
         return z
 
 
+class Cross(nn.Module):
+    """DCN-V2's cross network: depth layers x_{l+1} = x0 * (x_l W + b) + x_l
+    with full-rank W, truncated-normal (std 0.05) kernels and zero biases."""
+
+    def __init__(self, width, depth):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        for lin in self.layers:
+            nn.init.trunc_normal_(lin.weight, std=0.05, a=-0.1, b=0.1)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x0):
+        x = x0
+        for lin in self.layers:
+            x = x0 * lin(x) + x
+        return x
+
+
+class DotInteraction(nn.Module):
+    """DLRM's pairwise dot products <v_i, v_j>, i < j, of [B, F, E] vectors."""
+
+    def __init__(self, features):
+        super().__init__()
+        i, j = torch.triu_indices(features, features, offset=1)
+        self.register_buffer("i", i, persistent=False)
+        self.register_buffer("j", j, persistent=False)
+
+    def forward(self, v):
+        return torch.bmm(v, v.transpose(1, 2))[:, self.i, self.j]
+
+
 class MultiTaskModel(nn.Module):
     def __init__(self, args, tables):
         super().__init__()
@@ -209,7 +244,7 @@ class MultiTaskModel(nn.Module):
         widths = []
         for name in self.names:
             dim = embedding_dim(tables[name], args.embedding_sizes_multiplier)
-            if args.model == "deepfm":
+            if args.model in ("dlrm", "deepfm"):
                 dim = args.embeddings_dim
             emb = nn.Embedding(tables[name], dim, sparse=args.sparse)
             nn.init.uniform_(emb.weight, -0.05, 0.05)
@@ -224,6 +259,15 @@ class MultiTaskModel(nn.Module):
         elif args.model in ("deepfm", "wide_n_deep"):
             self.body = WideDeep(args, tables, self.names, widths)
             rep = 1
+        elif args.model == "dcn":
+            self.bottom = nn.Sequential(Cross(width, args.dcn_interacted_layer_num),
+                                        dense_stack(width, args.mlp_layers))
+            rep = args.mlp_layers[-1]
+        elif args.model == "dlrm":
+            self.features = len(self.names)
+            self.bottom = nn.Sequential(DotInteraction(self.features),
+                                        dense_stack(self.features * (self.features - 1) // 2, args.mlp_layers))
+            rep = args.mlp_layers[-1]
         elif args.model == "mmoe":
             n = args.mmoe_num_mlp_experts
             self.bank = ExpertBank(width, args.expert_mlp_layers, n, args.impl)
@@ -242,8 +286,10 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(towers[-1] if towers else rep, 1) for _ in range(self.tasks))
 
     def representations(self, x):
-        if self.model == "mlp":
+        if self.model in ("mlp", "dcn"):
             return [self.bottom(x)] * self.tasks
+        if self.model == "dlrm":  # the tables are equally wide: [B, F, E]
+            return [self.bottom(x.view(x.shape[0], self.features, -1))] * self.tasks
         if self.model == "mmoe":
             experts = self.bank(x)
             return [gate(x, experts) for gate in self.gates]
@@ -281,7 +327,8 @@ def loss_of(outputs, labels):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mmoe", choices=["mlp", "mmoe", "cgc", "ple", "deepfm", "wide_n_deep"])
+    p.add_argument("--model", default="mmoe",
+                   choices=["mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"])
     p.add_argument("--mode", default="both", choices=["train", "infer", "both"])
     p.add_argument("--impl", default="fused", choices=["fused", "naive"],
                    help="experts as wide and batched GEMMs (fused) or a loop over modules (naive)")
@@ -305,7 +352,8 @@ def parse_args(argv):
     p.add_argument("--cgc_num_shared_experts", "--num_shared_experts", type=int, default=2)
     p.add_argument("--ple_num_layers", type=int, default=2)
     p.add_argument("--embedding_sizes_multiplier", type=float, default=2.0)
-    p.add_argument("--embeddings_dim", type=int, default=128, help="every embedding's width (deepfm)")
+    p.add_argument("--dcn_interacted_layer_num", type=int, default=1)
+    p.add_argument("--embeddings_dim", type=int, default=128, help="every embedding's width (dlrm, deepfm)")
     p.add_argument("--wnd_hashed_cross_num_bins", type=int, default=10000, help="buckets of each cross (wide_n_deep)")
     p.add_argument("--lr", type=float, default=1e-3)
     args = p.parse_args(argv)
@@ -320,6 +368,7 @@ def parse_args(argv):
         (min(args.mmoe_num_mlp_experts, args.cgc_num_task_experts, args.cgc_num_shared_experts,
              args.ple_num_layers) >= 1, "expert and level counts must be >= 1"),
         (args.gate_dim >= 0, "--gate_dim must be >= 0"),
+        (args.dcn_interacted_layer_num >= 1, "--dcn_interacted_layer_num must be >= 1"),
         (args.embeddings_dim >= 1 and args.wnd_hashed_cross_num_bins >= 1,
          "--embeddings_dim and --wnd_hashed_cross_num_bins must be >= 1"),
     ]

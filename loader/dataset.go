@@ -151,6 +151,9 @@ type filePlan struct {
 	rgFirst []int64 // absolute index of the first row of each row group
 	leaves  []int   // Parquet leaf column indices to decode, in spec order
 	types   []arrow.DataType
+	// sel lists the row groups read, ascending (Dataset.Select); nil reads
+	// every row group.
+	sel []int
 }
 
 // Dataset is a Parquet file or folder of files read with a schema. It holds
@@ -207,7 +210,8 @@ func Open(path string, s *schema.Schema, opt Options) (*Dataset, error) {
 	return d, nil
 }
 
-// Rows is the total number of rows in all files.
+// Rows is the total number of rows in all files (in the row groups Select
+// chose).
 func (d *Dataset) Rows() int64 { return d.rows }
 
 // Shuffles reports whether epochs shuffle the rows (Options.Shuffle); when
@@ -235,13 +239,96 @@ func (d *Dataset) Columns() []string {
 	return out
 }
 
-// RowGroups is the number of row groups over all files.
+// RowGroups is the number of row groups read over all files (those Select
+// chose, or all).
 func (d *Dataset) RowGroups() int {
 	n := 0
 	for _, f := range d.files {
-		n += len(f.rgFirst)
+		n += len(f.groups())
 	}
 	return n
+}
+
+// groups lists the row groups of f that are read, ascending.
+func (f *filePlan) groups() []int {
+	if f.sel != nil {
+		return f.sel
+	}
+	all := make([]int, len(f.rgFirst))
+	for i := range all {
+		all[i] = i
+	}
+	return all
+}
+
+// rgRows is the number of rows of row group rg.
+func (f *filePlan) rgRows(rg int) int64 {
+	if rg+1 < len(f.rgFirst) {
+		return f.rgFirst[rg+1] - f.rgFirst[rg]
+	}
+	return f.rows - f.rgFirst[rg]
+}
+
+// RowGroupRows returns the number of rows of every row group of every file:
+// element [f][g] is row group g of file f (of Files), whatever Select chose.
+// It is what a partition of the row groups among the ranks of a distributed
+// job is computed from.
+func (d *Dataset) RowGroupRows() [][]int64 {
+	out := make([][]int64, len(d.files))
+	for i, f := range d.files {
+		out[i] = make([]int64, len(f.rgFirst))
+		for g := range f.rgFirst {
+			out[i][g] = f.rgRows(g)
+		}
+	}
+	return out
+}
+
+// RowGroupID names one row group: the index of its file in Files and its
+// index within the file.
+type RowGroupID struct{ File, RowGroup int }
+
+// Select returns the dataset reduced to the given row groups (one rank's
+// part of a distributed job): its epochs read only them, and Rows and
+// RowGroups count only them. The order of ids does not matter. An epoch's
+// order is the same function of (Seed, epoch) as for the whole dataset,
+// applied to the selected row groups of each file; selecting every row group
+// gives exactly the whole dataset's epochs. A later Select replaces the
+// selection rather than narrowing it.
+func (d *Dataset) Select(ids []RowGroupID) (*Dataset, error) {
+	sel := make([][]int, len(d.files))
+	for _, id := range ids {
+		if id.File < 0 || id.File >= len(d.files) {
+			return nil, fmt.Errorf("loader: Select: file %d is not one of the dataset's %d files (%s)", id.File, len(d.files), d.path)
+		}
+		f := d.files[id.File]
+		if id.RowGroup < 0 || id.RowGroup >= len(f.rgFirst) {
+			return nil, fmt.Errorf("loader: Select: %s has %d row groups, not row group %d", f.path, len(f.rgFirst), id.RowGroup)
+		}
+		sel[id.File] = append(sel[id.File], id.RowGroup)
+	}
+	out := *d
+	out.files = make([]*filePlan, len(d.files))
+	out.rows = 0
+	for i, f := range d.files {
+		s := sel[i]
+		sort.Ints(s)
+		for j := 1; j < len(s); j++ {
+			if s[j] == s[j-1] {
+				return nil, fmt.Errorf("loader: Select: row group %d of %s is listed twice", s[j], f.path)
+			}
+		}
+		g := *f
+		// Files with nothing selected stay in the list (and read nothing),
+		// so that the shuffle of the file order draws the same numbers as
+		// the whole dataset's.
+		g.sel = append([]int{}, s...)
+		for _, rg := range g.sel {
+			out.rows += g.rgRows(rg)
+		}
+		out.files[i] = &g
+	}
+	return &out, nil
 }
 
 // CountRows returns the number of rows of the dataset at path (a .parquet

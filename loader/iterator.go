@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 
@@ -79,10 +80,7 @@ func (d *Dataset) order(epoch int, rng **rand.Rand) []unit {
 	}
 	var out []unit
 	for _, f := range files {
-		rgs := make([]int, len(d.files[f].rgFirst))
-		for i := range rgs {
-			rgs[i] = i
-		}
+		rgs := slices.Clone(d.files[f].groups())
 		if r != nil {
 			r.Shuffle(len(rgs), func(i, j int) { rgs[i], rgs[j] = rgs[j], rgs[i] })
 		}

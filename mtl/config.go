@@ -1,5 +1,5 @@
 // Package mtl builds, trains and serves multi-task ranking models —
-// shared-bottom MLP, MMoE, CGC and PLE — over a Merlin-style feature schema,
+// shared-bottom MLP, MMoE, CGC, PLE, DCN and DLRM — over a Merlin-style feature schema,
 // on any kernels.Device. The model part (Config, Model, Predictor) follows
 // Merlin Models' semantics as described in docs/ARCHITECTURE.md ("Model
 // semantics"; the README lists the differences from Merlin); the Trainer,
@@ -24,9 +24,9 @@ import (
 // checkpoint's config.json) names the fields as the mtlrank CLI's flags
 // do, Merlin's where Merlin has one.
 type Config struct {
-	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple" | "deepfm" | "wide_n_deep"
+	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple" | "dcn" | "dlrm" | "deepfm" | "wide_n_deep"
 	Tasks           []string `json:"tasks,omitempty"`   // target column names; empty = every target in the schema, sorted by name
-	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (model "mlp"); the deep part of deepfm and wide_n_deep
+	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (mlp), deep block (dcn), top MLP (dlrm), deep part (deepfm, wide_n_deep)
 	ExpertMLPLayers []int    `json:"expert_mlp_layers"` // every expert's MLP (mmoe, cgc, ple)
 	MMoENumExperts  int      `json:"mmoe_num_mlp_experts"`
 	// CGCTaskExperts and CGCSharedExperts are the experts per task and the
@@ -37,8 +37,11 @@ type Config struct {
 	// PLEGatesOnInput is Merlin's PLE variant: every gate reads the model
 	// input instead of the previous level's output.
 	PLEGatesOnInput bool `json:"ple_gates_on_input"`
-	// EmbeddingsDim is the width of every embedding of model deepfm (the
-	// FM term needs one width), in place of the inferred widths.
+	// DCNInteractedLayerNum is the number of cross layers of dcn.
+	DCNInteractedLayerNum int `json:"dcn_interacted_layer_num"`
+	// EmbeddingsDim is the width of every embedding table of dlrm (and of
+	// its bottom MLP's output) and of deepfm (the FM term needs one
+	// width), in place of the inferred widths.
 	EmbeddingsDim int `json:"embeddings_dim"`
 	// Wide&Deep's wide part (model wide_n_deep): the buckets of each hashed
 	// cross of two categorical features, the pairs not to cross ("a:b",
@@ -117,8 +120,9 @@ func DefaultConfig() Config {
 		CGCTaskExperts:         1,
 		CGCSharedExperts:       2,
 		PLELayers:              2,
-		GateDim:                64,
+		DCNInteractedLayerNum:  1,
 		EmbeddingsDim:          128,
+		GateDim:                64,
 		WNDHashedCrossNumBins:  10000,
 		WNDWideL2Reg:           1e-5,
 		MultihotMaxSeqLength:   5,
@@ -284,7 +288,7 @@ func (c *Config) Validate(s *schema.Schema) error {
 		return configErr("schema", "is nil")
 	}
 	switch c.Model {
-	case "mlp":
+	case "mlp", "dcn", "dlrm":
 		if err := checkLayers("MLPLayers", c.MLPLayers, false); err != nil {
 			return err
 		}
@@ -303,7 +307,10 @@ func (c *Config) Validate(s *schema.Schema) error {
 			return configErr("GateTemperature", "must be > 0, got %g", c.GateTemperature)
 		}
 	default:
-		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc, ple, deepfm or wide_n_deep)", c.Model)
+		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep)", c.Model)
+	}
+	if err := c.validateDCNDLRM(s); err != nil {
+		return err
 	}
 	switch c.Model {
 	case "mmoe":
@@ -470,6 +477,10 @@ func (c Config) String() string {
 	switch c.Model {
 	case "mlp":
 		fmt.Fprintf(&b, " mlp_layers=%v", c.MLPLayers)
+	case "dcn":
+		fmt.Fprintf(&b, " cross_layers=%d mlp_layers=%v", c.DCNInteractedLayerNum, c.MLPLayers)
+	case "dlrm":
+		fmt.Fprintf(&b, " embeddings_dim=%d top_mlp_layers=%v", c.EmbeddingsDim, c.MLPLayers)
 	case "deepfm":
 		fmt.Fprintf(&b, " mlp_layers=%v embeddings_dim=%d", c.MLPLayers, c.EmbeddingsDim)
 	case "wide_n_deep":

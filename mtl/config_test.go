@@ -9,7 +9,7 @@ import (
 
 func TestDefaultConfigValid(t *testing.T) {
 	s := schema.Tenrec()
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		for _, opt := range []string{"adam", "adagrad", "sgd"} {
 			c := DefaultConfig()
 			c.Model, c.Optimizer = model, opt
@@ -24,6 +24,8 @@ func TestDefaultConfigValid(t *testing.T) {
 	require.Equal(t, 1, c.CGCTaskExperts)
 	require.Equal(t, 2, c.CGCSharedExperts)
 	require.Equal(t, 2, c.PLELayers)
+	require.Equal(t, 1, c.DCNInteractedLayerNum, "Merlin's --dcn_interacted_layer_num default")
+	require.Equal(t, 128, c.EmbeddingsDim, "Merlin's --embeddings_dim default")
 	require.Equal(t, 64, c.GateDim)
 	require.True(t, c.UseTaskTowers)
 	require.Equal(t, []int{64}, c.TowerLayers)
@@ -39,7 +41,7 @@ func TestConfigErrors(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		{"unknown model", func(c *Config) { c.Model = "dcn" }, `mtl: config Model (model): unknown model "dcn"`},
+		{"unknown model", func(c *Config) { c.Model = "xdeepfm" }, `mtl: config Model (model): unknown model "xdeepfm" (want mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep)`},
 		{"empty model", func(c *Config) { c.Model = "" }, `config Model (model): unknown model ""`},
 		{"zero experts", func(c *Config) { c.MMoENumExperts = 0 }, "mtl: config MMoENumExperts (mmoe_num_mlp_experts): must be >= 1, got 0"},
 		{"zero task experts", func(c *Config) { c.Model = "cgc"; c.CGCTaskExperts = 0 }, "config CGCTaskExperts (cgc_num_task_experts): must be >= 1, got 0"},
@@ -47,6 +49,15 @@ func TestConfigErrors(t *testing.T) {
 		{"zero ple layers", func(c *Config) { c.Model = "ple"; c.PLELayers = 0 }, "config PLELayers (ple_num_layers): must be >= 1, got 0"},
 		{"negative expert dim", func(c *Config) { c.ExpertMLPLayers = []int{64, -3} }, "config ExpertMLPLayers (expert_mlp_layers): layer 1 width must be >= 1, got -3"},
 		{"no expert layers", func(c *Config) { c.ExpertMLPLayers = nil }, "config ExpertMLPLayers (expert_mlp_layers): needs at least one layer"},
+		{"dcn without cross layers", func(c *Config) { c.Model = "dcn"; c.DCNInteractedLayerNum = 0 },
+			"config DCNInteractedLayerNum (dcn_interacted_layer_num): the number of cross layers must be >= 1, got 0"},
+		{"dcn without deep layers", func(c *Config) { c.Model = "dcn"; c.MLPLayers = nil }, "config MLPLayers (mlp_layers): needs at least one layer"},
+		{"dlrm without top layers", func(c *Config) { c.Model = "dlrm"; c.MLPLayers = nil }, "config MLPLayers (mlp_layers): needs at least one layer"},
+		{"dlrm zero embeddings dim", func(c *Config) { c.Model = "dlrm"; c.EmbeddingsDim = 0 }, "config EmbeddingsDim (embeddings_dim): must be >= 1, got 0"},
+		{"dlrm embedding dim of another width", func(c *Config) {
+			c.Model = "dlrm"
+			c.EmbeddingDims = map[string]int{"item": 4, "user": 8}
+		}, `config EmbeddingDims (embedding_dims): "user": dim 8 differs from embeddings_dim 4; dlrm pairs embeddings of one width (embeddings_dim)`},
 		{"negative mlp dim", func(c *Config) { c.Model = "mlp"; c.MLPLayers = []int{-1} }, "config MLPLayers (mlp_layers): layer 0 width must be >= 1, got -1"},
 		{"zero tower dim", func(c *Config) { c.TowerLayers = []int{0} }, "config TowerLayers (tower_layers): layer 0 width must be >= 1, got 0"},
 		{"negative gate dim", func(c *Config) { c.GateDim = -1 }, "config GateDim (gate_dim): must be >= 0, got -1"},
@@ -156,4 +167,41 @@ func TestConfigClone(t *testing.T) {
 	d.LossWeights["click"] = 5
 	require.Equal(t, 6, c.ExpertMLPLayers[0])
 	require.Equal(t, float32(0.7), c.LossWeights["click"])
+}
+
+// TestDLRMSchemaChecks: dlrm refuses, with a message that says why, a
+// schema whose inputs give it nothing to pair, and takes one whose inputs
+// give two vectors (Merlin: "DLRM requires categorical features"; the
+// continuous features are optional).
+func TestDLRMSchemaChecks(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		feats []*schema.Feature
+		want  string
+	}{
+		{"continuous only", []*schema.Feature{contFeature("a"), contFeature("b")},
+			"mtl: config Model (model): dlrm needs categorical input features (it pairs their embeddings), and the schema has none"},
+		{"one categorical, no continuous", []*schema.Feature{cat("user", "", 9)},
+			"mtl: config Model (model): dlrm pairs the embeddings of the categorical features and the bottom MLP's output of the continuous ones; " +
+				"the inputs give only one vector (1 categorical feature, no continuous one), so there is nothing to interact"},
+		{"one categorical and a continuous", []*schema.Feature{cat("user", "", 9), contFeature("a")}, ""},
+		{"two categorical", []*schema.Feature{cat("user", "", 9), cat("item", "", 9)}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := &schema.Schema{Features: append(c.feats, binTarget("click"))}
+			cfg := DefaultConfig()
+			cfg.Model, cfg.EmbeddingsDim = "dlrm", 4
+			err := cfg.Validate(s)
+			if c.want == "" {
+				require.NoError(t, err)
+				m, err := NewModel(s, cfg, testDev(), 4)
+				require.NoError(t, err)
+				m.Release()
+				return
+			}
+			require.EqualError(t, err, c.want)
+			_, err = NewModel(s, cfg, testDev(), 4)
+			require.EqualError(t, err, c.want)
+		})
+	}
 }

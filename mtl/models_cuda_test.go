@@ -83,6 +83,8 @@ func gpuParityConfig(model string) mtl.Config {
 	c.MMoENumExperts = 4
 	c.CGCTaskExperts, c.CGCSharedExperts = 2, 1
 	c.PLELayers = 2
+	c.DCNInteractedLayerNum = 2
+	c.EmbeddingsDim = 8
 	c.GateDim = 8
 	c.GateTemperature = 0.7
 	c.TowerLayers = []int{8}
@@ -236,6 +238,10 @@ func TestCUDAModelParity(t *testing.T) {
 		{"deepfm", "relu", gpuParitySteps},
 		{"wide_n_deep", "relu", gpuParitySteps},
 		{"deepfm", "gelu", 4},
+		{"dcn", "relu", gpuParitySteps},
+		{"dlrm", "relu", gpuParitySteps},
+		{"dcn", "tanh", 4},
+		{"dlrm", "selu", 4},
 	} {
 		t.Run(c.model+"/"+c.act, func(t *testing.T) {
 			cfg := gpuParityConfig(c.model)
@@ -370,7 +376,7 @@ func TestCUDAModelNoLeak(t *testing.T) {
 	var afterFirst cublas.MemInfo
 	const rounds = 4
 	for round := range rounds {
-		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "deepfm", "wide_n_deep"} {
+		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 			m, err := mtl.NewModel(s, gpuParityConfig(model), gpu, gpuParityRows)
 			require.NoError(t, err)
 			for step := range 3 {

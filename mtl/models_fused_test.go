@@ -168,7 +168,7 @@ func (s *fakeStager) Release() { s.released = true }
 // model's losses, outputs and parameters bit for bit (batches of at most
 // 256 rows: one shard on the CPU too).
 func TestModelUsesFusedCapabilities(t *testing.T) {
-	for _, model := range []string{"mlp", "mmoe", "ple"} {
+	for _, model := range []string{"mlp", "mmoe", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		for _, opt := range []string{"adam", "adagrad", "sgd"} {
 			t.Run(model+"/"+opt, func(t *testing.T) {
 				cfg := gradConfig(model)
@@ -213,9 +213,9 @@ func TestModelUsesFusedCapabilities(t *testing.T) {
 				assert.Positive(t, dev.losses, "fused multi-task loss")
 				assert.Equal(t, 5*len(mf.input.Tables), dev.embUpdates, "one fused embedding update per table and step")
 				for ti := range mf.input.Tables {
-					assert.Nil(t, mf.ws.input.SparseGrad(ti), "no sparse gradient is materialised")
+					assert.Nil(t, mf.exec.Train().Input().SparseGrad(ti), "no sparse gradient is materialised")
 				}
-				if model != "mlp" {
+				if model == "mmoe" || model == "ple" {
 					assert.Positive(t, dev.gates, "fused gate")
 				}
 				st := dev.stager

@@ -39,6 +39,11 @@ func TestModelGradients(t *testing.T) {
 		{"mlp_sigmoid", "mlp", func(c *Config) { c.Activation = "sigmoid" }},
 		{"ple_leaky_relu", "ple", func(c *Config) { c.Activation = "leaky_relu" }},
 		{"mmoe_silu", "mmoe", func(c *Config) { c.Activation = "silu" }},
+		{"dcn", "dcn", nil},
+		{"dcn_one_cross_layer_elu", "dcn", func(c *Config) { c.DCNInteractedLayerNum = 1; c.Activation = "elu" }},
+		{"dlrm", "dlrm", nil},
+		{"dlrm_tanh_no_towers", "dlrm", func(c *Config) { c.Activation = "tanh"; c.UseTaskTowers = false }},
+		{"dlrm_without_continuous_features", "dlrm", func(c *Config) { c.WeightColumns = map[string]string{"click": "w", "watch": "price"} }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -80,16 +85,16 @@ func TestModelGradients(t *testing.T) {
 // with finite differences of loss.
 func checkModelGrads(t *testing.T, m *Model, b *loader.Batch, loss func() float64, o fdOpts, rng *rand.Rand) {
 	t.Helper()
-	require.NoError(t, m.ws.lossPass(b, layers.Mode{}, true))
+	require.NoError(t, m.exec.Train().LossPass(b, layers.Mode{}, true))
 	grads := make([][]float32, len(m.params))
-	for i, g := range m.ws.grads {
-		if g != nil {
+	for i := range m.params {
+		if g := m.exec.Train().Grad(i); g != nil {
 			grads[i] = hostT(g)
 		}
 	}
 	var touched [][]int
 	for ti, tb := range m.input.Tables {
-		d, must := sparseToDense(m.ws.input.SparseGrad(ti), tb.Rows, tb.Dim)
+		d, must := sparseToDense(m.exec.Train().Input().SparseGrad(ti), tb.Rows, tb.Dim)
 		grads[ti] = d
 		touched = append(touched, must)
 	}
@@ -113,6 +118,8 @@ func TestModelParamNames(t *testing.T) {
 		{"mmoe", []string{"mmoe/experts/0/kernel", "mmoe/experts/1/bias", "mmoe/gate/like/mlp/kernel", "mmoe/gate/like/logits/kernel"}},
 		{"cgc", []string{"cgc/experts/0/kernel", "cgc/gate/watch/logits/kernel"}},
 		{"ple", []string{"ple/level_0/experts/0/kernel", "ple/level_1/gate/shared/mlp/bias", "ple/level_2/gate/click/logits/kernel"}},
+		{"dcn", []string{"dcn/cross/0/kernel", "dcn/cross/1/bias", "dcn/mlp/0/kernel", "dcn/mlp/1/bias"}},
+		{"dlrm", []string{"dlrm/bottom/0/kernel", "dlrm/bottom/0/bias", "dlrm/top/0/kernel", "dlrm/top/1/bias"}},
 	} {
 		t.Run(c.model, func(t *testing.T) {
 			m, err := NewModel(gradSchema(), gradConfig(c.model), testDev(), 4)

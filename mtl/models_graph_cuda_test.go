@@ -42,6 +42,9 @@ func TestCUDAModelGraphParity(t *testing.T) {
 		{"mlp", "adam", gpuParityRows, "swish"},
 		// derived wide inputs, the FM term, the wide logit's dropout
 		{"deepfm", "adam", gpuParityRows, ""}, {"wide_n_deep", "adagrad", gpuParityRows, ""},
+		// the cross layers and the dot-product interactions inside the
+		// captured step
+		{"dcn", "adam", gpuParityRows, ""}, {"dlrm", "adam", gpuParityRows, ""},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/%s/max%d/%s", tc.model, tc.opt, tc.maxBatch, tc.act), func(t *testing.T) {

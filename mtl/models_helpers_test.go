@@ -60,6 +60,8 @@ func gradConfig(model string) Config {
 	c.MMoENumExperts = 3
 	c.CGCTaskExperts, c.CGCSharedExperts = 2, 1
 	c.PLELayers = 3
+	c.DCNInteractedLayerNum = 2
+	c.EmbeddingsDim = 4
 	c.GateDim = 4
 	c.GateTemperature = 0.7
 	c.TowerLayers = []int{5}
@@ -159,13 +161,14 @@ func colF32(b *loader.Batch, name string) []float32 {
 // semantics") independently of the
 // device loss ops: sum_t lambda_t * (1/B) sum_i w_ti l_ti + L2 terms.
 func refLoss(t *testing.T, m *Model, b *loader.Batch) float64 {
-	ws := m.ws
-	require.NoError(t, ws.forward(b, layers.Mode{}))
+	ws := m.exec.Train()
+	require.NoError(t, ws.Forward(b, layers.Mode{}, false))
+	require.Equal(t, 1, ws.Shards(), "the reference reads one shard's outputs")
 	cfg := m.cfg
 	B := float64(b.Rows)
 	total := 0.0
 	for ti, task := range m.tasks {
-		z := hostT(ws.towers[ti].Y())
+		z := hostT(ws.Output(0, ti))
 		y := colF32(b, task.Target)
 		lambda := 1.0
 		if v, ok := cfg.LossWeights[task.Target]; ok {
@@ -203,7 +206,7 @@ func refLoss(t *testing.T, m *Model, b *loader.Batch) float64 {
 		}
 	}
 	if cfg.EmbeddingL2Reg > 0 {
-		out := hostT(ws.input.Y())
+		out := hostT(ws.Input().Y())
 		D := m.input.OutDim
 		for _, f := range m.input.Features {
 			if f.Continuous {

@@ -9,6 +9,7 @@ import (
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 	"github.com/stretchr/testify/require"
 )
 
@@ -21,9 +22,9 @@ type plainDev struct{ kernels.Device }
 // and the predictions of the same batch run whole, up to float32 rounding
 // of the shard sums.
 func TestShardedMatchesWholeBatch(t *testing.T) {
-	const rows = 3*shardRows - 17 // three shards of unequal sizes
-	require.Equal(t, 3, shardCount(rows))
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+	const rows = 3*step.ShardRows - 17 // three shards of unequal sizes
+	require.Equal(t, 3, step.ShardCount(rows))
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		t.Run(model, func(t *testing.T) {
 			cfg := gradConfig(model)
 			whole, err := NewModel(gradSchema(), cfg, plainDev{kernels.NewCPU(1)}, rows)
@@ -35,21 +36,21 @@ func TestShardedMatchesWholeBatch(t *testing.T) {
 			b := gradBatch(layers.NewRNG(41), rows)
 
 			for _, m := range []*Model{whole, sharded} {
-				require.NoError(t, m.ws.lossPass(b, layers.Mode{}, true))
+				require.NoError(t, m.exec.Train().LossPass(b, layers.Mode{}, true))
 			}
-			require.Equal(t, 1, whole.ws.nShards)
-			require.Equal(t, 3, sharded.ws.nShards)
-			require.InDelta(t, whole.ws.stats.Loss, sharded.ws.stats.Loss, 1e-6*math.Abs(whole.ws.stats.Loss))
-			for i := range whole.ws.stats.TaskLoss {
-				require.InDelta(t, whole.ws.stats.TaskLoss[i], sharded.ws.stats.TaskLoss[i], 1e-6*math.Abs(whole.ws.stats.TaskLoss[i])+1e-9)
+			require.Equal(t, 1, whole.exec.Train().Shards())
+			require.Equal(t, 3, sharded.exec.Train().Shards())
+			require.InDelta(t, whole.exec.Train().Stats().Loss, sharded.exec.Train().Stats().Loss, 1e-6*math.Abs(whole.exec.Train().Stats().Loss))
+			for i := range whole.exec.Train().Stats().TaskLoss {
+				require.InDelta(t, whole.exec.Train().Stats().TaskLoss[i], sharded.exec.Train().Stats().TaskLoss[i], 1e-6*math.Abs(whole.exec.Train().Stats().TaskLoss[i])+1e-9)
 			}
 			for i, p := range whole.params {
 				var a, c []float32
 				if p.Sparse {
-					a, _ = sparseToDense(whole.ws.input.SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
-					c, _ = sparseToDense(sharded.ws.input.SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
+					a, _ = sparseToDense(whole.exec.Train().Input().SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
+					c, _ = sparseToDense(sharded.exec.Train().Input().SparseGrad(i), whole.input.Tables[i].Rows, whole.input.Tables[i].Dim)
 				} else {
-					a, c = hostT(whole.ws.grads[i]), hostT(sharded.ws.grads[i])
+					a, c = hostT(whole.exec.Train().Grad(i)), hostT(sharded.exec.Train().Grad(i))
 				}
 				scale := 0.0
 				for _, v := range a {
@@ -89,12 +90,12 @@ func TestShardedMatchesWholeBatch(t *testing.T) {
 // depends only on the batch size and every sum runs in a fixed order.
 func TestShardedTrainingThreadIndependent(t *testing.T) {
 	rng := layers.NewRNG(42)
-	batches := []*loader.Batch{gradBatch(rng, 2*shardRows+5), gradBatch(rng, 4*shardRows), gradBatch(rng, 7)}
+	batches := []*loader.Batch{gradBatch(rng, 2*step.ShardRows+5), gradBatch(rng, 4*step.ShardRows), gradBatch(rng, 7)}
 	for _, model := range []string{"mlp", "ple"} {
 		t.Run(model, func(t *testing.T) {
 			run := func(threads int) ([]float64, [][]float32) {
 				cfg := detConfig(model) // dropout and LR decay on
-				m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(threads), 4*shardRows)
+				m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(threads), 4*step.ShardRows)
 				require.NoError(t, err)
 				defer m.Release()
 				losses := trainLosses(t, m, batches, 6)
@@ -111,28 +112,6 @@ func TestShardedTrainingThreadIndependent(t *testing.T) {
 				require.Equal(t, p1, p, fmt.Sprintf("parameters with %d threads", th))
 			}
 		})
-	}
-}
-
-func TestShardPlan(t *testing.T) {
-	for _, c := range []struct{ rows, shards int }{
-		{1, 1}, {shardRows, 1}, {shardRows + 1, 2}, {4 * shardRows, 4}, {100 * shardRows, maxShards},
-	} {
-		require.Equal(t, c.shards, shardCount(c.rows), "rows %d", c.rows)
-	}
-	// a workspace holds every batch up to its size
-	for _, maxRows := range []int{1, 100, shardRows, 3*shardRows + 1, 1024, 65536} {
-		capRows := shardCapacity(maxRows)
-		for _, rows := range []int{1, maxRows / 3, maxRows/2 + 1, maxRows} {
-			if rows < 1 {
-				continue
-			}
-			n := shardCount(rows)
-			require.LessOrEqual(t, n, shardCount(maxRows))
-			for s := range n {
-				require.LessOrEqual(t, (s+1)*rows/n-s*rows/n, capRows, "max %d rows %d shard %d", maxRows, rows, s)
-			}
-		}
 	}
 }
 
@@ -153,7 +132,7 @@ func rowIndependent(m *Model) bool {
 }
 
 // TestPredictThreadIndependent: inference cuts small batches into one shard
-// per thread (predictShardCount), and the predictions are the same bits
+// per thread (step.PredictShardCount), and the predictions are the same bits
 // whatever the number of threads and whatever else is in the batch: every
 // row is computed on its own, by kernels whose result for a row does not
 // depend on the number of rows (TestGemmRowIndependentOfRows). That holds
@@ -180,10 +159,10 @@ func TestPredictThreadIndependent(t *testing.T) {
 						out[i] = make([]float32, rows)
 					}
 					require.NoError(t, p.Predict(headBatch(full, rows), out))
-					if threads > 1 && rows >= 2*predictShardMin {
+					if threads > 1 && rows >= 2*step.PredictShardMin {
 						// split over the threads even below the training cut's 256 rows
-						require.Greater(t, p.ws.nShards, 1, "%d rows on %d threads", rows, threads)
-						require.LessOrEqual(t, p.ws.nShards, max(threads, shardCount(rows)), "%d rows on %d threads", rows, threads)
+						require.Greater(t, p.ws.Shards(), 1, "%d rows on %d threads", rows, threads)
+						require.LessOrEqual(t, p.ws.Shards(), max(threads, step.ShardCount(rows)), "%d rows on %d threads", rows, threads)
 					}
 					got[rows] = out
 				}

@@ -431,8 +431,8 @@ func TestWideDeepGradients(t *testing.T) {
 	}
 }
 
-// TestWideDeepInputs checks the derived ids the feeder computes for one
-// batch against the definitions: one-hot ids as they are, lists cut to
+// TestWideDeepInputs checks the derived ids the feeder gets for one batch
+// (step.Derived) against the definitions: one-hot ids as they are, lists cut to
 // their first MultihotMaxSeqLength ids and deduplicated, crosses as the
 // set of buckets of the pairs of (cut) ids.
 func TestWideDeepInputs(t *testing.T) {
@@ -452,15 +452,15 @@ func TestWideDeepInputs(t *testing.T) {
 		"u": {Name: "u", I32: []int32{1, 2, 3}},
 		"y": {Name: "y", F32: []float32{0, 1, 0}},
 	}, "t", nil)
-	data, err := m.ws.feed.feed(b)
-	require.NoError(t, err)
 	got := map[string][2][]int32{}
-	for ti, tb := range m.input.Tables {
-		var offs []int32
-		if data.Offsets[ti] != nil {
-			offs = hostI32(data.Offsets[ti])
+	for _, tb := range m.input.Tables {
+		derive := m.wide.Deriver(tb.Name)
+		if derive == nil {
+			continue // a column of the batch
 		}
-		got[tb.Name] = [2][]int32{hostI32(data.IDs[ti]), offs}
+		ids, offs, err := derive(b)
+		require.NoError(t, err, tb.Name)
+		got[tb.Name] = [2][]int32{slices.Clone(ids), slices.Clone(offs)}
 	}
 	require.NotContains(t, got, "wide/u", "the user id has no wide weights")
 	require.NotContains(t, got, "wide/cross/a/u")
@@ -471,12 +471,6 @@ func TestWideDeepInputs(t *testing.T) {
 	row0 := []int32{bucket(4, 2), bucket(4, 7)}
 	slices.Sort(row0)
 	require.Equal(t, [2][]int32{append(row0, bucket(9, 3)), {0, 2, 2, 3}}, got["wide/cross/a/l"])
-}
-
-func hostI32(t *kernels.Tensor) []int32 {
-	out := make([]int32, t.Len())
-	t.Dev.CopyToHostI32(out, t)
-	return out
 }
 
 // TestWideDeepConfigErrors: every bad setting is refused by name.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 )
 
 // InitOutputBias sets the bias of every task's output head so that the
@@ -28,27 +29,26 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 // initOutputBias is InitOutputBias; it also returns the biases it replaced
 // (for restoreOutputBias).
 func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
-	ws := m.ws
-	if err := ws.input0(b, true); err != nil {
+	ws := m.exec.Train()
+	if err := ws.Forward(b, layers.Mode{}, true); err != nil {
 		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
 	}
-	ws.run(passForward, layers.Mode{})
 	if err := m.dev.Sync(); err != nil {
-		return nil, fmt.Errorf("mtl: InitOutputBias: %w", batchWrap(b, err))
+		return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchWrap(b, err))
 	}
-	rows := ws.rows
+	rows := ws.Rows()
 	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
 	biases, old := make([]float32, len(m.tasks)), make([]float32, len(m.tasks))
 	for t, task := range m.tasks {
-		for s := 0; s < ws.nShards; s++ {
-			sh := ws.shards[s]
-			m.ldev.CopyToHostF32(z[sh.lo:sh.hi], sh.towers[t].Y())
+		for s := 0; s < ws.Shards(); s++ {
+			lo, hi := ws.ShardRows(s)
+			m.ldev.CopyToHostF32(z[lo:hi], ws.Output(s, t))
 		}
-		tl := ws.lossFeed.tasks[t]
-		m.dev.CopyToHostF32(y, tl.yT)
+		yT, spaceT := ws.Target(t)
+		m.dev.CopyToHostF32(y, yT)
 		in := func(int) bool { return true }
-		if tl.space != nil {
-			m.dev.CopyToHostF32(space, tl.spaceT)
+		if spaceT != nil {
+			m.dev.CopyToHostF32(space, spaceT)
 			in = func(i int) bool { return space[i] == 1 }
 		}
 		head := m.towers[t].Head.B
@@ -79,7 +79,7 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 		}
 		v := float64(biases[t]) + shift
 		if math.IsNaN(v) || math.Abs(v) > math.MaxFloat32 {
-			return nil, fmt.Errorf("mtl: InitOutputBias: %w", batchErr(b, "task %s: the base rate gives the bias %v (non-finite outputs or labels?)", task.Name, v))
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchErr(b, "task %s: the base rate gives the bias %v (non-finite outputs or labels?)", task.Name, v))
 		}
 		biases[t] = float32(v)
 	}

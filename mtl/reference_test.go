@@ -332,6 +332,11 @@ func (r *refNet) body(x []float64, gates map[string][]float64) [][]float64 {
 		}
 	case "cgc", "ple":
 		reps = r.ple(x, gates)
+	case "dcn", "dlrm":
+		y := r.dcnDLRM(x)
+		for t := range reps {
+			reps[t] = y
+		}
 	default:
 		r.t.Fatalf("reference: model %s", r.cfg.Model)
 	}
@@ -491,7 +496,8 @@ func (r *refNet) loss(b *loader.Batch, z [][]float64) ([]float64, float64) {
 	}
 	if r.cfg.L2Reg > 0 {
 		for name, p := range r.p {
-			if strings.HasSuffix(name, "/kernel") {
+			// every Dense kernel; Merlin's cross layers have no regulariser
+			if strings.HasSuffix(name, "/kernel") && !strings.HasPrefix(name, "dcn/cross/") {
 				for _, v := range p.v {
 					total += float64(r.cfg.L2Reg) * v * v
 				}
@@ -648,6 +654,27 @@ func TestReferenceForward(t *testing.T) {
 			c.LossWeights = map[string]float32{"watch": 2}
 			c.WeightColumns = map[string]string{"like": "w"}
 		}, nil},
+		{"dcn", "dcn", nil, nil},
+		{"dcn_three_cross_layers_linear_no_towers", "dcn", func(c *Config) {
+			c.DCNInteractedLayerNum = 3
+			c.Activation = "linear"
+			c.UseTaskTowers = false
+		}, nil},
+		{"dlrm", "dlrm", nil, nil},
+		{"dlrm_dropout_is_off_outside_training", "dlrm", func(c *Config) { c.Dropout = 0.3 }, nil},
+		{"dlrm_without_continuous_features", "dlrm", func(c *Config) {
+			// a weight column is not an input: price leaves the inputs
+			c.WeightColumns = map[string]string{"click": "w", "watch": "price"}
+		}, nil},
+		{"dlrm_single_task_wide_embeddings", "dlrm", func(c *Config) {
+			c.Tasks = []string{"like"}
+			c.LossWeights, c.WeightColumns = nil, nil
+			c.EmbeddingsDim = 9
+		}, nil},
+		{"dcn_single_task", "dcn", func(c *Config) {
+			c.Tasks = []string{"watch"}
+			c.LossWeights, c.WeightColumns, c.PosClassWeights, c.SampleSpace = nil, nil, nil, nil
+		}, nil},
 		{"cgc_single_task", "cgc", func(c *Config) {
 			c.Tasks = []string{"like"}
 			c.LossWeights, c.WeightColumns = nil, nil
@@ -675,7 +702,7 @@ func TestReferenceForward(t *testing.T) {
 	for _, d := range refDevices {
 		for _, c := range cases {
 			if d.name != "cpu" && !(c.mutate == nil || strings.Contains(c.name, "dropout")) {
-				continue // the other devices run the four architectures (and dropout)
+				continue // the other devices run each architecture (and dropout)
 			}
 			t.Run(d.name+"/"+c.name, func(t *testing.T) {
 				cfg := refConfig(c.model)

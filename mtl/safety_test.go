@@ -314,7 +314,7 @@ func TestPredictRefusesItsInput(t *testing.T) {
 	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 64)
 	require.NoError(t, err)
 	defer m.Release()
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Quiet: true})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{})
 	require.NoError(t, err)
 	before, err := os.ReadDir(eval)
 	require.NoError(t, err)

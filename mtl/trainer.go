@@ -44,7 +44,7 @@ type EarlyStopping struct {
 }
 
 // TrainerOptions configures a Trainer. The zero value trains one epoch over
-// the whole dataset with no progress bar and no logging.
+// the whole dataset with no progress reports and no logging.
 type TrainerOptions struct {
 	// Epochs is the total number of epochs (default 1). A resumed run
 	// continues from TrainState.Epoch up to Epochs.
@@ -69,12 +69,11 @@ type TrainerOptions struct {
 	CheckpointDir string
 	// Logger receives structured progress records (nil: none).
 	Logger *slog.Logger
-	// Progress is where the progress bar is drawn (usually os.Stderr). The
-	// bar is shown only when Progress is a terminal, unless ForceProgress.
-	Progress      io.Writer
-	ForceProgress bool
-	// Quiet disables the progress bar.
-	Quiet bool
+	// OnProgress, when set, is called as every pass over a dataset (a
+	// training epoch, a validation, Evaluate, Predict) starts, after each
+	// of its batches and when it ends (see Progress). The library draws
+	// nothing itself: the command line draws its bar from these reports.
+	OnProgress func(Progress)
 	// Events, when set, receives scalars named as Keras' TensorBoard
 	// callback names them: every EventEvery steps (0: never) the epoch's
 	// running loss as "batch_loss" of run "train" at the global step, and
@@ -84,6 +83,74 @@ type TrainerOptions struct {
 	// "epoch_<key>" of run "validation".
 	Events     EventSink
 	EventEvery int
+	// LossCurveEvery records the loss curve of each epoch in
+	// EpochResult.StepLoss: every this many steps, and at the epoch's end,
+	// the row-weighted mean loss (and task losses) of the batches since the
+	// previous point. Window means rather than the epoch's running mean, so
+	// that a late change is not hidden under the early steps. 0: no curve.
+	LossCurveEvery int
+}
+
+// Progress is one report of a pass over a dataset (TrainerOptions.OnProgress).
+// A pass sends a report with Done == 0 when it starts, one after each
+// batch, and one with Finished set when it ends; a pass that fails sends
+// no Finished report.
+type Progress struct {
+	// Phase names the pass: "epoch 2/3", "validation 2/3", "evaluate" or
+	// "predict".
+	Phase string
+	// Train is set for a training epoch, whose reports carry Loss.
+	Train bool
+	// Steps counts the batches done; Done the examples done, of Total
+	// (the dataset's rows, or fewer when StepsPerEpoch stops the epoch
+	// early).
+	Steps       int
+	Done, Total int64
+	// Loss is the running training loss of the epoch (the row-weighted
+	// mean over its batches so far); 0 when Train is not set.
+	Loss float64
+	// Finished marks the last report of the pass.
+	Finished bool
+}
+
+// progress sends the reports of one pass; its methods do nothing on a nil
+// progress (no OnProgress).
+type progress struct {
+	f func(Progress)
+	p Progress
+}
+
+// startProgress reports the start of a pass over total examples (nil
+// without OnProgress).
+func (t *Trainer) startProgress(phase string, train bool, total int64) *progress {
+	if t.opts.OnProgress == nil {
+		return nil
+	}
+	p := &progress{f: t.opts.OnProgress, p: Progress{Phase: phase, Train: train, Total: total}}
+	p.f(p.p)
+	return p
+}
+
+// add reports a batch of n examples; loss is the epoch's running loss.
+func (p *progress) add(n int64, loss float64) {
+	if p == nil {
+		return
+	}
+	p.p.Steps++
+	p.p.Done += n
+	if p.p.Train {
+		p.p.Loss = loss
+	}
+	p.f(p.p)
+}
+
+// finish reports the end of the pass.
+func (p *progress) finish() {
+	if p == nil {
+		return
+	}
+	p.p.Finished = true
+	p.f(p.p)
 }
 
 // EventSink receives training scalars (TrainerOptions.Events).
@@ -108,6 +175,18 @@ type EpochResult struct {
 	Validation     metrics.Results `json:"validation,omitempty"`
 	Seconds        float64         `json:"seconds"`
 	ExamplesPerSec float64         `json:"examples_per_s"`
+	// StepLoss is the epoch's loss curve (TrainerOptions.LossCurveEvery).
+	StepLoss []StepLoss `json:"step_loss,omitempty"`
+}
+
+// StepLoss is one point of a loss curve: the row-weighted mean training
+// loss (and task losses) of the batches after the previous point, up to
+// and including the update that brought the model to Step.
+type StepLoss struct {
+	Step     int                `json:"step"`
+	Steps    int                `json:"steps"` // batches in the window
+	Loss     float64            `json:"loss"`
+	TaskLoss map[string]float64 `json:"task_loss"`
 }
 
 // History is the outcome of Fit. Its JSON form uses snake_case keys, with
@@ -171,6 +250,8 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 		return nil, fmt.Errorf("mtl: trainer TrainMetricsSteps must be >= 0, got %d", opts.TrainMetricsSteps)
 	case opts.LogEvery < 0:
 		return nil, fmt.Errorf("mtl: trainer LogEvery must be >= 0, got %d", opts.LogEvery)
+	case opts.LossCurveEvery < 0:
+		return nil, fmt.Errorf("mtl: trainer LossCurveEvery must be >= 0, got %d", opts.LossCurveEvery)
 	}
 	es := &opts.EarlyStopping
 	if es.Metric != "" {
@@ -400,31 +481,13 @@ func (t *Trainer) logEpoch(r EpochResult) {
 	t.log.Info("epoch done", attrs...)
 }
 
-// newBar returns a progress bar over total examples, or nil when hidden.
-func (t *Trainer) newBar(total int64, desc string) *progress {
-	if t.opts.Quiet || t.opts.Progress == nil || (!t.opts.ForceProgress && !isTerminal(t.opts.Progress)) {
-		return nil
-	}
-	return newProgress(t.opts.Progress, total, desc, 100*time.Millisecond, time.Now)
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch int) (EpochResult, error) {
 	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
 	total := train.Rows()
-	bar := t.newBar(total, fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs))
 	if t.opts.StepsPerEpoch > 0 {
-		bar.setTotal(min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch())))
+		total = min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch()))
 	}
+	bar := t.startProgress(fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs), true, total)
 	var trainEval *metrics.Evaluator
 	if t.opts.TrainMetricsSteps > 0 {
 		trainEval = metrics.NewEvaluator(t.taskSpecs())
@@ -438,6 +501,10 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	start := time.Now()
 	var lossSum float64
 	taskSum := make([]float64, len(t.m.tasks))
+	var curve lossWindow
+	if t.opts.LossCurveEvery > 0 {
+		curve.taskSum = make([]float64, len(t.m.tasks))
+	}
 	for t.opts.StepsPerEpoch == 0 || res.Steps < t.opts.StepsPerEpoch {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -469,6 +536,12 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		}
 		res.Steps++
 		res.Examples += int64(b.Rows)
+		if t.opts.LossCurveEvery > 0 {
+			curve.add(st, rows)
+			if curve.steps == t.opts.LossCurveEvery {
+				res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
+			}
+		}
 		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
 			unscored.Release()
 			unscored = nil
@@ -483,10 +556,7 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		} else {
 			b.Release()
 		}
-		if bar != nil && res.Steps%10 == 1 {
-			bar.setLabel(fmt.Sprintf("epoch %d/%d loss %.4f", epoch+1, t.opts.Epochs, lossSum/float64(res.Examples)))
-		}
-		bar.add(int64(rows))
+		bar.add(int64(rows), lossSum/float64(res.Examples))
 		if t.opts.Events != nil && t.opts.EventEvery > 0 && res.Steps%t.opts.EventEvery == 0 {
 			if err := t.opts.Events.Scalar("train", "batch_loss", int64(t.m.Step()), lossSum/float64(res.Examples)); err != nil {
 				return res, err
@@ -499,6 +569,9 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		}
 	}
 	bar.finish()
+	if curve.steps > 0 {
+		res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
+	}
 	if unscored != nil {
 		// No update since it was trained on: scored as right after its step.
 		if err := t.score(unscored, trainEval); err != nil {
@@ -521,6 +594,34 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 		res.Train = trainEval.Results()
 	}
 	return res, nil
+}
+
+// lossWindow accumulates the batches of one point of a loss curve.
+type lossWindow struct {
+	steps   int
+	rows    float64
+	sum     float64
+	taskSum []float64
+}
+
+func (w *lossWindow) add(st StepStats, rows float64) {
+	w.steps++
+	w.rows += rows
+	w.sum += st.Loss * rows
+	for i, l := range st.TaskLoss {
+		w.taskSum[i] += l * rows
+	}
+}
+
+// point returns the window's means and empties it.
+func (w *lossWindow) point(step int, tasks []Task) StepLoss {
+	p := StepLoss{Step: step, Steps: w.steps, Loss: w.sum / w.rows, TaskLoss: make(map[string]float64, len(tasks))}
+	for i, task := range tasks {
+		p.TaskLoss[task.Name] = w.taskSum[i] / w.rows
+	}
+	w.steps, w.rows, w.sum = 0, 0, 0
+	clear(w.taskSum)
+	return p
 }
 
 // checkFinite turns a NaN/Inf loss into an error naming the step and task.
@@ -660,7 +761,7 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		return nil, errors.New("mtl: Evaluate: nil dataset")
 	}
 	e := metrics.NewEvaluator(t.taskSpecs())
-	bar := t.newBar(ds.Rows(), desc)
+	bar := t.startProgress(desc, false, ds.Rows())
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()
 	var rows float64
@@ -693,7 +794,7 @@ func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int
 		if err != nil {
 			return nil, fmt.Errorf("mtl: evaluate: %w", err)
 		}
-		bar.add(int64(n))
+		bar.add(int64(n), 0)
 	}
 	bar.finish()
 	if rows == 0 {
@@ -842,7 +943,7 @@ func (t *Trainer) Predict(ctx context.Context, ds *loader.Dataset, path string, 
 }
 
 func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predictionSink, keep, raw []string) (int64, error) {
-	bar := t.newBar(ds.Rows(), "predict")
+	bar := t.startProgress("predict", false, ds.Rows())
 	it := ds.Epoch(ctx, 0)
 	defer it.Close()
 	var rr *rawColumns
@@ -904,7 +1005,7 @@ func (t *Trainer) predictInto(ctx context.Context, ds *loader.Dataset, w predict
 		if err != nil {
 			return rows, err
 		}
-		bar.add(int64(b.Rows))
+		bar.add(int64(b.Rows), 0)
 	}
 	bar.finish()
 	return rows, nil

@@ -9,6 +9,7 @@ import (
 	"github.com/mtlrank/mtlrank/internal/sysmem"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -95,10 +96,11 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	// gradients with a fused embedding update, double-buffered input
 	// columns with asynchronous uploads, no gate-weight gradient with a
 	// fused gate.
-	_, c.fusedEmb = dev.(kernels.FusedEmbeddingUpdater)
-	_, c.staged = dev.(kernels.AsyncUploader)
-	_, fusedGate := dev.(kernels.FusedGater)
+	caps := step.Probe(dev)
+	var fusedGate bool
+	c.fusedEmb, c.staged, fusedGate = caps.Fused != nil, caps.Staged != nil, caps.FusedGate
 	feats := inputFeatures(s, &cfg)
+	cfg.EmbeddingDims = cfg.inputEmbeddingDims(feats)
 	icfg, wide, err := wideDeepInputConfig(&cfg, feats)
 	if err != nil {
 		return MemoryEstimate{}, err
@@ -150,6 +152,10 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	switch cfg.Model {
 	case "mlp":
 		out = c.mlp(in, cfg.MLPLayers, act)
+	case "dcn":
+		out = c.dcn(in, &cfg, act)
+	case "dlrm":
+		out = c.dlrm(feats, &cfg, act)
 	case "mmoe":
 		E := float64(cfg.MMoENumExperts)
 		out = experts(E, in)
@@ -193,17 +199,15 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	c.row += 2*T + T + T + 1
 
 	shards, rows := 1.0, float64(maxBatch)
-	if _, ok := dev.(kernels.Sharder); ok {
-		shards = float64(shardCount(maxBatch))
-		rows = shards * float64(shardCapacity(maxBatch))
+	if caps.Sharder != nil {
+		shards = float64(step.ShardCount(maxBatch))
+		rows = shards * float64(step.ShardCapacity(maxBatch))
 	}
-	state := 0.0
-	switch cfg.Optimizer {
-	case "adam":
-		state = 2
-	case "adagrad":
-		state = 1
+	nState, err := step.StateTensors(cfg.Optimizer)
+	if err != nil {
+		return MemoryEstimate{}, err
 	}
+	state := float64(nState)
 	const f32 = 4
 	e := MemoryEstimate{
 		Embeddings:  satBytes(c.emb * f32),
@@ -340,7 +344,7 @@ func checkAllocatable(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch
 		return err
 	}
 	host := est.Init
-	if _, cpu := dev.(*kernels.CPU); cpu {
+	if step.Probe(dev).CPU != nil {
 		host = est.Total
 	}
 	limit, ok := sysmem.Ceiling()

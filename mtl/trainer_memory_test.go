@@ -57,6 +57,13 @@ func TestEstimateMemoryMatchesAllocation(t *testing.T) {
 		{"wide mlp", schema.TenrecWithRows(300), func() mtl.Config { c := big("mlp"); c.MLPLayers = []int{1024, 512}; return c }(), 512},
 		{"deepfm", schema.TenrecWithRows(2000), func() mtl.Config { c := big("deepfm"); c.EmbeddingsDim = 32; return c }(), 2048},
 		{"wide_n_deep", schema.TenrecWithRows(2000), big("wide_n_deep"), 2048},
+		{"dcn", schema.TenrecWithRows(300), func() mtl.Config { c := big("dcn"); c.DCNInteractedLayerNum = 3; return c }(), 4096},
+		{"dlrm", schema.TenrecWithRows(2000), big("dlrm"), 4096},
+		{"dlrm with continuous features", withContinuous(schema.TenrecWithRows(300)), func() mtl.Config {
+			c := big("dlrm")
+			c.EmbeddingsDim = 32
+			return c
+		}(), 4096},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -103,7 +110,7 @@ func TestEstimateMemoryHugeSizes(t *testing.T) {
 
 	_, err = mtl.EstimateMemory(schema.Tenrec(), cfg, nil, 0)
 	require.Error(t, err)
-	cfg.Model = "dcn"
+	cfg.Model = "xdeepfm"
 	_, err = mtl.EstimateMemory(schema.Tenrec(), cfg, nil, 8)
 	require.Error(t, err, "the configuration is validated like NewModel's")
 }
@@ -113,4 +120,12 @@ func TestFormatBytes(t *testing.T) {
 		5 << 30: "5.0 GiB", 3 << 40: "3.0 TiB"} {
 		assert.Equal(t, want, mtl.FormatBytes(n), n)
 	}
+}
+
+// withContinuous adds two continuous inputs to s.
+func withContinuous(s *schema.Schema) *schema.Schema {
+	for _, n := range []string{"dwell", "price"} {
+		s.Features = append(s.Features, &schema.Feature{Name: n, DType: schema.Float32, Tags: []schema.Tag{schema.TagContinuous}})
+	}
+	return s
 }

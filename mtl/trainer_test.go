@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -14,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -33,11 +33,12 @@ func TestFitLearnsAndReports(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Release()
 
-	var logBuf, barBuf bytes.Buffer
+	var logBuf bytes.Buffer
+	var reports []mtl.Progress
 	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{
 		Epochs: 3, TrainMetricsSteps: 4, LogEvery: 10,
-		Logger:   slog.New(slog.NewTextHandler(&logBuf, nil)),
-		Progress: &barBuf, ForceProgress: true,
+		Logger:     slog.New(slog.NewTextHandler(&logBuf, nil)),
+		OnProgress: func(p mtl.Progress) { reports = append(reports, p) },
 	})
 	require.NoError(t, err)
 
@@ -76,7 +77,52 @@ func TestFitLearnsAndReports(t *testing.T) {
 
 	assert.Contains(t, logBuf.String(), "epoch done")
 	assert.Contains(t, logBuf.String(), "val_auc_avg")
-	assert.Contains(t, barBuf.String(), "epoch 3/3")
+	passes := progressPasses(t, reports)
+	assert.Equal(t, []string{"evaluate", "epoch 1/3", "validation 1/3", "epoch 2/3", "validation 2/3", "epoch 3/3", "validation 3/3"}, passes.order)
+	for i, e := range h.Epochs {
+		last := passes.last[fmt.Sprintf("epoch %d/3", i+1)]
+		assert.Equal(t, mtl.Progress{Phase: fmt.Sprintf("epoch %d/3", i+1), Train: true, Steps: 32, Done: 8192, Total: 8192, Loss: e.Loss, Finished: true}, last,
+			"the last report of an epoch carries its loss")
+		assert.Equal(t, mtl.Progress{Phase: fmt.Sprintf("validation %d/3", i+1), Steps: 8, Done: 4096, Total: 4096, Finished: true}, passes.last[fmt.Sprintf("validation %d/3", i+1)])
+	}
+}
+
+// progressReports are a trainer's progress reports grouped by pass.
+type progressReports struct {
+	order []string                // the passes in the order they started
+	last  map[string]mtl.Progress // each pass's last report
+}
+
+// progressPasses checks the contract of the reports of every pass (a
+// start with nothing done, then one report per batch, one more example
+// count each, then a Finished report with every example done) and groups
+// them.
+func progressPasses(t *testing.T, reports []mtl.Progress) progressReports {
+	t.Helper()
+	out := progressReports{last: map[string]mtl.Progress{}}
+	var cur *mtl.Progress
+	for _, r := range reports {
+		if cur == nil {
+			require.Equal(t, mtl.Progress{Phase: r.Phase, Train: r.Train, Total: r.Total}, r, "a pass starts with nothing done")
+			out.order = append(out.order, r.Phase)
+			cur = &r
+			continue
+		}
+		require.Equal(t, cur.Phase, r.Phase, "one pass at a time")
+		require.Equal(t, cur.Total, r.Total)
+		if r.Finished {
+			require.Equal(t, cur.Steps, r.Steps, "the end is no batch")
+			require.Equal(t, r.Total, r.Done, "%s ends with every example done", r.Phase)
+			out.last[r.Phase] = r
+			cur = nil
+			continue
+		}
+		require.Equal(t, cur.Steps+1, r.Steps, "one report per batch")
+		require.Greater(t, r.Done, cur.Done)
+		cur = &r
+	}
+	require.Nil(t, cur, "every pass finished")
+	return out
 }
 
 func TestEvaluateMatchesDirectComputation(t *testing.T) {
@@ -200,7 +246,7 @@ func TestTrainerOptionErrors(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Release()
 	for _, o := range []mtl.TrainerOptions{
-		{Epochs: -1}, {StepsPerEpoch: -1}, {ValidationSteps: -2}, {TrainMetricsSteps: -1},
+		{Epochs: -1}, {StepsPerEpoch: -1}, {ValidationSteps: -2}, {TrainMetricsSteps: -1}, {LossCurveEvery: -1},
 		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Mode: "up"}},
 		{EarlyStopping: mtl.EarlyStopping{Metric: "auc_avg", Patience: -1}},
 	} {
@@ -671,27 +717,6 @@ func keys(m map[string]any) []string {
 	return out
 }
 
-// TestProgressBarNoEarlyRate: a training run of well under a second draws
-// its bar without any examples-per-second figure (the first updates once
-// showed rates like 237146827 ex/s).
-func TestProgressBarNoEarlyRate(t *testing.T) {
-	trainDir, evalDir := trData(t, 2048, 512)
-	m, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
-	require.NoError(t, err)
-	defer m.Release()
-	var buf bytes.Buffer
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 1, Progress: &buf, ForceProgress: true})
-	require.NoError(t, err)
-	start := time.Now()
-	_, err = tr.Fit(context.Background(), trOpen(t, trainDir, 256, false), trOpen(t, evalDir, 256, false))
-	require.NoError(t, err)
-	if time.Since(start) >= time.Second {
-		t.Skip("the machine is too slow for this check: training took a second or more")
-	}
-	assert.Contains(t, buf.String(), "epoch 1/1", "the bar was drawn")
-	assert.NotContains(t, buf.String(), "ex/s")
-}
-
 // recordSink keeps the scalars a trainer sends.
 type recordSink struct {
 	got map[string]map[string][]float64 // run -> tag -> values in order
@@ -720,7 +745,7 @@ func TestFitEvents(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Release()
 	var sink recordSink
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 2, TrainMetricsSteps: 4, Events: &sink, EventEvery: 3, Quiet: true})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 2, TrainMetricsSteps: 4, Events: &sink, EventEvery: 3})
 	require.NoError(t, err)
 	h, err := tr.Fit(context.Background(), train, val)
 	require.NoError(t, err)
@@ -738,4 +763,57 @@ func TestFitEvents(t *testing.T) {
 		}
 	}
 	assert.Len(t, sink.got["validation"]["epoch_"+metrics.GateKey("click", 0)], 2, "gate weights per epoch")
+}
+
+// TestFitLossCurve: the loss curve's points are the means of the batch
+// losses in their windows, the last window of an epoch holding the rest.
+// The batch losses are recovered independently from the running means the
+// event sink receives at every step (equal batches: loss_k = k*r_k -
+// (k-1)*r_(k-1)).
+func TestFitLossCurve(t *testing.T) {
+	trainDir, _ := trData(t, 2048, 1024)
+	train := trOpen(t, trainDir, 256, true)
+	m, err := mtl.NewModel(trSchema(), trConfig("mmoe"), trDev(), 256)
+	require.NoError(t, err)
+	defer m.Release()
+	var sink recordSink
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: 2, LossCurveEvery: 3, Events: &sink, EventEvery: 1})
+	require.NoError(t, err)
+	h, err := tr.Fit(context.Background(), train, nil)
+	require.NoError(t, err)
+	running := sink.got["train"]["batch_loss"]
+	require.Len(t, running, 16, "8 steps per epoch")
+	for e, ep := range h.Epochs {
+		r := running[8*e : 8*e+8]
+		batch := make([]float64, 8)
+		for k := range batch {
+			batch[k] = float64(k+1) * r[k]
+			if k > 0 {
+				batch[k] -= float64(k) * r[k-1]
+			}
+		}
+		// windows of 3, 3 and the last 2 steps
+		windows := [][2]int{{0, 3}, {3, 6}, {6, 8}}
+		require.Len(t, ep.StepLoss, len(windows), "epoch %d", ep.Epoch)
+		for i, w := range windows {
+			var want float64
+			for _, l := range batch[w[0]:w[1]] {
+				want += l
+			}
+			want /= float64(w[1] - w[0])
+			p := ep.StepLoss[i]
+			assert.Equal(t, 8*e+w[1], p.Step, "epoch %d point %d", ep.Epoch, i)
+			assert.Equal(t, w[1]-w[0], p.Steps)
+			assert.InDelta(t, want, p.Loss, 1e-9*math.Max(1, want), "epoch %d point %d", ep.Epoch, i)
+			assert.Len(t, p.TaskLoss, len(ep.TaskLoss))
+		}
+		// the task losses of the windows average to the epoch's
+		for task, l := range ep.TaskLoss {
+			var sum float64
+			for _, p := range ep.StepLoss {
+				sum += p.TaskLoss[task] * float64(p.Steps)
+			}
+			assert.InDelta(t, l, sum/8, 1e-9, task)
+		}
+	}
 }

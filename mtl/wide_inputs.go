@@ -8,6 +8,7 @@ import (
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 	"github.com/mtlrank/mtlrank/schema"
 )
 
@@ -187,27 +188,29 @@ func (w *wideInputs) has(name string) bool {
 	return ok
 }
 
-// deriver returns the function that computes the derived input name of a
-// batch, for one feeder (it keeps its own buffers). features holds every
-// input's largest id.
-func (w *wideInputs) deriver(name string, features map[string]int64) func(*loader.Batch) ([]int32, []int32, error) {
+// Deriver returns the function that computes the derived input name of a
+// batch, for one feeder (it keeps its own buffers), or nil when name is not
+// derived (step.Derived). The sources are read with the feeder's checks.
+func (w *wideInputs) Deriver(name string) step.DeriveFunc {
 	spec, ok := w.specs[name]
 	if !ok {
 		return nil
 	}
 	d := &wideDeriver{spec: spec}
 	for _, s := range spec.src {
-		d.src = append(d.src, featFeed{name: s.Name, list: s.IsList(), max: features[s.Name]})
+		var max int64 // the feeder's bound (Model.featMax)
+		if s.IntDomain != nil {
+			max = s.IntDomain.Max
+		}
+		d.src = append(d.src, step.NewIDColumn(s.Name, s.IsList(), max))
 	}
-	d.conv = make([][]int32, len(spec.src))
 	return d.derive
 }
 
 // wideDeriver computes one derived input.
 type wideDeriver struct {
 	spec      wideSpec
-	src       []featFeed
-	conv      [][]int32 // int64 -> int32 scratch per source
+	src       []*step.IDColumn
 	ids, offs []int32
 }
 
@@ -217,7 +220,7 @@ func (d *wideDeriver) derive(b *loader.Batch) ([]int32, []int32, error) {
 	var ids, offs [2][]int32
 	for i := range d.src {
 		var err error
-		if ids[i], offs[i], err = d.src[i].read(b, &d.conv[i]); err != nil {
+		if ids[i], offs[i], err = d.src[i].Read(b); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
+	"github.com/mtlrank/mtlrank/mtl/internal/step"
 )
 
 // refUpdateTol bounds |model - reference| of an updated parameter or state
@@ -52,7 +53,7 @@ func stepGrads(m *Model) (map[string][]float64, map[string]map[int]bool) {
 		var g []float32
 		if i < nt {
 			tb := m.input.Tables[i]
-			sg := m.ws.input.SparseGrad(i)
+			sg := m.exec.Train().Input().SparseGrad(i)
 			ids := make([]int32, sg.N)
 			sg.Rows.Dev.CopyToHostI32(ids, sg.Rows.View(0, sg.N))
 			vals := hostT(sg.Values)
@@ -64,7 +65,7 @@ func stepGrads(m *Model) (map[string][]float64, map[string]map[int]bool) {
 				copy(g[int(r)*tb.Dim:(int(r)+1)*tb.Dim], vals[k*tb.Dim:(k+1)*tb.Dim])
 			}
 		} else {
-			g = hostT(m.ws.grads[i])
+			g = hostT(m.exec.Train().Grad(i))
 		}
 		v := make([]float64, len(g))
 		for k, x := range g {
@@ -210,7 +211,7 @@ func TestNewModelOptimizerState(t *testing.T) {
 		{"adagrad", map[string]float32{"/accumulator": 0.1}},
 		{"sgd", nil},
 	} {
-		for _, model := range []string{"mlp", "mmoe", "cgc", "ple"} {
+		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 			t.Run(c.optimizer+"/"+model, func(t *testing.T) {
 				cfg := refConfig(model)
 				cfg.Optimizer = c.optimizer
@@ -324,6 +325,12 @@ func TestConfigWiring(t *testing.T) {
 		{"CGCSharedExperts", "cgc", func(c *Config) { c.CGCSharedExperts = 3 }, changesOutputs, nil},
 		{"PLELayers", "ple", func(c *Config) { c.PLELayers = 2 }, changesOutputs, nil},
 		{"PLEGatesOnInput", "ple", func(c *Config) { c.PLEGatesOnInput = true }, changesOutputs, nil},
+		{"DCNInteractedLayerNum", "dcn", func(c *Config) { c.DCNInteractedLayerNum = 3 }, changesOutputs, nil},
+		{"EmbeddingsDim", "dlrm", func(c *Config) { c.EmbeddingsDim = 6 }, changesOutputs, nil},
+		{"MLPLayers", "dcn", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
+		{"MLPLayers", "dlrm", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
+		{"Dropout", "dlrm", func(c *Config) { c.Dropout = 0.4 }, changesTrainLoss, nil},
+		{"Activation", "dlrm", func(c *Config) { c.Activation = "linear" }, changesOutputs, nil},
 		{"GateDim", "mmoe", func(c *Config) { c.GateDim = 0 }, changesOutputs, nil},
 		{"GateTemperature", "mmoe", func(c *Config) { c.GateTemperature = 0.2 }, changesOutputs, nil},
 		{"GateTemperature", "cgc", func(c *Config) { c.GateTemperature = 0.2 }, changesOutputs, nil},
@@ -361,7 +368,7 @@ func TestConfigWiring(t *testing.T) {
 		{"InitOutputBias", "ple", func(c *Config) { c.InitOutputBias = true }, changesFirstStep, nil},
 		{"CUDAGraph", "mmoe", func(c *Config) { c.CUDAGraph = true }, changesNoResult, nil},
 		{"MLPLayers", "deepfm", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
-		{"EmbeddingsDim", "deepfm", func(c *Config) { c.EmbeddingsDim = 4 }, changesOutputs, nil},
+		{"EmbeddingsDim", "deepfm", func(c *Config) { c.EmbeddingsDim = 6 }, changesOutputs, nil},
 		{"MultihotMaxSeqLength", "deepfm", func(c *Config) { c.MultihotMaxSeqLength = 2 }, changesOutputs, nil},
 		{"MultihotMaxSeqLength", "wide_n_deep", func(c *Config) { c.MultihotMaxSeqLength = 2 }, changesOutputs, nil},
 		{"WNDHashedCrossNumBins", "wide_n_deep", func(c *Config) { c.WNDHashedCrossNumBins = 5 }, changesOutputs, nil},
@@ -574,7 +581,7 @@ func twice[T any](a []T) []T {
 // rows twice, cut into two shards, gives the two shards the same loss
 // without dropout and different losses with it.
 func TestShardsDrawTheirOwnDropoutMasks(t *testing.T) {
-	half := gradBatch(layers.NewRNG(41), shardRows)
+	half := gradBatch(layers.NewRNG(41), step.ShardRows)
 	b := repeatBatch(half)
 	for _, dropout := range []float32{0, 0.5} {
 		cfg := refConfig("ple")
@@ -583,8 +590,8 @@ func TestShardsDrawTheirOwnDropoutMasks(t *testing.T) {
 		require.NoError(t, err)
 		_, err = m.TrainStep(b)
 		require.NoError(t, err)
-		require.Equal(t, 2, m.ws.nShards)
-		l0, l1 := hostT(m.ws.shards[0].loss.scalars), hostT(m.ws.shards[1].loss.scalars)
+		require.Equal(t, 2, m.exec.Train().Shards())
+		l0, l1 := hostT(m.exec.Train().ShardLoss(0)), hostT(m.exec.Train().ShardLoss(1))
 		if dropout == 0 {
 			require.Equal(t, l0, l1, "the same rows without dropout")
 		} else {

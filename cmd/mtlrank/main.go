@@ -1,5 +1,5 @@
 // Command mtlrank trains, evaluates and serves multi-task ranking models
-// (shared-bottom MLP, MMoE, CGC, PLE). Run "mtlrank --help" for the
+// (shared-bottom MLP, MMoE, CGC, PLE, DCN, DLRM). Run "mtlrank --help" for the
 // commands; the implementation lives in package cli.
 package main
 

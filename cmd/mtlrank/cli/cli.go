@@ -1,5 +1,5 @@
 // Package cli implements the mtlrank command line: synth, preprocess,
-// train, eval, predict, schema, bench and demo. Run is the whole program
+// train, eval, report, predict, schema, bench and demo. Run is the whole program
 // behind main, so that tests drive the real commands in-process.
 //
 // Exit status: 0 on success, 1 when a command fails (bad data, I/O), 2 for
@@ -44,6 +44,7 @@ func commands() []command {
 	return []command{
 		{"train", "train a model (on synthetic TenRec-like data when no data is given), evaluate, save, predict", runTrain},
 		{"eval", "evaluate a saved model on a dataset", runEval},
+		{"report", "draw training runs (their metrics.json) as one self-contained HTML page", runReport},
 		{"predict", "score a dataset with a saved model and write the scores to Parquet, CSV or TSV", runPredict},
 		{"serve", "serve models over HTTP and gRPC with the Open Inference Protocol (KServe v2, Triton)", runServe},
 		{"synth", "write a synthetic dataset with planted signal (Parquet + schema.pbtxt + oracle.json)", runSynth},
@@ -56,7 +57,7 @@ func commands() []command {
 }
 
 func topUsage(w io.Writer) {
-	fmt.Fprintln(w, "mtlrank trains, evaluates and serves multi-task ranking models (MLP, MMoE, CGC, PLE).")
+	fmt.Fprintln(w, "mtlrank trains, evaluates and serves multi-task ranking models (MLP, MMoE, CGC, PLE, DCN, DLRM).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Usage: mtlrank <command> [flags]")
 	fmt.Fprintln(w)

@@ -29,6 +29,8 @@ func TestModelFlagsReachConfig(t *testing.T) {
 		{[]string{"--cgc_num_shared_experts", "4"}, func(c *mtl.Config) { c.CGCSharedExperts = 4 }},
 		{[]string{"--ple_num_layers", "3"}, func(c *mtl.Config) { c.PLELayers = 3 }},
 		{[]string{"--ple_gates_on_input", "true"}, func(c *mtl.Config) { c.PLEGatesOnInput = true }},
+		{[]string{"--dcn_interacted_layer_num", "3"}, func(c *mtl.Config) { c.DCNInteractedLayerNum = 3 }},
+		{[]string{"--embeddings_dim", "24"}, func(c *mtl.Config) { c.EmbeddingsDim = 24 }},
 		{[]string{"--gate_dim", "0"}, func(c *mtl.Config) { c.GateDim = 0 }},
 		{[]string{"--mtl_gates_softmax_temperature", "0.25"}, func(c *mtl.Config) { c.GateTemperature = 0.25 }},
 		{[]string{"--use_task_towers", "False"}, func(c *mtl.Config) { c.UseTaskTowers = false }},

@@ -20,6 +20,7 @@ const demoDescription = `Runs the quick start end to end with real CLI commands,
                       AUC (the AUC of the true probabilities); saves the model
   3. mtlrank eval     reloads the saved model and evaluates it again
   4. mtlrank predict  scores the evaluation data with the reloaded model
+  5. mtlrank report   draws the training run as an HTML page (report.html)
 Takes well under two minutes on two cores with the defaults.`
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -36,7 +37,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.Int64Var(&rows, "rows", 200000, "training rows")
 	fs.Int64Var(&evalRows, "eval_rows", 50000, "evaluation rows")
 	fs.IntVar(&epochs, "epochs", 2, "training epochs")
-	fs.StringVar(&model, "model", "mmoe", "architecture: mlp, mmoe, cgc, ple, deepfm or wide_n_deep")
+	fs.StringVar(&model, "model", "mmoe", "architecture: mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep")
 	fs.IntVar(&threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&quiet}, "quiet", "no progress bar and no log lines on stderr")
 	if err := helpOr(e, fs, args, "mtlrank demo [flags]", demoDescription); err != nil {
@@ -58,9 +59,9 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return usagef("--epochs must be >= 1, got %d", epochs)
 	}
 	switch model {
-	case "mlp", "mmoe", "cgc", "ple", "deepfm", "wide_n_deep":
+	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep":
 	default:
-		return usagef("--model must be mlp, mmoe, cgc, ple, deepfm or wide_n_deep, got %q", model)
+		return usagef("--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep, got %q", model)
 	}
 	if err := checkPaths(nil, []outPath{{what: "--output_path", path: out}}); err != nil {
 		return err
@@ -81,6 +82,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		append([]string{"eval", "--load_model_path", ckpt, "--eval_data_path", filepath.Join(data, "eval"), "--output_path", filepath.Join(out, "reloaded")}, common...),
 		append([]string{"predict", "--load_model_path", ckpt, "--predict_data_path", filepath.Join(data, "eval"),
 			"--predict_output_path", preds, "--predict_output_keep_cols", "user_id,item_id,click,like"}, common...),
+		{"report", out},
 	}
 	if quiet {
 		steps[0] = append(steps[0], "--quiet")

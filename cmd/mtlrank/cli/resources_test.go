@@ -86,7 +86,7 @@ func TestCheckMemory(t *testing.T) {
 	require.NoError(t, checkMemory(s, cfg, dev, 512, 0, 0))
 
 	// An invalid configuration is a usage error, as NewModel's are.
-	cfg.Model = "dcn"
+	cfg.Model = "xdeepfm"
 	var ue *usageError
 	require.ErrorAs(t, checkMemory(s, cfg, dev, 512, 0, 0), &ue)
 }

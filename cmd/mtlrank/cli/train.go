@@ -70,16 +70,17 @@ var architectureFlags = []string{
 	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
 	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
 	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias", "mlp_init",
-	"embeddings_dim", "wnd_hashed_cross_num_bins", "wnd_wide_l2_reg", "wnd_ignore_combinations",
-	"multihot_max_seq_length",
+	"dcn_interacted_layer_num", "embeddings_dim", "wnd_hashed_cross_num_bins", "wnd_wide_l2_reg",
+	"wnd_ignore_combinations", "multihot_max_seq_length",
 }
 
 // registerModelFlags binds the architecture and optimizer flags to cfg,
 // with cfg's current values as defaults. aliases adds the flag names of
 // the PyTorch reference benchmark (--num_experts, ...).
 func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc, ple, deepfm or wide_n_deep")
-	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (--model mlp) or of the deep part (deepfm, wide_n_deep)")
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc, ple, dcn (cross network, then MLP), dlrm (dot-product interactions, then MLP), deepfm or wide_n_deep")
+	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (mlp), the deep block after the cross layers (dcn), the top MLP (dlrm) or the deep part (deepfm, wide_n_deep)")
+	fs.IntVar(&cfg.DCNInteractedLayerNum, "dcn_interacted_layer_num", cfg.DCNInteractedLayerNum, "number of cross layers (--model dcn)")
 	fs.Var(intList{&cfg.ExpertMLPLayers}, "expert_mlp_layers", "comma-separated widths of every expert's MLP (mmoe, cgc, ple)")
 	fs.IntVar(&cfg.MMoENumExperts, "mmoe_num_mlp_experts", cfg.MMoENumExperts, "number of experts shared by all tasks (--model mmoe)")
 	fs.IntVar(&cfg.CGCTaskExperts, "cgc_num_task_experts", cfg.CGCTaskExperts, "task-specific experts per task (cgc, ple)")
@@ -88,7 +89,7 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(boolValue{&cfg.PLEGatesOnInput}, "ple_gates_on_input", "Merlin's PLE variant: every gate reads the model input instead of the previous level's output (--model ple)")
 	fs.IntVar(&cfg.GateDim, "gate_dim", cfg.GateDim, "width of the gate MLP before the softmax; 0 = no gate MLP (mmoe, cgc, ple)")
 	fs.Var(float32Value{&cfg.GateTemperature}, "mtl_gates_softmax_temperature", "softmax temperature of the gates (mmoe, cgc, ple)")
-	fs.IntVar(&cfg.EmbeddingsDim, "embeddings_dim", cfg.EmbeddingsDim, "width of every embedding (--model deepfm), in place of --embedding_sizes_multiplier")
+	fs.IntVar(&cfg.EmbeddingsDim, "embeddings_dim", cfg.EmbeddingsDim, "width of every embedding, in place of --embedding_sizes_multiplier (dlrm, deepfm), and of the bottom MLP's output (dlrm)")
 	fs.IntVar(&cfg.WNDHashedCrossNumBins, "wnd_hashed_cross_num_bins", cfg.WNDHashedCrossNumBins, "buckets of each hashed cross of two categorical features in the wide part (--model wide_n_deep)")
 	fs.Float64Var(&cfg.WNDWideL2Reg, "wnd_wide_l2_reg", cfg.WNDWideL2Reg, "L2 factor of the wide weights looked up in each batch (--model wide_n_deep)")
 	fs.Var(strList{v: &cfg.WNDIgnoreCombinations}, "wnd_ignore_combinations", "comma-separated pairs a:b of categorical features not to cross in the wide part (--model wide_n_deep)")
@@ -117,8 +118,9 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 // checkModelFlags rejects flags that do not apply to the chosen model.
 func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 	applies := map[string][]string{
-		"mlp_layers":                    {"mlp", "deepfm", "wide_n_deep"},
-		"embeddings_dim":                {"deepfm"},
+		"mlp_layers":                    {"mlp", "dcn", "dlrm", "deepfm", "wide_n_deep"},
+		"dcn_interacted_layer_num":      {"dcn"},
+		"embeddings_dim":                {"dlrm", "deepfm"},
 		"wnd_hashed_cross_num_bins":     {"wide_n_deep"},
 		"wnd_wide_l2_reg":               {"wide_n_deep"},
 		"wnd_ignore_combinations":       {"wide_n_deep"},
@@ -136,9 +138,9 @@ func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 		"ple_gates_on_input":            {"ple"},
 	}
 	switch cfg.Model {
-	case "mlp", "mmoe", "cgc", "ple", "deepfm", "wide_n_deep":
+	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep":
 	default:
-		return usagef("--model must be mlp, mmoe, cgc, ple, deepfm or wide_n_deep, got %q", cfg.Model)
+		return usagef("--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep, got %q", cfg.Model)
 	}
 	for _, name := range sortedKeys(applies) {
 		if set[name] && !slices.Contains(applies[name], cfg.Model) {
@@ -247,10 +249,6 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.wandbEntity, "wandb_entity", "", "Merlin's W&B entity; no effect without W&B logging (as in Merlin)")
 	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
 	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "steps between the running losses written with --log_to_tensorboard (0: per epoch only); see --log_every_steps for the log")
-	// Settings of Merlin's single-task models, which --model refuses: like
-	// Merlin with --model mlp, mmoe, cgc or ple, they have no effect.
-	const onlyFor = "setting of Merlin's %s model, which mtlrank does not have; no effect (as in Merlin with the models here)"
-	fs.Int("dcn_interacted_layer_num", 1, fmt.Sprintf(onlyFor, "dcn"))
 }
 
 const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it
@@ -905,7 +903,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		TrainMetricsSteps: a.trainMetricsSteps, LogEvery: a.logEvery,
 		EarlyStopping: mtl.EarlyStopping{Metric: a.esMetric, Mode: a.esMode, Patience: a.esPatience,
 			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
-		Logger: log, Progress: e.progress, Quiet: a.quiet,
+		Logger: log, OnProgress: trainerProgress(e, a.quiet),
+		LossCurveEvery: lossCurveEvery(train.Rows(), trainBatch, a.stepsPerEpoch),
 	}
 	var tb *tbSink
 	if a.logToTensorboard {
@@ -931,6 +930,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	report := map[string]any{
 		"command": "train", "model": m.Config().String(), "device": dev.Name(),
 		"train_data": a.trainPath, "epochs": hist.Epochs, "steps": m.Step(),
+		"config": m.Config(), "tasks": taskList(m.Tasks()), "args": args,
+		"train_batch_size": trainBatch,
 	}
 	if a.cfg.CUDAGraph {
 		// Whether capture engaged, and why not if it was turned off.
@@ -976,6 +977,35 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		report["saved_model"] = a.savePath
 	}
 	return a.predictAndReport(ctx, e, tr, s, predictBatch, set, report, start)
+}
+
+// lossCurvePoints is about how many points of the loss curve an epoch
+// records in metrics.json: enough to draw, few enough to stay small.
+const lossCurvePoints = 100
+
+// lossCurveEvery is the window of the loss curve (mtl.TrainerOptions.
+// LossCurveEvery) that gives an epoch about lossCurvePoints points.
+func lossCurveEvery(rows int64, batch, stepsPerEpoch int) int {
+	steps := (rows + int64(batch) - 1) / int64(batch)
+	if stepsPerEpoch > 0 {
+		steps = min(steps, int64(stepsPerEpoch))
+	}
+	return int(max(1, (steps+lossCurvePoints-1)/lossCurvePoints))
+}
+
+// taskEntry is a task as metrics.json lists it.
+type taskEntry struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Kind   string `json:"kind"`
+}
+
+func taskList(tasks []mtl.Task) []taskEntry {
+	out := make([]taskEntry, len(tasks))
+	for i, t := range tasks {
+		out[i] = taskEntry{t.Name, t.Target, t.Kind.String()}
+	}
+	return out
 }
 
 // schemaFor returns the schema of another dataset: --schema_path, the one
@@ -1171,7 +1201,7 @@ func loadForServe(e *env, a *trainArgs, batch int) (*mtl.Model, *mtl.Trainer, er
 	if err != nil {
 		return nil, nil, err
 	}
-	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Logger: logger(e, a.quiet), Progress: e.progress, Quiet: a.quiet})
+	tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Logger: logger(e, a.quiet), OnProgress: trainerProgress(e, a.quiet)})
 	if err != nil {
 		m.Release()
 		return nil, nil, err

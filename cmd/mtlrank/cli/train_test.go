@@ -138,7 +138,7 @@ func TestMerlinOnlyFlags(t *testing.T) {
 	}
 	a, set := parse(t, "--mlp_init", "glorot_uniform", "--in_batch_negatives_train", "0", "--in_batch_negatives_eval", "0",
 		"--log_to_tensorboard", "false", "--log_to_wandb=false", "--wandb_project", "p", "--wandb_entity", "e",
-		"--wandb_exp_group", "g", "--metrics_log_frequency", "10", "--dcn_interacted_layer_num", "2")
+		"--wandb_exp_group", "g", "--metrics_log_frequency", "10")
 	require.NoError(t, a.check(set))
 
 	// the settings of deepfm and wide_n_deep reach the Config with those
@@ -153,8 +153,13 @@ func TestMerlinOnlyFlags(t *testing.T) {
 	a, set = parse(t, "--model", "deepfm", "--embeddings_dim", "16", "--multihot_max_seq_length", "2")
 	require.NoError(t, a.check(set))
 	assert.Equal(t, 16, a.cfg.EmbeddingsDim)
+	a, set = parse(t, "--model", "dlrm", "--embeddings_dim", "24")
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 24, a.cfg.EmbeddingsDim)
 	for _, args := range [][]string{
 		{"--embeddings_dim", "64"},
+		{"--model", "dcn", "--embeddings_dim", "64"},
+		{"--model", "dlrm", "--multihot_max_seq_length", "3"},
 		{"--model", "wide_n_deep", "--embeddings_dim", "64"},
 		{"--model", "deepfm", "--wnd_hashed_cross_num_bins", "100"},
 		{"--wnd_wide_l2_reg", "0"},

@@ -1,7 +1,8 @@
-package mtl
+package step
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
@@ -69,36 +70,12 @@ func (s *slotGraphs) release() {
 	}
 }
 
-// graphsSupported reports why dev cannot capture the training step ("" if
-// it can).
-func graphsSupported(m *Model) string {
-	if _, ok := m.dev.(kernels.GraphCapturer); !ok {
-		return "the device cannot capture graphs"
+// newStepGraphs prepares graph capture of e's training step.
+func newStepGraphs(e *Engine) (*stepGraphs, error) {
+	if why := e.caps.WhyNoGraphs(); why != "" {
+		return nil, fmt.Errorf("mtl: CUDAGraph needs a device that can capture the training step (the CUDA device): %s (%s)", why, e.dev.Name())
 	}
-	switch {
-	case m.sharder != nil:
-		return "the device shards batches"
-	case m.ldev != m.dev:
-		return "the layers run on another device"
-	}
-	if _, ok := m.dev.(kernels.StepParamOps); !ok {
-		return "the device has no step-parameter ops"
-	}
-	if _, ok := m.dev.(kernels.FusedEmbeddingUpdater); !ok {
-		return "the device has no fused embedding update"
-	}
-	if _, ok := m.dev.(kernels.AsyncUploader); !ok {
-		return "the device has no asynchronous batch uploads"
-	}
-	return ""
-}
-
-// newStepGraphs prepares graph capture for m (Config.CUDAGraph).
-func newStepGraphs(m *Model) (*stepGraphs, error) {
-	if why := graphsSupported(m); why != "" {
-		return nil, fmt.Errorf("mtl: CUDAGraph needs a device that can capture the training step (the CUDA device): %s (%s)", why, m.dev.Name())
-	}
-	sp, err := m.dev.(kernels.StepParamOps).NewStepParams()
+	sp, err := e.caps.StepOps.NewStepParams()
 	if err != nil {
 		return nil, fmt.Errorf("mtl: CUDAGraph: %w", err)
 	}
@@ -121,91 +98,77 @@ func (g *stepGraphs) release() {
 	}
 }
 
-// SetCUDAGraph turns capture of the training step on or off
-// (Config.CUDAGraph; a loaded checkpoint starts with it off). Turning it
-// on fails on a device that cannot capture the step.
-func (m *Model) SetCUDAGraph(on bool) error {
+// SetGraphs turns capture of the training step on or off. Turning it on
+// fails on a device that cannot capture the step (Caps.WhyNoGraphs).
+func (e *Engine) SetGraphs(on bool) error {
 	if !on {
-		m.graphs.release()
-		m.graphs, m.cfg.CUDAGraph = nil, false
+		e.graphs.release()
+		e.graphs = nil
 		return nil
 	}
-	if m.graphs == nil {
-		g, err := newStepGraphs(m)
+	if e.graphs == nil {
+		g, err := newStepGraphs(e)
 		if err != nil {
 			return err
 		}
-		m.graphs = g
+		e.graphs = g
 	}
-	m.cfg.CUDAGraph = true
 	return nil
 }
 
-// GraphSteps returns how many training steps ran as captured CUDA graphs
-// (0 without Config.CUDAGraph), and the error that turned capture off, if
-// any (the steps then run eagerly).
-func (m *Model) GraphSteps() (int, error) {
-	if m.graphs == nil {
+// GraphSteps returns how many training steps ran as captured graphs, and
+// the error that turned capture off, if any (the steps then run eagerly).
+func (e *Engine) GraphSteps() (int, error) {
+	if e.graphs == nil {
 		return 0, nil
 	}
-	return m.graphs.launched, m.graphs.err
-}
-
-func sameSig(a, b []viewSig) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return e.graphs.launched, e.graphs.err
 }
 
 // graphStep is TrainStep for a batch no larger than an earlier eager one.
-func (m *Model) graphStep(b *loader.Batch) (StepStats, error) {
-	g, ws := m.graphs, m.ws
-	seed := m.dropoutSeed()
+func (e *Engine) graphStep(b *loader.Batch) (Stats, error) {
+	g, ws := e.graphs, e.train
+	seed := e.dropoutSeed()
 	if err := ws.input0(b, true); err != nil {
-		return StepStats{}, err
+		return Stats{}, err
 	}
 	fd := ws.feed
 	sg := g.take(fd.sigSlot, b.Rows)
-	if sg == nil || !sameSig(sg.sig, fd.sig) {
+	if sg == nil || !slices.Equal(sg.sig, fd.sig) {
 		// No graph for these views: capture one (a slot's views change
 		// only when a buffer grows, or with list features).
 		sg.release()
 		var err error
-		if sg, err = m.captureStep(); err != nil {
+		if sg, err = e.captureStep(); err != nil {
 			// Nothing of the failed capture ran: finish this step and
 			// the following ones eagerly.
 			g.off, g.err = true, err
-			return m.eagerAfterInput(b, seed)
+			return e.eagerAfterInput(b, seed)
 		}
 		sg.rows = b.Rows
 		sg.sig = append([]viewSig(nil), fd.sig...)
 	}
 	g.put(fd.sigSlot, sg)
-	m.opt.setParams(m.step)
-	if err := g.sp.Upload(m.opt.ada.LR, m.opt.adam, seed); err != nil {
-		return StepStats{}, batchWrap(b, err)
+	e.upd.begin(e.step)
+	lr, adam := e.upd.opt.scalars()
+	if err := g.sp.Upload(lr, adam, seed); err != nil {
+		return Stats{}, BatchWrap(b, err)
 	}
 	if err := sg.fwd.Launch(); err != nil {
-		return StepStats{}, batchWrap(b, err)
+		return Stats{}, BatchWrap(b, err)
 	}
 	err := ws.readLoss(b)
 	if err == nil {
-		err = m.checkFinite(&ws.stats, b)
+		err = e.spec.Check(ws.stats, b, e.step)
 	}
 	if err != nil {
-		return StepStats{}, err
+		return Stats{}, err
 	}
 	if err := sg.update.Launch(); err != nil {
-		return StepStats{}, batchWrap(b, err)
+		return Stats{}, BatchWrap(b, err)
 	}
 	g.launched++
-	m.step++
+	e.step++
 	return ws.stats, nil
 }
 
@@ -235,9 +198,9 @@ func (g *stepGraphs) put(slot int, sg *slotGraphs) {
 
 // captureStep captures the step on the current input (ws.input0 done) as
 // a forward/backward graph and an update graph; nothing runs.
-func (m *Model) captureStep() (*slotGraphs, error) {
-	capt := m.dev.(kernels.GraphCapturer)
-	ws, sg := m.ws, &slotGraphs{}
+func (e *Engine) captureStep() (*slotGraphs, error) {
+	capt := e.caps.Graphs
+	ws, sg := e.train, &slotGraphs{}
 	capture := func(what string, queue func()) (kernels.Graph, error) {
 		if err := capt.BeginCapture(); err != nil {
 			return nil, fmt.Errorf("mtl: capturing the training step (%s): %w", what, err)
@@ -251,17 +214,17 @@ func (m *Model) captureStep() (*slotGraphs, error) {
 	}
 	var err error
 	sg.fwd, err = capture("forward and backward", func() {
-		ws.run(passBackward, layers.Mode{Train: true, Seed: m.dropoutSeed(), Step: m.graphs.sp})
-		regLoss(ws, ws.reg)
+		ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed(), Step: e.graphs.sp})
+		ws.regLoss()
 		ws.backward()
 	})
 	if err != nil {
 		return nil, err
 	}
 	sg.update, err = capture("update", func() {
-		m.opt.sp = m.graphs.sp
-		m.opt.apply(m.step, ws)
-		m.opt.sp = nil
+		e.upd.sp = e.graphs.sp
+		e.upd.apply(e.step, ws)
+		e.upd.sp = nil
 	})
 	if err != nil {
 		sg.release()
@@ -271,19 +234,13 @@ func (m *Model) captureStep() (*slotGraphs, error) {
 }
 
 // eagerAfterInput finishes an eager step whose input0 already ran.
-func (m *Model) eagerAfterInput(b *loader.Batch, seed uint64) (StepStats, error) {
-	ws := m.ws
+func (e *Engine) eagerAfterInput(b *loader.Batch, seed uint64) (Stats, error) {
+	ws := e.train
 	ws.run(passBackward, layers.Mode{Train: true, Seed: seed})
-	regLoss(ws, ws.reg)
+	ws.regLoss()
 	ws.backward()
-	err := ws.readLoss(b)
-	if err == nil {
-		err = m.checkFinite(&ws.stats, b)
+	if err := ws.readLoss(b); err != nil {
+		return Stats{}, err
 	}
-	if err != nil {
-		return StepStats{}, err
-	}
-	m.opt.apply(m.step, ws)
-	m.step++
-	return ws.stats, nil
+	return e.finishStep(b)
 }

@@ -1,4 +1,4 @@
-package mtl
+package step
 
 import (
 	"github.com/mtlrank/mtlrank/kernels"
@@ -19,7 +19,7 @@ import (
 //   - weight_i = the task's weight column;
 //   - space_i = 1 where the task's sample-space column == 1, else 0.
 type taskLoss struct {
-	task   Task
+	task   *Task
 	lambda float32
 	posW   float32
 	y      *floatFeed
@@ -35,21 +35,16 @@ type lossFeed struct {
 	tasks []*taskLoss
 }
 
-func newLossFeed(m *Model) *lossFeed {
+func newLossFeed(tasks []Task) *lossFeed {
 	l := &lossFeed{}
-	for _, task := range m.tasks {
-		tl := &taskLoss{task: task, lambda: 1, posW: 1, y: &floatFeed{name: task.Target}}
-		if v, ok := m.cfg.LossWeights[task.Target]; ok {
-			tl.lambda = v
+	for i := range tasks {
+		task := &tasks[i]
+		tl := &taskLoss{task: task, lambda: task.Lambda, posW: task.PosWeight, y: &floatFeed{name: task.Target}}
+		if task.WeightColumn != "" {
+			tl.wcol = &floatFeed{name: task.WeightColumn}
 		}
-		if v, ok := m.cfg.PosClassWeights[task.Target]; ok {
-			tl.posW = v
-		}
-		if c, ok := m.cfg.WeightColumns[task.Target]; ok {
-			tl.wcol = &floatFeed{name: c}
-		}
-		if c, ok := m.cfg.SampleSpace[task.Target]; ok {
-			tl.space = &floatFeed{name: c}
+		if task.SpaceColumn != "" {
+			tl.space = &floatFeed{name: task.SpaceColumn}
 		}
 		l.tasks = append(l.tasks, tl)
 	}
@@ -70,7 +65,7 @@ func (l *lossFeed) release() {
 // compute, so that a bad column fails the step early).
 func (l *lossFeed) feed(fd *feeder, b *loader.Batch) error {
 	if b == nil || b.Rows <= 0 {
-		return batchErrEmpty()
+		return errEmptyBatch
 	}
 	var err error
 	for _, t := range l.tasks {
@@ -105,13 +100,13 @@ type shardTaskLoss struct {
 	yH, wcolH, spaceH layers.Header
 }
 
-func newLossWS(m *Model, dev kernels.Device, feed *lossFeed, maxRows int) *lossWS {
-	T := len(m.tasks)
+func newLossWS(dev kernels.Device, feed *lossFeed, maxRows int) *lossWS {
+	T := len(feed.tasks)
 	l := &lossWS{feed: feed, scalars: dev.Alloc(kernels.Float32, T), tasks: make([]shardTaskLoss, T),
 		lt: make([]kernels.LossTask, T), scratch: kernels.NewLossScratch(dev, maxRows)}
 	for t, tl := range feed.tasks {
 		l.lt[t] = kernels.LossTask{Kind: kernels.LossBCE, PosWeight: tl.posW, Lambda: tl.lambda}
-		if tl.task.Kind != Binary {
+		if !tl.task.Binary {
 			l.lt[t].Kind = kernels.LossMSE
 		}
 	}
@@ -125,15 +120,15 @@ func (l *lossWS) release() {
 
 // compute writes each task's loss over rows [lo, hi) of the batch, scaled by
 // 1/total (the whole batch's size), into scalars and the output gradient of
-// those rows into each tower's DY: one kernels.MultiTaskLoss, fused on a
-// kernels.MultiTaskLosser, else the per-task op sequence (sample weights,
-// BCE or MSE, loss weight).
-func (l *lossWS) compute(dev kernels.Device, towers []*layers.TowerWS, lo, hi, total int) {
+// those rows into each output's gradient (Shard.OutputGrad): one
+// kernels.MultiTaskLoss, fused on a kernels.MultiTaskLosser, else the
+// per-task op sequence (sample weights, BCE or MSE, loss weight).
+func (l *lossWS) compute(dev kernels.Device, net Shard, outs []*kernels.Tensor, lo, hi, total int) {
 	dev.Zero(l.scalars)
 	rows := hi - lo
 	for t, tl := range l.feed.tasks {
 		st, k := &l.tasks[t], &l.lt[t]
-		k.Z, k.DZ = towers[t].Y(), towers[t].DY()
+		k.Z, k.DZ = outs[t], net.OutputGrad(t)
 		k.Y = st.yH.View(tl.yT, lo, rows, 1)
 		if tl.wcol != nil {
 			k.Weight = st.wcolH.View(tl.wcolT, lo, rows, 1)
@@ -145,17 +140,18 @@ func (l *lossWS) compute(dev kernels.Device, towers []*layers.TowerWS, lo, hi, t
 	l.scratch.MultiTaskLoss(dev, l.scalars, nil, l.lt, 1/float32(total))
 }
 
-// regLoss adds the regularisation terms of the model (L2 on Dense kernels)
-// and of the last forward pass (L2 on the batch's embeddings) to reg[0].
-func regLoss(ws *workspace, reg *kernels.Tensor) {
-	m := ws.m
-	m.dev.Zero(reg)
-	if m.cfg.L2Reg > 0 {
-		for _, p := range m.params {
+// regLoss writes the regularisation terms of the model (L2 on the
+// parameters marked L2) and of the last forward pass (L2 on the batch's
+// embeddings) to ws.reg[0].
+func (ws *Workspace) regLoss() {
+	e, reg := ws.e, ws.reg
+	e.dev.Zero(reg)
+	if e.spec.L2Reg > 0 {
+		for _, p := range e.spec.Params {
 			if p.L2 {
-				m.dev.SumSquares(reg, p.Value, m.cfg.L2Reg)
+				e.dev.SumSquares(reg, p.Value, e.spec.L2Reg)
 			}
 		}
 	}
-	m.input.AddRegLoss(ws.input, reg)
+	e.spec.Input.AddRegLoss(ws.input, reg)
 }

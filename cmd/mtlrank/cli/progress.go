@@ -1,4 +1,4 @@
-package mtl
+package cli
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/mtlrank/mtlrank/mtl"
 )
 
 // A rate (and the ETA that follows from it) is shown once the bar has run
@@ -64,15 +66,6 @@ func newProgress(w io.Writer, total int64, label string, throttle time.Duration,
 	return &progress{bar: bar, now: now, start: now(), label: label, total: total}
 }
 
-// setTotal changes the number of examples the bar goes to.
-func (p *progress) setTotal(total int64) {
-	if p == nil {
-		return
-	}
-	p.total = total
-	p.bar.ChangeMax64(total)
-}
-
 // setLabel changes the text before the rate.
 func (p *progress) setLabel(label string) {
 	if p != nil {
@@ -100,4 +93,52 @@ func (p *progress) finish() {
 	if p != nil {
 		_ = p.bar.Finish()
 	}
+}
+
+// barRedraw is how often a bar is redrawn at most.
+const barRedraw = 100 * time.Millisecond
+
+// trainerProgress returns the mtl.TrainerOptions.OnProgress that draws the
+// trainer's passes as bars on e.progress (nil, no reports, when there is
+// no terminal to draw on or quiet is set).
+func trainerProgress(e *env, quiet bool) func(mtl.Progress) {
+	if quiet || e.progress == nil {
+		return nil
+	}
+	return newPassBars(e.progress, barRedraw, time.Now).report
+}
+
+// passBars draws one bar per pass of a trainer's reports: a training epoch
+// shows its running loss, refreshed every ten steps.
+type passBars struct {
+	w        io.Writer
+	throttle time.Duration
+	now      func() time.Time
+	bar      *progress
+	done     int64
+}
+
+func newPassBars(w io.Writer, throttle time.Duration, now func() time.Time) *passBars {
+	return &passBars{w: w, throttle: throttle, now: now}
+}
+
+func (b *passBars) report(r mtl.Progress) {
+	if r.Done == 0 && r.Steps == 0 && !r.Finished {
+		b.bar = newProgress(b.w, r.Total, r.Phase, b.throttle, b.now)
+		b.done = 0
+		return
+	}
+	if b.bar == nil {
+		return // a pass whose start was not reported
+	}
+	if r.Finished {
+		b.bar.finish()
+		b.bar = nil
+		return
+	}
+	if r.Train && r.Steps%10 == 1 {
+		b.bar.setLabel(fmt.Sprintf("%s loss %.4f", r.Phase, r.Loss))
+	}
+	b.bar.add(r.Done - b.done)
+	b.done = r.Done
 }

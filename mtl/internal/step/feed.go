@@ -1,4 +1,4 @@
-package mtl
+package step
 
 import (
 	"fmt"
@@ -75,9 +75,47 @@ type featFeed struct {
 	name string
 	list bool
 	max  int64 // ids must lie in [0, max]
-	// derive computes a derived input (wide_inputs.go) from the batch in
-	// place of reading the column name; nil for the schema's inputs.
-	derive func(*loader.Batch) (ids, offs []int32, err error)
+	// derive computes a derived input (Derived) from the batch in place of
+	// reading the column name; nil for the schema's inputs. derived is its
+	// result as a column (reused: no allocation per batch).
+	derive  DeriveFunc
+	derived loader.Column
+}
+
+// DeriveFunc computes a derived input of a batch: its ids, and its offsets
+// when it is a list input.
+type DeriveFunc func(b *loader.Batch) (ids, offs []int32, err error)
+
+// Derived are the model inputs computed from other columns of a batch
+// rather than read from a column of their own (the wide part of deepfm and
+// wide_n_deep). The feeder checks a derived input as it checks a column:
+// its shape (list or scalar, offsets) and its ids against FeatureMax.
+type Derived interface {
+	// Deriver returns the function that computes input name, or nil when
+	// name is a column of the batch. Every feeder asks for its own, so the
+	// function may keep buffers between batches.
+	Deriver(name string) DeriveFunc
+}
+
+// IDColumn reads a categorical column of a batch with the checks the
+// feeder makes on its inputs (missing column, list/scalar mismatch, broken
+// offsets, ids outside [0, max]), for a DeriveFunc's sources. It keeps a
+// conversion buffer, so each DeriveFunc needs its own.
+type IDColumn struct {
+	f    featFeed
+	conv []int32
+}
+
+// NewIDColumn returns a reader of column name: a list column when list,
+// with ids in [0, max].
+func NewIDColumn(name string, list bool, max int64) *IDColumn {
+	return &IDColumn{f: featFeed{name: name, list: list, max: max}}
+}
+
+// Read returns the column's int32 ids (converted from int64 when needed)
+// and offsets (nil for a scalar column), checked.
+func (c *IDColumn) Read(b *loader.Batch) (ids, offs []int32, err error) {
+	return c.f.read(b, &c.conv)
 }
 
 type tableFeed struct {
@@ -97,19 +135,18 @@ type floatFeed struct {
 	h    layers.Header
 }
 
-func newFeeder(dev kernels.Device, block *layers.InputBlock, maxRows int, features map[string]int64, wide *wideInputs) *feeder {
-	fd := &feeder{dev: dev, block: block, data: block.NewInputData(), maxRows: maxRows}
-	fd.cpu, _ = dev.(*kernels.CPU)
-	if fd.cpu == nil {
-		fd.async, _ = dev.(kernels.AsyncUploader)
-	}
+// newFeeder creates a feeder for block's features; features maps each
+// categorical feature to the largest id it may hold. The inputs derived
+// names are computed from the batch (nil: every input is a column).
+func newFeeder(c *Caps, block *layers.InputBlock, maxRows int, features map[string]int64, derived Derived) *feeder {
+	fd := &feeder{dev: c.Dev, block: block, data: block.NewInputData(), maxRows: maxRows, cpu: c.CPU, async: c.Staged}
 	fd.tables = make([]tableFeed, len(block.Tables))
 	for ti, t := range block.Tables {
 		for _, fi := range t.Features {
 			f := block.Features[fi]
 			ff := featFeed{name: f.Name, list: f.List, max: features[f.Name]}
-			if wide.has(f.Name) {
-				ff.derive = wide.deriver(f.Name, features)
+			if derived != nil {
+				ff.derive = derived.Deriver(f.Name)
 			}
 			fd.tables[ti].feats = append(fd.tables[ti].feats, ff)
 		}
@@ -230,7 +267,8 @@ func releaseAll(ts ...*kernels.Tensor) {
 	}
 }
 
-func batchErr(b *loader.Batch, format string, args ...any) error {
+// BatchErr is an error about batch b, naming its source.
+func BatchErr(b *loader.Batch, format string, args ...any) error {
 	src := ""
 	if b.Source != "" {
 		src = " " + b.Source
@@ -244,7 +282,7 @@ func (fd *feeder) feed(b *loader.Batch) (*layers.InputData, error) {
 		return nil, errEmptyBatch
 	}
 	if b.Rows > fd.maxRows {
-		return nil, batchErr(b, "%d rows, more than the %d this model or predictor was created for", b.Rows, fd.maxRows)
+		return nil, BatchErr(b, "%d rows, more than the %d this model or predictor was created for", b.Rows, fd.maxRows)
 	}
 	rows := b.Rows
 	fd.data.Rows = rows
@@ -269,12 +307,18 @@ func (fd *feeder) feed(b *loader.Batch) (*layers.InputData, error) {
 // ids returns feature f's ids (int32, converted from int64 into conv when
 // needed) and offsets (nil for scalar features), checked.
 func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err error) {
-	if f.derive != nil {
-		return f.derive(b)
-	}
 	col := b.Column(f.name)
+	if f.derive != nil {
+		// A derived input passes the checks of a column too, so that a
+		// device never sees an id outside its table whatever the Derived.
+		if ids, offs, err = f.derive(b); err != nil {
+			return nil, nil, err
+		}
+		f.derived = loader.Column{Name: f.name, I32: ids, Offsets: offs}
+		col = &f.derived
+	}
 	if col == nil {
-		return nil, nil, batchErr(b, "column %q is missing", f.name)
+		return nil, nil, BatchErr(b, "column %q is missing", f.name)
 	}
 	rows := b.Rows
 	nvals := len(col.I32)
@@ -283,32 +327,32 @@ func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err 
 	case col.I64 != nil:
 		nvals = len(col.I64)
 	case col.F32 != nil || !f.list:
-		return nil, nil, batchErr(b, "column %q: categorical ids must be int32 or int64", f.name)
+		return nil, nil, BatchErr(b, "column %q: categorical ids must be int32 or int64", f.name)
 	}
 	// (a list column whose lists are all empty may hold no values at all)
 	if f.list {
 		offs = col.Offsets
 		if offs == nil {
-			return nil, nil, batchErr(b, "column %q is a list feature in the schema but has no list offsets", f.name)
+			return nil, nil, BatchErr(b, "column %q is a list feature in the schema but has no list offsets", f.name)
 		}
 		if len(offs) != rows+1 {
-			return nil, nil, batchErr(b, "column %q: %d list offsets for %d rows, want %d", f.name, len(offs), rows, rows+1)
+			return nil, nil, BatchErr(b, "column %q: %d list offsets for %d rows, want %d", f.name, len(offs), rows, rows+1)
 		}
 		if offs[0] < 0 {
-			return nil, nil, batchErr(b, "column %q row 0: negative list offset %d", f.name, offs[0])
+			return nil, nil, BatchErr(b, "column %q row 0: negative list offset %d", f.name, offs[0])
 		}
 		for r := 0; r < rows; r++ {
 			if offs[r+1] < offs[r] || int(offs[r+1]) > nvals {
-				return nil, nil, batchErr(b, "column %q row %d: list offsets [%d, %d) are not inside the %d values",
+				return nil, nil, BatchErr(b, "column %q row %d: list offsets [%d, %d) are not inside the %d values",
 					f.name, r, offs[r], offs[r+1], nvals)
 			}
 		}
 	} else {
 		if col.Offsets != nil {
-			return nil, nil, batchErr(b, "column %q is a scalar feature in the schema but holds lists", f.name)
+			return nil, nil, BatchErr(b, "column %q is a scalar feature in the schema but holds lists", f.name)
 		}
 		if nvals != rows {
-			return nil, nil, batchErr(b, "column %q: %d values for %d rows", f.name, nvals, rows)
+			return nil, nil, BatchErr(b, "column %q: %d values for %d rows", f.name, nvals, rows)
 		}
 	}
 	if col.I32 != nil {
@@ -320,7 +364,7 @@ func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err 
 		ids = (*conv)[:nvals]
 		for i, v := range col.I64 {
 			if v < math.MinInt32 || v > math.MaxInt32 {
-				return nil, nil, batchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
+				return nil, nil, BatchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
 			}
 			ids[i] = int32(v)
 		}
@@ -333,7 +377,7 @@ func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err 
 	}
 	for i := lo; i < hi; i++ {
 		if v := ids[i]; v < 0 || int64(v) > f.max {
-			return nil, nil, batchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
+			return nil, nil, BatchErr(b, "column %q row %d: id %d outside [0, %d]", f.name, f.rowOf(offs, i), v, f.max)
 		}
 	}
 	return ids, offs, nil
@@ -440,23 +484,23 @@ func (c *floatFeed) get(fd *feeder, b *loader.Batch) (*kernels.Tensor, error) {
 func (c *floatFeed) read(b *loader.Batch) ([]float32, error) {
 	col := b.Column(c.name)
 	if col == nil {
-		return nil, batchErr(b, "column %q is missing", c.name)
+		return nil, BatchErr(b, "column %q is missing", c.name)
 	}
 	if col.Offsets != nil {
-		return nil, batchErr(b, "column %q holds lists; a number per row is needed", c.name)
+		return nil, BatchErr(b, "column %q holds lists; a number per row is needed", c.name)
 	}
 	rows := b.Rows
 	var v []float32
 	switch {
 	case col.F32 != nil:
 		if len(col.F32) != rows {
-			return nil, batchErr(b, "column %q: %d values for %d rows", c.name, len(col.F32), rows)
+			return nil, BatchErr(b, "column %q: %d values for %d rows", c.name, len(col.F32), rows)
 		}
 		v = col.F32
 	case col.I32 != nil || col.I64 != nil:
 		n := len(col.I32) + len(col.I64)
 		if n != rows {
-			return nil, batchErr(b, "column %q: %d values for %d rows", c.name, n, rows)
+			return nil, BatchErr(b, "column %q: %d values for %d rows", c.name, n, rows)
 		}
 		if cap(c.buf) < rows {
 			c.buf = make([]float32, rows)
@@ -470,24 +514,22 @@ func (c *floatFeed) read(b *loader.Batch) ([]float32, error) {
 			}
 		}
 	default:
-		return nil, batchErr(b, "column %q has no values", c.name)
+		return nil, BatchErr(b, "column %q has no values", c.name)
 	}
 	for i, x := range v {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			return nil, batchErr(b, "column %q row %d: value %v is not finite", c.name, i, x)
+			return nil, BatchErr(b, "column %q row %d: value %v is not finite", c.name, i, x)
 		}
 	}
 	return v, nil
 }
 
-// batchWrap wraps err with the batch's source.
-func batchWrap(b *loader.Batch, err error) error {
+// BatchWrap wraps err with the batch's source.
+func BatchWrap(b *loader.Batch, err error) error {
 	if b.Source == "" {
 		return fmt.Errorf("mtl: batch: %w", err)
 	}
 	return fmt.Errorf("mtl: batch %s: %w", b.Source, err)
 }
-
-func batchErrEmpty() error { return errEmptyBatch }
 
 var errEmptyBatch = fmt.Errorf("mtl: empty batch")

@@ -1,0 +1,61 @@
+package dist
+
+import "fmt"
+
+// Route groups ids by their owner under row sharding, owner = id mod size:
+// send holds the ids in owner order (each owner's in their order in ids),
+// counts[o] the number for owner o (the sendCounts of AlltoallvInt32), and
+// perm the place of each in ids: send[k] == ids[perm[k]], so that the rows
+// that come back in send's order are scattered to their ids' places. On its
+// owner, id is at local row id / size.
+func Route(ids []int32, size int) (send []int32, counts []int, perm []int, err error) {
+	if size < 1 {
+		return nil, nil, nil, fmt.Errorf("dist: Route among %d ranks", size)
+	}
+	counts = make([]int, size)
+	for i, id := range ids {
+		if id < 0 {
+			return nil, nil, nil, fmt.Errorf("dist: Route: id %d at %d is negative", id, i)
+		}
+		counts[int(id)%size]++
+	}
+	at := displs(counts)
+	send, perm = make([]int32, len(ids)), make([]int, len(ids))
+	for i, id := range ids {
+		o := int(id) % size
+		send[at[o]], perm[at[o]] = id, i
+		at[o]++
+	}
+	return send, counts, perm, nil
+}
+
+// SumRowsByID merges rows of equal ids: row i (rows[i*dim : (i+1)*dim]) is
+// id ids[i]. It returns the distinct ids in the order of their first
+// appearance and, for each, the float32 sum of its rows in the order they
+// appear, each addition rounded. After an allgatherv (replicate) or an
+// alltoallv (the owners under row sharding) the rows are in rank order, so
+// the sums are the same bits on every rank whatever the number of ranks
+// that touched an id.
+func SumRowsByID(ids []int32, rows []float32, dim int) ([]int32, []float32, error) {
+	if dim < 1 || len(rows) != len(ids)*dim {
+		return nil, nil, fmt.Errorf("dist: SumRowsByID: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
+	}
+	index := make(map[int32]int, len(ids))
+	var out []int32
+	var sums []float32
+	for i, id := range ids {
+		row := rows[i*dim : (i+1)*dim]
+		j, seen := index[id]
+		if !seen {
+			index[id] = len(out)
+			out = append(out, id)
+			sums = append(sums, row...)
+			continue
+		}
+		dst := sums[j*dim : (j+1)*dim]
+		for k, x := range row {
+			dst[k] = float32(dst[k] + x)
+		}
+	}
+	return out, sums, nil
+}

@@ -1,0 +1,71 @@
+package dist
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestRoute(t *testing.T) {
+	tests := []struct {
+		ids    []int32
+		size   int
+		send   []int32
+		counts []int
+		perm   []int
+	}{
+		{[]int32{7, 2, 4, 9, 3, 6}, 3, []int32{9, 3, 6, 7, 4, 2}, []int{3, 2, 1}, []int{3, 4, 5, 0, 2, 1}},
+		{[]int32{5, 5, 1}, 1, []int32{5, 5, 1}, []int{3}, []int{0, 1, 2}},
+		{[]int32{1, 3}, 4, []int32{1, 3}, []int{0, 1, 0, 1}, []int{0, 1}},
+		{nil, 2, []int32{}, []int{0, 0}, []int{}},
+	}
+	for _, tt := range tests {
+		send, counts, perm, err := Route(tt.ids, tt.size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(send, tt.send) || !slices.Equal(counts, tt.counts) || !slices.Equal(perm, tt.perm) {
+			t.Errorf("Route(%v, %d) = %v %v %v, want %v %v %v", tt.ids, tt.size, send, counts, perm, tt.send, tt.counts, tt.perm)
+		}
+		for k, i := range perm {
+			if send[k] != tt.ids[i] {
+				t.Errorf("send[%d] = %d, ids[perm[%d]] = %d", k, send[k], k, tt.ids[i])
+			}
+		}
+	}
+	if _, _, _, err := Route([]int32{1, -4}, 2); err == nil || !strings.Contains(err.Error(), "id -4 at 1") {
+		t.Errorf("negative id: %v", err)
+	}
+	if _, _, _, err := Route(nil, 0); err == nil {
+		t.Error("0 ranks: no error")
+	}
+}
+
+func TestSumRowsByID(t *testing.T) {
+	big := float32(1 << 24)
+	// Rows of id 5 from three ranks: 2^24, 1, 1. In order, 2^24+1 rounds
+	// to 2^24 twice (ties to even); (1+1)+2^24 would be 2^24+2.
+	ids := []int32{5, 8, 5, 5, 8}
+	rows := []float32{big, -1, 7, 1, 1, 2, 1, 3, 0.5, 4}
+	gotIDs, gotRows, err := SumRowsByID(ids, rows, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(gotIDs, []int32{5, 8}) {
+		t.Fatalf("ids %v, want [5 8]", gotIDs)
+	}
+	want := []float32{big, 4, 7.5, 5} // id 5: (2^24+1)+1, (-1+2)+3; id 8: 7+0.5, 1+4
+	if err := sameBits(gotRows, want); err != nil {
+		t.Fatal(err)
+	}
+	if math.Float32bits(gotRows[0]) == math.Float32bits(float32(1+1)+big) {
+		t.Fatal("the test does not tell orders apart")
+	}
+	if _, _, err := SumRowsByID([]int32{1}, []float32{1, 2, 3}, 2); err == nil || !strings.Contains(err.Error(), "3 rows of dim 2 for 1 ids") {
+		t.Errorf("bad lengths: %v", err)
+	}
+	if _, _, err := SumRowsByID(nil, nil, 0); err == nil {
+		t.Error("dim 0: no error")
+	}
+}
