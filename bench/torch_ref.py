@@ -19,6 +19,12 @@ score the same models on the same data:
     after the first read the previous level's task and shared outputs; each
     task has a tower and a one-unit head; BCE-with-logits for binary tasks,
     MSE for the regression task; Adam, lr 1e-3;
+  * DeepFM and Wide&Deep as in docs/ARCHITECTURE.md: one summed logit that
+    every task's tower reads; the wide part a dim-1 table per categorical
+    feature but the user id, and for Wide&Deep one per pair of them, indexed
+    by a hashed cross computed with the batch (outside the timing: mtlrank
+    computes its crosses while feeding each batch, inside it; the hash here
+    is a cheaper one with the same use);
   * eight in-memory batches with ids uniform over each table and random
     labels, so no file reading is timed (PyTorch's best case).
 
@@ -67,6 +73,12 @@ def int_list(text):
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}")
+
+
+def cross_ids(a, b, bins):
+    """A bucket per pair of ids (a multiplicative hash; mtlrank uses
+    splitmix64, the cost of using the buckets is the same)."""
+    return (a * 1000003 + b * 7919 + 12345) % bins
 
 
 def dense_stack(width_in, widths):
@@ -162,6 +174,36 @@ class CGCLevel(nn.Module):
         return task_out, shared_out
 
 
+class WideDeep(nn.Module):
+    """The body of DeepFM and Wide&Deep: wide + (fm) + Dense_1(MLP(e))."""
+
+    def __init__(self, args, tables, names, widths):
+        super().__init__()
+        self.fm = args.model == "deepfm"
+        self.wide_cols = [i for i, n in enumerate(names) if n != "user_id"]
+        self.pairs = []
+        if not self.fm:
+            self.pairs = [(i, j) for x, i in enumerate(self.wide_cols) for j in self.wide_cols[x + 1:]]
+        rows = [tables[names[i]] for i in self.wide_cols] + [args.wnd_hashed_cross_num_bins] * len(self.pairs)
+        self.wide = nn.ModuleList(nn.Embedding(r, 1, sparse=args.sparse) for r in rows)
+        for w in self.wide:
+            nn.init.zeros_(w.weight)
+        self.wide_bias = nn.Parameter(torch.zeros(1))
+        self.deep = dense_stack(sum(widths), args.mlp_layers)
+        self.logit = nn.Linear(args.mlp_layers[-1], 1)
+        self.bins = args.wnd_hashed_cross_num_bins
+
+    def forward(self, ids, embs):
+        z = self.logit(self.deep(torch.cat(embs, dim=1))) + self.wide_bias
+        cols = [ids[:, i] for i in self.wide_cols]
+        cols += [cross_ids(ids[:, i], ids[:, j], self.bins) for i, j in self.pairs]
+        z = z + sum(w(c) for w, c in zip(self.wide, cols))
+        if self.fm:
+            e = torch.stack(embs, dim=1)  # [B, F, K]
+            z = z + 0.5 * (e.sum(1).square() - e.square().sum(1)).sum(1, keepdim=True)
+        return z
+
+
 class Cross(nn.Module):
     """DCN-V2's cross network: depth layers x_{l+1} = x0 * (x_l W + b) + x_l
     with full-rank W, truncated-normal (std 0.05) kernels and zero biases."""
@@ -199,18 +241,24 @@ class MultiTaskModel(nn.Module):
         self.names = sorted(tables)
         self.tables = nn.ModuleList()
         width = 0
+        widths = []
         for name in self.names:
-            dim = (args.embeddings_dim if args.model == "dlrm"
-                   else embedding_dim(tables[name], args.embedding_sizes_multiplier))
+            dim = embedding_dim(tables[name], args.embedding_sizes_multiplier)
+            if args.model in ("dlrm", "deepfm"):
+                dim = args.embeddings_dim
             emb = nn.Embedding(tables[name], dim, sparse=args.sparse)
             nn.init.uniform_(emb.weight, -0.05, 0.05)
             self.tables.append(emb)
             width += dim
+            widths.append(dim)
         self.tasks = len(BINARY_TARGETS) + len(REGRESSION_TARGETS)
         self.model = args.model
         if args.model == "mlp":
             self.bottom = dense_stack(width, args.mlp_layers)
             rep = args.mlp_layers[-1]
+        elif args.model in ("deepfm", "wide_n_deep"):
+            self.body = WideDeep(args, tables, self.names, widths)
+            rep = 1
         elif args.model == "dcn":
             self.bottom = nn.Sequential(Cross(width, args.dcn_interacted_layer_num),
                                         dense_stack(width, args.mlp_layers))
@@ -251,9 +299,12 @@ class MultiTaskModel(nn.Module):
         return task_in
 
     def forward(self, ids):
-        x = torch.cat([emb(ids[:, i]) for i, emb in enumerate(self.tables)], dim=1)
-        return [head(tower(r)).squeeze(1)
-                for r, tower, head in zip(self.representations(x), self.towers, self.heads)]
+        embs = [emb(ids[:, i]) for i, emb in enumerate(self.tables)]
+        if self.model in ("deepfm", "wide_n_deep"):
+            reps = [self.body(ids, embs)] * self.tasks
+        else:
+            reps = self.representations(torch.cat(embs, dim=1))
+        return [head(tower(r)).squeeze(1) for r, tower, head in zip(reps, self.towers, self.heads)]
 
 
 def make_batches(tables, names, batch, device, gen):
@@ -276,7 +327,8 @@ def loss_of(outputs, labels):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mmoe", choices=["mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"])
+    p.add_argument("--model", default="mmoe",
+                   choices=["mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"])
     p.add_argument("--mode", default="both", choices=["train", "infer", "both"])
     p.add_argument("--impl", default="fused", choices=["fused", "naive"],
                    help="experts as wide and batched GEMMs (fused) or a loop over modules (naive)")
@@ -301,7 +353,8 @@ def parse_args(argv):
     p.add_argument("--ple_num_layers", type=int, default=2)
     p.add_argument("--embedding_sizes_multiplier", type=float, default=2.0)
     p.add_argument("--dcn_interacted_layer_num", type=int, default=1)
-    p.add_argument("--embeddings_dim", type=int, default=128)
+    p.add_argument("--embeddings_dim", type=int, default=128, help="every embedding's width (dlrm, deepfm)")
+    p.add_argument("--wnd_hashed_cross_num_bins", type=int, default=10000, help="buckets of each cross (wide_n_deep)")
     p.add_argument("--lr", type=float, default=1e-3)
     args = p.parse_args(argv)
     checks = [
@@ -316,7 +369,8 @@ def parse_args(argv):
              args.ple_num_layers) >= 1, "expert and level counts must be >= 1"),
         (args.gate_dim >= 0, "--gate_dim must be >= 0"),
         (args.dcn_interacted_layer_num >= 1, "--dcn_interacted_layer_num must be >= 1"),
-        (args.embeddings_dim >= 1, "--embeddings_dim must be >= 1"),
+        (args.embeddings_dim >= 1 and args.wnd_hashed_cross_num_bins >= 1,
+         "--embeddings_dim and --wnd_hashed_cross_num_bins must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -362,6 +416,8 @@ def main(argv):
         model.train()
         if args.sparse:
             emb = list(model.tables.parameters())
+            if hasattr(model, "body"):
+                emb += list(model.body.wide.parameters())
             emb_ids = {id(p) for p in emb}
             rest = [p for p in model.parameters() if id(p) not in emb_ids]
             opts = [torch.optim.SparseAdam(emb, lr=args.lr), torch.optim.Adam(rest, lr=args.lr)]

@@ -26,6 +26,22 @@ type InputOptions struct {
 	// batch (after combining) to the loss, like Merlin's
 	// l2_batch_regularization_factor.
 	BatchL2 float32
+	// Extra features come after the schema's (which are sorted by name),
+	// in the order given: derived inputs (the wide part of DeepFM and
+	// Wide&Deep) whose columns then form one block at the end.
+	Extra []*schema.Feature
+	// Domains overrides the block-wide settings for the tables of the
+	// named domains.
+	Domains map[string]DomainOptions
+}
+
+// DomainOptions are per-table settings (InputOptions.Domains).
+type DomainOptions struct {
+	Combiner *kernels.Combiner // nil: InputOptions.Combiner
+	BatchL2  *float32          // nil: InputOptions.BatchL2
+	// ZeroInit starts the table at 0 instead of U(-0.05, 0.05) (the
+	// weights of a linear model).
+	ZeroInit bool
 }
 
 // InferDim is Merlin's default embedding width for a table of card rows:
@@ -58,6 +74,10 @@ type EmbeddingTable struct {
 	// 1 for scalar features, value_count.max for list features (0 when a
 	// list feature does not say). It sizes the sparse-gradient buffers.
 	MaxValues int
+	// Combiner reduces the lists of the table's features; BatchL2 is the
+	// factor of the batch L2 term over their looked-up embeddings.
+	Combiner kernels.Combiner
+	BatchL2  float32
 }
 
 // InputBlock looks up embeddings of categorical features and copies
@@ -69,8 +89,16 @@ type InputBlock struct {
 	OutDim   int
 	Combiner kernels.Combiner
 	BatchL2  float32
-	embCols  int // total width of the categorical features
+	l2       []l2Group // the batch L2 terms, one per distinct factor
 	dev      kernels.Device
+}
+
+// l2Group is the categorical features whose looked-up embeddings share a
+// batch L2 factor.
+type l2Group struct {
+	factor float32
+	feats  []int // indices into InputBlock.Features
+	cols   int   // their total width
 }
 
 // NewInputBlock builds the block for the given input features (targets are
@@ -82,15 +110,18 @@ func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOpti
 	}
 	fs := append([]*schema.Feature(nil), features...)
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+	fs = append(fs, opt.Extra...)
+	seen := make(map[string]bool, len(fs))
 	b := &InputBlock{Combiner: opt.Combiner, BatchL2: opt.BatchL2, dev: dev}
 	byDomain := map[string]int{}
 	domainMax := map[string]int64{}
 	domainDim := map[string]int{}
 	domainDimFrom := map[string]string{}
-	for i, f := range fs {
-		if i > 0 && fs[i-1].Name == f.Name {
+	for _, f := range fs {
+		if seen[f.Name] {
 			return nil, fmt.Errorf("layers: input block: feature %q listed twice", f.Name)
 		}
+		seen[f.Name] = true
 		if f.IsTarget() {
 			return nil, fmt.Errorf("layers: input block: feature %q is a target, not an input", f.Name)
 		}
@@ -124,7 +155,16 @@ func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOpti
 			if !ok {
 				t = len(b.Tables)
 				byDomain[dom] = t
-				b.Tables = append(b.Tables, &EmbeddingTable{Name: dom, Rows: int(f.IntDomain.Max + 1)})
+				tab := &EmbeddingTable{Name: dom, Rows: int(f.IntDomain.Max + 1), Combiner: opt.Combiner, BatchL2: opt.BatchL2}
+				if o, ok := opt.Domains[dom]; ok {
+					if o.Combiner != nil {
+						tab.Combiner = *o.Combiner
+					}
+					if o.BatchL2 != nil {
+						tab.BatchL2 = *o.BatchL2
+					}
+				}
+				b.Tables = append(b.Tables, tab)
 			}
 			tab := b.Tables[t]
 			in.Table, in.Slot = t, len(tab.Features)
@@ -160,18 +200,38 @@ func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOpti
 			t.Dim = InferDim(int64(t.Rows), opt.DimMultiplier)
 		}
 		t.W = dev.Alloc(kernels.Float32, t.Rows, t.Dim)
-		fillUniform(dev, rng, t.W, 0.05)
+		if !opt.Domains[t.Name].ZeroInit {
+			fillUniform(dev, rng, t.W, 0.05)
+		}
 	}
 	for i := range b.Features {
 		f := &b.Features[i]
 		if !f.Continuous {
 			f.Dim = b.Tables[f.Table].Dim
-			b.embCols += f.Dim
+			b.addL2(i)
 		}
 		f.Col = b.OutDim
 		b.OutDim += f.Dim
 	}
 	return b, nil
+}
+
+// addL2 puts categorical feature fi into the batch L2 group of its table's
+// factor.
+func (b *InputBlock) addL2(fi int) {
+	f := &b.Features[fi]
+	factor := b.Tables[f.Table].BatchL2
+	if factor == 0 {
+		return
+	}
+	for i := range b.l2 {
+		if g := &b.l2[i]; g.factor == factor {
+			g.feats = append(g.feats, fi)
+			g.cols += f.Dim
+			return
+		}
+	}
+	b.l2 = append(b.l2, l2Group{factor: factor, feats: []int{fi}, cols: f.Dim})
 }
 
 // Params lists the embedding tables as "<prefix>/<domain>" (Sparse).
@@ -224,7 +284,7 @@ type InputWS struct {
 	cat2      []hdr
 	grads     []*kernels.SparseGrad // nil entries until first needed (see NewWorkspace)
 	srcs      [][1]kernels.EmbeddingSource
-	l2        *batchBuf
+	l2        []*batchBuf // per InputBlock.l2 group
 	train     bool
 	maxRows   int
 }
@@ -257,8 +317,8 @@ func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
 			ws.grads[i] = b.newTableGrad(ws, i)
 		}
 	}
-	if b.BatchL2 > 0 && b.embCols > 0 {
-		ws.l2 = newBatchBuf(b.dev, 1, maxRows, b.embCols)
+	for _, g := range b.l2 {
+		ws.l2 = append(ws.l2, newBatchBuf(b.dev, 1, maxRows, g.cols))
 	}
 	return ws
 }
@@ -302,7 +362,9 @@ func (ws *InputWS) Release() {
 			releaseAll(g.Rows, g.Values)
 		}
 	}
-	ws.l2.release()
+	for _, l := range ws.l2 {
+		l.release()
+	}
 }
 
 // featureOffsets is the offsets tensor feature f's gather uses.
@@ -339,7 +401,7 @@ func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, err
 			continue
 		}
 		t := b.Tables[f.Table]
-		err := b.dev.EmbeddingGather(out, f.Col, t.W, data.IDs[f.Table], b.featureOffsets(ws, data, i), b.Combiner)
+		err := b.dev.EmbeddingGather(out, f.Col, t.W, data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
 		if err != nil {
 			return nil, fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
 		}
@@ -385,23 +447,24 @@ func (b *InputBlock) checkData(d *InputData) error {
 }
 
 // AddRegLoss adds BatchL2 * sum(e^2) over the embeddings of the last Forward
-// to loss[0].
+// (each table's own factor, EmbeddingTable.BatchL2) to loss[0].
 func (b *InputBlock) AddRegLoss(ws *InputWS, loss *kernels.Tensor) {
-	if ws.l2 == nil {
-		return
+	for gi, g := range b.l2 {
+		b.packEmbeddings(ws, gi)
+		b.dev.SumSquares(loss, ws.l2[gi].t(), g.factor)
 	}
-	b.packEmbeddings(ws)
-	b.dev.SumSquares(loss, ws.l2.t(), b.BatchL2)
 }
 
-func (b *InputBlock) packEmbeddings(ws *InputWS) {
-	ws.l2.resize(ws.data.Rows)
+// packEmbeddings copies the looked-up embeddings of L2 group gi into its
+// buffer.
+func (b *InputBlock) packEmbeddings(ws *InputWS, gi int) {
+	buf := ws.l2[gi]
+	buf.resize(ws.data.Rows)
 	col := 0
-	for _, f := range b.Features {
-		if !f.Continuous {
-			b.dev.CopyCols(ws.l2.t(), col, ws.out.t(), f.Col, f.Dim, false)
-			col += f.Dim
-		}
+	for _, fi := range b.l2[gi].feats {
+		f := &b.Features[fi]
+		b.dev.CopyCols(buf.t(), col, ws.out.t(), f.Col, f.Dim, false)
+		col += f.Dim
 	}
 }
 
@@ -419,15 +482,15 @@ func (b *InputBlock) Backward(ws *InputWS) {
 // the gradient of the batch L2 term (if any) to ws.DY().
 func (b *InputBlock) BeginBackward(ws *InputWS) {
 	dout := ws.dout.t()
-	if ws.l2 != nil {
-		b.packEmbeddings(ws)
-		b.dev.Scale(ws.l2.t(), 2*b.BatchL2)
+	for gi, g := range b.l2 {
+		b.packEmbeddings(ws, gi)
+		buf := ws.l2[gi].t()
+		b.dev.Scale(buf, 2*g.factor)
 		col := 0
-		for _, f := range b.Features {
-			if !f.Continuous {
-				b.dev.CopyCols(dout, f.Col, ws.l2.t(), col, f.Dim, true)
-				col += f.Dim
-			}
+		for _, fi := range g.feats {
+			f := &b.Features[fi]
+			b.dev.CopyCols(dout, f.Col, buf, col, f.Dim, true)
+			col += f.Dim
 		}
 	}
 }
@@ -470,7 +533,7 @@ func (b *InputBlock) EmbeddingSources(ws *InputWS, ti int) []kernels.EmbeddingSo
 // table's [k*B+1] offsets index, so that one backward call merges them.
 func (b *InputBlock) gradSource(ws *InputWS, ti int) kernels.EmbeddingSource {
 	data, dout, t := ws.data, ws.dout.t(), b.Tables[ti]
-	s := kernels.EmbeddingSource{Dout: dout, IDs: data.IDs[ti], Offsets: data.Offsets[ti], Comb: b.Combiner}
+	s := kernels.EmbeddingSource{Dout: dout, IDs: data.IDs[ti], Offsets: data.Offsets[ti], Comb: t.Combiner}
 	if len(t.Features) == 1 {
 		s.Col = b.Features[t.Features[0]].Col
 		return s

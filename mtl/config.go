@@ -24,9 +24,9 @@ import (
 // checkpoint's config.json) names the fields as the mtlrank CLI's flags
 // do, Merlin's where Merlin has one.
 type Config struct {
-	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple" | "dcn" | "dlrm"
+	Model           string   `json:"model"`             // "mlp" | "mmoe" | "cgc" | "ple" | "dcn" | "dlrm" | "deepfm" | "wide_n_deep"
 	Tasks           []string `json:"tasks,omitempty"`   // target column names; empty = every target in the schema, sorted by name
-	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (mlp), deep block (dcn), top MLP (dlrm)
+	MLPLayers       []int    `json:"mlp_layers"`        // shared-bottom MLP (mlp), deep block (dcn), top MLP (dlrm), deep part (deepfm, wide_n_deep)
 	ExpertMLPLayers []int    `json:"expert_mlp_layers"` // every expert's MLP (mmoe, cgc, ple)
 	MMoENumExperts  int      `json:"mmoe_num_mlp_experts"`
 	// CGCTaskExperts and CGCSharedExperts are the experts per task and the
@@ -39,15 +39,26 @@ type Config struct {
 	PLEGatesOnInput bool `json:"ple_gates_on_input"`
 	// DCNInteractedLayerNum is the number of cross layers of dcn.
 	DCNInteractedLayerNum int `json:"dcn_interacted_layer_num"`
-	// EmbeddingsDim is the width of every embedding table of dlrm, and
-	// of its bottom MLP's output.
-	EmbeddingsDim   int     `json:"embeddings_dim"`
-	GateDim         int     `json:"gate_dim"` // width of the gate MLP; 0 = no gate MLP
-	GateTemperature float32 `json:"mtl_gates_softmax_temperature"`
-	UseTaskTowers   bool    `json:"use_task_towers"`
-	TowerLayers     []int   `json:"tower_layers"`
-	Activation      string  `json:"activation"` // a Keras name (kernels.ParseActivation): hidden layers of every MLP, expert and tower
-	Dropout         float32 `json:"dropout"`
+	// EmbeddingsDim is the width of every embedding table of dlrm (and of
+	// its bottom MLP's output) and of deepfm (the FM term needs one
+	// width), in place of the inferred widths.
+	EmbeddingsDim int `json:"embeddings_dim"`
+	// Wide&Deep's wide part (model wide_n_deep): the buckets of each hashed
+	// cross of two categorical features, the pairs not to cross ("a:b",
+	// either order), and the L2 factor of the wide weights looked up in
+	// the batch.
+	WNDHashedCrossNumBins int      `json:"wnd_hashed_cross_num_bins"`
+	WNDIgnoreCombinations []string `json:"wnd_ignore_combinations,omitempty"`
+	WNDWideL2Reg          float64  `json:"wnd_wide_l2_reg"`
+	// MultihotMaxSeqLength truncates the lists encoded by the wide part of
+	// deepfm and wide_n_deep (multi-hot and crossed) to their first ids.
+	MultihotMaxSeqLength int     `json:"multihot_max_seq_length"`
+	GateDim              int     `json:"gate_dim"` // width of the gate MLP; 0 = no gate MLP
+	GateTemperature      float32 `json:"mtl_gates_softmax_temperature"`
+	UseTaskTowers        bool    `json:"use_task_towers"`
+	TowerLayers          []int   `json:"tower_layers"`
+	Activation           string  `json:"activation"` // a Keras name (kernels.ParseActivation): hidden layers of every MLP, expert and tower
+	Dropout              float32 `json:"dropout"`
 
 	EmbeddingDimMultiplier float64        `json:"embedding_sizes_multiplier"`
 	EmbeddingDims          map[string]int `json:"embedding_dims,omitempty"` // per feature or domain name
@@ -112,6 +123,9 @@ func DefaultConfig() Config {
 		DCNInteractedLayerNum:  1,
 		EmbeddingsDim:          128,
 		GateDim:                64,
+		WNDHashedCrossNumBins:  10000,
+		WNDWideL2Reg:           1e-5,
+		MultihotMaxSeqLength:   5,
 		GateTemperature:        1,
 		UseTaskTowers:          true,
 		TowerLayers:            []int{64},
@@ -135,6 +149,7 @@ func (c Config) Clone() Config {
 	c.MLPLayers = slices.Clone(c.MLPLayers)
 	c.ExpertMLPLayers = slices.Clone(c.ExpertMLPLayers)
 	c.TowerLayers = slices.Clone(c.TowerLayers)
+	c.WNDIgnoreCombinations = slices.Clone(c.WNDIgnoreCombinations)
 	c.EmbeddingDims = cloneMap(c.EmbeddingDims)
 	c.LossWeights = cloneMap(c.LossWeights)
 	c.PosClassWeights = cloneMap(c.PosClassWeights)
@@ -277,6 +292,10 @@ func (c *Config) Validate(s *schema.Schema) error {
 		if err := checkLayers("MLPLayers", c.MLPLayers, false); err != nil {
 			return err
 		}
+	case "deepfm", "wide_n_deep":
+		if err := c.validateWideDeep(s); err != nil {
+			return err
+		}
 	case "mmoe", "cgc", "ple":
 		if err := checkLayers("ExpertMLPLayers", c.ExpertMLPLayers, false); err != nil {
 			return err
@@ -288,7 +307,7 @@ func (c *Config) Validate(s *schema.Schema) error {
 			return configErr("GateTemperature", "must be > 0, got %g", c.GateTemperature)
 		}
 	default:
-		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc, ple, dcn or dlrm)", c.Model)
+		return configErr("Model", "unknown model %q (want mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep)", c.Model)
 	}
 	if err := c.validateDCNDLRM(s); err != nil {
 		return err
@@ -462,6 +481,10 @@ func (c Config) String() string {
 		fmt.Fprintf(&b, " cross_layers=%d mlp_layers=%v", c.DCNInteractedLayerNum, c.MLPLayers)
 	case "dlrm":
 		fmt.Fprintf(&b, " embeddings_dim=%d top_mlp_layers=%v", c.EmbeddingsDim, c.MLPLayers)
+	case "deepfm":
+		fmt.Fprintf(&b, " mlp_layers=%v embeddings_dim=%d", c.MLPLayers, c.EmbeddingsDim)
+	case "wide_n_deep":
+		fmt.Fprintf(&b, " mlp_layers=%v cross_bins=%d", c.MLPLayers, c.WNDHashedCrossNumBins)
 	case "mmoe":
 		fmt.Fprintf(&b, " experts=%d expert_layers=%v gate_dim=%d", c.MMoENumExperts, c.ExpertMLPLayers, c.GateDim)
 	case "cgc", "ple":

@@ -9,7 +9,7 @@ import (
 
 func TestDefaultConfigValid(t *testing.T) {
 	s := schema.Tenrec()
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		for _, opt := range []string{"adam", "adagrad", "sgd"} {
 			c := DefaultConfig()
 			c.Model, c.Optimizer = model, opt
@@ -41,7 +41,7 @@ func TestConfigErrors(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		{"unknown model", func(c *Config) { c.Model = "xdeepfm" }, `mtl: config Model (model): unknown model "xdeepfm" (want mlp, mmoe, cgc, ple, dcn or dlrm)`},
+		{"unknown model", func(c *Config) { c.Model = "xdeepfm" }, `mtl: config Model (model): unknown model "xdeepfm" (want mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep)`},
 		{"empty model", func(c *Config) { c.Model = "" }, `config Model (model): unknown model ""`},
 		{"zero experts", func(c *Config) { c.MMoENumExperts = 0 }, "mtl: config MMoENumExperts (mmoe_num_mlp_experts): must be >= 1, got 0"},
 		{"zero task experts", func(c *Config) { c.Model = "cgc"; c.CGCTaskExperts = 0 }, "config CGCTaskExperts (cgc_num_task_experts): must be >= 1, got 0"},

@@ -46,6 +46,7 @@ type Model struct {
 	ldev    kernels.Device
 	tasks   []Task
 	featMax map[string]int64
+	wide    *wideInputs // the derived inputs of deepfm and wide_n_deep (nil for other models)
 
 	input  *layers.InputBlock
 	body   body
@@ -174,7 +175,7 @@ func (m *Model) engineSpec(caps step.Caps, maxBatch int) step.Spec {
 		}
 		tasks[i] = st
 	}
-	return step.Spec{
+	spec := step.Spec{
 		Caps: caps, Input: m.input, FeatureMax: m.featMax, Params: m.params, L2Reg: cfg.L2Reg,
 		Tasks: tasks, Net: modelNet{m}, MaxBatch: maxBatch,
 		Optimizer: cfg.Optimizer,
@@ -182,6 +183,11 @@ func (m *Model) engineSpec(caps step.Caps, maxBatch int) step.Spec {
 		Seed:      uint64(cfg.Seed),
 		Check:     m.checkStats,
 	}
+	if m.wide != nil {
+		// (a nil *wideInputs in the interface would not be a nil Derived)
+		spec.Derived = m.wide
+	}
+	return spec
 }
 
 // inputFeatures are the model inputs: every non-target feature tagged
@@ -211,16 +217,20 @@ func (m *Model) build(comb kernels.Combiner) error {
 	cfg := &m.cfg
 	rng := layers.NewRNG(cfg.Seed)
 	feats := inputFeatures(m.schema, cfg)
-	for _, f := range feats {
+	opt := layers.InputOptions{
+		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cloneMap(cfg.inputEmbeddingDims(feats)),
+		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
+	}
+	var err error
+	if m.wide, err = wideDeepInputs(cfg, feats, &opt); err != nil {
+		return fmt.Errorf("mtl: %w", err)
+	}
+	for _, f := range append(feats, opt.Extra...) {
 		if f.IntDomain != nil {
 			m.featMax[f.Name] = f.IntDomain.Max
 		}
 	}
-	var err error
-	m.input, err = layers.NewInputBlock(m.dev, feats, layers.InputOptions{
-		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cfg.inputEmbeddingDims(feats),
-		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
-	}, rng)
+	m.input, err = layers.NewInputBlock(m.dev, feats, opt, rng)
 	if err != nil {
 		return fmt.Errorf("mtl: %w", err)
 	}
@@ -237,6 +247,8 @@ func (m *Model) build(comb kernels.Combiner) error {
 		m.body, err = newDCNBody(m, rng)
 	case "dlrm":
 		m.body, err = newDLRMBody(m, rng)
+	case "deepfm", "wide_n_deep":
+		m.body, err = newWideDeepBody(m, rng)
 	}
 	if err != nil {
 		return fmt.Errorf("mtl: %w", err)

@@ -32,7 +32,7 @@ func detConfig(model string) Config {
 func TestDeterminism(t *testing.T) {
 	rng := layers.NewRNG(5)
 	batches := []*loader.Batch{gradBatch(rng, 16), gradBatch(rng, 16), gradBatch(rng, 9), gradBatch(rng, 1)}
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		t.Run(model, func(t *testing.T) {
 			run := func(seed int64) []float64 {
 				c := detConfig(model)
@@ -179,7 +179,7 @@ func TestLossTerms(t *testing.T) {
 }
 
 func TestZeroAllocs(t *testing.T) {
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		t.Run(model, func(t *testing.T) {
 			c := gradConfig(model)
 			c.Dropout = 0.1

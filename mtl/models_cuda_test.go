@@ -99,6 +99,9 @@ func gpuParityConfig(model string) mtl.Config {
 	// do, so the masks would differ by design (the kernels' dropout parity
 	// is tested in package kernels).
 	c.Dropout = 0
+	c.EmbeddingsDim = 8           // deepfm
+	c.WNDHashedCrossNumBins = 100 // wide_n_deep: ids collide, crosses of lists have duplicates
+	c.MultihotMaxSeqLength = 3
 	c.Seed = 11
 	return c
 }
@@ -232,6 +235,9 @@ func TestCUDAModelParity(t *testing.T) {
 		{"cgc", "elu", 4},
 		{"ple", "leaky_relu", 4},
 		{"ple", "gelu", 4},
+		{"deepfm", "relu", gpuParitySteps},
+		{"wide_n_deep", "relu", gpuParitySteps},
+		{"deepfm", "gelu", 4},
 		{"dcn", "relu", gpuParitySteps},
 		{"dlrm", "relu", gpuParitySteps},
 		{"dcn", "tanh", 4},
@@ -370,7 +376,7 @@ func TestCUDAModelNoLeak(t *testing.T) {
 	var afterFirst cublas.MemInfo
 	const rounds = 4
 	for round := range rounds {
-		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 			m, err := mtl.NewModel(s, gpuParityConfig(model), gpu, gpuParityRows)
 			require.NoError(t, err)
 			for step := range 3 {

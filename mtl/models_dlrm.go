@@ -86,7 +86,8 @@ func checkDLRMSchema(s *schema.Schema, c *Config) error {
 // built with: for dlrm every categorical feature gets EmbeddingsDim (its
 // dot products pair vectors of one width, and Merlin's script sets
 // dim=embeddings_dim for all); the other models take EmbeddingDims as
-// given.
+// given (deepfm's EmbeddingsDim widths, and the wide inputs' width 1, are
+// added by wideDeepInputs).
 func (c *Config) inputEmbeddingDims(feats []*schema.Feature) map[string]int {
 	if c.Model != "dlrm" {
 		return c.EmbeddingDims

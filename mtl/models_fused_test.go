@@ -168,7 +168,7 @@ func (s *fakeStager) Release() { s.released = true }
 // model's losses, outputs and parameters bit for bit (batches of at most
 // 256 rows: one shard on the CPU too).
 func TestModelUsesFusedCapabilities(t *testing.T) {
-	for _, model := range []string{"mlp", "mmoe", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "mmoe", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		for _, opt := range []string{"adam", "adagrad", "sgd"} {
 			t.Run(model+"/"+opt, func(t *testing.T) {
 				cfg := gradConfig(model)

@@ -2,10 +2,12 @@ package mtl
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
 	"github.com/stretchr/testify/require"
 )
 
@@ -72,29 +74,36 @@ func TestModelGradients(t *testing.T) {
 			ref := refLoss(t, m, b)
 			require.InDelta(t, ref, st.Loss, 1e-5*ref+1e-6, "device loss vs host reference")
 
-			require.NoError(t, m.exec.Train().LossPass(b, layers.Mode{}, true))
-			grads := make([][]float32, len(m.params))
-			for i := range m.params {
-				if g := m.exec.Train().Grad(i); g != nil {
-					grads[i] = hostT(g)
-				}
-			}
-			var touched [][]int
-			for ti, tb := range m.input.Tables {
-				d, must := sparseToDense(m.exec.Train().Input().SparseGrad(ti), tb.Rows, tb.Dim)
-				grads[ti] = d
-				touched = append(touched, must)
-			}
-			loss := func() float64 { return refLoss(t, m, b) }
-			o := fdOpts{eps: 1e-3, atol: 2e-4, rtol: 1e-2, samples: 40}
-			for i, p := range m.params {
-				var must []int
-				if i < len(touched) {
-					must = touched[i][:min(len(touched[i]), 12)]
-				}
-				fdCheck(t, p.Name, p.Value, grads[i], loss, o, rng, must...)
-			}
+			checkModelGrads(t, m, b, func() float64 { return refLoss(t, m, b) },
+				fdOpts{eps: 1e-3, atol: 2e-4, rtol: 1e-2, samples: 40}, rng)
 		})
+	}
+}
+
+// checkModelGrads compares the gradient of every parameter of m on b
+// (sparse table gradients scattered, the rows they touch always checked)
+// with finite differences of loss.
+func checkModelGrads(t *testing.T, m *Model, b *loader.Batch, loss func() float64, o fdOpts, rng *rand.Rand) {
+	t.Helper()
+	require.NoError(t, m.exec.Train().LossPass(b, layers.Mode{}, true))
+	grads := make([][]float32, len(m.params))
+	for i := range m.params {
+		if g := m.exec.Train().Grad(i); g != nil {
+			grads[i] = hostT(g)
+		}
+	}
+	var touched [][]int
+	for ti, tb := range m.input.Tables {
+		d, must := sparseToDense(m.exec.Train().Input().SparseGrad(ti), tb.Rows, tb.Dim)
+		grads[ti] = d
+		touched = append(touched, must)
+	}
+	for i, p := range m.params {
+		var must []int
+		if i < len(touched) {
+			must = touched[i][:min(len(touched[i]), 12)]
+		}
+		fdCheck(t, p.Name, p.Value, grads[i], loss, o, rng, must...)
 	}
 }
 

@@ -40,6 +40,8 @@ func TestCUDAModelGraphParity(t *testing.T) {
 		// an Activator activation: pre-activation copy, Activate and its
 		// backward inside the captured step, dropout after it
 		{"mlp", "adam", gpuParityRows, "swish"},
+		// derived wide inputs, the FM term, the wide logit's dropout
+		{"deepfm", "adam", gpuParityRows, ""}, {"wide_n_deep", "adagrad", gpuParityRows, ""},
 		// the cross layers and the dot-product interactions inside the
 		// captured step
 		{"dcn", "adam", gpuParityRows, ""}, {"dlrm", "adam", gpuParityRows, ""},

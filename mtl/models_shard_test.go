@@ -24,7 +24,7 @@ type plainDev struct{ kernels.Device }
 func TestShardedMatchesWholeBatch(t *testing.T) {
 	const rows = 3*step.ShardRows - 17 // three shards of unequal sizes
 	require.Equal(t, 3, step.ShardCount(rows))
-	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		t.Run(model, func(t *testing.T) {
 			cfg := gradConfig(model)
 			whole, err := NewModel(gradSchema(), cfg, plainDev{kernels.NewCPU(1)}, rows)

@@ -40,16 +40,20 @@ func newOut(tasks, rows int) [][]float32 {
 // model (run with -race to check the sharing of the weights).
 func TestScorerConcurrent(t *testing.T) {
 	for _, threads := range []int{1, 2} {
-		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) { testScorerConcurrent(t, threads) })
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) { testScorerConcurrent(t, threads, "ple") })
+	}
+	// every predictor computes its own wide inputs (crosses) from its batch
+	for _, model := range []string{"deepfm", "wide_n_deep"} {
+		t.Run(model, func(t *testing.T) { testScorerConcurrent(t, 2, model) })
 	}
 }
 
 // testScorerConcurrent runs on a device with the given threads: with more
 // than one, the device's own worker pool and OpenBLAS are entered from
 // several goroutines at once.
-func testScorerConcurrent(t *testing.T, threads int) {
+func testScorerConcurrent(t *testing.T, threads int, model string) {
 	const rows = 700 // large enough for the device to split element-wise work
-	dir := trainedCheckpoint(t, "ple")
+	dir := trainedCheckpoint(t, model)
 	s, err := mtl.LoadScorer(dir, kernels.NewCPU(threads), mtl.ScorerOptions{MaxBatch: rows, Workers: 3})
 	require.NoError(t, err)
 	defer s.Close()

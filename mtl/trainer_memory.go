@@ -101,7 +101,11 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	c.fusedEmb, c.staged, fusedGate = caps.Fused != nil, caps.Staged != nil, caps.FusedGate
 	feats := inputFeatures(s, &cfg)
 	cfg.EmbeddingDims = cfg.inputEmbeddingDims(feats)
-	in := c.input(feats, &cfg)
+	icfg, wide, err := wideDeepInputConfig(&cfg, feats)
+	if err != nil {
+		return MemoryEstimate{}, err
+	}
+	in := c.input(append(feats, wide...), &icfg)
 	T := float64(len(tasks))
 	drop := cfg.Dropout > 0
 	hiddenAct, _ := kernels.ParseActivation(cfg.Activation)
@@ -158,6 +162,8 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 		for range tasks {
 			gate(in, E, out)
 		}
+	case "deepfm", "wide_n_deep":
+		out = c.wideDeep(&icfg, feats, len(wide), act)
 	case "cgc", "ple":
 		levels := 1
 		if cfg.Model == "ple" {

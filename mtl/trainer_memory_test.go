@@ -55,6 +55,8 @@ func TestEstimateMemoryMatchesAllocation(t *testing.T) {
 		{"cgc adagrad", schema.TenrecWithRows(2000), func() mtl.Config { c := big("cgc"); c.Optimizer = "adagrad"; return c }(), 2048},
 		{"ple sgd", schema.TenrecWithRows(300), func() mtl.Config { c := big("ple"); c.Optimizer = "sgd"; c.PLELayers = 3; return c }(), 4096},
 		{"wide mlp", schema.TenrecWithRows(300), func() mtl.Config { c := big("mlp"); c.MLPLayers = []int{1024, 512}; return c }(), 512},
+		{"deepfm", schema.TenrecWithRows(2000), func() mtl.Config { c := big("deepfm"); c.EmbeddingsDim = 32; return c }(), 2048},
+		{"wide_n_deep", schema.TenrecWithRows(2000), big("wide_n_deep"), 2048},
 		{"dcn", schema.TenrecWithRows(300), func() mtl.Config { c := big("dcn"); c.DCNInteractedLayerNum = 3; return c }(), 4096},
 		{"dlrm", schema.TenrecWithRows(2000), big("dlrm"), 4096},
 		{"dlrm with continuous features", withContinuous(schema.TenrecWithRows(300)), func() mtl.Config {

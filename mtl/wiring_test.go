@@ -211,7 +211,7 @@ func TestNewModelOptimizerState(t *testing.T) {
 		{"adagrad", map[string]float32{"/accumulator": 0.1}},
 		{"sgd", nil},
 	} {
-		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm"} {
+		for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 			t.Run(c.optimizer+"/"+model, func(t *testing.T) {
 				cfg := refConfig(model)
 				cfg.Optimizer = c.optimizer
@@ -367,6 +367,15 @@ func TestConfigWiring(t *testing.T) {
 		{"InitOutputBias", "mmoe", func(c *Config) { c.InitOutputBias = true }, changesFirstStep, nil},
 		{"InitOutputBias", "ple", func(c *Config) { c.InitOutputBias = true }, changesFirstStep, nil},
 		{"CUDAGraph", "mmoe", func(c *Config) { c.CUDAGraph = true }, changesNoResult, nil},
+		{"MLPLayers", "deepfm", func(c *Config) { c.MLPLayers = []int{9} }, changesOutputs, nil},
+		{"EmbeddingsDim", "deepfm", func(c *Config) { c.EmbeddingsDim = 6 }, changesOutputs, nil},
+		{"MultihotMaxSeqLength", "deepfm", func(c *Config) { c.MultihotMaxSeqLength = 2 }, changesOutputs, nil},
+		{"MultihotMaxSeqLength", "wide_n_deep", func(c *Config) { c.MultihotMaxSeqLength = 2 }, changesOutputs, nil},
+		{"WNDHashedCrossNumBins", "wide_n_deep", func(c *Config) { c.WNDHashedCrossNumBins = 5 }, changesOutputs, nil},
+		{"WNDIgnoreCombinations", "wide_n_deep", func(c *Config) { c.WNDIgnoreCombinations = []string{"hist:tags"} }, changesOutputs, nil},
+		{"WNDWideL2Reg", "wide_n_deep", func(c *Config) { c.WNDWideL2Reg = 0.05 }, changesLoss, nil},
+		{"Dropout", "wide_n_deep", func(c *Config) { c.Dropout = 0.4 }, changesTrainLoss, nil},
+		{"Activation", "deepfm", func(c *Config) { c.Activation = "linear" }, changesOutputs, nil},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {
@@ -384,7 +393,11 @@ func TestConfigWiring(t *testing.T) {
 		m, err := NewModel(s, cfg, testDev(), 16)
 		require.NoError(t, err)
 		t.Cleanup(m.Release)
-		refScramble(m, 12)
+		if m.wide != nil {
+			wdScramble(m, 12)
+		} else {
+			refScramble(m, 12)
+		}
 		return m
 	}
 	predict := func(t *testing.T, m *Model) map[string][]float32 {
@@ -429,7 +442,11 @@ func TestConfigWiring(t *testing.T) {
 			}
 			m0, m1 := build(t, base), build(t, cfg)
 			var want refResult
-			if c.effect != changesTraining {
+			switch {
+			case c.effect == changesTraining:
+			case m1.wide != nil:
+				want = wdCheck(t, m1, cfg, s, b)
+			default:
 				// the documented computation
 				want = refCheck(t, m1, cfg, s, b)
 			}

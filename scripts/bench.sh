@@ -8,14 +8,14 @@
 # experts (--impl), and its best result per mode is the comparison point.
 #
 # Environment (defaults in brackets):
-#   MODELS ["mlp mmoe cgc ple"; dcn and dlrm too]  THREADS [2]  BATCH [1024]  STEPS [50]
+#   MODELS ["mlp mmoe cgc ple dcn dlrm deepfm wide_n_deep"]  THREADS [2]  BATCH [1024]  STEPS [50]
 #   WARMUP [5]  TABLE_ROWS [0 = tenrec defaults]  DEVICE [cpu]
 #   REF [bench/torch_ref.py]  BIN [bin/mtlrank]
 #   OUT [out/bench]: raw JSON lines and the table are written there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODELS=${MODELS:-"mlp mmoe cgc ple"}
+MODELS=${MODELS:-"mlp mmoe cgc ple dcn dlrm deepfm wide_n_deep"}
 THREADS=${THREADS:-2}
 BATCH=${BATCH:-1024}
 STEPS=${STEPS:-50}

@@ -335,8 +335,8 @@ func TestBadFlags(t *testing.T) {
 		{"negative layer", []string{"train", "--mlp_layers", "64,-3"}, "layer size must be positive"},
 		{"malformed bool", []string{"train", "--use_task_towers=maybe"}, "boolean value expected"},
 		{"positional", []string{"train", "extra"}, `unexpected argument "extra"`},
-		{"bad model", []string{"train", "--model", "xdeepfm"}, "--model must be mlp, mmoe, cgc, ple, dcn or dlrm"},
-		{"dlrm flag with dcn", []string{"train", "--model", "dcn", "--embeddings_dim", "16"}, "--embeddings_dim does not apply to --model dcn (only to dlrm)"},
+		{"bad model", []string{"train", "--model", "lightgbm"}, "--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep"},
+		{"deepfm and dlrm flag with dcn", []string{"train", "--model", "dcn", "--embeddings_dim", "16"}, "--embeddings_dim does not apply to --model dcn (only to dlrm, deepfm)"},
 		{"no cross layers", []string{"train", "--model", "dcn", "--dcn_interacted_layer_num", "0"}, "dcn_interacted_layer_num): the number of cross layers must be >= 1, got 0"},
 		{"flag of another model", []string{"train", "--model", "mmoe", "--cgc_num_shared_experts", "3"}, "--cgc_num_shared_experts does not apply to --model mmoe"},
 		{"towers off", []string{"train", "--use_task_towers", "False", "--tower_layers", "32"}, "--use_task_towers is false"},
@@ -486,7 +486,7 @@ func TestHelp(t *testing.T) {
 // TestBenchJSON: bench prints one JSON object per mode with the fields of
 // the PyTorch reference.
 func TestBenchJSON(t *testing.T) {
-	for _, model := range []string{"mlp", "ple", "dcn", "dlrm"} {
+	for _, model := range []string{"mlp", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
 		stdout := mustRun(t, "bench", "--model", model, "--threads", "1", "--batch", "128", "--steps", "2", "--warmup", "1", "--table_rows", "1000")
 		lines := strings.Split(strings.TrimSpace(stdout), "\n")
 		require.Len(t, lines, 2)

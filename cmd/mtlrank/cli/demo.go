@@ -37,7 +37,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.Int64Var(&rows, "rows", 200000, "training rows")
 	fs.Int64Var(&evalRows, "eval_rows", 50000, "evaluation rows")
 	fs.IntVar(&epochs, "epochs", 2, "training epochs")
-	fs.StringVar(&model, "model", "mmoe", "architecture: mlp, mmoe, cgc, ple, dcn or dlrm")
+	fs.StringVar(&model, "model", "mmoe", "architecture: mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep")
 	fs.IntVar(&threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.Var(boolValue{&quiet}, "quiet", "no progress bar and no log lines on stderr")
 	if err := helpOr(e, fs, args, "mtlrank demo [flags]", demoDescription); err != nil {
@@ -59,9 +59,9 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return usagef("--epochs must be >= 1, got %d", epochs)
 	}
 	switch model {
-	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm":
+	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep":
 	default:
-		return usagef("--model must be mlp, mmoe, cgc, ple, dcn or dlrm, got %q", model)
+		return usagef("--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep, got %q", model)
 	}
 	if err := checkPaths(nil, []outPath{{what: "--output_path", path: out}}); err != nil {
 		return err

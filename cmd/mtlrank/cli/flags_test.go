@@ -186,13 +186,20 @@ func TestCheckModelFlags(t *testing.T) {
 	require.ErrorContains(t, checkModelFlags(&cfg, map[string]bool{"gate_dim": true}), "--gate_dim does not apply")
 	cfg.Model = "dcn"
 	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "dcn_interacted_layer_num": true}))
-	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"embeddings_dim": true}), "--embeddings_dim does not apply to --model dcn (only to dlrm)")
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"embeddings_dim": true}), "--embeddings_dim does not apply to --model dcn (only to dlrm, deepfm)")
 	cfg.Model = "dlrm"
 	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "embeddings_dim": true}))
 	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"dcn_interacted_layer_num": true}), "--dcn_interacted_layer_num does not apply to --model dlrm (only to dcn)")
 	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"gate_dim": true}), "--gate_dim does not apply to --model dlrm (only to mmoe, cgc, ple)")
+	cfg.Model = "deepfm"
+	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "embeddings_dim": true, "multihot_max_seq_length": true}))
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"wnd_hashed_cross_num_bins": true}), "--wnd_hashed_cross_num_bins does not apply to --model deepfm (only to wide_n_deep)")
+	cfg.Model = "wide_n_deep"
+	require.NoError(t, checkModelFlags(&cfg, map[string]bool{"mlp_layers": true, "wnd_hashed_cross_num_bins": true, "wnd_wide_l2_reg": true,
+		"wnd_ignore_combinations": true, "multihot_max_seq_length": true}))
+	require.EqualError(t, checkModelFlags(&cfg, map[string]bool{"embeddings_dim": true}), "--embeddings_dim does not apply to --model wide_n_deep (only to dlrm, deepfm)")
 	cfg.Model = "wide"
-	require.EqualError(t, checkModelFlags(&cfg, nil), "--model must be mlp, mmoe, cgc, ple, dcn or dlrm, got \"wide\"")
+	require.EqualError(t, checkModelFlags(&cfg, nil), "--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep, got \"wide\"")
 }
 
 func TestTable(t *testing.T) {

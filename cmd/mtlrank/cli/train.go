@@ -71,17 +71,17 @@ var architectureFlags = []string{
 	"use_task_towers", "tower_layers", "activation", "dropout", "embedding_sizes_multiplier",
 	"list_combiner", "l2_reg", "embeddings_l2_reg", "optimizer", "lr", "lr_decay_rate",
 	"lr_decay_steps", "random_seed", "tasks", "tasks_sample_space", "init_output_bias", "mlp_init",
-	"dcn_interacted_layer_num", "embeddings_dim",
+	"dcn_interacted_layer_num", "embeddings_dim", "wnd_hashed_cross_num_bins", "wnd_wide_l2_reg",
+	"wnd_ignore_combinations", "multihot_max_seq_length",
 }
 
 // registerModelFlags binds the architecture and optimizer flags to cfg,
 // with cfg's current values as defaults. aliases adds the flag names of
 // the PyTorch reference benchmark (--num_experts, ...).
 func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
-	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc, ple, dcn (cross network, then MLP) or dlrm (dot-product interactions, then MLP)")
-	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (mlp), the deep block after the cross layers (dcn) or the top MLP (dlrm)")
+	fs.StringVar(&cfg.Model, "model", cfg.Model, "architecture: mlp (shared-bottom MLP), mmoe, cgc, ple, dcn (cross network, then MLP), dlrm (dot-product interactions, then MLP), deepfm or wide_n_deep")
+	fs.Var(intList{&cfg.MLPLayers}, "mlp_layers", "comma-separated widths of the shared-bottom MLP (mlp), the deep block after the cross layers (dcn), the top MLP (dlrm) or the deep part (deepfm, wide_n_deep)")
 	fs.IntVar(&cfg.DCNInteractedLayerNum, "dcn_interacted_layer_num", cfg.DCNInteractedLayerNum, "number of cross layers (--model dcn)")
-	fs.IntVar(&cfg.EmbeddingsDim, "embeddings_dim", cfg.EmbeddingsDim, "width of every embedding and of the bottom MLP's output (--model dlrm)")
 	fs.Var(intList{&cfg.ExpertMLPLayers}, "expert_mlp_layers", "comma-separated widths of every expert's MLP (mmoe, cgc, ple)")
 	fs.IntVar(&cfg.MMoENumExperts, "mmoe_num_mlp_experts", cfg.MMoENumExperts, "number of experts shared by all tasks (--model mmoe)")
 	fs.IntVar(&cfg.CGCTaskExperts, "cgc_num_task_experts", cfg.CGCTaskExperts, "task-specific experts per task (cgc, ple)")
@@ -90,6 +90,11 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 	fs.Var(boolValue{&cfg.PLEGatesOnInput}, "ple_gates_on_input", "Merlin's PLE variant: every gate reads the model input instead of the previous level's output (--model ple)")
 	fs.IntVar(&cfg.GateDim, "gate_dim", cfg.GateDim, "width of the gate MLP before the softmax; 0 = no gate MLP (mmoe, cgc, ple)")
 	fs.Var(float32Value{&cfg.GateTemperature}, "mtl_gates_softmax_temperature", "softmax temperature of the gates (mmoe, cgc, ple)")
+	fs.IntVar(&cfg.EmbeddingsDim, "embeddings_dim", cfg.EmbeddingsDim, "width of every embedding, in place of --embedding_sizes_multiplier (dlrm, deepfm), and of the bottom MLP's output (dlrm)")
+	fs.IntVar(&cfg.WNDHashedCrossNumBins, "wnd_hashed_cross_num_bins", cfg.WNDHashedCrossNumBins, "buckets of each hashed cross of two categorical features in the wide part (--model wide_n_deep)")
+	fs.Float64Var(&cfg.WNDWideL2Reg, "wnd_wide_l2_reg", cfg.WNDWideL2Reg, "L2 factor of the wide weights looked up in each batch (--model wide_n_deep)")
+	fs.Var(strList{v: &cfg.WNDIgnoreCombinations}, "wnd_ignore_combinations", "comma-separated pairs a:b of categorical features not to cross in the wide part (--model wide_n_deep)")
+	fs.IntVar(&cfg.MultihotMaxSeqLength, "multihot_max_seq_length", cfg.MultihotMaxSeqLength, "lists are cut to their first N ids for the wide part's multi-hot encodings and crosses (deepfm, wide_n_deep)")
 	fs.Var(boolValue{&cfg.UseTaskTowers}, "use_task_towers", "put a task-specific MLP tower before each head")
 	fs.Var(intList{&cfg.TowerLayers}, "tower_layers", "comma-separated widths of the task towers")
 	fs.StringVar(&cfg.Activation, "activation", cfg.Activation, "activation of the hidden layers of every MLP, expert and tower, by its Keras name: relu, selu, elu, gelu, tanh, sigmoid, swish (or silu), leaky_relu (slope 0.2) or linear")
@@ -114,9 +119,13 @@ func registerModelFlags(fs *flag.FlagSet, cfg *mtl.Config, aliases bool) {
 // checkModelFlags rejects flags that do not apply to the chosen model.
 func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 	applies := map[string][]string{
-		"mlp_layers":                    {"mlp", "dcn", "dlrm"},
+		"mlp_layers":                    {"mlp", "dcn", "dlrm", "deepfm", "wide_n_deep"},
 		"dcn_interacted_layer_num":      {"dcn"},
-		"embeddings_dim":                {"dlrm"},
+		"embeddings_dim":                {"dlrm", "deepfm"},
+		"wnd_hashed_cross_num_bins":     {"wide_n_deep"},
+		"wnd_wide_l2_reg":               {"wide_n_deep"},
+		"wnd_ignore_combinations":       {"wide_n_deep"},
+		"multihot_max_seq_length":       {"deepfm", "wide_n_deep"},
 		"expert_mlp_layers":             {"mmoe", "cgc", "ple"},
 		"gate_dim":                      {"mmoe", "cgc", "ple"},
 		"mtl_gates_softmax_temperature": {"mmoe", "cgc", "ple"},
@@ -130,9 +139,9 @@ func checkModelFlags(cfg *mtl.Config, set map[string]bool) error {
 		"ple_gates_on_input":            {"ple"},
 	}
 	switch cfg.Model {
-	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm":
+	case "mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep":
 	default:
-		return usagef("--model must be mlp, mmoe, cgc, ple, dcn or dlrm, got %q", cfg.Model)
+		return usagef("--model must be mlp, mmoe, cgc, ple, dcn, dlrm, deepfm or wide_n_deep, got %q", cfg.Model)
 	}
 	for _, name := range sortedKeys(applies) {
 		if set[name] && !slices.Contains(applies[name], cfg.Model) {
@@ -241,13 +250,6 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.wandbEntity, "wandb_entity", "", "Merlin's W&B entity; no effect without W&B logging (as in Merlin)")
 	fs.StringVar(&a.wandbGroup, "wandb_exp_group", "", "Merlin's W&B experiment group; no effect without W&B logging (as in Merlin)")
 	fs.IntVar(&a.metricsLogFrequency, "metrics_log_frequency", 50, "steps between the running losses written with --log_to_tensorboard (0: per epoch only); see --log_every_steps for the log")
-	// Settings of Merlin's single-task models, which --model refuses: like
-	// Merlin with the models here, they have no effect.
-	const onlyFor = "setting of Merlin's %s model, which mtlrank does not have; no effect (as in Merlin with the models here)"
-	fs.Int("wnd_hashed_cross_num_bins", 10000, fmt.Sprintf(onlyFor, "wide_n_deep"))
-	fs.Float64("wnd_wide_l2_reg", 1e-5, fmt.Sprintf(onlyFor, "wide_n_deep"))
-	fs.String("wnd_ignore_combinations", "", fmt.Sprintf(onlyFor, "wide_n_deep"))
-	fs.Float64("multihot_max_seq_length", 5, fmt.Sprintf(onlyFor, "deepfm and wide_n_deep"))
 }
 
 const trainDescription = `Trains a multi-task model with Merlin's quick-start ranking flags, evaluates it

@@ -138,9 +138,39 @@ func TestMerlinOnlyFlags(t *testing.T) {
 	}
 	a, set := parse(t, "--mlp_init", "glorot_uniform", "--in_batch_negatives_train", "0", "--in_batch_negatives_eval", "0",
 		"--log_to_tensorboard", "false", "--log_to_wandb=false", "--wandb_project", "p", "--wandb_entity", "e",
-		"--wandb_exp_group", "g", "--metrics_log_frequency", "10",
-		"--wnd_hashed_cross_num_bins", "100", "--wnd_wide_l2_reg", "0", "--wnd_ignore_combinations", "a:b", "--multihot_max_seq_length", "3")
+		"--wandb_exp_group", "g", "--metrics_log_frequency", "10")
 	require.NoError(t, a.check(set))
+
+	// the settings of deepfm and wide_n_deep reach the Config with those
+	// models and are refused with the others, like every model flag
+	a, set = parse(t, "--model", "wide_n_deep", "--mlp_layers", "8,4", "--wnd_hashed_cross_num_bins", "100", "--wnd_wide_l2_reg", "0.5",
+		"--wnd_ignore_combinations", "a:b,c:d", "--multihot_max_seq_length", "3")
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 100, a.cfg.WNDHashedCrossNumBins)
+	assert.Equal(t, 0.5, a.cfg.WNDWideL2Reg)
+	assert.Equal(t, []string{"a:b", "c:d"}, a.cfg.WNDIgnoreCombinations)
+	assert.Equal(t, 3, a.cfg.MultihotMaxSeqLength)
+	a, set = parse(t, "--model", "deepfm", "--embeddings_dim", "16", "--multihot_max_seq_length", "2")
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 16, a.cfg.EmbeddingsDim)
+	a, set = parse(t, "--model", "dlrm", "--embeddings_dim", "24")
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 24, a.cfg.EmbeddingsDim)
+	for _, args := range [][]string{
+		{"--embeddings_dim", "64"},
+		{"--model", "dcn", "--embeddings_dim", "64"},
+		{"--model", "dlrm", "--multihot_max_seq_length", "3"},
+		{"--model", "wide_n_deep", "--embeddings_dim", "64"},
+		{"--model", "deepfm", "--wnd_hashed_cross_num_bins", "100"},
+		{"--wnd_wide_l2_reg", "0"},
+		{"--model", "mmoe", "--wnd_ignore_combinations", "a:b"},
+		{"--multihot_max_seq_length", "3"},
+	} {
+		a, set = parse(t, args...)
+		var ue *usageError
+		require.ErrorAs(t, a.check(set), &ue, args)
+		assert.Contains(t, a.check(set).Error(), "does not apply to --model", args)
+	}
 
 	s := schema.Tenrec()
 	a, set = parse(t, "--tasks", "like", "--stl_positive_class_weight", "4")

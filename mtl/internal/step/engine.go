@@ -57,6 +57,9 @@ type Spec struct {
 	// feature's largest id (ids are checked on the host).
 	Input      *layers.InputBlock
 	FeatureMax map[string]int64
+	// Derived computes the inputs of Input that are not columns of the
+	// batch; nil when every input is a column.
+	Derived Derived
 	// Params are the trainable tensors: the input block's embedding
 	// tables first (Sparse), then the dense parameters.
 	Params []layers.Param

@@ -75,6 +75,47 @@ type featFeed struct {
 	name string
 	list bool
 	max  int64 // ids must lie in [0, max]
+	// derive computes a derived input (Derived) from the batch in place of
+	// reading the column name; nil for the schema's inputs. derived is its
+	// result as a column (reused: no allocation per batch).
+	derive  DeriveFunc
+	derived loader.Column
+}
+
+// DeriveFunc computes a derived input of a batch: its ids, and its offsets
+// when it is a list input.
+type DeriveFunc func(b *loader.Batch) (ids, offs []int32, err error)
+
+// Derived are the model inputs computed from other columns of a batch
+// rather than read from a column of their own (the wide part of deepfm and
+// wide_n_deep). The feeder checks a derived input as it checks a column:
+// its shape (list or scalar, offsets) and its ids against FeatureMax.
+type Derived interface {
+	// Deriver returns the function that computes input name, or nil when
+	// name is a column of the batch. Every feeder asks for its own, so the
+	// function may keep buffers between batches.
+	Deriver(name string) DeriveFunc
+}
+
+// IDColumn reads a categorical column of a batch with the checks the
+// feeder makes on its inputs (missing column, list/scalar mismatch, broken
+// offsets, ids outside [0, max]), for a DeriveFunc's sources. It keeps a
+// conversion buffer, so each DeriveFunc needs its own.
+type IDColumn struct {
+	f    featFeed
+	conv []int32
+}
+
+// NewIDColumn returns a reader of column name: a list column when list,
+// with ids in [0, max].
+func NewIDColumn(name string, list bool, max int64) *IDColumn {
+	return &IDColumn{f: featFeed{name: name, list: list, max: max}}
+}
+
+// Read returns the column's int32 ids (converted from int64 when needed)
+// and offsets (nil for a scalar column), checked.
+func (c *IDColumn) Read(b *loader.Batch) (ids, offs []int32, err error) {
+	return c.f.read(b, &c.conv)
 }
 
 type tableFeed struct {
@@ -95,14 +136,19 @@ type floatFeed struct {
 }
 
 // newFeeder creates a feeder for block's features; features maps each
-// categorical feature to the largest id it may hold.
-func newFeeder(c *Caps, block *layers.InputBlock, maxRows int, features map[string]int64) *feeder {
+// categorical feature to the largest id it may hold. The inputs derived
+// names are computed from the batch (nil: every input is a column).
+func newFeeder(c *Caps, block *layers.InputBlock, maxRows int, features map[string]int64, derived Derived) *feeder {
 	fd := &feeder{dev: c.Dev, block: block, data: block.NewInputData(), maxRows: maxRows, cpu: c.CPU, async: c.Staged}
 	fd.tables = make([]tableFeed, len(block.Tables))
 	for ti, t := range block.Tables {
 		for _, fi := range t.Features {
 			f := block.Features[fi]
-			fd.tables[ti].feats = append(fd.tables[ti].feats, featFeed{name: f.Name, list: f.List, max: features[f.Name]})
+			ff := featFeed{name: f.Name, list: f.List, max: features[f.Name]}
+			if derived != nil {
+				ff.derive = derived.Deriver(f.Name)
+			}
+			fd.tables[ti].feats = append(fd.tables[ti].feats, ff)
 		}
 	}
 	fd.conts = make([]*floatFeed, len(block.Features))
@@ -262,6 +308,15 @@ func (fd *feeder) feed(b *loader.Batch) (*layers.InputData, error) {
 // needed) and offsets (nil for scalar features), checked.
 func (f *featFeed) read(b *loader.Batch, conv *[]int32) (ids, offs []int32, err error) {
 	col := b.Column(f.name)
+	if f.derive != nil {
+		// A derived input passes the checks of a column too, so that a
+		// device never sees an id outside its table whatever the Derived.
+		if ids, offs, err = f.derive(b); err != nil {
+			return nil, nil, err
+		}
+		f.derived = loader.Column{Name: f.name, I32: ids, Offsets: offs}
+		col = &f.derived
+	}
 	if col == nil {
 		return nil, nil, BatchErr(b, "column %q is missing", f.name)
 	}

@@ -118,7 +118,7 @@ func (e *Engine) newWorkspace(maxRows int, train bool) *Workspace {
 	ws := &Workspace{
 		e:     e,
 		train: train,
-		feed:  newFeeder(&e.caps, in, maxRows, e.spec.FeatureMax),
+		feed:  newFeeder(&e.caps, in, maxRows, e.spec.FeatureMax, e.spec.Derived),
 		input: in.NewWorkspace(maxRows, train),
 		stats: Stats{TaskLoss: make([]float64, len(e.spec.Tasks))},
 	}
