@@ -2,6 +2,7 @@ package mtl
 
 import (
 	"fmt"
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 	"slices"
 	"strings"
 
@@ -273,9 +274,5 @@ func (d *wideDeriver) row(ids, offs []int32, r int) []int32 {
 // same on every device and in every process.
 func crossBucket(a, b int32, bins int64) int32 {
 	z := uint64(uint32(a))<<32 | uint64(uint32(b))
-	z += 0x9e3779b97f4a7c15
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
-	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return int32(z % uint64(bins))
+	return int32(splitmix.Mix(z+splitmix.Gamma) % uint64(bins))
 }
