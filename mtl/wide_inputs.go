@@ -2,10 +2,10 @@ package mtl
 
 import (
 	"fmt"
-	"github.com/mtlrank/mtlrank/internal/splitmix"
 	"slices"
 	"strings"
 
+	"github.com/mtlrank/mtlrank/internal/splitmix"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
