@@ -396,12 +396,19 @@ func TestBadFlags(t *testing.T) {
 		{"bench flag of other model", []string{"bench", "--model", "mlp", "--gate_dim", "8"}, "does not apply to --model mlp"},
 		{"demo bad model", []string{"demo", "--model", "xgboost"}, "--model must be"},
 	}
+	// The commands run in an empty folder: a refused command writes
+	// nothing, not even synthetic data into the default ./output/.
+	work := t.TempDir()
+	t.Chdir(work)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := run(t, tc.args...)
 			assert.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
 			assert.Contains(t, stderr, tc.want)
 			assert.NotContains(t, stdout, "Evaluation", "nothing was trained")
+			left, err := os.ReadDir(work)
+			require.NoError(t, err)
+			assert.Empty(t, left, "a refused command left files behind")
 		})
 	}
 }

@@ -665,6 +665,22 @@ func (a *trainArgs) applyTasks(s *schema.Schema) error {
 }
 
 // selectColumns applies --keep_columns and --ignore_columns to s.
+// checkModel checks the model's configuration against the schema s as
+// training will (column selection, tasks, Config.Validate).
+func (a *trainArgs) checkModel(s *schema.Schema) error {
+	s, err := a.selectColumns(s)
+	if err != nil {
+		return err
+	}
+	if err := a.applyTasks(s); err != nil {
+		return err
+	}
+	if err := a.cfg.Validate(s); err != nil {
+		return &usageError{err.Error()}
+	}
+	return nil
+}
+
 func (a *trainArgs) selectColumns(s *schema.Schema) (*schema.Schema, error) {
 	if len(a.keepColumns) == 0 && len(a.ignoreColumns) == 0 {
 		return s, nil
@@ -790,6 +806,14 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if synthetic {
 		fmt.Fprint(e.stdout, a.syntheticSettings(preset))
 		s := schema.TenrecWithRows(a.tableRows)
+		if a.loadPath == "" {
+			// The model is checked against the schema the data will have
+			// before any is generated, so that a refused configuration
+			// leaves nothing behind.
+			if err := a.checkModel(s); err != nil {
+				return err
+			}
+		}
 		dataDir := filepath.Join(a.outputPath, "data")
 		log.Info("generating synthetic TenRec-like data", "folder", dataDir, "train_rows", a.synthRows, "eval_rows", a.synthEvalRows)
 		a.trainPath, a.evalPath, oracle, err = synthData(ctx, dataDir, s, a.synthRows, a.synthEvalRows, a.cfg.Seed)
