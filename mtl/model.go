@@ -7,6 +7,7 @@ import (
 
 	"strings"
 
+	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
@@ -449,6 +450,19 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 		return StepStats{}, err
 	}
 	return StepStats(st), nil
+}
+
+// setComm makes the model one rank of the distributed job c
+// (TrainerOptions.Comm): see step.Engine.SetComm. Every rank calls it.
+func (m *Model) setComm(c dist.Comm) error {
+	if c == nil || c.Size() == 1 {
+		return nil
+	}
+	if m.cfg.InitOutputBias && m.Step() == 0 && !m.biasSet {
+		// The biases would be set from each rank's own first batch.
+		return errors.New("mtl: InitOutputBias is not available in distributed training (set the biases with InitOutputBias on the whole data first, or train without it)")
+	}
+	return m.exec.SetComm(c)
 }
 
 // NonFiniteLossError is returned by TrainStep when the batch's loss is NaN

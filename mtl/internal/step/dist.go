@@ -1,0 +1,324 @@
+package step
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
+)
+
+// distState is the engine's state in a distributed (data-parallel) job:
+// every rank runs the same steps on its own rows, and the gradients are
+// summed over the ranks before identical updates (docs/DISTRIBUTED.md).
+type distState struct {
+	comm dist.Comm
+	// flat is the buffer of the step's one allreduce: the dense gradients
+	// in Spec.Params order, then each task's loss share, the batch's
+	// regularisation term and a failure flag.
+	flat []float32
+	one  []float32 // the allreduce of the step's rows
+	// The sparse exchange: this rank's touched ids per table, every
+	// rank's, and the buffers of the allgathers.
+	tcounts, allCounts []int32
+	sendIDs, recvIDs   []int32
+	sendRows, recvRows []float32
+	ids                []int32
+	rows               []float32
+	merged             []*kernels.SparseGrad
+	regT               *kernels.Tensor // [1] the parameters' L2 term
+	regHost            []float32
+	globalRows         int
+	bytes              int64
+}
+
+// maxGlobalRows bounds the rows of one step over all ranks: the count is
+// summed as a float32, exact up to 2^24.
+const maxGlobalRows = 1 << 24
+
+// SetComm makes the engine one rank of the distributed job c: from here on
+// TrainStep sums the gradients over the ranks (one allreduce of all dense
+// gradients, an allgather of the tables' touched rows) and every rank
+// applies the same update, with the losses divided by the step's rows over
+// all ranks. It broadcasts rank 0's parameters and optimizer state, so that
+// all ranks start from the same bits. Every rank calls it. A communicator
+// of one rank leaves the engine as it is. The distributed step runs on the
+// CPU device, without graph capture.
+func (e *Engine) SetComm(c dist.Comm) error {
+	if c == nil || c.Size() == 1 {
+		return nil
+	}
+	if e.dist != nil {
+		return errors.New("mtl: the engine is already part of a distributed job")
+	}
+	if e.caps.CPU == nil || e.caps.Fused != nil {
+		return fmt.Errorf("mtl: distributed training runs on the CPU device only, not on %s (GPU ranks are not wired yet)", e.dev.Name())
+	}
+	if e.graphs != nil {
+		return errors.New("mtl: graph capture of the training step is not available in distributed training")
+	}
+	nd := 0
+	for _, p := range e.spec.Params {
+		if !p.Sparse {
+			nd += p.Value.Len()
+		}
+	}
+	nt := len(e.spec.Input.Tables)
+	d := &distState{comm: c, flat: make([]float32, nd+len(e.spec.Tasks)+2), one: make([]float32, 1),
+		tcounts: make([]int32, nt), allCounts: make([]int32, nt*c.Size()),
+		merged: make([]*kernels.SparseGrad, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+	for t := range d.merged {
+		d.merged[t] = &kernels.SparseGrad{}
+	}
+	tensors := make([]*kernels.Tensor, 0, len(e.spec.Params))
+	for _, p := range e.spec.Params {
+		tensors = append(tensors, p.Value)
+	}
+	for _, s := range e.OptimizerState() {
+		tensors = append(tensors, s.Tensor)
+	}
+	for _, t := range tensors {
+		f := t.F32
+		if len(f) == 0 {
+			continue
+		}
+		if err := c.Bcast(unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f)), 0); err != nil {
+			d.regT.Release()
+			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
+		}
+	}
+	e.dist = d
+	e.upd.merged = d.merged
+	return nil
+}
+
+// GlobalRows is the rows of the last training step over all ranks (the
+// batch's rows in one process).
+func (e *Engine) GlobalRows() int {
+	if e.dist == nil {
+		return e.train.rows
+	}
+	return e.dist.globalRows
+}
+
+// CommBytes is the bytes this rank received in the collectives of the
+// training steps so far (0 in one process). What a rank sends is the same
+// for the allreduce and about the same for the allgathers.
+func (e *Engine) CommBytes() int64 {
+	if e.dist == nil {
+		return 0
+	}
+	return e.dist.bytes
+}
+
+// distStep is TrainStep in a distributed job. b may be nil or empty: a rank
+// whose part of the epoch has run out joins the step with nothing of its
+// own. Every rank returns the same error when a rank's pass fails or the
+// loss is not finite, and then no rank updates.
+func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
+	d, ws := e.dist, e.train
+	n := d.comm.Size()
+	rows := 0
+	if b != nil {
+		rows = b.Rows
+	}
+	d.one[0] = float32(rows)
+	if err := d.comm.AllreduceSum(d.one); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, err)
+	}
+	d.bytes += allreduceBytes(1, n)
+	global := int(d.one[0])
+	if global > maxGlobalRows {
+		return Stats{}, fmt.Errorf("mtl: step %d: %d rows over all ranks: at most %d per step", e.step, global, maxGlobalRows)
+	}
+	if global == 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: no rank has rows", e.step)
+	}
+	d.globalRows = global
+
+	var passErr error
+	if rows > 0 {
+		// Each rank draws its own dropout masks.
+		mode := layers.Mode{Train: true, Seed: layers.MixSeed(e.dropoutSeed(), uint64(d.comm.Rank()))}
+		ws.lossRows = global
+		passErr = ws.LossPass(b, mode, true)
+		ws.lossRows = 0
+	}
+	flat := d.flat
+	clear(flat)
+	nd := len(flat) - len(e.spec.Tasks) - 2
+	if rows > 0 && passErr == nil {
+		off := 0
+		for i, p := range e.spec.Params {
+			if !p.Sparse {
+				k := p.Value.Len()
+				e.dev.CopyToHostF32(flat[off:off+k], ws.grads[i])
+				off += k
+			}
+		}
+		for t, l := range ws.stats.TaskLoss {
+			flat[nd+t] = float32(l)
+		}
+		flat[nd+len(e.spec.Tasks)] = float32(ws.regValue)
+	}
+	if passErr != nil {
+		flat[len(flat)-1] = 1
+	}
+	if err := d.comm.AllreduceSum(flat); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
+	}
+	d.bytes += allreduceBytes(len(flat), n)
+	if passErr != nil {
+		return Stats{}, passErr
+	}
+	if flat[len(flat)-1] != 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[len(flat)-1], n)
+	}
+	off := 0
+	for i, p := range e.spec.Params {
+		if !p.Sparse {
+			k := p.Value.Len()
+			e.dev.CopyFromHostF32(ws.grads[i], flat[off:off+k])
+			off += k
+			e.addL2Grad(i)
+		}
+	}
+	if err := e.exchangeRows(rows > 0); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
+	}
+
+	st := &ws.stats
+	e.dev.Zero(d.regT)
+	e.addParamRegLoss(d.regT)
+	e.dev.CopyToHostF32(d.regHost, d.regT)
+	st.Loss = float64(flat[nd+len(e.spec.Tasks)]) + float64(d.regHost[0])
+	for t := range st.TaskLoss {
+		st.TaskLoss[t] = float64(flat[nd+t])
+		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
+	}
+	if b == nil {
+		b = &loader.Batch{}
+	}
+	return e.finishStep(b)
+}
+
+// allreduceBytes is what dist.Comm.AllreduceSum of n floats receives per
+// rank among size ranks: (size-1)/size of the buffer in each of its two
+// movements.
+func allreduceBytes(n, size int) int64 {
+	return 2 * 4 * int64(n) * int64(size-1) / int64(size)
+}
+
+// exchangeRows sums the tables' sparse gradients over the ranks into
+// d.merged (replicated tables): every rank's touched ids and gradient rows
+// are gathered, all tables in one allgather of the ids and one of the rows,
+// and the rows of an id touched by several ranks are added in rank order
+// (dist.SumRowsByID), so that every rank holds the same bits. have is
+// false on a rank without rows this step.
+func (e *Engine) exchangeRows(have bool) error {
+	d := e.dist
+	tables := e.spec.Input.Tables
+	nt, n, rank := len(tables), d.comm.Size(), d.comm.Rank()
+	d.sendIDs, d.sendRows = d.sendIDs[:0], d.sendRows[:0]
+	for t, tab := range tables {
+		d.tcounts[t] = 0
+		if !have {
+			continue
+		}
+		g := e.train.input.SparseGrad(t)
+		d.tcounts[t] = int32(g.N)
+		d.sendIDs = append(d.sendIDs, g.Rows.I32[:g.N]...)
+		d.sendRows = append(d.sendRows, g.Values.F32[:g.N*tab.Dim]...)
+	}
+	per := make([]int, n)
+	for r := range per {
+		per[r] = nt
+	}
+	if err := d.comm.AllgathervInt32(d.tcounts, d.allCounts, per); err != nil {
+		return err
+	}
+	idCounts, rowCounts := make([]int, n), make([]int, n)
+	for r := range n {
+		for t, tab := range tables {
+			c := int(d.allCounts[r*nt+t])
+			idCounts[r] += c
+			rowCounts[r] += c * tab.Dim
+		}
+	}
+	d.recvIDs = grow(d.recvIDs, sum(idCounts))
+	d.recvRows = grow(d.recvRows, sum(rowCounts))
+	if err := d.comm.AllgathervInt32(d.sendIDs, d.recvIDs, idCounts); err != nil {
+		return err
+	}
+	if err := d.comm.AllgathervFloat32(d.sendRows, d.recvRows, rowCounts); err != nil {
+		return err
+	}
+	d.bytes += 4 * int64(nt*(n-1)+sum(idCounts)-idCounts[rank]+sum(rowCounts)-rowCounts[rank])
+	// Rank r's part holds its tables' ids (rows) one table after the other.
+	idAt, rowAt := 0, 0
+	idOff, rowOff := make([]int, n), make([]int, n)
+	for r := range n {
+		idOff[r], rowOff[r] = idAt, rowAt
+		idAt += idCounts[r]
+		rowAt += rowCounts[r]
+	}
+	for t, tab := range tables {
+		d.ids, d.rows = d.ids[:0], d.rows[:0]
+		for r := range n {
+			c := int(d.allCounts[r*nt+t])
+			d.ids = append(d.ids, d.recvIDs[idOff[r]:idOff[r]+c]...)
+			d.rows = append(d.rows, d.recvRows[rowOff[r]:rowOff[r]+c*tab.Dim]...)
+			idOff[r] += c
+			rowOff[r] += c * tab.Dim
+		}
+		ids, sums, err := dist.SumRowsByID(d.ids, d.rows, tab.Dim)
+		if err != nil {
+			return err
+		}
+		g := d.merged[t]
+		if g.Rows == nil || g.Rows.Len() < len(ids) {
+			if g.Rows != nil {
+				g.Rows.Release()
+				g.Values.Release()
+			}
+			c := max(len(ids), 2*g.N, 1)
+			g.Rows, g.Values = e.dev.Alloc(kernels.Int32, c), e.dev.Alloc(kernels.Float32, c, tab.Dim)
+		}
+		g.N = len(ids)
+		copy(g.Rows.I32, ids)
+		copy(g.Values.F32, sums)
+	}
+	return nil
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func sum(xs []int) int {
+	s := 0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// releaseDist frees the distributed state's tensors.
+func (d *distState) release() {
+	if d == nil {
+		return
+	}
+	d.regT.Release()
+	for _, g := range d.merged {
+		if g.Rows != nil {
+			g.Rows.Release()
+			g.Values.Release()
+		}
+	}
+}
