@@ -59,6 +59,8 @@ type Model struct {
 	// biasSet: the output biases were set by InitOutputBias or
 	// SetOutputBias (Config.InitOutputBias then leaves them alone).
 	biasSet bool
+	// comm is the distributed job the model trains in (nil: one process).
+	comm dist.Comm
 }
 
 // body is the architecture between the input block and the towers.
@@ -458,11 +460,13 @@ func (m *Model) setComm(c dist.Comm) error {
 	if c == nil || c.Size() == 1 {
 		return nil
 	}
-	if m.cfg.InitOutputBias && m.Step() == 0 && !m.biasSet {
-		// The biases would be set from each rank's own first batch.
-		return errors.New("mtl: InitOutputBias is not available in distributed training (set the biases with InitOutputBias on the whole data first, or train without it)")
+	if err := m.exec.SetComm(c); err != nil {
+		return err
 	}
-	return m.exec.SetComm(c)
+	// InitOutputBias's first batch is then the ranks' first batches
+	// together.
+	m.comm = c
+	return nil
 }
 
 // NonFiniteLossError is returned by TrainStep when the batch's loss is NaN

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/internal/step"
@@ -30,37 +31,52 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 // (for restoreOutputBias).
 func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 	ws := m.exec.Train()
-	if err := ws.Forward(b, layers.Mode{}, true); err != nil {
-		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
+	rows := 0
+	if b != nil && b.Rows > 0 { // a rank of a distributed job may have none
+		if err := ws.Forward(b, layers.Mode{}, true); err != nil {
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
+		}
+		if err := m.dev.Sync(); err != nil {
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchWrap(b, err))
+		}
+		rows = ws.Rows()
 	}
-	if err := m.dev.Sync(); err != nil {
-		return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchWrap(b, err))
-	}
-	rows := ws.Rows()
 	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
 	biases, old := make([]float32, len(m.tasks)), make([]float32, len(m.tasks))
 	for t, task := range m.tasks {
-		for s := 0; s < ws.Shards(); s++ {
+		for s := 0; rows > 0 && s < ws.Shards(); s++ {
 			lo, hi := ws.ShardRows(s)
 			m.ldev.CopyToHostF32(z[lo:hi], ws.Output(s, t))
 		}
-		yT, spaceT := ws.Target(t)
-		m.dev.CopyToHostF32(y, yT)
 		in := func(int) bool { return true }
-		if spaceT != nil {
-			m.dev.CopyToHostF32(space, spaceT)
-			in = func(i int) bool { return space[i] == 1 }
+		if rows > 0 {
+			yT, spaceT := ws.Target(t)
+			m.dev.CopyToHostF32(y, yT)
+			if spaceT != nil {
+				m.dev.CopyToHostF32(space, spaceT)
+				in = func(i int) bool { return space[i] == 1 }
+			}
 		}
 		head := m.towers[t].Head.B
 		m.ldev.CopyToHostF32(biases[t:t+1], head)
 		old[t] = biases[t]
-		var zs []float64
-		sumY := 0.0
+		var zs32, ys32 []float32
 		for i := range rows {
 			if in(i) {
-				zs = append(zs, float64(z[i]))
-				sumY += float64(y[i])
+				zs32, ys32 = append(zs32, z[i]), append(ys32, y[i])
 			}
+		}
+		// In a distributed job the rows of every rank's first batch, in
+		// rank order: the rows of the global batch, in its order.
+		zs32, ys32, err := gatherRows(m.comm, zs32, ys32)
+		if err != nil {
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
+		}
+		zs := make([]float64, len(zs32))
+		sumY := 0.0
+		for i, v := range zs32 {
+			zs[i] = float64(v)
+			sumY += float64(ys32[i])
 		}
 		if len(zs) == 0 {
 			continue
@@ -92,6 +108,30 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 }
 
 // setBiases writes the output biases.
+// gatherRows returns every rank's a and b (of equal lengths on a rank), in
+// rank order; a and b themselves in one process.
+func gatherRows(c dist.Comm, a, b []float32) ([]float32, []float32, error) {
+	if c == nil || c.Size() == 1 {
+		return a, b, nil
+	}
+	counts, err := dist.GatherCounts(c, len(a))
+	if err != nil {
+		return nil, nil, err
+	}
+	n := 0
+	for _, k := range counts {
+		n += k
+	}
+	ga, gb := make([]float32, n), make([]float32, n)
+	if err := c.AllgathervFloat32(a, ga, counts); err != nil {
+		return nil, nil, err
+	}
+	if err := c.AllgathervFloat32(b, gb, counts); err != nil {
+		return nil, nil, err
+	}
+	return ga, gb, nil
+}
+
 func (m *Model) setBiases(biases []float32) {
 	for t := range m.tasks {
 		m.ldev.CopyFromHostF32(m.towers[t].Head.B, biases[t:t+1])

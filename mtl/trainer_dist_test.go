@@ -36,7 +36,6 @@ func TestFitDistributed(t *testing.T) {
 					defer wg.Done()
 					errs[r] = func() error {
 						cfg := trConfig("mmoe")
-						cfg.InitOutputBias = false
 						m, err := mtl.NewModel(trSchema(), cfg, trDev(), 256)
 						if err != nil {
 							return err
