@@ -469,6 +469,11 @@ func (m *Model) setComm(c dist.Comm) error {
 	return nil
 }
 
+// CommBytes is the bytes this rank received in the collectives of its
+// training steps in a distributed job (TrainerOptions.Comm; 0 in one
+// process): the measure of docs/DISTRIBUTED.md's bytes per step.
+func (m *Model) CommBytes() int64 { return m.exec.CommBytes() }
+
 // NonFiniteLossError is returned by TrainStep when the batch's loss is NaN
 // or infinite; the update was not applied.
 type NonFiniteLossError struct {
