@@ -1,7 +1,10 @@
 package mtl
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -60,119 +63,144 @@ func distSteps(n, steps int) [][]int {
 	return out
 }
 
+// exactCase is one case of the exactness test of distributed training: a
+// model and optimizer trained for exactSteps steps on the parts of the same
+// global batches by the ranks of a job, and by one process on the global
+// batches.
+type exactCase struct {
+	model, opt string
+	initBias   bool
+}
+
+const exactSteps = 50
+
+// exactCases: with InitOutputBias a regression head's bias starts where its
+// gradient is zero, so that its first gradients are rounding noise, which
+// Adam's normalised step turns into steps of +-LR: one process is as
+// sensitive to the order of its own sums. The Adam cases train without it;
+// the bias itself is checked bit for bit by TestDistributedInitOutputBias.
+var exactCases = []exactCase{
+	{"mmoe", "adam", false}, {"ple", "adagrad", true}, {"mlp", "sgd", true}, {"cgc", "adagrad", true},
+}
+
+func (c exactCase) String() string {
+	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
+}
+
+// run is one rank's side of the case on comm: it trains the one-process
+// reference itself, then its rank's part, checks that its parameters and
+// losses are within 1e-5 relative of the reference's, and returns the
+// digest of its parameters and losses (the same on every rank).
+func (c exactCase) run(comm dist.Comm) (string, error) {
+	cfg := gradConfig(c.model)
+	cfg.Optimizer = c.opt
+	cfg.LR = 0.01
+	cfg.InitOutputBias = c.initBias
+	n, rank := comm.Size(), comm.Rank()
+	plan := distSteps(n, exactSteps)
+	// Every rank draws every rank's batches, from the same seed.
+	rng := rand.New(rand.NewPCG(5, 6))
+	parts := make([][]*loader.Batch, exactSteps)
+	for s := range parts {
+		parts[s] = make([]*loader.Batch, n)
+		for r := range n {
+			parts[s][r] = gradBatch(rng, plan[s][r])
+		}
+	}
+	one, err := NewModel(gradSchema(), cfg, testDev(), 128)
+	if err != nil {
+		return "", err
+	}
+	defer one.Release()
+	var wantLoss []float64
+	for s := range exactSteps {
+		st, err := one.TrainStep(concatBatches(parts[s]))
+		if err != nil {
+			return "", fmt.Errorf("one process, step %d: %w", s, err)
+		}
+		wantLoss = append(wantLoss, st.Loss)
+	}
+
+	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+	if err != nil {
+		return "", err
+	}
+	defer m.Release()
+	if err := m.setComm(comm); err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	for s := range exactSteps {
+		b := parts[s][rank]
+		if b.Rows == 0 {
+			b = &loader.Batch{}
+		}
+		st, err := m.TrainStep(b)
+		if err != nil {
+			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
+		}
+		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
+			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
+		}
+		binary.Write(h, binary.LittleEndian, st.Loss)
+	}
+	want, got := hostParamsOf(one), hostParamsOf(m)
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
+			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
+		}
+		binary.Write(h, binary.LittleEndian, got[name])
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// runRanks runs f on every rank of a dist.LocalGroup of n and returns
+// their results.
+func runRanks[T any](n int, f func(c dist.Comm) (T, error)) ([]T, []error) {
+	comms := dist.LocalGroup(n)
+	out, errs := make([]T, n), make([]error, n)
+	var wg sync.WaitGroup
+	for r := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[r], errs[r] = f(comms[r])
+		}()
+	}
+	wg.Wait()
+	return out, errs
+}
+
 // TestDistributedStepMatchesOneProcess: N ranks (dist.LocalGroup) training
-// on the parts of the same global batches reach the parameters one process
-// reaches on the global batches, within 1e-5 relative after 50 steps, with
-// every loss term on (L2 on dense parameters and embeddings, sample
-// weights, sample spaces, loss and class weights), and every rank holds
-// the same bits.
+// on the parts of the same global batches (uneven, ranks running out at
+// the end) reach the parameters and optimizer state one process reaches on
+// the global batches, within 1e-5 relative after 50 steps, with every loss
+// term on (L2 on dense parameters and embeddings, sample weights, sample
+// spaces, loss and class weights), and every rank holds the same bits.
+// TestMPITrain runs the same cases under mpirun.
 func TestDistributedStepMatchesOneProcess(t *testing.T) {
-	const steps = 50
-	// With InitOutputBias a regression head's bias starts where its
-	// gradient is zero, so that its first gradients are rounding noise,
-	// which Adam's normalised step turns into steps of +-LR: one process
-	// is as sensitive to the order of its own sums. The Adam cases train
-	// without it; the bias itself is checked bit for bit by
-	// TestDistributedInitOutputBias.
-	for _, tc := range []struct {
-		model, opt string
-		n          int
-		initBias   bool
-	}{
-		{"mmoe", "adam", 1, false}, {"mmoe", "adam", 2, false}, {"mmoe", "adam", 3, false},
-		{"ple", "adagrad", 2, true}, {"mlp", "sgd", 3, true}, {"cgc", "adagrad", 3, true},
-	} {
-		t.Run(fmt.Sprintf("%s/%s/%d", tc.model, tc.opt, tc.n), func(t *testing.T) {
-			cfg := gradConfig(tc.model)
-			cfg.Optimizer = tc.opt
-			cfg.LR = 0.01
-			cfg.InitOutputBias = tc.initBias
-			plan := distSteps(tc.n, steps)
-			// The ranks' batches of every step, and their concatenation.
-			rng := rand.New(rand.NewPCG(5, 6))
-			parts := make([][]*loader.Batch, steps)
-			global := make([]*loader.Batch, steps)
-			for s := range parts {
-				parts[s] = make([]*loader.Batch, tc.n)
-				for r := range tc.n {
-					parts[s][r] = gradBatch(rng, plan[s][r])
+	for _, c := range exactCases {
+		for _, n := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
+				digests, errs := runRanks(n, c.run)
+				for r := range n {
+					require.NoError(t, errs[r], "rank %d", r)
+					require.Equal(t, digests[0], digests[r], "rank %d's parameters and losses differ from rank 0's", r)
 				}
-				global[s] = concatBatches(parts[s])
-			}
-
-			one, err := NewModel(gradSchema(), cfg, testDev(), 128)
-			require.NoError(t, err)
-			defer one.Release()
-			var wantLoss []float64
-			for s := range steps {
-				st, err := one.TrainStep(global[s])
-				require.NoError(t, err)
-				wantLoss = append(wantLoss, st.Loss)
-			}
-
-			comms := dist.LocalGroup(tc.n)
-			got := make([]map[string][]float32, tc.n)
-			losses := make([][]float64, tc.n)
-			errs := make([]error, tc.n)
-			var wg sync.WaitGroup
-			for r := range tc.n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[r] = func() error {
-						m, err := NewModel(gradSchema(), cfg, testDev(), 128)
-						if err != nil {
-							return err
-						}
-						defer m.Release()
-						if err := m.setComm(comms[r]); err != nil {
-							return err
-						}
-						for s := range steps {
-							b := parts[s][r]
-							if b.Rows == 0 {
-								b = &loader.Batch{}
-							}
-							st, err := m.TrainStep(b)
-							if err != nil {
-								return err
-							}
-							losses[r] = append(losses[r], st.Loss)
-						}
-						got[r] = hostParamsOf(m)
-						return nil
-					}()
-				}()
-			}
-			wg.Wait()
-			for r, err := range errs {
-				require.NoError(t, err, "rank %d", r)
-			}
-			want := hostParamsOf(one)
-			for r := 1; r < tc.n; r++ {
-				for name, v := range got[0] {
-					require.True(t, slices.Equal(v, got[r][name]), "rank %d's %s differs from rank 0's", r, name)
-				}
-				require.Equal(t, losses[0], losses[r], "rank %d's losses", r)
-			}
-			for name, w := range want {
-				requireTensorClose(t, w, got[0][name], 1e-5, name)
-			}
-			for s := range wantLoss {
-				require.InEpsilon(t, wantLoss[s], losses[0][s], 1e-5, "loss of step %d", s)
-			}
-		})
+			})
+		}
 	}
 }
 
-// requireTensorClose checks got against want within rel relative in the
-// tensor's Euclidean norm: ||got - want|| <= rel * ||want||. Elementwise
-// relative errors are not meaningful for elements near zero, which Adam's
+// tensorClose checks got against want within rel relative in the tensor's
+// Euclidean norm: ||got - want|| <= rel * ||want||. Elementwise relative
+// errors are not meaningful for elements near zero, which Adam's
 // normalised steps move by amounts of the order of the learning rate
 // whatever the size of their gradient.
-func requireTensorClose(t *testing.T, want, got []float32, rel float64, name string) {
-	t.Helper()
-	require.Len(t, got, len(want), name)
+func tensorClose(want, got []float32, rel float64) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("%d elements, want %d", len(got), len(want))
+	}
 	var d2, w2 float64
 	worst := 0
 	for i := range want {
@@ -184,9 +212,10 @@ func requireTensorClose(t *testing.T, want, got []float32, rel float64, name str
 		}
 	}
 	if math.Sqrt(d2) > rel*math.Sqrt(w2) {
-		t.Fatalf("%s: ||distributed - one process|| = %.3g > %.0e x %.3g; worst [%d]: one process %v, distributed %v",
-			name, math.Sqrt(d2), rel, math.Sqrt(w2), worst, want[worst], got[worst])
+		return fmt.Errorf("||distributed - one process|| = %.3g > %.0e x %.3g; worst [%d]: one process %v, distributed %v",
+			math.Sqrt(d2), rel, math.Sqrt(w2), worst, want[worst], got[worst])
 	}
+	return nil
 }
 
 func hostParamsOf(m *Model) map[string][]float32 {
@@ -221,31 +250,24 @@ func TestDistributedInitOutputBias(t *testing.T) {
 			_, err = one.initOutputBias(concatBatches(parts))
 			require.NoError(t, err)
 			want := hostParamsOf(one)
-			comms := dist.LocalGroup(n)
-			got := make([]map[string][]float32, n)
-			errs := make([]error, n)
-			var wg sync.WaitGroup
-			for r := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					m, err := NewModel(gradSchema(), cfg, testDev(), 128)
-					if err != nil {
-						errs[r] = err
-						return
-					}
-					defer m.Release()
-					if errs[r] = m.setComm(comms[r]); errs[r] == nil {
-						b := parts[r]
-						if b.Rows == 0 {
-							b = &loader.Batch{}
-						}
-						_, errs[r] = m.initOutputBias(b)
-						got[r] = hostParamsOf(m)
-					}
-				}()
-			}
-			wg.Wait()
+			got, errs := runRanks(n, func(c dist.Comm) (map[string][]float32, error) {
+				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				if err != nil {
+					return nil, err
+				}
+				defer m.Release()
+				if err := m.setComm(c); err != nil {
+					return nil, err
+				}
+				b := parts[c.Rank()]
+				if b.Rows == 0 {
+					b = &loader.Batch{}
+				}
+				if _, err := m.initOutputBias(b); err != nil {
+					return nil, err
+				}
+				return hostParamsOf(m), nil
+			})
 			for r := range n {
 				require.NoError(t, errs[r], "rank %d", r)
 				for name, v := range want {
