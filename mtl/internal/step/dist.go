@@ -3,6 +3,7 @@ package step
 import (
 	"errors"
 	"fmt"
+	"math"
 	"unsafe"
 
 	"github.com/mtlrank/mtlrank/dist"
@@ -16,18 +17,23 @@ import (
 // summed over the ranks before identical updates (docs/DISTRIBUTED.md).
 type distState struct {
 	comm dist.Comm
-	// flat is the buffer of the step's one allreduce: the dense gradients
-	// in Spec.Params order, then each task's loss share, the batch's
-	// regularisation term and a failure flag.
+	// flat is the buffer of the step's fused allreduce: the dense
+	// gradients in Spec.Params order, then each task's loss share, the
+	// batch's regularisation term, a failure flag, and one slot per rank
+	// and table for the number of ids the rank's batch touched in the table
+	// (zero but the rank's own: the sum hands every rank every count).
 	flat []float32
-	one  []float32 // the allreduce of the step's rows
-	// The sparse exchange: this rank's touched ids per table, every
-	// rank's, and the buffers of the allgathers.
-	tcounts, allCounts []int32
-	sendIDs, recvIDs   []int32
-	sendRows, recvRows []float32
-	ids                []int32
-	rows               []float32
+	// nd is the dense gradients' length in flat, tail the number of
+	// slots after them.
+	nd, tail int
+	one      []float32 // the allreduce of the step's rows
+	// The sparse exchange: each rank's part of the allgather is its
+	// touched ids (int32 bits in float32 slots: MPI and Go's copies only
+	// move bits, no arithmetic touches them),
+	// table after table, then their gradient rows in the same order.
+	send, recv []float32
+	ids        []int32
+	rows       []float32
 	merged             []*kernels.SparseGrad
 	regT               *kernels.Tensor // [1] the parameters' L2 term
 	regHost            []float32
@@ -67,8 +73,8 @@ func (e *Engine) SetComm(c dist.Comm) error {
 		}
 	}
 	nt := len(e.spec.Input.Tables)
-	d := &distState{comm: c, flat: make([]float32, nd+len(e.spec.Tasks)+2), one: make([]float32, 1),
-		tcounts: make([]int32, nt), allCounts: make([]int32, nt*c.Size()),
+	tail := len(e.spec.Tasks) + 2 + nt*c.Size()
+	d := &distState{comm: c, flat: make([]float32, nd+tail), nd: nd, tail: tail, one: make([]float32, 1),
 		merged: make([]*kernels.SparseGrad, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
 	for t := range d.merged {
 		d.merged[t] = &kernels.SparseGrad{}
@@ -147,9 +153,9 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 		passErr = ws.LossPass(b, mode, true)
 		ws.lossRows = 0
 	}
-	flat := d.flat
+	flat, nd, nTasks := d.flat, d.nd, len(e.spec.Tasks)
+	fail, counts := nd+nTasks+1, nd+nTasks+2
 	clear(flat)
-	nd := len(flat) - len(e.spec.Tasks) - 2
 	if rows > 0 && passErr == nil {
 		off := 0
 		for i, p := range e.spec.Params {
@@ -162,10 +168,11 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 		for t, l := range ws.stats.TaskLoss {
 			flat[nd+t] = float32(l)
 		}
-		flat[nd+len(e.spec.Tasks)] = float32(ws.regValue)
+		flat[nd+nTasks] = float32(ws.regValue)
+		passErr = e.putCounts(flat[counts:])
 	}
 	if passErr != nil {
-		flat[len(flat)-1] = 1
+		flat[fail] = 1
 	}
 	if err := d.comm.AllreduceSum(flat); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
@@ -174,8 +181,8 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 	if passErr != nil {
 		return Stats{}, passErr
 	}
-	if flat[len(flat)-1] != 0 {
-		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[len(flat)-1], n)
+	if flat[fail] != 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
 	}
 	off := 0
 	for i, p := range e.spec.Params {
@@ -186,7 +193,7 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 			e.addL2Grad(i)
 		}
 	}
-	if err := e.exchangeRows(rows > 0); err != nil {
+	if err := e.exchangeRows(rows > 0, flat[counts:]); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
 	}
 
@@ -194,7 +201,7 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 	e.dev.Zero(d.regT)
 	e.addParamRegLoss(d.regT)
 	e.dev.CopyToHostF32(d.regHost, d.regT)
-	st.Loss = float64(flat[nd+len(e.spec.Tasks)]) + float64(d.regHost[0])
+	st.Loss = float64(flat[nd+nTasks]) + float64(d.regHost[0])
 	for t := range st.TaskLoss {
 		st.TaskLoss[t] = float64(flat[nd+t])
 		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
@@ -212,65 +219,76 @@ func allreduceBytes(n, size int) int64 {
 	return 2 * 4 * int64(n) * int64(size-1) / int64(size)
 }
 
+// maxCount bounds the ids a rank's batch touches in one table: the counts
+// travel as float32 in the fused allreduce, exact up to 2^24.
+const maxCount = 1 << 24
+
+// putCounts writes the number of ids this rank's batch touched in each
+// table to its slots of counts (rank-major: counts[r*tables+t]).
+func (e *Engine) putCounts(counts []float32) error {
+	nt, rank := len(e.spec.Input.Tables), e.dist.comm.Rank()
+	for t := range nt {
+		n := e.train.input.SparseGrad(t).N
+		if n > maxCount {
+			return fmt.Errorf("mtl: step %d: the batch touches %d ids of table %d: at most %d per rank and step in distributed training", e.step, n, t, maxCount)
+		}
+		counts[rank*nt+t] = float32(n)
+	}
+	return nil
+}
+
 // exchangeRows sums the tables' sparse gradients over the ranks into
 // d.merged (replicated tables): every rank's touched ids and gradient rows
-// are gathered, all tables in one allgather of the ids and one of the rows,
-// and the rows of an id touched by several ranks are added in rank order
-// (dist.SumRowsByID), so that every rank holds the same bits. have is
-// false on a rank without rows this step.
-func (e *Engine) exchangeRows(have bool) error {
+// are gathered, all tables in one allgather (counts, every rank's touched
+// ids per table, came with the fused allreduce), and the rows of an id
+// touched by several ranks are added in rank order (dist.SumRowsByID), so
+// that every rank holds the same bits. have is false on a rank without
+// rows this step.
+func (e *Engine) exchangeRows(have bool, counts []float32) error {
 	d := e.dist
 	tables := e.spec.Input.Tables
 	nt, n, rank := len(tables), d.comm.Size(), d.comm.Rank()
-	d.sendIDs, d.sendRows = d.sendIDs[:0], d.sendRows[:0]
-	for t, tab := range tables {
-		d.tcounts[t] = 0
-		if !have {
-			continue
+	count := func(r, t int) int { return int(counts[r*nt+t]) }
+	d.send = d.send[:0]
+	if have {
+		for t := range tables {
+			g := e.train.input.SparseGrad(t)
+			for _, id := range g.Rows.I32[:g.N] {
+				d.send = append(d.send, math.Float32frombits(uint32(id)))
+			}
 		}
-		g := e.train.input.SparseGrad(t)
-		d.tcounts[t] = int32(g.N)
-		d.sendIDs = append(d.sendIDs, g.Rows.I32[:g.N]...)
-		d.sendRows = append(d.sendRows, g.Values.F32[:g.N*tab.Dim]...)
+		for t, tab := range tables {
+			g := e.train.input.SparseGrad(t)
+			d.send = append(d.send, g.Values.F32[:g.N*tab.Dim]...)
+		}
 	}
-	per := make([]int, n)
-	for r := range per {
-		per[r] = nt
-	}
-	if err := d.comm.AllgathervInt32(d.tcounts, d.allCounts, per); err != nil {
-		return err
-	}
-	idCounts, rowCounts := make([]int, n), make([]int, n)
+	// Rank r's part: its ids, then its rows.
+	parts, idsOf := make([]int, n), make([]int, n)
 	for r := range n {
 		for t, tab := range tables {
-			c := int(d.allCounts[r*nt+t])
-			idCounts[r] += c
-			rowCounts[r] += c * tab.Dim
+			idsOf[r] += count(r, t)
+			parts[r] += count(r, t) * (1 + tab.Dim)
 		}
 	}
-	d.recvIDs = grow(d.recvIDs, sum(idCounts))
-	d.recvRows = grow(d.recvRows, sum(rowCounts))
-	if err := d.comm.AllgathervInt32(d.sendIDs, d.recvIDs, idCounts); err != nil {
+	d.recv = grow(d.recv, sum(parts))
+	if err := d.comm.AllgathervFloat32(d.send, d.recv, parts); err != nil {
 		return err
 	}
-	if err := d.comm.AllgathervFloat32(d.sendRows, d.recvRows, rowCounts); err != nil {
-		return err
-	}
-	d.bytes += 4 * int64(nt*(n-1)+sum(idCounts)-idCounts[rank]+sum(rowCounts)-rowCounts[rank])
-	// Rank r's part holds its tables' ids (rows) one table after the other.
-	idAt, rowAt := 0, 0
+	d.bytes += 4 * int64(sum(parts)-parts[rank])
 	idOff, rowOff := make([]int, n), make([]int, n)
+	at := 0
 	for r := range n {
-		idOff[r], rowOff[r] = idAt, rowAt
-		idAt += idCounts[r]
-		rowAt += rowCounts[r]
+		idOff[r], rowOff[r] = at, at+idsOf[r]
+		at += parts[r]
 	}
 	for t, tab := range tables {
 		d.ids, d.rows = d.ids[:0], d.rows[:0]
 		for r := range n {
-			c := int(d.allCounts[r*nt+t])
-			d.ids = append(d.ids, d.recvIDs[idOff[r]:idOff[r]+c]...)
-			d.rows = append(d.rows, d.recvRows[rowOff[r]:rowOff[r]+c*tab.Dim]...)
+			c := count(r, t)
+			for _, x := range d.recv[idOff[r] : idOff[r]+c] {
+				d.ids = append(d.ids, int32(math.Float32bits(x)))
+			}
+			d.rows = append(d.rows, d.recv[rowOff[r]:rowOff[r]+c*tab.Dim]...)
 			idOff[r] += c
 			rowOff[r] += c * tab.Dim
 		}
