@@ -34,11 +34,11 @@ type distState struct {
 	send, recv []float32
 	ids        []int32
 	rows       []float32
-	merged             []*kernels.SparseGrad
-	regT               *kernels.Tensor // [1] the parameters' L2 term
-	regHost            []float32
-	globalRows         int
-	bytes              int64
+	merged     []*kernels.SparseGrad
+	regT       *kernels.Tensor // [1] the parameters' L2 term
+	regHost    []float32
+	globalRows int
+	bytes      int64
 }
 
 // maxGlobalRows bounds the rows of one step over all ranks: the count is
