@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
@@ -272,6 +273,60 @@ func TestDistributedInitOutputBias(t *testing.T) {
 				require.NoError(t, errs[r], "rank %d", r)
 				for name, v := range want {
 					require.True(t, slices.Equal(v, got[r][name]), "rank %d: %s", r, name)
+				}
+			}
+		})
+	}
+}
+
+// TestDistributedStepFailsOnEveryRank: when one rank's batch is bad (an id
+// outside its table), that rank returns its error and every other rank
+// returns an error at the same step instead of waiting in the next
+// collective, and no rank updates: in the training step, and in the first
+// step's InitOutputBias, which reads the batch first.
+func TestDistributedStepFailsOnEveryRank(t *testing.T) {
+	for _, tc := range []struct {
+		initBias bool
+		want     string
+	}{
+		{false, "mtl: step 0: 1 of the 3 ranks failed"},
+		{true, "mtl: InitOutputBias: 1 of the 3 ranks failed"},
+	} {
+		t.Run(fmt.Sprintf("init_bias=%v", tc.initBias), func(t *testing.T) {
+			cfg := gradConfig("mmoe")
+			cfg.InitOutputBias = tc.initBias
+			const n, badRank = 3, 1
+			rng := rand.New(rand.NewPCG(8, 9))
+			parts := make([]*loader.Batch, n)
+			for r := range parts {
+				parts[r] = gradBatch(rng, 16)
+			}
+			parts[badRank].Columns["user"].I32[5] = 31 // the table has ids 0..30
+			steps, errs := runRanks(n, func(c dist.Comm) (int, error) {
+				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				if err != nil {
+					return -1, err
+				}
+				defer m.Release()
+				if err := m.setComm(c); err != nil {
+					return -1, err
+				}
+				before := hostParamsOf(m)
+				_, err = m.TrainStep(parts[c.Rank()])
+				for name, v := range hostParamsOf(m) {
+					if !slices.Equal(v, before[name]) {
+						return -1, fmt.Errorf("rank %d updated %s", c.Rank(), name)
+					}
+				}
+				return m.Step(), err
+			})
+			for r := range n {
+				require.Error(t, errs[r], "rank %d", r)
+				require.Equal(t, 0, steps[r], "rank %d's step counter", r)
+				if r == badRank {
+					assert.Contains(t, errs[r].Error(), `"user"`, "the bad rank names the column")
+				} else {
+					assert.Contains(t, errs[r].Error(), tc.want)
 				}
 			}
 		})

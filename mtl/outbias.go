@@ -1,6 +1,7 @@
 package mtl
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -32,14 +33,17 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 	ws := m.exec.Train()
 	rows := 0
+	var err error
 	if b != nil && b.Rows > 0 { // a rank of a distributed job may have none
-		if err := ws.Forward(b, layers.Mode{}, true); err != nil {
-			return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
-		}
-		if err := m.dev.Sync(); err != nil {
-			return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchWrap(b, err))
+		if err = ws.Forward(b, layers.Mode{}, true); err == nil {
+			if err = m.dev.Sync(); err != nil {
+				err = step.BatchWrap(b, err)
+			}
 		}
 		rows = ws.Rows()
+	}
+	if err = agree(m.comm, err); err != nil {
+		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
 	}
 	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
 	biases, old := make([]float32, len(m.tasks)), make([]float32, len(m.tasks))
@@ -68,7 +72,7 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 		}
 		// In a distributed job the rows of every rank's first batch, in
 		// rank order: the rows of the global batch, in its order.
-		zs32, ys32, err := gatherRows(m.comm, zs32, ys32)
+		zs32, ys32, err = gatherRows(m.comm, zs32, ys32)
 		if err != nil {
 			return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
 		}
@@ -108,6 +112,27 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 }
 
 // setBiases writes the output biases.
+// agree returns, in a distributed job, err on a rank that had one and an
+// error on every other rank when any rank had one, so that all ranks stop
+// at the same point rather than some waiting in the next collective; err
+// in one process.
+func agree(c dist.Comm, err error) error {
+	if c == nil || c.Size() == 1 {
+		return err
+	}
+	failed := []float32{0}
+	if err != nil {
+		failed[0] = 1
+	}
+	if cerr := c.AllreduceSum(failed); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	if err == nil && failed[0] > 0 {
+		err = fmt.Errorf("%v of the %d ranks failed (their output says why)", failed[0], c.Size())
+	}
+	return err
+}
+
 // gatherRows returns every rank's a and b (of equal lengths on a rank), in
 // rank order; a and b themselves in one process.
 func gatherRows(c dist.Comm, a, b []float32) ([]float32, []float32, error) {
