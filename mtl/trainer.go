@@ -101,9 +101,12 @@ type TrainerOptions struct {
 	// batch is the dataset's batch size times the ranks. Epoch results
 	// count the rows of all ranks. Validation runs on every rank over the
 	// whole validation set (the parameters are the same bits on every
-	// rank, so are the metrics). Only rank 0 writes checkpoints and sends
+	// rank, so are the metrics); training metrics (TrainMetricsSteps) score
+	// the rank's own batches. Only rank 0 writes checkpoints and sends
 	// Events; progress reports and logs come from every rank (give them to
-	// rank 0 only). Nil: one process.
+	// rank 0 only). A failure outside a step (unreadable data) leaves the
+	// other ranks waiting: the process must exit, which ends an MPI job.
+	// Nil: one process.
 	Comm dist.Comm
 }
 
