@@ -79,3 +79,69 @@ func TestFitDistributed(t *testing.T) {
 		})
 	}
 }
+
+// TestFitDistributedResumesOnOtherRanks: a checkpoint written by rank 0 of
+// a 2-rank job (replicated tables: the one-process format) resumes on 3
+// ranks, which continue from its epoch with the same bits on every rank.
+func TestFitDistributedResumesOnOtherRanks(t *testing.T) {
+	trainPath, _ := trData(t, 3000, 10)
+	ckpt := filepath.Join(t.TempDir(), "ckpt")
+	fit := func(n int, load bool) ([]*mtl.History, []map[string][]float32) {
+		comms := dist.LocalGroup(n)
+		hists := make([]*mtl.History, n)
+		params := make([]map[string][]float32, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for r := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[r] = func() error {
+					var m *mtl.Model
+					var st *mtl.TrainState
+					var err error
+					if load {
+						m, st, err = mtl.LoadCheckpoint(ckpt, trDev(), 256)
+					} else {
+						m, err = mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+					}
+					if err != nil {
+						return err
+					}
+					defer m.Release()
+					opts := mtl.TrainerOptions{Epochs: 1, Comm: comms[r]}
+					if load {
+						opts.Epochs = 2
+					} else {
+						opts.CheckpointDir = ckpt
+					}
+					tr, err := mtl.NewTrainer(m, opts)
+					if err != nil {
+						return err
+					}
+					tr.Resume(st)
+					hists[r], err = tr.Fit(context.Background(), trOpen(t, trainPath, 128, true), nil)
+					params[r] = hostParams(m)
+					return err
+				}()
+			}()
+		}
+		wg.Wait()
+		for r, err := range errs {
+			require.NoError(t, err, "rank %d of %d", r, n)
+		}
+		return hists, params
+	}
+	first, _ := fit(2, false)
+	require.Len(t, first[0].Epochs, 1)
+	hists, params := fit(3, true)
+	for r := range 3 {
+		require.Len(t, hists[r].Epochs, 1, "rank %d runs the second epoch only", r)
+		require.Equal(t, 2, hists[r].Epochs[0].Epoch)
+		require.EqualValues(t, 3000, hists[r].Epochs[0].Examples)
+		require.Equal(t, 2, hists[r].State.Epoch)
+		for name, v := range params[0] {
+			require.True(t, slices.Equal(v, params[r][name]), "rank %d's %s", r, name)
+		}
+	}
+}
