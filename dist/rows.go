@@ -41,8 +41,10 @@ func SumRowsByID(ids []int32, rows []float32, dim int) ([]int32, []float32, erro
 		return nil, nil, fmt.Errorf("dist: SumRowsByID: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
 	}
 	index := make(map[int32]int, len(ids))
-	var out []int32
-	var sums []float32
+	// room for every id distinct: growing by appends costs more than the
+	// sums themselves
+	out := make([]int32, 0, len(ids))
+	sums := make([]float32, 0, len(rows))
 	for i, id := range ids {
 		row := rows[i*dim : (i+1)*dim]
 		j, seen := index[id]
