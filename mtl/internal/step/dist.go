@@ -35,7 +35,8 @@ type distState struct {
 	ids        []int32
 	rows       []float32
 	merged     []*kernels.SparseGrad
-	regT       *kernels.Tensor // [1] the parameters' L2 term
+	mergers    []dist.RowMerger // per table: dist.SumRowsByID with a slot per row
+	regT       *kernels.Tensor  // [1] the parameters' L2 term
 	regHost    []float32
 	globalRows int
 	bytes      int64
@@ -75,7 +76,7 @@ func (e *Engine) SetComm(c dist.Comm) error {
 	nt := len(e.spec.Input.Tables)
 	tail := len(e.spec.Tasks) + 2 + nt*c.Size()
 	d := &distState{comm: c, flat: make([]float32, nd+tail), nd: nd, tail: tail, one: make([]float32, 1),
-		merged: make([]*kernels.SparseGrad, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
 	for t := range d.merged {
 		d.merged[t] = &kernels.SparseGrad{}
 	}
@@ -241,7 +242,8 @@ func (e *Engine) putCounts(counts []float32) error {
 // d.merged (replicated tables): every rank's touched ids and gradient rows
 // are gathered, all tables in one allgather (counts, every rank's touched
 // ids per table, came with the fused allreduce), and the rows of an id
-// touched by several ranks are added in rank order (dist.SumRowsByID), so
+// touched by several ranks are added in rank order (dist.SumRowsByID's
+// order, by a dist.RowMerger), so
 // that every rank holds the same bits. have is false on a rank without
 // rows this step.
 func (e *Engine) exchangeRows(have bool, counts []float32) error {
@@ -292,7 +294,7 @@ func (e *Engine) exchangeRows(have bool, counts []float32) error {
 			idOff[r] += c
 			rowOff[r] += c * tab.Dim
 		}
-		ids, sums, err := dist.SumRowsByID(d.ids, d.rows, tab.Dim)
+		ids, sums, err := d.mergers[t].Sum(d.ids, d.rows, tab.Dim, tab.Rows)
 		if err != nil {
 			return err
 		}
