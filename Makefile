@@ -11,7 +11,7 @@ DEMO_OUT  := demo-out
 # compiler, no OpenBLAS): reading schemas, loading and preprocessing data,
 # checkpoints and metrics, the communicator of distributed training (without
 # the mpi tag) and training reports. `make nocgo` checks it; `make test` runs it.
-PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./report/...
+PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./internal/mpitest/... ./report/...
 
 .PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 
@@ -34,16 +34,17 @@ build: setup
 
 vet: setup
 	$(GO) vet ./...
-	# the MPI communicator (build tag mpi), where Open MPI is installed
-	@if pkg-config --exists ompi-c; then echo "$(GO) vet -tags mpi ./dist/"; $(GO) vet -tags mpi ./dist/; else echo "no Open MPI (pkg-config ompi-c): not vetting -tags mpi"; fi
+	# the MPI communicator (build tag mpi) and what uses it, where Open MPI is installed
+	@if pkg-config --exists ompi-c; then echo "$(GO) vet -tags mpi ./dist/ ./mtl/ ./cmd/mtlrank/..."; $(GO) vet -tags mpi ./dist/ ./mtl/ ./cmd/mtlrank/...; else echo "no Open MPI (pkg-config ompi-c): not vetting -tags mpi"; fi
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 
 test: setup vet nocgo
 	$(GO) test -count=1 -timeout 20m ./...
 	# concurrency tests (shared devices, predictors, scorer, loader, server) again under the race detector
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
-	# the in-process ranks of dist.LocalGroup (one goroutine per rank)
+	# the in-process ranks of dist.LocalGroup (one goroutine per rank), and distributed training on them
 	$(GO) test -race -count=1 -timeout 5m -run 'LocalGroup|AgreeOnLayout' ./dist/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestDistributed|TestFitDistributed' ./mtl/
 	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
 	$(MAKE) test-emulated-gpu
 

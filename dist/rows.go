@@ -41,8 +41,10 @@ func SumRowsByID(ids []int32, rows []float32, dim int) ([]int32, []float32, erro
 		return nil, nil, fmt.Errorf("dist: SumRowsByID: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
 	}
 	index := make(map[int32]int, len(ids))
-	var out []int32
-	var sums []float32
+	// room for every id distinct: growing by appends costs more than the
+	// sums themselves
+	out := make([]int32, 0, len(ids))
+	sums := make([]float32, 0, len(rows))
 	for i, id := range ids {
 		row := rows[i*dim : (i+1)*dim]
 		j, seen := index[id]
@@ -58,4 +60,53 @@ func SumRowsByID(ids []int32, rows []float32, dim int) ([]int32, []float32, erro
 		}
 	}
 	return out, sums, nil
+}
+
+// RowMerger is SumRowsByID for ids in [0, n) with its index kept between
+// calls: a slot per id instead of a hash map, reset after each call by
+// visiting only the ids it saw, so that a training step's merge costs a
+// few passes over its rows. The zero value is ready; it is not safe for
+// concurrent use.
+type RowMerger struct {
+	slot []int32 // slot[id] is 1 + the id's place in the result; 0: not seen
+	ids  []int32
+	sums []float32
+}
+
+// Sum is SumRowsByID(ids, rows, dim) for ids in [0, n), the same results
+// bit for bit. The slices it returns are reused by the next call.
+func (m *RowMerger) Sum(ids []int32, rows []float32, dim, n int) ([]int32, []float32, error) {
+	if dim < 1 || len(rows) != len(ids)*dim {
+		return nil, nil, fmt.Errorf("dist: RowMerger: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
+	}
+	if len(m.slot) < n {
+		m.slot = make([]int32, n)
+	}
+	m.ids, m.sums = m.ids[:0], m.sums[:0]
+	var err error
+	for i, id := range ids {
+		if id < 0 || int(id) >= n {
+			err = fmt.Errorf("dist: RowMerger: id %d at %d is outside [0, %d)", id, i, n)
+			break
+		}
+		row := rows[i*dim : (i+1)*dim]
+		j := m.slot[id]
+		if j == 0 {
+			m.ids = append(m.ids, id)
+			m.slot[id] = int32(len(m.ids))
+			m.sums = append(m.sums, row...)
+			continue
+		}
+		dst := m.sums[int(j-1)*dim : int(j)*dim]
+		for k, x := range row {
+			dst[k] = float32(dst[k] + x)
+		}
+	}
+	for _, id := range m.ids {
+		m.slot[id] = 0
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return m.ids, m.sums, nil
 }

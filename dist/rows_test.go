@@ -1,10 +1,14 @@
 package dist
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 func TestRoute(t *testing.T) {
@@ -68,4 +72,43 @@ func TestSumRowsByID(t *testing.T) {
 	if _, _, err := SumRowsByID(nil, nil, 0); err == nil {
 		t.Error("dim 0: no error")
 	}
+}
+
+// TestRowMerger: RowMerger.Sum gives SumRowsByID's results bit for bit on
+// random inputs with repeated ids (reusing its state between calls), and
+// refuses ids outside [0, n).
+func TestRowMerger(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var m RowMerger
+	for trial := range 50 {
+		n, dim := 1+rng.IntN(40), 1+rng.IntN(6)
+		ids := make([]int32, rng.IntN(120))
+		for i := range ids {
+			ids[i] = int32(rng.IntN(n))
+		}
+		rows := make([]float32, len(ids)*dim)
+		for i := range rows {
+			rows[i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(8)-4)))
+		}
+		wantIDs, wantSums, err := SumRowsByID(ids, rows, dim)
+		require.NoError(t, err)
+		gotIDs, gotSums, err := m.Sum(ids, rows, dim, n)
+		require.NoError(t, err)
+		require.Equal(t, len(wantIDs), len(gotIDs), "trial %d", trial)
+		for i := range wantIDs {
+			require.Equal(t, wantIDs[i], gotIDs[i], "trial %d", trial)
+		}
+		for i := range wantSums {
+			require.Equal(t, math.Float32bits(wantSums[i]), math.Float32bits(gotSums[i]), "trial %d, sum %d", trial, i)
+		}
+	}
+	for _, bad := range []int32{-1, 5} {
+		_, _, err := m.Sum([]int32{0, bad}, make([]float32, 2), 1, 5)
+		require.ErrorContains(t, err, fmt.Sprintf("id %d at 1 is outside [0, 5)", bad))
+	}
+	// the refused call left no id marked
+	ids, sums, err := m.Sum([]int32{0, 0}, []float32{1, 2}, 1, 5)
+	require.NoError(t, err)
+	require.Equal(t, []int32{0}, ids)
+	require.Equal(t, []float32{3}, sums)
 }

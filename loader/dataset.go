@@ -215,6 +215,13 @@ func (d *Dataset) Rows() int64 { return d.rows }
 // not, rows come in file order, the files in the order of Files.
 func (d *Dataset) Shuffles() bool { return d.opt.Shuffle }
 
+// BatchSize is the rows of a batch (Options.BatchSize) and DropLast whether
+// an epoch's short last batch is dropped (Options.DropLast).
+func (d *Dataset) BatchSize() int { return d.opt.BatchSize }
+
+// DropLast reports Options.DropLast.
+func (d *Dataset) DropLast() bool { return d.opt.DropLast }
+
 // Path is the file or folder the dataset was opened from.
 func (d *Dataset) Path() string { return d.path }
 

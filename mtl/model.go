@@ -7,6 +7,7 @@ import (
 
 	"strings"
 
+	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
@@ -59,6 +60,8 @@ type Model struct {
 	// biasSet: the output biases were set by InitOutputBias or
 	// SetOutputBias (Config.InitOutputBias then leaves them alone).
 	biasSet bool
+	// comm is the distributed job the model trains in (nil: one process).
+	comm dist.Comm
 }
 
 // body is the architecture between the input block and the towers.
@@ -462,6 +465,26 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 	}
 	return StepStats(st), nil
 }
+
+// setComm makes the model one rank of the distributed job c
+// (TrainerOptions.Comm): see step.Engine.SetComm. Every rank calls it.
+func (m *Model) setComm(c dist.Comm) error {
+	if c == nil || c.Size() == 1 {
+		return nil
+	}
+	if err := m.exec.SetComm(c); err != nil {
+		return err
+	}
+	// InitOutputBias's first batch is then the ranks' first batches
+	// together.
+	m.comm = c
+	return nil
+}
+
+// CommBytes is the bytes this rank received in the collectives of its
+// training steps in a distributed job (TrainerOptions.Comm; 0 in one
+// process): the measure of docs/DISTRIBUTED.md's bytes per step.
+func (m *Model) CommBytes() int64 { return m.exec.CommBytes() }
 
 // NonFiniteLossError is returned by TrainStep when the batch's loss is NaN
 // or infinite; the update was not applied.

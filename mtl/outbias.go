@@ -1,9 +1,11 @@
 package mtl
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
+	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/internal/step"
@@ -30,37 +32,55 @@ func (m *Model) InitOutputBias(b *loader.Batch) error {
 // (for restoreOutputBias).
 func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 	ws := m.exec.Train()
-	if err := ws.Forward(b, layers.Mode{}, true); err != nil {
+	rows := 0
+	var err error
+	if b != nil && b.Rows > 0 { // a rank of a distributed job may have none
+		if err = ws.Forward(b, layers.Mode{}, true); err == nil {
+			if err = m.dev.Sync(); err != nil {
+				err = step.BatchWrap(b, err)
+			}
+		}
+		rows = ws.Rows()
+	}
+	if err = agree(m.comm, err); err != nil {
 		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
 	}
-	if err := m.dev.Sync(); err != nil {
-		return nil, fmt.Errorf("mtl: InitOutputBias: %w", step.BatchWrap(b, err))
-	}
-	rows := ws.Rows()
 	z, y, space := make([]float32, rows), make([]float32, rows), make([]float32, rows)
 	biases, old := make([]float32, len(m.tasks)), make([]float32, len(m.tasks))
 	for t, task := range m.tasks {
-		for s := 0; s < ws.Shards(); s++ {
+		for s := 0; rows > 0 && s < ws.Shards(); s++ {
 			lo, hi := ws.ShardRows(s)
 			m.ldev.CopyToHostF32(z[lo:hi], ws.Output(s, t))
 		}
-		yT, spaceT := ws.Target(t)
-		m.dev.CopyToHostF32(y, yT)
 		in := func(int) bool { return true }
-		if spaceT != nil {
-			m.dev.CopyToHostF32(space, spaceT)
-			in = func(i int) bool { return space[i] == 1 }
+		if rows > 0 {
+			yT, spaceT := ws.Target(t)
+			m.dev.CopyToHostF32(y, yT)
+			if spaceT != nil {
+				m.dev.CopyToHostF32(space, spaceT)
+				in = func(i int) bool { return space[i] == 1 }
+			}
 		}
 		head := m.towers[t].Head.B
 		m.ldev.CopyToHostF32(biases[t:t+1], head)
 		old[t] = biases[t]
-		var zs []float64
-		sumY := 0.0
+		var zs32, ys32 []float32
 		for i := range rows {
 			if in(i) {
-				zs = append(zs, float64(z[i]))
-				sumY += float64(y[i])
+				zs32, ys32 = append(zs32, z[i]), append(ys32, y[i])
 			}
+		}
+		// In a distributed job the rows of every rank's first batch, in
+		// rank order: the rows of the global batch, in its order.
+		zs32, ys32, err = gatherRows(m.comm, zs32, ys32)
+		if err != nil {
+			return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)
+		}
+		zs := make([]float64, len(zs32))
+		sumY := 0.0
+		for i, v := range zs32 {
+			zs[i] = float64(v)
+			sumY += float64(ys32[i])
 		}
 		if len(zs) == 0 {
 			continue
@@ -92,6 +112,51 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 }
 
 // setBiases writes the output biases.
+// agree returns, in a distributed job, err on a rank that had one and an
+// error on every other rank when any rank had one, so that all ranks stop
+// at the same point rather than some waiting in the next collective; err
+// in one process.
+func agree(c dist.Comm, err error) error {
+	if c == nil || c.Size() == 1 {
+		return err
+	}
+	failed := []float32{0}
+	if err != nil {
+		failed[0] = 1
+	}
+	if cerr := c.AllreduceSum(failed); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	if err == nil && failed[0] > 0 {
+		err = fmt.Errorf("%v of the %d ranks failed (their output says why)", failed[0], c.Size())
+	}
+	return err
+}
+
+// gatherRows returns every rank's a and b (of equal lengths on a rank), in
+// rank order; a and b themselves in one process.
+func gatherRows(c dist.Comm, a, b []float32) ([]float32, []float32, error) {
+	if c == nil || c.Size() == 1 {
+		return a, b, nil
+	}
+	counts, err := dist.GatherCounts(c, len(a))
+	if err != nil {
+		return nil, nil, err
+	}
+	n := 0
+	for _, k := range counts {
+		n += k
+	}
+	ga, gb := make([]float32, n), make([]float32, n)
+	if err := c.AllgathervFloat32(a, ga, counts); err != nil {
+		return nil, nil, err
+	}
+	if err := c.AllgathervFloat32(b, gb, counts); err != nil {
+		return nil, nil, err
+	}
+	return ga, gb, nil
+}
+
 func (m *Model) setBiases(biases []float32) {
 	for t := range m.tasks {
 		m.ldev.CopyFromHostF32(m.towers[t].Head.B, biases[t:t+1])

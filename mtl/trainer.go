@@ -16,6 +16,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/internal/pathguard"
 	"github.com/mtlrank/mtlrank/loader"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
@@ -89,6 +90,24 @@ type TrainerOptions struct {
 	// previous point. Window means rather than the epoch's running mean, so
 	// that a late change is not hidden under the early steps. 0: no curve.
 	LossCurveEvery int
+	// Comm, when it has more than one rank, makes this Trainer one rank of
+	// a data-parallel job (docs/DISTRIBUTED.md): every rank runs NewTrainer
+	// and Fit with the same model configuration and the same datasets;
+	// each rank trains on its part of the row groups (dist.NewPartition),
+	// all ranks take the same steps (StepsPerEpoch of the largest part,
+	// empty batches where a part runs out), the gradients are summed over
+	// the ranks and every rank applies the same update, so that a step is
+	// the step of one process on the ranks' batches together: the global
+	// batch is the dataset's batch size times the ranks. Epoch results
+	// count the rows of all ranks. Validation runs on every rank over the
+	// whole validation set (the parameters are the same bits on every
+	// rank, so are the metrics); training metrics (TrainMetricsSteps) score
+	// the rank's own batches. Only rank 0 writes checkpoints and sends
+	// Events; progress reports and logs come from every rank (give them to
+	// rank 0 only). A failure outside a step (unreadable data) leaves the
+	// other ranks waiting: the process must exit, which ends an MPI job.
+	// Nil: one process.
+	Comm dist.Comm
 }
 
 // Progress is one report of a pass over a dataset (TrainerOptions.OnProgress).
@@ -224,6 +243,9 @@ type Trainer struct {
 	opts  TrainerOptions
 	log   *slog.Logger
 	state TrainState
+	// rank0 is set in one process and on rank 0 of a distributed job: the
+	// rank that writes.
+	rank0 bool
 	// preds holds one output buffer per task, sized to the model's batch.
 	preds [][]float32
 	// conv converts non-float label columns.
@@ -275,7 +297,10 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Trainer{m: m, opts: opts, log: log,
+	if err := m.setComm(opts.Comm); err != nil {
+		return nil, err
+	}
+	t := &Trainer{m: m, opts: opts, log: log, rank0: opts.Comm == nil || opts.Comm.Rank() == 0,
 		state: TrainState{Step: m.Step(), Seed: m.cfg.Seed, BestValue: math.NaN(), BestMetric: es.Metric}}
 	t.preds = make([][]float32, len(m.tasks))
 	t.conv = make([][]float32, len(m.tasks))
@@ -356,8 +381,12 @@ func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History
 	var best []hostTensor
 	t.log.Info("training", "model", t.m.cfg.String(), "rows", train.Rows(), "epochs", t.opts.Epochs,
 		"start_epoch", t.state.Epoch+1, "step", t.m.Step())
+	part, err := t.partition(train)
+	if err != nil {
+		return h, err
+	}
 	for epoch := t.state.Epoch; epoch < t.opts.Epochs; epoch++ {
-		res, err := t.trainEpoch(ctx, train, epoch)
+		res, err := t.trainEpoch(ctx, part, epoch)
 		if err != nil {
 			h.State = t.state
 			return h, err
@@ -400,7 +429,7 @@ func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History
 				}
 			}
 		}
-		if t.opts.CheckpointDir != "" {
+		if t.opts.CheckpointDir != "" && t.rank0 {
 			if err := SaveCheckpoint(t.opts.CheckpointDir, t.m, &t.state); err != nil {
 				h.State = t.state
 				return h, err
@@ -443,7 +472,7 @@ func (t *Trainer) improved(v float64) bool {
 // epochEvents sends an epoch's scalars to the event sink.
 func (t *Trainer) epochEvents(r EpochResult) error {
 	ev := t.opts.Events
-	if ev == nil {
+	if ev == nil || !t.rank0 {
 		return nil
 	}
 	step := int64(r.Epoch - 1)
@@ -481,9 +510,51 @@ func (t *Trainer) logEpoch(r EpochResult) {
 	t.log.Info("epoch done", attrs...)
 }
 
-func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch int) (EpochResult, error) {
+// rankPart is the part of the training data this rank trains on.
+type rankPart struct {
+	ds *loader.Dataset
+	// steps is the steps every rank takes per epoch (0: until the data
+	// ends, in one process); rows the rows of all ranks.
+	steps int
+	rows  int64
+}
+
+// partition returns this rank's part of train: all of it in one process;
+// in a distributed job the row groups dist.NewPartition gives the rank,
+// after checking that every rank sees the same files.
+func (t *Trainer) partition(train *loader.Dataset) (rankPart, error) {
+	c := t.opts.Comm
+	if c == nil || c.Size() == 1 {
+		return rankPart{ds: train, rows: train.Rows()}, nil
+	}
+	layout := train.RowGroupRows()
+	if err := dist.AgreeOnLayout(c, train.Files(), layout); err != nil {
+		return rankPart{}, fmt.Errorf("mtl: Fit: %s: %w", train.Path(), err)
+	}
+	p, err := dist.NewPartition(layout, c.Size())
+	if err != nil {
+		return rankPart{}, fmt.Errorf("mtl: Fit: %s: %w", train.Path(), err)
+	}
+	steps, err := p.StepsPerEpoch(train.BatchSize(), train.DropLast())
+	if err != nil {
+		return rankPart{}, fmt.Errorf("mtl: Fit: %w", err)
+	}
+	ds, err := train.Select(p.Parts[c.Rank()])
+	if err != nil {
+		return rankPart{}, fmt.Errorf("mtl: Fit: %w", err)
+	}
+	return rankPart{ds: ds, steps: steps, rows: train.Rows()}, nil
+}
+
+func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (EpochResult, error) {
 	res := EpochResult{Epoch: epoch + 1, TaskLoss: map[string]float64{}}
-	total := train.Rows()
+	train := part.ds
+	total := part.rows
+	limit := t.opts.StepsPerEpoch
+	if part.steps > 0 && (limit == 0 || part.steps < limit) {
+		limit = part.steps
+	}
+	distributed := part.steps > 0
 	if t.opts.StepsPerEpoch > 0 {
 		total = min(total, int64(t.opts.StepsPerEpoch)*int64(t.m.MaxBatch()))
 	}
@@ -505,13 +576,18 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 	if t.opts.LossCurveEvery > 0 {
 		curve.taskSum = make([]float64, len(t.m.tasks))
 	}
-	for t.opts.StepsPerEpoch == 0 || res.Steps < t.opts.StepsPerEpoch {
+	for limit == 0 || res.Steps < limit {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		b, err := it.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			if !distributed {
+				break
+			}
+			// This rank's part has run out: it joins the step with an
+			// empty batch, so that the others' step is complete.
+			b, err = &loader.Batch{}, nil
 		}
 		if err != nil {
 			return res, fmt.Errorf("mtl: epoch %d: reading training data: %w", epoch+1, err)
@@ -530,19 +606,22 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 			return res, err
 		}
 		rows := float64(b.Rows)
+		if distributed {
+			rows = float64(t.m.exec.GlobalRows()) // the loss is the step's over all ranks
+		}
 		lossSum += st.Loss * rows
 		for i, l := range st.TaskLoss {
 			taskSum[i] += l * rows
 		}
 		res.Steps++
-		res.Examples += int64(b.Rows)
+		res.Examples += int64(rows)
 		if t.opts.LossCurveEvery > 0 {
 			curve.add(st, rows)
 			if curve.steps == t.opts.LossCurveEvery {
 				res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
 			}
 		}
-		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 {
+		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 && b.Rows > 0 {
 			unscored.Release()
 			unscored = nil
 			if err := t.score(b, trainEval); err != nil {
@@ -550,7 +629,7 @@ func (t *Trainer) trainEpoch(ctx context.Context, train *loader.Dataset, epoch i
 				return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, step, err)
 			}
 		}
-		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps {
+		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps && b.Rows > 0 {
 			unscored.Release()
 			unscored = b
 		} else {

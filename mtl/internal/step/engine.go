@@ -94,6 +94,8 @@ type Engine struct {
 	step  int
 	// graphs captures the training step (SetGraphs; nil: eager).
 	graphs *stepGraphs
+	// dist is the state of a distributed job (SetComm; nil: one process).
+	dist *distState
 }
 
 // NewEngine creates the engine of spec: its training workspace and
@@ -135,6 +137,8 @@ func NewEngine(spec Spec) (*Engine, error) {
 func (e *Engine) Release() {
 	e.graphs.release() // before the tensors the graphs use
 	e.graphs = nil
+	e.dist.release()
+	e.dist = nil
 	if e.train != nil {
 		e.train.Release()
 		e.train = nil
@@ -173,6 +177,9 @@ func (e *Engine) dropoutSeed() uint64 {
 // on, a batch no larger than an earlier eager one runs as captured graphs
 // (graph.go), with bit-identical results.
 func (e *Engine) TrainStep(b *loader.Batch) (Stats, error) {
+	if e.dist != nil {
+		return e.distStep(b)
+	}
 	if g := e.graphs; g != nil && b.Rows <= g.warmRows && !g.off {
 		// the scratch buffers have their size: a captured step
 		return e.graphStep(b)

@@ -1,6 +1,7 @@
 package step
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -105,6 +106,9 @@ func (e *Engine) SetGraphs(on bool) error {
 		e.graphs.release()
 		e.graphs = nil
 		return nil
+	}
+	if e.dist != nil {
+		return errors.New("mtl: graph capture of the training step is not available in distributed training")
 	}
 	if e.graphs == nil {
 		g, err := newStepGraphs(e)

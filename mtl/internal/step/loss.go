@@ -142,10 +142,20 @@ func (l *lossWS) compute(dev kernels.Device, net Shard, outs []*kernels.Tensor, 
 
 // regLoss writes the regularisation terms of the model (L2 on the
 // parameters marked L2) and of the last forward pass (L2 on the batch's
-// embeddings) to ws.reg[0].
+// embeddings) to ws.reg[0]. In a distributed job only the batch's term:
+// the ranks' terms are summed, and the parameters' term, the same on every
+// rank, is added once after the sum (Engine.paramRegLoss).
 func (ws *Workspace) regLoss() {
 	e, reg := ws.e, ws.reg
 	e.dev.Zero(reg)
+	if e.dist == nil {
+		e.addParamRegLoss(reg)
+	}
+	e.spec.Input.AddRegLoss(ws.input, reg)
+}
+
+// addParamRegLoss adds the L2 term of the parameters marked L2 to reg[0].
+func (e *Engine) addParamRegLoss(reg *kernels.Tensor) {
 	if e.spec.L2Reg > 0 {
 		for _, p := range e.spec.Params {
 			if p.L2 {
@@ -153,5 +163,4 @@ func (ws *Workspace) regLoss() {
 			}
 		}
 	}
-	e.spec.Input.AddRegLoss(ws.input, reg)
 }

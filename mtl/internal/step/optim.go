@@ -272,6 +272,9 @@ type updater struct {
 	dense, grads []*kernels.Tensor
 	denseIdx     []int
 	tables       []*kernels.Tensor // the first len(tables) of Spec.Params
+	// merged, when set (a distributed job), are the tables' sparse
+	// gradients summed over the ranks, which replace the workspace's.
+	merged []*kernels.SparseGrad
 
 	// the update being applied (set before the jobs run)
 	ws *Workspace
@@ -329,7 +332,11 @@ func (u *updater) updateTable(t int, ws *Workspace) {
 		u.opt.fused(f, t, u.tables[t], u.input.EmbeddingSources(ws.input, t))
 		return
 	}
-	u.opt.sparse(u.dev, t, u.tables[t], ws.input.SparseGrad(t))
+	g := ws.input.SparseGrad(t)
+	if u.merged != nil {
+		g = u.merged[t]
+	}
+	u.opt.sparse(u.dev, t, u.tables[t], g)
 }
 
 // runJob applies the update to job j.

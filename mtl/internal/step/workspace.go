@@ -66,10 +66,15 @@ type Workspace struct {
 	shards   []*shard
 	nShards  int // shards of the current batch
 	rows     int
+	// lossRows divides the losses of the next loss pass: the rows of the
+	// step over all ranks of a distributed job (SetComm), else 0 for the
+	// batch's rows.
+	lossRows int
 	stats    Stats
 	lossHost []float32
 	reg      *kernels.Tensor // [1] regularisation loss (training workspaces)
 	regHost  []float32
+	regValue float64 // the regularisation term of the last loss pass
 	// grads[i] is the gradient of Spec.Params[i] (nil for embedding
 	// tables, whose gradients are the input workspace's sparse gradients):
 	// shard 0's buffers, which hold the sum over the shards after backward.
@@ -223,7 +228,11 @@ func (ws *Workspace) runShard(s int) {
 			ldev.CopyToHostF32(ws.out[t][sh.lo:sh.hi], z)
 		}
 	case passLoss, passBackward:
-		sh.loss.compute(ldev, sh.net, sh.outs, sh.lo, sh.hi, ws.rows)
+		total := ws.rows
+		if ws.lossRows > 0 {
+			total = ws.lossRows
+		}
+		sh.loss.compute(ldev, sh.net, sh.outs, sh.lo, sh.hi, total)
 		if ws.pass == passBackward {
 			sh.net.Backward(sh.dxH.View(ws.input.DY(), sh.lo*d, rows, d))
 		}
@@ -291,6 +300,7 @@ func (ws *Workspace) readLoss(b *loader.Batch) error {
 	e := ws.e
 	e.dev.CopyToHostF32(ws.regHost, ws.reg)
 	total := float64(ws.regHost[0])
+	ws.regValue = total
 	clear(ws.stats.TaskLoss)
 	for s := 0; s < ws.nShards; s++ {
 		e.dev.CopyToHostF32(ws.lossHost, ws.shards[s].loss.scalars)
@@ -337,9 +347,18 @@ func (ws *Workspace) backwardJob(j int) {
 		for s := 1; s < ws.nShards; s++ {
 			e.dev.Axpy(1, ws.shards[s].grads[i], g)
 		}
-		if p := e.spec.Params[i]; p.L2 && e.spec.L2Reg > 0 {
-			e.dev.Axpy(2*e.spec.L2Reg, p.Value, g)
+		if e.dist == nil {
+			// distributed: added once, after the ranks' sum (addL2Grads)
+			e.addL2Grad(i)
 		}
+	}
+}
+
+// addL2Grad adds the gradient of the L2 term of Spec.Params[i] (if any)
+// to its gradient.
+func (e *Engine) addL2Grad(i int) {
+	if p := e.spec.Params[i]; p.L2 && e.spec.L2Reg > 0 {
+		e.dev.Axpy(2*e.spec.L2Reg, p.Value, e.train.grads[i])
 	}
 }
 

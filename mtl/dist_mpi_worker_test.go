@@ -1,0 +1,36 @@
+//go:build mpi
+
+package mtl
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/mtlrank/mtlrank/dist"
+)
+
+// TestMPITrainWorker is one rank of TestMPITrain's mpirun jobs: the
+// exactness cases on MPI.
+func TestMPITrainWorker(t *testing.T) {
+	if os.Getenv(mpiTrainWorkerEnv) == "" {
+		t.Skip("one rank of TestMPITrain's mpirun jobs; runs under mpirun only")
+	}
+	c, err := dist.InitMPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for _, tc := range exactCases {
+		d, err := tc.run(c)
+		if err != nil {
+			t.Fatalf("%v: %v", tc, err) // the other ranks fail or are ended by mpirun
+		}
+		fmt.Fprintln(h, d)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s rank=%d size=%d digest=%x\n", mpiTrainWorkerMark, c.Rank(), c.Size(), h.Sum(nil))
+}

@@ -1,0 +1,344 @@
+package step
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
+	"github.com/mtlrank/mtlrank/loader"
+)
+
+// distState is the engine's state in a distributed (data-parallel) job:
+// every rank runs the same steps on its own rows, and the gradients are
+// summed over the ranks before identical updates (docs/DISTRIBUTED.md).
+type distState struct {
+	comm dist.Comm
+	// flat is the buffer of the step's fused allreduce: the dense
+	// gradients in Spec.Params order, then each task's loss share, the
+	// batch's regularisation term, a failure flag, and one slot per rank
+	// and table for the number of ids the rank's batch touched in the table
+	// (zero but the rank's own: the sum hands every rank every count).
+	flat []float32
+	// nd is the dense gradients' length in flat, tail the number of
+	// slots after them.
+	nd, tail int
+	one      []float32 // the allreduce of the step's rows
+	// The sparse exchange: each rank's part of the allgather is its
+	// touched ids (int32 bits in float32 slots: MPI and Go's copies only
+	// move bits, no arithmetic touches them),
+	// table after table, then their gradient rows in the same order.
+	send, recv []float32
+	ids        []int32
+	rows       []float32
+	merged     []*kernels.SparseGrad
+	mergers    []dist.RowMerger // per table: dist.SumRowsByID with a slot per row
+	regT       *kernels.Tensor  // [1] the parameters' L2 term
+	regHost    []float32
+	globalRows int
+	bytes      int64
+}
+
+// maxGlobalRows bounds the rows of one step over all ranks: the count is
+// summed as a float32, exact up to 2^24.
+const maxGlobalRows = 1 << 24
+
+// SetComm makes the engine one rank of the distributed job c: from here on
+// TrainStep sums the gradients over the ranks (one allreduce of all dense
+// gradients, an allgather of the tables' touched rows) and every rank
+// applies the same update, with the losses divided by the step's rows over
+// all ranks. It broadcasts rank 0's parameters and optimizer state, so that
+// all ranks start from the same bits. Every rank calls it. A communicator
+// of one rank leaves the engine as it is. The distributed step runs on the
+// CPU device, without graph capture.
+func (e *Engine) SetComm(c dist.Comm) error {
+	if c == nil || c.Size() == 1 {
+		return nil
+	}
+	if e.dist != nil {
+		return errors.New("mtl: the engine is already part of a distributed job")
+	}
+	if e.caps.CPU == nil || e.caps.Fused != nil {
+		return fmt.Errorf("mtl: distributed training runs on the CPU device only, not on %s (GPU ranks are not wired yet)", e.dev.Name())
+	}
+	if e.graphs != nil {
+		return errors.New("mtl: graph capture of the training step is not available in distributed training")
+	}
+	nd := 0
+	for _, p := range e.spec.Params {
+		if !p.Sparse {
+			nd += p.Value.Len()
+		}
+	}
+	nt := len(e.spec.Input.Tables)
+	tail := len(e.spec.Tasks) + 2 + nt*c.Size()
+	d := &distState{comm: c, flat: make([]float32, nd+tail), nd: nd, tail: tail, one: make([]float32, 1),
+		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+	for t := range d.merged {
+		d.merged[t] = &kernels.SparseGrad{}
+	}
+	tensors := make([]*kernels.Tensor, 0, len(e.spec.Params))
+	for _, p := range e.spec.Params {
+		tensors = append(tensors, p.Value)
+	}
+	for _, s := range e.OptimizerState() {
+		tensors = append(tensors, s.Tensor)
+	}
+	for _, t := range tensors {
+		f := t.F32
+		if len(f) == 0 {
+			continue
+		}
+		if err := c.Bcast(unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f)), 0); err != nil {
+			d.regT.Release()
+			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
+		}
+	}
+	e.dist = d
+	e.upd.merged = d.merged
+	return nil
+}
+
+// GlobalRows is the rows of the last training step over all ranks (the
+// batch's rows in one process).
+func (e *Engine) GlobalRows() int {
+	if e.dist == nil {
+		return e.train.rows
+	}
+	return e.dist.globalRows
+}
+
+// CommBytes is the bytes this rank received in the collectives of the
+// training steps so far (0 in one process). What a rank sends is the same
+// for the allreduce and about the same for the allgathers.
+func (e *Engine) CommBytes() int64 {
+	if e.dist == nil {
+		return 0
+	}
+	return e.dist.bytes
+}
+
+// distStep is TrainStep in a distributed job. b may be nil or empty: a rank
+// whose part of the epoch has run out joins the step with nothing of its
+// own. Every rank returns the same error when a rank's pass fails or the
+// loss is not finite, and then no rank updates.
+func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
+	d, ws := e.dist, e.train
+	n := d.comm.Size()
+	rows := 0
+	if b != nil {
+		rows = b.Rows
+	}
+	d.one[0] = float32(rows)
+	if err := d.comm.AllreduceSum(d.one); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, err)
+	}
+	d.bytes += allreduceBytes(1, n)
+	global := int(d.one[0])
+	if global > maxGlobalRows {
+		return Stats{}, fmt.Errorf("mtl: step %d: %d rows over all ranks: at most %d per step", e.step, global, maxGlobalRows)
+	}
+	if global == 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: no rank has rows", e.step)
+	}
+	d.globalRows = global
+
+	var passErr error
+	if rows > 0 {
+		// Each rank draws its own dropout masks.
+		mode := layers.Mode{Train: true, Seed: layers.MixSeed(e.dropoutSeed(), uint64(d.comm.Rank()))}
+		ws.lossRows = global
+		passErr = ws.LossPass(b, mode, true)
+		ws.lossRows = 0
+	}
+	flat, nd, nTasks := d.flat, d.nd, len(e.spec.Tasks)
+	fail, counts := nd+nTasks+1, nd+nTasks+2
+	clear(flat)
+	if rows > 0 && passErr == nil {
+		off := 0
+		for i, p := range e.spec.Params {
+			if !p.Sparse {
+				k := p.Value.Len()
+				e.dev.CopyToHostF32(flat[off:off+k], ws.grads[i])
+				off += k
+			}
+		}
+		for t, l := range ws.stats.TaskLoss {
+			flat[nd+t] = float32(l)
+		}
+		flat[nd+nTasks] = float32(ws.regValue)
+		passErr = e.putCounts(flat[counts:])
+	}
+	if passErr != nil {
+		flat[fail] = 1
+	}
+	if err := d.comm.AllreduceSum(flat); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
+	}
+	d.bytes += allreduceBytes(len(flat), n)
+	if passErr != nil {
+		return Stats{}, passErr
+	}
+	if flat[fail] != 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
+	}
+	off := 0
+	for i, p := range e.spec.Params {
+		if !p.Sparse {
+			k := p.Value.Len()
+			e.dev.CopyFromHostF32(ws.grads[i], flat[off:off+k])
+			off += k
+			e.addL2Grad(i)
+		}
+	}
+	if err := e.exchangeRows(rows > 0, flat[counts:]); err != nil {
+		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
+	}
+
+	st := &ws.stats
+	e.dev.Zero(d.regT)
+	e.addParamRegLoss(d.regT)
+	e.dev.CopyToHostF32(d.regHost, d.regT)
+	st.Loss = float64(flat[nd+nTasks]) + float64(d.regHost[0])
+	for t := range st.TaskLoss {
+		st.TaskLoss[t] = float64(flat[nd+t])
+		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
+	}
+	if b == nil {
+		b = &loader.Batch{}
+	}
+	return e.finishStep(b)
+}
+
+// allreduceBytes is what dist.Comm.AllreduceSum of n floats receives per
+// rank among size ranks: (size-1)/size of the buffer in each of its two
+// movements.
+func allreduceBytes(n, size int) int64 {
+	return 2 * 4 * int64(n) * int64(size-1) / int64(size)
+}
+
+// maxCount bounds the ids a rank's batch touches in one table: the counts
+// travel as float32 in the fused allreduce, exact up to 2^24.
+const maxCount = 1 << 24
+
+// putCounts writes the number of ids this rank's batch touched in each
+// table to its slots of counts (rank-major: counts[r*tables+t]).
+func (e *Engine) putCounts(counts []float32) error {
+	nt, rank := len(e.spec.Input.Tables), e.dist.comm.Rank()
+	for t := range nt {
+		n := e.train.input.SparseGrad(t).N
+		if n > maxCount {
+			return fmt.Errorf("mtl: step %d: the batch touches %d ids of table %d: at most %d per rank and step in distributed training", e.step, n, t, maxCount)
+		}
+		counts[rank*nt+t] = float32(n)
+	}
+	return nil
+}
+
+// exchangeRows sums the tables' sparse gradients over the ranks into
+// d.merged (replicated tables): every rank's touched ids and gradient rows
+// are gathered, all tables in one allgather (counts, every rank's touched
+// ids per table, came with the fused allreduce), and the rows of an id
+// touched by several ranks are added in rank order (dist.SumRowsByID's
+// order, by a dist.RowMerger), so
+// that every rank holds the same bits. have is false on a rank without
+// rows this step.
+func (e *Engine) exchangeRows(have bool, counts []float32) error {
+	d := e.dist
+	tables := e.spec.Input.Tables
+	nt, n, rank := len(tables), d.comm.Size(), d.comm.Rank()
+	count := func(r, t int) int { return int(counts[r*nt+t]) }
+	d.send = d.send[:0]
+	if have {
+		for t := range tables {
+			g := e.train.input.SparseGrad(t)
+			for _, id := range g.Rows.I32[:g.N] {
+				d.send = append(d.send, math.Float32frombits(uint32(id)))
+			}
+		}
+		for t, tab := range tables {
+			g := e.train.input.SparseGrad(t)
+			d.send = append(d.send, g.Values.F32[:g.N*tab.Dim]...)
+		}
+	}
+	// Rank r's part: its ids, then its rows.
+	parts, idsOf := make([]int, n), make([]int, n)
+	for r := range n {
+		for t, tab := range tables {
+			idsOf[r] += count(r, t)
+			parts[r] += count(r, t) * (1 + tab.Dim)
+		}
+	}
+	d.recv = grow(d.recv, sum(parts))
+	if err := d.comm.AllgathervFloat32(d.send, d.recv, parts); err != nil {
+		return err
+	}
+	d.bytes += 4 * int64(sum(parts)-parts[rank])
+	idOff, rowOff := make([]int, n), make([]int, n)
+	at := 0
+	for r := range n {
+		idOff[r], rowOff[r] = at, at+idsOf[r]
+		at += parts[r]
+	}
+	for t, tab := range tables {
+		d.ids, d.rows = d.ids[:0], d.rows[:0]
+		for r := range n {
+			c := count(r, t)
+			for _, x := range d.recv[idOff[r] : idOff[r]+c] {
+				d.ids = append(d.ids, int32(math.Float32bits(x)))
+			}
+			d.rows = append(d.rows, d.recv[rowOff[r]:rowOff[r]+c*tab.Dim]...)
+			idOff[r] += c
+			rowOff[r] += c * tab.Dim
+		}
+		ids, sums, err := d.mergers[t].Sum(d.ids, d.rows, tab.Dim, tab.Rows)
+		if err != nil {
+			return err
+		}
+		g := d.merged[t]
+		if g.Rows == nil || g.Rows.Len() < len(ids) {
+			if g.Rows != nil {
+				g.Rows.Release()
+				g.Values.Release()
+			}
+			c := max(len(ids), 2*g.N, 1)
+			g.Rows, g.Values = e.dev.Alloc(kernels.Int32, c), e.dev.Alloc(kernels.Float32, c, tab.Dim)
+		}
+		g.N = len(ids)
+		copy(g.Rows.I32, ids)
+		copy(g.Values.F32, sums)
+	}
+	return nil
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func sum(xs []int) int {
+	s := 0
+	for _, x := range xs {
+		s += x
+	}
+	return s
+}
+
+// releaseDist frees the distributed state's tensors.
+func (d *distState) release() {
+	if d == nil {
+		return
+	}
+	d.regT.Release()
+	for _, g := range d.merged {
+		if g.Rows != nil {
+			g.Rows.Release()
+			g.Values.Release()
+		}
+	}
+}
