@@ -11,9 +11,9 @@ import (
 	"github.com/mtlrank/mtlrank/loader/synth"
 )
 
-// TestMerlinModelsBeatConstant trains dcn, dlrm, deepfm and wide_n_deep
-// through the CLI, each with one task and with the four binary tasks (one
-// head per task), and requires every task's held-out AUC to beat a
+// TestMerlinModelsBeatConstant trains every architecture of Merlin's
+// ranking script through the CLI, each with one task and with the four
+// binary tasks (one head per task), and requires every task's held-out AUC to beat a
 // constant predictor's 0.5 by a clear margin (the oracle's is about 0.82).
 // DeepFM and Wide&Deep feed every task head the same summed logit
 // (Merlin's architecture), so with several tasks they reach less than the
@@ -23,7 +23,7 @@ import (
 // training run's metrics.
 func TestMerlinModelsBeatConstant(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains eight models")
+		t.Skip("trains sixteen models")
 	}
 	data := sharedData(t)
 	oracle, err := synth.ReadOracle(filepath.Join(data, "eval"))
@@ -34,6 +34,10 @@ func TestMerlinModelsBeatConstant(t *testing.T) {
 		task   string  // of the one-task run
 		minAUC float64 // every task's
 	}{
+		{"mlp", modelFlags("mlp"), "click", 0.65},
+		{"mmoe", modelFlags("mmoe"), "like", 0.65},
+		{"cgc", modelFlags("cgc"), "like", 0.65},
+		{"ple", append(modelFlags("ple"), "--ple_num_layers", "2"), "click", 0.65},
 		{"dcn", []string{"--dcn_interacted_layer_num", "2", "--mlp_layers", "64,32"}, "like", 0.6},
 		// every categorical feature pairs with every other; the top MLP
 		// reads the ten dot products (Tenrec has no continuous feature)
