@@ -352,22 +352,30 @@ func (p *producer) nextShuffled() (*Batch, error) {
 // refill compacts the shuffle buffer, reads chunks until it holds at least
 // max(ShuffleBuffer, BatchSize) rows (or the data ends) and permutes it.
 func (p *producer) refill() error {
-	rest := p.idx[p.idxPos:]
+	// Compact in place: the buffers are reused from refill to refill, so
+	// that the steady state allocates nothing per row.
 	remap := make([]int32, len(p.window))
-	var win []*chunk
-	var left []int
+	live := 0
 	for i, c := range p.window {
 		if p.left[i] > 0 {
-			remap[i] = int32(len(win))
-			win = append(win, c)
-			left = append(left, p.left[i])
+			remap[i] = int32(live)
+			p.window[live], p.left[live] = c, p.left[i]
+			live++
 		}
 	}
-	idx := make([]ref, 0, min(max(len(rest)+p.ds.opt.ReadRows, p.ds.opt.ShuffleBuffer), int(min(p.ds.rows, 1<<30))))
-	for _, r := range rest {
-		idx = append(idx, ref{remap[r.c], r.r})
+	clear(p.window[live:])
+	p.window, p.left = p.window[:live], p.left[:live]
+	// Moving the rest to the front never overwrites an unread ref: entry k
+	// goes to k-idxPos.
+	rest := p.idx[p.idxPos:]
+	if p.idx == nil {
+		p.idx = make([]ref, 0, min(max(p.ds.opt.ReadRows, p.ds.opt.ShuffleBuffer), int(min(p.ds.rows, 1<<30))))
 	}
-	p.window, p.left, p.idx, p.idxPos = win, left, idx, 0
+	idx := p.idx[:len(rest)]
+	for k, r := range rest {
+		idx[k] = ref{remap[r.c], r.r}
+	}
+	p.idx, p.idxPos = idx, 0
 	target := max(p.ds.opt.ShuffleBuffer, p.ds.opt.BatchSize)
 	for len(p.idx) < target {
 		c, err := p.nextChunk()
@@ -389,8 +397,18 @@ func (p *producer) refill() error {
 			p.idx = append(p.idx, ref{ci, int32(r)})
 		}
 	}
-	p.rng.Shuffle(len(p.idx), func(i, j int) { p.idx[i], p.idx[j] = p.idx[j], p.idx[i] })
+	shuffle(p.rng, p.idx)
 	return nil
+}
+
+// shuffle permutes s with exactly the draws and swaps of
+// rand.Shuffle(len(s), swap), which fixes each epoch's row order, without a
+// call through the swap closure per row.
+func shuffle[T any](r *rand.Rand, s []T) {
+	for i := len(s) - 1; i > 0; i-- {
+		j := int(r.Uint64N(uint64(i + 1)))
+		s[i], s[j] = s[j], s[i]
+	}
 }
 
 // nextChunk reads and validates the next chunk of rows; io.EOF at the end.
@@ -447,7 +465,7 @@ func (p *producer) openUnit(u unit) (err error) {
 		if err != nil {
 			return fmt.Errorf("loader: %w", err)
 		}
-		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: int64(p.ds.opt.ReadRows)}, p.ds.opt.Allocator)
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: plan.readRows(p.ds.opt.ReadRows)}, p.ds.opt.Allocator)
 		if err != nil {
 			rdr.Close()
 			return corruptErr(plan.path, -1, err)
@@ -514,6 +532,19 @@ func (p *producer) readChunk() (c *chunk, err error) {
 	}
 	p.rowInRG += int64(c.rows)
 	return c, nil
+}
+
+// readRows is the Arrow reader's batch size for the file: ReadRows, capped
+// at the file's largest row group. A read never crosses a row group, so the
+// cap returns the same records, but the reader reserves its value buffers for
+// the batch size: reserving 2^18 values for a 2^16-row group would allocate
+// (and zero) four times the data.
+func (f *filePlan) readRows(readRows int) int64 {
+	most := int64(1)
+	for rg := range f.md.NumRowGroups() {
+		most = max(most, f.md.RowGroup(rg).NumRows())
+	}
+	return min(int64(readRows), most)
 }
 
 func (p *producer) closeFile() {
