@@ -104,23 +104,10 @@ type lossView struct {
 	shape [1]int
 }
 
-// set points v at elements [off, off+n) of src (Tensor.View without the
-// allocation).
+// set points v at elements [off, off+n) of src (Tensor.ViewInto).
 func (v *lossView) set(src *Tensor, off, n int) *Tensor {
-	if off < 0 || off+n > src.Len() {
-		panic(fmt.Sprintf("kernels: view [%d,%d) out of range of tensor with %d elements", off, off+n, src.Len()))
-	}
 	v.shape[0] = n
-	v.t = Tensor{Shape: v.shape[:], DType: src.DType, Dev: src.Dev}
-	switch {
-	case src.F32 != nil:
-		v.t.F32 = src.F32[off : off+n : off+n]
-	case src.I32 != nil:
-		v.t.I32 = src.I32[off : off+n : off+n]
-	default:
-		v.t.Ptr = src.Ptr + uintptr(off*4) // every DType is 4 bytes wide
-	}
-	return &v.t
+	return src.ViewInto(&v.t, off, v.shape[:])
 }
 
 // NewLossScratch returns the scratch of MultiTaskLoss for up to rows rows

@@ -92,6 +92,15 @@ func (t *Tensor) Release() {
 // counted in elements, with the given shape. It panics if the range is out of
 // bounds: views are built by layers from shapes they validated.
 func (t *Tensor) View(off int, shape ...int) *Tensor {
+	return t.ViewInto(new(Tensor), off, append([]int(nil), shape...))
+}
+
+// ViewInto is View into a header the caller keeps, so that a pass that
+// re-points its views allocates nothing: dst is overwritten to view
+// elements [off, off+prod(shape)) of t, and keeps shape itself (callers
+// pass a slice of an array they own). Like View's, the header never owns
+// the storage.
+func (t *Tensor) ViewInto(dst *Tensor, off int, shape []int) *Tensor {
 	n := 1
 	for _, d := range shape {
 		n *= d
@@ -99,16 +108,16 @@ func (t *Tensor) View(off int, shape ...int) *Tensor {
 	if off < 0 || off+n > t.Len() {
 		panic(fmt.Sprintf("kernels: view [%d,%d) out of range of tensor with %d elements", off, off+n, t.Len()))
 	}
-	v := &Tensor{Shape: append([]int(nil), shape...), DType: t.DType, Dev: t.Dev}
+	*dst = Tensor{Shape: shape, DType: t.DType, Dev: t.Dev}
 	switch {
 	case t.F32 != nil:
-		v.F32 = t.F32[off : off+n : off+n]
+		dst.F32 = t.F32[off : off+n : off+n]
 	case t.I32 != nil:
-		v.I32 = t.I32[off : off+n : off+n]
+		dst.I32 = t.I32[off : off+n : off+n]
 	default:
-		v.Ptr = t.Ptr + uintptr(off*4) // every DType is 4 bytes wide
+		dst.Ptr = t.Ptr + uintptr(off*4) // every DType is 4 bytes wide
 	}
-	return v
+	return dst
 }
 
 // NewTensor is for Device implementations: it builds an owned tensor header.

@@ -12,29 +12,13 @@ type hdr struct {
 }
 
 // set points h at elements [off, off+prod(dims)) of src with shape dims and
-// returns the header. It mirrors kernels.Tensor.View without allocating.
+// returns the header, through kernels.Tensor.ViewInto.
 func (h *hdr) set(src *kernels.Tensor, off int, dims ...int) *kernels.Tensor {
-	n := 1
-	for i, d := range dims {
-		n *= d
-		h.shape[i] = d
+	if len(dims) > len(h.shape) {
+		panic("layers: a workspace view has at most 4 dimensions")
 	}
-	if off < 0 || off+n > src.Len() {
-		panic("layers: workspace view out of range")
-	}
-	h.t.Shape = h.shape[:len(dims)]
-	h.t.DType = src.DType
-	h.t.Dev = src.Dev
-	h.t.F32, h.t.I32, h.t.Ptr = nil, nil, 0
-	switch {
-	case src.F32 != nil:
-		h.t.F32 = src.F32[off : off+n : off+n]
-	case src.I32 != nil:
-		h.t.I32 = src.I32[off : off+n : off+n]
-	default:
-		h.t.Ptr = src.Ptr + uintptr(off*4) // every DType is 4 bytes wide
-	}
-	return &h.t
+	copy(h.shape[:], dims)
+	return src.ViewInto(&h.t, off, h.shape[:len(dims)])
 }
 
 // get returns the header as last set.
