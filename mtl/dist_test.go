@@ -3,6 +3,7 @@ package mtl
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/loader"
 )
 
@@ -88,18 +90,29 @@ func (c exactCase) String() string {
 	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
 }
 
-// run is one rank's side of the case on comm: it trains the one-process
-// reference itself, then its rank's part, checks that its parameters and
-// losses are within 1e-5 relative of the reference's, and returns the
-// digest of its parameters and losses (the same on every rank).
+// run is one rank's side of the case on comm, on the CPU device: it
+// trains the one-process reference itself, then its rank's part, checks
+// that its parameters and losses are within 1e-5 relative of the
+// reference's, and returns the digest of its parameters and losses (the
+// same on every rank).
 func (c exactCase) run(comm dist.Comm) (string, error) {
-	cfg := gradConfig(c.model)
-	cfg.Optimizer = c.opt
-	cfg.LR = 0.01
-	cfg.InitOutputBias = c.initBias
-	n, rank := comm.Size(), comm.Rank()
+	parts := c.batches(comm.Size())
+	ref, err := c.train(testDev(), nil, parts)
+	if err != nil {
+		return "", err
+	}
+	got, err := c.train(testDev(), comm, parts)
+	if err != nil {
+		return "", err
+	}
+	return got.digest, got.check(ref)
+}
+
+// batches are the parts of the case's global batches among n ranks:
+// parts[step][rank]. Every rank draws every rank's batches, from the same
+// seed.
+func (c exactCase) batches(n int) [][]*loader.Batch {
 	plan := distSteps(n, exactSteps)
-	// Every rank draws every rank's batches, from the same seed.
 	rng := rand.New(rand.NewPCG(5, 6))
 	parts := make([][]*loader.Batch, exactSteps)
 	for s := range parts {
@@ -108,51 +121,74 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 			parts[s][r] = gradBatch(rng, plan[s][r])
 		}
 	}
-	one, err := NewModel(gradSchema(), cfg, testDev(), 128)
-	if err != nil {
-		return "", err
-	}
-	defer one.Release()
-	var wantLoss []float64
-	for s := range exactSteps {
-		st, err := one.TrainStep(concatBatches(parts[s]))
-		if err != nil {
-			return "", fmt.Errorf("one process, step %d: %w", s, err)
-		}
-		wantLoss = append(wantLoss, st.Loss)
-	}
+	return parts
+}
 
-	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+// exactRun is what a training run of the case ended with: every step's
+// loss, the parameters and optimizer state, and their digest.
+type exactRun struct {
+	rank   int
+	losses []float64
+	params map[string][]float32
+	digest string
+}
+
+// train runs the case's exactSteps steps on dev: as one process on the
+// global batches (comm nil), or as comm's rank on its parts.
+func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
+	cfg := gradConfig(c.model)
+	cfg.Optimizer = c.opt
+	cfg.LR = 0.01
+	cfg.InitOutputBias = c.initBias
+	m, err := NewModel(gradSchema(), cfg, dev, 128)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer m.Release()
-	if err := m.setComm(comm); err != nil {
-		return "", err
+	run := &exactRun{}
+	if comm != nil {
+		if err := m.setComm(comm); err != nil {
+			return nil, err
+		}
+		run.rank = comm.Rank()
 	}
 	h := sha256.New()
-	for s := range exactSteps {
-		b := parts[s][rank]
-		if b.Rows == 0 {
-			b = &loader.Batch{}
+	for s := range parts {
+		b := concatBatches(parts[s])
+		if comm != nil {
+			if b = parts[s][run.rank]; b.Rows == 0 {
+				b = &loader.Batch{}
+			}
 		}
 		st, err := m.TrainStep(b)
 		if err != nil {
-			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
+			return nil, fmt.Errorf("rank %d, step %d: %w", run.rank, s, err)
 		}
-		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
-			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
-		}
+		run.losses = append(run.losses, st.Loss)
 		binary.Write(h, binary.LittleEndian, st.Loss)
 	}
-	want, got := hostParamsOf(one), hostParamsOf(m)
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
-			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
-		}
-		binary.Write(h, binary.LittleEndian, got[name])
+	run.params = hostParamsOf(m)
+	for _, name := range slices.Sorted(maps.Keys(run.params)) {
+		binary.Write(h, binary.LittleEndian, run.params[name])
 	}
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
+	run.digest = fmt.Sprintf("%x", h.Sum(nil))
+	return run, nil
+}
+
+// check compares a rank's run with the one-process run: every step's loss
+// and every parameter and optimizer tensor within 1e-5 relative.
+func (r *exactRun) check(one *exactRun) error {
+	for s, want := range one.losses {
+		if d := math.Abs(r.losses[s] - want); d > 1e-5*math.Abs(want) {
+			return fmt.Errorf("rank %d, step %d: loss %v, one process %v", r.rank, s, r.losses[s], want)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(one.params)) {
+		if err := tensorClose(one.params[name], r.params[name], 1e-5); err != nil {
+			return fmt.Errorf("rank %d: %s: %w", r.rank, name, err)
+		}
+	}
+	return nil
 }
 
 // runRanks runs f on every rank of a dist.LocalGroup of n and returns
@@ -178,19 +214,53 @@ func runRanks[T any](n int, f func(c dist.Comm) (T, error)) ([]T, []error) {
 // the global batches, within 1e-5 relative after 50 steps, with every loss
 // term on (L2 on dense parameters and embeddings, sample weights, sample
 // spaces, loss and class weights), and every rank holds the same bits.
-// TestMPITrain runs the same cases under mpirun.
+// TestMPITrain runs the same cases under mpirun, TestCUDADistributed* on
+// the CUDA device.
 func TestDistributedStepMatchesOneProcess(t *testing.T) {
 	for _, c := range exactCases {
 		for _, n := range []int{1, 2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				digests, errs := runRanks(n, c.run)
-				for r := range n {
-					require.NoError(t, errs[r], "rank %d", r)
-					require.Equal(t, digests[0], digests[r], "rank %d's parameters and losses differ from rank 0's", r)
-				}
+				exactRanks(t, c, n, cpuDevice)
 			})
 		}
 	}
+}
+
+// rankDevice opens the device one rank (or the one-process reference)
+// trains on, and returns the function that closes it, which reports
+// tensors left allocated.
+type rankDevice func() (kernels.Device, func() error, error)
+
+func cpuDevice() (kernels.Device, func() error, error) {
+	return testDev(), func() error { return nil }, nil
+}
+
+// trainOn is exactCase.train on a device of open, closed after.
+func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
+	dev, closeDev, err := open()
+	if err != nil {
+		return nil, err
+	}
+	run, err := c.train(dev, comm, parts)
+	return run, errors.Join(err, closeDev())
+}
+
+// exactRanks trains case c as one process and on n ranks of a
+// dist.LocalGroup, each on its own device of open, checks that every rank
+// holds the same bits, within 1e-5 relative of the one process's, and
+// returns rank 0's run.
+func exactRanks(t *testing.T, c exactCase, n int, open rankDevice) *exactRun {
+	t.Helper()
+	parts := c.batches(n)
+	one, err := c.trainOn(open, nil, parts)
+	require.NoError(t, err, "one process")
+	runs, errs := runRanks(n, func(comm dist.Comm) (*exactRun, error) { return c.trainOn(open, comm, parts) })
+	for r := range n {
+		require.NoError(t, errs[r], "rank %d", r)
+		require.Equal(t, runs[0].digest, runs[r].digest, "rank %d's parameters and losses differ from rank 0's", r)
+		require.NoError(t, runs[r].check(one))
+	}
+	return runs[0]
 }
 
 // tensorClose checks got against want within rel relative in the tensor's
@@ -235,7 +305,9 @@ func hostParamsOf(m *Model) map[string][]float32 {
 // heads on the ranks' first batches together, giving the bits one process
 // gets from their concatenation (the rows are gathered in rank order, the
 // order of the global batch), on every rank, also when a rank has no rows.
-func TestDistributedInitOutputBias(t *testing.T) {
+func TestDistributedInitOutputBias(t *testing.T) { checkDistributedInitOutputBias(t, cpuDevice) }
+
+func checkDistributedInitOutputBias(t *testing.T, open rankDevice) {
 	for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
 		t.Run(fmt.Sprint(rows), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
@@ -245,30 +317,34 @@ func TestDistributedInitOutputBias(t *testing.T) {
 			for r := range parts {
 				parts[r] = gradBatch(rng, rows[r])
 			}
-			one, err := NewModel(gradSchema(), cfg, testDev(), 128)
-			require.NoError(t, err)
-			defer one.Release()
-			_, err = one.initOutputBias(concatBatches(parts))
-			require.NoError(t, err)
-			want := hostParamsOf(one)
-			got, errs := runRanks(n, func(c dist.Comm) (map[string][]float32, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+			biases := func(c dist.Comm) (map[string][]float32, error) {
+				dev, closeDev, err := open()
+				if err != nil {
+					return nil, err
+				}
+				defer closeDev()
+				m, err := NewModel(gradSchema(), cfg, dev, 128)
 				if err != nil {
 					return nil, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return nil, err
-				}
-				b := parts[c.Rank()]
-				if b.Rows == 0 {
-					b = &loader.Batch{}
+				b := concatBatches(parts)
+				if c != nil {
+					if err := m.setComm(c); err != nil {
+						return nil, err
+					}
+					if b = parts[c.Rank()]; b.Rows == 0 {
+						b = &loader.Batch{}
+					}
 				}
 				if _, err := m.initOutputBias(b); err != nil {
 					return nil, err
 				}
 				return hostParamsOf(m), nil
-			})
+			}
+			want, err := biases(nil)
+			require.NoError(t, err)
+			got, errs := runRanks(n, biases)
 			for r := range n {
 				require.NoError(t, errs[r], "rank %d", r)
 				for name, v := range want {
@@ -284,7 +360,9 @@ func TestDistributedInitOutputBias(t *testing.T) {
 // returns an error at the same step instead of waiting in the next
 // collective, and no rank updates: in the training step, and in the first
 // step's InitOutputBias, which reads the batch first.
-func TestDistributedStepFailsOnEveryRank(t *testing.T) {
+func TestDistributedStepFailsOnEveryRank(t *testing.T) { checkDistributedStepFails(t, cpuDevice) }
+
+func checkDistributedStepFails(t *testing.T, open rankDevice) {
 	for _, tc := range []struct {
 		initBias bool
 		want     string
@@ -303,7 +381,12 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 			}
 			parts[badRank].Columns["user"].I32[5] = 31 // the table has ids 0..30
 			steps, errs := runRanks(n, func(c dist.Comm) (int, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				dev, closeDev, err := open()
+				if err != nil {
+					return -1, err
+				}
+				defer closeDev()
+				m, err := NewModel(gradSchema(), cfg, dev, 128)
 				if err != nil {
 					return -1, err
 				}

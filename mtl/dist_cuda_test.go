@@ -1,0 +1,110 @@
+//go:build cuda
+
+package mtl
+
+// Distributed training on CUDA ranks: the exactness cases of
+// TestDistributedStepMatchesOneProcess, InitOutputBias and the failure
+// flag, each rank of a dist.LocalGroup on a CUDA context of its own (as
+// the processes of an MPI job on their GPUs), the gradients and rows
+// staged through pinned host memory (docs/DISTRIBUTED.md, "GPU ranks").
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/cublas"
+	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// cudaDevice opens GPU 0 for one rank; its closer fails when the rank left
+// tensors allocated.
+func cudaDevice() (kernels.Device, func() error, error) {
+	d, err := kernels.NewCUDA(0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, d.Close, nil
+}
+
+// skipWithoutCUDA skips the test when there is no usable CUDA device.
+func skipWithoutCUDA(t *testing.T) {
+	t.Helper()
+	d, err := kernels.NewCUDA(0)
+	if errors.Is(err, cublas.ErrNoDevice) {
+		t.Skipf("no usable CUDA device: %v", err)
+	}
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+}
+
+// TestCUDADistributedStepMatchesOneProcess: on CUDA ranks, every case of
+// TestDistributedStepMatchesOneProcess with N = 1, 2, 3 reaches the
+// parameters and optimizer state of one CUDA process within 1e-5 relative
+// after 50 steps, with the same bits on every rank (exactRanks); and the
+// CUDA ranks' losses stay within the CPU-vs-CUDA parity tolerance of
+// TestCUDAModelParity's training steps (1e-4 + 2e-3·|loss|) of N CPU ranks'
+// on the same batches.
+func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
+	skipWithoutCUDA(t)
+	for _, c := range exactCases {
+		for _, n := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
+				gpu := exactRanks(t, c, n, cudaDevice)
+				cpu := exactRanks(t, c, n, cpuDevice)
+				for s, want := range cpu.losses {
+					assert.InDelta(t, want, gpu.losses[s], 1e-4+2e-3*math.Abs(want), "step %d: CUDA ranks' loss against CPU ranks'", s)
+				}
+			})
+		}
+	}
+}
+
+// TestCUDADistributedInitOutputBias is TestDistributedInitOutputBias on
+// CUDA ranks: the biases one CUDA process computes, bit for bit.
+func TestCUDADistributedInitOutputBias(t *testing.T) {
+	skipWithoutCUDA(t)
+	checkDistributedInitOutputBias(t, cudaDevice)
+}
+
+// TestCUDADistributedStepFailsOnEveryRank is
+// TestDistributedStepFailsOnEveryRank on CUDA ranks.
+func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
+	skipWithoutCUDA(t)
+	checkDistributedStepFails(t, cudaDevice)
+}
+
+// TestCUDADistributedRefusesGraphs: graph capture and a communicator
+// exclude each other, whichever comes first, with an error saying why.
+func TestCUDADistributedRefusesGraphs(t *testing.T) {
+	skipWithoutCUDA(t)
+	for _, captureFirst := range []bool{true, false} {
+		_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+			dev, closeDev, err := cudaDevice()
+			if err != nil {
+				return struct{}{}, err
+			}
+			defer closeDev()
+			cfg := gradConfig("mlp")
+			cfg.CUDAGraph = captureFirst
+			m, err := NewModel(gradSchema(), cfg, dev, 64)
+			if err != nil {
+				return struct{}{}, err
+			}
+			defer m.Release()
+			if err := m.setComm(c); err != nil || captureFirst {
+				return struct{}{}, err
+			}
+			return struct{}{}, m.SetCUDAGraph(true)
+		})
+		for r, err := range errs {
+			require.Error(t, err, "capture first: %v, rank %d", captureFirst, r)
+			assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
+		}
+	}
+}
