@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -29,8 +30,20 @@ func cudaDevice() (kernels.Device, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return d, d.Close, nil
+	return d, func() error {
+		closeMu.Lock()
+		defer closeMu.Unlock()
+		return d.Close()
+	}, nil
 }
+
+// closeMu serialises the ranks' Close. The emulated runtime's cudaFree
+// (which a context's Close calls) waits for every stream of the process,
+// from a list it copies first, and a stream that another context destroys
+// meanwhile is freed under it (csrc/emu/runtime.cpp: cudaFree and
+// cudaDeviceSynchronize against cudaStreamDestroy): the waiter then hangs.
+// The ranks of a real job are processes of their own.
+var closeMu sync.Mutex
 
 // skipWithoutCUDA skips the test when there is no usable CUDA device.
 func skipWithoutCUDA(t *testing.T) {
