@@ -52,7 +52,8 @@ type TrainerOptions struct {
 	Epochs int
 	// StepsPerEpoch limits the batches of an epoch (0: the whole dataset).
 	StepsPerEpoch int
-	// ValidationSteps limits the validation batches per epoch (0: all).
+	// ValidationSteps limits the validation batches per epoch (0: all); in
+	// a distributed job, the batches of each rank's part.
 	ValidationSteps int
 	// TrainMetricsSteps: every this many steps the batch just trained on is
 	// scored (after the update) and added to the epoch's training metrics

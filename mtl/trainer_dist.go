@@ -329,13 +329,11 @@ func (t *Trainer) evaluateDist(ctx context.Context, ds *loader.Dataset, maxSteps
 			case err == nil:
 				b = nb
 			case !errors.Is(err, io.EOF):
-				failed = fmt.Errorf("mtl: reading evaluation data: %w", err)
+				failed = fmt.Errorf("reading evaluation data: %w", err)
 			}
 		}
 		if failed == nil {
-			if err := t.collect(b, s, true); err != nil {
-				failed = fmt.Errorf("mtl: evaluate: %w", err)
-			}
+			failed = t.collect(b, s, true)
 		}
 		b.Release()
 		bar.add(int64(globalRows(p, step, bs, dropLast)), 0)
