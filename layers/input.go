@@ -295,7 +295,19 @@ type InputWS struct {
 	gatherOrder []int
 	gatherErr   []error
 	gatherFn    func(int)
+	gatherCost  int // the work of one row of the block (gatherShardMinWork)
 }
+
+// Gathering the features as shards costs a join of the device's goroutines
+// (a few microseconds), worth it only for enough rows: gatherShardMinWork
+// is the least work, in the CPU device's units of about 0.1 ns
+// (kernels/parallel.go: a random table row costs 300 plus its width), for
+// which the block shards; below it, as for a serving request of a few dozen
+// rows, every feature is gathered in the calling goroutine.
+const (
+	gatherShardMinWork = 1 << 17
+	gatherRowRandom    = 300
+)
 
 // NewWorkspace allocates the workspace for batches of up to maxRows rows.
 func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
@@ -405,7 +417,7 @@ func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, err
 		ws.dout.resize(rows)
 	}
 	out := ws.out.t()
-	if ws.gatherFn != nil {
+	if ws.gatherFn != nil && rows*ws.gatherCost >= gatherShardMinWork {
 		return out, b.gatherShards(ws)
 	}
 	for i := range b.Features {
@@ -438,17 +450,21 @@ func (b *InputBlock) gather(ws *InputWS, dev kernels.Device, i int) error {
 // goroutine (the same bits: every output element is written by the same
 // loop either way). Features are handed out largest first (a table row
 // read per id, times the ids per row), so that the small ones fill in.
+// Batches too small to pay for the join are gathered serially
+// (gatherShardMinWork).
 func (b *InputBlock) planGather(ws *InputWS, dev kernels.Device) {
 	cost := func(i int) int {
 		f := &b.Features[i]
 		if f.Continuous {
 			return f.Dim
 		}
-		return f.Dim * max(1, b.Tables[f.Table].MaxValues)
+		return (f.Dim + gatherRowRandom) * max(1, b.Tables[f.Table].MaxValues)
 	}
 	ws.gatherOrder = make([]int, len(b.Features))
+	ws.gatherCost = 0
 	for i := range ws.gatherOrder {
 		ws.gatherOrder[i] = i
+		ws.gatherCost += cost(i)
 	}
 	slices.SortStableFunc(ws.gatherOrder, func(x, y int) int { return cost(y) - cost(x) })
 	ws.gatherErr = make([]error, len(b.Features))

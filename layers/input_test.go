@@ -325,6 +325,38 @@ func TestInputBlockZeroAllocs(t *testing.T) {
 // feature after feature, each op splitting its rows over the threads.
 type serialDev struct{ kernels.Device }
 
+// countingSharder is a CPU device that counts its RunShards calls.
+type countingSharder struct {
+	*kernels.CPU
+	runs int
+}
+
+func (d *countingSharder) RunShards(n int, f func(int)) {
+	d.runs++
+	d.CPU.RunShards(n, f)
+}
+
+// shardAlways makes ws gather as shards whatever the batch size (the
+// fixture's batches are far below gatherShardMinWork).
+func shardAlways(ws *InputWS) { ws.gatherCost = gatherShardMinWork }
+
+// Small batches are gathered in the calling goroutine: a join of the
+// device's goroutines would cost more than the gather.
+func TestInputBlockGatherShardsOnlyLargeBatches(t *testing.T) {
+	f := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	dev := &countingSharder{CPU: f.block.dev.(*kernels.CPU)}
+	f.block.dev = dev
+	ws := f.block.NewWorkspace(5, false)
+	require.Less(t, 5*ws.gatherCost, gatherShardMinWork)
+	_, err := f.block.Forward(ws, f.data)
+	require.NoError(t, err)
+	require.Zero(t, dev.runs, "5 rows")
+	shardAlways(ws)
+	_, err = f.block.Forward(ws, f.data)
+	require.NoError(t, err)
+	require.Equal(t, 1, dev.runs, "every feature in one join")
+}
+
 // On a kernels.Sharder the block gathers its features as shards: the same
 // output bits as feature after feature, and the same error (the first
 // failing feature in feature order) when several features hold bad ids.
@@ -333,6 +365,7 @@ func TestInputBlockGatherShards(t *testing.T) {
 	serial := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
 	serial.block.dev = serialDev{serial.block.dev}
 	wsSharded, wsSerial := sharded.block.NewWorkspace(5, false), serial.block.NewWorkspace(5, false)
+	shardAlways(wsSharded)
 	require.NotNil(t, wsSharded.gatherFn)
 	require.Nil(t, wsSerial.gatherFn)
 	// every feature is handed out, the widest (most ids per row) first
@@ -376,6 +409,7 @@ func TestInputBlockGatherShards(t *testing.T) {
 			tc.bad(sharded)
 			tc.bad(serial)
 			ws := sharded.block.NewWorkspace(5, false)
+			shardAlways(ws)
 			_, errSerial := forward(serial, serial.block.NewWorkspace(5, false))
 			_, errSharded := forward(sharded, ws)
 			require.ErrorContains(t, errSerial, tc.want)
