@@ -295,15 +295,17 @@ type InputWS struct {
 	gatherOrder []int
 	gatherErr   []error
 	gatherFn    func(int)
-	gatherCost  int // the work of one row of the block (gatherShardMinWork)
+	gatherCost  int // the work of one row of the widest feature (gatherShardMinWork)
 }
 
 // Gathering the features as shards costs a join of the device's goroutines
-// (a few microseconds), worth it only for enough rows: gatherShardMinWork
-// is the least work, in the CPU device's units of about 0.1 ns
-// (kernels/parallel.go: a random table row costs 300 plus its width), for
-// which the block shards; below it, as for a serving request of a few dozen
-// rows, every feature is gathered in the calling goroutine.
+// (a few microseconds), worth it only for enough rows. The block shards when
+// its widest feature alone has at least gatherShardMinWork of work, in the
+// CPU device's units of about 0.1 ns (kernels/parallel.go: a random table
+// row costs 300 plus its width): the point at which that feature's gather
+// was split over the threads when features were gathered one after the
+// other. Smaller batches, such as serving requests of up to a few hundred
+// rows, gather every feature in the calling goroutine, as before.
 const (
 	gatherShardMinWork = 1 << 17
 	gatherRowRandom    = 300
@@ -464,7 +466,7 @@ func (b *InputBlock) planGather(ws *InputWS, dev kernels.Device) {
 	ws.gatherCost = 0
 	for i := range ws.gatherOrder {
 		ws.gatherOrder[i] = i
-		ws.gatherCost += cost(i)
+		ws.gatherCost = max(ws.gatherCost, cost(i))
 	}
 	slices.SortStableFunc(ws.gatherOrder, func(x, y int) int { return cost(y) - cost(x) })
 	ws.gatherErr = make([]error, len(b.Features))
