@@ -13,7 +13,7 @@ DEMO_OUT  := demo-out
 # the mpi tag) and training reports. `make nocgo` checks it; `make test` runs it.
 PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./internal/mpitest/... ./report/...
 
-.PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
+.PHONY: all setup build test test-short nocgo vet demo bench bench-ceiling fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 
 all: build
 
@@ -65,6 +65,11 @@ demo: build
 
 bench: build
 	scripts/bench.sh
+
+# The training step against the GEMM ceiling at the models' shapes
+# (docs/PERFORMANCE.md, "Training step against the GEMM ceiling").
+bench-ceiling: setup
+	scripts/step-ceiling.sh
 
 fuzz: setup
 	scripts/fuzz.sh
