@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +63,7 @@ type options struct {
 	workers       int
 	threads       int
 	cpuProfile    string
+	traceFile     string
 	repeat        int
 }
 
@@ -86,6 +88,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.batching, "dynamic_batching", true, "server --dynamic_batching")
 	fs.IntVar(&o.workers, "workers", 0, "server and Scorer workers (default: the number of CPUs)")
 	fs.IntVar(&o.threads, "threads", 0, "server and Scorer CPU threads (default: the number of CPUs)")
+	fs.StringVar(&o.traceFile, "trace", "", "write an execution trace of the measurements (go tool trace) to this file")
 	fs.IntVar(&o.repeat, "repeat", 1, "run the whole sweep this many times (protocols interleaved in each) and add a table of the medians")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements (client and server: one process) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -380,6 +383,17 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.traceFile != "" {
+		f, err := os.Create(o.traceFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	fmt.Fprintf(stdout, "%d candidates per request (one user), %d CPUs, server workers %d threads %d, max_batch %d, max_queue_delay %v, dynamic_batching %v, %v or %d requests per point\n",
 		o.candidates, runtime.NumCPU(), o.workers, o.threads, o.maxBatch, o.maxQueueDelay, o.batching, o.duration, o.maxRequests)

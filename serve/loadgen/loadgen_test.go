@@ -3,6 +3,8 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -37,13 +39,17 @@ func TestRun(t *testing.T) {
 
 	// Two runs and their medians.
 	out.Reset()
-	err = Run(context.Background(), []string{"--model_repository", repo, "--duration", "100ms", "--max_requests", "50", "--repeat", "2",
+	traceFile := filepath.Join(t.TempDir(), "load.trace")
+	err = Run(context.Background(), []string{"--model_repository", repo, "--duration", "100ms", "--max_requests", "50", "--repeat", "2", "--trace", traceFile,
 		"--concurrency", "2", "--protocols", "inproc,grpc", "--candidates", "8", "--max_batch", "64", "--warmup", "1", "--threads", "1", "--workers", "1"}, &out, &errOut)
 	require.NoError(t, err, errOut.String())
 	text = out.String()
 	assert.Contains(t, text, "run 2 of 2")
 	med := text[strings.Index(text, "median of 2 runs"):]
 	assert.Regexp(t, regexp.MustCompile(`(?m)^\s*grpc\s+2\s+[1-9]\d*\s+0\s.*%`), med)
+	st, err := os.Stat(traceFile)
+	require.NoError(t, err)
+	assert.Positive(t, st.Size(), "empty execution trace")
 
 	for _, args := range [][]string{
 		{"--concurrency", "0"},
