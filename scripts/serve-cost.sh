@@ -39,10 +39,10 @@ BEGIN {
 	stage[++n] = "metrics";            pat[n] = "prometheus"
 	stage[++n] = "garbage collection"; pat[n] = "runtime\\.gcBgMarkWorker|runtime\\.gcAssist|runtime\\.bgsweep|runtime\\.bgscavenge"
 	stage[++n] = "client";             pat[n] = "loadgen\\.runPoint|NewHTTP2Client|http2Client\\)\\.reader"
-	stage[++n] = "decode";             pat[n] = "grpcapi\\.\\(\\*Codec\\)\\.Unmarshal|grpcapi\\.decodeInfer|codecV2\\)\\.Unmarshal"
+	stage[++n] = "decode";             pat[n] = "grpcapi\\.decodeInfer|codecV2\\)\\.Unmarshal"
 	stage[++n] = "workflow encoding";  pat[n] = "serve\\.\\(\\*Model\\)\\.encode"
 	stage[++n] = "batcher";            pat[n] = "batch\\.\\(\\*Batcher\\)"
-	stage[++n] = "answer";             pat[n] = "grpcapi\\.\\(\\*Service\\)\\.ModelInfer|Codec\\)\\.Marshal|codecV2\\)\\.Marshal|sendResponse"
+	stage[++n] = "answer";             pat[n] = "grpcapi\\.\\(\\*Service\\)\\.ModelInfer|codecV2\\)\\.Marshal|sendResponse"
 	stage[++n] = "server transport";   pat[n] = "NewServerTransport|http2Server|grpc\\.\\(\\*Server\\)"
 	stage[++n] = "other runtime";      pat[n] = "."
 }

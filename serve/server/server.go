@@ -106,7 +106,7 @@ func Start(cfg Config) (*Server, error) {
 		svc := grpcapi.New(repo, s.Metrics, grpcapi.Options{ServerName: Name, ServerVersion: cfg.Version,
 			Extensions: httpapi.Extensions, RequestTimeout: cfg.RequestTimeout, Ready: ready, Log: cfg.Log})
 		var opts []grpc.ServerOption
-		opts = append(opts, grpc.UnaryInterceptor(svc.Interceptor), grpc.ForceServerCodecV2(grpcapi.NewCodec()))
+		opts = append(opts, grpc.UnaryInterceptor(svc.Interceptor))
 		if cfg.MaxRequestBytes > 0 {
 			opts = append(opts, grpc.MaxRecvMsgSize(int(cfg.MaxRequestBytes)))
 		}
