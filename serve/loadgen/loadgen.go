@@ -96,7 +96,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.workers, "workers", 0, "server and Scorer workers (default: the number of CPUs)")
 	fs.IntVar(&o.threads, "threads", 0, "server and Scorer CPU threads (default: the number of CPUs)")
 	fs.StringVar(&o.traceFile, "trace", "", "write an execution trace of the measurements (go tool trace) to this file")
-	fs.IntVar(&o.repeat, "repeat", 1, "run the whole sweep this many times (protocols interleaved in each) and add a table of the medians")
+	fs.IntVar(&o.repeat, "repeat", 1, "run the whole sweep this many times (protocols interleaved in each, each run starting one protocol further) and add a table of the medians")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements (client and server: one process) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -607,9 +607,14 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 	var runs [][]row
 	for run := range o.repeat {
 		fmt.Fprintf(stdout, "\nrun %d of %d, load average %s\n", run+1, o.repeat, loadAverage())
-		var results []*result
-		for _, c := range o.concurrency {
-			for _, p := range points {
+		// Each run starts one point further along the list (and the
+		// table keeps the list's order): under changing load, or where
+		// a point pays for the one before it, no protocol is always first.
+		results := make([]*result, len(o.concurrency)*len(points))
+		for ci, c := range o.concurrency {
+			for k := range points {
+				pi := (k + run) % len(points)
+				p := points[pi]
 				before := batchStats(s)
 				cpu0 := processCPU()
 				r, err := runPoint(ctx, call[p], newClient, o, c)
@@ -623,7 +628,7 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 					r.reqsBatch = (after[1] - before[1]) / (after[0] - before[0])
 				}
 				r.protocol = p
-				results = append(results, r)
+				results[ci*len(points)+pi] = r
 			}
 		}
 		rows := rowsOf(results, o.candidates)
@@ -733,18 +738,21 @@ type row struct {
 }
 
 func rowsOf(results []*result, candidates int) []row {
+	rate := func(r *result) float64 { return float64(r.requests) / r.elapsed.Seconds() }
 	inproc, inprocRaw := map[int]float64{}, map[int]float64{}
+	for _, r := range results {
+		switch r.protocol {
+		case "inproc":
+			inproc[r.concurrency] = rate(r)
+		case "inproc-raw":
+			inprocRaw[r.concurrency] = rate(r)
+		}
+	}
 	var out []row
 	for _, r := range results {
 		x := row{protocol: r.protocol, concurrency: r.concurrency, requests: r.requests, errors: r.errors,
-			rate: float64(r.requests) / r.elapsed.Seconds(), reqsBatch: r.reqsBatch}
+			rate: rate(r), reqsBatch: r.reqsBatch}
 		x.rows = x.rate * float64(candidates)
-		switch r.protocol {
-		case "inproc":
-			inproc[r.concurrency] = x.rate
-		case "inproc-raw":
-			inprocRaw[r.concurrency] = x.rate
-		}
 		if base := inproc[r.concurrency]; base > 0 && r.protocol != "inproc" {
 			x.vs = x.rate / base
 		}

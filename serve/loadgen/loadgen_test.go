@@ -258,3 +258,30 @@ func f32Bytes(v []float32) []byte {
 	}
 	return b
 }
+
+// rowsOf compares each row with the Scorer's at the same concurrency
+// wherever it was measured in the run (runs rotate the order), and raw
+// served requests also with the Scorer after the workflow.
+func TestRowsOfBaselines(t *testing.T) {
+	res := func(p string, c, n int) *result {
+		return &result{protocol: p, concurrency: c, requests: n, elapsed: time.Second}
+	}
+	rows := rowsOf([]*result{
+		res("grpc", 8, 300), res("grpc-encoded", 8, 600), res("inproc", 8, 1000), res("inproc-raw", 8, 750),
+		res("http", 1, 50), res("inproc", 1, 200),
+	}, 128)
+	want := []struct {
+		protocol  string
+		vs, vsRaw float64
+	}{
+		{"grpc", 0.3, 0.4}, {"grpc-encoded", 0.6, 0}, {"inproc", 0, 0}, {"inproc-raw", 0.75, 0},
+		{"http", 0.25, 0}, {"inproc", 0, 0},
+	}
+	require.Len(t, rows, len(want))
+	for i, w := range want {
+		assert.Equal(t, w.protocol, rows[i].protocol)
+		assert.InDelta(t, w.vs, rows[i].vs, 1e-9, "%d %s vs inproc", i, w.protocol)
+		assert.InDelta(t, w.vsRaw, rows[i].vsRaw, 1e-9, "%d %s vs inproc-raw", i, w.protocol)
+	}
+	assert.InDelta(t, 300*128, rows[0].rows, 1e-6)
+}
