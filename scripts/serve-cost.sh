@@ -7,6 +7,7 @@
 #
 #   scripts/serve-cost.sh [concurrency [duration [extra mtlrank-load flags]]]
 #   scripts/serve-cost.sh 64 5s
+#   scripts/serve-cost.sh 64 5s --inputs encoded   (ids already encoded)
 #
 # MTLRANK_LOAD names a load generator binary to use instead of building
 # ./cmd/mtlrank-load (e.g. one built from another commit, to compare).
@@ -30,7 +31,7 @@ if [ -z "$load" ]; then
 	load=$tmp/mtlrank-load
 fi
 "$load" --protocols grpc --concurrency "$conc" --duration "$dur" --cpuprofile "$tmp/cpu.prof" "$@" | tee "$tmp/table.txt"
-requests=$(awk '$1 == "grpc" { print $3 }' "$tmp/table.txt" | tail -1)
+requests=$(awk '$1 ~ /^grpc/ { print $3 }' "$tmp/table.txt" | tail -1)
 rows=$(awk '/candidates per request/ { print $1; exit }' "$tmp/table.txt")
 go tool pprof -traces "$load" "$tmp/cpu.prof" 2>/dev/null | awk -v requests="$requests" -v rows="$rows" '
 BEGIN {
