@@ -193,6 +193,21 @@ type FusedGater interface {
 	GateBackward(dlogits, dout, w *Tensor, experts, dexperts []*Tensor, temperature float32)
 }
 
+// GatesBackwarder is implemented by devices that run the combine backward
+// of several gates mixing the same experts (MMoE's task gates) in one pass,
+// all gates over a block of rows before the next block, so that each
+// expert's output and gradient are read and written once per block instead
+// of once per gate. Callers that do not care whether the device has it use
+// GatesCombineBackward.
+type GatesBackwarder interface {
+	// GatesCombineBackward writes dws[g] as GateCombineBackward(douts[g],
+	// ws[g], experts, dws[g], ...) does, for every gate g, and writes
+	// (not adds) dexperts[e][b,:] = 0 + sum over g, in order, of
+	// ws[g][b,e] * douts[g][b,:]: bit for bit the result of zeroing
+	// dexperts and running GateCombineBackward gate after gate.
+	GatesCombineBackward(douts, ws, dws, experts, dexperts []*Tensor)
+}
+
 // LossKind is the loss of one task of a multi-task loss.
 type LossKind uint8
 

@@ -39,6 +39,23 @@ func GateBackward(dev Device, dlogits, dw, dout, w *Tensor, experts, dexperts []
 	dev.SoftmaxBackward(dlogits, dw, w, temperature)
 }
 
+// GatesCombineBackward runs the combine backward of several gates that mix
+// the same experts on dev (see GatesBackwarder): one pass on a
+// GatesBackwarder, else zeroed expert gradients and GateCombineBackward gate
+// after gate (the reference the pass is tested against).
+func GatesCombineBackward(dev Device, douts, ws, dws, experts, dexperts []*Tensor) {
+	if f, ok := dev.(GatesBackwarder); ok {
+		f.GatesCombineBackward(douts, ws, dws, experts, dexperts)
+		return
+	}
+	for _, dx := range dexperts {
+		dev.Zero(dx)
+	}
+	for g := range douts {
+		dev.GateCombineBackward(douts[g], ws[g], experts, dws[g], dexperts)
+	}
+}
+
 // checkLossTasks validates a multi-task loss and returns its row count.
 func checkLossTasks(op string, taskLoss, total *Tensor, tasks []LossTask) int {
 	if taskLoss != nil && taskLoss.Len() < len(tasks) {

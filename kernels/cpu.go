@@ -704,7 +704,7 @@ type gateBwdTask struct {
 
 func (t *gateBwdTask) run(lo, hi int) {
 	for e0 := 0; e0 < t.e; e0 += 4 {
-		cGateBwd(t.dout, t.w, t.e, t.experts, t.dexperts, e0, t.dw, lo, hi, t.d)
+		cGateBwd(t.dout, t.w, t.e, t.experts, t.dexperts, e0, t.dw, lo, hi, t.d, false)
 	}
 }
 
@@ -721,6 +721,61 @@ func (c *CPU) GateCombineBackward(dout, w *Tensor, experts []*Tensor, dw *Tensor
 	}
 	t := gateBwdTask{dout: dout.F32, w: w.F32, dw: dw.F32, experts: experts, dexperts: dexperts, d: d, e: ne}
 	if ch := c.chunksFor(rows, 2*d*ne); ch > 1 && runPooled(c.pool, &c.pool.gateBwd, t, rows, 1, ch) {
+		return
+	}
+	t.run(0, rows)
+}
+
+// gatesBlockRows is the block of rows that all gates of a
+// GatesCombineBackward finish before the next block: the block's expert
+// outputs and gradients (4 experts of width 64: 64 KB) stay in the L2 cache
+// from one gate to the next, where gate after gate over the whole batch
+// reads and writes them from farther out once per gate.
+const gatesBlockRows = 32
+
+type gatesBwdTask struct {
+	douts, ws, dws    []*Tensor
+	experts, dexperts []*Tensor
+	d, e              int
+}
+
+func (t *gatesBwdTask) run(lo, hi int) {
+	for b0 := lo; b0 < hi; b0 += gatesBlockRows {
+		b1 := min(b0+gatesBlockRows, hi)
+		for g, dout := range t.douts {
+			for e0 := 0; e0 < t.e; e0 += 4 {
+				cGateBwd(dout.F32, t.ws[g].F32, t.e, t.experts, t.dexperts, e0, t.dws[g].F32, b0, b1, t.d, g == 0)
+			}
+		}
+	}
+}
+
+// GatesCombineBackward implements GatesBackwarder.
+func (c *CPU) GatesCombineBackward(douts, ws, dws, experts, dexperts []*Tensor) {
+	if len(douts) == 0 || len(ws) != len(douts) || len(dws) != len(douts) {
+		panic(fmt.Sprintf("kernels: GatesCombineBackward: %d gradients, %d weights, %d weight gradients",
+			len(douts), len(ws), len(dws)))
+	}
+	var rows, d, ne int
+	for g := range douts {
+		rows, d, ne = checkGate("GatesCombineBackward", douts[g], ws[g], experts)
+		if g > 0 && douts[g].Len() != douts[0].Len() {
+			panic(fmt.Sprintf("kernels: GatesCombineBackward: gate %d's gradient %v, gate 0's %v", g, douts[g], douts[0]))
+		}
+		if dws[g].Len() != rows*ne {
+			panic(fmt.Sprintf("kernels: GatesCombineBackward: gate %d: dw %v for %d experts", g, dws[g], ne))
+		}
+	}
+	if len(dexperts) != ne {
+		panic(fmt.Sprintf("kernels: GatesCombineBackward: %d expert gradients for %d experts", len(dexperts), ne))
+	}
+	for e, ex := range dexperts {
+		if ex.Len() != rows*d {
+			panic(fmt.Sprintf("kernels: GatesCombineBackward: expert gradient %d is %v, want %d x %d", e, ex, rows, d))
+		}
+	}
+	t := gatesBwdTask{douts: douts, ws: ws, dws: dws, experts: experts, dexperts: dexperts, d: d, e: ne}
+	if ch := c.chunksFor(rows, 2*d*ne*len(douts)); ch > 1 && runPooled(c.pool, &c.pool.gatesBwd, t, rows, 1, ch) {
 		return
 	}
 	t.run(0, rows)

@@ -148,8 +148,9 @@ func cGateFwd(out, w []float32, ne int, experts []*Tensor, e0, lo, hi, d int, fi
 		fp(x0), fp(x1), fp(x2), fp(x3), C.long(rows), C.int(d), cbool(first))
 }
 
-// cGateBwd runs the gate backward for experts e0..e0+3 on rows [lo, hi).
-func cGateBwd(dout, w []float32, ne int, experts, dexperts []*Tensor, e0 int, dw []float32, lo, hi, d int) {
+// cGateBwd runs the gate backward for experts e0..e0+3 on rows [lo, hi);
+// with first it writes the expert gradients instead of adding into them.
+func cGateBwd(dout, w []float32, ne int, experts, dexperts []*Tensor, e0 int, dw []float32, lo, hi, d int, first bool) {
 	rows := hi - lo
 	need("gate backward", len(dout), hi*d)
 	need("gate backward", len(w), hi*ne)
@@ -160,7 +161,7 @@ func cGateBwd(dout, w []float32, ne int, experts, dexperts []*Tensor, e0 int, dw
 	d0, d1 := gateSpan(dexperts, e0, 0, lo, hi, d), gateSpan(dexperts, e0, 1, lo, hi, d)
 	d2, d3 := gateSpan(dexperts, e0, 2, lo, hi, d), gateSpan(dexperts, e0, 3, lo, hi, d)
 	C.mtlcpu_gate_bwd(fp(dout[lo*d:]), fp(w[lo*ne:]), C.int(ne), C.int(e0), C.int(cnt),
-		fp(x0), fp(x1), fp(x2), fp(x3), fp(d0), fp(d1), fp(d2), fp(d3), fp(dw[lo*ne:]), C.long(rows), C.int(d))
+		fp(x0), fp(x1), fp(x2), fp(x3), fp(d0), fp(d1), fp(d2), fp(d3), fp(dw[lo*ne:]), C.long(rows), C.int(d), cbool(first))
 }
 
 // cCopyCols copies rows x width; dst and src start at the first element.

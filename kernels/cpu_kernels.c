@@ -183,10 +183,14 @@ HOT void mtlcpu_gate_fwd(float *restrict out, const float *restrict w, int ne, i
 }
 
 /* dw[b,e] = <dout[b,:], ex[b,:]>; dex[b,:] += w[b,e] * dout[b,:] for the cnt
- * (<= 4) experts e0.. given by x_i / dx_i, while the row of dout is hot. */
+ * (<= 4) experts e0.. given by x_i / dx_i, while the row of dout is hot.
+ * With first, dex[b,:] = 0 + w[b,e] * dout[b,:] is written without reading
+ * dex: the bits of zeroing dex and adding (0 + p rounds -0 to +0 as the
+ * addition into zeros does). */
 HOT void mtlcpu_gate_bwd(const float *restrict dout, const float *restrict w, int ne, int e0, int cnt,
                       const float *x0, const float *x1, const float *x2, const float *x3,
-                      float *dx0, float *dx1, float *dx2, float *dx3, float *restrict dw, long rows, int d) {
+                      float *dx0, float *dx1, float *dx2, float *dx3, float *restrict dw, long rows, int d,
+                      int first) {
 	const float *xs[4] = {x0, x1, x2, x3};
 	float *dxs[4] = {dx0, dx1, dx2, dx3};
 	for (long b = 0; b < rows; b++) {
@@ -223,6 +227,17 @@ HOT void mtlcpu_gate_bwd(const float *restrict dout, const float *restrict w, in
 			float *restrict dx = dxs[i] + b * d;
 			float we = w[b * ne + e0 + i];
 			int jj = 0;
+			if (first) {
+				const v16f zero = {0};
+				for (; jj + 16 <= d; jj += 16) {
+					v16f gv, dv;
+					memcpy(&gv, g + jj, sizeof gv);
+					dv = zero + we * gv;
+					memcpy(dx + jj, &dv, sizeof dv);
+				}
+				for (; jj < d; jj++) dx[jj] = 0.0f + we * g[jj];
+				continue;
+			}
 			for (; jj + 16 <= d; jj += 16) {
 				v16f gv, dv;
 				memcpy(&gv, g + jj, sizeof gv);

@@ -34,7 +34,7 @@ void mtlcpu_gate_fwd(float *out, const float *w, int ne, int e0, int cnt, const 
                   const float *x2, const float *x3, long rows, int d, int first);
 void mtlcpu_gate_bwd(const float *dout, const float *w, int ne, int e0, int cnt, const float *x0,
                   const float *x1, const float *x2, const float *x3, float *dx0, float *dx1, float *dx2,
-                  float *dx3, float *dw, long rows, int d);
+                  float *dx3, float *dw, long rows, int d, int first);
 void mtlcpu_copy_cols(float *dst, long ldd, const float *src, long lds, long rows, int width, int accumulate);
 void mtlcpu_gather(float *out, long ldo, const float *table, int dim, const int32_t *ids,
                 const int32_t *offs, long lo, long hi, int comb);

@@ -160,10 +160,61 @@ func (g *Gate) Backward(ws *GateWS, dexperts []*kernels.Tensor, dx *kernels.Tens
 		dw = ws.dw.t()
 	}
 	kernels.GateBackward(g.dev, ws.logits.DY(), dw, ws.dout.t(), ws.w.t(), ws.experts, dexperts, g.Temperature)
+	g.backwardDense(ws, dx, accumulate)
+}
+
+// backwardDense propagates the logits' gradient through the gate's Dense
+// layers into their parameters and dx.
+func (g *Gate) backwardDense(ws *GateWS, dx *kernels.Tensor, accumulate bool) {
 	if g.Hidden == nil {
 		g.Logits.Backward(ws.logits, dx, accumulate)
 		return
 	}
 	g.Logits.Backward(ws.logits, ws.hidden.DY(), false)
 	g.Hidden.Backward(ws.hidden, dx, accumulate)
+}
+
+// GatesWS is the state of BackwardGates for one set of gates: the lists of
+// their tensors, built once so that a step allocates nothing.
+type GatesWS struct {
+	douts, ws, dws []*kernels.Tensor
+}
+
+// NewGatesWS returns the state of BackwardGates for the gates whose
+// workspaces are wss (the same gates in every call).
+func NewGatesWS(wss []*GateWS) *GatesWS {
+	s := &GatesWS{}
+	for _, ws := range wss {
+		s.douts = append(s.douts, ws.dout.t())
+		s.ws = append(s.ws, ws.w.t())
+		if ws.dw != nil {
+			s.dws = append(s.dws, ws.dw.t())
+		}
+	}
+	return s
+}
+
+// BackwardGates is Backward of every gate of gates, all of which mixed the
+// same experts in their Forward: it writes (not adds) the expert gradients
+// dexperts, whose storage is dy (zeroed at once where the device runs
+// gate after gate), and writes dx (gate 0) then adds into it (the others)
+// when dx is not nil. On a kernels.GatesBackwarder the gates' combine
+// backward runs in one pass over the experts (kernels.GatesCombineBackward),
+// then each gate's softmax and Dense backward; the results are the same
+// bits as gate after gate.
+func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, dexperts []*kernels.Tensor, dx *kernels.Tensor) {
+	dev := gates[0].dev
+	multi, ok := dev.(kernels.GatesBackwarder)
+	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) {
+		dev.Zero(dy)
+		for t, g := range gates {
+			g.Backward(wss[t], dexperts, dx, t > 0)
+		}
+		return
+	}
+	multi.GatesCombineBackward(s.douts, s.ws, s.dws, wss[0].experts, dexperts)
+	for t, g := range gates {
+		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
+		g.backwardDense(wss[t], dx, t > 0)
+	}
 }

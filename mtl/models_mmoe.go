@@ -57,6 +57,7 @@ type mmoeWS struct {
 	b       *mmoeBody
 	experts *layers.ExpertsWS
 	gws     []*layers.GateWS
+	gatesWS *layers.GatesWS // the gates' backward state (training only)
 	xs, dxs []*kernels.Tensor
 	reps    []*kernels.Tensor
 	views   []gateView
@@ -69,6 +70,9 @@ func (b *mmoeBody) newWS(maxRows int, train bool) bodyWS {
 		gw := g.NewWorkspace(maxRows, train)
 		w.gws = append(w.gws, gw)
 		w.views = append(w.views, gateView{name: b.names[i], w: gw.Weights()})
+	}
+	if train {
+		w.gatesWS = layers.NewGatesWS(w.gws)
 	}
 	return w
 }
@@ -85,11 +89,7 @@ func (w *mmoeWS) forward(x *kernels.Tensor, mode layers.Mode) []*kernels.Tensor 
 func (w *mmoeWS) repGrad(t int) (*kernels.Tensor, bool) { return w.gws[t].DY(), false }
 
 func (w *mmoeWS) backward(dx *kernels.Tensor) {
-	dev := w.b.experts.W[0].Dev
-	dev.Zero(w.experts.DY())
-	for t, g := range w.b.gates {
-		g.Backward(w.gws[t], w.experts.DOutputs(), dx, t > 0)
-	}
+	layers.BackwardGates(w.b.gates, w.gws, w.gatesWS, w.experts.DY(), w.experts.DOutputs(), dx)
 	w.dxs[0] = dx
 	w.b.experts.Backward(w.experts, w.dxs, true)
 }

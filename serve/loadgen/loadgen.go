@@ -1,8 +1,12 @@
 // Package loadgen measures a model served by mtlrank serve under load on
 // loopback: throughput and p50/p99 latency at several concurrencies, for
-// requests of one user x N candidate items in raw values, over HTTP/JSON
-// and gRPC, next to the in-process Scorer on the same model in the same
-// run. cmd/mtlrank-load is its command line.
+// requests of one user x N candidate items, over HTTP/JSON and gRPC, next
+// to the in-process Scorer on the same model in the same run. Requests go
+// in raw values (hashed by the server through the model's workflow), in the
+// model's encoded ids, or both; the in-process Scorer takes encoded ids
+// (inproc) or encodes raw values through the workflow first (inproc-raw),
+// so that each served mode has a baseline doing the same work.
+// cmd/mtlrank-load is its command line.
 package loadgen
 
 import (
@@ -22,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +37,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl"
@@ -49,6 +59,7 @@ type options struct {
 	candidates    int
 	concurrency   []int
 	protocols     []string
+	inputs        []string
 	duration      time.Duration
 	maxRequests   int
 	warmup        int
@@ -58,6 +69,8 @@ type options struct {
 	workers       int
 	threads       int
 	cpuProfile    string
+	traceFile     string
+	repeat        int
 }
 
 // Run parses the command line args and runs the measurements, writing the
@@ -66,13 +79,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o := options{}
 	fs := flag.NewFlagSet("mtlrank-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var conc, protos string
+	var conc, protos, inputs string
 	fs.StringVar(&o.repo, "model_repository", "", "model repository to serve (default: a temporary one with a TenRec-shaped model and a hash-bucket workflow)")
 	fs.StringVar(&o.model, "model_name", "ranker", "model to call")
 	fs.StringVar(&o.arch, "model", "mmoe", "architecture of the generated model (without --model_repository)")
 	fs.IntVar(&o.candidates, "candidates", 128, "candidate items per request (rows)")
 	fs.StringVar(&conc, "concurrency", "1,8,64", "concurrent clients, comma-separated")
-	fs.StringVar(&protos, "protocols", "inproc,http,grpc", "what to measure: inproc (the Scorer, encoded ids), http (JSON), grpc")
+	fs.StringVar(&protos, "protocols", "inproc,http,grpc", "what to measure, comma-separated: inproc (the Scorer, encoded ids), inproc-raw (the workflow encoding raw values, then the Scorer), http (JSON), grpc")
+	fs.StringVar(&inputs, "inputs", "raw", "what http and grpc send, comma-separated: raw (raw values, encoded by the server's workflow) or encoded (the model's ids as INT64 and continuous values as the model takes them, as <feature>"+serve.EncodedSuffix+")")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "time limit of each measurement")
 	fs.IntVar(&o.maxRequests, "max_requests", 50000, "request limit of each measurement")
 	fs.IntVar(&o.warmup, "warmup", 20, "unmeasured requests before each measurement")
@@ -81,6 +95,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.batching, "dynamic_batching", true, "server --dynamic_batching")
 	fs.IntVar(&o.workers, "workers", 0, "server and Scorer workers (default: the number of CPUs)")
 	fs.IntVar(&o.threads, "threads", 0, "server and Scorer CPU threads (default: the number of CPUs)")
+	fs.StringVar(&o.traceFile, "trace", "", "write an execution trace of the measurements (go tool trace) to this file")
+	fs.IntVar(&o.repeat, "repeat", 1, "run the whole sweep this many times (protocols interleaved in each, each run starting one protocol further) and add a table of the medians")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements (client and server: one process) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,13 +113,20 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	for _, p := range strings.Split(protos, ",") {
 		p = strings.TrimSpace(p)
-		if p != "inproc" && p != "http" && p != "grpc" {
-			return fmt.Errorf("--protocols: unknown %q (inproc, http, grpc)", p)
+		if !slices.Contains([]string{"inproc", "inproc-raw", "http", "grpc"}, p) {
+			return fmt.Errorf("--protocols: unknown %q (inproc, inproc-raw, http, grpc)", p)
 		}
 		o.protocols = append(o.protocols, p)
 	}
-	if o.candidates < 1 || o.candidates > o.maxBatch || o.duration <= 0 || o.maxRequests < 1 {
-		return errors.New("--candidates must lie in [1, --max_batch]; --duration and --max_requests must be positive")
+	for _, in := range strings.Split(inputs, ",") {
+		in = strings.TrimSpace(in)
+		if in != "raw" && in != "encoded" {
+			return fmt.Errorf("--inputs: unknown %q (raw, encoded)", in)
+		}
+		o.inputs = append(o.inputs, in)
+	}
+	if o.candidates < 1 || o.candidates > o.maxBatch || o.duration <= 0 || o.maxRequests < 1 || o.repeat < 1 {
+		return errors.New("--candidates must lie in [1, --max_batch]; --duration, --max_requests and --repeat must be positive")
 	}
 	if o.workers == 0 {
 		o.workers = runtime.GOMAXPROCS(0)
@@ -151,18 +174,61 @@ func WriteModel(repo, name, arch string) error {
 	return w.Save(filepath.Join(dir, serve.WorkflowFile))
 }
 
-// Requests is a set of requests of one user x candidate items: in raw
-// values as HTTP JSON bodies and gRPC requests (raw_input_contents, as
-// Triton's clients send them), and encoded as Scorer batches.
+// Requests is a set of requests of one user x candidate items, each in
+// every form the load generator sends: raw values as HTTP JSON bodies and
+// gRPC requests (raw_input_contents, as Triton's clients send them), the
+// same requests in the model's encoded ids (inputs named
+// <feature>__encoded: INT64 ids, FP32 continuous values as the model takes
+// them), encoded as Scorer batches, and raw for the workflow in-process.
 type Requests struct {
-	HTTP  [][]byte
-	GRPC  []*pb.ModelInferRequest
-	Batch []*mtl.Candidates
+	HTTP, HTTPEncoded [][]byte
+	GRPC, GRPCEncoded []*pb.ModelInferRequest
+	Batch             []*mtl.Candidates
+	Raw               []RawRequest
+}
+
+// RawRequest is a request in raw values, as the server's gRPC front end
+// holds them after decoding: BYTES packed as they arrive, numbers as sent.
+type RawRequest struct {
+	Rows int
+	Cols []RawColumn
+}
+
+// RawColumn is one input of a RawRequest with the workflow op that
+// encodes it: Categ with Packed values, or Cont with Floats.
+type RawColumn struct {
+	Name   string
+	Categ  *preprocess.Categorical
+	Packed *serve.PackedBytes
+	Cont   *preprocess.Continuous
+	Floats []float32
+}
+
+// Encode encodes r through its workflow ops into c, as the server does.
+func (r *RawRequest) Encode(c *mtl.Candidates) error {
+	if err := c.Reset(r.Rows); err != nil {
+		return err
+	}
+	for _, col := range r.Cols {
+		if col.Categ != nil {
+			ids := c.IDs(col.Name)
+			for i, e := range col.Packed.All() {
+				ids[i] = int32(col.Categ.EncodeBytes(e))
+			}
+			continue
+		}
+		vals := c.Floats(col.Name)
+		for i, v := range col.Floats {
+			vals[i] = col.Cont.Apply(float64(v))
+		}
+	}
+	return nil
 }
 
 // BuildRequests builds 32 requests of rows rows for model: raw values of
-// the model's inputs (features of s), encoded by wf for the batches.
-// Categorical values are strings, continuous values numbers in [0, 10).
+// the model's inputs (features of s), encoded by wf for the encoded forms.
+// Categorical values are strings (mostly of the vocabulary where the
+// workflow has one), continuous values numbers in [0, 10).
 func BuildRequests(wf *preprocess.Workflow, s *schema.Schema, inputs []string, model string, rows int) (*Requests, error) {
 	const n = 32
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -183,53 +249,163 @@ func BuildRequests(wf *preprocess.Workflow, s *schema.Schema, inputs []string, m
 		if err := c.Reset(rows); err != nil {
 			return nil, err
 		}
-		var tensors []map[string]any
+		var tensors, encTensors []map[string]any
 		greq := &pb.ModelInferRequest{ModelName: model}
-		add := func(name, datatype string, data any, raw []byte) {
+		genc := &pb.ModelInferRequest{ModelName: model}
+		rr := RawRequest{Rows: rows}
+		add := func(name, datatype string, data any, raw []byte, encDatatype string, encData any, enc []byte) {
 			tensors = append(tensors, map[string]any{"name": name, "datatype": datatype, "shape": []int{rows}, "data": data})
 			greq.Inputs = append(greq.Inputs, &pb.ModelInferRequest_InferInputTensor{Name: name, Datatype: datatype, Shape: []int64{int64(rows)}})
 			greq.RawInputContents = append(greq.RawInputContents, raw)
+			name += serve.EncodedSuffix
+			encTensors = append(encTensors, map[string]any{"name": name, "datatype": encDatatype, "shape": []int{rows}, "data": encData})
+			genc.Inputs = append(genc.Inputs, &pb.ModelInferRequest_InferInputTensor{Name: name, Datatype: encDatatype, Shape: []int64{int64(rows)}})
+			genc.RawInputContents = append(genc.RawInputContents, enc)
 		}
 		for _, name := range cats {
 			f := s.Feature(name)
 			card := max(f.Cardinality(), 1)
 			user := f.HasTag(schema.TagUser)
-			v := fmt.Sprintf("%s-%d", name, rng.Int64N(card*4))
+			vocab := wf.Categ(name).Vocab
+			// A value of the vocabulary (one in 8 unknown), or any value
+			// where the op hashes.
+			draw := func() string {
+				if k := rng.IntN(len(vocab) + len(vocab)/7 + 1); k < len(vocab) {
+					return vocab[k]
+				}
+				return fmt.Sprintf("%s-%d", name, rng.Int64N(card*4))
+			}
+			v := draw()
 			raw := make([]string, rows)
+			enc := make([]int64, rows)
 			ids := c.IDs(name)
-			var rawBytes []byte
+			var rawBytes, encBytes []byte
 			for i := range raw {
 				if !user {
-					v = fmt.Sprintf("%s-%d", name, rng.Int64N(card*4))
+					v = draw()
 				}
 				raw[i] = v
-				ids[i] = int32(wf.Categ(name).Encode(v))
+				enc[i] = wf.Categ(name).Encode(v)
+				ids[i] = int32(enc[i])
 				rawBytes = binary.LittleEndian.AppendUint32(rawBytes, uint32(len(v)))
 				rawBytes = append(rawBytes, v...)
+				encBytes = binary.LittleEndian.AppendUint64(encBytes, uint64(enc[i]))
 			}
-			add(name, "BYTES", raw, rawBytes)
+			packed, err := serve.ParsePackedBytes(rawBytes)
+			if err != nil {
+				return nil, err
+			}
+			rr.Cols = append(rr.Cols, RawColumn{Name: name, Categ: wf.Categ(name), Packed: packed})
+			add(name, serve.BYTES, raw, rawBytes, serve.INT64, enc, encBytes)
 		}
 		for _, name := range conts {
 			raw := make([]float32, rows)
 			vals := c.Floats(name)
-			var rawBytes []byte
+			var rawBytes, encBytes []byte
 			for i := range raw {
 				raw[i] = float32(rng.IntN(1000)) / 100
 				vals[i] = wf.Cont(name).Apply(float64(raw[i]))
 				rawBytes = binary.LittleEndian.AppendUint32(rawBytes, math.Float32bits(raw[i]))
+				encBytes = binary.LittleEndian.AppendUint32(encBytes, math.Float32bits(vals[i]))
 			}
-			add(name, "FP32", raw, rawBytes)
+			rr.Cols = append(rr.Cols, RawColumn{Name: name, Cont: wf.Cont(name), Floats: raw})
+			// JSON writes a float32 in the fewest digits that read back
+			// as the same float32, so the server gets the same bits.
+			add(name, serve.FP32, raw, rawBytes, serve.FP32, slices.Clone(vals), encBytes)
 		}
 		body, err := json.Marshal(map[string]any{"inputs": tensors})
 		if err != nil {
 			return nil, err
 		}
+		encBody, err := json.Marshal(map[string]any{"inputs": encTensors})
+		if err != nil {
+			return nil, err
+		}
 		rs.HTTP = append(rs.HTTP, body)
+		rs.HTTPEncoded = append(rs.HTTPEncoded, encBody)
 		rs.GRPC = append(rs.GRPC, greq)
+		rs.GRPCEncoded = append(rs.GRPCEncoded, genc)
 		rs.Batch = append(rs.Batch, c)
+		rs.Raw = append(rs.Raw, rr)
 	}
 	return rs, nil
 }
+
+// wireMsg is a request or an answer in protobuf's wire format.
+type wireMsg []byte
+
+// wireCodec sends a wireMsg as it is, receives an answer into a *wireMsg
+// (reusing its array), and is the protobuf codec otherwise. The load
+// generator shares the CPUs with the server, so it neither marshals its
+// requests nor unmarshals the answers while it measures.
+type wireCodec struct{ encoding.CodecV2 }
+
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(wireMsg); ok {
+		return mem.BufferSlice{mem.SliceBuffer(w)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if w, ok := v.(*wireMsg); ok {
+		*w = (*w)[:0]
+		for _, b := range data {
+			*w = append(*w, b.ReadOnlyData()...)
+		}
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// rawOutputContentsField is ModelInferResponse.raw_output_contents.
+const rawOutputContentsField = 6
+
+// checkAnswer checks a ModelInferResponse in wire format without
+// unmarshalling it: tasks raw outputs of rows FP32 scores each.
+func checkAnswer(b []byte, tasks, rows int) error {
+	outputs := 0
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("gRPC: bad answer: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if num == rawOutputContentsField && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fmt.Errorf("gRPC: bad answer: %w", protowire.ParseError(n))
+			}
+			if len(v) != 4*rows {
+				return fmt.Errorf("gRPC: raw output %d holds %d bytes, want %d", outputs, len(v), 4*rows)
+			}
+			outputs++
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return fmt.Errorf("gRPC: bad answer: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	if outputs != tasks {
+		return fmt.Errorf("gRPC: %d raw outputs, want %d", outputs, tasks)
+	}
+	return nil
+}
+
+// client is what one of the load generator's clients reuses from call to
+// call.
+type client struct {
+	out  [][]float32     // the Scorer's scores
+	cand *mtl.Candidates // inproc-raw: the request encoded
+	ans  wireMsg         // gRPC: the answer
+	body bytes.Buffer    // HTTP: the answer
+}
+
+// caller sends request i (modulo the set) with a client's buffers.
+type caller func(ctx context.Context, i int, cl *client) error
 
 // result is one measurement.
 type result struct {
@@ -240,7 +416,8 @@ type result struct {
 	firstErr    error
 	elapsed     time.Duration
 	lat         []time.Duration
-	reqsBatch   float64 // mean requests per scored batch (server)
+	reqsBatch   float64       // mean requests per scored batch (server)
+	cpu         time.Duration // process CPU time (client and server) during the point
 }
 
 func (r *result) quantile(q float64) time.Duration {
@@ -299,14 +476,32 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	gc := pb.NewGRPCInferenceServiceClient(conn)
-
-	call := map[string]func(ctx context.Context, i int, out [][]float32) error{
-		"inproc": func(_ context.Context, i int, out [][]float32) error {
-			return sc.Score(reqs.Batch[i%len(reqs.Batch)].Batch(), out)
-		},
-		"http": func(ctx context.Context, i int, _ [][]float32) error {
-			req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(reqs.HTTP[i%len(reqs.HTTP)]))
+	// The requests are marshalled once, ahead of the measurement, as
+	// Triton's perf_analyzer prepares its inputs: the client shares the
+	// CPUs with the server, and what it spends there is not the server's.
+	marshal := func(reqs []*pb.ModelInferRequest) ([][]byte, error) {
+		wire := make([][]byte, len(reqs))
+		for i, r := range reqs {
+			var err error
+			if wire[i], err = proto.Marshal(r); err != nil {
+				return nil, err
+			}
+		}
+		return wire, nil
+	}
+	wire, err := marshal(reqs.GRPC)
+	if err != nil {
+		return err
+	}
+	wireEncoded, err := marshal(reqs.GRPCEncoded)
+	if err != nil {
+		return err
+	}
+	codec := grpc.ForceCodecV2(wireCodec{encoding.GetCodecV2(grpcproto.Name)})
+	tasks := len(sc.Tasks())
+	httpCall := func(bodies [][]byte) caller {
+		return func(ctx context.Context, i int, cl *client) error {
+			req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(bodies[i%len(bodies)]))
 			if err != nil {
 				return err
 			}
@@ -316,30 +511,74 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 				return err
 			}
 			defer resp.Body.Close()
-			// The client checks the answer's status and size only, to
-			// leave the CPU to the server (client and server share it).
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
+			// The client checks the answer's status and that it has
+			// outputs only, to leave the CPU to the server.
+			cl.body.Reset()
+			if _, err := cl.body.ReadFrom(resp.Body); err != nil {
 				return err
 			}
 			if resp.StatusCode != 200 {
-				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, body)
+				return fmt.Errorf("HTTP %d: %s", resp.StatusCode, cl.body.Bytes())
 			}
-			if !bytes.Contains(body, []byte(`"outputs"`)) {
+			if !bytes.Contains(cl.body.Bytes(), []byte(`"outputs"`)) {
 				return errors.New("HTTP: no outputs in the answer")
 			}
 			return nil
-		},
-		"grpc": func(ctx context.Context, i int, _ [][]float32) error {
-			resp, err := gc.ModelInfer(ctx, reqs.GRPC[i%len(reqs.GRPC)])
-			if err != nil {
+		}
+	}
+	grpcCall := func(wire [][]byte) caller {
+		return func(ctx context.Context, i int, cl *client) error {
+			if err := conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, wireMsg(wire[i%len(wire)]), &cl.ans, codec); err != nil {
 				return err
 			}
-			if len(resp.RawOutputContents) == 0 || len(resp.RawOutputContents[0]) != 4*o.candidates {
-				return errors.New("gRPC: short answer")
-			}
-			return nil
+			return checkAnswer(cl.ans, tasks, o.candidates)
+		}
+	}
+	call := map[string]caller{
+		"inproc": func(_ context.Context, i int, cl *client) error {
+			return sc.Score(reqs.Batch[i%len(reqs.Batch)].Batch(), cl.out)
 		},
+		"inproc-raw": func(_ context.Context, i int, cl *client) error {
+			if err := reqs.Raw[i%len(reqs.Raw)].Encode(cl.cand); err != nil {
+				return err
+			}
+			return sc.Score(cl.cand.Batch(), cl.out)
+		},
+		"http":         httpCall(reqs.HTTP),
+		"http-encoded": httpCall(reqs.HTTPEncoded),
+		"grpc":         grpcCall(wire),
+		"grpc-encoded": grpcCall(wireEncoded),
+	}
+	var cats, conts []string
+	for _, col := range reqs.Raw[0].Cols {
+		if col.Categ != nil {
+			cats = append(cats, col.Name)
+		} else {
+			conts = append(conts, col.Name)
+		}
+	}
+	newClient := func() *client {
+		cl := &client{out: make([][]float32, tasks), cand: mtl.NewCandidates(o.candidates, cats, conts)}
+		for t := range cl.out {
+			cl.out[t] = make([]float32, o.candidates)
+		}
+		return cl
+	}
+	// The points of a concurrency, in the order of --protocols: http and
+	// grpc once for each of --inputs.
+	var points []string
+	for _, p := range o.protocols {
+		if p != "http" && p != "grpc" {
+			points = append(points, p)
+			continue
+		}
+		for _, in := range o.inputs {
+			if in == "raw" {
+				points = append(points, p)
+			} else {
+				points = append(points, p+"-"+in)
+			}
+		}
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -352,23 +591,59 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var results []*result
-	for _, c := range o.concurrency {
-		for _, p := range o.protocols {
-			before := batchStats(s)
-			r, err := runPoint(ctx, call[p], len(sc.Tasks()), o, c)
-			if err != nil {
-				return err
-			}
-			after := batchStats(s)
-			if p != "inproc" && after[0] > before[0] {
-				r.reqsBatch = (after[1] - before[1]) / (after[0] - before[0])
-			}
-			r.protocol = p
-			results = append(results, r)
+	if o.traceFile != "" {
+		f, err := os.Create(o.traceFile)
+		if err != nil {
+			return err
 		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
-	report(stdout, o, results)
+	fmt.Fprintf(stdout, "%d candidates per request (one user), %d CPUs, server workers %d threads %d, max_batch %d, max_queue_delay %v, dynamic_batching %v, %v or %d requests per point\n",
+		o.candidates, runtime.NumCPU(), o.workers, o.threads, o.maxBatch, o.maxQueueDelay, o.batching, o.duration, o.maxRequests)
+	var runs [][]row
+	for run := range o.repeat {
+		fmt.Fprintf(stdout, "\nrun %d of %d, load average %s\n", run+1, o.repeat, loadAverage())
+		// Each run starts one point further along the list (and the
+		// table keeps the list's order): under changing load, or where
+		// a point pays for the one before it, no protocol is always first.
+		results := make([]*result, len(o.concurrency)*len(points))
+		for ci, c := range o.concurrency {
+			for k := range points {
+				pi := (k + run) % len(points)
+				p := points[pi]
+				before := batchStats(s)
+				cpu0 := processCPU()
+				r, err := runPoint(ctx, call[p], newClient, o, c)
+				if err != nil {
+					return err
+				}
+				r.cpu = processCPU() - cpu0
+				slices.Sort(r.lat)
+				after := batchStats(s)
+				if !strings.HasPrefix(p, "inproc") && after[0] > before[0] {
+					r.reqsBatch = (after[1] - before[1]) / (after[0] - before[0])
+				}
+				r.protocol = p
+				results[ci*len(points)+pi] = r
+			}
+		}
+		rows := rowsOf(results, o.candidates)
+		printRows(stdout, rows)
+		for _, r := range results {
+			if r.firstErr != nil {
+				fmt.Fprintf(stdout, "%s at concurrency %d: %d errors, the first: %v\n", r.protocol, r.concurrency, r.errors, r.firstErr)
+			}
+		}
+		runs = append(runs, rows)
+	}
+	if o.repeat > 1 {
+		fmt.Fprintf(stdout, "\nmedian of %d runs (errors: the sum), load average %s\n", o.repeat, loadAverage())
+		printRows(stdout, medianRows(runs))
+	}
 	return nil
 }
 
@@ -392,17 +667,12 @@ func batchStats(s *server.Server) [2]float64 {
 }
 
 // runPoint runs c clients for the duration or the request limit.
-func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) error, tasks int, o options, c int) (*result, error) {
-	newOut := func() [][]float32 {
-		out := make([][]float32, tasks)
-		for t := range out {
-			out[t] = make([]float32, o.candidates)
-		}
-		return out
-	}
-	out := newOut()
+// The latencies come back unsorted, so that sorting them does not count in
+// the CPU of the point.
+func runPoint(ctx context.Context, call caller, newClient func() *client, o options, c int) (*result, error) {
+	cl := newClient()
 	for i := range o.warmup {
-		if err := call(ctx, i, out); err != nil {
+		if err := call(ctx, i, cl); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -418,7 +688,7 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out := newOut()
+			cl := newClient()
 			lat := make([]time.Duration, 0, 1024)
 			errs := 0
 			var first error
@@ -428,7 +698,7 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 					break
 				}
 				t := time.Now()
-				err := call(ctx, i, out)
+				err := call(ctx, i, cl)
 				if err != nil {
 					errs++
 					if first == nil {
@@ -450,42 +720,124 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 	wg.Wait()
 	r.elapsed = time.Since(t0)
 	r.requests = len(r.lat)
-	slices.Sort(r.lat)
 	return r, nil
 }
 
-func report(w io.Writer, o options, results []*result) {
-	fmt.Fprintf(w, "%d candidates per request (one user), %d CPUs, server workers %d threads %d, max_batch %d, max_queue_delay %v, dynamic_batching %v, %v or %d requests per point\n\n",
-		o.candidates, runtime.NumCPU(), o.workers, o.threads, o.maxBatch, o.maxQueueDelay, o.batching, o.duration, o.maxRequests)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "protocol\tconcurrency\trequests\terrors\treq/s\trows/s\tp50 ms\tp99 ms\tp99/p50\tvs inproc\treqs/batch\t")
-	inproc := map[int]float64{}
+// row is one line of the table.
+type row struct {
+	protocol        string
+	concurrency     int
+	requests        int
+	errors          int
+	rate, rows      float64 // requests and rows per second
+	p50, p99, ratio float64 // ms, ms, p99/p50
+	vs              float64 // rate over the in-process Scorer's at the same concurrency (0: none)
+	vsRaw           float64 // a raw-input row's rate over inproc-raw's at the same concurrency (0: none)
+	cpu             float64 // process CPU (client and server) per request, us
+	reqsBatch       float64
+}
+
+func rowsOf(results []*result, candidates int) []row {
+	rate := func(r *result) float64 { return float64(r.requests) / r.elapsed.Seconds() }
+	inproc, inprocRaw := map[int]float64{}, map[int]float64{}
 	for _, r := range results {
-		rate := float64(r.requests) / r.elapsed.Seconds()
-		if r.protocol == "inproc" {
-			inproc[r.concurrency] = rate
+		switch r.protocol {
+		case "inproc":
+			inproc[r.concurrency] = rate(r)
+		case "inproc-raw":
+			inprocRaw[r.concurrency] = rate(r)
 		}
-		vs, rb := "", ""
+	}
+	var out []row
+	for _, r := range results {
+		x := row{protocol: r.protocol, concurrency: r.concurrency, requests: r.requests, errors: r.errors,
+			rate: rate(r), reqsBatch: r.reqsBatch}
+		x.rows = x.rate * float64(candidates)
 		if base := inproc[r.concurrency]; base > 0 && r.protocol != "inproc" {
-			vs = fmt.Sprintf("%.0f%%", 100*rate/base)
+			x.vs = x.rate / base
 		}
+		if base := inprocRaw[r.concurrency]; base > 0 && (r.protocol == "http" || r.protocol == "grpc") {
+			x.vsRaw = x.rate / base
+		}
+		x.p50, x.p99 = ms(r.quantile(0.50)), ms(r.quantile(0.99))
+		if x.p50 > 0 {
+			x.ratio = x.p99 / x.p50
+		}
+		if r.requests > 0 && r.cpu > 0 {
+			x.cpu = float64(r.cpu.Microseconds()) / float64(r.requests)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// medianRows is the median of each column over runs of the same points
+// (errors: the sum); ratios are the medians of each run's ratio.
+func medianRows(runs [][]row) []row {
+	out := make([]row, len(runs[0]))
+	for i := range out {
+		col := func(f func(row) float64) float64 {
+			v := make([]float64, len(runs))
+			for k, rows := range runs {
+				v[k] = f(rows[i])
+			}
+			slices.Sort(v)
+			if len(v)%2 == 1 {
+				return v[len(v)/2]
+			}
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		x := runs[0][i]
+		x.errors = 0
+		for _, rows := range runs {
+			x.errors += rows[i].errors
+		}
+		x.requests = int(col(func(r row) float64 { return float64(r.requests) }))
+		x.rate, x.rows = col(func(r row) float64 { return r.rate }), col(func(r row) float64 { return r.rows })
+		x.p50, x.p99 = col(func(r row) float64 { return r.p50 }), col(func(r row) float64 { return r.p99 })
+		x.ratio, x.vs = col(func(r row) float64 { return r.ratio }), col(func(r row) float64 { return r.vs })
+		x.vsRaw = col(func(r row) float64 { return r.vsRaw })
+		x.cpu, x.reqsBatch = col(func(r row) float64 { return r.cpu }), col(func(r row) float64 { return r.reqsBatch })
+		out[i] = x
+	}
+	return out
+}
+
+func printRows(w io.Writer, rows []row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "protocol\tconcurrency\trequests\terrors\treq/s\trows/s\tp50 ms\tp99 ms\tp99/p50\tvs inproc\tvs inproc-raw\tcpu us/req\treqs/batch\t")
+	pct := func(v float64) string {
+		if v > 0 {
+			return fmt.Sprintf("%.0f%%", 100*v)
+		}
+		return ""
+	}
+	for _, r := range rows {
+		rb, cpu := "", ""
 		if r.reqsBatch > 0 {
 			rb = fmt.Sprintf("%.2f", r.reqsBatch)
 		}
-		p50, p99 := r.quantile(0.50), r.quantile(0.99)
-		ratio := 0.0
-		if p50 > 0 {
-			ratio = float64(p99) / float64(p50)
+		if r.cpu > 0 {
+			cpu = fmt.Sprintf("%.0f", r.cpu)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.1f\t%s\t%s\t\n", r.protocol, r.concurrency, r.requests, r.errors,
-			rate, rate*float64(o.candidates), ms(p50), ms(p99), ratio, vs, rb)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.1f\t%s\t%s\t%s\t%s\t\n", r.protocol, r.concurrency, r.requests, r.errors,
+			r.rate, r.rows, r.p50, r.p99, r.ratio, pct(r.vs), pct(r.vsRaw), cpu, rb)
 	}
 	tw.Flush()
-	for _, r := range results {
-		if r.firstErr != nil {
-			fmt.Fprintf(w, "%s at concurrency %d: %d errors, the first: %v\n", r.protocol, r.concurrency, r.errors, r.firstErr)
-		}
+}
+
+// loadAverage is the machine's load average (1, 5 and 15 minutes), where
+// the system reports it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
 	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
