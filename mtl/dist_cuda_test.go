@@ -56,20 +56,29 @@ func skipWithoutCUDA(t *testing.T) {
 	require.NoError(t, d.Close())
 }
 
+// cudaExactSteps is the length of the exactness runs on CUDA ranks: the
+// emulated device runs every GPU thread on the host, where the CPU test's
+// 50 steps (exactSteps) with N = 1, 2, 3 took 4 to 8 minutes on 2 cores.
+// 20 steps still end with the last rank's part run out for 3 steps
+// (distSteps).
+const cudaExactSteps = 20
+
 // TestCUDADistributedStepMatchesOneProcess: on CUDA ranks, every case of
-// TestDistributedStepMatchesOneProcess with N = 1, 2, 3 reaches the
+// TestDistributedStepMatchesOneProcess with N = 2, 3 reaches the
 // parameters and optimizer state of one CUDA process within 1e-5 relative
-// after 50 steps, with the same bits on every rank (exactRanks); and the
-// CUDA ranks' losses stay within the CPU-vs-CUDA parity tolerance of
-// TestCUDAModelParity's training steps (1e-4 + 2e-3·|loss|) of N CPU ranks'
-// on the same batches.
+// after cudaExactSteps steps, with the same bits on every rank
+// (exactRanks); and the CUDA ranks' losses stay within the CPU-vs-CUDA
+// parity tolerance of TestCUDAModelParity's training steps (1e-4 +
+// 2e-3·|loss|) of N CPU ranks' on the same batches. N = 1 is left to the
+// CPU: a communicator of one rank leaves the engine as it is (SetComm), so
+// that it would compare one CUDA process with itself.
 func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
 	skipWithoutCUDA(t)
 	for _, c := range exactCases {
-		for _, n := range []int{1, 2, 3} {
+		for _, n := range []int{2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				gpu := exactRanks(t, c, n, cudaDevice)
-				cpu := exactRanks(t, c, n, cpuDevice)
+				gpu := exactRanks(t, c, n, cudaExactSteps, cudaDevice)
+				cpu := exactRanks(t, c, n, cudaExactSteps, cpuDevice)
 				for s, want := range cpu.losses {
 					assert.InDelta(t, want, gpu.losses[s], 1e-4+2e-3*math.Abs(want), "step %d: CUDA ranks' loss against CPU ranks'", s)
 				}

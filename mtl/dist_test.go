@@ -67,9 +67,9 @@ func distSteps(n, steps int) [][]int {
 }
 
 // exactCase is one case of the exactness test of distributed training: a
-// model and optimizer trained for exactSteps steps on the parts of the same
-// global batches by the ranks of a job, and by one process on the global
-// batches.
+// model and optimizer trained for a number of steps (exactSteps on the
+// CPU) on the parts of the same global batches by the ranks of a job, and
+// by one process on the global batches.
 type exactCase struct {
 	model, opt string
 	initBias   bool
@@ -96,7 +96,7 @@ func (c exactCase) String() string {
 // reference's, and returns the digest of its parameters and losses (the
 // same on every rank).
 func (c exactCase) run(comm dist.Comm) (string, error) {
-	parts := c.batches(comm.Size())
+	parts := c.batches(comm.Size(), exactSteps)
 	ref, err := c.train(testDev(), nil, parts)
 	if err != nil {
 		return "", err
@@ -108,13 +108,13 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 	return got.digest, got.check(ref)
 }
 
-// batches are the parts of the case's global batches among n ranks:
-// parts[step][rank]. Every rank draws every rank's batches, from the same
-// seed.
-func (c exactCase) batches(n int) [][]*loader.Batch {
-	plan := distSteps(n, exactSteps)
+// batches are the parts of the case's global batches of steps steps among
+// n ranks: parts[step][rank]. Every rank draws every rank's batches, from
+// the same seed.
+func (c exactCase) batches(n, steps int) [][]*loader.Batch {
+	plan := distSteps(n, steps)
 	rng := rand.New(rand.NewPCG(5, 6))
-	parts := make([][]*loader.Batch, exactSteps)
+	parts := make([][]*loader.Batch, steps)
 	for s := range parts {
 		parts[s] = make([]*loader.Batch, n)
 		for r := range n {
@@ -133,8 +133,9 @@ type exactRun struct {
 	digest string
 }
 
-// train runs the case's exactSteps steps on dev: as one process on the
-// global batches (comm nil), or as comm's rank on its parts.
+// train runs the case's steps on dev, one per element of parts: as one
+// process on the global batches (comm nil), or as comm's rank on its
+// parts.
 func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
 	cfg := gradConfig(c.model)
 	cfg.Optimizer = c.opt
@@ -220,7 +221,7 @@ func TestDistributedStepMatchesOneProcess(t *testing.T) {
 	for _, c := range exactCases {
 		for _, n := range []int{1, 2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				exactRanks(t, c, n, cpuDevice)
+				exactRanks(t, c, n, exactSteps, cpuDevice)
 			})
 		}
 	}
@@ -245,13 +246,13 @@ func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Ba
 	return run, errors.Join(err, closeDev())
 }
 
-// exactRanks trains case c as one process and on n ranks of a
-// dist.LocalGroup, each on its own device of open, checks that every rank
-// holds the same bits, within 1e-5 relative of the one process's, and
+// exactRanks trains case c for steps steps as one process and on n ranks
+// of a dist.LocalGroup, each on its own device of open, checks that every
+// rank holds the same bits, within 1e-5 relative of the one process's, and
 // returns rank 0's run.
-func exactRanks(t *testing.T, c exactCase, n int, open rankDevice) *exactRun {
+func exactRanks(t *testing.T, c exactCase, n, steps int, open rankDevice) *exactRun {
 	t.Helper()
-	parts := c.batches(n)
+	parts := c.batches(n, steps)
 	one, err := c.trainOn(open, nil, parts)
 	require.NoError(t, err, "one process")
 	runs, errs := runRanks(n, func(comm dist.Comm) (*exactRun, error) { return c.trainOn(open, comm, parts) })
