@@ -88,18 +88,15 @@ func (c exactCase) String() string {
 	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
 }
 
-// run is one rank's side of the case on comm: it trains the one-process
-// reference itself, then its rank's part, checks that its parameters and
-// losses are within 1e-5 relative of the reference's, and returns the
-// digest of its parameters and losses (the same on every rank).
-func (c exactCase) run(comm dist.Comm) (string, error) {
+// reference is the case's configuration, the ranks' batches of each step
+// for n ranks (every rank draws every rank's, from the same seed), and the
+// model one process trains on the global batches, with its losses.
+func (c exactCase) reference(n int) (Config, [][]*loader.Batch, *Model, []float64, error) {
 	cfg := gradConfig(c.model)
 	cfg.Optimizer = c.opt
 	cfg.LR = 0.01
 	cfg.InitOutputBias = c.initBias
-	n, rank := comm.Size(), comm.Rank()
 	plan := distSteps(n, exactSteps)
-	// Every rank draws every rank's batches, from the same seed.
 	rng := rand.New(rand.NewPCG(5, 6))
 	parts := make([][]*loader.Batch, exactSteps)
 	for s := range parts {
@@ -110,18 +107,31 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 	}
 	one, err := NewModel(gradSchema(), cfg, testDev(), 128)
 	if err != nil {
-		return "", err
+		return cfg, nil, nil, nil, err
 	}
-	defer one.Release()
 	var wantLoss []float64
 	for s := range exactSteps {
 		st, err := one.TrainStep(concatBatches(parts[s]))
 		if err != nil {
-			return "", fmt.Errorf("one process, step %d: %w", s, err)
+			one.Release()
+			return cfg, nil, nil, nil, fmt.Errorf("one process, step %d: %w", s, err)
 		}
 		wantLoss = append(wantLoss, st.Loss)
 	}
+	return cfg, parts, one, wantLoss, nil
+}
 
+// run is one rank's side of the case on comm: it trains the one-process
+// reference itself, then its rank's part, checks that its parameters and
+// losses are within 1e-5 relative of the reference's, and returns the
+// digest of its parameters and losses (the same on every rank).
+func (c exactCase) run(comm dist.Comm) (string, error) {
+	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
+	if err != nil {
+		return "", err
+	}
+	defer one.Release()
+	rank := comm.Rank()
 	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
 	if err != nil {
 		return "", err
@@ -153,6 +163,23 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 		binary.Write(h, binary.LittleEndian, got[name])
 	}
 	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// newTestModel is a gradSchema model of cfg for batches of 128 rows, one
+// rank of comm with its tables replicated or sharded by rows.
+func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
+	if sharding == ShardRow {
+		return NewShardedModel(gradSchema(), cfg, testDev(), 128, comm)
+	}
+	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.setComm(comm); err != nil {
+		m.Release()
+		return nil, err
+	}
+	return m, nil
 }
 
 // runRanks runs f on every rank of a dist.LocalGroup of n and returns
@@ -280,19 +307,26 @@ func TestDistributedInitOutputBias(t *testing.T) {
 }
 
 // TestDistributedStepFailsOnEveryRank: when one rank's batch is bad (an id
-// outside its table), that rank returns its error and every other rank
-// returns an error at the same step instead of waiting in the next
-// collective, and no rank updates: in the training step, and in the first
-// step's InitOutputBias, which reads the batch first.
+// outside its table), that rank returns its error, naming the column and
+// row, and every other rank returns an error at the same step instead of
+// waiting in the next collective, and no rank updates: in the training
+// step, and in the first step's InitOutputBias, which reads the batch
+// first; with replicated tables and with tables sharded by rows (where
+// the id, 31, would be a row rank 1 does not hold either).
 func TestDistributedStepFailsOnEveryRank(t *testing.T) {
-	for _, tc := range []struct {
+	type failCase struct {
 		initBias bool
 		want     string
-	}{
-		{false, "mtl: step 0: 1 of the 3 ranks failed"},
-		{true, "mtl: InitOutputBias: 1 of the 3 ranks failed"},
-	} {
-		t.Run(fmt.Sprintf("init_bias=%v", tc.initBias), func(t *testing.T) {
+		sharding string
+	}
+	var cases []failCase
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		cases = append(cases,
+			failCase{false, "mtl: step 0: 1 of the 3 ranks failed", sharding},
+			failCase{true, "mtl: InitOutputBias: 1 of the 3 ranks failed", sharding})
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/init_bias=%v", tc.sharding, tc.initBias), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
 			cfg.InitOutputBias = tc.initBias
 			const n, badRank = 3, 1
@@ -303,14 +337,11 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 			}
 			parts[badRank].Columns["user"].I32[5] = 31 // the table has ids 0..30
 			steps, errs := runRanks(n, func(c dist.Comm) (int, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				m, err := newTestModel(cfg, c, tc.sharding)
 				if err != nil {
 					return -1, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return -1, err
-				}
 				before := hostParamsOf(m)
 				_, err = m.TrainStep(parts[c.Rank()])
 				for name, v := range hostParamsOf(m) {
@@ -324,7 +355,7 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 				require.Error(t, errs[r], "rank %d", r)
 				require.Equal(t, 0, steps[r], "rank %d's step counter", r)
 				if r == badRank {
-					assert.Contains(t, errs[r].Error(), `"user"`, "the bad rank names the column")
+					assert.Contains(t, errs[r].Error(), `column "user" row 5: id 31 outside [0, 30]`, "the bad rank names the column and row")
 				} else {
 					assert.Contains(t, errs[r].Error(), tc.want)
 				}

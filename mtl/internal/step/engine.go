@@ -96,6 +96,8 @@ type Engine struct {
 	graphs *stepGraphs
 	// dist is the state of a distributed job (SetComm; nil: one process).
 	dist *distState
+	// rows is the state of a job with row-sharded tables (SetRowComm).
+	rows *rowState
 }
 
 // NewEngine creates the engine of spec: its training workspace and
@@ -139,6 +141,8 @@ func (e *Engine) Release() {
 	e.graphs = nil
 	e.dist.release()
 	e.dist = nil
+	e.rows.release()
+	e.rows = nil
 	if e.train != nil {
 		e.train.Release()
 		e.train = nil
@@ -177,6 +181,9 @@ func (e *Engine) dropoutSeed() uint64 {
 // on, a batch no larger than an earlier eager one runs as captured graphs
 // (graph.go), with bit-identical results.
 func (e *Engine) TrainStep(b *loader.Batch) (Stats, error) {
+	if e.rows != nil {
+		return e.rowStep(b)
+	}
 	if e.dist != nil {
 		return e.distStep(b)
 	}
