@@ -14,7 +14,7 @@ const (
 )
 
 // TestMPITrain runs the exactness cases of TestDistributedStepMatchesOneProcess
-// under mpirun with 1, 2 and 3 ranks on loopback (TestMPITrainWorker, built
+// and TestRowShardedStepMatchesOneProcess under mpirun with 1, 2 and 3 ranks on loopback (TestMPITrainWorker, built
 // with -tags mpi): every rank checks its parameters and losses against the
 // one-process run it computes itself, and all ranks' digests agree. It
 // skips without mpirun or Open MPI's development files (make setup

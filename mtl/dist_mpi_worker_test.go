@@ -12,7 +12,7 @@ import (
 )
 
 // TestMPITrainWorker is one rank of TestMPITrain's mpirun jobs: the
-// exactness cases on MPI.
+// exactness cases on MPI, with replicated tables and sharded by rows.
 func TestMPITrainWorker(t *testing.T) {
 	if os.Getenv(mpiTrainWorkerEnv) == "" {
 		t.Skip("one rank of TestMPITrain's mpirun jobs; runs under mpirun only")
@@ -26,6 +26,11 @@ func TestMPITrainWorker(t *testing.T) {
 		d, err := tc.run(c)
 		if err != nil {
 			t.Fatalf("%v: %v", tc, err) // the other ranks fail or are ended by mpirun
+		}
+		fmt.Fprintln(h, d)
+		// The same case with the tables sharded by rows.
+		if d, err = tc.rowExact(c); err != nil {
+			t.Fatalf("%v, tables sharded by rows: %v", tc, err)
 		}
 		fmt.Fprintln(h, d)
 	}

@@ -194,3 +194,72 @@ func TestShardedModelHoldsItsRows(t *testing.T) {
 		}
 	}
 }
+
+// TestRowShardedCommBytes: the bytes a rank receives in a row-sharded
+// step, counted by the step (Model.CommBytes), against the count worked by
+// hand for two ranks with known ids (docs/DISTRIBUTED.md, "Row sharding").
+func TestRowShardedCommBytes(t *testing.T) {
+	batch := func(user, item []int32, hist, tags [][]int32) *loader.Batch {
+		list := func(ls [][]int32) *loader.Column {
+			c := &loader.Column{Offsets: []int32{0}, I32: []int32{}}
+			for _, l := range ls {
+				c.I32 = append(c.I32, l...)
+				c.Offsets = append(c.Offsets, int32(len(c.I32)))
+			}
+			return c
+		}
+		cols := map[string]*loader.Column{
+			"user": {I32: user}, "item": {I32: item}, "hist": list(hist), "tags": list(tags),
+			"price": {F32: []float32{0.5, -1}}, "w": {F32: []float32{1, 2}},
+			"click": {F32: []float32{1, 0}}, "like": {F32: []float32{0, 1}}, "watch": {F32: []float32{3, 1}},
+		}
+		for k, c := range cols {
+			c.Name = k
+		}
+		return loader.NewBatch(2, cols, "test", nil)
+	}
+	parts := []*loader.Batch{
+		batch([]int32{1, 2}, []int32{3, 3}, [][]int32{{4, 5}, {}}, [][]int32{{0}, {1, 2}}),
+		batch([]int32{2, 4}, []int32{6, 1}, [][]int32{{1}, {8, 9}}, [][]int32{{}, {3}}),
+	}
+	// Tables (in the block's order): item (item and hist), tags, user.
+	// Rank 0's distinct ids: item {3, 4, 5}, tags {0, 1, 2}, user {1, 2};
+	// it asks rank 1 (odd ids) for item 3, 5, tags 1, user 1: 4 rows.
+	// Rank 1's: item {6, 1, 8, 9}, tags {3}, user {2, 4}; it asks rank 0
+	// for item 6, 8, user 2, 4: 4 rows. So each rank receives, besides the
+	// allreduces: 1 count (4 bytes), the other's header (failure flag and 3
+	// counts) and 4 ids (4*(1+3+4) bytes), 4 rows of 8 floats (every table
+	// of this schema is 8 wide) in the forward pass (its own asks) and 4
+	// in the backward pass (the other's asks): 4 + 32 + 128 + 128 = 292
+	// bytes.
+	const sparse = 4 + 4*(1+3+4) + 4*4*8 + 4*4*8
+	cfg := gradConfig("mlp")
+	cfg.InitOutputBias = false
+	got, errs := runRanks(2, func(c dist.Comm) ([2]int64, error) {
+		m, err := NewShardedModel(gradSchema(), cfg, testDev(), 16, c)
+		if err != nil {
+			return [2]int64{}, err
+		}
+		defer m.Release()
+		dense := 0
+		for i, p := range m.params {
+			if !p.Sparse {
+				dense += p.Value.Len()
+			} else if d := m.input.Tables[i].Dim; d != 8 {
+				return [2]int64{}, fmt.Errorf("table %s has dim %d: the count above assumes 8", p.Name, d)
+			}
+		}
+		if _, err := m.TrainStep(parts[c.Rank()]); err != nil {
+			return [2]int64{}, err
+		}
+		// The row count's allreduce (1 float) and the fused one (the dense
+		// gradients, 3 task losses, the regularisation term and the
+		// failure flag): each moves (N-1)/N of its buffer twice.
+		allreduces := int64(4*1) + int64(4*(dense+3+2))
+		return [2]int64{m.CommBytes(), allreduces + sparse}, nil
+	})
+	for r := range 2 {
+		require.NoError(t, errs[r], "rank %d", r)
+		require.Equal(t, got[r][1], got[r][0], "rank %d's bytes received", r)
+	}
+}
