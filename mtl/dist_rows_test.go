@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
@@ -155,13 +156,20 @@ func TestShardedModelHoldsItsRows(t *testing.T) {
 	defer one.Release()
 	full := hostParamsOf(one)
 	rows := map[string]int{"input/emb/user": 31, "input/emb/item": 41, "input/emb/tags": 13}
+	est, err := EstimateMemory(gradSchema(), cfg, testDev(), 16)
+	require.NoError(t, err)
+	require.EqualValues(t, (31+41+13)*8*4, est.Embeddings, "the tables are 8 wide")
 	for _, n := range []int{2, 3, 5} {
-		_, errs := runRanks(n, func(c dist.Comm) (struct{}, error) {
+		shardEst := est.RowShard(n)
+		require.EqualValues(t, (est.Embeddings+int64(n)-1)/int64(n), shardEst.Embeddings)
+		require.Less(t, shardEst.Total, est.Total)
+		tableBytes, errs := runRanks(n, func(c dist.Comm) (int64, error) {
 			m, err := NewShardedModel(gradSchema(), cfg, testDev(), 16, c)
 			if err != nil {
-				return struct{}{}, err
+				return 0, err
 			}
 			defer m.Release()
+			var bytes int64
 			for _, list := range [][]NamedTensor{m.Params(), m.OptimizerState()} {
 				for _, nt := range list {
 					table := strings.TrimSuffix(strings.TrimSuffix(nt.Name, "/m"), "/v")
@@ -171,7 +179,7 @@ func TestShardedModelHoldsItsRows(t *testing.T) {
 					}
 					want := (total - c.Rank() + n - 1) / n // ids r, r+n, ... below total
 					if nt.Tensor.Rows() != want {
-						return struct{}{}, fmt.Errorf("rank %d of %d: %s has %d rows, want %d of the %d", c.Rank(), n, nt.Name, nt.Tensor.Rows(), want, total)
+						return 0, fmt.Errorf("rank %d of %d: %s has %d rows, want %d of the %d", c.Rank(), n, nt.Name, nt.Tensor.Rows(), want, total)
 					}
 					if nt.Name != table {
 						continue
@@ -182,16 +190,21 @@ func TestShardedModelHoldsItsRows(t *testing.T) {
 					for k := range want {
 						id := k*n + c.Rank()
 						if !slices.Equal(h[k*d:(k+1)*d], full[table][id*d:(id+1)*d]) {
-							return struct{}{}, fmt.Errorf("rank %d: %s local row %d is not row %d of the full table", c.Rank(), table, k, id)
+							return 0, fmt.Errorf("rank %d: %s local row %d is not row %d of the full table", c.Rank(), table, k, id)
 						}
 					}
+					bytes += 4 * int64(nt.Tensor.Len())
 				}
 			}
-			return struct{}{}, nil
+			return bytes, nil
 		})
+		var all int64
 		for r, err := range errs {
 			require.NoError(t, err, "rank %d of %d", r, n)
+			all += tableBytes[r]
+			assert.LessOrEqual(t, tableBytes[r], shardEst.Embeddings+3*8*4, "rank %d of %d: at most a row per table above 1/N", r, n)
 		}
+		require.Equal(t, est.Embeddings, all, "the ranks' tables together are the tables, once")
 	}
 }
 

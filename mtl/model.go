@@ -144,7 +144,7 @@ func newModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int, sh
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAllocatable(s, cfg, dev, maxBatch); err != nil {
+	if err := checkAllocatable(s, cfg, dev, maxBatch, shard); err != nil {
 		return nil, err
 	}
 	cfg.Tasks = taskTargets(tasks)

@@ -928,12 +928,16 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 
 	var m *mtl.Model
 	var state *mtl.TrainState
+	rowRanks := 1 // the ranks the tables are sharded among
+	if a.embeddingSharding == mtl.ShardRow {
+		rowRanks = ranks
+	}
 	if a.loadPath != "" {
 		cs, ccfg, err := mtl.ReadCheckpointModel(a.loadPath)
 		if err != nil {
 			return err
 		}
-		if err := checkMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+		if err := checkRankMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
 			return err
 		}
 		if a.embeddingSharding == mtl.ShardRow {
@@ -960,7 +964,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := a.applyTasks(s); err != nil {
 			return err
 		}
-		if err := checkMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+		if err := checkRankMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
 			return err
 		}
 		if a.embeddingSharding == mtl.ShardRow {
