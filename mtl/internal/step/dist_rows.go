@@ -20,7 +20,6 @@ import (
 type rowState struct {
 	comm    dist.Comm
 	n, rank int
-	global  []int // per table: its rows (the vocabulary)
 	local   []int // per table: the rows this rank holds
 	dims    []int
 	// flat is the fused allreduce of a step: the dense gradients in
@@ -105,7 +104,7 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		if got, want := tab.W.Rows(), sh.Rows(tab.Rows); got != want {
 			return fmt.Errorf("mtl: table %q holds %d rows, rank %d of %d must hold %d: build the model sharded by rows", tab.Name, got, rank, n, want)
 		}
-		r.global, r.local, r.dims = append(r.global, tab.Rows), append(r.local, tab.W.Rows()), append(r.dims, tab.Dim)
+		r.local, r.dims = append(r.local, tab.W.Rows()), append(r.dims, tab.Dim)
 		r.merged[t] = &kernels.SparseGrad{}
 	}
 	for _, p := range e.spec.Params {
