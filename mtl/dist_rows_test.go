@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -275,4 +276,66 @@ func TestRowShardedCommBytes(t *testing.T) {
 		require.NoError(t, errs[r], "rank %d", r)
 		require.Equal(t, got[r][1], got[r][0], "rank %d's bytes received", r)
 	}
+}
+
+// TestRowShardedPredictWithJoiningRanks: with the tables sharded by rows,
+// a rank without a batch joins the others' Loss and Predict
+// (Model.JoinLookup), and they get the bits one process gets on their
+// batches; Loss (the validation loss) includes the L2 term of the dense
+// parameters, in both modes (a distributed model left it out once: the
+// training step adds it after the ranks' sum).
+func TestRowShardedPredictWithJoiningRanks(t *testing.T) {
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		t.Run(sharding, func(t *testing.T) { testPredictWithJoiningRanks(t, sharding) })
+	}
+}
+
+func testPredictWithJoiningRanks(t *testing.T, sharding string) {
+	cfg := gradConfig("ple")
+	rng := rand.New(rand.NewPCG(3, 4))
+	b := gradBatch(rng, 37)
+	one, err := NewModel(gradSchema(), cfg, testDev(), 64)
+	require.NoError(t, err)
+	defer one.Release()
+	want := make([][]float32, len(one.tasks))
+	for i := range want {
+		want[i] = make([]float32, b.Rows)
+	}
+	require.NoError(t, one.Predict(b, want))
+	wantLoss, err := one.Loss(b)
+	require.NoError(t, err)
+	const n, asker = 3, 1
+	got, errs := runRanks(n, func(c dist.Comm) ([][]float32, error) {
+		m, err := newTestModel(cfg, c, sharding)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Release()
+		if c.Rank() != asker {
+			for range 2 {
+				if err := m.JoinLookup(); err != nil {
+					return nil, err
+				}
+			}
+			return nil, nil
+		}
+		// Both calls before any check: the others wait in two lookups.
+		st, lossErr := m.Loss(b)
+		out := make([][]float32, len(m.tasks))
+		for i := range out {
+			out[i] = make([]float32, b.Rows)
+		}
+		err = m.Predict(b, out)
+		if lossErr != nil {
+			return nil, lossErr
+		}
+		if st.Loss != wantLoss.Loss {
+			return nil, fmt.Errorf("loss %v, one process %v", st.Loss, wantLoss.Loss)
+		}
+		return out, err
+	})
+	for r := range n {
+		require.NoError(t, errs[r], "rank %d", r)
+	}
+	require.Equal(t, want, got[asker])
 }

@@ -261,10 +261,18 @@ func hostParamsOf(m *Model) map[string][]float32 {
 // TestDistributedInitOutputBias: on N ranks, InitOutputBias calibrates the
 // heads on the ranks' first batches together, giving the bits one process
 // gets from their concatenation (the rows are gathered in rank order, the
-// order of the global batch), on every rank, also when a rank has no rows.
+// order of the global batch), on every rank, also when a rank has no rows
+// (with the tables sharded by rows, that rank serves the others' lookups).
 func TestDistributedInitOutputBias(t *testing.T) {
-	for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
-		t.Run(fmt.Sprint(rows), func(t *testing.T) {
+	for _, tc := range []struct {
+		rows     []int
+		sharding string
+	}{
+		{[]int{20, 23}, ShardReplicate}, {[]int{7, 0, 30}, ShardReplicate}, {[]int{0, 12}, ShardReplicate},
+		{[]int{20, 23}, ShardRow}, {[]int{7, 0, 30}, ShardRow}, {[]int{0, 12}, ShardRow},
+	} {
+		rows := tc.rows
+		t.Run(fmt.Sprint(tc.sharding, rows), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
 			n := len(rows)
 			rng := rand.New(rand.NewPCG(5, 6))
@@ -279,14 +287,11 @@ func TestDistributedInitOutputBias(t *testing.T) {
 			require.NoError(t, err)
 			want := hostParamsOf(one)
 			got, errs := runRanks(n, func(c dist.Comm) (map[string][]float32, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				m, err := newTestModel(cfg, c, tc.sharding)
 				if err != nil {
 					return nil, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return nil, err
-				}
 				b := parts[c.Rank()]
 				if b.Rows == 0 {
 					b = &loader.Batch{}
@@ -294,7 +299,7 @@ func TestDistributedInitOutputBias(t *testing.T) {
 				if _, err := m.initOutputBias(b); err != nil {
 					return nil, err
 				}
-				return hostParamsOf(m), nil
+				return allTables(m)
 			})
 			for r := range n {
 				require.NoError(t, errs[r], "rank %d", r)

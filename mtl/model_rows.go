@@ -198,3 +198,10 @@ func keepRows(v []float32, rows, dim int, shard layers.RowShard) []float32 {
 	}
 	return out
 }
+
+// JoinLookup takes part, without a batch, in the collective lookup that
+// the other ranks of a row-sharded job make in a TrainStep's
+// InitOutputBias, Loss or Predict of their batches (an evaluation whose
+// ranks run out of batches at different steps): it serves their rows. A
+// model whose tables are not sharded has nothing to do.
+func (m *Model) JoinLookup() error { return m.exec.JoinLookup() }
