@@ -241,12 +241,12 @@ func TestRowShardedCommBytes(t *testing.T) {
 	// it asks rank 1 (odd ids) for item 3, 5, tags 1, user 1: 4 rows.
 	// Rank 1's: item {6, 1, 8, 9}, tags {3}, user {2, 4}; it asks rank 0
 	// for item 6, 8, user 2, 4: 4 rows. So each rank receives, besides the
-	// allreduces: 1 count (4 bytes), the other's header (failure flag and 3
-	// counts) and 4 ids (4*(1+3+4) bytes), 4 rows of 8 floats (every table
-	// of this schema is 8 wide) in the forward pass (its own asks) and 4
-	// in the backward pass (the other's asks): 4 + 32 + 128 + 128 = 292
-	// bytes.
-	const sparse = 4 + 4*(1+3+4) + 4*4*8 + 4*4*8
+	// allreduce: 1 count (4 bytes), the other's header (failure flag, rows
+	// and 3 counts) and 4 ids (4*(2+3+4) bytes), 4 rows of 8 floats (every
+	// table of this schema is 8 wide) in the forward pass (its own asks)
+	// and 4 in the backward pass (the other's asks): 4 + 36 + 128 + 128 =
+	// 296 bytes.
+	const sparse = 4 + 4*(2+3+4) + 4*4*8 + 4*4*8
 	cfg := gradConfig("mlp")
 	cfg.InitOutputBias = false
 	got, errs := runRanks(2, func(c dist.Comm) ([2]int64, error) {
@@ -266,10 +266,10 @@ func TestRowShardedCommBytes(t *testing.T) {
 		if _, err := m.TrainStep(parts[c.Rank()]); err != nil {
 			return [2]int64{}, err
 		}
-		// The row count's allreduce (1 float) and the fused one (the dense
-		// gradients, 3 task losses, the regularisation term and the
-		// failure flag): each moves (N-1)/N of its buffer twice.
-		allreduces := int64(4*1) + int64(4*(dense+3+2))
+		// The fused allreduce (the dense gradients, 3 task losses, the
+		// regularisation term and the failure flag) moves (N-1)/N of its
+		// buffer twice; the step's rows came with the headers.
+		allreduces := int64(4 * (dense + 3 + 2))
 		return [2]int64{m.CommBytes(), allreduces + sparse}, nil
 	})
 	for r := range 2 {

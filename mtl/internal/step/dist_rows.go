@@ -38,6 +38,11 @@ type rowState struct {
 	// bytes the lookups of the current step received (added to the
 	// step's count by rowStep)
 	stepBytes int64
+	// global is the rows of the last lookup's batches over all ranks (the
+	// headers carry each rank's); inStep makes a lookup divide the
+	// training workspace's losses by it (Workspace.lossRows).
+	global int
+	inStep bool
 }
 
 // rowLookup is a workspace's state of its last lookup in a row-sharded job.
@@ -45,8 +50,9 @@ type rowLookup struct {
 	tables []rowTable
 	lk     []*kernels.Tensor // per table: the fetched rows, for InputWS.SetTables
 	// The id exchange: the ids this rank asked of each owner (per owner
-	// j: the header [failed, count of table 0, ...], then the ids, table
-	// after table), and those the others asked of this rank.
+	// j: the header [failed, the batch's rows, count of table 0, ...],
+	// then the ids, table after table), and those the others asked of
+	// this rank.
 	sendIDs, recvIDs       []int32
 	sendCounts, recvCounts []int
 	// askRows[j], giveRows[j]: the floats of the rows this rank receives
@@ -137,7 +143,7 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		}
 	}
 	e.rows = r
-	e.dist = &distState{comm: c, one: make([]float32, 1), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+	e.dist = &distState{comm: c, regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
 	e.upd.merged = r.merged
 	return nil
 }
@@ -193,6 +199,10 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		ws.lookup = lk
 	}
 	failed := feedErr != nil && !errors.Is(feedErr, errEmptyBatch)
+	rows := 0
+	if data != nil {
+		rows = data.Rows
+	}
 	var err error
 	for t := range lk.tables {
 		tb := &lk.tables[t]
@@ -212,7 +222,7 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		if failed {
 			flag = 1
 		}
-		lk.sendIDs = append(lk.sendIDs, flag)
+		lk.sendIDs = append(lk.sendIDs, flag, int32(rows))
 		for t := range lk.tables {
 			lk.sendIDs = append(lk.sendIDs, int32(lk.tables[t].counts[j]))
 		}
@@ -232,21 +242,24 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		return nil, err
 	}
 	r.stepBytes += 4 * int64(sum(lk.recvCounts)-lk.recvCounts[r.rank])
-	// What each rank asked of this one; the failures.
+	// What each rank asked of this one; the failures; the rows.
+	const hdr = 2 // the failure flag and the rows, then the counts
 	fails := 0
 	at := 0
+	r.global = 0
 	var badID error
 	for j := range n {
 		part := lk.recvIDs[at : at+lk.recvCounts[j]]
 		at += lk.recvCounts[j]
-		if len(part) < 1+nt {
-			return nil, fmt.Errorf("mtl: row lookup: rank %d sent %d ids, fewer than the header's %d", j, len(part), 1+nt)
+		if len(part) < hdr+nt {
+			return nil, fmt.Errorf("mtl: row lookup: rank %d sent %d ids, fewer than the header's %d", j, len(part), hdr+nt)
 		}
 		fails += int(part[0])
-		ids := part[1+nt:]
+		r.global += int(part[1])
+		ids := part[hdr+nt:]
 		lk.giveRows[j] = 0
 		for t := range lk.tables {
-			c := int(part[1+t])
+			c := int(part[hdr+t])
 			tb := &lk.tables[t]
 			tb.in[j] = ids[:c]
 			ids = ids[c:]
@@ -257,6 +270,10 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 				}
 			}
 		}
+	}
+	if r.inStep && ws == ws.e.train {
+		// the losses of the step are divided by its rows over all ranks
+		ws.lossRows = r.global
 	}
 	if fails > 0 {
 		lf := &lookupFailure{fails: fails, n: n}
@@ -370,33 +387,22 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	if b != nil {
 		rows = b.Rows
 	}
-	d.one[0] = float32(rows)
-	if err := d.comm.AllreduceSum(d.one); err != nil {
-		return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, err)
-	}
-	d.bytes += allreduceBytes(1, n)
-	global := int(d.one[0])
-	if global > maxGlobalRows {
-		return Stats{}, fmt.Errorf("mtl: step %d: %d rows over all ranks: at most %d per step", e.step, global, maxGlobalRows)
-	}
-	if global == 0 {
-		return Stats{}, fmt.Errorf("mtl: step %d: no rank has rows", e.step)
-	}
-	d.globalRows = global
-
+	// The step's rows over all ranks come with the lookup's headers
+	// (rowState.global), before the losses need them: no allreduce of
+	// their own, unlike the replicated step.
 	r.stepBytes = 0
+	r.inStep = true
 	var passErr error
 	if rows > 0 {
 		mode := layers.Mode{Train: true, Seed: layers.MixSeed(e.dropoutSeed(), uint64(r.rank))}
-		ws.lossRows = global
 		passErr = ws.LossPass(b, mode, true)
-		ws.lossRows = 0
 	} else {
 		_, passErr = r.lookup(ws, nil, errEmptyBatch)
 		if errors.Is(passErr, errEmptyBatch) {
 			passErr = nil
 		}
 	}
+	r.inStep, ws.lossRows = false, 0
 	d.bytes += r.stepBytes
 	if lf := (*lookupFailure)(nil); errors.As(passErr, &lf) {
 		// Every rank saw the failure in the lookup's headers: no rows
@@ -406,6 +412,10 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 		}
 		return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, lf)
 	}
+	if r.global == 0 {
+		return Stats{}, fmt.Errorf("mtl: step %d: no rank has rows", e.step)
+	}
+	d.globalRows = r.global
 	flat, nd, nTasks := r.flat, r.nd, len(e.spec.Tasks)
 	fail := nd + nTasks + 1
 	clear(flat)
