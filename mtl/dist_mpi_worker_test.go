@@ -29,7 +29,7 @@ func TestMPITrainWorker(t *testing.T) {
 		}
 		fmt.Fprintln(h, d)
 		// The same case with the tables sharded by rows.
-		if d, err = tc.rowExact(c); err != nil {
+		if d, err = tc.check(c, ShardRow); err != nil {
 			t.Fatalf("%v, tables sharded by rows: %v", tc, err)
 		}
 		fmt.Fprintln(h, d)

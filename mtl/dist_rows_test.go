@@ -1,11 +1,7 @@
 package mtl
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"maps"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -58,73 +54,6 @@ func allTables(m *Model) (map[string][]float32, error) {
 	return out, nil
 }
 
-// rowExact is one rank's side of a row-sharding exactness case: the
-// parts of the same global batches trained by one process, by the job
-// with replicated tables and by the job with tables sharded by rows. The
-// sharded job's parameters and optimizer state (its tables put together)
-// must be within 1e-5 relative of one process's, and the same bits as the
-// replicated job's: the owners add an id's gradient rows in rank order,
-// the order of the replicated merge. It returns the digest of the
-// parameters and losses, the same on every rank.
-func (c exactCase) rowExact(comm dist.Comm) (string, error) {
-	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
-	if err != nil {
-		return "", err
-	}
-	defer one.Release()
-	rank := comm.Rank()
-	rep, err := NewModel(gradSchema(), cfg, testDev(), 128)
-	if err != nil {
-		return "", err
-	}
-	defer rep.Release()
-	if err := rep.setComm(comm); err != nil {
-		return "", err
-	}
-	row, err := NewShardedModel(gradSchema(), cfg, testDev(), 128, comm)
-	if err != nil {
-		return "", err
-	}
-	defer row.Release()
-	h := sha256.New()
-	for s := range exactSteps {
-		b := parts[s][rank]
-		if b.Rows == 0 {
-			b = &loader.Batch{}
-		}
-		want, err := rep.TrainStep(b)
-		if err != nil {
-			return "", fmt.Errorf("rank %d, step %d, replicated: %w", rank, s, err)
-		}
-		got, err := row.TrainStep(b)
-		if err != nil {
-			return "", fmt.Errorf("rank %d, step %d, row-sharded: %w", rank, s, err)
-		}
-		if got.Loss != want.Loss {
-			return "", fmt.Errorf("rank %d, step %d: loss %v, replicated %v", rank, s, got.Loss, want.Loss)
-		}
-		if d := math.Abs(got.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
-			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, got.Loss, wantLoss[s])
-		}
-		binary.Write(h, binary.LittleEndian, got.Loss)
-	}
-	got, err := allTables(row)
-	if err != nil {
-		return "", err
-	}
-	want, repl := hostParamsOf(one), hostParamsOf(rep)
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
-			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
-		}
-		if !slices.Equal(repl[name], got[name]) {
-			return "", fmt.Errorf("rank %d: %s: not the bits of the replicated tables' job", rank, name)
-		}
-		binary.Write(h, binary.LittleEndian, got[name])
-	}
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
-}
-
 // TestRowShardedStepMatchesOneProcess: with the tables sharded by rows, N
 // ranks reach one process's parameters and optimizer state within 1e-5
 // relative after 50 steps (uneven batches, a rank without rows in the
@@ -135,7 +64,7 @@ func TestRowShardedStepMatchesOneProcess(t *testing.T) {
 	for _, c := range exactCases {
 		for _, n := range []int{1, 2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				digests, errs := runRanks(n, c.rowExact)
+				digests, errs := runRanks(n, func(comm dist.Comm) (string, error) { return c.check(comm, ShardRow) })
 				for r := range n {
 					require.NoError(t, errs[r], "rank %d", r)
 					require.Equal(t, digests[0], digests[r], "rank %d's parameters and losses differ from rank 0's", r)

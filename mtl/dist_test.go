@@ -121,50 +121,6 @@ func (c exactCase) reference(n int) (Config, [][]*loader.Batch, *Model, []float6
 	return cfg, parts, one, wantLoss, nil
 }
 
-// run is one rank's side of the case on comm: it trains the one-process
-// reference itself, then its rank's part, checks that its parameters and
-// losses are within 1e-5 relative of the reference's, and returns the
-// digest of its parameters and losses (the same on every rank).
-func (c exactCase) run(comm dist.Comm) (string, error) {
-	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
-	if err != nil {
-		return "", err
-	}
-	defer one.Release()
-	rank := comm.Rank()
-	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
-	if err != nil {
-		return "", err
-	}
-	defer m.Release()
-	if err := m.setComm(comm); err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	for s := range exactSteps {
-		b := parts[s][rank]
-		if b.Rows == 0 {
-			b = &loader.Batch{}
-		}
-		st, err := m.TrainStep(b)
-		if err != nil {
-			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
-		}
-		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
-			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
-		}
-		binary.Write(h, binary.LittleEndian, st.Loss)
-	}
-	want, got := hostParamsOf(one), hostParamsOf(m)
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
-			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
-		}
-		binary.Write(h, binary.LittleEndian, got[name])
-	}
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
-}
-
 // newTestModel is a gradSchema model of cfg for batches of 128 rows, one
 // rank of comm with its tables replicated or sharded by rows.
 func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
@@ -180,6 +136,81 @@ func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// run is one rank's side of the case on comm with replicated tables:
+// check(comm, ShardReplicate).
+func (c exactCase) run(comm dist.Comm) (string, error) { return c.check(comm, ShardReplicate) }
+
+// check is one rank's side of the case on comm: it trains the one-process
+// reference itself, then its rank's part with the tables replicated, checks
+// that the parameters and losses are within 1e-5 relative of the
+// reference's, and returns the digest of its parameters and losses (the
+// same on every rank). With sharding ShardRow it also trains its part with
+// the tables sharded by rows, whose losses, parameters and optimizer state
+// (the tables put together from all ranks) must be the replicated job's
+// bits: the owners add an id's gradient rows in rank order, the order of
+// the replicated merge.
+func (c exactCase) check(comm dist.Comm, sharding string) (string, error) {
+	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
+	if err != nil {
+		return "", err
+	}
+	defer one.Release()
+	rank := comm.Rank()
+	m, err := newTestModel(cfg, comm, ShardReplicate)
+	if err != nil {
+		return "", err
+	}
+	defer m.Release()
+	var row *Model
+	if sharding == ShardRow {
+		if row, err = newTestModel(cfg, comm, ShardRow); err != nil {
+			return "", err
+		}
+		defer row.Release()
+	}
+	h := sha256.New()
+	for s := range exactSteps {
+		b := parts[s][rank]
+		if b.Rows == 0 {
+			b = &loader.Batch{}
+		}
+		st, err := m.TrainStep(b)
+		if err != nil {
+			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
+		}
+		if row != nil {
+			rst, err := row.TrainStep(b)
+			if err != nil {
+				return "", fmt.Errorf("rank %d, step %d, tables sharded by rows: %w", rank, s, err)
+			}
+			if rst.Loss != st.Loss {
+				return "", fmt.Errorf("rank %d, step %d: loss %v with the tables sharded by rows, %v replicated", rank, s, rst.Loss, st.Loss)
+			}
+		}
+		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
+			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
+		}
+		binary.Write(h, binary.LittleEndian, st.Loss)
+	}
+	want, got := hostParamsOf(one), hostParamsOf(m)
+	var sharded map[string][]float32
+	if row != nil {
+		if sharded, err = allTables(row); err != nil {
+			return "", err
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
+			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
+		}
+		if row != nil && !slices.Equal(got[name], sharded[name]) {
+			return "", fmt.Errorf("rank %d: %s: with the tables sharded by rows, not the bits of the replicated tables' job", rank, name)
+		}
+		binary.Write(h, binary.LittleEndian, got[name])
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
 }
 
 // runRanks runs f on every rank of a dist.LocalGroup of n and returns
