@@ -13,7 +13,7 @@ DEMO_OUT  := demo-out
 # the mpi tag) and training reports. `make nocgo` checks it; `make test` runs it.
 PURE_GO_PKGS := ./schema/... ./loader/... ./preprocess/... ./mtl/safetensors/... ./mtl/metrics/... ./dist/... ./internal/mpitest/... ./report/...
 
-.PHONY: all setup build test test-short nocgo vet demo bench fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
+.PHONY: all setup build test test-short nocgo vet demo bench bench-ceiling fuzz cuda cuda-check cuda-emu test-emulated-gpu setup-emu proto clean
 
 all: build
 
@@ -44,7 +44,7 @@ test: setup vet nocgo
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
 	# the in-process ranks of dist.LocalGroup (one goroutine per rank), and distributed training on them
 	$(GO) test -race -count=1 -timeout 5m -run 'LocalGroup|AgreeOnLayout' ./dist/
-	$(GO) test -race -count=1 -timeout 10m -run 'TestDistributed|TestFitDistributed|TestRowSharded|TestFitRowSharded' ./mtl/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestDistributed|TestFitDistributed|TestPlannedRows|TestRowSharded|TestFitRowSharded' ./mtl/
 	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
 	$(MAKE) test-emulated-gpu
 
@@ -65,6 +65,11 @@ demo: build
 
 bench: build
 	scripts/bench.sh
+
+# The training step against the GEMM ceiling at the models' shapes
+# (docs/PERFORMANCE.md, "Training step against the GEMM ceiling").
+bench-ceiling: setup
+	scripts/step-ceiling.sh
 
 fuzz: setup
 	scripts/fuzz.sh

@@ -38,6 +38,17 @@ type Partition struct {
 // misconfiguration (write the data with smaller row groups, or start fewer
 // ranks).
 func NewPartition(rows [][]int64, size int) (Partition, error) {
+	return partition(rows, size, false)
+}
+
+// NewEvalPartition is NewPartition for a pass that must read every row
+// once however few the row groups (an evaluation): a rank may get no rows,
+// and then joins the pass's steps with empty batches.
+func NewEvalPartition(rows [][]int64, size int) (Partition, error) {
+	return partition(rows, size, true)
+}
+
+func partition(rows [][]int64, size int, allowEmpty bool) (Partition, error) {
 	if size < 1 {
 		return Partition{}, fmt.Errorf("dist: partition among %d ranks", size)
 	}
@@ -58,7 +69,7 @@ func NewPartition(rows [][]int64, size int) (Partition, error) {
 			groups = append(groups, group{loader.RowGroupID{File: f, RowGroup: g}, n})
 		}
 	}
-	if nonEmpty < size {
+	if nonEmpty < size && !allowEmpty {
 		return Partition{}, fmt.Errorf("dist: the dataset has %d row groups with rows, fewer than the %d ranks: every rank needs one (write the data with smaller row groups, or start fewer ranks)", nonEmpty, size)
 	}
 	// groups is in dataset order; the stable sort keeps it among equals.
@@ -107,6 +118,25 @@ func (p Partition) StepsPerEpoch(batch int, dropLast bool) (int, error) {
 		steps = max(steps, s)
 	}
 	return int(steps), nil
+}
+
+// BatchRows is the rows of rank's batch at step (0-based) of an epoch with
+// batches of batch rows per rank: batch until the rank's part runs short,
+// then the rest of it (none when dropLast), then 0. It is what a loader
+// epoch over the part gives when every batch but the last is full, which
+// loader.Iterator guarantees; so every rank knows every rank's rows of
+// every step without asking them.
+func (p Partition) BatchRows(rank, step, batch int, dropLast bool) int {
+	left := p.Rows[rank] - int64(step)*int64(batch)
+	switch {
+	case left <= 0:
+		return 0
+	case left >= int64(batch):
+		return batch
+	case dropLast:
+		return 0
+	}
+	return int(left)
 }
 
 // AgreeOnLayout checks that every rank sees the same dataset: the same file

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -312,6 +313,57 @@ func TestPartitionReadsEveryRowOnce(t *testing.T) {
 		}
 		if len(union) != int(from) {
 			t.Fatalf("%d ranks: %d rows read, want %d", size, len(union), from)
+		}
+	}
+}
+
+// TestNewEvalPartition: an evaluation's partition gives ranks beyond the
+// row groups an empty part instead of refusing, and is NewPartition's
+// otherwise.
+func TestNewEvalPartition(t *testing.T) {
+	p, err := NewEvalPartition([][]int64{{100, 10}, {0}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [][]loader.RowGroupID{rg(0, 0), rg(0, 1), rg(1, 0), nil}; !reflect.DeepEqual(p.Parts, want) {
+		t.Errorf("parts %v, want %v", p.Parts, want)
+	}
+	if want := []int64{100, 10, 0, 0}; !slices.Equal(p.Rows, want) {
+		t.Errorf("rows %v, want %v", p.Rows, want)
+	}
+	rows := [][]int64{{100, 10, 10}, {50}, {30, 30, 5}}
+	for size := 1; size <= 3; size++ {
+		want, err := NewPartition(rows, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := NewEvalPartition(rows, size)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%d ranks: %v, %v; NewPartition %v", size, got, err, want)
+		}
+	}
+	if _, err := NewEvalPartition(rows, 0); err == nil {
+		t.Error("0 ranks: no error")
+	}
+}
+
+// TestBatchRows: each rank's rows of each step with full batches but the
+// last, worked out by hand for parts of 100, 64 and 0 rows, batch 32.
+func TestBatchRows(t *testing.T) {
+	p := Partition{Rows: []int64{100, 64, 0}}
+	for _, tt := range []struct {
+		dropLast bool
+		want     [][]int // [step][rank]
+	}{
+		{false, [][]int{{32, 32, 0}, {32, 32, 0}, {32, 0, 0}, {4, 0, 0}, {0, 0, 0}}},
+		{true, [][]int{{32, 32, 0}, {32, 32, 0}, {32, 0, 0}, {0, 0, 0}, {0, 0, 0}}},
+	} {
+		for s, ranks := range tt.want {
+			for r, want := range ranks {
+				if got := p.BatchRows(r, s, 32, tt.dropLast); got != want {
+					t.Errorf("step %d, rank %d, dropLast %v: %d rows, want %d", s, r, tt.dropLast, got, want)
+				}
+			}
 		}
 	}
 }

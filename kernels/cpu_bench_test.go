@@ -230,6 +230,7 @@ func BenchmarkElementwise(b *testing.B) {
 		c := NewCPU(th)
 		x, y := benchTensor(c, e, rows, d), benchTensor(c, e, rows, d)
 		bias := benchTensor(c, e, d)
+		xShard, yShard, biasShard := x.View(0, 256, d), y.View(0, 256, d), bias.View(0, d)
 		w := benchTensor(c, rows, e)
 		out := c.Alloc(Float32, rows, d)
 		experts := make([]*Tensor, e)
@@ -248,6 +249,9 @@ func BenchmarkElementwise(b *testing.B) {
 			{"BiasActReLU", func() { c.BiasAct(x, bias, e, ReLU) }},
 			{"ActBackward", func() { c.ActBackward(y, x, ReLU) }},
 			{"BiasGrad", func() { c.BiasGrad(y, bias, e, false) }},
+			{"ActBiasGradReLU", func() { c.ActBiasGrad(y, x, ReLU, bias, e, false) }},
+			// a Dense layer of a 256-row training shard, as a step runs it
+			{"ActBiasGradReLUShard", func() { c.ActBiasGrad(yShard, xShard, ReLU, biasShard, 1, false) }},
 			{"Dropout", func() { c.Dropout(x, y, 0.1, 1) }},
 			{"Axpy", func() { c.Axpy(0.5, x, y) }},
 			{"GateCombine", func() { c.GateCombine(out, w, experts) }},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/mtlrank/mtlrank/kernels"
@@ -320,7 +321,28 @@ type InputWS struct {
 	l2        []*batchBuf // per InputBlock.l2 group
 	train     bool
 	maxRows   int
+
+	// On a kernels.Sharder device the features are gathered as shards, the
+	// largest first (gatherOrder), each on the one-thread device, with
+	// their errors in gatherErr (gatherShards).
+	gatherOrder []int
+	gatherErr   []error
+	gatherFn    func(int)
+	gatherCost  int // the work of one row of the widest feature (gatherShardMinWork)
 }
+
+// Gathering the features as shards costs a join of the device's goroutines
+// (a few microseconds), worth it only for enough rows. The block shards when
+// its widest feature alone has at least gatherShardMinWork of work, in the
+// CPU device's units of about 0.1 ns (kernels/parallel.go: a random table
+// row costs 300 plus its width): the point at which that feature's gather
+// was split over the threads when features were gathered one after the
+// other. Smaller batches, such as serving requests of up to a few hundred
+// rows, gather every feature in the calling goroutine, as before.
+const (
+	gatherShardMinWork = 1 << 17
+	gatherRowRandom    = 300
+)
 
 // NewWorkspace allocates the workspace for batches of up to maxRows rows.
 func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
@@ -329,6 +351,9 @@ func (b *InputBlock) NewWorkspace(maxRows int, train bool) *InputWS {
 		offs:    make([]hdr, len(b.Features)),
 		train:   train,
 		maxRows: maxRows,
+	}
+	if sh, ok := b.dev.(kernels.Sharder); ok && len(b.Features) > 1 {
+		b.planGather(ws, sh.ShardDevice())
 	}
 	if !train {
 		return ws
@@ -442,19 +467,76 @@ func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, err
 		ws.dout.resize(rows)
 	}
 	out := ws.out.t()
+	if ws.gatherFn != nil && rows*ws.gatherCost >= gatherShardMinWork {
+		return out, b.gatherShards(ws)
+	}
 	for i := range b.Features {
-		f := &b.Features[i]
-		if f.Continuous {
-			b.dev.CopyCols(out, f.Col, data.Values[i], 0, 1, false)
-			continue
-		}
-		t := b.Tables[f.Table]
-		err := b.dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
-		if err != nil {
-			return nil, fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
+		if err := b.gather(ws, b.dev, i); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// gather writes feature i of the current batch into its columns of the
+// block's output on dev.
+func (b *InputBlock) gather(ws *InputWS, dev kernels.Device, i int) error {
+	f, data, out := &b.Features[i], ws.data, ws.out.t()
+	if f.Continuous {
+		dev.CopyCols(out, f.Col, data.Values[i], 0, 1, false)
+		return nil
+	}
+	t := b.Tables[f.Table]
+	err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
+	if err != nil {
+		return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
+	}
+	return nil
+}
+
+// planGather sets ws up to gather the features as shards on a
+// kernels.Sharder: one join of the device's goroutines for the whole
+// block instead of one per feature, each feature gathered whole by one
+// goroutine (the same bits: every output element is written by the same
+// loop either way). Features are handed out largest first (a table row
+// read per id, times the ids per row), so that the small ones fill in.
+// Batches too small to pay for the join are gathered serially
+// (gatherShardMinWork).
+func (b *InputBlock) planGather(ws *InputWS, dev kernels.Device) {
+	cost := func(i int) int {
+		f := &b.Features[i]
+		if f.Continuous {
+			return f.Dim
+		}
+		return (f.Dim + gatherRowRandom) * max(1, b.Tables[f.Table].MaxValues)
+	}
+	ws.gatherOrder = make([]int, len(b.Features))
+	ws.gatherCost = 0
+	for i := range ws.gatherOrder {
+		ws.gatherOrder[i] = i
+		ws.gatherCost = max(ws.gatherCost, cost(i))
+	}
+	slices.SortStableFunc(ws.gatherOrder, func(x, y int) int { return cost(y) - cost(x) })
+	ws.gatherErr = make([]error, len(b.Features))
+	ws.gatherFn = func(k int) {
+		i := ws.gatherOrder[k]
+		ws.gatherErr[i] = b.gather(ws, dev, i)
+	}
+}
+
+// gatherShards gathers every feature as a shard and returns the error of
+// the first feature (in feature order) that failed, as the serial loop
+// would.
+func (b *InputBlock) gatherShards(ws *InputWS) error {
+	b.dev.(kernels.Sharder).RunShards(len(b.Features), ws.gatherFn)
+	var first error
+	for i, err := range ws.gatherErr {
+		if err != nil && first == nil {
+			first = err
+		}
+		ws.gatherErr[i] = nil
+	}
+	return first
 }
 
 // checkData validates shapes (a mismatch is a bug in the caller, reported as

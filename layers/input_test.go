@@ -320,3 +320,104 @@ func TestInputBlockZeroAllocs(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// serialDev hides the CPU device's Sharder: the input block then gathers
+// feature after feature, each op splitting its rows over the threads.
+type serialDev struct{ kernels.Device }
+
+// countingSharder is a CPU device that counts its RunShards calls.
+type countingSharder struct {
+	*kernels.CPU
+	runs int
+}
+
+func (d *countingSharder) RunShards(n int, f func(int)) {
+	d.runs++
+	d.CPU.RunShards(n, f)
+}
+
+// shardAlways makes ws gather as shards whatever the batch size (the
+// fixture's batches are far below gatherShardMinWork).
+func shardAlways(ws *InputWS) { ws.gatherCost = gatherShardMinWork }
+
+// Small batches are gathered in the calling goroutine: a join of the
+// device's goroutines would cost more than the gather.
+func TestInputBlockGatherShardsOnlyLargeBatches(t *testing.T) {
+	f := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	dev := &countingSharder{CPU: f.block.dev.(*kernels.CPU)}
+	f.block.dev = dev
+	ws := f.block.NewWorkspace(5, false)
+	require.Less(t, 5*ws.gatherCost, gatherShardMinWork)
+	_, err := f.block.Forward(ws, f.data)
+	require.NoError(t, err)
+	require.Zero(t, dev.runs, "5 rows")
+	shardAlways(ws)
+	_, err = f.block.Forward(ws, f.data)
+	require.NoError(t, err)
+	require.Equal(t, 1, dev.runs, "every feature in one join")
+}
+
+// On a kernels.Sharder the block gathers its features as shards: the same
+// output bits as feature after feature, and the same error (the first
+// failing feature in feature order) when several features hold bad ids.
+func TestInputBlockGatherShards(t *testing.T) {
+	sharded := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	serial := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	serial.block.dev = serialDev{serial.block.dev}
+	wsSharded, wsSerial := sharded.block.NewWorkspace(5, false), serial.block.NewWorkspace(5, false)
+	shardAlways(wsSharded)
+	require.NotNil(t, wsSharded.gatherFn)
+	require.Nil(t, wsSerial.gatherFn)
+	// every feature is handed out, the widest (most ids per row) first
+	require.ElementsMatch(t, []int{0, 1, 2, 3, 4}, wsSharded.gatherOrder)
+	first := sharded.block.Features[wsSharded.gatherOrder[0]]
+	require.Equal(t, "b", first.Name)
+
+	forward := func(f *inputFixture, ws *InputWS) ([]float32, error) {
+		out, err := f.block.Forward(ws, f.data)
+		if err != nil {
+			return nil, err
+		}
+		return host(out), nil
+	}
+	want, err := forward(serial, wsSerial)
+	require.NoError(t, err)
+	got, err := forward(sharded, wsSharded)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	cases := []struct {
+		name string
+		bad  func(f *inputFixture)
+		want string
+	}{
+		{"one feature", func(f *inputFixture) { f.data.IDs[1].I32[9+2] = 20 }, `input "c"`}, // c's ids follow b's 9
+		{"two features, the first in feature order wins", func(f *inputFixture) {
+			f.data.IDs[2].I32[0] = 7
+			f.data.IDs[1].I32[9+2] = 20
+		}, `input "c"`},
+		{"the largest and the last feature", func(f *inputFixture) {
+			f.data.IDs[2].I32[0] = 7
+			f.data.IDs[1].I32[0] = -1
+		}, `input "b"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sharded := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+			serial := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+			serial.block.dev = serialDev{serial.block.dev}
+			tc.bad(sharded)
+			tc.bad(serial)
+			ws := sharded.block.NewWorkspace(5, false)
+			shardAlways(ws)
+			_, errSerial := forward(serial, serial.block.NewWorkspace(5, false))
+			_, errSharded := forward(sharded, ws)
+			require.ErrorContains(t, errSerial, tc.want)
+			require.EqualError(t, errSharded, errSerial.Error())
+			// the error is not kept for the next batch
+			sharded2 := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+			_, err := sharded2.block.Forward(ws, sharded2.data)
+			require.NoError(t, err)
+		})
+	}
+}

@@ -41,6 +41,11 @@ type result struct {
 // shuffling, and file order otherwise. Cancelling ctx stops the iterator
 // (and its prefetch goroutine): Next then returns ctx.Err(). A nil ctx means
 // context.Background(). Close must be called in every case.
+//
+// Every batch of an epoch holds Options.BatchSize rows but the last, which
+// holds the rest (and is dropped with DropLast), in every mode: distributed
+// training computes every rank's rows of a step from it
+// (dist.Partition.BatchRows) instead of asking the ranks.
 func (d *Dataset) Epoch(ctx context.Context, epoch int) *Iterator {
 	if ctx == nil {
 		ctx = context.Background()

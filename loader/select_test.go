@@ -108,3 +108,55 @@ func TestSelectErrors(t *testing.T) {
 	require.Empty(t, rids)
 	require.Zero(t, none.Rows())
 }
+
+// TestBatchesFullButLast: every batch of an epoch holds BatchSize rows but
+// the last (dropped with DropLast), whatever the shuffle, the row groups
+// and the selection; distributed training computes every rank's rows of a
+// step from it (dist.Partition.BatchRows). An empty selection has no batch.
+func TestBatchesFullButLast(t *testing.T) {
+	dir := writeTestDataset(t, []int{300, 250, 37}, 64)
+	for _, c := range []struct {
+		shuffle  bool
+		buffer   int
+		batch    int
+		dropLast bool
+	}{
+		{false, 0, 48, false}, {false, 0, 48, true}, {false, 0, 1000, false},
+		{true, 100, 48, false}, {true, 0, 50, false}, {true, NoRowShuffle, 48, false},
+		{true, 100, 48, true}, {true, 1 << 20, 7, false},
+	} {
+		opt := DefaultOptions()
+		opt.BatchSize, opt.DropLast, opt.Shuffle, opt.ShuffleBuffer, opt.Seed = c.batch, c.dropLast, c.shuffle, c.buffer, 5
+		d, err := Open(dir, testSchema(), opt)
+		require.NoError(t, err)
+		var odd []RowGroupID
+		for f, rgs := range d.RowGroupRows() {
+			for g := range rgs {
+				if (f+g)%2 == 1 {
+					odd = append(odd, RowGroupID{File: f, RowGroup: g})
+				}
+			}
+		}
+		part, err := d.Select(odd)
+		require.NoError(t, err)
+		for _, ds := range []*Dataset{d, part} {
+			sizes, _ := readAll(t, ds, 1)
+			rows := int(ds.Rows())
+			var want []int
+			for ; rows >= c.batch; rows -= c.batch {
+				want = append(want, c.batch)
+			}
+			if rows > 0 && !c.dropLast {
+				want = append(want, rows)
+			}
+			require.Equal(t, want, sizes, "%+v, %d rows", c, ds.Rows())
+		}
+	}
+	d, err := Open(dir, testSchema(), DefaultOptions())
+	require.NoError(t, err)
+	none, err := d.Select(nil)
+	require.NoError(t, err)
+	require.Zero(t, none.Rows())
+	sizes, _ := readAll(t, none, 0)
+	require.Empty(t, sizes)
+}

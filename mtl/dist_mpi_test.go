@@ -13,12 +13,14 @@ const (
 	mpiTrainWorkerMark = "mtl-mpi-train-ok"
 )
 
-// TestMPITrain runs the exactness cases of TestDistributedStepMatchesOneProcess
-// and TestRowShardedStepMatchesOneProcess under mpirun with 1, 2 and 3 ranks on loopback (TestMPITrainWorker, built
-// with -tags mpi): every rank checks its parameters and losses against the
-// one-process run it computes itself, and all ranks' digests agree. It
-// skips without mpirun or Open MPI's development files (make setup
-// installs them).
+// TestMPITrain runs the exactness cases of
+// TestDistributedStepMatchesOneProcess and
+// TestRowShardedStepMatchesOneProcess and the partitioned evaluation of
+// TestDistributedEvaluate under mpirun with 1, 2 and 3 ranks on loopback
+// (TestMPITrainWorker, built with -tags mpi): every rank checks its
+// parameters, losses and evaluation metrics against the one-process run it
+// computes itself, and all ranks' digests agree. It skips without mpirun or
+// Open MPI's development files (make setup installs them).
 func TestMPITrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: building the -tags mpi test binary takes a while")

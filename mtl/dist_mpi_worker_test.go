@@ -12,7 +12,8 @@ import (
 )
 
 // TestMPITrainWorker is one rank of TestMPITrain's mpirun jobs: the
-// exactness cases on MPI, with replicated tables and sharded by rows.
+// exactness cases on MPI, with replicated tables and sharded by rows, and
+// the partitioned evaluation.
 func TestMPITrainWorker(t *testing.T) {
 	if os.Getenv(mpiTrainWorkerEnv) == "" {
 		t.Skip("one rank of TestMPITrain's mpirun jobs; runs under mpirun only")
@@ -34,6 +35,17 @@ func TestMPITrainWorker(t *testing.T) {
 		}
 		fmt.Fprintln(h, d)
 	}
+	// The partitioned evaluation (TestDistributedEvaluate's datasets, which
+	// every rank writes for itself: the same files).
+	var dirs []string
+	for i, d := range evalDatasets {
+		dirs = append(dirs, writeGradData(t, uint64(i+1), d.files))
+	}
+	d, err := evalCase(c, dirs)
+	if err != nil {
+		t.Fatalf("evaluation: %v", err)
+	}
+	fmt.Fprintln(h, d)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -335,6 +335,21 @@ func (m *Model) OptimizerState() []NamedTensor {
 	return out
 }
 
+// gateNames lists the model's gates, known without a batch (unlike their
+// weights): from a body workspace of one row, made for the purpose.
+func (m *Model) gateNames() []string {
+	if m.body == nil {
+		return nil
+	}
+	ws := m.body.newWS(1, false)
+	defer ws.release()
+	var names []string
+	for _, g := range ws.gates() {
+		names = append(names, g.name)
+	}
+	return names
+}
+
 // GateWeights returns, per gate, the mean weight of each expert over the
 // rows of the last forward pass of the model's own workspace (TrainStep,
 // Loss or Predict). Gate names are the task target for MMoE and CGC

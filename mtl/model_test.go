@@ -1,6 +1,7 @@
 package mtl
 
 import (
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -180,39 +181,46 @@ func TestLossTerms(t *testing.T) {
 
 func TestZeroAllocs(t *testing.T) {
 	for _, model := range []string{"mlp", "mmoe", "cgc", "ple", "dcn", "dlrm", "deepfm", "wide_n_deep"} {
-		t.Run(model, func(t *testing.T) {
-			c := gradConfig(model)
-			c.Dropout = 0.1
-			m, err := NewModel(gradSchema(), c, testDev(), 32)
-			require.NoError(t, err)
-			defer m.Release()
-			rng := layers.NewRNG(3)
-			big, small := gradBatch(rng, 32), gradBatch(rng, 7)
-			out := [][]float32{make([]float32, 32), make([]float32, 32), make([]float32, 32)}
-			p := m.NewPredictor(32)
-			defer p.Release()
-			step := func() {
-				for _, b := range []*loader.Batch{big, small} {
-					if _, err := m.TrainStep(b); err != nil {
-						panic(err)
-					}
-				}
-			}
-			step() // sparse-gradient buffers of unbounded lists grow once
-			require.Zero(t, testing.AllocsPerRun(10, step), "TrainStep")
-			require.Zero(t, testing.AllocsPerRun(10, func() {
-				if err := m.Predict(big, out); err != nil {
-					panic(err)
-				}
-				if err := p.Predict(small, out); err != nil {
-					panic(err)
-				}
-				if _, err := m.Loss(small); err != nil {
-					panic(err)
-				}
-			}), "Predict/Loss")
-		})
+		// 2 threads: the gather and the step's jobs run on the device's pool
+		for _, threads := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/threads%d", model, threads), func(t *testing.T) {
+				zeroAllocs(t, model, threads)
+			})
+		}
 	}
+}
+
+func zeroAllocs(t *testing.T, model string, threads int) {
+	c := gradConfig(model)
+	c.Dropout = 0.1
+	m, err := NewModel(gradSchema(), c, kernels.NewCPU(threads), 32)
+	require.NoError(t, err)
+	defer m.Release()
+	rng := layers.NewRNG(3)
+	big, small := gradBatch(rng, 32), gradBatch(rng, 7)
+	out := [][]float32{make([]float32, 32), make([]float32, 32), make([]float32, 32)}
+	p := m.NewPredictor(32)
+	defer p.Release()
+	step := func() {
+		for _, b := range []*loader.Batch{big, small} {
+			if _, err := m.TrainStep(b); err != nil {
+				panic(err)
+			}
+		}
+	}
+	step() // sparse-gradient buffers of unbounded lists grow once
+	require.Zero(t, testing.AllocsPerRun(10, step), "TrainStep")
+	require.Zero(t, testing.AllocsPerRun(10, func() {
+		if err := m.Predict(big, out); err != nil {
+			panic(err)
+		}
+		if err := p.Predict(small, out); err != nil {
+			panic(err)
+		}
+		if _, err := m.Loss(small); err != nil {
+			panic(err)
+		}
+	}), "Predict/Loss")
 }
 
 func TestPredictorsConcurrent(t *testing.T) {

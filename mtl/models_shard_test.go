@@ -225,3 +225,43 @@ func headBatch(b *loader.Batch, rows int) *loader.Batch {
 	}
 	return loader.NewBatch(rows, cols, "head", nil)
 }
+
+// The fused step of a sharded device (each job finishes its gradients and
+// applies its update at once) gives the bits of the two-phase step (every
+// gradient first, then every update): losses, parameters, optimizer state
+// and the gradients the step leaves, for every optimizer.
+func TestFusedStepMatchesTwoPhases(t *testing.T) {
+	rng := layers.NewRNG(43)
+	batches := []*loader.Batch{gradBatch(rng, 3*step.ShardRows+9), gradBatch(rng, step.ShardRows), gradBatch(rng, 5)}
+	for _, model := range []string{"mlp", "mmoe", "ple", "dlrm", "wide_n_deep"} {
+		for _, opt := range []string{"adam", "adagrad", "sgd"} {
+			t.Run(model+"/"+opt, func(t *testing.T) {
+				run := func(fused bool) (losses []float64, state [][]float32) {
+					cfg := detConfig(model) // dropout, L2 terms and LR decay on
+					cfg.Optimizer = opt
+					m, err := NewModel(gradSchema(), cfg, kernels.NewCPU(2), 4*step.ShardRows)
+					require.NoError(t, err)
+					defer m.Release()
+					m.exec.SetFusedStep(fused)
+					losses = trainLosses(t, m, batches, 5)
+					for _, p := range m.Params() {
+						state = append(state, hostT(p.Tensor))
+					}
+					for _, s := range m.OptimizerState() {
+						state = append(state, hostT(s.Tensor))
+					}
+					for i, p := range m.params {
+						if !p.Sparse {
+							state = append(state, hostT(m.exec.Train().Grad(i)))
+						}
+					}
+					return losses, state
+				}
+				l2, s2 := run(false)
+				l1, s1 := run(true)
+				require.Equal(t, l2, l1, "losses")
+				require.Equal(t, s2, s1, "parameters, optimizer state, gradients")
+			})
+		}
+	}
+}

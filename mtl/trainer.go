@@ -52,7 +52,8 @@ type TrainerOptions struct {
 	Epochs int
 	// StepsPerEpoch limits the batches of an epoch (0: the whole dataset).
 	StepsPerEpoch int
-	// ValidationSteps limits the validation batches per epoch (0: all).
+	// ValidationSteps limits the validation batches per epoch (0: all); in
+	// a distributed job, the batches of each rank's part.
 	ValidationSteps int
 	// TrainMetricsSteps: every this many steps the batch just trained on is
 	// scored (after the update) and added to the epoch's training metrics
@@ -99,10 +100,16 @@ type TrainerOptions struct {
 	// the ranks and every rank applies the same update, so that a step is
 	// the step of one process on the ranks' batches together: the global
 	// batch is the dataset's batch size times the ranks. Epoch results
-	// count the rows of all ranks. Validation runs on every rank over the
-	// whole validation set (the parameters are the same bits on every
-	// rank, so are the metrics); training metrics (TrainMetricsSteps) score
-	// the rank's own batches. Only rank 0 writes checkpoints and sends
+	// count the rows of all ranks, and each step's rows over all ranks
+	// follow from the partition (no collective asks for them). Validation
+	// and Evaluate are partitioned too: each rank scores its part of the
+	// row groups (a rank may have none), and the scores and labels are
+	// gathered, so that every rank returns the metrics of the whole set
+	// (AUC, logloss, RMSE and the other per-row metrics the bits of one
+	// process on an unshuffled set; the losses and gate means within
+	// rounding of them, being sums of per-batch means). Training metrics
+	// (TrainMetricsSteps) score every rank's batch of the step, gathered
+	// likewise. Only rank 0 writes checkpoints and sends
 	// Events; progress reports and logs come from every rank (give them to
 	// rank 0 only). A failure outside a step (unreadable data) leaves the
 	// other ranks waiting: the process must exit, which ends an MPI job.
@@ -255,6 +262,9 @@ type Trainer struct {
 	// rank0 is set in one process and on rank 0 of a distributed job: the
 	// rank that writes.
 	rank0 bool
+	// noPlan makes distributed steps sum their row counts over the ranks
+	// instead of taking them from the partition (tests compare the two).
+	noPlan bool
 	// preds holds one output buffer per task, sized to the model's batch.
 	preds [][]float32
 	// conv converts non-float label columns.
@@ -533,6 +543,9 @@ type rankPart struct {
 	// ends, in one process); rows the rows of all ranks.
 	steps int
 	rows  int64
+	// p is the partition of a distributed job, from which every rank
+	// knows every rank's rows of each step.
+	p dist.Partition
 }
 
 // partition returns this rank's part of train: all of it in one process;
@@ -559,7 +572,7 @@ func (t *Trainer) partition(train *loader.Dataset) (rankPart, error) {
 	if err != nil {
 		return rankPart{}, fmt.Errorf("mtl: Fit: %w", err)
 	}
-	return rankPart{ds: ds, steps: steps, rows: train.Rows()}, nil
+	return rankPart{ds: ds, steps: steps, rows: train.Rows(), p: p}, nil
 }
 
 func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (EpochResult, error) {
@@ -576,8 +589,20 @@ func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (Epo
 	}
 	bar := t.startProgress(fmt.Sprintf("epoch %d/%d", epoch+1, t.opts.Epochs), true, total)
 	var trainEval *metrics.Evaluator
+	var trainScored *scored // a distributed job's rows of a scored step
 	if t.opts.TrainMetricsSteps > 0 {
 		trainEval = metrics.NewEvaluator(t.taskSpecs())
+		if distributed {
+			trainScored = newScored(len(t.m.tasks))
+		}
+	}
+	// score adds a trained batch to the training metrics: in a distributed
+	// job every rank's batch of the step, on every rank (b may be empty).
+	score := func(b *loader.Batch) error {
+		if distributed {
+			return t.scoreDist(b, trainEval, trainScored)
+		}
+		return t.score(b, trainEval)
 	}
 	// unscored is the last batch trained on while no step of the epoch has
 	// been scored: the epoch's last batch is scored when no other is.
@@ -609,6 +634,12 @@ func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (Epo
 			return res, fmt.Errorf("mtl: epoch %d: reading training data: %w", epoch+1, err)
 		}
 		step := t.m.Step()
+		if distributed && !t.noPlan {
+			// Every rank's rows of this step follow from the partition: the
+			// step needs no allreduce of its row count.
+			bs, dl := train.BatchSize(), train.DropLast()
+			t.m.exec.PlanRows(globalRows(part.p, res.Steps, bs, dl), part.p.BatchRows(t.opts.Comm.Rank(), res.Steps, bs, dl))
+		}
 		st, err := t.m.TrainStep(b)
 		if err != nil {
 			b.Release()
@@ -637,15 +668,18 @@ func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (Epo
 				res.StepLoss = append(res.StepLoss, curve.point(t.m.Step(), t.m.tasks))
 			}
 		}
-		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 && b.Rows > 0 {
+		// In a distributed job every rank takes part in the scoring of a
+		// step, with or without rows of its own.
+		has := b.Rows > 0 || distributed
+		if trainEval != nil && res.Steps%t.opts.TrainMetricsSteps == 0 && has {
 			unscored.Release()
 			unscored = nil
-			if err := t.score(b, trainEval); err != nil {
+			if err := score(b); err != nil {
 				b.Release()
 				return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, step, err)
 			}
 		}
-		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps && b.Rows > 0 {
+		if trainEval != nil && res.Steps < t.opts.TrainMetricsSteps && has {
 			unscored.Release()
 			unscored = b
 		} else {
@@ -669,7 +703,7 @@ func (t *Trainer) trainEpoch(ctx context.Context, part rankPart, epoch int) (Epo
 	}
 	if unscored != nil {
 		// No update since it was trained on: scored as right after its step.
-		if err := t.score(unscored, trainEval); err != nil {
+		if err := score(unscored); err != nil {
 			return res, fmt.Errorf("mtl: epoch %d, step %d: training metrics: %w", epoch+1, t.m.Step()-1, err)
 		}
 	}
@@ -753,17 +787,10 @@ func (t *Trainer) score(b *loader.Batch, e *metrics.Evaluator) error {
 	if err := t.m.Predict(b, t.preds); err != nil {
 		return err
 	}
-	for i, task := range t.m.tasks {
-		labels, err := t.floatColumn(b, task.Target, i)
+	for i := range t.m.tasks {
+		labels, mask, err := t.taskLabels(b, i)
 		if err != nil {
 			return err
-		}
-		var mask []float32
-		if col := t.m.cfg.SampleSpace[task.Target]; col != "" {
-			mask, err = t.sampleMask(b, col)
-			if err != nil {
-				return err
-			}
 		}
 		if err := e.Add(i, t.preds[i][:b.Rows], labels, mask); err != nil {
 			return fmt.Errorf("batch %s: %w", b.Source, err)
@@ -773,6 +800,21 @@ func (t *Trainer) score(b *loader.Batch, e *metrics.Evaluator) error {
 		e.AddGate(name, w, b.Rows)
 	}
 	return nil
+}
+
+// taskLabels returns task i's labels in b and, when the task has a sample
+// space, its mask (1 inside); the buffers are reused by the next call.
+func (t *Trainer) taskLabels(b *loader.Batch, i int) (labels, mask []float32, err error) {
+	task := t.m.tasks[i]
+	if labels, err = t.floatColumn(b, task.Target, i); err != nil {
+		return nil, nil, err
+	}
+	if col := t.m.cfg.SampleSpace[task.Target]; col != "" {
+		if mask, err = t.sampleMask(b, col); err != nil {
+			return nil, nil, err
+		}
+	}
+	return labels, mask, nil
 }
 
 // floatColumn returns a scalar column of b as float32 (converted into a
@@ -854,6 +896,9 @@ func (t *Trainer) Evaluate(ctx context.Context, ds *loader.Dataset) (metrics.Res
 func (t *Trainer) evaluate(ctx context.Context, ds *loader.Dataset, maxSteps int, desc string) (metrics.Results, error) {
 	if ds == nil {
 		return nil, errors.New("mtl: Evaluate: nil dataset")
+	}
+	if t.distributed() {
+		return t.evaluateDist(ctx, ds, maxSteps, desc)
 	}
 	e := metrics.NewEvaluator(t.taskSpecs())
 	bar := t.startProgress(desc, false, ds.Rows())

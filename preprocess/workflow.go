@@ -131,6 +131,18 @@ func (c *Categorical) Encode(value string) int64 {
 	return OOVID
 }
 
+// EncodeBytes is Encode of string(value), without converting it (no
+// allocation): serving encodes every raw id of every request.
+func (c *Categorical) EncodeBytes(value []byte) int64 {
+	if c.Op == OpHashBucket {
+		return FirstVocabID + int64(fnv1aBytes(value)%uint64(c.NumBuckets))
+	}
+	if c.index == nil {
+		c.buildIndex()
+	}
+	return c.encodeBytes(value)
+}
+
 func (c *Categorical) encodeBytes(value []byte) int64 {
 	if c.Op == OpHashBucket {
 		return FirstVocabID + int64(fnv1aBytes(value)%uint64(c.NumBuckets))

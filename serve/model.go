@@ -385,7 +385,7 @@ func encodeInput(t *Tensor, in *input, raw bool, c *batch.Col) error {
 	}
 	if in.float {
 		c.F32 = make([]float32, n)
-		if t.Bytes != nil {
+		if t.isBytes() {
 			return errorf(InvalidArgument, "input %q: datatype %s: a continuous feature takes numbers", t.Name, t.Datatype)
 		}
 		for i := range n {
@@ -419,7 +419,7 @@ func encodeInput(t *Tensor, in *input, raw bool, c *batch.Col) error {
 	}
 	c.I32 = make([]int32, n)
 	if !raw {
-		if t.Bytes != nil || t.F32 != nil || t.F64 != nil {
+		if t.isBytes() || t.F32 != nil || t.F64 != nil {
 			return errorf(InvalidArgument, "input %q: datatype %s: encoded ids are integers (INT32 or INT64)", t.Name, t.Datatype)
 		}
 		for i := range n {
@@ -431,15 +431,21 @@ func encodeInput(t *Tensor, in *input, raw bool, c *batch.Col) error {
 		}
 		return nil
 	}
+	if t.Packed != nil {
+		for i, e := range t.Packed.All() {
+			c.I32[i] = int32(in.categ.EncodeBytes(e))
+		}
+		return nil
+	}
 	var buf []byte
 	for i := range n {
 		var id int64
 		switch {
 		case t.Bytes != nil:
-			id = in.categ.Encode(string(t.Bytes[i]))
+			id = in.categ.EncodeBytes(t.Bytes[i])
 		case t.I32 != nil || t.I64 != nil:
 			buf = strconv.AppendInt(buf[:0], t.integer(i), 10)
-			id = in.categ.Encode(string(buf))
+			id = in.categ.EncodeBytes(buf)
 		default:
 			v := t.number(i)
 			if math.IsNaN(v) {
@@ -448,7 +454,7 @@ func encodeInput(t *Tensor, in *input, raw bool, c *batch.Col) error {
 			}
 			// The canonical form of a float key, as preprocessing writes it.
 			buf = strconv.AppendFloat(buf[:0], v, 'g', -1, 64)
-			id = in.categ.Encode(string(buf))
+			id = in.categ.EncodeBytes(buf)
 		}
 		c.I32[i] = int32(id)
 	}

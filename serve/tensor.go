@@ -1,8 +1,10 @@
 package serve
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 )
 
 // Datatypes of the Open Inference Protocol's tensors that serve reads.
@@ -21,8 +23,9 @@ const (
 )
 
 // Tensor is an input tensor of an inference request, as either front end
-// decoded it: exactly one of the data slices is set, as the datatype says
-// (INT8, INT16 and INT32 in I32; INT64 and the unsigned types in I64).
+// decoded it: exactly one of the data fields is set, as the datatype says
+// (INT8, INT16 and INT32 in I32; INT64 and the unsigned types in I64;
+// BYTES in Bytes or Packed).
 type Tensor struct {
 	Name     string
 	Datatype string
@@ -32,11 +35,64 @@ type Tensor struct {
 	F32      []float32
 	F64      []float64
 	Bytes    [][]byte
+	Packed   *PackedBytes
 }
+
+// PackedBytes holds BYTES elements as the protocol's raw contents lay them
+// out: each element after its 4-byte little-endian length. The gRPC front
+// end keeps raw contents in that layout rather than slicing them into one
+// []byte per element: writing those slice headers (pointers the garbage
+// collector tracks) cost it more than hashing the elements.
+type PackedBytes struct {
+	data []byte
+	n    int
+}
+
+// ParsePackedBytes checks that b is a sequence of length-prefixed elements
+// and counts them. b is kept, not copied. An error says where b is cut.
+func ParsePackedBytes(b []byte) (*PackedBytes, error) {
+	n := 0
+	for off := 0; off < len(b); n++ {
+		if len(b)-off < 4 {
+			return nil, errors.New("raw BYTES contents end inside an element's length")
+		}
+		size := int(binary.LittleEndian.Uint32(b[off:]))
+		off += 4
+		if size > len(b)-off {
+			return nil, fmt.Errorf("raw BYTES element %d of %d bytes runs past the contents", n, size)
+		}
+		off += size
+	}
+	return &PackedBytes{data: b, n: n}, nil
+}
+
+// Len is the number of elements.
+func (p *PackedBytes) Len() int { return p.n }
+
+// All yields the elements in order. An element is a view into the packed
+// contents, capped so that appending to it copies.
+func (p *PackedBytes) All() iter.Seq2[int, []byte] {
+	return func(yield func(int, []byte) bool) {
+		b := p.data
+		for i, off := 0, 0; i < p.n; i++ {
+			size := int(binary.LittleEndian.Uint32(b[off:]))
+			off += 4
+			if !yield(i, b[off:off+size:off+size]) {
+				return
+			}
+			off += size
+		}
+	}
+}
+
+// isBytes reports whether the tensor holds BYTES elements.
+func (t *Tensor) isBytes() bool { return t.Bytes != nil || t.Packed != nil }
 
 // Len is the number of elements the tensor holds.
 func (t *Tensor) Len() int {
 	switch {
+	case t.Packed != nil:
+		return t.Packed.Len()
 	case t.I32 != nil:
 		return len(t.I32)
 	case t.I64 != nil:

@@ -410,18 +410,29 @@ func (e *Evaluator) Add(i int, preds, labels, mask []float32) error {
 // AddGate accumulates the mean per-expert weights of a gate over a batch of
 // rows, so that the result is the mean over every row of the pass.
 func (e *Evaluator) AddGate(name string, meanWeights []float64, rows int) {
+	sums := make([]float64, len(meanWeights))
+	for i, w := range meanWeights {
+		sums[i] = w * float64(rows)
+	}
+	e.AddGateSums(name, sums, float64(rows))
+}
+
+// AddGateSums accumulates a gate's per-expert weights already summed over
+// rows rows (what AddGate adds as meanWeights·rows): how the sums of the
+// ranks of a distributed evaluation are merged.
+func (e *Evaluator) AddGateSums(name string, sums []float64, rows float64) {
 	g := e.gates[name]
 	if g == nil {
-		g = &gateAcc{sum: make([]float64, len(meanWeights))}
+		g = &gateAcc{sum: make([]float64, len(sums))}
 		e.gates[name] = g
 	}
-	if len(g.sum) < len(meanWeights) {
-		g.sum = append(g.sum, make([]float64, len(meanWeights)-len(g.sum))...)
+	if len(g.sum) < len(sums) {
+		g.sum = append(g.sum, make([]float64, len(sums)-len(g.sum))...)
 	}
-	for i, w := range meanWeights {
-		g.sum[i] += w * float64(rows)
+	for i, s := range sums {
+		g.sum[i] += s
 	}
-	g.rows += float64(rows)
+	g.rows += rows
 }
 
 // Reset empties every accumulator.

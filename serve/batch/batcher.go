@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,17 +61,29 @@ type Options struct {
 }
 
 // Batcher queues requests and scores them in batches.
+//
+// No goroutine of its own scores: a request that finds a worker free
+// scores its batch on its own goroutine (the leader), taking the requests
+// queued behind it along; a leader that is done hands its worker to the
+// first request still queued, which leads the next batch. A request so
+// costs one goroutine wake-up at most (none when a worker is free), where a
+// scheduling goroutine and a goroutine per batch cost three hand-offs.
 type Batcher struct {
-	names  []string
-	float  []bool
-	tasks  int
-	score  ScoreFunc
-	opt    Options
-	queue  chan *job
-	idle   chan *worker
-	mu     sync.RWMutex // guards closed against Do sending on a closed queue
-	closed bool
-	done   chan struct{}
+	names []string
+	float []bool
+	tasks int
+	score ScoreFunc
+	opt   Options
+
+	mu         sync.Mutex
+	queue      []*job // waiting requests from queue[head] on, oldest first (cancelled ones are skipped when reached)
+	head       int
+	queuedRows int
+	collected  int // rows of the collecting leader's batch
+	idle       []*worker
+	collecting *worker // a leader waiting MaxDelay for more requests, or nil
+	closed     bool
+	busy       sync.WaitGroup // workers out of idle
 }
 
 // job states
@@ -84,9 +97,21 @@ type job struct {
 	r     *Request
 	enq   time.Time
 	state atomic.Int32
-	done  chan error
-	wait  time.Duration // time in the queue, set when taken
+	// done gets one message: the batch's error, or a worker to lead the
+	// next batch with.
+	done chan message
+	wait time.Duration // time in the queue, set when taken
 }
+
+type message struct {
+	err  error
+	lead *worker
+	// formed: lead's batch is formed already (its leader's request timed
+	// out while it waited for more): score it at once.
+	formed bool
+}
+
+var jobs = sync.Pool{New: func() any { return &job{done: make(chan message, 1)} }}
 
 // worker owns the buffers of a batch of MaxRows rows and its outputs; its
 // batch's columns point into them, or into a lone request's own columns.
@@ -98,6 +123,8 @@ type worker struct {
 	out   [][]float32 // per task
 	view  [][]float32 // out cut to the batch's rows
 	jobs  []*job
+	full  chan struct{} // wakes a collecting leader when MaxRows are queued
+	timer *time.Timer
 }
 
 // New starts a Batcher for a model with the given input columns (float
@@ -109,11 +136,11 @@ func New(names []string, float []bool, tasks int, score ScoreFunc, opt Options) 
 	if opt.MaxRows < 1 || opt.Workers < 1 || opt.MaxDelay < 0 {
 		return nil, fmt.Errorf("batch: MaxRows %d and Workers %d must be >= 1, MaxDelay %v >= 0", opt.MaxRows, opt.Workers, opt.MaxDelay)
 	}
-	b := &Batcher{names: names, float: float, tasks: tasks, score: score, opt: opt,
-		queue: make(chan *job, 4*opt.Workers+64), idle: make(chan *worker, opt.Workers), done: make(chan struct{})}
+	b := &Batcher{names: names, float: float, tasks: tasks, score: score, opt: opt}
 	for range opt.Workers {
 		w := &worker{cols: make([]*loader.Column, len(names)), i32: make([][]int32, len(names)),
-			f32: make([][]float32, len(names)), out: make([][]float32, tasks), view: make([][]float32, tasks)}
+			f32: make([][]float32, len(names)), out: make([][]float32, tasks), view: make([][]float32, tasks),
+			full: make(chan struct{}, 1)}
 		m := make(map[string]*loader.Column, len(names))
 		for i, n := range names {
 			if float[i] {
@@ -128,9 +155,8 @@ func New(names []string, float []bool, tasks int, score ScoreFunc, opt Options) 
 			w.out[t] = make([]float32, opt.MaxRows)
 		}
 		w.batch = loader.NewBatch(0, m, "request batch", nil)
-		b.idle <- w
+		b.idle = append(b.idle, w)
 	}
-	go b.schedule()
 	return b, nil
 }
 
@@ -148,137 +174,211 @@ func (b *Batcher) Do(ctx context.Context, r *Request) (time.Duration, error) {
 	if len(r.Cols) != len(b.names) || len(r.Out) != b.tasks {
 		return 0, fmt.Errorf("batch: request has %d columns and %d outputs, want %d and %d", len(r.Cols), len(r.Out), len(b.names), b.tasks)
 	}
-	j := &job{r: r, enq: time.Now(), done: make(chan error, 1)}
-	b.mu.RLock()
+	j := jobs.Get().(*job)
+	j.r, j.enq, j.wait = r, time.Now(), 0
+	j.state.Store(queued)
+	b.mu.Lock()
 	if b.closed {
-		b.mu.RUnlock()
+		b.mu.Unlock()
+		jobs.Put(j)
 		return 0, ErrClosed
 	}
-	select {
-	case b.queue <- j:
-	case <-ctx.Done():
-		b.mu.RUnlock()
-		return 0, ctx.Err()
+	b.queue = append(b.queue, j)
+	b.queuedRows += r.Rows
+	if c := b.collecting; c != nil && b.queuedRows+b.collected >= b.opt.MaxRows {
+		select {
+		case c.full <- struct{}{}:
+		default:
+		}
 	}
-	b.mu.RUnlock()
+	lead := b.dispatch(j)
+	b.mu.Unlock()
+	if lead != nil {
+		return b.finish(j, b.lead(ctx, lead, j, false))
+	}
+	var m message
 	select {
-	case err := <-j.done:
-		return j.wait, err
+	case m = <-j.done:
 	case <-ctx.Done():
 		if j.state.CompareAndSwap(queued, cancelled) {
+			// j stays in the queue until a leader skips it: it is not
+			// reused.
 			return time.Since(j.enq), ctx.Err()
 		}
-		err := <-j.done
-		return j.wait, err
+		m = <-j.done
 	}
+	if m.lead != nil {
+		m.err = b.lead(ctx, m.lead, j, m.formed)
+	}
+	return b.finish(j, m.err)
+}
+
+// finish recycles a taken job and returns Do's results.
+func (b *Batcher) finish(j *job, err error) (time.Duration, error) {
+	wait := j.wait
+	j.r = nil
+	jobs.Put(j)
+	return wait, err
+}
+
+// dispatch, with b.mu held, hands idle workers to the oldest live queued
+// requests while no leader is collecting. It returns the worker that self
+// (the caller's own request) leads, if any; the other leaders are woken.
+func (b *Batcher) dispatch(self *job) *worker {
+	var mine *worker
+	for len(b.idle) > 0 && b.collecting == nil {
+		j := b.pop()
+		if j == nil {
+			break
+		}
+		w := b.idle[len(b.idle)-1]
+		b.idle = b.idle[:len(b.idle)-1]
+		b.busy.Add(1)
+		if j == self {
+			mine = w
+		} else {
+			j.done <- message{lead: w}
+		}
+	}
+	return mine
+}
+
+// pop takes the oldest queued request whose caller still waits (nil if
+// none), with b.mu held.
+func (b *Batcher) pop() *job {
+	for b.head < len(b.queue) {
+		if j := b.next(); j.state.CompareAndSwap(queued, taken) {
+			j.wait = time.Since(j.enq)
+			return j
+		}
+	}
+	return nil
+}
+
+// next removes the queue's oldest request, with b.mu held.
+func (b *Batcher) next() *job {
+	j := b.queue[b.head]
+	b.queue[b.head] = nil
+	b.head++
+	b.queuedRows -= j.r.Rows
+	if b.head == len(b.queue) { // empty: start over at the front
+		b.queue, b.head = b.queue[:0], 0
+	}
+	return j
+}
+
+// take moves queued requests into w's batch while they fit, with b.mu held.
+func (b *Batcher) take(w *worker, rows int) int {
+	for b.head < len(b.queue) {
+		j := b.queue[b.head]
+		if j.state.Load() == queued && rows+j.r.Rows > b.opt.MaxRows {
+			break // the next batch's first
+		}
+		b.next()
+		if j.state.CompareAndSwap(queued, taken) {
+			j.wait = time.Since(j.enq)
+			w.jobs, rows = append(w.jobs, j), rows+j.r.Rows
+		}
+	}
+	return rows
+}
+
+// lead scores a batch on w starting with first (taken), then passes w on
+// and returns first's result. With formed, w.jobs is the batch already.
+// While it waits for more requests, first may still time out (ctx): then
+// it leaves the batch, and the batch goes to one of its other requests.
+func (b *Batcher) lead(ctx context.Context, w *worker, first *job, formed bool) error {
+	rows := first.r.Rows
+	if formed {
+		rows = 0
+		for _, j := range w.jobs {
+			rows += j.r.Rows
+		}
+	} else {
+		w.jobs = append(w.jobs[:0], first)
+	}
+	if b.opt.Coalesce && !formed {
+		b.mu.Lock()
+		rows = b.take(w, rows)
+		if b.opt.MaxDelay > 0 && rows < b.opt.MaxRows {
+			if wait := time.Until(first.enq.Add(b.opt.MaxDelay)); wait > 0 {
+				b.collecting, b.collected = w, rows
+				select {
+				case <-w.full: // a stale wake-up from an earlier batch
+				default:
+				}
+				b.mu.Unlock()
+				if w.timer == nil {
+					w.timer = time.NewTimer(wait)
+				} else {
+					w.timer.Reset(wait)
+				}
+				var expired bool
+				select {
+				case <-w.timer.C:
+				case <-w.full:
+					w.timer.Stop()
+				case <-ctx.Done():
+					w.timer.Stop()
+					expired = true
+				}
+				b.mu.Lock()
+				b.collecting = nil
+				rows = b.take(w, rows)
+				if expired {
+					err := ctx.Err()
+					first.wait = time.Since(first.enq)
+					w.jobs = slices.DeleteFunc(w.jobs, func(j *job) bool { return j == first })
+					if len(w.jobs) > 0 {
+						w.jobs[0].done <- message{lead: w, formed: true}
+					} else {
+						b.release(w)
+					}
+					b.mu.Unlock()
+					return err
+				}
+				// Requests that did not fit lead batches of their own on
+				// idle workers.
+				b.dispatch(nil)
+			}
+		}
+		b.mu.Unlock()
+	}
+	err := b.run(w, rows)
+	for _, j := range w.jobs {
+		if j != first {
+			j.done <- message{err: err}
+		}
+	}
+	w.jobs = w.jobs[:0]
+	b.mu.Lock()
+	b.release(w)
+	b.mu.Unlock()
+	return err
+}
+
+// release, with b.mu held, returns w to the idle workers and hands it on
+// to the oldest queued request if any.
+func (b *Batcher) release(w *worker) {
+	b.idle = append(b.idle, w)
+	b.dispatch(nil)
+	// After dispatch, which may take w again: Close's wait must not see
+	// no busy worker while queued requests remain.
+	b.busy.Done()
 }
 
 // Close stops accepting requests, scores those already queued and waits
 // for every batch to finish.
 func (b *Batcher) Close() {
 	b.mu.Lock()
-	if !b.closed {
-		b.closed = true
-		close(b.queue)
-	}
+	b.closed = true
 	b.mu.Unlock()
-	<-b.done
+	b.busy.Wait()
 }
 
-// live reports whether j's caller still waits for it.
-func live(j *job) bool { return j.state.Load() == queued }
-
-// schedule forms batches whenever a worker is idle, so that requests
-// arriving while every worker is busy queue up and are scored together.
-func (b *Batcher) schedule() {
-	var wg sync.WaitGroup
-	defer func() {
-		wg.Wait()
-		close(b.done)
-	}()
-	var carry *job // received, but did not fit the previous batch
-	var timer *time.Timer
-	for {
-		w := <-b.idle
-		w.jobs = w.jobs[:0]
-		rows := 0
-		if carry != nil {
-			w.jobs, rows, carry = append(w.jobs, carry), carry.r.Rows, nil
-		} else {
-			for len(w.jobs) == 0 {
-				j, ok := <-b.queue
-				if !ok {
-					return
-				}
-				if live(j) {
-					w.jobs, rows = append(w.jobs, j), j.r.Rows
-				}
-			}
-		}
-		if b.opt.Coalesce {
-			deadline := w.jobs[0].enq.Add(b.opt.MaxDelay)
-		collect:
-			for rows < b.opt.MaxRows {
-				var j *job
-				var ok bool
-				select {
-				case j, ok = <-b.queue:
-				default:
-					wait := time.Until(deadline)
-					if wait <= 0 {
-						break collect
-					}
-					if timer == nil {
-						timer = time.NewTimer(wait)
-					} else {
-						timer.Reset(wait)
-					}
-					select {
-					case j, ok = <-b.queue:
-						timer.Stop()
-					case <-timer.C:
-						break collect
-					}
-				}
-				if !ok {
-					break collect
-				}
-				if !live(j) {
-					continue
-				}
-				if rows+j.r.Rows > b.opt.MaxRows {
-					carry = j
-					break collect
-				}
-				w.jobs, rows = append(w.jobs, j), rows+j.r.Rows
-			}
-		}
-		// Take the jobs whose callers still wait: from here on they are
-		// scored, and callers that gave up while the batch formed are not.
-		kept := w.jobs[:0]
-		rows = 0
-		for _, j := range w.jobs {
-			if j.state.CompareAndSwap(queued, taken) {
-				j.wait = time.Since(j.enq)
-				kept, rows = append(kept, j), rows+j.r.Rows
-			}
-		}
-		w.jobs = kept
-		if len(kept) == 0 {
-			b.idle <- w
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.run(w, rows)
-			b.idle <- w
-		}()
-	}
-}
-
-// run scores w's jobs and hands each its rows' scores.
-func (b *Batcher) run(w *worker, rows int) {
+// run scores w's jobs, writes each its rows' scores and returns the
+// batch's error.
+func (b *Batcher) run(w *worker, rows int) error {
 	var err error
 	w.batch.Rows = rows
 	if len(w.jobs) == 1 {
@@ -287,7 +387,7 @@ func (b *Batcher) run(w *worker, rows int) {
 		for i, c := range w.cols {
 			c.I32, c.F32 = r.Cols[i].I32, r.Cols[i].F32
 		}
-		err = b.score(w.batch, r.Out)
+		err = b.scoreSafely(w.batch, r.Out)
 	} else {
 		off := 0
 		for _, j := range w.jobs {
@@ -311,7 +411,7 @@ func (b *Batcher) run(w *worker, rows int) {
 		for t := range w.view {
 			w.view[t] = w.out[t][:rows]
 		}
-		err = b.score(w.batch, w.view)
+		err = b.scoreSafely(w.batch, w.view)
 		if err == nil {
 			off = 0
 			for _, j := range w.jobs {
@@ -328,7 +428,16 @@ func (b *Batcher) run(w *worker, rows int) {
 	if b.opt.OnBatch != nil {
 		b.opt.OnBatch(rows, len(w.jobs))
 	}
-	for _, j := range w.jobs {
-		j.done <- err
-	}
+	return err
+}
+
+// scoreSafely calls the score function, turning a panic into an error: the
+// batch fails, its requests get the error, and the worker goes on.
+func (b *Batcher) scoreSafely(batch *loader.Batch, out [][]float32) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("batch: scoring panicked: %v", p)
+		}
+	}()
+	return b.score(batch, out)
 }

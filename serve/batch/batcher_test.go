@@ -152,3 +152,130 @@ func TestBatcherCancelAndClose(t *testing.T) {
 	_, err = New([]string{"id"}, []bool{false}, 2, score, Options{MaxRows: 0, Workers: 1})
 	require.Error(t, err)
 }
+
+// A panic in the model fails the requests of its batch with an error, and
+// the batcher goes on scoring the next ones.
+func TestBatcherScorePanic(t *testing.T) {
+	var calls atomic.Int64
+	score := func(b *loader.Batch, out [][]float32) error {
+		if calls.Add(1) == 1 {
+			panic("kernel fault")
+		}
+		return rowScore(nil, nil, 0)(b, out)
+	}
+	b, err := New([]string{"id", "x"}, []bool{false, true}, 2, score, Options{MaxRows: 8, Workers: 1, Coalesce: true})
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.Do(context.Background(), request(2, 0))
+	require.ErrorContains(t, err, "scoring panicked: kernel fault")
+	r := request(3, 7)
+	_, err = b.Do(context.Background(), r)
+	require.NoError(t, err)
+	checkOut(t, r)
+}
+
+// With a long queue delay, a batch is scored as soon as the queued rows
+// reach MaxRows; a request that does not fit waits for the next batch.
+func TestBatcherFullBatchDoesNotWait(t *testing.T) {
+	var seen []int
+	var mu sync.Mutex
+	b, err := New([]string{"id", "x"}, []bool{false, true}, 2, rowScore(&seen, &mu, 0), Options{
+		MaxRows: 4, MaxDelay: 5 * time.Second, Workers: 1, Coalesce: true})
+	require.NoError(t, err)
+	defer b.Close()
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := request(1, g*10)
+			_, err := b.Do(context.Background(), r)
+			assert.NoError(t, err)
+			checkOut(t, r)
+		}()
+	}
+	wg.Wait()
+	assert.Less(t, time.Since(t0), 2500*time.Millisecond, "a full batch waited for the queue delay")
+	mu.Lock()
+	assert.Equal(t, []int{4}, seen)
+	mu.Unlock()
+}
+
+// Requests that do not fit the collecting batch lead their own.
+func TestBatcherOverflowLeadsNextBatch(t *testing.T) {
+	var seen []int
+	var mu sync.Mutex
+	b, err := New([]string{"id", "x"}, []bool{false, true}, 2, rowScore(&seen, &mu, 0), Options{
+		MaxRows: 4, MaxDelay: 50 * time.Millisecond, Workers: 1, Coalesce: true})
+	require.NoError(t, err)
+	first := make(chan error, 1)
+	go func() {
+		r := request(3, 0)
+		_, err := b.Do(context.Background(), r)
+		checkOut(t, r)
+		first <- err
+	}()
+	waitFor(t, b, func() bool { return b.collecting != nil })
+	r := request(2, 100)
+	_, err = b.Do(context.Background(), r)
+	require.NoError(t, err)
+	checkOut(t, r)
+	require.NoError(t, <-first)
+	b.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []int{3, 2}, seen)
+}
+
+// A request whose context ends while its batch waits for more requests
+// leaves the batch at once; the requests that joined it are still scored.
+func TestBatcherLeaderTimesOutWhileCollecting(t *testing.T) {
+	var seen []int
+	var mu sync.Mutex
+	b, err := New([]string{"id", "x"}, []bool{false, true}, 2, rowScore(&seen, &mu, 0), Options{
+		MaxRows: 8, MaxDelay: 5 * time.Second, Workers: 1, Coalesce: true})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := b.Do(ctx, request(3, 0))
+		first <- err
+	}()
+	waitFor(t, b, func() bool { return b.collecting != nil })
+	joined := make(chan *Request, 1)
+	go func() {
+		r := request(2, 100)
+		_, err := b.Do(context.Background(), r)
+		assert.NoError(t, err)
+		joined <- r
+	}()
+	waitFor(t, b, func() bool { return b.queuedRows == 2 })
+	t0 := time.Now()
+	cancel()
+	require.ErrorIs(t, <-first, context.Canceled)
+	r := <-joined
+	checkOut(t, r)
+	assert.Less(t, time.Since(t0), 2500*time.Millisecond, "the joined request waited for the queue delay")
+	b.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []int{2}, seen, "the cancelled request was scored")
+}
+
+// waitFor waits until cond, checked with b.mu held, holds.
+func waitFor(t *testing.T, b *Batcher, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		ok := cond()
+		b.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the batcher did not reach the expected state")
+		}
+	}
+}

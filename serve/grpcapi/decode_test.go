@@ -45,9 +45,12 @@ func TestDecodeRawBytes(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
-			got := make([]string, len(tn.Bytes))
-			for i, e := range tn.Bytes {
-				got[i] = string(e)
+			require.Nil(t, tn.Bytes, "raw BYTES stay packed")
+			require.Equal(t, len(c.want), tn.Len())
+			got := []string{}
+			for i, e := range tn.Packed.All() {
+				require.Equal(t, len(got), i)
+				got = append(got, string(e))
 			}
 			require.Equal(t, c.want, got)
 		})
@@ -59,6 +62,10 @@ func TestDecodeRawBytes(t *testing.T) {
 func TestDecodeRawBytesElementsDoNotOverlap(t *testing.T) {
 	tn := serve.Tensor{Name: "f", Datatype: serve.BYTES}
 	require.NoError(t, decodeRaw(&tn, rawBytes("ab", "cd")))
-	_ = append(tn.Bytes[0], strings.Repeat("z", 8)...)
-	require.Equal(t, "cd", string(tn.Bytes[1]))
+	var elems [][]byte
+	for _, e := range tn.Packed.All() {
+		elems = append(elems, e)
+	}
+	_ = append(elems[0], strings.Repeat("z", 8)...)
+	require.Equal(t, "cd", string(elems[1]))
 }

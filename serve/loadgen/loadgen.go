@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +33,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl"
@@ -58,6 +63,8 @@ type options struct {
 	workers       int
 	threads       int
 	cpuProfile    string
+	traceFile     string
+	repeat        int
 }
 
 // Run parses the command line args and runs the measurements, writing the
@@ -81,6 +88,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.batching, "dynamic_batching", true, "server --dynamic_batching")
 	fs.IntVar(&o.workers, "workers", 0, "server and Scorer workers (default: the number of CPUs)")
 	fs.IntVar(&o.threads, "threads", 0, "server and Scorer CPU threads (default: the number of CPUs)")
+	fs.StringVar(&o.traceFile, "trace", "", "write an execution trace of the measurements (go tool trace) to this file")
+	fs.IntVar(&o.repeat, "repeat", 1, "run the whole sweep this many times (protocols interleaved in each) and add a table of the medians")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measurements (client and server: one process) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,8 +111,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		o.protocols = append(o.protocols, p)
 	}
-	if o.candidates < 1 || o.candidates > o.maxBatch || o.duration <= 0 || o.maxRequests < 1 {
-		return errors.New("--candidates must lie in [1, --max_batch]; --duration and --max_requests must be positive")
+	if o.candidates < 1 || o.candidates > o.maxBatch || o.duration <= 0 || o.maxRequests < 1 || o.repeat < 1 {
+		return errors.New("--candidates must lie in [1, --max_batch]; --duration, --max_requests and --repeat must be positive")
 	}
 	if o.workers == 0 {
 		o.workers = runtime.GOMAXPROCS(0)
@@ -231,6 +240,19 @@ func BuildRequests(wf *preprocess.Workflow, s *schema.Schema, inputs []string, m
 	return rs, nil
 }
 
+// wireMsg is a request already in protobuf's wire format.
+type wireMsg []byte
+
+// wireCodec sends a wireMsg as it is and is the protobuf codec otherwise.
+type wireCodec struct{ encoding.CodecV2 }
+
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(wireMsg); ok {
+		return mem.BufferSlice{mem.SliceBuffer(w)}, nil
+	}
+	return c.CodecV2.Marshal(v)
+}
+
 // result is one measurement.
 type result struct {
 	protocol    string
@@ -240,7 +262,8 @@ type result struct {
 	firstErr    error
 	elapsed     time.Duration
 	lat         []time.Duration
-	reqsBatch   float64 // mean requests per scored batch (server)
+	reqsBatch   float64       // mean requests per scored batch (server)
+	cpu         time.Duration // process CPU time (client and server) during the point
 }
 
 func (r *result) quantile(q float64) time.Duration {
@@ -299,7 +322,16 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	gc := pb.NewGRPCInferenceServiceClient(conn)
+	// The requests are marshalled once, ahead of the measurement, as
+	// Triton's perf_analyzer prepares its inputs: the client shares the
+	// CPUs with the server, and what it spends there is not the server's.
+	wire := make([][]byte, len(reqs.GRPC))
+	for i, r := range reqs.GRPC {
+		if wire[i], err = proto.Marshal(r); err != nil {
+			return err
+		}
+	}
+	sendWire := grpc.ForceCodecV2(wireCodec{encoding.GetCodecV2(grpcproto.Name)})
 
 	call := map[string]func(ctx context.Context, i int, out [][]float32) error{
 		"inproc": func(_ context.Context, i int, out [][]float32) error {
@@ -331,8 +363,8 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 			return nil
 		},
 		"grpc": func(ctx context.Context, i int, _ [][]float32) error {
-			resp, err := gc.ModelInfer(ctx, reqs.GRPC[i%len(reqs.GRPC)])
-			if err != nil {
+			resp := new(pb.ModelInferResponse)
+			if err := conn.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, wireMsg(wire[i%len(wire)]), resp, sendWire); err != nil {
 				return err
 			}
 			if len(resp.RawOutputContents) == 0 || len(resp.RawOutputContents[0]) != 4*o.candidates {
@@ -352,23 +384,53 @@ func measure(ctx context.Context, o options, stdout io.Writer) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	var results []*result
-	for _, c := range o.concurrency {
-		for _, p := range o.protocols {
-			before := batchStats(s)
-			r, err := runPoint(ctx, call[p], len(sc.Tasks()), o, c)
-			if err != nil {
-				return err
-			}
-			after := batchStats(s)
-			if p != "inproc" && after[0] > before[0] {
-				r.reqsBatch = (after[1] - before[1]) / (after[0] - before[0])
-			}
-			r.protocol = p
-			results = append(results, r)
+	if o.traceFile != "" {
+		f, err := os.Create(o.traceFile)
+		if err != nil {
+			return err
 		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
-	report(stdout, o, results)
+	fmt.Fprintf(stdout, "%d candidates per request (one user), %d CPUs, server workers %d threads %d, max_batch %d, max_queue_delay %v, dynamic_batching %v, %v or %d requests per point\n",
+		o.candidates, runtime.NumCPU(), o.workers, o.threads, o.maxBatch, o.maxQueueDelay, o.batching, o.duration, o.maxRequests)
+	var runs [][]row
+	for run := range o.repeat {
+		fmt.Fprintf(stdout, "\nrun %d of %d, load average %s\n", run+1, o.repeat, loadAverage())
+		var results []*result
+		for _, c := range o.concurrency {
+			for _, p := range o.protocols {
+				before := batchStats(s)
+				cpu0 := processCPU()
+				r, err := runPoint(ctx, call[p], len(sc.Tasks()), o, c)
+				if err != nil {
+					return err
+				}
+				r.cpu = processCPU() - cpu0
+				after := batchStats(s)
+				if p != "inproc" && after[0] > before[0] {
+					r.reqsBatch = (after[1] - before[1]) / (after[0] - before[0])
+				}
+				r.protocol = p
+				results = append(results, r)
+			}
+		}
+		rows := rowsOf(results, o.candidates)
+		printRows(stdout, rows)
+		for _, r := range results {
+			if r.firstErr != nil {
+				fmt.Fprintf(stdout, "%s at concurrency %d: %d errors, the first: %v\n", r.protocol, r.concurrency, r.errors, r.firstErr)
+			}
+		}
+		runs = append(runs, rows)
+	}
+	if o.repeat > 1 {
+		fmt.Fprintf(stdout, "\nmedian of %d runs (errors: the sum), load average %s\n", o.repeat, loadAverage())
+		printRows(stdout, medianRows(runs))
+	}
 	return nil
 }
 
@@ -454,38 +516,106 @@ func runPoint(ctx context.Context, call func(context.Context, int, [][]float32) 
 	return r, nil
 }
 
-func report(w io.Writer, o options, results []*result) {
-	fmt.Fprintf(w, "%d candidates per request (one user), %d CPUs, server workers %d threads %d, max_batch %d, max_queue_delay %v, dynamic_batching %v, %v or %d requests per point\n\n",
-		o.candidates, runtime.NumCPU(), o.workers, o.threads, o.maxBatch, o.maxQueueDelay, o.batching, o.duration, o.maxRequests)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "protocol\tconcurrency\trequests\terrors\treq/s\trows/s\tp50 ms\tp99 ms\tp99/p50\tvs inproc\treqs/batch\t")
+// row is one line of the table.
+type row struct {
+	protocol        string
+	concurrency     int
+	requests        int
+	errors          int
+	rate, rows      float64 // requests and rows per second
+	p50, p99, ratio float64 // ms, ms, p99/p50
+	vs              float64 // rate over the in-process Scorer's at the same concurrency (0: none)
+	cpu             float64 // process CPU (client and server) per request, us
+	reqsBatch       float64
+}
+
+func rowsOf(results []*result, candidates int) []row {
 	inproc := map[int]float64{}
+	var out []row
 	for _, r := range results {
-		rate := float64(r.requests) / r.elapsed.Seconds()
+		x := row{protocol: r.protocol, concurrency: r.concurrency, requests: r.requests, errors: r.errors,
+			rate: float64(r.requests) / r.elapsed.Seconds(), reqsBatch: r.reqsBatch}
+		x.rows = x.rate * float64(candidates)
 		if r.protocol == "inproc" {
-			inproc[r.concurrency] = rate
+			inproc[r.concurrency] = x.rate
+		} else if base := inproc[r.concurrency]; base > 0 {
+			x.vs = x.rate / base
 		}
-		vs, rb := "", ""
-		if base := inproc[r.concurrency]; base > 0 && r.protocol != "inproc" {
-			vs = fmt.Sprintf("%.0f%%", 100*rate/base)
+		x.p50, x.p99 = ms(r.quantile(0.50)), ms(r.quantile(0.99))
+		if x.p50 > 0 {
+			x.ratio = x.p99 / x.p50
+		}
+		if r.requests > 0 && r.cpu > 0 {
+			x.cpu = float64(r.cpu.Microseconds()) / float64(r.requests)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// medianRows is the median of each column over runs of the same points
+// (errors: the sum); ratios are the medians of each run's ratio.
+func medianRows(runs [][]row) []row {
+	out := make([]row, len(runs[0]))
+	for i := range out {
+		col := func(f func(row) float64) float64 {
+			v := make([]float64, len(runs))
+			for k, rows := range runs {
+				v[k] = f(rows[i])
+			}
+			slices.Sort(v)
+			if len(v)%2 == 1 {
+				return v[len(v)/2]
+			}
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		x := runs[0][i]
+		x.errors = 0
+		for _, rows := range runs {
+			x.errors += rows[i].errors
+		}
+		x.requests = int(col(func(r row) float64 { return float64(r.requests) }))
+		x.rate, x.rows = col(func(r row) float64 { return r.rate }), col(func(r row) float64 { return r.rows })
+		x.p50, x.p99 = col(func(r row) float64 { return r.p50 }), col(func(r row) float64 { return r.p99 })
+		x.ratio, x.vs = col(func(r row) float64 { return r.ratio }), col(func(r row) float64 { return r.vs })
+		x.cpu, x.reqsBatch = col(func(r row) float64 { return r.cpu }), col(func(r row) float64 { return r.reqsBatch })
+		out[i] = x
+	}
+	return out
+}
+
+func printRows(w io.Writer, rows []row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "protocol\tconcurrency\trequests\terrors\treq/s\trows/s\tp50 ms\tp99 ms\tp99/p50\tvs inproc\tcpu us/req\treqs/batch\t")
+	for _, r := range rows {
+		vs, rb, cpu := "", "", ""
+		if r.vs > 0 {
+			vs = fmt.Sprintf("%.0f%%", 100*r.vs)
 		}
 		if r.reqsBatch > 0 {
 			rb = fmt.Sprintf("%.2f", r.reqsBatch)
 		}
-		p50, p99 := r.quantile(0.50), r.quantile(0.99)
-		ratio := 0.0
-		if p50 > 0 {
-			ratio = float64(p99) / float64(p50)
+		if r.cpu > 0 {
+			cpu = fmt.Sprintf("%.0f", r.cpu)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.1f\t%s\t%s\t\n", r.protocol, r.concurrency, r.requests, r.errors,
-			rate, rate*float64(o.candidates), ms(p50), ms(p99), ratio, vs, rb)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.0f\t%.3f\t%.3f\t%.1f\t%s\t%s\t%s\t\n", r.protocol, r.concurrency, r.requests, r.errors,
+			r.rate, r.rows, r.p50, r.p99, r.ratio, vs, cpu, rb)
 	}
 	tw.Flush()
-	for _, r := range results {
-		if r.firstErr != nil {
-			fmt.Fprintf(w, "%s at concurrency %d: %d errors, the first: %v\n", r.protocol, r.concurrency, r.errors, r.firstErr)
-		}
+}
+
+// loadAverage is the machine's load average (1, 5 and 15 minutes), where
+// the system reports it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
 	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

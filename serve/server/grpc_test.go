@@ -70,6 +70,16 @@ func rawContents(req *pb.ModelInferRequest) {
 	}
 }
 
+// packed lays out elements as raw BYTES contents.
+func packed(elems ...string) []byte {
+	var b []byte
+	for _, e := range elems {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e)))
+		b = append(b, e...)
+	}
+	return b
+}
+
 func decodeFP32(b []byte) []float32 {
 	out := make([]float32, len(b)/4)
 	for i := range out {
@@ -185,6 +195,17 @@ func TestGRPCBadRequests(t *testing.T) {
 		}), codes.InvalidArgument, "is too large"},
 		{"too many rows", grpcRequest(servetest.Rows(9, 0)), codes.InvalidArgument, "more than the model's max batch of 8"},
 		{"infinite price", edit(func(r *pb.ModelInferRequest) { r.Inputs[3].Contents.Fp64Contents[2] = math.Inf(1) }), codes.InvalidArgument, `input "price", row 2: value +Inf is not finite`},
+		// Raw BYTES stay packed in the server: the same checks apply.
+		{"raw bytes for a number", edit(func(r *pb.ModelInferRequest) {
+			rawContents(r)
+			r.Inputs[3].Datatype, r.RawInputContents[3] = "BYTES", packed("1.5", "2", "3")
+		}), codes.InvalidArgument, `input "price": datatype BYTES: a continuous feature takes numbers`},
+		{"raw bytes for encoded ids", edit(func(r *pb.ModelInferRequest) {
+			rawContents(r)
+			r.Inputs[1].Name, r.Inputs[1].Datatype, r.RawInputContents[1] = "item_id__encoded", "BYTES", packed("1", "2", "3")
+		}), codes.InvalidArgument, `input "item_id__encoded": datatype BYTES: encoded ids are integers`},
+		{"raw bytes count", edit(func(r *pb.ModelInferRequest) { rawContents(r); r.RawInputContents[0] = packed("u1", "u2") }),
+			codes.InvalidArgument, `input "user_id": shape [3] holds 3 elements, the data has 2`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,7 +91,12 @@ type Engine struct {
 	jobs  *jobs
 	train *Workspace
 	upd   *updater
-	step  int
+	// stepJobFn is stepJob, made once (no allocation per step).
+	stepJobFn func(int)
+	// unfused makes a Sharder device's TrainStep run LossPass and then the
+	// update, as on other devices (SetFusedStep).
+	unfused bool
+	step    int
 	// graphs captures the training step (SetGraphs; nil: eager).
 	graphs *stepGraphs
 	// dist is the state of a distributed job (SetComm; nil: one process).
@@ -132,6 +137,7 @@ func NewEngine(spec Spec) (*Engine, error) {
 		return nil, err
 	}
 	e.upd = newUpdater(e, opt, e.train)
+	e.stepJobFn = e.stepJob
 	return e, nil
 }
 
@@ -191,6 +197,9 @@ func (e *Engine) TrainStep(b *loader.Batch) (Stats, error) {
 		// the scratch buffers have their size: a captured step
 		return e.graphStep(b)
 	}
+	if e.caps.Sharder != nil && !e.unfused {
+		return e.fusedStep(b)
+	}
 	if err := e.train.LossPass(b, layers.Mode{Train: true, Seed: e.dropoutSeed()}, true); err != nil {
 		return Stats{}, err
 	}
@@ -211,6 +220,52 @@ func (e *Engine) finishStep(b *loader.Batch) (Stats, error) {
 	e.upd.apply(e.step, ws)
 	e.step++
 	return ws.stats, nil
+}
+
+// fusedStep is TrainStep on a kernels.Sharder device (the CPU) in one
+// process: the loss is read and checked right after the shards, then each
+// of the engine's jobs finishes its gradients and applies its update in
+// one go (stepJob). That is one join of the device's goroutines instead of
+// two, the jobs balance over the whole step's remaining work, and a
+// table's gradient rows are still in the cache when its update reads them.
+// Every gradient, parameter and optimizer state gets the bits of LossPass
+// followed by finishStep: a job reads and writes only its own table or
+// dense parameters and their gradients, in the same order as before
+// (TestFusedStepMatchesTwoPhases).
+func (e *Engine) fusedStep(b *loader.Batch) (Stats, error) {
+	ws := e.train
+	if err := ws.input0(b, true); err != nil {
+		return Stats{}, err
+	}
+	ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed()})
+	ws.regLoss()
+	e.spec.Input.BeginBackward(ws.input)
+	err := ws.readLoss(b)
+	if err == nil {
+		err = e.spec.Check(ws.stats, b, e.step)
+	}
+	if err != nil {
+		// no update; the gradients are left as LossPass leaves them
+		e.jobs.run(ws.jobFn)
+		return Stats{}, err
+	}
+	e.upd.begin(e.step)
+	e.upd.ws = ws
+	e.jobs.run(e.stepJobFn)
+	e.upd.ws = nil
+	e.step++
+	return ws.stats, nil
+}
+
+// SetFusedStep turns the fused step of a kernels.Sharder device (fusedStep,
+// the default) on or off; off, a step runs the backward jobs and then the
+// update jobs, which tests compare with the fused step.
+func (e *Engine) SetFusedStep(on bool) { e.unfused = !on }
+
+// stepJob finishes job j's gradients and applies its update.
+func (e *Engine) stepJob(j int) {
+	e.train.backwardJob(j)
+	e.upd.runJob(j)
 }
 
 // Loss computes the loss of b without dropout and without any update.

@@ -142,15 +142,15 @@ func (l *lossWS) compute(dev kernels.Device, net Shard, outs []*kernels.Tensor, 
 
 // regLoss writes the regularisation terms of the model (L2 on the
 // parameters marked L2) and of the last forward pass (L2 on the batch's
-// embeddings) to ws.reg[0]. In a distributed training pass only the
-// batch's term: the ranks' terms are summed, and the parameters' term, the
-// same on every rank, is added once after the sum (Engine.addParamRegLoss).
+// embeddings) to ws.reg[0]. In a distributed training step of either
+// sharding mode (lossRows set, by that step only) only the batch's term:
+// the ranks' terms are summed, and the parameters' term, the same on every
+// rank, is added once after the sum (Engine.addParamRegLoss). An
+// evaluation's loss pass has both, as in one process.
 func (ws *Workspace) regLoss() {
 	e, reg := ws.e, ws.reg
 	e.dev.Zero(reg)
 	if ws.lossRows == 0 {
-		// (lossRows is set by a distributed training step only: a loss
-		// pass outside one, a validation, has the term as in one process)
 		e.addParamRegLoss(reg)
 	}
 	e.spec.Input.AddRegLoss(ws.input, reg)
