@@ -41,11 +41,13 @@ func TestMPITrainWorker(t *testing.T) {
 	for i, d := range evalDatasets {
 		dirs = append(dirs, writeGradData(t, uint64(i+1), d.files))
 	}
-	d, err := evalCase(c, dirs)
-	if err != nil {
-		t.Fatalf("evaluation: %v", err)
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		d, err := evalCase(c, dirs, sharding)
+		if err != nil {
+			t.Fatalf("evaluation, %s: %v", sharding, err)
+		}
+		fmt.Fprintln(h, d)
 	}
-	fmt.Fprintln(h, d)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

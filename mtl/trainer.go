@@ -120,9 +120,10 @@ type TrainerOptions struct {
 	// every rank the whole tables, or ShardRow ("row"), each rank the rows
 	// id mod N == rank of every table and their optimizer state, which
 	// needs a model built for it (NewShardedModel, LoadShardedCheckpoint).
-	// With "row", lookups are collective: training metrics
-	// (TrainMetricsSteps) are refused, and a checkpoint is gathered to
-	// rank 0, which writes it (every rank takes part).
+	// With "row", lookups are collective: a rank without rows joins the
+	// others' lookups in a step, an evaluation and the training metrics'
+	// scoring (Model.JoinLookup), and a checkpoint is gathered to rank 0,
+	// which writes it (every rank takes part).
 	EmbeddingSharding string
 }
 
@@ -318,9 +319,6 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	}
 	if err := m.checkSharding(opts.EmbeddingSharding, opts.Comm); err != nil {
 		return nil, err
-	}
-	if m.RowSharded() && opts.TrainMetricsSteps > 0 {
-		return nil, errors.New("mtl: training metrics (TrainMetricsSteps) are not available with tables sharded by rows: the ranks' batches differ at an epoch's end, and every lookup is collective")
 	}
 	if err := m.setComm(opts.Comm); err != nil {
 		return nil, err

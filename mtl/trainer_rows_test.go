@@ -23,6 +23,8 @@ type rowJob struct {
 	sharding   string
 	load, save string
 	epochs     int
+	// trainMetrics is TrainMetricsSteps
+	trainMetrics int
 }
 
 // run runs the job on a dist.LocalGroup and returns every rank's history.
@@ -57,7 +59,7 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 				if got := m.RowSharded(); got != row {
 					return fmt.Errorf("RowSharded() = %v", got)
 				}
-				tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: j.epochs, Comm: comms[r], EmbeddingSharding: j.sharding, CheckpointDir: j.save})
+				tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: j.epochs, Comm: comms[r], EmbeddingSharding: j.sharding, CheckpointDir: j.save, TrainMetricsSteps: j.trainMetrics})
 				if err != nil {
 					return err
 				}
@@ -76,6 +78,7 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 			want, got := hists[0].Epochs[e], hists[r].Epochs[e]
 			require.Equal(t, want.Loss, got.Loss, "rank %d's loss", r)
 			require.Equal(t, want.Validation, got.Validation, "rank %d's validation metrics", r)
+			require.Equal(t, want.Train, got.Train, "rank %d's training metrics", r)
 		}
 	}
 	return hists
@@ -96,18 +99,20 @@ func sameCheckpoint(t *testing.T, a, b string) {
 
 // TestFitRowShardedResumes: Fit with the tables sharded by rows on 2 ranks
 // writes (rank 0, the tables gathered) the checkpoint a job with
-// replicated tables writes, bit for bit, every rank with the same losses
-// and validation metrics; that checkpoint resumes on 3 ranks with the
+// replicated tables writes, bit for bit, every rank with the same losses,
+// validation and training metrics as that job's; that checkpoint resumes on 3 ranks with the
 // tables sharded by rows or replicated, and the replicated job's resumes
 // on 3 ranks sharded by rows, all three ending with the same checkpoint.
 func TestFitRowShardedResumes(t *testing.T) {
 	trainPath, evalPath := trData(t, 3000, 700)
 	dir := t.TempDir()
 	ck := func(name string) string { return filepath.Join(dir, name) }
-	rep := rowJob{n: 2, sharding: mtl.ShardReplicate, save: ck("rep2"), epochs: 1}.run(t, trainPath, evalPath)
-	row := rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2"), epochs: 1}.run(t, trainPath, evalPath)
+	rep := rowJob{n: 2, sharding: mtl.ShardReplicate, save: ck("rep2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
+	row := rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
 	require.Equal(t, rep[0].Epochs[0].Loss, row[0].Epochs[0].Loss)
 	require.Equal(t, rep[0].Epochs[0].Validation, row[0].Epochs[0].Validation)
+	require.NotEmpty(t, row[0].Epochs[0].Train)
+	require.Equal(t, rep[0].Epochs[0].Train, row[0].Epochs[0].Train)
 	sameCheckpoint(t, ck("rep2"), ck("row2"))
 	for _, j := range []rowJob{
 		{n: 3, sharding: mtl.ShardRow, load: ck("row2"), save: ck("row2-row3"), epochs: 2},
@@ -124,7 +129,7 @@ func TestFitRowShardedResumes(t *testing.T) {
 }
 
 // TestTrainerShardingChecks: the trainer refuses a sharding mode that does
-// not fit the model, and training metrics with row sharding.
+// not fit the model, and another communicator than the model's.
 func TestTrainerShardingChecks(t *testing.T) {
 	comms := dist.LocalGroup(2)
 	errs := make([]error, 2)
@@ -152,7 +157,6 @@ func TestTrainerShardingChecks(t *testing.T) {
 					{sharded, mtl.TrainerOptions{Comm: comms[r]}, `set TrainerOptions.EmbeddingSharding to "row"`},
 					{plain, mtl.TrainerOptions{Comm: comms[r], EmbeddingSharding: "row"}, "needs a model built sharded by rows"},
 					{plain, mtl.TrainerOptions{Comm: comms[r], EmbeddingSharding: "rows"}, `unknown embedding sharding "rows"`},
-					{sharded, mtl.TrainerOptions{Comm: comms[r], EmbeddingSharding: "row", TrainMetricsSteps: 5}, "training metrics"},
 					{sharded, mtl.TrainerOptions{Comm: dist.LocalGroup(2)[r], EmbeddingSharding: "row"}, "another communicator"},
 				} {
 					_, err := mtl.NewTrainer(tc.m, tc.opts)

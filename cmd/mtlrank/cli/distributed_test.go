@@ -33,8 +33,7 @@ func TestDistributedFlagChecks(t *testing.T) {
 			`--embedding_sharding must be replicate or row, got "rows"`},
 		{[]string{"--train_data_path", "x", "--embedding_sharding", "columns"},
 			`--embedding_sharding must be replicate or row, got "columns"`},
-		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--train_metrics_steps", "5"},
-			"--embedding_sharding row does not compute training metrics: drop --train_metrics_steps (validation metrics are computed)"},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--train_metrics_steps", "5"}, ""},
 	} {
 		var a trainArgs
 		var out bytes.Buffer
@@ -53,7 +52,8 @@ func TestDistributedFlagChecks(t *testing.T) {
 
 // TestEmbeddingShardingRefusedBeforeOutput: a refused --embedding_sharding
 // stops train before it writes anything (the output folder is not made),
-// and row sharding turns the default training metrics off.
+// and row sharding keeps the default training metrics (scored over all
+// ranks as in the replicated mode).
 func TestEmbeddingShardingRefusedBeforeOutput(t *testing.T) {
 	for _, args := range [][]string{
 		{"--embedding_sharding", "row"},
@@ -71,5 +71,5 @@ func TestEmbeddingShardingRefusedBeforeOutput(t *testing.T) {
 	_, set, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, []string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row"}, &a, "x", "")
 	require.NoError(t, err)
 	require.NoError(t, a.check(set))
-	assert.Zero(t, a.trainMetricsSteps)
+	assert.Equal(t, 10, a.trainMetricsSteps)
 }

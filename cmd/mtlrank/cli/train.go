@@ -234,7 +234,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step runs op by op, every later batch as a graph captured once per batch size")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.StringVar(&a.distributed, "distributed", "none", "none, or mpi: this process is one rank of an MPI job started by mpirun -np N (or Slurm, the MPI Operator); needs a build with -tags mpi. Each rank trains on its part of the training data's row groups and the gradients are summed over the ranks: --train_batch_size is the global batch, divided among the ranks. Only rank 0 prints, writes the model and metrics.json")
-	fs.StringVar(&a.embeddingSharding, "embedding_sharding", mtl.ShardReplicate, "with --distributed mpi: replicate (every rank holds the embedding tables) or row (rank r of N holds the rows id mod N == r of every table and their optimizer state: about 1/N of the tables' memory per rank, rows fetched from their owners every step). row turns --train_metrics_steps off (and refuses it set)")
+	fs.StringVar(&a.embeddingSharding, "embedding_sharding", mtl.ShardReplicate, "with --distributed mpi: replicate (every rank holds the embedding tables) or row (rank r of N holds the rows id mod N == r of every table and their optimizer state: about 1/N of the tables' memory per rank, rows fetched from their owners every step).")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
 	fs.StringVar(&a.esMode, "early_stopping_mode", "", "max or min (default: min for loss/logloss/rmse/mae, else max)")
@@ -405,10 +405,6 @@ func (a *trainArgs) checkSharding(set map[string]bool) error {
 		return usagef("--embedding_sharding must be replicate or row, got %q", a.embeddingSharding)
 	case a.embeddingSharding == mtl.ShardRow && a.distributed != "mpi":
 		return usagef("--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi")
-	case a.embeddingSharding == mtl.ShardRow && set["train_metrics_steps"] && a.trainMetricsSteps > 0:
-		return usagef("--embedding_sharding row does not compute training metrics: drop --train_metrics_steps (validation metrics are computed)")
-	case a.embeddingSharding == mtl.ShardRow:
-		a.trainMetricsSteps = 0
 	}
 	return nil
 }
