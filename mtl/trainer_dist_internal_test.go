@@ -379,17 +379,28 @@ func TestFitDistributedPlannedRows(t *testing.T) {
 }
 
 // TestPlannedRowsMismatch: a rank whose batch does not have the rows the
-// plan says fails the step on every rank, with no update.
+// plan says fails the step on every rank, with no update, in both
+// sharding modes (with the tables sharded by rows, in the lookup, before
+// any row moves).
 func TestPlannedRowsMismatch(t *testing.T) {
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		t.Run(sharding, func(t *testing.T) { plannedRowsMismatch(t, sharding) })
+	}
+}
+
+func plannedRowsMismatch(t *testing.T, sharding string) {
 	_, errs := runRanks(2, func(c dist.Comm) (string, error) {
-		m, err := NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), testDev(), 64, c)
+		if sharding == ShardReplicate {
+			m, err = NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+			if err == nil {
+				err = m.setComm(c)
+			}
+		}
 		if err != nil {
 			return "", err
 		}
 		defer m.Release()
-		if err := m.setComm(c); err != nil {
-			return "", err
-		}
 		rng := rand.New(rand.NewPCG(1, uint64(c.Rank())))
 		m.exec.PlanRows(64, 32)
 		rows := 32

@@ -382,21 +382,26 @@ func (tb *rowTable) renumber(data *layers.InputData, t int) {
 // is not finite, and then no rank updates.
 func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	d, r, ws := e.dist, e.rows, e.train
-	n := r.n
 	rows := 0
 	if b != nil {
 		rows = b.Rows
 	}
 	// The step's rows over all ranks come with the lookup's headers
 	// (rowState.global), before the losses need them: no allreduce of
-	// their own, unlike the replicated step.
+	// their own, unlike the replicated step's fallback. A plan
+	// (PlanRows) checks them: a rank whose batch is not the partition's
+	// fails the lookup, so that every rank fails before any row moves.
+	planned, planErr := e.takePlan(rows)
 	r.stepBytes = 0
 	r.inStep = true
 	var passErr error
-	if rows > 0 {
+	switch {
+	case planErr != nil:
+		_, passErr = r.lookup(ws, nil, planErr)
+	case rows > 0:
 		mode := layers.Mode{Train: true, Seed: layers.MixSeed(e.dropoutSeed(), uint64(r.rank))}
 		passErr = ws.LossPass(b, mode, true)
-	} else {
+	default:
 		_, passErr = r.lookup(ws, nil, errEmptyBatch)
 		if errors.Is(passErr, errEmptyBatch) {
 			passErr = nil
@@ -415,63 +420,24 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	if r.global == 0 {
 		return Stats{}, fmt.Errorf("mtl: step %d: no rank has rows", e.step)
 	}
+	if planned > 0 && planned != r.global {
+		// every rank sees the same headers and plans from the same
+		// partition: all fail here
+		return Stats{}, fmt.Errorf("mtl: step %d: the ranks' batches have %d rows where the data's partition says %d", e.step, r.global, planned)
+	}
 	d.globalRows = r.global
-	flat, nd, nTasks := r.flat, r.nd, len(e.spec.Tasks)
-	fail := nd + nTasks + 1
+	flat, nd := r.flat, r.nd
 	clear(flat)
 	if rows > 0 && passErr == nil {
-		off := 0
-		for i, p := range e.spec.Params {
-			if !p.Sparse {
-				k := p.Value.Len()
-				e.dev.CopyToHostF32(flat[off:off+k], ws.grads[i])
-				off += k
-			}
-		}
-		for t, l := range ws.stats.TaskLoss {
-			flat[nd+t] = float32(l)
-		}
-		flat[nd+nTasks] = float32(ws.regValue)
+		e.packStep(flat, nd)
 	}
-	if passErr != nil {
-		flat[fail] = 1
-	}
-	if err := d.comm.AllreduceSum(flat); err != nil {
-		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
-	}
-	d.bytes += allreduceBytes(len(flat), n)
-	if passErr != nil {
-		return Stats{}, passErr
-	}
-	if flat[fail] != 0 {
-		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
-	}
-	off := 0
-	for i, p := range e.spec.Params {
-		if !p.Sparse {
-			k := p.Value.Len()
-			e.dev.CopyFromHostF32(ws.grads[i], flat[off:off+k])
-			off += k
-			e.addL2Grad(i)
-		}
+	if err := e.reduceStep(flat, nd, passErr); err != nil {
+		return Stats{}, err
 	}
 	if err := e.pushRows(rows > 0); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding gradients: %w", e.step, err)
 	}
-
-	st := &ws.stats
-	e.dev.Zero(d.regT)
-	e.addParamRegLoss(d.regT)
-	e.dev.CopyToHostF32(d.regHost, d.regT)
-	st.Loss = float64(flat[nd+nTasks]) + float64(d.regHost[0])
-	for t := range st.TaskLoss {
-		st.TaskLoss[t] = float64(flat[nd+t])
-		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
-	}
-	if b == nil {
-		b = &loader.Batch{}
-	}
-	return e.finishStep(b)
+	return e.finishDistStep(b, flat, nd)
 }
 
 // lookupFailure is the error of a lookup in which some rank's batch failed
