@@ -88,18 +88,15 @@ func (c exactCase) String() string {
 	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
 }
 
-// run is one rank's side of the case on comm: it trains the one-process
-// reference itself, then its rank's part, checks that its parameters and
-// losses are within 1e-5 relative of the reference's, and returns the
-// digest of its parameters and losses (the same on every rank).
-func (c exactCase) run(comm dist.Comm) (string, error) {
+// reference is the case's configuration, the ranks' batches of each step
+// for n ranks (every rank draws every rank's, from the same seed), and the
+// model one process trains on the global batches, with its losses.
+func (c exactCase) reference(n int) (Config, [][]*loader.Batch, *Model, []float64, error) {
 	cfg := gradConfig(c.model)
 	cfg.Optimizer = c.opt
 	cfg.LR = 0.01
 	cfg.InitOutputBias = c.initBias
-	n, rank := comm.Size(), comm.Rank()
 	plan := distSteps(n, exactSteps)
-	// Every rank draws every rank's batches, from the same seed.
 	rng := rand.New(rand.NewPCG(5, 6))
 	parts := make([][]*loader.Batch, exactSteps)
 	for s := range parts {
@@ -110,25 +107,68 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 	}
 	one, err := NewModel(gradSchema(), cfg, testDev(), 128)
 	if err != nil {
-		return "", err
+		return cfg, nil, nil, nil, err
 	}
-	defer one.Release()
 	var wantLoss []float64
 	for s := range exactSteps {
 		st, err := one.TrainStep(concatBatches(parts[s]))
 		if err != nil {
-			return "", fmt.Errorf("one process, step %d: %w", s, err)
+			one.Release()
+			return cfg, nil, nil, nil, fmt.Errorf("one process, step %d: %w", s, err)
 		}
 		wantLoss = append(wantLoss, st.Loss)
 	}
+	return cfg, parts, one, wantLoss, nil
+}
 
+// newTestModel is a gradSchema model of cfg for batches of 128 rows, one
+// rank of comm with its tables replicated or sharded by rows.
+func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
+	if sharding == ShardRow {
+		return NewShardedModel(gradSchema(), cfg, testDev(), 128, comm)
+	}
 	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.setComm(comm); err != nil {
+		m.Release()
+		return nil, err
+	}
+	return m, nil
+}
+
+// run is one rank's side of the case on comm with replicated tables:
+// check(comm, ShardReplicate).
+func (c exactCase) run(comm dist.Comm) (string, error) { return c.check(comm, ShardReplicate) }
+
+// check is one rank's side of the case on comm: it trains the one-process
+// reference itself, then its rank's part with the tables replicated, checks
+// that the parameters and losses are within 1e-5 relative of the
+// reference's, and returns the digest of its parameters and losses (the
+// same on every rank). With sharding ShardRow it also trains its part with
+// the tables sharded by rows, whose losses, parameters and optimizer state
+// (the tables put together from all ranks) must be the replicated job's
+// bits: the owners add an id's gradient rows in rank order, the order of
+// the replicated merge.
+func (c exactCase) check(comm dist.Comm, sharding string) (string, error) {
+	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
+	if err != nil {
+		return "", err
+	}
+	defer one.Release()
+	rank := comm.Rank()
+	m, err := newTestModel(cfg, comm, ShardReplicate)
 	if err != nil {
 		return "", err
 	}
 	defer m.Release()
-	if err := m.setComm(comm); err != nil {
-		return "", err
+	var row *Model
+	if sharding == ShardRow {
+		if row, err = newTestModel(cfg, comm, ShardRow); err != nil {
+			return "", err
+		}
+		defer row.Release()
 	}
 	h := sha256.New()
 	for s := range exactSteps {
@@ -140,15 +180,33 @@ func (c exactCase) run(comm dist.Comm) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
 		}
+		if row != nil {
+			rst, err := row.TrainStep(b)
+			if err != nil {
+				return "", fmt.Errorf("rank %d, step %d, tables sharded by rows: %w", rank, s, err)
+			}
+			if rst.Loss != st.Loss {
+				return "", fmt.Errorf("rank %d, step %d: loss %v with the tables sharded by rows, %v replicated", rank, s, rst.Loss, st.Loss)
+			}
+		}
 		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
 			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
 		}
 		binary.Write(h, binary.LittleEndian, st.Loss)
 	}
 	want, got := hostParamsOf(one), hostParamsOf(m)
+	var sharded map[string][]float32
+	if row != nil {
+		if sharded, err = allTables(row); err != nil {
+			return "", err
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
 			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
+		}
+		if row != nil && !slices.Equal(got[name], sharded[name]) {
+			return "", fmt.Errorf("rank %d: %s: with the tables sharded by rows, not the bits of the replicated tables' job", rank, name)
 		}
 		binary.Write(h, binary.LittleEndian, got[name])
 	}
@@ -234,10 +292,18 @@ func hostParamsOf(m *Model) map[string][]float32 {
 // TestDistributedInitOutputBias: on N ranks, InitOutputBias calibrates the
 // heads on the ranks' first batches together, giving the bits one process
 // gets from their concatenation (the rows are gathered in rank order, the
-// order of the global batch), on every rank, also when a rank has no rows.
+// order of the global batch), on every rank, also when a rank has no rows
+// (with the tables sharded by rows, that rank serves the others' lookups).
 func TestDistributedInitOutputBias(t *testing.T) {
-	for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
-		t.Run(fmt.Sprint(rows), func(t *testing.T) {
+	for _, tc := range []struct {
+		rows     []int
+		sharding string
+	}{
+		{[]int{20, 23}, ShardReplicate}, {[]int{7, 0, 30}, ShardReplicate}, {[]int{0, 12}, ShardReplicate},
+		{[]int{20, 23}, ShardRow}, {[]int{7, 0, 30}, ShardRow}, {[]int{0, 12}, ShardRow},
+	} {
+		rows := tc.rows
+		t.Run(fmt.Sprint(tc.sharding, rows), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
 			n := len(rows)
 			rng := rand.New(rand.NewPCG(5, 6))
@@ -252,14 +318,11 @@ func TestDistributedInitOutputBias(t *testing.T) {
 			require.NoError(t, err)
 			want := hostParamsOf(one)
 			got, errs := runRanks(n, func(c dist.Comm) (map[string][]float32, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				m, err := newTestModel(cfg, c, tc.sharding)
 				if err != nil {
 					return nil, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return nil, err
-				}
 				b := parts[c.Rank()]
 				if b.Rows == 0 {
 					b = &loader.Batch{}
@@ -267,7 +330,7 @@ func TestDistributedInitOutputBias(t *testing.T) {
 				if _, err := m.initOutputBias(b); err != nil {
 					return nil, err
 				}
-				return hostParamsOf(m), nil
+				return allTables(m)
 			})
 			for r := range n {
 				require.NoError(t, errs[r], "rank %d", r)
@@ -280,19 +343,26 @@ func TestDistributedInitOutputBias(t *testing.T) {
 }
 
 // TestDistributedStepFailsOnEveryRank: when one rank's batch is bad (an id
-// outside its table), that rank returns its error and every other rank
-// returns an error at the same step instead of waiting in the next
-// collective, and no rank updates: in the training step, and in the first
-// step's InitOutputBias, which reads the batch first.
+// outside its table), that rank returns its error, naming the column and
+// row, and every other rank returns an error at the same step instead of
+// waiting in the next collective, and no rank updates: in the training
+// step, and in the first step's InitOutputBias, which reads the batch
+// first; with replicated tables and with tables sharded by rows (where
+// the id, 31, would be a row rank 1 does not hold either).
 func TestDistributedStepFailsOnEveryRank(t *testing.T) {
-	for _, tc := range []struct {
+	type failCase struct {
 		initBias bool
 		want     string
-	}{
-		{false, "mtl: step 0: 1 of the 3 ranks failed"},
-		{true, "mtl: InitOutputBias: 1 of the 3 ranks failed"},
-	} {
-		t.Run(fmt.Sprintf("init_bias=%v", tc.initBias), func(t *testing.T) {
+		sharding string
+	}
+	var cases []failCase
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		cases = append(cases,
+			failCase{false, "mtl: step 0: 1 of the 3 ranks failed", sharding},
+			failCase{true, "mtl: InitOutputBias: 1 of the 3 ranks failed", sharding})
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/init_bias=%v", tc.sharding, tc.initBias), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
 			cfg.InitOutputBias = tc.initBias
 			const n, badRank = 3, 1
@@ -303,14 +373,11 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 			}
 			parts[badRank].Columns["user"].I32[5] = 31 // the table has ids 0..30
 			steps, errs := runRanks(n, func(c dist.Comm) (int, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				m, err := newTestModel(cfg, c, tc.sharding)
 				if err != nil {
 					return -1, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return -1, err
-				}
 				before := hostParamsOf(m)
 				_, err = m.TrainStep(parts[c.Rank()])
 				for name, v := range hostParamsOf(m) {
@@ -324,7 +391,7 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 				require.Error(t, errs[r], "rank %d", r)
 				require.Equal(t, 0, steps[r], "rank %d's step counter", r)
 				if r == badRank {
-					assert.Contains(t, errs[r].Error(), `"user"`, "the bad rank names the column")
+					assert.Contains(t, errs[r].Error(), `column "user" row 5: id 31 outside [0, 30]`, "the bad rank names the column and row")
 				} else {
 					assert.Contains(t, errs[r].Error(), tc.want)
 				}

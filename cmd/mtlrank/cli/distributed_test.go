@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -24,6 +25,15 @@ func TestDistributedFlagChecks(t *testing.T) {
 			"--distributed mpi does not score after training: drop --predict_data_path and run mtlrank predict on the saved model"},
 		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--device", "cuda"},
 			"--distributed mpi runs on the CPU only (GPU ranks are not supported yet), got --device cuda"},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "replicate"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row"}, ""},
+		{[]string{"--train_data_path", "x", "--embedding_sharding", "row"},
+			"--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi"},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "rows"},
+			`--embedding_sharding must be replicate or row, got "rows"`},
+		{[]string{"--train_data_path", "x", "--embedding_sharding", "columns"},
+			`--embedding_sharding must be replicate or row, got "columns"`},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--train_metrics_steps", "5"}, ""},
 	} {
 		var a trainArgs
 		var out bytes.Buffer
@@ -38,4 +48,28 @@ func TestDistributedFlagChecks(t *testing.T) {
 		require.ErrorAs(t, err, &ue, tc.args)
 		assert.EqualError(t, err, tc.wantErr, tc.args)
 	}
+}
+
+// TestEmbeddingShardingRefusedBeforeOutput: a refused --embedding_sharding
+// stops train before it writes anything (the output folder is not made),
+// and row sharding keeps the default training metrics (scored over all
+// ranks as in the replicated mode).
+func TestEmbeddingShardingRefusedBeforeOutput(t *testing.T) {
+	for _, args := range [][]string{
+		{"--embedding_sharding", "row"},
+		{"--embedding_sharding", "diagonal", "--distributed", "mpi"},
+	} {
+		data, outDir := t.TempDir(), filepath.Join(t.TempDir(), "out")
+		var out, errOut bytes.Buffer
+		code := Run(append([]string{"train", "--train_data_path", data, "--output_path", outDir}, args...), &out, &errOut)
+		assert.NotEqual(t, 0, code, args)
+		assert.Contains(t, errOut.String(), "--embedding_sharding", args)
+		assert.NoDirExists(t, outDir, args)
+	}
+	var a trainArgs
+	var out bytes.Buffer
+	_, set, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, []string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row"}, &a, "x", "")
+	require.NoError(t, err)
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 10, a.trainMetricsSteps)
 }

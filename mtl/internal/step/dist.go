@@ -149,14 +149,8 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 	if b != nil {
 		rows = b.Rows
 	}
-	var planErr error
-	global := d.plan.global
-	if global > 0 {
-		if rows != d.plan.own {
-			planErr = fmt.Errorf("mtl: step %d: rank %d's batch has %d rows where the data's partition says %d", e.step, d.comm.Rank(), rows, d.plan.own)
-		}
-		d.plan.global, d.plan.own = 0, 0
-	} else {
+	global, planErr := e.takePlan(rows)
+	if global == 0 {
 		d.one[0] = float32(rows)
 		if err := d.comm.AllreduceSum(d.one); err != nil {
 			return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, err)
@@ -180,63 +174,20 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 		passErr = ws.LossPass(b, mode, true)
 		ws.lossRows = 0
 	}
-	flat, nd, nTasks := d.flat, d.nd, len(e.spec.Tasks)
-	fail, counts := nd+nTasks+1, nd+nTasks+2
+	flat, nd := d.flat, d.nd
+	counts := nd + len(e.spec.Tasks) + 2
 	clear(flat)
 	if rows > 0 && passErr == nil {
-		off := 0
-		for i, p := range e.spec.Params {
-			if !p.Sparse {
-				k := p.Value.Len()
-				e.dev.CopyToHostF32(flat[off:off+k], ws.grads[i])
-				off += k
-			}
-		}
-		for t, l := range ws.stats.TaskLoss {
-			flat[nd+t] = float32(l)
-		}
-		flat[nd+nTasks] = float32(ws.regValue)
+		e.packStep(flat, nd)
 		passErr = e.putCounts(flat[counts:])
 	}
-	if passErr != nil {
-		flat[fail] = 1
-	}
-	if err := d.comm.AllreduceSum(flat); err != nil {
-		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
-	}
-	d.bytes += allreduceBytes(len(flat), n)
-	if passErr != nil {
-		return Stats{}, passErr
-	}
-	if flat[fail] != 0 {
-		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
-	}
-	off := 0
-	for i, p := range e.spec.Params {
-		if !p.Sparse {
-			k := p.Value.Len()
-			e.dev.CopyFromHostF32(ws.grads[i], flat[off:off+k])
-			off += k
-			e.addL2Grad(i)
-		}
+	if err := e.reduceStep(flat, nd, passErr); err != nil {
+		return Stats{}, err
 	}
 	if err := e.exchangeRows(rows > 0, flat[counts:]); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
 	}
-
-	st := &ws.stats
-	e.dev.Zero(d.regT)
-	e.addParamRegLoss(d.regT)
-	e.dev.CopyToHostF32(d.regHost, d.regT)
-	st.Loss = float64(flat[nd+nTasks]) + float64(d.regHost[0])
-	for t := range st.TaskLoss {
-		st.TaskLoss[t] = float64(flat[nd+t])
-		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
-	}
-	if b == nil {
-		b = &loader.Batch{}
-	}
-	return e.finishStep(b)
+	return e.finishDistStep(b, flat, nd)
 }
 
 // allreduceBytes is what dist.Comm.AllreduceSum of n floats receives per
