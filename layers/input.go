@@ -34,6 +34,29 @@ type InputOptions struct {
 	// Domains overrides the block-wide settings for the tables of the
 	// named domains.
 	Domains map[string]DomainOptions
+	// Shard, when Size > 1, makes every table hold only the rows of ids
+	// id mod Size == Rank, at local row id div Size (row-sharded
+	// distributed training): W is [ShardRows(Rows), Dim] and the full
+	// table is never allocated. The initial values are the full table's
+	// (the same draws, the other ranks' rows skipped), so the shards of
+	// all ranks together are the table one process starts from.
+	Shard RowShard
+}
+
+// RowShard is one rank's part of row-sharded tables: the ids id mod Size
+// == Rank. The zero value (or Size 1) is the whole table.
+type RowShard struct{ Rank, Size int }
+
+// Sharded reports whether s holds part of the rows.
+func (s RowShard) Sharded() bool { return s.Size > 1 }
+
+// Rows is the number of rows of a table of rows rows that s holds: the
+// ids r, r+Size, r+2*Size, ... below rows.
+func (s RowShard) Rows(rows int) int {
+	if !s.Sharded() {
+		return rows
+	}
+	return (rows + s.Size - 1 - s.Rank) / s.Size
 }
 
 // DomainOptions are per-table settings (InputOptions.Domains).
@@ -195,13 +218,20 @@ func NewInputBlock(dev kernels.Device, features []*schema.Feature, opt InputOpti
 		}
 		b.Features = append(b.Features, in)
 	}
+	if sh := opt.Shard; sh.Sharded() && (sh.Rank < 0 || sh.Rank >= sh.Size) {
+		return nil, fmt.Errorf("layers: input block: rank %d of %d", sh.Rank, sh.Size)
+	}
 	for _, t := range b.Tables {
 		t.Dim = domainDim[t.Name]
 		if t.Dim == 0 {
 			t.Dim = InferDim(int64(t.Rows), opt.DimMultiplier)
 		}
-		t.W = dev.Alloc(kernels.Float32, t.Rows, t.Dim)
-		if !opt.Domains[t.Name].ZeroInit {
+		t.W = dev.Alloc(kernels.Float32, opt.Shard.Rows(t.Rows), t.Dim)
+		switch {
+		case opt.Domains[t.Name].ZeroInit:
+		case opt.Shard.Sharded():
+			fillShard(dev, rng, t.W, t.Rows, opt.Shard, 0.05)
+		default:
 			fillUniform(dev, rng, t.W, 0.05)
 		}
 	}
@@ -278,6 +308,9 @@ func (b *InputBlock) NewInputData() *InputData {
 
 // InputWS is the per-caller state of an InputBlock.
 type InputWS struct {
+	// tables, when set (SetTables), replace the block's tables in the
+	// next Forward and Backward.
+	tables    []*kernels.Tensor
 	data      *InputData
 	out, dout *batchBuf
 	offs      []hdr // per feature: its offsets in a shared table
@@ -367,6 +400,21 @@ func (b *InputBlock) newSparseGrad(capacity, dim int) *kernels.SparseGrad {
 	}
 }
 
+// SetTables makes the next Forward and Backward on ws read tables[t] in
+// place of table t's W (nil: the block's own): a row-sharded job looks up
+// the rows it fetched from their owners for the batch, in a small table
+// the batch's ids were renumbered into. Each must have the table's Dim
+// columns; the ids are checked against its rows.
+func (ws *InputWS) SetTables(tables []*kernels.Tensor) { ws.tables = tables }
+
+// table is the tensor table ti's lookups read on ws.
+func (b *InputBlock) table(ws *InputWS, ti int) *kernels.Tensor {
+	if ws.tables != nil && ws.tables[ti] != nil {
+		return ws.tables[ti]
+	}
+	return b.Tables[ti].W
+}
+
 // Y is the output of the last Forward, [B, OutDim]; DY its gradient.
 func (ws *InputWS) Y() *kernels.Tensor  { return ws.out.t() }
 func (ws *InputWS) DY() *kernels.Tensor { return ws.dout.t() }
@@ -439,7 +487,7 @@ func (b *InputBlock) gather(ws *InputWS, dev kernels.Device, i int) error {
 		return nil
 	}
 	t := b.Tables[f.Table]
-	err := dev.EmbeddingGather(out, f.Col, t.W, data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
+	err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
 	if err != nil {
 		return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
 	}
@@ -591,7 +639,11 @@ func (b *InputBlock) BackwardTable(ws *InputWS, ti int) {
 		*g = *b.newSparseGrad(max(ids.Len(), 2*g.Rows.Len()), t.Dim)
 	}
 	s := b.gradSource(ws, ti)
-	b.dev.EmbeddingBackward(ws.grads[ti], s.Dout, s.Col, s.IDs, s.Offsets, s.Comb, t.Rows)
+	rows := t.Rows
+	if ws.tables != nil && ws.tables[ti] != nil {
+		rows = ws.tables[ti].Rows()
+	}
+	b.dev.EmbeddingBackward(ws.grads[ti], s.Dout, s.Col, s.IDs, s.Offsets, s.Comb, rows)
 }
 
 // EmbeddingSources returns the gradient of table ti for the last Forward on

@@ -421,3 +421,42 @@ func TestInputBlockGatherShards(t *testing.T) {
 		})
 	}
 }
+
+// A row-sharded job's lookup gathers from a small per-batch table
+// (InputWS.SetTables: the batch's distinct ids' rows, the ids renumbered
+// into it); gathered as shards, the output is the bits of the full tables
+// gathered feature after feature.
+func TestInputBlockGatherShardsFromBatchTables(t *testing.T) {
+	full := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	full.block.dev = serialDev{full.block.dev}
+	want, err := full.block.Forward(full.block.NewWorkspace(5, false), full.data)
+	require.NoError(t, err)
+
+	compact := newInputFixture(t, kernels.NewCPU(2), kernels.Mean, 0)
+	dev := compact.block.dev
+	tables := make([]*kernels.Tensor, len(compact.block.Tables))
+	for ti, tab := range compact.block.Tables {
+		ids := compact.data.IDs[ti].I32
+		w := host(tab.W)
+		index := map[int32]int32{}
+		var rows []float32
+		for i, id := range ids {
+			k, ok := index[id]
+			if !ok {
+				k = int32(len(index))
+				index[id] = k
+				rows = append(rows, w[int(id)*tab.Dim:(int(id)+1)*tab.Dim]...)
+			}
+			ids[i] = k
+		}
+		tables[ti] = dev.Alloc(kernels.Float32, len(index), tab.Dim)
+		dev.CopyFromHostF32(tables[ti], rows)
+		require.Less(t, len(index), tab.Rows, "table %q: the batch table must be smaller than the table", tab.Name)
+	}
+	ws := compact.block.NewWorkspace(5, false)
+	shardAlways(ws)
+	ws.SetTables(tables)
+	got, err := compact.block.Forward(ws, compact.data)
+	require.NoError(t, err)
+	require.Equal(t, host(want), host(got))
+}

@@ -53,6 +53,20 @@ func fillUniform(dev kernels.Device, rng *rand.Rand, t *kernels.Tensor, limit fl
 	}
 }
 
+// fillShard fills t, shard sh of a table of rows rows of t.Cols() columns,
+// with the rows fillUniform gives the full table: every row is drawn, in
+// order, and only sh's are kept, so the full table is never held.
+func fillShard(dev kernels.Device, rng *rand.Rand, t *kernels.Tensor, rows int, sh RowShard, limit float64) {
+	dim := t.Cols()
+	row := make([]float32, dim)
+	for id := range rows {
+		uniform(rng, row, limit)
+		if id%sh.Size == sh.Rank {
+			dev.CopyFromHostF32(t.View((id/sh.Size)*dim, dim), row)
+		}
+	}
+}
+
 func releaseAll(ts ...*kernels.Tensor) {
 	for _, t := range ts {
 		t.Release()

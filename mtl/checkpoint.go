@@ -15,6 +15,7 @@ import (
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
 	"github.com/mtlrank/mtlrank/internal/readlimit"
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
 	"github.com/mtlrank/mtlrank/mtl/metrics"
 	"github.com/mtlrank/mtlrank/mtl/safetensors"
 	"github.com/mtlrank/mtlrank/schema"
@@ -123,7 +124,11 @@ func (s *TrainState) UnmarshalJSON(data []byte) error {
 type alias TrainState
 
 // SaveCheckpoint writes m (parameters, optimizer state, config, schema) and
-// state to the folder dir, atomically. state may be nil (the step is taken
+// state to the folder dir, atomically. For a model whose tables are
+// sharded by rows (NewShardedModel) it is collective: every rank calls it,
+// the tables are gathered to rank 0 one tensor at a time, and rank 0
+// writes the checkpoint of the whole model (the other ranks write
+// nothing and return nil). state may be nil (the step is taken
 // from m). An existing dir is replaced only if it is empty or a checkpoint;
 // any other folder is an error, so that a mistyped path cannot delete data.
 // Files in dir that a checkpoint does not have (notes, metrics) are kept,
@@ -138,6 +143,19 @@ func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 		st = *state
 	}
 	st.Step = m.Step()
+	params, opt := m.Params(), m.OptimizerState()
+	var full map[string][]float32
+	if m.RowSharded() {
+		// Every rank sends its rows; rank 0 writes the one-process
+		// checkpoint, which resumes on any number of ranks in either mode.
+		var err error
+		if full, err = m.gatherTables(append(params[:len(params):len(params)], opt...)); err != nil {
+			return fmt.Errorf("mtl: save checkpoint %s: %w", dir, err)
+		}
+		if m.comm.Rank() != 0 {
+			return nil
+		}
+	}
 	if err := checkReplaceable(dir); err != nil {
 		return fmt.Errorf("mtl: save checkpoint: %w", err)
 	}
@@ -159,14 +177,14 @@ func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
 			"step": strconv.Itoa(st.Step),
 		}
-		if err := writeTensors(filepath.Join(tmp, modelFile), m.dev, m.Params(), meta); err != nil {
+		if err := writeTensors(filepath.Join(tmp, modelFile), m.dev, params, full, meta); err != nil {
 			return err
 		}
 		optMeta := map[string]string{
 			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
 			"optimizer": m.cfg.Optimizer, "step": strconv.Itoa(st.Step),
 		}
-		if err := writeTensors(filepath.Join(tmp, optimizerFile), m.dev, m.OptimizerState(), optMeta); err != nil {
+		if err := writeTensors(filepath.Join(tmp, optimizerFile), m.dev, opt, full, optMeta); err != nil {
 			return err
 		}
 		return writeJSONFile(filepath.Join(tmp, stateFile), st)
@@ -205,11 +223,17 @@ func writeSchemaFile(path string, s *schema.Schema) error {
 	return atomicfile.WriteFile(path, buf.Bytes())
 }
 
-// writeTensors copies device tensors to the host and stores them.
-func writeTensors(path string, dev kernels.Device, named []NamedTensor, meta map[string]string) error {
+// writeTensors copies device tensors to the host and stores them; a name
+// in full is stored from there instead (a row-sharded table gathered to
+// rank 0, [rows, dim]).
+func writeTensors(path string, dev kernels.Device, named []NamedTensor, full map[string][]float32, meta map[string]string) error {
 	out := make([]safetensors.Tensor, 0, len(named))
 	for _, nt := range named {
 		t := nt.Tensor
+		if v, ok := full[nt.Name]; ok {
+			out = append(out, safetensors.FromF32(nt.Name, []int{len(v) / t.Cols(), t.Cols()}, v))
+			continue
+		}
 		switch t.DType {
 		case kernels.Float32:
 			h := make([]float32, t.Len())
@@ -276,6 +300,12 @@ func ReadCheckpointModel(dir string) (*schema.Schema, Config, error) {
 }
 
 func loadCheckpoint(dir string, dev kernels.Device, maxBatch int, optimizer bool) (*Model, *TrainState, error) {
+	return loadCheckpointShard(dir, dev, maxBatch, optimizer, layers.RowShard{})
+}
+
+// loadCheckpointShard is loadCheckpoint keeping the rows of shard of every
+// table and of its optimizer state.
+func loadCheckpointShard(dir string, dev kernels.Device, maxBatch int, optimizer bool, shard layers.RowShard) (*Model, *TrainState, error) {
 	cc, err := readCheckpointConfig(dir)
 	if err != nil {
 		return nil, nil, err
@@ -299,7 +329,7 @@ func loadCheckpoint(dir string, dev kernels.Device, maxBatch int, optimizer bool
 	}
 	// NewModel refuses a model this process could never allocate (a
 	// corrupt int_domain.max or max_batch) before allocating anything.
-	m, err := NewModel(s, cc.Config, dev, maxBatch)
+	m, err := newModel(s, cc.Config, dev, maxBatch, shard)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", configFile, err)
 	}
@@ -324,13 +354,13 @@ func fillCheckpoint(dir string, m *Model, cc *checkpointConfig, optimizer bool) 
 			return fmt.Errorf("%s: task %d is %q, the config and schema give %q", configFile, i, cc.Tasks[i].Name, t.Name)
 		}
 	}
-	if err := readTensors(filepath.Join(dir, modelFile), m.dev, m.Params()); err != nil {
+	if err := m.readTensors(filepath.Join(dir, modelFile), m.Params()); err != nil {
 		return err
 	}
 	if !optimizer {
 		return nil
 	}
-	return readTensors(filepath.Join(dir, optimizerFile), m.dev, m.OptimizerState())
+	return m.readTensors(filepath.Join(dir, optimizerFile), m.OptimizerState())
 }
 
 func readCheckpointConfig(dir string) (*checkpointConfig, error) {
@@ -424,14 +454,17 @@ func ReadTrainState(dir string) (*TrainState, error) {
 }
 
 // readTensors fills the model's tensors from a safetensors file: the names
-// must match one to one, with equal shapes.
-func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
+// must match one to one, with equal shapes (the full table's for a table
+// sharded by rows, of which the model keeps its rows).
+func (m *Model) readTensors(path string, named []NamedTensor) error {
+	dev := m.dev
 	// The file is refused before it is read when it is far larger than
 	// the model's tensors (a few extra tensors get the clearer message
 	// below).
 	var size int64
 	for _, nt := range named {
-		size += int64(nt.Tensor.Len()) * 4
+		shape, _ := m.fileShape(nt)
+		size += int64(shapeLen(shape)) * 4
 	}
 	f, err := safetensors.ReadLimit(path, 2*size+1<<20)
 	if err != nil {
@@ -445,8 +478,9 @@ func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
 		if !ok {
 			return fmt.Errorf("%s: tensor %q is missing (the model expects %s%v)", base, nt.Name, nt.Tensor.DType, nt.Tensor.Shape)
 		}
-		if !slices.Equal(st.Shape, nt.Tensor.Shape) {
-			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", base, nt.Name, st.Shape, nt.Tensor.Shape)
+		shape, shard := m.fileShape(nt)
+		if !slices.Equal(st.Shape, shape) {
+			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", base, nt.Name, st.Shape, shape)
 		}
 		switch nt.Tensor.DType {
 		case kernels.Float32:
@@ -460,6 +494,9 @@ func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
 				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 					return fmt.Errorf("%s: tensor %q holds %v at element %d: the checkpoint is corrupt or training diverged", base, nt.Name, x, i)
 				}
+			}
+			if shard.Sharded() {
+				v = keepRows(v, shape[0], shape[1], shard)
 			}
 			dev.CopyFromHostF32(nt.Tensor, v)
 		case kernels.Int32:
@@ -482,6 +519,14 @@ func readTensors(path string, dev kernels.Device, named []NamedTensor) error {
 		return fmt.Errorf("%s: tensors %s are not part of the model (different architecture?)", base, strings.Join(quoteAll(extra), ", "))
 	}
 	return nil
+}
+
+func shapeLen(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
 }
 
 func quoteAll(s []string) []string {

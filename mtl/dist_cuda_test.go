@@ -91,14 +91,14 @@ func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
 // CUDA ranks: the biases one CUDA process computes, bit for bit.
 func TestCUDADistributedInitOutputBias(t *testing.T) {
 	skipWithoutCUDA(t)
-	checkDistributedInitOutputBias(t, cudaDevice)
+	checkDistributedInitOutputBias(t, cudaDevice, ShardReplicate)
 }
 
 // TestCUDADistributedStepFailsOnEveryRank is
 // TestDistributedStepFailsOnEveryRank on CUDA ranks.
 func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
 	skipWithoutCUDA(t)
-	checkDistributedStepFails(t, cudaDevice)
+	checkDistributedStepFails(t, cudaDevice, `"user"`, ShardReplicate)
 }
 
 // TestCUDADistributedRefusesGraphs: graph capture and a communicator
@@ -128,5 +128,30 @@ func TestCUDADistributedRefusesGraphs(t *testing.T) {
 			require.Error(t, err, "capture first: %v, rank %d", captureFirst, r)
 			assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
 		}
+	}
+}
+
+// TestCUDAShardedModelRefused: tables sharded by rows train on the CPU
+// only (their lookups and the owners' merges work on the host's rows); on
+// CUDA ranks NewShardedModel refuses on every rank, saying so, and leaves
+// nothing allocated (the device's Close checks).
+func TestCUDAShardedModelRefused(t *testing.T) {
+	skipWithoutCUDA(t)
+	_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+		dev, closeDev, err := cudaDevice()
+		if err != nil {
+			return struct{}{}, err
+		}
+		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), dev, 64, c)
+		if err == nil {
+			m.Release()
+			err = errors.New("NewShardedModel on a CUDA device did not fail")
+		}
+		return struct{}{}, errors.Join(err, closeDev())
+	})
+	for r, err := range errs {
+		require.Error(t, err, "rank %d", r)
+		assert.Contains(t, err.Error(), "embedding tables sharded by rows train on the CPU device only, not on cuda", "rank %d", r)
+		assert.NotContains(t, err.Error(), "still allocated", "rank %d", r)
 	}
 }

@@ -14,7 +14,8 @@ const (
 )
 
 // TestMPITrain runs the exactness cases of
-// TestDistributedStepMatchesOneProcess and the partitioned evaluation of
+// TestDistributedStepMatchesOneProcess and
+// TestRowShardedStepMatchesOneProcess and the partitioned evaluation of
 // TestDistributedEvaluate under mpirun with 1, 2 and 3 ranks on loopback
 // (TestMPITrainWorker, built with -tags mpi): every rank checks its
 // parameters, losses and evaluation metrics against the one-process run it

@@ -12,7 +12,8 @@ import (
 )
 
 // TestMPITrainWorker is one rank of TestMPITrain's mpirun jobs: the
-// exactness cases and the partitioned evaluation on MPI.
+// exactness cases on MPI, with replicated tables and sharded by rows, and
+// the partitioned evaluation.
 func TestMPITrainWorker(t *testing.T) {
 	if os.Getenv(mpiTrainWorkerEnv) == "" {
 		t.Skip("one rank of TestMPITrain's mpirun jobs; runs under mpirun only")
@@ -28,6 +29,11 @@ func TestMPITrainWorker(t *testing.T) {
 			t.Fatalf("%v: %v", tc, err) // the other ranks fail or are ended by mpirun
 		}
 		fmt.Fprintln(h, d)
+		// The same case with the tables sharded by rows.
+		if d, err = tc.check(c, ShardRow); err != nil {
+			t.Fatalf("%v, tables sharded by rows: %v", tc, err)
+		}
+		fmt.Fprintln(h, d)
 	}
 	// The partitioned evaluation (TestDistributedEvaluate's datasets, which
 	// every rank writes for itself: the same files).
@@ -35,11 +41,13 @@ func TestMPITrainWorker(t *testing.T) {
 	for i, d := range evalDatasets {
 		dirs = append(dirs, writeGradData(t, uint64(i+1), d.files))
 	}
-	d, err := evalCase(c, dirs)
-	if err != nil {
-		t.Fatalf("evaluation: %v", err)
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		d, err := evalCase(c, dirs, sharding)
+		if err != nil {
+			t.Fatalf("evaluation, %s: %v", sharding, err)
+		}
+		fmt.Fprintln(h, d)
 	}
-	fmt.Fprintln(h, d)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -90,22 +90,42 @@ func (c exactCase) String() string {
 	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
 }
 
-// run is one rank's side of the case on comm, on the CPU device: it
-// trains the one-process reference itself, then its rank's part, checks
-// that its parameters and losses are within 1e-5 relative of the
-// reference's, and returns the digest of its parameters and losses (the
-// same on every rank).
-func (c exactCase) run(comm dist.Comm) (string, error) {
+// run is one rank's side of the case on comm with replicated tables:
+// check(comm, ShardReplicate).
+func (c exactCase) run(comm dist.Comm) (string, error) { return c.check(comm, ShardReplicate) }
+
+// check is one rank's side of the case on comm, on the CPU device: it
+// trains the one-process reference itself, then its rank's part with the
+// tables replicated, checks that the parameters and losses are within 1e-5
+// relative of the reference's, and returns the digest of its parameters
+// and losses (the same on every rank). With sharding ShardRow it also
+// trains its part with the tables sharded by rows, whose losses,
+// parameters and optimizer state (the tables put together from all ranks)
+// must be the replicated job's bits: the owners add an id's gradient rows
+// in rank order, the order of the replicated merge.
+func (c exactCase) check(comm dist.Comm, sharding string) (string, error) {
 	parts := c.batches(comm.Size(), exactSteps)
-	ref, err := c.train(testDev(), nil, parts)
+	ref, err := c.train(testDev(), nil, parts, ShardReplicate)
 	if err != nil {
 		return "", err
 	}
-	got, err := c.train(testDev(), comm, parts)
+	got, err := c.train(testDev(), comm, parts, ShardReplicate)
 	if err != nil {
 		return "", err
 	}
-	return got.digest, got.check(ref)
+	if err := got.check(ref); err != nil {
+		return "", err
+	}
+	if sharding == ShardRow {
+		row, err := c.train(testDev(), comm, parts, ShardRow)
+		if err != nil {
+			return "", fmt.Errorf("tables sharded by rows: %w", err)
+		}
+		if err := row.same(got); err != nil {
+			return "", fmt.Errorf("tables sharded by rows against replicated: %w", err)
+		}
+	}
+	return got.digest, nil
 }
 
 // batches are the parts of the case's global batches of steps steps among
@@ -124,8 +144,26 @@ func (c exactCase) batches(n, steps int) [][]*loader.Batch {
 	return parts
 }
 
+// newTestModel is a gradSchema model of cfg on dev for batches of 128
+// rows, one rank of comm with its tables replicated or sharded by rows.
+func newTestModel(cfg Config, dev kernels.Device, comm dist.Comm, sharding string) (*Model, error) {
+	if sharding == ShardRow {
+		return NewShardedModel(gradSchema(), cfg, dev, 128, comm)
+	}
+	m, err := NewModel(gradSchema(), cfg, dev, 128)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.setComm(comm); err != nil {
+		m.Release()
+		return nil, err
+	}
+	return m, nil
+}
+
 // exactRun is what a training run of the case ended with: every step's
-// loss, the parameters and optimizer state, and their digest.
+// loss, the parameters and optimizer state (row-sharded tables put
+// together from all ranks), and their digest.
 type exactRun struct {
 	rank   int
 	losses []float64
@@ -135,22 +173,19 @@ type exactRun struct {
 
 // train runs the case's steps on dev, one per element of parts: as one
 // process on the global batches (comm nil), or as comm's rank on its
-// parts.
-func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
+// parts, with the tables replicated or sharded by rows.
+func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.Batch, sharding string) (*exactRun, error) {
 	cfg := gradConfig(c.model)
 	cfg.Optimizer = c.opt
 	cfg.LR = 0.01
 	cfg.InitOutputBias = c.initBias
-	m, err := NewModel(gradSchema(), cfg, dev, 128)
+	m, err := newTestModel(cfg, dev, comm, sharding)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Release()
 	run := &exactRun{}
 	if comm != nil {
-		if err := m.setComm(comm); err != nil {
-			return nil, err
-		}
 		run.rank = comm.Rank()
 	}
 	h := sha256.New()
@@ -168,7 +203,9 @@ func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.B
 		run.losses = append(run.losses, st.Loss)
 		binary.Write(h, binary.LittleEndian, st.Loss)
 	}
-	run.params = hostParamsOf(m)
+	if run.params, err = allTables(m); err != nil {
+		return nil, err
+	}
 	for _, name := range slices.Sorted(maps.Keys(run.params)) {
 		binary.Write(h, binary.LittleEndian, run.params[name])
 	}
@@ -187,6 +224,22 @@ func (r *exactRun) check(one *exactRun) error {
 	for _, name := range slices.Sorted(maps.Keys(one.params)) {
 		if err := tensorClose(one.params[name], r.params[name], 1e-5); err != nil {
 			return fmt.Errorf("rank %d: %s: %w", r.rank, name, err)
+		}
+	}
+	return nil
+}
+
+// same checks that r has other's bits: every loss, parameter and
+// optimizer tensor.
+func (r *exactRun) same(other *exactRun) error {
+	for s, want := range other.losses {
+		if r.losses[s] != want {
+			return fmt.Errorf("rank %d, step %d: loss %v, want %v", r.rank, s, r.losses[s], want)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(other.params)) {
+		if !slices.Equal(other.params[name], r.params[name]) {
+			return fmt.Errorf("rank %d: %s: not the same bits", r.rank, name)
 		}
 	}
 	return nil
@@ -236,13 +289,14 @@ func cpuDevice() (kernels.Device, func() error, error) {
 	return testDev(), func() error { return nil }, nil
 }
 
-// trainOn is exactCase.train on a device of open, closed after.
+// trainOn is exactCase.train with replicated tables on a device of open,
+// closed after.
 func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
 	dev, closeDev, err := open()
 	if err != nil {
 		return nil, err
 	}
-	run, err := c.train(dev, comm, parts)
+	run, err := c.train(dev, comm, parts, ShardReplicate)
 	return run, errors.Join(err, closeDev())
 }
 
@@ -305,73 +359,91 @@ func hostParamsOf(m *Model) map[string][]float32 {
 // TestDistributedInitOutputBias: on N ranks, InitOutputBias calibrates the
 // heads on the ranks' first batches together, giving the bits one process
 // gets from their concatenation (the rows are gathered in rank order, the
-// order of the global batch), on every rank, also when a rank has no rows.
-func TestDistributedInitOutputBias(t *testing.T) { checkDistributedInitOutputBias(t, cpuDevice) }
+// order of the global batch), on every rank, also when a rank has no rows
+// (with the tables sharded by rows, that rank serves the others' lookups).
+func TestDistributedInitOutputBias(t *testing.T) {
+	checkDistributedInitOutputBias(t, cpuDevice, ShardReplicate, ShardRow)
+}
 
-func checkDistributedInitOutputBias(t *testing.T, open rankDevice) {
-	for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
-		t.Run(fmt.Sprint(rows), func(t *testing.T) {
-			cfg := gradConfig("mmoe")
-			n := len(rows)
-			rng := rand.New(rand.NewPCG(5, 6))
-			parts := make([]*loader.Batch, n)
-			for r := range parts {
-				parts[r] = gradBatch(rng, rows[r])
-			}
-			biases := func(c dist.Comm) (map[string][]float32, error) {
-				dev, closeDev, err := open()
-				if err != nil {
-					return nil, err
+// checkDistributedInitOutputBias is TestDistributedInitOutputBias on the
+// devices of open, in each of the sharding modes.
+func checkDistributedInitOutputBias(t *testing.T, open rankDevice, shardings ...string) {
+	for _, sharding := range shardings {
+		for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
+			t.Run(fmt.Sprint(sharding, rows), func(t *testing.T) {
+				cfg := gradConfig("mmoe")
+				n := len(rows)
+				rng := rand.New(rand.NewPCG(5, 6))
+				parts := make([]*loader.Batch, n)
+				for r := range parts {
+					parts[r] = gradBatch(rng, rows[r])
 				}
-				defer closeDev()
-				m, err := NewModel(gradSchema(), cfg, dev, 128)
-				if err != nil {
-					return nil, err
-				}
-				defer m.Release()
-				b := concatBatches(parts)
-				if c != nil {
-					if err := m.setComm(c); err != nil {
+				biases := func(c dist.Comm) (map[string][]float32, error) {
+					dev, closeDev, err := open()
+					if err != nil {
 						return nil, err
 					}
-					if b = parts[c.Rank()]; b.Rows == 0 {
-						b = &loader.Batch{}
+					defer closeDev()
+					b := concatBatches(parts)
+					mode := ShardReplicate
+					if c != nil {
+						mode = sharding
+						if b = parts[c.Rank()]; b.Rows == 0 {
+							b = &loader.Batch{}
+						}
+					}
+					m, err := newTestModel(cfg, dev, c, mode)
+					if err != nil {
+						return nil, err
+					}
+					defer m.Release()
+					if _, err := m.initOutputBias(b); err != nil {
+						return nil, err
+					}
+					return allTables(m)
+				}
+				want, err := biases(nil)
+				require.NoError(t, err)
+				got, errs := runRanks(n, biases)
+				for r := range n {
+					require.NoError(t, errs[r], "rank %d", r)
+					for name, v := range want {
+						require.True(t, slices.Equal(v, got[r][name]), "rank %d: %s", r, name)
 					}
 				}
-				if _, err := m.initOutputBias(b); err != nil {
-					return nil, err
-				}
-				return hostParamsOf(m), nil
-			}
-			want, err := biases(nil)
-			require.NoError(t, err)
-			got, errs := runRanks(n, biases)
-			for r := range n {
-				require.NoError(t, errs[r], "rank %d", r)
-				for name, v := range want {
-					require.True(t, slices.Equal(v, got[r][name]), "rank %d: %s", r, name)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 
 // TestDistributedStepFailsOnEveryRank: when one rank's batch is bad (an id
-// outside its table), that rank returns its error and every other rank
-// returns an error at the same step instead of waiting in the next
-// collective, and no rank updates: in the training step, and in the first
-// step's InitOutputBias, which reads the batch first.
-func TestDistributedStepFailsOnEveryRank(t *testing.T) { checkDistributedStepFails(t, cpuDevice) }
+// outside its table), that rank returns its error, naming the column and
+// row, and every other rank returns an error at the same step instead of
+// waiting in the next collective, and no rank updates: in the training
+// step, and in the first step's InitOutputBias, which reads the batch
+// first; with replicated tables and with tables sharded by rows (where
+// the id, 31, would be a row rank 1 does not hold either).
+func TestDistributedStepFailsOnEveryRank(t *testing.T) {
+	checkDistributedStepFails(t, cpuDevice, `column "user" row 5: id 31 outside [0, 30]`, ShardReplicate, ShardRow)
+}
 
-func checkDistributedStepFails(t *testing.T, open rankDevice) {
-	for _, tc := range []struct {
+// checkDistributedStepFails is TestDistributedStepFailsOnEveryRank on the
+// devices of open, in each of the sharding modes; the bad rank's error
+// contains wantBad.
+func checkDistributedStepFails(t *testing.T, open rankDevice, wantBad string, shardings ...string) {
+	type failCase struct {
 		initBias bool
 		want     string
-	}{
-		{false, "mtl: step 0: 1 of the 3 ranks failed"},
-		{true, "mtl: InitOutputBias: 1 of the 3 ranks failed"},
-	} {
-		t.Run(fmt.Sprintf("init_bias=%v", tc.initBias), func(t *testing.T) {
+		sharding string
+	}
+	var cases []failCase
+	for _, sharding := range shardings {
+		cases = append(cases,
+			failCase{false, "mtl: step 0: 1 of the 3 ranks failed", sharding},
+			failCase{true, "mtl: InitOutputBias: 1 of the 3 ranks failed", sharding})
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/init_bias=%v", tc.sharding, tc.initBias), func(t *testing.T) {
 			cfg := gradConfig("mmoe")
 			cfg.InitOutputBias = tc.initBias
 			const n, badRank = 3, 1
@@ -387,14 +459,11 @@ func checkDistributedStepFails(t *testing.T, open rankDevice) {
 					return -1, err
 				}
 				defer closeDev()
-				m, err := NewModel(gradSchema(), cfg, dev, 128)
+				m, err := newTestModel(cfg, dev, c, tc.sharding)
 				if err != nil {
 					return -1, err
 				}
 				defer m.Release()
-				if err := m.setComm(c); err != nil {
-					return -1, err
-				}
 				before := hostParamsOf(m)
 				_, err = m.TrainStep(parts[c.Rank()])
 				for name, v := range hostParamsOf(m) {
@@ -408,7 +477,7 @@ func checkDistributedStepFails(t *testing.T, open rankDevice) {
 				require.Error(t, errs[r], "rank %d", r)
 				require.Equal(t, 0, steps[r], "rank %d's step counter", r)
 				if r == badRank {
-					assert.Contains(t, errs[r].Error(), `"user"`, "the bad rank names the column")
+					assert.Contains(t, errs[r].Error(), wantBad, "the bad rank names the column")
 				} else {
 					assert.Contains(t, errs[r].Error(), tc.want)
 				}

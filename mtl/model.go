@@ -62,6 +62,9 @@ type Model struct {
 	biasSet bool
 	// comm is the distributed job the model trains in (nil: one process).
 	comm dist.Comm
+	// shard is the part of every embedding table this rank holds
+	// (NewShardedModel); the zero value: whole tables.
+	shard layers.RowShard
 }
 
 // body is the architecture between the input block and the towers.
@@ -122,6 +125,11 @@ func parseCombiner(s string) (kernels.Combiner, error) {
 // the device's errors, deferred checks included, through Sync at the end
 // of every TrainStep, Loss and Predict.
 func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*Model, error) {
+	return newModel(s, cfg, dev, maxBatch, layers.RowShard{})
+}
+
+// newModel is NewModel with tables sharded as shard says.
+func newModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int, shard layers.RowShard) (*Model, error) {
 	cfg = cfg.Clone()
 	if err := cfg.Validate(s); err != nil {
 		return nil, err
@@ -136,12 +144,12 @@ func NewModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAllocatable(s, cfg, dev, maxBatch); err != nil {
+	if err := checkAllocatable(s, cfg, dev, maxBatch, shard); err != nil {
 		return nil, err
 	}
 	cfg.Tasks = taskTargets(tasks)
 	caps := step.Probe(dev)
-	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: caps.Layers, tasks: tasks, featMax: map[string]int64{}}
+	m := &Model{cfg: cfg, schema: s, dev: dev, ldev: caps.Layers, tasks: tasks, featMax: map[string]int64{}, shard: shard}
 	m.act, _ = parseActivation(cfg.Activation)
 	if err := kernels.CheckActivation(m.ldev, m.act); err != nil {
 		m.Release()
@@ -222,7 +230,7 @@ func (m *Model) build(comb kernels.Combiner) error {
 	feats := inputFeatures(m.schema, cfg)
 	opt := layers.InputOptions{
 		DimMultiplier: cfg.EmbeddingDimMultiplier, Dims: cloneMap(cfg.inputEmbeddingDims(feats)),
-		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg,
+		Combiner: comb, BatchL2: cfg.EmbeddingL2Reg, Shard: m.shard,
 	}
 	var err error
 	if m.wide, err = wideDeepInputs(cfg, feats, &opt); err != nil {
@@ -484,7 +492,8 @@ func (m *Model) TrainStep(b *loader.Batch) (StepStats, error) {
 // setComm makes the model one rank of the distributed job c
 // (TrainerOptions.Comm): see step.Engine.SetComm. Every rank calls it.
 func (m *Model) setComm(c dist.Comm) error {
-	if c == nil || c.Size() == 1 {
+	if c == nil || c.Size() == 1 || m.RowSharded() {
+		// (a row-sharded model joined its job when it was built)
 		return nil
 	}
 	if err := m.exec.SetComm(c); err != nil {

@@ -41,6 +41,10 @@ func (m *Model) initOutputBias(b *loader.Batch) ([]float32, error) {
 			}
 		}
 		rows = ws.Rows()
+	} else {
+		// The others' lookups need this rank's rows when the tables are
+		// sharded by rows.
+		err = m.exec.JoinLookup()
 	}
 	if err = agree(m.comm, err); err != nil {
 		return nil, fmt.Errorf("mtl: InitOutputBias: %w", err)

@@ -115,6 +115,16 @@ type TrainerOptions struct {
 	// other ranks waiting: the process must exit, which ends an MPI job.
 	// Nil: one process.
 	Comm dist.Comm
+	// EmbeddingSharding is how a distributed job holds the embedding
+	// tables: ShardReplicate ("replicate", the default; "" is the same),
+	// every rank the whole tables, or ShardRow ("row"), each rank the rows
+	// id mod N == rank of every table and their optimizer state, which
+	// needs a model built for it (NewShardedModel, LoadShardedCheckpoint).
+	// With "row", lookups are collective: a rank without rows joins the
+	// others' lookups in a step, an evaluation and the training metrics'
+	// scoring (Model.JoinLookup), and a checkpoint is gathered to rank 0,
+	// which writes it (every rank takes part).
+	EmbeddingSharding string
 }
 
 // Progress is one report of a pass over a dataset (TrainerOptions.OnProgress).
@@ -307,6 +317,9 @@ func NewTrainer(m *Model, opts TrainerOptions) (*Trainer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := m.checkSharding(opts.EmbeddingSharding, opts.Comm); err != nil {
+		return nil, err
+	}
 	if err := m.setComm(opts.Comm); err != nil {
 		return nil, err
 	}
@@ -439,7 +452,8 @@ func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History
 				}
 			}
 		}
-		if t.opts.CheckpointDir != "" && t.rank0 {
+		if t.opts.CheckpointDir != "" && (t.rank0 || t.m.RowSharded()) {
+			// (a row-sharded model's save is collective: rank 0 writes)
 			if err := SaveCheckpoint(t.opts.CheckpointDir, t.m, &t.state); err != nil {
 				h.State = t.state
 				return h, err

@@ -54,7 +54,7 @@ func (s *scored) reset() {
 // pass, with an empty batch where its part has run out.
 func (t *Trainer) collect(b *loader.Batch, s *scored, withLoss bool) error {
 	if b.Rows == 0 {
-		return nil
+		return t.joinCollect(withLoss)
 	}
 	if withLoss {
 		st, err := t.m.Loss(b)
@@ -96,6 +96,19 @@ func (t *Trainer) collect(b *loader.Batch, s *scored, withLoss bool) error {
 	}
 	s.rows += b.Rows
 	return nil
+}
+
+// joinCollect is collect's part in the other ranks' collectives without a
+// batch: in a job whose tables are sharded by rows, the lookups of their
+// Loss (when withLoss) and Predict, which this rank's rows are served in
+// (Model.JoinLookup; nothing to do with replicated tables).
+func (t *Trainer) joinCollect(withLoss bool) error {
+	if withLoss {
+		if err := t.m.JoinLookup(); err != nil {
+			return err
+		}
+	}
+	return t.m.JoinLookup()
 }
 
 // gathered is every rank's scored rows and sums, the same on every rank.
@@ -334,6 +347,10 @@ func (t *Trainer) evaluateDist(ctx context.Context, ds *loader.Dataset, maxSteps
 		}
 		if failed == nil {
 			failed = t.collect(b, s, true)
+		} else if err := t.joinCollect(true); err != nil {
+			// a rank that failed still serves the others' lookups
+			// until the gather tells every rank
+			failed = errors.Join(failed, err)
 		}
 		b.Release()
 		bar.add(int64(globalRows(p, step, bs, dropLast)), 0)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,10 +104,12 @@ func compareResults(want, got metrics.Results) error {
 
 // evalCase is one rank's side of the distributed evaluation test on comm:
 // it trains a model a few steps (the same bits on every rank: one process
-// each), evaluates each dataset in one process and as a rank of comm,
-// checks the rank's metrics against one process's, and returns a digest
-// of its metrics (the same on every rank).
-func evalCase(comm dist.Comm, dirs []string) (string, error) {
+// each), evaluates each dataset in one process and as a rank of comm with
+// the tables held as sharding says (ShardRow: the trained model's
+// checkpoint loaded sharded by rows, every lookup collective), checks the
+// rank's metrics against one process's, and returns a digest of its
+// metrics (the same on every rank).
+func evalCase(comm dist.Comm, dirs []string, sharding string) (string, error) {
 	cfg := gradConfig("mmoe")
 	m, err := NewModel(gradSchema(), cfg, testDev(), 64)
 	if err != nil {
@@ -138,7 +141,21 @@ func evalCase(comm dist.Comm, dirs []string) (string, error) {
 		}
 		want = append(want, r)
 	}
-	tr, err := NewTrainer(m, TrainerOptions{Comm: comm})
+	if sharding == ShardRow {
+		dir, err := os.MkdirTemp("", "mtl-evalcase-")
+		if err != nil {
+			return "", err
+		}
+		defer os.RemoveAll(dir)
+		if err := SaveCheckpoint(filepath.Join(dir, "model"), m, &TrainState{}); err != nil {
+			return "", err
+		}
+		if m, _, err = LoadShardedCheckpoint(filepath.Join(dir, "model"), testDev(), 64, comm); err != nil {
+			return "", err
+		}
+		defer m.Release()
+	}
+	tr, err := NewTrainer(m, TrainerOptions{Comm: comm, EmbeddingSharding: sharding})
 	if err != nil {
 		return "", err
 	}
@@ -167,35 +184,49 @@ func evalOptions() loader.Options {
 // (each rank scores its part, the scores and labels are gathered) gives
 // every rank the metrics one process computes on the whole set, AUC,
 // logloss and RMSE bit for bit, with uneven parts and with a rank that has
-// no rows. TestMPITrain runs the same under mpirun.
+// no rows, in both sharding modes (with the tables sharded by rows, the
+// ranks whose part has run out join the others' lookups). TestMPITrain
+// runs the same under mpirun.
 func TestDistributedEvaluate(t *testing.T) {
 	var dirs []string
 	for i, d := range evalDatasets {
 		dirs = append(dirs, writeGradData(t, uint64(i+1), d.files))
 	}
-	for _, n := range []int{1, 2, 3} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			digests, errs := runRanks(n, func(c dist.Comm) (string, error) { return evalCase(c, dirs) })
-			for r := range n {
-				require.NoError(t, errs[r], "rank %d", r)
-				require.Equal(t, digests[0], digests[r], "rank %d's metrics differ from rank 0's", r)
-			}
-		})
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		for _, n := range []int{1, 2, 3} {
+			t.Run(fmt.Sprintf("%s/%d", sharding, n), func(t *testing.T) {
+				digests, errs := runRanks(n, func(c dist.Comm) (string, error) { return evalCase(c, dirs, sharding) })
+				for r := range n {
+					require.NoError(t, errs[r], "rank %d", r)
+					require.Equal(t, digests[0], digests[r], "rank %d's metrics differ from rank 0's", r)
+				}
+			})
+		}
 	}
 }
 
 // TestDistributedEvaluateFails: a rank whose part cannot be scored (here:
 // its dataset lacks a column the model reads) fails the evaluation on
-// every rank, instead of leaving the others waiting in a collective.
+// every rank, instead of leaving the others waiting in a collective (with
+// the tables sharded by rows, in a lookup).
 func TestDistributedEvaluateFails(t *testing.T) {
 	dir := writeGradData(t, 4, [][2]int{{300, 100}})
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		t.Run(sharding, func(t *testing.T) { evaluateFails(t, dir, sharding) })
+	}
+}
+
+func evaluateFails(t *testing.T, dir, sharding string) {
 	_, errs := runRanks(3, func(c dist.Comm) (string, error) {
-		m, err := NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), testDev(), 64, c)
+		if sharding == ShardReplicate {
+			m, err = NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+		}
 		if err != nil {
 			return "", err
 		}
 		defer m.Release()
-		tr, err := NewTrainer(m, TrainerOptions{Comm: c})
+		tr, err := NewTrainer(m, TrainerOptions{Comm: c, EmbeddingSharding: sharding})
 		if err != nil {
 			return "", err
 		}
@@ -227,10 +258,18 @@ func TestDistributedEvaluateFails(t *testing.T) {
 // are those of the step's global batch: N ranks scoring their batches
 // (uneven, one empty) with the same parameters give every rank the
 // metrics one process computes on the concatenated batches, per-row
-// metrics bit for bit.
+// metrics bit for bit, in both sharding modes (with the tables sharded by
+// rows, the rank without rows joins the others' lookups).
 func TestDistributedTrainMetrics(t *testing.T) {
-	for _, rows := range [][]int{{40}, {20, 33}, {7, 0, 30}} {
-		t.Run(fmt.Sprint(rows), func(t *testing.T) {
+	for _, tc := range []struct {
+		sharding string
+		rows     []int
+	}{
+		{ShardReplicate, []int{40}}, {ShardReplicate, []int{20, 33}}, {ShardReplicate, []int{7, 0, 30}},
+		{ShardRow, []int{20, 33}}, {ShardRow, []int{7, 0, 30}}, {ShardRow, []int{0, 12, 0}},
+	} {
+		sharding, rows := tc.sharding, tc.rows
+		t.Run(fmt.Sprint(sharding, rows), func(t *testing.T) {
 			n := len(rows)
 			rng := rand.New(rand.NewPCG(5, 6))
 			var parts [][]*loader.Batch
@@ -253,12 +292,15 @@ func TestDistributedTrainMetrics(t *testing.T) {
 			}
 			want := e.Results()
 			digests, errs := runRanks(n, func(c dist.Comm) (string, error) {
-				m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+				m, err := NewShardedModel(gradSchema(), cfg, testDev(), 128, c)
+				if sharding == ShardReplicate {
+					m, err = NewModel(gradSchema(), cfg, testDev(), 128)
+				}
 				if err != nil {
 					return "", err
 				}
 				defer m.Release()
-				tr, err := NewTrainer(m, TrainerOptions{Comm: c})
+				tr, err := NewTrainer(m, TrainerOptions{Comm: c, EmbeddingSharding: sharding})
 				if err != nil {
 					return "", err
 				}
@@ -337,17 +379,28 @@ func TestFitDistributedPlannedRows(t *testing.T) {
 }
 
 // TestPlannedRowsMismatch: a rank whose batch does not have the rows the
-// plan says fails the step on every rank, with no update.
+// plan says fails the step on every rank, with no update, in both
+// sharding modes (with the tables sharded by rows, in the lookup, before
+// any row moves).
 func TestPlannedRowsMismatch(t *testing.T) {
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		t.Run(sharding, func(t *testing.T) { plannedRowsMismatch(t, sharding) })
+	}
+}
+
+func plannedRowsMismatch(t *testing.T, sharding string) {
 	_, errs := runRanks(2, func(c dist.Comm) (string, error) {
-		m, err := NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), testDev(), 64, c)
+		if sharding == ShardReplicate {
+			m, err = NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
+			if err == nil {
+				err = m.setComm(c)
+			}
+		}
 		if err != nil {
 			return "", err
 		}
 		defer m.Release()
-		if err := m.setComm(c); err != nil {
-			return "", err
-		}
 		rng := rand.New(rand.NewPCG(1, uint64(c.Rank())))
 		m.exec.PlanRows(64, 32)
 		rows := 32

@@ -224,6 +224,27 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 	return e, nil
 }
 
+// RowShard is the estimate for one rank of n whose embedding tables are
+// sharded by rows (NewShardedModel): the tables and their optimizer state
+// divided by n (rounded up), and no transient copy of a table (a shard is
+// initialised row by row).
+func (e MemoryEstimate) RowShard(n int) MemoryEstimate {
+	if n <= 1 {
+		return e
+	}
+	emb := float64(e.Embeddings)
+	optEmb := 0.0
+	if all := emb + float64(e.Dense); all > 0 {
+		optEmb = float64(e.Optimizer) * emb / all
+	}
+	e.Embeddings = satBytes(math.Ceil(emb / float64(n)))
+	e.Optimizer = satBytes(float64(e.Optimizer) - optEmb + math.Ceil(optEmb/float64(n)))
+	e.Init = 0
+	e.Total = satBytes(float64(e.Embeddings) + float64(e.Dense) + float64(e.Optimizer) +
+		float64(e.Gradients) + float64(e.Activations) + float64(e.Init))
+	return e
+}
+
 // counter accumulates parameter and per-row float counts.
 type counter struct {
 	emb, largest float64 // embedding floats; the largest table's
@@ -338,10 +359,13 @@ var ErrTooLarge = errors.New("the model cannot fit in this machine's memory")
 // initialising a table is. What is available right now is the caller's
 // business (the CLI's --max_memory), since it changes from one moment to
 // the next.
-func checkAllocatable(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) error {
+func checkAllocatable(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int, shard layers.RowShard) error {
 	est, err := EstimateMemory(s, cfg, dev, maxBatch)
 	if err != nil {
 		return err
+	}
+	if shard.Sharded() {
+		est = est.RowShard(shard.Size)
 	}
 	host := est.Init
 	if step.Probe(dev).CPU != nil {

@@ -29,6 +29,18 @@ func TestDistributedFlagChecks(t *testing.T) {
 		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--device", "cuda", "--cuda_graph", "true"},
 			"--distributed mpi does not capture the training step as CUDA graphs (its allreduce runs on the host between the GPU's pass and update): drop --cuda_graph"},
 		{[]string{"--train_data_path", "x", "--device", "cuda", "--cuda_graph", "true"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "replicate"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row"}, ""},
+		{[]string{"--train_data_path", "x", "--embedding_sharding", "row"},
+			"--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi"},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "rows"},
+			`--embedding_sharding must be replicate or row, got "rows"`},
+		{[]string{"--train_data_path", "x", "--embedding_sharding", "columns"},
+			`--embedding_sharding must be replicate or row, got "columns"`},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--train_metrics_steps", "5"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--device", "cuda"},
+			"--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu"},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "replicate", "--device", "cuda"}, ""},
 	} {
 		var a trainArgs
 		var out bytes.Buffer
@@ -90,4 +102,24 @@ func trainRefused(t *testing.T, want string, args ...string) string {
 	assert.Contains(t, errOut.String(), want)
 	assert.NoDirExists(t, outDir)
 	return errOut.String()
+}
+
+// TestEmbeddingShardingRefusedBeforeOutput: a refused --embedding_sharding
+// stops train before it writes anything (the output folder is not made),
+// and row sharding keeps the default training metrics (scored over all
+// ranks as in the replicated mode).
+func TestEmbeddingShardingRefusedBeforeOutput(t *testing.T) {
+	for _, args := range [][]string{
+		{"--embedding_sharding", "row"},
+		{"--embedding_sharding", "diagonal", "--distributed", "mpi"},
+		{"--embedding_sharding", "row", "--distributed", "mpi", "--device", "cuda"},
+	} {
+		trainRefused(t, "--embedding_sharding", args...)
+	}
+	var a trainArgs
+	var out bytes.Buffer
+	_, set, err := parseTrainArgs(&env{stdout: &out, stderr: &out}, []string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row"}, &a, "x", "")
+	require.NoError(t, err)
+	require.NoError(t, a.check(set))
+	assert.Equal(t, 10, a.trainMetricsSteps)
 }

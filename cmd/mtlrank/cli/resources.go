@@ -112,10 +112,17 @@ func memAvailable() (int64, string, bool) {
 // end the process with the Go runtime's fatal "out of memory", or swap the
 // machine to a halt.
 func checkMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64) error {
+	return checkRankMemory(s, cfg, dev, maxBatch, limit, extra, 1)
+}
+
+// checkRankMemory is checkMemory for one rank of a job of rowRanks ranks
+// whose embedding tables are sharded by rows (1: not sharded).
+func checkRankMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64, rowRanks int) error {
 	est, err := mtl.EstimateMemory(s, cfg, dev, maxBatch)
 	if err != nil {
 		return &usageError{err.Error()}
 	}
+	est = est.RowShard(rowRanks)
 	what := "--max_memory"
 	if limit <= 0 {
 		var ok bool

@@ -176,6 +176,7 @@ type trainArgs struct {
 	shuffleBuffer, prefetch                     int
 	device                                      string
 	distributed                                 string
+	embeddingSharding                           string
 	threads                                     int
 	quiet                                       bool
 	esMetric, esMode                            string
@@ -235,6 +236,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.Var(boolValue{&a.cfg.CUDAGraph}, "cuda_graph", "capture the training step as CUDA graphs and replay them (fewer kernel launches, bit-identical results; needs --device cuda): the first step runs op by op, every later batch as a graph captured once per batch size")
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.StringVar(&a.distributed, "distributed", "none", "none, or mpi: this process is one rank of an MPI job started by mpirun -np N (or Slurm, the MPI Operator); needs a build with -tags mpi. Each rank trains on its part of the training data's row groups and the gradients are summed over the ranks: --train_batch_size is the global batch, divided among the ranks. Only rank 0 prints, writes the model and metrics.json")
+	fs.StringVar(&a.embeddingSharding, "embedding_sharding", mtl.ShardReplicate, "with --distributed mpi: replicate (every rank holds the embedding tables) or row (rank r of N holds the rows id mod N == r of every table and their optimizer state: about 1/N of the tables' memory per rank, rows fetched from their owners every step).")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
 	fs.StringVar(&a.esMode, "early_stopping_mode", "", "max or min (default: min for loss/logloss/rmse/mae, else max)")
@@ -398,6 +400,30 @@ func (a *trainArgs) checkDistributed() error {
 	return nil
 }
 
+// checkSharding validates --embedding_sharding: row shards the tables
+// among the ranks of an MPI job, whose lookups are then collective, which
+// training metrics on the ranks' own batches are not; GPU ranks replicate
+// the tables.
+func (a *trainArgs) checkSharding(set map[string]bool) error {
+	switch {
+	case a.embeddingSharding != mtl.ShardReplicate && a.embeddingSharding != mtl.ShardRow:
+		return usagef("--embedding_sharding must be replicate or row, got %q", a.embeddingSharding)
+	case a.embeddingSharding == mtl.ShardRow && a.distributed != "mpi":
+		return usagef("--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi")
+	case a.embeddingSharding == mtl.ShardRow && a.device == "cuda":
+		return usagef("--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu")
+	}
+	return nil
+}
+
+// shardingWords says how the ranks hold the tables.
+func shardingWords(mode string) string {
+	if mode == mtl.ShardRow {
+		return "sharded by rows"
+	}
+	return "replicated"
+}
+
 // openComm opens the communicator of --distributed (dist.Local for none).
 func (a *trainArgs) openComm() (dist.Comm, error) {
 	c, err := dist.Open(a.distributed)
@@ -475,6 +501,9 @@ func (a *trainArgs) check(set map[string]bool) error {
 	}
 	synthetic := a.isSynthetic()
 	if err := a.checkDistributed(); err != nil {
+		return err
+	}
+	if err := a.checkSharding(set); err != nil {
 		return err
 	}
 	if !synthetic && a.trainPath == "" {
@@ -915,15 +944,23 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 
 	var m *mtl.Model
 	var state *mtl.TrainState
+	rowRanks := 1 // the ranks the tables are sharded among
+	if a.embeddingSharding == mtl.ShardRow {
+		rowRanks = ranks
+	}
 	if a.loadPath != "" {
 		cs, ccfg, err := mtl.ReadCheckpointModel(a.loadPath)
 		if err != nil {
 			return err
 		}
-		if err := checkMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+		if err := checkRankMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
 			return err
 		}
-		m, state, err = mtl.LoadCheckpoint(a.loadPath, dev, maxBatch)
+		if a.embeddingSharding == mtl.ShardRow {
+			m, state, err = mtl.LoadShardedCheckpoint(a.loadPath, dev, maxBatch, comm)
+		} else {
+			m, state, err = mtl.LoadCheckpoint(a.loadPath, dev, maxBatch)
+		}
 		if err != nil {
 			return err
 		}
@@ -943,10 +980,14 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := a.applyTasks(s); err != nil {
 			return err
 		}
-		if err := checkMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0); err != nil {
+		if err := checkRankMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
 			return err
 		}
-		m, err = mtl.NewModel(s, a.cfg, dev, maxBatch)
+		if a.embeddingSharding == mtl.ShardRow {
+			m, err = mtl.NewShardedModel(s, a.cfg, dev, maxBatch, comm)
+		} else {
+			m, err = mtl.NewModel(s, a.cfg, dev, maxBatch)
+		}
 		if err != nil {
 			return &usageError{err.Error()}
 		}
@@ -990,7 +1031,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 			MinDelta: a.esMinDelta, RestoreBest: a.restoreBest},
 		Logger: log, OnProgress: trainerProgress(e, a.quiet),
 		LossCurveEvery: lossCurveEvery(train.Rows(), trainBatch, a.stepsPerEpoch),
-		Comm:           comm,
+		Comm:           comm, EmbeddingSharding: a.embeddingSharding,
 	}
 	var tb *tbSink
 	if a.logToTensorboard && rank0 {
@@ -1054,11 +1095,17 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	}
 	if ranks > 1 {
 		if !rank0 {
+			if m.RowSharded() && a.savePath != "" {
+				// The save is collective: this rank's rows go to rank 0,
+				// which writes the model.
+				return mtl.SaveCheckpoint(a.savePath, m, &hist.State)
+			}
 			return nil // the model, metrics.json and the scores are rank 0's to write
 		}
 		perStep := float64(m.CommBytes()) / float64(max(m.Step()-startSteps, 1))
-		report["distributed"] = map[string]any{"ranks": ranks, "rank_batch_size": rankBatch, "bytes_received_per_rank_per_step": perStep}
-		fmt.Fprintf(e.stdout, "Distributed: %d ranks of %d rows per step; rank 0 received %.0f bytes per step\n", ranks, rankBatch, perStep)
+		report["distributed"] = map[string]any{"ranks": ranks, "rank_batch_size": rankBatch, "bytes_received_per_rank_per_step": perStep,
+			"embedding_sharding": a.embeddingSharding}
+		fmt.Fprintf(e.stdout, "Distributed: %d ranks of %d rows per step, embedding tables %s; rank 0 received %.0f bytes per step\n", ranks, rankBatch, shardingWords(a.embeddingSharding), perStep)
 	}
 	if oracle != nil {
 		report["oracle"] = oracle

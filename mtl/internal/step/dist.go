@@ -156,14 +156,8 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 	if b != nil {
 		rows = b.Rows
 	}
-	var planErr error
-	global := d.plan.global
-	if global > 0 {
-		if rows != d.plan.own {
-			planErr = fmt.Errorf("mtl: step %d: rank %d's batch has %d rows where the data's partition says %d", e.step, d.comm.Rank(), rows, d.plan.own)
-		}
-		d.plan.global, d.plan.own = 0, 0
-	} else {
+	global, planErr := e.takePlan(rows)
+	if global == 0 {
 		d.one[0] = float32(rows)
 		if err := d.comm.AllreduceSum(d.one); err != nil {
 			return Stats{}, fmt.Errorf("mtl: step %d: %w", e.step, err)
@@ -187,53 +181,22 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 		passErr = ws.LossPass(b, mode, true)
 		ws.lossRows = 0
 	}
-	flat, nd, nTasks := d.flat, d.nd, len(e.spec.Tasks)
-	fail, counts := nd+nTasks+1, nd+nTasks+2
-	// The dense gradients (and the touched rows, for exchangeRows) cross
-	// to the host: no host access to the buffers before this.
-	send, regParams, err := e.stageOut(rows > 0 && passErr == nil)
+	flat, nd := d.flat, d.nd
+	counts := nd + len(e.spec.Tasks) + 2
+	send, regParams, err := e.packStep(rows > 0 && passErr == nil)
 	if passErr == nil {
 		passErr = err
 	}
 	if rows > 0 && passErr == nil {
-		clear(flat[nd:])
-		for t, l := range ws.stats.TaskLoss {
-			flat[nd+t] = float32(l)
-		}
-		flat[nd+nTasks] = float32(ws.regValue)
 		passErr = e.putCounts(flat[counts:])
 	}
-	if rows == 0 || passErr != nil {
-		clear(flat)
+	if err := e.reduceStep(flat, nd, passErr); err != nil {
+		return Stats{}, err
 	}
-	if passErr != nil {
-		flat[fail] = 1
-	}
-	if err := d.comm.AllreduceSum(flat); err != nil {
-		return Stats{}, fmt.Errorf("mtl: step %d: gradients: %w", e.step, err)
-	}
-	d.bytes += allreduceBytes(len(flat), n)
-	if passErr != nil {
-		return Stats{}, passErr
-	}
-	if flat[fail] != 0 {
-		return Stats{}, fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
-	}
-	e.uploadDense()
 	if err := e.exchangeRows(send, flat[counts:]); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
 	}
-
-	st := &ws.stats
-	st.Loss = float64(flat[nd+nTasks]) + regParams
-	for t := range st.TaskLoss {
-		st.TaskLoss[t] = float64(flat[nd+t])
-		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]
-	}
-	if b == nil {
-		b = &loader.Batch{}
-	}
-	return e.finishStep(b)
+	return e.finishDistStep(b, flat, nd, regParams)
 }
 
 // allreduceBytes is what dist.Comm.AllreduceSum of n floats receives per

@@ -99,31 +99,45 @@ func (e *Engine) stageOut(grads bool) (send []float32, regParams float64, err er
 				off += k
 			}
 		}
-		n := 0
-		for t, tab := range e.spec.Input.Tables {
-			n += e.train.input.SparseGrad(t).N * (1 + tab.Dim)
+		// Tables sharded by rows send their gradient rows to the owners
+		// from the host (pushRows): none are staged here.
+		if e.rows == nil {
+			if send, err = e.stageRows(); err != nil {
+				return nil, 0, err
+			}
 		}
-		if err := s.grow(&s.send, n); err != nil {
-			return nil, 0, err
-		}
-		// The ids of every table, then their rows.
-		off = 0
-		for t := range e.spec.Input.Tables {
-			g := e.train.input.SparseGrad(t)
-			s.send.Download(off, g.Rows, g.N)
-			off += g.N
-		}
-		for t, tab := range e.spec.Input.Tables {
-			g := e.train.input.SparseGrad(t)
-			s.send.Download(off, g.Values, g.N*tab.Dim)
-			off += g.N * tab.Dim
-		}
-		send = s.send.F32()[:n]
 	}
 	if err := e.dev.Sync(); err != nil {
 		return nil, 0, fmt.Errorf("mtl: step %d: reading the gradients: %w", e.step, err)
 	}
 	return send, float64(s.flat.F32()[d.nd+d.tail]), nil
+}
+
+// stageRows queues the download of the tables' touched ids and gradient
+// rows (replicated tables) into the send buffer and returns its part for
+// the allgather.
+func (e *Engine) stageRows() ([]float32, error) {
+	s := e.dist.stage
+	n := 0
+	for t, tab := range e.spec.Input.Tables {
+		n += e.train.input.SparseGrad(t).N * (1 + tab.Dim)
+	}
+	if err := s.grow(&s.send, n); err != nil {
+		return nil, err
+	}
+	// The ids of every table, then their rows.
+	off := 0
+	for t := range e.spec.Input.Tables {
+		g := e.train.input.SparseGrad(t)
+		s.send.Download(off, g.Rows, g.N)
+		off += g.N
+	}
+	for t, tab := range e.spec.Input.Tables {
+		g := e.train.input.SparseGrad(t)
+		s.send.Download(off, g.Values, g.N*tab.Dim)
+		off += g.N * tab.Dim
+	}
+	return s.send.F32()[:n], nil
 }
 
 // uploadDense queues the upload of the summed dense gradients from the

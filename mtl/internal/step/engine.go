@@ -101,6 +101,8 @@ type Engine struct {
 	graphs *stepGraphs
 	// dist is the state of a distributed job (SetComm; nil: one process).
 	dist *distState
+	// rows is the state of a job with row-sharded tables (SetRowComm).
+	rows *rowState
 }
 
 // NewEngine creates the engine of spec: its training workspace and
@@ -145,6 +147,8 @@ func (e *Engine) Release() {
 	e.graphs = nil
 	e.dist.release()
 	e.dist = nil
+	e.rows.release()
+	e.rows = nil
 	if e.train != nil {
 		e.train.Release()
 		e.train = nil
@@ -183,6 +187,9 @@ func (e *Engine) dropoutSeed() uint64 {
 // on, a batch no larger than an earlier eager one runs as captured graphs
 // (graph.go), with bit-identical results.
 func (e *Engine) TrainStep(b *loader.Batch) (Stats, error) {
+	if e.rows != nil {
+		return e.rowStep(b)
+	}
 	if e.dist != nil {
 		return e.distStep(b)
 	}

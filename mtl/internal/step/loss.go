@@ -142,15 +142,15 @@ func (l *lossWS) compute(dev kernels.Device, net Shard, outs []*kernels.Tensor, 
 
 // regLoss writes the regularisation terms of the model (L2 on the
 // parameters marked L2) and of the last forward pass (L2 on the batch's
-// embeddings) to ws.reg[0]. In a distributed training step (lossRows
-// set) only the batch's term: the ranks' terms are summed, and the
-// parameters' term, the same on every rank, is added once after the sum
-// (Engine.paramRegLoss). An evaluation's loss pass has both, as in one
-// process.
+// embeddings) to ws.reg[0]. In a distributed training step of either
+// sharding mode (lossRows set, by that step only) only the batch's term:
+// the ranks' terms are summed, and the parameters' term, the same on every
+// rank, is added once after the sum (Engine.addParamRegLoss). An
+// evaluation's loss pass has both, as in one process.
 func (ws *Workspace) regLoss() {
 	e, reg := ws.e, ws.reg
 	e.dev.Zero(reg)
-	if e.dist == nil || ws.lossRows == 0 {
+	if ws.lossRows == 0 {
 		e.addParamRegLoss(reg)
 	}
 	e.spec.Input.AddRegLoss(ws.input, reg)

@@ -63,6 +63,7 @@ type Workspace struct {
 	feed     *feeder
 	lossFeed *lossFeed // training workspaces only
 	input    *layers.InputWS
+	lookup   *rowLookup // the last lookup of a row-sharded job (SetRowComm)
 	shards   []*shard
 	nShards  int // shards of the current batch
 	rows     int
@@ -243,18 +244,14 @@ func (ws *Workspace) runShard(s int) {
 // sample spaces), runs the input block on it and cuts the batch into
 // shards; the caller then runs the shards.
 func (ws *Workspace) input0(b *loader.Batch, loss bool) error {
-	ws.feed.begin()
-	if loss {
-		if err := ws.lossFeed.feed(ws.feed, b); err != nil {
-			return err
-		}
+	data, err := ws.feedBatch(b, loss)
+	if r := ws.e.rows; r != nil {
+		// Row-sharded tables: every rank joins the lookup, whether its
+		// batch fed or not (dist_rows.go).
+		data, err = r.lookup(ws, data, err)
 	}
-	data, err := ws.feed.feed(b)
 	if err != nil {
 		return err
-	}
-	if err := ws.feed.commit(b.Rows); err != nil {
-		return BatchWrap(b, err)
 	}
 	x, err := ws.e.spec.Input.Forward(ws.input, data)
 	if err != nil {
@@ -263,6 +260,27 @@ func (ws *Workspace) input0(b *loader.Batch, loss bool) error {
 	ws.plan(b.Rows)
 	ws.x = x
 	return nil
+}
+
+// feedBatch feeds b's columns (with loss, the loss columns too).
+func (ws *Workspace) feedBatch(b *loader.Batch, loss bool) (*layers.InputData, error) {
+	if b == nil || b.Rows <= 0 {
+		return nil, errEmptyBatch
+	}
+	ws.feed.begin()
+	if loss {
+		if err := ws.lossFeed.feed(ws.feed, b); err != nil {
+			return nil, err
+		}
+	}
+	data, err := ws.feed.feed(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := ws.feed.commit(b.Rows); err != nil {
+		return nil, BatchWrap(b, err)
+	}
+	return data, nil
 }
 
 // Forward runs the model on b without the loss; with lossColumns (only on

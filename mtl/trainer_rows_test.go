@@ -1,0 +1,175 @@
+package mtl_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/mtl"
+)
+
+// rowJob is one distributed Fit in TestFitRowShardedResumes: n ranks with
+// their tables replicated or sharded by rows, from a new model or from
+// the checkpoint in load, writing their checkpoint to save.
+type rowJob struct {
+	n          int
+	sharding   string
+	load, save string
+	epochs     int
+	// trainMetrics is TrainMetricsSteps
+	trainMetrics int
+}
+
+// run runs the job on a dist.LocalGroup and returns every rank's history.
+func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
+	comms := dist.LocalGroup(j.n)
+	hists := make([]*mtl.History, j.n)
+	errs := make([]error, j.n)
+	var wg sync.WaitGroup
+	for r := range j.n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				row := j.sharding == mtl.ShardRow
+				var m *mtl.Model
+				var st *mtl.TrainState
+				var err error
+				switch {
+				case j.load != "" && row:
+					m, st, err = mtl.LoadShardedCheckpoint(j.load, trDev(), 256, comms[r])
+				case j.load != "":
+					m, st, err = mtl.LoadCheckpoint(j.load, trDev(), 256)
+				case row:
+					m, err = mtl.NewShardedModel(trSchema(), trConfig("mlp"), trDev(), 256, comms[r])
+				default:
+					m, err = mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+				}
+				if err != nil {
+					return err
+				}
+				defer m.Release()
+				if got := m.RowSharded(); got != row {
+					return fmt.Errorf("RowSharded() = %v", got)
+				}
+				tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: j.epochs, Comm: comms[r], EmbeddingSharding: j.sharding, CheckpointDir: j.save, TrainMetricsSteps: j.trainMetrics})
+				if err != nil {
+					return err
+				}
+				tr.Resume(st)
+				hists[r], err = tr.Fit(context.Background(), trOpen(t, trainPath, 128, true), trOpen(t, evalPath, 256, false))
+				return err
+			}()
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		require.NoError(t, err, "rank %d of %d (%s)", r, j.n, j.sharding)
+	}
+	for r := range j.n {
+		for e := range hists[0].Epochs {
+			want, got := hists[0].Epochs[e], hists[r].Epochs[e]
+			require.Equal(t, want.Loss, got.Loss, "rank %d's loss", r)
+			require.Equal(t, want.Validation, got.Validation, "rank %d's validation metrics", r)
+			require.Equal(t, want.Train, got.Train, "rank %d's training metrics", r)
+		}
+	}
+	return hists
+}
+
+// sameCheckpoint checks that two checkpoints hold the same tensors, bit
+// for bit (the safetensors files' bytes).
+func sameCheckpoint(t *testing.T, a, b string) {
+	t.Helper()
+	for _, f := range []string{"model.safetensors", "optimizer.safetensors"} {
+		x, err := os.ReadFile(filepath.Join(a, f))
+		require.NoError(t, err)
+		y, err := os.ReadFile(filepath.Join(b, f))
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(x, y), "%s differs between %s and %s", f, a, b)
+	}
+}
+
+// TestFitRowShardedResumes: Fit with the tables sharded by rows on 2 ranks
+// writes (rank 0, the tables gathered) the checkpoint a job with
+// replicated tables writes, bit for bit, every rank with the same losses,
+// validation and training metrics as that job's; that checkpoint resumes on 3 ranks with the
+// tables sharded by rows or replicated, and the replicated job's resumes
+// on 3 ranks sharded by rows, all three ending with the same checkpoint.
+func TestFitRowShardedResumes(t *testing.T) {
+	trainPath, evalPath := trData(t, 3000, 700)
+	dir := t.TempDir()
+	ck := func(name string) string { return filepath.Join(dir, name) }
+	rep := rowJob{n: 2, sharding: mtl.ShardReplicate, save: ck("rep2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
+	row := rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
+	require.Equal(t, rep[0].Epochs[0].Loss, row[0].Epochs[0].Loss)
+	require.Equal(t, rep[0].Epochs[0].Validation, row[0].Epochs[0].Validation)
+	require.NotEmpty(t, row[0].Epochs[0].Train)
+	require.Equal(t, rep[0].Epochs[0].Train, row[0].Epochs[0].Train)
+	sameCheckpoint(t, ck("rep2"), ck("row2"))
+	for _, j := range []rowJob{
+		{n: 3, sharding: mtl.ShardRow, load: ck("row2"), save: ck("row2-row3"), epochs: 2},
+		{n: 3, sharding: mtl.ShardReplicate, load: ck("row2"), save: ck("row2-rep3"), epochs: 2},
+		{n: 3, sharding: mtl.ShardRow, load: ck("rep2"), save: ck("rep2-row3"), epochs: 2},
+	} {
+		h := j.run(t, trainPath, evalPath)
+		require.Len(t, h[0].Epochs, 1, "the second epoch only")
+		require.Equal(t, 2, h[0].Epochs[0].Epoch)
+		require.EqualValues(t, 3000, h[0].Epochs[0].Examples)
+	}
+	sameCheckpoint(t, ck("row2-row3"), ck("row2-rep3"))
+	sameCheckpoint(t, ck("row2-row3"), ck("rep2-row3"))
+}
+
+// TestTrainerShardingChecks: the trainer refuses a sharding mode that does
+// not fit the model, and another communicator than the model's.
+func TestTrainerShardingChecks(t *testing.T) {
+	comms := dist.LocalGroup(2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[r] = func() error {
+				sharded, err := mtl.NewShardedModel(trSchema(), trConfig("mlp"), trDev(), 64, comms[r])
+				if err != nil {
+					return err
+				}
+				defer sharded.Release()
+				plain, err := mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 64)
+				if err != nil {
+					return err
+				}
+				defer plain.Release()
+				for _, tc := range []struct {
+					m    *mtl.Model
+					opts mtl.TrainerOptions
+					want string
+				}{
+					{sharded, mtl.TrainerOptions{Comm: comms[r]}, `set TrainerOptions.EmbeddingSharding to "row"`},
+					{plain, mtl.TrainerOptions{Comm: comms[r], EmbeddingSharding: "row"}, "needs a model built sharded by rows"},
+					{plain, mtl.TrainerOptions{Comm: comms[r], EmbeddingSharding: "rows"}, `unknown embedding sharding "rows"`},
+					{sharded, mtl.TrainerOptions{Comm: dist.LocalGroup(2)[r], EmbeddingSharding: "row"}, "another communicator"},
+				} {
+					_, err := mtl.NewTrainer(tc.m, tc.opts)
+					if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+						return fmt.Errorf("%+v: error %v, want %q", tc.opts, err, tc.want)
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	wg.Wait()
+	for r, err := range errs {
+		require.NoError(t, err, "rank %d", r)
+	}
+}
