@@ -22,6 +22,7 @@ package kernels
 //	MetricReducer         no   yes   host copies of predictions for metrics
 //	BatchStager,
 //	AsyncUploader         no   yes   synchronous host-to-device batch copies
+//	PinnedStager, Pinned  no   yes   a host round trip per tensor moved to the host
 
 // Activator is implemented by devices that compute the activations for
 // which NeedsActivator is true. A layer with such an activation runs its
@@ -314,4 +315,37 @@ type AsyncUploader interface {
 	// NewBatchStager allocates a stager whose two slots hold slotBytes each
 	// (every upload is rounded up to 256 bytes).
 	NewBatchStager(slotBytes int) (BatchStager, error)
+}
+
+// Pinned is n 4-byte elements of pinned (page-locked) host memory of one
+// device, which tensors are copied to and from asynchronously, in order
+// with the device's other ops: many tensors cross in one host round trip.
+// Queue the downloads, Sync the device once, read; or write, queue the
+// uploads, and the ops queued after them see the data. NewPinned gives one
+// on every device (host memory and synchronous copies where the device has
+// no PinnedStager). A Pinned serves one goroutine.
+type Pinned interface {
+	// F32 and I32 are the memory (n elements), as float32 and as int32:
+	// the same bytes, so an int32 tensor downloaded there is read as I32,
+	// or moved as float32 bit patterns.
+	F32() []float32
+	I32() []int32
+	// Download queues p[off:off+n] = the first n elements of src (float32
+	// or int32), after the ops queued before it. The host may read them
+	// after the device's next Sync, not before.
+	Download(off int, src *Tensor, n int)
+	// Upload queues the first n elements of dst = p[off:off+n], before the
+	// ops queued after it. The host must not write p[off:off+n] again
+	// before the device's next Sync.
+	Upload(dst *Tensor, off, n int)
+	// Release waits for the copies in flight and frees the memory.
+	Release()
+}
+
+// PinnedStager is implemented by devices whose memory the host cannot
+// address (the CUDA device): NewPinned allocates pinned host memory whose
+// copies are queued on the device's compute stream. Failures of the
+// copies, like those of other ops, are reported by the next Sync.
+type PinnedStager interface {
+	NewPinned(n int) (Pinned, error)
 }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // Entry points for the optional capabilities of capabilities.go: each runs the
@@ -364,3 +365,65 @@ func (h *hostMetrics) Sums() ([]MetricSums, error) {
 func (h *hostMetrics) Reset() { clear(h.sums) }
 
 func (h *hostMetrics) Release() { h.sums = nil }
+
+// NewPinned returns n elements of host memory for the asynchronous copies
+// of Pinned: pinned memory on a PinnedStager; elsewhere (the CPU device)
+// plain host memory whose Download and Upload are the Device's synchronous
+// host copies.
+func NewPinned(dev Device, n int) (Pinned, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("kernels: NewPinned: %d elements", n)
+	}
+	if s, ok := dev.(PinnedStager); ok {
+		return s.NewPinned(n)
+	}
+	return &hostPinned{dev: dev, f: make([]float32, n)}, nil
+}
+
+// hostPinned is NewPinned's buffer on a device without a PinnedStager.
+type hostPinned struct {
+	dev   Device
+	f     []float32
+	view  Tensor // the first n elements of a tensor (no allocation per copy)
+	shape [1]int
+}
+
+func (h *hostPinned) F32() []float32 { return h.f }
+func (h *hostPinned) I32() []int32   { return f32AsI32(h.f) }
+
+func (h *hostPinned) prefix(t *Tensor, n int) *Tensor {
+	h.shape[0] = n
+	return t.ViewInto(&h.view, 0, h.shape[:])
+}
+
+func (h *hostPinned) Download(off int, src *Tensor, n int) {
+	if n == 0 {
+		return
+	}
+	if src.DType == Int32 {
+		h.dev.CopyToHostI32(h.I32()[off:off+n], h.prefix(src, n))
+		return
+	}
+	h.dev.CopyToHostF32(h.f[off:off+n], h.prefix(src, n))
+}
+
+func (h *hostPinned) Upload(dst *Tensor, off, n int) {
+	if n == 0 {
+		return
+	}
+	if dst.DType == Int32 {
+		h.dev.CopyFromHostI32(h.prefix(dst, n), h.I32()[off:off+n])
+		return
+	}
+	h.dev.CopyFromHostF32(h.prefix(dst, n), h.f[off:off+n])
+}
+
+func (h *hostPinned) Release() { h.f = nil }
+
+// f32AsI32 is the memory of f as int32 (the same bytes).
+func f32AsI32(f []float32) []int32 {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*int32)(unsafe.Pointer(&f[0])), len(f))
+}

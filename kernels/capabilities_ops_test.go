@@ -464,3 +464,70 @@ func TestMetricAccumulatorHost(t *testing.T) {
 	assert.Equal(t, []kernels.MetricSums{{}, {}}, got)
 	assert.Panics(t, func() { acc.Add(nil) }, "task count")
 }
+
+// checkPinned checks NewPinned's buffer on dev: downloads of the first
+// elements of float32 and int32 tensors land at their offsets after the
+// ops queued before them, once the device is synced, and nowhere else;
+// uploads reach the first elements of a tensor before the ops queued after
+// them, and nothing more.
+func checkPinned(t *testing.T, dev kernels.Device) {
+	const n = 1000
+	p, err := kernels.NewPinned(dev, 2*n)
+	require.NoError(t, err)
+	defer p.Release()
+	require.Len(t, p.F32(), 2*n)
+	require.Len(t, p.I32(), 2*n)
+	f := dev.Alloc(kernels.Float32, n/2, 2)
+	i := dev.Alloc(kernels.Int32, n)
+	defer f.Release()
+	defer i.Release()
+	for k := range p.F32() {
+		p.F32()[k] = -1
+	}
+	dev.Fill(f, 3)
+	dev.Fill(i, 7)
+	p.Download(10, f, 600)
+	p.Download(700, i, 200)
+	require.NoError(t, dev.Sync())
+	for k, v := range p.F32() {
+		switch {
+		case k >= 10 && k < 610:
+			require.Equal(t, float32(3), v, "element %d", k)
+		case k >= 700 && k < 900:
+			require.Equal(t, int32(7), p.I32()[k], "element %d", k)
+		default:
+			require.Equal(t, float32(-1), v, "element %d: outside the downloads", k)
+		}
+	}
+
+	for k := range n {
+		p.F32()[k] = float32(k)
+		p.I32()[n+k] = int32(-k)
+	}
+	p.Upload(f, 0, n)
+	dev.Scale(f, 2) // queued after the upload: sees its data
+	p.Upload(i, n, 100)
+	require.NoError(t, dev.Sync())
+	gf, gi := make([]float32, n), make([]int32, n)
+	dev.CopyToHostF32(gf, f)
+	dev.CopyToHostI32(gi, i)
+	for k := range n {
+		require.Equal(t, float32(2*k), gf[k], "uploaded float %d", k)
+		if k < 100 {
+			require.Equal(t, int32(-k), gi[k], "uploaded id %d", k)
+		} else {
+			require.Equal(t, int32(7), gi[k], "id %d: past the upload", k)
+		}
+	}
+	_, err = kernels.NewPinned(dev, -1)
+	require.Error(t, err)
+}
+
+// NewPinned on a device without a PinnedStager (the CPU) is host memory
+// with the device's synchronous copies.
+func TestNewPinnedHostFallback(t *testing.T) {
+	var dev kernels.Device = kernels.NewCPU(1)
+	_, ok := dev.(kernels.PinnedStager)
+	require.False(t, ok)
+	checkPinned(t, dev)
+}

@@ -82,6 +82,16 @@ func NewCUDA(deviceIndex int) (*CUDA, error) {
 		live: map[uintptr]int{}, immediateIDs: true}, nil
 }
 
+// CUDADevices is the number of visible GPUs. A build without the cuda tag
+// has the same function, which returns an error.
+func CUDADevices() (int, error) {
+	n, err := cublas.DeviceCount()
+	if err != nil {
+		return 0, fmt.Errorf("kernels: %w", err)
+	}
+	return n, nil
+}
+
 // NewCUDADevice returns the CUDA device deviceIndex as a Device. A build
 // without the cuda tag has the same function, which returns an error.
 func NewCUDADevice(index int) (Device, error) {

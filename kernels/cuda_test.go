@@ -805,3 +805,14 @@ func TestCUDATinyModelOnCPU(t *testing.T) {
 	assert.Equal(t, w1, w2)
 	assert.Less(t, l1[24], 0.8*l1[0], "losses %v", l1)
 }
+
+// The CUDA device's Pinned: pinned memory with copies queued on the
+// compute stream (checkPinned), which a Sync waits for.
+func TestCUDAPinned(t *testing.T) {
+	d := newCUDA(t)
+	var dev kernels.Device = d
+	_, ok := dev.(kernels.PinnedStager)
+	require.True(t, ok)
+	checkPinned(t, d)
+	require.Zero(t, d.LiveTensors())
+}

@@ -1,9 +1,14 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
+
+// ErrNoCUDA is what NewCUDADevice and CUDADevices return in a build
+// without the cuda tag.
+var ErrNoCUDA = errors.New("mtlrank was built without CUDA support; rebuild with -tags cuda after make cuda")
 
 // Activation selects the element-wise nonlinearity applied after a bias
 // add. The definitions and constants are Keras' (tf.keras.activations); the

@@ -235,7 +235,7 @@ func testPredictWithJoiningRanks(t *testing.T, sharding string) {
 	require.NoError(t, err)
 	const n, asker = 3, 1
 	got, errs := runRanks(n, func(c dist.Comm) ([][]float32, error) {
-		m, err := newTestModel(cfg, c, sharding)
+		m, err := newTestModel(cfg, testDev(), c, sharding)
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package mtl
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/loader"
 )
 
@@ -65,9 +67,9 @@ func distSteps(n, steps int) [][]int {
 }
 
 // exactCase is one case of the exactness test of distributed training: a
-// model and optimizer trained for exactSteps steps on the parts of the same
-// global batches by the ranks of a job, and by one process on the global
-// batches.
+// model and optimizer trained for a number of steps (exactSteps on the
+// CPU) on the parts of the same global batches by the ranks of a job, and
+// by one process on the global batches.
 type exactCase struct {
 	model, opt string
 	initBias   bool
@@ -88,46 +90,67 @@ func (c exactCase) String() string {
 	return fmt.Sprintf("%s/%s/init_bias=%v", c.model, c.opt, c.initBias)
 }
 
-// reference is the case's configuration, the ranks' batches of each step
-// for n ranks (every rank draws every rank's, from the same seed), and the
-// model one process trains on the global batches, with its losses.
-func (c exactCase) reference(n int) (Config, [][]*loader.Batch, *Model, []float64, error) {
-	cfg := gradConfig(c.model)
-	cfg.Optimizer = c.opt
-	cfg.LR = 0.01
-	cfg.InitOutputBias = c.initBias
-	plan := distSteps(n, exactSteps)
+// run is one rank's side of the case on comm with replicated tables:
+// check(comm, ShardReplicate).
+func (c exactCase) run(comm dist.Comm) (string, error) { return c.check(comm, ShardReplicate) }
+
+// check is one rank's side of the case on comm, on the CPU device: it
+// trains the one-process reference itself, then its rank's part with the
+// tables replicated, checks that the parameters and losses are within 1e-5
+// relative of the reference's, and returns the digest of its parameters
+// and losses (the same on every rank). With sharding ShardRow it also
+// trains its part with the tables sharded by rows, whose losses,
+// parameters and optimizer state (the tables put together from all ranks)
+// must be the replicated job's bits: the owners add an id's gradient rows
+// in rank order, the order of the replicated merge.
+func (c exactCase) check(comm dist.Comm, sharding string) (string, error) {
+	parts := c.batches(comm.Size(), exactSteps)
+	ref, err := c.train(testDev(), nil, parts, ShardReplicate)
+	if err != nil {
+		return "", err
+	}
+	got, err := c.train(testDev(), comm, parts, ShardReplicate)
+	if err != nil {
+		return "", err
+	}
+	if err := got.check(ref); err != nil {
+		return "", err
+	}
+	if sharding == ShardRow {
+		row, err := c.train(testDev(), comm, parts, ShardRow)
+		if err != nil {
+			return "", fmt.Errorf("tables sharded by rows: %w", err)
+		}
+		if err := row.same(got); err != nil {
+			return "", fmt.Errorf("tables sharded by rows against replicated: %w", err)
+		}
+	}
+	return got.digest, nil
+}
+
+// batches are the parts of the case's global batches of steps steps among
+// n ranks: parts[step][rank]. Every rank draws every rank's batches, from
+// the same seed.
+func (c exactCase) batches(n, steps int) [][]*loader.Batch {
+	plan := distSteps(n, steps)
 	rng := rand.New(rand.NewPCG(5, 6))
-	parts := make([][]*loader.Batch, exactSteps)
+	parts := make([][]*loader.Batch, steps)
 	for s := range parts {
 		parts[s] = make([]*loader.Batch, n)
 		for r := range n {
 			parts[s][r] = gradBatch(rng, plan[s][r])
 		}
 	}
-	one, err := NewModel(gradSchema(), cfg, testDev(), 128)
-	if err != nil {
-		return cfg, nil, nil, nil, err
-	}
-	var wantLoss []float64
-	for s := range exactSteps {
-		st, err := one.TrainStep(concatBatches(parts[s]))
-		if err != nil {
-			one.Release()
-			return cfg, nil, nil, nil, fmt.Errorf("one process, step %d: %w", s, err)
-		}
-		wantLoss = append(wantLoss, st.Loss)
-	}
-	return cfg, parts, one, wantLoss, nil
+	return parts
 }
 
-// newTestModel is a gradSchema model of cfg for batches of 128 rows, one
-// rank of comm with its tables replicated or sharded by rows.
-func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
+// newTestModel is a gradSchema model of cfg on dev for batches of 128
+// rows, one rank of comm with its tables replicated or sharded by rows.
+func newTestModel(cfg Config, dev kernels.Device, comm dist.Comm, sharding string) (*Model, error) {
 	if sharding == ShardRow {
-		return NewShardedModel(gradSchema(), cfg, testDev(), 128, comm)
+		return NewShardedModel(gradSchema(), cfg, dev, 128, comm)
 	}
-	m, err := NewModel(gradSchema(), cfg, testDev(), 128)
+	m, err := NewModel(gradSchema(), cfg, dev, 128)
 	if err != nil {
 		return nil, err
 	}
@@ -138,79 +161,88 @@ func newTestModel(cfg Config, comm dist.Comm, sharding string) (*Model, error) {
 	return m, nil
 }
 
-// run is one rank's side of the case on comm with replicated tables:
-// check(comm, ShardReplicate).
-func (c exactCase) run(comm dist.Comm) (string, error) { return c.check(comm, ShardReplicate) }
+// exactRun is what a training run of the case ended with: every step's
+// loss, the parameters and optimizer state (row-sharded tables put
+// together from all ranks), and their digest.
+type exactRun struct {
+	rank   int
+	losses []float64
+	params map[string][]float32
+	digest string
+}
 
-// check is one rank's side of the case on comm: it trains the one-process
-// reference itself, then its rank's part with the tables replicated, checks
-// that the parameters and losses are within 1e-5 relative of the
-// reference's, and returns the digest of its parameters and losses (the
-// same on every rank). With sharding ShardRow it also trains its part with
-// the tables sharded by rows, whose losses, parameters and optimizer state
-// (the tables put together from all ranks) must be the replicated job's
-// bits: the owners add an id's gradient rows in rank order, the order of
-// the replicated merge.
-func (c exactCase) check(comm dist.Comm, sharding string) (string, error) {
-	cfg, parts, one, wantLoss, err := c.reference(comm.Size())
+// train runs the case's steps on dev, one per element of parts: as one
+// process on the global batches (comm nil), or as comm's rank on its
+// parts, with the tables replicated or sharded by rows.
+func (c exactCase) train(dev kernels.Device, comm dist.Comm, parts [][]*loader.Batch, sharding string) (*exactRun, error) {
+	cfg := gradConfig(c.model)
+	cfg.Optimizer = c.opt
+	cfg.LR = 0.01
+	cfg.InitOutputBias = c.initBias
+	m, err := newTestModel(cfg, dev, comm, sharding)
 	if err != nil {
-		return "", err
-	}
-	defer one.Release()
-	rank := comm.Rank()
-	m, err := newTestModel(cfg, comm, ShardReplicate)
-	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer m.Release()
-	var row *Model
-	if sharding == ShardRow {
-		if row, err = newTestModel(cfg, comm, ShardRow); err != nil {
-			return "", err
-		}
-		defer row.Release()
+	run := &exactRun{}
+	if comm != nil {
+		run.rank = comm.Rank()
 	}
 	h := sha256.New()
-	for s := range exactSteps {
-		b := parts[s][rank]
-		if b.Rows == 0 {
-			b = &loader.Batch{}
+	for s := range parts {
+		b := concatBatches(parts[s])
+		if comm != nil {
+			if b = parts[s][run.rank]; b.Rows == 0 {
+				b = &loader.Batch{}
+			}
 		}
 		st, err := m.TrainStep(b)
 		if err != nil {
-			return "", fmt.Errorf("rank %d, step %d: %w", rank, s, err)
+			return nil, fmt.Errorf("rank %d, step %d: %w", run.rank, s, err)
 		}
-		if row != nil {
-			rst, err := row.TrainStep(b)
-			if err != nil {
-				return "", fmt.Errorf("rank %d, step %d, tables sharded by rows: %w", rank, s, err)
-			}
-			if rst.Loss != st.Loss {
-				return "", fmt.Errorf("rank %d, step %d: loss %v with the tables sharded by rows, %v replicated", rank, s, rst.Loss, st.Loss)
-			}
-		}
-		if d := math.Abs(st.Loss - wantLoss[s]); d > 1e-5*math.Abs(wantLoss[s]) {
-			return "", fmt.Errorf("rank %d, step %d: loss %v, one process %v", rank, s, st.Loss, wantLoss[s])
-		}
+		run.losses = append(run.losses, st.Loss)
 		binary.Write(h, binary.LittleEndian, st.Loss)
 	}
-	want, got := hostParamsOf(one), hostParamsOf(m)
-	var sharded map[string][]float32
-	if row != nil {
-		if sharded, err = allTables(row); err != nil {
-			return "", err
+	if run.params, err = allTables(m); err != nil {
+		return nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(run.params)) {
+		binary.Write(h, binary.LittleEndian, run.params[name])
+	}
+	run.digest = fmt.Sprintf("%x", h.Sum(nil))
+	return run, nil
+}
+
+// check compares a rank's run with the one-process run: every step's loss
+// and every parameter and optimizer tensor within 1e-5 relative.
+func (r *exactRun) check(one *exactRun) error {
+	for s, want := range one.losses {
+		if d := math.Abs(r.losses[s] - want); d > 1e-5*math.Abs(want) {
+			return fmt.Errorf("rank %d, step %d: loss %v, one process %v", r.rank, s, r.losses[s], want)
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if err := tensorClose(want[name], got[name], 1e-5); err != nil {
-			return "", fmt.Errorf("rank %d: %s: %w", rank, name, err)
+	for _, name := range slices.Sorted(maps.Keys(one.params)) {
+		if err := tensorClose(one.params[name], r.params[name], 1e-5); err != nil {
+			return fmt.Errorf("rank %d: %s: %w", r.rank, name, err)
 		}
-		if row != nil && !slices.Equal(got[name], sharded[name]) {
-			return "", fmt.Errorf("rank %d: %s: with the tables sharded by rows, not the bits of the replicated tables' job", rank, name)
-		}
-		binary.Write(h, binary.LittleEndian, got[name])
 	}
-	return fmt.Sprintf("%x", h.Sum(nil)), nil
+	return nil
+}
+
+// same checks that r has other's bits: every loss, parameter and
+// optimizer tensor.
+func (r *exactRun) same(other *exactRun) error {
+	for s, want := range other.losses {
+		if r.losses[s] != want {
+			return fmt.Errorf("rank %d, step %d: loss %v, want %v", r.rank, s, r.losses[s], want)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(other.params)) {
+		if !slices.Equal(other.params[name], r.params[name]) {
+			return fmt.Errorf("rank %d: %s: not the same bits", r.rank, name)
+		}
+	}
+	return nil
 }
 
 // runRanks runs f on every rank of a dist.LocalGroup of n and returns
@@ -236,19 +268,54 @@ func runRanks[T any](n int, f func(c dist.Comm) (T, error)) ([]T, []error) {
 // the global batches, within 1e-5 relative after 50 steps, with every loss
 // term on (L2 on dense parameters and embeddings, sample weights, sample
 // spaces, loss and class weights), and every rank holds the same bits.
-// TestMPITrain runs the same cases under mpirun.
+// TestMPITrain runs the same cases under mpirun, TestCUDADistributed* on
+// the CUDA device.
 func TestDistributedStepMatchesOneProcess(t *testing.T) {
 	for _, c := range exactCases {
 		for _, n := range []int{1, 2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				digests, errs := runRanks(n, c.run)
-				for r := range n {
-					require.NoError(t, errs[r], "rank %d", r)
-					require.Equal(t, digests[0], digests[r], "rank %d's parameters and losses differ from rank 0's", r)
-				}
+				exactRanks(t, c, n, exactSteps, cpuDevice)
 			})
 		}
 	}
+}
+
+// rankDevice opens the device one rank (or the one-process reference)
+// trains on, and returns the function that closes it, which reports
+// tensors left allocated.
+type rankDevice func() (kernels.Device, func() error, error)
+
+func cpuDevice() (kernels.Device, func() error, error) {
+	return testDev(), func() error { return nil }, nil
+}
+
+// trainOn is exactCase.train with replicated tables on a device of open,
+// closed after.
+func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
+	dev, closeDev, err := open()
+	if err != nil {
+		return nil, err
+	}
+	run, err := c.train(dev, comm, parts, ShardReplicate)
+	return run, errors.Join(err, closeDev())
+}
+
+// exactRanks trains case c for steps steps as one process and on n ranks
+// of a dist.LocalGroup, each on its own device of open, checks that every
+// rank holds the same bits, within 1e-5 relative of the one process's, and
+// returns rank 0's run.
+func exactRanks(t *testing.T, c exactCase, n, steps int, open rankDevice) *exactRun {
+	t.Helper()
+	parts := c.batches(n, steps)
+	one, err := c.trainOn(open, nil, parts)
+	require.NoError(t, err, "one process")
+	runs, errs := runRanks(n, func(comm dist.Comm) (*exactRun, error) { return c.trainOn(open, comm, parts) })
+	for r := range n {
+		require.NoError(t, errs[r], "rank %d", r)
+		require.Equal(t, runs[0].digest, runs[r].digest, "rank %d's parameters and losses differ from rank 0's", r)
+		require.NoError(t, runs[r].check(one))
+	}
+	return runs[0]
 }
 
 // tensorClose checks got against want within rel relative in the tensor's
@@ -295,50 +362,57 @@ func hostParamsOf(m *Model) map[string][]float32 {
 // order of the global batch), on every rank, also when a rank has no rows
 // (with the tables sharded by rows, that rank serves the others' lookups).
 func TestDistributedInitOutputBias(t *testing.T) {
-	for _, tc := range []struct {
-		rows     []int
-		sharding string
-	}{
-		{[]int{20, 23}, ShardReplicate}, {[]int{7, 0, 30}, ShardReplicate}, {[]int{0, 12}, ShardReplicate},
-		{[]int{20, 23}, ShardRow}, {[]int{7, 0, 30}, ShardRow}, {[]int{0, 12}, ShardRow},
-	} {
-		rows := tc.rows
-		t.Run(fmt.Sprint(tc.sharding, rows), func(t *testing.T) {
-			cfg := gradConfig("mmoe")
-			n := len(rows)
-			rng := rand.New(rand.NewPCG(5, 6))
-			parts := make([]*loader.Batch, n)
-			for r := range parts {
-				parts[r] = gradBatch(rng, rows[r])
-			}
-			one, err := NewModel(gradSchema(), cfg, testDev(), 128)
-			require.NoError(t, err)
-			defer one.Release()
-			_, err = one.initOutputBias(concatBatches(parts))
-			require.NoError(t, err)
-			want := hostParamsOf(one)
-			got, errs := runRanks(n, func(c dist.Comm) (map[string][]float32, error) {
-				m, err := newTestModel(cfg, c, tc.sharding)
-				if err != nil {
-					return nil, err
+	checkDistributedInitOutputBias(t, cpuDevice, ShardReplicate, ShardRow)
+}
+
+// checkDistributedInitOutputBias is TestDistributedInitOutputBias on the
+// devices of open, in each of the sharding modes.
+func checkDistributedInitOutputBias(t *testing.T, open rankDevice, shardings ...string) {
+	for _, sharding := range shardings {
+		for _, rows := range [][]int{{20, 23}, {7, 0, 30}, {0, 12}} {
+			t.Run(fmt.Sprint(sharding, rows), func(t *testing.T) {
+				cfg := gradConfig("mmoe")
+				n := len(rows)
+				rng := rand.New(rand.NewPCG(5, 6))
+				parts := make([]*loader.Batch, n)
+				for r := range parts {
+					parts[r] = gradBatch(rng, rows[r])
 				}
-				defer m.Release()
-				b := parts[c.Rank()]
-				if b.Rows == 0 {
-					b = &loader.Batch{}
+				biases := func(c dist.Comm) (map[string][]float32, error) {
+					dev, closeDev, err := open()
+					if err != nil {
+						return nil, err
+					}
+					defer closeDev()
+					b := concatBatches(parts)
+					mode := ShardReplicate
+					if c != nil {
+						mode = sharding
+						if b = parts[c.Rank()]; b.Rows == 0 {
+							b = &loader.Batch{}
+						}
+					}
+					m, err := newTestModel(cfg, dev, c, mode)
+					if err != nil {
+						return nil, err
+					}
+					defer m.Release()
+					if _, err := m.initOutputBias(b); err != nil {
+						return nil, err
+					}
+					return allTables(m)
 				}
-				if _, err := m.initOutputBias(b); err != nil {
-					return nil, err
+				want, err := biases(nil)
+				require.NoError(t, err)
+				got, errs := runRanks(n, biases)
+				for r := range n {
+					require.NoError(t, errs[r], "rank %d", r)
+					for name, v := range want {
+						require.True(t, slices.Equal(v, got[r][name]), "rank %d: %s", r, name)
+					}
 				}
-				return allTables(m)
 			})
-			for r := range n {
-				require.NoError(t, errs[r], "rank %d", r)
-				for name, v := range want {
-					require.True(t, slices.Equal(v, got[r][name]), "rank %d: %s", r, name)
-				}
-			}
-		})
+		}
 	}
 }
 
@@ -350,13 +424,20 @@ func TestDistributedInitOutputBias(t *testing.T) {
 // first; with replicated tables and with tables sharded by rows (where
 // the id, 31, would be a row rank 1 does not hold either).
 func TestDistributedStepFailsOnEveryRank(t *testing.T) {
+	checkDistributedStepFails(t, cpuDevice, `column "user" row 5: id 31 outside [0, 30]`, ShardReplicate, ShardRow)
+}
+
+// checkDistributedStepFails is TestDistributedStepFailsOnEveryRank on the
+// devices of open, in each of the sharding modes; the bad rank's error
+// contains wantBad.
+func checkDistributedStepFails(t *testing.T, open rankDevice, wantBad string, shardings ...string) {
 	type failCase struct {
 		initBias bool
 		want     string
 		sharding string
 	}
 	var cases []failCase
-	for _, sharding := range []string{ShardReplicate, ShardRow} {
+	for _, sharding := range shardings {
 		cases = append(cases,
 			failCase{false, "mtl: step 0: 1 of the 3 ranks failed", sharding},
 			failCase{true, "mtl: InitOutputBias: 1 of the 3 ranks failed", sharding})
@@ -373,7 +454,12 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 			}
 			parts[badRank].Columns["user"].I32[5] = 31 // the table has ids 0..30
 			steps, errs := runRanks(n, func(c dist.Comm) (int, error) {
-				m, err := newTestModel(cfg, c, tc.sharding)
+				dev, closeDev, err := open()
+				if err != nil {
+					return -1, err
+				}
+				defer closeDev()
+				m, err := newTestModel(cfg, dev, c, tc.sharding)
 				if err != nil {
 					return -1, err
 				}
@@ -391,7 +477,7 @@ func TestDistributedStepFailsOnEveryRank(t *testing.T) {
 				require.Error(t, errs[r], "rank %d", r)
 				require.Equal(t, 0, steps[r], "rank %d's step counter", r)
 				if r == badRank {
-					assert.Contains(t, errs[r].Error(), `column "user" row 5: id 31 outside [0, 30]`, "the bad rank names the column and row")
+					assert.Contains(t, errs[r].Error(), wantBad, "the bad rank names the column")
 				} else {
 					assert.Contains(t, errs[r].Error(), tc.want)
 				}

@@ -410,3 +410,10 @@ func TestCUDAModelNoLeak(t *testing.T) {
 	}
 	t.Logf("device memory free: %d MiB at the start, %d MiB after round 0", base.Free>>20, afterFirst.Free>>20)
 }
+
+// TestCUDAFitDistributed is TestFitDistributed on 2 CUDA ranks, each on a
+// CUDA context of its own: Fit with validation and a checkpoint, every
+// rank ending with the same parameter bits and metrics.
+func TestCUDAFitDistributed(t *testing.T) {
+	checkFitDistributed(t, []int{2}, func(t *testing.T) kernels.Device { return gpuParityDevice(t) })
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl"
 )
 
@@ -20,14 +21,24 @@ import (
 // parameter bits and the same validation metrics, and only rank 0 writes
 // its checkpoint.
 func TestFitDistributed(t *testing.T) {
+	checkFitDistributed(t, []int{2, 3}, func(*testing.T) kernels.Device { return trDev() })
+}
+
+// checkFitDistributed is TestFitDistributed's body on n ranks each, every
+// rank's device opened by dev (and closed by the test's cleanup).
+func checkFitDistributed(t *testing.T, ns []int, dev func(*testing.T) kernels.Device) {
 	trainPath, evalPath := trData(t, 5000, 1500) // row groups of 1024: 5 of them
-	for _, n := range []int{2, 3} {
+	for _, n := range ns {
 		t.Run(string(rune('0'+n)), func(t *testing.T) {
 			comms := dist.LocalGroup(n)
 			hists := make([]*mtl.History, n)
 			params := make([]map[string][]float32, n)
 			dirs := make([]string, n)
 			errs := make([]error, n)
+			devs := make([]kernels.Device, n)
+			for r := range devs {
+				devs[r] = dev(t)
+			}
 			var wg sync.WaitGroup
 			for r := range n {
 				dirs[r] = filepath.Join(t.TempDir(), "ckpt")
@@ -36,7 +47,7 @@ func TestFitDistributed(t *testing.T) {
 					defer wg.Done()
 					errs[r] = func() error {
 						cfg := trConfig("mmoe")
-						m, err := mtl.NewModel(trSchema(), cfg, trDev(), 256)
+						m, err := mtl.NewModel(trSchema(), cfg, devs[r], 256)
 						if err != nil {
 							return err
 						}

@@ -130,8 +130,14 @@ func helpOr(e *env, fs *flag.FlagSet, args []string, synopsis, description strin
 	return nil
 }
 
-// newDevice returns the compute device named by --device.
+// newDevice returns the compute device named by --device (GPU 0 for
+// cuda).
 func newDevice(name string, threads int) (kernels.Device, error) {
+	return newDeviceOn(name, threads, 0)
+}
+
+// newDeviceOn is newDevice with GPU gpu for cuda.
+func newDeviceOn(name string, threads, gpu int) (kernels.Device, error) {
 	switch name {
 	case "cpu":
 		if threads <= 0 {
@@ -139,13 +145,46 @@ func newDevice(name string, threads int) (kernels.Device, error) {
 		}
 		return kernels.NewCPU(threads), nil
 	case "cuda":
-		dev, err := kernels.NewCUDADevice(0)
+		dev, err := kernels.NewCUDADevice(gpu)
 		if err != nil {
 			return nil, fmt.Errorf("--device cuda: %w", err)
 		}
 		return dev, nil
 	}
 	return nil, usagef("--device must be cpu or cuda, got %q", name)
+}
+
+// localRankVars are the variables in which launchers give a process its
+// rank among the job's processes on its node: Open MPI's mpirun, Slurm's
+// srun, MPICH's Hydra.
+var localRankVars = []string{"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}
+
+// rankGPU is the GPU of a rank of a distributed job: its local rank (the
+// first of localRankVars that getenv sets; 0 when none is) modulo gpus, so
+// that the ranks of a node take its GPUs in turn. A launcher that gives
+// each rank one GPU of its own (CUDA_VISIBLE_DEVICES) leaves gpus at 1.
+func rankGPU(getenv func(string) string, gpus func() (int, error)) (int, error) {
+	local := 0
+	for _, v := range localRankVars {
+		s := getenv(v)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("--device cuda: %s=%q is not a local rank (a number >= 0)", v, s)
+		}
+		local = n
+		break
+	}
+	n, err := gpus()
+	if err != nil {
+		return 0, fmt.Errorf("--device cuda: %w", err)
+	}
+	if n < 1 {
+		return 0, errors.New("--device cuda: no GPU is visible")
+	}
+	return local % n, nil
 }
 
 // logger writes structured logs to stderr unless quiet.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unsafe"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
@@ -22,7 +21,9 @@ type distState struct {
 	// batch's regularisation term, a failure flag, and one slot per rank
 	// and table for the number of ids the rank's batch touched in the table
 	// (zero but the rank's own: the sum hands every rank every count).
-	flat []float32
+	// It lives in stage's pinned memory (dist_device.go).
+	flat  []float32
+	stage *staging
 	// nd is the dense gradients' length in flat, tail the number of
 	// slots after them.
 	nd, tail int
@@ -30,14 +31,18 @@ type distState struct {
 	// The sparse exchange: each rank's part of the allgather is its
 	// touched ids (int32 bits in float32 slots: MPI and Go's copies only
 	// move bits, no arithmetic touches them),
-	// table after table, then their gradient rows in the same order.
-	send, recv []float32
-	ids        []int32
-	rows       []float32
-	merged     []*kernels.SparseGrad
-	mergers    []dist.RowMerger // per table: dist.SumRowsByID with a slot per row
-	regT       *kernels.Tensor  // [1] the parameters' L2 term
-	regHost    []float32
+	// table after table, then their gradient rows in the same order
+	// (staged in stage's send buffer).
+	recv    []float32
+	ids     []int32
+	rows    []float32
+	merged  []*kernels.SparseGrad
+	mergers []dist.RowMerger // per table: dist.SumRowsByID with a slot per row
+	// mids, msums are each table's merged ids and rows (the mergers'
+	// results) until their upload.
+	mids       [][]int32
+	msums      [][]float32
+	regT       *kernels.Tensor // [1] the parameters' L2 term
 	globalRows int
 	bytes      int64
 	// plan, when set (PlanRows), is the next step's rows over all ranks
@@ -56,8 +61,12 @@ const maxGlobalRows = 1 << 24
 // applies the same update, with the losses divided by the step's rows over
 // all ranks. It broadcasts rank 0's parameters and optimizer state, so that
 // all ranks start from the same bits. Every rank calls it. A communicator
-// of one rank leaves the engine as it is. The distributed step runs on the
-// CPU device, without graph capture.
+// of one rank leaves the engine as it is. The distributed step runs on any
+// device (the gradients cross through pinned host buffers:
+// dist_device.go), without graph capture; on a device that fuses the
+// embedding update with its backward pass, the tables' sparse gradients
+// are materialised instead, since the ranks' rows are summed before the
+// update.
 func (e *Engine) SetComm(c dist.Comm) error {
 	if c == nil || c.Size() == 1 {
 		return nil
@@ -65,11 +74,8 @@ func (e *Engine) SetComm(c dist.Comm) error {
 	if e.dist != nil {
 		return errors.New("mtl: the engine is already part of a distributed job")
 	}
-	if e.caps.CPU == nil || e.caps.Fused != nil {
-		return fmt.Errorf("mtl: distributed training runs on the CPU device only, not on %s (GPU ranks are not wired yet)", e.dev.Name())
-	}
 	if e.graphs != nil {
-		return errors.New("mtl: graph capture of the training step is not available in distributed training")
+		return errDistGraphs
 	}
 	nd := 0
 	for _, p := range e.spec.Params {
@@ -79,8 +85,13 @@ func (e *Engine) SetComm(c dist.Comm) error {
 	}
 	nt := len(e.spec.Input.Tables)
 	tail := len(e.spec.Tasks) + 2 + nt*c.Size()
-	d := &distState{comm: c, flat: make([]float32, nd+tail), nd: nd, tail: tail, one: make([]float32, 1),
-		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt), regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+	st, err := newStaging(e.dev, nd+tail)
+	if err != nil {
+		return err
+	}
+	d := &distState{comm: c, flat: st.flat.F32()[:nd+tail], stage: st, nd: nd, tail: tail, one: make([]float32, 1),
+		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt),
+		mids: make([][]int32, nt), msums: make([][]float32, nt), regT: e.dev.Alloc(kernels.Float32, 1)}
 	for t := range d.merged {
 		d.merged[t] = &kernels.SparseGrad{}
 	}
@@ -92,12 +103,8 @@ func (e *Engine) SetComm(c dist.Comm) error {
 		tensors = append(tensors, s.Tensor)
 	}
 	for _, t := range tensors {
-		f := t.F32
-		if len(f) == 0 {
-			continue
-		}
-		if err := c.Bcast(unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f)), 0); err != nil {
-			d.regT.Release()
+		if err := bcastTensor(e.dev, c, t, 0); err != nil {
+			d.release()
 			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
 		}
 	}
@@ -176,18 +183,20 @@ func (e *Engine) distStep(b *loader.Batch) (Stats, error) {
 	}
 	flat, nd := d.flat, d.nd
 	counts := nd + len(e.spec.Tasks) + 2
-	clear(flat)
+	send, regParams, err := e.packStep(rows > 0 && passErr == nil)
+	if passErr == nil {
+		passErr = err
+	}
 	if rows > 0 && passErr == nil {
-		e.packStep(flat, nd)
 		passErr = e.putCounts(flat[counts:])
 	}
 	if err := e.reduceStep(flat, nd, passErr); err != nil {
 		return Stats{}, err
 	}
-	if err := e.exchangeRows(rows > 0, flat[counts:]); err != nil {
+	if err := e.exchangeRows(send, flat[counts:]); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding rows: %w", e.step, err)
 	}
-	return e.finishDistStep(b, flat, nd)
+	return e.finishDistStep(b, flat, nd, regParams)
 }
 
 // allreduceBytes is what dist.Comm.AllreduceSum of n floats receives per
@@ -221,26 +230,14 @@ func (e *Engine) putCounts(counts []float32) error {
 // ids per table, came with the fused allreduce), and the rows of an id
 // touched by several ranks are added in rank order (dist.SumRowsByID's
 // order, by a dist.RowMerger), so
-// that every rank holds the same bits. have is false on a rank without
-// rows this step.
-func (e *Engine) exchangeRows(have bool, counts []float32) error {
+// that every rank holds the same bits. send is this rank's part (its
+// touched ids of every table, then their rows: stageOut), empty on a rank
+// without rows this step.
+func (e *Engine) exchangeRows(send []float32, counts []float32) error {
 	d := e.dist
 	tables := e.spec.Input.Tables
 	nt, n, rank := len(tables), d.comm.Size(), d.comm.Rank()
 	count := func(r, t int) int { return int(counts[r*nt+t]) }
-	d.send = d.send[:0]
-	if have {
-		for t := range tables {
-			g := e.train.input.SparseGrad(t)
-			for _, id := range g.Rows.I32[:g.N] {
-				d.send = append(d.send, math.Float32frombits(uint32(id)))
-			}
-		}
-		for t, tab := range tables {
-			g := e.train.input.SparseGrad(t)
-			d.send = append(d.send, g.Values.F32[:g.N*tab.Dim]...)
-		}
-	}
 	// Rank r's part: its ids, then its rows.
 	parts, idsOf := make([]int, n), make([]int, n)
 	for r := range n {
@@ -250,7 +247,7 @@ func (e *Engine) exchangeRows(have bool, counts []float32) error {
 		}
 	}
 	d.recv = grow(d.recv, sum(parts))
-	if err := d.comm.AllgathervFloat32(d.send, d.recv, parts); err != nil {
+	if err := d.comm.AllgathervFloat32(send, d.recv, parts); err != nil {
 		return err
 	}
 	d.bytes += 4 * int64(sum(parts)-parts[rank])
@@ -271,24 +268,12 @@ func (e *Engine) exchangeRows(have bool, counts []float32) error {
 			idOff[r] += c
 			rowOff[r] += c * tab.Dim
 		}
-		ids, sums, err := d.mergers[t].Sum(d.ids, d.rows, tab.Dim, tab.Rows)
-		if err != nil {
+		var err error
+		if d.mids[t], d.msums[t], err = d.mergers[t].Sum(d.ids, d.rows, tab.Dim, tab.Rows); err != nil {
 			return err
 		}
-		g := d.merged[t]
-		if g.Rows == nil || g.Rows.Len() < len(ids) {
-			if g.Rows != nil {
-				g.Rows.Release()
-				g.Values.Release()
-			}
-			c := max(len(ids), 2*g.N, 1)
-			g.Rows, g.Values = e.dev.Alloc(kernels.Int32, c), e.dev.Alloc(kernels.Float32, c, tab.Dim)
-		}
-		g.N = len(ids)
-		copy(g.Rows.I32, ids)
-		copy(g.Values.F32, sums)
 	}
-	return nil
+	return e.uploadMerged(d.mids, d.msums)
 }
 
 func grow[T any](s []T, n int) []T {
@@ -312,6 +297,7 @@ func (d *distState) release() {
 		return
 	}
 	d.regT.Release()
+	d.stage.release()
 	for _, g := range d.merged {
 		if g.Rows != nil {
 			g.Rows.Release()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unsafe"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
@@ -97,7 +96,9 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		return errors.New("mtl: the engine is already part of a distributed job")
 	}
 	if e.caps.CPU == nil || e.caps.Fused != nil {
-		return fmt.Errorf("mtl: distributed training runs on the CPU device only, not on %s (GPU ranks are not wired yet)", e.dev.Name())
+		// The lookups and the owners' merges read and write the tables'
+		// rows on the host.
+		return fmt.Errorf("mtl: embedding tables sharded by rows train on the CPU device only, not on %s: GPU ranks replicate the tables (embedding sharding replicate)", e.dev.Name())
 	}
 	if e.graphs != nil {
 		return errors.New("mtl: graph capture of the training step is not available in distributed training")
@@ -118,7 +119,12 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 			r.nd += p.Value.Len()
 		}
 	}
-	r.flat = make([]float32, r.nd+len(e.spec.Tasks)+2)
+	tail := len(e.spec.Tasks) + 2
+	st, err := newStaging(e.dev, r.nd+tail)
+	if err != nil {
+		return err
+	}
+	r.flat = st.flat.F32()[:r.nd+tail]
 	// The dense parameters and their optimizer state from rank 0; the
 	// tables' rows are each rank's own.
 	var shared []*kernels.Tensor
@@ -136,14 +142,13 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		}
 	}
 	for _, t := range shared {
-		if f := t.F32; len(f) > 0 {
-			if err := c.Bcast(unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f)), 0); err != nil {
-				return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
-			}
+		if err := bcastTensor(e.dev, c, t, 0); err != nil {
+			st.release()
+			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
 		}
 	}
 	e.rows = r
-	e.dist = &distState{comm: c, regT: e.dev.Alloc(kernels.Float32, 1), regHost: make([]float32, 1)}
+	e.dist = &distState{comm: c, flat: r.flat, stage: st, nd: r.nd, tail: tail, regT: e.dev.Alloc(kernels.Float32, 1)}
 	e.upd.merged = r.merged
 	return nil
 }
@@ -427,9 +432,9 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	}
 	d.globalRows = r.global
 	flat, nd := r.flat, r.nd
-	clear(flat)
-	if rows > 0 && passErr == nil {
-		e.packStep(flat, nd)
+	_, regParams, err := e.packStep(rows > 0 && passErr == nil)
+	if passErr == nil {
+		passErr = err
 	}
 	if err := e.reduceStep(flat, nd, passErr); err != nil {
 		return Stats{}, err
@@ -437,7 +442,7 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	if err := e.pushRows(rows > 0); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding gradients: %w", e.step, err)
 	}
-	return e.finishDistStep(b, flat, nd)
+	return e.finishDistStep(b, flat, nd, regParams)
 }
 
 // lookupFailure is the error of a lookup in which some rank's batch failed

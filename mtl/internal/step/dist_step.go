@@ -30,30 +30,34 @@ func (e *Engine) takePlan(rows int) (int, error) {
 	return global, nil
 }
 
-// packStep writes this rank's dense gradients, task losses and
-// regularisation term of the training workspace's last pass into flat.
-func (e *Engine) packStep(flat []float32, nd int) {
-	ws := e.train
-	off := 0
-	for i, p := range e.spec.Params {
-		if !p.Sparse {
-			k := p.Value.Len()
-			e.dev.CopyToHostF32(flat[off:off+k], ws.grads[i])
-			off += k
-		}
+// packStep stages this rank's part of the fused allreduce in d.flat (the
+// staging's pinned buffer): with grads (a rank whose pass succeeded) the
+// dense gradients of the training workspace's last pass, its task losses
+// and regularisation term; without, zeros. It returns what stageOut does:
+// the rows' send buffer of replicated tables and the parameters' L2 term.
+func (e *Engine) packStep(grads bool) (send []float32, regParams float64, err error) {
+	d, ws := e.dist, e.train
+	flat, nd := d.flat, d.nd
+	send, regParams, err = e.stageOut(grads)
+	if !grads || err != nil {
+		clear(flat)
+		return send, regParams, err
 	}
+	clear(flat[nd:])
 	for t, l := range ws.stats.TaskLoss {
 		flat[nd+t] = float32(l)
 	}
 	flat[nd+len(e.spec.Tasks)] = float32(ws.regValue)
+	return send, regParams, nil
 }
 
 // reduceStep sums flat over the ranks, this rank's failure flag set when
 // passErr (its pass failed), and returns the error every rank returns
-// then (the failed rank its own); otherwise it puts the summed dense
-// gradients back, with their L2 terms, for the update.
+// then (the failed rank its own); otherwise it queues the upload of the
+// summed dense gradients, with their L2 terms, for the update. flat is
+// d.flat, in the staging's buffer.
 func (e *Engine) reduceStep(flat []float32, nd int, passErr error) error {
-	d, ws := e.dist, e.train
+	d := e.dist
 	n := d.comm.Size()
 	fail := nd + len(e.spec.Tasks) + 1
 	if passErr != nil {
@@ -69,28 +73,18 @@ func (e *Engine) reduceStep(flat []float32, nd int, passErr error) error {
 	if flat[fail] != 0 {
 		return fmt.Errorf("mtl: step %d: %v of the %d ranks failed (their output says why)", e.step, flat[fail], n)
 	}
-	off := 0
-	for i, p := range e.spec.Params {
-		if !p.Sparse {
-			k := p.Value.Len()
-			e.dev.CopyFromHostF32(ws.grads[i], flat[off:off+k])
-			off += k
-			e.addL2Grad(i)
-		}
-	}
+	e.uploadDense()
 	return nil
 }
 
 // finishDistStep sets the step's losses from the summed task losses and
-// regularisation term of flat, the parameters' L2 term (the same on every
-// rank) added once after the sum, and finishes the step (b may be nil).
-func (e *Engine) finishDistStep(b *loader.Batch, flat []float32, nd int) (Stats, error) {
-	d, ws := e.dist, e.train
+// regularisation term of flat, the parameters' L2 term regParams (the
+// same on every rank: packStep's) added once after the sum, and finishes
+// the step (b may be nil).
+func (e *Engine) finishDistStep(b *loader.Batch, flat []float32, nd int, regParams float64) (Stats, error) {
+	ws := e.train
 	st := &ws.stats
-	e.dev.Zero(d.regT)
-	e.addParamRegLoss(d.regT)
-	e.dev.CopyToHostF32(d.regHost, d.regT)
-	st.Loss = float64(flat[nd+len(e.spec.Tasks)]) + float64(d.regHost[0])
+	st.Loss = float64(flat[nd+len(e.spec.Tasks)]) + regParams
 	for t := range st.TaskLoss {
 		st.TaskLoss[t] = float64(flat[nd+t])
 		st.Loss += float64(ws.lossFeed.tasks[t].lambda) * st.TaskLoss[t]

@@ -1,7 +1,6 @@
 package step
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 
@@ -108,7 +107,7 @@ func (e *Engine) SetGraphs(on bool) error {
 		return nil
 	}
 	if e.dist != nil {
-		return errors.New("mtl: graph capture of the training step is not available in distributed training")
+		return errDistGraphs
 	}
 	if e.graphs == nil {
 		g, err := newStepGraphs(e)

@@ -326,9 +326,10 @@ func (u *updater) apply(step int, ws *Workspace) {
 }
 
 // updateTable updates embedding table t: fused with its backward on a
-// kernels.FusedEmbeddingUpdater, else from the table's SparseGrad.
+// kernels.FusedEmbeddingUpdater, else (and in a distributed job) from the
+// table's SparseGrad.
 func (u *updater) updateTable(t int, ws *Workspace) {
-	if f := u.caps.Fused; f != nil {
+	if f := u.caps.Fused; f != nil && u.merged == nil {
 		u.opt.fused(f, t, u.tables[t], u.input.EmbeddingSources(ws.input, t))
 		return
 	}

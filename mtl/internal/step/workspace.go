@@ -353,8 +353,9 @@ func (ws *Workspace) backwardJob(j int) {
 	job := e.jobs.jobs[j]
 	if job.table >= 0 {
 		// A fused embedding update reads the output gradient itself
-		// (updater.updateTable).
-		if e.caps.Fused == nil {
+		// (updater.updateTable), except in a distributed job, which sums
+		// the ranks' sparse gradients first.
+		if e.caps.Fused == nil || e.dist != nil {
 			e.spec.Input.BackwardTable(ws.input, job.table)
 		}
 		return

@@ -1,0 +1,157 @@
+//go:build cuda
+
+package mtl
+
+// Distributed training on CUDA ranks: the exactness cases of
+// TestDistributedStepMatchesOneProcess, InitOutputBias and the failure
+// flag, each rank of a dist.LocalGroup on a CUDA context of its own (as
+// the processes of an MPI job on their GPUs), the gradients and rows
+// staged through pinned host memory (docs/DISTRIBUTED.md, "GPU ranks").
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mtlrank/mtlrank/cublas"
+	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
+)
+
+// cudaDevice opens GPU 0 for one rank; its closer fails when the rank left
+// tensors allocated.
+func cudaDevice() (kernels.Device, func() error, error) {
+	d, err := kernels.NewCUDA(0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, func() error {
+		closeMu.Lock()
+		defer closeMu.Unlock()
+		return d.Close()
+	}, nil
+}
+
+// closeMu serialises the ranks' Close. The emulated runtime's cudaFree
+// (which a context's Close calls) waits for every stream of the process,
+// from a list it copies first, and a stream that another context destroys
+// meanwhile is freed under it (csrc/emu/runtime.cpp: cudaFree and
+// cudaDeviceSynchronize against cudaStreamDestroy): the waiter then hangs.
+// The ranks of a real job are processes of their own.
+var closeMu sync.Mutex
+
+// skipWithoutCUDA skips the test when there is no usable CUDA device.
+func skipWithoutCUDA(t *testing.T) {
+	t.Helper()
+	d, err := kernels.NewCUDA(0)
+	if errors.Is(err, cublas.ErrNoDevice) {
+		t.Skipf("no usable CUDA device: %v", err)
+	}
+	require.NoError(t, err)
+	require.NoError(t, d.Close())
+}
+
+// cudaExactSteps is the length of the exactness runs on CUDA ranks: the
+// emulated device runs every GPU thread on the host, where the CPU test's
+// 50 steps (exactSteps) with N = 1, 2, 3 took 4 to 8 minutes on 2 cores.
+// 20 steps still end with the last rank's part run out for 3 steps
+// (distSteps).
+const cudaExactSteps = 20
+
+// TestCUDADistributedStepMatchesOneProcess: on CUDA ranks, every case of
+// TestDistributedStepMatchesOneProcess with N = 2, 3 reaches the
+// parameters and optimizer state of one CUDA process within 1e-5 relative
+// after cudaExactSteps steps, with the same bits on every rank
+// (exactRanks); and the CUDA ranks' losses stay within the CPU-vs-CUDA
+// parity tolerance of TestCUDAModelParity's training steps (1e-4 +
+// 2e-3·|loss|) of N CPU ranks' on the same batches. N = 1 is left to the
+// CPU: a communicator of one rank leaves the engine as it is (SetComm), so
+// that it would compare one CUDA process with itself.
+func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
+	skipWithoutCUDA(t)
+	for _, c := range exactCases {
+		for _, n := range []int{2, 3} {
+			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
+				gpu := exactRanks(t, c, n, cudaExactSteps, cudaDevice)
+				cpu := exactRanks(t, c, n, cudaExactSteps, cpuDevice)
+				for s, want := range cpu.losses {
+					assert.InDelta(t, want, gpu.losses[s], 1e-4+2e-3*math.Abs(want), "step %d: CUDA ranks' loss against CPU ranks'", s)
+				}
+			})
+		}
+	}
+}
+
+// TestCUDADistributedInitOutputBias is TestDistributedInitOutputBias on
+// CUDA ranks: the biases one CUDA process computes, bit for bit.
+func TestCUDADistributedInitOutputBias(t *testing.T) {
+	skipWithoutCUDA(t)
+	checkDistributedInitOutputBias(t, cudaDevice, ShardReplicate)
+}
+
+// TestCUDADistributedStepFailsOnEveryRank is
+// TestDistributedStepFailsOnEveryRank on CUDA ranks.
+func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
+	skipWithoutCUDA(t)
+	checkDistributedStepFails(t, cudaDevice, `"user"`, ShardReplicate)
+}
+
+// TestCUDADistributedRefusesGraphs: graph capture and a communicator
+// exclude each other, whichever comes first, with an error saying why.
+func TestCUDADistributedRefusesGraphs(t *testing.T) {
+	skipWithoutCUDA(t)
+	for _, captureFirst := range []bool{true, false} {
+		_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+			dev, closeDev, err := cudaDevice()
+			if err != nil {
+				return struct{}{}, err
+			}
+			defer closeDev()
+			cfg := gradConfig("mlp")
+			cfg.CUDAGraph = captureFirst
+			m, err := NewModel(gradSchema(), cfg, dev, 64)
+			if err != nil {
+				return struct{}{}, err
+			}
+			defer m.Release()
+			if err := m.setComm(c); err != nil || captureFirst {
+				return struct{}{}, err
+			}
+			return struct{}{}, m.SetCUDAGraph(true)
+		})
+		for r, err := range errs {
+			require.Error(t, err, "capture first: %v, rank %d", captureFirst, r)
+			assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
+		}
+	}
+}
+
+// TestCUDAShardedModelRefused: tables sharded by rows train on the CPU
+// only (their lookups and the owners' merges work on the host's rows); on
+// CUDA ranks NewShardedModel refuses on every rank, saying so, and leaves
+// nothing allocated (the device's Close checks).
+func TestCUDAShardedModelRefused(t *testing.T) {
+	skipWithoutCUDA(t)
+	_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+		dev, closeDev, err := cudaDevice()
+		if err != nil {
+			return struct{}{}, err
+		}
+		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), dev, 64, c)
+		if err == nil {
+			m.Release()
+			err = errors.New("NewShardedModel on a CUDA device did not fail")
+		}
+		return struct{}{}, errors.Join(err, closeDev())
+	})
+	for r, err := range errs {
+		require.Error(t, err, "rank %d", r)
+		assert.Contains(t, err.Error(), "embedding tables sharded by rows train on the CPU device only, not on cuda", "rank %d", r)
+		assert.NotContains(t, err.Error(), "still allocated", "rank %d", r)
+	}
+}
