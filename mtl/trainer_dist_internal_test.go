@@ -218,10 +218,7 @@ func TestDistributedEvaluateFails(t *testing.T) {
 
 func evaluateFails(t *testing.T, dir, sharding string) {
 	_, errs := runRanks(3, func(c dist.Comm) (string, error) {
-		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), testDev(), 64, c)
-		if sharding == ShardReplicate {
-			m, err = NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
-		}
+		m, err := rankModel(gradConfig("mlp"), 64, c, sharding)
 		if err != nil {
 			return "", err
 		}
@@ -292,10 +289,7 @@ func TestDistributedTrainMetrics(t *testing.T) {
 			}
 			want := e.Results()
 			digests, errs := runRanks(n, func(c dist.Comm) (string, error) {
-				m, err := NewShardedModel(gradSchema(), cfg, testDev(), 128, c)
-				if sharding == ShardReplicate {
-					m, err = NewModel(gradSchema(), cfg, testDev(), 128)
-				}
+				m, err := rankModel(cfg, 128, c, sharding)
 				if err != nil {
 					return "", err
 				}
@@ -390,11 +384,10 @@ func TestPlannedRowsMismatch(t *testing.T) {
 
 func plannedRowsMismatch(t *testing.T, sharding string) {
 	_, errs := runRanks(2, func(c dist.Comm) (string, error) {
-		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), testDev(), 64, c)
-		if sharding == ShardReplicate {
-			m, err = NewModel(gradSchema(), gradConfig("mlp"), testDev(), 64)
-			if err == nil {
-				err = m.setComm(c)
+		m, err := rankModel(gradConfig("mlp"), 64, c, sharding)
+		if err == nil && sharding == ShardReplicate {
+			if err = m.setComm(c); err != nil {
+				m.Release()
 			}
 		}
 		if err != nil {
@@ -500,4 +493,15 @@ func TestFitDistributedEpochLoss(t *testing.T) {
 			}
 		}
 	}
+}
+
+// rankModel builds one rank's test model (schema gradSchema, batches of up
+// to rows): only the rank's rows of every table when the tables are sharded
+// by rows, every table otherwise. Building one kind and replacing it with the
+// other would leave the first unreleased.
+func rankModel(cfg Config, rows int, c dist.Comm, sharding string) (*Model, error) {
+	if sharding == ShardRow {
+		return NewShardedModel(gradSchema(), cfg, testDev(), rows, c)
+	}
+	return NewModel(gradSchema(), cfg, testDev(), rows)
 }
