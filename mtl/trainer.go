@@ -782,6 +782,25 @@ func (t *Trainer) taskSpecs() []metrics.TaskSpec {
 
 // score predicts b and adds the predictions, labels and gate weights to e.
 func (t *Trainer) score(b *loader.Batch, e *metrics.Evaluator) error {
+	err := t.predictLabeled(b, func(i int, preds, labels, mask []float32) error {
+		if err := e.Add(i, preds, labels, mask); err != nil {
+			return fmt.Errorf("batch %s: %w", b.Source, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for name, w := range t.m.GateWeights() {
+		e.AddGate(name, w, b.Rows)
+	}
+	return nil
+}
+
+// predictLabeled predicts b and hands add, task by task, the task's
+// predictions, labels and sample-space mask (nil without one). The slices are
+// the Trainer's buffers: add copies what it keeps.
+func (t *Trainer) predictLabeled(b *loader.Batch, add func(task int, preds, labels, mask []float32) error) error {
 	if err := t.m.Predict(b, t.preds); err != nil {
 		return err
 	}
@@ -790,12 +809,9 @@ func (t *Trainer) score(b *loader.Batch, e *metrics.Evaluator) error {
 		if err != nil {
 			return err
 		}
-		if err := e.Add(i, t.preds[i][:b.Rows], labels, mask); err != nil {
-			return fmt.Errorf("batch %s: %w", b.Source, err)
+		if err := add(i, t.preds[i][:b.Rows], labels, mask); err != nil {
+			return err
 		}
-	}
-	for name, w := range t.m.GateWeights() {
-		e.AddGate(name, w, b.Rows)
 	}
 	return nil
 }

@@ -67,15 +67,8 @@ func (t *Trainer) collect(b *loader.Batch, s *scored, withLoss bool) error {
 			s.taskSum[i] += l * n
 		}
 	}
-	if err := t.m.Predict(b, t.preds); err != nil {
-		return err
-	}
-	for i := range t.m.tasks {
-		labels, mask, err := t.taskLabels(b, i)
-		if err != nil {
-			return err
-		}
-		s.preds[i] = append(s.preds[i], t.preds[i][:b.Rows]...)
+	err := t.predictLabeled(b, func(i int, preds, labels, mask []float32) error {
+		s.preds[i] = append(s.preds[i], preds...)
 		at := len(s.labels[i])
 		s.labels[i] = append(s.labels[i], labels...)
 		for j, m := range mask {
@@ -83,6 +76,10 @@ func (t *Trainer) collect(b *loader.Batch, s *scored, withLoss bool) error {
 				s.labels[i][at+j] = float32(math.NaN())
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for name, w := range t.m.GateWeights() {
 		sum := s.gates[name]
