@@ -59,6 +59,24 @@ type Comm interface {
 	Close() error
 }
 
+// Node is implemented by communicators that know which of their ranks share
+// this process's machine: MPI's, from MPI_Comm_split_type with
+// MPI_COMM_TYPE_SHARED, and LocalGroup's, whose ranks share one process.
+type Node interface {
+	// NodeRanks is this rank's index among the ranks on its machine, and
+	// how many ranks the machine runs.
+	NodeRanks() (rank, size int)
+}
+
+// NodeRanks is c's rank and the number of ranks on this process's machine:
+// c's own answer when it implements Node, else (0, 1).
+func NodeRanks(c Comm) (rank, size int) {
+	if n, ok := c.(Node); ok {
+		return n.NodeRanks()
+	}
+	return 0, 1
+}
+
 // ErrNoMPI is wrapped by the error of OpenMPI in a build without the mpi
 // build tag.
 var ErrNoMPI = errors.New("dist: MPI support is not compiled in: build with -tags mpi (needs libopenmpi-dev; make setup installs it)")

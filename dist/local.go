@@ -77,6 +77,9 @@ type member struct {
 func (m *member) Rank() int { return m.rank }
 func (m *member) Size() int { return m.g.n }
 
+// NodeRanks: the ranks of a LocalGroup all run in this process.
+func (m *member) NodeRanks() (rank, size int) { return m.rank, m.g.n }
+
 // collective posts p, waits for every rank's post, runs read on them (unless
 // some rank failed or called another collective), and waits again so that
 // no rank overwrites its slot while another still reads it.

@@ -197,3 +197,21 @@ func TestOpen(t *testing.T) {
 		t.Errorf("Open(nccl): %v, want an error naming it", err)
 	}
 }
+
+// TestNodeRanks: LocalGroup's ranks share this process's machine, and a
+// communicator that does not say is one rank alone on its machine.
+func TestNodeRanks(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		for r, c := range LocalGroup(n) {
+			if rank, size := NodeRanks(c); rank != r || size != n {
+				t.Errorf("LocalGroup(%d) rank %d: NodeRanks = %d of %d, want %d of %d", n, r, rank, size, r, n)
+			}
+		}
+	}
+	if rank, size := NodeRanks(silentComm{Local()}); rank != 0 || size != 1 {
+		t.Errorf("a Comm without Node: NodeRanks = %d of %d, want 0 of 1", rank, size)
+	}
+}
+
+// silentComm hides its Comm's Node method.
+type silentComm struct{ Comm }

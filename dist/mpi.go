@@ -13,6 +13,18 @@ static MPI_Datatype mtl_byte(void) { return MPI_BYTE; }
 static MPI_Datatype mtl_float(void) { return MPI_FLOAT; }
 static MPI_Datatype mtl_int32(void) { return MPI_INT32_T; }
 
+// mtl_node gives this rank's index among the ranks of comm that share its
+// machine (MPI-3's shared-memory split), and their number.
+static int mtl_node(MPI_Comm comm, int rank, int *node_rank, int *node_size) {
+	MPI_Comm node;
+	int rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+	if (rc != MPI_SUCCESS) return rc;
+	rc = MPI_Comm_rank(node, node_rank);
+	if (rc == MPI_SUCCESS) rc = MPI_Comm_size(node, node_size);
+	int rc2 = MPI_Comm_free(&node);
+	return rc != MPI_SUCCESS ? rc : rc2;
+}
+
 // mtl_init initializes MPI for calls from one thread (the one that calls
 // it) and returns a duplicate of MPI_COMM_WORLD whose errors are returned,
 // not fatal. state: 1 when MPI was initialized already, 2 when finalized,
@@ -63,8 +75,10 @@ type mpiComm struct {
 	calls      chan func()
 	comm       C.MPI_Comm
 	rank, size int
-	closed     bool
-	scratch    []float32
+	// nodeRank and nodeSize place the rank among those on its machine.
+	nodeRank, nodeSize int
+	closed             bool
+	scratch            []float32
 }
 
 // InitMPI initializes MPI (MPI_Init_thread) and returns the communicator
@@ -113,6 +127,12 @@ func (m *mpiComm) serve(ready chan<- error) {
 		return
 	}
 	m.rank, m.size = int(rank), int(size)
+	var nodeRank, nodeSize C.int
+	if rc := C.mtl_node(m.comm, rank, &nodeRank, &nodeSize); rc != C.MPI_SUCCESS {
+		ready <- fmt.Errorf("dist: InitMPI: MPI_Comm_split_type: %w", mpiError(rc))
+		return
+	}
+	m.nodeRank, m.nodeSize = int(nodeRank), int(nodeSize)
 	ready <- nil
 	for f := range m.calls {
 		f()
@@ -144,6 +164,8 @@ func mpiError(rc C.int) error {
 
 func (m *mpiComm) Rank() int { return m.rank }
 func (m *mpiComm) Size() int { return m.size }
+
+func (m *mpiComm) NodeRanks() (rank, size int) { return m.nodeRank, m.nodeSize }
 
 func (m *mpiComm) Barrier() error {
 	return m.do("Barrier", func() C.int { return C.MPI_Barrier(m.comm) })

@@ -26,6 +26,18 @@ func TestMPIWorker(t *testing.T) {
 	if want := os.Getenv("OMPI_COMM_WORLD_SIZE"); want != "" && fmt.Sprint(c.Size()) != want {
 		t.Errorf("Size is %d, mpirun started %s ranks", c.Size(), want)
 	}
+	// The shared-memory split agrees with what mpirun told the process
+	// (every rank of these jobs runs on this machine).
+	nodeRank, nodeSize := NodeRanks(c)
+	if want := os.Getenv("OMPI_COMM_WORLD_LOCAL_RANK"); want != "" && fmt.Sprint(nodeRank) != want {
+		t.Errorf("NodeRanks rank is %d, mpirun's local rank is %s", nodeRank, want)
+	}
+	if want := os.Getenv("OMPI_COMM_WORLD_LOCAL_SIZE"); want != "" && fmt.Sprint(nodeSize) != want {
+		t.Errorf("NodeRanks size is %d, mpirun's local size is %s", nodeSize, want)
+	}
+	if nodeSize != c.Size() {
+		t.Errorf("NodeRanks size is %d, want all %d ranks on this machine", nodeSize, c.Size())
+	}
 	// Go turns a nil dereference (SIGSEGV) into a panic that the loader
 	// recovers from on corrupt files; Open MPI's own signal handlers must
 	// not have taken SIGSEGV from the Go runtime.
