@@ -9,6 +9,9 @@
 #   PAIRS [5]  ROWS [600000]  BATCH [1024: the global batch]  MODEL [mlp]
 #   RANK_ENV [empty: variables for each MPI rank, e.g. "GOMAXPROCS=1"]
 #   MPI_ARGS [extra mpirun arguments, e.g. "--mca mpi_yield_when_idle 0"]
+#   BIND [none: the ranks are not bound to cores and mtlrank gives each its
+#        share of the CPUs as GOMAXPROCS; core: mpirun's own default for 2
+#        ranks, each bound to a core, whose affinity then sets GOMAXPROCS]
 #   OUT [out/dist-bench]  BIN [bin/mtlrank-mpi]
 # Needs mpirun and libopenmpi-dev (make setup installs them).
 set -euo pipefail
@@ -20,6 +23,7 @@ BATCH=${BATCH:-1024}
 MODEL=${MODEL:-mlp}
 RANK_ENV=${RANK_ENV:-}
 MPI_ARGS=${MPI_ARGS:-}
+BIND=${BIND:-none}
 OUT=${OUT:-out/dist-bench}
 BIN=${BIN:-bin/mtlrank-mpi}
 
@@ -50,7 +54,10 @@ for i in $(seq 1 "$PAIRS"); do
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	rm -rf "$OUT/one" "$OUT/two"
 	"$BIN" train "${common[@]}" --threads 2 --output_path "$OUT/one" >/dev/null
-	mpirun -np 2 --oversubscribe --bind-to none "${root[@]}" "${xenv[@]}" \
+	# --oversubscribe turns Open MPI's binding off; bound ranks go without it.
+	bind=(--bind-to "$BIND")
+	[ "$BIND" = none ] && bind+=(--oversubscribe)
+	mpirun -np 2 "${bind[@]}" "${root[@]}" "${xenv[@]}" \
 		--mca btl self,vader,tcp --mca pml ob1 --mca btl_vader_single_copy_mechanism none \
 		--mca mpi_yield_when_idle 1 $MPI_ARGS \
 		"$BIN" train "${common[@]}" --threads 1 --distributed mpi --output_path "$OUT/two" >/dev/null

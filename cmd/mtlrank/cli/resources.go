@@ -24,6 +24,31 @@ func checkThreads(threads int) error {
 	return nil
 }
 
+// rankProcs is the GOMAXPROCS for a rank of a distributed job that shares
+// its machine with nodeRanks-1 other ranks, or 0 to leave it as it is (at
+// current). Go gives a process one P per CPU it may run on (cpus, its
+// affinity mask). Ranks started without cores of their own (mpirun
+// --bind-to none, or --oversubscribe, which turns binding off; srun
+// --cpu-bind=none) each see every CPU of the machine: each rank's scheduler
+// then runs its goroutines on all of them and its idle Ps spin looking for
+// work, so the ranks keep taking each other's cores. On 2 cores, 2 ranks x 1
+// thread trained at 0.78 of one rank x 2 threads this way and at 0.89 with
+// GOMAXPROCS=1 (docs/DISTRIBUTED.md). A rank takes its share instead: cpus
+// divided by the ranks on the machine, at least 1 and at least its threads
+// (--threads; 0 takes the share). A GOMAXPROCS in the environment (env) is
+// the user's choice and stays; so does a current value at or below the
+// share (ranks bound to their cores get theirs from their affinity).
+func rankProcs(env string, cpus, current, nodeRanks, threads int) int {
+	if env != "" || nodeRanks <= 1 {
+		return 0
+	}
+	share := max(cpus/nodeRanks, 1, threads)
+	if share >= current {
+		return 0
+	}
+	return share
+}
+
 // capBatch returns batch, lowered to the row count of the dataset at path
 // (at least 1): a batch larger than the data holds the same rows, and the
 // workspaces sized for it would only waste memory.

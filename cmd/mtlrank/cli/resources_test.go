@@ -103,3 +103,32 @@ func TestCapBatch(t *testing.T) {
 	_, err := capBatch(8, filepath.Join(dir, "missing"))
 	require.Error(t, err)
 }
+
+func TestRankProcs(t *testing.T) {
+	for _, tc := range []struct {
+		name                              string
+		env                               string
+		cpus, current, nodeRanks, threads int
+		want                              int
+	}{
+		{"2 unbound ranks on 2 cpus", "", 2, 2, 2, 0, 1},
+		{"2 unbound ranks on 2 cpus, --threads 1", "", 2, 2, 2, 1, 1},
+		{"--threads above the share keeps its workers", "", 2, 2, 2, 2, 0},
+		{"3 ranks on 16 cpus", "", 16, 16, 3, 0, 5},
+		{"3 ranks on 16 cpus, --threads 8", "", 16, 16, 3, 8, 8},
+		{"more ranks than cpus", "", 2, 2, 3, 0, 1},
+		{"GOMAXPROCS set by the user", "2", 2, 2, 2, 0, 0},
+		{"bound to one core", "", 1, 1, 2, 0, 0},
+		{"bound to 4 of 8 cores", "", 4, 4, 2, 0, 2},
+		{"GOMAXPROCS already below the share", "", 8, 2, 2, 0, 0},
+		{"alone on its machine", "", 8, 8, 1, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := rankProcs(tc.env, tc.cpus, tc.current, tc.nodeRanks, tc.threads)
+			if got != tc.want {
+				t.Errorf("rankProcs(%q, cpus %d, current %d, %d ranks, threads %d) = %d, want %d",
+					tc.env, tc.cpus, tc.current, tc.nodeRanks, tc.threads, got, tc.want)
+			}
+		})
+	}
+}

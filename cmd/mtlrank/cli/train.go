@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -880,6 +881,13 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	}
 	log := logger(e, a.quiet)
 	start := time.Now()
+	if _, onNode := dist.NodeRanks(comm); ranks > 1 {
+		if p := rankProcs(os.Getenv("GOMAXPROCS"), runtime.NumCPU(), runtime.GOMAXPROCS(0), onNode, a.threads); p > 0 {
+			runtime.GOMAXPROCS(p)
+			log.Info("each rank runs on its share of the machine's CPUs (set GOMAXPROCS to choose)",
+				"gomaxprocs", p, "cpus", runtime.NumCPU(), "ranks_on_machine", onNode)
+		}
+	}
 
 	var oracle *synth.Oracle
 	synthetic := a.isSynthetic()
