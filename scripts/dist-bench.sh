@@ -13,6 +13,8 @@
 #        share of the CPUs as GOMAXPROCS; core: mpirun's own default for 2
 #        ranks, each bound to a core, whose affinity then sets GOMAXPROCS]
 #   OUT [out/dist-bench]  BIN [bin/mtlrank-mpi]
+#   BUILD [1: build BIN from this tree with -tags mpi; 0: run BIN as it is,
+#         e.g. an earlier build to compare with]
 # Needs mpirun and libopenmpi-dev (make setup installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +31,9 @@ BIN=${BIN:-bin/mtlrank-mpi}
 
 command -v mpirun >/dev/null || { echo "dist-bench: mpirun not found (make setup installs Open MPI)" >&2; exit 1; }
 mkdir -p "$(dirname "$BIN")" "$OUT"
-go build -tags mpi -o "$BIN" ./cmd/mtlrank
+if [ "${BUILD:-1}" != 0 ]; then
+	go build -tags mpi -o "$BIN" ./cmd/mtlrank
+fi
 DATA="$OUT/data-$ROWS"
 if [ ! -d "$DATA" ]; then
 	"$BIN" synth --output_path "$DATA" --rows "$ROWS" --row_group_rows 8192 >/dev/null
