@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"os"
@@ -149,8 +150,8 @@ var testShardWriteFault func(rank int) error
 
 // writeShard writes the rank's rows of every table and table optimizer
 // tensor into the folder tmp and returns the file's manifest entry. It
-// copies the rank's shard to the host (1/N of the tables), never a full
-// table.
+// streams one tensor at a time through the host (1/N of a table), never a
+// full table.
 func (m *Model) writeShard(tmp, saveID string, step int) (manifestShard, error) {
 	rank, ranks := m.shard.Rank, m.shard.Size
 	if testShardWriteFault != nil {
@@ -159,17 +160,27 @@ func (m *Model) writeShard(tmp, saveID string, step int) (manifestShard, error) 
 		}
 	}
 	tables, _ := m.tableTensors(append(m.Params(), m.OptimizerState()...))
-	tensors := make([]safetensors.Tensor, 0, len(tables))
-	for _, nt := range tables {
-		h := make([]float32, nt.Tensor.Len())
-		m.dev.CopyToHostF32(h, nt.Tensor)
-		tensors = append(tensors, safetensors.FromF32(nt.Name, nt.Tensor.Shape, h))
+	specs := make([]safetensors.Tensor, len(tables))
+	largest := 0
+	for i, nt := range tables {
+		specs[i] = safetensors.Tensor{Name: nt.Name, DType: safetensors.F32, Shape: nt.Tensor.Shape}
+		largest = max(largest, nt.Tensor.Len())
+	}
+	host, buf := make([]float32, largest), make([]byte, 4*largest)
+	data := func(i int) ([]byte, error) {
+		t := tables[i].Tensor
+		h, b := host[:t.Len()], buf[:4*t.Len()]
+		m.dev.CopyToHostF32(h, t)
+		for j, x := range h {
+			binary.LittleEndian.PutUint32(b[4*j:], math.Float32bits(x))
+		}
+		return b, nil
 	}
 	name := shardFileName(rank, ranks)
 	sum := sha256.New()
 	var size countWriter
 	err := atomicfile.Write(filepath.Join(tmp, name), func(w io.Writer) error {
-		return safetensors.Encode(io.MultiWriter(w, sum, &size), tensors, shardMeta(saveID, rank, ranks, step))
+		return safetensors.EncodeStream(io.MultiWriter(w, sum, &size), specs, shardMeta(saveID, rank, ranks, step), data)
 	})
 	if err != nil {
 		return manifestShard{}, fmt.Errorf("%s: %w", name, err)
@@ -456,43 +467,16 @@ func readManifest(dir string, m *Model, step int) (*shardManifest, error) {
 	return &man, nil
 }
 
-// shardTarget is where the rows of one table tensor go while shards are
-// read: the host copy of the model's rows of it (all rows for a model
-// whose tables are not sharded).
-type shardTarget struct {
-	nt   NamedTensor
-	rows int // the table's global rows
-	dim  int
-	host []float32
-	got  int // rows filled
-}
-
 // readShards fills the model's tables (and, with optimizer, their
 // optimizer state) from the shard files of the manifest, keeping the rows
 // the model holds: every row for a model whose tables are not sharded,
 // the rows id mod N' == r for rank r of N'. Files that hold none of those
-// rows are not read; the others are streamed, so that the host memory is
-// the model's rows, never a full table of a sharded model.
+// rows are not read; the others are streamed side by side, one tensor at
+// a time (every file has the same tensors in the same order), so that the
+// host memory is one tensor of the model's rows and a read buffer per
+// file, never a full table of a sharded model. Each file read is read
+// once, whole, and its SHA-256 checked against the manifest's.
 func (m *Model) readShards(dir string, man *shardManifest, optimizer bool) error {
-	targets := map[string]*shardTarget{}
-	for _, t := range man.Tables {
-		for k, name := range t.Tensors {
-			if k > 0 && !optimizer {
-				continue
-			}
-			targets[name] = &shardTarget{rows: t.Rows, dim: t.Dim}
-		}
-	}
-	named := m.Params()
-	if optimizer {
-		named = append(named, m.OptimizerState()...)
-	}
-	for _, nt := range named {
-		if t, ok := targets[nt.Name]; ok {
-			t.nt = nt
-			t.host = make([]float32, nt.Tensor.Len())
-		}
-	}
 	// Every file must be there and whole, read by this rank or not.
 	for _, s := range man.Shards {
 		st, err := os.Stat(filepath.Join(dir, s.File))
@@ -506,28 +490,186 @@ func (m *Model) readShards(dir string, man *shardManifest, optimizer bool) error
 			return fmt.Errorf("shard file %s is %d bytes, %s says %d: the file is truncated or of another save", s.File, st.Size(), manifestFile, s.Size)
 		}
 	}
+	var files []*shardReader
+	defer func() {
+		for _, f := range files {
+			f.close()
+		}
+	}()
 	for _, s := range man.Shards {
 		if !holdsAnyOf(m.shard, s.Rank, man.Ranks, man.Tables) {
 			continue
 		}
-		if err := m.readShardFile(dir, man, s, targets); err != nil {
+		f, err := openShard(dir, man, s)
+		if err != nil {
 			return fmt.Errorf("shard file %s: %w", s.File, err)
 		}
+		files = append(files, f)
+		if first := files[0]; !slices.EqualFunc(f.layout.Tensors, first.layout.Tensors, func(a, b safetensors.Span) bool { return a.Name == b.Name }) {
+			return fmt.Errorf("shard file %s: its tensors are not in the order of %s's", s.File, first.shard.File)
+		}
 	}
+	if len(files) == 0 {
+		return nil // tables smaller than the ranks: this rank holds no row
+	}
+	model := map[string]NamedTensor{}
+	for _, nt := range m.Params() {
+		model[nt.Name] = nt
+	}
+	if optimizer {
+		for _, nt := range m.OptimizerState() {
+			model[nt.Name] = nt
+		}
+	}
+	dims := map[string]int{}
 	for _, t := range man.Tables {
 		for _, name := range t.Tensors {
-			tg, ok := targets[name]
-			if !ok {
-				continue
+			dims[name] = t.Dim
+		}
+	}
+	for i, sp := range files[0].layout.Tensors {
+		nt, ok := model[sp.Name]
+		var host []float32
+		if ok {
+			host = make([]float32, nt.Tensor.Len())
+		}
+		got := 0
+		for _, f := range files {
+			n, err := f.readTensor(i, dims[sp.Name], m.shard, host)
+			if err != nil {
+				return fmt.Errorf("shard file %s: %w", f.shard.File, err)
 			}
-			if want := m.shard.Rows(t.Rows); tg.got != want {
-				return fmt.Errorf("tensor %q: the shard files gave %d of the model's %d rows", name, tg.got, want)
-			}
-			m.dev.CopyFromHostF32(tg.nt.Tensor, tg.host)
+			got += n
+		}
+		if !ok {
+			continue // an optimizer tensor of a load without optimizer
+		}
+		if want := nt.Tensor.Rows(); got != want {
+			return fmt.Errorf("tensor %q: the shard files gave %d of the model's %d rows", sp.Name, got, want)
+		}
+		m.dev.CopyFromHostF32(nt.Tensor, host)
+	}
+	for _, f := range files {
+		if err := f.finish(); err != nil {
+			return fmt.Errorf("shard file %s: %w", f.shard.File, err)
 		}
 	}
 	return nil
 }
+
+// shardReader streams one shard file, hashing what it reads.
+type shardReader struct {
+	shard  manifestShard
+	ranks  int
+	f      *os.File
+	sum    hash.Hash
+	r      *bufio.Reader
+	layout *safetensors.Layout
+	row    []byte
+}
+
+// openShard opens a shard file and checks its header against the
+// manifest: the save, the rank, the tensors and their shapes.
+func openShard(dir string, man *shardManifest, s manifestShard) (*shardReader, error) {
+	f, err := os.Open(filepath.Join(dir, s.File))
+	if err != nil {
+		return nil, err
+	}
+	sr := &shardReader{shard: s, ranks: man.Ranks, f: f, sum: sha256.New()}
+	sr.r = bufio.NewReaderSize(io.TeeReader(f, sr.sum), 256<<10)
+	if err := sr.checkHeader(man); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return sr, nil
+}
+
+func (sr *shardReader) checkHeader(man *shardManifest) error {
+	s := sr.shard
+	l, err := safetensors.ReadLayout(sr.r, s.Size)
+	if err != nil {
+		return err
+	}
+	sr.layout = l
+	if got := l.Metadata["save_id"]; got != man.SaveID {
+		return fmt.Errorf("save id %q, %s's is %q: a shard of another save", got, manifestFile, man.SaveID)
+	}
+	want := shardMeta(man.SaveID, s.Rank, man.Ranks, man.Step)
+	for _, k := range []string{"format", "rank", "ranks", "step"} {
+		if l.Metadata[k] != want[k] {
+			return fmt.Errorf("metadata %s is %q, want %q", k, l.Metadata[k], want[k])
+		}
+	}
+	shapes := map[string][]int{}
+	for _, t := range man.Tables {
+		for _, name := range t.Tensors {
+			shapes[name] = []int{layers.RowShard{Rank: s.Rank, Size: man.Ranks}.Rows(t.Rows), t.Dim}
+		}
+	}
+	if len(l.Tensors) != len(shapes) {
+		return fmt.Errorf("%d tensors, %s gives %d", len(l.Tensors), manifestFile, len(shapes))
+	}
+	for _, sp := range l.Tensors {
+		shape, ok := shapes[sp.Name]
+		if !ok {
+			return fmt.Errorf("tensor %q is not among the tables' tensors of %s", sp.Name, manifestFile)
+		}
+		if sp.DType != safetensors.F32 || !slices.Equal(sp.Shape, shape) {
+			return fmt.Errorf("tensor %q is %s%v, want F32%v", sp.Name, sp.DType, sp.Shape, shape)
+		}
+	}
+	return nil
+}
+
+// readTensor reads the file's tensor i, of rows of d floats, and puts the
+// rows that shard holds into host at their local rows (nil host: skips
+// the tensor). It returns how many rows it put.
+func (sr *shardReader) readTensor(i, d int, shard layers.RowShard, host []float32) (int, error) {
+	sp := sr.layout.Tensors[i]
+	if host == nil {
+		_, err := io.CopyN(io.Discard, sr.r, sp.End-sp.Begin)
+		return 0, err
+	}
+	if cap(sr.row) < 4*d {
+		sr.row = make([]byte, 4*d)
+	}
+	row := sr.row[:4*d]
+	n := 0
+	for k := range sp.Shape[0] {
+		if _, err := io.ReadFull(sr.r, row); err != nil {
+			return n, fmt.Errorf("tensor %q: %w", sp.Name, err)
+		}
+		id := k*sr.ranks + sr.shard.Rank
+		if !owns(shard, id) {
+			continue
+		}
+		dst := host[localRow(shard, id)*d:][:d]
+		for j := range dst {
+			x := math.Float32frombits(binary.LittleEndian.Uint32(row[4*j:]))
+			// A NaN or infinite weight makes every score the same (or
+			// NaN) without a word: refuse it.
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				return n, fmt.Errorf("tensor %q holds %v in row %d (id %d): the checkpoint is corrupt or training diverged", sp.Name, x, k, id)
+			}
+			dst[j] = x
+		}
+		n++
+	}
+	return n, nil
+}
+
+// finish reads the rest of the file and checks its SHA-256.
+func (sr *shardReader) finish() error {
+	if _, err := io.Copy(io.Discard, sr.r); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(sr.sum.Sum(nil)); got != sr.shard.SHA256 {
+		return fmt.Errorf("checksum mismatch (sha256 %s, %s says %s): the file is corrupt or of another save", got, manifestFile, sr.shard.SHA256)
+	}
+	return nil
+}
+
+func (sr *shardReader) close() { sr.f.Close() }
 
 // holdsAnyOf reports whether s (the model's shard) holds a row of shard
 // file j of n: one of its first local rows k, id k*n + j (the pattern of
@@ -554,89 +696,4 @@ func localRow(s layers.RowShard, id int) int {
 		return id
 	}
 	return id / s.Size
-}
-
-// readShardFile streams one shard file: its header is checked against the
-// manifest (the save, the rank, the tensors and their shapes), the rows the
-// model holds are copied into the targets, the others skipped, and the
-// whole file's SHA-256 is compared with the manifest's at the end.
-func (m *Model) readShardFile(dir string, man *shardManifest, s manifestShard, targets map[string]*shardTarget) error {
-	f, err := os.Open(filepath.Join(dir, s.File))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sum := sha256.New()
-	r := bufio.NewReaderSize(io.TeeReader(f, sum), 1<<20)
-	l, err := safetensors.ReadLayout(r, s.Size)
-	if err != nil {
-		return err
-	}
-	want := shardMeta(man.SaveID, s.Rank, man.Ranks, man.Step)
-	if got := l.Metadata["save_id"]; got != man.SaveID {
-		return fmt.Errorf("save id %q, %s's is %q: a shard of another save", got, manifestFile, man.SaveID)
-	}
-	for _, k := range []string{"format", "rank", "ranks", "step"} {
-		if l.Metadata[k] != want[k] {
-			return fmt.Errorf("metadata %s is %q, want %q", k, l.Metadata[k], want[k])
-		}
-	}
-	shapes := map[string][]int{}
-	for _, t := range man.Tables {
-		for _, name := range t.Tensors {
-			shapes[name] = []int{layers.RowShard{Rank: s.Rank, Size: man.Ranks}.Rows(t.Rows), t.Dim}
-		}
-	}
-	if len(l.Tensors) != len(shapes) {
-		return fmt.Errorf("%d tensors, %s gives %d", len(l.Tensors), manifestFile, len(shapes))
-	}
-	var row []byte
-	for _, sp := range l.Tensors {
-		shape, ok := shapes[sp.Name]
-		if !ok {
-			return fmt.Errorf("tensor %q is not among the tables' tensors of %s", sp.Name, manifestFile)
-		}
-		if sp.DType != safetensors.F32 || !slices.Equal(sp.Shape, shape) {
-			return fmt.Errorf("tensor %q is %s%v, want F32%v", sp.Name, sp.DType, sp.Shape, shape)
-		}
-		tg, ok := targets[sp.Name]
-		if !ok { // an optimizer tensor of a load without optimizer
-			if _, err := io.CopyN(io.Discard, r, sp.End-sp.Begin); err != nil {
-				return fmt.Errorf("tensor %q: %w", sp.Name, err)
-			}
-			continue
-		}
-		d := tg.dim
-		if cap(row) < 4*d {
-			row = make([]byte, 4*d)
-		}
-		row = row[:4*d]
-		for k := range shape[0] {
-			if _, err := io.ReadFull(r, row); err != nil {
-				return fmt.Errorf("tensor %q: %w", sp.Name, err)
-			}
-			id := k*man.Ranks + s.Rank
-			if !owns(m.shard, id) {
-				continue
-			}
-			dst := tg.host[localRow(m.shard, id)*d:][:d]
-			for i := range dst {
-				x := math.Float32frombits(binary.LittleEndian.Uint32(row[4*i:]))
-				// A NaN or infinite weight makes every score the same
-				// (or NaN) without a word: refuse it.
-				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					return fmt.Errorf("tensor %q holds %v in row %d (id %d): the checkpoint is corrupt or training diverged", sp.Name, x, k, id)
-				}
-				dst[i] = x
-			}
-			tg.got++
-		}
-	}
-	if _, err := io.Copy(io.Discard, r); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != s.SHA256 {
-		return fmt.Errorf("checksum mismatch (sha256 %s, %s says %s): the file is corrupt or of another save", got, manifestFile, s.SHA256)
-	}
-	return nil
 }

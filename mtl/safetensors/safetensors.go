@@ -188,7 +188,8 @@ type headerEntry struct {
 	DataOffsets []int64 `json:"data_offsets"`
 }
 
-func checkTensor(t Tensor) error {
+// checkSpec checks t's name, dtype and shape.
+func checkSpec(t Tensor) error {
 	if t.Name == "" {
 		return errors.New("empty tensor name")
 	}
@@ -206,6 +207,14 @@ func checkTensor(t Tensor) error {
 			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
 		}
 	}
+	return nil
+}
+
+// checkTensor is checkSpec and the length of t's data.
+func checkTensor(t Tensor) error {
+	if err := checkSpec(t); err != nil {
+		return err
+	}
 	if want := t.DType.Size() * t.NumElements(); len(t.Data) != want {
 		return fmt.Errorf("tensor %q: %d data bytes, want %d for %s%v", t.Name, len(t.Data), want, t.DType, t.Shape)
 	}
@@ -214,30 +223,15 @@ func checkTensor(t Tensor) error {
 
 // Encode writes tensors and metadata in the safetensors format to w.
 func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	order := make([]int, len(tensors))
-	seen := make(map[string]bool, len(tensors))
-	for i, t := range tensors {
+	for _, t := range tensors {
 		if err := checkTensor(t); err != nil {
 			return fmt.Errorf("safetensors: %w", err)
 		}
-		if seen[t.Name] {
-			return fmt.Errorf("safetensors: duplicate tensor name %q", t.Name)
-		}
-		seen[t.Name] = true
-		order[i] = i
 	}
-	// Largest elements first keeps every tensor aligned to its element size.
-	slices.SortFunc(order, func(a, b int) int {
-		ta, tb := tensors[a], tensors[b]
-		if d := tb.DType.Size() - ta.DType.Size(); d != 0 {
-			return d
-		}
-		return strings.Compare(ta.Name, tb.Name)
-	})
 	// The data section's checksum goes into the metadata, so that a flipped
 	// byte in a weight is an error at load, not another model.
 	crc := crc32.New(castagnoli)
-	for _, i := range order {
+	for _, i := range dataOrder(tensors) {
 		crc.Write(tensors[i].Data)
 	}
 	meta := make(map[string]string, len(metadata)+1)
@@ -245,8 +239,58 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		meta[k] = v
 	}
 	meta[ChecksumKey] = fmt.Sprintf("%08x", crc.Sum32())
+	return encode(w, tensors, meta, func(i int) ([]byte, error) { return tensors[i].Data, nil })
+}
+
+// EncodeStream is Encode for tensors whose data (their Data is ignored)
+// data(i) gives one tensor at a time, in the file's order, so that the
+// writer need not hold them all: for data larger than memory, or read from
+// a device. The file has no ChecksumKey entry (it would need the data
+// before the header): the caller checks the file's integrity its own way.
+func EncodeStream(w io.Writer, tensors []Tensor, metadata map[string]string, data func(i int) ([]byte, error)) error {
+	for _, t := range tensors {
+		if err := checkSpec(t); err != nil {
+			return fmt.Errorf("safetensors: %w", err)
+		}
+	}
+	if _, ok := metadata[ChecksumKey]; ok {
+		return fmt.Errorf("safetensors: metadata key %q is reserved", ChecksumKey)
+	}
+	return encode(w, tensors, metadata, data)
+}
+
+// dataOrder is the order of tensors in a file: largest elements first,
+// which keeps every tensor aligned to its element size, then by name.
+func dataOrder(tensors []Tensor) []int {
+	order := make([]int, len(tensors))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		ta, tb := tensors[a], tensors[b]
+		if d := tb.DType.Size() - ta.DType.Size(); d != 0 {
+			return d
+		}
+		return strings.Compare(ta.Name, tb.Name)
+	})
+	return order
+}
+
+// encode writes the header of tensors (checked) and meta, then the data
+// of each tensor, from data(i), in dataOrder.
+func encode(w io.Writer, tensors []Tensor, meta map[string]string, data func(i int) ([]byte, error)) error {
+	seen := make(map[string]bool, len(tensors))
+	for _, t := range tensors {
+		if seen[t.Name] {
+			return fmt.Errorf("safetensors: duplicate tensor name %q", t.Name)
+		}
+		seen[t.Name] = true
+	}
+	order := dataOrder(tensors)
 	header := make(map[string]any, len(tensors)+1)
-	header[metadataKey] = meta
+	if len(meta) > 0 {
+		header[metadataKey] = meta
+	}
 	var off int64
 	for _, i := range order {
 		t := tensors[i]
@@ -254,7 +298,7 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		for j, d := range t.Shape {
 			shape[j] = int64(d)
 		}
-		end := off + int64(len(t.Data))
+		end := off + int64(t.DType.Size()*t.NumElements())
 		header[t.Name] = headerEntry{DType: t.DType, Shape: shape, DataOffsets: []int64{off, end}}
 		off = end
 	}
@@ -274,7 +318,14 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		return fmt.Errorf("safetensors: %w", err)
 	}
 	for _, i := range order {
-		if _, err := w.Write(tensors[i].Data); err != nil {
+		b, err := data(i)
+		if err != nil {
+			return fmt.Errorf("safetensors: tensor %q: %w", tensors[i].Name, err)
+		}
+		if want := tensors[i].DType.Size() * tensors[i].NumElements(); len(b) != want {
+			return fmt.Errorf("safetensors: tensor %q: %d data bytes, want %d", tensors[i].Name, len(b), want)
+		}
+		if _, err := w.Write(b); err != nil {
 			return fmt.Errorf("safetensors: %w", err)
 		}
 	}
