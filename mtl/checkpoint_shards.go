@@ -527,11 +527,18 @@ func (m *Model) readShards(dir string, man *shardManifest, optimizer bool) error
 			dims[name] = t.Dim
 		}
 	}
+	largest := 0
+	for _, nt := range model {
+		if _, ok := dims[nt.Name]; ok {
+			largest = max(largest, nt.Tensor.Len())
+		}
+	}
+	buf := make([]float32, largest) // one tensor at a time
 	for i, sp := range files[0].layout.Tensors {
 		nt, ok := model[sp.Name]
 		var host []float32
 		if ok {
-			host = make([]float32, nt.Tensor.Len())
+			host = buf[:nt.Tensor.Len()]
 		}
 		got := 0
 		for _, f := range files {
