@@ -150,8 +150,8 @@ var testShardWriteFault func(rank int) error
 
 // writeShard writes the rank's rows of every table and table optimizer
 // tensor into the folder tmp and returns the file's manifest entry. It
-// streams one tensor at a time through the host (1/N of a table), never a
-// full table.
+// streams one tensor at a time through the host (1/N of a table) and a
+// buffer of 1 MB, never a full table.
 func (m *Model) writeShard(tmp, saveID string, step int) (manifestShard, error) {
 	rank, ranks := m.shard.Rank, m.shard.Size
 	if testShardWriteFault != nil {
@@ -166,15 +166,24 @@ func (m *Model) writeShard(tmp, saveID string, step int) (manifestShard, error) 
 		specs[i] = safetensors.Tensor{Name: nt.Name, DType: safetensors.F32, Shape: nt.Tensor.Shape}
 		largest = max(largest, nt.Tensor.Len())
 	}
-	host, buf := make([]float32, largest), make([]byte, 4*largest)
-	data := func(i int) ([]byte, error) {
+	// One tensor's floats on the host, written in pieces of buf.
+	host, buf := make([]float32, largest), make([]byte, 0, 1<<20)
+	data := func(i int, w io.Writer) error {
 		t := tables[i].Tensor
-		h, b := host[:t.Len()], buf[:4*t.Len()]
+		h := host[:t.Len()]
 		m.dev.CopyToHostF32(h, t)
-		for j, x := range h {
-			binary.LittleEndian.PutUint32(b[4*j:], math.Float32bits(x))
+		for len(h) > 0 {
+			n := min(len(h), cap(buf)/4)
+			b := buf[:4*n]
+			for j, x := range h[:n] {
+				binary.LittleEndian.PutUint32(b[4*j:], math.Float32bits(x))
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			h = h[n:]
 		}
-		return b, nil
+		return nil
 	}
 	name := shardFileName(rank, ranks)
 	sum := sha256.New()

@@ -292,8 +292,8 @@ func allocated(f func()) uint64 {
 // TestShardedCheckpointRankMemory: what one rank allocates while it writes
 // its shard, and while it reads its rows from the shard files of another
 // number of ranks, stays below one full table (the user table of 200,000
-// rows x 48, 38.4 MB, with Adam's two moments): about two tensors of its
-// rows (38.4 MB / N each) writing, one reading. Gathering the table to
+// rows x 48, 38.4 MB, with Adam's two moments): about one tensor of its
+// rows (38.4 MB / N). Gathering the table to
 // rank 0, or assembling it while reading, takes at least a full table.
 // The ranks' parts run one after the other (their models are built
 // without a communicator), so that the process's allocations are one
@@ -330,8 +330,8 @@ func TestShardedCheckpointRankMemory(t *testing.T) {
 		m.Release()
 		t.Logf("rank %d of %d writes its shard allocating %.1f MB (a full table: %.1f MB)", r, n, float64(got)/1e6, float64(full)/1e6)
 		assert.Less(t, got, full, "rank %d of %d writing its shard", r, n)
-		// The floats of its largest tensor and their bytes.
-		assert.Less(t, got, 2*full/n+(8<<20), "rank %d of %d writing its shard", r, n)
+		// The floats of its largest tensor, and buffers.
+		assert.Less(t, got, full/n+(6<<20), "rank %d of %d writing its shard", r, n)
 	}
 	for _, to := range []int{3, 2} {
 		for r := range to {

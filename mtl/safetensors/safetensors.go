@@ -239,15 +239,19 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		meta[k] = v
 	}
 	meta[ChecksumKey] = fmt.Sprintf("%08x", crc.Sum32())
-	return encode(w, tensors, meta, func(i int) ([]byte, error) { return tensors[i].Data, nil })
+	return encode(w, tensors, meta, func(i int, w io.Writer) error {
+		_, err := w.Write(tensors[i].Data)
+		return err
+	})
 }
 
 // EncodeStream is Encode for tensors whose data (their Data is ignored)
-// data(i) gives one tensor at a time, in the file's order, so that the
-// writer need not hold them all: for data larger than memory, or read from
-// a device. The file has no ChecksumKey entry (it would need the data
-// before the header): the caller checks the file's integrity its own way.
-func EncodeStream(w io.Writer, tensors []Tensor, metadata map[string]string, data func(i int) ([]byte, error)) error {
+// data(i, w) writes to w one tensor at a time, in the file's order, in as
+// many pieces as it likes, so that the writer need not hold them all: for
+// data larger than memory, or read from a device. The file has no
+// ChecksumKey entry (it would need the data before the header): the
+// caller checks the file's integrity its own way.
+func EncodeStream(w io.Writer, tensors []Tensor, metadata map[string]string, data func(i int, w io.Writer) error) error {
 	for _, t := range tensors {
 		if err := checkSpec(t); err != nil {
 			return fmt.Errorf("safetensors: %w", err)
@@ -277,8 +281,8 @@ func dataOrder(tensors []Tensor) []int {
 }
 
 // encode writes the header of tensors (checked) and meta, then the data
-// of each tensor, from data(i), in dataOrder.
-func encode(w io.Writer, tensors []Tensor, meta map[string]string, data func(i int) ([]byte, error)) error {
+// of each tensor, by data(i, w), in dataOrder.
+func encode(w io.Writer, tensors []Tensor, meta map[string]string, data func(i int, w io.Writer) error) error {
 	seen := make(map[string]bool, len(tensors))
 	for _, t := range tensors {
 		if seen[t.Name] {
@@ -318,18 +322,27 @@ func encode(w io.Writer, tensors []Tensor, meta map[string]string, data func(i i
 		return fmt.Errorf("safetensors: %w", err)
 	}
 	for _, i := range order {
-		b, err := data(i)
-		if err != nil {
+		cw := &countingWriter{w: w}
+		if err := data(i, cw); err != nil {
 			return fmt.Errorf("safetensors: tensor %q: %w", tensors[i].Name, err)
 		}
-		if want := tensors[i].DType.Size() * tensors[i].NumElements(); len(b) != want {
-			return fmt.Errorf("safetensors: tensor %q: %d data bytes, want %d", tensors[i].Name, len(b), want)
-		}
-		if _, err := w.Write(b); err != nil {
-			return fmt.Errorf("safetensors: %w", err)
+		if want := int64(tensors[i].DType.Size() * tensors[i].NumElements()); cw.n != want {
+			return fmt.Errorf("safetensors: tensor %q: %d data bytes, want %d", tensors[i].Name, cw.n, want)
 		}
 	}
 	return nil
+}
+
+// countingWriter counts what it passes on to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Write stores tensors and metadata at path atomically (temporary file in

@@ -311,9 +311,14 @@ func TestEncodeStreamAndReadLayout(t *testing.T) {
 	var asked []string
 	var stream bytes.Buffer
 	err := EncodeStream(&stream, []Tensor{{Name: "z", DType: F32, Shape: []int{2, 2}}, {Name: "b", DType: I64, Shape: []int{1}}, {Name: "a", DType: F32, Shape: []int{3}}},
-		map[string]string{"k": "v"}, func(i int) ([]byte, error) {
+		map[string]string{"k": "v"}, func(i int, w io.Writer) error {
 			asked = append(asked, in[i].Name)
-			return in[i].Data, nil
+			for _, b := range in[i].Data { // in pieces
+				if _, err := w.Write([]byte{b}); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b", "a", "z"}, asked, "8-byte elements first, then by name")
@@ -344,7 +349,10 @@ func TestEncodeStreamAndReadLayout(t *testing.T) {
 		assert.Error(t, err, "%d bytes", n)
 	}
 	// Data of the wrong length, and a reserved key.
-	err = EncodeStream(io.Discard, []Tensor{{Name: "a", DType: F32, Shape: []int{3}}}, nil, func(int) ([]byte, error) { return make([]byte, 8), nil })
+	err = EncodeStream(io.Discard, []Tensor{{Name: "a", DType: F32, Shape: []int{3}}}, nil, func(_ int, w io.Writer) error {
+		_, err := w.Write(make([]byte, 8))
+		return err
+	})
 	assert.ErrorContains(t, err, `tensor "a": 8 data bytes, want 12`)
 	err = EncodeStream(io.Discard, nil, map[string]string{ChecksumKey: "x"}, nil)
 	assert.ErrorContains(t, err, "reserved")
