@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/internal/atomicfile"
@@ -317,7 +318,8 @@ func saveSharded(dir string, m *Model, st TrainState) error {
 }
 
 // syncDir flushes the folder's entries to disk, so that the files in it
-// are there before it is renamed into place.
+// are there before it is renamed into place. A file system that cannot
+// sync a folder (EINVAL) is not an error: its renames are what they are.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -327,7 +329,7 @@ func syncDir(dir string) error {
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil && !errors.Is(err, os.ErrInvalid) {
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, errors.ErrUnsupported) {
 		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
