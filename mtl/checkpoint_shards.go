@@ -252,8 +252,12 @@ func saveSharded(dir string, m *Model, st TrainState) error {
 			_ = os.RemoveAll(tmp)
 		}
 	}()
-	// The start: rank 0's folder and save id, or why there is none.
-	start := struct{ Tmp, SaveID, Err string }{tmp, saveID, errString(startErr)}
+	// The start: rank 0's folder (its bytes: a path need not be UTF-8)
+	// and save id, or why there is none.
+	start := struct {
+		Tmp         []byte
+		SaveID, Err string
+	}{[]byte(tmp), saveID, errString(startErr)}
 	var startMsg []byte
 	if rank == 0 {
 		startMsg, _ = json.Marshal(start)
@@ -272,7 +276,7 @@ func saveSharded(dir string, m *Model, st TrainState) error {
 		return fmt.Errorf("rank 0 of %d failed: %s", c.Size(), start.Err)
 	}
 
-	shard, werr := m.writeShard(start.Tmp, start.SaveID, st.Step)
+	shard, werr := m.writeShard(string(start.Tmp), start.SaveID, st.Step)
 	if werr == nil && rank == 0 {
 		werr = writeCheckpointFiles(tmp, m, st, shardedCheckpointVersion, start.SaveID, nil)
 	}
