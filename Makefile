@@ -44,7 +44,7 @@ test: setup vet nocgo
 	$(GO) test -race -count=1 -timeout 10m -run 'Concurrent' ./kernels/ ./mtl/ ./loader/ ./serve/...
 	# the in-process ranks of dist.LocalGroup (one goroutine per rank), and distributed training on them
 	$(GO) test -race -count=1 -timeout 5m -run 'LocalGroup|AgreeOnLayout' ./dist/
-	$(GO) test -race -count=1 -timeout 10m -run 'TestDistributed|TestFitDistributed|TestPlannedRows|TestRowSharded|TestFitRowSharded' ./mtl/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestDistributed|TestFitDistributed|TestPlannedRows|TestRowSharded|TestFitRowSharded|TestShardedCheckpoint|TestShardedSave' ./mtl/
 	# every cuda-tagged test on the emulated GPU (no CUDA toolkit needed)
 	$(MAKE) test-emulated-gpu
 

@@ -125,16 +125,35 @@ type alias TrainState
 
 // SaveCheckpoint writes m (parameters, optimizer state, config, schema) and
 // state to the folder dir, atomically. For a model whose tables are
-// sharded by rows (NewShardedModel) it is collective: every rank calls it,
-// the tables are gathered to rank 0 one tensor at a time, and rank 0
-// writes the checkpoint of the whole model (the other ranks write
-// nothing and return nil). state may be nil (the step is taken
-// from m). An existing dir is replaced only if it is empty or a checkpoint;
-// any other folder is an error, so that a mistyped path cannot delete data.
-// Files in dir that a checkpoint does not have (notes, metrics) are kept,
-// and dir may not lie inside another checkpoint folder. Temporary folders
-// that a killed save left beside dir are removed.
+// sharded by rows (NewShardedModel) it is collective: every rank calls it
+// and writes its shard of the tables and their optimizer state into a
+// file of its own, rank 0 the dense tensors and a manifest (shards.json),
+// and the folder appears complete or not at all; a failure on any rank is
+// an error on every rank (SaveGatheredCheckpoint writes the one-process
+// checkpoint instead). Such a checkpoint loads on any number of ranks
+// (LoadShardedCheckpoint) and in one process (LoadCheckpoint). state may
+// be nil (the step is taken from m). An existing dir is replaced only if
+// it is empty or a checkpoint; any other folder is an error, so that a
+// mistyped path cannot delete data. Files in dir that a checkpoint does
+// not have (notes, metrics) are kept, and dir may not lie inside another
+// checkpoint folder. Temporary folders that a killed save left beside dir
+// are removed.
 func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
+	return saveCheckpoint(dir, m, state, false)
+}
+
+// SaveGatheredCheckpoint is SaveCheckpoint writing the one-process
+// checkpoint for a model whose tables are sharded by rows: every rank
+// calls it, the tables are gathered to rank 0 one tensor at a time, and
+// rank 0 writes the checkpoint of the whole model (the other ranks write
+// nothing and return nil), so rank 0 needs the host memory of each full
+// table and its optimizer state in turn. For any other model it is
+// SaveCheckpoint.
+func SaveGatheredCheckpoint(dir string, m *Model, state *TrainState) error {
+	return saveCheckpoint(dir, m, state, true)
+}
+
+func saveCheckpoint(dir string, m *Model, state *TrainState, gather bool) error {
 	if m == nil {
 		return errors.New("mtl: SaveCheckpoint: nil model")
 	}
@@ -143,13 +162,18 @@ func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 		st = *state
 	}
 	st.Step = m.Step()
-	params, opt := m.Params(), m.OptimizerState()
 	var full map[string][]float32
 	if m.RowSharded() {
+		if !gather {
+			if err := saveSharded(dir, m, st); err != nil {
+				return fmt.Errorf("mtl: save checkpoint %s: %w", dir, err)
+			}
+			return nil
+		}
 		// Every rank sends its rows; rank 0 writes the one-process
 		// checkpoint, which resumes on any number of ranks in either mode.
 		var err error
-		if full, err = m.gatherTables(append(params[:len(params):len(params)], opt...)); err != nil {
+		if full, err = m.gatherTables(append(m.Params(), m.OptimizerState()...)); err != nil {
 			return fmt.Errorf("mtl: save checkpoint %s: %w", dir, err)
 		}
 		if m.comm.Rank() != 0 {
@@ -160,39 +184,59 @@ func SaveCheckpoint(dir string, m *Model, state *TrainState) error {
 		return fmt.Errorf("mtl: save checkpoint: %w", err)
 	}
 	err := writeDirAtomic(dir, func(tmp string) error {
-		cc := checkpointConfig{
-			Format: CheckpointFormat, FormatVersion: CheckpointFormatVersion,
-			MaxBatch: m.MaxBatch(), Config: m.Config(), Device: m.dev.Name(),
-		}
-		for _, t := range m.tasks {
-			cc.Tasks = append(cc.Tasks, taskJSON{Name: t.Name, Target: t.Target, Kind: t.Kind.String()})
-		}
-		if err := writeJSONFile(filepath.Join(tmp, configFile), cc); err != nil {
-			return err
-		}
-		if err := writeSchemaFile(filepath.Join(tmp, schemaFile), m.schema); err != nil {
-			return err
-		}
-		meta := map[string]string{
-			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
-			"step": strconv.Itoa(st.Step),
-		}
-		if err := writeTensors(filepath.Join(tmp, modelFile), m.dev, params, full, meta); err != nil {
-			return err
-		}
-		optMeta := map[string]string{
-			"format": CheckpointFormat, "format_version": strconv.Itoa(CheckpointFormatVersion),
-			"optimizer": m.cfg.Optimizer, "step": strconv.Itoa(st.Step),
-		}
-		if err := writeTensors(filepath.Join(tmp, optimizerFile), m.dev, opt, full, optMeta); err != nil {
-			return err
-		}
-		return writeJSONFile(filepath.Join(tmp, stateFile), st)
+		return writeCheckpointFiles(tmp, m, st, CheckpointFormatVersion, "", full)
 	})
 	if err != nil {
 		return fmt.Errorf("mtl: save checkpoint %s: %w", dir, err)
 	}
 	return nil
+}
+
+// writeCheckpointFiles writes the checkpoint's files but the shards into
+// the folder tmp: config.json of format version, the schema, the
+// parameters and optimizer state (the dense ones only for a per-shard
+// checkpoint, version shardedCheckpointVersion, whose saveID the
+// safetensors files' metadata carry), state.json. full holds gathered
+// tables (writeTensors).
+func writeCheckpointFiles(tmp string, m *Model, st TrainState, version int, saveID string, full map[string][]float32) error {
+	params, opt := m.Params(), m.OptimizerState()
+	if version == shardedCheckpointVersion {
+		_, params = m.tableTensors(params)
+		_, opt = m.tableTensors(opt)
+	}
+	cc := checkpointConfig{
+		Format: CheckpointFormat, FormatVersion: version,
+		MaxBatch: m.MaxBatch(), Config: m.Config(), Device: m.dev.Name(),
+	}
+	for _, t := range m.tasks {
+		cc.Tasks = append(cc.Tasks, taskJSON{Name: t.Name, Target: t.Target, Kind: t.Kind.String()})
+	}
+	if err := writeJSONFile(filepath.Join(tmp, configFile), cc); err != nil {
+		return err
+	}
+	if err := writeSchemaFile(filepath.Join(tmp, schemaFile), m.schema); err != nil {
+		return err
+	}
+	meta := func(extra ...string) map[string]string {
+		out := map[string]string{
+			"format": CheckpointFormat, "format_version": strconv.Itoa(version),
+			"step": strconv.Itoa(st.Step),
+		}
+		if saveID != "" {
+			out["save_id"] = saveID
+		}
+		for i := 0; i+1 < len(extra); i += 2 {
+			out[extra[i]] = extra[i+1]
+		}
+		return out
+	}
+	if err := writeTensors(filepath.Join(tmp, modelFile), m.dev, params, full, meta()); err != nil {
+		return err
+	}
+	if err := writeTensors(filepath.Join(tmp, optimizerFile), m.dev, opt, full, meta("optimizer", m.cfg.Optimizer)); err != nil {
+		return err
+	}
+	return writeJSONFile(filepath.Join(tmp, stateFile), st)
 }
 
 // IsCheckpoint reports whether dir holds a checkpoint's config.json.
@@ -333,7 +377,7 @@ func loadCheckpointShard(dir string, dev kernels.Device, maxBatch int, optimizer
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", configFile, err)
 	}
-	if err := fillCheckpoint(dir, m, cc, optimizer); err != nil {
+	if err := fillCheckpoint(dir, m, cc, st.Step, optimizer); err != nil {
 		m.Release()
 		return nil, nil, err
 	}
@@ -342,8 +386,9 @@ func loadCheckpointShard(dir string, dev kernels.Device, maxBatch int, optimizer
 }
 
 // fillCheckpoint checks m's tasks against config.json's and reads the
-// parameters and, with optimizer, the optimizer state into m.
-func fillCheckpoint(dir string, m *Model, cc *checkpointConfig, optimizer bool) error {
+// parameters and, with optimizer, the optimizer state into m; the tables of
+// a per-shard checkpoint (of training step step) from its shard files.
+func fillCheckpoint(dir string, m *Model, cc *checkpointConfig, step int, optimizer bool) error {
 	// The tasks are derived from config + schema; they must be the ones the
 	// checkpoint was trained with.
 	if len(cc.Tasks) != len(m.tasks) {
@@ -354,13 +399,33 @@ func fillCheckpoint(dir string, m *Model, cc *checkpointConfig, optimizer bool) 
 			return fmt.Errorf("%s: task %d is %q, the config and schema give %q", configFile, i, cc.Tasks[i].Name, t.Name)
 		}
 	}
-	if err := m.readTensors(filepath.Join(dir, modelFile), m.Params()); err != nil {
+	params, opt := m.Params(), m.OptimizerState()
+	var man *shardManifest
+	if cc.FormatVersion == shardedCheckpointVersion {
+		// The tables are in the shard files, the rest as always.
+		var err error
+		if man, err = readManifest(dir, m, step); err != nil {
+			return err
+		}
+		_, params = m.tableTensors(params)
+		_, opt = m.tableTensors(opt)
+	}
+	saveID := ""
+	if man != nil {
+		saveID = man.SaveID
+	}
+	if err := m.readTensors(filepath.Join(dir, modelFile), params, saveID); err != nil {
 		return err
 	}
-	if !optimizer {
+	if optimizer {
+		if err := m.readTensors(filepath.Join(dir, optimizerFile), opt, saveID); err != nil {
+			return err
+		}
+	}
+	if man == nil {
 		return nil
 	}
-	return m.readTensors(filepath.Join(dir, optimizerFile), m.OptimizerState())
+	return m.readShards(dir, man, optimizer)
 }
 
 func readCheckpointConfig(dir string) (*checkpointConfig, error) {
@@ -385,8 +450,8 @@ func readCheckpointConfig(dir string) (*checkpointConfig, error) {
 	if head.Format != CheckpointFormat {
 		return nil, fmt.Errorf("%s: format is %q, want %q", configFile, head.Format, CheckpointFormat)
 	}
-	if head.FormatVersion < 1 || head.FormatVersion > CheckpointFormatVersion {
-		return nil, fmt.Errorf("%s: format version %d is not supported (this build reads 1..%d)", configFile, head.FormatVersion, CheckpointFormatVersion)
+	if head.FormatVersion < 1 || head.FormatVersion > shardedCheckpointVersion {
+		return nil, fmt.Errorf("%s: format version %d is not supported (this build reads 1..%d)", configFile, head.FormatVersion, shardedCheckpointVersion)
 	}
 	if head.FormatVersion == 1 {
 		if data, err = configV1ToV2(data); err != nil {
@@ -455,8 +520,9 @@ func ReadTrainState(dir string) (*TrainState, error) {
 
 // readTensors fills the model's tensors from a safetensors file: the names
 // must match one to one, with equal shapes (the full table's for a table
-// sharded by rows, of which the model keeps its rows).
-func (m *Model) readTensors(path string, named []NamedTensor) error {
+// sharded by rows, of which the model keeps its rows). A saveID other than
+// "" must be the file's (the dense files of a per-shard checkpoint).
+func (m *Model) readTensors(path string, named []NamedTensor, saveID string) error {
 	dev := m.dev
 	// The file is refused before it is read when it is far larger than
 	// the model's tensors (a few extra tensors get the clearer message
@@ -471,6 +537,9 @@ func (m *Model) readTensors(path string, named []NamedTensor) error {
 		return err
 	}
 	base := filepath.Base(path)
+	if got := f.Metadata["save_id"]; got != saveID {
+		return fmt.Errorf("%s: save id %q, %s's is %q: files of two saves", base, got, manifestFile, saveID)
+	}
 	want := make(map[string]bool, len(named))
 	for _, nt := range named {
 		want[nt.Name] = true

@@ -93,7 +93,7 @@ func writeDirAtomic(dir string, fill func(tmp string) error) (err error) {
 	if err = fill(tmp); err != nil {
 		return err
 	}
-	return atomicfile.ReplaceDirKeeping(tmp, dir, func(name string) bool { return slices.Contains(checkpointFiles, name) })
+	return atomicfile.ReplaceDirKeeping(tmp, dir, isCheckpointFile)
 }
 
 // staleName matches the temporary ("tmp") and set-aside ("old") folders
@@ -104,7 +104,7 @@ func staleName(base string) *regexp.Regexp {
 
 // ownTempFile matches atomicfile's temporary names of checkpoint files
 // (".model.safetensors.tmp-<hex>").
-var ownTempFile = regexp.MustCompile(`^\.(` + strings.Join(quoteMetaAll(checkpointFiles), "|") + `)\.tmp-[0-9a-f]{12}$`)
+var ownTempFile = regexp.MustCompile(`^\.(` + strings.Join(quoteMetaAll(slices.Concat(checkpointFiles, []string{manifestFile})), "|") + `|shard-[0-9]{5,}-of-[0-9]{5,}\.safetensors)\.tmp-[0-9a-f]{12}$`)
 
 func quoteMetaAll(s []string) []string {
 	out := make([]string, len(s))
@@ -157,7 +157,7 @@ func onlyCheckpointFiles(dir string) bool {
 		return false
 	}
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !(slices.Contains(checkpointFiles, e.Name()) || ownTempFile.MatchString(e.Name())) {
+		if !e.Type().IsRegular() || !(isCheckpointFile(e.Name()) || ownTempFile.MatchString(e.Name())) {
 			return false
 		}
 	}

@@ -1,7 +1,6 @@
 package mtl_test
 
 import (
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -248,22 +247,22 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			require.NoError(t, schema.Save(filepath.Join(dir, "schema.pbtxt"), s))
 		}, []string{`"input/emb/user_id" has shape`, "[1000 "}},
 		{"config changed", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 				v["config"].(map[string]any)["mmoe_num_mlp_experts"] = 5
 			})
 		}, []string{"mmoe/"}},
 		{"invalid config", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 				v["config"].(map[string]any)["mmoe_num_mlp_experts"] = 0
 			})
 		}, []string{"config.json", "MMoENumExperts"}},
 		{"unknown config field", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 				v["config"].(map[string]any)["Experts"] = 5
 			})
 		}, []string{"config.json", "Experts"}},
 		{"future version", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) { v["format_version"] = 99 })
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) { v["format_version"] = 99 })
 		}, []string{"format version 99"}},
 		{"not a checkpoint", func(t *testing.T, dir string) {
 			require.NoError(t, os.Remove(filepath.Join(dir, "config.json")))
@@ -291,17 +290,6 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		_, err := mtl.LoadModel(filepath.Join(t.TempDir(), "nope"), trDev())
 		require.ErrorContains(t, err, "no checkpoint folder")
 	})
-}
-
-func editJSON(t *testing.T, path string, edit func(map[string]any)) {
-	raw, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var v map[string]any
-	require.NoError(t, json.Unmarshal(raw, &v))
-	edit(v)
-	raw, err = json.Marshal(v)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(path, raw, 0o644))
 }
 
 func TestSaveCheckpointRefusesForeignFolder(t *testing.T) {
@@ -411,7 +399,7 @@ func TestCheckpointReadsFormatVersion1(t *testing.T) {
 			v1[f.Name] = val.Field(i).Interface()
 		}
 	}
-	editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+	mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 		v["format_version"] = 1
 		v["config"] = v1
 	})
@@ -426,7 +414,7 @@ func TestCheckpointReadsFormatVersion1(t *testing.T) {
 	assert.Equal(t, hostParams(m), hostParams(m2))
 
 	// An unknown Go name in a version-1 file is still an error.
-	editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+	mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 		v["config"].(map[string]any)["Experts"] = 5
 	})
 	_, _, err = mtl.LoadCheckpoint(dir, trDev(), 0)
@@ -467,7 +455,7 @@ func TestCheckpointKeepsStoredInitOutputBias(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "ckpt")
 			require.NoError(t, mtl.SaveCheckpoint(dir, m, nil))
 			if tc.edit != nil {
-				editJSON(t, filepath.Join(dir, "config.json"), tc.edit)
+				mtl.EditJSON(t, filepath.Join(dir, "config.json"), tc.edit)
 			}
 			_, got, err := mtl.ReadCheckpointModel(dir)
 			require.NoError(t, err)

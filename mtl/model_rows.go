@@ -153,17 +153,27 @@ func (m *Model) gatherTables(named []NamedTensor) (map[string][]float32, error) 
 
 // LoadShardedCheckpoint is LoadCheckpoint for one rank of the job comm with
 // the tables sharded by rows (NewShardedModel): the checkpoint, written by
-// one process or by rank 0 of a job of any size in either mode, is
-// re-sharded by id mod comm.Size(), and the rank keeps only its rows of
-// every table and of their optimizer state. Every rank calls it. Each
-// rank reads the checkpoint's files (its host memory holds them while
-// they are read). A comm of one rank gives LoadCheckpoint's model.
+// one process, by rank 0 of a job of any size in either mode, or per shard
+// by the ranks of a row-sharded job of any size, is re-sharded by id mod
+// comm.Size(), and the rank keeps only its rows of every table and of
+// their optimizer state. Every rank calls it, and when it fails on one
+// rank it fails on all. From a per-shard checkpoint a rank streams the
+// shard files that hold rows of its own (all of them unless the sizes
+// share a factor; only its own for the same size), so that its host
+// memory holds its rows, never a full table; from a one-process
+// checkpoint each rank reads the whole files (its host memory holds them
+// while they are read). A comm of one rank gives LoadCheckpoint's model.
 func LoadShardedCheckpoint(dir string, dev kernels.Device, maxBatch int, comm dist.Comm) (*Model, *TrainState, error) {
 	if comm == nil || comm.Size() == 1 {
 		return LoadCheckpoint(dir, dev, maxBatch)
 	}
 	m, st, err := loadCheckpointShard(dir, dev, maxBatch, true, layers.RowShard{Rank: comm.Rank(), Size: comm.Size()})
-	if err != nil {
+	// Every rank fails when one does (a shard file it alone reads is
+	// corrupt), rather than the others waiting in the next collective.
+	if err = agree(comm, err); err != nil {
+		if m != nil {
+			m.Release()
+		}
 		return nil, nil, fmt.Errorf("mtl: load checkpoint %s: %w", dir, err)
 	}
 	if err := m.setRowComm(comm); err != nil {

@@ -89,16 +89,16 @@ func TestCorruptCheckpointMemoryBombs(t *testing.T) {
 		{"int_domain.max 1e12", "mlp", setDomain(1e12), "cannot fit in this machine's memory", false},
 		{"int_domain.max 2e9", "mlp", setDomain(2e9), "cannot fit in this machine's memory", false},
 		{"max_batch 1e12", "mlp", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) { v["max_batch"] = 1e12 })
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) { v["max_batch"] = 1e12 })
 		}, "", false},
 		{"100000 experts", "mmoe", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 				v["config"].(map[string]any)["mmoe_num_mlp_experts"] = 100000
 				v["config"].(map[string]any)["expert_mlp_layers"] = []int{4096, 4096}
 			})
 		}, "cannot fit in this machine's memory", false},
 		{"layers 1e6,1e6", "mlp", func(t *testing.T, dir string) {
-			editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+			mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 				v["config"].(map[string]any)["mlp_layers"] = []int{1000000, 1000000}
 			})
 		}, "cannot fit in this machine's memory", false},
@@ -158,7 +158,7 @@ func TestNonFiniteWeightsRefused(t *testing.T) {
 // give (it was formatted after the model was released, which cleared them).
 func TestTaskCountMessage(t *testing.T) {
 	dir := saveSmall(t, "mlp")
-	editJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
+	mtl.EditJSON(t, filepath.Join(dir, "config.json"), func(v map[string]any) {
 		v["tasks"] = v["tasks"].([]any)[:1]
 	})
 	_, err := mtl.LoadModel(dir, trDev())

@@ -68,7 +68,13 @@ type TrainerOptions struct {
 	// EarlyStopping needs a validation dataset.
 	EarlyStopping EarlyStopping
 	// CheckpointDir, when set, receives a checkpoint after every epoch.
+	// With the tables sharded by rows every rank writes its shard there
+	// (SaveCheckpoint), unless GatherCheckpoint.
 	CheckpointDir string
+	// GatherCheckpoint makes a job whose tables are sharded by rows write
+	// the one-process checkpoint, its tables gathered to rank 0
+	// (SaveGatheredCheckpoint), instead of one file per rank.
+	GatherCheckpoint bool
 	// Logger receives structured progress records (nil: none).
 	Logger *slog.Logger
 	// OnProgress, when set, is called as every pass over a dataset (a
@@ -453,8 +459,12 @@ func (t *Trainer) Fit(ctx context.Context, train, val *loader.Dataset) (*History
 			}
 		}
 		if t.opts.CheckpointDir != "" && (t.rank0 || t.m.RowSharded()) {
-			// (a row-sharded model's save is collective: rank 0 writes)
-			if err := SaveCheckpoint(t.opts.CheckpointDir, t.m, &t.state); err != nil {
+			// (a row-sharded model's save is collective)
+			save := SaveCheckpoint
+			if t.opts.GatherCheckpoint {
+				save = SaveGatheredCheckpoint
+			}
+			if err := save(t.opts.CheckpointDir, t.m, &t.state); err != nil {
 				h.State = t.state
 				return h, err
 			}

@@ -25,6 +25,8 @@ type rowJob struct {
 	epochs     int
 	// trainMetrics is TrainMetricsSteps
 	trainMetrics int
+	// gather is GatherCheckpoint
+	gather bool
 }
 
 // run runs the job on a dist.LocalGroup and returns every rank's history.
@@ -59,7 +61,7 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 				if got := m.RowSharded(); got != row {
 					return fmt.Errorf("RowSharded() = %v", got)
 				}
-				tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: j.epochs, Comm: comms[r], EmbeddingSharding: j.sharding, CheckpointDir: j.save, TrainMetricsSteps: j.trainMetrics})
+				tr, err := mtl.NewTrainer(m, mtl.TrainerOptions{Epochs: j.epochs, Comm: comms[r], EmbeddingSharding: j.sharding, CheckpointDir: j.save, TrainMetricsSteps: j.trainMetrics, GatherCheckpoint: j.gather})
 				if err != nil {
 					return err
 				}
@@ -85,9 +87,11 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 }
 
 // sameCheckpoint checks that two checkpoints hold the same tensors, bit
-// for bit (the safetensors files' bytes).
+// for bit: the bytes of the safetensors files of their one-process form
+// (canonical).
 func sameCheckpoint(t *testing.T, a, b string) {
 	t.Helper()
+	a, b = canonical(t, a), canonical(t, b)
 	for _, f := range []string{"model.safetensors", "optimizer.safetensors"} {
 		x, err := os.ReadFile(filepath.Join(a, f))
 		require.NoError(t, err)
@@ -97,35 +101,83 @@ func sameCheckpoint(t *testing.T, a, b string) {
 	}
 }
 
+// canonical returns a one-process checkpoint of the checkpoint in dir:
+// dir itself if it is one, else the per-shard checkpoint loaded in one
+// process (its shards assembled) and saved beside it.
+func canonical(t *testing.T, dir string) string {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "shards.json")); os.IsNotExist(err) {
+		return dir
+	}
+	m, st, err := mtl.LoadCheckpoint(dir, trDev(), 0)
+	require.NoError(t, err)
+	defer m.Release()
+	require.False(t, m.RowSharded())
+	out := dir + "-canon"
+	require.NoError(t, mtl.SaveCheckpoint(out, m, st))
+	return out
+}
+
+// shardFiles lists the shard files of a checkpoint folder.
+func shardFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "shard-*"))
+	require.NoError(t, err)
+	for i, f := range files {
+		files[i] = filepath.Base(f)
+	}
+	return files
+}
+
 // TestFitRowShardedResumes: Fit with the tables sharded by rows on 2 ranks
-// writes (rank 0, the tables gathered) the checkpoint a job with
-// replicated tables writes, bit for bit, every rank with the same losses,
-// validation and training metrics as that job's; that checkpoint resumes on 3 ranks with the
-// tables sharded by rows or replicated, and the replicated job's resumes
-// on 3 ranks sharded by rows, all three ending with the same checkpoint.
+// writes one shard file per rank and a manifest, or (GatherCheckpoint)
+// the checkpoint a job with replicated tables writes, bit for bit, every
+// rank with the same losses, validation and training metrics as that
+// job's. Both resume the same, bit for bit: on 3 ranks with the tables
+// sharded by rows (saving per shard or gathered) or replicated, in one
+// process, and from 3 ranks back on 2.
 func TestFitRowShardedResumes(t *testing.T) {
 	trainPath, evalPath := trData(t, 3000, 700)
 	dir := t.TempDir()
 	ck := func(name string) string { return filepath.Join(dir, name) }
 	rep := rowJob{n: 2, sharding: mtl.ShardReplicate, save: ck("rep2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
-	row := rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
+	row := rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2s"), epochs: 1, trainMetrics: 4}.run(t, trainPath, evalPath)
+	rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2g"), epochs: 1, gather: true}.run(t, trainPath, evalPath)
 	require.Equal(t, rep[0].Epochs[0].Loss, row[0].Epochs[0].Loss)
 	require.Equal(t, rep[0].Epochs[0].Validation, row[0].Epochs[0].Validation)
 	require.NotEmpty(t, row[0].Epochs[0].Train)
 	require.Equal(t, rep[0].Epochs[0].Train, row[0].Epochs[0].Train)
-	sameCheckpoint(t, ck("rep2"), ck("row2"))
-	for _, j := range []rowJob{
-		{n: 3, sharding: mtl.ShardRow, load: ck("row2"), save: ck("row2-row3"), epochs: 2},
-		{n: 3, sharding: mtl.ShardReplicate, load: ck("row2"), save: ck("row2-rep3"), epochs: 2},
-		{n: 3, sharding: mtl.ShardRow, load: ck("rep2"), save: ck("rep2-row3"), epochs: 2},
-	} {
-		h := j.run(t, trainPath, evalPath)
-		require.Len(t, h[0].Epochs, 1, "the second epoch only")
-		require.Equal(t, 2, h[0].Epochs[0].Epoch)
-		require.EqualValues(t, 3000, h[0].Epochs[0].Examples)
+	require.Equal(t, []string{"shard-00000-of-00002.safetensors", "shard-00001-of-00002.safetensors"}, shardFiles(t, ck("row2s")))
+	require.FileExists(t, filepath.Join(ck("row2s"), "shards.json"))
+	require.Empty(t, shardFiles(t, ck("row2g")))
+	require.NoFileExists(t, filepath.Join(ck("row2g"), "shards.json"))
+	sameCheckpoint(t, ck("rep2"), ck("row2g"))
+	sameCheckpoint(t, ck("rep2"), ck("row2s"))
+	for _, src := range []string{"row2s", "row2g"} {
+		for _, j := range []rowJob{
+			{n: 3, sharding: mtl.ShardRow, load: ck(src), save: ck(src + "-row3s"), epochs: 2},
+			{n: 3, sharding: mtl.ShardRow, load: ck(src), save: ck(src + "-row3g"), epochs: 2, gather: true},
+			{n: 3, sharding: mtl.ShardReplicate, load: ck(src), save: ck(src + "-rep3"), epochs: 2},
+			{n: 1, sharding: mtl.ShardReplicate, load: ck(src), save: ck(src + "-one"), epochs: 2},
+		} {
+			h := j.run(t, trainPath, evalPath)
+			require.Len(t, h[0].Epochs, 1, "the second epoch only")
+			require.Equal(t, 2, h[0].Epochs[0].Epoch)
+			require.EqualValues(t, 3000, h[0].Epochs[0].Examples)
+		}
+		require.Len(t, shardFiles(t, ck(src+"-row3s")), 3)
+		// 3 -> 2 ranks, from the 3-rank checkpoint of each form.
+		for _, from := range []string{"-row3s", "-row3g"} {
+			rowJob{n: 2, sharding: mtl.ShardRow, load: ck(src + from), save: ck(src + from + "-row2"), epochs: 3}.run(t, trainPath, evalPath)
+		}
 	}
-	sameCheckpoint(t, ck("row2-row3"), ck("row2-rep3"))
-	sameCheckpoint(t, ck("row2-row3"), ck("rep2-row3"))
+	for _, name := range []string{"row2g-row3s", "row2s-row3g", "row2s-rep3", "row2g-rep3", "row2g-row3g"} {
+		sameCheckpoint(t, ck("row2s-row3s"), ck(name))
+	}
+	sameCheckpoint(t, ck("row2s-one"), ck("row2g-one"))
+	for _, name := range []string{"row2s-row3g-row2", "row2g-row3s-row2", "row2g-row3g-row2"} {
+		sameCheckpoint(t, ck("row2s-row3s-row2"), ck(name))
+	}
 }
 
 // TestTrainerShardingChecks: the trainer refuses a sharding mode that does

@@ -188,7 +188,8 @@ type headerEntry struct {
 	DataOffsets []int64 `json:"data_offsets"`
 }
 
-func checkTensor(t Tensor) error {
+// checkSpec checks t's name, dtype and shape.
+func checkSpec(t Tensor) error {
 	if t.Name == "" {
 		return errors.New("empty tensor name")
 	}
@@ -206,6 +207,14 @@ func checkTensor(t Tensor) error {
 			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
 		}
 	}
+	return nil
+}
+
+// checkTensor is checkSpec and the length of t's data.
+func checkTensor(t Tensor) error {
+	if err := checkSpec(t); err != nil {
+		return err
+	}
 	if want := t.DType.Size() * t.NumElements(); len(t.Data) != want {
 		return fmt.Errorf("tensor %q: %d data bytes, want %d for %s%v", t.Name, len(t.Data), want, t.DType, t.Shape)
 	}
@@ -214,30 +223,15 @@ func checkTensor(t Tensor) error {
 
 // Encode writes tensors and metadata in the safetensors format to w.
 func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	order := make([]int, len(tensors))
-	seen := make(map[string]bool, len(tensors))
-	for i, t := range tensors {
+	for _, t := range tensors {
 		if err := checkTensor(t); err != nil {
 			return fmt.Errorf("safetensors: %w", err)
 		}
-		if seen[t.Name] {
-			return fmt.Errorf("safetensors: duplicate tensor name %q", t.Name)
-		}
-		seen[t.Name] = true
-		order[i] = i
 	}
-	// Largest elements first keeps every tensor aligned to its element size.
-	slices.SortFunc(order, func(a, b int) int {
-		ta, tb := tensors[a], tensors[b]
-		if d := tb.DType.Size() - ta.DType.Size(); d != 0 {
-			return d
-		}
-		return strings.Compare(ta.Name, tb.Name)
-	})
 	// The data section's checksum goes into the metadata, so that a flipped
 	// byte in a weight is an error at load, not another model.
 	crc := crc32.New(castagnoli)
-	for _, i := range order {
+	for _, i := range dataOrder(tensors) {
 		crc.Write(tensors[i].Data)
 	}
 	meta := make(map[string]string, len(metadata)+1)
@@ -245,8 +239,62 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		meta[k] = v
 	}
 	meta[ChecksumKey] = fmt.Sprintf("%08x", crc.Sum32())
+	return encode(w, tensors, meta, func(i int, w io.Writer) error {
+		_, err := w.Write(tensors[i].Data)
+		return err
+	})
+}
+
+// EncodeStream is Encode for tensors whose data (their Data is ignored)
+// data(i, w) writes to w one tensor at a time, in the file's order, in as
+// many pieces as it likes, so that the writer need not hold them all: for
+// data larger than memory, or read from a device. The file has no
+// ChecksumKey entry (it would need the data before the header): the
+// caller checks the file's integrity its own way.
+func EncodeStream(w io.Writer, tensors []Tensor, metadata map[string]string, data func(i int, w io.Writer) error) error {
+	for _, t := range tensors {
+		if err := checkSpec(t); err != nil {
+			return fmt.Errorf("safetensors: %w", err)
+		}
+	}
+	if _, ok := metadata[ChecksumKey]; ok {
+		return fmt.Errorf("safetensors: metadata key %q is reserved", ChecksumKey)
+	}
+	return encode(w, tensors, metadata, data)
+}
+
+// dataOrder is the order of tensors in a file: largest elements first,
+// which keeps every tensor aligned to its element size, then by name.
+func dataOrder(tensors []Tensor) []int {
+	order := make([]int, len(tensors))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		ta, tb := tensors[a], tensors[b]
+		if d := tb.DType.Size() - ta.DType.Size(); d != 0 {
+			return d
+		}
+		return strings.Compare(ta.Name, tb.Name)
+	})
+	return order
+}
+
+// encode writes the header of tensors (checked) and meta, then the data
+// of each tensor, by data(i, w), in dataOrder.
+func encode(w io.Writer, tensors []Tensor, meta map[string]string, data func(i int, w io.Writer) error) error {
+	seen := make(map[string]bool, len(tensors))
+	for _, t := range tensors {
+		if seen[t.Name] {
+			return fmt.Errorf("safetensors: duplicate tensor name %q", t.Name)
+		}
+		seen[t.Name] = true
+	}
+	order := dataOrder(tensors)
 	header := make(map[string]any, len(tensors)+1)
-	header[metadataKey] = meta
+	if len(meta) > 0 {
+		header[metadataKey] = meta
+	}
 	var off int64
 	for _, i := range order {
 		t := tensors[i]
@@ -254,7 +302,7 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		for j, d := range t.Shape {
 			shape[j] = int64(d)
 		}
-		end := off + int64(len(t.Data))
+		end := off + int64(t.DType.Size()*t.NumElements())
 		header[t.Name] = headerEntry{DType: t.DType, Shape: shape, DataOffsets: []int64{off, end}}
 		off = end
 	}
@@ -274,11 +322,27 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		return fmt.Errorf("safetensors: %w", err)
 	}
 	for _, i := range order {
-		if _, err := w.Write(tensors[i].Data); err != nil {
-			return fmt.Errorf("safetensors: %w", err)
+		cw := &countingWriter{w: w}
+		if err := data(i, cw); err != nil {
+			return fmt.Errorf("safetensors: tensor %q: %w", tensors[i].Name, err)
+		}
+		if want := int64(tensors[i].DType.Size() * tensors[i].NumElements()); cw.n != want {
+			return fmt.Errorf("safetensors: tensor %q: %d data bytes, want %d", tensors[i].Name, cw.n, want)
 		}
 	}
 	return nil
+}
+
+// countingWriter counts what it passes on to w.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Write stores tensors and metadata at path atomically (temporary file in
@@ -385,8 +449,81 @@ func Decode(data []byte) (*File, error) {
 	if n > uint64(len(data)-8) {
 		return nil, fmt.Errorf("safetensors: header length %d exceeds the %d bytes after the length field", n, len(data)-8)
 	}
-	hdr := data[8 : 8+n]
 	body := data[8+n:]
+	l, err := parseLayout(data[8:8+n], int64(len(body)))
+	if err != nil {
+		return nil, err
+	}
+	f := &File{Metadata: l.Metadata, Tensors: make([]Tensor, len(l.Tensors))}
+	for i, s := range l.Tensors {
+		f.Tensors[i] = Tensor{Name: s.Name, DType: s.DType, Shape: s.Shape, Data: body[s.Begin:s.End:s.End]}
+	}
+	if want, ok := f.Metadata[ChecksumKey]; ok {
+		if got := fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli)); got != want {
+			return nil, fmt.Errorf("safetensors: checksum mismatch (data crc32c %s, header says %s): the file is corrupt", got, want)
+		}
+		delete(f.Metadata, ChecksumKey)
+		if len(f.Metadata) == 0 {
+			f.Metadata = nil
+		}
+	}
+	return f, nil
+}
+
+// Layout is the header of a file: its tensors without their data.
+type Layout struct {
+	// Metadata is the header's metadata, ChecksumKey included.
+	Metadata map[string]string
+	// Tensors in data order (by data offset); they tile the data section.
+	Tensors []Span
+	// DataStart is the offset of the data section in the file.
+	DataStart int64
+}
+
+// Span is one tensor of a Layout: its data are the bytes [Begin, End) of
+// the data section.
+type Span struct {
+	Name       string
+	DType      DType
+	Shape      []int
+	Begin, End int64
+}
+
+// ReadLayout reads and validates, as Decode does, the header of a file of
+// size bytes from r, positioned at the file's start, and leaves r at the
+// start of the data section: for a reader that streams the tensors' data
+// instead of holding the file in memory. The data's checksum is not
+// verified (it needs the data: the caller's business).
+func ReadLayout(r io.Reader, size int64) (*Layout, error) {
+	if size < 8 {
+		return nil, fmt.Errorf("safetensors: file is %d bytes, shorter than the 8-byte header length", size)
+	}
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	}
+	n := binary.LittleEndian.Uint64(lenBuf[:])
+	if n > MaxHeaderSize {
+		return nil, fmt.Errorf("safetensors: header length %d exceeds the limit of %d bytes", n, MaxHeaderSize)
+	}
+	if n > uint64(size-8) {
+		return nil, fmt.Errorf("safetensors: header length %d exceeds the %d bytes after the length field", n, size-8)
+	}
+	hdr := make([]byte, n)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return nil, fmt.Errorf("safetensors: %w", err)
+	}
+	l, err := parseLayout(hdr, size-8-int64(n))
+	if err != nil {
+		return nil, err
+	}
+	l.DataStart = 8 + int64(n)
+	return l, nil
+}
+
+// parseLayout parses and validates a header whose data section has
+// bodyLen bytes.
+func parseLayout(hdr []byte, bodyLen int64) (*Layout, error) {
 	if !utf8.Valid(hdr) {
 		return nil, errors.New("safetensors: header is not valid UTF-8")
 	}
@@ -394,12 +531,7 @@ func Decode(data []byte) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: header: %w", err)
 	}
-	f := &File{Metadata: meta, Tensors: make([]Tensor, 0, len(entries))}
-	type span struct {
-		name       string
-		begin, end int64
-	}
-	spans := make([]span, 0, len(entries))
+	spans := make([]Span, 0, len(entries))
 	for _, e := range entries {
 		size := e.entry.DType.Size()
 		if size == 0 {
@@ -412,8 +544,8 @@ func Decode(data []byte) (*File, error) {
 			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets must have 2 entries, got %d", e.name, len(e.entry.DataOffsets))
 		}
 		begin, end := e.entry.DataOffsets[0], e.entry.DataOffsets[1]
-		if begin < 0 || end < begin || end > int64(len(body)) {
-			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] outside the %d data bytes", e.name, begin, end, len(body))
+		if begin < 0 || end < begin || end > bodyLen {
+			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] outside the %d data bytes", e.name, begin, end, bodyLen)
 		}
 		elems := int64(1)
 		shape := make([]int, len(e.entry.Shape))
@@ -431,53 +563,32 @@ func Decode(data []byte) (*File, error) {
 			return nil, fmt.Errorf("safetensors: tensor %q: data_offsets [%d, %d] hold %d bytes, but %s%v needs %d",
 				e.name, begin, end, end-begin, e.entry.DType, e.entry.Shape, want)
 		}
-		spans = append(spans, span{e.name, begin, end})
-		f.Tensors = append(f.Tensors, Tensor{Name: e.name, DType: e.entry.DType, Shape: shape, Data: body[begin:end:end]})
+		spans = append(spans, Span{Name: e.name, DType: e.entry.DType, Shape: shape, Begin: begin, End: end})
 	}
 	// The tensors must tile the data section: sorted by offset, each starts
 	// where the previous ended and the last ends at the end of the file.
-	idx := make([]int, len(spans))
-	for i := range idx {
-		idx[i] = i
-	}
-	slices.SortStableFunc(idx, func(a, b int) int {
-		sa, sb := spans[a], spans[b]
-		if sa.begin != sb.begin {
-			return cmpInt64(sa.begin, sb.begin)
+	slices.SortStableFunc(spans, func(a, b Span) int {
+		if a.Begin != b.Begin {
+			return cmpInt64(a.Begin, b.Begin)
 		}
-		return cmpInt64(sa.end, sb.end)
+		return cmpInt64(a.End, b.End)
 	})
 	var pos int64
 	prev := ""
-	for _, i := range idx {
-		s := spans[i]
+	for _, s := range spans {
 		switch {
-		case s.begin < pos:
-			return nil, fmt.Errorf("safetensors: tensor %q: data [%d, %d) overlaps tensor %q (ends at %d)", s.name, s.begin, s.end, prev, pos)
-		case s.begin > pos:
-			return nil, fmt.Errorf("safetensors: tensor %q: hole in the data section between byte %d and %d", s.name, pos, s.begin)
+		case s.Begin < pos:
+			return nil, fmt.Errorf("safetensors: tensor %q: data [%d, %d) overlaps tensor %q (ends at %d)", s.Name, s.Begin, s.End, prev, pos)
+		case s.Begin > pos:
+			return nil, fmt.Errorf("safetensors: tensor %q: hole in the data section between byte %d and %d", s.Name, pos, s.Begin)
 		}
-		pos = s.end
-		prev = s.name
+		pos = s.End
+		prev = s.Name
 	}
-	if pos != int64(len(body)) {
-		return nil, fmt.Errorf("safetensors: %d bytes after the last tensor's data", int64(len(body))-pos)
+	if pos != bodyLen {
+		return nil, fmt.Errorf("safetensors: %d bytes after the last tensor's data", bodyLen-pos)
 	}
-	sorted := make([]Tensor, len(idx))
-	for i, j := range idx {
-		sorted[i] = f.Tensors[j]
-	}
-	f.Tensors = sorted
-	if want, ok := f.Metadata[ChecksumKey]; ok {
-		if got := fmt.Sprintf("%08x", crc32.Checksum(body, castagnoli)); got != want {
-			return nil, fmt.Errorf("safetensors: checksum mismatch (data crc32c %s, header says %s): the file is corrupt", got, want)
-		}
-		delete(f.Metadata, ChecksumKey)
-		if len(f.Metadata) == 0 {
-			f.Metadata = nil
-		}
-	}
-	return f, nil
+	return &Layout{Metadata: meta, Tensors: spans}, nil
 }
 
 func cmpInt64(a, b int64) int {

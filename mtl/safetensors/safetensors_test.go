@@ -3,6 +3,7 @@ package safetensors
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -295,4 +296,64 @@ func TestChecksumDetectsFlips(t *testing.T) {
 	v, err := f.Tensors[0].F32()
 	require.NoError(t, err)
 	assert.Equal(t, []float32{1}, v)
+}
+
+// TestEncodeStreamAndReadLayout: EncodeStream writes the file Encode
+// writes but for the checksum entry, asking for each tensor's data once in
+// the file's order; ReadLayout reads the header Decode reads and leaves
+// the reader at the data, and refuses what Decode refuses.
+func TestEncodeStreamAndReadLayout(t *testing.T) {
+	in := []Tensor{
+		FromF32("z", []int{2, 2}, []float32{1, 2, 3, 4}),
+		FromI64("b", []int{1}, []int64{7}),
+		FromF32("a", []int{3}, []float32{-1, 0, 1}),
+	}
+	var asked []string
+	var stream bytes.Buffer
+	err := EncodeStream(&stream, []Tensor{{Name: "z", DType: F32, Shape: []int{2, 2}}, {Name: "b", DType: I64, Shape: []int{1}}, {Name: "a", DType: F32, Shape: []int{3}}},
+		map[string]string{"k": "v"}, func(i int, w io.Writer) error {
+			asked = append(asked, in[i].Name)
+			for _, b := range in[i].Data { // in pieces
+				if _, err := w.Write([]byte{b}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"b", "a", "z"}, asked, "8-byte elements first, then by name")
+	f, err := Decode(stream.Bytes())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"k": "v"}, f.Metadata)
+	var enc bytes.Buffer
+	require.NoError(t, Encode(&enc, in, map[string]string{"k": "v"}))
+	g, err := Decode(enc.Bytes())
+	require.NoError(t, err)
+	assert.Equal(t, g.Tensors, f.Tensors)
+
+	r := bytes.NewReader(enc.Bytes())
+	l, err := ReadLayout(r, int64(enc.Len()))
+	require.NoError(t, err)
+	assert.Equal(t, int64(enc.Len()-r.Len()), l.DataStart, "the reader is at the data")
+	require.Len(t, l.Tensors, 3)
+	for i, s := range l.Tensors {
+		assert.Equal(t, g.Tensors[i].Name, s.Name)
+		assert.Equal(t, g.Tensors[i].Shape, s.Shape)
+		assert.Equal(t, g.Tensors[i].Data, enc.Bytes()[l.DataStart+s.Begin:l.DataStart+s.End])
+	}
+	assert.Contains(t, l.Metadata, ChecksumKey)
+
+	// A file cut short: the header no longer fits, or the data do not.
+	for _, n := range []int{4, 20, enc.Len() - 4} {
+		_, err := ReadLayout(bytes.NewReader(enc.Bytes()[:n]), int64(n))
+		assert.Error(t, err, "%d bytes", n)
+	}
+	// Data of the wrong length, and a reserved key.
+	err = EncodeStream(io.Discard, []Tensor{{Name: "a", DType: F32, Shape: []int{3}}}, nil, func(_ int, w io.Writer) error {
+		_, err := w.Write(make([]byte, 8))
+		return err
+	})
+	assert.ErrorContains(t, err, `tensor "a": 8 data bytes, want 12`)
+	err = EncodeStream(io.Discard, nil, map[string]string{ChecksumKey: "x"}, nil)
+	assert.ErrorContains(t, err, "reserved")
 }

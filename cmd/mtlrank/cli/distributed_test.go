@@ -41,6 +41,9 @@ func TestDistributedFlagChecks(t *testing.T) {
 		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--device", "cuda"},
 			"--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu"},
 		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "replicate", "--device", "cuda"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--embedding_sharding", "row", "--gather_checkpoint", "true"}, ""},
+		{[]string{"--train_data_path", "x", "--distributed", "mpi", "--gather_checkpoint", "true"},
+			"--gather_checkpoint gathers tables sharded by rows to rank 0: it needs --embedding_sharding row (other checkpoints are one process's already)"},
 	} {
 		var a trainArgs
 		var out bytes.Buffer

@@ -178,6 +178,7 @@ type trainArgs struct {
 	device                                      string
 	distributed                                 string
 	embeddingSharding                           string
+	gatherCheckpoint                            bool
 	threads                                     int
 	quiet                                       bool
 	esMetric, esMode                            string
@@ -238,6 +239,7 @@ func (a *trainArgs) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.threads, "threads", 0, "CPU threads, at most the number of CPUs (0: all)")
 	fs.StringVar(&a.distributed, "distributed", "none", "none, or mpi: this process is one rank of an MPI job started by mpirun -np N (or Slurm, the MPI Operator); needs a build with -tags mpi. Each rank trains on its part of the training data's row groups and the gradients are summed over the ranks: --train_batch_size is the global batch, divided among the ranks. Only rank 0 prints, writes the model and metrics.json")
 	fs.StringVar(&a.embeddingSharding, "embedding_sharding", mtl.ShardReplicate, "with --distributed mpi: replicate (every rank holds the embedding tables) or row (rank r of N holds the rows id mod N == r of every table and their optimizer state: about 1/N of the tables' memory per rank, rows fetched from their owners every step).")
+	fs.Var(boolValue{&a.gatherCheckpoint}, "gather_checkpoint", "with --embedding_sharding row: write --save_model_path as one process's checkpoint, the tables gathered to rank 0 one at a time (rank 0 then needs the host memory of each full table and its optimizer state), instead of the default, a file per rank with its rows and a manifest (shards.json). Both load anywhere: on any number of ranks in either mode, and in one process (predict, evaluate, serve, export)")
 	fs.Var(boolValue{&a.quiet}, "quiet", "no progress bar and no log lines on stderr")
 	fs.StringVar(&a.esMetric, "early_stopping_metric", "", `stop when this validation metric stops improving, e.g. auc_avg, loss, click/binary_output/auc`)
 	fs.StringVar(&a.esMode, "early_stopping_mode", "", "max or min (default: min for loss/logloss/rmse/mae, else max)")
@@ -411,6 +413,8 @@ func (a *trainArgs) checkSharding(set map[string]bool) error {
 		return usagef("--embedding_sharding must be replicate or row, got %q", a.embeddingSharding)
 	case a.embeddingSharding == mtl.ShardRow && a.distributed != "mpi":
 		return usagef("--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi")
+	case a.gatherCheckpoint && a.embeddingSharding != mtl.ShardRow:
+		return usagef("--gather_checkpoint gathers tables sharded by rows to rank 0: it needs --embedding_sharding row (other checkpoints are one process's already)")
 	case a.embeddingSharding == mtl.ShardRow && a.device == "cuda":
 		return usagef("--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu")
 	}
@@ -1104,9 +1108,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if ranks > 1 {
 		if !rank0 {
 			if m.RowSharded() && a.savePath != "" {
-				// The save is collective: this rank's rows go to rank 0,
-				// which writes the model.
-				return mtl.SaveCheckpoint(a.savePath, m, &hist.State)
+				// The save is collective: this rank writes its shard of
+				// the tables, or sends its rows to rank 0.
+				return a.saveCheckpoint(m, &hist.State)
 			}
 			return nil // the model, metrics.json and the scores are rank 0's to write
 		}
@@ -1124,13 +1128,22 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if a.savePath != "" {
 		st := hist.State
 		st.Metrics = results
-		if err := mtl.SaveCheckpoint(a.savePath, m, &st); err != nil {
+		if err := a.saveCheckpoint(m, &st); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "Saved model to %s\n", a.savePath)
 		report["saved_model"] = a.savePath
 	}
 	return a.predictAndReport(ctx, e, tr, s, predictBatch, set, report, start)
+}
+
+// saveCheckpoint saves m to --save_model_path, gathered with
+// --gather_checkpoint.
+func (a *trainArgs) saveCheckpoint(m *mtl.Model, st *mtl.TrainState) error {
+	if a.gatherCheckpoint {
+		return mtl.SaveGatheredCheckpoint(a.savePath, m, st)
+	}
+	return mtl.SaveCheckpoint(a.savePath, m, st)
 }
 
 // lossCurvePoints is about how many points of the loss curve an epoch
