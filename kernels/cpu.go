@@ -84,7 +84,7 @@ func (c *CPU) RunShards(n int, f func(shard int)) {
 		th := min(n, c.threads)
 		p.runLocked(&p.shards, th, 1, th)
 		p.shards.f = nil
-		p.mu.Unlock()
+		p.unlock()
 		return
 	}
 	for i := range n {
@@ -1148,7 +1148,7 @@ func (c *CPU) loss(loss *Tensor, t lossTask, n int) {
 		for _, s := range t.partial {
 			total += s
 		}
-		p.mu.Unlock()
+		p.unlock()
 	} else {
 		for b := 0; b < n; b += lossBlock {
 			total += t.blockSum(b, min(b+lossBlock, n))
@@ -1224,7 +1224,7 @@ func (t *adamTask) run(lo, hi int) {
 // sparseRowsPerCall bounds the gradient rows of one sparse optimizer call:
 // a row of a large table is a few cache misses (200-350 ns), so a call
 // lasts at most about 25-45 us. Longer cgo calls, on every P at once, are
-// what the runtime's sysmon retakes Ps from (see pool.yield); the rows are
+// what the runtime's sysmon retakes Ps from (see pool.unlock); the rows are
 // independent, so the pieces give the same bits as one call.
 const sparseRowsPerCall = 128
 

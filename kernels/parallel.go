@@ -31,7 +31,7 @@ type pool struct {
 	threads int
 	work    []chan poolJob
 	wg      sync.WaitGroup
-	yielded time.Time // when the caller last yielded after a parallel op (see yield)
+	yielded time.Time // when a caller last yielded after a parallel op (see unlock)
 
 	// Task slots, used only while mu is held.
 	ew       ewTask
@@ -123,15 +123,15 @@ func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 	}
 	t.run(0, min(per, n))
 	p.wg.Wait()
-	p.yield()
 }
 
 // yieldEvery is how often at most a goroutine that runs parallel ops
-// yields its P to the scheduler (see yield).
+// yields its P to the scheduler (see unlock).
 const yieldEvery = time.Millisecond
 
-// yield calls runtime.Gosched when the last call is yieldEvery ago. mu
-// must be held.
+// unlock releases mu after a parallel op, then calls runtime.Gosched when
+// the last such call is yieldEvery ago (outside mu, so that the pool stays
+// free for other callers meanwhile).
 //
 // Why: while a parallel op runs, every P is busy, most of the time in a
 // cgo call. The runtime's sysmon takes the P away from a goroutine in a
@@ -143,11 +143,16 @@ const yieldEvery = time.Millisecond
 // times per training step and retakes again. The workers go through the
 // scheduler after every job (they park on their channel); the caller of a
 // step's parallel ops often does not (its wait returns at once when it
-// finished last), so it yields here, and sysmon settles at its slowest
+// finished last), so it yields here, and sysmon can settle at its slowest
 // tick (10 ms). See docs/PERFORMANCE.md, "Wake-ups in a training step".
-func (p *pool) yield() {
-	if now := time.Now(); now.Sub(p.yielded) >= yieldEvery {
+func (p *pool) unlock() {
+	now := time.Now()
+	due := now.Sub(p.yielded) >= yieldEvery
+	if due {
 		p.yielded = now
+	}
+	p.mu.Unlock()
+	if due {
 		runtime.Gosched()
 	}
 }
@@ -189,6 +194,6 @@ func runPooled[T any, P interface {
 	p.runLocked(slot, n, unit, chunks)
 	var zero T
 	*slot = zero
-	p.mu.Unlock()
+	p.unlock()
 	return true
 }
