@@ -84,7 +84,7 @@ func (c *CPU) RunShards(n int, f func(shard int)) {
 		th := min(n, c.threads)
 		p.runLocked(&p.shards, th, 1, th)
 		p.shards.f = nil
-		p.mu.Unlock()
+		p.unlock()
 		return
 	}
 	for i := range n {
@@ -1148,7 +1148,7 @@ func (c *CPU) loss(loss *Tensor, t lossTask, n int) {
 		for _, s := range t.partial {
 			total += s
 		}
-		p.mu.Unlock()
+		p.unlock()
 	} else {
 		for b := 0; b < n; b += lossBlock {
 			total += t.blockSum(b, min(b+lossBlock, n))
@@ -1216,7 +1216,23 @@ func (t *adamTask) run(lo, hi int) {
 		cAdam(t.param[lo:hi], t.grad[lo:hi], t.m[lo:hi], t.v[lo:hi], t.lrT, t.b1, t.b2, t.eps, t.l2x2)
 		return
 	}
-	cSparseAdam(t.param, t.m, t.v, t.grad, t.rows, lo, hi, t.dim, t.lrT, t.b1, t.b2, t.eps, t.l2x2)
+	inCalls(lo, hi, sparseRowsPerCall, func(lo, hi int) {
+		cSparseAdam(t.param, t.m, t.v, t.grad, t.rows, lo, hi, t.dim, t.lrT, t.b1, t.b2, t.eps, t.l2x2)
+	})
+}
+
+// sparseRowsPerCall bounds the gradient rows of one sparse optimizer call:
+// a row of a large table is a few cache misses (200-350 ns), so a call
+// lasts at most about 25-45 us. Longer cgo calls, on every P at once, are
+// what the runtime's sysmon retakes Ps from (see pool.unlock); the rows are
+// independent, so the pieces give the same bits as one call.
+const sparseRowsPerCall = 128
+
+// inCalls runs f over [lo, hi) in consecutive pieces of at most n items.
+func inCalls(lo, hi, n int, f func(lo, hi int)) {
+	for ; lo < hi; lo += n {
+		f(lo, min(lo+n, hi))
+	}
 }
 
 type adagradTask struct {
@@ -1231,7 +1247,9 @@ func (t *adagradTask) run(lo, hi int) {
 		cAdagrad(t.param[lo:hi], t.grad[lo:hi], t.acc[lo:hi], t.lr, t.eps, t.l2x2)
 		return
 	}
-	cSparseAdagrad(t.param, t.acc, t.grad, t.rows, lo, hi, t.dim, t.lr, t.eps, t.l2x2)
+	inCalls(lo, hi, sparseRowsPerCall, func(lo, hi int) {
+		cSparseAdagrad(t.param, t.acc, t.grad, t.rows, lo, hi, t.dim, t.lr, t.eps, t.l2x2)
+	})
 }
 
 type sgdTask struct {
@@ -1246,7 +1264,9 @@ func (t *sgdTask) run(lo, hi int) {
 		cSGD(t.param[lo:hi], t.grad[lo:hi], t.lr, t.l2x2)
 		return
 	}
-	cSparseSGD(t.param, t.grad, t.rows, lo, hi, t.dim, t.lr, t.l2x2)
+	inCalls(lo, hi, sparseRowsPerCall, func(lo, hi int) {
+		cSparseSGD(t.param, t.grad, t.rows, lo, hi, t.dim, t.lr, t.l2x2)
+	})
 }
 
 func (c *CPU) runAdam(t adamTask, n, unit, cost int) {

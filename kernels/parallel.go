@@ -1,8 +1,10 @@
 package kernels
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // rangeTask is a piece of work over items [0, n) that can be split into
@@ -29,6 +31,7 @@ type pool struct {
 	threads int
 	work    []chan poolJob
 	wg      sync.WaitGroup
+	yielded time.Time // when a caller last yielded after a parallel op (see unlock)
 
 	// Task slots, used only while mu is held.
 	ew       ewTask
@@ -122,6 +125,38 @@ func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 	p.wg.Wait()
 }
 
+// yieldEvery is how often at most a goroutine that runs parallel ops
+// yields its P to the scheduler (see unlock).
+const yieldEvery = time.Millisecond
+
+// unlock releases mu after a parallel op, then calls runtime.Gosched when
+// the last such call is yieldEvery ago (outside mu, so that the pool stays
+// free for other callers meanwhile).
+//
+// Why: while a parallel op runs, every P is busy, most of the time in a
+// cgo call. The runtime's sysmon takes the P away from a goroutine in a
+// cgo call when that P has run the same goroutine for 10 ms or has been
+// in the same call for two of sysmon's ticks (20 us and up), and hands it
+// to another thread, which finds nothing to run and sleeps again: two
+// futex calls and a thread on a core the workers need. Each such retake
+// also resets sysmon's tick to 20 us, so that it wakes (nanosleep) tens of
+// times per training step and retakes again. The workers go through the
+// scheduler after every job (they park on their channel); the caller of a
+// step's parallel ops often does not (its wait returns at once when it
+// finished last), so it yields here, and sysmon can settle at its slowest
+// tick (10 ms). See docs/PERFORMANCE.md, "Wake-ups in a training step".
+func (p *pool) unlock() {
+	now := time.Now()
+	due := now.Sub(p.yielded) >= yieldEvery
+	if due {
+		p.yielded = now
+	}
+	p.mu.Unlock()
+	if due {
+		runtime.Gosched()
+	}
+}
+
 // Work is counted in units of about 0.1 ns: one element of a vectorised
 // element-wise C kernel. parMinWork is the least work worth handing to
 // another goroutine: waking one through a channel costs a few microseconds.
@@ -159,6 +194,6 @@ func runPooled[T any, P interface {
 	p.runLocked(slot, n, unit, chunks)
 	var zero T
 	*slot = zero
-	p.mu.Unlock()
+	p.unlock()
 	return true
 }
