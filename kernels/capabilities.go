@@ -11,6 +11,7 @@ package kernels
 //	Sharder               yes  no    per-shard goroutines instead of per-op threads
 //	FusedGemm             yes  yes   the bias/activation pass after a Dense GEMM
 //	FusedBiasGrad         yes  no    the activation-backward pass before BiasGrad
+//	FusedDataGrad         yes  no    the same pass, folded into the data-gradient GEMM
 //	GemmBiasActer         no   yes   the same on transposed operands
 //	FusedEmbeddingUpdater no   yes   the embedding gradient's host round trip
 //	AsyncIDChecker        no   yes   a host round trip per embedding gather
@@ -74,6 +75,17 @@ type FusedBiasGrad interface {
 	// ActBiasGrad is ActBackward(dy, y, act) followed by
 	// BiasGrad(dy, db, groups, accumulate), with the same results.
 	ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool)
+}
+
+// FusedDataGrad is implemented by devices that fold the activation
+// backward and the bias gradient of a layer into the GEMM producing that
+// layer's output gradient (the data gradient of the layer above it), which
+// saves the pass over the gradient that ActBiasGrad makes.
+type FusedDataGrad interface {
+	// GemmActBiasGrad writes dx = dy * w^T, then does what
+	// ActBiasGrad(dx, y, act, db, 1, false) does, with the same results
+	// (bit for bit). act is Linear or ReLU.
+	GemmActBiasGrad(dy, w, y *Tensor, act Activation, dx, db *Tensor)
 }
 
 // EmbeddingSource is one feature's gradient for an embedding table:
