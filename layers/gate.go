@@ -170,7 +170,7 @@ func (g *Gate) backwardDense(ws *GateWS, dx *kernels.Tensor, accumulate bool) {
 		g.Logits.Backward(ws.logits, dx, accumulate)
 		return
 	}
-	g.Logits.Backward(ws.logits, ws.hidden.DY(), false)
+	g.Logits.backwardInto(ws.logits, g.Hidden, ws.hidden)
 	g.Hidden.Backward(ws.hidden, dx, accumulate)
 }
 
