@@ -220,6 +220,21 @@ type GatesBackwarder interface {
 	GatesCombineBackward(douts, ws, dws, experts, dexperts []*Tensor)
 }
 
+// GateSetsBackwarder is GatesBackwarder for gates that each mix their own
+// list of experts out of one set (CGC's and PLE's gates: a task gate its
+// task's experts and the shared ones, the shared gate all of them).
+type GateSetsBackwarder interface {
+	// GateSetsCombineBackward writes dws[g] as GateCombineBackward(douts[g],
+	// ws[g], experts[g], dws[g], dexperts[g]) does, for every gate g, and
+	// writes (not adds) every expert gradient listed in dexperts: 0 + the
+	// sum over the gates that list it, in gate order, of the gate's
+	// weight times its dout; bit for bit the result of zeroing them and
+	// running GateCombineBackward gate after gate. An expert listed by
+	// several gates is the same *Tensor in each list; distinct entries do
+	// not overlap.
+	GateSetsCombineBackward(douts, ws, dws []*Tensor, experts, dexperts [][]*Tensor)
+}
+
 // LossKind is the loss of one task of a multi-task loss.
 type LossKind uint8
 
