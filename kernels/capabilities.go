@@ -11,6 +11,7 @@ package kernels
 //	Sharder               yes  no    per-shard goroutines instead of per-op threads
 //	FusedGemm             yes  yes   the bias/activation pass after a Dense GEMM
 //	FusedBiasGrad         yes  no    the activation-backward pass before BiasGrad
+//	FusedDataGrad         yes  no    the same pass, folded into the data-gradient GEMM
 //	GemmBiasActer         no   yes   the same on transposed operands
 //	FusedEmbeddingUpdater no   yes   the embedding gradient's host round trip
 //	AsyncIDChecker        no   yes   a host round trip per embedding gather
@@ -74,6 +75,17 @@ type FusedBiasGrad interface {
 	// ActBiasGrad is ActBackward(dy, y, act) followed by
 	// BiasGrad(dy, db, groups, accumulate), with the same results.
 	ActBiasGrad(dy, y *Tensor, act Activation, db *Tensor, groups int, accumulate bool)
+}
+
+// FusedDataGrad is implemented by devices that fold the activation
+// backward and the bias gradient of a layer into the GEMM producing that
+// layer's output gradient (the data gradient of the layer above it), which
+// saves the pass over the gradient that ActBiasGrad makes.
+type FusedDataGrad interface {
+	// GemmActBiasGrad writes dx = dy * w^T, then does what
+	// ActBiasGrad(dx, y, act, db, 1, false) does, with the same results
+	// (bit for bit). act is Linear or ReLU.
+	GemmActBiasGrad(dy, w, y *Tensor, act Activation, dx, db *Tensor)
 }
 
 // EmbeddingSource is one feature's gradient for an embedding table:
@@ -206,6 +218,21 @@ type GatesBackwarder interface {
 	// ws[g][b,e] * douts[g][b,:]: bit for bit the result of zeroing
 	// dexperts and running GateCombineBackward gate after gate.
 	GatesCombineBackward(douts, ws, dws, experts, dexperts []*Tensor)
+}
+
+// GateSetsBackwarder is GatesBackwarder for gates that each mix their own
+// list of experts out of one set (CGC's and PLE's gates: a task gate its
+// task's experts and the shared ones, the shared gate all of them).
+type GateSetsBackwarder interface {
+	// GateSetsCombineBackward writes dws[g] as GateCombineBackward(douts[g],
+	// ws[g], experts[g], dws[g], dexperts[g]) does, for every gate g, and
+	// writes (not adds) every expert gradient listed in dexperts: 0 + the
+	// sum over the gates that list it, in gate order, of the gate's
+	// weight times its dout; bit for bit the result of zeroing them and
+	// running GateCombineBackward gate after gate. An expert listed by
+	// several gates is the same *Tensor in each list; distinct entries do
+	// not overlap.
+	GateSetsCombineBackward(douts, ws, dws []*Tensor, experts, dexperts [][]*Tensor)
 }
 
 // LossKind is the loss of one task of a multi-task loss.

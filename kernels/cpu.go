@@ -781,6 +781,87 @@ func (c *CPU) GatesCombineBackward(douts, ws, dws, experts, dexperts []*Tensor) 
 	t.run(0, rows)
 }
 
+type gateSetsBwdTask struct {
+	douts, ws, dws    []*Tensor
+	experts, dexperts [][]*Tensor
+	d                 int
+}
+
+// listedBefore reports whether expert gradient i of gate g is listed by
+// an earlier gate (which then wrote it first).
+func (t *gateSetsBwdTask) listedBefore(g, i int) bool {
+	x := t.dexperts[g][i]
+	for _, l := range t.dexperts[:g] {
+		for _, y := range l {
+			if y == x {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (t *gateSetsBwdTask) run(lo, hi int) {
+	d := t.d
+	for b0 := lo; b0 < hi; b0 += gatesBlockRows {
+		b1 := min(b0+gatesBlockRows, hi)
+		for g, dout := range t.douts {
+			ne := len(t.experts[g])
+			for e0 := 0; e0 < ne; e0 += 4 {
+				// the chunk's first gate writes its experts' gradients; where
+				// only some of them are written first here, those rows are
+				// zeroed and the whole chunk adds
+				cnt, firsts := min(4, ne-e0), 0
+				for i := e0; i < e0+cnt; i++ {
+					if !t.listedBefore(g, i) {
+						firsts++
+					}
+				}
+				if firsts > 0 && firsts < cnt {
+					for i := e0; i < e0+cnt; i++ {
+						if !t.listedBefore(g, i) {
+							clear(t.dexperts[g][i].F32[b0*d : b1*d])
+						}
+					}
+				}
+				cGateBwd(dout.F32, t.ws[g].F32, ne, t.experts[g], t.dexperts[g], e0, t.dws[g].F32, b0, b1, d, firsts == cnt)
+			}
+		}
+	}
+}
+
+// GateSetsCombineBackward implements GateSetsBackwarder: the gates over a
+// block of rows (gatesBlockRows) before the next, as GatesCombineBackward.
+func (c *CPU) GateSetsCombineBackward(douts, ws, dws []*Tensor, experts, dexperts [][]*Tensor) {
+	const op = "GateSetsCombineBackward"
+	if len(douts) == 0 || len(ws) != len(douts) || len(dws) != len(douts) || len(experts) != len(douts) || len(dexperts) != len(douts) {
+		panic(fmt.Sprintf("kernels: %s: %d gradients, %d weights, %d weight gradients, %d and %d expert lists",
+			op, len(douts), len(ws), len(dws), len(experts), len(dexperts)))
+	}
+	var rows, d, work int
+	for g := range douts {
+		var ne int
+		rows, d, ne = checkGate(op, douts[g], ws[g], experts[g])
+		if g > 0 && douts[g].Len() != douts[0].Len() {
+			panic(fmt.Sprintf("kernels: %s: gate %d's gradient %v, gate 0's %v", op, g, douts[g], douts[0]))
+		}
+		if dws[g].Len() != rows*ne || len(dexperts[g]) != ne {
+			panic(fmt.Sprintf("kernels: %s: gate %d: dw %v, %d expert gradients for %d experts", op, g, dws[g], len(dexperts[g]), ne))
+		}
+		for e, ex := range dexperts[g] {
+			if ex.Len() != rows*d {
+				panic(fmt.Sprintf("kernels: %s: gate %d: expert gradient %d is %v, want %d x %d", op, g, e, ex, rows, d))
+			}
+		}
+		work += 2 * d * ne
+	}
+	t := gateSetsBwdTask{douts: douts, ws: ws, dws: dws, experts: experts, dexperts: dexperts, d: d}
+	if ch := c.chunksFor(rows, work); ch > 1 && runPooled(c.pool, &c.pool.gateSetsBwd, t, rows, 1, ch) {
+		return
+	}
+	t.run(0, rows)
+}
+
 // ---------------------------------------------------------------- columns
 
 type copyColsTask struct {

@@ -258,6 +258,20 @@ func cSgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []f
 		fp(b), C.long(ldb), C.float(beta), fp(c), C.long(ldc), fp(bias), cbool(relu)) != 0
 }
 
+// cSgemmActGrad runs mtlcpu_sgemm_actgrad: C = A op(B), C masked by y > 0
+// (y nil: no mask) and db the column sums of C. It reports false, with C
+// and db untouched, for shapes the small kernels do not take.
+func cSgemmActGrad(tb bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int,
+	y []float32, ldy int, db []float32) bool {
+	need("gemm data gradient", len(c), span(m, ldc, n))
+	if y != nil {
+		need("gemm data gradient", len(y), span(m, ldy, n))
+	}
+	need("gemm data gradient", len(db), n)
+	return C.mtlcpu_sgemm_actgrad(cbool(tb), C.long(m), C.long(n), C.long(k), fp(a), C.long(lda), fp(b), C.long(ldb),
+		fp(c), C.long(ldc), fp(y), C.long(ldy), fp(db)) != 0
+}
+
 // cSigmoid writes y = sigmoid(x) (y may alias x).
 func cSigmoid(y, x []float32) {
 	need("sigmoid", len(x), len(y))

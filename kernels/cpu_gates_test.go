@@ -175,3 +175,125 @@ func TestGatesCombineBackwardShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestGateSetsCombineBackward runs the combine backward of CGC/PLE-style
+// gates (task gate t over task t's experts and the shared ones, then a
+// shared gate over all of them, or none as at PLE's last level) in one pass
+// and checks it bit for bit against zeroed expert gradients and
+// GateCombineBackward gate after gate, and the expert gradients against
+// sums written out here in gate order. Expert chunks of 4 mix experts a gate
+// writes first with experts an earlier gate wrote; the gradients hold NaN
+// before the call; zero rows of dout under negative weights give -0
+// products, which must come out +0.
+func TestGateSetsCombineBackward(t *testing.T) {
+	cases := []struct{ rows, d, tasks, nt, ns, threads int }{
+		{70, 64, 5, 1, 2, 2},  // cgc's shape, split over two threads
+		{200, 64, 4, 1, 2, 1}, // several blocks in one thread
+		{33, 20, 2, 2, 3, 1},  // task 1's first chunk: its own (first) and shared experts
+		{31, 17, 3, 5, 0, 2},  // no shared experts: every task gate writes its own
+		{96, 33, 2, 3, 6, 2},  // chunks of 4 across the own/shared boundary, tails
+		{1, 8, 1, 1, 1, 1},
+	}
+	for _, c := range cases {
+		for _, sharedGate := range []bool{true, false} {
+			name := fmt.Sprintf("rows%d_d%d_tasks%d_nt%d_ns%d_shared%v_t%d", c.rows, c.d, c.tasks, c.nt, c.ns, sharedGate, c.threads)
+			t.Run(name, func(t *testing.T) {
+				cpu := kernels.NewCPU(c.threads)
+				rng := newRNG(uint64(c.rows*1000 + c.d*10 + c.nt))
+				ne := c.tasks*c.nt + c.ns
+				experts := make([]*kernels.Tensor, ne)
+				for e := range experts {
+					experts[e] = tensor(cpu, randSlice(rng, c.rows*c.d, -1, 1), c.rows, c.d)
+				}
+				// lists[g]: the experts (indices) of gate g
+				var lists [][]int
+				for tk := range c.tasks {
+					var l []int
+					for i := range c.nt {
+						l = append(l, tk*c.nt+i)
+					}
+					for i := range c.ns {
+						l = append(l, c.tasks*c.nt+i)
+					}
+					lists = append(lists, l)
+				}
+				if sharedGate {
+					var l []int
+					for e := range ne {
+						l = append(l, e)
+					}
+					lists = append(lists, l)
+				}
+				gates := len(lists)
+				douts, ws := make([]*kernels.Tensor, gates), make([]*kernels.Tensor, gates)
+				exLists := make([][]*kernels.Tensor, gates)
+				for g, l := range lists {
+					dh := randSlice(rng, c.rows*c.d, -1, 1)
+					wh := randSlice(rng, c.rows*len(l), -1, 1)
+					if g == gates-1 {
+						for j := 0; j < c.d; j++ {
+							dh[j] = 0
+						}
+						for i := range l {
+							wh[i] = -0.5
+						}
+					}
+					douts[g], ws[g] = tensor(cpu, dh, c.rows, c.d), tensor(cpu, wh, c.rows, len(l))
+					for _, e := range l {
+						exLists[g] = append(exLists[g], experts[e])
+					}
+				}
+				nan := float32(math.NaN())
+				newGrads := func() ([]*kernels.Tensor, []*kernels.Tensor, [][]*kernels.Tensor) {
+					dws := make([]*kernels.Tensor, gates)
+					for g, l := range lists {
+						dws[g] = cpu.Alloc(kernels.Float32, c.rows, len(l))
+						cpu.Fill(dws[g], nan)
+					}
+					dex := make([]*kernels.Tensor, ne)
+					for e := range dex {
+						dex[e] = cpu.Alloc(kernels.Float32, c.rows, c.d)
+						cpu.Fill(dex[e], nan)
+					}
+					dl := make([][]*kernels.Tensor, gates)
+					for g, l := range lists {
+						for _, e := range l {
+							dl[g] = append(dl[g], dex[e])
+						}
+					}
+					return dws, dex, dl
+				}
+				dwsGot, dexGot, dlGot := newGrads()
+				cpu.GateSetsCombineBackward(douts, ws, dwsGot, exLists, dlGot)
+				dwsWant, dexWant, dlWant := newGrads()
+				for _, x := range dexWant {
+					cpu.Zero(x)
+				}
+				for g := range lists {
+					cpu.GateCombineBackward(douts[g], ws[g], exLists[g], dwsWant[g], dlWant[g])
+				}
+				for g := range dwsGot {
+					requireSameBits(t, dwsWant[g].F32, dwsGot[g].F32, "dw of gate %d", g)
+				}
+				for e := range dexGot {
+					requireSameBits(t, dexWant[e].F32, dexGot[e].F32, "gradient of expert %d", e)
+					want := make([]float32, c.rows*c.d)
+					for b := 0; b < c.rows; b++ {
+						for j := 0; j < c.d; j++ {
+							var acc float32
+							for g, l := range lists {
+								for i, le := range l {
+									if le == e {
+										acc += float32(ws[g].F32[b*len(l)+i] * douts[g].F32[b*c.d+j])
+									}
+								}
+							}
+							want[b*c.d+j] = acc
+						}
+					}
+					requireSameBits(t, want, dexGot[e].F32, "gradient of expert %d against the sum in gate order", e)
+				}
+			})
+		}
+	}
+}

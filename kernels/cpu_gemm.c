@@ -47,6 +47,13 @@ typedef struct {
 	float alpha, beta;
 	const float *bias;
 	int relu;
+	/* The data-gradient epilogue (mtlcpu_sgemm_actgrad), after the above:
+	 * C = gy[i*ldy + j] > 0 ? C : 0 where gy is set (the ReLU backward of
+	 * the layer below), and cs[j] += (double)C for every row written, in
+	 * row order, where cs is set (that layer's bias gradient). */
+	const float *gy;
+	long ldy;
+	double *cs;
 } gemm_args;
 
 #ifdef HAVE_GEMM_KERNELS
@@ -83,6 +90,25 @@ T512 static inline void store512(const gemm_args *g, float *cp, const float *bp,
 	_mm512_mask_storeu_ps(cp, mk, x);
 }
 
+/* cs[16v + l] += x[r][v] lane l for the tile's rows r in order (the lanes
+ * of mk in its last vector), in double: each column's sum runs in row
+ * order, as the tiles of a column block go down the rows. */
+T512 static inline __attribute__((always_inline)) void colsum512(double *cs, __m512 x[6][4], const int MR, const int NV,
+                                                                __mmask16 mk) {
+#pragma GCC unroll 4
+	for (int v = 0; v < NV; v++) {
+		const __mmask8 ml = v == NV - 1 ? (__mmask8)mk : 0xFF, mh = v == NV - 1 ? (__mmask8)(mk >> 8) : 0xFF;
+		__m512d lo = _mm512_maskz_loadu_pd(ml, cs + 16 * v), hi = _mm512_maskz_loadu_pd(mh, cs + 16 * v + 8);
+#pragma GCC unroll 6
+		for (int r = 0; r < MR; r++) {
+			lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(x[r][v])));
+			hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x[r][v]), 1))));
+		}
+		_mm512_mask_storeu_pd(cs + 16 * v, ml, lo);
+		_mm512_mask_storeu_pd(cs + 16 * v + 8, mh, hi);
+	}
+}
+
 /* C[i0:i0+MR, j0:j0+16*NV] with the last vector masked by mk. */
 T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *g, long i0, long j0, const int MR,
                                                               const int NV, __mmask16 mk) {
@@ -110,6 +136,25 @@ T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *
 		}
 		a += aks;
 		b += ldb;
+	}
+	if (g->cs) {
+		/* the data gradient's epilogue (mtlcpu_sgemm_actgrad: alpha 1, beta
+		 * 0, no bias): y > 0 ? x : +0 where gy is set, false for a NaN y
+		 * (an ordered comparison), then the column sums */
+		const float *gy = g->gy;
+#pragma GCC unroll 6
+		for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+			for (int v = 0; v < NV; v++) {
+				const __mmask16 m = v == NV - 1 ? mk : (__mmask16)0xFFFF;
+				if (gy) {
+					__m512 y = _mm512_maskz_loadu_ps(m, gy + (i0 + r) * g->ldy + j0 + 16 * v);
+					acc[r][v] = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), acc[r][v]);
+				}
+				_mm512_mask_storeu_ps(g->c + (i0 + r) * g->ldc + j0 + 16 * v, m, acc[r][v]);
+			}
+		colsum512(g->cs + j0, acc, MR, NV, mk);
+		return;
 	}
 	if (g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu) {
 #pragma GCC unroll 6
@@ -182,9 +227,35 @@ T256 static inline void store256(const gemm_args *g, float *cp, const float *bp,
 		_mm256_maskstore_ps(cp, mk, x);
 }
 
-/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk unless FULL. */
+/* colsum512 on 8-lane vectors; a partial last vector (w lanes) lane by
+ * lane, in the same order. */
+T256 static inline __attribute__((always_inline)) void colsum256(double *cs, __m256 x[4][3], const int MR, const int NV,
+                                                                int w, const int FULL) {
+#pragma GCC unroll 3
+	for (int v = 0; v < NV; v++) {
+		if (!FULL && v == NV - 1) {
+			for (int r = 0; r < MR; r++) {
+				float t[8];
+				_mm256_storeu_ps(t, x[r][v]);
+				for (int l = 0; l < w; l++) cs[8 * v + l] += (double)t[l];
+			}
+			continue;
+		}
+		__m256d lo = _mm256_loadu_pd(cs + 8 * v), hi = _mm256_loadu_pd(cs + 8 * v + 4);
+#pragma GCC unroll 4
+		for (int r = 0; r < MR; r++) {
+			lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(x[r][v])));
+			hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(x[r][v], 1)));
+		}
+		_mm256_storeu_pd(cs + 8 * v, lo);
+		_mm256_storeu_pd(cs + 8 * v + 4, hi);
+	}
+}
+
+/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk (tail lanes) unless
+ * FULL. */
 T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *g, long i0, long j0, const int MR,
-                                                              const int NV, __m256i mk, const int FULL) {
+                                                              const int NV, __m256i mk, int tail, const int FULL) {
 	__m256 acc[4][3];
 #pragma GCC unroll 4
 	for (int r = 0; r < MR; r++)
@@ -210,6 +281,27 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 		a += aks;
 		b += ldb;
 	}
+	if (g->cs) {
+		/* as tile512's data-gradient epilogue */
+		const float *gy = g->gy;
+#pragma GCC unroll 4
+		for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+			for (int v = 0; v < NV; v++) {
+				const int full = FULL || v < NV - 1;
+				float *cp = g->c + (i0 + r) * g->ldc + j0 + 8 * v;
+				if (gy) {
+					__m256 y = load256(gy + (i0 + r) * g->ldy + j0 + 8 * v, mk, full);
+					acc[r][v] = _mm256_and_ps(acc[r][v], _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
+				}
+				if (full)
+					_mm256_storeu_ps(cp, acc[r][v]);
+				else
+					_mm256_maskstore_ps(cp, mk, acc[r][v]);
+			}
+		colsum256(g->cs + j0, acc, MR, NV, tail, FULL);
+		return;
+	}
 	if (g->alpha == 1.0f && g->beta == 0.0f && !g->bias && !g->relu) {
 #pragma GCC unroll 4
 		for (int r = 0; r < MR; r++)
@@ -232,8 +324,8 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 }
 
 #define TILE256_CASE(MR, NV)                                   \
-	case (MR * 4 + NV) * 2: tile256(g, i0, j0, MR, NV, mk, 0); break; \
-	case (MR * 4 + NV) * 2 + 1: tile256(g, i0, j0, MR, NV, mk, 1); break;
+	case (MR * 4 + NV) * 2: tile256(g, i0, j0, MR, NV, mk, tail, 0); break; \
+	case (MR * 4 + NV) * 2 + 1: tile256(g, i0, j0, MR, NV, mk, tail, 1); break;
 #define TILE256_ROW(MR) TILE256_CASE(MR, 1) TILE256_CASE(MR, 2) TILE256_CASE(MR, 3)
 
 T256 static void gemm256(const gemm_args *g) {
@@ -311,7 +403,9 @@ static inline void thin_store(const gemm_args *g, long i, long j, float x) {
 	if (g->beta != 0.0f) x = x + g->beta * *cp;
 	if (g->bias) x = x + g->bias[j];
 	if (g->relu) x = x > 0.0f ? x : 0.0f;
+	if (g->gy) x = g->gy[i * g->ldy + j] > 0.0f ? x : 0.0f;
 	*cp = x;
+	if (g->cs) g->cs[j] += (double)x;
 }
 
 /* The last three steps of the tree, from lanes l + l+8 (8 lanes). */
@@ -374,7 +468,7 @@ static void run_tiles(const gemm_args *g);
 __attribute__((noinline)) static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
 	float buf[TBUF];
 	if (g->m * g->n > TBUF) return 0;
-	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0};
+	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0, 0, 0, 0};
 	run_tiles(&t);
 	for (long i = 0; i < g->m; i++)
 		for (long j = 0; j < g->n; j++) thin_store(g, i, j, buf[j * g->m + i]);
@@ -402,6 +496,8 @@ static int thin_gemm(const gemm_args *g, int ta, int tb, const float *b, long ld
 
 /* ------------------------------------------------------------ dispatch */
 
+static int sgemm_args(gemm_args *g, int ta, int tb);
+
 static void run_tiles(const gemm_args *g) {
 	if (level() == 2)
 		gemm512(g);
@@ -412,19 +508,45 @@ static void run_tiles(const gemm_args *g) {
 int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
 	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
-	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu};
-	if (n < 16) return thin_gemm(&g, ta, tb, b, ldb); /* a tile would waste most of its lanes */
+	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu, 0, 0, 0};
+	return sgemm_args(&g, ta, tb);
+}
+
+/* The data gradient of a layer with its epilogue: C = A * op(B) (the
+ * output gradient dY * W^T), then C = y > 0 ? C : +0 where y is set (the
+ * ReLU backward of the layer whose output C is the gradient of) and db =
+ * the column sums of C, each summed in double in row order, as
+ * mtlcpu_relu_bwd_bias_grad sums them, so the bits are the same as those of
+ * the GEMM followed by that pass. The rows must not be split between calls
+ * (the sums would then be partial); column blocks are fine. */
+int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
+                      long ldc, const float *y, long ldy, float *db) {
+	double cs[512];
+	if (level() == 0 || m <= 0 || n <= 0 || k <= 0 || n > 512) return 0;
+	for (long j = 0; j < n; j++) cs[j] = 0;
+	gemm_args g = {m, n, k, a, lda, 1, b, ldb, c, ldc, 1.0f, 0.0f, 0, 0, y, ldy, cs};
+	if (!sgemm_args(&g, 0, tb)) return 0;
+	for (long j = 0; j < n; j++) db[j] = (float)cs[j];
+	return 1;
+}
+
+/* Runs g (built from the arguments of a call with transposes ta and tb). */
+static int sgemm_args(gemm_args *g, int ta, int tb) {
+	const long n = g->n, k = g->k;
+	const float *b = g->b;
+	const long ldb = g->ldb;
+	if (n < 16) return thin_gemm(g, ta, tb, b, ldb); /* a tile would waste most of its lanes */
 	if (tb) {
 		/* B is [n, k]: build op(B) = B^T [k, n] row-major */
 		if (n * k > TBUF) return 0;
 		float bt[TBUF];
 		transpose(b, ldb, n, k, bt);
-		g.b = bt;
-		g.ldb = n;
-		run_tiles(&g);
+		g->b = bt;
+		g->ldb = n;
+		run_tiles(g);
 		return 1;
 	}
-	run_tiles(&g);
+	run_tiles(g);
 	return 1;
 }
 
@@ -436,6 +558,12 @@ int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const floa
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
 	(void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
 	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu;
+	return 0;
+}
+int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
+                      long ldc, const float *y, long ldy, float *db) {
+	(void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)y;
+	(void)ldy, (void)db;
 	return 0;
 }
 

@@ -112,11 +112,16 @@ type gemmTask struct {
 	bias          []float32
 	sbias         int
 	act           Activation
+	// actGrad (one entry, m not split, no transposed A): C gets the data
+	// gradient's epilogue, masked by gy > 0 when act is ReLU and its column
+	// sums written to db (GemmActBiasGrad)
+	actGrad bool
+	gy, db  []float32
 }
 
 func (t *gemmTask) run(lo, hi int) {
 	per := t.rb * t.cb
-	if per == 1 && !t.small && !t.fused {
+	if per == 1 && !t.small && !t.fused && !t.actGrad {
 		// whole entries on BLAS: one cgo call for the range
 		sgemmBatch(t.ta, t.tb, t.m, t.n, t.k, t.alpha, t.a[lo*t.sa:], t.sa, t.lda, t.b[lo*t.sb:], t.sb, t.ldb,
 			t.beta, t.c[lo*t.sc:], t.sc, t.ldc, hi-lo)
@@ -153,6 +158,10 @@ func (t *gemmTask) run(lo, hi int) {
 				bias = bias[c0:]
 			}
 		}
+		if t.actGrad {
+			t.runActGrad(blk, a, b, c, n)
+			continue
+		}
 		if t.small && cSgemm(t.ta, t.tb, m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc, bias, t.act == ReLU) {
 			continue
 		}
@@ -160,6 +169,34 @@ func (t *gemmTask) run(lo, hi int) {
 		if t.fused {
 			cBiasActLd(c, t.ldc, bias, m, n, t.act == ReLU)
 		}
+	}
+}
+
+// runActGrad runs column block blk (n columns, a, b and c already at the
+// block) of an actGrad task: on the small kernels with the epilogue, or as
+// the GEMM and then the activation backward and bias gradient over the
+// block's columns (the same sums, so the same bits).
+func (t *gemmTask) runActGrad(blk int, a, b, c []float32, n int) {
+	c0 := 0
+	if t.cb > 1 {
+		c0 = blk * t.n / t.cb
+	}
+	var gy []float32
+	if t.act == ReLU {
+		gy = t.gy[c0:]
+	}
+	db := t.db[c0 : c0+n]
+	if t.small && cSgemmActGrad(t.tb, t.m, n, t.k, a, t.lda, b, t.ldb, c, t.ldc, gy, t.ldc, db) {
+		return
+	}
+	sgemm(t.ta, t.tb, t.m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc)
+	for j := 0; j < n; j += biasGradBlock {
+		w := min(biasGradBlock, n-j)
+		var y []float32
+		if gy != nil {
+			y = gy[j:]
+		}
+		cReluBwdBiasGrad(c[j:], y, t.m, t.ldc, w, db[j:j+w], false, gy != nil)
 	}
 }
 
@@ -183,6 +220,36 @@ func (c *CPU) runGemm(t gemmTask, batch int) {
 }
 
 var _ FusedGemm = (*CPU)(nil)
+
+var _ FusedDataGrad = (*CPU)(nil)
+
+// GemmActBiasGrad implements FusedDataGrad. The epilogue sums every column
+// over all rows in one call, so it runs only where the GEMM is not cut into
+// row blocks (gemmSplit); other shapes take the GEMM and then ActBiasGrad.
+// Both give the same bits, so the choice, a function of the shape, never
+// shows in the results.
+func (c *CPU) GemmActBiasGrad(dy, w, y *Tensor, act Activation, dx, db *Tensor) {
+	m, n, k := gemmShape("GemmActBiasGrad", false, true, dy, w, dx)
+	sameLen("GemmActBiasGrad", dx, y)
+	if act != Linear && act != ReLU {
+		panic(fmt.Sprintf("kernels: GemmActBiasGrad: unknown activation %d", act))
+	}
+	if db.Len() != n {
+		panic(fmt.Sprintf("kernels: GemmActBiasGrad: db %v for %d columns", db, n))
+	}
+	t := gemmTask{tb: true, m: m, n: n, k: k, alpha: 1, a: dy.F32, b: w.F32, c: dx.F32, lda: k, ldb: k, ldc: n,
+		act: act, actGrad: true, gy: y.F32, db: db.F32}
+	if n == 0 {
+		return
+	}
+	t.rb, t.cb = gemmSplit(m, n, k)
+	if m == 0 || k == 0 || t.rb > 1 {
+		c.Gemm(false, true, 1, dy, w, 0, dx)
+		c.ActBiasGrad(dx, y, act, db, 1, false)
+		return
+	}
+	c.runGemm(t, 1)
+}
 
 // GemmBiasAct implements FusedGemm.
 func (c *CPU) GemmBiasAct(x, w, bias *Tensor, act Activation, y *Tensor) {

@@ -231,3 +231,95 @@ func TestGemmRowIndependentOfRows(t *testing.T) {
 		}
 	}
 }
+
+// GemmActBiasGrad gives the bits of Gemm followed by ActBiasGrad, on the
+// small kernels at every level (the epilogue), on the shapes they decline
+// (OpenBLAS and then the separate pass), on GEMMs cut into column blocks
+// (each block sums its own columns) or row blocks (the separate pass), with
+// one thread or two; and it matches a float64 reference: the GEMM within
+// its rounding bound, +0 wherever y > 0 fails (y <= 0, -0 or NaN), and the
+// column sums of what it wrote.
+func TestGemmActBiasGradMatchesUnfused(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	shapes := []struct{ m, n, k int }{
+		// a shard's layers (128 <- 64, 64 <- 32), a tower below its head (k = 1)
+		{256, 128, 64}, {256, 64, 32}, {256, 64, 1},
+		// tile and vector tails
+		{1, 16, 1}, {7, 17, 33}, {6, 16, 17}, {37, 100, 9}, {5, 65, 3}, {13, 47, 129},
+		// thin C (n < 16)
+		{256, 4, 64}, {7, 3, 33}, {9, 8, 2}, {3, 1, 5},
+		// declined by the small kernels: n > 512, W past the transpose buffer
+		{13, 513, 3}, {256, 64, 300},
+		// cut into two column blocks; into two row blocks
+		{600, 512, 32}, {2048, 64, 64},
+		// no rows
+		{0, 16, 4},
+	}
+	top := gemmLevel
+	defer setGemmLevel(top)
+	for l := top; l >= 0; l-- {
+		setGemmLevel(l)
+		for _, th := range []int{1, 2} {
+			c := NewCPU(th)
+			for _, s := range shapes {
+				for _, act := range []Activation{Linear, ReLU} {
+					name := fmt.Sprintf("level%d_threads%d_m%d_n%d_k%d_act%d", l, th, s.m, s.n, s.k, act)
+					dy := WrapF32(c, randF32(rng, max(1, s.m*s.k), -1, 1)[:s.m*s.k], s.m, s.k)
+					w := WrapF32(c, randF32(rng, s.n*s.k, -1, 1), s.n, s.k)
+					yv := randF32(rng, s.m*s.n, -1, 1)
+					for i := range yv {
+						switch i % 11 {
+						case 3:
+							yv[i] = float32(math.NaN())
+						case 5:
+							yv[i] = float32(math.Copysign(0, -1))
+						case 7:
+							yv[i] = 0
+						}
+					}
+					y := WrapF32(c, yv, s.m, s.n)
+					want, got := c.Alloc(Float32, s.m, s.n), c.Alloc(Float32, s.m, s.n)
+					dbWant, dbGot := c.Alloc(Float32, s.n), c.Alloc(Float32, s.n)
+					c.Gemm(false, true, 1, dy, w, 0, want)
+					c.ActBiasGrad(want, y, act, dbWant, 1, false)
+					c.Fill(got, float32(math.NaN())) // must be overwritten
+					c.Fill(dbGot, float32(math.NaN()))
+					c.GemmActBiasGrad(dy, w, y, act, got, dbGot)
+					requireBits(t, want.F32, got.F32, name+": dx")
+					requireBits(t, dbWant.F32, dbGot.F32, name+": db")
+
+					ref, _, mag := naiveGemm(false, true, s.m, s.n, s.k, 1, dy.F32, s.k, w.F32, s.k, 0, got.F32, nil, false)
+					for j := range s.n {
+						var sum, abs float64
+						for i := range s.m {
+							e := i*s.n + j
+							if act == ReLU && !(yv[e] > 0) {
+								require.Equal(t, uint32(0), math.Float32bits(got.F32[e]), "%s: dx[%d] masked by y = %g", name, e, yv[e])
+								continue
+							}
+							if d := math.Abs(float64(got.F32[e]) - ref[e]); !(d <= gemmErrBound(s.k, mag[e])) {
+								t.Fatalf("%s: dx[%d] = %g, want %g", name, e, got.F32[e], ref[e])
+							}
+							sum += float64(got.F32[e])
+							abs += math.Abs(float64(got.F32[e]))
+						}
+						if d := math.Abs(float64(dbGot.F32[j]) - sum); !(d <= 1e-6*abs+0x1p-24*math.Abs(sum)) {
+							t.Fatalf("%s: db[%d] = %g, want %g", name, j, dbGot.F32[j], sum)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// requireBits fails unless got holds the bits of want (NaNs included).
+func requireBits(t *testing.T, want, got []float32, name string) {
+	t.Helper()
+	require.Equal(t, len(want), len(got), name)
+	for i := range want {
+		if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+			t.Fatalf("%s: element %d is %g (%#08x), want %g (%#08x)", name, i, got[i], math.Float32bits(got[i]), want[i], math.Float32bits(want[i]))
+		}
+	}
+}

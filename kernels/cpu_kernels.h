@@ -68,6 +68,14 @@ void mtlcpu_relu_bwd_bias_grad(float *dy, const float *y, long rows, long ld, in
  * AVX2/FMA (the caller then uses BLAS). bias (n values) may be NULL. */
 int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu);
+/* C = A * op(B) (A [m, k] not transposed; op(B) = B^T when tb), then
+ * C = y > 0 ? C : +0 where y (leading dimension ldy) is not NULL, and db[j]
+ * = the column sums of C summed in double in row order, as
+ * mtlcpu_relu_bwd_bias_grad: a layer's data gradient with the activation
+ * backward and the bias gradient of the layer below. Returns 0 without
+ * touching C or db when it does not handle the shape (or n > 512). */
+int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
+                      long ldc, const float *y, long ldy, float *db);
 /* 2: AVX-512 kernels, 1: AVX2 kernels, 0: none. */
 int mtlcpu_gemm_level(void);
 /* Caps the level used (tests run the AVX2 kernels on AVX-512 machines). */

@@ -34,24 +34,25 @@ type pool struct {
 	yielded time.Time // when a caller last yielded after a parallel op (see unlock)
 
 	// Task slots, used only while mu is held.
-	ew       ewTask
-	bias     biasActTask
-	bgrad    biasGradTask
-	actBias  actBiasGradTask
-	soft     softmaxTask
-	gate     gateTask
-	gateBwd  gateBwdTask
-	gatesBwd gatesBwdTask
-	cols     copyColsTask
-	gather   gatherTask
-	loss     lossTask
-	adam     adamTask
-	adagrad  adagradTask
-	sgd      sgdTask
-	drop     dropoutTask
-	gemm     gemmTask
-	shards   shardTask
-	partial  []float64 // per-block partial sums of reductions
+	ew          ewTask
+	bias        biasActTask
+	bgrad       biasGradTask
+	actBias     actBiasGradTask
+	soft        softmaxTask
+	gate        gateTask
+	gateBwd     gateBwdTask
+	gatesBwd    gatesBwdTask
+	gateSetsBwd gateSetsBwdTask
+	cols        copyColsTask
+	gather      gatherTask
+	loss        lossTask
+	adam        adamTask
+	adagrad     adagradTask
+	sgd         sgdTask
+	drop        dropoutTask
+	gemm        gemmTask
+	shards      shardTask
+	partial     []float64 // per-block partial sums of reductions
 }
 
 // shardTask hands out items 0..n-1 one at a time to the goroutines that

@@ -62,6 +62,9 @@ type DenseWS struct {
 	y, dy  *batchBuf
 	z      *batchBuf // the pre-activation, for an Activator activation
 	dW, dB *kernels.Tensor
+	// actDone: dy already went through the activation's backward and dB
+	// holds the bias gradient, done by the layer above (backwardInto)
+	actDone bool
 }
 
 // NewWorkspace allocates activations for batches of up to maxRows rows, and
@@ -144,7 +147,38 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 // Backward turns ws.DY() into dW, dB and (when dx is not nil) the input
 // gradient, written into dx or added to it when accumulate is set.
 func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
+	d.backwardParams(ws)
+	if dx != nil {
+		d.dev.Gemm(false, true, 1, ws.dy.t(), d.W, beta(accumulate), dx)
+	}
+}
+
+// backwardInto is Backward with dx the output gradient of below, the layer
+// whose output this one reads, with nothing between the two (no dropout).
+// Where the device folds a layer's activation backward and bias gradient
+// into the GEMM that produces its output gradient (kernels.FusedDataGrad),
+// this GEMM does below's, and below's Backward skips them: one pass over
+// below's gradient less, the same bits.
+func (d *Dense) backwardInto(ws *DenseWS, below *Dense, bws *DenseWS) {
+	f, ok := d.dev.(kernels.FusedDataGrad)
+	if !ok || below.B == nil || (below.Act != kernels.Linear && below.Act != kernels.ReLU) {
+		d.Backward(ws, bws.dy.t(), false)
+		return
+	}
+	d.backwardParams(ws)
+	f.GemmActBiasGrad(ws.dy.t(), d.W, bws.y.t(), below.Act, bws.dy.t(), bws.dB)
+	bws.actDone = true
+}
+
+// backwardParams applies the activation's backward to ws.DY() (unless the
+// layer above did) and computes dW and dB.
+func (d *Dense) backwardParams(ws *DenseWS) {
 	dy := ws.dy.t()
+	if ws.actDone {
+		ws.actDone = false
+		d.dev.Gemm(true, false, 1, ws.x, dy, 0, ws.dW)
+		return
+	}
 	act := d.Act
 	if act.NeedsActivator() {
 		d.dev.(kernels.Activator).ActivateBackward(dy, ws.z.t(), act)
@@ -163,9 +197,6 @@ func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
 		d.dev.ActBackward(dy, ws.y.t(), act)
 	}
 	d.dev.Gemm(true, false, 1, ws.x, dy, 0, ws.dW)
-	if dx != nil {
-		d.dev.Gemm(false, true, 1, dy, d.W, beta(accumulate), dx)
-	}
 }
 
 // activate applies an Activator activation to y in place. With a

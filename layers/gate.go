@@ -170,7 +170,7 @@ func (g *Gate) backwardDense(ws *GateWS, dx *kernels.Tensor, accumulate bool) {
 		g.Logits.Backward(ws.logits, dx, accumulate)
 		return
 	}
-	g.Logits.Backward(ws.logits, ws.hidden.DY(), false)
+	g.Logits.backwardInto(ws.logits, g.Hidden, ws.hidden)
 	g.Hidden.Backward(ws.hidden, dx, accumulate)
 }
 
@@ -217,4 +217,60 @@ func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor,
 		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
 		g.backwardDense(wss[t], dx, t > 0)
 	}
+}
+
+// BackwardGateSets is BackwardGates for gates that each mixed their own
+// list of the experts (CGC's and PLE's: a task gate its task's experts and
+// the shared ones, the shared gate all of them). lists[g] and dlists[g] are
+// gate g's experts and their gradients (an expert listed by several gates
+// is the same tensor in each list), dy the storage of every expert
+// gradient, which it writes (not adds), and dxs[g] the gradient of gate
+// g's input, which each gate adds into. On a kernels.GateSetsBackwarder,
+// when the lists cover dy, the gates' combine backward runs in one pass
+// over the experts, then each gate's softmax and Dense backward; the
+// results are the same bits as zeroing dy and running gate after gate.
+func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor) {
+	dev := gates[0].dev
+	multi, ok := dev.(kernels.GateSetsBackwarder)
+	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) || !covers(dlists, dy) {
+		dev.Zero(dy)
+		for t, g := range gates {
+			g.Backward(wss[t], dlists[t], dxs[t], true)
+		}
+		return
+	}
+	multi.GateSetsCombineBackward(s.douts, s.ws, s.dws, lists, dlists)
+	for t, g := range gates {
+		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
+		g.backwardDense(wss[t], dxs[t], true)
+	}
+}
+
+// covers reports whether the distinct tensors of lists (views of dy that
+// do not overlap) add up to all of dy, so that writing them writes dy.
+func covers(lists [][]*kernels.Tensor, dy *kernels.Tensor) bool {
+	n := 0
+	for g, l := range lists {
+		for i, x := range l {
+			if !listedBefore(lists, g, i, x) {
+				n += x.Len()
+			}
+		}
+	}
+	return n == dy.Len()
+}
+
+func listedBefore(lists [][]*kernels.Tensor, g, i int, x *kernels.Tensor) bool {
+	for h := 0; h <= g; h++ {
+		l := lists[h]
+		if h == g {
+			l = l[:i]
+		}
+		for _, y := range l {
+			if y == x {
+				return true
+			}
+		}
+	}
+	return false
 }

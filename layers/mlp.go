@@ -175,9 +175,12 @@ func (m *MLP) Backward(ws *MLPWS, dx *kernels.Tensor, accumulate bool) {
 			// activation test (y > 0) still holds on the scaled output.
 			m.dev.Mul(lw.DY(), lw.DY(), ws.masks[i].t())
 		}
-		if i > 0 {
+		switch {
+		case i > 0 && !ws.dropped:
+			m.Layers[i].backwardInto(lw, m.Layers[i-1], ws.layers[i-1])
+		case i > 0:
 			m.Layers[i].Backward(lw, ws.layers[i-1].DY(), false)
-		} else {
+		default:
 			m.Layers[i].Backward(lw, dx, accumulate)
 		}
 	}

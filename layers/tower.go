@@ -104,6 +104,11 @@ func (t *Tower) Backward(ws *TowerWS, dx *kernels.Tensor, accumulate bool) {
 		t.Head.Backward(ws.head, dx, accumulate)
 		return
 	}
-	t.Head.Backward(ws.head, ws.mlp.DY(), false)
+	if ws.mlp.dropped {
+		t.Head.Backward(ws.head, ws.mlp.DY(), false)
+	} else {
+		last := len(t.MLP.Layers) - 1
+		t.Head.backwardInto(ws.head, t.MLP.Layers[last], ws.mlp.layers[last])
+	}
 	t.MLP.Backward(ws.mlp, dx, accumulate)
 }

@@ -127,6 +127,11 @@ type pleLevelWS struct {
 	xs, dxs       []*kernels.Tensor // expert inputs per group, their gradients
 	gateIn        []*kernels.Tensor // input of each gate
 	gateDX        []*kernels.Tensor // gradient of each gate's input
+	// every gate (task gates, then the shared gate), its workspace and the
+	// gates' backward state (training only)
+	gates   []*layers.Gate
+	gws     []*layers.GateWS
+	gatesWS *layers.GatesWS
 }
 
 type pleWS struct {
@@ -156,10 +161,15 @@ func (b *pleBody) newWS(maxRows int, train bool) bodyWS {
 			lw.lists = append(lw.lists, pick(outs, t))
 			lw.dlists = append(lw.dlists, pick(douts, t))
 		}
+		lw.gates, lw.gws = append(lw.gates, lv.taskGates...), append(lw.gws, lw.taskGates...)
 		if lv.sharedGate != nil {
 			lw.shared = lv.sharedGate.NewWorkspace(maxRows, train)
 			lw.lists = append(lw.lists, outs)
 			lw.dlists = append(lw.dlists, douts)
+			lw.gates, lw.gws = append(lw.gates, lv.sharedGate), append(lw.gws, lw.shared)
+		}
+		if train {
+			lw.gatesWS = layers.NewGatesWS(lw.gws)
 		}
 		ng := len(lv.experts.Groups)
 		lw.xs, lw.dxs = make([]*kernels.Tensor, ng), make([]*kernels.Tensor, ng)
@@ -245,13 +255,7 @@ func (w *pleWS) backward(dx *kernels.Tensor) {
 				lw.gateDX[i] = lw.dxs[i]
 			}
 		}
-		dev.Zero(lw.experts.DY())
-		for t, g := range lv.taskGates {
-			g.Backward(lw.taskGates[t], lw.dlists[t], lw.gateDX[t], true)
-		}
-		if lv.sharedGate != nil {
-			lv.sharedGate.Backward(lw.shared, lw.dlists[b.tasks], lw.gateDX[b.tasks], true)
-		}
+		layers.BackwardGateSets(lw.gates, lw.gws, lw.gatesWS, lw.experts.DY(), lw.lists, lw.dlists, lw.gateDX)
 		lv.experts.Backward(lw.experts, lw.dxs, true)
 	}
 }
