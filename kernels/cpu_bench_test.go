@@ -222,6 +222,54 @@ func benchEmbedding(b *testing.B, name string, rows, tableRows, sets, dim int, l
 
 }
 
+// BenchmarkTableJobs times what the table jobs of a tenrec training step
+// do after the shards: the sparse gradient (EmbeddingBackward) and the
+// lazy Adam update (SparseAdam) of user_id (1e5 x 40) and item_id
+// (1.8e5 x 48), one table per goroutine, both at once (RunShards, as the
+// step's jobs run, so each call runs in its goroutine), batches of 1024
+// uniform ids drawn afresh for each of 16 batches used in turn, the Adam
+// moments written once beforehand (no page fault timed). The rows and
+// moments (about 150 MB) do not fit the caches: this is the step's memory
+// latency part.
+func BenchmarkTableJobs(b *testing.B) {
+	const rows, sets = 1024, 16
+	c := NewCPU(2)
+	type tab struct {
+		table, m, v *Tensor
+		ids         []*Tensor
+		g           *SparseGrad
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var tabs []tab
+	for _, shape := range [][2]int{{180_000, 48}, {100_000, 40}} {
+		t := tab{table: benchTensor(c, shape[0], shape[1]), m: c.Alloc(Float32, shape[0], shape[1]),
+			v: c.Alloc(Float32, shape[0], shape[1])}
+		c.Fill(t.m, 0)
+		c.Fill(t.v, 0)
+		for range sets {
+			ids := c.Alloc(Int32, rows)
+			for i := range ids.I32 {
+				ids.I32[i] = int32(rng.IntN(shape[0]))
+			}
+			t.ids = append(t.ids, ids)
+		}
+		t.g = &SparseGrad{Rows: c.Alloc(Int32, rows), Values: c.Alloc(Float32, rows, shape[1])}
+		tabs = append(tabs, t)
+	}
+	dout := benchTensor(c, rows, 100)
+	p := AdamParams{LR: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
+	k := 0
+	job := func(j int) {
+		t := tabs[j]
+		c.EmbeddingBackward(t.g, dout, 8, t.ids[k], nil, Sum, t.table.Rows())
+		c.SparseAdam(t.table, t.m, t.v, t.g, p)
+	}
+	loop(b, func() {
+		k = (k + 1) % sets
+		c.RunShards(len(tabs), job)
+	})
+}
+
 // BenchmarkElementwise covers the per-step element-wise ops at the size of
 // four experts' activations (4 x 1024 x 64).
 func BenchmarkElementwise(b *testing.B) {

@@ -277,14 +277,26 @@ static inline float combine_scale(int comb, int n) {
 #define PREFETCH 8
 #define GATHER_BLOCK 8
 
+/* On x86-64 the prefetches are volatile asm: GCC 12 deletes
+ * __builtin_prefetch calls of a loop followed by calls it has summarised
+ * (its IPA mod/ref analysis, -fipa-modref at -O2), which left
+ * mtlcpu_sparse_adam and mtlcpu_sparse_adagrad with no prefetch at all. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PREFETCH_R(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
+#define PREFETCH_W(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char *)(p)))
+#else
+#define PREFETCH_R(p) __builtin_prefetch((p), 0, 3)
+#define PREFETCH_W(p) __builtin_prefetch((p), 1, 2)
+#endif
+
 static inline void prefetch_read(const float *p, int dim) {
-	for (int j = 0; j < dim; j += 16) __builtin_prefetch(p + j, 0, 3);
-	__builtin_prefetch(p + dim - 1, 0, 3);
+	for (int j = 0; j < dim; j += 16) PREFETCH_R(p + j);
+	PREFETCH_R(p + dim - 1);
 }
 
 static inline void prefetch_write(const float *p, int dim) {
-	for (int j = 0; j < dim; j += 16) __builtin_prefetch(p + j, 1, 2);
-	__builtin_prefetch(p + dim - 1, 1, 2);
+	for (int j = 0; j < dim; j += 16) PREFETCH_W(p + j);
+	PREFETCH_W(p + dim - 1);
 }
 
 /* The sparse optimizers update rows in blocks of SPARSE_BLOCK and request
