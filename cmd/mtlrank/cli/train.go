@@ -401,17 +401,14 @@ func (a *trainArgs) checkDistributed() error {
 }
 
 // checkSharding validates --embedding_sharding: row shards the tables
-// among the ranks of an MPI job, whose lookups are then collective, which
-// training metrics on the ranks' own batches are not; GPU ranks replicate
-// the tables.
+// among the ranks of an MPI job (on the CPU or on GPU ranks), whose
+// lookups are then collective.
 func (a *trainArgs) checkSharding(set map[string]bool) error {
 	switch {
 	case a.embeddingSharding != mtl.ShardReplicate && a.embeddingSharding != mtl.ShardRow:
 		return usagef("--embedding_sharding must be replicate or row, got %q", a.embeddingSharding)
 	case a.embeddingSharding == mtl.ShardRow && a.distributed != "mpi":
 		return usagef("--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi")
-	case a.embeddingSharding == mtl.ShardRow && a.device == "cuda":
-		return usagef("--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu")
 	}
 	return nil
 }
