@@ -106,31 +106,34 @@ func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
 }
 
 // TestCUDADistributedRefusesGraphs: graph capture and a communicator
-// exclude each other, whichever comes first, with an error saying why.
+// exclude each other, whichever comes first, with an error saying why,
+// with the tables replicated and sharded by rows.
 func TestCUDADistributedRefusesGraphs(t *testing.T) {
 	skipWithoutCUDA(t)
-	for _, captureFirst := range []bool{true, false} {
-		_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
-			dev, closeDev, err := cudaDevice()
-			if err != nil {
-				return struct{}{}, err
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		for _, captureFirst := range []bool{true, false} {
+			_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+				dev, closeDev, err := cudaDevice()
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer closeDev()
+				cfg := gradConfig("mlp")
+				cfg.CUDAGraph = captureFirst
+				m, err := newTestModel(cfg, dev, c, sharding)
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer m.Release()
+				if captureFirst {
+					return struct{}{}, nil
+				}
+				return struct{}{}, m.SetCUDAGraph(true)
+			})
+			for r, err := range errs {
+				require.Error(t, err, "%s, capture first: %v, rank %d", sharding, captureFirst, r)
+				assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
 			}
-			defer closeDev()
-			cfg := gradConfig("mlp")
-			cfg.CUDAGraph = captureFirst
-			m, err := NewModel(gradSchema(), cfg, dev, 64)
-			if err != nil {
-				return struct{}{}, err
-			}
-			defer m.Release()
-			if err := m.setComm(c); err != nil || captureFirst {
-				return struct{}{}, err
-			}
-			return struct{}{}, m.SetCUDAGraph(true)
-		})
-		for r, err := range errs {
-			require.Error(t, err, "capture first: %v, rank %d", captureFirst, r)
-			assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
 		}
 	}
 }
