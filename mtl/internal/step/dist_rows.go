@@ -292,9 +292,9 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		return nil, lf
 	}
 	// The rows: each owner's for each asker, in the order asked.
-	if err := r.serve(ws, badID != nil); err != nil {
-		return nil, err
-	}
+	// A rank whose device fails to gather them sends zeros, as for a bad
+	// id, and fails after the exchange: the others do not wait for it.
+	serveErr := r.serve(ws, badID != nil)
 	for j := range n {
 		lk.askRows[j] = 0
 		for t := range lk.tables {
@@ -308,6 +308,9 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 	r.stepBytes += 4 * int64(sum(lk.askRows)-lk.askRows[r.rank])
 	if badID != nil {
 		return nil, badID
+	}
+	if serveErr != nil {
+		return nil, serveErr
 	}
 	if data == nil {
 		return nil, feedErr
@@ -353,12 +356,17 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 // serve sets lk.rowsOut to the rows the ranks asked of this one (the ids
 // of tb.in), asker after asker, table after table, in the order asked:
 // read from the tables on the CPU, gathered on a device (lookupStage),
-// zeros when bad (a rank asked for a row this one does not hold).
+// zeros when bad (a rank asked for a row this one does not hold) and when
+// the device fails to gather them (the error).
 func (r *rowState) serve(ws *Workspace, bad bool) error {
 	lk := ws.lookup
 	if lk.stage != nil {
-		var err error
-		lk.rowsOut, err = lk.stage.serve(lk.wTables, lk.tables, r.n, sum(lk.giveRows), bad)
+		giving := sum(lk.giveRows)
+		rows, err := lk.stage.serve(lk.wTables, lk.tables, r.n, giving, bad)
+		if err != nil {
+			rows = make([]float32, giving)
+		}
+		lk.rowsOut = rows
 		return err
 	}
 	lk.rowsOut = lk.rowsOut[:0]
