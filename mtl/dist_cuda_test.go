@@ -64,23 +64,30 @@ func skipWithoutCUDA(t *testing.T) {
 const cudaExactSteps = 20
 
 // TestCUDADistributedStepMatchesOneProcess: on CUDA ranks, every case of
-// TestDistributedStepMatchesOneProcess with N = 2, 3 reaches the
-// parameters and optimizer state of one CUDA process within 1e-5 relative
-// after cudaExactSteps steps, with the same bits on every rank
-// (exactRanks); and the CUDA ranks' losses stay within the CPU-vs-CUDA
-// parity tolerance of TestCUDAModelParity's training steps (1e-4 +
-// 2e-3·|loss|) of N CPU ranks' on the same batches. N = 1 is left to the
-// CPU: a communicator of one rank leaves the engine as it is (SetComm), so
-// that it would compare one CUDA process with itself.
+// TestDistributedStepMatchesOneProcess with N = 2, 3, with the tables
+// replicated and, in the cases marked cudaRow, sharded by rows, reaches the parameters and optimizer
+// state of one CUDA process within 1e-5 relative after cudaExactSteps
+// steps, with the same bits on every rank and in both modes (exactRanks);
+// and the CUDA ranks' losses stay within the CPU-vs-CUDA parity tolerance
+// of TestCUDAModelParity's training steps (1e-4 + 2e-3·|loss|) of N CPU
+// ranks' in the same mode on the same batches. N = 1 is left to the CPU: a
+// communicator of one rank leaves the engine as it is (SetComm,
+// SetRowComm), so that it would compare one CUDA process with itself.
 func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
 	skipWithoutCUDA(t)
 	for _, c := range exactCases {
+		modes := []string{ShardReplicate}
+		if c.cudaRow {
+			modes = append(modes, ShardRow)
+		}
 		for _, n := range []int{2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				gpu := exactRanks(t, c, n, cudaExactSteps, cudaDevice)
-				cpu := exactRanks(t, c, n, cudaExactSteps, cpuDevice)
-				for s, want := range cpu.losses {
-					assert.InDelta(t, want, gpu.losses[s], 1e-4+2e-3*math.Abs(want), "step %d: CUDA ranks' loss against CPU ranks'", s)
+				gpu := exactRanks(t, c, n, cudaExactSteps, cudaDevice, modes...)
+				cpu := exactRanks(t, c, n, cudaExactSteps, cpuDevice, modes...)
+				for m, mode := range modes {
+					for s, want := range cpu[m].losses {
+						assert.InDelta(t, want, gpu[m].losses[s], 1e-4+2e-3*math.Abs(want), "%s: step %d: CUDA ranks' loss against CPU ranks'", mode, s)
+					}
 				}
 			})
 		}
@@ -91,67 +98,54 @@ func TestCUDADistributedStepMatchesOneProcess(t *testing.T) {
 // CUDA ranks: the biases one CUDA process computes, bit for bit.
 func TestCUDADistributedInitOutputBias(t *testing.T) {
 	skipWithoutCUDA(t)
-	checkDistributedInitOutputBias(t, cudaDevice, ShardReplicate)
+	checkDistributedInitOutputBias(t, cudaDevice, ShardReplicate, ShardRow)
 }
 
 // TestCUDADistributedStepFailsOnEveryRank is
 // TestDistributedStepFailsOnEveryRank on CUDA ranks.
 func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
 	skipWithoutCUDA(t)
-	checkDistributedStepFails(t, cudaDevice, `"user"`, ShardReplicate)
+	checkDistributedStepFails(t, cudaDevice, `"user"`, ShardReplicate, ShardRow)
 }
 
 // TestCUDADistributedRefusesGraphs: graph capture and a communicator
-// exclude each other, whichever comes first, with an error saying why.
+// exclude each other, whichever comes first, with an error saying why,
+// with the tables replicated and sharded by rows.
 func TestCUDADistributedRefusesGraphs(t *testing.T) {
 	skipWithoutCUDA(t)
-	for _, captureFirst := range []bool{true, false} {
-		_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
-			dev, closeDev, err := cudaDevice()
-			if err != nil {
-				return struct{}{}, err
+	for _, sharding := range []string{ShardReplicate, ShardRow} {
+		for _, captureFirst := range []bool{true, false} {
+			_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
+				dev, closeDev, err := cudaDevice()
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer closeDev()
+				cfg := gradConfig("mlp")
+				cfg.CUDAGraph = captureFirst
+				m, err := newTestModel(cfg, dev, c, sharding)
+				if err != nil {
+					return struct{}{}, err
+				}
+				defer m.Release()
+				if captureFirst {
+					return struct{}{}, nil
+				}
+				return struct{}{}, m.SetCUDAGraph(true)
+			})
+			for r, err := range errs {
+				require.Error(t, err, "%s, capture first: %v, rank %d", sharding, captureFirst, r)
+				assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
 			}
-			defer closeDev()
-			cfg := gradConfig("mlp")
-			cfg.CUDAGraph = captureFirst
-			m, err := NewModel(gradSchema(), cfg, dev, 64)
-			if err != nil {
-				return struct{}{}, err
-			}
-			defer m.Release()
-			if err := m.setComm(c); err != nil || captureFirst {
-				return struct{}{}, err
-			}
-			return struct{}{}, m.SetCUDAGraph(true)
-		})
-		for r, err := range errs {
-			require.Error(t, err, "capture first: %v, rank %d", captureFirst, r)
-			assert.Contains(t, err.Error(), "graph capture of the training step (Config.CUDAGraph, --cuda_graph) is not available in distributed training")
 		}
 	}
 }
 
-// TestCUDAShardedModelRefused: tables sharded by rows train on the CPU
-// only (their lookups and the owners' merges work on the host's rows); on
-// CUDA ranks NewShardedModel refuses on every rank, saying so, and leaves
-// nothing allocated (the device's Close checks).
-func TestCUDAShardedModelRefused(t *testing.T) {
+// TestCUDAShardedModelHoldsItsRows is TestShardedModelHoldsItsRows on
+// CUDA ranks: each allocates only its rows of every table and of their
+// optimizer state on its device, the rows of the tables one process
+// starts from, and leaves nothing allocated (the device's Close checks).
+func TestCUDAShardedModelHoldsItsRows(t *testing.T) {
 	skipWithoutCUDA(t)
-	_, errs := runRanks(2, func(c dist.Comm) (struct{}, error) {
-		dev, closeDev, err := cudaDevice()
-		if err != nil {
-			return struct{}{}, err
-		}
-		m, err := NewShardedModel(gradSchema(), gradConfig("mlp"), dev, 64, c)
-		if err == nil {
-			m.Release()
-			err = errors.New("NewShardedModel on a CUDA device did not fail")
-		}
-		return struct{}{}, errors.Join(err, closeDev())
-	})
-	for r, err := range errs {
-		require.Error(t, err, "rank %d", r)
-		assert.Contains(t, err.Error(), "embedding tables sharded by rows train on the CPU device only, not on cuda", "rank %d", r)
-		assert.NotContains(t, err.Error(), "still allocated", "rank %d", r)
-	}
+	checkShardedModelHoldsItsRows(t, cudaDevice, 2, 3)
 }

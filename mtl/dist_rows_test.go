@@ -1,6 +1,7 @@
 package mtl
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -79,6 +80,13 @@ func TestRowShardedStepMatchesOneProcess(t *testing.T) {
 // they are the rows id mod N == rank of the table one process starts
 // from.
 func TestShardedModelHoldsItsRows(t *testing.T) {
+	checkShardedModelHoldsItsRows(t, cpuDevice, 2, 3, 5)
+}
+
+// checkShardedModelHoldsItsRows is TestShardedModelHoldsItsRows on ranks
+// of ns ranks, each on its own device of open (whose closer reports the
+// tensors a rank left allocated).
+func checkShardedModelHoldsItsRows(t *testing.T, open rankDevice, ns ...int) {
 	cfg := gradConfig("mlp")
 	cfg.Optimizer = "adam"
 	one, err := NewModel(gradSchema(), cfg, testDev(), 16)
@@ -89,12 +97,17 @@ func TestShardedModelHoldsItsRows(t *testing.T) {
 	est, err := EstimateMemory(gradSchema(), cfg, testDev(), 16)
 	require.NoError(t, err)
 	require.EqualValues(t, (31+41+13)*8*4, est.Embeddings, "the tables are 8 wide")
-	for _, n := range []int{2, 3, 5} {
+	for _, n := range ns {
 		shardEst := est.RowShard(n)
 		require.EqualValues(t, (est.Embeddings+int64(n)-1)/int64(n), shardEst.Embeddings)
 		require.Less(t, shardEst.Total, est.Total)
-		tableBytes, errs := runRanks(n, func(c dist.Comm) (int64, error) {
-			m, err := NewShardedModel(gradSchema(), cfg, testDev(), 16, c)
+		tableBytes, errs := runRanks(n, func(c dist.Comm) (_ int64, err error) {
+			dev, closeDev, err := open()
+			if err != nil {
+				return 0, err
+			}
+			defer func() { err = errors.Join(err, closeDev()) }()
+			m, err := NewShardedModel(gradSchema(), cfg, dev, 16, c)
 			if err != nil {
 				return 0, err
 			}

@@ -73,6 +73,11 @@ func distSteps(n, steps int) [][]int {
 type exactCase struct {
 	model, opt string
 	initBias   bool
+	// cudaRow: TestCUDADistributedStepMatchesOneProcess also runs the case
+	// with the tables sharded by rows (the emulated device's time is
+	// short: ple, the slowest case, whose Adagrad cgc covers, runs that
+	// mode on the CPU only)
+	cudaRow bool
 }
 
 const exactSteps = 50
@@ -83,7 +88,7 @@ const exactSteps = 50
 // sensitive to the order of its own sums. The Adam cases train without it;
 // the bias itself is checked bit for bit by TestDistributedInitOutputBias.
 var exactCases = []exactCase{
-	{"mmoe", "adam", false}, {"ple", "adagrad", true}, {"mlp", "sgd", true}, {"cgc", "adagrad", true},
+	{"mmoe", "adam", false, true}, {"ple", "adagrad", true, false}, {"mlp", "sgd", true, true}, {"cgc", "adagrad", true, true},
 }
 
 func (c exactCase) String() string {
@@ -274,7 +279,7 @@ func TestDistributedStepMatchesOneProcess(t *testing.T) {
 	for _, c := range exactCases {
 		for _, n := range []int{1, 2, 3} {
 			t.Run(fmt.Sprintf("%v/%d", c, n), func(t *testing.T) {
-				exactRanks(t, c, n, exactSteps, cpuDevice)
+				exactRanks(t, c, n, exactSteps, cpuDevice, ShardReplicate)
 			})
 		}
 	}
@@ -289,33 +294,43 @@ func cpuDevice() (kernels.Device, func() error, error) {
 	return testDev(), func() error { return nil }, nil
 }
 
-// trainOn is exactCase.train with replicated tables on a device of open,
-// closed after.
-func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Batch) (*exactRun, error) {
+// trainOn is exactCase.train with the tables replicated or sharded by
+// rows on a device of open, closed after.
+func (c exactCase) trainOn(open rankDevice, comm dist.Comm, parts [][]*loader.Batch, sharding string) (*exactRun, error) {
 	dev, closeDev, err := open()
 	if err != nil {
 		return nil, err
 	}
-	run, err := c.train(dev, comm, parts, ShardReplicate)
+	run, err := c.train(dev, comm, parts, sharding)
 	return run, errors.Join(err, closeDev())
 }
 
-// exactRanks trains case c for steps steps as one process and on n ranks
-// of a dist.LocalGroup, each on its own device of open, checks that every
-// rank holds the same bits, within 1e-5 relative of the one process's, and
-// returns rank 0's run.
-func exactRanks(t *testing.T, c exactCase, n, steps int, open rankDevice) *exactRun {
+// exactRanks trains case c for steps steps as one process and, in each
+// sharding mode, on n ranks of a dist.LocalGroup, each on its own device of
+// open; it checks that every rank holds the same bits, within 1e-5
+// relative of the one process's (row-sharded tables put together from all
+// ranks), and that the modes after the first reach its bits: the owners
+// of rows add their gradient rows in rank order, the replicated merge's
+// order. It returns rank 0's run of each mode.
+func exactRanks(t *testing.T, c exactCase, n, steps int, open rankDevice, shardings ...string) []*exactRun {
 	t.Helper()
 	parts := c.batches(n, steps)
-	one, err := c.trainOn(open, nil, parts)
+	one, err := c.trainOn(open, nil, parts, ShardReplicate)
 	require.NoError(t, err, "one process")
-	runs, errs := runRanks(n, func(comm dist.Comm) (*exactRun, error) { return c.trainOn(open, comm, parts) })
-	for r := range n {
-		require.NoError(t, errs[r], "rank %d", r)
-		require.Equal(t, runs[0].digest, runs[r].digest, "rank %d's parameters and losses differ from rank 0's", r)
-		require.NoError(t, runs[r].check(one))
+	var out []*exactRun
+	for _, sharding := range shardings {
+		runs, errs := runRanks(n, func(comm dist.Comm) (*exactRun, error) { return c.trainOn(open, comm, parts, sharding) })
+		for r := range n {
+			require.NoError(t, errs[r], "%s: rank %d", sharding, r)
+			require.Equal(t, runs[0].digest, runs[r].digest, "%s: rank %d's parameters and losses differ from rank 0's", sharding, r)
+			require.NoError(t, runs[r].check(one), sharding)
+		}
+		if len(out) > 0 {
+			require.NoError(t, runs[0].same(out[0]), "%s against %s", sharding, shardings[0])
+		}
+		out = append(out, runs[0])
 	}
-	return runs[0]
+	return out
 }
 
 // tensorClose checks got against want within rel relative in the tensor's

@@ -29,9 +29,11 @@ const (
 // then on every TrainStep, Loss, Predict and InitOutputBias of the model,
 // and SaveCheckpoint, are collective: all ranks call them in the same
 // order (a rank without rows with an empty batch). Params and
-// OptimizerState list the rank's shards of the tables. CPU device only: on
-// another device it fails (GPU ranks replicate the tables: NewModel with
-// TrainerOptions.Comm). A comm of one rank gives NewModel's model.
+// OptimizerState list the rank's shards of the tables. On any device: on
+// a GPU the rank's rows and their optimizer state live on the device, and
+// the rows and gradients it exchanges cross through pinned host buffers
+// (docs/DISTRIBUTED.md, "GPU ranks"). A comm of one rank gives NewModel's
+// model.
 func NewShardedModel(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int, comm dist.Comm) (*Model, error) {
 	if comm == nil || comm.Size() == 1 {
 		return NewModel(s, cfg, dev, maxBatch)

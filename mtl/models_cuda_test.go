@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -416,4 +417,35 @@ func TestCUDAModelNoLeak(t *testing.T) {
 // rank ending with the same parameter bits and metrics.
 func TestCUDAFitDistributed(t *testing.T) {
 	checkFitDistributed(t, []int{2}, func(t *testing.T) kernels.Device { return gpuParityDevice(t) })
+}
+
+// TestCUDAFitRowShardedResumes: the checkpoint of a CPU job of 2 ranks with
+// the tables sharded by rows resumes on 3 CUDA ranks with the tables
+// sharded by rows (LoadShardedCheckpoint on the device) and replicated:
+// both reach the same losses, metrics and checkpoint bits (the sharded
+// job's gathered from the ranks' devices), as TestFitRowShardedResumes
+// shows on the CPU.
+func TestCUDAFitRowShardedResumes(t *testing.T) {
+	gpuParityDevice(t)
+	trainPath, evalPath := trData(t, 3000, 700)
+	dir := t.TempDir()
+	ck := func(name string) string { return filepath.Join(dir, name) }
+	rowJob{n: 2, sharding: mtl.ShardRow, save: ck("row2"), epochs: 1}.run(t, trainPath, evalPath)
+	gpu := func() kernels.Device { return gpuParityDevice(t) }
+	var hists [][]*mtl.History
+	for _, j := range []rowJob{
+		{n: 3, sharding: mtl.ShardRow, load: ck("row2"), save: ck("row2-row3"), epochs: 2, trainMetrics: 4, dev: gpu},
+		{n: 3, sharding: mtl.ShardReplicate, load: ck("row2"), save: ck("row2-rep3"), epochs: 2, trainMetrics: 4, dev: gpu},
+	} {
+		h := j.run(t, trainPath, evalPath)
+		require.Len(t, h[0].Epochs, 1, "the second epoch only")
+		require.EqualValues(t, 3000, h[0].Epochs[0].Examples)
+		hists = append(hists, h)
+	}
+	row, rep := hists[0][0].Epochs[0], hists[1][0].Epochs[0]
+	require.Equal(t, rep.Loss, row.Loss)
+	require.Equal(t, rep.Validation, row.Validation)
+	require.NotEmpty(t, row.Train)
+	require.Equal(t, rep.Train, row.Train)
+	sameCheckpoint(t, ck("row2-row3"), ck("row2-rep3"))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mtlrank/mtlrank/dist"
+	"github.com/mtlrank/mtlrank/kernels"
 	"github.com/mtlrank/mtlrank/mtl"
 )
 
@@ -27,6 +28,8 @@ type rowJob struct {
 	trainMetrics int
 	// gather is GatherCheckpoint
 	gather bool
+	// dev opens a rank's device (nil: trDev)
+	dev func() kernels.Device
 }
 
 // run runs the job on a dist.LocalGroup and returns every rank's history.
@@ -34,6 +37,13 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 	comms := dist.LocalGroup(j.n)
 	hists := make([]*mtl.History, j.n)
 	errs := make([]error, j.n)
+	devs := make([]kernels.Device, j.n)
+	for r := range devs {
+		devs[r] = trDev()
+		if j.dev != nil {
+			devs[r] = j.dev()
+		}
+	}
 	var wg sync.WaitGroup
 	for r := range j.n {
 		wg.Add(1)
@@ -46,13 +56,13 @@ func (j rowJob) run(t *testing.T, trainPath, evalPath string) []*mtl.History {
 				var err error
 				switch {
 				case j.load != "" && row:
-					m, st, err = mtl.LoadShardedCheckpoint(j.load, trDev(), 256, comms[r])
+					m, st, err = mtl.LoadShardedCheckpoint(j.load, devs[r], 256, comms[r])
 				case j.load != "":
-					m, st, err = mtl.LoadCheckpoint(j.load, trDev(), 256)
+					m, st, err = mtl.LoadCheckpoint(j.load, devs[r], 256)
 				case row:
-					m, err = mtl.NewShardedModel(trSchema(), trConfig("mlp"), trDev(), 256, comms[r])
+					m, err = mtl.NewShardedModel(trSchema(), trConfig("mlp"), devs[r], 256, comms[r])
 				default:
-					m, err = mtl.NewModel(trSchema(), trConfig("mlp"), trDev(), 256)
+					m, err = mtl.NewModel(trSchema(), trConfig("mlp"), devs[r], 256)
 				}
 				if err != nil {
 					return err

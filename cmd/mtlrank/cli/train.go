@@ -404,9 +404,8 @@ func (a *trainArgs) checkDistributed() error {
 }
 
 // checkSharding validates --embedding_sharding: row shards the tables
-// among the ranks of an MPI job, whose lookups are then collective, which
-// training metrics on the ranks' own batches are not; GPU ranks replicate
-// the tables.
+// among the ranks of an MPI job (on the CPU or on GPU ranks), whose
+// lookups are then collective.
 func (a *trainArgs) checkSharding(set map[string]bool) error {
 	switch {
 	case a.embeddingSharding != mtl.ShardReplicate && a.embeddingSharding != mtl.ShardRow:
@@ -415,8 +414,6 @@ func (a *trainArgs) checkSharding(set map[string]bool) error {
 		return usagef("--embedding_sharding row shards the tables among the ranks of a job: it needs --distributed mpi")
 	case a.gatherCheckpoint && a.embeddingSharding != mtl.ShardRow:
 		return usagef("--gather_checkpoint gathers tables sharded by rows to rank 0: it needs --embedding_sharding row (other checkpoints are one process's already)")
-	case a.embeddingSharding == mtl.ShardRow && a.device == "cuda":
-		return usagef("--embedding_sharding row runs on the CPU only (its lookups and merges work on the host's rows): GPU ranks replicate the tables, drop --embedding_sharding or give --device cpu")
 	}
 	return nil
 }

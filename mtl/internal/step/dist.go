@@ -89,12 +89,7 @@ func (e *Engine) SetComm(c dist.Comm) error {
 	if err != nil {
 		return err
 	}
-	d := &distState{comm: c, flat: st.flat.F32()[:nd+tail], stage: st, nd: nd, tail: tail, one: make([]float32, 1),
-		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt),
-		mids: make([][]int32, nt), msums: make([][]float32, nt), regT: e.dev.Alloc(kernels.Float32, 1)}
-	for t := range d.merged {
-		d.merged[t] = &kernels.SparseGrad{}
-	}
+	d := e.newDistState(c, st, nd, tail)
 	tensors := make([]*kernels.Tensor, 0, len(e.spec.Params))
 	for _, p := range e.spec.Params {
 		tensors = append(tensors, p.Value)
@@ -111,6 +106,20 @@ func (e *Engine) SetComm(c dist.Comm) error {
 	e.dist = d
 	e.upd.merged = d.merged
 	return nil
+}
+
+// newDistState is the distributed state of both sharding modes on the
+// staging st, whose flat buffer holds the fused allreduce (nd dense
+// gradients and tail slots after them).
+func (e *Engine) newDistState(c dist.Comm, st *staging, nd, tail int) *distState {
+	nt := len(e.spec.Input.Tables)
+	d := &distState{comm: c, flat: st.flat.F32()[:nd+tail], stage: st, nd: nd, tail: tail, one: make([]float32, 1),
+		merged: make([]*kernels.SparseGrad, nt), mergers: make([]dist.RowMerger, nt),
+		mids: make([][]int32, nt), msums: make([][]float32, nt), regT: e.dev.Alloc(kernels.Float32, 1)}
+	for t := range d.merged {
+		d.merged[t] = &kernels.SparseGrad{}
+	}
+	return d
 }
 
 // GlobalRows is the rows of the last training step over all ranks (the

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
+	"github.com/mtlrank/mtlrank/layers"
 )
 
 // The host side of the distributed step on any device: the collectives
@@ -64,7 +65,12 @@ func (s *staging) release() {
 
 // grow makes *p hold at least n elements. Only between a Sync and the
 // next queued copy: the old buffer is freed at once.
-func (s *staging) grow(p *kernels.Pinned, n int) error {
+func (s *staging) grow(p *kernels.Pinned, n int) error { return growPinned(s.dev, p, n) }
+
+// growPinned makes *p, pinned memory of dev, hold at least n elements (the
+// old buffer is freed at once: its Release waits for its copies in
+// flight).
+func growPinned(dev kernels.Device, p *kernels.Pinned, n int) error {
 	if *p != nil && len((*p).F32()) >= n {
 		return nil
 	}
@@ -73,12 +79,21 @@ func (s *staging) grow(p *kernels.Pinned, n int) error {
 		(*p).Release()
 		*p = nil
 	}
-	q, err := kernels.NewPinned(s.dev, c)
+	q, err := kernels.NewPinned(dev, c)
 	if err != nil {
 		return fmt.Errorf("mtl: staging memory of the distributed step (%d floats): %w", c, err)
 	}
 	*p = q
 	return nil
+}
+
+// growTensor makes *t, a flat tensor of dev, hold at least n elements.
+func growTensor(dev kernels.Device, t **kernels.Tensor, dt kernels.DType, n int) {
+	if *t != nil && (*t).Len() >= n {
+		return
+	}
+	(*t).Release()
+	*t = dev.Alloc(dt, n+n/2+64)
 }
 
 // stageOut is step 1 above: it queues the parameters' L2 term and, with
@@ -99,12 +114,11 @@ func (e *Engine) stageOut(grads bool) (send []float32, regParams float64, err er
 				off += k
 			}
 		}
-		// Tables sharded by rows send their gradient rows to the owners
-		// from the host (pushRows): none are staged here.
-		if e.rows == nil {
-			if send, err = e.stageRows(); err != nil {
-				return nil, 0, err
-			}
+		// Replicated tables gather these rows on every rank
+		// (exchangeRows), tables sharded by rows send them to their
+		// owners (pushRows).
+		if send, err = e.stageRows(); err != nil {
+			return nil, 0, err
 		}
 	}
 	if err := e.dev.Sync(); err != nil {
@@ -114,8 +128,9 @@ func (e *Engine) stageOut(grads bool) (send []float32, regParams float64, err er
 }
 
 // stageRows queues the download of the tables' touched ids and gradient
-// rows (replicated tables) into the send buffer and returns its part for
-// the allgather.
+// rows into the send buffer (the ids of every table, then their rows) and
+// returns it: the allgather's part of replicated tables, what pushRows
+// sends to the owners of tables sharded by rows.
 func (e *Engine) stageRows() ([]float32, error) {
 	s := e.dist.stage
 	n := 0
@@ -159,6 +174,7 @@ func (e *Engine) uploadDense() {
 // dist.RowMerger results of each table, in table order) into d.merged, the
 // sparse gradients the update reads.
 func (e *Engine) uploadMerged(ids [][]int32, rows [][]float32) error {
+	// (on tables sharded by rows the ids are the owner's local rows)
 	d, s := e.dist, e.dist.stage
 	n := 0
 	for t := range ids {
@@ -188,6 +204,150 @@ func (e *Engine) uploadMerged(ids [][]int32, rows [][]float32) error {
 		off += k * tab.Dim
 	}
 	return nil
+}
+
+// lookupStage is the device side of a workspace's lookups in a job whose
+// tables are sharded by rows (dist_rows.go), on a device whose memory the
+// host cannot address (the CPU device reads and wraps the host's rows and
+// has none). Per lookup:
+//
+//  1. the owner queues the upload of the local ids the other ranks asked
+//     of it, one gather of the rows per asker and table into one flat
+//     buffer, and its download (serve); then one Sync, the only one of the
+//     lookup: the rows are on the host for the alltoallv, and the uploads
+//     of the previous lookup (from in, which the host writes next) are
+//     done;
+//  2. the rows received are written into in, each table's small table
+//     with the batch's ids renumbered into it, and uploaded (place); the
+//     pass queued after them reads them, and nothing waits for them.
+type lookupStage struct {
+	dev kernels.Device
+	// out: the local ids asked of this rank (int32), then their rows as
+	// gathered. in: per table, the batch's renumbered ids, then its small
+	// table.
+	out, in          kernels.Pinned
+	askIDs, gathered *kernels.Tensor // flat, growing
+	compact, rows    []*kernels.Tensor
+	// views: per (asker, table) of the gathers; per table of place's
+	// tensors
+	idsH, rowsH       []layers.Header
+	compactH, tablesH []layers.Header
+}
+
+func newLookupStage(dev kernels.Device, n, nt int) *lookupStage {
+	return &lookupStage{dev: dev, compact: make([]*kernels.Tensor, nt), rows: make([]*kernels.Tensor, nt),
+		idsH: make([]layers.Header, n*nt), rowsH: make([]layers.Header, n*nt),
+		compactH: make([]layers.Header, nt), tablesH: make([]layers.Header, nt)}
+}
+
+// serve is step 1 above: the rows of the tables w that the n ranks asked
+// of this one (tables[t].in[j]: rank j's ids of table t, each held at
+// local row id div n; giving floats in all), asker-major as the alltoallv
+// sends them. With bad (an id this rank does not hold) the rows are zeros
+// and nothing is gathered.
+func (s *lookupStage) serve(w []*kernels.Tensor, tables []rowTable, n, giving int, bad bool) ([]float32, error) {
+	ids := 0
+	for t := range tables {
+		for _, in := range tables[t].in {
+			ids += len(in)
+		}
+	}
+	if err := growPinned(s.dev, &s.out, ids+giving); err != nil {
+		return nil, err
+	}
+	if giving > 0 && !bad {
+		local := s.out.I32()
+		at := 0
+		for j := range n {
+			for t := range tables {
+				for _, id := range tables[t].in[j] {
+					local[at] = id / int32(n)
+					at++
+				}
+			}
+		}
+		growTensor(s.dev, &s.askIDs, kernels.Int32, ids)
+		growTensor(s.dev, &s.gathered, kernels.Float32, giving)
+		s.out.Upload(s.askIDs, 0, ids)
+		idAt, rowAt, k := 0, 0, 0
+		for j := range n {
+			for t := range tables {
+				c, d := len(tables[t].in[j]), w[t].Cols()
+				if c > 0 {
+					iv := s.idsH[k].View(s.askIDs, idAt, c)
+					rv := s.rowsH[k].View(s.gathered, rowAt, c, d)
+					if err := s.dev.EmbeddingGather(rv, 0, w[t], iv, nil, kernels.Sum); err != nil {
+						return nil, err
+					}
+				}
+				idAt, rowAt, k = idAt+c, rowAt+c*d, k+1
+			}
+		}
+		s.out.Download(ids, s.gathered, giving)
+	}
+	if err := s.dev.Sync(); err != nil {
+		return nil, fmt.Errorf("mtl: row lookup: gathering the rows asked of this rank: %w", err)
+	}
+	rows := s.out.F32()[ids : ids+giving]
+	if bad {
+		clear(rows)
+	}
+	return rows, nil
+}
+
+// smallTables makes room in in for each table's renumbered ids (copied
+// from tb.compact) and small table, and points tb.rows at the latter for
+// the received rows. After a serve only (its Sync makes in free to
+// write).
+func (s *lookupStage) smallTables(tables []rowTable, dims []int) error {
+	n := 0
+	for t := range tables {
+		n += len(tables[t].compact) + len(tables[t].distinct)*dims[t]
+	}
+	if err := growPinned(s.dev, &s.in, n); err != nil {
+		return err
+	}
+	at := 0
+	for t := range tables {
+		tb := &tables[t]
+		at += copy(s.in.I32()[at:], tb.compact)
+		k := len(tb.distinct) * dims[t]
+		tb.rows = s.in.F32()[at : at+k]
+		at += k
+	}
+	return nil
+}
+
+// place is step 2 above, after the host filled smallTables' memory: it
+// queues the uploads and sets, per table, the device's renumbered ids
+// (ids[t]) and small table (small[t]).
+func (s *lookupStage) place(tables []rowTable, dims []int, ids, small []*kernels.Tensor) {
+	at := 0
+	for t := range tables {
+		tb := &tables[t]
+		c, k := len(tb.compact), len(tb.distinct)*dims[t]
+		growTensor(s.dev, &s.compact[t], kernels.Int32, c)
+		growTensor(s.dev, &s.rows[t], kernels.Float32, k)
+		s.in.Upload(s.compact[t], at, c)
+		s.in.Upload(s.rows[t], at+c, k)
+		ids[t] = s.compactH[t].View(s.compact[t], 0, c)
+		small[t] = s.tablesH[t].View(s.rows[t], 0, len(tb.distinct), dims[t])
+		at += c + k
+	}
+}
+
+func (s *lookupStage) release() {
+	if s == nil {
+		return
+	}
+	for _, p := range []kernels.Pinned{s.out, s.in} {
+		if p != nil {
+			p.Release()
+		}
+	}
+	releaseAll(s.askIDs, s.gathered)
+	releaseAll(s.compact...)
+	releaseAll(s.rows...)
 }
 
 // bcastTensor broadcasts root's elements of t: in place on the CPU device,

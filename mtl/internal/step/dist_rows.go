@@ -3,6 +3,7 @@ package step
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/mtlrank/mtlrank/dist"
@@ -26,11 +27,9 @@ type rowState struct {
 	// regularisation term and a failure flag.
 	flat []float32
 	nd   int
-	// merged are this rank's rows' gradients summed over the ranks (local
-	// row ids), which replace the workspace's in the optimizer.
-	merged  []*kernels.SparseGrad
-	mergers []dist.RowMerger // per table: the owner's merge, a slot per local row
-	// scratch of the gradient exchange
+	// The owner's merge of its rows' gradients over the ranks (local row
+	// ids) is distState's (mergers, then merged, which replace the
+	// workspace's in the optimizer). Scratch of the gradient exchange:
 	send, recv []float32
 	ids        []int32
 	rows       []float32
@@ -58,6 +57,10 @@ type rowLookup struct {
 	// from owner j, and sends to rank j.
 	askRows, giveRows []int
 	rowsIn, rowsOut   []float32
+	// stage is the device side of the lookup, on a device whose memory
+	// the host cannot address (nil on the CPU).
+	stage   *lookupStage
+	wTables []*kernels.Tensor // the tables' W, for stage
 }
 
 // rowTable is one table's part of a lookup.
@@ -66,7 +69,7 @@ type rowTable struct {
 	distinct []int32         // the batch's ids, in order of first appearance
 	compact  []int32         // the batch's ids renumbered into distinct
 	idsH     layers.Header
-	rows     []float32 // [len(distinct), dim]: the fetched rows
+	rows     []float32 // [len(distinct), dim]: the fetched rows (in the stage's pinned memory on a device)
 	rowsH    layers.Header
 	// the routing of distinct by owner (dist.Route): send[k] ==
 	// distinct[perm[k]], counts[j] of them for owner j
@@ -87,7 +90,9 @@ type rowTable struct {
 // SetComm's do, and send the tables' gradient rows to their owners, who
 // add them in rank order and update their rows. It broadcasts rank 0's
 // dense parameters and their optimizer state. A communicator of one rank
-// leaves the engine as it is. CPU only, without graph capture.
+// leaves the engine as it is. It runs on any device (rows and gradients
+// cross through pinned host buffers: dist_device.go's staging and
+// lookupStage), without graph capture.
 func (e *Engine) SetRowComm(c dist.Comm) error {
 	if c == nil || c.Size() == 1 {
 		return nil
@@ -95,24 +100,17 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 	if e.dist != nil {
 		return errors.New("mtl: the engine is already part of a distributed job")
 	}
-	if e.caps.CPU == nil || e.caps.Fused != nil {
-		// The lookups and the owners' merges read and write the tables'
-		// rows on the host.
-		return fmt.Errorf("mtl: embedding tables sharded by rows train on the CPU device only, not on %s: GPU ranks replicate the tables (embedding sharding replicate)", e.dev.Name())
-	}
 	if e.graphs != nil {
-		return errors.New("mtl: graph capture of the training step is not available in distributed training")
+		return errDistGraphs
 	}
 	n, rank := c.Size(), c.Rank()
 	sh := layers.RowShard{Rank: rank, Size: n}
-	tables := e.spec.Input.Tables
-	r := &rowState{comm: c, n: n, rank: rank, merged: make([]*kernels.SparseGrad, len(tables)), mergers: make([]dist.RowMerger, len(tables))}
-	for t, tab := range tables {
+	r := &rowState{comm: c, n: n, rank: rank}
+	for _, tab := range e.spec.Input.Tables {
 		if got, want := tab.W.Rows(), sh.Rows(tab.Rows); got != want {
 			return fmt.Errorf("mtl: table %q holds %d rows, rank %d of %d must hold %d: build the model sharded by rows", tab.Name, got, rank, n, want)
 		}
 		r.local, r.dims = append(r.local, tab.W.Rows()), append(r.dims, tab.Dim)
-		r.merged[t] = &kernels.SparseGrad{}
 	}
 	for _, p := range e.spec.Params {
 		if !p.Sparse {
@@ -148,8 +146,8 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		}
 	}
 	e.rows = r
-	e.dist = &distState{comm: c, flat: r.flat, stage: st, nd: r.nd, tail: tail, regT: e.dev.Alloc(kernels.Float32, 1)}
-	e.upd.merged = r.merged
+	e.dist = e.newDistState(c, st, r.nd, tail)
+	e.upd.merged = e.dist.merged
 	return nil
 }
 
@@ -201,6 +199,12 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 			lk.tables[t].index = map[int32]int32{}
 			lk.tables[t].in = make([][]int32, n)
 		}
+		if ws.e.caps.CPU == nil {
+			lk.stage = newLookupStage(ws.e.dev, n, nt)
+			for _, tab := range ws.e.spec.Input.Tables {
+				lk.wTables = append(lk.wTables, tab.W)
+			}
+		}
 		ws.lookup = lk
 	}
 	failed := feedErr != nil && !errors.Is(feedErr, errEmptyBatch)
@@ -213,7 +217,7 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		tb := &lk.tables[t]
 		tb.distinct = tb.distinct[:0]
 		if data != nil && feedErr == nil {
-			tb.renumber(data, t)
+			tb.renumber(ws.feed.hostIDs[t], ws.feed.hostOffs[t])
 		}
 		if tb.send, tb.counts, tb.perm, err = dist.Route(tb.distinct, n); err != nil {
 			return nil, err // ids are checked >= 0 when fed
@@ -288,20 +292,9 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 		return nil, lf
 	}
 	// The rows: each owner's for each asker, in the order asked.
-	lk.rowsOut = lk.rowsOut[:0]
-	for j := range n {
-		for t := range lk.tables {
-			w, d := ws.e.spec.Input.Tables[t].W.F32, r.dims[t]
-			for _, id := range lk.tables[t].in[j] {
-				if badID != nil {
-					lk.rowsOut = append(lk.rowsOut, make([]float32, d)...)
-					continue
-				}
-				k := int(id) / n
-				lk.rowsOut = append(lk.rowsOut, w[k*d:(k+1)*d]...)
-			}
-		}
-	}
+	// A rank whose device fails to gather them sends zeros, as for a bad
+	// id, and fails after the exchange: the others do not wait for it.
+	serveErr := r.serve(ws, badID != nil)
 	for j := range n {
 		lk.askRows[j] = 0
 		for t := range lk.tables {
@@ -316,13 +309,23 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 	if badID != nil {
 		return nil, badID
 	}
+	if serveErr != nil {
+		return nil, serveErr
+	}
 	if data == nil {
 		return nil, feedErr
 	}
-	// Scatter the rows to their places in each table's small table.
-	for t := range lk.tables {
-		tb := &lk.tables[t]
-		tb.rows = grow(tb.rows, len(tb.distinct)*r.dims[t])
+	// Scatter the rows to their places in each table's small table (host
+	// memory on the CPU, the stage's pinned memory on a device).
+	if lk.stage != nil {
+		if err := lk.stage.smallTables(lk.tables, r.dims); err != nil {
+			return nil, err
+		}
+	} else {
+		for t := range lk.tables {
+			tb := &lk.tables[t]
+			tb.rows = grow(tb.rows, len(tb.distinct)*r.dims[t])
+		}
 	}
 	at = 0
 	for j := range n {
@@ -336,14 +339,51 @@ func (r *rowState) lookup(ws *Workspace, data *layers.InputData, feedErr error) 
 			}
 		}
 	}
-	cpu := ws.e.caps.CPU
-	for t := range lk.tables {
-		tb := &lk.tables[t]
-		lk.lk[t] = tb.rowsH.WrapF32(cpu, tb.rows, len(tb.distinct), r.dims[t])
-		data.IDs[t] = tb.idsH.WrapI32(cpu, tb.compact, len(tb.compact))
+	if lk.stage != nil {
+		lk.stage.place(lk.tables, r.dims, data.IDs, lk.lk)
+	} else {
+		cpu := ws.e.caps.CPU
+		for t := range lk.tables {
+			tb := &lk.tables[t]
+			lk.lk[t] = tb.rowsH.WrapF32(cpu, tb.rows, len(tb.distinct), r.dims[t])
+			data.IDs[t] = tb.idsH.WrapI32(cpu, tb.compact, len(tb.compact))
+		}
 	}
 	ws.input.SetTables(lk.lk)
 	return data, nil
+}
+
+// serve sets lk.rowsOut to the rows the ranks asked of this one (the ids
+// of tb.in), asker after asker, table after table, in the order asked:
+// read from the tables on the CPU, gathered on a device (lookupStage),
+// zeros when bad (a rank asked for a row this one does not hold) and when
+// the device fails to gather them (the error).
+func (r *rowState) serve(ws *Workspace, bad bool) error {
+	lk := ws.lookup
+	if lk.stage != nil {
+		giving := sum(lk.giveRows)
+		rows, err := lk.stage.serve(lk.wTables, lk.tables, r.n, giving, bad)
+		if err != nil {
+			rows = make([]float32, giving)
+		}
+		lk.rowsOut = rows
+		return err
+	}
+	lk.rowsOut = lk.rowsOut[:0]
+	for j := range r.n {
+		for t := range lk.tables {
+			w, d := ws.e.spec.Input.Tables[t].W.F32, r.dims[t]
+			for _, id := range lk.tables[t].in[j] {
+				if bad {
+					lk.rowsOut = append(lk.rowsOut, make([]float32, d)...)
+					continue
+				}
+				k := int(id) / r.n
+				lk.rowsOut = append(lk.rowsOut, w[k*d:(k+1)*d]...)
+			}
+		}
+	}
+	return nil
 }
 
 // ownerOffset is where owner j's ids start in a Route's send.
@@ -355,15 +395,15 @@ func ownerOffset(counts []int, j int) int {
 	return at
 }
 
-// renumber lists table t's distinct ids in data in order of first
-// appearance and writes the batch's ids renumbered into that list (a
-// copy: the batch's columns are the caller's). Only the ids the offsets
-// cover are read (the feeder checked those against the vocabulary).
-func (tb *rowTable) renumber(data *layers.InputData, t int) {
-	ids := data.IDs[t].I32
+// renumber lists a table's distinct ids of a batch (ids and offsets as
+// the feeder gave them on the host) in order of first appearance and
+// writes the batch's ids renumbered into that list (a copy: the batch's
+// columns are the caller's). Only the ids the offsets cover are read (the
+// feeder checked those against the vocabulary).
+func (tb *rowTable) renumber(ids, offs []int32) {
 	lo, hi := 0, len(ids)
-	if o := data.Offsets[t]; o != nil {
-		lo, hi = int(o.I32[0]), int(o.I32[o.Len()-1])
+	if offs != nil {
+		lo, hi = int(offs[0]), int(offs[len(offs)-1])
 	}
 	clear(tb.index)
 	tb.compact = grow(tb.compact, len(ids))
@@ -432,14 +472,14 @@ func (e *Engine) rowStep(b *loader.Batch) (Stats, error) {
 	}
 	d.globalRows = r.global
 	flat, nd := r.flat, r.nd
-	_, regParams, err := e.packStep(rows > 0 && passErr == nil)
+	send, regParams, err := e.packStep(rows > 0 && passErr == nil)
 	if passErr == nil {
 		passErr = err
 	}
 	if err := e.reduceStep(flat, nd, passErr); err != nil {
 		return Stats{}, err
 	}
-	if err := e.pushRows(rows > 0); err != nil {
+	if err := e.pushRows(send); err != nil {
 		return Stats{}, fmt.Errorf("mtl: step %d: embedding gradients: %w", e.step, err)
 	}
 	return e.finishDistStep(b, flat, nd, regParams)
@@ -466,38 +506,49 @@ func (f *lookupFailure) Unwrap() error { return f.own }
 // owners with the lookup's counts reversed (one AlltoallvFloat32 for all
 // tables; an owner knows which ids it served, so no ids travel), and each
 // owner adds the rows of an id in rank order (a dist.RowMerger over the
-// ranks' parts, which the alltoallv lays out in rank order) into r.merged,
-// its local rows' gradients: the bits of SetComm's merge of replicated
-// tables. have is false on a rank without rows this step.
-func (e *Engine) pushRows(have bool) error {
-	r, lk := e.rows, e.train.lookup
-	n := r.n
-	// Per table, the row of each looked-up id in its gradient (whose rows
-	// are the renumbered ids, ascending on the CPU).
-	grads, pos := make([]*kernels.SparseGrad, len(lk.tables)), make([][]int, len(lk.tables))
-	for t := range lk.tables {
-		tb := &lk.tables[t]
-		if !have || len(tb.distinct) == 0 {
-			continue
-		}
-		g := e.train.input.SparseGrad(t)
-		if g == nil || g.N != len(tb.distinct) {
-			got := 0
-			if g != nil {
-				got = g.N
+// ranks' parts, which the alltoallv lays out in rank order) into
+// distState.merged, its local rows' gradients (uploadMerged): the bits of
+// SetComm's merge of replicated tables. send is the tables' touched ids
+// and gradient rows as stageRows downloaded them (each table's ids are
+// the lookup's renumbered ones, in the device's order), empty on a rank
+// without rows this step.
+func (e *Engine) pushRows(send []float32) error {
+	r, d, lk := e.rows, e.dist, e.train.lookup
+	n, nt := r.n, len(lk.tables)
+	// Per table, where its rows start in send (stageRows: the ids of every
+	// table, then their rows), and the row there of each looked-up id.
+	rowAt, pos := make([]int, nt), make([][]int, nt)
+	if len(send) > 0 {
+		ids := 0
+		for t := range lk.tables {
+			if g, k := e.train.input.SparseGrad(t), len(lk.tables[t].distinct); g.N != k {
+				return fmt.Errorf("table %d: %d gradient rows for %d looked-up ids", t, g.N, k)
 			}
-			return fmt.Errorf("table %d: %d gradient rows for %d looked-up ids", t, got, len(tb.distinct))
+			ids += len(lk.tables[t].distinct)
 		}
-		grads[t], pos[t] = g, r.posOf(g)
+		idAt, at := 0, ids
+		for t := range lk.tables {
+			k := len(lk.tables[t].distinct)
+			rowAt[t], pos[t] = at, make([]int, k)
+			for p, x := range send[idAt : idAt+k] {
+				id := int32(math.Float32bits(x))
+				if id < 0 || int(id) >= k {
+					return fmt.Errorf("table %d: gradient row for id %d of a lookup of %d ids", t, id, k)
+				}
+				pos[t][id] = p
+			}
+			idAt += k
+			at += k * r.dims[t]
+		}
 	}
 	r.send = r.send[:0]
 	for j := range n {
 		for t := range lk.tables {
-			tb, d := &lk.tables[t], r.dims[t]
+			tb, dim := &lk.tables[t], r.dims[t]
 			off := ownerOffset(tb.counts, j)
 			for k := range tb.counts[j] {
-				p := pos[t][tb.perm[off+k]]
-				r.send = append(r.send, grads[t].Values.F32[p*d:(p+1)*d]...)
+				p := rowAt[t] + pos[t][tb.perm[off+k]]*dim
+				r.send = append(r.send, send[p:p+dim]...)
 			}
 		}
 	}
@@ -505,62 +556,27 @@ func (e *Engine) pushRows(have bool) error {
 	if err := r.comm.AlltoallvFloat32(r.send, lk.askRows, r.recv, lk.giveRows); err != nil {
 		return err
 	}
-	e.dist.bytes += 4 * int64(sum(lk.giveRows)-lk.giveRows[r.rank])
+	d.bytes += 4 * int64(sum(lk.giveRows)-lk.giveRows[r.rank])
 	// Each table's ids and rows in rank order, then the merge.
 	starts := make([]int, n)
 	for j := 1; j < n; j++ {
 		starts[j] = starts[j-1] + lk.giveRows[j-1]
 	}
 	for t := range lk.tables {
-		tb, d := &lk.tables[t], r.dims[t]
+		tb, dim := &lk.tables[t], r.dims[t]
 		r.ids, r.rows = r.ids[:0], r.rows[:0]
 		for j := range n {
 			for _, id := range tb.in[j] {
 				r.ids = append(r.ids, id/int32(n))
 			}
-			k := len(tb.in[j]) * d
+			k := len(tb.in[j]) * dim
 			r.rows = append(r.rows, r.recv[starts[j]:starts[j]+k]...)
 			starts[j] += k
 		}
-		ids, sums, err := r.mergers[t].Sum(r.ids, r.rows, d, r.local[t])
-		if err != nil {
+		var err error
+		if d.mids[t], d.msums[t], err = d.mergers[t].Sum(r.ids, r.rows, dim, r.local[t]); err != nil {
 			return err
 		}
-		g := r.merged[t]
-		if g.Rows == nil || g.Rows.Len() < len(ids) {
-			if g.Rows != nil {
-				g.Rows.Release()
-				g.Values.Release()
-			}
-			c := max(len(ids), 2*g.N, 1)
-			g.Rows, g.Values = e.dev.Alloc(kernels.Int32, c), e.dev.Alloc(kernels.Float32, c, d)
-		}
-		g.N = len(ids)
-		copy(g.Rows.I32, ids)
-		copy(g.Values.F32, sums)
 	}
-	return nil
-}
-
-// posOf maps each renumbered id of g (a table's gradient over a lookup's
-// small table) to its row in g.
-func (r *rowState) posOf(g *kernels.SparseGrad) []int {
-	pos := make([]int, g.N)
-	for p, id := range g.Rows.I32[:g.N] {
-		pos[id] = p
-	}
-	return pos
-}
-
-// release frees the row state's tensors.
-func (r *rowState) release() {
-	if r == nil {
-		return
-	}
-	for _, g := range r.merged {
-		if g.Rows != nil {
-			g.Rows.Release()
-			g.Values.Release()
-		}
-	}
+	return e.uploadMerged(d.mids, d.msums)
 }

@@ -147,7 +147,6 @@ func (e *Engine) Release() {
 	e.graphs = nil
 	e.dist.release()
 	e.dist = nil
-	e.rows.release()
 	e.rows = nil
 	if e.train != nil {
 		e.train.Release()

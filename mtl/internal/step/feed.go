@@ -36,6 +36,12 @@ type feeder struct {
 	tables  []tableFeed
 	conts   []*floatFeed // per block feature; nil for categorical features
 	maxRows int
+	// hostIDs[t], hostOffs[t] are table t's ids and offsets of the last
+	// batch on the host (what data.IDs[t] and data.Offsets[t] hold, wherever
+	// the device keeps those): a row-sharded job renumbers the ids on the
+	// host (dist_rows.go). They point into the batch or the feeder's
+	// scratch, valid until the next feed.
+	hostIDs, hostOffs [][]int32
 
 	async     kernels.AsyncUploader // nil: copies (or CPU wraps) as columns are read
 	stager    kernels.BatchStager   // created by the first commit
@@ -141,6 +147,7 @@ type floatFeed struct {
 func newFeeder(c *Caps, block *layers.InputBlock, maxRows int, features map[string]int64, derived Derived) *feeder {
 	fd := &feeder{dev: c.Dev, block: block, data: block.NewInputData(), maxRows: maxRows, cpu: c.CPU, async: c.Staged}
 	fd.tables = make([]tableFeed, len(block.Tables))
+	fd.hostIDs, fd.hostOffs = make([][]int32, len(block.Tables)), make([][]int32, len(block.Tables))
 	for ti, t := range block.Tables {
 		for _, fi := range t.Features {
 			f := block.Features[fi]
@@ -405,6 +412,7 @@ func (fd *feeder) feedTable(b *loader.Batch, ti int) error {
 		}
 		fd.data.IDs[ti] = fd.putI32(&tf.idsH, &tf.devIDs, ids)
 		fd.data.Offsets[ti] = nil
+		fd.hostIDs[ti], fd.hostOffs[ti] = ids, offs
 		if offs != nil {
 			fd.data.Offsets[ti] = fd.putI32(&tf.offH, &tf.devOffs, offs)
 		}
@@ -434,6 +442,7 @@ func (fd *feeder) feedTable(b *loader.Batch, ti int) error {
 	}
 	fd.data.IDs[ti] = fd.putI32(&tf.idsH, &tf.devIDs, tf.ids)
 	fd.data.Offsets[ti] = fd.putI32(&tf.offH, &tf.devOffs, tf.offs)
+	fd.hostIDs[ti], fd.hostOffs[ti] = tf.ids, tf.offs
 	return nil
 }
 

@@ -164,6 +164,9 @@ func (e *Engine) newWorkspace(maxRows int, train bool) *Workspace {
 
 // Release frees the workspace.
 func (ws *Workspace) Release() {
+	if ws.lookup != nil {
+		ws.lookup.stage.release()
+	}
 	ws.feed.release()
 	ws.input.Release()
 	for _, sh := range ws.shards {
