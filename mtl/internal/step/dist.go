@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
@@ -68,21 +69,10 @@ const maxGlobalRows = 1 << 24
 // are materialised instead, since the ranks' rows are summed before the
 // update.
 func (e *Engine) SetComm(c dist.Comm) error {
-	if c == nil || c.Size() == 1 {
-		return nil
+	if join, err := e.joins(c); !join {
+		return err
 	}
-	if e.dist != nil {
-		return errors.New("mtl: the engine is already part of a distributed job")
-	}
-	if e.graphs != nil {
-		return errDistGraphs
-	}
-	nd := 0
-	for _, p := range e.spec.Params {
-		if !p.Sparse {
-			nd += p.Value.Len()
-		}
-	}
+	nd := e.denseLen()
 	nt := len(e.spec.Input.Tables)
 	tail := len(e.spec.Tasks) + 2 + nt*c.Size()
 	st, err := newStaging(e.dev, nd+tail)
@@ -90,22 +80,75 @@ func (e *Engine) SetComm(c dist.Comm) error {
 		return err
 	}
 	d := e.newDistState(c, st, nd, tail)
-	tensors := make([]*kernels.Tensor, 0, len(e.spec.Params))
-	for _, p := range e.spec.Params {
-		tensors = append(tensors, p.Value)
-	}
-	for _, s := range e.OptimizerState() {
-		tensors = append(tensors, s.Tensor)
-	}
-	for _, t := range tensors {
-		if err := bcastTensor(e.dev, c, t, 0); err != nil {
-			d.release()
-			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
-		}
+	if err := e.bcastRank0(c, true); err != nil {
+		d.release()
+		return err
 	}
 	e.dist = d
 	e.upd.merged = d.merged
 	return nil
+}
+
+// joins reports whether c makes the engine a rank of a job: false with no
+// error for no communicator or one of one rank (the engine stays as it
+// is), false with the reason when the engine cannot join.
+func (e *Engine) joins(c dist.Comm) (bool, error) {
+	switch {
+	case c == nil || c.Size() == 1:
+		return false, nil
+	case e.dist != nil:
+		return false, errors.New("mtl: the engine is already part of a distributed job")
+	case e.graphs != nil:
+		return false, errDistGraphs
+	}
+	return true, nil
+}
+
+// denseLen is the number of floats of the dense parameters: the gradients
+// of the fused allreduce.
+func (e *Engine) denseLen() int {
+	nd := 0
+	for _, p := range e.spec.Params {
+		if !p.Sparse {
+			nd += p.Value.Len()
+		}
+	}
+	return nd
+}
+
+// bcastRank0 gives every rank rank 0's parameters and optimizer state, so
+// that all ranks start from the same bits; with tables false it leaves out
+// the embedding tables and their state, which are each rank's own rows.
+func (e *Engine) bcastRank0(c dist.Comm, tables bool) error {
+	var tableState []string
+	var shared []*kernels.Tensor
+	for _, p := range e.spec.Params {
+		if p.Sparse && !tables {
+			tableState = append(tableState, p.Name+"/")
+			continue
+		}
+		shared = append(shared, p.Value)
+	}
+	for _, s := range e.OptimizerState() {
+		if !hasAnyPrefix(s.Name, tableState) {
+			shared = append(shared, s.Tensor)
+		}
+	}
+	for _, t := range shared {
+		if err := bcastTensor(e.dev, c, t, 0); err != nil {
+			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
+		}
+	}
+	return nil
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // newDistState is the distributed state of both sharding modes on the

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
@@ -94,14 +93,8 @@ type rowTable struct {
 // cross through pinned host buffers: dist_device.go's staging and
 // lookupStage), without graph capture.
 func (e *Engine) SetRowComm(c dist.Comm) error {
-	if c == nil || c.Size() == 1 {
-		return nil
-	}
-	if e.dist != nil {
-		return errors.New("mtl: the engine is already part of a distributed job")
-	}
-	if e.graphs != nil {
-		return errDistGraphs
+	if join, err := e.joins(c); !join {
+		return err
 	}
 	n, rank := c.Size(), c.Rank()
 	sh := layers.RowShard{Rank: rank, Size: n}
@@ -112,11 +105,7 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 		}
 		r.local, r.dims = append(r.local, tab.W.Rows()), append(r.dims, tab.Dim)
 	}
-	for _, p := range e.spec.Params {
-		if !p.Sparse {
-			r.nd += p.Value.Len()
-		}
-	}
+	r.nd = e.denseLen()
 	tail := len(e.spec.Tasks) + 2
 	st, err := newStaging(e.dev, r.nd+tail)
 	if err != nil {
@@ -125,39 +114,14 @@ func (e *Engine) SetRowComm(c dist.Comm) error {
 	r.flat = st.flat.F32()[:r.nd+tail]
 	// The dense parameters and their optimizer state from rank 0; the
 	// tables' rows are each rank's own.
-	var shared []*kernels.Tensor
-	var tableState []string
-	for _, p := range e.spec.Params {
-		if p.Sparse {
-			tableState = append(tableState, p.Name+"/")
-			continue
-		}
-		shared = append(shared, p.Value)
-	}
-	for _, s := range e.OptimizerState() {
-		if !hasAnyPrefix(s.Name, tableState) {
-			shared = append(shared, s.Tensor)
-		}
-	}
-	for _, t := range shared {
-		if err := bcastTensor(e.dev, c, t, 0); err != nil {
-			st.release()
-			return fmt.Errorf("mtl: broadcasting rank 0's parameters: %w", err)
-		}
+	if err := e.bcastRank0(c, false); err != nil {
+		st.release()
+		return err
 	}
 	e.rows = r
 	e.dist = e.newDistState(c, st, r.nd, tail)
 	e.upd.merged = e.dist.merged
 	return nil
-}
-
-func hasAnyPrefix(s string, prefixes []string) bool {
-	for _, p := range prefixes {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // RowSharded reports whether the engine's tables are sharded by rows
