@@ -108,6 +108,15 @@ func TestCUDADistributedStepFailsOnEveryRank(t *testing.T) {
 	checkDistributedStepFails(t, cudaDevice, `"user"`, ShardReplicate, ShardRow)
 }
 
+// TestCUDARowLookupDeviceFaultFailsEveryRank is
+// TestRowLookupDeviceFaultFailsEveryRank on CUDA ranks: the rows asked of
+// the faulty rank are gathered on its GPU and staged through pinned
+// memory.
+func TestCUDARowLookupDeviceFaultFailsEveryRank(t *testing.T) {
+	skipWithoutCUDA(t)
+	checkRowLookupDeviceFault(t, cudaDevice)
+}
+
 // TestCUDADistributedRefusesGraphs: graph capture and a communicator
 // exclude each other, whichever comes first, with an error saying why,
 // with the tables replicated and sharded by rows.

@@ -277,7 +277,7 @@ func (s *lookupStage) serve(w []*kernels.Tensor, tables []rowTable, n, giving in
 					iv := s.idsH[k].View(s.askIDs, idAt, c)
 					rv := s.rowsH[k].View(s.gathered, rowAt, c, d)
 					if err := s.dev.EmbeddingGather(rv, 0, w[t], iv, nil, kernels.Sum); err != nil {
-						return nil, err
+						return nil, fmt.Errorf("mtl: row lookup: gathering the rows of table %d asked by rank %d: %w", t, j, err)
 					}
 				}
 				idAt, rowAt, k = idAt+c, rowAt+c*d, k+1
