@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mtlrank/mtlrank/internal/splitmix"
@@ -36,6 +37,9 @@ type CPU struct {
 	threads int
 	pool    *pool // nil with one thread
 	serial  *CPU  // ShardDevice: this device with one thread (itself when threads == 1)
+
+	// pf is the prefetch list SetRowPrefetch armed (cpu_prefetch.go).
+	pf atomic.Pointer[RowPrefetch]
 
 	// EmbeddingBackward scratch (O(batch), see embScratch), one slot per
 	// concurrent call.
