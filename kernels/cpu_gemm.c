@@ -517,8 +517,9 @@ static void run_tiles(const gemm_args *g) {
  * [lo, hi) of the streams s, which is issued in full either way: the lines
  * requested, or -1 - lines where g is not handled (the caller then runs the
  * GEMM on BLAS). */
-static long run_pf(gemm_args *g, int ta, int tb, const mtlcpu_pf_stream *s, int ns, long lo, long hi, long per) {
-	mtlcpu_pf_span sp = {s, ns, lo, hi, per > 0 ? per : 1, 0, 0};
+static long run_pf(gemm_args *g, int ta, int tb, const mtlcpu_pf_stream *s, int ns, long lo, long hi) {
+	long work = g && g->m * g->n * g->k > 0 ? g->m * g->n * g->k : 1;
+	mtlcpu_pf_span sp = {s, ns, lo, hi, hi - lo, work, 0, 0};
 	if (g && s && lo < hi) g->pf = &sp;
 	int done = g && sgemm_args(g, ta, tb);
 	if (s) mtlcpu_pf_flush(&sp);
@@ -527,15 +528,15 @@ static long run_pf(gemm_args *g, int ta, int tb, const mtlcpu_pf_stream *s, int 
 
 int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
-	return mtlcpu_sgemm_pf(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu, 0, 0, 0, 0, 0) >= 0;
+	return mtlcpu_sgemm_pf(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu, 0, 0, 0, 0) >= 0;
 }
 
 long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
                      long ldb, float beta, float *c, long ldc, const float *bias, int relu, const mtlcpu_pf_stream *s,
-                     int ns, long lo, long hi, long per) {
+                     int ns, long lo, long hi) {
 	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu, 0, 0, 0, 0};
 	int ok = level() != 0 && !(ta && tb) && m > 0 && n > 0 && k > 0;
-	return run_pf(ok ? &g : 0, ta, tb, s, ns, lo, hi, per);
+	return run_pf(ok ? &g : 0, ta, tb, s, ns, lo, hi);
 }
 
 /* The data gradient of a layer with its epilogue: C = A * op(B) (the
@@ -547,18 +548,18 @@ long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const 
  * (the sums would then be partial); column blocks are fine. */
 int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
                       long ldc, const float *y, long ldy, float *db) {
-	return mtlcpu_sgemm_actgrad_pf(tb, m, n, k, a, lda, b, ldb, c, ldc, y, ldy, db, 0, 0, 0, 0, 0) >= 0;
+	return mtlcpu_sgemm_actgrad_pf(tb, m, n, k, a, lda, b, ldb, c, ldc, y, ldy, db, 0, 0, 0, 0) >= 0;
 }
 
 long mtlcpu_sgemm_actgrad_pf(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
                              float *c, long ldc, const float *y, long ldy, float *db, const mtlcpu_pf_stream *s, int ns,
-                             long lo, long hi, long per) {
+                             long lo, long hi) {
 	double cs[512];
 	int ok = level() != 0 && m > 0 && n > 0 && k > 0 && n <= 512;
 	if (ok)
 		for (long j = 0; j < n; j++) cs[j] = 0;
 	gemm_args g = {m, n, k, a, lda, 1, b, ldb, c, ldc, 1.0f, 0.0f, 0, 0, y, ldy, cs, 0};
-	long r = run_pf(ok ? &g : 0, 0, tb, s, ns, lo, hi, per);
+	long r = run_pf(ok ? &g : 0, 0, tb, s, ns, lo, hi);
 	if (r >= 0)
 		for (long j = 0; j < n; j++) db[j] = (float)cs[j];
 	return r;
@@ -602,16 +603,16 @@ int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long ld
 }
 long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
                      long ldb, float beta, float *c, long ldc, const float *bias, int relu, const mtlcpu_pf_stream *s,
-                     int ns, long lo, long hi, long per) {
+                     int ns, long lo, long hi) {
 	(void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
-	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu, (void)per;
+	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu;
 	return -1 - (s ? mtlcpu_pf_issue(s, ns, lo, hi) : 0);
 }
 long mtlcpu_sgemm_actgrad_pf(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
                              float *c, long ldc, const float *y, long ldy, float *db, const mtlcpu_pf_stream *s, int ns,
-                             long lo, long hi, long per) {
+                             long lo, long hi) {
 	(void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)y;
-	(void)ldy, (void)db, (void)per;
+	(void)ldy, (void)db;
 	return -1 - (s ? mtlcpu_pf_issue(s, ns, lo, hi) : 0);
 }
 

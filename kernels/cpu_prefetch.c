@@ -46,11 +46,11 @@ long mtlcpu_pf_record(const mtlcpu_pf_stream *s, int ns, long lo, long hi, const
 }
 
 void mtlcpu_pf_pay(mtlcpu_pf_span *p, long work) {
-	p->credit += work;
-	if (p->credit < p->per || p->next >= p->end) return;
-	long n = p->credit / p->per;
+	p->credit += work * p->units;
+	if (p->credit < p->work || p->next >= p->end) return;
+	long n = p->credit / p->work;
 	if (n > p->end - p->next) n = p->end - p->next;
-	p->credit -= n * p->per;
+	p->credit -= n * p->work;
 	p->lines += mtlcpu_pf_issue(p->s, p->ns, p->next, p->next + n);
 	p->next += n;
 }

@@ -17,12 +17,14 @@ import (
 // will touch: per stream, a tensor (an embedding table or one of its
 // optimizer-state tensors, rows of Cols floats) and the ids of its rows.
 // Armed on a CPU device (CPU.SetRowPrefetch), the list is requested with
-// software prefetches while the device's small-GEMM kernels run: one unit
-// (one row of one stream, every cache line it spans) per RowPrefetchWork
-// multiply-adds, spread over the GEMM's tiles, so that the requests never
-// come in a burst (which stalls the core for about what the misses cost)
-// but ride on compute-bound work that leaves the core's miss buffers idle.
-// The lines are then in the L2 or L3 cache when the update reads them.
+// software prefetches while the device's small-GEMM kernels run: a call
+// takes one unit (one row of one stream, every cache line it spans) per
+// RowPrefetchWork multiply-adds, at most rowPrefetchPerTile per tile of
+// its output, and spreads them evenly over its tiles, so that the requests
+// never come in a burst (which stalls the core for about what the misses
+// cost) but ride on compute-bound work that leaves the core's miss buffers
+// idle. The lines are then in the L2 or L3 cache when the update reads
+// them.
 //
 // Prefetches change no result. Only addresses inside a stream's rows are
 // formed, and ids outside the tensor's rows are skipped. Reset, Add and
@@ -35,7 +37,7 @@ type RowPrefetch struct {
 	units   int64
 	per     int64
 	pin     runtime.Pinner
-	work    atomic.Int64 // GEMM work paid since Reset
+	next    atomic.Int64 // units claimed since Reset
 	lines   atomic.Int64 // cache lines requested since Reset
 }
 
@@ -53,6 +55,12 @@ func (m *pfMem) free() {
 // can have in flight.
 const RowPrefetchWork = 4096
 
+// rowPrefetchPerTile is the most units a GEMM call takes per tile of 6 x 64
+// of its output (the AVX-512 kernels' tile): a tile of a weight gradient
+// (k = a shard's 256 rows) does about 100,000 multiply-adds, which at
+// RowPrefetchWork would request 24 rows at once after it.
+const rowPrefetchPerTile = 2
+
 // NewRowPrefetch returns an empty list; Release frees it.
 func NewRowPrefetch() *RowPrefetch {
 	l := &RowPrefetch{per: RowPrefetchWork, mem: &pfMem{}}
@@ -68,7 +76,7 @@ func (l *RowPrefetch) SetPace(work int64) { l.per = max(work, 1) }
 func (l *RowPrefetch) Reset() {
 	l.Done()
 	l.units = 0
-	l.work.Store(0)
+	l.next.Store(0)
 	l.lines.Store(0)
 }
 
@@ -113,15 +121,14 @@ func (l *RowPrefetch) Units() int64 { return l.units }
 
 // Issued returns the units requested since Reset and their cache lines.
 func (l *RowPrefetch) Issued() (units, lines int64) {
-	return min(l.work.Load()/l.per, l.units), l.lines.Load()
+	return min(l.next.Load(), l.units), l.lines.Load()
 }
 
 // Flush requests every unit not yet requested, at once (tests: a burst
 // costs about what the misses it hides would).
 func (l *RowPrefetch) Flush() {
-	w := l.units * l.per
-	if old := l.work.Swap(w); old < w {
-		l.lines.Add(int64(C.mtlcpu_pf_issue(l.mem.p, C.int(l.n), C.long(old/l.per), C.long(l.units))))
+	if old := l.next.Swap(l.units); old < l.units {
+		l.lines.Add(int64(C.mtlcpu_pf_issue(l.mem.p, C.int(l.n), C.long(old), C.long(l.units))))
 	}
 }
 
@@ -132,18 +139,29 @@ func (l *RowPrefetch) Release() {
 	l.mem.free()
 }
 
-// span returns the streams and the units [lo, hi) that work more
-// multiply-adds pay for (nil streams: none; l may be nil).
-func (l *RowPrefetch) span(work int64) (s *C.mtlcpu_pf_stream, n C.int, lo, hi, per C.long) {
-	if l == nil || l.work.Load() >= l.units*l.per {
-		return nil, 0, 0, 0, 1 // none, or all requested
+// span returns the streams and the units [lo, hi) a GEMM call of this
+// shape takes (nil streams: none; l may be nil).
+func (l *RowPrefetch) span(m, n, k int) (s *C.mtlcpu_pf_stream, ns C.int, lo, hi C.long) {
+	u := l.take(m, n, k)
+	if l == nil || u == 0 || l.next.Load() >= l.units {
+		return nil, 0, 0, 0 // none, or all requested
 	}
-	w := l.work.Add(work)
-	a, b := min((w-work)/l.per, l.units), min(w/l.per, l.units)
-	if a >= b {
-		return nil, 0, 0, 0, 1
+	b := l.next.Add(u)
+	a := b - u
+	if a >= l.units {
+		return nil, 0, 0, 0
 	}
-	return l.mem.p, C.int(l.n), C.long(a), C.long(b), C.long(l.per)
+	return l.mem.p, C.int(l.n), C.long(a), C.long(min(b, l.units))
+}
+
+// take is the number of units a GEMM call of this shape takes (l may be
+// nil).
+func (l *RowPrefetch) take(m, n, k int) int64 {
+	if l == nil {
+		return 0
+	}
+	tiles := int64((m+5)/6) * int64((n+63)/64)
+	return min(int64(m)*int64(n)*int64(k)/l.per, rowPrefetchPerTile*tiles)
 }
 
 // paid records the lines requested by a C call that returned r (-1 -
@@ -183,9 +201,9 @@ func (c *CPU) SetRowPrefetch(l *RowPrefetch) {
 // cSgemmPF is cSgemm paying l (nil: none) with the GEMM's work.
 func cSgemmPF(l *RowPrefetch, ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
 	beta float32, c []float32, ldc int, bias []float32, relu bool) bool {
-	s, ns, lo, hi, per := l.span(int64(m) * int64(n) * int64(k))
+	s, ns, lo, hi := l.span(m, n, k)
 	return l.paid(C.mtlcpu_sgemm_pf(cbool(ta), cbool(tb), C.long(m), C.long(n), C.long(k), C.float(alpha), fp(a),
-		C.long(lda), fp(b), C.long(ldb), C.float(beta), fp(c), C.long(ldc), fp(bias), cbool(relu), s, ns, lo, hi, per))
+		C.long(lda), fp(b), C.long(ldb), C.float(beta), fp(c), C.long(ldc), fp(bias), cbool(relu), s, ns, lo, hi))
 }
 
 // cSgemmActGradPF is cSgemmActGrad paying l (nil: none).
@@ -196,9 +214,9 @@ func cSgemmActGradPF(l *RowPrefetch, tb bool, m, n, k int, a []float32, lda int,
 		need("gemm data gradient", len(y), span(m, ldy, n))
 	}
 	need("gemm data gradient", len(db), n)
-	s, ns, lo, hi, per := l.span(int64(m) * int64(n) * int64(k))
+	s, ns, lo, hi := l.span(m, n, k)
 	return l.paid(C.mtlcpu_sgemm_actgrad_pf(cbool(tb), C.long(m), C.long(n), C.long(k), fp(a), C.long(lda), fp(b),
-		C.long(ldb), fp(c), C.long(ldc), fp(y), C.long(ldy), fp(db), s, ns, lo, hi, per))
+		C.long(ldb), fp(c), C.long(ldc), fp(y), C.long(ldy), fp(db), s, ns, lo, hi))
 }
 
 // addresses returns the addresses that requesting units [lo, hi) would

@@ -17,18 +17,19 @@ typedef struct {
 	long bytes;         /* bytes of a row (> 0) */
 } mtlcpu_pf_stream;
 
-/* The part of a list one GEMM call issues: units [next, end), one per per
- * units of GEMM work (multiply-adds), spread over the call's tiles. */
+/* The part of a list one GEMM call issues: units [next, end), spread
+ * evenly over the call's work (work multiply-adds in all), a tile's share
+ * after each tile. */
 typedef struct {
 	const mtlcpu_pf_stream *s;
 	int ns;
 	long next, end;
-	long per, credit;
-	long lines; /* cache lines requested so far */
+	long units;       /* end - next at the start */
+	long work, credit; /* credit: work done * units, less work per unit issued */
+	long lines;       /* cache lines requested so far */
 } mtlcpu_pf_span;
 
-/* Issues the units [next, end) of the span that work (multiply-adds just
- * done) pays for. */
+/* Issues the units of the span that work more multiply-adds pay for. */
 void mtlcpu_pf_pay(mtlcpu_pf_span *p, long work);
 /* Issues every unit left in the span. */
 void mtlcpu_pf_flush(mtlcpu_pf_span *p);
@@ -40,14 +41,15 @@ long mtlcpu_pf_issue(const mtlcpu_pf_stream *s, int ns, long lo, long hi);
  * every line of the units; tests); returns how many. */
 long mtlcpu_pf_record(const mtlcpu_pf_stream *s, int ns, long lo, long hi, const char **rec);
 
-/* The GEMMs of cpu_gemm.c with a span of a prefetch list (s NULL or lo >=
- * hi: none): they return -1 where mtlcpu_sgemm / mtlcpu_sgemm_actgrad
- * return 0 (shape not handled, nothing issued), else the lines requested. */
+/* The GEMMs of cpu_gemm.c with the span [lo, hi) of a prefetch list (s NULL
+ * or lo >= hi: none) spread over their work (m*n*k): they return the lines
+ * requested, or -1 - lines where mtlcpu_sgemm / mtlcpu_sgemm_actgrad
+ * return 0 (a shape they do not take; the span is issued at once). */
 long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
                      long ldb, float beta, float *c, long ldc, const float *bias, int relu, const mtlcpu_pf_stream *s,
-                     int ns, long lo, long hi, long per);
+                     int ns, long lo, long hi);
 long mtlcpu_sgemm_actgrad_pf(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
                              float *c, long ldc, const float *y, long ldy, float *db, const mtlcpu_pf_stream *s, int ns,
-                             long lo, long hi, long per);
+                             long lo, long hi);
 
 #endif

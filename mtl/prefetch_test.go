@@ -59,7 +59,10 @@ func TestRowPrefetchSameBits(t *testing.T) {
 							}
 							require.Equal(t, (1+states)*batchIDs(b), l.Units(), "step %d", i)
 							units, lines := l.Issued()
-							require.Positive(t, units, "step %d: nothing requested", i)
+							if b.Rows >= step.ShardRows {
+								// a GEMM call of a few rows does too little work to take a unit
+								require.Positive(t, units, "step %d: nothing requested", i)
+							}
 							require.LessOrEqual(t, units, l.Units())
 							require.GreaterOrEqual(t, lines, units) // a row spans a line at least
 						}
