@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/mtlrank/mtlrank/internal/splitmix"
@@ -37,9 +36,6 @@ type CPU struct {
 	threads int
 	pool    *pool // nil with one thread
 	serial  *CPU  // ShardDevice: this device with one thread (itself when threads == 1)
-
-	// pf is the prefetch list SetRowPrefetch armed (cpu_prefetch.go).
-	pf atomic.Pointer[RowPrefetch]
 
 	// EmbeddingBackward scratch (O(batch), see embScratch), one slot per
 	// concurrent call.

@@ -263,7 +263,13 @@ func cSgemm(ta, tb bool, m, n, k int, alpha float32, a []float32, lda int, b []f
 // and db untouched, for shapes the small kernels do not take.
 func cSgemmActGrad(tb bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int,
 	y []float32, ldy int, db []float32) bool {
-	return cSgemmActGradPF(nil, tb, m, n, k, a, lda, b, ldb, c, ldc, y, ldy, db)
+	need("gemm data gradient", len(c), span(m, ldc, n))
+	if y != nil {
+		need("gemm data gradient", len(y), span(m, ldy, n))
+	}
+	need("gemm data gradient", len(db), n)
+	return C.mtlcpu_sgemm_actgrad(cbool(tb), C.long(m), C.long(n), C.long(k), fp(a), C.long(lda), fp(b), C.long(ldb),
+		fp(c), C.long(ldc), fp(y), C.long(ldy), fp(db)) != 0
 }
 
 // cSigmoid writes y = sigmoid(x) (y may alias x).

@@ -20,7 +20,6 @@
  * results do, by a last bit).
  */
 #include "cpu_kernels.h"
-#include "cpu_prefetch.h"
 
 #include <string.h>
 
@@ -55,9 +54,6 @@ typedef struct {
 	const float *gy;
 	long ldy;
 	double *cs;
-	/* A span of a prefetch list (NULL: none), paid after every tile with
-	 * the tile's multiply-adds (cpu_prefetch.h). */
-	mtlcpu_pf_span *pf;
 } gemm_args;
 
 #ifdef HAVE_GEMM_KERNELS
@@ -201,7 +197,6 @@ T512 static void gemm512(const gemm_args *g) {
 				TILE512_ROW(5)
 				TILE512_ROW(6)
 			}
-			if (g->pf) mtlcpu_pf_pay(g->pf, mr * w * g->k);
 		}
 	}
 }
@@ -346,7 +341,6 @@ T256 static void gemm256(const gemm_args *g) {
 				TILE256_ROW(3)
 				TILE256_ROW(4)
 			}
-			if (g->pf) mtlcpu_pf_pay(g->pf, mr * w * g->k);
 		}
 	}
 }
@@ -435,7 +429,6 @@ T512 static void thin_dot512(const gemm_args *g, const float *wt, long ldw) {
 			__m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
 			thin_store(g, i, j, reduce8(_mm256_add_ps(_mm512_castps512_ps256(acc), hi)));
 		}
-		if (g->pf) mtlcpu_pf_pay(g->pf, g->n * g->k);
 	}
 }
 
@@ -458,7 +451,6 @@ T256 static void thin_dot256(const gemm_args *g, const float *wt, long ldw) {
 			}
 			thin_store(g, i, j, reduce8(_mm256_add_ps(lo, hi)));
 		}
-		if (g->pf) mtlcpu_pf_pay(g->pf, g->n * g->k);
 	}
 }
 
@@ -476,7 +468,7 @@ static void run_tiles(const gemm_args *g);
 __attribute__((noinline)) static int thin_wgrad(const gemm_args *g, const float *b, long ldb) {
 	float buf[TBUF];
 	if (g->m * g->n > TBUF) return 0;
-	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0, 0, 0, 0, g->pf};
+	gemm_args t = {g->n, g->m, g->k, b, 1, ldb, g->a, g->aks, buf, g->m, 1.0f, 0.0f, 0, 0, 0, 0, 0};
 	run_tiles(&t);
 	for (long i = 0; i < g->m; i++)
 		for (long j = 0; j < g->n; j++) thin_store(g, i, j, buf[j * g->m + i]);
@@ -513,30 +505,11 @@ static void run_tiles(const gemm_args *g) {
 		gemm256(g);
 }
 
-/* g (NULL: a shape the kernels do not take) run with the span
- * [lo, hi) of the streams s, which is issued in full either way: the lines
- * requested, or -1 - lines where g is not handled (the caller then runs the
- * GEMM on BLAS). */
-static long run_pf(gemm_args *g, int ta, int tb, const mtlcpu_pf_stream *s, int ns, long lo, long hi) {
-	long work = g && g->m * g->n * g->k > 0 ? g->m * g->n * g->k : 1;
-	mtlcpu_pf_span sp = {s, ns, lo, hi, hi - lo, work, 0, 0};
-	if (g && s && lo < hi) g->pf = &sp;
-	int done = g && sgemm_args(g, ta, tb);
-	if (s) mtlcpu_pf_flush(&sp);
-	return done ? sp.lines : -1 - sp.lines;
-}
-
 int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
               long ldb, float beta, float *c, long ldc, const float *bias, int relu) {
-	return mtlcpu_sgemm_pf(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, relu, 0, 0, 0, 0) >= 0;
-}
-
-long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
-                     long ldb, float beta, float *c, long ldc, const float *bias, int relu, const mtlcpu_pf_stream *s,
-                     int ns, long lo, long hi) {
-	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu, 0, 0, 0, 0};
-	int ok = level() != 0 && !(ta && tb) && m > 0 && n > 0 && k > 0;
-	return run_pf(ok ? &g : 0, ta, tb, s, ns, lo, hi);
+	if (level() == 0 || (ta && tb) || m <= 0 || n <= 0 || k <= 0) return 0;
+	gemm_args g = {m, n, k, a, ta ? 1 : lda, ta ? lda : 1, b, ldb, c, ldc, alpha, beta, bias, relu, 0, 0, 0};
+	return sgemm_args(&g, ta, tb);
 }
 
 /* The data gradient of a layer with its epilogue: C = A * op(B) (the
@@ -548,21 +521,13 @@ long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const 
  * (the sums would then be partial); column blocks are fine. */
 int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
                       long ldc, const float *y, long ldy, float *db) {
-	return mtlcpu_sgemm_actgrad_pf(tb, m, n, k, a, lda, b, ldb, c, ldc, y, ldy, db, 0, 0, 0, 0) >= 0;
-}
-
-long mtlcpu_sgemm_actgrad_pf(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
-                             float *c, long ldc, const float *y, long ldy, float *db, const mtlcpu_pf_stream *s, int ns,
-                             long lo, long hi) {
 	double cs[512];
-	int ok = level() != 0 && m > 0 && n > 0 && k > 0 && n <= 512;
-	if (ok)
-		for (long j = 0; j < n; j++) cs[j] = 0;
-	gemm_args g = {m, n, k, a, lda, 1, b, ldb, c, ldc, 1.0f, 0.0f, 0, 0, y, ldy, cs, 0};
-	long r = run_pf(ok ? &g : 0, 0, tb, s, ns, lo, hi);
-	if (r >= 0)
-		for (long j = 0; j < n; j++) db[j] = (float)cs[j];
-	return r;
+	if (level() == 0 || m <= 0 || n <= 0 || k <= 0 || n > 512) return 0;
+	for (long j = 0; j < n; j++) cs[j] = 0;
+	gemm_args g = {m, n, k, a, lda, 1, b, ldb, c, ldc, 1.0f, 0.0f, 0, 0, y, ldy, cs};
+	if (!sgemm_args(&g, 0, tb)) return 0;
+	for (long j = 0; j < n; j++) db[j] = (float)cs[j];
+	return 1;
 }
 
 /* Runs g (built from the arguments of a call with transposes ta and tb). */
@@ -600,20 +565,6 @@ int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long ld
 	(void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)y;
 	(void)ldy, (void)db;
 	return 0;
-}
-long mtlcpu_sgemm_pf(int ta, int tb, long m, long n, long k, float alpha, const float *a, long lda, const float *b,
-                     long ldb, float beta, float *c, long ldc, const float *bias, int relu, const mtlcpu_pf_stream *s,
-                     int ns, long lo, long hi) {
-	(void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
-	(void)beta, (void)c, (void)ldc, (void)bias, (void)relu;
-	return -1 - (s ? mtlcpu_pf_issue(s, ns, lo, hi) : 0);
-}
-long mtlcpu_sgemm_actgrad_pf(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb,
-                             float *c, long ldc, const float *y, long ldy, float *db, const mtlcpu_pf_stream *s, int ns,
-                             long lo, long hi) {
-	(void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)y;
-	(void)ldy, (void)db;
-	return -1 - (s ? mtlcpu_pf_issue(s, ns, lo, hi) : 0);
 }
 
 #endif

@@ -117,8 +117,6 @@ type gemmTask struct {
 	// sums written to db (GemmActBiasGrad)
 	actGrad bool
 	gy, db  []float32
-	// pf, when set, is paid by the small kernels (CPU.SetRowPrefetch)
-	pf *RowPrefetch
 }
 
 func (t *gemmTask) run(lo, hi int) {
@@ -164,7 +162,7 @@ func (t *gemmTask) run(lo, hi int) {
 			t.runActGrad(blk, a, b, c, n)
 			continue
 		}
-		if t.small && cSgemmPF(t.pf, t.ta, t.tb, m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc, bias, t.act == ReLU) {
+		if t.small && cSgemm(t.ta, t.tb, m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc, bias, t.act == ReLU) {
 			continue
 		}
 		sgemm(t.ta, t.tb, m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc)
@@ -188,7 +186,7 @@ func (t *gemmTask) runActGrad(blk int, a, b, c []float32, n int) {
 		gy = t.gy[c0:]
 	}
 	db := t.db[c0 : c0+n]
-	if t.small && cSgemmActGradPF(t.pf, t.tb, t.m, n, t.k, a, t.lda, b, t.ldb, c, t.ldc, gy, t.ldc, db) {
+	if t.small && cSgemmActGrad(t.tb, t.m, n, t.k, a, t.lda, b, t.ldb, c, t.ldc, gy, t.ldc, db) {
 		return
 	}
 	sgemm(t.ta, t.tb, t.m, n, t.k, t.alpha, a, t.lda, b, t.ldb, t.beta, c, t.ldc)
@@ -213,7 +211,6 @@ func (c *CPU) gemm(ta, tb bool, m, n, k int, alpha float32, a []float32, sa, lda
 
 func (c *CPU) runGemm(t gemmTask, batch int) {
 	t.small = smallGemm(t.ta, t.tb, t.m, t.n, t.k)
-	t.pf = c.pf.Load()
 	t.rb, t.cb = gemmSplit(t.m, t.n, t.k)
 	items := batch * t.rb * t.cb
 	if c.pool != nil && items > 1 && int64(batch)*int64(t.m)*int64(t.n)*int64(t.k) >= gemmParWork && runPooled(c.pool, &c.pool.gemm, t, items, 1, c.threads) {

@@ -646,17 +646,6 @@ func (b *InputBlock) BackwardTable(ws *InputWS, ti int) {
 	b.dev.EmbeddingBackward(ws.grads[ti], s.Dout, s.Col, s.IDs, s.Offsets, s.Comb, rows)
 }
 
-// TableIDs returns the ids table ti looked up in the last Forward on ws
-// (all its features' ids): the rows its sparse update will touch. The
-// slice is ws's (or the batch's) memory, valid until the next Forward.
-func (b *InputBlock) TableIDs(ws *InputWS, ti int) []int32 {
-	ids, offs := ws.data.IDs[ti], ws.data.Offsets[ti]
-	if offs == nil {
-		return ids.I32[:ids.Len()]
-	}
-	return ids.I32[offs.I32[0]:offs.I32[offs.Len()-1]]
-}
-
 // EmbeddingSources returns the gradient of table ti for the last Forward on
 // ws (after BeginBackward, so with the batch L2 term) as the sources a
 // kernels.FusedEmbeddingUpdater takes in place of BackwardTable followed by

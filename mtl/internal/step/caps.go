@@ -50,9 +50,6 @@ type Caps struct {
 	// device.
 	Graphs  kernels.GraphCapturer
 	StepOps kernels.StepParamOps
-	// Prefetch requests the rows of the sparse update while the backward
-	// pass's GEMMs run (the CPU; prefetch.go).
-	Prefetch kernels.RowPrefetcher
 }
 
 // Probe asks dev for its optional capabilities.
@@ -70,7 +67,6 @@ func Probe(dev kernels.Device) Caps {
 	c.IDChecker, _ = dev.(kernels.AsyncIDChecker)
 	c.Graphs, _ = dev.(kernels.GraphCapturer)
 	c.StepOps, _ = dev.(kernels.StepParamOps)
-	c.Prefetch, _ = dev.(kernels.RowPrefetcher)
 	return c
 }
 

@@ -103,8 +103,6 @@ type Engine struct {
 	dist *distState
 	// rows is the state of a job with row-sharded tables (SetRowComm).
 	rows *rowState
-	// pf requests the update's rows during the backward pass (prefetch.go).
-	pf rowPrefetch
 }
 
 // NewEngine creates the engine of spec: its training workspace and
@@ -158,7 +156,6 @@ func (e *Engine) Release() {
 		e.upd.opt.release()
 		e.upd = nil
 	}
-	e.pf.release()
 }
 
 // MaxBatch is the largest batch TrainStep, Loss and Predict accept.

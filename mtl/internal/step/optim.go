@@ -59,10 +59,6 @@ type Optimizer interface {
 	fused(f kernels.FusedEmbeddingUpdater, i int, table *kernels.Tensor, srcs []kernels.EmbeddingSource)
 	// fusedSP is fused with the step's scalars read from sp.
 	fusedSP(ops kernels.StepParamOps, sp kernels.StepParams, i int, table *kernels.Tensor, srcs []kernels.EmbeddingSource)
-	// rowState is the state of parameter i whose rows a sparse update of
-	// it reads and writes besides the parameter's (Adam's moments,
-	// Adagrad's accumulator; none for SGD).
-	rowState(i int) []*kernels.Tensor
 	release()
 }
 
@@ -176,7 +172,6 @@ func (a *adam) denseAllSP(ops kernels.StepParamOps, sp kernels.StepParams, ps, g
 	ms, vs := a.moments(idx)
 	ops.AdamMultiSP(ps, gs, ms, vs, a.p, sp)
 }
-func (a *adam) rowState(i int) []*kernels.Tensor { return []*kernels.Tensor{a.m[i], a.v[i]} }
 func (a *adam) sparse(dev kernels.Device, i int, table *kernels.Tensor, g *kernels.SparseGrad) {
 	dev.SparseAdam(table, a.m[i], a.v[i], g, a.p)
 }
@@ -213,7 +208,6 @@ func (a *adagrad) denseAllSP(ops kernels.StepParamOps, sp kernels.StepParams, ps
 		ops.AdagradSP(p, gs[k], a.acc[idx[k]], a.p, sp)
 	}
 }
-func (a *adagrad) rowState(i int) []*kernels.Tensor { return []*kernels.Tensor{a.acc[i]} }
 func (a *adagrad) sparse(dev kernels.Device, i int, table *kernels.Tensor, g *kernels.SparseGrad) {
 	dev.SparseAdagrad(table, a.acc[i], g, a.p)
 }
@@ -247,7 +241,6 @@ func (s *sgd) denseAllSP(ops kernels.StepParamOps, sp kernels.StepParams, ps, gs
 		ops.SGDSP(p, gs[k], s.p, sp)
 	}
 }
-func (s *sgd) rowState(int) []*kernels.Tensor { return nil }
 func (s *sgd) sparse(dev kernels.Device, _ int, table *kernels.Tensor, g *kernels.SparseGrad) {
 	dev.SparseSGD(table, g, s.p)
 }

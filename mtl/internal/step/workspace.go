@@ -88,8 +88,6 @@ type Workspace struct {
 	mode  layers.Mode
 	x     *kernels.Tensor // input block output of the batch
 	out   [][]float32     // predict: the caller's output slices
-	// pf is armed by each shard's backward (nil: no list this pass)
-	pf *kernels.RowPrefetch
 }
 
 type passKind uint8
@@ -203,17 +201,10 @@ func (ws *Workspace) plan(rows int) {
 // run runs pass on every shard of the current batch and waits.
 func (ws *Workspace) run(pass passKind, mode layers.Mode) {
 	ws.pass, ws.mode = pass, mode
-	if pass == passBackward {
-		ws.pf = ws.e.pf.list(ws)
-	}
 	if ws.nShards == 1 {
 		ws.runShard(0)
 	} else {
 		ws.e.caps.Sharder.RunShards(ws.nShards, ws.runFn)
-	}
-	if ws.pf != nil {
-		ws.e.pf.done(ws.e.caps.Prefetch, ws.pf)
-		ws.pf = nil
 	}
 	ws.x, ws.out = nil, nil
 }
@@ -247,9 +238,6 @@ func (ws *Workspace) runShard(s int) {
 		}
 		sh.loss.compute(ldev, sh.net, sh.outs, sh.lo, sh.hi, total)
 		if ws.pass == passBackward {
-			if ws.pf != nil {
-				e.caps.Prefetch.SetRowPrefetch(ws.pf) // the first shard's backward arms it
-			}
 			sh.net.Backward(sh.dxH.View(ws.input.DY(), sh.lo*d, rows, d))
 		}
 	}
