@@ -50,7 +50,7 @@ func (d *Dataset) Epoch(ctx context.Context, epoch int) *Iterator {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, curFile: -1}
+	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, mem: newRecycler(d.opt.Allocator), curFile: -1}
 	p.order = d.order(epoch, &p.rng)
 	it := &Iterator{ctx: ctx, p: p}
 	if d.opt.Prefetch > 0 {
@@ -202,6 +202,7 @@ type producer struct {
 	order []unit
 	pos   int // next unit in order
 	pool  *bufPool
+	mem   *recycler // the Arrow reader's allocator
 
 	// the open file and row group
 	curFile int
@@ -465,12 +466,12 @@ func (p *producer) openUnit(u unit) (err error) {
 	}()
 	if p.curFile != u.file {
 		p.closeFile()
-		props := parquet.NewReaderProperties(p.ds.opt.Allocator)
+		props := parquet.NewReaderProperties(p.mem)
 		rdr, err := file.OpenParquetFile(plan.path, false, file.WithReadProps(props), file.WithMetadata(plan.md))
 		if err != nil {
 			return fmt.Errorf("loader: %w", err)
 		}
-		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: plan.readRows(p.ds.opt.ReadRows)}, p.ds.opt.Allocator)
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: plan.readRows(p.ds.opt.ReadRows)}, p.mem)
 		if err != nil {
 			rdr.Close()
 			return corruptErr(plan.path, -1, err)
@@ -580,6 +581,7 @@ func (p *producer) close() {
 	}
 	p.window, p.left, p.idx = nil, nil, nil
 	p.closeFile()
+	p.mem.close()
 }
 
 // view builds a zero-copy batch of rows [off, off+n) of c: the columns are
