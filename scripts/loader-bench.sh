@@ -14,7 +14,10 @@
 #
 # Environment (defaults in brackets): ROUNDS [3: bench rounds, train
 # pairs], BENCHTIME [20x], BENCH [LoaderTrain|LoaderTenrec/shuffle64k],
-# ROWS [2000000], MODEL [mlp], BATCH [512], OUT [out/loader-bench].
+# ROWS [2000000], MODEL [mlp], BATCH [512], OUT [out/loader-bench],
+# PERF [0; 1: train runs under 'perf record -F 999 -g' and print the samples
+# under the loader's goroutine: its cost in training, steadier than
+# examples/s when other work shares the cores].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,10 +88,20 @@ train)
 			rm -rf "$OUT/$side"
 			# GNU time: the process's user + system CPU seconds, which
 			# move less than examples/s when other work shares the cores.
-			GOMAXPROCS=1 /usr/bin/time -f '%U %S' -o "$OUT/$side.cpu" "$bin" train \
+			prof=()
+			[ "${PERF:-0}" = 1 ] && prof=(perf record -q -F 999 -g -o "$OUT/$side.perf")
+			GOMAXPROCS=1 /usr/bin/time -f '%U %S' -o "$OUT/$side.cpu" "${prof[@]}" "$bin" train \
 				--train_data_path "$DATA" --epochs 1 --model "$MODEL" \
 				--train_batch_size "$BATCH" --threads 1 --train_metrics_steps 0 --quiet \
-				--output_path "$OUT/$side" >/dev/null
+				--output_path "$OUT/$side" >/dev/null 2>"$OUT/$side.err"
+			if [ "${PERF:-0}" = 1 ]; then
+				# Samples under the loader's prefetch goroutine (1 ms each).
+				total=$(perf script -i "$OUT/$side.perf" -F comm 2>/dev/null | wc -l)
+				share=$(perf report -i "$OUT/$side.perf" --children --sort symbol --stdio -g none 2>/dev/null |
+					awk '!done && /loader\.\(\*Iterator\)\.run/ { sub(/%/, "", $1); print $1; done = 1 }')
+				awk -v s="$side" -v t="$total" -v p="${share:-0}" 'BEGIN {
+					printf "  %s perf: %d samples, %.0f (%.2f%%) under loader.(*Iterator).run\n", s, t, p * t / 100, p }'
+			fi
 		done
 		a=$(eps "$OUT/A")
 		b=$(eps "$OUT/B")
