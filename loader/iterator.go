@@ -347,9 +347,6 @@ func (p *producer) nextShuffled() (*Batch, error) {
 			p.readyPos++
 			return b, nil
 		}
-		if p.srcDone && len(p.idx) == p.idxPos {
-			return nil, io.EOF
-		}
 		if p.canGather() {
 			p.gatherBurst()
 			continue
@@ -380,11 +377,10 @@ const (
 
 // gatherBurst copies the next batches of the shuffle buffer into p.ready,
 // as many as it holds up to burstRows rows and burstBatches batches (at
-// least one). Right after a
-// refill the chunks were just decoded and are still in cache; gathering
-// one batch per Next instead would read them back, in training after the
-// step has evicted them, at a cache miss per value. The batches and their
-// order are the same either way.
+// least one). Right after a refill the chunks were just decoded and are
+// still in cache; gathering one batch per Next instead would read them
+// back, in training after the step has evicted them, at a cache miss per
+// value. The batches and their order are the same either way.
 func (p *producer) gatherBurst() {
 	bs := p.ds.opt.BatchSize
 	p.ready, p.readyPos = p.ready[:0], 0
@@ -637,6 +633,7 @@ func (p *producer) close() {
 		b.Release()
 	}
 	p.ready, p.readyPos = nil, 0
+	p.srcI32, p.srcI64, p.srcF32, p.srcOffs = nil, nil, nil, nil
 	p.closeFile()
 	p.mem.close()
 }
