@@ -11,10 +11,12 @@
 // returns an Iterator whose Next yields Batches of Options.BatchSize rows.
 //
 // Row groups are decoded a read at a time (at most Options.ReadRows rows) with
-// arrow-go's pqarrow reader; only the requested columns are decoded. Each read
-// is validated once: nulls (an error, or FillNaN for continuous inputs), NaN
-// and ±Inf (likewise; targets are never filled), ids outside
-// [0, int_domain.max] when Options.CheckDomains is on. Every error names the
+// arrow-go's pqarrow reader; only the requested columns are decoded (the
+// buffers of released reads are reused by the epoch's later reads, zeroed,
+// rather than allocated anew). Each read is validated once: nulls (an error,
+// or FillNaN for continuous inputs), NaN and ±Inf (likewise; targets are
+// never filled), ids outside [0, int_domain.max] when Options.CheckDomains
+// is on. Every error names the
 // file, the column, the row group and the absolute row in the file (see
 // DataError); unreadable data is reported as ErrCorrupt, never as a panic.
 //

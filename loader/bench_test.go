@@ -82,25 +82,31 @@ func BenchmarkLoaderTenrec(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				it := d.Epoch(context.Background(), i)
-				n := 0
-				for {
-					bt, err := it.Next()
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						b.Fatal(err)
-					}
-					n += bt.Rows
-					bt.Release()
-				}
-				it.Close()
-				if n != rows {
-					b.Fatalf("read %d rows, want %d", n, rows)
-				}
+				runEpoch(b, d, i, rows)
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
+	}
+}
+
+// runEpoch reads epoch i of d to its end, releasing every batch, and checks
+// that it held the dataset's rows.
+func runEpoch(b *testing.B, d *Dataset, i int, rows int) {
+	it := d.Epoch(context.Background(), i)
+	defer it.Close()
+	n := 0
+	for {
+		bt, err := it.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += bt.Rows
+		bt.Release()
+	}
+	if n != rows {
+		b.Fatalf("read %d rows, want %d", n, rows)
 	}
 }

@@ -50,7 +50,7 @@ func (d *Dataset) Epoch(ctx context.Context, epoch int) *Iterator {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, curFile: -1}
+	p := &producer{ds: d, ctx: ctx, pool: &bufPool{}, mem: newRecycler(d.opt.Allocator), curFile: -1}
 	p.order = d.order(epoch, &p.rng)
 	it := &Iterator{ctx: ctx, p: p}
 	if d.opt.Prefetch > 0 {
@@ -202,6 +202,7 @@ type producer struct {
 	order []unit
 	pos   int // next unit in order
 	pool  *bufPool
+	mem   *recycler // the Arrow reader's allocator
 
 	// the open file and row group
 	curFile int
@@ -220,6 +221,17 @@ type producer struct {
 	left   []int // rows of window[i] not yet emitted
 	idx    []ref
 	idxPos int
+	// batches gathered ahead (gatherBurst), handed out from readyPos
+	ready    []*Batch
+	readyPos int
+
+	// gather's reused tables: each chunk's slice of the column being
+	// copied, and the chunks a batch's source has named
+	srcI32  [][]int32
+	srcI64  [][]int64
+	srcF32  [][]float32
+	srcOffs [][]int32
+	seen    []bool
 
 	closed bool
 }
@@ -328,28 +340,66 @@ func releaseAll(cs []*chunk) {
 }
 
 func (p *producer) nextShuffled() (*Batch, error) {
-	bs := p.ds.opt.BatchSize
 	for {
-		avail := len(p.idx) - p.idxPos
-		if avail >= bs || (p.srcDone && avail > 0 && !p.ds.opt.DropLast) {
-			n := min(avail, bs)
-			refs := p.idx[p.idxPos : p.idxPos+n]
-			b := p.gather(p.window, refs)
-			p.idxPos += n
-			// Free the records whose rows have all been emitted.
-			for _, r := range refs {
-				p.left[r.c]--
-				if p.left[r.c] == 0 {
-					p.window[r.c].release()
-				}
-			}
+		if p.readyPos < len(p.ready) {
+			b := p.ready[p.readyPos]
+			p.ready[p.readyPos] = nil
+			p.readyPos++
 			return b, nil
+		}
+		if p.canGather() {
+			p.gatherBurst()
+			continue
 		}
 		if p.srcDone {
 			return nil, io.EOF
 		}
 		if err := p.refill(); err != nil {
 			return nil, err
+		}
+	}
+}
+
+// canGather reports whether the shuffle buffer holds the rows of a batch:
+// a full one, or the epoch's short last one unless it is dropped.
+func (p *producer) canGather() bool {
+	avail := len(p.idx) - p.idxPos
+	return avail >= p.ds.opt.BatchSize || (p.srcDone && avail > 0 && !p.ds.opt.DropLast)
+}
+
+// burstRows and burstBatches bound what gatherBurst copies at once: about
+// a megabyte of tenrec's columns, what a core's cache holds of the chunks
+// just read, and for small batches a bounded number of Batches.
+const (
+	burstRows    = 1 << 14
+	burstBatches = 32
+)
+
+// gatherBurst copies the next batches of the shuffle buffer into p.ready,
+// as many as it holds up to burstRows rows and burstBatches batches (at
+// least one). Right after a refill the chunks were just decoded and are
+// still in cache; gathering one batch per Next instead would read them
+// back, in training after the step has evicted them, at a cache miss per
+// value. The batches and their order are the same either way.
+func (p *producer) gatherBurst() {
+	bs := p.ds.opt.BatchSize
+	p.ready, p.readyPos = p.ready[:0], 0
+	rows := 0
+	for p.canGather() {
+		n := min(len(p.idx)-p.idxPos, bs)
+		if rows > 0 && (rows+n > burstRows || len(p.ready) == burstBatches) {
+			break
+		}
+		refs := p.idx[p.idxPos : p.idxPos+n]
+		p.ready = append(p.ready, p.gather(p.window, refs))
+		p.idxPos += n
+		rows += n
+		// Free the records whose rows have all been emitted.
+		for _, r := range refs {
+			p.left[r.c]--
+			if p.left[r.c] == 0 {
+				p.window[r.c].release()
+			}
 		}
 	}
 }
@@ -465,12 +515,12 @@ func (p *producer) openUnit(u unit) (err error) {
 	}()
 	if p.curFile != u.file {
 		p.closeFile()
-		props := parquet.NewReaderProperties(p.ds.opt.Allocator)
+		props := parquet.NewReaderProperties(p.mem)
 		rdr, err := file.OpenParquetFile(plan.path, false, file.WithReadProps(props), file.WithMetadata(plan.md))
 		if err != nil {
 			return fmt.Errorf("loader: %w", err)
 		}
-		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: plan.readRows(p.ds.opt.ReadRows)}, p.ds.opt.Allocator)
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: plan.readRows(p.ds.opt.ReadRows)}, p.mem)
 		if err != nil {
 			rdr.Close()
 			return corruptErr(plan.path, -1, err)
@@ -579,7 +629,13 @@ func (p *producer) close() {
 		}
 	}
 	p.window, p.left, p.idx = nil, nil, nil
+	for _, b := range p.ready[p.readyPos:] {
+		b.Release()
+	}
+	p.ready, p.readyPos = nil, 0
+	p.srcI32, p.srcI64, p.srcF32, p.srcOffs = nil, nil, nil, nil
 	p.closeFile()
+	p.mem.close()
 }
 
 // view builds a zero-copy batch of rows [off, off+n) of c: the columns are
@@ -640,84 +696,93 @@ func (p *producer) gather(win []*chunk, refs []ref) *Batch {
 		sp := &specs[i]
 		cb := &buf.cols[i]
 		col := &Column{Name: sp.name}
+		var offs [][]int32
 		if sp.list {
+			offs = sources(&p.srcOffs, win, i, func(cd *colData) []int32 { return cd.offs })
 			ro := grow(&cb.offs, n+1)
 			ro[0] = 0
 			total := int32(0)
 			for j, r := range refs {
-				o := win[r.c].cols[i].offs
+				o := offs[r.c]
 				total += o[r.r+1] - o[r.r]
 				ro[j+1] = total
 			}
 			col.Offsets = ro
-			switch sp.out {
-			case outI32:
-				out := grow(&cb.i32, int(total))
-				for j, r := range refs {
-					cd := &win[r.c].cols[i]
-					copy(out[ro[j]:ro[j+1]], cd.i32[cd.offs[r.r]:cd.offs[r.r+1]])
-				}
-				col.I32 = out
-			case outI64:
-				out := grow(&cb.i64, int(total))
-				for j, r := range refs {
-					cd := &win[r.c].cols[i]
-					copy(out[ro[j]:ro[j+1]], cd.i64[cd.offs[r.r]:cd.offs[r.r+1]])
-				}
-				col.I64 = out
-			default:
-				out := grow(&cb.f32, int(total))
-				for j, r := range refs {
-					cd := &win[r.c].cols[i]
-					copy(out[ro[j]:ro[j+1]], cd.f32[cd.offs[r.r]:cd.offs[r.r+1]])
-				}
-				col.F32 = out
-			}
-		} else {
-			switch sp.out {
-			case outI32:
-				out := grow(&cb.i32, n)
-				for j, r := range refs {
-					out[j] = win[r.c].cols[i].i32[r.r]
-				}
-				col.I32 = out
-			case outI64:
-				out := grow(&cb.i64, n)
-				for j, r := range refs {
-					out[j] = win[r.c].cols[i].i64[r.r]
-				}
-				col.I64 = out
-			default:
-				out := grow(&cb.f32, n)
-				for j, r := range refs {
-					out[j] = win[r.c].cols[i].f32[r.r]
-				}
-				col.F32 = out
-			}
+		}
+		switch sp.out {
+		case outI32:
+			col.I32 = gatherCol(&cb.i32, sources(&p.srcI32, win, i, func(cd *colData) []int32 { return cd.i32 }), offs, col.Offsets, refs)
+		case outI64:
+			col.I64 = gatherCol(&cb.i64, sources(&p.srcI64, win, i, func(cd *colData) []int64 { return cd.i64 }), offs, col.Offsets, refs)
+		default:
+			col.F32 = gatherCol(&cb.f32, sources(&p.srcF32, win, i, func(cd *colData) []float32 { return cd.f32 }), offs, col.Offsets, refs)
 		}
 		cols[sp.name] = col
 	}
 	pool := p.pool
-	return NewBatch(n, cols, gatherSource(win, refs, p.rowShuffle()), func() { pool.put(buf) })
+	return NewBatch(n, cols, p.gatherSource(win, refs), func() { pool.put(buf) })
+}
+
+// sources lists column i's slice of each chunk of the window (in a reused
+// table), so that the copy loops index a slice per row instead of chasing
+// chunk and column pointers.
+func sources[T any](tab *[][]T, win []*chunk, i int, get func(*colData) []T) [][]T {
+	t := (*tab)[:0]
+	for _, c := range win {
+		t = append(t, get(&c.cols[i]))
+	}
+	*tab = t
+	return t
+}
+
+// gatherCol copies rows refs of one column into *dst (grown as needed):
+// values of scalars, or for a list (offs set: each chunk's offsets; ro: the
+// batch's rebased offsets) each row's run of values.
+func gatherCol[T any](dst *[]T, srcs [][]T, offs [][]int32, ro []int32, refs []ref) []T {
+	if offs == nil {
+		out := grow(dst, len(refs))
+		if len(srcs) == 1 {
+			// The usual case (rows shuffled within one read): one source.
+			s := srcs[0]
+			for j, r := range refs {
+				out[j] = s[r.r]
+			}
+			return out
+		}
+		for j, r := range refs {
+			out[j] = srcs[r.c][r.r]
+		}
+		return out
+	}
+	out := grow(dst, int(ro[len(refs)]))
+	for j, r := range refs {
+		o := offs[r.c]
+		copy(out[ro[j]:ro[j+1]], srcs[r.c][o[r.r]:o[r.r+1]])
+	}
+	return out
 }
 
 // gatherSource describes where a copied batch's rows came from: the runs of
 // consecutive rows, or for a shuffled batch the row groups involved.
-func gatherSource(win []*chunk, refs []ref, shuffled bool) string {
+func (p *producer) gatherSource(win []*chunk, refs []ref) string {
 	var b strings.Builder
-	if shuffled {
-		seen := map[*chunk]bool{}
+	if p.rowShuffle() {
+		// Chunks in the order of their first row in the batch; a flag per
+		// chunk of the window rather than a map, as this runs per batch.
+		seen := grow(&p.seen, len(win))
+		clear(seen)
 		b.WriteString("shuffled rows from")
+		listed := 0
 		for _, r := range refs {
-			c := win[r.c]
-			if seen[c] {
+			if seen[r.c] {
 				continue
 			}
-			seen[c] = true
-			if len(seen) > 8 {
+			seen[r.c] = true
+			if listed++; listed > 8 {
 				b.WriteString(" ...")
 				break
 			}
+			c := win[r.c]
 			fmt.Fprintf(&b, " %s[row group %d]", c.plan.path, c.rg)
 		}
 		return b.String()
@@ -768,8 +833,9 @@ type bufPool struct {
 }
 
 // maxFree bounds the free list: batches released in bursts must not pin an
-// unbounded amount of memory.
-const maxFree = 16
+// unbounded amount of memory. It holds a burst of gathered batches
+// (gatherBurst) of 512 rows and those in flight.
+const maxFree = 40
 
 func (bp *bufPool) get(ncols int) *bufSet {
 	bp.mu.Lock()

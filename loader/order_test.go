@@ -1,8 +1,12 @@
 package loader
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"hash/fnv"
+	"io"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -50,5 +54,52 @@ func TestShuffleOrderPinned(t *testing.T) {
 			}
 			assert.Equal(t, tc.want, got, "%#x", got)
 		})
+	}
+}
+
+// TestGatherBurstBounded: a shuffled epoch gathers batches ahead in bursts
+// of at most burstRows rows and burstBatches batches, one batch at least,
+// and every row still comes once.
+func TestGatherBurstBounded(t *testing.T) {
+	dir := writeTestDataset(t, []int{3000}, 3000)
+	for _, tc := range []struct {
+		batch, wantFirst int
+	}{
+		{batch: 10, wantFirst: burstBatches}, // bounded by batches
+		{batch: 1000, wantFirst: 3},          // all the read holds
+		{batch: burstRows / 4, wantFirst: 1}, // the read holds less than one
+		{batch: 5000, wantFirst: 1},          // the short last batch alone
+	} {
+		opt := DefaultOptions()
+		opt.BatchSize, opt.Shuffle, opt.Prefetch = tc.batch, true, 0
+		d, err := Open(dir, testSchema(), opt)
+		require.NoError(t, err)
+		it := d.Epoch(context.Background(), 0)
+		b, err := it.Next()
+		require.NoError(t, err)
+		rids := rowsOf(t, b)
+		rows := b.Rows
+		b.Release()
+		// The burst's batches; the one handed out is no longer held.
+		assert.Len(t, it.p.ready, tc.wantFirst, "batch %d", tc.batch)
+		for _, q := range it.p.ready[it.p.readyPos:] {
+			rows += q.Rows
+		}
+		assert.LessOrEqual(t, rows, max(burstRows, tc.batch))
+		for {
+			b, err := it.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			rids = append(rids, rowsOf(t, b)...)
+			b.Release()
+		}
+		require.NoError(t, it.Close())
+		slices.Sort(rids)
+		for i, r := range rids {
+			require.Equal(t, int64(i), r)
+		}
+		require.Len(t, rids, 3000)
 	}
 }
