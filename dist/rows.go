@@ -63,31 +63,57 @@ func SumRowsByID(ids []int32, rows []float32, dim int) ([]int32, []float32, erro
 }
 
 // RowMerger is SumRowsByID for ids in [0, n) with its index kept between
-// calls: a slot per id instead of a hash map, reset after each call by
+// calls: a slot per id instead of a hash map, reset after each merge by
 // visiting only the ids it saw, so that a training step's merge costs a
-// few passes over its rows. The zero value is ready; it is not safe for
-// concurrent use.
+// few passes over its rows. A merge may come in parts (Add, then Take):
+// the rows of an allgather, rank after rank, need not be copied into one
+// slice first. The zero value is ready; it is not safe for concurrent use.
 type RowMerger struct {
 	slot []int32 // slot[id] is 1 + the id's place in the result; 0: not seen
 	ids  []int32
 	sums []float32
+	dim  int // of the merge in progress; 0 between merges
 }
 
 // Sum is SumRowsByID(ids, rows, dim) for ids in [0, n), the same results
-// bit for bit. The slices it returns are reused by the next call.
+// bit for bit, as a merge of its own (one in progress is dropped). The
+// slices it returns are reused by the next call.
 func (m *RowMerger) Sum(ids []int32, rows []float32, dim, n int) ([]int32, []float32, error) {
-	if dim < 1 || len(rows) != len(ids)*dim {
-		return nil, nil, fmt.Errorf("dist: RowMerger: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
+	m.reset()
+	if err := m.Add(ids, rows, dim, n); err != nil {
+		return nil, nil, err
+	}
+	out, sums := m.Take()
+	return out, sums, nil
+}
+
+// Add merges the rows of ids (rows[i*dim : (i+1)*dim] is ids[i]'s), ids in
+// [0, n), into the merge in progress: Adds of consecutive parts of ids and
+// rows, then Take, give Sum's results on the whole. Every Add of one merge
+// has the same dim. After an error the merge is dropped (the next Add
+// starts a new one).
+func (m *RowMerger) Add(ids []int32, rows []float32, dim, n int) error {
+	switch {
+	case dim < 1 || len(rows) != len(ids)*dim:
+		m.reset()
+		return fmt.Errorf("dist: RowMerger: %d rows of dim %d for %d ids", len(rows), dim, len(ids))
+	case m.dim != 0 && dim != m.dim:
+		err := fmt.Errorf("dist: RowMerger: rows of dim %d added to a merge of dim %d", dim, m.dim)
+		m.reset()
+		return err
+	}
+	if m.dim == 0 {
+		m.ids, m.sums, m.dim = m.ids[:0], m.sums[:0], dim
 	}
 	if len(m.slot) < n {
-		m.slot = make([]int32, n)
+		slot := make([]int32, n)
+		copy(slot, m.slot) // the merge in progress's slots
+		m.slot = slot
 	}
-	m.ids, m.sums = m.ids[:0], m.sums[:0]
-	var err error
 	for i, id := range ids {
 		if id < 0 || int(id) >= n {
-			err = fmt.Errorf("dist: RowMerger: id %d at %d is outside [0, %d)", id, i, n)
-			break
+			m.reset()
+			return fmt.Errorf("dist: RowMerger: id %d at %d is outside [0, %d)", id, i, n)
 		}
 		row := rows[i*dim : (i+1)*dim]
 		j := m.slot[id]
@@ -102,11 +128,22 @@ func (m *RowMerger) Sum(ids []int32, rows []float32, dim, n int) ([]int32, []flo
 			dst[k] = float32(dst[k] + x)
 		}
 	}
+	return nil
+}
+
+// Take ends the merge in progress and returns its distinct ids, in the
+// order of their first appearance, and their sums. The slices are reused
+// by the next merge.
+func (m *RowMerger) Take() ([]int32, []float32) {
+	ids, sums := m.ids, m.sums
+	m.reset()
+	return ids, sums
+}
+
+// reset clears the slots of the merge in progress.
+func (m *RowMerger) reset() {
 	for _, id := range m.ids {
 		m.slot[id] = 0
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return m.ids, m.sums, nil
+	m.dim = 0
 }

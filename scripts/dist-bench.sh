@@ -9,6 +9,7 @@
 #   PAIRS [5]  ROWS [600000]  BATCH [1024: the global batch]  MODEL [mlp]
 #   RANK_ENV [empty: variables for each MPI rank, e.g. "GOMAXPROCS=1"]
 #   MPI_ARGS [extra mpirun arguments, e.g. "--mca mpi_yield_when_idle 0"]
+#   RANK_ARGS [extra train arguments of the 2-rank run, e.g. "--prefetch 2"]
 #   BIND [none: the ranks are not bound to cores and mtlrank gives each its
 #        share of the CPUs as GOMAXPROCS; core: mpirun's own default for 2
 #        ranks, each bound to a core, whose affinity then sets GOMAXPROCS]
@@ -25,6 +26,7 @@ BATCH=${BATCH:-1024}
 MODEL=${MODEL:-mlp}
 RANK_ENV=${RANK_ENV:-}
 MPI_ARGS=${MPI_ARGS:-}
+RANK_ARGS=${RANK_ARGS:-}
 BIND=${BIND:-none}
 OUT=${OUT:-out/dist-bench}
 BIN=${BIN:-bin/mtlrank-mpi}
@@ -64,7 +66,7 @@ for i in $(seq 1 "$PAIRS"); do
 	mpirun -np 2 "${bind[@]}" "${root[@]}" "${xenv[@]}" \
 		--mca btl self,vader,tcp --mca pml ob1 --mca btl_vader_single_copy_mechanism none \
 		--mca mpi_yield_when_idle 1 $MPI_ARGS \
-		"$BIN" train "${common[@]}" --threads 1 --distributed mpi --output_path "$OUT/two" >/dev/null
+		"$BIN" train "${common[@]}" --threads 1 --distributed mpi $RANK_ARGS --output_path "$OUT/two" >/dev/null
 	one=$(eps "$OUT/one")
 	two=$(eps "$OUT/two")
 	r=$(awk -v a="$one" -v b="$two" 'BEGIN { printf "%.3f", b / a }')

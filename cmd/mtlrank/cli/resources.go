@@ -49,6 +49,27 @@ func rankProcs(env string, cpus, current, nodeRanks, threads int) int {
 	return share
 }
 
+// rankPrefetch is the --prefetch of a rank of a distributed job of ranks
+// ranks whose Go scheduler has procs Ps (GOMAXPROCS, after rankProcs):
+// prefetch as given when the user set it (given) or the job is one
+// process, else 0 (batches read in the step's goroutine, synchronously)
+// when the rank has a single P. With one P the prefetch goroutine cannot
+// run beside the step: it runs when the step blocks, i.e. while the rank
+// waits in an MPI call, and holds the P when the call returns, until it
+// blocks or Go's scheduler preempts it. The rank then comes late to the
+// next collective and the other ranks wait for it. Read in the step, each
+// rank's loading happens at the same point of every step, on every rank
+// alike, and the ranks stay closer in step; it costs nothing, since the
+// prefetch ran in the step's waits anyway. The batches are the same either
+// way (the loader's order does not depend on its prefetch).
+// docs/DISTRIBUTED.md ("Keeping the ranks in step") has the figures.
+func rankPrefetch(prefetch int, given bool, ranks, procs int) int {
+	if given || ranks <= 1 || procs > 1 {
+		return prefetch
+	}
+	return 0
+}
+
 // capBatch returns batch, lowered to the row count of the dataset at path
 // (at least 1): a batch larger than the data holds the same rows, and the
 // workspaces sized for it would only waste memory.

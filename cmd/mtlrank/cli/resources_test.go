@@ -132,3 +132,26 @@ func TestRankProcs(t *testing.T) {
 		})
 	}
 }
+
+func TestRankPrefetch(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		prefetch     int
+		given        bool
+		ranks, procs int
+		want         int
+	}{
+		{"a rank with one P reads in the step", 2, false, 2, 1, 0},
+		{"3 ranks, one P each", 2, false, 3, 1, 0},
+		{"a rank with 2 Ps keeps the default", 2, false, 2, 2, 2},
+		{"--prefetch given stays", 3, true, 2, 1, 3},
+		{"--prefetch 0 given stays", 0, true, 2, 4, 0},
+		{"one process keeps its prefetch", 2, false, 1, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rankPrefetch(tc.prefetch, tc.given, tc.ranks, tc.procs); got != tc.want {
+				t.Errorf("rankPrefetch(%d, given %v, %d ranks, %d Ps) = %d, want %d", tc.prefetch, tc.given, tc.ranks, tc.procs, got, tc.want)
+			}
+		})
+	}
+}

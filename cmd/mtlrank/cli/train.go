@@ -889,6 +889,10 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 				"gomaxprocs", p, "cpus", runtime.NumCPU(), "ranks_on_machine", onNode)
 		}
 	}
+	if p := rankPrefetch(a.prefetch, set["prefetch"], ranks, runtime.GOMAXPROCS(0)); p != a.prefetch {
+		a.prefetch = p
+		log.Info("each rank reads its batches in the training step: it has one P (GOMAXPROCS 1), which a prefetch goroutine would hold when the rank's MPI calls return (set --prefetch to choose)")
+	}
 
 	var oracle *synth.Oracle
 	synthetic := a.isSynthetic()

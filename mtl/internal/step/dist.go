@@ -3,8 +3,8 @@ package step
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/mtlrank/mtlrank/dist"
 	"github.com/mtlrank/mtlrank/kernels"
@@ -35,8 +35,6 @@ type distState struct {
 	// table after table, then their gradient rows in the same order
 	// (staged in stage's send buffer).
 	recv    []float32
-	ids     []int32
-	rows    []float32
 	merged  []*kernels.SparseGrad
 	mergers []dist.RowMerger // per table: dist.SumRowsByID with a slot per row
 	// mids, msums are each table's merged ids and rows (the mergers'
@@ -309,23 +307,28 @@ func (e *Engine) exchangeRows(send []float32, counts []float32) error {
 		idOff[r], rowOff[r] = at, at+idsOf[r]
 		at += parts[r]
 	}
+	// Each table's parts, rank after rank, go to its merger where they lie
+	// in recv (the ids' int32 bits read in place): no copy.
 	for t, tab := range tables {
-		d.ids, d.rows = d.ids[:0], d.rows[:0]
+		m := &d.mergers[t]
 		for r := range n {
 			c := count(r, t)
-			for _, x := range d.recv[idOff[r] : idOff[r]+c] {
-				d.ids = append(d.ids, int32(math.Float32bits(x)))
+			ids := int32Bits(d.recv[idOff[r] : idOff[r]+c])
+			if err := m.Add(ids, d.recv[rowOff[r]:rowOff[r]+c*tab.Dim], tab.Dim, tab.Rows); err != nil {
+				return err
 			}
-			d.rows = append(d.rows, d.recv[rowOff[r]:rowOff[r]+c*tab.Dim]...)
 			idOff[r] += c
 			rowOff[r] += c * tab.Dim
 		}
-		var err error
-		if d.mids[t], d.msums[t], err = d.mergers[t].Sum(d.ids, d.rows, tab.Dim, tab.Rows); err != nil {
-			return err
-		}
+		d.mids[t], d.msums[t] = m.Take()
 	}
 	return e.uploadMerged(d.mids, d.msums)
+}
+
+// int32Bits is f read as the int32s whose bits it holds (the ids of the
+// rows' allgather), without a copy.
+func int32Bits(f []float32) []int32 {
+	return unsafe.Slice((*int32)(unsafe.Pointer(unsafe.SliceData(f))), len(f))
 }
 
 func grow[T any](s []T, n int) []T {

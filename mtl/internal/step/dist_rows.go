@@ -30,8 +30,7 @@ type rowState struct {
 	// ids) is distState's (mergers, then merged, which replace the
 	// workspace's in the optimizer). Scratch of the gradient exchange:
 	send, recv []float32
-	ids        []int32
-	rows       []float32
+	ids        []int32 // a sender's ids, made local
 	// bytes the lookups of the current step received (added to the
 	// step's count by rowStep)
 	stepBytes int64
@@ -526,21 +525,22 @@ func (e *Engine) pushRows(send []float32) error {
 	for j := 1; j < n; j++ {
 		starts[j] = starts[j-1] + lk.giveRows[j-1]
 	}
+	// Each sender's part goes to the table's merger with its ids made
+	// local and its rows where they lie in recv.
 	for t := range lk.tables {
-		tb, dim := &lk.tables[t], r.dims[t]
-		r.ids, r.rows = r.ids[:0], r.rows[:0]
+		tb, dim, m := &lk.tables[t], r.dims[t], &d.mergers[t]
 		for j := range n {
+			r.ids = r.ids[:0]
 			for _, id := range tb.in[j] {
 				r.ids = append(r.ids, id/int32(n))
 			}
 			k := len(tb.in[j]) * dim
-			r.rows = append(r.rows, r.recv[starts[j]:starts[j]+k]...)
+			if err := m.Add(r.ids, r.recv[starts[j]:starts[j]+k], dim, r.local[t]); err != nil {
+				return err
+			}
 			starts[j] += k
 		}
-		var err error
-		if d.mids[t], d.msums[t], err = d.mergers[t].Sum(r.ids, r.rows, dim, r.local[t]); err != nil {
-			return err
-		}
+		d.mids[t], d.msums[t] = m.Take()
 	}
 	return e.uploadMerged(d.mids, d.msums)
 }
