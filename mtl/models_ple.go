@@ -170,6 +170,7 @@ func (b *pleBody) newWS(maxRows int, train bool) bodyWS {
 		}
 		if train {
 			lw.gatesWS = layers.NewGatesWS(lw.gws)
+			lw.gatesWS.FoldExperts(lv.experts, lw.experts)
 		}
 		ng := len(lv.experts.Groups)
 		lw.xs, lw.dxs = make([]*kernels.Tensor, ng), make([]*kernels.Tensor, ng)
