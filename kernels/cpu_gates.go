@@ -20,7 +20,7 @@ import (
 // pooled, so that a step allocates nothing.
 type gatesCall struct {
 	dout, w, dlogits, x, dx, db []uintptr
-	ne, loff, lgate, lcol       []C.int
+	ne, list                    []C.int
 	invT                        []C.float
 	rows, d                     int
 	relu                        C.int
@@ -56,17 +56,11 @@ func (c *gatesCall) prepare(p *GatesBackward, rows, d int, fold bool) {
 		c.ne = append(c.ne, C.int(len(l)))
 		c.invT = append(c.invT, C.float(1/p.Temperatures[g]))
 	}
-	// the listings of each expert: gates in order, then columns in order
-	c.loff, c.lgate, c.lcol = append(c.loff[:0], 0), c.lgate[:0], c.lcol[:0]
-	for e := range p.Experts {
-		for g, l := range p.Lists {
-			for i, x := range l {
-				if x == e {
-					c.lgate, c.lcol = append(c.lgate, C.int(g)), append(c.lcol, C.int(i))
-				}
-			}
+	c.list = c.list[:0]
+	for _, l := range p.Lists {
+		for _, e := range l {
+			c.list = append(c.list, C.int(e))
 		}
-		c.loff = append(c.loff, C.int(len(c.lgate)))
 	}
 }
 
@@ -88,7 +82,7 @@ func cip(s []C.int) *C.int {
 func (c *gatesCall) run(lo, hi int) {
 	C.mtlcpu_gates_bwd(C.long(lo), C.long(hi), C.int(c.d), C.int(len(c.dout)), C.int(len(c.x)),
 		pp(c.dout), pp(c.w), pp(c.dlogits), cip(c.ne), &c.invT[0], pp(c.x), pp(c.dx),
-		cip(c.loff), cip(c.lgate), cip(c.lcol), c.relu, pp(c.db))
+		cip(c.list), c.relu, pp(c.db))
 }
 
 // gatesPassTask is a gatesCall split over the pool's workers (without the
