@@ -92,7 +92,9 @@ type gatesPassTask struct{ c *gatesCall }
 func (t *gatesPassTask) run(lo, hi int) { t.c.run(lo, hi) }
 
 // GatesBackward implements GatesFusedBackwarder with mtlcpu_gates_bwd
-// (cpu_gates.c): row after row, every gate and expert. The bias sums run
+// (cpu_gates.c): every gate over a block of rows (gatesBlockRows) before
+// the next, then the block's softmax backward and the experts' activation
+// backward and bias sums while the block is in cache. The bias sums run
 // over the rows in order in one call, so where the rows are split over
 // threads, or the sums do not fit the kernel's scratch, the experts'
 // ActBiasGrad runs after the pass instead (the same bits either way).

@@ -3,7 +3,6 @@ package kernels_test
 import (
 	"fmt"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -278,12 +277,8 @@ func BenchmarkGatesBackward(b *testing.B) {
 		cpu := kernels.NewCPU(1)
 		g := newGatesPass(cpu, gatesPassCase{rows: rows, d: d, nexp: bc.nexp, lists: bc.lists, fold: 2})
 		// the experts as views of stacked tensors, as in a model
-		pad := 0
-		if os.Getenv("PAD") != "" {
-			pad = 80
-		}
-		st := rows*d + pad
-		y, dy := cpu.Alloc(kernels.Float32, bc.nexp, st), cpu.Alloc(kernels.Float32, bc.nexp, st)
+		const st = rows * d
+		y, dy := cpu.Alloc(kernels.Float32, bc.nexp, rows, d), cpu.Alloc(kernels.Float32, bc.nexp, rows, d)
 		db := cpu.Alloc(kernels.Float32, bc.nexp, d)
 		for e := 0; e < bc.nexp; e++ {
 			copy(y.F32[e*st:], g.experts[e])

@@ -312,16 +312,19 @@ func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor,
 // gate g's experts and their gradients (an expert listed by several gates
 // is the same tensor in each list), dy the storage of every expert
 // gradient, which it writes (not adds), and dxs[g] the gradient of gate
-// g's input, which each gate adds into. On a kernels.GateSetsBackwarder,
+// g's input: with accumulate each gate adds into it; without, a gate
+// writes it unless an earlier gate of the call has the same dxs tensor
+// (which it then adds into), so that the caller need not zero it (a -0
+// it writes stays -0, where zeroing and adding gave +0). On a kernels.GateSetsBackwarder,
 // when the lists cover dy, the gates' combine backward runs in one pass
 // over the experts, then each gate's softmax and Dense backward; the
 // results are the same bits as zeroing dy and running gate after gate.
-func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor) {
+func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor, accumulate bool) {
 	dev := gates[0].dev
 	if f, ok := s.onePass(gates, wss); ok && s.indexLists(lists, dlists, dy) {
 		s.run(f)
 		for t, g := range gates {
-			g.backwardDense(wss[t], dxs[t], true)
+			g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 		}
 		return
 	}
@@ -329,14 +332,14 @@ func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tens
 	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) || !covers(dlists, dy) {
 		dev.Zero(dy)
 		for t, g := range gates {
-			g.Backward(wss[t], dlists[t], dxs[t], true)
+			g.Backward(wss[t], dlists[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 		}
 		return
 	}
 	multi.GateSetsCombineBackward(s.douts, s.ws, s.dws, lists, dlists)
 	for t, g := range gates {
 		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
-		g.backwardDense(wss[t], dxs[t], true)
+		g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 	}
 }
 

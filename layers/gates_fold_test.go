@@ -106,7 +106,7 @@ func TestGatesFoldExperts(t *testing.T) {
 				dev.Fill(xws.DY(), float32(math.NaN())) // written, not added into
 				dev.Zero(dx)
 				if c.sets {
-					BackwardGateSets(gates, gws, s, xws.DY(), lists, dlists, dxs)
+					BackwardGateSets(gates, gws, s, xws.DY(), lists, dlists, dxs, true)
 				} else {
 					BackwardGates(gates, gws, s, xws.DY(), douts, dx)
 				}
@@ -123,5 +123,82 @@ func TestGatesFoldExperts(t *testing.T) {
 			require.Equal(t, c.folds, folded, "the gates folded the experts' pass")
 			requireSameBits(t, want, got)
 		})
+	}
+}
+
+// TestBackwardGateSetsWritesInputGradients: without accumulate,
+// BackwardGateSets writes the gates' input gradients (NaN before the
+// call), each gate adding into a tensor an earlier gate of the call wrote,
+// and gives the values of zeroing them and accumulating (a -0 may stay -0
+// there, so the values are compared, not the bits); with one input
+// gradient for all the gates (PLE's level 0) and one per gate (its upper
+// levels), on the CPU's one pass and on the composed path.
+func TestBackwardGateSetsWritesInputGradients(t *testing.T) {
+	for _, shared := range []bool{true, false} {
+		for _, threads := range []int{1, 2} {
+			cpu := kernels.NewCPU(threads)
+			for _, dev := range []kernels.Device{cpu, composedGatesDev{cpu, cpu, cpu, cpu}} {
+				t.Run(fmt.Sprintf("one_dx_%v/threads%d/%T", shared, threads, dev), func(t *testing.T) {
+					run := func(accumulate bool) [][]float32 {
+						rng := NewRNG(5)
+						const in, rows, d, tasks = 7, 45, 16, 3
+						dy := dev.Alloc(kernels.Float32, tasks+2, rows, d)
+						var ex, dex []*kernels.Tensor
+						for e := range tasks + 2 {
+							ex = append(ex, randTensor(dev, rng, 1, rows, d))
+							dex = append(dex, dy.View(e*rows*d, rows, d))
+						}
+						var gates []*Gate
+						var wss []*GateWS
+						var lists, dlists [][]*kernels.Tensor
+						var dxs []*kernels.Tensor
+						one := dev.Alloc(kernels.Float32, rows, in)
+						x := randTensor(dev, rng, 1, rows, in)
+						for g := range tasks + 1 {
+							l := rangeInts(0, tasks+2)
+							if g < tasks {
+								l = []int{g, tasks, tasks + 1}
+							}
+							lists, dlists = append(lists, pickT(ex, l)), append(dlists, pickT(dex, l))
+							gate, err := NewGate(dev, fmt.Sprintf("gate%d", g), in, len(l), d, 4, 1, rng)
+							require.NoError(t, err)
+							defer gate.Release()
+							ws := gate.NewWorkspace(rows, true)
+							defer ws.Release()
+							gate.Forward(ws, x, lists[g])
+							dev.CopyFromHostF32(ws.DY(), randHost(rng, rows*d, 1))
+							gates, wss = append(gates, gate), append(wss, ws)
+							dx := one
+							if !shared {
+								dx = dev.Alloc(kernels.Float32, rows, in)
+							}
+							dxs = append(dxs, dx)
+						}
+						for _, dx := range dxs {
+							if accumulate {
+								dev.Zero(dx)
+							} else {
+								dev.Fill(dx, float32(math.NaN()))
+							}
+						}
+						BackwardGateSets(gates, wss, NewGatesWS(wss), dy, lists, dlists, dxs, accumulate)
+						out := [][]float32{host(dy)}
+						for _, dx := range dxs {
+							out = append(out, host(dx))
+						}
+						return out
+					}
+					want, got := run(true), run(false)
+					require.Len(t, got, len(want))
+					for i := range want {
+						for j := range want[i] {
+							if got[i][j] != want[i][j] {
+								t.Fatalf("result %d element %d: %g, want %g", i, j, got[i][j], want[i][j])
+							}
+						}
+					}
+				})
+			}
+		}
 	}
 }
