@@ -43,6 +43,7 @@ type pool struct {
 	gateBwd     gateBwdTask
 	gatesBwd    gatesBwdTask
 	gateSetsBwd gateSetsBwdTask
+	gatesPass   gatesPassTask
 	cols        copyColsTask
 	gather      gatherTask
 	loss        lossTask

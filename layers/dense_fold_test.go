@@ -119,16 +119,23 @@ func TestBackwardFoldsActBiasGrad(t *testing.T) {
 					dev := &foldCounter{CPU: cpu}
 					got := b.run(dev, rows)
 					require.Equal(t, b.folds, dev.folds, "folded data gradients")
-					require.Len(t, got, len(want))
-					for i := range want {
-						require.Len(t, got[i], len(want[i]))
-						for j := range want[i] {
-							if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
-								t.Fatalf("gradient %d element %d: %g, want %g", i, j, got[i][j], want[i][j])
-							}
-						}
-					}
+					requireSameBits(t, want, got)
 				})
+			}
+		}
+	}
+}
+
+// requireSameBits fails unless got holds want's lists of floats, bit for
+// bit.
+func requireSameBits(t *testing.T, want, got [][]float32) {
+	t.Helper()
+	require.Len(t, got, len(want))
+	for i := range want {
+		require.Len(t, got[i], len(want[i]))
+		for j := range want[i] {
+			if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
+				t.Fatalf("result %d element %d: %g, want %g", i, j, got[i][j], want[i][j])
 			}
 		}
 	}

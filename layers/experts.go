@@ -109,6 +109,10 @@ type ExpertsWS struct {
 	yGroup   []hdr // first-layer output of each group [n_g, B, out0]
 	dyGroup  []hdr
 	dyExpert []hdr // first-layer output gradient of each expert [B, out0]
+	// lastFolded: the gates' backward did the last layer's activation
+	// backward and bias gradient (GatesWS.FoldExperts); the next Backward
+	// skips them
+	lastFolded bool
 }
 
 // NewWorkspace allocates the workspace for batches of up to maxRows rows.
@@ -229,6 +233,7 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 	x.resize(ws, rows)
 	copy(ws.xs, xs)
 	ws.dropped = mode.Train && x.Dropout > 0 && ws.masks != nil
+	ws.lastFolded = false
 	in := x.In
 	f, fused := x.dev.(kernels.FusedGemm)
 	act := x.Act
@@ -271,6 +276,32 @@ func (x *Experts) Forward(ws *ExpertsWS, xs []*kernels.Tensor, mode Mode) *kerne
 	return ws.y[len(ws.y)-1].t()
 }
 
+// actBiasGrad runs layer l's activation backward on dy and its bias
+// gradient.
+func (x *Experts) actBiasGrad(ws *ExpertsWS, l int, dy *kernels.Tensor) {
+	act := x.Act
+	if act.NeedsActivator() {
+		x.dev.(kernels.Activator).ActivateBackward(dy, ws.z[l].t(), act)
+		act = kernels.Linear
+	}
+	if f, ok := x.dev.(kernels.FusedBiasGrad); ok {
+		f.ActBiasGrad(dy, ws.y[l].t(), act, ws.dB[l], x.E, false)
+		return
+	}
+	if act != kernels.Linear {
+		x.dev.ActBackward(dy, ws.y[l].t(), act)
+	}
+	x.dev.BiasGrad(dy, ws.dB[l], x.E, false)
+}
+
+// foldable reports whether the last layer's activation backward and bias
+// gradient can be done by whoever writes ws.DY() with
+// kernels.GatesBackward's fold: a ReLU or linear activation, no dropout
+// in the last Forward.
+func (x *Experts) foldable(ws *ExpertsWS) bool {
+	return (x.Act == kernels.ReLU || x.Act == kernels.Linear) && !ws.dropped && ws.dy != nil
+}
+
 // Backward propagates ws.DY() ([E, B, Out]) to the parameters and, for every
 // group g with dxs[g] != nil, into dxs[g] [B, In] (added when accumulate).
 func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool) {
@@ -282,21 +313,14 @@ func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool
 			in = x.Dims[l-1]
 		}
 		dy := ws.dy[l].t()
-		if ws.dropped {
+		switch {
+		case l == len(x.Dims)-1 && ws.lastFolded:
+			ws.lastFolded = false // done by the gates (GatesWS.FoldExperts)
+		case ws.dropped:
 			x.dev.Mul(dy, dy, ws.masks[l].t())
-		}
-		act := x.Act
-		if act.NeedsActivator() {
-			x.dev.(kernels.Activator).ActivateBackward(dy, ws.z[l].t(), act)
-			act = kernels.Linear
-		}
-		if f, ok := x.dev.(kernels.FusedBiasGrad); ok {
-			f.ActBiasGrad(dy, ws.y[l].t(), act, ws.dB[l], x.E, false)
-		} else {
-			if act != kernels.Linear {
-				x.dev.ActBackward(dy, ws.y[l].t(), act)
-			}
-			x.dev.BiasGrad(dy, ws.dB[l], x.E, false)
+			fallthrough
+		default:
+			x.actBiasGrad(ws, l, dy)
 		}
 		if l > 0 {
 			prev := ws.y[l-1].t()

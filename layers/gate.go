@@ -3,6 +3,7 @@ package layers
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/mtlrank/mtlrank/kernels"
 )
@@ -178,6 +179,83 @@ func (g *Gate) backwardDense(ws *GateWS, dx *kernels.Tensor, accumulate bool) {
 // their tensors, built once so that a step allocates nothing.
 type GatesWS struct {
 	douts, ws, dws []*kernels.Tensor
+	// the one-pass backward (kernels.GatesFusedBackwarder), and the
+	// experts whose last activation backward and bias gradient it may take
+	// (FoldExperts)
+	pass   kernels.GatesBackward
+	fold   *Experts
+	foldWS *ExpertsWS
+	foldDB []*kernels.Tensor
+	// the experts and gradients of the pass when FoldExperts' are not used
+	xs, dxs []*kernels.Tensor
+}
+
+// FoldExperts lets BackwardGates and BackwardGateSets run the activation
+// backward and bias gradient of the last layer of x (workspace ws, whose
+// outputs the gates mix) in their pass where the device can (a
+// kernels.GatesFusedBackwarder, ReLU or linear experts, no dropout in the
+// step); x's next Backward then skips that pass. The results are the
+// same bits.
+func (s *GatesWS) FoldExperts(x *Experts, ws *ExpertsWS) {
+	if _, ok := x.dev.(kernels.GatesFusedBackwarder); !ok || ws.dy == nil {
+		return
+	}
+	s.fold, s.foldWS = x, ws
+	last, d := len(x.Dims)-1, x.Out()
+	s.foldDB = s.foldDB[:0]
+	for e := 0; e < x.E; e++ {
+		s.foldDB = append(s.foldDB, ws.dB[last].View(e*d, d))
+	}
+}
+
+// onePass reports whether gates run their backward in one
+// kernels.GatesFusedBackwarder pass, and prepares its per-gate lists.
+func (s *GatesWS) onePass(gates []*Gate, wss []*GateWS) (kernels.GatesFusedBackwarder, bool) {
+	dev := gates[0].dev
+	f, ok := dev.(kernels.GatesFusedBackwarder)
+	if _, fused := dev.(kernels.FusedGater); fused || !ok {
+		return nil, false
+	}
+	p := &s.pass
+	p.DOuts, p.Ws = s.douts, s.ws
+	p.DLogits, p.Temperatures = p.DLogits[:0], p.Temperatures[:0]
+	for t, g := range gates {
+		p.DLogits = append(p.DLogits, wss[t].logits.DY())
+		p.Temperatures = append(p.Temperatures, g.Temperature)
+	}
+	return f, true
+}
+
+// run runs the prepared pass, with the experts' fold when FoldExperts
+// registered the experts of p.Experts and they allow it.
+func (s *GatesWS) run(f kernels.GatesFusedBackwarder) {
+	p := &s.pass
+	p.DB = nil
+	fold := s.fold != nil && slices.Equal(p.Experts, s.foldWS.outs) && slices.Equal(p.DExperts, s.foldWS.douts) && s.fold.foldable(s.foldWS)
+	if fold {
+		p.Act, p.DB = s.fold.Act, s.foldDB
+	}
+	f.GatesBackward(p)
+	if fold {
+		s.foldWS.lastFolded = true
+	}
+}
+
+// setLists points the pass's lists at every expert for each of n gates.
+func (s *GatesWS) setLists(n, experts int) {
+	p := &s.pass
+	for len(p.Lists) < n {
+		p.Lists = append(p.Lists, nil)
+	}
+	p.Lists = p.Lists[:n]
+	for g := range p.Lists {
+		if len(p.Lists[g]) != experts {
+			p.Lists[g] = make([]int, experts)
+			for e := range p.Lists[g] {
+				p.Lists[g][e] = e
+			}
+		}
+	}
 }
 
 // NewGatesWS returns the state of BackwardGates for the gates whose
@@ -204,6 +282,15 @@ func NewGatesWS(wss []*GateWS) *GatesWS {
 // bits as gate after gate.
 func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, dexperts []*kernels.Tensor, dx *kernels.Tensor) {
 	dev := gates[0].dev
+	if f, ok := s.onePass(gates, wss); ok {
+		s.pass.Experts, s.pass.DExperts = wss[0].experts, dexperts
+		s.setLists(len(gates), len(dexperts))
+		s.run(f)
+		for t, g := range gates {
+			g.backwardDense(wss[t], dx, t > 0)
+		}
+		return
+	}
 	multi, ok := dev.(kernels.GatesBackwarder)
 	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) {
 		dev.Zero(dy)
@@ -225,24 +312,34 @@ func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor,
 // gate g's experts and their gradients (an expert listed by several gates
 // is the same tensor in each list), dy the storage of every expert
 // gradient, which it writes (not adds), and dxs[g] the gradient of gate
-// g's input, which each gate adds into. On a kernels.GateSetsBackwarder,
+// g's input: with accumulate each gate adds into it; without, a gate
+// writes it unless an earlier gate of the call has the same dxs tensor
+// (which it then adds into), so that the caller need not zero it (a -0
+// it writes stays -0, where zeroing and adding gave +0). On a kernels.GateSetsBackwarder,
 // when the lists cover dy, the gates' combine backward runs in one pass
 // over the experts, then each gate's softmax and Dense backward; the
 // results are the same bits as zeroing dy and running gate after gate.
-func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor) {
+func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor, accumulate bool) {
 	dev := gates[0].dev
+	if f, ok := s.onePass(gates, wss); ok && s.indexLists(lists, dlists, dy) {
+		s.run(f)
+		for t, g := range gates {
+			g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
+		}
+		return
+	}
 	multi, ok := dev.(kernels.GateSetsBackwarder)
 	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) || !covers(dlists, dy) {
 		dev.Zero(dy)
 		for t, g := range gates {
-			g.Backward(wss[t], dlists[t], dxs[t], true)
+			g.Backward(wss[t], dlists[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 		}
 		return
 	}
 	multi.GateSetsCombineBackward(s.douts, s.ws, s.dws, lists, dlists)
 	for t, g := range gates {
 		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
-		g.backwardDense(wss[t], dxs[t], true)
+		g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 	}
 }
 
@@ -273,4 +370,43 @@ func listedBefore(lists [][]*kernels.Tensor, g, i int, x *kernels.Tensor) bool {
 		}
 	}
 	return false
+}
+
+// indexLists sets the pass's experts and lists from the gates' lists of
+// tensors: the experts registered by FoldExperts when they hold every
+// listed one (their gradients cover dy), else the distinct listed experts
+// in the order first listed, which must cover dy. It reports false where
+// neither holds (the composed path zeroes dy first).
+func (s *GatesWS) indexLists(lists, dlists [][]*kernels.Tensor, dy *kernels.Tensor) bool {
+	p := &s.pass
+	p.Experts, p.DExperts = s.xs[:0], s.dxs[:0]
+	if s.foldWS != nil && s.foldWS.DY() == dy {
+		p.Experts, p.DExperts = s.foldWS.outs, s.foldWS.douts
+	}
+	registered := len(p.Experts) > 0
+	for len(p.Lists) < len(lists) {
+		p.Lists = append(p.Lists, nil)
+	}
+	p.Lists = p.Lists[:len(lists)]
+	for g, l := range dlists {
+		p.Lists[g] = p.Lists[g][:0]
+		for i, dx := range l {
+			e := slices.Index(p.DExperts, dx)
+			if e < 0 && registered {
+				return false
+			}
+			if e < 0 {
+				e = len(p.DExperts)
+				p.Experts, p.DExperts = append(p.Experts, lists[g][i]), append(p.DExperts, dx)
+			}
+			if p.Experts[e] != lists[g][i] {
+				return false
+			}
+			p.Lists[g] = append(p.Lists[g], e)
+		}
+	}
+	if !registered {
+		s.xs, s.dxs = p.Experts, p.DExperts
+	}
+	return registered || covers(dlists, dy)
 }

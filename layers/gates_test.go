@@ -154,7 +154,7 @@ func TestBackwardGateSetsMatchesGateAfterGate(t *testing.T) {
 					dev.CopyFromHostF32(wss[i].DY(), randHost(rng, c.rows*c.d, 1))
 				}
 				dev.Fill(dy, float32(math.NaN()))
-				BackwardGateSets(gates, wss, NewGatesWS(wss), dy, lists, dlists, dxs)
+				BackwardGateSets(gates, wss, NewGatesWS(wss), dy, lists, dlists, dxs, true)
 				out := [][]float32{host(dy)}
 				for i, ws := range wss {
 					out = append(out, host(dxs[i]))

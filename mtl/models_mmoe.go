@@ -73,6 +73,7 @@ func (b *mmoeBody) newWS(maxRows int, train bool) bodyWS {
 	}
 	if train {
 		w.gatesWS = layers.NewGatesWS(w.gws)
+		w.gatesWS.FoldExperts(b.experts, w.experts)
 	}
 	return w
 }

@@ -170,6 +170,7 @@ func (b *pleBody) newWS(maxRows int, train bool) bodyWS {
 		}
 		if train {
 			lw.gatesWS = layers.NewGatesWS(lw.gws)
+			lw.gatesWS.FoldExperts(lv.experts, lw.experts)
 		}
 		ng := len(lv.experts.Groups)
 		lw.xs, lw.dxs = make([]*kernels.Tensor, ng), make([]*kernels.Tensor, ng)
@@ -231,31 +232,40 @@ func (w *pleWS) repGrad(t int) (*kernels.Tensor, bool) {
 func (w *pleWS) backward(dx *kernels.Tensor) {
 	b := w.b
 	dev := b.dev
-	dev.Zero(dx)
+	// dx is written by the first gates that reach it (the top level's
+	// with gatesOnInput, else level 0's), then added into: no zeroing
+	dxWritten := false
 	for l := len(b.levels) - 1; l >= 0; l-- {
 		lv, lw := b.levels[l], w.levels[l]
+		onInput := b.gatesOnInput || l == 0
 		// gradients of this level's inputs: the model input at level 0,
-		// else the outputs of level l-1 (zeroed, then accumulated)
+		// else the outputs of level l-1, each written by this level's gate
+		// of the same index (without gatesOnInput) or zeroed, then added
+		// into by the experts
 		if l == 0 {
 			lw.dxs[0] = dx
 		} else {
 			prev := w.levels[l-1]
 			for t := range b.tasks {
 				lw.dxs[t] = prev.taskGates[t].DY()
-				dev.Zero(lw.dxs[t])
 			}
 			lw.dxs[b.tasks] = prev.shared.DY()
-			dev.Zero(lw.dxs[b.tasks])
+			for i, d := range lw.dxs {
+				if onInput || i >= len(lw.lists) {
+					dev.Zero(d)
+				}
+			}
 		}
 		for i := range lw.lists {
-			switch {
-			case b.gatesOnInput || l == 0:
+			if onInput {
 				lw.gateDX[i] = dx
-			default:
+			} else {
 				lw.gateDX[i] = lw.dxs[i]
 			}
 		}
-		layers.BackwardGateSets(lw.gates, lw.gws, lw.gatesWS, lw.experts.DY(), lw.lists, lw.dlists, lw.gateDX)
+		accumulate := onInput && dxWritten
+		dxWritten = dxWritten || onInput
+		layers.BackwardGateSets(lw.gates, lw.gws, lw.gatesWS, lw.experts.DY(), lw.lists, lw.dlists, lw.gateDX, accumulate)
 		lv.experts.Backward(lw.experts, lw.dxs, true)
 	}
 }
