@@ -38,6 +38,17 @@ type MemoryEstimate struct {
 	// Init is transient: the host copy of the largest embedding table
 	// while it is initialised.
 	Init int64
+	// Exchange is what the steps of a distributed job add on a rank (0 in
+	// one process; EstimateRankMemory): the staging of the fused allreduce,
+	// the step's ids and gradient rows sent and received (every rank's with
+	// replicated tables; with tables sharded by rows, the rows asked and
+	// given in the lookup and the gradient rows pushed to their owners),
+	// their merge (a slot per table row, and the merged rows), and on a
+	// device that fuses the embedding update, the sparse gradients the
+	// distributed step materialises instead. An upper bound: every id of
+	// every rank's batch counted as distinct and, with row sharding, as
+	// asked of this rank.
+	Exchange int64
 	// Total is the sum of the parts: the peak NewModel reaches.
 	Total int64
 	// Params is the number of parameters; MaxBatch the batch rows the
@@ -54,6 +65,9 @@ func (e MemoryEstimate) String() string {
 		"optimizer state " + FormatBytes(e.Optimizer),
 		"gradients " + FormatBytes(e.Gradients),
 		fmt.Sprintf("activations for batches of %d rows %s", e.MaxBatch, FormatBytes(e.Activations)),
+	}
+	if e.Exchange > 0 {
+		parts = append(parts, "the distributed step's exchange buffers "+FormatBytes(e.Exchange))
 	}
 	return fmt.Sprintf("about %s (%s)", FormatBytes(e.Total), strings.Join(parts, ", "))
 }
@@ -78,6 +92,19 @@ func FormatBytes(n int64) string {
 // gradient buffers. A nil dev counts one shard. The configuration is
 // validated as NewModel validates it.
 func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch int) (MemoryEstimate, error) {
+	return EstimateRankMemory(s, cfg, dev, maxBatch, 1, false)
+}
+
+// EstimateRankMemory is EstimateMemory for one rank of a distributed job
+// of ranks ranks, each with batches of at most maxBatch rows, whose tables
+// are replicated or (rowSharded) sharded by rows: with ranks > 1 it adds
+// the distributed step's buffers (Exchange) and, with rowSharded, counts
+// the rank's share of the tables (RowShard). With one rank it is
+// EstimateMemory.
+func EstimateRankMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch, ranks int, rowSharded bool) (MemoryEstimate, error) {
+	if ranks < 1 {
+		return MemoryEstimate{}, fmt.Errorf("mtl: EstimateRankMemory: ranks must be >= 1, got %d", ranks)
+	}
 	cfg = cfg.Clone()
 	if err := cfg.Validate(s); err != nil {
 		return MemoryEstimate{}, err
@@ -219,9 +246,47 @@ func EstimateMemory(s *schema.Schema, cfg Config, dev kernels.Device, maxBatch i
 		Params:      satBytes(c.emb + c.dense),
 		MaxBatch:    maxBatch,
 	}
-	e.Total = satBytes(float64(e.Embeddings) + float64(e.Dense) + float64(e.Optimizer) +
-		float64(e.Gradients) + float64(e.Activations) + float64(e.Init))
+	if ranks > 1 {
+		e.Exchange = satBytes(c.exchange(float64(maxBatch), float64(ranks), rowSharded) * f32)
+	}
+	e.Total = e.sum()
+	if rowSharded {
+		e = e.RowShard(ranks)
+	}
 	return e, nil
+}
+
+// sum is the total of the parts.
+func (e MemoryEstimate) sum() int64 {
+	return satBytes(float64(e.Embeddings) + float64(e.Dense) + float64(e.Optimizer) +
+		float64(e.Gradients) + float64(e.Activations) + float64(e.Init) + float64(e.Exchange))
+}
+
+// exchange is the floats (4 bytes each, as the int32 ids) of a distributed
+// step's buffers on one of n ranks with batches of b rows (docs/DISTRIBUTED.md
+// has the buffers): u = b·exchRow is the most a rank's batch can send (each
+// table's ids and their gradient rows, every id distinct).
+//
+//   - both modes: the fused allreduce's staging (the dense gradients), the
+//     rank's own ids and rows sent, and the sparse gradients a fused-update
+//     device materialises (u each);
+//   - replicated tables: every rank's ids and rows received (n·u), merged
+//     (n·u) and held for the update at twice the largest merge so far
+//     (2n·u), and a merge slot per table row;
+//   - row sharding: the lookup's rows received and its small tables (u
+//     each), the rows given to every asker (n·u), the gradient rows
+//     pushed to the owners received and merged (2n·u, held at twice: 2n·u
+//     more), and a slot per local row (the table rows / n).
+func (c *counter) exchange(b, n float64, rowSharded bool) float64 {
+	u := b * c.exchRow
+	f := c.dense + u
+	if c.fusedEmb {
+		f += u
+	}
+	if rowSharded {
+		return f + 2*u + 5*n*u + math.Ceil(c.tableRows/n)
+	}
+	return f + 4*n*u + c.tableRows
 }
 
 // RowShard is the estimate for one rank of n whose embedding tables are
@@ -240,8 +305,7 @@ func (e MemoryEstimate) RowShard(n int) MemoryEstimate {
 	e.Embeddings = satBytes(math.Ceil(emb / float64(n)))
 	e.Optimizer = satBytes(float64(e.Optimizer) - optEmb + math.Ceil(optEmb/float64(n)))
 	e.Init = 0
-	e.Total = satBytes(float64(e.Embeddings) + float64(e.Dense) + float64(e.Optimizer) +
-		float64(e.Gradients) + float64(e.Activations) + float64(e.Init))
+	e.Total = e.sum()
 	return e
 }
 
@@ -253,6 +317,9 @@ type counter struct {
 	row          float64 // per-row floats of the body, towers and loss (per shard row)
 	// the device fuses the embedding update; uploads batches asynchronously
 	fusedEmb, staged bool
+	// per batch row, each table's ids and their gradient rows (what a rank
+	// sends in a distributed step); the rows of all tables
+	exchRow, tableRows float64
 }
 
 // input counts the embedding tables (one per domain, as layers.InputBlock
@@ -315,6 +382,8 @@ func (c *counter) input(feats []*schema.Feature, cfg *Config) float64 {
 			perID++
 		}
 		c.inputRow += t.values * perID
+		c.exchRow += t.values * (1 + t.dim)
+		c.tableRows += t.rows
 		if t.features > 1 {
 			c.inputRow += t.features * t.dim // per-feature lookups of a shared table
 		}

@@ -158,17 +158,17 @@ func memAvailable() (int64, string, bool) {
 // end the process with the Go runtime's fatal "out of memory", or swap the
 // machine to a halt.
 func checkMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64) error {
-	return checkRankMemory(s, cfg, dev, maxBatch, limit, extra, 1)
+	return checkRankMemory(s, cfg, dev, maxBatch, limit, extra, 1, false)
 }
 
-// checkRankMemory is checkMemory for one rank of a job of rowRanks ranks
-// whose embedding tables are sharded by rows (1: not sharded).
-func checkRankMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64, rowRanks int) error {
-	est, err := mtl.EstimateMemory(s, cfg, dev, maxBatch)
+// checkRankMemory is checkMemory for one rank of a job of ranks ranks
+// whose embedding tables are replicated or (rowSharded) sharded by rows:
+// the distributed step's buffers count too (mtl.EstimateRankMemory).
+func checkRankMemory(s *schema.Schema, cfg mtl.Config, dev kernels.Device, maxBatch int, limit, extra int64, ranks int, rowSharded bool) error {
+	est, err := mtl.EstimateRankMemory(s, cfg, dev, maxBatch, ranks, rowSharded)
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	est = est.RowShard(rowRanks)
 	what := "--max_memory"
 	if limit <= 0 {
 		var ok bool

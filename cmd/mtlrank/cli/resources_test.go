@@ -76,6 +76,21 @@ func TestCheckMemory(t *testing.T) {
 	require.NoError(t, checkMemory(s, cfg, dev, 512, est.Total, 0))
 	// Extra bytes count.
 	require.Error(t, checkMemory(s, cfg, dev, 512, est.Total, 1))
+	// A rank of a distributed job counts its step's exchange buffers: a
+	// limit that one process fits in refuses a rank of 4.
+	rank, err := mtl.EstimateRankMemory(s, cfg, dev, 512, 4, false)
+	require.NoError(t, err)
+	require.Greater(t, rank.Exchange, int64(0))
+	err = checkRankMemory(s, cfg, dev, 512, est.Total, 0, 4, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the distributed step's exchange buffers "+mtl.FormatBytes(rank.Exchange))
+	require.NoError(t, checkRankMemory(s, cfg, dev, 512, rank.Total, 0, 4, false))
+	// With the tables sharded by rows a rank holds its share of them.
+	row, err := mtl.EstimateRankMemory(s, cfg, dev, 512, 4, true)
+	require.NoError(t, err)
+	require.Less(t, row.Embeddings, rank.Embeddings)
+	require.NoError(t, checkRankMemory(s, cfg, dev, 512, row.Total, 0, 4, true))
+	require.Error(t, checkRankMemory(s, cfg, dev, 512, row.Total-1, 0, 4, true))
 
 	// Without --max_memory: the machine's available memory.
 	fakeMemInfo(t, "MemAvailable:   1024 kB\n")

@@ -957,16 +957,13 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 
 	var m *mtl.Model
 	var state *mtl.TrainState
-	rowRanks := 1 // the ranks the tables are sharded among
-	if a.embeddingSharding == mtl.ShardRow {
-		rowRanks = ranks
-	}
+	rowSharded := a.embeddingSharding == mtl.ShardRow && ranks > 1
 	if a.loadPath != "" {
 		cs, ccfg, err := mtl.ReadCheckpointModel(a.loadPath)
 		if err != nil {
 			return err
 		}
-		if err := checkRankMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
+		if err := checkRankMemory(cs, ccfg, dev, maxBatch, a.maxMemory, 0, ranks, rowSharded); err != nil {
 			return err
 		}
 		if a.embeddingSharding == mtl.ShardRow {
@@ -993,7 +990,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		if err := a.applyTasks(s); err != nil {
 			return err
 		}
-		if err := checkRankMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0, rowRanks); err != nil {
+		if err := checkRankMemory(s, a.cfg, dev, maxBatch, a.maxMemory, 0, ranks, rowSharded); err != nil {
 			return err
 		}
 		if a.embeddingSharding == mtl.ShardRow {
