@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -70,15 +69,6 @@ func TestEstimateRankMemoryBoundsTheSteps(t *testing.T) {
 	batches := make([]*loader.Batch, steps)
 	for s := range batches {
 		batches[s] = gradBatch(rng, batch)
-	}
-	// allocated runs f and returns the bytes the process allocated in it.
-	allocated := func(f func()) uint64 {
-		var a, b runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&a)
-		f()
-		runtime.ReadMemStats(&b)
-		return b.TotalAlloc - a.TotalAlloc
 	}
 	m, err := NewModel(gradSchema(), cfg, testDev(), batch)
 	require.NoError(t, err)
