@@ -419,6 +419,9 @@ func (b *InputBlock) table(ws *InputWS, ti int) *kernels.Tensor {
 func (ws *InputWS) Y() *kernels.Tensor  { return ws.out.t() }
 func (ws *InputWS) DY() *kernels.Tensor { return ws.dout.t() }
 
+// Data is the input data of the last Forward or BeginForward.
+func (ws *InputWS) Data() *InputData { return ws.data }
+
 // SparseGrad is the gradient of table t computed by the last Backward (nil
 // on a kernels.FusedEmbeddingUpdater device before the first Backward).
 func (ws *InputWS) SparseGrad(t int) *kernels.SparseGrad { return ws.grads[t] }
@@ -454,6 +457,28 @@ func (b *InputBlock) featureOffsets(ws *InputWS, data *InputData, fi int) *kerne
 // Forward gathers and concatenates the inputs of data into [B, OutDim].
 // An id outside its table is an error naming the feature.
 func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, error) {
+	out, err := b.BeginForward(ws, data)
+	if err != nil {
+		return nil, err
+	}
+	rows := data.Rows
+	if ws.gatherFn != nil && rows*ws.gatherCost >= gatherShardMinWork {
+		return out, b.gatherShards(ws)
+	}
+	for i := range b.Features {
+		if err := b.gather(ws, b.dev, i); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// BeginForward is Forward without the gather: it checks data and sizes ws
+// for it, and returns the block's output [B, OutDim], which holds Forward's
+// values once GatherRows has run over every row. A kernels.Sharder's shards
+// gather their own rows this way, each before its part of the model, so
+// that the input block costs no join of the device's goroutines.
+func (b *InputBlock) BeginForward(ws *InputWS, data *InputData) (*kernels.Tensor, error) {
 	rows := data.Rows
 	if rows <= 0 || rows > ws.maxRows {
 		return nil, fmt.Errorf("layers: input block: batch of %d rows, workspace holds 1..%d", rows, ws.maxRows)
@@ -466,16 +491,57 @@ func (b *InputBlock) Forward(ws *InputWS, data *InputData) (*kernels.Tensor, err
 	if ws.dout != nil {
 		ws.dout.resize(rows)
 	}
-	out := ws.out.t()
-	if ws.gatherFn != nil && rows*ws.gatherCost >= gatherShardMinWork {
-		return out, b.gatherShards(ws)
-	}
+	return ws.out.t(), nil
+}
+
+// RowGather is the state of one goroutine's GatherRows calls: views of the
+// batch's tensors, so that a call allocates nothing.
+type RowGather struct {
+	out, in, offs hdr
+}
+
+// GatherRows writes rows [lo, hi) of every input of the batch begun by
+// BeginForward into the block's output on dev, with the bits Forward writes
+// there: an output row depends only on that row's ids or values. Calls for
+// disjoint rows, each with its own g, may run concurrently. On an error
+// (an id outside its table, malformed offsets) the rows are left
+// incomplete. The error is Forward's for these rows alone (an id error
+// names its batch row; an offsets error counts from lo), so a caller that
+// needs the batch's error, the first bad feature of all rows, runs
+// Forward.
+func (b *InputBlock) GatherRows(ws *InputWS, g *RowGather, dev kernels.Device, lo, hi int) error {
+	data, rows := ws.data, hi-lo
+	out := g.out.set(ws.out.t(), lo*b.OutDim, rows, b.OutDim)
 	for i := range b.Features {
-		if err := b.gather(ws, b.dev, i); err != nil {
-			return nil, err
+		f := &b.Features[i]
+		if f.Continuous {
+			dev.CopyCols(out, f.Col, g.in.set(data.Values[i], lo, rows, 1), 0, 1, false)
+			continue
+		}
+		t := b.Tables[f.Table]
+		ids, offs := data.IDs[f.Table], data.Offsets[f.Table]
+		if offs == nil {
+			ids = g.in.set(ids, lo, rows)
+		} else {
+			// offsets index the table's whole ids (feature slot f.Slot of
+			// a shared table: its own data.Rows+1 of them)
+			base := 0
+			if len(t.Features) > 1 {
+				base = f.Slot * data.Rows
+			}
+			offs = g.offs.set(offs, base+lo, rows+1)
+		}
+		if err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), ids, offs, t.Combiner); err != nil {
+			var idErr *kernels.IDRangeError
+			if errors.As(err, &idErr) {
+				e := *idErr
+				e.Row += lo // a row of the batch, not of the view
+				err = &e
+			}
+			return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // gather writes feature i of the current batch into its columns of the

@@ -236,7 +236,9 @@ func (e *Engine) fusedStep(b *loader.Batch) (Stats, error) {
 	if err := ws.input0(b, true); err != nil {
 		return Stats{}, err
 	}
-	ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed()})
+	if err := ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed()}); err != nil {
+		return Stats{}, BatchWrap(b, err)
+	}
 	ws.regLoss()
 	e.spec.Input.BeginBackward(ws.input)
 	err := ws.readLoss(b)

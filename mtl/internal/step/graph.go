@@ -215,12 +215,18 @@ func (e *Engine) captureStep() (*slotGraphs, error) {
 		}
 		return gr, nil
 	}
-	var err error
+	var err, runErr error
 	sg.fwd, err = capture("forward and backward", func() {
-		ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed(), Step: e.graphs.sp})
+		runErr = ws.run(passBackward, layers.Mode{Train: true, Seed: e.dropoutSeed(), Step: e.graphs.sp})
 		ws.regLoss()
 		ws.backward()
 	})
+	if err == nil && runErr != nil {
+		// a device that captures graphs runs one shard, gathered by
+		// input0 (never the case; kept as an error, not a panic)
+		sg.fwd.Release()
+		err = runErr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +245,9 @@ func (e *Engine) captureStep() (*slotGraphs, error) {
 // eagerAfterInput finishes an eager step whose input0 already ran.
 func (e *Engine) eagerAfterInput(b *loader.Batch, seed uint64) (Stats, error) {
 	ws := e.train
-	ws.run(passBackward, layers.Mode{Train: true, Seed: seed})
+	if err := ws.run(passBackward, layers.Mode{Train: true, Seed: seed}); err != nil {
+		return Stats{}, BatchWrap(b, err)
+	}
 	ws.regLoss()
 	ws.backward()
 	if err := ws.readLoss(b); err != nil {

@@ -1,6 +1,7 @@
 package step
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/mtlrank/mtlrank/kernels"
@@ -88,6 +89,9 @@ type Workspace struct {
 	mode  layers.Mode
 	x     *kernels.Tensor // input block output of the batch
 	out   [][]float32     // predict: the caller's output slices
+	// gather: the shards gather their own rows of x (gatherRows) before
+	// the pass, instead of input0 gathering the whole batch.
+	gather bool
 }
 
 type passKind uint8
@@ -108,6 +112,8 @@ type shard struct {
 	grads  []*kernels.Tensor // like Workspace.grads, for this shard
 	xH     layers.Header     // the shard's rows of the input block output
 	dxH    layers.Header     // ... and of its gradient
+	rg     layers.RowGather  // the shard's gather of its rows (Workspace.gather)
+	err    error             // the shard's gather error in the current pass
 }
 
 // NewWorkspace creates an inference workspace for batches of up to
@@ -198,8 +204,10 @@ func (ws *Workspace) plan(rows int) {
 	}
 }
 
-// run runs pass on every shard of the current batch and waits.
-func (ws *Workspace) run(pass passKind, mode layers.Mode) {
+// run runs pass on every shard of the current batch and waits. Its error
+// is the input block's, when the shards gathered their rows (input0): that
+// of the batch's first bad input, as Forward reports it.
+func (ws *Workspace) run(pass passKind, mode layers.Mode) error {
 	ws.pass, ws.mode = pass, mode
 	if ws.nShards == 1 {
 		ws.runShard(0)
@@ -207,6 +215,26 @@ func (ws *Workspace) run(pass passKind, mode layers.Mode) {
 		ws.e.caps.Sharder.RunShards(ws.nShards, ws.runFn)
 	}
 	ws.x, ws.out = nil, nil
+	if !ws.gather {
+		return nil
+	}
+	ws.gather = false
+	failed := false
+	for _, sh := range ws.shards[:ws.nShards] {
+		failed = failed || sh.err != nil
+		sh.err = nil
+	}
+	if !failed {
+		return nil
+	}
+	// A shard's error names its rows only: the serial gather of the whole
+	// batch gives the error of a batch that is gathered at once, the same
+	// whatever the cut (an error path: its cost does not matter).
+	in := ws.e.spec.Input
+	if _, err := in.Forward(ws.input, ws.input.Data()); err != nil {
+		return err
+	}
+	return errors.New("mtl: the input block failed in a shard and not over the whole batch")
 }
 
 // runShard runs the current pass on shard s.
@@ -215,6 +243,11 @@ func (ws *Workspace) runShard(s int) {
 	ldev := e.caps.Layers
 	sh := ws.shards[s]
 	rows, d := sh.hi-sh.lo, ws.x.Cols()
+	if ws.gather {
+		if sh.err = e.spec.Input.GatherRows(ws.input, &sh.rg, ldev, sh.lo, sh.hi); sh.err != nil {
+			return
+		}
+	}
 	x := sh.xH.View(ws.x, sh.lo*d, rows, d)
 	mode := ws.mode
 	if ws.nShards > 1 {
@@ -256,11 +289,22 @@ func (ws *Workspace) input0(b *loader.Batch, loss bool) error {
 	if err != nil {
 		return err
 	}
-	x, err := ws.e.spec.Input.Forward(ws.input, data)
+	ws.plan(b.Rows)
+	in := ws.e.spec.Input
+	// With several shards each gathers its own rows at the start of the
+	// pass (runShard): the shards' join is then the only one before the
+	// loss, where gathering the batch first would cost one more.
+	ws.gather = ws.nShards > 1
+	var x *kernels.Tensor
+	if ws.gather {
+		x, err = in.BeginForward(ws.input, data)
+	} else {
+		x, err = in.Forward(ws.input, data)
+	}
 	if err != nil {
+		ws.gather = false
 		return BatchWrap(b, err)
 	}
-	ws.plan(b.Rows)
 	ws.x = x
 	return nil
 }
@@ -293,7 +337,9 @@ func (ws *Workspace) Forward(b *loader.Batch, mode layers.Mode, lossColumns bool
 	if err := ws.input0(b, lossColumns); err != nil {
 		return err
 	}
-	ws.run(passForward, mode)
+	if err := ws.run(passForward, mode); err != nil {
+		return BatchWrap(b, err)
+	}
 	return nil
 }
 
@@ -307,7 +353,9 @@ func (ws *Workspace) LossPass(b *loader.Batch, mode layers.Mode, backward bool) 
 	if backward {
 		pass = passBackward
 	}
-	ws.run(pass, mode)
+	if err := ws.run(pass, mode); err != nil {
+		return BatchWrap(b, err)
+	}
 	ws.regLoss()
 	if backward {
 		ws.backward()
@@ -403,7 +451,9 @@ func (ws *Workspace) Predict(b *loader.Batch, out [][]float32) error {
 		return err
 	}
 	ws.out = out
-	ws.run(passPredict, layers.Mode{})
+	if err := ws.run(passPredict, layers.Mode{}); err != nil {
+		return BatchWrap(b, err)
+	}
 	if err := ws.e.dev.Sync(); err != nil {
 		return BatchWrap(b, err)
 	}
