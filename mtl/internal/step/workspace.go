@@ -89,8 +89,8 @@ type Workspace struct {
 	mode  layers.Mode
 	x     *kernels.Tensor // input block output of the batch
 	out   [][]float32     // predict: the caller's output slices
-	// gather: the shards gather their own rows of x (gatherRows) before
-	// the pass, instead of input0 gathering the whole batch.
+	// gather: the shards gather their own rows of x before the pass
+	// (runShard), instead of input0 gathering the whole batch.
 	gather bool
 }
 
@@ -187,16 +187,21 @@ func (ws *Workspace) Release() {
 	ws.reg.Release()
 }
 
+// shardsFor is the number of shards of a batch of rows rows.
+func (ws *Workspace) shardsFor(rows int) int {
+	if ws.e.caps.Sharder == nil {
+		return 1
+	}
+	c := ShardCount(rows)
+	if !ws.train {
+		c = PredictShardCount(rows, ws.e.dev.Threads())
+	}
+	return min(c, len(ws.shards))
+}
+
 // plan cuts a batch of rows rows into shards.
 func (ws *Workspace) plan(rows int) {
-	n := 1
-	if ws.e.caps.Sharder != nil {
-		c := ShardCount(rows)
-		if !ws.train {
-			c = PredictShardCount(rows, ws.e.dev.Threads())
-		}
-		n = min(c, len(ws.shards))
-	}
+	n := ws.shardsFor(rows)
 	ws.nShards, ws.rows = n, rows
 	for s := 0; s < n; s++ {
 		sh := ws.shards[s]
@@ -289,23 +294,22 @@ func (ws *Workspace) input0(b *loader.Batch, loss bool) error {
 	if err != nil {
 		return err
 	}
-	ws.plan(b.Rows)
 	in := ws.e.spec.Input
 	// With several shards each gathers its own rows at the start of the
 	// pass (runShard): the shards' join is then the only one before the
 	// loss, where gathering the batch first would cost one more.
-	ws.gather = ws.nShards > 1
+	gather := ws.shardsFor(b.Rows) > 1
 	var x *kernels.Tensor
-	if ws.gather {
+	if gather {
 		x, err = in.BeginForward(ws.input, data)
 	} else {
 		x, err = in.Forward(ws.input, data)
 	}
 	if err != nil {
-		ws.gather = false
 		return BatchWrap(b, err)
 	}
-	ws.x = x
+	ws.plan(b.Rows)
+	ws.x, ws.gather = x, gather
 	return nil
 }
 
