@@ -14,7 +14,8 @@ import (
 // (step.Workspace.run). An input that fails there fails the step with the
 // error of the whole batch: the first bad feature in the block's feature
 // order, with the row of its first bad id, whichever shards hold bad ids;
-// no update is applied, and the next batch trains.
+// no update is applied, and the next batch trains. A batch whose input
+// fails leaves the workspace's shard plan (Rows, Shards) as it was.
 func TestShardGatherErrorIsTheBatchError(t *testing.T) {
 	const rows, small = 1024, 500
 	for _, threads := range []int{1, 2} {
@@ -78,6 +79,22 @@ func TestShardGatherErrorIsTheBatchError(t *testing.T) {
 			_, err = m.TrainStep(b[1])
 			require.NoError(t, err)
 			require.Equal(t, 1, m.exec.Step())
+
+			// a one-shard batch whose input fails (gathered by input0)
+			// leaves the last batch's shard plan
+			one := tenrecBatches(s, 1, 200)[0]
+			for _, fi := range []int{first, second} {
+				for r, id := range one.Columns[feats[fi].Name].I32 {
+					one.Columns[feats[fi].Name].I32[r] = id % small
+				}
+			}
+			one.Columns[feats[first].Name].I32[7] = small + 1
+			in.SetTables(tables)
+			_, err = m.TrainStep(one)
+			require.ErrorContains(t, err, "at row 7 is outside")
+			ws := m.exec.Train()
+			require.Equal(t, rows, ws.Rows())
+			require.Equal(t, 4, ws.Shards())
 		})
 	}
 }
