@@ -67,13 +67,15 @@ var _ GemmSummer = (*CPU)(nil)
 
 // GemmSum implements GemmSummer: one K-segmented GEMM on the small-GEMM
 // kernels where they take the shape (gemmSumKernel), else the chained
-// GEMMs of the plain Device ops.
+// GEMMs of the plain Device ops. One term is one Gemm: the same tiles in
+// the same order, so the same bits, with W^T built on the stack instead
+// of in the call's scratch.
 func (c *CPU) GemmSum(dys, ws []*Tensor, accumulate bool, dx *Tensor) {
 	m, n, k := checkGemmSum("GemmSum", dys, ws, dx)
 	if m == 0 || n == 0 {
 		return
 	}
-	if k == 0 || !gemmSumKernel(len(dys), n, k) {
+	if k == 0 || len(dys) == 1 || !gemmSumKernel(len(dys), n, k) {
 		chainGemmSum(c, dys, ws, accumulate, dx)
 		return
 	}
