@@ -615,7 +615,7 @@ int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, 
                      const float *bt, int accumulate, float *c, long ldc) {
 	const float *sa[MTL_GEMM_SUM_MAX_SEGS];
 	long ktot = 0;
-	if (level() == 0 || nseg <= 0 || nseg > MTL_GEMM_SUM_MAX_SEGS || n < 16 || i1 <= i0) return 0;
+	if (level() == 0 || nseg <= 0 || nseg > MTL_GEMM_SUM_MAX_SEGS || n < 16) return 0;
 	for (int s = 0; s < nseg; s++) {
 		sa[s] = a[s] + i0 * lda[s];
 		ktot += k[s];
