@@ -47,12 +47,14 @@ func TestHotOpsDoNotAllocate(t *testing.T) {
 			tm, tv := c.Alloc(kernels.Float32, tableRows, dim), c.Alloc(kernels.Float32, tableRows, dim)
 			w0 := w.View(0, 96, d)
 			ps, ms, vs := []*kernels.Tensor{w, bias}, []*kernels.Tensor{m, bias}, []*kernels.Tensor{v, bias}
+			w0s := []*kernels.Tensor{w0, w0, w0, w0} // the kernels of four layers reading x
 			douts, gwss, gwsT := []*kernels.Tensor{dout, out}, []*kernels.Tensor{gws, gws}, []*kernels.Tensor{gw, gw}
 			ap := kernels.AdamParams{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-7, Step: 1}
 			ops := map[string]func(){
 				"Gemm":                 func() { c.Gemm(false, false, 1, x, w0, 0, out) },
 				"GemmStridedBatched":   func() { c.GemmStridedBatched(false, false, rows, d, 96, 1, x, 0, w, 96*d, 0, h, rows*d, e) },
 				"GemmStridedBatchedT":  func() { c.GemmStridedBatched(false, true, rows, 96, d, 1, dh, rows*d, w, 96*d, 0, dx, 0, 1) },
+				"GemmSum":              func() { c.GemmSum(dexperts, w0s, false, dx) },
 				"BiasAct":              func() { c.BiasAct(h, bias, e, kernels.ReLU) },
 				"ActBackward":          func() { c.ActBackward(dh, h, kernels.ReLU) },
 				"BiasGrad":             func() { c.BiasGrad(dh, bias, e, false) },

@@ -12,6 +12,7 @@ package kernels
 //	FusedGemm             yes  yes   the bias/activation pass after a Dense GEMM
 //	FusedBiasGrad         yes  no    the activation-backward pass before BiasGrad
 //	FusedDataGrad         yes  no    the same pass, folded into the data-gradient GEMM
+//	GemmSummer            yes  no    a chain of GEMMs into one shared input's gradient
 //	GemmBiasActer         no   yes   the same on transposed operands
 //	FusedEmbeddingUpdater no   yes   the embedding gradient's host round trip
 //	AsyncIDChecker        no   yes   a host round trip per embedding gather
@@ -86,6 +87,22 @@ type FusedDataGrad interface {
 	// ActBiasGrad(dx, y, act, db, 1, false) does, with the same results
 	// (bit for bit). act is Linear or ReLU.
 	GemmActBiasGrad(dy, w, y *Tensor, act Activation, dx, db *Tensor)
+}
+
+// GemmSummer is implemented by devices that compute the gradient of an
+// input read by several layers, sum_s dy_s * w_s^T, as one GEMM over the
+// concatenated depths instead of a chain of GEMMs each adding its rounded
+// partial product into dx. Callers use GemmSum, which chains the GEMMs on
+// other devices.
+type GemmSummer interface {
+	// GemmSum writes dx = sum over s of dys[s] * ws[s]^T, or adds the sum
+	// to dx when accumulate is set, with dys[s] [m, k_s] and ws[s] [n, k_s]
+	// (a Dense layer's output gradient and its kernel [in, out]). Each
+	// element is one sum over the terms in order, each term's k in
+	// increasing order, from zero, then + dx when accumulating: bit for
+	// bit the GEMM of [dys[0] | dys[1] | ...] and [ws[0] | ws[1] | ...]^T.
+	// A row of dx depends only on that row of the dys.
+	GemmSum(dys, ws []*Tensor, accumulate bool, dx *Tensor)
 }
 
 // EmbeddingSource is one feature's gradient for an embedding table:

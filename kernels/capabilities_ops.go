@@ -56,6 +56,51 @@ func GatesCombineBackward(dev Device, douts, ws, dws, experts, dexperts []*Tenso
 	}
 }
 
+// GemmSum writes (or with accumulate adds into) dx the sum over s of
+// dys[s] * ws[s]^T on dev: one GEMM on a GemmSummer where it takes the
+// shape, else one Gemm per term, the first with beta 1 only when
+// accumulating, the others adding into dx (chainGemmSum).
+func GemmSum(dev Device, dys, ws []*Tensor, accumulate bool, dx *Tensor) {
+	if f, ok := dev.(GemmSummer); ok {
+		f.GemmSum(dys, ws, accumulate, dx)
+		return
+	}
+	checkGemmSum("GemmSum", dys, ws, dx)
+	chainGemmSum(dev, dys, ws, accumulate, dx)
+}
+
+// chainGemmSum is GemmSum as a chain of GEMMs: each term's rounded
+// product added into dx in turn. With no terms it zeroes dx (unless
+// accumulating), as a sum over nothing.
+func chainGemmSum(dev Device, dys, ws []*Tensor, accumulate bool, dx *Tensor) {
+	if len(dys) == 0 && !accumulate {
+		dev.Zero(dx)
+	}
+	for s := range dys {
+		var beta float32
+		if accumulate || s > 0 {
+			beta = 1
+		}
+		dev.Gemm(false, true, 1, dys[s], ws[s], beta, dx)
+	}
+}
+
+// checkGemmSum validates the terms of a GemmSum and returns dx's rows m,
+// columns n and the total depth k.
+func checkGemmSum(op string, dys, ws []*Tensor, dx *Tensor) (m, n, k int) {
+	if len(dys) != len(ws) {
+		panic(fmt.Sprintf("kernels: %s: %d output gradients for %d kernels", op, len(dys), len(ws)))
+	}
+	m, n = dx.Rows(), dx.Cols()
+	for s := range dys {
+		if dys[s].Rows() != m || ws[s].Rows() != n || dys[s].Cols() != ws[s].Cols() {
+			panic(fmt.Sprintf("kernels: %s: term %d: dy %v and w %v for dx %v", op, s, dys[s], ws[s], dx))
+		}
+		k += dys[s].Cols()
+	}
+	return m, n, k
+}
+
 // checkLossTasks validates a multi-task loss and returns its row count.
 func checkLossTasks(op string, taskLoss, total *Tensor, tasks []LossTask) int {
 	if taskLoss != nil && taskLoss.Len() < len(tasks) {

@@ -501,3 +501,37 @@ func BenchmarkGemmActBiasGrad(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGemmSum is the input gradient of layers sharing an input at a
+// shard's size, single-threaded: the chain of GEMMs (each dy_s W_s^T added
+// into dx) against one K-segmented GEMM (GemmSum). Shapes: MMoE's input
+// (5 gate layers and 4 experts, 64 wide, into the 112-wide input), CGC's
+// level 0 (6 gates and 7 experts), mlp's 5 towers into the bottom's
+// 32-wide output, and a PLE upper level's group (one gate, 2 experts).
+func BenchmarkGemmSum(b *testing.B) {
+	c := NewCPU(1)
+	const rows = 256
+	for _, s := range []struct {
+		name     string
+		terms, n int
+	}{{"mmoe_9x64_n112", 9, 112}, {"cgc_13x64_n112", 13, 112}, {"mlp_5x64_n32", 5, 32}, {"ple_3x64_n64", 3, 64}} {
+		var dys, ws []*Tensor
+		for range s.terms {
+			dys, ws = append(dys, benchTensor(c, rows, 64)), append(ws, benchTensor(c, s.n, 64))
+		}
+		dx := c.Alloc(Float32, rows, s.n)
+		flops := 2 * float64(rows*s.n*64*s.terms)
+		for _, op := range []struct {
+			name string
+			f    func()
+		}{
+			{"chain", func() { chainGemmSum(c, dys, ws, false, dx) }},
+			{"sum", func() { c.GemmSum(dys, ws, false, dx) }},
+		} {
+			b.Run(s.name+"/"+op.name, func(b *testing.B) {
+				loop(b, op.f)
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

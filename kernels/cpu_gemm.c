@@ -54,6 +54,13 @@ typedef struct {
 	const float *gy;
 	long ldy;
 	double *cs;
+	/* K-segments (mtlcpu_sgemm_sum): where nseg > 0, op(A) is the
+	 * concatenation along k of nseg matrices, element [i][kk] of segment s
+	 * at sa[s][i*slda[s] + kk] for kk < sk[s], and k is the sum of the sk;
+	 * a and ars, aks are unused. */
+	int nseg;
+	const float *const *sa;
+	const long *slda, *sk;
 } gemm_args;
 
 #ifdef HAVE_GEMM_KERNELS
@@ -109,18 +116,12 @@ T512 static inline __attribute__((always_inline)) void colsum512(double *cs, __m
 	}
 }
 
-/* C[i0:i0+MR, j0:j0+16*NV] with the last vector masked by mk. */
-T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *g, long i0, long j0, const int MR,
-                                                              const int NV, __mmask16 mk) {
-	__m512 acc[6][4];
-#pragma GCC unroll 6
-	for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-		for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
-	const float *a = g->a + i0 * g->ars;
-	const float *b = g->b + j0;
-	const long ars = g->ars, aks = g->aks, ldb = g->ldb;
-	for (long kk = 0; kk < g->k; kk++) {
+/* The k loop of a tile: acc[r][v] += a[r*ars + kk*aks] * b[kk*ldb + 16v]
+ * for kk = 0..k-1 in order, one FMA per term; returns b past the k rows. */
+T512 static inline __attribute__((always_inline)) const float *kloop512(__m512 acc[6][4], const float *a, long ars,
+                                                                       long aks, const float *b, long ldb, long k,
+                                                                       const int MR, const int NV, __mmask16 mk) {
+	for (long kk = 0; kk < k; kk++) {
 		__m512 bv[4];
 #pragma GCC unroll 4
 		for (int v = 0; v < NV; v++) {
@@ -137,6 +138,23 @@ T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *
 		a += aks;
 		b += ldb;
 	}
+	return b;
+}
+
+/* C[i0:i0+MR, j0:j0+16*NV] with the last vector masked by mk. */
+T512 static inline __attribute__((always_inline)) void tile512(const gemm_args *g, long i0, long j0, const int MR,
+                                                              const int NV, __mmask16 mk) {
+	__m512 acc[6][4];
+#pragma GCC unroll 6
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+	const float *b = g->b + j0;
+	if (g->nseg == 0)
+		kloop512(acc, g->a + i0 * g->ars, g->ars, g->aks, b, g->ldb, g->k, MR, NV, mk);
+	else
+		for (int s = 0; s < g->nseg; s++)
+			b = kloop512(acc, g->sa[s] + i0 * g->slda[s], g->slda[s], 1, b, g->ldb, g->sk[s], MR, NV, mk);
 	if (g->cs) {
 		/* the data gradient's epilogue (mtlcpu_sgemm_actgrad: alpha 1, beta
 		 * 0, no bias): y > 0 ? x : +0 where gy is set, false for a NaN y
@@ -252,19 +270,12 @@ T256 static inline __attribute__((always_inline)) void colsum256(double *cs, __m
 	}
 }
 
-/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk (tail lanes) unless
- * FULL. */
-T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *g, long i0, long j0, const int MR,
-                                                              const int NV, __m256i mk, int tail, const int FULL) {
-	__m256 acc[4][3];
-#pragma GCC unroll 4
-	for (int r = 0; r < MR; r++)
-#pragma GCC unroll 3
-		for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
-	const float *a = g->a + i0 * g->ars;
-	const float *b = g->b + j0;
-	const long ars = g->ars, aks = g->aks, ldb = g->ldb;
-	for (long kk = 0; kk < g->k; kk++) {
+/* kloop512 on 8-lane vectors. */
+T256 static inline __attribute__((always_inline)) const float *kloop256(__m256 acc[4][3], const float *a, long ars,
+                                                                       long aks, const float *b, long ldb, long k,
+                                                                       const int MR, const int NV, __m256i mk,
+                                                                       const int FULL) {
+	for (long kk = 0; kk < k; kk++) {
 		__m256 bv[3];
 #pragma GCC unroll 3
 		for (int v = 0; v < NV; v++) {
@@ -281,6 +292,24 @@ T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *
 		a += aks;
 		b += ldb;
 	}
+	return b;
+}
+
+/* C[i0:i0+MR, j0:j0+8*NV], the last vector masked by mk (tail lanes) unless
+ * FULL. */
+T256 static inline __attribute__((always_inline)) void tile256(const gemm_args *g, long i0, long j0, const int MR,
+                                                              const int NV, __m256i mk, int tail, const int FULL) {
+	__m256 acc[4][3];
+#pragma GCC unroll 4
+	for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+		for (int v = 0; v < NV; v++) acc[r][v] = _mm256_setzero_ps();
+	const float *b = g->b + j0;
+	if (g->nseg == 0)
+		kloop256(acc, g->a + i0 * g->ars, g->ars, g->aks, b, g->ldb, g->k, MR, NV, mk, FULL);
+	else
+		for (int s = 0; s < g->nseg; s++)
+			b = kloop256(acc, g->sa[s] + i0 * g->slda[s], g->slda[s], 1, b, g->ldb, g->sk[s], MR, NV, mk, FULL);
 	if (g->cs) {
 		/* as tile512's data-gradient epilogue */
 		const float *gy = g->gy;
@@ -550,6 +579,57 @@ static int sgemm_args(gemm_args *g, int ta, int tb) {
 	return 1;
 }
 
+/* ------------------------------------------------------------ K-segmented sums */
+
+/* The gradient of an input that several layers read is the sum over the
+ * layers s of dY_s W_s^T (dY_s [m, k_s], W_s [n, k_s]): one GEMM over
+ * K = sum k_s, its A the k-concatenation [dY_1 | ... | dY_S] read in place
+ * segment by segment, its B the concatenation of the W_s^T, transposed
+ * once into the caller's bt. Every element of C is one FMA chain over the
+ * segments in order, each in increasing k, from zero: bit for bit the
+ * GEMM of the explicitly concatenated operands, at the rate of one GEMM
+ * of depth K instead of a chain of S shallow ones each adding a rounded
+ * partial sum into C. */
+
+/* bt[(koff_s + kk)*n + j] = b[s][j*ldb[s] + kk]: the W_s^T stacked along k
+ * into bt [sum k, n]. */
+int mtlcpu_gemm_sum_transpose(long n, int nseg, const float *const *b, const long *ldb, const long *k, float *bt) {
+	if (level() == 0) return 0;
+	for (int s = 0; s < nseg; s++) {
+		transpose(b[s], ldb[s], n, k[s], bt);
+		bt += k[s] * n;
+	}
+	return 1;
+}
+
+/* Rows [i0, i1) of C = sum_s a[s] * bt_s (+ C when accumulate), with
+ * a[s] [m, k[s]] (leading dimension lda[s]) and bt from
+ * mtlcpu_gemm_sum_transpose. A row of C depends only on that row of the
+ * a[s], so any cut of the rows gives the same bits. */
+/* Rows per pass over the column blocks: 48 rows of the terms (112 KB at
+ * K = 576) stay in L2 from one 64-column block to the next instead of
+ * being read again from memory for each (a multiple of both levels' tile
+ * heights, 6 and 4). */
+#define SUM_ROWS 48
+int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, const long *lda, const long *k,
+                     const float *bt, int accumulate, float *c, long ldc) {
+	const float *sa[MTL_GEMM_SUM_MAX_SEGS];
+	long ktot = 0;
+	if (level() == 0 || nseg <= 0 || nseg > MTL_GEMM_SUM_MAX_SEGS || n < 16) return 0;
+	for (int s = 0; s < nseg; s++) {
+		sa[s] = a[s] + i0 * lda[s];
+		ktot += k[s];
+	}
+	for (long r0 = i0; r0 < i1; r0 += SUM_ROWS) {
+		const long r1 = i1 - r0 < SUM_ROWS ? i1 : r0 + SUM_ROWS;
+		for (int s = 0; s < nseg; s++) sa[s] = a[s] + r0 * lda[s];
+		gemm_args g = {r1 - r0, n, ktot, 0, 0, 0, bt, n, c + r0 * ldc, ldc, 1.0f, accumulate ? 1.0f : 0.0f,
+		               0, 0, 0, 0, 0, nseg, sa, lda, k};
+		run_tiles(&g);
+	}
+	return 1;
+}
+
 #else
 
 int mtlcpu_gemm_level(void) { return 0; }
@@ -564,6 +644,21 @@ int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long ld
                       long ldc, const float *y, long ldy, float *db) {
 	(void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc, (void)y;
 	(void)ldy, (void)db;
+	return 0;
+}
+int mtlcpu_gemm_sum_transpose(long n, int nseg, const float *const *b, const long *ldb, const long *k, float *bt) {
+	(void)n, (void)nseg, (void)b, (void)ldb, (void)k, (void)bt;
+	return 0;
+}
+/* Rows per pass over the column blocks: 48 rows of the terms (112 KB at
+ * K = 576) stay in L2 from one 64-column block to the next instead of
+ * being read again from memory for each (a multiple of both levels' tile
+ * heights, 6 and 4). */
+#define SUM_ROWS 48
+int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, const long *lda, const long *k,
+                     const float *bt, int accumulate, float *c, long ldc) {
+	(void)i0, (void)i1, (void)n, (void)nseg, (void)a, (void)lda, (void)k, (void)bt, (void)accumulate, (void)c;
+	(void)ldc;
 	return 0;
 }
 

@@ -76,6 +76,18 @@ int mtlcpu_sgemm(int ta, int tb, long m, long n, long k, float alpha, const floa
  * touching C or db when it does not handle the shape (or n > 512). */
 int mtlcpu_sgemm_actgrad(int tb, long m, long n, long k, const float *a, long lda, const float *b, long ldb, float *c,
                       long ldc, const float *y, long ldy, float *db);
+/* The input gradient of layers sharing an input as one GEMM over
+ * K-segments (cpu_gemm.c): mtlcpu_gemm_sum_transpose stacks the W_s^T
+ * (W_s [n, k[s]], leading dimension ldb[s]) into bt [sum k, n];
+ * mtlcpu_sgemm_sum computes rows [i0, i1) of C = sum_s a[s] * W_s^T
+ * (a[s] [m, k[s]], leading dimension lda[s]), + C when accumulate, each
+ * element one FMA chain over the segments in order. Both return 0 without
+ * touching their output where the kernels do not run (no AVX2/FMA, n < 16,
+ * nseg outside 1..MTL_GEMM_SUM_MAX_SEGS). */
+#define MTL_GEMM_SUM_MAX_SEGS 64
+int mtlcpu_gemm_sum_transpose(long n, int nseg, const float *const *b, const long *ldb, const long *k, float *bt);
+int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, const long *lda, const long *k,
+                     const float *bt, int accumulate, float *c, long ldc);
 /* 2: AVX-512 kernels, 1: AVX2 kernels, 0: none. */
 int mtlcpu_gemm_level(void);
 /* Caps the level used (tests run the AVX2 kernels on AVX-512 machines). */

@@ -52,6 +52,7 @@ type pool struct {
 	sgd         sgdTask
 	drop        dropoutTask
 	gemm        gemmTask
+	gemmSum     gemmSumTask
 	shards      shardTask
 	partial     []float64 // per-block partial sums of reductions
 }

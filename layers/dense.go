@@ -147,10 +147,14 @@ func (d *Dense) Forward(ws *DenseWS, x *kernels.Tensor) *kernels.Tensor {
 // Backward turns ws.DY() into dW, dB and (when dx is not nil) the input
 // gradient, written into dx or added to it when accumulate is set.
 func (d *Dense) Backward(ws *DenseWS, dx *kernels.Tensor, accumulate bool) {
+	d.BackwardTo(ws, nil, dx, accumulate)
+}
+
+// BackwardTo is Backward with the input gradient's GEMM added to sums
+// (computed by its Flush, with the other layers reading the same input).
+func (d *Dense) BackwardTo(ws *DenseWS, sums *GradSums, dx *kernels.Tensor, accumulate bool) {
 	d.backwardParams(ws)
-	if dx != nil {
-		d.dev.Gemm(false, true, 1, ws.dy.t(), d.W, beta(accumulate), dx)
-	}
+	sums.add(d.dev, dx, accumulate, ws.dy.t(), d.W)
 }
 
 // backwardInto is Backward with dx the output gradient of below, the layer

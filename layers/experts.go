@@ -305,6 +305,13 @@ func (x *Experts) foldable(ws *ExpertsWS) bool {
 // Backward propagates ws.DY() ([E, B, Out]) to the parameters and, for every
 // group g with dxs[g] != nil, into dxs[g] [B, In] (added when accumulate).
 func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool) {
+	x.BackwardTo(ws, nil, dxs, accumulate)
+}
+
+// BackwardTo is Backward with the input gradients' GEMMs (one per expert,
+// in expert order) added to sums, for its Flush to compute with the other
+// layers reading the same inputs.
+func (x *Experts) BackwardTo(ws *ExpertsWS, sums *GradSums, dxs []*kernels.Tensor, accumulate bool) {
 	rows := ws.rows
 	for l := len(x.Dims) - 1; l >= 0; l-- {
 		d := x.Dims[l]
@@ -337,12 +344,10 @@ func (x *Experts) Backward(ws *ExpertsWS, dxs []*kernels.Tensor, accumulate bool
 				continue
 			}
 			// The experts of a group share their input, so its gradient is
-			// the sum over the group of dy_e W_e^T: one accumulating GEMM
-			// per expert.
+			// the sum over the group of dy_e W_e^T: one term per expert.
 			for i := 0; i < n; i++ {
 				e := x.first[g] + i
-				b := beta(accumulate || i > 0)
-				x.dev.Gemm(false, true, 1, ws.dyExpert[e].get(), ws.expW[e], b, dxs[g])
+				sums.add(x.dev, dxs[g], accumulate || i > 0, ws.dyExpert[e].get(), ws.expW[e])
 			}
 		}
 	}

@@ -156,23 +156,28 @@ func (g *Gate) Forward(ws *GateWS, x *kernels.Tensor, experts []*kernels.Tensor)
 // gradients into dexperts (matching the experts of Forward) and writes (or
 // with accumulate adds) the input gradient into dx when it is not nil.
 func (g *Gate) Backward(ws *GateWS, dexperts []*kernels.Tensor, dx *kernels.Tensor, accumulate bool) {
+	g.backwardTo(ws, dexperts, nil, dx, accumulate)
+}
+
+// backwardTo is Backward with the input gradient's GEMM added to sums.
+func (g *Gate) backwardTo(ws *GateWS, dexperts []*kernels.Tensor, sums *GradSums, dx *kernels.Tensor, accumulate bool) {
 	var dw *kernels.Tensor // scratch of the unfused path (nil on a FusedGater)
 	if ws.dw != nil {
 		dw = ws.dw.t()
 	}
 	kernels.GateBackward(g.dev, ws.logits.DY(), dw, ws.dout.t(), ws.w.t(), ws.experts, dexperts, g.Temperature)
-	g.backwardDense(ws, dx, accumulate)
+	g.backwardDense(ws, sums, dx, accumulate)
 }
 
 // backwardDense propagates the logits' gradient through the gate's Dense
-// layers into their parameters and dx.
-func (g *Gate) backwardDense(ws *GateWS, dx *kernels.Tensor, accumulate bool) {
+// layers into their parameters and dx (its GEMM added to sums).
+func (g *Gate) backwardDense(ws *GateWS, sums *GradSums, dx *kernels.Tensor, accumulate bool) {
 	if g.Hidden == nil {
-		g.Logits.Backward(ws.logits, dx, accumulate)
+		g.Logits.BackwardTo(ws.logits, sums, dx, accumulate)
 		return
 	}
 	g.Logits.backwardInto(ws.logits, g.Hidden, ws.hidden)
-	g.Hidden.Backward(ws.hidden, dx, accumulate)
+	g.Hidden.BackwardTo(ws.hidden, sums, dx, accumulate)
 }
 
 // GatesWS is the state of BackwardGates for one set of gates: the lists of
@@ -281,13 +286,21 @@ func NewGatesWS(wss []*GateWS) *GatesWS {
 // then each gate's softmax and Dense backward; the results are the same
 // bits as gate after gate.
 func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, dexperts []*kernels.Tensor, dx *kernels.Tensor) {
+	BackwardGatesTo(gates, wss, s, dy, dexperts, nil, dx)
+}
+
+// BackwardGatesTo is BackwardGates with the gates' input gradient GEMMs
+// added to sums, gate after gate (gate 0's term written into dx, the
+// others added), for its Flush to compute with the other layers reading
+// the same input.
+func BackwardGatesTo(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, dexperts []*kernels.Tensor, sums *GradSums, dx *kernels.Tensor) {
 	dev := gates[0].dev
 	if f, ok := s.onePass(gates, wss); ok {
 		s.pass.Experts, s.pass.DExperts = wss[0].experts, dexperts
 		s.setLists(len(gates), len(dexperts))
 		s.run(f)
 		for t, g := range gates {
-			g.backwardDense(wss[t], dx, t > 0)
+			g.backwardDense(wss[t], sums, dx, t > 0)
 		}
 		return
 	}
@@ -295,14 +308,14 @@ func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor,
 	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) {
 		dev.Zero(dy)
 		for t, g := range gates {
-			g.Backward(wss[t], dexperts, dx, t > 0)
+			g.backwardTo(wss[t], dexperts, sums, dx, t > 0)
 		}
 		return
 	}
 	multi.GatesCombineBackward(s.douts, s.ws, s.dws, wss[0].experts, dexperts)
 	for t, g := range gates {
 		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
-		g.backwardDense(wss[t], dx, t > 0)
+		g.backwardDense(wss[t], sums, dx, t > 0)
 	}
 }
 
@@ -320,11 +333,17 @@ func BackwardGates(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor,
 // over the experts, then each gate's softmax and Dense backward; the
 // results are the same bits as zeroing dy and running gate after gate.
 func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, dxs []*kernels.Tensor, accumulate bool) {
+	BackwardGateSetsTo(gates, wss, s, dy, lists, dlists, nil, dxs, accumulate)
+}
+
+// BackwardGateSetsTo is BackwardGateSets with the gates' input gradient
+// GEMMs added to sums, in gate order, for its Flush to compute.
+func BackwardGateSetsTo(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tensor, lists, dlists [][]*kernels.Tensor, sums *GradSums, dxs []*kernels.Tensor, accumulate bool) {
 	dev := gates[0].dev
 	if f, ok := s.onePass(gates, wss); ok && s.indexLists(lists, dlists, dy) {
 		s.run(f)
 		for t, g := range gates {
-			g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
+			g.backwardDense(wss[t], sums, dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 		}
 		return
 	}
@@ -332,14 +351,14 @@ func BackwardGateSets(gates []*Gate, wss []*GateWS, s *GatesWS, dy *kernels.Tens
 	if _, fused := dev.(kernels.FusedGater); fused || !ok || len(s.dws) != len(gates) || !covers(dlists, dy) {
 		dev.Zero(dy)
 		for t, g := range gates {
-			g.Backward(wss[t], dlists[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
+			g.backwardTo(wss[t], dlists[t], sums, dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 		}
 		return
 	}
 	multi.GateSetsCombineBackward(s.douts, s.ws, s.dws, lists, dlists)
 	for t, g := range gates {
 		dev.SoftmaxBackward(wss[t].logits.DY(), s.dws[t], s.ws[t], g.Temperature)
-		g.backwardDense(wss[t], dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
+		g.backwardDense(wss[t], sums, dxs[t], accumulate || slices.Contains(dxs[:t], dxs[t]))
 	}
 }
 

@@ -167,6 +167,11 @@ func (m *MLP) Forward(ws *MLPWS, x *kernels.Tensor, mode Mode) *kernels.Tensor {
 
 // Backward propagates ws.DY() down the stack (see the package comment).
 func (m *MLP) Backward(ws *MLPWS, dx *kernels.Tensor, accumulate bool) {
+	m.BackwardTo(ws, nil, dx, accumulate)
+}
+
+// BackwardTo is Backward with the input gradient's GEMM added to sums.
+func (m *MLP) BackwardTo(ws *MLPWS, sums *GradSums, dx *kernels.Tensor, accumulate bool) {
 	for i := len(m.Layers) - 1; i >= 0; i-- {
 		lw := ws.layers[i]
 		if ws.dropped {
@@ -181,7 +186,7 @@ func (m *MLP) Backward(ws *MLPWS, dx *kernels.Tensor, accumulate bool) {
 		case i > 0:
 			m.Layers[i].Backward(lw, ws.layers[i-1].DY(), false)
 		default:
-			m.Layers[i].Backward(lw, dx, accumulate)
+			m.Layers[i].BackwardTo(lw, sums, dx, accumulate)
 		}
 	}
 }

@@ -100,8 +100,14 @@ func (t *Tower) Forward(ws *TowerWS, x *kernels.Tensor, mode Mode) *kernels.Tens
 
 // Backward propagates ws.DY() to the parameters and into dx.
 func (t *Tower) Backward(ws *TowerWS, dx *kernels.Tensor, accumulate bool) {
+	t.BackwardTo(ws, nil, dx, accumulate)
+}
+
+// BackwardTo is Backward with the input gradient's GEMM added to sums (the
+// towers over one representation share its gradient).
+func (t *Tower) BackwardTo(ws *TowerWS, sums *GradSums, dx *kernels.Tensor, accumulate bool) {
 	if t.MLP == nil {
-		t.Head.Backward(ws.head, dx, accumulate)
+		t.Head.BackwardTo(ws.head, sums, dx, accumulate)
 		return
 	}
 	if ws.mlp.dropped {
@@ -110,5 +116,5 @@ func (t *Tower) Backward(ws *TowerWS, dx *kernels.Tensor, accumulate bool) {
 		last := len(t.MLP.Layers) - 1
 		t.Head.backwardInto(ws.head, t.MLP.Layers[last], ws.mlp.layers[last])
 	}
-	t.MLP.Backward(ws.mlp, dx, accumulate)
+	t.MLP.BackwardTo(ws.mlp, sums, dx, accumulate)
 }

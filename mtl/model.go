@@ -418,6 +418,9 @@ type netShard struct {
 	towers []*layers.TowerWS
 	outs   []*kernels.Tensor
 	grads  []*kernels.Tensor // the body's, then each tower's
+	// the towers' input gradients: towers over one representation (mlp's)
+	// share its gradient, computed as one sum
+	sums layers.GradSums
 }
 
 func (n modelNet) NewShard(maxRows int, train bool) step.Shard {
@@ -449,8 +452,9 @@ func (s *netShard) OutputGrad(t int) *kernels.Tensor { return s.towers[t].DY() }
 func (s *netShard) Backward(dx *kernels.Tensor) {
 	for t, tw := range s.m.towers {
 		dr, acc := s.body.repGrad(t)
-		tw.Backward(s.towers[t], dr, acc)
+		tw.BackwardTo(s.towers[t], &s.sums, dr, acc)
 	}
+	s.sums.Flush()
 	s.body.backward(dx)
 }
 

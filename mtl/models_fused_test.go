@@ -38,11 +38,19 @@ var (
 	_ kernels.FusedEmbeddingUpdater = (*fusedCPU)(nil)
 	_ kernels.AsyncUploader         = (*fusedCPU)(nil)
 	_ kernels.AsyncIDChecker        = (*fusedCPU)(nil)
+	_ kernels.GemmSummer            = (*fusedCPU)(nil)
 )
 
 func newFusedCPU() *fusedCPU { return &fusedCPU{Device: kernels.NewCPU(1), immediate: true} }
 
 func (d *fusedCPU) SetImmediateIDCheck(on bool) { d.immediate = on }
+
+// GemmSum passes the CPU's K-segmented input gradients through: unlike the
+// CPU's other fusions it does not give the bits of the composed ops (the
+// chain of GEMMs), so the CPU model's bits need it.
+func (d *fusedCPU) GemmSum(dys, ws []*kernels.Tensor, accumulate bool, dx *kernels.Tensor) {
+	d.Device.(kernels.GemmSummer).GemmSum(dys, ws, accumulate, dx)
+}
 
 func (d *fusedCPU) Sync() error {
 	d.syncs++

@@ -29,6 +29,12 @@ func TestModelGradients(t *testing.T) {
 		{"ple", "ple", nil},
 		{"ple_gates_on_input", "ple", func(c *Config) { c.PLEGatesOnInput = true }},
 		{"mmoe_no_gate_mlp_no_towers", "mmoe", func(c *Config) { c.GateDim = 0; c.UseTaskTowers = false }},
+		// inputs 16 or more wide, so that their gradients (the input of
+		// gates and experts, of PLE's upper levels' groups, of mlp's
+		// towers) run as one K-segmented GEMM on the CPU (kernels.GemmSum)
+		{"mlp_towers_sum", "mlp", func(c *Config) { c.MLPLayers = []int{12, 16} }},
+		{"ple_upper_levels_sum", "ple", func(c *Config) { c.ExpertMLPLayers = []int{6, 16} }},
+		{"ple_gates_on_input_sum", "ple", func(c *Config) { c.ExpertMLPLayers = []int{8, 16}; c.PLEGatesOnInput = true }},
 		{"mlp_sum_combiner_linear", "mlp", func(c *Config) { c.ListCombiner = "sum"; c.Activation = "linear" }},
 		// Keras activations in the MLP, the experts and the towers
 		{"mlp_gelu", "mlp", func(c *Config) { c.Activation = "gelu" }},

@@ -61,6 +61,8 @@ type mmoeWS struct {
 	xs, dxs []*kernels.Tensor
 	reps    []*kernels.Tensor
 	views   []gateView
+	// the input's gradient: the gates' terms, then the experts'
+	sums layers.GradSums
 }
 
 func (b *mmoeBody) newWS(maxRows int, train bool) bodyWS {
@@ -90,9 +92,10 @@ func (w *mmoeWS) forward(x *kernels.Tensor, mode layers.Mode) []*kernels.Tensor 
 func (w *mmoeWS) repGrad(t int) (*kernels.Tensor, bool) { return w.gws[t].DY(), false }
 
 func (w *mmoeWS) backward(dx *kernels.Tensor) {
-	layers.BackwardGates(w.b.gates, w.gws, w.gatesWS, w.experts.DY(), w.experts.DOutputs(), dx)
+	layers.BackwardGatesTo(w.b.gates, w.gws, w.gatesWS, w.experts.DY(), w.experts.DOutputs(), &w.sums, dx)
 	w.dxs[0] = dx
-	w.b.experts.Backward(w.experts, w.dxs, true)
+	w.b.experts.BackwardTo(w.experts, &w.sums, w.dxs, true)
+	w.sums.Flush()
 }
 
 func (w *mmoeWS) grads() []*kernels.Tensor {

@@ -140,6 +140,9 @@ type pleWS struct {
 	reps   []*kernels.Tensor
 	views  []gateView
 	train  bool
+	// a level's input gradients: per input, its gates' terms then its
+	// experts'
+	sums layers.GradSums
 }
 
 func (b *pleBody) newWS(maxRows int, train bool) bodyWS {
@@ -231,7 +234,6 @@ func (w *pleWS) repGrad(t int) (*kernels.Tensor, bool) {
 
 func (w *pleWS) backward(dx *kernels.Tensor) {
 	b := w.b
-	dev := b.dev
 	// dx is written by the first gates that reach it (the top level's
 	// with gatesOnInput, else level 0's), then added into: no zeroing
 	dxWritten := false
@@ -239,9 +241,9 @@ func (w *pleWS) backward(dx *kernels.Tensor) {
 		lv, lw := b.levels[l], w.levels[l]
 		onInput := b.gatesOnInput || l == 0
 		// gradients of this level's inputs: the model input at level 0,
-		// else the outputs of level l-1, each written by this level's gate
-		// of the same index (without gatesOnInput) or zeroed, then added
-		// into by the experts
+		// else the outputs of level l-1, each the sum of the terms of this
+		// level's gate of the same index (without gatesOnInput) and of
+		// the experts of its group, written by the first term (no zeroing)
 		if l == 0 {
 			lw.dxs[0] = dx
 		} else {
@@ -250,11 +252,6 @@ func (w *pleWS) backward(dx *kernels.Tensor) {
 				lw.dxs[t] = prev.taskGates[t].DY()
 			}
 			lw.dxs[b.tasks] = prev.shared.DY()
-			for i, d := range lw.dxs {
-				if onInput || i >= len(lw.lists) {
-					dev.Zero(d)
-				}
-			}
 		}
 		for i := range lw.lists {
 			if onInput {
@@ -265,8 +262,12 @@ func (w *pleWS) backward(dx *kernels.Tensor) {
 		}
 		accumulate := onInput && dxWritten
 		dxWritten = dxWritten || onInput
-		layers.BackwardGateSets(lw.gates, lw.gws, lw.gatesWS, lw.experts.DY(), lw.lists, lw.dlists, lw.gateDX, accumulate)
-		lv.experts.Backward(lw.experts, lw.dxs, true)
+		layers.BackwardGateSetsTo(lw.gates, lw.gws, lw.gatesWS, lw.experts.DY(), lw.lists, lw.dlists, &w.sums, lw.gateDX, accumulate)
+		// a group's experts write its gradient where no gate did (l > 0)
+		// and add to what the gates wrote otherwise (their flag is then
+		// ignored: the first term of a sum decides)
+		lv.experts.BackwardTo(lw.experts, &w.sums, lw.dxs, false)
+		w.sums.Flush()
 	}
 }
 
