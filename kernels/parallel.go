@@ -22,7 +22,8 @@ type poolJob struct {
 // takes mu (with TryLock: when another goroutine is already using the pool the
 // op runs serially in its caller instead of waiting), stores its task in one
 // of the pool's task slots (so that nothing is allocated per call), and splits
-// it into at most `threads` contiguous chunks, the first run by the caller.
+// it into at most `threads` contiguous chunks, each run by a worker while the
+// caller waits (see runLocked for why the caller runs none).
 //
 // The workers reference only the pool, never the CPU, so a CPU that becomes
 // unreachable is collected and its cleanup closes the workers' channels.
@@ -77,7 +78,7 @@ func (t *shardTask) run(lo, hi int) {
 }
 
 func newPool(threads int) *pool {
-	p := &pool{threads: threads, work: make([]chan poolJob, threads-1)}
+	p := &pool{threads: threads, work: make([]chan poolJob, threads)}
 	for i := range p.work {
 		ch := make(chan poolJob, 1)
 		p.work[i] = ch
@@ -101,6 +102,17 @@ func (p *pool) close() {
 
 // runLocked splits [0, n) into chunks of whole `unit`s, at most one per
 // thread and at most `chunks` in all, runs them and waits. mu must be held.
+//
+// Every chunk goes to a worker and the caller parks until they are done,
+// rather than running the first chunk itself. A goroutine woken through a
+// channel waits in the waker's P (its runnext slot); had the caller gone
+// on running, another thread would have to steal the woken worker from
+// there, and the runtime sleeps (usleep(3)) before it steals a runnext
+// from a running P, a sleep that lasts about 100 us in a VM: the worker of
+// a parallel op started tens of microseconds late (docs/PERFORMANCE.md,
+// "Idle time in a training step"). Parked, the caller gives its P to the
+// last worker woken at once, and the earlier ones, queued behind it, are
+// stolen without that sleep. The chunks are the same, so are the results.
 func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 	if chunks > p.threads {
 		chunks = p.threads
@@ -114,17 +126,16 @@ func (p *pool) runLocked(t rangeTask, n, unit, chunks int) {
 		return
 	}
 	per := (units + chunks - 1) / chunks * unit
-	p.wg.Add(chunks - 1)
-	for i := 1; i < chunks; i++ {
+	p.wg.Add(chunks)
+	for i := range chunks {
 		lo := i * per
 		hi := min(lo+per, n)
 		if lo >= hi {
 			p.wg.Done()
 			continue
 		}
-		p.work[i-1] <- poolJob{t: t, lo: lo, hi: hi}
+		p.work[i] <- poolJob{t: t, lo: lo, hi: hi}
 	}
-	t.run(0, min(per, n))
 	p.wg.Wait()
 }
 
