@@ -602,15 +602,16 @@ int mtlcpu_gemm_sum_transpose(long n, int nseg, const float *const *b, const lon
 	return 1;
 }
 
-/* Rows [i0, i1) of C = sum_s a[s] * bt_s (+ C when accumulate), with
- * a[s] [m, k[s]] (leading dimension lda[s]) and bt from
- * mtlcpu_gemm_sum_transpose. A row of C depends only on that row of the
- * a[s], so any cut of the rows gives the same bits. */
 /* Rows per pass over the column blocks: 48 rows of the terms (112 KB at
  * K = 576) stay in L2 from one 64-column block to the next instead of
  * being read again from memory for each (a multiple of both levels' tile
  * heights, 6 and 4). */
 #define SUM_ROWS 48
+
+/* Rows [i0, i1) of C = sum_s a[s] * bt_s (+ C when accumulate), with
+ * a[s] [m, k[s]] (leading dimension lda[s]) and bt from
+ * mtlcpu_gemm_sum_transpose. A row of C depends only on that row of the
+ * a[s], so any cut of the rows gives the same bits. */
 int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, const long *lda, const long *k,
                      const float *bt, int accumulate, float *c, long ldc) {
 	const float *sa[MTL_GEMM_SUM_MAX_SEGS];
@@ -650,11 +651,6 @@ int mtlcpu_gemm_sum_transpose(long n, int nseg, const float *const *b, const lon
 	(void)n, (void)nseg, (void)b, (void)ldb, (void)k, (void)bt;
 	return 0;
 }
-/* Rows per pass over the column blocks: 48 rows of the terms (112 KB at
- * K = 576) stay in L2 from one 64-column block to the next instead of
- * being read again from memory for each (a multiple of both levels' tile
- * heights, 6 and 4). */
-#define SUM_ROWS 48
 int mtlcpu_sgemm_sum(long i0, long i1, long n, int nseg, const float *const *a, const long *lda, const long *k,
                      const float *bt, int accumulate, float *c, long ldc) {
 	(void)i0, (void)i1, (void)n, (void)nseg, (void)a, (void)lda, (void)k, (void)bt, (void)accumulate, (void)c;
