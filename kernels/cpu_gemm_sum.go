@@ -41,7 +41,7 @@ type gemmSumCall struct {
 	lda, ldb []C.long
 	k        []C.long
 	bt       []float32
-	n, ldc   int
+	n        int // dx's columns, also its row stride
 	accum    C.int
 	c        []float32
 }
@@ -51,7 +51,7 @@ var gemmSumCalls = sync.Pool{New: func() any { return new(gemmSumCall) }}
 // run computes rows [lo, hi) of C.
 func (s *gemmSumCall) run(lo, hi int) {
 	if C.mtlcpu_sgemm_sum(C.long(lo), C.long(hi), C.long(s.n), C.int(len(s.a)), pp(s.a), &s.lda[0], &s.k[0],
-		fp(s.bt), s.accum, fp(s.c), C.long(s.ldc)) == 0 {
+		fp(s.bt), s.accum, fp(s.c), C.long(s.n)) == 0 {
 		panic("kernels: GemmSum: the kernel refused a shape gemmSumKernel accepted")
 	}
 }
@@ -91,7 +91,7 @@ func (c *CPU) GemmSum(dys, ws []*Tensor, accumulate bool, dx *Tensor) {
 		s.bt = make([]float32, n*k)
 	}
 	s.bt = s.bt[:n*k]
-	s.n, s.ldc, s.accum, s.c = n, n, cbool(accumulate), dx.F32
+	s.n, s.accum, s.c = n, cbool(accumulate), dx.F32
 	if C.mtlcpu_gemm_sum_transpose(C.long(n), C.int(len(ws)), pp(s.b), &s.ldb[0], &s.k[0], fp(s.bt)) == 0 {
 		panic("kernels: GemmSum: the transpose refused a shape gemmSumKernel accepted")
 	}

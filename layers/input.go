@@ -514,31 +514,24 @@ func (b *InputBlock) GatherRows(ws *InputWS, g *RowGather, dev kernels.Device, l
 	out := g.out.set(ws.out.t(), lo*b.OutDim, rows, b.OutDim)
 	for i := range b.Features {
 		f := &b.Features[i]
-		if f.Continuous {
-			dev.CopyCols(out, f.Col, g.in.set(data.Values[i], lo, rows, 1), 0, 1, false)
-			continue
-		}
-		t := b.Tables[f.Table]
-		ids, offs := data.IDs[f.Table], data.Offsets[f.Table]
-		if offs == nil {
-			ids = g.in.set(ids, lo, rows)
-		} else {
+		var vals, ids, offs *kernels.Tensor
+		switch {
+		case f.Continuous:
+			vals = g.in.set(data.Values[i], lo, rows, 1)
+		case data.Offsets[f.Table] == nil:
+			ids = g.in.set(data.IDs[f.Table], lo, rows)
+		default:
 			// offsets index the table's whole ids (feature slot f.Slot of
 			// a shared table: its own data.Rows+1 of them)
+			ids, offs = data.IDs[f.Table], data.Offsets[f.Table]
 			base := 0
-			if len(t.Features) > 1 {
+			if len(b.Tables[f.Table].Features) > 1 {
 				base = f.Slot * data.Rows
 			}
 			offs = g.offs.set(offs, base+lo, rows+1)
 		}
-		if err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), ids, offs, t.Combiner); err != nil {
-			var idErr *kernels.IDRangeError
-			if errors.As(err, &idErr) {
-				e := *idErr
-				e.Row += lo // a row of the batch, not of the view
-				err = &e
-			}
-			return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
+		if err := b.gatherInto(ws, dev, out, i, vals, ids, offs, lo); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -547,17 +540,37 @@ func (b *InputBlock) GatherRows(ws *InputWS, g *RowGather, dev kernels.Device, l
 // gather writes feature i of the current batch into its columns of the
 // block's output on dev.
 func (b *InputBlock) gather(ws *InputWS, dev kernels.Device, i int) error {
-	f, data, out := &b.Features[i], ws.data, ws.out.t()
+	data := ws.data
+	f := &b.Features[i]
 	if f.Continuous {
-		dev.CopyCols(out, f.Col, data.Values[i], 0, 1, false)
+		return b.gatherInto(ws, dev, ws.out.t(), i, data.Values[i], nil, nil, 0)
+	}
+	return b.gatherInto(ws, dev, ws.out.t(), i, nil, data.IDs[f.Table], b.featureOffsets(ws, data, i), 0)
+}
+
+// gatherInto writes feature i into its columns of out (the block's output
+// or a view of its rows from row lo of the batch on): a continuous
+// feature's vals, else the embeddings of ids (with offs for lists). An id
+// outside its table is an error naming the feature and the id's row of the
+// batch.
+func (b *InputBlock) gatherInto(ws *InputWS, dev kernels.Device, out *kernels.Tensor, i int, vals, ids, offs *kernels.Tensor, lo int) error {
+	f := &b.Features[i]
+	if f.Continuous {
+		dev.CopyCols(out, f.Col, vals, 0, 1, false)
 		return nil
 	}
 	t := b.Tables[f.Table]
-	err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), data.IDs[f.Table], b.featureOffsets(ws, data, i), t.Combiner)
-	if err != nil {
-		return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
+	err := dev.EmbeddingGather(out, f.Col, b.table(ws, f.Table), ids, offs, t.Combiner)
+	if err == nil {
+		return nil
 	}
-	return nil
+	var idErr *kernels.IDRangeError
+	if lo != 0 && errors.As(err, &idErr) {
+		e := *idErr
+		e.Row += lo // a row of the batch, not of the view
+		err = &e
+	}
+	return fmt.Errorf("layers: input %q (table %q): %w", f.Name, t.Name, err)
 }
 
 // planGather sets ws up to gather the features as shards on a
